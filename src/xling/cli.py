@@ -1,0 +1,196 @@
+"""`xling <command>`: parse, validate, call the library. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import load_config, parse_override_value
+from .errors import XlingError
+
+
+def _threads_setup() -> None:
+    """Before torch starts OpenMP: idle threads sleep instead of spinning (measured in `xling bench`)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _parse_overrides(extra: list[str]) -> dict:
+    """['--train.steps', '200', '--languages.p=0.5'] -> {'train.steps': 200, 'languages.p': 0.5}."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise XlingError(f"unexpected argument '{arg}': config overrides look like --section.key VALUE (e.g. --train.steps 200)")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise XlingError(f"override --{key} needs a value")
+            value, i = extra[i + 1], i + 1
+        overrides[key] = parse_override_value(value)
+        i += 1
+    return overrides
+
+
+def _print_ppl_table(results: dict[str, dict], title: str) -> None:
+    print(title)
+    print(f"  {'language':<10} {'ppl':>10} {'loss':>8} {'tokens':>10}")
+    for name, r in results.items():
+        print(f"  {name:<10} {r['ppl']:>10.2f} {r['loss']:>8.4f} {r['tokens_scored']:>10,}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_config(args, overrides) -> int:
+    from .config import dump_yaml
+
+    print(dump_yaml(load_config(args.config, overrides)), end="")
+    return 0
+
+
+def cmd_train(args, overrides) -> int:
+    from .runs import RunDir
+    from .train import Trainer
+
+    if args.config is None and not args.resume:
+        raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
+    if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
+        args.out, args.config = args.config, None
+    if args.config is None:
+        if not args.out:
+            raise XlingError("--resume without a config needs the run directory: xling train RUN_DIR --resume")
+        cfg_path = RunDir(args.out).require().config_path
+    else:
+        cfg_path = args.config
+    cfg = load_config(cfg_path, overrides)
+    out = Path(args.out or Path("runs") / (cfg.name or Path(cfg_path).stem))
+    info = Trainer(cfg, out).fit(resume=args.resume, progress=not args.quiet)
+    if info["status"] != "completed":
+        return 1
+    _print_ppl_table(info["valid"], f"validation perplexity ({out})")
+    if not args.no_eval:
+        return cmd_eval(argparse.Namespace(run_dir=str(out), split="test", max_tokens=None, device="auto"), {})
+    return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    from .evaluate import evaluate_languages
+    from .runs import atomic_write_json
+    from .train import load_session
+
+    session = load_session(args.run_dir, device=args.device)
+    ev = session.cfg.eval
+    max_tokens = ev.max_tokens if args.max_tokens is None else args.max_tokens
+    results = evaluate_languages(session.model, session.setup, args.split, ev.window, ev.last_n, ev.batch_size,
+                                 max_tokens, session.device, session.autocast)
+    info = session.run.read_info()
+    report = {"split": args.split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
+              "step": info.get("step"), "tokens_trained": info.get("tokens"), "languages": results}
+    path = session.run.eval_path if args.split == "test" else session.run.path / f"eval_{args.split}.json"
+    atomic_write_json(path, report)
+    _print_ppl_table(results, f"{args.split} perplexity (window {ev.window}, last {ev.last_n} scored) -> {path}")
+    return 0
+
+
+def cmd_sample(args, overrides) -> int:
+    import torch
+
+    from .data import decode_ids, encode_text
+    from .model import generate
+    from .tokenizer import EOD_ID
+    from .train import load_session
+
+    session = load_session(args.run_dir, device=args.device)
+    names = session.setup.names
+    if args.language not in names:
+        raise XlingError(f"unknown language '{args.language}': this run has {', '.join(names)}")
+    lang = names.index(args.language)
+    if args.prompt:
+        prompt = encode_text(session.setup, lang, args.prompt)
+    else:  # start a new document: the language's end-of-document id
+        prompt = session.setup.table[lang][torch.tensor([EOD_ID])]
+    gen = torch.Generator().manual_seed(args.seed)
+    with session.autocast():
+        out = generate(session.model, prompt.to(session.device), args.tokens, args.temperature, args.top_k, gen)
+    print(f"[{args.language}] {args.prompt}{decode_ids(session.setup, lang, out.cpu())}")
+    return 0
+
+
+def cmd_teff(args, overrides) -> int:
+    from .efficiency import teff_command
+
+    return teff_command(args.mono, args.runs, args.out, args.form, args.bootstrap, args.seed)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xling", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)")
+    p.add_argument("config", nargs="?", help="YAML config file (optional)")
+    p.set_defaults(func=cmd_config, overrides=True)
+
+    p = sub.add_parser("train", help="train a model; --section.key VALUE overrides the config",
+                       description="Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5")
+    p.add_argument("config", nargs="?", help="YAML config file (or a run directory with --resume)")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train, overrides=True)
+
+    p = sub.add_parser("eval", help="per-language test perplexity of a run (writes eval.json)")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", choices=["test", "valid", "train"])
+    p.add_argument("--max-tokens", type=int, default=None, help="score only a prefix of each language's stream")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="generate text in one language of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--language", required=True, help="a language name of the run, e.g. EN2")
+    p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    p.add_argument("--tokens", type=int, default=60)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("teff", help="MLPE, MLTE and token efficiency from monolingual and run perplexities (CSV)")
+    p.add_argument("--mono", required=True, help="CSV with language,fraction,ppl of monolingual runs")
+    p.add_argument("--runs", required=True, help="CSV with run,language,fraction,ppl")
+    p.add_argument("--out", help="output CSV (default: <runs>_teff.csv)")
+    p.add_argument("--form", default="loss", choices=["loss", "paper"], help="scaling-law form (see docs)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_teff)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _threads_setup()
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if extra and not getattr(args, "overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        overrides = _parse_overrides(extra)
+        return args.func(args, overrides)
+    except XlingError as exc:
+        print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nxling: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

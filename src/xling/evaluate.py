@@ -1,0 +1,77 @@
+"""Per-language perplexity with the paper's protocol.
+
+The test split of each language is one token stream. Windows of `window` input tokens start at
+0, last_n, 2 * last_n, ...; only the last `last_n` targets of each window are scored, so every
+scored token has at least window - last_n tokens of context and every scored token is scored
+once. Perplexity is exp(mean cross-entropy) over the scored tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+
+def window_starts(n_tokens: int, window: int, last_n: int) -> torch.Tensor:
+    """Start offsets of the evaluation windows over a stream of n_tokens (inputs + 1 target)."""
+    last_start = n_tokens - (window + 1)
+    if last_start < 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.arange(0, last_start + 1, last_n)
+
+
+def scored_positions(n_tokens: int, window: int, last_n: int) -> torch.Tensor:
+    """Stream positions of the targets that are scored (for tests and documentation)."""
+    starts = window_starts(n_tokens, window, last_n)
+    return (starts[:, None] + torch.arange(window - last_n + 1, window + 1)).flatten()
+
+
+def stream_nll(
+    per_token_nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    window: int,
+    last_n: int,
+    batch_size: int = 32,
+    max_tokens: int = 0,
+) -> tuple[float, int]:
+    """Total negative log-likelihood and number of scored tokens of one stream.
+
+    `per_token_nll(x, y)` returns the loss of every target, shape [B, window].
+    """
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    starts = window_starts(len(tokens), window, last_n)
+    offsets = torch.arange(window + 1)
+    total, count = 0.0, 0
+    for chunk in starts.split(batch_size):
+        windows = tokens[chunk[:, None] + offsets]
+        nll = per_token_nll(windows[:, :-1], windows[:, 1:])[:, -last_n:]
+        total += float(nll.double().sum())
+        count += nll.numel()
+    return total, count
+
+
+def perplexity_result(total_nll: float, count: int) -> dict:
+    loss = total_nll / count if count else float("nan")
+    return {"loss": loss, "ppl": math.exp(loss) if count else float("nan"), "tokens_scored": count}
+
+
+@torch.no_grad()
+def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch_size: int,
+                       max_tokens: int, device, autocast) -> dict[str, dict]:
+    """{language name: {loss, ppl, tokens_scored}} for every language of the run."""
+    was_training = model.training
+    model.eval()
+
+    def per_token_nll(x, y):
+        with autocast():
+            return model.loss(x.to(device), y.to(device), per_token=True).cpu()
+
+    results = {}
+    for lang, name in enumerate(setup.names):
+        tokens = setup.language_tokens(lang, split)
+        results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size, max_tokens))
+    model.train(was_training)
+    return results

@@ -1,0 +1,204 @@
+"""A run is a directory. This module owns its layout and every write into it (all atomic).
+
+    RUN_DIR/
+      config.yaml        the resolved RunConfig
+      run.json           status, sizes, per-language token counts, timings (rewritten atomically)
+      metrics.jsonl      one JSON object per logged step / validation
+      checkpoints/step_0000200/{model.safetensors, state.pt, manifest.json}
+      eval.json          per-language test perplexity (`xling eval`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict
+from .errors import XlingError
+
+KEEP_CHECKPOINTS = 2
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory + fsync + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise XlingError(f"cannot read {path}: {exc.__class__.__name__}; the file is missing or corrupt") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    info_path = property(lambda self: self.path / "run.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    eval_path = property(lambda self: self.path / "eval.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> "RunDir":
+        if not self.exists():
+            raise XlingError(f"{self.path} is not a run directory (no config.yaml): pass the directory `xling train` wrote")
+        return self
+
+    # config and info
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.config_path, dump_yaml(cfg))
+
+    def read_config(self) -> RunConfig:
+        return from_dict(load_yaml(self.require().config_path))
+
+    def read_info(self) -> dict:
+        return read_json(self.info_path) if self.info_path.is_file() else {}
+
+    def update_info(self, **fields) -> dict:
+        info = self.read_info()
+        info.update(fields)
+        atomic_write_json(self.info_path, info)
+        return info
+
+    # metrics
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        records = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short by a kill; the resumed run re-logs that step
+        return records
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # checkpoints
+    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict) -> Path:
+        """Write model weights (safetensors) + training state; the directory appears complete or not at all."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoints / f"step_{step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints, prefix=f".tmp-step_{step:07d}-"))
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+            torch.save(state, tmp / "state.pt")
+            files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "state.pt")}
+            atomic_write_json(tmp / "manifest.json", {"step": step, "sha256": files})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def checkpoint_dirs(self) -> list[Path]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
+
+    def checkpoint_problem(self, ckpt: Path) -> str | None:
+        """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
+        manifest_path = ckpt / "manifest.json"
+        if not manifest_path.is_file():
+            return "no manifest"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            return "corrupt manifest"
+        for name, digest in manifest.get("sha256", {}).items():
+            if not (ckpt / name).is_file():
+                return f"{name} missing"
+            if sha256_file(ckpt / name) != digest:
+                return f"{name} checksum mismatch"
+        return None
+
+    def latest_checkpoint(self, warn=print) -> Path | None:
+        """The newest checkpoint whose checksums verify; damaged ones are reported and skipped."""
+        for ckpt in reversed(self.checkpoint_dirs()):
+            problem = self.checkpoint_problem(ckpt)
+            if problem is None:
+                return ckpt
+            warn(f"warning: skipping damaged checkpoint {ckpt.name} ({problem})")
+        return None
+
+    @staticmethod
+    def load_checkpoint(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> dict:
+        weights = load_file(ckpt / "model.safetensors", device=str(map_location))
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first})") from None
+        return torch.load(ckpt / "state.pt", map_location=map_location, weights_only=False)
+
+
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return [k for k in fa if fa[k] != fb.get(k)]

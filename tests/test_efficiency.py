@@ -1,0 +1,267 @@
+"""Token efficiency: scaling-law fits, MLPE/MLTE/TEff, CSV I/O and the `xling teff` body."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from xling.efficiency import (
+    ScalingLaw,
+    clone_fractions,
+    efficiency,
+    fit_scaling_law,
+    format_table,
+    read_csv_rows,
+    teff_command,
+    teff_table,
+    write_table,
+)
+from xling.errors import XlingError
+
+TRUE = (1.5, 1.2, 0.35)  # E, A, alpha of the synthetic loss-space law
+FRACTIONS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
+BOOT = 200
+
+# Paper §5: monolingual GPT-small EN at 10 %, 50 %, 100 % of the budget; 90/10 EN2 point.
+PAPER_EN = ([0.1, 0.5, 1.0], [48.36, 25.31, 21.93])
+
+
+def true_ppl(x):
+    e, a, alpha = TRUE
+    return np.exp(e + a * np.asarray(x, dtype=float) ** (-alpha))
+
+
+def noisy_ppls(noise: float, seed: int = 1, repeats: int = 1):
+    """Multiplicative noise on PPL (additive in log space), `repeats` seeds per fraction."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat(FRACTIONS, repeats)
+    return x, true_ppl(x) * np.exp(rng.normal(0.0, noise, x.size))
+
+
+@pytest.fixture(scope="module")
+def fit():
+    x, ppl = noisy_ppls(0.01)
+    return fit_scaling_law(x, ppl, bootstrap=BOOT, seed=0)
+
+
+# ----------------------------------------------------------------------------- the fit
+
+
+def test_fit_recovers_known_law(fit):
+    e, a, alpha = fit.law.params
+    assert e == pytest.approx(TRUE[0], abs=0.1)
+    assert a == pytest.approx(TRUE[1], rel=0.1)
+    assert alpha == pytest.approx(TRUE[2], rel=0.1)
+    assert fit.law.form == "loss" and fit.law.n_points == FRACTIONS.size
+    assert fit.law.x_range == (0.05, 3.0)
+    assert fit.law.residual_rms < 0.02
+    assert len(fit.bootstrap_laws) > 0.9 * BOOT
+
+
+def test_three_points_fit_exactly_and_have_no_interval():
+    x = [0.1, 0.5, 1.0]
+    f = fit_scaling_law(x, true_ppl(x), bootstrap=BOOT)
+    assert f.law.params == pytest.approx(TRUE, rel=1e-6)
+    assert f.law.residual_rms < 1e-10
+    assert f.bootstrap_laws == () and "no interval" in f.notes[0]
+    e = efficiency(f, 0.5, 30.0)
+    assert math.isnan(e.teff_ci[0]) and math.isfinite(e.teff)
+
+
+def test_repeated_seeds_per_fraction_are_all_used():
+    x, ppl = noisy_ppls(0.01, repeats=3)
+    f = fit_scaling_law(x, ppl, bootstrap=0)
+    assert f.law.n_points == 3 * FRACTIONS.size
+    assert f.law.params[2] == pytest.approx(TRUE[2], rel=0.1)
+
+
+def test_inverse_round_trips(fit):
+    law = fit.law
+    ys = np.array([12.0, 20.0, 40.0, 100.0])
+    assert law.ppl(law.fraction_for(ys)) == pytest.approx(ys, rel=1e-9)
+    assert isinstance(law.ppl(0.5), float) and law.ppl(FRACTIONS).shape == FRACTIONS.shape
+
+
+def test_fraction_for_is_inf_at_or_below_asymptote(fit):
+    law = fit.law
+    assert law.asymptote == pytest.approx(math.exp(law.params[0]))
+    assert law.fraction_for(law.asymptote) == math.inf
+    assert law.fraction_for(law.asymptote * 0.9) == math.inf
+
+
+def test_paper_form_recovers_its_own_law():
+    a, b, c = 0.03, 0.25, 0.08
+    x = FRACTIONS
+    ppl = 1.0 / (c - a * x ** (-b))
+    assert np.all(ppl > 0)
+    f = fit_scaling_law(x, ppl, form="paper", bootstrap=0)
+    assert f.law.params == pytest.approx((a, b, c), rel=1e-4)
+    assert f.law.param_dict.keys() == {"a", "b", "c"}
+    assert f.law.asymptote == pytest.approx(1 / c, rel=1e-4)
+    assert f.law.fraction_for(f.law.ppl(0.3)) == pytest.approx(0.3)
+
+
+def test_paper_form_ppl_is_inf_where_its_law_breaks_down():
+    law = ScalingLaw("paper", (0.03, 0.25, 0.08), (0.1, 1.0), (20.0, 50.0), 3, 0.0)
+    assert law.ppl(1e-4) == math.inf
+
+
+def test_fewer_than_three_fractions_is_a_user_error():
+    with pytest.raises(XlingError, match="3 distinct data fractions, got 2"):
+        fit_scaling_law([0.1, 0.1, 0.5, 0.5], [40.0, 41.0, 25.0, 25.5])
+    with pytest.raises(XlingError, match="unknown scaling-law form"):
+        fit_scaling_law([0.1, 0.5, 1.0], [40.0, 25.0, 22.0], form="cubic")
+
+
+# ----------------------------------------------------------------------------- efficiency
+
+
+def test_point_on_the_law_has_teff_one(fit):
+    e = efficiency(fit, 0.5, fit.law.ppl(0.5))
+    assert e.teff == pytest.approx(1.0, rel=1e-9)
+    assert e.mlte == pytest.approx(0.5, rel=1e-9)
+    assert e.mlpe == pytest.approx(fit.law.ppl(0.5))
+    assert e.warnings == []
+
+
+def test_reaching_the_ppl_of_twice_the_data_gives_teff_two(fit):
+    e = efficiency(fit, 0.4, float(true_ppl(0.8)))
+    assert e.teff == pytest.approx(2.0, rel=0.05)
+    assert e.teff_ci[0] <= e.teff <= e.teff_ci[1]
+    assert e.mlte_ci[0] <= e.mlte <= e.mlte_ci[1]
+    assert e.mlpe_ci[0] <= e.mlpe <= e.mlpe_ci[1]
+
+
+def test_intervals_narrow_as_noise_shrinks():
+    widths = []
+    for noise in (0.03, 0.01, 0.002):
+        x, ppl = noisy_ppls(noise, seed=3)
+        e = efficiency(fit_scaling_law(x, ppl, bootstrap=BOOT, seed=0), 0.4, float(true_ppl(0.8)))
+        widths.append(e.teff_ci[1] - e.teff_ci[0])
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def test_extrapolation_warns(fit):
+    below_data = fit.law.ppl(10.0)  # needs 10x the budget: beyond the fitted fractions
+    e = efficiency(fit, 0.5, below_data)
+    assert math.isfinite(e.teff) and any("extrapolated" in w for w in e.warnings)
+    e = efficiency(fit, 0.01, 200.0)
+    assert any("fraction 0.01 is outside" in w for w in e.warnings)
+
+
+def test_unreachable_ppl_gives_inf_with_a_warning(fit):
+    e = efficiency(fit, 0.5, fit.law.asymptote * 0.95)
+    assert e.mlte == math.inf and e.teff == math.inf
+    assert any("unreachable" in w for w in e.warnings)
+    assert e.teff_ci[1] == math.inf
+
+
+def test_paper_sanity_90_10_en2():
+    """Paper: EN2 at 90/10 (10 % of the tokens) reaches 32.81, TEff 2.08 with their fit."""
+    for form in ("loss", "paper"):
+        f = fit_scaling_law(*PAPER_EN, form=form, bootstrap=0)
+        e = efficiency(f, 0.1, 32.81)
+        print(f"{form}: TEff EN2 90/10 = {e.teff:.3f}")
+        assert 1.5 < e.teff < 3.0
+        assert efficiency(f, 0.9, 22.46).teff == pytest.approx(1.0, abs=0.1)  # EN1 ≈ 1
+
+
+def test_clone_fractions():
+    assert clone_fractions(0.1, 1, 1.0) == pytest.approx([0.9, 0.1])
+    assert clone_fractions(0.5, 9, 2.0) == pytest.approx([1.0] + [1.0 / 9] * 9)
+    with pytest.raises(XlingError):
+        clone_fractions(1.5, 1, 1.0)
+
+
+def test_teff_table_rows_and_unknown_language(fit):
+    mono = [{"language": "EN", "fraction": x, "ppl": p} for x, p in zip(*noisy_ppls(0.01))]
+    runs = [
+        {"run": "r1", "language": "EN", "fraction": 0.4, "ppl": float(true_ppl(0.8))},
+        {"run": "r1", "language": "EN", "fraction": 0.6, "ppl": float(true_ppl(0.6))},
+    ]
+    rows = teff_table(mono, runs, bootstrap=BOOT)
+    assert [r["teff"] for r in rows] == pytest.approx([2.0, 1.0], rel=0.05)
+    assert {"mlpe_lo", "mlte_hi", "teff_lo", "warning"} <= rows[0].keys()
+    with pytest.raises(XlingError, match="'FR'.*only has EN"):
+        teff_table(mono, [{"run": "r2", "language": "FR", "fraction": 0.5, "ppl": 20.0}])
+
+
+# ----------------------------------------------------------------------------- CSV + CLI body
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_read_csv_errors(tmp_path):
+    with pytest.raises(XlingError, match="file not found"):
+        read_csv_rows(tmp_path / "nope.csv", ["language"])
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(XlingError, match="empty"):
+        read_csv_rows(tmp_path / "empty.csv", ["language"])
+    p = write_csv(tmp_path / "m.csv", ["language", "fraction"], [["EN", 0.1]])
+    with pytest.raises(XlingError, match="missing column.*ppl"):
+        read_csv_rows(p, ["language", "fraction", "ppl"])
+    p = write_csv(tmp_path / "b.csv", ["language", "fraction", "ppl"], [["EN", 0.1, 40], ["EN", 0.5, "abc"]])
+    with pytest.raises(XlingError, match=r"b\.csv:3: ppl 'abc' is not a number"):
+        read_csv_rows(p, ["language", "fraction", "ppl"])
+    p = write_csv(tmp_path / "n.csv", ["language", "fraction", "ppl"], [["EN", -0.1, 40]])
+    with pytest.raises(XlingError, match=r"n\.csv:2: fraction must be a positive"):
+        read_csv_rows(p, ["language", "fraction", "ppl"])
+    p = write_csv(tmp_path / "h.csv", ["language", "fraction", "ppl"], [])
+    with pytest.raises(XlingError, match="no data rows"):
+        read_csv_rows(p, ["language", "fraction", "ppl"])
+
+
+def test_teff_command_end_to_end(tmp_path, capsys):
+    x, ppl = noisy_ppls(0.01)
+    mono_rows = [["EN", a, b] for a, b in zip(x, ppl)]
+    mono = write_csv(tmp_path / "mono.csv", ["language", "fraction", "ppl"], mono_rows)
+    runs = write_csv(
+        tmp_path / "runs.csv",
+        ["run", "language", "fraction", "ppl"],
+        [
+            ["p10", "EN", 0.9, float(true_ppl(0.9))],
+            ["p10", "EN", 0.1, float(true_ppl(0.2))],
+            ["x", "EN", 0.5, 3.0],
+        ],
+    )
+    assert teff_command(str(mono), str(runs), None, "loss", BOOT, 0) == 0
+    captured = capsys.readouterr()
+    assert "teff" in captured.out.splitlines()[0] and "p10" in captured.out
+    assert "unreachable" in captured.err
+    out = tmp_path / "runs_teff.csv"
+    rows = list(csv.DictReader(out.open()))
+    assert [r["run"] for r in rows] == ["p10", "p10", "x"]
+    assert float(rows[1]["teff"]) == pytest.approx(2.0, rel=0.05)
+    assert rows[2]["teff"] == "inf" and rows[2]["warning"]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temp file
+
+
+def test_format_table_shows_intervals():
+    row = {
+        "run": "r", "language": "EN", "fraction": 0.1, "ppl": 32.81,
+        "mlpe": 48.4, "mlpe_lo": 47.0, "mlpe_hi": 50.0,
+        "mlte": 0.208, "mlte_lo": 0.19, "mlte_hi": 0.231,
+        "teff": 2.08, "teff_lo": 1.90, "teff_hi": 2.31, "warning": "",
+    }  # fmt: skip
+    text = format_table([row])
+    assert "2.08 [1.90, 2.31]" in text
+    nan_row = dict(row, teff_lo=math.nan, teff_hi=math.nan)
+    assert "2.08 [" not in format_table([nan_row])
+
+
+def test_write_table_round_trips(tmp_path):
+    row = {"run": "r", "language": "EN", "fraction": 0.1, "ppl": 32.81, "mlpe": 48.4, "mlpe_lo": math.nan,
+           "mlpe_hi": math.nan, "mlte": math.inf, "mlte_lo": math.nan, "mlte_hi": math.nan,
+           "teff": math.inf, "teff_lo": math.nan, "teff_hi": math.nan, "warning": "w"}  # fmt: skip
+    p = write_table([row], tmp_path / "sub" / "t.csv")
+    (got,) = csv.DictReader(p.open())
+    assert got["teff"] == "inf" and got["teff_lo"] == "" and got["ppl"] == "32.81"

@@ -1,0 +1,56 @@
+"""The paper's evaluation protocol on cases that can be checked by hand."""
+
+import math
+
+import torch
+
+from xling.evaluate import perplexity_result, scored_positions, stream_nll, window_starts
+
+
+def test_window_starts_and_scored_positions_by_hand():
+    # 12 tokens, windows of 4 inputs (+1 target), advancing by 2: starts 0, 2, 4, 6.
+    assert window_starts(12, window=4, last_n=2).tolist() == [0, 2, 4, 6]
+    # window at s scores targets s+3 and s+4 (the last 2 of the targets s+1..s+4)
+    assert scored_positions(12, 4, 2).tolist() == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert window_starts(4, 4, 2).tolist() == []  # too short for one window
+
+
+def test_every_scored_token_is_scored_once_with_enough_context():
+    n, window, last_n = 1000, 64, 16
+    pos = scored_positions(n, window, last_n)
+    assert len(set(pos.tolist())) == len(pos)
+    assert pos.min() == window - last_n + 1  # each scored target sees >= window - last_n inputs
+    assert pos.max() <= n - 1
+    assert (pos[1:] - pos[:-1] == 1).all()  # contiguous
+
+
+def test_stream_nll_scores_exactly_the_protocol_targets():
+    tokens = torch.arange(12)
+    seen = []
+
+    def nll(x, y):  # loss of a target = its stream position, so the sum identifies what was scored
+        seen.append(x.shape)
+        return y.double()
+
+    total, count = stream_nll(nll, tokens, window=4, last_n=2, batch_size=3)
+    assert count == 8
+    assert total == sum(range(3, 11))
+    assert seen == [(3, 4), (1, 4)]  # batches of windows
+
+
+def test_perplexity_is_exp_of_mean_loss():
+    result = perplexity_result(total_nll=4 * math.log(5.0), count=4)
+    assert math.isclose(result["ppl"], 5.0)
+    assert result["tokens_scored"] == 4
+
+
+def test_uniform_model_has_perplexity_equal_to_vocab_size():
+    vocab = 37
+    tokens = torch.randint(0, vocab, (500,))
+
+    def nll(x, y):
+        return torch.full(y.shape, math.log(vocab), dtype=torch.float64)
+
+    result = perplexity_result(*stream_nll(nll, tokens, window=32, last_n=8, max_tokens=300))
+    assert math.isclose(result["ppl"], vocab)
+    assert result["tokens_scored"] == len(scored_positions(300, 32, 8))
