@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -77,21 +76,11 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from .evaluate import evaluate_languages
-    from .runs import atomic_write_json
-    from .train import load_session
+    from .evaluate import evaluate_run
 
-    session = load_session(args.run_dir, device=args.device)
-    ev = session.cfg.eval
-    max_tokens = ev.max_tokens if args.max_tokens is None else args.max_tokens
-    results = evaluate_languages(session.model, session.setup, args.split, ev.window, ev.last_n, ev.batch_size,
-                                 max_tokens, session.device, session.autocast)
-    info = session.run.read_info()
-    report = {"split": args.split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
-              "step": info.get("step"), "tokens_trained": info.get("tokens"), "languages": results}
-    path = session.run.eval_path if args.split == "test" else session.run.path / f"eval_{args.split}.json"
-    atomic_write_json(path, report)
-    _print_ppl_table(results, f"{args.split} perplexity (window {ev.window}, last {ev.last_n} scored) -> {path}")
+    report, path = evaluate_run(args.run_dir, args.split, args.max_tokens, args.device)
+    title = f"{args.split} perplexity (window {report['window']}, last {report['last_n']} scored) -> {path}"
+    _print_ppl_table(report["languages"], title)
     return 0
 
 

@@ -41,10 +41,10 @@ percentile intervals over the bootstrap laws.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,6 +53,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .errors import XlingError
+from .fsio import atomic_write_text
 
 FORMS = ("loss", "paper")
 NUM_PARAMS = 3
@@ -517,17 +518,12 @@ def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     columns = list(TABLE_COLUMNS) + [c for r in rows for c in r if c not in TABLE_COLUMNS]
     columns = list(dict.fromkeys(columns))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for r in rows:
-                w.writerow([_csv_value(r.get(c, "")) for c in columns])
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_csv_value(r.get(c, "")) for c in columns])
+    atomic_write_text(p, buffer.getvalue())
     return p
 
 

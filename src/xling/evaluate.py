@@ -75,3 +75,24 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
         results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size, max_tokens))
     model.train(was_training)
     return results
+
+
+def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto"):
+    """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
+
+    Returns (report, path). `max_tokens` None uses the run's eval.max_tokens.
+    """
+    from .fsio import atomic_write_json
+    from .train import load_session
+
+    session = load_session(run_dir, device=device)
+    ev = session.cfg.eval
+    max_tokens = ev.max_tokens if max_tokens is None else max_tokens
+    results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
+                                 max_tokens, session.device, session.autocast)
+    info = session.run.read_info()
+    report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
+              "step": info.get("step"), "tokens_trained": info.get("tokens"), "languages": results}
+    path = session.run.eval_path if split == "test" else session.run.path / f"eval_{split}.json"
+    atomic_write_json(path, report)
+    return report, path

@@ -20,7 +20,8 @@ import numpy as np
 from . import __version__
 from .config import CorpusConfig
 from .corpora import corpus_fingerprint, load_documents
-from .tokenizer import Tokenizer, atomic_write, default_cache_dir
+from .fsio import atomic_write, atomic_write_json, default_cache_dir, sha256_file
+from .tokenizer import Tokenizer
 
 # Bumped whenever the on-disk layout or the stream construction changes.
 FORMAT_VERSION = 1
@@ -48,14 +49,6 @@ def encode_documents(docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
     return tokens
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_manifest(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -73,7 +66,7 @@ def _is_valid(bin_path: Path, manifest: dict | None, verify: bool) -> bool:
         return False
     if bin_path.stat().st_size != expected:
         return False
-    return not verify or _sha256_file(bin_path) == manifest["sha256"]
+    return not verify or sha256_file(bin_path) == manifest["sha256"]
 
 
 def _build(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, bin_path: Path, manifest_path: Path) -> None:
@@ -97,8 +90,7 @@ def _build(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, bin_path: Pat
         "xling_version": __version__,
         "format_version": FORMAT_VERSION,
     }
-    with atomic_write(manifest_path) as f:
-        f.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    atomic_write_json(manifest_path, manifest)
 
 
 def token_array_paths(corpus: CorpusConfig, split: str, tokenizer: Tokenizer,

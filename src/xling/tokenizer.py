@@ -8,13 +8,10 @@ and the token-array builder appends it between documents.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -24,6 +21,7 @@ import sentencepiece as spm
 from .config import CorpusConfig
 from .corpora import corpus_fingerprint, load_documents
 from .errors import XlingError
+from .fsio import atomic_write, default_cache_dir
 
 # Bumped whenever the training settings below change, so cached tokenizers are retrained.
 TOKENIZER_VERSION = 1
@@ -34,32 +32,6 @@ EOD_PIECE = "<eod>"
 MAX_SENTENCE_CHARS = 4000
 MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
-
-
-def default_cache_dir() -> Path:
-    """Where derived files (tokenizers, token arrays) live: $XLING_CACHE or ~/.cache/xling."""
-    return Path(os.environ.get("XLING_CACHE") or Path.home() / ".cache" / "xling")
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path):
-    """Open a temp file next to `path` for binary writing; fsync and rename it into place on success.
-
-    Readers therefore see either the old file or the complete new one, never a partial write,
-    and a crash leaves at most a stray temp file that no reader looks for.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def training_sentences(texts: Iterable[str]) -> Iterator[str]:

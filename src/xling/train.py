@@ -225,4 +225,9 @@ class Trainer:
 def _progress(start: int, total: int, enabled: bool, name: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, disable=not enabled, desc=name, unit="step", dynamic_ncols=True, leave=True)
+    import sys
+
+    # Redrawing in place only works on a terminal; in logs, one line every 30 s is plenty.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, initial=start, disable=not enabled, desc=name, unit="step", dynamic_ncols=True,
+                mininterval=interval, leave=True)

@@ -1,0 +1,54 @@
+"""Files that are never half-written, and where derived data is cached."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """Where derived files (tokenizers, token arrays) live: $XLING_CACHE or ~/.cache/xling."""
+    return Path(os.environ.get("XLING_CACHE") or Path.home() / ".cache" / "xling")
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path):
+    """Open a temp file next to `path` for binary writing; fsync and rename it into place on success.
+
+    Readers therefore see either the old file or the complete new one, never a partial write,
+    and a crash leaves at most a stray temp file that no reader looks for.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
