@@ -132,19 +132,27 @@ class TrainStream:
             out[source] = used / n
         return out
 
+    def windows_of(self, start: int, stop: int) -> np.ndarray:
+        """Index of the window (within its source's training text) that each global row reads."""
+        ordinal = self.ordinal[start:stop]
+        sources = self.source_of_row[start:stop]
+        window = np.empty(stop - start, dtype=np.int64)
+        for source in np.unique(sources):
+            n = self.windows[int(source)]
+            for epoch in np.unique(ordinal[sources == source] // n):
+                sel = (sources == source) & (ordinal // n == epoch)
+                window[sel] = self._order(int(source), int(epoch))[ordinal[sel] % n]
+        return window
+
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [B, T], targets [B, T], languages [B]) of global rows start..stop-1, in model ids."""
         langs = self.plan[start:stop]
-        base = np.empty((stop - start, self.seq_len + 1), dtype=np.int64)
-        offsets = np.arange(self.seq_len + 1)
-        for source in np.unique(self.source_of_row[start:stop]):
-            sel = np.nonzero(self.source_of_row[start:stop] == source)[0]
-            ordinal = self.ordinal[start + sel]
-            n = self.windows[source]
-            window = np.empty(len(sel), dtype=np.int64)
-            for epoch in np.unique(ordinal // n):
-                in_epoch = ordinal // n == epoch
-                window[in_epoch] = self._order(int(source), int(epoch))[ordinal[in_epoch] % n]
-            base[sel] = self.setup.tokens(int(source), "train")[window[:, None] * self.seq_len + offsets]
+        sources = self.source_of_row[start:stop]
+        positions = self.windows_of(start, stop)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+        base = np.empty(positions.shape, dtype=np.int64)
+        for source in np.unique(sources):
+            sel = sources == source
+            base[sel] = self.setup.tokens(int(source), "train")[positions[sel]]
         ids = L.apply_languages(torch.from_numpy(base), torch.from_numpy(langs), self.setup.table)
         return ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.from_numpy(langs)
 

