@@ -127,8 +127,10 @@ def choose_languages(seed: int, rows: np.ndarray, p: np.ndarray | float, num_oth
     """
     u = uniform(seed, LANGUAGE_STREAM, rows)
     p = np.broadcast_to(np.asarray(p, dtype=np.float64), u.shape)
-    other = 1 + np.minimum((u / np.where(p > 0, p, 1.0) * num_other).astype(np.int64), num_other - 1)
-    return np.where(u < p, other, 0).astype(np.int64)
+    picked = u < p
+    ratio = np.divide(u, p, out=np.zeros_like(u), where=picked)  # uniform on [0, 1) where picked
+    other = 1 + np.minimum((ratio * num_other).astype(np.int64), num_other - 1)
+    return np.where(picked, other, 0).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- schedules

@@ -1,0 +1,90 @@
+"""Reliability: kill -9 anywhere and resume exactly; determinism; no network at run time."""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import tiny_config, tiny_config_dict
+from xling.runs import RunDir
+from xling.train import Trainer
+
+LONGER = {"train": {"steps": 40, "checkpoint_every": 1, "log_every": 1}}
+
+
+def _losses(run_dir):
+    return [(r["step"], r["loss"]) for r in RunDir(run_dir).read_metrics() if "loss" in r]
+
+
+def _start_training(config_path, out, resume):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "xling.cli", "train", str(config_path), "--out", str(out), "--quiet", "--no-eval"]
+    return subprocess.Popen(argv + (["--resume"] if resume else []), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_corpus_dir, tmp_path):
+    reference = tmp_path / "reference"
+    Trainer(tiny_config(tiny_corpus_dir, **LONGER), reference).fit(progress=False)
+
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, **LONGER)))
+    out = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills = 0
+    for attempt in range(12):
+        started = RunDir(out).exists()
+        proc = _start_training(config_path, out, resume=started)
+        # Wait until training has produced checkpoints, then kill at a random moment:
+        # with a checkpoint every step, many kills land inside a checkpoint write.
+        deadline = time.time() + 60
+        while proc.poll() is None and time.time() < deadline and not RunDir(out).checkpoint_dirs():
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if RunDir(out).read_info().get("status") == "completed":
+            break
+    assert kills >= 2, "the harness should have interrupted training at least twice"
+    if RunDir(out).read_info().get("status") != "completed":
+        proc = _start_training(config_path, out, resume=True)
+        assert proc.wait() == 0, proc.stderr.read().decode()
+    assert _losses(out) == _losses(reference)  # every step once, bit-identical
+
+
+def test_same_seed_same_metrics_different_seed_differs(tiny_corpus_dir, tiny_run, tmp_path):
+    Trainer(tiny_config(tiny_corpus_dir), tmp_path / "again").fit(progress=False)
+    assert _losses(tmp_path / "again") == _losses(tiny_run)
+    Trainer(tiny_config(tiny_corpus_dir, train={"seed": 1}), tmp_path / "seed1").fit(progress=False)
+    assert _losses(tmp_path / "seed1") != _losses(tiny_run)
+
+
+def test_evaluation_of_a_checkpoint_is_identical_across_runs(tiny_run):
+    from xling.evaluate import evaluate_run
+
+    first, _ = evaluate_run(tiny_run)
+    second, _ = evaluate_run(tiny_run)
+    assert first["languages"] == second["languages"]
+
+
+def test_nothing_reaches_the_network(tiny_corpus_dir, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    from xling.evaluate import evaluate_run
+
+    out = tmp_path / "offline"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3}), out).fit(progress=False)
+    evaluate_run(out)
