@@ -124,3 +124,24 @@ def test_config_command_resolves_the_builtin_corpus(capsys):
     assert code == 0
     cfg = yaml.safe_load(out)
     assert cfg["corpus"]["translation"] == "lsg" and cfg["languages"]["p"] == 0.5
+
+
+def test_unwritable_output_directory(capsys, config_file):
+    from pathlib import Path
+
+    out = Path("/sys/xling-test-run")  # read-only even for root, unlike a chmod-ed directory
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, match="use a writable output directory")
+
+
+def test_full_disk_during_a_checkpoint_leaves_no_partial_checkpoint(capsys, config_file, tmp_path, monkeypatch):
+    import errno
+
+    from xling import runs
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "save_file", disk_full)
+    out = tmp_path / "run"
+    assert_user_error(capsys, None, "train", config_file(), "--out", out, "--quiet", match="free space")
+    assert not any((out / "checkpoints").glob("*"))  # the temp checkpoint was removed

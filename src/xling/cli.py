@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -167,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Storage problems the user fixes (permissions, read-only or full disk): one line, exit 2.
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     _threads_setup()
     parser = build_parser()
@@ -182,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, overrides)
     except XlingError as exc:
         print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
+              "space; an interrupted run continues with --resume", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nxling: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
