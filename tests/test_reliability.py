@@ -15,7 +15,8 @@ from conftest import tiny_config, tiny_config_dict
 from xling.runs import RunDir
 from xling.train import Trainer
 
-LONGER = {"train": {"steps": 40, "checkpoint_every": 1, "log_every": 1}}
+STEPS = 60
+LONGER = {"train": {"steps": STEPS, "checkpoint_every": 1, "log_every": 1}}
 
 
 def _losses(run_dir):
@@ -42,17 +43,18 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_corpus_d
     for attempt in range(12):
         started = RunDir(out).exists()
         proc = _start_training(config_path, out, resume=started)
-        # Wait until training has produced checkpoints, then kill at a random moment:
-        # with a checkpoint every step, many kills land inside a checkpoint write.
+        # Kill at a random step (and a random moment within it): with a checkpoint every step,
+        # many kills land inside a checkpoint or metrics write.
+        target = rng.randint(min(len(_losses(out)) + 1, STEPS), STEPS)
         deadline = time.time() + 60
-        while proc.poll() is None and time.time() < deadline and not RunDir(out).checkpoint_dirs():
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.4))
+        while proc.poll() is None and time.time() < deadline and len(RunDir(out).read_metrics()) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.02))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        if RunDir(out).read_info().get("status") == "completed":
+        if RunDir(out).read_info().get("status") == "completed" or kills >= 4:
             break
     assert kills >= 2, "the harness should have interrupted training at least twice"
     if RunDir(out).read_info().get("status") != "completed":

@@ -1,0 +1,168 @@
+"""Reports: statistics, published numbers, TEff wiring, verdicts and the rendered Markdown / HTML / PNGs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+from test_study import completed_study
+
+from xling import published
+from xling.cli import main
+from xling.errors import XlingError
+from xling.report import (
+    Stat,
+    _above_one,
+    _compare,
+    _vs_one,
+    analyse,
+    diff_interval,
+    headline,
+    t_stat,
+    verdicts,
+    write_report,
+)
+from xling.store import Store
+
+
+@pytest.fixture
+def tiny_study(tmp_path_factory, tiny_corpus_dir):
+    """The tiny study of test_study.py, run once per session."""
+    return completed_study(tmp_path_factory, tiny_corpus_dir)
+
+
+def test_t_interval_over_seeds():
+    s = t_stat([1.0, 2.0, 3.0])
+    assert s.mean == 2.0 and s.n == 3
+    assert s.half == pytest.approx(4.3027 / math.sqrt(3), rel=1e-3)  # t(0.975, 2) * sd / sqrt(n)
+    one = t_stat([1.5])
+    assert (one.mean, one.lo, one.hi) == (1.5, 1.5, 1.5)
+    d, lo, hi = diff_interval(t_stat([3.0, 3.1, 2.9]), t_stat([1.0, 1.1, 0.9]))
+    assert d == pytest.approx(2.0) and 1.5 < lo < 2.0 < hi < 2.5
+
+
+def test_verdict_words_follow_the_intervals():
+    clear, weak = t_stat([2.0, 2.1, 1.9]), t_stat([1.1, 1.3, 1.2])
+    assert _above_one(clear) == "supported"
+    assert _above_one(weak) == "direction holds, not significant"
+    assert _above_one(t_stat([0.8, 0.81, 0.79])) == "contradicted"
+    assert _vs_one(t_stat([0.8, 0.81, 0.79]), above=False) == "supported"
+    assert _compare(clear, weak, smaller=False) == "supported"
+    assert _compare(weak, clear, smaller=False) == "contradicted"
+    assert _compare(Stat(2.0, 2.0, 2.0, 1, (2.0,)), Stat(1.0, 1.0, 1.0, 1, (1.0,)), smaller=False).startswith("direction holds")
+
+
+def test_published_numbers_are_looked_up_by_setting():
+    assert published.lookup(published.Setting(p=0.1), "L2").teff == 2.08
+    assert published.lookup(published.Setting(p=0.5), "L2").teff == 0.89
+    assert published.lookup(published.Setting(p=0.1, length=2.0), "L2").teff == 3.29
+    assert published.lookup(published.Setting(p=0.5, schedule="0.1_0.9"), "L1").ppl == 26.53
+    assert published.lookup(published.Setting("real", 0.1, vocab="anchored"), "L2").teff == 1.27
+    assert published.lookup(published.Setting(p=0.0, length=0.1), "L1").ppl == 48.36  # monolingual ladder
+    assert published.lookup(published.Setting(p=0.1, model="medium"), "L2").approx
+    assert published.lookup(published.Setting(p=0.1, frac_clone=0.5), "L2") is None
+
+
+def _analysis(study, root):
+    store = Store(root / "xling.db")
+    return analyse(study, store.runs(study.name), store.evaluations(study.name))
+
+
+def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
+    study, root = tiny_study
+    a = _analysis(study, root)
+    assert a.laws and not a.missing
+    bilingual = [r for r in a.rows if not r.mono]
+    assert len(bilingual) == 2 * sum(1 for r in study.runs if r.group == "mix")
+    assert all(math.isfinite(r.teff) and r.teff > 0 and math.isfinite(r.mlpe) for r in bilingual)
+    minority = next(s for s in a.summaries if s.role == "L2" and s.key.p == 0.1)
+    assert minority.teff.n == 2 and minority.paper.teff == 2.08
+    assert minority.fraction == pytest.approx(0.1 * 0.4, abs=0.03)  # p x data fraction, exact accounting
+
+
+def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
+    study, root = tiny_study
+    path, a = write_report(study, root, tmp_path / "rep")
+    md = path.read_text()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    for text in ("## Verdict", "Perplexity and token efficiency", "Monolingual ladder", "2.08", "0.89", "26.13",
+                 "No run repeated data"):
+        assert text in md, text
+    minority = next(s for s in a.summaries if s.role == "L2" and s.key.p == 0.1)
+    assert f"{minority.teff.mean:.2f} ± {minority.teff.half:.2f}" in md  # our number, mean ± CI
+    assert "<style>" in html and "<table>" in html and 'src="ladder.png"' in html
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert "ladder.png" in pngs and len(pngs) == 3
+    assert all((tmp_path / "rep" / p).stat().st_size > 1000 for p in pngs)
+    lines = headline(a)
+    assert "90/10" in lines[0] and "(paper: 2.08)" in lines[0] and "(paper: 0.89)" in lines[1]
+    assert "direction" in lines[2] and ("HOLDS" in lines[2] or "NOT" in lines[2])
+    claims = {v.claim: v.status for v in verdicts(a)}
+    assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
+    assert claims["2b"] == "not tested"  # one training length only
+
+
+def test_report_says_when_data_was_repeated(tiny_study, tmp_path):
+    study, root = tiny_study
+    copy = tmp_path / "runs"
+    shutil.copytree(root, copy)
+    run_dir = study.runs[-1].run_dir(copy)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["data_epochs"] = {k: 1.5 for k in info["data_epochs"]}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    (copy / "xling.db").unlink()
+    path, _ = write_report(study, copy, tmp_path / "rep")
+    assert "Data was repeated" in path.read_text() and "1.50 passes" in path.read_text()
+
+
+def test_report_without_results_is_a_clear_error(tiny_study, tmp_path, capsys):
+    study, _ = tiny_study
+    with pytest.raises(XlingError, match="no finished runs"):
+        write_report(study, tmp_path / "empty", tmp_path / "rep")
+    assert main(["report", "no-such-study-xyz"]) == 2
+    assert "unknown study" in capsys.readouterr().err
+
+
+def _summary(role, ppl, teff, **setting):
+    from types import SimpleNamespace
+
+    from xling.report import Summary
+
+    key = published.Setting(**{"model": "cpu-xs", **setting})
+    label = {"L1": "EN1", "L2": "EN2"}[role]
+    return Summary(f"{setting}", "g", label, role, key, "small", SimpleNamespace(config={}), 0.5,
+                   t_stat(ppl), math.nan, t_stat(teff), None, [], None)
+
+
+def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
+    from types import SimpleNamespace
+
+    from xling.report import Analysis
+
+    S = [
+        # 1x and 3x, 50/50 and 90/10: the 90/10 advantage grows and wins on both languages at 3x.
+        _summary("L1", [30, 31, 30.5], [0.9, 0.92, 0.91], p=0.5, length=1.0),
+        _summary("L2", [30, 31, 30.5], [0.9, 0.92, 0.91], p=0.5, length=1.0),
+        _summary("L1", [25, 25.2, 25.1], [1.0, 1.01, 0.99], p=0.1, length=1.0),
+        _summary("L2", [40, 41, 40.5], [2.0, 2.1, 2.2], p=0.1, length=1.0),
+        _summary("L1", [22, 22.2, 22.1], [0.6, 0.62, 0.61], p=0.5, length=3.0),
+        _summary("L2", [22, 22.2, 22.1], [0.6, 0.62, 0.61], p=0.5, length=3.0),
+        _summary("L1", [19, 19.1, 19.2], [1.0, 1.0, 1.0], p=0.1, length=3.0),
+        _summary("L2", [21, 21.1, 21.2], [3.1, 3.2, 3.3], p=0.1, length=3.0),
+        # curriculum beats static 50/50 at 3x on both; the hard switch forgets EN1.
+        _summary("L1", [21, 21.1, 21.2], [0.7] * 3, p=0.5, schedule="0.1_0.9", length=3.0),
+        _summary("L2", [20, 20.1, 20.2], [0.9] * 3, p=0.5, schedule="0.1_0.9", length=3.0),
+        _summary("L1", [60, 62, 61], [0.2] * 3, p=0.5, schedule="0.0_1.0", length=1.0),
+        # ten languages, uniform.
+        _summary("L1", [35, 35.2, 35.1], [1.6, 1.7, 1.65], p=0.9, num_clones=9),
+        _summary("L2", [35, 35.2, 35.1], [1.6, 1.7, 1.65], p=0.9, num_clones=9),
+    ]
+    study = SimpleNamespace(runs=[SimpleNamespace(config={"model": {"preset": "cpu-xs"}})])
+    a = Analysis(study, [], {}, S, [], [], [], [], 1.0, [])
+    claims = {v.claim: v.status for v in verdicts(a)}
+    assert claims["1"] == "supported" and claims["2a"] == "supported" and claims["2b"] == "supported"
+    assert claims["4"] == "supported"
+    assert claims["5a"] == "supported" and claims["5b"] == "supported" and claims["6"] == "supported"
+    assert claims["7"] == "not tested" and claims["3"] == "not tested"

@@ -1,0 +1,90 @@
+"""The SQLite results store: live indexing equals a rebuild, concurrent writers, optional exports."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+from test_study import completed_study
+
+from xling.cli import main
+from xling.store import Store, export_run
+
+
+@pytest.fixture
+def tiny_study(tmp_path_factory, tiny_corpus_dir):
+    """The tiny study of test_study.py, run once per session."""
+    return completed_study(tmp_path_factory, tiny_corpus_dir)
+
+
+def test_rebuild_from_run_directories_equals_the_live_store(tiny_study, tmp_path):
+    study, root = tiny_study
+    live = Store(root / "xling.db").dump()
+    assert len(live["runs"]) == len(study.runs) and all(r["status"] == "completed" for r in live["runs"])
+    rebuilt = Store(tmp_path / "rebuilt.db")
+    assert rebuilt.rebuild(root) == len(study.runs)
+    assert rebuilt.dump() == live
+    assert main(["store", "rebuild", "--root", str(root), "--db", str(tmp_path / "cli.db")]) == 0
+    assert Store(tmp_path / "cli.db").dump() == live
+
+
+def test_store_rows_hold_config_dims_and_per_language_results(tiny_study):
+    study, root = tiny_study
+    store = Store(root / "xling.db")
+    runs = {r["name"]: r for r in store.runs(study.name)}
+    spec = next(r for r in study.runs if r.group == "mix" and r.dims["languages.p"] == 0.1)
+    row = runs[spec.id]
+    assert json.loads(row["config"]) == spec.config and json.loads(row["dims"]) == spec.dims
+    assert row["started"] and row["finished"] and row["grp"] == "mix"
+    evals = {e["language"]: e for e in store.evaluations(study.name) if e["run_id"] == row["id"]}
+    info = json.loads((spec.run_dir(root) / "run.json").read_text())
+    for lang, e in evals.items():
+        assert e["tokens_trained"] == info["tokens"][lang]
+        assert e["fraction"] == pytest.approx(info["tokens"][lang] / info["budget_tokens"])
+        assert e["ppl"] > 1
+    assert evals["L2"]["fraction"] < evals["L1"]["fraction"]  # 90/10
+    metrics = store.query("SELECT * FROM metrics WHERE run_id = ?", (row["id"],))[0]
+    assert metrics["step"] == info["steps"] and metrics["tokens_per_s"] > 0
+
+
+def _hammer(db_path: str, run_dirs: list[str], rounds: int) -> None:
+    store = Store(db_path)
+    for _ in range(rounds):
+        for d in run_dirs:
+            store.index_run(d)
+
+
+def test_concurrent_writers_do_not_corrupt_the_store(tiny_study, tmp_path):
+    study, root = tiny_study
+    dirs = [str(r.run_dir(root)) for r in study.runs]
+    db = str(tmp_path / "shared.db")
+    Store(db).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(db, dirs, 3)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == len(dirs)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("logger, module, out", [("tensorboard", "tensorboard", "tensorboard"), ("wandb", "wandb", "wandb")])
+def test_optional_exports_write_files_or_skip_with_a_note(tiny_study, logger, module, out):
+    study, root = tiny_study
+    run_dir = study.runs[0].run_dir(root)
+    try:
+        __import__(module)
+        installed = True
+    except ImportError:
+        installed = False
+    note = export_run(run_dir, logger)
+    if installed:
+        assert note == "" and any((run_dir / out).rglob("*"))
+    else:
+        assert "skipped" in note and f"xling[{logger}]" in note and not (run_dir / out).exists()

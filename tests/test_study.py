@@ -1,0 +1,293 @@
+"""Studies: expansion into runs, validation, and a runner that skips, resumes, locks and survives kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config_dict
+
+from xling.cli import main
+from xling.errors import XlingError
+from xling.study import (
+    available_studies,
+    build_study,
+    execute_run,
+    find_study,
+    is_complete,
+    load_study,
+    read_json_file,
+    run_lock,
+    run_study,
+    study_status,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = ("headline", "table1", "figure1", "figure2", "figure8", "table3", "figure4")  # the paper's experiments
+OURS = tuple(f"{n}-{scale}" for n in OURS for scale in ("cpu", "paper"))
+
+
+def tiny_study_dict(corpus_dir, name="tiny", seeds=(0, 1), ps=(0.5, 0.1), fractions=(0.1, 0.2, 0.3, 0.4),
+                    mix_fraction=0.4) -> dict:
+    """A tiny study: a 4-point monolingual ladder plus bilingual runs; each run trains in about a second."""
+    base = tiny_config_dict(corpus_dir, train={"steps": 0, "checkpoint_every": 10}, eval={"max_tokens": 1500})
+    return {
+        "name": name, "description": "a tiny study for tests", "paper": "Table 1", "scale": "test", "base": base,
+        "grid": {"train.seed": list(seeds)},
+        "groups": {
+            "ladder": {"set": {"languages.p": 0.0}, "grid": {"train.data_fraction": list(fractions), "train.seed": [0]}},
+            "mix": {"set": {"train.data_fraction": mix_fraction}, "grid": {"languages.p": list(ps)}},
+        },
+        "figures": [{"x": "languages.p", "y": "ppl", "mlpe": True}, {"x": "languages.p", "y": "teff"}],
+        "one_x": mix_fraction,  # the mix runs count as the paper's 1x (for the published numbers)
+    }
+
+
+def write_study(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+_DONE: dict = {}
+
+
+def completed_study(tmp_path_factory, corpus_dir):
+    """A tiny study run to completion once per test session (shared by the store and report tests)."""
+    if "study" not in _DONE:
+        root = tmp_path_factory.mktemp("study-runs")
+        study = build_study(tiny_study_dict(corpus_dir))
+        counts = run_study(study, root, log=lambda *_: None)
+        assert counts["completed"] == counts["total"]
+        _DONE["study"] = (study, root)
+    return _DONE["study"]
+
+
+@pytest.fixture
+def tiny_study(tmp_path_factory, tiny_corpus_dir):
+    return completed_study(tmp_path_factory, tiny_corpus_dir)
+
+
+# --------------------------------------------------------------------------- expansion and validation
+
+
+def test_expansion_crosses_grids_within_groups(tiny_corpus_dir):
+    study = build_study(tiny_study_dict(tiny_corpus_dir))
+    ladder = [r for r in study.runs if r.group == "ladder"]
+    mix = [r for r in study.runs if r.group == "mix"]
+    assert len(ladder) == 4 and len(mix) == 4  # ladder overrides the seeds; mix crosses p x seed
+    assert all(r.config["languages"]["p"] == 0.0 and r.config["train"]["seed"] == 0 for r in ladder)
+    assert sorted((r.dims["languages.p"], r.dims["train.seed"]) for r in mix) == [(0.1, 0), (0.1, 1), (0.5, 0), (0.5, 1)]
+    assert all(r.config["train"]["data_fraction"] == 0.4 for r in mix)
+    run = next(r for r in mix if r.dims == {"languages.p": 0.1, "train.seed": 1})
+    assert run.id.startswith("mix-p0.1-s1-") and len(run.id.split("-")[-1]) == 8
+    assert run.setting == "mix: p=0.1"
+    assert len({r.id for r in study.runs}) == len(study.runs)
+
+
+def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
+    data = tiny_study_dict(tiny_corpus_dir)
+    ids = [r.id for r in build_study(data).runs]
+    assert ids == [r.id for r in build_study(tiny_study_dict(tiny_corpus_dir)).runs]
+    data["base"]["train"]["lr"] = 1e-3  # a base change makes every run new
+    changed = [r.id for r in build_study(data).runs]
+    assert not set(ids) & set(changed)
+    assert [i.rsplit("-", 1)[0] for i in ids] == [i.rsplit("-", 1)[0] for i in changed]  # same readable names
+    data = tiny_study_dict(tiny_corpus_dir, fractions=(0.1, 0.2, 0.3, 0.5))  # only one ladder run changes
+    assert len(set(ids) - {r.id for r in build_study(data).runs}) == 1
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["base"]["train"].update(lr_max=1), "lr_max"),
+    (lambda d: d["groups"]["mix"]["grid"].update({"languages.p": [0.5, 1.5]}), "languages.p must be in [0, 1]"),
+    (lambda d: d["groups"]["mix"].update(grdi={}), "did you mean 'grid'"),
+    (lambda d: d["groups"]["mix"]["grid"].update({"languages.p": []}), "non-empty list"),
+    (lambda d: d.update(figures=[{"x": "languages.p", "y": "loss"}]), "ppl or teff"),
+    (lambda d: d["groups"].update(again=d["groups"]["ladder"]), "same config"),
+])
+def test_bad_studies_are_one_line_errors(tiny_corpus_dir, mutate, message):
+    data = tiny_study_dict(tiny_corpus_dir)
+    mutate(data)
+    with pytest.raises(XlingError, match=re.escape(message)) as exc:
+        build_study(data)
+    assert "\n" not in str(exc.value)
+
+
+def test_cli_bad_study_exits_2_and_writes_nothing(tiny_corpus_dir, tmp_path, capsys):
+    data = tiny_study_dict(tiny_corpus_dir)
+    data["base"]["model"]["seq_len"] = 16  # eval.window 32 no longer fits
+    path = write_study(tmp_path / "bad.yaml", data)
+    root = tmp_path / "runs"
+    assert main(["study", "run", str(path), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xling: error:") and "eval.window" in err and len(err.strip().splitlines()) == 1
+    assert not root.exists()
+
+
+def test_unknown_study_name_suggests_the_closest(tmp_path, monkeypatch):
+    for name in ("table1-cpu", "figure1-cpu"):
+        (tmp_path / f"{name}.yaml").write_text("name: x\n")
+    monkeypatch.setenv("XLING_STUDIES", str(tmp_path))
+    with pytest.raises(XlingError, match="did you mean 'table1-cpu'.*available:.*figure1-cpu"):
+        find_study("tabel1-cpu")
+
+
+def test_every_shipped_study_is_valid():
+    shipped = {n: p for n, p in available_studies().items() if p.parent.resolve() == (REPO / "studies").resolve()}
+    assert set(OURS) <= set(shipped)
+    for name, path in shipped.items():
+        study = load_study(str(path))
+        assert study.name == name and study.runs and study.paper, name
+        if study.scale == "cpu" and name in OURS:  # at least 3 seeds for every bilingual setting
+            mixed = [r for r in study.runs if r.config["languages"]["p"] not in (0.0, 1.0) or r.config["languages"]["schedule"]]
+            settings = {}
+            for r in mixed:
+                settings.setdefault(r.setting, set()).add(r.config["train"]["seed"])
+            assert all(len(s) >= 3 for s in settings.values()), name
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def small_study(corpus_dir, name, **kw):
+    kw.setdefault("seeds", (0,))
+    kw.setdefault("fractions", (0.1, 0.2, 0.3))
+    return build_study(tiny_study_dict(corpus_dir, name=name, **kw))
+
+
+def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.config import from_dict
+    from xling.train import Trainer
+
+    study = small_study(tiny_corpus_dir, "resume", ps=(0.5,), fractions=(0.1,))
+    first, second = study.runs[-1], study.runs[0]  # the mix run (23 steps) and a ladder run
+    execute_run(second.to_json(), str(tmp_path))  # one run complete
+    assert is_complete(second.run_dir(tmp_path))
+    done_mtime = (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns
+    Trainer(from_dict(first.config), first.run_dir(tmp_path)).fit(progress=False, stop_at=15)  # interrupted at 15
+    restored = []
+    original = Trainer._restore
+    monkeypatch.setattr(Trainer, "_restore", lambda self: restored.append(original(self)) or restored[-1])
+    counts = run_study(study, tmp_path, log=lambda *_: None)
+    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns == done_mtime  # not redone
+    assert restored == [10]  # only the interrupted run trained, from its checkpoint at step 10
+    info = read_json_file(first.run_dir(tmp_path) / "run.json")
+    assert info["status"] == "completed" and info["step"] == info["steps"]
+    assert [r["state"] for r in study_status(study, tmp_path)] == ["completed"] * 2
+
+
+def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.store import Store
+    from xling.train import Trainer
+
+    study = small_study(tiny_corpus_dir, "fails", ps=(0.5,), fractions=(0.1,))
+    original = Trainer.fit
+
+    def flaky(self, *a, **kw):
+        if self.cfg.languages.p == 0.5:
+            raise RuntimeError("boom")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "fit", flaky)
+    counts = run_study(study, tmp_path, log=lambda *_: None)
+    assert counts["failed"] == 1 and counts["completed"] == 1
+    failed = next(r for r in study.runs if r.group == "mix")
+    rec = read_json_file(failed.run_dir(tmp_path) / "study.json")
+    assert rec["status"] == "failed" and "RuntimeError: boom" in rec["error"]
+    row = Store(tmp_path / "xling.db").runs("fails")
+    assert {r["name"]: r["status"] for r in row}[failed.id] == "failed"
+    monkeypatch.setattr(Trainer, "fit", original)
+    counts = run_study(study, tmp_path, log=lambda *_: None)  # a rerun retries only the failed run
+    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert read_json_file(failed.run_dir(tmp_path) / "study.json")["attempts"] == 2
+
+
+def test_lock_makes_a_second_runner_skip_the_run(tiny_corpus_dir, tmp_path):
+    study = small_study(tiny_corpus_dir, "locked", ps=(0.5,), fractions=(0.1,))
+    held = study.runs[0].run_dir(tmp_path)
+    with run_lock(held) as got:
+        assert got
+        counts = run_study(study, tmp_path, log=lambda *_: None)
+        assert counts["busy"] == 1 and counts["completed"] == 1
+        assert not is_complete(held)
+        assert study_status(study, tmp_path)[0]["state"] == "running"
+    assert run_study(study, tmp_path, log=lambda *_: None)["completed"] == 2
+
+
+def _runner(path: Path, root: Path, *extra: str) -> subprocess.Popen:
+    code = "import sys; from xling.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "study", "run", str(path), "--root", str(root), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_two_concurrent_runners_never_train_the_same_run(tiny_corpus_dir, tmp_path):
+    data = tiny_study_dict(tiny_corpus_dir, name="pair", seeds=(0,), ps=(0.5,), fractions=(0.1, 0.2))
+    path = write_study(tmp_path / "pair.yaml", data)
+    procs = [_runner(path, tmp_path / "runs") for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    study = build_study(data)
+    assert all(is_complete(r.run_dir(tmp_path / "runs")) for r in study.runs), outputs
+    # Each run was attempted exactly once: the other runner found it locked or already complete.
+    assert [read_json_file(r.run_dir(tmp_path / "runs") / "study.json")["attempts"] for r in study.runs] == [1] * 3
+
+
+def test_kill_9_mid_study_then_rerun_does_only_the_missing_work(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.train import Trainer
+
+    data = tiny_study_dict(tiny_corpus_dir, name="killed", seeds=(0,), ps=(0.5,), fractions=(0.3, 0.6),
+                           mix_fraction=0.6)
+    path, root = write_study(tmp_path / "killed.yaml", data), tmp_path / "runs"
+    study = build_study(data)
+    proc = _runner(path, root)
+    deadline = time.time() + 90
+    # Kill once one run is complete and another has written a checkpoint but not finished.
+    while time.time() < deadline:
+        done = [r for r in study.runs if is_complete(r.run_dir(root))]
+        started = [r for r in study.runs if not is_complete(r.run_dir(root))
+                   and list((r.run_dir(root) / "checkpoints").glob("step_*"))]
+        if done and started:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done and started, "the runner finished before it could be killed"
+    done_ids = {r.id for r in study.runs if is_complete(r.run_dir(root))}
+    mtimes = {r.id: (r.run_dir(root) / "eval.json").stat().st_mtime_ns for r in study.runs if r.id in done_ids}
+    restored, executed = [], []
+    original_restore, original_fit = Trainer._restore, Trainer.fit
+    monkeypatch.setattr(Trainer, "_restore", lambda self: restored.append(original_restore(self)) or restored[-1])
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **kw: executed.append(self.run.path.name) or original_fit(self, *a, **kw))
+    counts = run_study(study, root, log=lambda *_: None)
+    assert counts["completed"] == len(study.runs) and counts["failed"] == 0
+    assert set(executed) == {r.id for r in study.runs} - done_ids  # only the missing runs were trained
+    assert all((r.run_dir(root) / "eval.json").stat().st_mtime_ns == mtimes[r.id] for r in study.runs if r.id in done_ids)
+    assert any(step > 0 for step in restored)  # the killed run resumed from its checkpoint
+    for r in study.runs:
+        info = json.loads((r.run_dir(root) / "run.json").read_text())
+        assert info["status"] == "completed" and info["step"] == info["steps"]
+
+
+def test_worker_processes_complete_a_study(tiny_corpus_dir, tmp_path):
+    study = small_study(tiny_corpus_dir, "pool", ps=(0.5,), fractions=(0.1,))
+    lines = []
+    counts = run_study(study, tmp_path, workers=2, log=lines.append)
+    assert counts["completed"] == 2 and "2 workers" in lines[0]
+
+
+def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'xling[ray]'")
+    study = small_study(tiny_corpus_dir, "ray", ps=(0.5,), fractions=(0.1,))
+    try:
+        counts = run_study(study, tmp_path, workers=2, engine="ray", log=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert counts["completed"] == 2
