@@ -76,6 +76,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: validation only at the end
     checkpoint_every: int = 100
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: ~1 min to compile)
 
 
 @dataclass

@@ -278,7 +278,8 @@ def hash_split(text: str) -> str:
 
 def _local_split(corpus: CorpusConfig, split: str) -> list[str]:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)} for a local corpus; got '{split}'")
+        raise XlingError(f"a local corpus has only the splits {', '.join(SPLITS)} (no '{split}' split): "
+                         "parallel probes need the built-in Bible corpus")
     docs = _local_documents(corpus)
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
     for doc in docs:

@@ -38,7 +38,8 @@ def stream_nll(
 ) -> tuple[float, int]:
     """Total negative log-likelihood and number of scored tokens of one stream.
 
-    `per_token_nll(x, y)` returns the loss of every target, shape [B, window].
+    `per_token_nll(x, y)` returns the loss of every target, shape [B, window] (or of the last
+    targets only, [B, k] with k >= last_n: only the last last_n columns are used).
     """
     if max_tokens:
         tokens = tokens[:max_tokens]
@@ -65,9 +66,9 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
     was_training = model.training
     model.eval()
 
-    def per_token_nll(x, y):
+    def per_token_nll(x, y):  # only the last last_n targets are scored: the head runs on those alone
         with autocast():
-            return model.loss(x.to(device), y.to(device), per_token=True).cpu()
+            return model.loss(x.to(device), y.to(device), per_token=True, last_n=last_n).cpu()
 
     results = {}
     for lang, name in enumerate(setup.names):

@@ -7,14 +7,16 @@ moments, step) or a pure function of (seed, step) (the data, the learning rate).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import RunConfig
 from .data import LanguageSetup, TrainStream, budget_steps, prepare_languages, run_steps
 from .errors import XlingError
@@ -32,22 +34,70 @@ def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) ->
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The training device; under DDP on GPUs, this process's GPU (local_rank)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise XlingError("train.device is cuda but no CUDA GPU is visible: use --train.device cpu")
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
+    emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast_factory(precision: str, device: torch.device):
-    """A zero-argument callable returning the autocast context for this precision."""
+    """A zero-argument callable returning the autocast context for this precision.
+
+    "auto": bf16 on GPUs that support it (else fp16, with loss scaling) and on CPUs with native
+    bf16 (there ~1.8x faster than fp32 for cpu-s, docs/performance.md); fp32 on other CPUs.
+    """
     if precision == "auto":
-        precision = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
     if precision == "fp32":
         return contextlib.nullcontext, "fp32"
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return (lambda: torch.autocast(device.type, dtype=dtype)), precision
+
+
+def cpu_allocator_setup() -> None:
+    """Keep freed memory in the process (glibc malloc) instead of returning it to the OS.
+
+    By default glibc serves large blocks with fresh mmaps and trims the heap eagerly, so every
+    step of a CPU run page-faulted its big tensors back in (cpu-s: ~700 MB of page faults and
+    ~40 % of the step in system time, docs/performance.md). Memory now stays at its peak.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    # Both together: setting either alone turns off glibc's adaptive thresholds and is worse.
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GB come from the heap ...
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)  # ... and the heap is not handed back
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """The paper's Adam (no weight decay); the fused kernel (one op for all tensors) on CPU and GPU."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8,
+                            fused=device.type in ("cpu", "cuda"))
 
 
 @dataclass
@@ -73,6 +123,8 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     cfg = run.read_config()
     setup = prepare_languages(cfg, cache_dir)
     dev = pick_device(device)
+    if dev.type == "cpu":
+        cpu_allocator_setup()
     model = build_model(cfg, setup, dev)
     ckpt = run.latest_checkpoint()
     if ckpt is None:
@@ -104,20 +156,29 @@ class Trainer:
 
     def prepare(self, resume: bool) -> None:
         """Validate everything and build data before writing anything into the run directory."""
-        self._check_run_dir(resume)
         cfg = self.cfg
-        self.setup = prepare_languages(cfg, self.cache_dir)
-        self.steps = run_steps(cfg, self.setup)
-        self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
+        self.world = distributed.world_from_env()
+        if cfg.train.batch_size % (self.world.size * cfg.train.grad_accum):
+            raise XlingError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
+                             f"({self.world.size}) times train.grad_accum ({cfg.train.grad_accum})")
+        self._check_run_dir(resume)
+        self.device = pick_device(cfg.train.device, self.world.local_rank)
+        distributed.init(self.world, self.device)
+        with distributed.main_first(self.world):  # one process builds the tokenizer / token caches
+            self.setup = prepare_languages(cfg, self.cache_dir)
+            self.steps = run_steps(cfg, self.setup)
+            self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         plan = language_plan(cfg.train.seed, self.steps, cfg.train.batch_size, cfg.languages.p,
                              cfg.languages.schedule, self.setup.num_languages - 1)
         self.stream = TrainStream(self.setup, plan, cfg.model.seq_len, cfg.train.seed)
-        self.device = pick_device(cfg.train.device)
+        if self.device.type == "cpu":
+            cpu_allocator_setup()
         self.model = build_model(cfg, self.setup, self.device)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.95), eps=1e-8,
-            fused=self.device.type == "cuda",
-        )
+        if cfg.train.compile:  # the blocks only: the loss is a hand-written chunked kernel
+            for block in self.model.blocks:
+                block.compile()
+        self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
+        self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
@@ -138,7 +199,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        self.run.truncate_metrics(state["step"])
+        if self.world.is_main:
+            self.run.truncate_metrics(state["step"])
         return state["step"]
 
     # ------------------------------------------------------------------ loop
@@ -149,19 +211,36 @@ class Trainer:
         self.run.append_metrics({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
+    def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's micro-batches (inputs, targets) of `step`, on the device.
+
+        Global rows step * batch_size ... are split evenly over the processes, and each share
+        into grad_accum micro-batches: every layout trains on exactly the same rows.
+        """
+        cfg = self.cfg.train
+        share = cfg.batch_size // self.world.size
+        first = step * cfg.batch_size + self.world.rank * share
+        x, y, _ = self.stream.rows(first, first + share)
+        if self.device.type == "cuda":  # page-locked host memory: the copy runs while the GPU computes
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return list(zip(x.chunk(cfg.grad_accum), y.chunk(cfg.grad_accum)))
+
     def train_step(self, step: int) -> torch.Tensor:
+        """One optimiser step; returns this process's mean loss as a device tensor (no host sync)."""
         cfg = self.cfg.train
         lr = lr_at(step, self.steps, cfg.lr, cfg.min_lr, cfg.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        micro = cfg.batch_size // cfg.grad_accum
         total = torch.zeros((), device=self.device)
-        for i in range(cfg.grad_accum):
-            start = step * cfg.batch_size + i * micro
-            x, y, _ = self.stream.rows(start, start + micro)
-            with self.autocast():
-                loss = self.model.loss(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-            self.scaler.scale(loss / cfg.grad_accum).backward()
+        micro_batches = self.batches(step)
+        for i, (x, y) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.world.active else self.net.no_sync()
+            with sync:  # DDP: average gradients once, after the last micro-batch
+                with self.autocast():
+                    loss = self.net(x, y)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
         if cfg.clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -172,23 +251,36 @@ class Trainer:
         return total
 
     def fit(self, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
-        """Train to the end (or to `stop_at`, for tests of interruption). Returns run.json's content."""
+        """Train to the end (or to `stop_at`, for tests of interruption). Returns run.json's content.
+
+        Under torchrun every process trains; only rank 0 writes the run directory and validates,
+        and the other ranks return {"status": ..., "step": ..., "rank": r}.
+        """
         self.prepare(resume)
-        cfg, run = self.cfg, self.run
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._fit(resume, progress, stop_at)
+        finally:
+            distributed.shutdown(self.world)
+
+    def _fit(self, resume: bool, progress: bool, stop_at: int | None) -> dict:
+        cfg, run, main = self.cfg, self.run, self.world.is_main
+        if main:
+            run.path.mkdir(parents=True, exist_ok=True)
         start = self._restore() if resume else 0
-        if not resume or not run.info_path.is_file():
-            run.write_config(cfg)
-        info = run.update_info(
-            status="running", xling_version=__version__, languages=self.setup.names,
-            model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
-            steps=self.steps, budget_steps=self.budget_steps,
-            budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
-            tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
-            device=str(self.device),
-        )
+        info = {}
+        if main:
+            if not resume or not run.info_path.is_file():
+                run.write_config(cfg)
+            info = run.update_info(
+                status="running", xling_version=__version__, languages=self.setup.names,
+                model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
+                steps=self.steps, budget_steps=self.budget_steps,
+                budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
+                tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
+                device=str(self.device), **({"processes": self.world.size} if self.world.active else {}),
+            )
         end = self.steps if stop_at is None else min(stop_at, self.steps)
-        bar = _progress(start, self.steps, progress, cfg.name or run.path.name)
+        bar = _progress(start, self.steps, progress and main, cfg.name or run.path.name)
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         window_start, window_steps = time.perf_counter(), 0
         pending = []
@@ -197,22 +289,26 @@ class Trainer:
             done = step + 1
             window_steps += 1
             if done % cfg.train.log_every == 0 or done == end:
-                losses = torch.stack(pending).float().cpu().tolist()  # one host sync per log interval
+                # One host sync (and one all-reduce) per log interval: the global mean loss.
+                losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
                 pending.clear()
                 if not all(math.isfinite(v) for v in losses):
                     raise XlingError(f"training diverged: non-finite loss at step {done}; lower train.lr or use --train.precision fp32")
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                run.append_metrics({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
-                                    "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                if main:
+                    run.append_metrics({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                        "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
                 window_start, window_steps = time.perf_counter(), 0
             bar.update(1)
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
+            if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                 self.validate(done)
-            if done % cfg.train.checkpoint_every == 0 or done == self.steps:
+            if main and (done % cfg.train.checkpoint_every == 0 or done == self.steps):
                 run.save_checkpoint(done, self.model, self._state(done))
         bar.close()
+        if not main:
+            return {"status": "interrupted" if end < self.steps else "completed", "step": end, "rank": self.world.rank}
         if end < self.steps:
             return run.update_info(status="interrupted", step=end)
         valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]

@@ -1,0 +1,300 @@
+"""`xling bench`: training-step speed, MFU and the ratio to Hugging Face GPT-2 on identical shapes.
+
+What is measured, all in one process with the same thread settings:
+- xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
+  config's data, and separately the data path alone (`Trainer.batches`);
+- the peak: the fastest of a few GEMMs at the step's dtype on this machine, now;
+- MFU = matmul FLOPs per token x tokens/s / peak. Only matmuls count (Q/K/V/O projections,
+  attention scores and values over the causal half, MLP, output head; x3 for forward +
+  backward): embedding lookups, norms, softmax and the optimiser get no credit;
+- `transformers`' GPT2LMHeadModel with the same layers, width, heads, MLP width, sequence,
+  vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast;
+  ratio = xling tokens/s / the faster of the two.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .model import ModelDims
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' data sheets (FLOP/s), by device-name substring.
+NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+                     ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12)]
+
+
+def matmul_flops_per_token(dims: ModelDims) -> float:
+    """Training FLOPs per token from matmuls only: 3 x forward (backward costs two forwards)."""
+    d, f, t = dims.d_model, dims.d_mlp, dims.seq_len
+    projections = 2 * (4 * d * d + 2 * d * f)  # Q, K, V, O and the two MLP matrices
+    attention = 2 * 2 * d * (t + 1) / 2  # scores and weighted values; a token sees (T+1)/2 keys on average
+    head = 2 * d * dims.vocab_size
+    return 3 * (dims.n_layers * (projections + attention) + head)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds of each of `steps` calls fn(i) after `warmup` untimed ones (synchronised)."""
+    return _interleaved({"fn": fn}, steps, warmup, device)["fn"]
+
+
+def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Per-call seconds of each fn(i), calling them in turn (one call each per round).
+
+    Round-robin order spreads any other load on the machine evenly over the contenders, so
+    their ratio stays fair even when the absolute numbers are disturbed.
+    """
+    for name, fn in fns.items():
+        for i in range(warmup):
+            fn(i)
+    _sync(device)
+    times = {name: [] for name in fns}
+    for i in range(warmup, warmup + steps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn(i)
+            if isinstance(out, torch.Tensor):
+                out.item()  # the step's work is done when its loss is known
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def gemm_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict:
+    """The best FLOP/s of C = A @ B over `shapes` (m, k, n) at `dtype`, measured here and now."""
+    best = {"flops": 0.0, "shape": None}
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        c = torch.empty(m, n, device=device, dtype=dtype)
+
+        def gemm(_):
+            torch.mm(a, b, out=c)
+
+        times = _timed(gemm, repeats, 2, device)
+        flops = 2 * m * k * n / min(times)
+        if flops > best["flops"]:
+            best = {"flops": flops, "shape": [m, k, n]}
+    return best
+
+
+def _peak_shapes(dims: ModelDims, rows: int, big: int) -> list[tuple[int, int, int]]:
+    """A big square GEMM (near the machine's best) and the model's own projection shapes."""
+    return [(big, big, big), (rows, dims.d_model, dims.d_mlp), (rows, dims.d_mlp, dims.d_model),
+            (rows, dims.d_model, 3 * dims.d_model)]
+
+
+def nominal_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in NOMINAL_GPU_PEAKS if key in name), None)
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_average": _loadavg()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        info["transformers"] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_model(dims: ModelDims, device: torch.device):
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    transformers.logging.set_verbosity_error()
+    config = GPT2Config(n_layer=dims.n_layers, n_embd=dims.d_model, n_head=dims.n_heads, n_inner=dims.d_mlp,
+                        n_positions=dims.seq_len, vocab_size=dims.vocab_size, activation_function="gelu_new",
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).to(device).train()
+
+
+def _hf_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss of all T targets (like xling's); older transformers shift labels themselves."""
+    try:
+        return model(input_ids=x, labels=y, shift_labels=y).loss
+    except TypeError:
+        return model(input_ids=x, labels=x).loss
+
+
+def hf_step(dims: ModelDims, trainer, precision: str):
+    """A training-step function for GPT2LMHeadModel: same batches, micro-batches and optimiser as xling."""
+    from .train import autocast_factory, make_optimizer
+
+    model = _hf_model(dims, trainer.device)
+    optimizer = make_optimizer(model, trainer.cfg.train.lr, trainer.device)
+    autocast, _ = autocast_factory(precision, trainer.device)
+
+    def step(i: int) -> torch.Tensor:
+        micro = trainer.batches(i)
+        total = torch.zeros((), device=trainer.device)
+        for x, y in micro:
+            with autocast():
+                loss = _hf_loss(model, x, y)
+            (loss / len(micro)).backward()
+            total += loss.detach() / len(micro)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    return step
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _rate(times: list[float], tokens: int) -> dict:
+    median = statistics.median(times)
+    return {"tokens_per_s": tokens / median, "step_ms": 1000 * median, "step_ms_mean": 1000 * statistics.fmean(times)}
+
+
+def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True, cache_dir: Path | None = None,
+              log=print, peak_size: int = 0) -> dict:
+    """Benchmark one config's training step (see the module docstring); returns the JSON-able result.
+
+    `peak_size`: side of the square GEMM in the peak measurement (default 2048 on CPU, 8192 on GPU).
+    """
+    from .train import Trainer
+
+    cfg = copy.deepcopy(cfg)
+    cfg.train.steps = warmup + steps  # the data plan must cover every step timed
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
+        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)
+        trainer.prepare(resume=False)
+    dims, device = trainer.model.dims, trainer.device
+    batch = cfg.train.batch_size
+    tokens = batch * dims.seq_len
+    flops_per_token = matmul_flops_per_token(dims)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    big = peak_size or (8192 if device.type == "cuda" else 2048)
+    shapes = _peak_shapes(dims, batch * dims.seq_len // cfg.train.grad_accum, big)
+    log(f"measuring the {trainer.precision} GEMM peak ...")
+    peaks = {trainer.precision: gemm_peak(device, dtypes[trainer.precision], shapes)}
+
+    contenders = {"xling": trainer.train_step}
+    hf_precisions, hf_missing = [], False
+    if hf:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            hf, hf_missing = False, True
+    if hf:
+        hf_precisions = ["fp32", "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"]
+        for precision in hf_precisions:
+            contenders[f"hf {precision}"] = hf_step(dims, trainer, precision)
+            peaks.setdefault(precision, gemm_peak(device, dtypes[precision], shapes))
+    log(f"timing {steps} steps of {', '.join(contenders)} in turn ...")
+    times = _interleaved(contenders, steps, warmup, device)
+    data_times = _timed(trainer.batches, steps, 0, device)
+    xling = {"precision": trainer.precision, **_rate(times["xling"], tokens)}
+    xling["data_ms"] = 1000 * statistics.median(data_times)
+    xling["data_share"] = xling["data_ms"] / xling["step_ms"]
+
+    result = {"machine": machine_info(device), "device": str(device),
+              "shape": {"preset": cfg.model.preset, "n_layers": dims.n_layers, "d_model": dims.d_model,
+                        "n_heads": dims.n_heads, "d_mlp": dims.d_mlp, "seq_len": dims.seq_len,
+                        "vocab": dims.vocab_size, "batch": batch, "grad_accum": cfg.train.grad_accum,
+                        "parameters": trainer.model.num_parameters()},
+              "matmul_flops_per_token": flops_per_token, "steps": steps, "warmup": warmup,
+              "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling, "hf": None, "ratio": None}
+    if hf_missing:
+        result["hf"] = {"error": "transformers is not installed: pip install 'xling[bench]' (or transformers)"}
+    elif hf:
+        result["hf"] = {p: {"precision": p, **_rate(times[f"hf {p}"], tokens)} for p in hf_precisions}
+        best = max(result["hf"].values(), key=lambda r: r["tokens_per_s"])
+        result["ratio"] = xling["tokens_per_s"] / best["tokens_per_s"]
+        result["hf_best"] = best["precision"]
+
+    # The peak again at the end (a busy machine may have slowed the first measurement): keep the best.
+    for precision, peak in peaks.items():
+        again = gemm_peak(device, dtypes[precision], shapes)
+        if again["flops"] > peak["flops"]:
+            peaks[precision] = again
+    for run in [xling, *((result["hf"] or {}).values())]:
+        if "tokens_per_s" in run:
+            achieved = flops_per_token * run["tokens_per_s"]
+            run["mfu"] = achieved / peaks[run["precision"]]["flops"]
+            if result["nominal_peak"]:
+                run["mfu_nominal"] = achieved / result["nominal_peak"]
+    result["machine"]["load_average_end"] = _loadavg()
+    return result
+
+
+def format_table(result: dict) -> str:
+    s, m, x = result["shape"], result["machine"], result["xling"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
+    lines = [f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
+             f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)",
+             f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}",
+             "", f"  {'':<22} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}"]
+    nominal = result["nominal_peak"]
+
+    def row(name, r):
+        extra = f"  ({100 * r['mfu_nominal']:.1f} % of nominal)" if nominal else ""
+        return f"  {name:<22} {r['tokens_per_s']:>10,.0f} {r['step_ms']:>9.1f} {100 * r['mfu']:>6.1f}%{extra}"
+
+    lines.append(row(f"xling ({x['precision']})", x))
+    lines.append(f"  {'  data path':<22} {'':>10} {x['data_ms']:>9.2f} {'':>7}  ({100 * x['data_share']:.2f} % of the step)")
+    hf = result["hf"]
+    if hf and "error" in hf:
+        lines.append(f"  Hugging Face GPT-2: skipped ({hf['error']})")
+    elif hf:
+        for precision, r in hf.items():
+            lines.append(row(f"HF GPT-2 ({precision})", r))
+        lines.append(f"  xling / HF (faster, {result['hf_best']}): {result['ratio']:.2f}x")
+    lines.append("")
+    for precision, p in result["peaks"].items():
+        shape = "x".join(map(str, p["shape"]))
+        lines.append(f"  measured {precision} GEMM peak: {p['flops'] / 1e9:,.0f} GFLOP/s ({shape})")
+    if nominal:
+        lines.append(f"  nominal peak: {nominal / 1e12:,.0f} TFLOP/s")
+    lines.append(f"  MFU counts matmul FLOPs only: {result['matmul_flops_per_token'] / 1e6:.2f} MFLOP per token")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    from .fsio import atomic_write_json
+
+    path = Path(path)
+    atomic_write_json(path, result)
+    return path

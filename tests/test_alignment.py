@@ -1,0 +1,227 @@
+"""Alignment metrics on cases with known answers, and `xling align` end to end on the tiny run."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import requires_bible, tiny_config
+
+from xling.alignment import (
+    Probes,
+    align_run,
+    clone_pairs,
+    embedding_similarity,
+    format_comparison,
+    frequency_bins,
+    gradient_similarity,
+    hidden_similarity,
+    max_weight_matching,
+    mean_pairwise_cosine,
+    pack_pairs,
+)
+from xling.cli import main
+from xling.languages import clone_table
+from xling.model import GPT, ModelDims
+
+
+def tiny_model(vocab=40, layers=2, seq_len=16):
+    torch.manual_seed(0)
+    return GPT(ModelDims(n_layers=layers, d_model=16, n_heads=2, d_mlp=32, seq_len=seq_len, vocab_size=vocab)).eval()
+
+
+def nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def test_identical_clone_embeddings_have_similarity_one():
+    v = 20
+    table = clone_table(v, num_clones=1)
+    emb = torch.randn(2 * v, 8)
+    emb[v:] = emb[:v]  # every clone row equals its original
+    counts = np.arange(v) * 3
+    res = embedding_similarity({"input": emb}, table, 0, 1, counts)
+    assert res["pairs"] == v - 1  # pad is never a clone pair
+    assert res["input"]["clone_pairs"] == pytest.approx(1.0, abs=1e-6)
+    assert res["input"]["all_pairs"] < 0.5
+    assert all(b["input"] == pytest.approx(1.0, abs=1e-6) for b in res["by_frequency"])
+
+
+def test_clone_pairs_skip_anchors_and_pad():
+    table = clone_table(50, num_clones=1, frac_clone=0.5, seed=3)
+    base, ids_a, ids_b = clone_pairs(table, 0, 1)
+    assert len(base) == round(0.5 * 49) and 0 not in base
+    assert (ids_b == ids_a + 50).all()
+
+
+def test_mean_pairwise_cosine_matches_brute_force():
+    x = torch.randn(7, 5)
+    u = torch.nn.functional.normalize(x, dim=-1)
+    sims = [float(u[i] @ u[j]) for i in range(7) for j in range(7) if i != j]
+    assert mean_pairwise_cosine(x) == pytest.approx(np.mean(sims), abs=1e-6)
+
+
+def test_frequency_bins_by_hand():
+    # 4 bins per decade: edges 1, 1.78, 3.16, 5.62, 10, 17.8, 31.6, ...
+    counts = np.array([0, 1, 2, 5, 10, 17, 18, 100, 0])
+    values = {"v": np.array([9.0, 1, 2, 3, 4, 5, 6, 7, 11])}
+    bins = frequency_bins(counts, values)
+    got = [(round(b["lo"], 2), b["n"], b["v"]) for b in bins]
+    assert got == [(0.0, 2, 10.0), (1.0, 1, 1.0), (1.78, 1, 2.0), (3.16, 1, 3.0), (10.0, 2, 4.5),
+                   (17.78, 1, 6.0), (100.0, 1, 7.0)]
+    assert bins[4]["hi"] == pytest.approx(10 ** 1.25)
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def brute_force_weight(scores):
+    """Best total weight over all full matchings (every row or every column matched)."""
+    n_a, n_b = scores.shape
+    if n_a > n_b:
+        return brute_force_weight(scores.T)
+    return max(sum(scores[i, j] for i, j in enumerate(perm)) for perm in itertools.permutations(range(n_b), n_a))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (4, 4), (5, 5), (3, 5), (6, 4)])
+def test_matching_equals_brute_force(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(20):
+        scores = rng.uniform(-0.5, 1.0, size=shape)
+        rows, cols = max_weight_matching(scores)
+        assert len(rows) == min(shape)
+        assert len(set(rows)) == len(rows) and len(set(cols)) == len(cols)  # a matching
+        assert scores[rows, cols].sum() == pytest.approx(brute_force_weight(scores))
+
+
+def test_matching_agrees_with_the_authors_networkx_matching():
+    nx = pytest.importorskip("networkx")
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(-0.3, 1.0, size=(8, 7))
+    graph = nx.Graph()
+    graph.add_weighted_edges_from((i, 8 + j, -scores[i, j]) for i in range(8) for j in range(7))
+    matched = nx.algorithms.bipartite.minimum_weight_full_matching(graph, top_nodes=range(8))
+    nx_weight = sum(scores[i, matched[i] - 8] for i in range(8) if i in matched)
+    rows, cols = max_weight_matching(scores)
+    assert scores[rows, cols].sum() == pytest.approx(nx_weight)
+
+
+def test_pack_pairs_respects_length_on_both_sides():
+    a = [[1, 2], [3], [4, 5, 6], [7] * 9, [8]]
+    b = [[1], [2, 3, 4], [5], [6], [7, 8]]
+    packed = pack_pairs(a, b, max_len=4)
+    assert packed == [([1, 2, 3], [1, 2, 3, 4]), ([4, 5, 6, 8], [5, 7, 8])]  # [7]*9 cannot fit: dropped
+    assert all(len(x) <= 4 and len(y) <= 4 for x, y in packed)
+
+
+# --------------------------------------------------------------------------- hidden states and gradients
+
+
+def test_gradient_cosine_of_identical_inputs_is_one():
+    model = tiny_model()
+    seqs = [torch.randint(1, 40, (17,)) for _ in range(3)]
+    grad = gradient_similarity(model, Probes(seqs, [s.clone() for s in seqs], True, "test"), "cpu")
+    values = [v for row in grad["tensors"].values() for v in row]
+    assert np.allclose(values, 1.0, atol=1e-5)
+    assert grad["block_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(list(grad["other"].values()), 1.0, atol=1e-5)
+    assert all(p.grad is None for p in model.parameters())  # leaves the model clean
+
+
+@pytest.mark.parametrize("positional", [True, False])
+def test_hidden_cosine_of_identical_inputs_is_one(positional):
+    model = tiny_model()
+    seqs = [torch.randint(1, 40, (n,)) for n in (17, 12, 9, 17, 5)]  # ragged: padding must not matter
+    res = hidden_similarity(model, Probes(seqs, [s.clone() for s in seqs], positional, "test"), "cpu",
+                            nullcontext, batch_size=2)
+    assert res["method"] == ("positional" if positional else "matching")
+    assert np.allclose(res["layers"], 1.0, atol=1e-5)
+    assert all(b < 0.999 for b in res["shuffled_baseline"])
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_align_run_writes_json_and_figures(tiny_run, capsys):
+    code = main(["align", str(tiny_run), "--sequences", "8", "--grad-sequences", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "layer 1" in out and "gradient cosine" in out
+    folder = tiny_run / "alignment"
+    res = json.loads((folder / "alignment.json").read_text())
+    assert res["languages"] == ["L1", "L2"]  # local text: language code L
+    assert len(res["hidden"]["layers"]) == 1 and res["hidden"]["sequences"] == 8
+    assert res["gradient"]["sequences"] == 3
+    assert -1 <= res["embeddings"]["input"]["clone_pairs"] <= 1
+    for name in ("hidden.png", "gradient.png", "embeddings.png"):
+        assert (folder / name).stat().st_size > 1000
+
+
+def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
+    pytest.importorskip("gensim")
+    res = align_run(tiny_run, sequences=4, grad_sequences=1, figures=False,
+                    word2vec={"vector_size": 8, "epochs": 1, "workers": 1})
+    w2v = res["word2vec"]
+    assert w2v["settings"]["vector_size"] == 8 and w2v["pairs"] > 0
+    assert -1 <= w2v["input"]["clone_pairs"] <= 1
+    table = format_comparison({"a": res, "b": res})
+    assert "w2v input clone-pairs" in table and "layer 1" in table
+
+
+def test_align_user_errors(tiny_run, capsys, tmp_path):
+    assert main(["align", str(tiny_run), "--pair", "L1", "XX"]) == 2
+    assert "unknown language 'XX'" in capsys.readouterr().err
+    assert main(["align", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.corpus
+@requires_bible
+def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
+    from xling.alignment import parallel_probes
+    from xling.data import prepare_languages
+
+    cfg = tiny_config(tiny_corpus_dir, corpus={"name": "bible", "translation": "web", "paths": []},
+                      languages={"kind": "real", "p": 0.5, "second": {"name": "bible", "translation": "lsg"}},
+                      tokenizer={"vocab_size": 400})
+    setup = prepare_languages(cfg)
+    probes = parallel_probes(setup, 0, 1, seq_len=32, max_sequences=20)
+    assert len(probes) == 20 and not probes.positional
+    assert all(len(x) <= 33 and len(y) <= 33 for x, y in zip(probes.a, probes.b))
+    assert all(int(x.max()) < 400 <= int(y.max()) for x, y in zip(probes.a, probes.b))  # disjoint ids
+    model = tiny_model(vocab=setup.model_vocab, seq_len=32)
+    res = hidden_similarity(model, probes, "cpu", nullcontext, batch_size=8)
+    assert len(res["layers"]) == 2 and all(np.isfinite(res["layers"]))
+
+
+@pytest.mark.slow
+def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
+    from conftest import make_documents, tiny_config_dict
+
+    from xling.report_alignment import write_alignment_report
+    from xling.study import build_study, run_study
+
+    study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir),
+                         "groups": {"ladder": {"set": {"languages.p": 0.0}},
+                                    "mix": {"grid": {"languages.p": [0.5, 0.1]}}}})
+    run_study(study, tmp_path / "runs", log=lambda *a: None, progress=False)
+    task = tmp_path / "task.csv"
+    sentences = sorted({s.strip() for d in make_documents(20, seed=3) for s in d.split(".") if s.strip()})
+    task.write_text("text,label\n" + "".join(f"{s},{'king' in s}\n" for s in sentences))
+    path = write_alignment_report(study, tmp_path / "runs", tmp_path / "report", task=str(task), log=lambda *a: None,
+                                  transfer_steps=5, sequences=4, grad_sequences=2, figures=False)
+    text = path.read_text()
+    for needle in ("paper Table 2", "Is 90/10 more aligned than 50/50", "paper Figure 6", "paper Figure 7",
+                   "paper Figure 1 right", "word2vec input", "50/50", "90/10"):
+        assert needle in text, needle
+    assert (tmp_path / "report" / "alignment.html").is_file()
+    for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png"):
+        assert (tmp_path / "report" / name).is_file(), name
+    ladder = next(s for s in study.runs if s.group == "ladder").run_dir(tmp_path / "runs")
+    assert not (ladder / "alignment").exists()  # a monolingual run has nothing to align

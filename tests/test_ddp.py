@@ -1,0 +1,46 @@
+"""Data-parallel training (torchrun, two CPU processes over gloo) equals gradient accumulation."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import tiny_config, tiny_config_dict
+from xling.errors import XlingError
+from xling.runs import RunDir
+from xling.train import Trainer
+
+
+def _losses(run_dir):
+    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corpus_dir, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # XLING_CACHE (the session's cache) is inherited
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    Trainer(tiny_config(tiny_corpus_dir, train={"grad_accum": 2}), tmp_path / "accum").fit(progress=False)
+    ddp, accum = _losses(tmp_path / "ddp"), _losses(tmp_path / "accum")
+    assert len(ddp) == 12
+    np.testing.assert_allclose(ddp, accum, rtol=1e-5)  # global mean loss of each step
+    info = RunDir(tmp_path / "ddp").read_info()
+    assert info["status"] == "completed" and info["processes"] == 2
+    assert sum(info["tokens"].values()) == 12 * 8 * 32  # rank 0 accounts for every row of the batch
+    assert [p.name for p in RunDir(tmp_path / "ddp").checkpoint_dirs()] == ["step_0000008", "step_0000012"]
+
+
+def test_batch_must_split_evenly_over_processes(tiny_corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(XlingError, match="divisible by the number of processes"):
+        Trainer(tiny_config(tiny_corpus_dir), tmp_path / "odd").fit(progress=False)
+    assert not (tmp_path / "odd").exists()

@@ -1,0 +1,147 @@
+"""The model's fast paths give the plain paths' numbers, and the paper's initialisation holds."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xling import model as M
+from xling.model import GPT, ModelDims, causal_attention, linear_cross_entropy
+
+DIMS = ModelDims(n_layers=3, d_model=32, n_heads=4, d_mlp=64, seq_len=24, vocab_size=300)
+
+
+def _reference_loss(h, weight, targets, reduction="mean"):
+    return F.cross_entropy(F.linear(h, weight).float(), targets, reduction=reduction)
+
+
+def _case(n=70, d=16, v=50, scale=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, generator=g).requires_grad_()
+    w = (scale * torch.randn(v, d, generator=g)).requires_grad_()
+    return h, w, torch.randint(0, v, (n,), generator=g)
+
+
+def _grads(loss, *tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+# (rows per matmul chunk, rows per softmax slice) x 50 logits a row: 1 row; ragged chunks of 16 in
+# slices of 5; everything at once
+@pytest.mark.parametrize("chunk_rows,slice_rows", [(1, 1), (16, 5), (1 << 16, 1 << 16)])
+def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_rows, slice_rows):
+    monkeypatch.setattr(M, "CE_CHUNK_ELEMENTS", chunk_rows * 50)
+    monkeypatch.setattr(M, "CE_SLICE_ELEMENTS", slice_rows * 50)
+    h, w, t = _case()
+    loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_cross_entropy_survives_extreme_logits():
+    h, w, t = _case(scale=40.0)  # logit gaps in the hundreds: exp underflows, the loss must not
+    loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
+    assert ref > 50 and math.isfinite(loss.item())
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-4)
+    for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkeypatch):
+    monkeypatch.setattr(M, "CE_CHUNK_ELEMENTS", 16 * 50)
+    monkeypatch.setattr(M, "CE_SLICE_ELEMENTS", 5 * 50)
+    h, w, t = _case()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)  # same bf16 logits, fp32 softmax
+    for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):  # bf16 gradients: bf16 tolerance
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.0, atol=0.02 * want.abs().max().item())
+
+
+def test_per_token_losses_match_the_reference_without_a_graph():
+    h, w, t = _case()
+    per_token = linear_cross_entropy(h, w, t, per_token=True)
+    torch.testing.assert_close(per_token, _reference_loss(h, w, t, "none"), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(h, w, t), _reference_loss(h, w, t), rtol=1e-6, atol=1e-6)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(DIMS)
+
+
+def test_model_loss_paths_agree_with_the_logits():
+    model = _model()
+    x, y = torch.randint(0, 300, (3, 24)), torch.randint(0, 300, (3, 24))
+    logits = model(x)
+    ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(3, 24)
+    torch.testing.assert_close(model.loss(x, y), ref.mean(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(model(x, y), ref.mean(), rtol=1e-6, atol=1e-6)  # forward with targets = loss
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss(x, y, per_token=True), ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(model.loss(x, y, per_token=True, last_n=5), ref[:, -5:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [20, M.CPU_EXPLICIT_ATTENTION_MAX_LEN + 8])  # explicit path, SDPA path
+def test_cpu_attention_equals_sdpa(t):
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, t, 8, generator=g, requires_grad=True) for _ in range(3))
+    out = causal_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_block_equals_separate_q_k_v_linears():
+    model = _model()
+    block, x = model.blocks[0], torch.randn(2, 24, 32)
+    b, t, d, n = 2, 24, 32, block.n_heads
+    h = block.ln_1(x)
+    q, k, v = (lin(h).view(b, t, n, d // n).transpose(1, 2) for lin in (block.q, block.k, block.v))
+    attn = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+    x2 = x + block.o(attn)
+    ref = x2 + block.proj(F.gelu(block.fc(block.ln_2(x2)), approximate="tanh"))
+    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_initialisation():
+    model = GPT(ModelDims(n_layers=4, d_model=256, n_heads=4, d_mlp=1024, seq_len=64, vocab_size=2000))
+    assert model.head.weight is not model.tok_emb.weight and model.head.bias is None  # untied, no bias
+    for name, p in model.named_parameters():
+        if name.endswith("proj.weight"):
+            assert p.std().item() == pytest.approx(0.02 / math.sqrt(2 * 4), rel=0.05), name
+        elif name.endswith(".weight") and p.dim() == 2:
+            assert p.std().item() == pytest.approx(0.02, rel=0.05) and abs(p.mean().item()) < 1e-3, name
+        elif name.endswith(".bias"):
+            assert torch.all(p == 0), name
+        else:  # LayerNorm gains
+            assert torch.all(p == 1), name
+    idx = torch.tensor([[5, 7, 9]])
+    want = model.tok_emb(idx) * math.sqrt(256) + model.pos_emb(torch.arange(3))
+    torch.testing.assert_close(model._embed(idx), want)  # token embedding scaled by sqrt(d)
+
+
+def test_training_step_is_deterministic_on_cpu():
+    def run():
+        model = _model()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        x, y = torch.randint(0, 300, (4, 24), generator=torch.Generator().manual_seed(3)), torch.arange(96).view(4, 24) % 300
+        losses = []
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        return losses, model.head.weight.detach().clone()
+
+    (la, wa), (lb, wb) = run(), run()
+    assert la == lb and torch.equal(wa, wb)
