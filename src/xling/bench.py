@@ -27,6 +27,8 @@ import torch
 from .config import RunConfig
 from .model import ModelDims
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets (FLOP/s), by device-name substring.
 NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
                      ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12)]
@@ -73,19 +75,23 @@ def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> di
     return times
 
 
+def _gemm(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int):
+    """A function timing nothing but C = A @ B (m x k times k x n, preallocated C)."""
+    a = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
+    c = torch.empty(m, n, device=device, dtype=dtype)
+
+    def gemm(_):
+        torch.mm(a, b, out=c)
+
+    return gemm
+
+
 def gemm_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict:
     """The best FLOP/s of C = A @ B over `shapes` (m, k, n) at `dtype`, measured here and now."""
     best = {"flops": 0.0, "shape": None}
     for m, k, n in shapes:
-        a = torch.randn(m, k, device=device).to(dtype)
-        b = torch.randn(k, n, device=device).to(dtype)
-        c = torch.empty(m, n, device=device, dtype=dtype)
-
-        def gemm(_):
-            torch.mm(a, b, out=c)
-
-        times = _timed(gemm, repeats, 2, device)
-        flops = 2 * m * k * n / min(times)
+        flops = 2 * m * k * n / min(_timed(_gemm(device, dtype, m, k, n), repeats, 2, device))
         if flops > best["flops"]:
             best = {"flops": flops, "shape": [m, k, n]}
     return best
@@ -192,7 +198,10 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
               log=print, peak_size: int = 0) -> dict:
     """Benchmark one config's training step (see the module docstring); returns the JSON-able result.
 
-    `peak_size`: side of the square GEMM in the peak measurement (default 2048 on CPU, 8192 on GPU).
+    Everything is timed in turn, round by round: the steps of xling and of Hugging Face GPT-2 and
+    the peak GEMM, so that on a shared machine all of them see the same conditions. Rates are
+    medians over the rounds. `peak_size`: side of the square GEMM among the peak candidates
+    (default 2048 on CPU, 8192 on GPU).
     """
     from .train import Trainer
 
@@ -202,69 +211,65 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
         trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)
         trainer.prepare(resume=False)
     dims, device = trainer.model.dims, trainer.device
-    batch = cfg.train.batch_size
-    tokens = batch * dims.seq_len
-    flops_per_token = matmul_flops_per_token(dims)
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    tokens = cfg.train.batch_size * dims.seq_len
+    hf_precisions, hf_error = _hf_precisions(hf, device)
+    precisions = list(dict.fromkeys([trainer.precision, *hf_precisions]))
     big = peak_size or (8192 if device.type == "cuda" else 2048)
-    shapes = _peak_shapes(dims, batch * dims.seq_len // cfg.train.grad_accum, big)
-    log(f"measuring the {trainer.precision} GEMM peak ...")
-    peaks = {trainer.precision: gemm_peak(device, dtypes[trainer.precision], shapes)}
+    shapes = _peak_shapes(dims, tokens // cfg.train.grad_accum, big)
+    log(f"choosing the peak GEMM shape ({', '.join(precisions)}) ...")
+    peaks = {p: gemm_peak(device, DTYPES[p], shapes) for p in precisions}
 
     contenders = {"xling": trainer.train_step}
-    hf_precisions, hf_missing = [], False
-    if hf:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            hf, hf_missing = False, True
-    if hf:
-        hf_precisions = ["fp32", "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"]
-        for precision in hf_precisions:
-            contenders[f"hf {precision}"] = hf_step(dims, trainer, precision)
-            peaks.setdefault(precision, gemm_peak(device, dtypes[precision], shapes))
-    log(f"timing {steps} steps of {', '.join(contenders)} in turn ...")
+    contenders.update({f"hf {p}": hf_step(dims, trainer, p) for p in hf_precisions})
+    contenders.update({f"gemm {p}": _gemm(device, DTYPES[p], *peaks[p]["shape"]) for p in precisions})
+    log(f"timing {steps} rounds of {', '.join(contenders)} ...")
     times = _interleaved(contenders, steps, warmup, device)
-    data_times = _timed(trainer.batches, steps, 0, device)
-    xling = {"precision": trainer.precision, **_rate(times["xling"], tokens)}
-    xling["data_ms"] = 1000 * statistics.median(data_times)
-    xling["data_share"] = xling["data_ms"] / xling["step_ms"]
+    for p, peak in peaks.items():
+        m, k, n = peak["shape"]
+        peak["best_flops"] = max(peak["flops"], 2 * m * k * n / min(times[f"gemm {p}"]))
+        peak["flops"] = 2 * m * k * n / statistics.median(times[f"gemm {p}"])  # under the steps' conditions
 
+    xling = {"precision": trainer.precision, **_rate(times["xling"], tokens)}
+    xling["data_ms"] = 1000 * statistics.median(_timed(trainer.batches, steps, 0, device))
+    xling["data_share"] = xling["data_ms"] / xling["step_ms"]
     result = {"machine": machine_info(device), "device": str(device),
               "shape": {"preset": cfg.model.preset, "n_layers": dims.n_layers, "d_model": dims.d_model,
                         "n_heads": dims.n_heads, "d_mlp": dims.d_mlp, "seq_len": dims.seq_len,
-                        "vocab": dims.vocab_size, "batch": batch, "grad_accum": cfg.train.grad_accum,
+                        "vocab": dims.vocab_size, "batch": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
                         "parameters": trainer.model.num_parameters()},
-              "matmul_flops_per_token": flops_per_token, "steps": steps, "warmup": warmup,
-              "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling, "hf": None, "ratio": None}
-    if hf_missing:
-        result["hf"] = {"error": "transformers is not installed: pip install 'xling[bench]' (or transformers)"}
-    elif hf:
+              "matmul_flops_per_token": matmul_flops_per_token(dims), "steps": steps, "warmup": warmup,
+              "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling,
+              "hf": {"error": hf_error} if hf_error else None, "ratio": None}
+    if hf_precisions:
         result["hf"] = {p: {"precision": p, **_rate(times[f"hf {p}"], tokens)} for p in hf_precisions}
         best = max(result["hf"].values(), key=lambda r: r["tokens_per_s"])
-        result["ratio"] = xling["tokens_per_s"] / best["tokens_per_s"]
-        result["hf_best"] = best["precision"]
-
-    # The peak again at the end (a busy machine may have slowed the first measurement): keep the best.
-    for precision, peak in peaks.items():
-        again = gemm_peak(device, dtypes[precision], shapes)
-        if again["flops"] > peak["flops"]:
-            peaks[precision] = again
-    for run in [xling, *((result["hf"] or {}).values())]:
-        if "tokens_per_s" in run:
-            achieved = flops_per_token * run["tokens_per_s"]
-            run["mfu"] = achieved / peaks[run["precision"]]["flops"]
-            if result["nominal_peak"]:
-                run["mfu_nominal"] = achieved / result["nominal_peak"]
+        result["ratio"], result["hf_best"] = xling["tokens_per_s"] / best["tokens_per_s"], best["precision"]
+    for run in [xling, *(result["hf"].values() if hf_precisions else [])]:
+        achieved = result["matmul_flops_per_token"] * run["tokens_per_s"]
+        run["mfu"] = achieved / peaks[run["precision"]]["flops"]
+        if result["nominal_peak"]:
+            run["mfu_nominal"] = achieved / result["nominal_peak"]
     result["machine"]["load_average_end"] = _loadavg()
     return result
+
+
+def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:
+    """The precisions to time Hugging Face GPT-2 in, or why it cannot be timed."""
+    if not wanted:
+        return [], None
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return [], "transformers is not installed: pip install 'xling[bench]' (or transformers)"
+    half = "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
+    return ["fp32", half], None
 
 
 def format_table(result: dict) -> str:
     s, m, x = result["shape"], result["machine"], result["xling"]
     where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
-    lines = [f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
-             f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)",
+    lines = [(f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
+              f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)"),
              f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}",
              "", f"  {'':<22} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}"]
     nominal = result["nominal_peak"]
@@ -285,10 +290,11 @@ def format_table(result: dict) -> str:
     lines.append("")
     for precision, p in result["peaks"].items():
         shape = "x".join(map(str, p["shape"]))
-        lines.append(f"  measured {precision} GEMM peak: {p['flops'] / 1e9:,.0f} GFLOP/s ({shape})")
+        lines.append(f"  {precision} GEMM peak ({shape}): {p['flops'] / 1e9:,.0f} GFLOP/s median over the rounds, "
+                     f"best {p['best_flops'] / 1e9:,.0f}")
     if nominal:
         lines.append(f"  nominal peak: {nominal / 1e12:,.0f} TFLOP/s")
-    lines.append(f"  MFU counts matmul FLOPs only: {result['matmul_flops_per_token'] / 1e6:.2f} MFLOP per token")
+    lines.append(f"  MFU = matmul FLOPs only ({result['matmul_flops_per_token'] / 1e6:.2f} M per token) / median GEMM peak")
     return "\n".join(lines)
 
 

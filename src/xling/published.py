@@ -110,3 +110,18 @@ def lookup(setting: Setting, role: str) -> Value | None:
         if s.matches(setting) and role in values:
             return values[role]
     return None
+
+
+# --------------------------------------------------------------------------- alignment and transfer
+# GPT-small, 1x (PAPER.md section 5). Keys: p = total probability of the non-base language.
+PAPER_HIDDEN = {  # per layer 1..12, clones
+    0.5: (.55, .79, .83, .88, .85, .83, .78, .66, .56, .46, .25, -.21),
+    0.1: (.86, .93, .96, .96, .96, .96, .96, .95, .94, .90, .67, .11),
+}
+PAPER_GRADIENT = {("clone", 0.5): 0.072, ("clone", 0.1): 0.534,  # mean over block tensors
+                  ("disjoint", 0.5): 0.045, ("disjoint", 0.1): 0.051,
+                  ("anchored", 0.5): 0.170, ("anchored", 0.1): 0.138}
+PAPER_EMBEDDING = {"input": {0.5: 0.03, 0.05: 0.28}, "output": {0.5: 0.27, 0.05: 0.39}}  # ≈, read off a figure
+PAPER_ALL_PAIRS = {"input": 0.005, "output": 0.21}  # ≈
+PAPER_TRANSFER = {"L1": "0.70–0.71", "L2": {0.05: 0.64, 0.1: 0.65, 0.2: 0.58, 0.3: 0.52, 0.4: 0.53, 0.5: 0.54}}  # GLUE mean
+PAPER_REAL_HIDDEN_DELTA = 0.08  # EN/FR: |hidden cosine at 90/10 - at 50/50| <= 0.08 in every layer

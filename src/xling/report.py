@@ -480,7 +480,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          "0.64 at 3x).")
     out.append(Verdict("2b", CLAIMS["2b"], _combine(statuses), lines))
 
-    out.append(Verdict("3", CLAIMS["3"], "not tested", ["Needs the alignment analyses, which studies do not run."]))
+    out.append(Verdict("3", CLAIMS["3"], "not tested", [f"Needs the alignment analyses: run `xling align-report {a.study.name}`; its results then appear in the alignment section below."]))
 
     statuses, lines = [], []  # 4: scale amplifies the 90/10 advantage until it beats 50/50 on both
     axes = [("training length", m, sorted({s.key.length for s in _clone(S, "L2", p=0.1, model=m)}), None)
@@ -538,7 +538,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          f"none shared {fmt_interval(full[0].ppl)}: {statuses[-1]}.")
     out.append(Verdict("7", CLAIMS["7"], _combine(statuses), lines))
 
-    out.append(Verdict("8", CLAIMS["8"], "not tested", ["Needs the transfer (fine-tuning) analysis, which studies do not run."]))
+    out.append(Verdict("8", CLAIMS["8"], "not tested", [f"Needs the transfer (fine-tuning) analysis: run `xling align-report {a.study.name}`; its results then appear in the alignment section below."]))
 
     statuses, lines = [], []  # 9: real languages: the minority gains, more with anchors
     for p, role in ((0.1, "L2"), (0.9, "L1")):
@@ -917,6 +917,10 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
             extra += " Diamonds: the paper's values." if y == "teff" else ""
             figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
     doc = build_doc(a, figures)
+    # Alignment and transfer results, where `xling align-report` has computed them for this study.
+    from .report_alignment import alignment_sections
+
+    alignment_sections(doc, study, root, out)
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html(f"xling report: {study.name}"))
     return out / "report.md", a
