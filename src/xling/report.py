@@ -480,7 +480,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          "0.64 at 3x).")
     out.append(Verdict("2b", CLAIMS["2b"], _combine(statuses), lines))
 
-    out.append(Verdict("3", CLAIMS["3"], "not tested", [f"Needs the alignment analyses: run `xling align-report {a.study.name}`; its results then appear in the alignment section below."]))
+    out.append(Verdict("3", CLAIMS["3"], "not tested", ["Needs the alignment analyses: run `xling align-report` on this study; its results then appear in the alignment section below."]))
 
     statuses, lines = [], []  # 4: scale amplifies the 90/10 advantage until it beats 50/50 on both
     axes = [("training length", m, sorted({s.key.length for s in _clone(S, "L2", p=0.1, model=m)}), None)
@@ -538,7 +538,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          f"none shared {fmt_interval(full[0].ppl)}: {statuses[-1]}.")
     out.append(Verdict("7", CLAIMS["7"], _combine(statuses), lines))
 
-    out.append(Verdict("8", CLAIMS["8"], "not tested", [f"Needs the transfer (fine-tuning) analysis: run `xling align-report {a.study.name}`; its results then appear in the alignment section below."]))
+    out.append(Verdict("8", CLAIMS["8"], "not tested", ["Needs the transfer (fine-tuning) analysis: run `xling align-report` on this study; its results then appear in the alignment section below."]))
 
     statuses, lines = [], []  # 9: real languages: the minority gains, more with anchors
     for p, role in ((0.1, "L2"), (0.9, "L1")):
