@@ -54,3 +54,38 @@ def test_bench_cli_writes_json(tiny_corpus_dir, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["shape"]["batch"] == 4 and result["hf"] is None
     assert "tokens/s" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- CPU defaults
+
+
+@pytest.mark.parametrize("load,expected", [(0.1, ("GOMP_SPINCOUNT", "3000")), (1.5, ("OMP_WAIT_POLICY", "PASSIVE"))])
+def test_openmp_threads_spin_briefly_only_on_an_idle_machine(monkeypatch, load, expected):
+    from xling import cli
+
+    monkeypatch.setattr(cli.os, "environ", {})  # a scratch environment: nothing leaks into other tests
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
+    cli._threads_setup()
+    key, value = expected
+    assert cli.os.environ[key] == value
+    assert len(cli.os.environ) == 1
+
+
+def test_openmp_settings_from_the_environment_win(monkeypatch):
+    from xling import cli
+
+    monkeypatch.setattr(cli.os, "environ", {"OMP_WAIT_POLICY": "ACTIVE"})
+    cli._threads_setup()
+    assert cli.os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in cli.os.environ
+
+
+def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
+    import torch
+
+    from xling import train
+
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert train.autocast_factory("auto", torch.device("cpu"))[1] == "fp32"
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.autocast_factory("auto", torch.device("cpu"))[1] == "bf16"
+    assert train.autocast_factory("fp32", torch.device("cpu"))[1] == "fp32"

@@ -258,7 +258,11 @@ class Trainer:
         """
         self.prepare(resume)
         try:
-            return self._fit(resume, progress, stop_at)
+            info = self._fit(resume, progress, stop_at)
+            # Tear the group down together: a rank leaving while rank 0 still validates and
+            # writes makes gloo abort the process at exit.
+            distributed.barrier(self.world)
+            return info
         finally:
             distributed.shutdown(self.world)
 
