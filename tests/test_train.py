@@ -122,3 +122,22 @@ def test_clone_text_round_trips_through_the_id_table(tiny_run):
     V = session.setup.tokenizers[0].vocab_size
     assert torch.equal(en2, en1 + V)
     assert decode_ids(session.setup, 1, en2) == decode_ids(session.setup, 0, en1) == text
+
+
+def test_non_finite_loss_stops_with_a_diagnostic_and_marks_the_run_failed(tiny_corpus_dir, tmp_path, monkeypatch):
+    real_step = Trainer.train_step
+
+    def diverge_at_step_7(self, step):
+        loss = real_step(self, step)
+        return loss * float("nan") if step + 1 >= 7 else loss
+
+    monkeypatch.setattr(Trainer, "train_step", diverge_at_step_7)
+    cfg = tiny_config(tiny_corpus_dir, train={"log_every": 5})  # checkpoints every 4 steps
+    with pytest.raises(XlingError) as err:
+        Trainer(cfg, tmp_path / "nan").fit(progress=False)
+    message = str(err.value)
+    assert "at step 7" in message and "last good checkpoint: step_0000004" in message
+    assert "sequences per language: L1 " in message
+    info = RunDir(tmp_path / "nan").read_info()
+    assert info["status"] == "failed" and "step 7" in info["error"]
+    assert [p.name for p in RunDir(tmp_path / "nan").checkpoint_dirs()] == ["step_0000004"]  # no diverged checkpoint

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__, distributed
@@ -266,6 +267,22 @@ class Trainer:
         finally:
             distributed.shutdown(self.world)
 
+    def _check_finite(self, losses: list[float], first_step: int) -> None:
+        """Stop a diverged run with what is needed to diagnose it, and mark it failed."""
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad is None:
+            return
+        step = first_step + bad
+        batch = self.cfg.train.batch_size
+        counts = np.bincount(self.stream.plan[(step - 1) * batch: step * batch], minlength=self.setup.num_languages)
+        mix = ", ".join(f"{name} {int(c)}" for name, c in zip(self.setup.names, counts))
+        last = self.run.latest_checkpoint()
+        message = (f"training diverged: loss {losses[bad]} at step {step} (sequences per language: {mix}); "
+                   f"last good checkpoint: {last.name if last else 'none'}; lower train.lr or use --train.precision fp32")
+        if self.world.is_main:
+            self.run.update_info(status="failed", error=message)
+        raise XlingError(message)
+
     def _fit(self, resume: bool, progress: bool, stop_at: int | None) -> dict:
         cfg, run, main = self.cfg, self.run, self.world.is_main
         if main:
@@ -292,12 +309,13 @@ class Trainer:
             pending.append(self.train_step(step))
             done = step + 1
             window_steps += 1
-            if done % cfg.train.log_every == 0 or done == end:
+            checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
+            # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
+            if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
                 # One host sync (and one all-reduce) per log interval: the global mean loss.
                 losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
                 pending.clear()
-                if not all(math.isfinite(v) for v in losses):
-                    raise XlingError(f"training diverged: non-finite loss at step {done}; lower train.lr or use --train.precision fp32")
+                self._check_finite(losses, first_step=done - len(losses) + 1)
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
                 if main:
@@ -308,7 +326,7 @@ class Trainer:
             bar.update(1)
             if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                 self.validate(done)
-            if main and (done % cfg.train.checkpoint_every == 0 or done == self.steps):
+            if main and checkpoint_due:
                 run.save_checkpoint(done, self.model, self._state(done))
         bar.close()
         if not main:
