@@ -51,10 +51,10 @@ def resolve_model(cfg, vocab_size: int) -> ModelDims:
     return ModelDims(n_layers, d_model, n_heads, d_mlp, cfg.seq_len, vocab_size)
 
 
-# Up to this length, CPU attention is plain batched matmuls + softmax: for short sequences that
-# is about 3x faster (forward + backward) than the CPU flash kernel (docs/performance.md), and
-# the [T, T] score matrices are small.
-CPU_EXPLICIT_ATTENTION_MAX_LEN = 192
+# Up to this length, CPU attention is plain batched matmuls + softmax: forward + backward 2.4x
+# faster than the CPU flash kernel at 128 tokens, 1.1-1.8x at 256, even at 512 (docs/performance.md).
+# Beyond it flash wins on memory: the [T, T] probabilities kept for backward grow with T^2.
+CPU_EXPLICIT_ATTENTION_MAX_LEN = 256
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
