@@ -97,3 +97,29 @@ def tiny_run(tiny_corpus_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(progress=False)
     return run_dir
+
+
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ven", "dor", "al", "es"]
+
+
+def syllable_sentences(n: int, seed: int = 0) -> list[str]:
+    """Sentences of made-up words: many distinct pieces, for tokenizer and token-array tests."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choices(_SYLLABLES, k=rng.randint(1, 3))) for _ in range(80)]
+    return [" ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + f", {i}." for i in range(n)]
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A cache of this test's own (tests of caching itself)."""
+    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def syllable_corpus(tmp_path):
+    """A local text corpus of 400 one-line documents."""
+    from xling.config import CorpusConfig
+
+    path = tmp_path / "text.txt"
+    path.write_text("\n".join(syllable_sentences(400)), encoding="utf-8")
+    return CorpusConfig(name="text", paths=[str(path)], doc_per_line=True)

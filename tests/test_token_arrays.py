@@ -1,42 +1,30 @@
 """Token arrays: stream layout, dtype, manifest, cache reuse and invalidation (tiny corpora)."""
 
 import json
-import random
 import types
 
 import numpy as np
 import pytest
 
+from conftest import syllable_sentences
 from xling import token_arrays as ta
-from xling.config import CorpusConfig
 from xling.corpora import load_documents
 from xling.token_arrays import encode_documents, read_manifest, token_array, token_counts, token_dtype
 from xling.tokenizer import train_tokenizer
 
-SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ven", "dor", "al", "es"]
 
 
-def sentences(n, seed=0):
-    rng = random.Random(seed)
-    words = ["".join(rng.choices(SYLLABLES, k=rng.randint(1, 3))) for _ in range(80)]
-    return [" ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + f", {i}." for i in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text("\n".join(sentences(400)), encoding="utf-8")
-    return CorpusConfig(name="text", paths=[str(path)], doc_per_line=True)
+def corpus(syllable_corpus):
+    return syllable_corpus
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return train_tokenizer(sentences(400), 320, tmp_path_factory.mktemp("tok") / "sp.model")
+    return train_tokenizer(syllable_sentences(400), 320, tmp_path_factory.mktemp("tok") / "sp.model")
 
 
 def test_documents_each_end_with_eod(corpus, tok):
@@ -86,7 +74,7 @@ def test_second_call_reuses_the_cache(corpus, tok, monkeypatch):
 def test_changed_corpus_gets_a_new_entry(tmp_path, corpus, tok):
     before = np.array(token_array(corpus, "train", tok))
     old_path, _ = ta.token_array_paths(corpus, "train", tok)
-    (tmp_path / "text.txt").write_text("\n".join(sentences(400, seed=3)), encoding="utf-8")
+    (tmp_path / "text.txt").write_text("\n".join(syllable_sentences(400, seed=3)), encoding="utf-8")
     after = token_array(corpus, "train", tok)
     assert ta.token_array_paths(corpus, "train", tok)[0] != old_path
     assert not np.array_equal(before, after)

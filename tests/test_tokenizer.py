@@ -1,39 +1,28 @@
 """Tokenizer: special ids, byte fallback, determinism, errors and the cache (tiny corpora)."""
 
-import random
 
 import pytest
 
+from conftest import syllable_sentences
 from xling import tokenizer as tk
 from xling.config import CorpusConfig
 from xling.errors import XlingError
 from xling.tokenizer import Tokenizer, get_tokenizer, train_tokenizer, training_sentences
 
-SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "shi", "po", "ven", "dor", "al", "es"]
 VOCAB = 320
 
 
-def sentences(n, seed=0):
-    rng = random.Random(seed)
-    words = ["".join(rng.choices(SYLLABLES, k=rng.randint(1, 3))) for _ in range(80)]
-    return [" ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + f", {i}." for i in range(n)]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text("\n".join(sentences(400)), encoding="utf-8")
-    return CorpusConfig(name="text", paths=[str(path)], doc_per_line=True)
+def corpus(syllable_corpus):
+    return syllable_corpus
 
 
 @pytest.fixture
 def trained(tmp_path):
-    return train_tokenizer(sentences(400), VOCAB, tmp_path / "m" / "sp.model")
+    return train_tokenizer(syllable_sentences(400), VOCAB, tmp_path / "m" / "sp.model")
 
 
 def test_special_ids(trained):
@@ -63,7 +52,7 @@ def test_digits_split(trained):
 
 
 def test_training_is_deterministic_and_atomic(tmp_path, trained):
-    again = train_tokenizer(sentences(400), VOCAB, tmp_path / "n" / "sp.model")
+    again = train_tokenizer(syllable_sentences(400), VOCAB, tmp_path / "n" / "sp.model")
     assert again.sha256 == trained.sha256
     assert (tmp_path / "n" / "sp.model").read_bytes() == (tmp_path / "m" / "sp.model").read_bytes()
     assert Tokenizer.load(tmp_path / "m" / "sp.model").sha256 == trained.sha256
@@ -73,13 +62,13 @@ def test_training_is_deterministic_and_atomic(tmp_path, trained):
 def test_vocab_too_large_is_a_one_line_hint(tmp_path):
     with pytest.raises(XlingError, match=r"tokenizer.vocab_size 5000 is too large for this corpus \(at most \d+\): "
                                          r"lower tokenizer.vocab_size"):
-        train_tokenizer(sentences(50), 5000, tmp_path / "sp.model")
+        train_tokenizer(syllable_sentences(50), 5000, tmp_path / "sp.model")
     assert not (tmp_path / "sp.model").exists()
 
 
 def test_vocab_too_small_for_the_characters(tmp_path):
     with pytest.raises(XlingError, match=r"vocab_size 262 is too small .*\(at least \d+\): raise tokenizer.vocab_size"):
-        train_tokenizer(sentences(50), 262, tmp_path / "sp.model")
+        train_tokenizer(syllable_sentences(50), 262, tmp_path / "sp.model")
 
 
 def test_long_documents_are_cut_into_sentences():
@@ -98,14 +87,14 @@ def test_get_tokenizer_caches_by_corpus_and_vocab(tmp_path, corpus, monkeypatch)
     second = get_tokenizer([corpus], VOCAB)
     assert calls == [VOCAB] and second.sha256 == first.sha256 and second.path == first.path
     assert get_tokenizer([corpus], VOCAB + 8).path != first.path
-    (tmp_path / "text.txt").write_text("\n".join(sentences(400, seed=1)), encoding="utf-8")
+    (tmp_path / "text.txt").write_text("\n".join(syllable_sentences(400, seed=1)), encoding="utf-8")
     changed = get_tokenizer([corpus], VOCAB)
     assert calls == [VOCAB, VOCAB + 8, VOCAB] and changed.path != first.path
 
 
 def test_joint_tokenizer_over_two_corpora(tmp_path, corpus):
     other = tmp_path / "other.txt"
-    other.write_text("\n".join(sentences(400, seed=2)), encoding="utf-8")
+    other.write_text("\n".join(syllable_sentences(400, seed=2)), encoding="utf-8")
     second = CorpusConfig(name="text", paths=[str(other)], doc_per_line=True)
     joint = get_tokenizer([corpus, second], VOCAB, cache_dir=tmp_path / "elsewhere")
     assert joint.path.is_relative_to(tmp_path / "elsewhere")

@@ -239,16 +239,27 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _jsonl_documents(path: Path, field: str) -> list[str]:
-    docs = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+def jsonl_objects(path: Path, text: str, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-empty line of a JSONL text; `what` names the fields
+    expected, for the error message."""
+    objects = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise XlingError(f"{path}:{number}: invalid JSON ({exc.msg}): fix or remove that line") from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+        if not isinstance(record, dict):
+            raise XlingError(f"{path}:{number}: each line must be a JSON object with {what}")
+        objects.append((number, record))
+    return objects
+
+
+def _jsonl_documents(path: Path, field: str) -> list[str]:
+    docs = []
+    for number, record in jsonl_objects(path, _read_text(path), f"a '{field}' field"):
+        if not isinstance(record.get(field), str):
             raise XlingError(f"{path}:{number} has no string field '{field}': "
                              "set corpus.text_field to the field that holds the text")
         docs.append(record[field])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,18 +97,9 @@ def _read_rows(path: Path) -> list[dict]:
         raise XlingError(f"task file {path} is not UTF-8 text: convert it to UTF-8") from None
     if path.suffix.lower() == ".csv":
         return list(csv.DictReader(io.StringIO(text, newline="")))
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise XlingError(f"{path}:{number}: invalid JSON ({exc.msg}): fix or remove that line") from None
-        if not isinstance(row, dict):
-            raise XlingError(f"{path}:{number}: each line must be a JSON object with text and label fields")
-        rows.append(row)
-    return rows
+    from .corpora import jsonl_objects
+
+    return [row for _, row in jsonl_objects(path, text, "text and label fields")]
 
 
 def _hash_split(text: str) -> str:
