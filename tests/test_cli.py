@@ -145,3 +145,14 @@ def test_full_disk_during_a_checkpoint_leaves_no_partial_checkpoint(capsys, conf
     out = tmp_path / "run"
     assert_user_error(capsys, None, "train", config_file(), "--out", out, "--quiet", match="free space")
     assert not any((out / "checkpoints").glob("*"))  # the temp checkpoint was removed
+
+
+def test_checkpoint_that_does_not_match_the_config(capsys, tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "mismatch"
+    shutil.copytree(tiny_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["d_model"] = 48  # the saved weights are 32 wide
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert_user_error(capsys, None, "eval", run, match="does not match the run's model config")

@@ -80,16 +80,19 @@ def test_changed_corpus_gets_a_new_entry(tmp_path, corpus, tok):
     assert not np.array_equal(before, after)
 
 
-def test_damaged_entries_are_rebuilt(corpus, tok):
+def test_damaged_entries_are_reported_and_rebuilt(corpus, tok, capsys):
     good = np.array(token_array(corpus, "train", tok))
     bin_path, json_path = ta.token_array_paths(corpus, "train", tok)
     bin_path.write_bytes(bin_path.read_bytes()[:-2])  # truncated: caught by the size check
     assert np.array_equal(token_array(corpus, "train", tok), good)
-    json_path.unlink()  # no manifest: an unfinished entry
+    assert "does not match its manifest" in capsys.readouterr().err
+    json_path.unlink()  # no manifest: an unfinished entry, rebuilt silently
     assert np.array_equal(token_array(corpus, "train", tok), good)
-    bin_path.write_bytes(b"\0" * bin_path.stat().st_size)  # same size: only verify=True notices
-    assert not np.array_equal(token_array(corpus, "train", tok), good)
-    assert np.array_equal(token_array(corpus, "train", tok, verify=True), good)
+    assert capsys.readouterr().err == ""
+    bin_path.write_bytes(b"\0" * bin_path.stat().st_size)  # same size, altered: caught by the checksum
+    assert not np.array_equal(token_array(corpus, "train", tok, verify=False), good)
+    assert np.array_equal(token_array(corpus, "train", tok), good)
+    assert "does not match its manifest" in capsys.readouterr().err
 
 
 def test_no_temp_files_left(tmp_path, corpus, tok):

@@ -3,7 +3,8 @@
 What is measured, all in one process with the same thread settings:
 - xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
   config's data, and separately the data path alone (`Trainer.batches`);
-- the peak: the fastest of a few GEMMs at the step's dtype on this machine, now;
+- the peak: the best rate of a few GEMMs at the step's dtype on this machine, timed before and
+  in the same rounds as the steps;
 - MFU = matmul FLOPs per token x tokens/s / peak. Only matmuls count (Q/K/V/O projections,
   attention scores and values over the causal half, MLP, output head; x3 for forward +
   backward): embedding lookups, norms, softmax and the optimiser get no credit;
@@ -30,8 +31,9 @@ from .model import ModelDims
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' data sheets (FLOP/s), by device-name substring.
-NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
-                     ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12)]
+# More specific names first (an "H100 PCIe" is also an "H100").
+NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+                     ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12)]
 
 
 def matmul_flops_per_token(dims: ModelDims) -> float:
@@ -271,8 +273,8 @@ def format_table(result: dict) -> str:
     where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
     lines = [(f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
               f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)"),
-             f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}, "
-             f"OpenMP wait {m['openmp_wait'] or 'default'}",
+             (f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}, "
+              f"OpenMP wait {m['openmp_wait'] or 'default'}"),
              "", f"  {'':<22} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}"]
     nominal = result["nominal_peak"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -102,14 +103,18 @@ def token_array_paths(corpus: CorpusConfig, split: str, tokenizer: Tokenizer,
 
 
 def token_array(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_dir: Path | None = None,
-                verify: bool = False) -> np.memmap:
+                verify: bool = True) -> np.memmap:
     """The split's token stream (documents + eod) as a read-only memmap; built on first use.
 
-    `verify=True` re-hashes the file against its manifest and rebuilds it on a mismatch.
+    A cached entry is checked against its manifest (size, and the sha256 unless verify=False:
+    a few ms per MB); a damaged one is reported on stderr and rebuilt.
     """
     bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
     manifest = _read_manifest(manifest_path)
     if not _is_valid(bin_path, manifest, verify):
+        if manifest is not None:
+            print(f"warning: cached token array {bin_path} does not match its manifest (damaged); rebuilding it",
+                  file=sys.stderr)
         _build(corpus, split, tokenizer, bin_path, manifest_path)
         manifest = _read_manifest(manifest_path)
     return np.memmap(bin_path, dtype=np.dtype(manifest["dtype"]), mode="r", shape=(manifest["n_tokens"],))
