@@ -88,3 +88,15 @@ def test_optional_exports_write_files_or_skip_with_a_note(tiny_study, logger, mo
         assert note == "" and any((run_dir / out).rglob("*"))
     else:
         assert "skipped" in note and f"xling[{logger}]" in note and not (run_dir / out).exists()
+
+
+def test_a_damaged_store_is_set_aside_and_rebuilt(tiny_study, tmp_path, capsys):
+    study, root = tiny_study
+    live = Store(root / "xling.db").dump()
+    damaged = tmp_path / "xling.db"
+    damaged.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)  # a header, then garbage
+    store = Store(damaged)
+    assert "is damaged" in capsys.readouterr().err
+    assert (tmp_path / "xling.db.damaged").is_file()
+    assert store.rebuild(root) == len(study.runs)
+    assert store.dump() == live

@@ -13,8 +13,10 @@ package is not installed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 from .errors import XlingError
@@ -98,6 +100,22 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+            healthy = self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            healthy = False
+        if not healthy:  # the store is only an index: set the damaged file aside and start afresh
+            self.db.close()
+            damaged = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, damaged)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            print(f"warning: results store {self.path} is damaged (kept as {damaged.name}); it is rebuilt from "
+                  "the run directories (all studies: xling store rebuild)", file=sys.stderr)
+            self._open()
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 60000")
