@@ -15,7 +15,7 @@ from .errors import XlingError
 def _threads_setup() -> None:
     """Before torch starts OpenMP: how its idle threads wait for the next parallel op.
 
-    Measured on 2 cores (docs/performance.md): on an idle machine a short spin is ~12 % faster
+    Measured on 2 cores (README, Performance): on an idle machine a short spin is ~12 % faster
     than sleeping at once; while another process keeps a core busy it is ~17 % slower, and
     OpenMP's default long spin is 2x slower. So: a short spin only when the load average says the
     machine is idle, else sleep at once. Settings already in the environment win.

@@ -52,7 +52,7 @@ def resolve_model(cfg, vocab_size: int) -> ModelDims:
 
 
 # Up to this length, CPU attention is plain batched matmuls + softmax: forward + backward 2.4x
-# faster than the CPU flash kernel at 128 tokens, 1.1-1.8x at 256, even at 512 (docs/performance.md).
+# faster than the CPU flash kernel at 128 tokens, 1.1-1.8x at 256, even at 512 (README, Performance).
 # Beyond it flash wins on memory: the [T, T] probabilities kept for backward grow with T^2.
 CPU_EXPLICIT_ATTENTION_MAX_LEN = 256
 

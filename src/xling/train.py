@@ -62,7 +62,7 @@ def autocast_factory(precision: str, device: torch.device):
     """A zero-argument callable returning the autocast context for this precision.
 
     "auto": bf16 on GPUs that support it (else fp16, with loss scaling) and on CPUs with native
-    bf16 (there ~1.8x faster than fp32 for cpu-s, docs/performance.md); fp32 on other CPUs.
+    bf16 (there ~1.8x faster than fp32 for cpu-s, README, Performance); fp32 on other CPUs.
     """
     if precision == "auto":
         if device.type == "cuda":
@@ -80,7 +80,7 @@ def cpu_allocator_setup() -> None:
 
     By default glibc serves large blocks with fresh mmaps and trims the heap eagerly, so every
     step of a CPU run page-faulted its big tensors back in (cpu-s: ~700 MB of page faults and
-    ~40 % of the step in system time, docs/performance.md). Memory now stays at its peak.
+    ~40 % of the step in system time, README, Performance). Memory now stays at its peak.
     """
     if not sys.platform.startswith("linux"):
         return
