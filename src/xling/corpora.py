@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import CorpusConfig
 from .errors import XlingError
+from .fsio import json_key
 
 SPLITS = ("train", "valid", "test")
 # Bumped whenever cleaning or splitting changes, so cached tokenizers / token arrays are rebuilt.
@@ -332,4 +333,4 @@ def corpus_fingerprint(corpus: CorpusConfig) -> str:
                         files=[hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(corpus)])
     else:
         raise XlingError(f"corpus name must be bible, text or jsonl, got '{corpus.name}'")
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return json_key(identity)

@@ -57,3 +57,8 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_key(identity, length: int = 16) -> str:
+    """A short, stable hex key for a JSON-serialisable identity (cache entries, run ids)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:length]

@@ -31,7 +31,6 @@ import copy
 import datetime as dt
 import difflib
 import fcntl
-import hashlib
 import itertools
 import json
 import os
@@ -46,7 +45,7 @@ from typing import Any
 
 from .config import apply_overrides, from_dict, load_yaml, to_dict, validate
 from .errors import XlingError
-from .fsio import atomic_write_json
+from .fsio import atomic_write_json, json_key
 
 STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "figures", "one_x",
               "paper_models", "notes")
@@ -135,7 +134,7 @@ def config_hash(config: dict) -> str:
     from .config import RunConfig
 
     body = _non_default({k: v for k, v in config.items() if k != "name"}, to_dict(RunConfig()))
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
+    return json_key(body, 8)
 
 
 def run_label(group: str, dims: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .config import CorpusConfig
 from .corpora import corpus_fingerprint, load_documents
-from .fsio import atomic_write, atomic_write_json, default_cache_dir, sha256_file
+from .fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, sha256_file
 from .tokenizer import Tokenizer
 
 # Bumped whenever the on-disk layout or the stream construction changes.
@@ -35,7 +35,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def array_key(corpus: CorpusConfig, split: str, tokenizer: Tokenizer) -> str:
     identity = {"corpus": corpus_fingerprint(corpus), "tokenizer": tokenizer.sha256, "split": split,
                 "format": FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return json_key(identity)
 
 
 def encode_documents(docs: list[str], tokenizer: Tokenizer) -> np.ndarray:

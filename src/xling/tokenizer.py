@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -21,7 +20,7 @@ import sentencepiece as spm
 from .config import CorpusConfig
 from .corpora import corpus_fingerprint, load_documents
 from .errors import XlingError
-from .fsio import atomic_write, default_cache_dir
+from .fsio import atomic_write, default_cache_dir, json_key
 
 # Bumped whenever the training settings below change, so cached tokenizers are retrained.
 TOKENIZER_VERSION = 1
@@ -118,7 +117,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: Path) -> 
 def tokenizer_key(corpora: list[CorpusConfig], vocab_size: int) -> str:
     identity = {"corpora": [corpus_fingerprint(c) for c in corpora], "vocab_size": vocab_size,
                 "version": TOKENIZER_VERSION}
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    return json_key(identity)
 
 
 def get_tokenizer(corpora: list[CorpusConfig], vocab_size: int, cache_dir: Path | None = None) -> Tokenizer:
