@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import tiny_config, tiny_config_dict
@@ -16,6 +17,25 @@ def test_matmul_flops_by_hand():
     dims = ModelDims(n_layers=2, d_model=8, n_heads=2, d_mlp=32, seq_len=3, vocab_size=10)
     per_layer = 2 * (4 * 64 + 2 * 8 * 32) + 2 * 2 * 8 * 2  # projections + MLP, attention over (3+1)/2 keys
     assert matmul_flops_per_token(dims) == 3 * (2 * per_layer + 2 * 8 * 10)
+
+
+def test_the_matmul_floor_runs_exactly_the_matmuls_of_a_training_step():
+    """`step_matmuls` (the bench's floor) does the FLOPs of the model's forward + backward: the
+    MFU count, except that attention is done over full [T, T] squares, as xling's CPU path does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xling.bench import step_matmuls
+    from xling.model import GPT
+
+    dims = ModelDims(n_layers=2, d_model=16, n_heads=2, d_mlp=48, seq_len=8, vocab_size=40)
+    x = torch.randint(0, 40, (3, 8))
+    with FlopCounterMode(display=False) as model_count:
+        GPT(dims).loss(x, x).backward()
+    with FlopCounterMode(display=False) as floor_count:
+        step_matmuls(dims, x.numel(), torch.float32, torch.device("cpu"))(0)
+    full_square_attention = 3 * dims.n_layers * 2 * 2 * dims.d_model * (dims.seq_len - (dims.seq_len + 1) / 2)
+    assert floor_count.get_total_flops() == model_count.get_total_flops()
+    assert floor_count.get_total_flops() == x.numel() * (matmul_flops_per_token(dims) + full_square_attention)
 
 
 def _check_run(result: dict) -> None:
@@ -42,6 +62,9 @@ def test_bench_compares_with_hugging_face(tiny_corpus_dir):
     assert set(result["hf"]) == {"fp32", "bf16"} and result["hf_best"] in ("fp32", "bf16")
     best = result["hf"][result["hf_best"]]["tokens_per_s"]
     assert result["ratio"] == pytest.approx(result["xling"]["tokens_per_s"] / best)
+    x = result["xling"]
+    assert 0 < x["matmuls_ms"] and x["matmul_share"] == pytest.approx(x["matmuls_ms"] / x["step_ms"])
+    assert result["ratio_ceiling"] == pytest.approx(result["hf"][result["hf_best"]]["step_ms"] / x["matmuls_ms"])
     assert "xling / HF" in format_table(result)
 
 

@@ -89,6 +89,34 @@ def _gemm(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int):
     return gemm
 
 
+def step_matmuls(dims: ModelDims, rows: int, dtype: torch.dtype, device: torch.device):
+    """A function running every matmul of one training step on `rows` tokens, and nothing else.
+
+    Forward and backward GEMMs of the Q/K/V (one GEMM), O, MLP and head projections
+    ([rows, k] @ [k, n], then grad_input [rows, n] @ [n, k] and grad_weight [n, rows] @ [rows, k]),
+    and attention as batched [T, T] matmuls (2 forward, 4 backward), at full size. Its time is a
+    floor for any implementation of the model on this machine: what is left of a step is the rest.
+    """
+    d, t = dims.d_model, dims.seq_len
+    hd, batch = d // dims.n_heads, max(1, rows // t) * dims.n_heads
+    linears = [(d, 3 * d), (d, d), (d, dims.d_mlp), (dims.d_mlp, d)] * dims.n_layers + [(d, dims.vocab_size)]
+    shapes = [s for k, n in linears for s in ((rows, k, n), (rows, n, k), (n, rows, k))]
+    shapes += [(batch, t, hd, t)] * (2 * dims.n_layers) + [(batch, t, t, hd)] * (4 * dims.n_layers)
+
+    def operands(shape):
+        *b, m, k, n = shape
+        return (torch.randn(*b, m, k, device=device).to(dtype), torch.randn(*b, k, n, device=device).to(dtype),
+                torch.empty(*b, m, n, device=device, dtype=dtype))
+
+    products = [operands(shape) for shape in shapes]
+
+    def matmuls(_):
+        for a, b, c in products:
+            torch.matmul(a, b, out=c)
+
+    return matmuls
+
+
 def gemm_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict:
     """The best FLOP/s of C = A @ B over `shapes` (m, k, n) at `dtype`, measured here and now."""
     best = {"flops": 0.0, "shape": None}
@@ -192,6 +220,14 @@ def hf_step(dims: ModelDims, trainer, precision: str):
 # --------------------------------------------------------------------------- the benchmark
 
 
+def _repeated(fn, times: int):
+    def repeated(i):
+        for _ in range(times):
+            fn(i)
+
+    return repeated
+
+
 def _rate(times: list[float], tokens: int) -> dict:
     median = statistics.median(times)
     return {"tokens_per_s": tokens / median, "step_ms": 1000 * median, "step_ms_mean": 1000 * statistics.fmean(times)}
@@ -222,7 +258,9 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     log(f"choosing the peak GEMM shape ({', '.join(precisions)}) ...")
     peaks = {p: gemm_peak(device, DTYPES[p], shapes) for p in precisions}
 
-    contenders = {"xling": trainer.train_step}
+    contenders = {"xling": trainer.train_step,
+                  "matmuls": _repeated(step_matmuls(dims, tokens // cfg.train.grad_accum, DTYPES[trainer.precision], device),
+                                       cfg.train.grad_accum)}
     contenders.update({f"hf {p}": hf_step(dims, trainer, p) for p in hf_precisions})
     contenders.update({f"gemm {p}": _gemm(device, DTYPES[p], *peaks[p]["shape"]) for p in precisions})
     log(f"timing {steps} rounds of {', '.join(contenders)} ...")
@@ -235,6 +273,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     xling = {"precision": trainer.precision, **_rate(times["xling"], tokens)}
     xling["data_ms"] = 1000 * statistics.median(_timed(trainer.batches, steps, 0, device))
     xling["data_share"] = xling["data_ms"] / xling["step_ms"]
+    xling["matmuls_ms"] = 1000 * statistics.median(times["matmuls"])
+    xling["matmul_share"] = xling["matmuls_ms"] / xling["step_ms"]
     result = {"machine": machine_info(device), "device": str(device),
               "shape": {"preset": cfg.model.preset, "n_layers": dims.n_layers, "d_model": dims.d_model,
                         "n_heads": dims.n_heads, "d_mlp": dims.d_mlp, "seq_len": dims.seq_len,
@@ -247,6 +287,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
         result["hf"] = {p: {"precision": p, **_rate(times[f"hf {p}"], tokens)} for p in hf_precisions}
         best = max(result["hf"].values(), key=lambda r: r["tokens_per_s"])
         result["ratio"], result["hf_best"] = xling["tokens_per_s"] / best["tokens_per_s"], best["precision"]
+        # No implementation whose step does these matmuls can beat Hugging Face by more than this.
+        result["ratio_ceiling"] = best["step_ms"] / xling["matmuls_ms"]
     for run in [xling, *(result["hf"].values() if hf_precisions else [])]:
         achieved = result["matmul_flops_per_token"] * run["tokens_per_s"]
         run["mfu"] = achieved / peaks[run["precision"]]["flops"]
@@ -284,13 +326,16 @@ def format_table(result: dict) -> str:
 
     lines.append(row(f"xling ({x['precision']})", x))
     lines.append(f"  {'  data path':<22} {'':>10} {x['data_ms']:>9.2f} {'':>7}  ({100 * x['data_share']:.2f} % of the step)")
+    lines.append(f"  {'  its matmuls alone':<22} {'':>10} {x['matmuls_ms']:>9.1f} {'':>7}  "
+                 f"({100 * x['matmul_share']:.0f} % of the step)")
     hf = result["hf"]
     if hf and "error" in hf:
         lines.append(f"  Hugging Face GPT-2: skipped ({hf['error']})")
     elif hf:
         for precision, r in hf.items():
             lines.append(row(f"HF GPT-2 ({precision})", r))
-        lines.append(f"  xling / HF (faster, {result['hf_best']}): {result['ratio']:.2f}x")
+        lines.append(f"  xling / HF (faster, {result['hf_best']}): {result['ratio']:.2f}x; ceiling "
+                     f"{result['ratio_ceiling']:.2f}x (HF step / xling's matmuls alone)")
     lines.append("")
     for precision, p in result["peaks"].items():
         shape = "x".join(map(str, p["shape"]))
