@@ -162,12 +162,14 @@ class GPT(nn.Module):
 
 # --------------------------------------------------------------------------- loss
 
-# Logits per chunk of rows: the matmuls run on chunks of CE_CHUNK_ELEMENTS logits (CPU: 64 MB
-# of bf16; GPU: 128 MB), the fp32 softmax on slices of CE_SLICE_ELEMENTS (CPU: 2 MB, stays in
-# the core's L2 cache). Smaller chunks cost more than they save: each chunk adds a [vocab, D]
-# fp32 gradient and runs GEMMs with fewer rows; at a 65,536-token vocabulary, 8 MB chunks (64
-# rows) made the loss 1.55x slower than 64 MB ones (512 rows). README, Performance.
-CE_CHUNK_ELEMENTS = 1 << 25
+# Logits per chunk of rows: the matmuls run on chunks of CE_CHUNK_ELEMENTS logits (CPU: 16 MB
+# of bf16, which stays in a typical L3 cache for the softmax that reads it; GPU: 128 MB) but
+# never fewer than CE_MIN_ROWS rows: each chunk adds a [vocab, D] fp32 gradient and runs GEMMs of
+# its rows, so at a 65,536-token vocabulary 64-row chunks made the loss 1.5x slower than 512-row
+# ones (benchmarks/cross_entropy.py). The fp32 softmax runs on slices of CE_SLICE_ELEMENTS (CPU:
+# 2 MB, in the core's L2 cache). All far below a full large-vocabulary logits tensor.
+CE_CHUNK_ELEMENTS = 1 << 23
+CE_MIN_ROWS = 512
 CE_SLICE_ELEMENTS = 1 << 19
 CE_CHUNK_ELEMENTS_GPU = 1 << 26
 
@@ -184,7 +186,8 @@ def _spans(n_rows: int, elements: int, vocab: int):
 
 
 def _chunks(n_rows: int, vocab: int, device: torch.device):
-    return _spans(n_rows, CE_CHUNK_ELEMENTS if device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU, vocab)
+    elements = CE_CHUNK_ELEMENTS if device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU
+    return _spans(n_rows, max(elements, CE_MIN_ROWS * vocab), vocab)
 
 
 def _slices(n_rows: int, vocab: int, device: torch.device):
