@@ -38,7 +38,8 @@ def _loss(path: str):
 def measure(path: str, rows: int, width: int, vocab: int, chunk_elements: int, repeats: int) -> dict:
     """Milliseconds of forward + backward and the growth of the process's peak memory."""
     cpu_allocator_setup()
-    model.CE_CHUNK_ELEMENTS = chunk_elements
+    if chunk_elements:  # an explicit chunk size, exactly (0: xling's defaults)
+        model.CE_CHUNK_ELEMENTS, model.CE_MIN_ROWS = chunk_elements, 1
     torch.manual_seed(0)
     h = torch.randn(rows, width, requires_grad=True)
     w = (0.02 * torch.randn(vocab, width)).requires_grad_()
@@ -63,8 +64,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096, help="tokens per micro-batch (default 32 x 128)")
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--vocab", type=int, nargs="+", default=[8192, 65536])
-    parser.add_argument("--chunks", type=int, nargs="+", default=[1 << 22, 1 << 25],
-                        help="logits per chunk to compare (default: 4M, the old default, and 32M)")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[1 << 22],
+                        help="explicit logits per chunk to compare with xling's defaults (default: 4M, the old default)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
@@ -73,13 +74,15 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, rows {args.rows}, width {args.width}, bf16 autocast")
     for vocab in args.vocab:
-        contenders = [("plain", 0)] + [("chunked", c) for c in args.chunks]
+        contenders = [("plain", 0), ("chunked", 0)] + [("chunked", c) for c in args.chunks]
         for path, chunk in contenders:
-            spec = {"path": path, "rows": args.rows, "width": args.width, "vocab": vocab, "chunk_elements": chunk or 1}
+            spec = {"path": path, "rows": args.rows, "width": args.width, "vocab": vocab, "chunk_elements": chunk}
             out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec), "--repeats", str(args.repeats)],
                                  capture_output=True, text=True, check=True).stdout
             r = json.loads(out)
-            label = "plain F.cross_entropy" if path == "plain" else f"chunked, {chunk >> 20}M logits/chunk ({max(1, chunk // vocab)} rows)"
+            rows = max(1, chunk // vocab) if chunk else model._chunks(args.rows, vocab, torch.device("cpu"))[0][1]
+            label = ("plain F.cross_entropy" if path == "plain" else
+                     f"chunked, {'default' if not chunk else 'explicit'}: {rows} rows a chunk")
             print(f"vocab {vocab:>6,}  {label:<40} {r['best_ms']:8.1f} / {r['median_ms']:8.1f} ms"
                   f"   peak memory +{r['peak_growth_mb']:,.0f} MB")
 
