@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   install into .venv, then run the main job on the built-in corpus
-#   make test   install into .venv (with test extras), then run the test suite
+#   make test   install into .venv (with test extras), then lint (ruff) and run the test suite
 # Everything lives in ./.venv; delete it to start over.
 
 PYTHON ?= python3
@@ -31,6 +31,7 @@ demo: install
 	$(BIN)/xling demo
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 clean:

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import requires_bible, tiny_config
 
+from conftest import requires_bible, tiny_config
 from xling.alignment import (
     Probes,
     align_run,
@@ -203,7 +203,6 @@ def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
 @pytest.mark.slow
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     from conftest import make_documents, tiny_config_dict
-
     from xling.report_alignment import write_alignment_report
     from xling.study import build_study, run_study
 

@@ -27,9 +27,9 @@ def test_unknown_key_suggests_the_closest():
 
 def test_types_are_checked_and_ints_widen_to_floats():
     assert from_dict({"languages": {"p": 1}}).languages.p == 1.0
-    with pytest.raises(XlingError, match="train.steps must be of type int"):
+    with pytest.raises(XlingError, match=r"train.steps must be of type int"):
         from_dict({"train": {"steps": "many"}})
-    with pytest.raises(XlingError, match="train.steps must be of type int"):
+    with pytest.raises(XlingError, match=r"train.steps must be of type int"):
         from_dict({"train": {"steps": True}})
 
 
@@ -57,7 +57,7 @@ def test_range_errors(overrides, message):
 def test_malformed_yaml_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  steps: [1, 2\n")
-    with pytest.raises(XlingError, match="malformed YAML .* line"):
+    with pytest.raises(XlingError, match=r"malformed YAML .* line"):
         load_config(path)
 
 

@@ -1,6 +1,7 @@
 """Corpora: local text / JSONL corpora (tiny fixtures) and the built-in Bibles (marked `corpus`)."""
 
 import importlib.util
+import itertools
 import json
 import re
 import types
@@ -9,8 +10,19 @@ import pytest
 
 from xling import corpora
 from xling.config import CorpusConfig
-from xling.corpora import (BOOK_GROUPS, PROBE_BOOKS, SPLITS, book_group, book_name, corpus_fingerprint,
-                           get_translation, language_code, load_documents, parallel_verses, split_books)
+from xling.corpora import (
+    BOOK_GROUPS,
+    PROBE_BOOKS,
+    SPLITS,
+    book_group,
+    book_name,
+    corpus_fingerprint,
+    get_translation,
+    language_code,
+    load_documents,
+    parallel_verses,
+    split_books,
+)
 from xling.errors import XlingError
 
 
@@ -41,7 +53,7 @@ def test_doc_per_line_gives_every_nonempty_line_once(tmp_path):
     docs = lines(300)
     corpus = text_corpus(tmp_path, docs[:150] + ["", "   "] + docs[150:])
     splits = all_splits(corpus)
-    assert sorted(sum(splits.values(), [])) == sorted(docs)
+    assert sorted(list(itertools.chain.from_iterable(splits.values()))) == sorted(docs)
     assert all(splits.values())
 
 
@@ -53,7 +65,7 @@ def test_one_document_per_file_searched_recursively(tmp_path):
         (sub / f"{i}.txt").write_text(f"{doc}\nsecond   line\n", encoding="utf-8")
     (root / "notes.md").write_text("not a txt file", encoding="utf-8")
     splits = all_splits(CorpusConfig(name="text", paths=[str(root)]))
-    found = sum(splits.values(), [])
+    found = list(itertools.chain.from_iterable(splits.values()))
     assert len(found) == 120
     assert all(doc.endswith("second line") for doc in found)  # whitespace and newlines collapsed
     assert not any("not a txt" in doc for doc in found)
@@ -78,7 +90,7 @@ def test_jsonl_documents_from_field_and_directory(tmp_path):
     (root / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records[:100]) + "\n\n", encoding="utf-8")
     (root / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records[100:]), encoding="utf-8")
     corpus = CorpusConfig(name="jsonl", paths=[str(root)], text_field="body")
-    assert sorted(sum(all_splits(corpus).values(), [])) == sorted(r["body"] for r in records)
+    assert sorted(list(itertools.chain.from_iterable(all_splits(corpus).values()))) == sorted(r["body"] for r in records)
     assert language_code(corpus) == "L"
 
 

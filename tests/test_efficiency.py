@@ -185,7 +185,7 @@ def test_teff_table_rows_and_unknown_language(fit):
     rows = teff_table(mono, runs, bootstrap=BOOT)
     assert [r["teff"] for r in rows] == pytest.approx([2.0, 1.0], rel=0.05)
     assert {"mlpe_lo", "mlte_hi", "teff_lo", "warning"} <= rows[0].keys()
-    with pytest.raises(XlingError, match="'FR'.*only has EN"):
+    with pytest.raises(XlingError, match=r"'FR'.*only has EN"):
         teff_table(mono, [{"run": "r2", "language": "FR", "fraction": 0.5, "ppl": 20.0}])
 
 
@@ -207,7 +207,7 @@ def test_read_csv_errors(tmp_path):
     with pytest.raises(XlingError, match="empty"):
         read_csv_rows(tmp_path / "empty.csv", ["language"])
     p = write_csv(tmp_path / "m.csv", ["language", "fraction"], [["EN", 0.1]])
-    with pytest.raises(XlingError, match="missing column.*ppl"):
+    with pytest.raises(XlingError, match=r"missing column.*ppl"):
         read_csv_rows(p, ["language", "fraction", "ppl"])
     p = write_csv(tmp_path / "b.csv", ["language", "fraction", "ppl"], [["EN", 0.1, 40], ["EN", 0.5, "abc"]])
     with pytest.raises(XlingError, match=r"b\.csv:3: ppl 'abc' is not a number"):

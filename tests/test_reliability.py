@@ -40,7 +40,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_corpus_d
     out = tmp_path / "killed"
     rng = random.Random(1234)
     kills = 0
-    for attempt in range(12):
+    for _attempt in range(12):
         started = RunDir(out).exists()
         proc = _start_training(config_path, out, resume=started)
         # Kill at a random step (and a random moment within it): with a checkpoint every step,

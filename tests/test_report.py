@@ -7,8 +7,8 @@ import math
 import shutil
 
 import pytest
-from test_study import completed_study
 
+from test_study import completed_study
 from xling import published
 from xling.cli import main
 from xling.errors import XlingError

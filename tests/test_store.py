@@ -7,8 +7,8 @@ import multiprocessing as mp
 import sqlite3
 
 import pytest
-from test_study import completed_study
 
+from test_study import completed_study
 from xling.cli import main
 from xling.store import Store, export_run
 

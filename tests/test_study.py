@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config_dict
 
+from conftest import tiny_config_dict
 from xling.cli import main
 from xling.errors import XlingError
 from xling.study import (
@@ -135,7 +135,7 @@ def test_unknown_study_name_suggests_the_closest(tmp_path, monkeypatch):
     for name in ("table1-cpu", "figure1-cpu"):
         (tmp_path / f"{name}.yaml").write_text("name: x\n")
     monkeypatch.setenv("XLING_STUDIES", str(tmp_path))
-    with pytest.raises(XlingError, match="did you mean 'table1-cpu'.*available:.*figure1-cpu"):
+    with pytest.raises(XlingError, match=r"did you mean 'table1-cpu'.*available:.*figure1-cpu"):
         find_study("tabel1-cpu")
 
 

@@ -12,8 +12,6 @@ from xling.corpora import load_documents
 from xling.token_arrays import encode_documents, read_manifest, token_array, token_counts, token_dtype
 from xling.tokenizer import train_tokenizer
 
-
-
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 

@@ -1,5 +1,6 @@
 """Training end to end on a tiny corpus: data stream, accounting, checkpoints and exact resume."""
 
+import itertools
 import json
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_lr_schedule_warmup_and_cosine():
     assert lr_at(10, 100, 1.0, 0.1, 10) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0, 0.1, 10) == pytest.approx(0.1)
     values = [lr_at(s, 100, 1.0, 0.1, 10) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_run_writes_config_metrics_checkpoints_and_token_counts(tiny_run):
@@ -89,7 +90,7 @@ def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp
 def test_existing_run_dir_needs_resume_and_the_same_config(tiny_corpus_dir, tiny_run):
     with pytest.raises(XlingError, match="already exists: pass --resume"):
         Trainer(tiny_config(tiny_corpus_dir), tiny_run).fit(progress=False)
-    with pytest.raises(XlingError, match="differs .* languages.p"):
+    with pytest.raises(XlingError, match=r"differs .* languages.p"):
         Trainer(tiny_config(tiny_corpus_dir, languages={"p": 0.1}), tiny_run).fit(resume=True, progress=False)
 
 

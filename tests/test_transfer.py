@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import make_documents, requires_bible, tiny_config
 
+from conftest import make_documents, requires_bible, tiny_config
 from xling.cli import main
 from xling.data import encode_text, prepare_languages
 from xling.errors import XlingError

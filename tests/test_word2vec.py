@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from xling.data import prepare_languages
 from xling.errors import XlingError
 from xling.word2vec import TrainingSentences, train_word2vec, word2vec_control

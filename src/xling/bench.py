@@ -61,7 +61,7 @@ def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> di
     Round-robin order spreads any other load on the machine evenly over the contenders, so
     their ratio stays fair even when the absolute numbers are disturbed.
     """
-    for name, fn in fns.items():
+    for fn in fns.values():
         for i in range(warmup):
             fn(i)
     _sync(device)

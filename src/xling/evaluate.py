@@ -9,7 +9,7 @@ once. Perplexity is exp(mean cross-entropy) over the scored tokens.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

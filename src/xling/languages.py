@@ -33,7 +33,7 @@ def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed:
     base = torch.arange(vocab_size)
     cloned = torch.zeros(vocab_size, dtype=torch.bool)
     candidates = np.arange(1, vocab_size)  # everything but pad
-    n_cloned = int(round(frac_clone * len(candidates)))
+    n_cloned = round(frac_clone * len(candidates))
     chosen = np.random.default_rng(seed).permutation(candidates)[:n_cloned]
     cloned[torch.from_numpy(np.sort(chosen))] = True
     rows = [base] + [torch.where(cloned, base + lang * vocab_size, base) for lang in range(1, num_clones + 1)]

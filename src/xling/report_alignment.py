@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from .fsio import atomic_write_text
-from .published import (PAPER_ALL_PAIRS, PAPER_EMBEDDING, PAPER_GRADIENT, PAPER_HIDDEN,
-                        PAPER_REAL_HIDDEN_DELTA, PAPER_TRANSFER)
+from .published import (
+    PAPER_ALL_PAIRS,
+    PAPER_EMBEDDING,
+    PAPER_GRADIENT,
+    PAPER_HIDDEN,
+    PAPER_REAL_HIDDEN_DELTA,
+    PAPER_TRANSFER,
+)
 from .study import Study, is_complete, runs_root
 
 DEFAULT_TASK = "bible-parts"

@@ -49,7 +49,7 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def require(self) -> "RunDir":
+    def require(self) -> RunDir:
         if not self.exists():
             raise XlingError(f"{self.path} is not a run directory (no config.yaml): pass the directory `xling train` wrote")
         return self

@@ -54,7 +54,7 @@ class Tokenizer:
         self.path = path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         return cls(path.read_bytes(), path)
 

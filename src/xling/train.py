@@ -341,9 +341,9 @@ class Trainer:
 
 
 def _progress(start: int, total: int, enabled: bool, name: str):
-    from tqdm import tqdm
-
     import sys
+
+    from tqdm import tqdm
 
     # Redrawing in place only works on a terminal; in logs, one line every 30 s is plenty.
     interval = 0.1 if sys.stderr.isatty() else 30.0
