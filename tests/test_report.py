@@ -19,7 +19,9 @@ from xling.report import (
     _vs_one,
     analyse,
     diff_interval,
+    fmt_stat,
     headline,
+    log_stat,
     t_stat,
     verdicts,
     write_report,
@@ -41,6 +43,28 @@ def test_t_interval_over_seeds():
     assert (one.mean, one.lo, one.hi) == (1.5, 1.5, 1.5)
     d, lo, hi = diff_interval(t_stat([3.0, 3.1, 2.9]), t_stat([1.0, 1.1, 0.9]))
     assert d == pytest.approx(2.0) and 1.5 < lo < 2.0 < hi < 2.5
+
+
+def test_perplexities_are_summarised_on_the_log_scale():
+    s = log_stat([10.0, 100.0, 1000.0])
+    assert s.log and s.mean == pytest.approx(100.0)  # geometric mean
+    half = 4.3027 * math.log(10) / math.sqrt(3)  # t(0.975, 2) * sd(ln) / sqrt(n)
+    assert (s.lo, s.hi) == (pytest.approx(100 * math.exp(-half), rel=1e-3), pytest.approx(100 * math.exp(half), rel=1e-3))
+    assert s.lo > 0 and t_stat([10.0, 100.0, 1000.0]).lo < 0  # a linear interval would reach below zero
+    d, lo, hi = diff_interval(log_stat([200.0, 220.0, 180.0]), log_stat([100.0, 110.0, 90.0]))
+    assert d == pytest.approx(math.log(2), abs=0.01) and 0 < lo < d < hi  # the log of the ratio
+    with pytest.raises(ValueError):
+        diff_interval(log_stat([1.0, 2.0]), t_stat([1.0, 2.0]))
+
+
+def test_a_language_forgotten_in_one_seed_is_still_clearly_worse():
+    """A hard switch forgets EN1 in every seed (perplexities in the tens of thousands, as in
+    table1-cpu): on the log scale that is significant, while the linear interval of the raw
+    perplexities, dominated by their spread, straddles zero."""
+    forgotten, kept = [40_000.0, 150_000.0, 65_000.0], [150.0, 160.0, 155.0]
+    assert _compare(log_stat(forgotten), log_stat(kept), smaller=False) == "supported"
+    assert _compare(t_stat(forgotten), t_stat(kept), smaller=False) == "direction holds, not significant"
+    assert fmt_stat(log_stat(kept)).startswith("154.9") and "[" in fmt_stat(log_stat(kept))
 
 
 def test_verdict_words_follow_the_intervals():

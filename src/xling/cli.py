@@ -191,7 +191,7 @@ def cmd_report(args, overrides) -> int:
 
 
 def cmd_demo(args, overrides) -> int:
-    from .report import headline, verdicts, write_report
+    from .report import fmt_stat, headline, verdicts, write_report
     from .study import load_study, run_study
 
     study = load_study(args.study)
@@ -199,11 +199,10 @@ def cmd_demo(args, overrides) -> int:
     counts = run_study(study, args.root, workers=workers, db=args.db)
     path, analysis = write_report(study, args.root, args.out, args.db)
     print(f"\nreport: {path} and {path.with_suffix('.html')}")
-    print("Test perplexity per language (mean ± 95 % CI over seeds) and token efficiency:")
-    print(f"  {'setting':<16} {'language':<9} {'ppl':>16} {'TEff':>14}")
+    print("Test perplexity per language (geometric mean [95 % CI] over seeds) and token efficiency (mean ± 95 % CI):")
+    print(f"  {'setting':<16} {'language':<9} {'ppl':>26} {'TEff':>14}")
     for summary in analysis.summaries:
-        ppl, teff = summary.ppl, summary.teff
-        print(f"  {summary.setting:<16} {summary.label:<9} {ppl.mean:>9.2f} ± {ppl.half:<5.2f} {teff.mean:>7.2f} ± {teff.half:.2f}")
+        print(f"  {summary.setting:<16} {summary.label:<9} {fmt_stat(summary.ppl):>26} {fmt_stat(summary.teff):>14}")
     print("Token efficiency of the minority language (paper: GPT-small, 1.2B tokens):")
     print("\n".join(f"  {line}" for line in headline(analysis)))
     for v in verdicts(analysis):

@@ -45,13 +45,19 @@ def dotted(config: dict, key: str):
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and 95 % t-interval over seeds (lo = hi = mean with one seed; nan when undefined)."""
+    """Mean and 95 % t-interval over seeds (lo = hi = mean with one seed; nan when undefined).
+
+    With log=True (perplexities) `values` are the logarithms, and mean/lo/hi the geometric mean
+    and the exponentiated interval of ln(value): perplexities multiply, and one seed where a
+    language blew up would otherwise give an interval reaching below zero.
+    """
 
     mean: float
     lo: float
     hi: float
     n: int
     values: tuple[float, ...] = ()
+    log: bool = False
 
     @property
     def half(self) -> float:
@@ -74,11 +80,24 @@ def t_stat(values) -> Stat:
     return Stat(mean, mean - h, mean + h, n, tuple(v))
 
 
+def log_stat(values) -> Stat:
+    """Geometric mean and 95 % t-interval of ln(value), back on the value's scale (see Stat)."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    s = t_stat(np.log(np.asarray(v, dtype=float)))
+    back = lambda x: math.exp(x) if math.isfinite(x) else x
+    return Stat(back(s.mean), back(s.lo), back(s.hi), s.n, s.values, log=True)
+
+
 def diff_interval(a: Stat, b: Stat) -> tuple[float, float, float]:
-    """a - b with a Welch 95 % interval; (d, nan, nan) when a side has fewer than two seeds."""
+    """a - b with a Welch 95 % interval; (d, nan, nan) when a side has fewer than two seeds.
+
+    For log stats the difference is of the logarithms: ln(a / b)."""
     from scipy import stats
 
-    d = a.mean - b.mean
+    if a.log != b.log:
+        raise ValueError("cannot compare a log-scale Stat with a linear one")
+    center = lambda s: math.log(s.mean) if s.log and s.mean > 0 else s.mean
+    d = center(a) - center(b)
     if a.n == 0 or b.n == 0:
         return math.nan, math.nan, math.nan
     if a.n < 2 or b.n < 2 or not (math.isfinite(a.mean) and math.isfinite(b.mean)):
@@ -99,10 +118,13 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def fmt_stat(s: Stat, spec: str = ".2f") -> str:
+    """mean ± half-width; a log stat (asymmetric interval) as mean [lo, hi]."""
     if s.n == 0:
         return "–"
     if s.n == 1 or math.isnan(s.lo):
         return fmt(s.mean, spec)
+    if s.log:
+        return fmt_interval(s, spec)
     return f"{fmt(s.mean, spec)} ± {fmt(s.half, spec)}"
 
 
@@ -307,7 +329,7 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
         out.append(Summary(setting, first.spec.group, label, first.role, key, paper_key.model, first.spec,
                            float(np.mean([mean(rs, "fraction") for rs in runs])),
-                           t_stat([mean(rs, "ppl") for rs in runs]),
+                           log_stat([mean(rs, "ppl") for rs in runs]),
                            float(np.mean([mean(rs, "mlpe") for rs in runs])),
                            t_stat([mean(rs, "teff") for rs in runs]),
                            published.lookup(paper_key, first.role), warnings, first.law))
@@ -806,7 +828,9 @@ def build_doc(a: Analysis, figures: list[tuple[str, str]]) -> Doc:
         if v.detail:
             doc.p(f"**Claim {v.claim}** ({v.status}):")
             doc.ul(v.detail)
-    doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; 'supported' means the interval "
+    doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; perplexities are geometric "
+          "means with the interval of ln PPL over seeds, [lo, hi], and are compared by the ratio of two settings; "
+          "'supported' means the interval "
           "(of the value, or of the difference between two settings, Welch) excludes the no-effect value in the "
           "paper's direction; 'direction holds, not significant' means the means agree with the paper but the "
           "interval does not exclude no effect. The seed intervals do not include the uncertainty of the "
