@@ -291,3 +291,17 @@ def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
     finally:
         ray.shutdown()
     assert counts["completed"] == 2
+
+
+@pytest.mark.parametrize("inherited,expected", [({"GOMP_SPINCOUNT": "3000"}, {"GOMP_SPINCOUNT": "3000"}),
+                                                ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),
+                                                ({}, {"OMP_WAIT_POLICY": "PASSIVE"})])
+def test_study_workers_keep_the_openmp_wait_policy_the_cli_chose(monkeypatch, inherited, expected):
+    import torch
+
+    from xling import study
+
+    monkeypatch.setattr(study.os, "environ", dict(inherited))  # a scratch environment
+    threads = torch.get_num_threads()
+    study._worker_init(threads)
+    assert study.os.environ == {**expected, "OMP_NUM_THREADS": str(threads)}

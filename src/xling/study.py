@@ -370,7 +370,10 @@ def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
 def _worker_init(threads: int) -> None:
     """Each worker process: its share of the cores, and death with its parent (Linux)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The wait policy `xling` chose from the load average (cli._threads_setup) is inherited;
+    # without one (called from Python), sleep at once: workers share the machine.
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with contextlib.suppress(Exception):  # so a kill -9 of the runner does not leave workers training
         import ctypes
         import signal
