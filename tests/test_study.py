@@ -305,3 +305,55 @@ def test_study_workers_keep_the_openmp_wait_policy_the_cli_chose(monkeypatch, in
     threads = torch.get_num_threads()
     study._worker_init(threads)
     assert study.os.environ == {**expected, "OMP_NUM_THREADS": str(threads)}
+
+
+def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, monkeypatch):
+    """The second study adopts the first's completed twin (same config) instead of training it:
+    same results, checkpoints linked, provenance recorded; --no-reuse would train it."""
+    from xling.store import Store
+    from xling.train import Trainer
+
+    first = small_study(tiny_corpus_dir, "first", ps=(0.5,), fractions=(0.1,))
+    assert run_study(first, tmp_path, log=lambda *_: None)["completed"] == 2
+    # The second study shares the ladder run and adds a 90/10 run.
+    second = small_study(tiny_corpus_dir, "second", ps=(0.1,), fractions=(0.1,))
+    shared = next(r for r in second.runs if r.group == "ladder")
+    twin = next(r for r in first.runs if r.group == "ladder")
+    assert shared.id == twin.id and shared.study != twin.study
+    trained = []
+    original = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **kw: trained.append(self.cfg.languages.p) or original(self, *a, **kw))
+    lines = []
+    counts = run_study(second, tmp_path, log=lines.append)
+    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert trained == [0.1]  # only the 90/10 run trained
+    assert any(f"reused from first/{twin.id}" in line for line in lines)
+    mine, theirs = shared.run_dir(tmp_path), twin.run_dir(tmp_path)
+    for name in ("eval.json", "metrics.jsonl", "config.yaml"):
+        assert (mine / name).read_bytes() == (theirs / name).read_bytes()
+    weights = sorted(theirs.rglob("model.safetensors"))
+    assert weights and all((mine / w.relative_to(theirs)).stat().st_ino == w.stat().st_ino for w in weights)
+    assert read_json_file(mine / "study.json")["reused_from"] == f"first/{twin.id}"
+    assert {r["name"] for r in Store(tmp_path / "xling.db").runs("second")} == {r.id for r in second.runs}
+    # Deleting the copy and running again without reuse trains it.
+    import shutil
+
+    shutil.rmtree(mine)
+    trained.clear()
+    run_study(second, tmp_path, log=lambda *_: None, reuse=False)
+    assert trained == [0.0]
+
+
+def test_a_run_with_a_different_config_is_no_twin(tiny_corpus_dir, tmp_path):
+    from xling.study import find_twin
+
+    first = small_study(tiny_corpus_dir, "first", ps=(0.5,), fractions=(0.1,))
+    run_study(first, tmp_path, log=lambda *_: None)
+    twin = next(r for r in first.runs if r.group == "ladder")
+    other = small_study(tiny_corpus_dir, "other", ps=(0.5,), fractions=(0.1,))
+    spec = next(r for r in other.runs if r.group == "ladder")
+    assert find_twin(spec, tmp_path) == twin.run_dir(tmp_path)
+    # Same id suffix, different config (a hash collision, or a hand-edited config.yaml): not a twin.
+    config = twin.run_dir(tmp_path) / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 7"))
+    assert find_twin(spec, tmp_path) is None

@@ -177,7 +177,7 @@ def cmd_study(args, overrides) -> int:
         print(format_status(study, study_status(study, args.root)))
         return 0
     counts = run_study(study, args.root, workers=args.workers, engine=args.engine, db=args.db,
-                       loggers=tuple(args.log or ()))
+                       loggers=tuple(args.log or ()), reuse=not args.no_reuse)
     return 0 if counts["completed"] == counts["total"] else 1
 
 
@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (local processes or Ray tasks)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
     p.add_argument("--log", action="append", choices=["tensorboard", "wandb"], help="also export finished runs to TensorBoard / W&B (offline)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every missing run, even one whose twin (same config) is complete in another study")
     p.add_argument("--root", help=root_help)
     p.add_argument("--db", help=db_help)
     p.set_defaults(func=cmd_study)

@@ -329,6 +329,66 @@ def _record(run_dir: Path, spec: RunSpec, **fields) -> None:
     atomic_write_json(run_dir / STUDY_FILE, record)
 
 
+# --------------------------------------------------------------------------- reusing a twin run
+
+
+def _identity(config: dict) -> dict:
+    """What makes two runs the same run: the resolved config, its display name aside."""
+    return {k: v for k, v in to_dict(from_dict(config)).items() if k != "name"}
+
+
+def find_twin(spec: RunSpec, root: str | Path) -> Path | None:
+    """A completed run of another study under `root` with exactly this run's config.
+
+    Studies often share runs (the headline's 50/50 and 90/10 runs are also in Table 1 and Figure
+    1): the config hash at the end of a run id finds the candidates, the full config decides.
+    """
+    digest = spec.id.rsplit("-", 1)[-1]
+    own = _identity(spec.config)
+    for candidate in sorted(Path(root).glob(f"*/*-{digest}")):
+        if candidate.parent.name == spec.study or not is_complete(candidate):
+            continue
+        try:
+            if _identity(load_yaml(candidate / "config.yaml")) == own:
+                return candidate
+        except (XlingError, OSError):  # a config this version cannot read is no twin
+            continue
+    return None
+
+
+def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
+    """Make `spec`'s run directory a copy of its completed twin's, instead of training it again.
+
+    Only a run that has not started (no run.json) adopts. Checkpoint files, which nothing ever
+    rewrites in place, are hard links when the file system allows; everything else is copied.
+    run.json goes last: until it is there the copy is not complete, so an interrupted adoption
+    is simply redone. Returns False if another process holds the run.
+    """
+    import shutil
+
+    run_dir = spec.run_dir(root)
+    with run_lock(run_dir) as got:
+        if not got or (run_dir / "run.json").is_file():
+            return False
+        files = [p for p in twin.rglob("*") if p.is_file() and p.name not in (LOCK_FILE, STUDY_FILE)]
+        files.sort(key=lambda p: (p.relative_to(twin) == Path("run.json"), str(p)))
+        for src in files:
+            dst = run_dir / src.relative_to(twin)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".adopt-{dst.name}")
+            tmp.unlink(missing_ok=True)
+            try:
+                if "checkpoints" not in src.relative_to(twin).parts:
+                    raise OSError("copied, not linked")
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+        _record(run_dir, spec, status="completed", started=now(), finished=now(), error="", attempts=0,
+                reused_from=str(twin.relative_to(root)))
+    return True
+
+
 # --------------------------------------------------------------------------- executing one run
 
 
@@ -423,8 +483,11 @@ def _cost(spec: RunSpec) -> float:
 
 def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=print,
-              loggers: tuple[str, ...] = ()) -> dict:
-    """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun."""
+              loggers: tuple[str, ...] = (), reuse: bool = True) -> dict:
+    """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
+
+    With `reuse`, a missing run whose twin (same config) is complete in another study under the
+    same root is copied from it instead of trained (counted as completed, logged as reused)."""
     from .store import Store, export_run
 
     if engine not in ("local", "ray"):
@@ -438,6 +501,14 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0, "busy": 0}
     log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
         + (f" ({workers} workers, {engine})" if todo and (workers > 1 or engine != "local") else ""))
+    if reuse:
+        for spec in todo:
+            twin = find_twin(spec, root)
+            if twin and adopt_twin(spec, twin, root):
+                store.index_run(spec.run_dir(root))
+                counts["completed"] += 1
+                log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
+        todo = [s for s in todo if not is_complete(s.run_dir(root))]
     if not todo:
         return counts
     preflight(study)
