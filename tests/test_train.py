@@ -142,3 +142,20 @@ def test_non_finite_loss_stops_with_a_diagnostic_and_marks_the_run_failed(tiny_c
     info = RunDir(tmp_path / "nan").read_info()
     assert info["status"] == "failed" and "step 7" in info["error"]
     assert [p.name for p in RunDir(tmp_path / "nan").checkpoint_dirs()] == ["step_0000004"]  # no diverged checkpoint
+
+
+def test_a_run_written_by_a_newer_xling_says_so(tiny_run, tmp_path):
+    """A config key this version does not know, in a run a newer xling wrote: the error names
+    both versions instead of suggesting a typo only."""
+    import shutil
+
+    from xling.runs import RunDir
+
+    run = RunDir(shutil.copytree(tiny_run, tmp_path / "run"))
+    run.config_path.write_text(run.config_path.read_text().replace("train:\n", "train:\n  future_knob: 3\n", 1))
+    with pytest.raises(XlingError, match=r"unknown key 'train\.future_knob'") as plain:
+        run.read_config()
+    assert "written by" not in str(plain.value)  # same version: a typo, not an old xling
+    run.update_info(xling_version="9.0.0")
+    with pytest.raises(XlingError, match=r"written by xling 9\.0\.0 and this is xling 0\."):
+        run.read_config()

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import __version__
 from .config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict
 from .errors import XlingError
 from .fsio import atomic_write_json, atomic_write_text, sha256_file
@@ -59,7 +60,15 @@ class RunDir:
         atomic_write_text(self.config_path, dump_yaml(cfg))
 
     def read_config(self) -> RunConfig:
-        return from_dict(load_yaml(self.require().config_path))
+        try:
+            return from_dict(load_yaml(self.require().config_path))
+        except XlingError as exc:
+            # A config key this version does not know usually means a newer xling wrote the run.
+            written_by = self.read_info().get("xling_version")
+            if written_by and written_by != __version__ and "unknown key" in str(exc):
+                raise XlingError(f"{self.config_path}: {exc}; the run was written by xling {written_by} and this "
+                                 f"is xling {__version__}: read it with that version or newer") from None
+            raise
 
     def read_info(self) -> dict:
         return read_json(self.info_path) if self.info_path.is_file() else {}
