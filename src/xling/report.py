@@ -678,10 +678,15 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     categorical = any(isinstance(v, str) for v in x_values)
     pos = (lambda v: x_values.index(v)) if categorical else (lambda v: v)
     series: dict[str, list[Summary]] = {}
+    several_groups = len({s.spec.group for s in sel}) > 1
     for s in sel:
         others = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.spec.dims.items() if k not in (x_key, SEED_KEY))
-        name = s.label + (f" ({others})" if others else "")  # groups that share grid values share a line
+        if several_groups:  # e.g. a curriculum group next to static mixtures: say which line is which
+            others = f"{s.spec.group}: {others}" if others else s.spec.group
+        name = s.label + (f" ({others})" if others else "")
         series.setdefault(name, []).append(s)
+    if len(series) > 10:  # the default cycle repeats after 10 colours
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for name, members in series.items():
         members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
         xs = [pos(dotted(s.spec.config, x_key)) for s in members]
