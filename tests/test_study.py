@@ -357,3 +357,18 @@ def test_a_run_with_a_different_config_is_no_twin(tiny_corpus_dir, tmp_path):
     config = twin.run_dir(tmp_path) / "config.yaml"
     config.write_text(config.read_text().replace("seed: 0", "seed: 7"))
     assert find_twin(spec, tmp_path) is None
+
+
+def test_bigger_models_and_longer_runs_start_first(tiny_corpus_dir):
+    from xling.study import _cost
+
+    data = tiny_study_dict(tiny_corpus_dir, seeds=(0,))
+    data["groups"]["wide"] = {"set": {"model.d_model": 64, "model.n_heads": 2, "train.data_fraction": 0.4},
+                              "grid": {"languages.p": [0.5]}}
+    study = build_study(data)
+    by_id = {r.id: _cost(r) for r in study.runs}
+    wide = next(r.id for r in study.runs if r.group == "wide")
+    narrow = next(r.id for r in study.runs if r.group == "mix" and r.dims["languages.p"] == 0.5)
+    ladder = sorted((r for r in study.runs if r.group == "ladder"), key=lambda r: r.dims["train.data_fraction"])
+    assert by_id[wide] > by_id[narrow]  # same tokens, wider model
+    assert [by_id[r.id] for r in ladder] == sorted(by_id[r.id] for r in ladder)  # more tokens, more cost

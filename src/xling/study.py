@@ -476,9 +476,14 @@ def preflight(study: Study) -> None:
 
 
 def _cost(spec: RunSpec) -> float:
-    """Rough relative cost, to start long runs first (shorter total time with several workers)."""
-    train, model = spec.config["train"], spec.config["model"]
-    return (train["steps"] or train["data_fraction"] * 1000) * train["batch_size"] * model["seq_len"]
+    """Rough relative cost, to start long runs first (shorter total time with several workers):
+    training tokens x the model's matmul work per token (two languages' vocabulary assumed)."""
+    from .model import resolve_model
+
+    cfg = from_dict(spec.config)
+    d = resolve_model(cfg.model, 2 * cfg.tokenizer.vocab_size)
+    per_token = d.n_layers * (4 * d.d_model ** 2 + 2 * d.d_model * d.d_mlp) + d.d_model * d.vocab_size
+    return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * d.seq_len * per_token
 
 
 def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",
