@@ -372,3 +372,10 @@ def test_bigger_models_and_longer_runs_start_first(tiny_corpus_dir):
     ladder = sorted((r for r in study.runs if r.group == "ladder"), key=lambda r: r.dims["train.data_fraction"])
     assert by_id[wide] > by_id[narrow]  # same tokens, wider model
     assert [by_id[r.id] for r in ladder] == sorted(by_id[r.id] for r in ladder)  # more tokens, more cost
+
+
+def test_study_runs_evaluate_only_the_languages_they_trained_on(tiny_corpus_dir, tmp_path):
+    study = small_study(tiny_corpus_dir, "evals", ps=(0.5,), fractions=(0.1,))
+    run_study(study, tmp_path, log=lambda *_: None)
+    evaluated = {r.group: set(read_json_file(r.run_dir(tmp_path) / "eval.json")["languages"]) for r in study.runs}
+    assert evaluated == {"ladder": {"L1"}, "mix": {"L1", "L2"}}  # the tiny corpus names its languages L1, L2

@@ -61,8 +61,8 @@ def perplexity_result(total_nll: float, count: int) -> dict:
 
 @torch.no_grad()
 def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch_size: int,
-                       max_tokens: int, device, autocast) -> dict[str, dict]:
-    """{language name: {loss, ppl, tokens_scored}} for every language of the run."""
+                       max_tokens: int, device, autocast, only: set[str] | None = None) -> dict[str, dict]:
+    """{language name: {loss, ppl, tokens_scored}} for every language of the run (or those in `only`)."""
     was_training = model.training
     model.eval()
 
@@ -72,16 +72,21 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
 
     results = {}
     for lang, name in enumerate(setup.names):
+        if only is not None and name not in only:
+            continue
         tokens = setup.language_tokens(lang, split)
         results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size, max_tokens))
     model.train(was_training)
     return results
 
 
-def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto"):
+def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
+                 trained_only: bool = False):
     """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
 
-    Returns (report, path). `max_tokens` None uses the run's eval.max_tokens.
+    Returns (report, path). `max_tokens` None uses the run's eval.max_tokens. `trained_only`
+    skips languages the run never trained on (the other language of a monolingual ladder run:
+    studies have no use for it).
     """
     from .fsio import atomic_write_json
     from .train import load_session
@@ -89,9 +94,10 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     session = load_session(run_dir, device=device)
     ev = session.cfg.eval
     max_tokens = ev.max_tokens if max_tokens is None else max_tokens
-    results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                 max_tokens, session.device, session.autocast)
     info = session.run.read_info()
+    only = {name for name, n in (info.get("tokens") or {}).items() if n} if trained_only else None
+    results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
+                                 max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
               "step": info.get("step"), "tokens_trained": info.get("tokens"), "languages": results}
     path = session.run.eval_path if split == "test" else session.run.path / f"eval_{split}.json"

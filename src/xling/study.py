@@ -415,7 +415,7 @@ def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
         try:
             if read_json_file(run_dir / "run.json").get("status") != "completed":
                 Trainer(from_dict(spec.config), run_dir).fit(resume=True, progress=progress)
-            evaluate_run(run_dir, split="test")
+            evaluate_run(run_dir, split="test", trained_only=True)
             status, error, trace = "completed", "", ""
         except Exception as exc:
             status = "failed"
