@@ -417,7 +417,7 @@ def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
                 Trainer(from_dict(spec.config), run_dir).fit(resume=True, progress=progress)
             evaluate_run(run_dir, split="test", trained_only=True)
             status, error, trace = "completed", "", ""
-        except Exception as exc:
+        except Exception as exc:  # a failed run is recorded; the study goes on with the others
             status = "failed"
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if not isinstance(exc, XlingError):
