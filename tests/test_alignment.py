@@ -224,3 +224,10 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
         assert (tmp_path / "report" / name).is_file(), name
     ladder = next(s for s in study.runs if s.group == "ladder").run_dir(tmp_path / "runs")
     assert not (ladder / "alignment").exists()  # a monolingual run has nothing to align
+    # The study report then includes the alignment sections, and claim 3 in its table is judged.
+    from xling.report import write_report
+
+    md_path, _ = write_report(study, tmp_path / "runs", tmp_path / "study-report")
+    md = md_path.read_text()
+    claim3 = next(line for line in md.splitlines() if line.startswith("| 3."))
+    assert "not tested" not in claim3 and "Alignment of the languages" in md

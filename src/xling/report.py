@@ -458,8 +458,21 @@ def _beats_both(S: list[Summary], length: float, model: str) -> tuple[bool, str]
     return both, f"{_scale_name(length, model)}: " + "; ".join(parts) + f" — beats 50/50 on both: {'yes' if both else 'no'}."
 
 
-def verdicts(a: Analysis) -> list[Verdict]:
-    """Each claim of PAPER.md §6 that the study's settings can test, judged by the seed intervals."""
+def _alignment_verdict(claim: str, alignment: list | None, missing: str) -> Verdict:
+    from .report_alignment import claim_status
+
+    mine = [(line, answer) for c, line, answer in alignment or [] if c == claim]
+    if not mine:
+        return Verdict(claim, CLAIMS[claim], "not tested", [missing])
+    status = _combine([claim_status(answer) for _, answer in mine if answer])
+    return Verdict(claim, CLAIMS[claim], status, [f"{line} (alignment section below)." for line, _ in mine])
+
+
+def verdicts(a: Analysis, alignment: list | None = None) -> list[Verdict]:
+    """Each claim of PAPER.md §6 that the study's settings can test, judged by the seed intervals.
+
+    `alignment`: the (claim, line, answer) verdicts of `xling align-report`, where computed; they
+    decide claims 3 and 8."""
     S = a.summaries
     out = []
 
@@ -502,7 +515,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          "0.64 at 3x).")
     out.append(Verdict("2b", CLAIMS["2b"], _combine(statuses), lines))
 
-    out.append(Verdict("3", CLAIMS["3"], "not tested", ["Needs the alignment analyses: run `xling align-report` on this study; its results then appear in the alignment section below."]))
+    out.append(_alignment_verdict("3", alignment, "Needs the alignment analyses: run `xling align-report` on this study; its results then appear in the alignment section below."))
 
     statuses, lines = [], []  # 4: scale amplifies the 90/10 advantage until it beats 50/50 on both
     axes = [("training length", m, sorted({s.key.length for s in _clone(S, "L2", p=0.1, model=m)}), None)
@@ -560,7 +573,7 @@ def verdicts(a: Analysis) -> list[Verdict]:
                          f"none shared {fmt_interval(full[0].ppl)}: {statuses[-1]}.")
     out.append(Verdict("7", CLAIMS["7"], _combine(statuses), lines))
 
-    out.append(Verdict("8", CLAIMS["8"], "not tested", ["Needs the transfer (fine-tuning) analysis: run `xling align-report` on this study; its results then appear in the alignment section below."]))
+    out.append(_alignment_verdict("8", alignment, "Needs the transfer (fine-tuning) analysis: run `xling align-report` on this study; its results then appear in the alignment section below."))
 
     statuses, lines = [], []  # 9: real languages: the minority gains, more with anchors
     for p, role in ((0.1, "L2"), (0.9, "L1")):
@@ -813,7 +826,7 @@ def _paper_cell(v: published.Value | None, attr: str) -> str:
     return f"{'≈' if v.approx else ''}{getattr(v, attr):.2f}"
 
 
-def build_doc(a: Analysis, figures: list[tuple[str, str]]) -> Doc:
+def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list | None = None) -> Doc:
     st, doc = a.study, Doc()
     doc.h(1, f"Study report: {st.name}")
     doc.p(st.description)
@@ -822,7 +835,7 @@ def build_doc(a: Analysis, figures: list[tuple[str, str]]) -> Doc:
     doc.ul([m for m in meta if m])
 
     doc.h(2, "Verdict")
-    vs = verdicts(a)
+    vs = verdicts(a, alignment)
     hl = headline(a)
     if hl:
         doc.p("**Headline** (minority-language token efficiency, ours against the paper's):")
@@ -945,11 +958,14 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
             extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
             extra += " Diamonds: the paper's values." if y == "teff" else ""
             figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
-    doc = build_doc(a, figures)
-    # Alignment and transfer results, where `xling align-report` has computed them for this study.
+    # Alignment and transfer results, where `xling align-report` has computed them for this study:
+    # their sections go at the end, their verdicts into the claims table at the top.
     from .report_alignment import alignment_sections
 
-    alignment_sections(doc, study, root, out)
+    aligned = Doc()
+    alignment = alignment_sections(aligned, study, root, out)
+    doc = build_doc(a, figures, alignment)
+    doc.blocks += aligned.blocks
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html(f"xling report: {study.name}"))
     return out / "report.md", a

@@ -281,15 +281,16 @@ def _hidden_table(doc, settings: list[Setting]) -> None:
     doc.table(["layer"] + [s.label for s in settings], rows)
 
 
-def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task: str = DEFAULT_TASK) -> bool:
+def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task: str = DEFAULT_TASK) -> list | None:
     """Append the alignment and transfer sections to a report `Doc` (xling.report); figures go to
-    `out`. Returns False (and adds nothing) when no run of the study has alignment results yet."""
+    `out`. Returns the verdicts as (claim, line, answer or None), or None (and adds nothing) when
+    no run of the study has alignment results yet."""
     from .alignment import plot_gradients
 
     out = Path(out)
     settings = collect(study, root, task)
     if not settings:
-        return False
+        return None
     clones = [s for s in settings if s.kind == "clone" and s.alignments]
     reals = [s for s in settings if s.kind == "real" and s.alignments]
     doc.h(2, "Alignment of the languages")
@@ -311,7 +312,7 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
         doc.p(f"**Is 90/10 more aligned than 50/50?** Mean hidden cosine over layers: {raw}; the same above "
               f"the shuffled baseline (a shift of every state that unrelated text shares does not count): "
               f"{excess}. Paper: yes, 0.85 vs 0.60 (no baseline reported).")
-        verdicts.append(f"hidden states 90/10 > 50/50, above the shuffled baseline: {excess} (raw mean: {raw})")
+        verdicts.append(("3", f"hidden states 90/10 > 50/50, above the shuffled baseline: {excess} (raw mean: {raw})", excess))
     if reals:
         doc.h(3, "Hidden-state cosine per layer, real languages (paper Table 4)")
         _hidden_table(doc, reals)
@@ -325,8 +326,8 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
                       + f" — {'within' if inside else 'outside'} the paper's ±{PAPER_REAL_HIDDEN_DELTA} "
                       f"(the paper finds no consistent change for EN/FR); above the shuffled baseline, "
                       f"90/10 > 50/50: {excess}.")
-                verdicts.append(f"{vocab} EN/FR hidden-state change within ±{PAPER_REAL_HIDDEN_DELTA}: "
-                                f"{'yes' if inside else 'no'}; above the baseline, 90/10 > 50/50: {excess}")
+                verdicts.append(("9", f"{vocab} EN/FR hidden-state change within ±{PAPER_REAL_HIDDEN_DELTA}: "
+                                 f"{'yes' if inside else 'no'}; above the baseline, 90/10 > 50/50: {excess}", None))
 
     graded = [s for s in settings if any("gradient" in a for a in s.alignments)]
     if graded:
@@ -345,7 +346,7 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
             answer = _compare(_find(clones, "clone", 0.1), _find(clones, "clone", 0.5),
                               lambda s: [_get(a, "gradient", "block_mean") for a in s.alignments])
             doc.p(f"**Gradients more aligned at 90/10 than at 50/50?** {answer}. Paper: yes (0.534 vs 0.072).")
-            verdicts.append(f"gradients 90/10 > 50/50: {answer}")
+            verdicts.append(("3", f"gradients 90/10 > 50/50: {answer}", answer))
 
     embedded = [s for s in clones if any("embeddings" in a for a in s.alignments)]
     if embedded:
@@ -372,7 +373,9 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
             answer = _compare(_find(embedded, "clone", 0.1), _find(embedded, "clone", 0.5),
                               lambda s, g=group, k=kind: _embedding_excess(s, g, k))
             what = f"{kind} embeddings" if group == "embeddings" else f"word2vec {kind} (paper: no trend)"
-            verdicts.append(f"{what} 90/10 > 50/50, clone pairs above all pairs: {answer}")
+            # word2vec is the control (the paper finds no trend), not evidence for claim 3
+            verdicts.append(("3", f"{what} 90/10 > 50/50, clone pairs above all pairs: {answer}",
+                             answer if group == "embeddings" else None))
 
     transfers = [s for s in settings if s.transfers]
     if transfers:
@@ -395,11 +398,23 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
         if clones:
             answer = _compare(_find(transfers, "clone", 0.1), _find(transfers, "clone", 0.5),
                               lambda s: [list(t["accuracy"].values())[1] for t in s.transfers])
-            verdicts.append(f"zero-shot transfer 90/10 > 50/50: {answer}")
+            verdicts.append(("8", f"zero-shot transfer 90/10 > 50/50: {answer}", answer))
     if verdicts:
         doc.h(3, "Alignment verdict (claims 3, 8 and 9 of PAPER.md §6)")
-        doc.ul(verdicts)
-    return True
+        doc.ul([line for _, line, _ in verdicts])
+    return verdicts
+
+
+def claim_status(answer: str) -> str:
+    """A verdict of `_compare` ('yes (Δ = ...)', 'no ...', 'not significant (Δ = +...)') in the
+    words of the study report's claims table."""
+    if answer.startswith("yes"):
+        return "supported"
+    if answer.startswith("no "):
+        return "contradicted"
+    if answer.startswith("not significant"):
+        return "direction holds, not significant" if "Δ = +" in answer else "not supported"
+    return "not tested"
 
 
 def _paper_value(values: dict, p: float) -> str:
@@ -423,7 +438,7 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
     doc = Doc()
     doc.h(1, f"Alignment report: {study.name}")
     doc.p(study.description)
-    if not alignment_sections(doc, study, root, out, task):
+    if alignment_sections(doc, study, root, out, task) is None:
         raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: "
                          f"run `xling study run {study.name}` first, then this command without --no-compute")
     atomic_write_text(out / "alignment.md", doc.markdown())
