@@ -190,3 +190,14 @@ def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
     assert claims["4"] == "supported"
     assert claims["5a"] == "supported" and claims["5b"] == "supported" and claims["6"] == "supported"
     assert claims["7"] == "not tested" and claims["3"] == "not tested"
+
+
+def test_alignment_answers_map_to_the_claims_table_words():
+    from xling.report_alignment import claim_status
+
+    assert claim_status("yes (Δ = +0.063, 95 % CI [+0.032, +0.094])") == "supported"
+    assert claim_status("no (Δ = -0.045, 95 % CI [-0.066, -0.024])") == "contradicted"
+    assert claim_status("not significant (Δ = +0.013, 95 % CI [-0.051, +0.078])") == "direction holds, not significant"
+    assert claim_status("not significant (Δ = -0.015, 95 % CI [-0.034, +0.003])") == "not supported"
+    assert claim_status("yes (Δ = +0.020; one seed, no interval)").startswith("direction holds (one seed")
+    assert claim_status("not tested") == "not tested"

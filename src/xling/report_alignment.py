@@ -178,6 +178,20 @@ def _compare(more: Setting | None, less: Setting | None, values) -> str:
     return f"{verdict} (Δ = {d:+.3f}, 95 % CI [{lo:+.3f}, {hi:+.3f}])"
 
 
+def claim_status(answer: str) -> str:
+    """A verdict of `_compare` above ('yes (Δ = ...)', 'no ...', 'not significant (Δ = +...)') in
+    the words of the study report's claims table."""
+    if "one seed" in answer:
+        return "direction holds (one seed, no interval)" if answer.startswith("yes") else "not supported (one seed)"
+    if answer.startswith("yes"):
+        return "supported"
+    if answer.startswith("no "):
+        return "contradicted"
+    if answer.startswith("not significant"):
+        return "direction holds, not significant" if "Δ = +" in answer else "not supported"
+    return "not tested"
+
+
 def _find(settings: list[Setting], kind: str, p: float, vocab: str | None = None) -> Setting | None:
     return next((s for s in settings if s.kind == kind and not s.schedule and abs(s.p - p) < 1e-9
                  and (vocab is None or s.vocab == vocab)), None)
@@ -404,17 +418,6 @@ def alignment_sections(doc, study: Study, root=None, out: str | Path = ".", task
         doc.ul([line for _, line, _ in verdicts])
     return verdicts
 
-
-def claim_status(answer: str) -> str:
-    """A verdict of `_compare` ('yes (Δ = ...)', 'no ...', 'not significant (Δ = +...)') in the
-    words of the study report's claims table."""
-    if answer.startswith("yes"):
-        return "supported"
-    if answer.startswith("no "):
-        return "contradicted"
-    if answer.startswith("not significant"):
-        return "direction holds, not significant" if "Δ = +" in answer else "not supported"
-    return "not tested"
 
 
 def _paper_value(values: dict, p: float) -> str:
