@@ -190,6 +190,15 @@ def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
     assert claims["4"] == "supported"
     assert claims["5a"] == "supported" and claims["5b"] == "supported" and claims["6"] == "supported"
     assert claims["7"] == "not tested" and claims["3"] == "not tested"
+    # With align-report's verdicts, claims 3 and 8 are judged from them (the word2vec control,
+    # answer None, is shown but not counted).
+    alignment = [("3", "hidden states ...", "yes (Δ = +0.050, 95 % CI [+0.010, +0.090])"),
+                 ("3", "gradients ...", "not significant (Δ = +0.010, 95 % CI [-0.020, +0.040])"),
+                 ("3", "word2vec input ...", None),
+                 ("8", "zero-shot transfer ...", "no (Δ = -0.050, 95 % CI [-0.090, -0.010])")]
+    judged = {v.claim: v for v in verdicts(a, alignment)}
+    assert judged["3"].status == "partly" and len(judged["3"].detail) == 3
+    assert judged["8"].status == "contradicted"
 
 
 def test_alignment_answers_map_to_the_claims_table_words():

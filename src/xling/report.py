@@ -587,8 +587,10 @@ def verdicts(a: Analysis, alignment: list | None = None) -> list[Verdict]:
                 lines.append(f"{_scale_name(s.key.length, s.key.model)}: anchored vs disjoint minority TEff "
                              f"{fmt_interval(s.teff)} vs {fmt_interval(disj[0].teff)}: "
                              f"{_compare(s.teff, disj[0].teff, smaller=False)}.")
-    if lines:
-        lines.append("The alignment half of this claim needs the alignment analyses (not run by studies).")
+    aligned = [f"{line} (alignment section below)." for c, line, _ in alignment or [] if c == "9"]
+    if lines:  # the paper finds the EN/FR alignment change inconclusive: shown, not judged
+        lines += aligned or ["The alignment half of this claim needs the alignment analyses: run `xling align-report` "
+                             "on this study."]
     out.append(Verdict("9", CLAIMS["9"], _combine(statuses), lines))
     return out
 
