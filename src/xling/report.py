@@ -583,10 +583,10 @@ def verdicts(a: Analysis, alignment: list | None = None) -> list[Verdict]:
                          f"{min(p, 1 - p):.0%}: TEff {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}: {statuses[-1]}.")
         for s in find(S, role, kind="real", p=p, vocab="anchored", schedule=""):
             disj = find(S, role, kind="real", p=p, vocab="disjoint", schedule="", length=s.key.length, model=s.key.model)
-            if disj:
+            if disj:  # the claim's second half: anchors add to the gain
+                statuses.append(_compare(s.teff, disj[0].teff, smaller=False))
                 lines.append(f"{_scale_name(s.key.length, s.key.model)}: anchored vs disjoint minority TEff "
-                             f"{fmt_interval(s.teff)} vs {fmt_interval(disj[0].teff)}: "
-                             f"{_compare(s.teff, disj[0].teff, smaller=False)}.")
+                             f"{fmt_interval(s.teff)} vs {fmt_interval(disj[0].teff)}: {statuses[-1]}.")
     aligned = [f"{line} (alignment section below)." for c, line, _ in alignment or [] if c == "9"]
     if lines:  # the paper finds the EN/FR alignment change inconclusive: shown, not judged
         lines += aligned or ["The alignment half of this claim needs the alignment analyses: run `xling align-report` "
