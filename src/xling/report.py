@@ -465,7 +465,12 @@ def _alignment_verdict(claim: str, alignment: list | None, missing: str) -> Verd
     if not mine:
         return Verdict(claim, CLAIMS[claim], "not tested", [missing])
     status = _combine([claim_status(answer) for _, answer in mine if answer])
-    return Verdict(claim, CLAIMS[claim], status, [f"{line} (alignment section below)." for line, _ in mine])
+    return Verdict(claim, CLAIMS[claim], status, _alignment_lines(alignment, claim))
+
+
+def _alignment_lines(alignment: list | None, claim: str) -> list[str]:
+    """align-report's verdict lines for one claim, as detail lines of the claims table."""
+    return [f"{line} (alignment section below)." for c, line, _ in alignment or [] if c == claim]
 
 
 def verdicts(a: Analysis, alignment: list | None = None) -> list[Verdict]:
@@ -587,9 +592,8 @@ def verdicts(a: Analysis, alignment: list | None = None) -> list[Verdict]:
                 statuses.append(_compare(s.teff, disj[0].teff, smaller=False))
                 lines.append(f"{_scale_name(s.key.length, s.key.model)}: anchored vs disjoint minority TEff "
                              f"{fmt_interval(s.teff)} vs {fmt_interval(disj[0].teff)}: {statuses[-1]}.")
-    aligned = [f"{line} (alignment section below)." for c, line, _ in alignment or [] if c == "9"]
     if lines:  # the paper finds the EN/FR alignment change inconclusive: shown, not judged
-        lines += aligned or ["The alignment half of this claim needs the alignment analyses: run `xling align-report` "
+        lines += _alignment_lines(alignment, "9") or ["The alignment half of this claim needs the alignment analyses: run `xling align-report` "
                              "on this study."]
     out.append(Verdict("9", CLAIMS["9"], _combine(statuses), lines))
     return out
