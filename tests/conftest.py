@@ -92,7 +92,7 @@ def tiny_config(corpus_dir, **sections):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus_dir, tmp_path_factory):
     """A trained tiny cloned 50/50 run directory (for eval, sample and analysis tests)."""
-    from xling.train import Trainer
+    from xling.train.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(progress=False)

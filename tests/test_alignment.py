@@ -8,22 +8,20 @@ import pytest
 import torch
 
 from conftest import requires_bible, tiny_config
-from xling.alignment import (
+from xling.analysis.alignment import (
     Probes,
     align_run,
-    clone_pairs,
-    embedding_similarity,
-    format_comparison,
-    frequency_bins,
     gradient_similarity,
     hidden_similarity,
     max_weight_matching,
-    mean_pairwise_cosine,
     pack_pairs,
 )
+from xling.analysis.embeddings import clone_pairs, embedding_similarity, frequency_bins, mean_pairwise_cosine
 from xling.cli import main
-from xling.languages import clone_table
-from xling.model import GPT, ModelDims
+from xling.cli.tables import alignment_table
+from xling.config import ModelDims
+from xling.data.languages import clone_table
+from xling.model.gpt import GPT
 
 
 def tiny_model(vocab=40, layers=2, seq_len=16):
@@ -170,7 +168,7 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     w2v = res["word2vec"]
     assert w2v["settings"]["vector_size"] == 8 and w2v["pairs"] > 0
     assert -1 <= w2v["input"]["clone_pairs"] <= 1
-    table = format_comparison({"a": res, "b": res})
+    table = alignment_table({"a": res, "b": res})
     assert "w2v input clone-pairs" in table and "layer 1" in table
 
 
@@ -184,8 +182,8 @@ def test_align_user_errors(tiny_run, capsys, tmp_path):
 @pytest.mark.corpus
 @requires_bible
 def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
-    from xling.alignment import parallel_probes
-    from xling.data import prepare_languages
+    from xling.analysis.alignment import parallel_probes
+    from xling.data.stream import prepare_languages
 
     cfg = tiny_config(tiny_corpus_dir, corpus={"name": "bible", "translation": "web", "paths": []},
                       languages={"kind": "real", "p": 0.5, "second": {"name": "bible", "translation": "lsg"}},
@@ -203,8 +201,9 @@ def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
 @pytest.mark.slow
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     from conftest import make_documents, tiny_config_dict
-    from xling.report_alignment import write_alignment_report
-    from xling.study import build_study, run_study
+    from xling.report.alignment_report import write_alignment_report
+    from xling.study.runner import run_study
+    from xling.study.spec import build_study
 
     study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir),
                          "groups": {"ladder": {"set": {"languages.p": 0.0}},
@@ -225,7 +224,7 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     ladder = next(s for s in study.runs if s.group == "ladder").run_dir(tmp_path / "runs")
     assert not (ladder / "alignment").exists()  # a monolingual run has nothing to align
     # The study report then includes the alignment sections, and claim 3 in its table is judged.
-    from xling.report import write_report
+    from xling.report.study_report import write_report
 
     md_path, _ = write_report(study, tmp_path / "runs", tmp_path / "study-report")
     md = md_path.read_text()

@@ -8,9 +8,10 @@ import torch
 import yaml
 
 from conftest import tiny_config, tiny_config_dict
-from xling.bench import format_table, matmul_flops_per_token, run_bench
+from xling.analysis.bench import matmul_flops_per_token, run_bench
 from xling.cli import main
-from xling.model import ModelDims
+from xling.cli.tables import bench_table
+from xling.config import ModelDims
 
 
 def test_matmul_flops_by_hand():
@@ -24,8 +25,8 @@ def test_the_matmul_floor_runs_exactly_the_matmuls_of_a_training_step():
     MFU count, except that attention is done over full [T, T] squares, as xling's CPU path does."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from xling.bench import step_matmuls
-    from xling.model import GPT
+    from xling.analysis.bench import step_matmuls
+    from xling.model.gpt import GPT
 
     dims = ModelDims(n_layers=2, d_model=16, n_heads=2, d_mlp=48, seq_len=8, vocab_size=40)
     x = torch.randint(0, 40, (3, 8))
@@ -52,7 +53,7 @@ def test_bench_without_transformers_still_reports_xling(tiny_corpus_dir, monkeyp
     result = run_bench(tiny_config(tiny_corpus_dir), steps=2, warmup=1, log=lambda _: None, peak_size=256)
     _check_run(result)
     assert "pip install" in result["hf"]["error"] and result["ratio"] is None
-    assert "pip install" in format_table(result)
+    assert "pip install" in bench_table(result)
 
 
 def test_bench_compares_with_hugging_face(tiny_corpus_dir):
@@ -65,7 +66,7 @@ def test_bench_compares_with_hugging_face(tiny_corpus_dir):
     x = result["xling"]
     assert 0 < x["matmuls_ms"] and x["matmul_share"] == pytest.approx(x["matmuls_ms"] / x["step_ms"])
     assert result["ratio_ceiling"] == pytest.approx(result["hf"][result["hf_best"]]["step_ms"] / x["matmuls_ms"])
-    assert "xling / HF" in format_table(result)
+    assert "xling / HF" in bench_table(result)
 
 
 def test_bench_cli_writes_json(tiny_corpus_dir, tmp_path, capsys):
@@ -84,28 +85,28 @@ def test_bench_cli_writes_json(tiny_corpus_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("load,expected", [(0.1, ("GOMP_SPINCOUNT", "3000")), (1.5, ("OMP_WAIT_POLICY", "PASSIVE"))])
 def test_openmp_threads_spin_briefly_only_on_an_idle_machine(monkeypatch, load, expected):
-    from xling import cli
+    from xling.train import threads as cli
 
     monkeypatch.setattr(cli.os, "environ", {})  # a scratch environment: nothing leaks into other tests
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
-    cli._threads_setup()
+    cli.openmp_wait_setup()
     key, value = expected
     assert cli.os.environ[key] == value
     assert len(cli.os.environ) == 1
 
 
 def test_openmp_settings_from_the_environment_win(monkeypatch):
-    from xling import cli
+    from xling.train import threads as cli
 
     monkeypatch.setattr(cli.os, "environ", {"OMP_WAIT_POLICY": "ACTIVE"})
-    cli._threads_setup()
+    cli.openmp_wait_setup()
     assert cli.os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in cli.os.environ
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     import torch
 
-    from xling import train
+    from xling.train import session as train
 
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
     assert train.autocast_factory("auto", torch.device("cpu"))[1] == "fp32"

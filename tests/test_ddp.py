@@ -10,8 +10,8 @@ import yaml
 
 from conftest import tiny_config, tiny_config_dict
 from xling.errors import XlingError
-from xling.runs import RunDir
-from xling.train import Trainer
+from xling.train.rundir import RunDir
+from xling.train.trainer import Trainer
 
 
 def _losses(run_dir):

@@ -8,17 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from xling.efficiency import (
-    ScalingLaw,
-    clone_fractions,
-    efficiency,
-    fit_scaling_law,
-    format_table,
-    read_csv_rows,
-    teff_command,
-    teff_table,
-    write_table,
-)
+from xling.analysis.efficiency import clone_fractions, efficiency, read_csv_rows, teff_table, write_table
+from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law
+from xling.cli import main
+from xling.cli.tables import teff_table as format_table
 from xling.errors import XlingError
 
 TRUE = (1.5, 1.2, 0.35)  # E, A, alpha of the synthetic loss-space law
@@ -233,7 +226,7 @@ def test_teff_command_end_to_end(tmp_path, capsys):
             ["x", "EN", 0.5, 3.0],
         ],
     )
-    assert teff_command(str(mono), str(runs), None, "loss", BOOT, 0) == 0
+    assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--bootstrap", str(BOOT)]) == 0
     captured = capsys.readouterr()
     assert "teff" in captured.out.splitlines()[0] and "p10" in captured.out
     assert "unreachable" in captured.err

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from xling.evaluate import perplexity_result, scored_positions, stream_nll, window_starts
+from xling.train.evaluate import perplexity_result, scored_positions, stream_nll, window_starts
 
 
 def test_window_starts_and_scored_positions_by_hand():

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from xling import languages as L
+from xling.config import parse_schedule
+from xling.data import languages as L
+from xling.data import mixture as MIX
 from xling.errors import XlingError
 
 
@@ -83,11 +85,11 @@ def test_merge_rejects_unknown_mode():
 
 def test_uniform_is_a_pure_function_of_seed_stream_index():
     idx = np.arange(1000)
-    a = L.uniform(3, 1, idx)
-    assert np.array_equal(a, L.uniform(3, 1, idx))
-    assert np.array_equal(a[500:], L.uniform(3, 1, idx[500:]))  # no hidden state
-    assert not np.array_equal(a, L.uniform(4, 1, idx))
-    assert not np.array_equal(a, L.uniform(3, 2, idx))
+    a = MIX.uniform(3, 1, idx)
+    assert np.array_equal(a, MIX.uniform(3, 1, idx))
+    assert np.array_equal(a[500:], MIX.uniform(3, 1, idx[500:]))  # no hidden state
+    assert not np.array_equal(a, MIX.uniform(4, 1, idx))
+    assert not np.array_equal(a, MIX.uniform(3, 2, idx))
     assert a.min() >= 0 and a.max() < 1
     assert abs(a.mean() - 0.5) < 0.03
 
@@ -95,7 +97,7 @@ def test_uniform_is_a_pure_function_of_seed_stream_index():
 @pytest.mark.parametrize("p,k", [(0.1, 1), (0.5, 1), (0.9, 3), (0.5, 9)])
 def test_language_shares_match_p_within_sampling_error(p, k):
     n = 200_000
-    langs = L.choose_languages(seed=11, rows=np.arange(n), p=p, num_other=k)
+    langs = MIX.choose_languages(seed=11, rows=np.arange(n), p=p, num_other=k)
     shares = np.bincount(langs, minlength=k + 1) / n
     for lang in range(k + 1):
         expected = 1 - p if lang == 0 else p / k
@@ -105,33 +107,33 @@ def test_language_shares_match_p_within_sampling_error(p, k):
 
 def test_p_zero_and_one_are_exact():
     rows = np.arange(5000)
-    assert (L.choose_languages(0, rows, 0.0, 2) == 0).all()
-    assert (L.choose_languages(0, rows, 1.0, 2) > 0).all()
+    assert (MIX.choose_languages(0, rows, 0.0, 2) == 0).all()
+    assert (MIX.choose_languages(0, rows, 1.0, 2) > 0).all()
 
 
 def test_parse_schedule():
-    assert L.parse_schedule("0.1_0.9") == [0.1, 0.9]
-    assert L.parse_schedule("0.5") == [0.5]
-    assert L.parse_schedule("0_1_0.5_0.5") == [0.0, 1.0, 0.5, 0.5]
+    assert parse_schedule("0.1_0.9") == [0.1, 0.9]
+    assert parse_schedule("0.5") == [0.5]
+    assert parse_schedule("0_1_0.5_0.5") == [0.0, 1.0, 0.5, 0.5]
 
 
 @pytest.mark.parametrize("bad", ["", "0.1__0.9", "a_b", "0.1_1.5", "-0.1", "0.1,0.9"])
 def test_malformed_schedules_are_rejected(bad):
     with pytest.raises(XlingError):
-        L.parse_schedule(bad)
+        parse_schedule(bad)
 
 
 def test_stage_boundaries_split_steps_equally():
-    stages = L.stage_of_step(np.arange(10), total_steps=10, num_stages=2)
+    stages = MIX.stage_of_step(np.arange(10), total_steps=10, num_stages=2)
     assert stages.tolist() == [0] * 5 + [1] * 5
-    stages = L.stage_of_step(np.arange(10), total_steps=10, num_stages=3)
+    stages = MIX.stage_of_step(np.arange(10), total_steps=10, num_stages=3)
     assert stages.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert L.p_per_step(0.3, "", 4).tolist() == [0.3] * 4
-    assert L.p_per_step(0.3, "0.1_0.9", 4).tolist() == [0.1, 0.1, 0.9, 0.9]
+    assert MIX.p_per_step(0.3, "", 4).tolist() == [0.3] * 4
+    assert MIX.p_per_step(0.3, "0.1_0.9", 4).tolist() == [0.1, 0.1, 0.9, 0.9]
 
 
 def test_schedule_changes_the_mixture_per_stage():
-    plan = L.language_plan(seed=0, total_steps=1000, batch_size=64, p=0.5, schedule="0.1_0.9", num_other=1)
+    plan = MIX.language_plan(seed=0, total_steps=1000, batch_size=64, p=0.5, schedule="0.1_0.9", num_other=1)
     first, second = plan[: 500 * 64], plan[500 * 64 :]
     assert abs(first.mean() - 0.1) < 0.01
     assert abs(second.mean() - 0.9) < 0.01
@@ -139,6 +141,6 @@ def test_schedule_changes_the_mixture_per_stage():
 
 def test_token_accounting_is_exact():
     plan = np.array([0, 1, 0, 0, 2, 1, 0])
-    assert L.tokens_per_language(plan, 7, 3, seq_len=10) == [40, 20, 10]
-    assert L.tokens_per_language(plan, 3, 3, seq_len=10) == [20, 10, 0]
-    assert sum(L.tokens_per_language(plan, 5, 3, 4)) == 5 * 4
+    assert MIX.tokens_per_language(plan, 7, 3, seq_len=10) == [40, 20, 10]
+    assert MIX.tokens_per_language(plan, 3, 3, seq_len=10) == [20, 10, 0]
+    assert sum(MIX.tokens_per_language(plan, 5, 3, 4)) == 5 * 4

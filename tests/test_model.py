@@ -6,8 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xling import model as M
-from xling.model import GPT, ModelDims, causal_attention, linear_cross_entropy
+from xling.config import ModelDims
+from xling.model import gpt as M
+from xling.model import loss as CE
+from xling.model.gpt import GPT, causal_attention
+from xling.model.loss import linear_cross_entropy
 
 DIMS = ModelDims(n_layers=3, d_model=32, n_heads=4, d_mlp=64, seq_len=24, vocab_size=300)
 
@@ -31,8 +34,8 @@ def _grads(loss, *tensors):
 # slices of 5; everything at once
 @pytest.mark.parametrize("chunk_rows,slice_rows", [(1, 1), (16, 5), (1 << 16, 1 << 16)])
 def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_rows, slice_rows):
-    monkeypatch.setattr(M, "CE_CHUNK_ELEMENTS", chunk_rows * 50)
-    monkeypatch.setattr(M, "CE_SLICE_ELEMENTS", slice_rows * 50)
+    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", chunk_rows * 50)
+    monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", slice_rows * 50)
     h, w, t = _case()
     loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
@@ -50,8 +53,8 @@ def test_chunked_cross_entropy_survives_extreme_logits():
 
 
 def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkeypatch):
-    monkeypatch.setattr(M, "CE_CHUNK_ELEMENTS", 16 * 50)
-    monkeypatch.setattr(M, "CE_SLICE_ELEMENTS", 5 * 50)
+    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", 16 * 50)
+    monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 5 * 50)
     h, w, t = _case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)

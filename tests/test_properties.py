@@ -5,7 +5,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from xling import languages as L
+from xling.config import parse_schedule
+from xling.data import languages as L
+from xling.data import mixture as MIX
 
 small_vocab = st.integers(min_value=2, max_value=300)
 clones = st.integers(min_value=1, max_value=6)
@@ -37,7 +39,7 @@ def test_clone_ids_stay_in_range_and_the_map_is_invertible(V, k, frac, seed):
 def test_every_token_of_a_row_is_in_that_rows_language(V, k, seed, data):
     rows = data.draw(st.integers(1, 8))
     base = torch.randint(0, V, (rows, 16), generator=torch.Generator().manual_seed(seed))
-    langs = torch.from_numpy(L.choose_languages(seed, np.arange(rows), 0.7, k))
+    langs = torch.from_numpy(MIX.choose_languages(seed, np.arange(rows), 0.7, k))
     out = L.apply_languages(base, langs, L.clone_table(V, k))
     for row, lang, b in zip(out, langs, base):
         nonpad = b != 0
@@ -49,11 +51,11 @@ def test_every_token_of_a_row_is_in_that_rows_language(V, k, seed, data):
 @given(seed=seeds, k=clones, p=fractions, start=st.integers(0, 10**9), n=st.integers(1, 200))
 def test_language_choice_depends_only_on_seed_and_row(seed, k, p, start, n):
     rows = np.arange(start, start + n)
-    a = L.choose_languages(seed, rows, p, k)
+    a = MIX.choose_languages(seed, rows, p, k)
     assert ((a >= 0) & (a <= k)).all()
     if p == 0:
         assert (a == 0).all()
-    assert np.array_equal(a[n // 2:], L.choose_languages(seed, rows[n // 2:], p, k))
+    assert np.array_equal(a[n // 2:], MIX.choose_languages(seed, rows[n // 2:], p, k))
 
 
 schedules = st.lists(fractions, min_size=1, max_size=6)
@@ -64,10 +66,10 @@ schedules = st.lists(fractions, min_size=1, max_size=6)
 def test_schedule_stages_cover_the_run_in_order_and_equal_parts(stages, total):
     assume(total >= len(stages))
     text = "_".join(repr(s) for s in stages)
-    assert L.parse_schedule(text) == stages
-    stage = L.stage_of_step(np.arange(total), total, len(stages))
+    assert parse_schedule(text) == stages
+    stage = MIX.stage_of_step(np.arange(total), total, len(stages))
     assert stage[0] == 0 and stage[-1] == len(stages) - 1
     assert set(np.diff(stage).tolist()) <= {0, 1}  # stages come in order, none skipped
     counts = np.bincount(stage, minlength=len(stages))
     assert counts.max() - counts.min() <= 1  # equal stages up to rounding
-    assert np.array_equal(L.p_per_step(0.5, text, total), np.asarray(stages)[stage])
+    assert np.array_equal(MIX.p_per_step(0.5, text, total), np.asarray(stages)[stage])

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import tiny_config, tiny_config_dict
-from xling.runs import RunDir
-from xling.train import Trainer
+from xling.train.rundir import RunDir
+from xling.train.trainer import Trainer
 
 STEPS = 60
 LONGER = {"train": {"steps": STEPS, "checkpoint_every": 1, "log_every": 1}}
@@ -71,7 +71,7 @@ def test_same_seed_same_metrics_different_seed_differs(tiny_corpus_dir, tiny_run
 
 
 def test_evaluation_of_a_checkpoint_is_identical_across_runs(tiny_run):
-    from xling.evaluate import evaluate_run
+    from xling.train.evaluate import evaluate_run
 
     first, _ = evaluate_run(tiny_run)
     second, _ = evaluate_run(tiny_run)
@@ -85,7 +85,7 @@ def test_nothing_reaches_the_network(tiny_corpus_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    from xling.evaluate import evaluate_run
+    from xling.train.evaluate import evaluate_run
 
     out = tmp_path / "offline"
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3}), out).fit(progress=False)

@@ -9,24 +9,27 @@ import shutil
 import pytest
 
 from test_study import completed_study
-from xling import published
 from xling.cli import main
 from xling.errors import XlingError
-from xling.report import (
-    Stat,
-    _above_one,
-    _compare,
-    _vs_one,
-    analyse,
-    diff_interval,
-    fmt_stat,
-    headline,
-    log_stat,
-    t_stat,
-    verdicts,
-    write_report,
-)
-from xling.store import Store
+from xling.report import published
+from xling.report.claims import Evidence, headline, verdicts
+from xling.report.stats import Stat, diff_interval, fmt_stat, log_stat, t_stat
+from xling.report.study_report import write_report
+from xling.report.summary import analyse
+from xling.report.verdict import NOT_TESTED, Check, Status, compare, vs_one
+from xling.study.store import Store
+
+
+def _compare(a, b, smaller):
+    return compare(a, b, smaller).status
+
+
+def _vs_one(s, above=True):
+    return vs_one(s, above).status
+
+
+def _above_one(s):
+    return vs_one(s).status
 
 
 @pytest.fixture
@@ -152,7 +155,7 @@ def test_report_without_results_is_a_clear_error(tiny_study, tmp_path, capsys):
 def _summary(role, ppl, teff, **setting):
     from types import SimpleNamespace
 
-    from xling.report import Summary
+    from xling.report.summary import Summary
 
     key = published.Setting(**{"model": "cpu-xs", **setting})
     label = {"L1": "EN1", "L2": "EN2"}[role]
@@ -163,7 +166,7 @@ def _summary(role, ppl, teff, **setting):
 def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
     from types import SimpleNamespace
 
-    from xling.report import Analysis
+    from xling.report.summary import Analysis
 
     S = [
         # 1x and 3x, 50/50 and 90/10: the 90/10 advantage grows and wins on both languages at 3x.
@@ -192,21 +195,26 @@ def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
     assert claims["7"] == "not tested" and claims["3"] == "not tested"
     # With align-report's verdicts, claims 3 and 8 are judged from them (the word2vec control,
     # answer None, is shown but not counted).
-    alignment = [("3", "hidden states ...", "yes (Δ = +0.050, 95 % CI [+0.010, +0.090])"),
-                 ("3", "gradients ...", "not significant (Δ = +0.010, 95 % CI [-0.020, +0.040])"),
-                 ("3", "word2vec input ...", None),
-                 ("8", "zero-shot transfer ...", "no (Δ = -0.050, 95 % CI [-0.090, -0.010])")]
+    alignment = [Evidence("3", "hidden states ...", Check(Status.SUPPORTED, 0.05, (0.01, 0.09))),
+                 Evidence("3", "gradients ...", Check(Status.HOLDS, 0.01, (-0.02, 0.04))),
+                 Evidence("3", "word2vec input ..."),
+                 Evidence("8", "zero-shot transfer ...", Check(Status.CONTRADICTED, -0.05, (-0.09, -0.01)))]
     judged = {v.claim: v for v in verdicts(a, alignment)}
-    assert judged["3"].status == "partly" and len(judged["3"].detail) == 3
-    assert judged["8"].status == "contradicted"
+    assert judged["3"].status is Status.PARTLY and len(judged["3"].evidence) == 3
+    assert judged["3"].effect == 0.05 and judged["3"].interval == (0.01, 0.09)  # the first check's
+    assert judged["8"].status is Status.CONTRADICTED
 
 
-def test_alignment_answers_map_to_the_claims_table_words():
-    from xling.report_alignment import claim_status
-
-    assert claim_status("yes (Δ = +0.063, 95 % CI [+0.032, +0.094])") == "supported"
-    assert claim_status("no (Δ = -0.045, 95 % CI [-0.066, -0.024])") == "contradicted"
-    assert claim_status("not significant (Δ = +0.013, 95 % CI [-0.051, +0.078])") == "direction holds, not significant"
-    assert claim_status("not significant (Δ = -0.015, 95 % CI [-0.034, +0.003])") == "not supported"
-    assert claim_status("yes (Δ = +0.020; one seed, no interval)").startswith("direction holds (one seed")
-    assert claim_status("not tested") == "not tested"
+def test_alignment_answers_are_worded_from_the_check_never_read_back():
+    """A comparison is judged once (`compare`); its answer in words follows from the Check."""
+    higher, lower = t_stat([0.50, 0.52, 0.51]), t_stat([0.40, 0.41, 0.42])
+    assert compare(higher, lower).status is Status.SUPPORTED
+    assert compare(higher, lower).answer().startswith("yes (Δ = +0.100, 95 % CI [+0.0")
+    assert compare(lower, higher).status is Status.CONTRADICTED and compare(lower, higher).answer().startswith("no (")
+    noisy = t_stat([0.30, 0.60, 0.45])
+    assert compare(noisy, t_stat([0.40, 0.41, 0.42])).status is Status.HOLDS
+    assert compare(noisy, t_stat([0.40, 0.41, 0.42])).answer().startswith("not significant (Δ = +0.0")
+    assert compare(t_stat([0.40, 0.41, 0.42]), noisy).status is Status.NOT_SUPPORTED
+    one = compare(Stat(0.52, 0.52, 0.52, 1, (0.52,)), Stat(0.50, 0.50, 0.50, 1, (0.50,)))
+    assert one.status is Status.HOLDS_ONE_SEED and one.answer() == "yes (Δ = +0.020; one seed, no interval)"
+    assert NOT_TESTED.answer() == "not tested" and compare(Stat(0, 0, 0, 0), higher) is NOT_TESTED

@@ -10,7 +10,8 @@ import pytest
 
 from test_study import completed_study
 from xling.cli import main
-from xling.store import Store, export_run
+from xling.study.exports import export_run
+from xling.study.store import Store
 
 
 @pytest.fixture

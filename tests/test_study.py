@@ -17,20 +17,16 @@ import yaml
 from conftest import tiny_config_dict
 from xling.cli import main
 from xling.errors import XlingError
-from xling.study import (
-    available_studies,
-    build_study,
-    execute_run,
-    find_study,
-    is_complete,
-    load_study,
-    read_json_file,
-    run_lock,
-    run_study,
-    study_status,
-)
+from xling.fsio import read_json
+from xling.recipes import packaged
+from xling.study.runner import execute_run, run_study
+from xling.study.spec import available_studies, build_study, find_study, load_study
+from xling.study.state import is_complete, run_lock, study_status
 
-REPO = Path(__file__).resolve().parents[1]
+
+def read_json_file(path):
+    return read_json(path, default={})
+
 OURS = ("headline", "table1", "figure1", "figure2", "figure8", "table3", "figure4")  # the paper's experiments
 OURS = tuple(f"{n}-{scale}" for n in OURS for scale in ("cpu", "paper"))
 
@@ -140,7 +136,8 @@ def test_unknown_study_name_suggests_the_closest(tmp_path, monkeypatch):
 
 
 def test_every_shipped_study_is_valid():
-    shipped = {n: p for n, p in available_studies().items() if p.parent.resolve() == (REPO / "studies").resolve()}
+    shipped = packaged("studies")
+    assert available_studies().items() >= shipped.items()  # found by name, like the user's own
     assert set(OURS) <= set(shipped)
     for name, path in shipped.items():
         study = load_study(str(path))
@@ -164,7 +161,7 @@ def small_study(corpus_dir, name, **kw):
 
 def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_path, monkeypatch):
     from xling.config import from_dict
-    from xling.train import Trainer
+    from xling.train.trainer import Trainer
 
     study = small_study(tiny_corpus_dir, "resume", ps=(0.5,), fractions=(0.1,))
     first, second = study.runs[-1], study.runs[0]  # the mix run (23 steps) and a ladder run
@@ -185,8 +182,8 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
 
 
 def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path, monkeypatch):
-    from xling.store import Store
-    from xling.train import Trainer
+    from xling.study.store import Store
+    from xling.train.trainer import Trainer
 
     study = small_study(tiny_corpus_dir, "fails", ps=(0.5,), fractions=(0.1,))
     original = Trainer.fit
@@ -241,7 +238,7 @@ def test_two_concurrent_runners_never_train_the_same_run(tiny_corpus_dir, tmp_pa
 
 
 def test_kill_9_mid_study_then_rerun_does_only_the_missing_work(tiny_corpus_dir, tmp_path, monkeypatch):
-    from xling.train import Trainer
+    from xling.train.trainer import Trainer
 
     data = tiny_study_dict(tiny_corpus_dir, name="killed", seeds=(0,), ps=(0.5,), fractions=(0.3, 0.6),
                            mix_fraction=0.6)
@@ -299,7 +296,7 @@ def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
 def test_study_workers_keep_the_openmp_wait_policy_the_cli_chose(monkeypatch, inherited, expected):
     import torch
 
-    from xling import study
+    from xling.study import runner as study
 
     monkeypatch.setattr(study.os, "environ", dict(inherited))  # a scratch environment
     threads = torch.get_num_threads()
@@ -310,8 +307,8 @@ def test_study_workers_keep_the_openmp_wait_policy_the_cli_chose(monkeypatch, in
 def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, monkeypatch):
     """The second study adopts the first's completed twin (same config) instead of training it:
     same results, checkpoints linked, provenance recorded; --no-reuse would train it."""
-    from xling.store import Store
-    from xling.train import Trainer
+    from xling.study.store import Store
+    from xling.train.trainer import Trainer
 
     first = small_study(tiny_corpus_dir, "first", ps=(0.5,), fractions=(0.1,))
     assert run_study(first, tmp_path, log=lambda *_: None)["completed"] == 2
@@ -345,7 +342,7 @@ def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, 
 
 
 def test_a_run_with_a_different_config_is_no_twin(tiny_corpus_dir, tmp_path):
-    from xling.study import find_twin
+    from xling.study.runner import find_twin
 
     first = small_study(tiny_corpus_dir, "first", ps=(0.5,), fractions=(0.1,))
     run_study(first, tmp_path, log=lambda *_: None)
@@ -360,7 +357,7 @@ def test_a_run_with_a_different_config_is_no_twin(tiny_corpus_dir, tmp_path):
 
 
 def test_bigger_models_and_longer_runs_start_first(tiny_corpus_dir):
-    from xling.study import _cost
+    from xling.study.runner import _cost
 
     data = tiny_study_dict(tiny_corpus_dir, seeds=(0,))
     data["groups"]["wide"] = {"set": {"model.d_model": 64, "model.n_heads": 2, "train.data_fraction": 0.4},

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import syllable_sentences
-from xling import token_arrays as ta
-from xling.corpora import load_documents
-from xling.token_arrays import encode_documents, read_manifest, token_array, token_counts, token_dtype
-from xling.tokenizer import train_tokenizer
+from xling.data import token_arrays as ta
+from xling.data.corpora import load_documents
+from xling.data.token_arrays import encode_documents, read_manifest, token_array, token_counts, token_dtype
+from xling.data.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 

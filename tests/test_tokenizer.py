@@ -4,10 +4,10 @@
 import pytest
 
 from conftest import syllable_sentences
-from xling import tokenizer as tk
 from xling.config import CorpusConfig
+from xling.data import tokenizer as tk
+from xling.data.tokenizer import Tokenizer, get_tokenizer, train_tokenizer, training_sentences
 from xling.errors import XlingError
-from xling.tokenizer import Tokenizer, get_tokenizer, train_tokenizer, training_sentences
 
 VOCAB = 320
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import make_documents, requires_bible, tiny_config
+from xling.analysis.transfer import Example, encode_examples, load_task_file, transfer_run
 from xling.cli import main
-from xling.data import encode_text, prepare_languages
+from xling.data.stream import encode_text, prepare_languages
+from xling.data.tokenizer import EOD_ID
 from xling.errors import XlingError
-from xling.tokenizer import EOD_ID
-from xling.transfer import Example, encode_examples, load_task_file, transfer_run
 
 
 def write_csv(path, rows, header=("text", "label")):
@@ -40,7 +40,7 @@ def test_transfer_reports_every_language(tiny_run, king_task):
 
 
 def test_all_shared_vocabulary_gives_identical_accuracies(tiny_corpus_dir, tmp_path, king_task):
-    from xling.train import Trainer
+    from xling.train.trainer import Trainer
 
     run = tmp_path / "shared"
     Trainer(tiny_config(tiny_corpus_dir, languages={"frac_clone": 0.0}), run).fit(progress=False)
@@ -107,8 +107,8 @@ def test_transfer_user_errors(tiny_run, king_task, capsys):
 @pytest.mark.corpus
 @requires_bible
 def test_bible_parts_task_is_balanced_and_held_out(tiny_corpus_dir):
-    from xling.corpora import TRAIN_BOOKS
-    from xling.transfer import bible_parts_task
+    from xling.analysis.transfer import bible_parts_task
+    from xling.data.corpora import TRAIN_BOOKS
 
     setup = prepare_languages(tiny_config(tiny_corpus_dir))
     task = bible_parts_task(setup, per_class=50)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from xling.data import prepare_languages
+from xling.analysis.word2vec import TrainingSentences, train_word2vec, word2vec_control
+from xling.data.stream import prepare_languages
 from xling.errors import XlingError
-from xling.word2vec import TrainingSentences, train_word2vec, word2vec_control
 
 
 def test_sentences_are_the_training_windows_in_their_languages(tiny_corpus_dir):
@@ -37,7 +37,7 @@ def test_word2vec_vectors_cover_the_stream():
 
 def test_word2vec_control_on_a_tiny_run(tiny_corpus_dir):
     pytest.importorskip("gensim", reason="the word2vec control needs gensim")
-    from xling.alignment import training_counts
+    from xling.analysis.alignment import training_counts
 
     cfg = tiny_config(tiny_corpus_dir)
     setup = prepare_languages(cfg)

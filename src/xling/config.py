@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import XlingError
+from .recipes import config_path
 
 
 @dataclass
@@ -52,7 +53,7 @@ class LanguagesConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "cpu-s"  # see xling.model.PRESETS; explicit fields below override it
+    preset: str = "cpu-s"  # see PRESETS below; explicit fields override it
     n_layers: int = 0
     d_model: int = 0
     n_heads: int = 0
@@ -192,7 +193,8 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    data = load_yaml(path) if path else {}
+    """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
+    data = load_yaml(config_path(path)) if path else {}
     cfg = from_dict(apply_overrides(data, overrides or {}))
     validate(cfg)
     return cfg
@@ -200,6 +202,68 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def dump_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- model dimensions
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """A model's shape, resolved from a ModelConfig and the run's vocabulary."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    seq_len: int
+    vocab_size: int
+
+
+# name: (layers, width, heads, mlp width). Paper sizes first, then CPU-scale sizes.
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "mini": (4, 512, 8, 2048),
+    "tiny": (4, 768, 12, 3072),
+    "small": (12, 768, 12, 3072),
+    "medium": (24, 1024, 16, 4096),
+    "cpu-xs": (2, 64, 2, 256),
+    "cpu-s": (4, 128, 4, 512),
+    "cpu-m": (4, 256, 4, 1024),
+    "cpu-l": (6, 384, 6, 1536),
+}
+
+
+def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
+    """Preset dimensions, with any explicitly set (non-zero) field of `cfg` overriding them."""
+    if cfg.preset not in PRESETS and not all((cfg.n_layers, cfg.d_model, cfg.n_heads)):
+        raise XlingError(f"unknown model.preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
+    n_layers, d_model, n_heads, d_mlp = PRESETS.get(cfg.preset, (0, 0, 0, 0))
+    n_layers = cfg.n_layers or n_layers
+    d_model = cfg.d_model or d_model
+    n_heads = cfg.n_heads or n_heads
+    d_mlp = cfg.d_mlp or d_mlp or 4 * d_model
+    if d_model % n_heads:
+        raise XlingError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
+    if not 2 <= cfg.seq_len <= 65536:
+        raise XlingError(f"model.seq_len must be between 2 and 65536, got {cfg.seq_len}")
+    return ModelDims(n_layers, d_model, n_heads, d_mlp, cfg.seq_len, vocab_size)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def parse_schedule(text: str) -> list[float]:
+    """'0.1_0.9' -> [0.1, 0.9]: K equal stages of training, each with its own total p."""
+    parts = str(text).strip().split("_")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise XlingError(
+            f"malformed schedule '{text}': write stage probabilities joined by '_', e.g. 0.1_0.9"
+        ) from None
+    bad = [v for v in values if not 0.0 <= v <= 1.0]
+    if bad:
+        raise XlingError(f"schedule '{text}' has probabilities outside [0, 1]: {bad}")
+    return values
 
 
 # --------------------------------------------------------------------------- validation
@@ -212,9 +276,6 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Range and consistency checks that types alone cannot express."""
-    from .languages import parse_schedule  # local: languages imports torch
-    from .model import resolve_model
-
     lang, tr, ev = cfg.languages, cfg.train, cfg.eval
     _check(lang.kind in ("clone", "real"), f"languages.kind must be 'clone' or 'real', got '{lang.kind}'")
     _check(0.0 <= lang.p <= 1.0, f"languages.p must be in [0, 1], got {lang.p}")
@@ -255,18 +316,3 @@ def validate(cfg: RunConfig) -> None:
 
 def num_languages(cfg: RunConfig) -> int:
     return 1 + cfg.languages.num_clones if cfg.languages.kind == "clone" else 2
-
-
-def language_names(cfg: RunConfig) -> list[str]:
-    """Display names: EN1, EN2, ... for clones of English; the translations' codes for real pairs."""
-    if cfg.languages.names:
-        return list(cfg.languages.names)
-    from .corpora import language_code
-
-    base = language_code(cfg.corpus)
-    if cfg.languages.kind == "clone":
-        return [f"{base}{i + 1}" for i in range(num_languages(cfg))]
-    second = language_code(cfg.languages.second)
-    if second == base:
-        base, second = f"{base}1", f"{second}2"
-    return [base, second]

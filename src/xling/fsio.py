@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import XlingError
+
 
 def default_cache_dir() -> Path:
     """Where derived files (tokenizers, token arrays) live: $XLING_CACHE or ~/.cache/xling."""
@@ -62,3 +64,17 @@ def sha256_file(path: Path) -> str:
 def json_key(identity, length: int = 16) -> str:
     """A short, stable hex key for a JSON-serialisable identity (cache entries, run ids)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:length]
+
+
+_REQUIRED = object()
+
+
+def read_json(path: Path, default=_REQUIRED):
+    """A JSON file's content. A missing or unreadable file returns `default` when one is given
+    (callers that can redo the work pass {}), else raises one XlingError naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if default is not _REQUIRED:
+            return default
+        raise XlingError(f"cannot read {path}: {exc.__class__.__name__}; the file is missing or corrupt") from None

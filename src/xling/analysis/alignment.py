@@ -1,0 +1,271 @@
+"""How aligned are two languages inside a trained run (the paper's section 4)?
+
+Three views, each computed on held-out parallel probes (text no language saw in training):
+- hidden states: per layer, the cosine between the two languages' hidden vectors of the same
+  text. Clones align position by position. A real pair has different tokenizations, so each
+  sequence pair is aligned by a maximum-weight token matching (Hungarian algorithm via scipy)
+  on the layer-averaged cosine matrix, and each layer is scored over the matched pairs.
+- gradients: per parameter tensor, the cosine between the loss gradients of the two versions
+  of a sequence (would a step on one language also move the other?).
+- embeddings (clones only): cos(E[i], E[clone(i)]) of input and output embeddings against the
+  mean over all pairs, also binned by training frequency (log bins, 4 per decade).
+
+`align_run` writes RUN_DIR/alignment/alignment.json and three PNG figures (`alignment_plots`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from ..data.corpora import PROBE_BOOKS, parallel_verses
+from ..data.stream import pad_batch
+from ..errors import XlingError
+from ..fsio import atomic_write_json
+from ..train.session import load_session
+from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
+from .embeddings import clone_pairs, embedding_similarity, training_counts
+from .word2vec import word2vec_control
+
+# --------------------------------------------------------------------------- probes
+
+
+@dataclass
+class Probes:
+    """Parallel probe sequences in two languages (1-D model-id tensors: inputs plus one target).
+
+    `positional`: the two sides are the same text under two id tables, so position t of one
+    side is position t of the other (clones); otherwise tokens are aligned by matching.
+    """
+
+    a: list[torch.Tensor]
+    b: list[torch.Tensor]
+    positional: bool
+    source: str  # where the text came from, for the report
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+def probe_split(corpus) -> str:
+    """The Bible's probe books (never in any split); a local corpus's test split."""
+    return "probe" if corpus.name == "bible" else "test"
+
+
+def clone_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: int = 500) -> Probes:
+    """Held-out windows of the shared text source, written in both languages."""
+    source = setup.source_of_language[lang_a]
+    split = probe_split(setup.corpora[source])
+    base = torch.from_numpy(setup.tokens(source, split).astype(np.int64))
+    n = min(max_sequences, (len(base) - 1) // seq_len)
+    if n < 1:
+        raise XlingError(f"the {split} split has fewer than {seq_len + 1} tokens: no alignment probes; "
+                         "use a corpus with more held-out text")
+    windows = base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]
+    a, b = setup.table[lang_a][windows], setup.table[lang_b][windows]
+    return Probes(list(a), list(b), positional=True, source=f"{split} split, {n} windows of {seq_len} tokens")
+
+
+def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """Pack consecutive aligned segments into sequence pairs, each side at most `max_len` ids.
+
+    A pair is closed when adding the next segment would overflow either side; a segment that
+    alone is longer than `max_len` on either side is dropped (it cannot fit any sequence).
+    """
+    packed, cur_a, cur_b = [], [], []
+    for seg_a, seg_b in zip(pairs_a, pairs_b):
+        if len(seg_a) > max_len or len(seg_b) > max_len or not seg_a or not seg_b:
+            continue
+        if len(cur_a) + len(seg_a) > max_len or len(cur_b) + len(seg_b) > max_len:
+            packed.append((cur_a, cur_b))
+            cur_a, cur_b = [], []
+        cur_a, cur_b = cur_a + seg_a, cur_b + seg_b
+    if cur_a:
+        packed.append((cur_a, cur_b))
+    return packed
+
+
+def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: int = 500) -> Probes:
+    """The held-out Bible books in both languages, verse-aligned and packed into sequences."""
+    corpus_a = setup.corpora[setup.source_of_language[lang_a]]
+    corpus_b = setup.corpora[setup.source_of_language[lang_b]]
+    if corpus_a.name != "bible" or corpus_b.name != "bible":
+        raise XlingError("alignment of a real language pair needs parallel text: both corpora must be "
+                         "Bible translations (corpus.name: bible)")
+    verses = parallel_verses(corpus_a, corpus_b, PROBE_BOOKS)
+    sides = []
+    for lang, col in ((lang_a, 1), (lang_b, 2)):
+        tokenizer = setup.tokenizers[setup.source_of_language[lang]]
+        row = setup.table[lang]
+        sides.append([row[torch.tensor(ids, dtype=torch.long)].tolist() for ids in
+                      tokenizer.encode([v[col] for v in verses])])
+    packed = pack_pairs(sides[0], sides[1], seq_len + 1)[:max_sequences]
+    if not packed:
+        raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len")
+    to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
+    return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
+                  source=f"probe books (Luke, Acts), {len(packed)} verse-packed sequences of <= {seq_len + 1} tokens")
+
+
+def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = 500) -> Probes:
+    seq_len = cfg.model.seq_len
+    if setup.source_of_language[lang_a] == setup.source_of_language[lang_b]:
+        return clone_probes(setup, lang_a, lang_b, seq_len, max_sequences)
+    return parallel_probes(setup, lang_a, lang_b, seq_len, max_sequences)
+
+
+# --------------------------------------------------------------------------- hidden states
+
+
+def max_weight_matching(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-weight full bipartite matching of a score matrix [n_a, n_b]: (rows, cols) of the pairs.
+
+    Every token of the shorter side is matched, as with the networkx
+    `minimum_weight_full_matching` on negated scores that the paper's authors used; the
+    Hungarian algorithm (scipy) solves it directly from the matrix, without building a graph.
+    """
+    return linear_sum_assignment(scores, maximize=True)
+
+
+@torch.no_grad()
+def _states(model, seqs: list[torch.Tensor], device, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-normalised hidden states [L, B, T, D] (fp32) of a batch of inputs, and their lengths."""
+    ids, lengths = pad_batch([s[:-1] for s in seqs])
+    with autocast():
+        states = model.hidden_states(ids.to(device))
+    return F.normalize(torch.stack(states).float(), dim=-1), lengths
+
+
+def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int = 16) -> dict:
+    """Per-layer cosine of the two languages' hidden states, averaged over probe sequences.
+
+    Also a shuffled baseline (each side paired with the *next* sequence's other side), which
+    shows how similar unrelated text looks in that layer (anisotropy).
+    """
+    per_seq, baseline = [], []
+    for start in range(0, len(probes), batch_size):
+        ha, len_a = _states(model, probes.a[start:start + batch_size], device, autocast)
+        hb, len_b = _states(model, probes.b[start:start + batch_size], device, autocast)
+        n = ha.shape[1]
+        pairings = [(per_seq, torch.arange(n))] + ([(baseline, torch.arange(1, n + 1) % n)] if n > 1 else [])
+        if probes.positional:
+            for store, other in pairings:
+                cos = (ha * hb[:, other]).sum(-1)  # [L, B, T]
+                store.extend(cos[:, i, :len_a[i]].mean(-1) for i in range(n))
+            continue
+        for i in range(n):
+            for store, other in pairings:
+                j = int(other[i])
+                cos = ha[:, i, :len_a[i]] @ hb[:, j, :len_b[j]].transpose(1, 2)  # [L, Ta, Tb]
+                rows, cols = max_weight_matching(cos.mean(0).cpu().numpy())
+                store.append(cos[:, rows, cols].mean(-1))
+    layers = torch.stack(per_seq).nanmean(0).tolist()
+    return {"method": "positional" if probes.positional else "matching", "sequences": len(probes),
+            "layers": layers, "mean": float(np.mean(layers)),
+            "shuffled_baseline": torch.stack(baseline).nanmean(0).tolist() if baseline else [float("nan")] * len(layers)}
+
+
+# --------------------------------------------------------------------------- gradients
+
+# The key bias is left out: adding a constant to every key's score leaves the softmax unchanged,
+# so its gradient is zero in exact arithmetic and its "cosine" would be the cosine of rounding noise.
+BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "v.weight", "v.bias",
+                 "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
+
+
+def _gradients(model, seq: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    seq = seq.to(device)
+    model.loss(seq[None, :-1], seq[None, 1:]).backward()
+    return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100) -> dict:
+    """Per-tensor cosine between the loss gradients of the two versions of each probe sequence.
+
+    Gradients are taken in fp32 (no autocast): fp16 gradients would need loss scaling and
+    their rounding would blur small cosines. Block tensors (attention, MLP, LayerNorm of each
+    layer) are what the paper reports; embedding and output rows of clones differ by
+    construction, so those tensors are listed apart under "other".
+    """
+    was_training = model.training
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    n = min(max_sequences, len(probes))
+    for i in range(n):
+        ga, gb = _gradients(model, probes.a[i], device), _gradients(model, probes.b[i], device)
+        for name in ga.keys() & gb.keys():
+            sums.setdefault(name, []).append(float(F.cosine_similarity(ga[name], gb[name], dim=0)))
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    mean = {name: float(np.mean(v)) for name, v in sums.items()}
+    n_layers = len(model.blocks)
+    table = {t: [mean.get(f"blocks.{layer}.{t}", float("nan")) for layer in range(n_layers)] for t in BLOCK_TENSORS}
+    block_values = [v for row in table.values() for v in row if np.isfinite(v)]
+    other = {name: v for name, v in sorted(mean.items()) if not name.startswith("blocks.")}
+    return {"sequences": n, "tensors": table, "block_mean": float(np.mean(block_values)) if block_values else float("nan"),
+            "other": other}
+
+
+def _language_index(names: list[str], name: str | None, default: int) -> int:
+    if name is None:
+        return default
+    if name not in names:
+        raise XlingError(f"unknown language '{name}': this run has {', '.join(names)}")
+    return names.index(name)
+
+
+def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = 100,
+              batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
+              cache_dir: Path | None = None) -> dict:
+    """All alignment metrics of one run; writes RUN_DIR/alignment/alignment.json (+ PNGs).
+
+    `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it.
+    """
+    if sequences < 1 or grad_sequences < 0 or batch_size < 1:
+        raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
+    session = load_session(run_dir, device=device, cache_dir=cache_dir)
+    setup, model, cfg = session.setup, session.model, session.cfg
+    a = _language_index(setup.names, pair[0] if pair else None, 0)
+    b = _language_index(setup.names, pair[1] if pair else None, 1)
+    if a == b:
+        raise XlingError("--pair needs two different languages")
+    timings, t0 = {}, time.perf_counter()
+    probes = make_probes(cfg, setup, a, b, sequences)
+    result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
+              "kind": cfg.languages.kind, "p": cfg.languages.p, "schedule": cfg.languages.schedule,
+              "step": session.run.read_info().get("step"), "probes": probes.source}
+    result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size)
+    timings["hidden"], t0 = time.perf_counter() - t0, time.perf_counter()
+    if grad_sequences:
+        result["gradient"] = gradient_similarity(model, probes, session.device, grad_sequences)
+        timings["gradient"], t0 = time.perf_counter() - t0, time.perf_counter()
+    clones = setup.source_of_language[a] == setup.source_of_language[b] and len(clone_pairs(setup.table, a, b)[0])
+    if clones:
+        counts = training_counts(setup, setup.source_of_language[a])
+        matrices = {"input": model.tok_emb.weight.detach().cpu(), "output": model.head.weight.detach().cpu()}
+        result["embeddings"] = embedding_similarity(matrices, setup.table, a, b, counts)
+        timings["embeddings"], t0 = time.perf_counter() - t0, time.perf_counter()
+        if word2vec is not None:
+            result["word2vec"] = word2vec_control(cfg, setup, a, b, counts, **word2vec)
+            timings["word2vec"] = time.perf_counter() - t0
+    result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    out = session.run.alignment_dir
+    atomic_write_json(session.run.alignment_path, result)
+    if figures:
+        label = session.run.path.name
+        plot_hidden({label: result}, out / "hidden.png")
+        if "gradient" in result:
+            plot_gradients(result["gradient"], out / "gradient.png", f"{label}: gradient cosine "
+                           f"(block mean {result['gradient']['block_mean']:.3f})")
+        if clones:
+            plot_embeddings(result, out / "embeddings.png")
+    return result
+
+

@@ -1,0 +1,307 @@
+"""`xling bench`: training-step speed, MFU and the ratio to Hugging Face GPT-2 on identical shapes.
+
+What is measured, all in one process with the same thread settings:
+- xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
+  config's data, and separately the data path alone (`Trainer.batches`);
+- the peak: the best rate of a few GEMMs at the step's dtype on this machine, timed before and
+  in the same rounds as the steps;
+- MFU = matmul FLOPs per token x tokens/s / peak. Only matmuls count (Q/K/V/O projections,
+  attention scores and values over the causal half, MLP, output head; x3 for forward +
+  backward): embedding lookups, norms, softmax and the optimiser get no credit;
+- `transformers`' GPT2LMHeadModel with the same layers, width, heads, MLP width, sequence,
+  vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast;
+  ratio = xling tokens/s / the faster of the two.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import ModelDims, RunConfig
+from ..train.session import autocast_factory
+from ..train.trainer import Trainer, make_optimizer
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' data sheets (FLOP/s), by device-name substring.
+# More specific names first (an "H100 PCIe" is also an "H100").
+NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+                     ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12)]
+
+
+def matmul_flops_per_token(dims: ModelDims) -> float:
+    """Training FLOPs per token from matmuls only: 3 x forward (backward costs two forwards)."""
+    d, f, t = dims.d_model, dims.d_mlp, dims.seq_len
+    projections = 2 * (4 * d * d + 2 * d * f)  # Q, K, V, O and the two MLP matrices
+    attention = 2 * 2 * d * (t + 1) / 2  # scores and weighted values; a token sees (T+1)/2 keys on average
+    head = 2 * d * dims.vocab_size
+    return 3 * (dims.n_layers * (projections + attention) + head)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds of each of `steps` calls fn(i) after `warmup` untimed ones (synchronised)."""
+    return _interleaved({"fn": fn}, steps, warmup, device)["fn"]
+
+
+def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Per-call seconds of each fn(i), calling them in turn (one call each per round).
+
+    Round-robin order spreads any other load on the machine evenly over the contenders, so
+    their ratio stays fair even when the absolute numbers are disturbed.
+    """
+    for fn in fns.values():
+        for i in range(warmup):
+            fn(i)
+    _sync(device)
+    times = {name: [] for name in fns}
+    for i in range(warmup, warmup + steps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn(i)
+            if isinstance(out, torch.Tensor):
+                out.item()  # the step's work is done when its loss is known
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _gemm(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int):
+    """A function timing nothing but C = A @ B (m x k times k x n, preallocated C)."""
+    a = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
+    c = torch.empty(m, n, device=device, dtype=dtype)
+
+    def gemm(_):
+        torch.mm(a, b, out=c)
+
+    return gemm
+
+
+def step_matmuls(dims: ModelDims, rows: int, dtype: torch.dtype, device: torch.device):
+    """A function running every matmul of one training step on `rows` tokens, and nothing else.
+
+    Forward and backward GEMMs of the Q/K/V (one GEMM), O, MLP and head projections
+    ([rows, k] @ [k, n], then grad_input [rows, n] @ [n, k] and grad_weight [n, rows] @ [rows, k]),
+    and attention as batched [T, T] matmuls (2 forward, 4 backward), at full size. Its time is a
+    floor for any implementation of the model on this machine: what is left of a step is the rest.
+    """
+    d, t = dims.d_model, dims.seq_len
+    hd, batch = d // dims.n_heads, max(1, rows // t) * dims.n_heads
+    linears = [(d, 3 * d), (d, d), (d, dims.d_mlp), (dims.d_mlp, d)] * dims.n_layers + [(d, dims.vocab_size)]
+    shapes = [s for k, n in linears for s in ((rows, k, n), (rows, n, k), (n, rows, k))]
+    shapes += [(batch, t, hd, t)] * (2 * dims.n_layers) + [(batch, t, t, hd)] * (4 * dims.n_layers)
+
+    def operands(shape):
+        *b, m, k, n = shape
+        return (torch.randn(*b, m, k, device=device).to(dtype), torch.randn(*b, k, n, device=device).to(dtype),
+                torch.empty(*b, m, n, device=device, dtype=dtype))
+
+    products = [operands(shape) for shape in shapes]
+
+    def matmuls(_):
+        for a, b, c in products:
+            torch.matmul(a, b, out=c)
+
+    return matmuls
+
+
+def gemm_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict:
+    """The best FLOP/s of C = A @ B over `shapes` (m, k, n) at `dtype`, measured here and now."""
+    best = {"flops": 0.0, "shape": None}
+    for m, k, n in shapes:
+        flops = 2 * m * k * n / min(_timed(_gemm(device, dtype, m, k, n), repeats, 2, device))
+        if flops > best["flops"]:
+            best = {"flops": flops, "shape": [m, k, n]}
+    return best
+
+
+def _peak_shapes(dims: ModelDims, rows: int, big: int) -> list[tuple[int, int, int]]:
+    """A big square GEMM (near the machine's best) and the model's own projection shapes."""
+    return [(big, big, big), (rows, dims.d_model, dims.d_mlp), (rows, dims.d_mlp, dims.d_model),
+            (rows, dims.d_model, 3 * dims.d_model)]
+
+
+def nominal_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in NOMINAL_GPU_PEAKS if key in name), None)
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "load_average": _loadavg(),
+            "openmp_wait": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        info["transformers"] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_model(dims: ModelDims, device: torch.device):
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    transformers.logging.set_verbosity_error()
+    config = GPT2Config(n_layer=dims.n_layers, n_embd=dims.d_model, n_head=dims.n_heads, n_inner=dims.d_mlp,
+                        n_positions=dims.seq_len, vocab_size=dims.vocab_size, activation_function="gelu_new",
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).to(device).train()
+
+
+def _hf_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss of all T targets (like xling's); older transformers shift labels themselves."""
+    try:
+        return model(input_ids=x, labels=y, shift_labels=y).loss
+    except TypeError:
+        return model(input_ids=x, labels=x).loss
+
+
+def hf_step(dims: ModelDims, trainer, precision: str):
+    """A training-step function for GPT2LMHeadModel: same batches, micro-batches and optimiser as xling."""
+    model = _hf_model(dims, trainer.device)
+    optimizer = make_optimizer(model, trainer.cfg.train.lr, trainer.device)
+    autocast, _ = autocast_factory(precision, trainer.device)
+
+    def step(i: int) -> torch.Tensor:
+        micro = trainer.batches(i)
+        total = torch.zeros((), device=trainer.device)
+        for x, y in micro:
+            with autocast():
+                loss = _hf_loss(model, x, y)
+            (loss / len(micro)).backward()
+            total += loss.detach() / len(micro)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    return step
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _repeated(fn, times: int):
+    def repeated(i):
+        for _ in range(times):
+            fn(i)
+
+    return repeated
+
+
+def _rate(times: list[float], tokens: int) -> dict:
+    median = statistics.median(times)
+    return {"tokens_per_s": tokens / median, "step_ms": 1000 * median, "step_ms_mean": 1000 * statistics.fmean(times)}
+
+
+def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True, cache_dir: Path | None = None,
+              log=print, peak_size: int = 0) -> dict:
+    """Benchmark one config's training step (see the module docstring); returns the JSON-able result.
+
+    Everything is timed in turn, round by round: the steps of xling and of Hugging Face GPT-2 and
+    the peak GEMM, so that on a shared machine all of them see the same conditions. Step rates
+    are medians over the rounds; the peak is the best GEMM rate seen. `peak_size`: side of the
+    square GEMM among the peak candidates (default 2048 on CPU, 8192 on GPU).
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.train.steps = warmup + steps  # the data plan must cover every step timed
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
+        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)
+        trainer.prepare(resume=False)
+    dims, device = trainer.model.dims, trainer.device
+    tokens = cfg.train.batch_size * dims.seq_len
+    hf_precisions, hf_error = _hf_precisions(hf, device)
+    precisions = list(dict.fromkeys([trainer.precision, *hf_precisions]))
+    big = peak_size or (8192 if device.type == "cuda" else 2048)
+    shapes = _peak_shapes(dims, tokens // cfg.train.grad_accum, big)
+    log(f"choosing the peak GEMM shape ({', '.join(precisions)}) ...")
+    peaks = {p: gemm_peak(device, DTYPES[p], shapes) for p in precisions}
+
+    contenders = {"xling": trainer.train_step,
+                  "matmuls": _repeated(step_matmuls(dims, tokens // cfg.train.grad_accum, DTYPES[trainer.precision], device),
+                                       cfg.train.grad_accum)}
+    contenders.update({f"hf {p}": hf_step(dims, trainer, p) for p in hf_precisions})
+    contenders.update({f"gemm {p}": _gemm(device, DTYPES[p], *peaks[p]["shape"]) for p in precisions})
+    log(f"timing {steps} rounds of {', '.join(contenders)} ...")
+    times = _interleaved(contenders, steps, warmup, device)
+    for p, peak in peaks.items():  # the peak is the best rate seen (a conservative MFU denominator)
+        m, k, n = peak["shape"]
+        peak["flops"] = max(peak["flops"], 2 * m * k * n / min(times[f"gemm {p}"]))
+        peak["median_flops"] = 2 * m * k * n / statistics.median(times[f"gemm {p}"])  # under the steps' conditions
+
+    xling = {"precision": trainer.precision, **_rate(times["xling"], tokens)}
+    xling["data_ms"] = 1000 * statistics.median(_timed(trainer.batches, steps, 0, device))
+    xling["data_share"] = xling["data_ms"] / xling["step_ms"]
+    xling["matmuls_ms"] = 1000 * statistics.median(times["matmuls"])
+    xling["matmul_share"] = xling["matmuls_ms"] / xling["step_ms"]
+    result = {"machine": machine_info(device), "device": str(device),
+              "shape": {"preset": cfg.model.preset, "n_layers": dims.n_layers, "d_model": dims.d_model,
+                        "n_heads": dims.n_heads, "d_mlp": dims.d_mlp, "seq_len": dims.seq_len,
+                        "vocab": dims.vocab_size, "batch": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+                        "parameters": trainer.model.num_parameters()},
+              "matmul_flops_per_token": matmul_flops_per_token(dims), "steps": steps, "warmup": warmup,
+              "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling,
+              "hf": {"error": hf_error} if hf_error else None, "ratio": None}
+    if hf_precisions:
+        result["hf"] = {p: {"precision": p, **_rate(times[f"hf {p}"], tokens)} for p in hf_precisions}
+        best = max(result["hf"].values(), key=lambda r: r["tokens_per_s"])
+        result["ratio"], result["hf_best"] = xling["tokens_per_s"] / best["tokens_per_s"], best["precision"]
+        # No implementation whose step does these matmuls can beat Hugging Face by more than this.
+        result["ratio_ceiling"] = best["step_ms"] / xling["matmuls_ms"]
+    for run in [xling, *(result["hf"].values() if hf_precisions else [])]:
+        achieved = result["matmul_flops_per_token"] * run["tokens_per_s"]
+        run["mfu"] = achieved / peaks[run["precision"]]["flops"]
+        if result["nominal_peak"]:
+            run["mfu_nominal"] = achieved / result["nominal_peak"]
+    result["machine"]["load_average_end"] = _loadavg()
+    return result
+
+
+def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:
+    """The precisions to time Hugging Face GPT-2 in, or why it cannot be timed."""
+    if not wanted:
+        return [], None
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return [], "transformers is not installed: pip install 'xling[bench]' (or transformers)"
+    half = "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
+    return ["fp32", half], None

@@ -1,0 +1,292 @@
+"""Token efficiency (the paper's §4): MLPE, MLTE and TEff of a language against a monolingual law.
+
+- MLPE_L = f(tokens_L / T): the perplexity a monolingual model gets from L's share of data;
+- MLTE_L = f⁻¹(PPL_L): the monolingual data (as a fraction of T) needed to reach PPL_L;
+- TEff_L = MLTE_L / (tokens_L / T): how much each token of L was worth, relative to
+  monolingual training. Cloned languages use the English law; each of k clones at total
+  clone probability p gets p/k of the tokens; schedules use their actual token counts.
+
+Intervals are 95 % percentile intervals over the law's bootstrap refits (`fit_scaling_law`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import XlingError
+from ..fsio import atomic_write_text
+from .scaling_law import FORMS, ScalingFit, ScalingLaw, fit_scaling_law
+
+TABLE_COLUMNS = (
+    "run", "language", "fraction", "ppl",
+    "mlpe", "mlpe_lo", "mlpe_hi",
+    "mlte", "mlte_lo", "mlte_hi",
+    "teff", "teff_lo", "teff_hi",
+    "warning",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """MLPE, MLTE (fraction of the budget) and TEff of one language in one run, with 95 % CIs.
+
+    Intervals are (nan, nan) when the fit has no bootstrap laws.
+    """
+
+    fraction: float
+    ppl: float
+    mlpe: float
+    mlpe_ci: tuple[float, float]
+    mlte: float
+    mlte_ci: tuple[float, float]
+    teff: float
+    teff_ci: tuple[float, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _interval(values: Iterable[float]) -> tuple[float, float]:
+    """95 % percentile interval; 'lower'/'higher' picks avoid inf - inf when some are inf."""
+    v = np.asarray(list(values), dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return (math.nan, math.nan)
+    return (float(np.percentile(v, 2.5, method="lower")), float(np.percentile(v, 97.5, method="higher")))
+
+
+def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list[str]:
+    out = []
+    lo_x, hi_x = law.x_range
+    lo_p, hi_p = law.ppl_range
+    if not lo_x <= fraction <= hi_x:
+        out.append(
+            f"fraction {fraction:.4g} is outside the fitted range [{lo_x:.4g}, {hi_x:.4g}]: "
+            "MLPE is extrapolated"
+        )
+    if math.isinf(mlte):
+        out.append(
+            f"PPL {ppl:.4g} is at or below the law's asymptote {law.asymptote:.4g}: unreachable "
+            "with any amount of monolingual data, so MLTE and TEff are inf"
+        )
+    elif not (lo_p <= ppl <= hi_p and lo_x <= mlte <= hi_x):
+        out.append(
+            f"PPL {ppl:.4g} needs {mlte:.4g}x the budget, outside the monolingual points "
+            f"(fractions [{lo_x:.4g}, {hi_x:.4g}], PPL [{lo_p:.4g}, {hi_p:.4g}]): MLTE is "
+            "extrapolated; add monolingual runs that cover it"
+        )
+    return out
+
+
+def efficiency(fit: ScalingFit, fraction: float, ppl: float) -> Efficiency:
+    """MLPE, MLTE and TEff of a language that got ``fraction`` of the budget and reached ``ppl``."""
+    if not (fraction > 0 and math.isfinite(fraction) and ppl > 0 and math.isfinite(ppl)):
+        raise XlingError(
+            f"fraction ({fraction}) and PPL ({ppl}) must be finite and positive; fix the run data"
+        )
+    law = fit.law
+    mlpe = law.ppl(fraction)
+    mlte = law.fraction_for(ppl)
+    boot_mlte = [b.fraction_for(ppl) for b in fit.bootstrap_laws]
+    mlte_ci = _interval(boot_mlte)
+    return Efficiency(
+        fraction=float(fraction),
+        ppl=float(ppl),
+        mlpe=mlpe,
+        mlpe_ci=_interval(b.ppl(fraction) for b in fit.bootstrap_laws),
+        mlte=mlte,
+        mlte_ci=mlte_ci,
+        teff=mlte / fraction,
+        teff_ci=(mlte_ci[0] / fraction, mlte_ci[1] / fraction),
+        warnings=_warnings(law, fraction, ppl, mlte),
+    )
+
+
+def clone_fractions(p: float, num_clones: int, total_fraction: float) -> list[float]:
+    """Budget fractions of [base, clone_1, ..., clone_k]: (1-p)·total, then p/k·total each.
+
+    This is the paper's accounting (tokens_EN2 = N·p/k): each clone is credited with its
+    expected share, not a sampled count.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise XlingError(f"clone probability p must be in [0, 1], got {p}; fix languages.p")
+    if num_clones < 1:
+        raise XlingError(f"num_clones must be >= 1, got {num_clones}; fix languages.num_clones")
+    if not total_fraction > 0:
+        raise XlingError(f"total_fraction must be > 0, got {total_fraction}")
+    return [(1.0 - p) * total_fraction] + [p / num_clones * total_fraction] * num_clones
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def fit_languages(
+    mono_rows: Sequence[dict],
+    form: str = "loss",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    languages: Iterable[str] | None = None,
+) -> dict[str, ScalingFit]:
+    """One law per language of ``mono_rows`` (dicts with language, fraction, ppl).
+
+    ``languages`` restricts the fits to those needed; every bootstrap uses ``seed``.
+    """
+    by_lang: dict[str, tuple[list[float], list[float]]] = {}
+    for r in mono_rows:
+        xs, ps = by_lang.setdefault(str(r["language"]), ([], []))
+        xs.append(float(r["fraction"]))
+        ps.append(float(r["ppl"]))
+    wanted = by_lang if languages is None else [lang for lang in by_lang if lang in set(languages)]
+    fits = {}
+    for lang in wanted:
+        try:
+            fits[lang] = fit_scaling_law(*by_lang[lang], form=form, bootstrap=bootstrap, seed=seed)
+        except XlingError as e:
+            raise XlingError(f"language {lang!r}: {e}") from None
+    return fits
+
+
+def check_languages(mono_rows: Sequence[dict], run_rows: Sequence[dict]) -> None:
+    available = sorted({str(r["language"]) for r in mono_rows})
+    for r in run_rows:
+        lang = str(r["language"])
+        if lang not in available:
+            raise XlingError(
+                f"run {r['run']!r} has language {lang!r} but the monolingual data only has "
+                f"{', '.join(available) or 'none'}; add monolingual runs for {lang!r} "
+                "(clones use the base language's law: label them with its name)"
+            )
+
+
+def teff_table(
+    mono_rows: Sequence[dict],
+    run_rows: Sequence[dict],
+    form: str = "loss",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    fits: dict[str, ScalingFit] | None = None,
+) -> list[dict]:
+    """One row per run row: its MLPE, MLTE, TEff and intervals, using its language's law.
+
+    ``mono_rows``: dicts with language, fraction, ppl (one law is fitted per language).
+    ``run_rows``: dicts with run, language, fraction, ppl. Pass ``fits`` (from
+    ``fit_languages``) to reuse laws already fitted.
+    """
+    check_languages(mono_rows, run_rows)
+    if fits is None:
+        used = {str(r["language"]) for r in run_rows}
+        fits = fit_languages(mono_rows, form=form, bootstrap=bootstrap, seed=seed, languages=used)
+    out = []
+    for r in run_rows:
+        lang = str(r["language"])
+        eff = efficiency(fits[lang], float(r["fraction"]), float(r["ppl"]))
+        out.append(_row(str(r["run"]), lang, eff))
+    return out
+
+
+def _row(run: str, lang: str, e: Efficiency) -> dict:
+    return {
+        "run": run, "language": lang, "fraction": e.fraction, "ppl": e.ppl,
+        "mlpe": e.mlpe, "mlpe_lo": e.mlpe_ci[0], "mlpe_hi": e.mlpe_ci[1],
+        "mlte": e.mlte, "mlte_lo": e.mlte_ci[0], "mlte_hi": e.mlte_ci[1],
+        "teff": e.teff, "teff_lo": e.teff_ci[0], "teff_hi": e.teff_ci[1],
+        "warning": "; ".join(e.warnings),
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- CSV I/O
+
+NUMERIC_COLUMNS = ("fraction", "ppl")
+
+
+def read_csv_rows(path: str | os.PathLike, required_columns: Sequence[str]) -> list[dict]:
+    """Rows of a CSV as dicts; ``fraction`` and ``ppl`` become positive floats.
+
+    Every problem is one XlingError naming the file (and line) and the fix.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise XlingError(f"{p}: file not found; pass an existing CSV file")
+    with p.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if not header:
+            raise XlingError(f"{p}: file is empty; it needs a header row with {', '.join(required_columns)}")
+        reader.fieldnames = header
+        missing = [c for c in required_columns if c not in header]
+        if missing:
+            raise XlingError(
+                f"{p}: missing column(s) {', '.join(missing)}; the header must contain "
+                f"{', '.join(required_columns)} (found {', '.join(header)})"
+            )
+        rows = []
+        for raw in reader:
+            if all(v is None or not str(v).strip() for v in raw.values()):
+                continue  # blank line
+            rows.append(_parse_row(raw, required_columns, f"{p}:{reader.line_num}"))
+    if not rows:
+        raise XlingError(f"{p}: no data rows; add one row per measurement below the header")
+    return rows
+
+
+def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
+    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
+    for col in required_columns:
+        value = row.get(col)
+        if value is None or value == "":
+            raise XlingError(f"{where}: empty {col!r}; fill in every required column")
+        if col in NUMERIC_COLUMNS:
+            try:
+                num = float(value)
+            except ValueError:
+                raise XlingError(f"{where}: {col} {value!r} is not a number; write e.g. 0.5") from None
+            if not (math.isfinite(num) and num > 0):
+                raise XlingError(f"{where}: {col} must be a positive finite number, got {value!r}")
+            row[col] = num
+    return row
+
+
+def _csv_value(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write rows as CSV (TABLE_COLUMNS first), atomically: a temp file then os.replace.
+
+    Missing intervals are written as empty cells, unbounded values as ``inf``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(TABLE_COLUMNS) + [c for r in rows for c in r if c not in TABLE_COLUMNS]
+    columns = list(dict.fromkeys(columns))
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_csv_value(r.get(c, "")) for c in columns])
+    atomic_write_text(p, buffer.getvalue())
+    return p
+
+
+def teff_from_csv(mono: str | os.PathLike, runs: str | os.PathLike, form: str = "loss", bootstrap: int = 1000,
+                  seed: int = 0) -> tuple[list[dict], dict[str, ScalingFit]]:
+    """`xling teff`: fit laws from MONO.csv (language, fraction, ppl), score RUNS.csv (run, language,
+    fraction, ppl). Returns the table's rows and the law of every language used."""
+    if form not in FORMS:
+        raise XlingError(f"unknown --form {form!r}; use one of: {', '.join(FORMS)}")
+    if bootstrap < 0:
+        raise XlingError(f"--bootstrap must be >= 0, got {bootstrap}")
+    mono_rows = read_csv_rows(mono, ("language", "fraction", "ppl"))
+    run_rows = read_csv_rows(runs, ("run", "language", "fraction", "ppl"))
+    check_languages(mono_rows, run_rows)
+    used = {str(r["language"]) for r in run_rows}
+    fits = fit_languages(mono_rows, form=form, bootstrap=bootstrap, seed=seed, languages=used)
+    return teff_table(mono_rows, run_rows, fits=fits), fits

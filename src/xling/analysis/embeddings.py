@@ -1,0 +1,86 @@
+"""Embedding alignment of clone pairs: cos(E[i], E[clone(i)]) against all pairs, and by training frequency."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.languages import PAD_ID
+from ..errors import XlingError
+
+BINS_PER_DECADE = 4
+
+
+def clone_pairs(table: torch.Tensor, lang_a: int, lang_b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base ids, model ids in a, model ids in b) of every cloned id: anchors and pad are skipped."""
+    ids_a, ids_b = table[lang_a].numpy(), table[lang_b].numpy()
+    base = np.arange(len(ids_a))
+    keep = (ids_a != ids_b) & (base != PAD_ID)
+    return base[keep], ids_a[keep], ids_b[keep]
+
+
+def pair_cosines(vectors: torch.Tensor, ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray:
+    """cos(vectors[a_i], vectors[b_i]) for every pair i."""
+    va, vb = vectors[torch.as_tensor(ids_a)].float(), vectors[torch.as_tensor(ids_b)].float()
+    return F.cosine_similarity(va, vb, dim=-1).numpy().astype(np.float64)
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> float:
+    """Exact mean cosine over all pairs i != j, in O(n d): sum_ij u_i.u_j = |sum_i u_i|^2."""
+    n = len(vectors)
+    if n < 2:
+        return float("nan")
+    unit = F.normalize(vectors.double(), dim=-1)
+    total = unit.sum(0)
+    return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
+
+
+def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade: int = BINS_PER_DECADE) -> list[dict]:
+    """Mean of each value array per log-frequency bin [10^(k/per_decade), 10^((k+1)/per_decade)).
+
+    Tokens never seen in training get their own bin (lo = hi = 0). Empty bins are left out.
+    """
+    counts = np.asarray(counts)
+    top = int(np.ceil(per_decade * np.log10(max(int(counts.max(initial=1)), 1)))) + 2
+    edges = 10.0 ** (np.arange(top + 1) / per_decade)
+    index = np.where(counts > 0, np.searchsorted(edges, counts, side="right") - 1, -1)
+    bins = []
+    for k in np.unique(index):
+        sel = index == k
+        lo, hi = (0.0, 0.0) if k < 0 else (float(edges[k]), float(edges[k + 1]))
+        bins.append({"lo": lo, "hi": hi, "n": int(sel.sum()),
+                     **{name: float(np.mean(v[sel])) for name, v in values.items()}})
+    return bins
+
+
+def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor, lang_a: int, lang_b: int,
+                         counts: np.ndarray, present: np.ndarray | None = None) -> dict:
+    """Clone-pair cosine of each embedding matrix vs its all-pairs baseline, overall and by frequency.
+
+    `counts[base_id]` is the training frequency; `present[model_id]` (optional) marks rows that
+    exist at all (word2vec has no vector for a token it never saw).
+    """
+    base, ids_a, ids_b = clone_pairs(table, lang_a, lang_b)
+    if present is not None:
+        keep = present[ids_a] & present[ids_b]
+        base, ids_a, ids_b = base[keep], ids_a[keep], ids_b[keep]
+    if len(base) == 0:
+        raise XlingError("the two languages share every id (frac_clone 0): there are no clone pairs to compare")
+    out, per_token = {"pairs": len(base)}, {}
+    for name, matrix in matrices.items():
+        cos = pair_cosines(matrix, ids_a, ids_b)
+        per_token[name] = cos
+        both = matrix[torch.as_tensor(np.concatenate([ids_a, ids_b]))]
+        out[name] = {"clone_pairs": float(cos.mean()), "all_pairs": mean_pairwise_cosine(both)}
+    out["by_frequency"] = frequency_bins(counts[base], per_token)
+    return out
+
+
+def training_counts(setup, source: int = 0) -> np.ndarray:
+    """How often each base id occurs in a text source's training split."""
+    width = setup.table.shape[1]
+    return np.bincount(np.asarray(setup.tokens(source, "train")), minlength=width)[:width]
+
+
+# --------------------------------------------------------------------------- the command

@@ -1,0 +1,102 @@
+"""Commands that analyse trained runs or numbers: teff, align, transfer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .tables import alignment_table, teff_table, transfer_table
+
+
+def teff_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mono", required=True, help="CSV with language,fraction,ppl of monolingual runs")
+    p.add_argument("--runs", required=True, help="CSV with run,language,fraction,ppl")
+    p.add_argument("--out", help="output CSV (default: <runs>_teff.csv)")
+    p.add_argument("--form", default="loss", choices=["loss", "paper"], help="scaling-law form (see docs)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def teff(args, overrides) -> int:
+    from ..analysis.efficiency import teff_from_csv, write_table
+
+    rows, fits = teff_from_csv(args.mono, args.runs, args.form, args.bootstrap, args.seed)
+    print(teff_table(rows))
+    runs = Path(args.runs)
+    path = write_table(rows, args.out or runs.with_name(f"{runs.stem}_teff.csv"))
+    for lang, fit in sorted(fits.items()):
+        law = fit.law
+        params = ", ".join(f"{k}={v:.4g}" for k, v in law.param_dict.items())
+        print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)
+        for note in fit.notes:
+            print(f"note: {lang}: {note}", file=sys.stderr)
+    for r in rows:
+        if r["warning"]:
+            print(f"warning: run {r['run']}, {r['language']}: {r['warning']}", file=sys.stderr)
+    print(f"wrote {path}")
+    return 0
+
+
+def align_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--pair", nargs=2, metavar=("LANG_A", "LANG_B"), help="the two languages (default: the first two)")
+    p.add_argument("--sequences", type=int, default=500, help="probe sequences for hidden states")
+    p.add_argument("--grad-sequences", type=int, default=100, help="probe sequences for gradients (2 backward passes each)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--word2vec", action="store_true", help="clones: also train the word2vec (CBOW) control on the run's training stream")
+    p.add_argument("--w2v-size", type=int, default=0, help="word2vec vector size (0: the model width)")
+    p.add_argument("--w2v-window", type=int, default=5)
+    p.add_argument("--w2v-epochs", type=int, default=1, help="passes over the run's training stream")
+    p.add_argument("--reuse", action="store_true", help="read a run's existing alignment.json instead of recomputing it")
+    p.add_argument("--figure", help="also write a per-layer hidden-state plot of all runs to this PNG")
+    p.add_argument("--no-figures", action="store_true", help="skip the per-run PNGs")
+    p.add_argument("--device", default="auto")
+
+
+def align(args, overrides) -> int:
+    """Compute (or, with --reuse, read) each run's alignment and print the runs side by side."""
+    from ..analysis.alignment import align_run
+    from ..analysis.alignment_plots import plot_hidden
+    from ..fsio import read_json
+    from ..train.rundir import RunDir
+
+    w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else None
+    computed = []
+    for run_dir in args.run_dirs:
+        path = RunDir(run_dir).require().alignment_path
+        start, read = time.perf_counter(), args.reuse and path.is_file()
+        computed.append(read_json(path) if read else align_run(
+            run_dir, pair=args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences,
+            batch_size=args.batch_size, word2vec=w2v, device=args.device, figures=not args.no_figures))
+        print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s)")
+    labels = [Path(d).name for d in args.run_dirs]
+    if len(set(labels)) < len(labels):  # same folder name in different places: use the paths
+        labels = [str(d) for d in args.run_dirs]
+    results = dict(zip(labels, computed))
+    print(alignment_table(results))
+    if args.figure:
+        plot_hidden(results, Path(args.figure))
+    return 0
+
+
+def transfer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--task", default="bible-parts", help="bible-parts (built in) or a CSV / JSONL file with text, label "
+                   "[, text2, split, text_<LANG>] columns")
+    p.add_argument("--train-language", help="language to fine-tune in (default: the run's first language)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+def transfer(args, overrides) -> int:
+    from ..analysis.transfer import transfer_run
+
+    result = transfer_run(args.run_dir, args.task, args.train_language, steps=args.steps, batch_size=args.batch_size,
+                          lr=args.lr, seed=args.seed, device=args.device)
+    print(transfer_table(result))
+    return 0

@@ -1,0 +1,133 @@
+"""`xling <command>`: parse, validate, call the library, print. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+
+from .. import __version__
+from ..config import parse_override_value
+from ..errors import XlingError
+from ..train.threads import openmp_wait_setup
+from . import analysis_commands as analysis
+from . import run_commands as run
+from . import study_commands as study
+from .command import Command
+
+COMMANDS: tuple[Command, ...] = (
+    Command("config", "print the resolved config (defaults + file + overrides)", run.config_arguments, run.config,
+            overrides=True, epilog=run.config_sections),
+    Command("train", "train a model; --section.key VALUE overrides the config", run.train_arguments, run.train,
+            "Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5",
+            overrides=True, epilog=run.config_sections),
+    Command("eval", "per-language test perplexity of a run (writes eval.json)", run.eval_arguments, run.evaluate),
+    Command("sample", "generate text in one language of a run", run.sample_arguments, run.sample),
+    Command("teff", "MLPE, MLTE and token efficiency from monolingual and run perplexities (CSV)",
+            analysis.teff_arguments, analysis.teff),
+    Command("align", "hidden-state, gradient and embedding alignment of two languages (writes RUN_DIR/alignment/)",
+            analysis.align_arguments, analysis.align,
+            "Alignment metrics of each run on held-out parallel probes; several runs are printed side by side."),
+    Command("transfer", "fine-tune a classifier in one language, test zero-shot in every language",
+            analysis.transfer_arguments, analysis.transfer,
+            "Fine-tune a run on a classification task in one language and evaluate it in all languages "
+            "(writes RUN_DIR/transfer/<task>-<language>.json)."),
+    Command("study", "run a paper experiment (a grid of runs) or show its progress", study.study_arguments, study.study,
+            "Studies are YAML files (`xling study list` shows them). `run` does only what is missing and can be "
+            "interrupted at any point; running it again continues."),
+    Command("report", "Markdown + HTML report of a study: tables, figures, verdict (reports/NAME/)",
+            study.report_arguments, study.report),
+    Command("demo", "the headline experiment on the built-in corpus, then its report (minutes on a CPU)",
+            study.demo_arguments, study.demo),
+    Command("store", "maintain the SQLite results store", study.store_arguments, study.store),
+    Command("align-report", "alignment and transfer report of a study (runs `align` and `transfer` where missing)",
+            study.align_report_arguments, study.align_report,
+            "For every finished multilingual run of a study: `xling align` (+ word2vec for clones) and `xling "
+            "transfer` unless already done, then reports/NAME/alignment.md and .html."),
+    Command("bench", "training-step tokens/s, MFU and the ratio to Hugging Face GPT-2 (--section.key VALUE overrides)",
+            run.bench_arguments, run.bench,
+            "Time xling's training step on a config's shapes (default: the demo config), the data path, a GEMM peak, "
+            "and transformers' GPT2LMHeadModel on identical shapes. "
+            "E.g. xling bench --model.preset cpu-m --train.batch_size 32 --out bench.json", overrides=True),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xling", description="Controlled experiments on cross-lingual "
+                                     "generalisation in language models.")
+    parser.add_argument("--version", action="version", version=f"xling {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description or command.help,
+                           epilog=command.epilog() if command.epilog else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.arguments(p)
+        p.set_defaults(command_spec=command)
+    return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
+    """Take `--section.key VALUE` / `--section.key=VALUE` pairs out of argv before argparse sees them."""
+    rest, overrides, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:].partition("=")[0]
+        if not (arg.startswith("--") and "." in key and not key.startswith(".")):
+            rest.append(arg)
+            i += 1
+            continue
+        if "=" in arg:
+            value = arg.partition("=")[2]
+        elif i + 1 < len(argv):
+            value, i = argv[i + 1], i + 1
+        else:
+            raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE")
+        overrides[key] = parse_override_value(value)
+        i += 1
+    return rest, overrides
+
+
+def _warnings_to_stderr() -> None:
+    """The library reports damaged caches, checkpoints and stores as warnings of the `xling` logger."""
+    logger = logging.getLogger("xling")
+    if not logger.handlers:
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+# Storage problems the user fixes (permissions, read-only or full disk): one line, exit 2.
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def main(argv: list[str] | None = None) -> int:
+    openmp_wait_setup()
+    _warnings_to_stderr()
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        argv, overrides = split_overrides(argv)
+        args, extra = parser.parse_known_args(argv)
+        command: Command = args.command_spec
+        if extra:
+            raise XlingError(f"unexpected argument '{extra[0]}': see xling {command.name} --help"
+                             + ("; config overrides look like --section.key VALUE" if command.overrides else ""))
+        if overrides and not command.overrides:
+            raise XlingError(f"xling {command.name} takes no config overrides (got --{next(iter(overrides))})")
+        return command.run(args, overrides)
+    except XlingError as exc:
+        print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
+              "space; an interrupted run continues with --resume", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nxling: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""Commands on studies: study (run, status, list), report, demo, store, align-report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import XlingError
+from .command import DB_HELP, ROOT_HELP
+from .tables import status_table
+
+
+def study_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["run", "status", "list"])
+    p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (local processes or Ray tasks)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
+    p.add_argument("--log", action="append", choices=["tensorboard", "wandb"],
+                   help="also export finished runs to TensorBoard / W&B (offline)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every missing run, even one whose twin (same config) is complete in another study")
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--db", help=DB_HELP)
+
+
+def study(args, overrides) -> int:
+    from ..study.spec import available_studies, load_study
+
+    if args.action == "list":
+        for name, path in available_studies().items():
+            try:
+                found = load_study(str(path))
+            except XlingError as exc:  # one broken file should not hide the others
+                print(f"{name:<18} invalid: {exc}")
+                continue
+            print(f"{name:<18} {len(found.runs):>4} runs  {found.scale:<5}  {found.paper}")
+        return 0
+    if not args.name:
+        raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")
+    chosen = load_study(args.name)
+    if args.action == "status":
+        from ..study.state import study_status
+
+        print(status_table(chosen, study_status(chosen, args.root)))
+        return 0
+    from ..study.runner import run_study
+
+    counts = run_study(chosen, args.root, workers=args.workers, engine=args.engine, db=args.db, log=print,
+                       loggers=tuple(args.log or ()), reuse=not args.no_reuse)
+    return 0 if counts["completed"] == counts["total"] else 1
+
+
+def report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name or YAML file")
+    p.add_argument("--out", help="output directory (default: reports/NAME)")
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--db", help=DB_HELP)
+
+
+def report(args, overrides) -> int:
+    from ..report.study_report import write_report
+    from ..study.spec import load_study
+
+    path, _ = write_report(load_study(args.name), args.root, args.out, args.db)
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0
+
+
+def demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", default="headline-cpu", help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=0, help="runs trained at the same time (default: 2 on >= 2 cores)")
+    p.add_argument("--out", help="report directory (default: reports/headline-cpu)")
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--db", help=DB_HELP)
+
+
+def demo(args, overrides) -> int:
+    from ..report.claims import headline, verdicts
+    from ..report.stats import fmt_stat
+    from ..report.study_report import write_report
+    from ..report.verdict import Status
+    from ..study.runner import run_study
+    from ..study.spec import load_study
+
+    chosen = load_study(args.study)
+    workers = args.workers or max(1, min(os.cpu_count() or 1, 2))
+    counts = run_study(chosen, args.root, workers=workers, db=args.db, log=print)
+    path, analysis = write_report(chosen, args.root, args.out, args.db)
+    print(f"\nreport: {path} and {path.with_suffix('.html')}")
+    print("Test perplexity per language (geometric mean [95 % CI] over seeds) and token efficiency (mean ± 95 % CI):")
+    print(f"  {'setting':<16} {'language':<9} {'ppl':>26} {'TEff':>14}")
+    for summary in analysis.summaries:
+        print(f"  {summary.setting:<16} {summary.label:<9} {fmt_stat(summary.ppl):>26} {fmt_stat(summary.teff):>14}")
+    print("Token efficiency of the minority language (paper: GPT-small, 1.2B tokens):")
+    print("\n".join(f"  {line}" for line in headline(analysis)))
+    for v in verdicts(analysis):
+        if v.status is not Status.NOT_TESTED:
+            print(f"  claim {v.claim}: {v.status}")
+    return 0 if counts["completed"] == counts["total"] else 1
+
+
+def store_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["rebuild"], help="rebuild: re-index every run directory under ROOT")
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--db", help=DB_HELP)
+
+
+def store(args, overrides) -> int:
+    from ..study.spec import runs_root
+    from ..study.store import Store
+
+    root = runs_root(args.root)
+    results = Store(args.db or root / "xling.db")
+    n = results.rebuild(root)
+    print(f"indexed {n} run directories under {root} into {results.path}")
+    return 0
+
+
+def align_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name or YAML file")
+    p.add_argument("--out", help="output directory (default: reports/NAME)")
+    p.add_argument("--root", help=ROOT_HELP)
+    p.add_argument("--task", default="bible-parts", help="transfer task: bible-parts or a CSV / JSONL file")
+    p.add_argument("--no-compute", action="store_true", help="only report what the run directories already hold")
+
+
+def align_report(args, overrides) -> int:
+    from ..report.alignment_report import write_alignment_report
+    from ..study.spec import load_study
+
+    path = write_alignment_report(load_study(args.name), args.root, args.out, compute=not args.no_compute,
+                                  task=args.task, log=print)
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0

@@ -1,0 +1,136 @@
+"""Text tables for the terminal: the CLI's view of what the library returns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def ppl_table(results: dict[str, dict], title: str) -> str:
+    """Per-language perplexity, loss and scored tokens."""
+    lines = [title, f"  {'language':<10} {'ppl':>10} {'loss':>8} {'tokens':>10}"]
+    for name, r in results.items():
+        lines.append(f"  {name:<10} {r['ppl']:>10.2f} {r['loss']:>8.4f} {r['tokens_scored']:>10,}")
+    return "\n".join(lines)
+
+
+def _num(v: float, spec: str) -> str:
+    if math.isnan(v):
+        return "-"
+    return "inf" if math.isinf(v) else format(v, spec)
+
+
+def _with_ci(r: dict, key: str, spec: str) -> str:
+    lo, hi = r[f"{key}_lo"], r[f"{key}_hi"]
+    text = _num(r[key], spec)
+    if math.isnan(lo) or math.isnan(hi):
+        return text
+    return f"{text} [{_num(lo, spec)}, {_num(hi, spec)}]"
+
+
+def teff_table(rows: Sequence[dict]) -> str:
+    """MLPE, MLTE and TEff with intervals, one row per run and language; rows with a warning are marked '!'."""
+    header = ["run", "language", "fraction", "ppl", "mlpe", "mlte", "teff", ""]
+    body = [
+        [
+            str(r["run"]), str(r["language"]), _num(r["fraction"], ".3g"), _num(r["ppl"], ".2f"),
+            _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3g"), _with_ci(r, "teff", ".2f"),
+            "!" if r.get("warning") else "",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body])
+
+
+def alignment_table(results: dict[str, dict]) -> str:
+    """Side-by-side per-layer table of several runs' alignment results ({label: result})."""
+    labels = list(results)
+    width = max(9, *(len(s) + 1 for s in labels))
+    head = lambda title: f"  {title:<26}" + "".join(f"{s:>{width}}" for s in labels)
+    fmt = lambda v: f"{v:>{width}.3f}" if v is not None and np.isfinite(v) else f"{'-':>{width}}"
+    first = next(iter(results.values()))
+    lines = [f"alignment {first['languages'][0]} vs {first['languages'][1]}", head("hidden-state cosine")]
+    n_layers = max(len(r["hidden"]["layers"]) for r in results.values())
+    for layer in range(n_layers):
+        vals = [r["hidden"]["layers"][layer] if layer < len(r["hidden"]["layers"]) else None for r in results.values()]
+        lines.append(f"  {'layer ' + str(layer + 1):<26}" + "".join(fmt(v) for v in vals))
+    rows = [("mean over layers", lambda r: r["hidden"]["mean"]),
+            ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"]))),
+            ("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None)]
+    for group in ("embeddings", "word2vec"):
+        for kind in ("input", "output"):
+            for stat in ("clone_pairs", "all_pairs"):
+                rows.append((f"{'w2v' if group == 'word2vec' else 'emb'} {kind} {stat.replace('_', '-')}",
+                             lambda r, g=group, k=kind, s=stat: r[g][k][s] if g in r else None))
+    for title, get in rows:
+        vals = [get(r) for r in results.values()]
+        if any(v is not None for v in vals):
+            lines.append(f"  {title:<26}" + "".join(fmt(v) for v in vals))
+    return "\n".join(lines)
+
+
+def transfer_table(result: dict) -> str:
+    lines = [f"{result['task']}: fine-tuned in {result['train_language']} on {result['train_examples']} examples, "
+             f"{result['steps']} steps (train accuracy {result['train_accuracy']:.3f}); "
+             f"majority baseline {result['majority_baseline']:.3f}",
+             f"  {'language':<10} {'accuracy':>9} {'examples':>9}"]
+    for name, acc in result["accuracy"].items():
+        lines.append(f"  {name:<10} {acc:>9.3f} {result['eval_examples'][name]:>9}")
+    return "\n".join(lines)
+
+
+def status_table(study, rows: list[dict]) -> str:
+    """`xling study status`: one line per run, then the counts per state."""
+    width = max([len(r["id"]) for r in rows] + [3])
+    lines = [f"study {study.name}: {study.description.splitlines()[0] if study.description else ''}".rstrip(),
+             f"  {'run':<{width}}  {'state':<11}  progress"]
+    for r in rows:
+        prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
+        extra = f"  {r['error']}" if r["state"] == "failed" else ""
+        lines.append(f"  {r['id']:<{width}}  {r['state']:<11}  {prog}{extra}")
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines.append("  " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" (of {len(rows)})")
+    return "\n".join(lines)
+
+
+def bench_table(result: dict) -> str:
+    """`xling bench`: the step's tokens/s, MFU, data path and matmul shares, and Hugging Face beside it."""
+    s, m, x = result["shape"], result["machine"], result["xling"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
+    lines = [(f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
+              f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)"),
+             (f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}, "
+              f"OpenMP wait {m['openmp_wait'] or 'default'}"),
+             "", f"  {'':<22} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}"]
+    nominal = result["nominal_peak"]
+
+    def row(name, r):
+        extra = f"  ({100 * r['mfu_nominal']:.1f} % of nominal)" if nominal else ""
+        return f"  {name:<22} {r['tokens_per_s']:>10,.0f} {r['step_ms']:>9.1f} {100 * r['mfu']:>6.1f}%{extra}"
+
+    lines.append(row(f"xling ({x['precision']})", x))
+    lines.append(f"  {'  data path':<22} {'':>10} {x['data_ms']:>9.2f} {'':>7}  ({100 * x['data_share']:.2f} % of the step)")
+    lines.append(f"  {'  its matmuls alone':<22} {'':>10} {x['matmuls_ms']:>9.1f} {'':>7}  "
+                 f"({100 * x['matmul_share']:.0f} % of the step)")
+    hf = result["hf"]
+    if hf and "error" in hf:
+        lines.append(f"  Hugging Face GPT-2: skipped ({hf['error']})")
+    elif hf:
+        for precision, r in hf.items():
+            lines.append(row(f"HF GPT-2 ({precision})", r))
+        lines.append(f"  xling / HF (faster, {result['hf_best']}): {result['ratio']:.2f}x; ceiling "
+                     f"{result['ratio_ceiling']:.2f}x (HF step / xling's matmuls alone)")
+    lines.append("")
+    for precision, p in result["peaks"].items():
+        shape = "x".join(map(str, p["shape"]))
+        lines.append(f"  {precision} GEMM peak ({shape}): {p['flops'] / 1e9:,.0f} GFLOP/s "
+                     f"(median over the timed rounds {p['median_flops'] / 1e9:,.0f})")
+    if nominal:
+        lines.append(f"  nominal peak: {nominal / 1e12:,.0f} TFLOP/s")
+    lines.append(f"  MFU = matmul FLOPs only ({result['matmul_flops_per_token'] / 1e6:.2f} M per token) x tokens/s / GEMM peak")
+    return "\n".join(lines)

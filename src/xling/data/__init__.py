@@ -1,0 +1,1 @@
+"""The data stages: corpus -> tokenizer -> token arrays -> languages (id tables, mixtures) -> the batch stream."""

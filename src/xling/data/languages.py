@@ -1,0 +1,92 @@
+"""Languages as id tables: the paper's cloned and merged vocabularies as pure functions.
+
+Every language of a run is one row of an id table `table[lang, base_id] -> model_id`:
+- cloned languages: row l shifts base ids by l * V (pad 0 never shifts; with frac_clone < 1
+  only a seeded subset of ids is shifted, the others are shared "anchor" ids);
+- a real second language: row 1 maps the second tokenizer's ids into the combined vocabulary
+  (disjoint: shift by V; anchored: identical piece strings share the first language's id).
+Applying a language to a window of base ids is one gather, identical on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import XlingError
+
+PAD_ID = 0
+
+# --------------------------------------------------------------------------- id tables
+
+
+def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Id table for a base language plus `num_clones` clones: shape [1 + num_clones, V].
+
+    With frac_clone < 1, a seeded subset of round(frac_clone * (V - 1)) ids is cloned (the same
+    subset for every clone); the remaining ids stay shared by all languages. Pad is never cloned.
+    """
+    base = torch.arange(vocab_size)
+    cloned = torch.zeros(vocab_size, dtype=torch.bool)
+    candidates = np.arange(1, vocab_size)  # everything but pad
+    n_cloned = round(frac_clone * len(candidates))
+    chosen = np.random.default_rng(seed).permutation(candidates)[:n_cloned]
+    cloned[torch.from_numpy(np.sort(chosen))] = True
+    rows = [base] + [torch.where(cloned, base + lang * vocab_size, base) for lang in range(1, num_clones + 1)]
+    return torch.stack(rows)
+
+
+def merge_table(pieces_1: list[str], pieces_2: list[str], mode: str) -> tuple[torch.Tensor, int]:
+    """Id table [2, V] and combined vocab size for two languages with their own tokenizers.
+
+    disjoint: language-2 id i -> i + V1 (pad stays 0); combined size V1 + V2.
+    anchored: a language-2 piece whose string exists in language 1 maps to that id; every other
+      piece gets a new id V1, V1 + 1, ... in language-2 id order (as in the paper).
+    Rows are padded to a common width with the pad id (such ids never occur).
+    """
+    v1, v2 = len(pieces_1), len(pieces_2)
+    if mode == "disjoint":
+        second = torch.arange(v2) + v1
+        second[PAD_ID] = PAD_ID
+        size = v1 + v2
+    elif mode == "anchored":
+        index_1 = {piece: i for i, piece in enumerate(pieces_1)}
+        second = torch.empty(v2, dtype=torch.long)
+        next_id = v1
+        for i, piece in enumerate(pieces_2):
+            if i == PAD_ID:
+                second[i] = PAD_ID
+            elif piece in index_1:
+                second[i] = index_1[piece]
+            else:
+                second[i] = next_id
+                next_id += 1
+        size = next_id
+    else:
+        raise XlingError(f"vocabulary merge mode must be 'disjoint' or 'anchored', got '{mode}'")
+    width = max(v1, v2)
+    table = torch.full((2, width), PAD_ID, dtype=torch.long)
+    table[0, :v1] = torch.arange(v1)
+    table[1, :v2] = second
+    return table, size
+
+
+def identity_table(vocab_size: int, num_languages: int) -> torch.Tensor:
+    """Languages sharing one tokenizer and one vocabulary (a jointly trained tokenizer)."""
+    return torch.arange(vocab_size).expand(num_languages, vocab_size).clone()
+
+
+def apply_languages(base_ids: torch.Tensor, langs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Map windows of base ids [B, T] into model ids, each row in its own language [B]."""
+    return table[langs.to(table.device).unsqueeze(1), base_ids]
+
+
+def inverse_table(table: torch.Tensor, model_vocab: int) -> torch.Tensor:
+    """inverse[lang, model_id] = base id of that model id in `lang`, or -1 if lang lacks it."""
+    n_langs, width = table.shape
+    inverse = torch.full((n_langs, model_vocab), -1, dtype=torch.long)
+    for lang in range(n_langs):
+        # Shared ids appear once per language; scatter the base ids in reverse so the lowest wins.
+        ids = torch.arange(width - 1, -1, -1)
+        inverse[lang, table[lang, ids]] = ids
+    return inverse

@@ -1,0 +1,193 @@
+"""From a run config to batches: tokenizers, token arrays, language tables and the batch stream.
+
+Training text is cut into windows of seq_len + 1 tokens (stride seq_len, so every token is a
+target once per pass). Each global row g of the run (row r of step s is g = s * batch + r) has a
+language from the language plan; its window is the next unused window of that language's text
+source, in a seeded per-epoch order. Everything is a pure function of (seed, g), so any process
+can build any batch: resume and gradient accumulation see exactly the same data.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..errors import XlingError
+from . import languages as L
+from .corpora import language_names
+from .token_arrays import token_array
+from .tokenizer import Tokenizer, get_tokenizer
+
+DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
+
+
+@dataclass
+class LanguageSetup:
+    """Everything a run needs to know about its languages."""
+
+    names: list[str]
+    table: torch.Tensor  # [n_languages, V]: base id -> model id per language
+    model_vocab: int
+    source_of_language: list[int]  # which text source each language reads (clones share source 0)
+    tokenizers: list[Tokenizer]  # one per source
+    corpora: list  # CorpusConfig per source
+    cache_dir: Path | None = None
+    _arrays: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_languages(self) -> int:
+        return len(self.names)
+
+    def tokens(self, source: int, split: str) -> np.ndarray:
+        """Base-id token array of one source and split (memmapped, cached on disk)."""
+        key = (source, split)
+        if key not in self._arrays:
+            self._arrays[key] = token_array(self.corpora[source], split, self.tokenizers[source], self.cache_dir)
+        return self._arrays[key]
+
+    def language_tokens(self, lang: int, split: str) -> torch.Tensor:
+        """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted)."""
+        base = torch.from_numpy(self.tokens(self.source_of_language[lang], split).astype(np.int64))
+        return self.table[lang][base]
+
+
+def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None) -> LanguageSetup:
+    lang, vocab = cfg.languages, cfg.tokenizer.vocab_size
+    names = language_names(cfg)
+    if lang.kind == "clone":
+        tok = get_tokenizer([cfg.corpus], vocab, cache_dir)
+        table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed)
+        sources, tokenizers, corpora = [0] * len(names), [tok], [cfg.corpus]
+        model_vocab = tok.vocab_size * len(names)
+    elif lang.vocab == "joint":
+        # One tokenizer for both languages, twice the per-language size so the model's
+        # vocabulary matches the disjoint setting.
+        tok = get_tokenizer([cfg.corpus, lang.second], 2 * vocab, cache_dir)
+        table = L.identity_table(tok.vocab_size, 2)
+        sources, tokenizers, corpora = [0, 1], [tok, tok], [cfg.corpus, lang.second]
+        model_vocab = tok.vocab_size
+    else:
+        tok_1 = get_tokenizer([cfg.corpus], vocab, cache_dir)
+        tok_2 = get_tokenizer([lang.second], vocab, cache_dir)
+        table, model_vocab = L.merge_table(tok_1.pieces(), tok_2.pieces(), lang.vocab)
+        sources, tokenizers, corpora = [0, 1], [tok_1, tok_2], [cfg.corpus, lang.second]
+    return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir)
+
+
+def num_windows(n_tokens: int, seq_len: int) -> int:
+    return max(0, (n_tokens - 1) // seq_len)
+
+
+def budget_steps(setup: LanguageSetup, seq_len: int, batch_size: int) -> int:
+    """Steps in the reference budget: one pass over the base language's training windows."""
+    steps = num_windows(len(setup.tokens(0, "train")), seq_len) // batch_size
+    if steps < 1:
+        raise XlingError(
+            f"the training split has fewer than {batch_size} windows of {seq_len} tokens: "
+            "use more text, a smaller train.batch_size or a smaller model.seq_len"
+        )
+    return steps
+
+
+def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
+    """train.steps if set, else data_fraction of the reference budget."""
+    if cfg.train.steps:
+        return cfg.train.steps
+    full = budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+    return max(1, round(cfg.train.data_fraction * full))
+
+
+class TrainStream:
+    """Deterministic training batches: `rows(start, stop)` -> (x, y, langs) for global rows."""
+
+    def __init__(self, setup: LanguageSetup, plan: np.ndarray, seq_len: int, seed: int):
+        self.setup, self.plan, self.seq_len, self.seed = setup, plan, seq_len, seed
+        source_of_row = np.asarray(setup.source_of_language)[plan]
+        self.source_of_row = source_of_row
+        # The k-th row reading a source takes that source's k-th window (in epoch order).
+        self.ordinal = np.empty(len(plan), dtype=np.int64)
+        self.windows = {}
+        self._orders = {}  # (source, epoch) -> window order; per stream, so it dies with the stream
+        for source in set(setup.source_of_language):
+            mask = source_of_row == source
+            self.ordinal[mask] = np.arange(int(mask.sum()))
+            self.windows[source] = num_windows(len(setup.tokens(source, "train")), seq_len)
+            if self.windows[source] < 1:
+                raise XlingError(f"training split of source {source} is shorter than one window of {seq_len} tokens")
+
+    def _order(self, source: int, epoch: int) -> np.ndarray:
+        if (source, epoch) not in self._orders:
+            rng = np.random.default_rng([self.seed, DATA_ORDER_STREAM, source, epoch])
+            self._orders[source, epoch] = rng.permutation(self.windows[source])
+        return self._orders[source, epoch]
+
+    def epochs(self, rows_done: int) -> dict[int, float]:
+        """Passes over each source's training text after `rows_done` rows (> 1 means repeats)."""
+        out = {}
+        for source, n in self.windows.items():
+            used = int((self.source_of_row[:rows_done] == source).sum())
+            out[source] = used / n
+        return out
+
+    def windows_of(self, start: int, stop: int) -> np.ndarray:
+        """Index of the window (within its source's training text) that each global row reads."""
+        ordinal = self.ordinal[start:stop]
+        sources = self.source_of_row[start:stop]
+        window = np.empty(stop - start, dtype=np.int64)
+        for source in np.unique(sources):
+            n = self.windows[int(source)]
+            for epoch in np.unique(ordinal[sources == source] // n):
+                sel = (sources == source) & (ordinal // n == epoch)
+                window[sel] = self._order(int(source), int(epoch))[ordinal[sel] % n]
+        return window
+
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [B, T], targets [B, T], languages [B]) of global rows start..stop-1, in model ids."""
+        langs = self.plan[start:stop]
+        sources = self.source_of_row[start:stop]
+        positions = self.windows_of(start, stop)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+        base = np.empty(positions.shape, dtype=np.int64)
+        for source in np.unique(sources):
+            sel = sources == source
+            base[sel] = self.setup.tokens(int(source), "train")[positions[sel]]
+        ids = L.apply_languages(torch.from_numpy(base), torch.from_numpy(langs), self.setup.table)
+        return ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.from_numpy(langs)
+
+
+def encode_text(setup: LanguageSetup, lang: int, text: str) -> torch.Tensor:
+    """Text -> model ids in one language (the language's tokenizer, then its id table row)."""
+    ids = setup.tokenizers[setup.source_of_language[lang]].encode([text])[0]
+    return setup.table[lang][torch.tensor(ids, dtype=torch.long)]
+
+
+def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor) -> str:
+    """Model ids -> text in `lang`. An id of another language (a model may switch) is decoded with
+    that language's tokenizer; an id no language uses is shown as U+FFFD."""
+    inverse = L.inverse_table(setup.table, setup.model_vocab)
+    order = [lang] + [other for other in range(setup.num_languages) if other != lang]
+
+    def owner(model_id: int) -> int | None:
+        return next((o for o in order if inverse[o, model_id] >= 0), None)
+
+    parts = []
+    for who, group in itertools.groupby(ids.tolist(), key=owner):
+        if who is None:
+            parts.append("\ufffd")
+            continue
+        tokenizer = setup.tokenizers[setup.source_of_language[who]]
+        parts.append(tokenizer.decode([int(inverse[who, i]) for i in group]))
+    return " ".join(parts)
+
+
+def pad_batch(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad with the pad id; causal attention keeps the padding from touching real tokens."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    batch = torch.full((len(seqs), int(lengths.max())), L.PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        batch[i, :len(s)] = s
+    return batch, lengths

@@ -1,0 +1,115 @@
+"""The output head's loss: cross-entropy of h @ W.T in fp32 without materialising all the logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Logits per chunk of rows: the matmuls run on chunks of CE_CHUNK_ELEMENTS logits (CPU: 16 MB
+# of bf16, which stays in a typical L3 cache for the softmax that reads it; GPU: 128 MB) but
+# never fewer than CE_MIN_ROWS rows: each chunk adds a [vocab, D] fp32 gradient and runs GEMMs of
+# its rows, so at large vocabularies small chunks are slow (benchmarks/cross_entropy.py). The fp32
+# softmax runs on slices of CE_SLICE_ELEMENTS (CPU: 2 MB, in a core's L2 cache). All far below a
+# full large-vocabulary logits tensor.
+CE_CHUNK_ELEMENTS = 1 << 23
+CE_MIN_ROWS = 512
+CE_SLICE_ELEMENTS = 1 << 19
+CE_CHUNK_ELEMENTS_GPU = 1 << 26
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The matmul dtype autocast would use for the output head here."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
+def _spans(n_rows: int, elements: int, vocab: int):
+    rows = max(1, elements // vocab)
+    return [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
+
+
+def _chunks(n_rows: int, vocab: int, device: torch.device):
+    elements = CE_CHUNK_ELEMENTS if device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU
+    return _spans(n_rows, max(elements, CE_MIN_ROWS * vocab), vocab)
+
+
+def _slices(n_rows: int, vocab: int, device: torch.device):
+    return _spans(n_rows, CE_SLICE_ELEMENTS, vocab) if device.type == "cpu" else [(0, n_rows)]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `h @ weight.T`, one row chunk of logits at a time.
+
+    The full [N, vocab] fp32 logits (and their gradient) of a large cloned vocabulary are
+    hundreds of MB per step; on CPU, allocating them afresh every step costs as much system
+    time (page faults) as the matmuls. Here the forward pass computes each chunk's logits,
+    its loss and its gradient (softmax - one-hot) and folds it straight into the gradients of
+    h and weight, so only one chunk of logits ever exists. Backward just scales them.
+    The numbers are those of the plain path: logits in the matmul dtype, softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, dtype):
+        need_h, need_w = ctx.needs_input_grad[:2]
+        with torch.autocast(h.device.type, enabled=False):
+            hc, wc = h.to(dtype), weight.to(dtype)
+            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            grad_h = torch.empty_like(hc) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+            minus_one = torch.full((1, 1), -1.0, device=h.device)
+            for s, e in _chunks(len(hc), len(wc), h.device):
+                logits = hc[s:e] @ wc.t()  # [rows, V] in the matmul dtype
+                for a, b in _slices(e - s, len(wc), h.device):
+                    # fp32 softmax of a cache-sized slice. (Converting first is much faster on CPU
+                    # than softmax(..., dtype=float32) on bf16 input.)
+                    part, tgt = logits[a:b].float(), targets[s + a:s + b, None]
+                    probs = torch.softmax(part, dim=1)
+                    # log-sum-exp = max logit - log(largest probability): that probability is >= 1/V,
+                    # so this never underflows, and the loss needs no second pass of exponentials.
+                    lse = part.amax(dim=1, keepdim=True) - probs.amax(dim=1, keepdim=True).log()
+                    total += (lse - part.gather(1, tgt)).sum()
+                    # d(sum of losses)/d(logits) = softmax - one-hot, written over the logits
+                    logits[a:b] = probs.scatter_add_(1, tgt, minus_one.expand(b - a, 1))
+                if need_h:
+                    torch.mm(logits, wc, out=grad_h[s:e])
+                if need_w:
+                    grad_w += logits.t() @ hc[s:e]
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.n, ctx.dtypes = len(hc), (h.dtype, weight.dtype)
+        return total / ctx.n
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_out / ctx.n
+        gh = (grad_h.float() * scale).to(ctx.dtypes[0]) if grad_h is not None else None  # fp32: a loss
+        gw = (grad_w * scale).to(ctx.dtypes[1]) if grad_w is not None else None  # scale may be large
+        return gh, gw, None, None
+
+
+def _per_token_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cross-entropy of every row [N] in fp32, chunk by chunk (no gradient)."""
+    out = torch.empty(len(h), dtype=torch.float32, device=h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        hc, wc = h.to(dtype), weight.to(dtype)
+        for s, e in _chunks(len(hc), len(wc), h.device):
+            log_probs = torch.log_softmax((hc[s:e] @ wc.t()).float(), dim=1)
+            out[s:e] = -log_probs.gather(1, targets[s:e, None]).squeeze(1)
+    return out
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         per_token: bool = False) -> torch.Tensor:
+    """F.cross_entropy(h @ weight.T, targets) in fp32 without materialising all the logits.
+
+    h [N, D], weight [V, D], targets [N]. Returns the mean, or the loss of every row [N] when
+    `per_token`. Under autocast the matmuls run in the autocast dtype, like nn.Linear would.
+    """
+    dtype = _compute_dtype(h)
+    needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    if per_token and needs_grad:  # rare (per-token gradients): the plain, materialising path
+        return F.cross_entropy(F.linear(h, weight).float(), targets, reduction="none")
+    if per_token or not needs_grad:
+        losses = _per_token_ce(h.detach(), weight.detach(), targets, dtype)
+        return losses if per_token else losses.mean()
+    return _LinearCrossEntropy.apply(h, weight, targets, dtype)

@@ -1,0 +1,28 @@
+"""Matplotlib without a screen, and PNG files that are never half-written."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from .fsio import atomic_write
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path, dpi: int = 120) -> str:
+    """Render to memory, close the figure, then write atomically; returns the file's name."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    with atomic_write(Path(path)) as f:
+        f.write(buffer.getvalue())
+    return Path(path).name

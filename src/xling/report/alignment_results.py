@@ -1,0 +1,137 @@
+"""The alignment and transfer results of a study's runs, gathered per setting (seeds pooled).
+
+Studies only train runs. `compute_missing` runs `xling align` (with the word2vec control for
+clones) and `xling transfer` on every finished run that lacks them; `collect` then reads
+RUN_DIR/alignment/alignment.json and RUN_DIR/transfer/<task>-<language>.json, so rerunning a
+report costs nothing and a run directory stays the single source of truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..analysis.alignment import align_run
+from ..analysis.transfer import transfer_run
+from ..fsio import read_json
+from ..study.spec import Study, runs_root
+from ..study.state import is_complete
+from ..train.rundir import RunDir
+from .stats import Stat, t_stat
+from .verdict import NOT_TESTED, Check, compare
+
+DEFAULT_TASK = "bible-parts"
+
+
+@dataclass
+class Setting:
+    """The runs of one setting (grid values without the seed) and their analysis results."""
+
+    name: str
+    kind: str  # clone | real
+    vocab: str  # "clone" for clones, else disjoint | anchored | joint
+    p: float  # the effective p (a schedule's mean)
+    schedule: str
+    alignments: list[dict] = field(default_factory=list)
+    transfers: list[dict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        mix = f"schedule {self.schedule}" if self.schedule else f"{round(100 * (1 - self.p))}/{round(100 * self.p)}"
+        return mix if self.kind == "clone" else f"{self.vocab} {mix}"
+
+
+def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, word2vec: bool = True,
+                    transfer_steps: int = 300, log=None, **align_options) -> dict:
+    """Run the alignment (and transfer) analyses on finished runs that lack them. Returns counts.
+    `log(line)` is told of each analysis done (the CLI passes print)."""
+    log = log or (lambda _: None)
+    root = runs_root(root)
+    counts = {"aligned": 0, "transferred": 0, "skipped": 0}
+    for spec in study.runs:
+        run_dir = spec.run_dir(root)
+        if not spec.mixture.multilingual or not is_complete(run_dir):
+            counts["skipped"] += 1
+            continue
+        run = RunDir(run_dir)
+        if not run.alignment_path.is_file():
+            clone = spec.mixture.kind == "clone"
+            align_run(run_dir, word2vec={} if word2vec and clone else None, **align_options)
+            counts["aligned"] += 1
+            log(f"aligned {spec.id}")
+        if task and not run.transfer_path(task, spec.mixture.names[0]).is_file():
+            transfer_run(run_dir, task, steps=transfer_steps)
+            counts["transferred"] += 1
+            log(f"transfer {spec.id}")
+    return counts
+
+
+def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
+    """Per setting, the alignment and transfer results of its finished runs (seeds pooled)."""
+    root = runs_root(root)
+    settings: dict[str, Setting] = {}
+    for spec in study.runs:
+        mix = spec.mixture
+        if not mix.multilingual:
+            continue
+        run = RunDir(spec.run_dir(root))
+        setting = settings.setdefault(spec.setting, Setting(spec.setting, mix.kind, mix.vocab, mix.effective_p,
+                                                            mix.schedule))
+        alignment = read_json(run.alignment_path, default={})
+        if alignment:
+            setting.alignments.append(alignment)
+        transfer = read_json(run.transfer_path(task, mix.names[0]), default={})
+        if transfer:
+            setting.transfers.append(transfer)
+    return sorted((s for s in settings.values() if s.alignments or s.transfers),
+                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p))
+
+
+# --------------------------------------------------------------------------- reading the results
+
+
+def stat(values) -> Stat:
+    return t_stat([v for v in values if v is not None])
+
+
+def get(result: dict, *path):
+    """result[path[0]][path[1]]..., or None where any key is missing."""
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+def layers(s: Setting) -> list[list[float]]:
+    """Per layer, the hidden cosine of each seed."""
+    per_seed = [a["hidden"]["layers"] for a in s.alignments]
+    return [list(vals) for vals in zip(*per_seed)] if per_seed else []
+
+
+def mean_hidden(s: Setting) -> list[float]:
+    return [a["hidden"]["mean"] for a in s.alignments]
+
+
+def hidden_excess(s: Setting) -> list[float]:
+    """Mean hidden cosine minus the shuffled baseline, per seed: alignment beyond anisotropy."""
+    return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]
+
+
+def embedding_excess(s: Setting, group: str, kind: str) -> list[float]:
+    """Clone-pair cosine minus the all-pairs baseline, per seed."""
+    return [get(a, group, kind, "clone_pairs") - get(a, group, kind, "all_pairs") for a in s.alignments
+            if get(a, group, kind, "clone_pairs") is not None]
+
+
+def higher(more: Setting | None, less: Setting | None, values) -> Check:
+    """Does `more` have a higher value (values(setting) -> one per seed) than `less`?"""
+    if not more or not less:
+        return NOT_TESTED
+    return compare(stat(values(more)), stat(values(less)), smaller=False)
+
+
+def find(settings: list[Setting], kind: str, p: float, vocab: str | None = None) -> Setting | None:
+    return next((s for s in settings if s.kind == kind and not s.schedule and abs(s.p - p) < 1e-9
+                 and (vocab is None or s.vocab == vocab)), None)

@@ -1,0 +1,188 @@
+"""The figures of study reports: the monolingual ladder, paper-style line plots, and the alignment figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.ticker import NullFormatter
+
+from ..plotting import pyplot, save_png
+from ..study.spec import SEED_KEY
+from .alignment_results import Setting, get, stat
+from .published import PAPER_EMBEDDING, PAPER_TRANSFER
+from .summary import Analysis, Summary, dotted
+
+
+def figure_ladder(a: Analysis, path: Path) -> str | None:
+    if not a.laws:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (group, lang), fit in a.laws.items():
+        pts = [(r.fraction, r.ppl) for r in a.rows if r.mono and r.law == (group, lang)]
+        xs = np.array([p[0] for p in pts])
+        name = a.law_name((group, lang))
+        line = ax.plot(xs, [p[1] for p in pts], "o", label=f"{name} runs")[0]
+        grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.2, 100)
+        ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7, label=f"{name} law")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("data fraction x (tokens / budget T)")
+    ax.set_ylabel("test perplexity")
+    ax.set_title("Monolingual ladder and fitted law")
+    ax.legend(fontsize=8)
+    return save_png(fig, path, dpi=110)
+
+
+def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
+    """A paper-style line plot: y (PPL or TEff) against one grid key, one line per language and other values."""
+    x_key, y = spec["x"], spec.get("y", "ppl")
+    where, roles = spec.get("where") or {}, spec.get("roles")
+    sel = [s for s in a.summaries if x_key in s.spec.dims and (not roles or s.role in roles)
+           and all(dotted(s.spec.config, k) == v for k, v in where.items())]
+    if not sel:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x_values = list(dict.fromkeys(dotted(r.config, x_key) for r in a.study.runs if x_key in r.dims))
+    categorical = any(isinstance(v, str) for v in x_values)
+    pos = (lambda v: x_values.index(v)) if categorical else (lambda v: v)
+    series = _series(sel, x_key)
+    if len(series) > 10:  # the default cycle repeats after 10 colours
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    for name, members in series.items():
+        members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
+        xs = [pos(dotted(s.spec.config, x_key)) for s in members]
+        stats = [getattr(s, y) for s in members]
+        err = [[max(0, st.mean - st.lo) if st.n > 1 else 0 for st in stats],
+               [max(0, st.hi - st.mean) if st.n > 1 else 0 for st in stats]]
+        line = ax.errorbar(xs, [st.mean for st in stats], yerr=err, marker="o", capsize=3, label=name)
+        color = line[0].get_color()
+        paper = [(x, getattr(s.paper, y)) for x, s in zip(xs, members) if s.paper and getattr(s.paper, y)]
+        if paper and y == "teff":
+            label = "_nolegend_" if any(h.get_label() == "paper" for h in ax.lines) else "paper"
+            ax.plot(*zip(*paper), linestyle="none", marker="D", mfc="none", color=color, label=label)
+        if spec.get("mlpe") and x_key == "languages.p":
+            _mlpe_curve(a, ax, members, color)
+    if y == "teff":
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    else:  # perplexities span a wide range; keep MLPE curves from dwarfing the measurements
+        ax.set_yscale("log")
+        means = [getattr(s, y).mean for s in sel if math.isfinite(getattr(s, y).mean)]
+        if means:
+            ax.set_ylim(min(means) / 1.3, max(means) * 2.0)
+    if categorical:
+        ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+    ax.set_xlabel(x_key)
+    ax.set_ylabel({"ppl": "test perplexity", "teff": "token efficiency (TEff)"}[y])
+    ax.set_title(spec.get("title") or f"{y.upper() if y == 'ppl' else 'TEff'} vs {x_key.split('.')[-1]}"
+                 + (" (dashed: MLPE)" if spec.get("mlpe") else ""))
+    if len(series) > 5:  # many lines: the legend goes beside the plot
+        fig.set_size_inches(9.5, 4.2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
+    return save_png(fig, path, dpi=110)
+
+
+def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:
+    """The lines of a plot: one per language label and the grid values other than x and the seed."""
+    series: dict[str, list[Summary]] = {}
+    several_groups = len({s.spec.group for s in sel}) > 1
+    for s in sel:
+        others = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.spec.dims.items() if k not in (x_key, SEED_KEY))
+        if several_groups:  # e.g. a curriculum group next to static mixtures: say which line is which
+            others = f"{s.spec.group}: {others}" if others else s.spec.group
+        name = s.label + (f" ({others})" if others else "")
+        series.setdefault(name, []).append(s)
+    return series
+
+
+def _mlpe_curve(a: Analysis, ax, members: list[Summary], color) -> None:
+    """What a monolingual model would reach with this language's share of the data, across p."""
+    s = members[0]
+    if s.law is None:
+        return
+    fit = a.laws[s.law]
+    k = s.key.num_clones
+    # the budget fraction the whole run trained on: each member's fraction over its expected share
+    total = float(np.mean([m.fraction / m.spec.mixture.expected_shares()[0 if m.role == "L1" else 1]
+                           for m in members if 0 < m.key.p < 1]))
+    ps = np.linspace(min(m.key.p for m in members), max(m.key.p for m in members), 50)
+    share = ps / k if s.role == "L2" else 1 - ps
+    with np.errstate(over="ignore"):  # tiny shares: the law's PPL overflows to inf, which is not drawn
+        ax.plot(ps, fit.law.ppl(share * total), ls="--", color=color, alpha=0.7)
+
+
+# --------------------------------------------------------------------------- alignment figures
+
+
+def _p_axis(ax, ps) -> None:
+    """Log-scaled p axis labelled at the values of p that were run (no crowded minor labels)."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(ps)), [f"{p:g}" for p in sorted(set(ps))])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("p (share of the clone language)")
+
+
+def figure_embeddings_by_p(settings: list[Setting], path: Path) -> str | None:
+    clones = [s for s in settings if s.kind == "clone" and not s.schedule and any("embeddings" in a for a in s.alignments)]
+    if len(clones) < 2:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ps = [s.p for s in clones]
+    for group, style in (("embeddings", "-"), ("word2vec", "--")):
+        for kind in ("input", "output"):
+            ys = [stat(get(a, group, kind, "clone_pairs") for a in s.alignments).mean for s in clones]
+            if all(math.isnan(y) for y in ys):
+                continue
+            line, = ax.plot(ps, ys, style, marker="o", label=f"{'model' if group == 'embeddings' else 'word2vec'} {kind}")
+            base = [stat(get(a, group, kind, "all_pairs") for a in s.alignments).mean for s in clones]
+            ax.plot(ps, base, ":", color=line.get_color(), lw=0.8)
+    for kind, marker in (("input", "D"), ("output", "s")):
+        pts = sorted(PAPER_EMBEDDING[kind].items())
+        ax.plot([p for p, _ in pts], [v for _, v in pts], marker, color="grey", ls="none", label=f"paper {kind} (≈)")
+    _p_axis(ax, ps + list(PAPER_EMBEDDING["input"]))
+    ax.set(ylabel="clone-pair cosine", title="Embedding similarity of clone pairs (dotted: all pairs)")
+    ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
+    clones = [s for s in settings if s.kind == "clone" and any("embeddings" in a for a in s.alignments)]
+    if not clones:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, kind in zip(axes, ("input", "output")):
+        for s in clones:
+            bins = [b for b in s.alignments[0]["embeddings"]["by_frequency"] if b["lo"] > 0]
+            ax.plot([math.sqrt(b["lo"] * b["hi"]) for b in bins], [b[kind] for b in bins], marker=".", label=s.label)
+        ax.set_xscale("log")
+        ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings")
+    axes[0].set_ylabel("clone-pair cosine")
+    axes[1].legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def figure_transfer(settings: list[Setting], path: Path) -> str | None:
+    clones = [s for s in settings if s.kind == "clone" and not s.schedule and s.transfers]
+    if len(clones) < 2:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ps = [s.p for s in clones]
+    for role, index in (("L1 (fine-tuned)", 0), ("L2 (zero-shot)", 1)):
+        ys = [stat(list(t["accuracy"].values())[index] for t in s.transfers).mean for s in clones]
+        ax.plot(ps, ys, marker="o", label=role)
+    chance = [stat(t["majority_baseline"] for t in s.transfers).mean for s in clones]
+    ax.plot(ps, chance, ":", color="grey", label="majority class")
+    pts = sorted(PAPER_TRANSFER["L2"].items())
+    ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
+    _p_axis(ax, ps + list(PAPER_TRANSFER["L2"]))
+    ax.set(ylabel="accuracy", title="Zero-shot transfer")
+    ax.legend(fontsize=7)
+    return save_png(fig, path)

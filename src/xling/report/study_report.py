@@ -1,0 +1,186 @@
+"""`xling report STUDY`: a study's tables, figures and a plain-language verdict, as Markdown and HTML.
+
+The numbers come from `summary.analyse` (laws, TEff, seed statistics), the verdicts from
+`claims`, the figures from `figures`; this module lays them out beside the paper's values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import XlingError
+from ..fsio import atomic_write_text
+from ..study.spec import Study, runs_root
+from ..study.store import Store
+from . import published
+from .alignment_report import alignment_sections
+from .claims import Evidence, headline, verdicts
+from .doc import Doc
+from .figures import figure_ladder, figure_lines
+from .stats import fmt, fmt_stat
+from .summary import Analysis, analyse, dotted
+from .verdict import Status
+
+
+def _paper_cell(v: published.Value | None, attr: str) -> str:
+    if v is None or getattr(v, attr) is None:
+        return ""
+    return f"{'≈' if v.approx else ''}{getattr(v, attr):.2f}"
+
+
+def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evidence] | None = None) -> Doc:
+    st, doc = a.study, Doc()
+    doc.h(1, f"Study report: {st.name}")
+    doc.p(st.description)
+    meta = [f"Paper reference: {st.paper} ({published.SOURCE})." if st.paper else "",
+            f"Generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; scale: {st.scale or 'unspecified'}."]
+    doc.ul([m for m in meta if m])
+    _verdict_section(doc, a, alignment)
+    _runs_section(doc, a)
+    if a.ladder:
+        _ladder_section(doc, a)
+    if a.summaries:
+        _efficiency_section(doc, a)
+    if figures:
+        doc.h(2, "Figures")
+        for name, caption in figures:
+            doc.img(name, caption)
+    return doc
+
+
+def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) -> None:
+    doc.h(2, "Verdict")
+    vs = verdicts(a, alignment)
+    hl = headline(a)
+    if hl:
+        doc.p("**Headline** (minority-language token efficiency, ours against the paper's):")
+        doc.ul(hl)
+    doc.table(["claim (the paper's §6)", "our result"], [[f"{v.claim}. {v.text}", f"**{v.status}**"] for v in vs
+                                                         if v.status is not Status.NOT_TESTED or v.evidence])
+    for v in vs:
+        if v.evidence:
+            doc.p(f"**Claim {v.claim}** ({v.status}):")
+            doc.ul(v.evidence)
+    doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; perplexities are geometric "
+          "means with the interval of ln PPL over seeds, [lo, hi], and are compared by the ratio of two settings; "
+          "'supported' means the interval "
+          "(of the value, or of the difference between two settings, Welch) excludes the no-effect value in the "
+          "paper's direction; 'direction holds, not significant' means the means agree with the paper but the "
+          "interval does not exclude no effect. The seed intervals do not include the uncertainty of the "
+          "monolingual law fitted to the ladder; the headline gives that range separately.")
+
+
+def _runs_section(doc: Doc, a: Analysis) -> None:
+    st = a.study
+    doc.h(2, "Runs")
+    n_done = len({r.spec.id for r in a.rows})
+    items = [f"{n_done} of {len(st.runs)} runs have results."]
+    if a.missing:
+        items.append(f"Missing (not yet run or interrupted): {', '.join(a.missing)} — `xling study run {st.name}`.")
+    if a.failed:
+        items.append(f"Failed: {', '.join(a.failed)} — see study.json in their run directories.")
+    if a.repeated:
+        worst = max(a.repeated, key=lambda t: t[2])
+        items.append(f"**Data was repeated** in {len({r[0] for r in a.repeated})} run(s): up to {worst[2]:.2f} passes "
+                     f"over {worst[1]}'s training text ({worst[0]}).")
+    elif a.rows:
+        items.append(f"No run repeated data: at most {a.max_epochs:.2f} passes over any language's training text.")
+    doc.ul(items)
+    if not a.rows:
+        return
+    configs = [r.spec.config for r in a.rows]
+
+    def one(key):  # the distinct values of a config key over the runs
+        return ", ".join(dict.fromkeys(str(dotted(c, key)) for c in configs))
+
+    def corpus(c):
+        name = f"{c['name']} {c['translation']}" if c["name"] == "bible" else f"{c['name']} {', '.join(c['paths'])}"
+        return name + ("" if c["books"] == "all" else f" ({c['books']} books)")
+
+    c = configs[0]
+    training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = data "
+                f"fraction {st.one_x:g} of one pass over the base language's training text")
+    languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if c["languages"]["kind"] == "real" else
+                                       " + clones")
+    doc.table(["setting", "value"], [
+        ["corpus", languages],
+        ["model", f"{one('model.preset')}, seq_len {one('model.seq_len')}"],
+        ["tokenizer", f"{one('tokenizer.vocab_size')} pieces per language"],
+        ["training", training],
+        ["evaluation", f"test split, window {one('eval.window')}, last {one('eval.last_n')} scored, "
+                       + (f"first {one('eval.max_tokens')} tokens per language" if c["eval"]["max_tokens"] else "whole split")],
+    ])
+
+
+def _ladder_section(doc: Doc, a: Analysis) -> None:
+    doc.h(2, "Monolingual ladder")
+    rows = []
+    for s in sorted(a.ladder, key=lambda s: (a.law_name(s.law) if s.law else s.label, s.fraction)):
+        pred = a.laws[s.law].law.ppl(s.fraction) if s.law else math.nan
+        rows.append([a.law_name(s.law) if s.law else s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), fmt(pred),
+                     s.ppl.n, _paper_cell(s.paper, "ppl")])
+    doc.table(["law (language)", "data fraction", "PPL (ours)", "law fit", "seeds", "PPL (paper, GPT-small)"], rows)
+    for key, fit in a.laws.items():
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in fit.law.param_dict.items())
+        doc.p(f"{a.law_name(key)}: ln PPL = E + A·x^(−alpha) with {params}; {fit.law.n_points} points, "
+              f"residual rms {fit.law.residual_rms:.3g} (in ln PPL).")
+    doc.ul(a.notes)
+
+
+def _efficiency_section(doc: Doc, a: Analysis) -> None:
+    doc.h(2, "Perplexity and token efficiency")
+    rows = []
+    for s in a.summaries:
+        rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), _paper_cell(s.paper, "ppl"),
+                     fmt(s.mlpe), fmt_stat(s.teff), _paper_cell(s.paper, "teff"), s.ppl.n,
+                     "†" if s.warnings else ""])
+    doc.table(["setting", "language", "share of T", "PPL (ours)", "PPL (paper)", "MLPE", "TEff (ours)",
+               "TEff (paper)", "seeds", ""], rows)
+    doc.p("Share of T: the language's training tokens over the reference budget T (one pass over the base "
+          "language at 1x). MLPE: the perplexity a monolingual model reaches with that share (from the law). "
+          "TEff: monolingual tokens needed for our PPL divided by the tokens the language got. Paper values are "
+          "GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): compare "
+          "TEff and directions, not perplexity magnitudes.")
+    warnings = sorted({w for s in a.summaries for w in s.warnings})
+    if warnings:
+        doc.p("† extrapolated beyond the monolingual ladder (treat with care):")
+        doc.ul(warnings[:12] + ([f"... and {len(warnings) - 12} more"] if len(warnings) > 12 else []))
+
+
+def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
+                 db: str | Path | None = None) -> tuple[Path, Analysis]:
+    """Sync the store with the study's run directories, analyse, write report.md, report.html and PNGs."""
+    root = runs_root(root)
+    store = Store(db or root / "xling.db")
+    store.sync(study, root)
+    with np.errstate(over="ignore"):  # a law evaluated far outside its data overflows to inf, which is handled
+        a = analyse(study, store.runs(study.name), store.evaluations(study.name))
+    store.close()
+    if not a.rows:
+        raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
+    out = Path(out or Path("reports") / study.name)
+    figures = []
+    name = figure_ladder(a, out / "ladder.png")
+    if name:
+        figures.append((name, "Monolingual ladder: perplexity against data fraction, with the fitted law."))
+    for i, spec in enumerate(study.figures, 1):
+        y = spec.get("y", "ppl")
+        name = figure_lines(a, spec, out / f"fig{i}-{y}-vs-{spec['x'].split('.')[-1]}.png")
+        if name:
+            caption = spec.get("title") or f"{'Perplexity' if y == 'ppl' else 'Token efficiency'} against {spec['x']}"
+            extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
+            extra += " Diamonds: the paper's values." if y == "teff" else ""
+            figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
+    # Alignment and transfer results, where `xling align-report` has computed them for this study:
+    # their sections go at the end, their verdicts into the claims table at the top.
+    aligned = Doc()
+    alignment = alignment_sections(aligned, study, root, out)
+    doc = build_doc(a, figures, alignment)
+    doc.blocks += aligned.blocks
+    atomic_write_text(out / "report.md", doc.markdown())
+    atomic_write_text(out / "report.html", doc.html(f"xling report: {study.name}"))
+    return out / "report.md", a

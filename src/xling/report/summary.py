@@ -1,0 +1,238 @@
+"""What a study's results say, as data: every language of every run scored against its monolingual law,
+then aggregated over seeds per setting.
+
+Pipeline: the study's runs (store rows) -> monolingual laws from the ladder runs (one per law
+group and language; clones use the base language's law) -> MLPE / MLTE / TEff of every language
+of every multilingual run -> mean and 95 % t-interval over seeds per setting, with the paper's
+published value beside ours wherever one exists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..analysis.efficiency import efficiency, fit_languages
+from ..analysis.scaling_law import ScalingFit
+from ..study.spec import RunSpec, Study
+from . import published
+from .stats import Stat, log_stat, t_stat
+
+# Config keys that describe the *mixture* of a run, not the monolingual setting its law belongs to.
+MIXTURE_KEYS = ("name", "languages.p", "languages.schedule", "languages.num_clones", "languages.frac_clone",
+                "languages.names", "train.seed", "train.data_fraction", "train.steps")
+BOOTSTRAP = 500  # resamples for the law's own uncertainty (shown for the headline numbers)
+
+
+def dotted(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+@dataclass
+class Row:
+    """One language of one completed run."""
+
+    spec: RunSpec
+    language: str
+    label: str  # display label: clones beyond the first are pooled (EN2–EN10) so ten languages stay readable
+    law_language: str  # whose monolingual law applies: the base language for clones, else itself
+    role: str  # L1 = base language, L2 = any other
+    mono: bool
+    fraction: float  # training tokens of this language / the reference budget T
+    length: float  # the run's total training, in units of the study's 1x
+    ppl: float
+    law: tuple[str, str] | None = None  # (law group, law language)
+    mlpe: float = math.nan
+    mlte: float = math.nan
+    teff: float = math.nan
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    """One setting (grid values without the seed) and one language label, aggregated over seeds."""
+
+    setting: str
+    group: str
+    label: str  # language label (clones beyond the first are pooled, e.g. EN2–EN10)
+    role: str
+    key: published.Setting  # our setting in the paper's terms (model = our preset)
+    paper_model: str  # the paper's model this preset stands for
+    spec: RunSpec  # a representative run
+    fraction: float
+    ppl: Stat
+    mlpe: float
+    teff: Stat
+    paper: published.Value | None
+    warnings: list[str]
+    law: tuple[str, str] | None  # the monolingual law used for TEff
+
+
+@dataclass
+class Analysis:
+    study: Study
+    rows: list[Row]
+    laws: dict[tuple[str, str], ScalingFit]
+    summaries: list[Summary]  # bilingual settings
+    ladder: list[Summary]  # monolingual settings
+    missing: list[str]  # run ids without results
+    failed: list[str]
+    repeated: list[tuple[str, str, float]]  # (run, language, passes) with passes > 1
+    max_epochs: float
+    notes: list[str]
+
+    def law_name(self, key: tuple[str, str]) -> str:
+        """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
+        groups = [json.loads(g) for g in dict.fromkeys(k[0] for k in self.laws)]
+        differ = [k for k in groups[0] if len({json.dumps(g.get(k)) for g in groups}) > 1]
+        mine = json.loads(key[0])
+        values = ", ".join(f"{k.split('.')[-1]}={mine.get(k)}" for k in differ)
+        return f"{key[1]} ({values})" if values else key[1]
+
+
+def law_group(config: dict) -> str:
+    """Runs whose configs agree outside the mixture keys share monolingual laws.
+
+    Disjoint and anchored vocabularies tokenize each language identically, so their monolingual
+    runs are the same experiment (the paper fits one EN and one FR law for both).
+    """
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif f"{prefix}{k}" not in MIXTURE_KEYS:
+                flat[f"{prefix}{k}"] = v
+
+    walk(config)
+    if flat.get("languages.vocab") in ("disjoint", "anchored"):
+        flat["languages.vocab"] = "separate"
+    if flat.get("languages.kind") == "clone":
+        flat.pop("languages.vocab", None)
+        flat.pop("languages.second.translation", None)
+    return json.dumps(flat, sort_keys=True)
+
+
+def paper_setting(study: Study, spec: RunSpec, length: float, mono: bool) -> published.Setting:
+    mix, preset = spec.mixture, spec.config["model"]["preset"]
+    model = study.paper_models.get(preset, preset if preset in published.PAPER_MODELS else "small")
+    vocab = "" if mix.kind == "clone" else mix.vocab
+    if mono:  # a joint tokenizer cuts text differently: the paper's monolingual numbers do not apply
+        return published.Setting(mix.kind, mix.effective_p, "", 1, 1.0, "joint" if vocab == "joint" else "",
+                                 round(length, 3), model)
+    return published.Setting(mix.kind, mix.effective_p, mix.schedule, mix.num_clones, mix.frac_clone, vocab,
+                             round(length, 3), model)
+
+
+def our_setting(study: Study, spec: RunSpec, length: float, mono: bool) -> published.Setting:
+    """The same fields with our own model preset: what claims compare across."""
+    s = paper_setting(study, spec, length, mono)
+    return published.Setting(s.kind, s.p, s.schedule, s.num_clones, s.frac_clone, s.vocab, s.length,
+                             spec.config["model"]["preset"])
+
+
+def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
+    """Everything the report shows, from the store's rows of this study."""
+    by_id = {r["name"]: r for r in runs}
+    eval_by_run: dict[str, list[dict]] = {}
+    for e in evals:
+        eval_by_run.setdefault(e["run_id"].split("/", 1)[-1], []).append(e)
+    rows, missing, failed, repeated, max_epochs = [], [], [], [], 0.0
+    for spec in study.runs:
+        run = by_id.get(spec.id)
+        if run is None or run["status"] != "completed" or spec.id not in eval_by_run:
+            (failed if run and run["status"] == "failed" else missing).append(spec.id)
+            continue
+        for lang, passes in json.loads(run["data_epochs"] or "{}").items():
+            max_epochs = max(max_epochs, passes)
+            if passes > 1.0 + 1e-9:
+                repeated.append((spec.id, lang, passes))
+        cfg = spec.config
+        tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
+        length = tokens_total / run["budget_tokens"] / study.one_x
+        mix = spec.mixture
+        mono, names = mix.monolingual, list(mix.names)
+        clone, k = mix.kind == "clone", mix.num_clones
+        for e in sorted(eval_by_run[spec.id], key=lambda e: names.index(e["language"])):
+            if not e["tokens_trained"]:
+                continue  # never trained on (the other language of a monolingual run)
+            role = "L1" if e["language"] == names[0] else "L2"
+            label = f"{names[1]}–{names[-1]}" if clone and k > 1 and role == "L2" else e["language"]
+            rows.append(Row(spec, e["language"], label, names[0] if clone else e["language"], role, mono,
+                            e["fraction"], length, e["ppl"]))
+    laws: dict[tuple[str, str], ScalingFit] = {}
+    _fit_and_score(rows, laws)
+    bilingual = _summaries(study, [r for r in rows if not r.mono], mono=False)
+    ladder = _summaries(study, [r for r in rows if r.mono], mono=True)
+    a = Analysis(study, rows, laws, bilingual, ladder, missing, failed, repeated, max_epochs, [])
+    a.notes = [f"{a.law_name(key)}: {n}" for key, fit in laws.items() for n in fit.notes]
+    return a
+
+
+def _fit_and_score(rows: list[Row], laws: dict) -> None:
+    mono_by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.mono:
+            mono_by_group.setdefault(law_group(r.spec.config), []).append(
+                {"language": r.law_language, "fraction": r.fraction, "ppl": r.ppl})
+    for group, mono_rows in mono_by_group.items():
+        by_lang: dict[str, list[dict]] = {}
+        for m in mono_rows:
+            by_lang.setdefault(m["language"], []).append(m)
+        for lang, pts in by_lang.items():
+            if len({p["fraction"] for p in pts}) >= 3:
+                laws[(group, lang)] = fit_languages(pts, bootstrap=BOOTSTRAP)[lang]
+    for r in rows:
+        key = (law_group(r.spec.config), r.law_language)
+        if key in laws and r.fraction and r.ppl:
+            e = efficiency(laws[key], r.fraction, r.ppl)
+            r.law, r.mlpe, r.mlte, r.teff, r.warnings = key, e.mlpe, e.mlte, e.teff, e.warnings
+
+
+def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.spec.setting, r.label), []).append(r)
+    out = []
+    for (setting, label), members in groups.items():
+        per_run: dict[str, list[Row]] = {}
+        for r in members:
+            per_run.setdefault(r.spec.id, []).append(r)
+        runs = list(per_run.values())  # pooled clones: average within a run first, then over seeds
+        mean = lambda rs, a: float(np.mean([getattr(r, a) for r in rs]))
+        first = members[0]
+        length = float(np.mean([r.length for r in members]))
+        if not mono:  # steps are rounded to whole batches: snap to the 1/20 grid the paper's lengths sit on
+            length = round(length * 20) / 20
+        warnings = sorted({w for r in members for w in r.warnings})
+        paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
+        key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
+        out.append(Summary(setting, first.spec.group, label, first.role, key, paper_key.model, first.spec,
+                           float(np.mean([mean(rs, "fraction") for rs in runs])),
+                           log_stat([mean(rs, "ppl") for rs in runs]),
+                           float(np.mean([mean(rs, "mlpe") for rs in runs])),
+                           t_stat([mean(rs, "teff") for rs in runs]),
+                           published.lookup(paper_key, first.role), warnings, first.law))
+    return out
+
+
+def find(summaries: list[Summary], role: str | None = None, **attrs) -> list[Summary]:
+    """Summaries whose setting (in our terms) matches every given attribute (floats approximately)."""
+    out = []
+    for s in summaries:
+        if role and s.role != role:
+            continue
+        ok = True
+        for k, v in attrs.items():
+            have = getattr(s.key, k)
+            ok &= abs(have - v) < 1e-9 if isinstance(v, float) else have == v
+        if ok:
+            out.append(s)
+    return out

@@ -1,0 +1,106 @@
+"""How a claim is judged: a `Status`, and a `Check` that carries one statistical check as data.
+
+A test's status comes from the 95 % interval of its effect: "supported" when the interval
+excludes no effect in the paper's direction, "direction holds, not significant" when only the
+mean agrees, and so on. Every place that judges (study claims, alignment comparisons) builds
+`Check`s here; words are made from them, never read back from words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from .stats import Stat, diff_interval
+
+
+class Status(str, Enum):
+    SUPPORTED = "supported"
+    HOLDS = "direction holds, not significant"
+    HOLDS_ONE_SEED = "direction holds (one seed, no interval)"
+    NOT_SUPPORTED_ONE_SEED = "not supported (one seed)"
+    NOT_SUPPORTED = "not supported"
+    CONTRADICTED = "contradicted"
+    PARTLY = "partly"
+    NOT_TESTED = "not tested"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def holds(self) -> bool:
+        """The means point the paper's way (significantly or not)."""
+        return self in (Status.SUPPORTED, Status.HOLDS, Status.HOLDS_ONE_SEED)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its status, the effect (a difference, or a value minus 1; for perplexities a
+    log-ratio) and the effect's 95 % interval ((nan, nan) with one seed)."""
+
+    status: Status
+    effect: float = math.nan
+    interval: tuple[float, float] = (math.nan, math.nan)
+
+    def with_status(self, status: Status) -> Check:
+        return Check(status, self.effect, self.interval)
+
+    def answer(self) -> str:
+        """The check in words, for "is A higher than B?": 'yes (Δ = +0.021, 95 % CI [...])'."""
+        d, (lo, hi) = self.effect, self.interval
+        if self.status is Status.NOT_TESTED:
+            return "not tested"
+        if math.isnan(lo):
+            return f"{'yes' if d > 0 else 'no'} (Δ = {d:+.3f}; one seed, no interval)"
+        word = {Status.SUPPORTED: "yes", Status.CONTRADICTED: "no"}.get(self.status, "not significant")
+        return f"{word} (Δ = {d:+.3f}, 95 % CI [{lo:+.3f}, {hi:+.3f}])"
+
+
+NOT_TESTED = Check(Status.NOT_TESTED)
+
+
+def _judge(holds: bool, lo: float, hi: float) -> Status:
+    """Status of an effect whose sign-adjusted interval is [lo, hi] (positive: the paper's way)."""
+    if math.isnan(lo):
+        return Status.HOLDS_ONE_SEED if holds else Status.NOT_SUPPORTED_ONE_SEED
+    if lo > 0:
+        return Status.SUPPORTED
+    if holds:
+        return Status.HOLDS
+    return Status.CONTRADICTED if hi < 0 else Status.NOT_SUPPORTED
+
+
+def vs_one(s: Stat, above: bool = True) -> Check:
+    """Is the value above 1 (or below 1 with above=False), judged by its seed interval?"""
+    if s.n == 0:
+        return NOT_TESTED  # no monolingual ladder, so no TEff
+    sign = 1 if above else -1
+    lo, hi = sorted((sign * (s.lo - 1), sign * (s.hi - 1))) if s.n >= 2 else (math.nan, math.nan)
+    interval = (s.lo - 1, s.hi - 1) if s.n >= 2 else (math.nan, math.nan)
+    return Check(_judge(sign * (s.mean - 1) > 0, lo, hi), s.mean - 1, interval)
+
+
+def compare(a: Stat, b: Stat, smaller: bool = False) -> Check:
+    """Is a < b (smaller=True) or a > b, judged by the Welch interval of a - b?"""
+    d, lo, hi = diff_interval(a, b)
+    if math.isnan(d):
+        return NOT_TESTED
+    sign = -1 if smaller else 1
+    adjusted = sorted((sign * lo, sign * hi)) if not math.isnan(lo) else (math.nan, math.nan)
+    return Check(_judge(sign * d > 0, *adjusted), d, (lo, hi))
+
+
+def combine(statuses: list[Status]) -> Status:
+    """One status for several checks: the common one, else "partly" if any holds."""
+    statuses = [s for s in statuses if s is not Status.NOT_TESTED]
+    if not statuses:
+        return Status.NOT_TESTED
+    if all(s is statuses[0] for s in statuses):
+        return statuses[0]
+    if any(s.holds for s in statuses):
+        return Status.PARTLY
+    return Status.NOT_SUPPORTED

@@ -1,0 +1,282 @@
+"""The resumable study runner: trains what is missing, in this process, in local workers or on Ray.
+
+The runner executes every missing run of a study into ``ROOT/STUDY/RUN_ID/`` under the run's
+lock (`state.run_lock`). Because training checkpoints and every file write are atomic, a runner
+killed at any point (kill -9 included) and started again resumes interrupted runs from their
+last checkpoint and skips completed ones. A run another study already completed with exactly
+the same config is copied instead of trained again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..config import from_dict, load_yaml, resolve_model, to_dict
+from ..data.stream import budget_steps, prepare_languages
+from ..errors import XlingError
+from ..train.evaluate import evaluate_run
+from ..train.rundir import RunDir
+from ..train.trainer import Trainer
+from .exports import export_run
+from .spec import RunSpec, Study, runs_root
+from .state import is_complete, now, read_info, record, run_lock
+from .store import Store
+
+# --------------------------------------------------------------------------- reusing a twin run
+
+
+def _identity(config: dict) -> dict:
+    """What makes two runs the same run: the resolved config, its display name aside."""
+    return {k: v for k, v in to_dict(from_dict(config)).items() if k != "name"}
+
+
+def find_twin(spec: RunSpec, root: str | Path) -> Path | None:
+    """A completed run of another study under `root` with exactly this run's config.
+
+    Studies often share runs (the headline's 50/50 and 90/10 runs are also in Table 1 and Figure
+    1): the config hash at the end of a run id finds the candidates, the full config decides.
+    """
+    digest = spec.id.rsplit("-", 1)[-1]
+    own = _identity(spec.config)
+    for candidate in sorted(Path(root).glob(f"*/*-{digest}")):
+        if candidate.parent.name == spec.study or not is_complete(candidate):
+            continue
+        try:
+            if _identity(load_yaml(candidate / "config.yaml")) == own:
+                return candidate
+        except (XlingError, OSError):  # a config this version cannot read is no twin
+            continue
+    return None
+
+
+def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
+    """Make `spec`'s run directory a copy of its completed twin's, instead of training it again.
+
+    Only a run that has not started (no run.json) adopts. Checkpoint files, which nothing ever
+    rewrites in place, are hard links when the file system allows; everything else is copied.
+    run.json goes last: until it is there the copy is not complete, so an interrupted adoption
+    is simply redone. Returns False if another process holds the run.
+    """
+    run_dir = spec.run_dir(root)
+    run = RunDir(run_dir)
+    with run_lock(run_dir) as got:
+        if not got or run.info_path.is_file():
+            return False
+        own = (run.lock_path.name, run.study_record_path.name)  # the runner's, not the run's
+        files = [p for p in twin.rglob("*") if p.is_file() and p.name not in own]
+        files.sort(key=lambda p: (p.relative_to(twin) == Path("run.json"), str(p)))
+        for src in files:
+            dst = run_dir / src.relative_to(twin)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".adopt-{dst.name}")
+            tmp.unlink(missing_ok=True)
+            try:
+                if "checkpoints" not in src.relative_to(twin).parts:
+                    raise OSError("copied, not linked")
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+        record(run_dir, spec, status="completed", started=now(), finished=now(), error="", attempts=0,
+               reused_from=str(twin.relative_to(root)))
+    return True
+
+
+# --------------------------------------------------------------------------- executing one run
+
+
+def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
+    """Train (or resume) and evaluate one run under its lock. Never raises for a failed run.
+
+    Returns {"id", "status": completed | failed | busy | done, "seconds", "error"}; "busy" means
+    another process holds the run, "done" that it was completed before we got to it.
+    """
+    spec = RunSpec.from_json(spec_json)
+    run_dir = spec.run_dir(root)
+    result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": ""}
+    start = time.perf_counter()
+    with run_lock(run_dir) as got:
+        if not got:
+            return result
+        if is_complete(run_dir):
+            return {**result, "status": "done"}
+        attempts = RunDir(run_dir).read_study_record().get("attempts", 0) + 1
+        record(run_dir, spec, status="running", started=now(), finished=None, error="", attempts=attempts)
+        try:
+            if read_info(run_dir).get("status") != "completed":
+                Trainer(from_dict(spec.config), run_dir).fit(resume=True, progress=progress)
+            evaluate_run(run_dir, split="test", trained_only=True)
+            status, error, trace = "completed", "", ""
+        except Exception as exc:  # a failed run is recorded; the study goes on with the others
+            status = "failed"
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not isinstance(exc, XlingError):
+                error = f"{type(exc).__name__}: {error}"
+            trace = traceback.format_exc()
+        record(run_dir, spec, status=status, finished=now(), error=error, traceback=trace)
+    return {**result, "status": status, "seconds": time.perf_counter() - start, "error": error}
+
+
+def _worker_init(threads: int) -> None:
+    """Each worker process: its share of the cores, and death with its parent (Linux)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    # The wait policy `xling` chose from the load average (threads.openmp_wait_setup) is inherited;
+    # without one (called from Python), sleep at once: workers share the machine.
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    with contextlib.suppress(Exception):  # so a kill -9 of the runner does not leave workers training
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    torch.set_num_threads(threads)
+
+
+def _ray_task(spec_json: dict, root: str, threads: int) -> dict:
+    _worker_init(threads)
+    return execute_run(spec_json, root)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def preflight(study: Study) -> None:
+    """Build every tokenizer and token array the study needs, before any run directory is written.
+
+    Data problems (a missing corpus, too little text) surface here as one error, and workers
+    never race to build the same cache files.
+    """
+    seen = set()
+    for spec in study.runs:
+        key = json.dumps([spec.config[k] for k in ("corpus", "tokenizer")] + [spec.config["languages"]["kind"],
+                          spec.config["languages"]["second"], spec.config["languages"]["vocab"]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = from_dict(spec.config)
+        setup = prepare_languages(cfg)
+        for source in sorted(set(setup.source_of_language)):
+            for split in ("train", "valid", "test"):
+                setup.tokens(source, split)
+        budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+
+
+def _cost(spec: RunSpec) -> float:
+    """Rough relative cost, to start long runs first (shorter total time with several workers):
+    training tokens x the model's matmul work per token (two languages' vocabulary assumed)."""
+    cfg = from_dict(spec.config)
+    d = resolve_model(cfg.model, 2 * cfg.tokenizer.vocab_size)
+    per_token = d.n_layers * (4 * d.d_model ** 2 + 2 * d.d_model * d.d_mlp) + d.d_model * d.vocab_size
+    return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * d.seq_len * per_token
+
+
+def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",
+              db: str | Path | None = None, progress: bool | None = None, log=None,
+              loggers: tuple[str, ...] = (), reuse: bool = True) -> dict:
+    """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
+
+    With `reuse`, a missing run whose twin (same config) is complete in another study under the
+    same root is copied from it instead of trained (counted as completed, logged as reused).
+    `log(line)` is told of progress, one line per finished run (the CLI passes print)."""
+    log = log or (lambda _: None)
+    if engine not in ("local", "ray"):
+        raise XlingError(f"--engine must be local or ray, got '{engine}'")
+    if workers < 1:
+        raise XlingError(f"--workers must be >= 1, got {workers}")
+    root = runs_root(root)
+    store = Store(db or root / "xling.db")
+    store.sync(study, root)
+    todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
+    counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0, "busy": 0}
+    log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
+        + (f" ({workers} workers, {engine})" if todo and (workers > 1 or engine != "local") else ""))
+    if reuse:
+        for spec in todo:
+            twin = find_twin(spec, root)
+            if twin and adopt_twin(spec, twin, root):
+                store.index_run(spec.run_dir(root))
+                counts["completed"] += 1
+                log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
+        todo = [s for s in todo if not is_complete(s.run_dir(root))]
+    if not todo:
+        return counts
+    preflight(study)
+    log(f"data ready; one line per finished run below (`xling study status {study.name}` shows progress)")
+    todo.sort(key=_cost, reverse=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    started = time.perf_counter()
+    for n, result in enumerate(_execute(todo, root, workers, engine, progress), 1):
+        spec = study.spec(result["id"])
+        store.index_run(spec.run_dir(root))
+        status = result["status"]
+        counts["completed" if status in ("completed", "done") else status] += 1
+        if status == "completed":
+            for name in loggers:
+                note = export_run(spec.run_dir(root), name)
+                if note:
+                    log(f"  note: {note}")
+        elapsed = time.perf_counter() - started
+        detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
+                  "busy": "skipped: another process is running it", "failed": f"FAILED: {result['error']}"}[status]
+        log(f"[{n}/{len(todo)}] {spec.id} {detail} ({elapsed:.0f} s elapsed)")
+    if counts["failed"]:
+        log(f"{counts['failed']} run(s) failed; see study.json in their run directories. "
+            f"`xling study run {study.name}` retries them.")
+    if counts["busy"]:
+        log(f"{counts['busy']} run(s) were being run by another process; run again to pick up what is left.")
+    return counts
+
+
+def _execute(todo: list[RunSpec], root: Path, workers: int, engine: str, progress: bool) -> Iterator[dict]:
+    """Yield execute_run results as runs finish: in this process, in a spawn pool, or as Ray tasks."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    if engine == "ray":
+        yield from _execute_ray(todo, root, workers, threads)
+    elif workers == 1:
+        for spec in todo:
+            yield execute_run(spec.to_json(), str(root), progress)
+    else:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                    initargs=(threads,)) as pool:
+            futures = [pool.submit(execute_run, spec.to_json(), str(root)) for spec in todo]
+            try:
+                for future in cf.as_completed(futures):
+                    yield future.result()
+            except cf.process.BrokenProcessPool:
+                raise XlingError("a worker process died (out of memory?); run `xling study run` again to continue, "
+                                 "perhaps with fewer --workers") from None
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+def _execute_ray(todo: list[RunSpec], root: Path, workers: int, threads: int) -> Iterator[dict]:
+    """Each run is one Ray task. With RAY_ADDRESS set, tasks go to that cluster (ROOT must be shared)."""
+    try:
+        import ray
+    except ImportError:
+        raise XlingError("--engine ray needs Ray: pip install 'xling[ray]' (or use the default --engine local)") from None
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": workers * threads}))
+    task = ray.remote(num_cpus=threads)(_ray_task)
+    pending = [task.remote(spec.to_json(), str(root.resolve()), threads) for spec in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+

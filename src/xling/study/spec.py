@@ -1,0 +1,257 @@
+"""Studies: a paper experiment as a named grid of runs (the file format, and finding study files).
+
+A study file (``NAME.yaml``; the paper's studies ship with xling, see `xling study list`)
+declares a base run config and groups of runs::
+
+    name: headline-cpu
+    description: ...
+    paper: Table 1 (50/50, 90/10)
+    base: {...a run config...}
+    grid: {train.seed: [0, 1, 2]}           # crossed into every group (a group may override a key)
+    groups:
+      ladder: {set: {languages.p: 0.0}, grid: {train.data_fraction: [0.1, 0.5, 1.0], train.seed: [0]}}
+      mix:    {grid: {languages.p: [0.5, 0.1]}}
+    figures: [{x: languages.p, y: ppl, mlpe: true}]
+
+``set`` fixes config keys for a group; ``grid`` crosses lists of values. A run's id is its
+group, its grid values and a hash of its full resolved config, e.g. ``mix-p0.1-s2-1a2b3c4d``,
+so editing the base config makes new runs instead of silently reusing old ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict, validate
+from ..data.mixture import Mixture
+from ..errors import XlingError
+from ..fsio import json_key
+from ..recipes import packaged
+
+STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "figures", "one_x",
+              "paper_models", "notes")
+GROUP_KEYS = ("set", "grid")
+FIGURE_KEYS = ("x", "y", "mlpe", "where", "roles", "title")
+# Short labels of common grid keys in run ids ("" shows the value alone, e.g. "anchored", "cpu-s").
+ABBREV = {"languages.p": "p", "train.seed": "s", "train.data_fraction": "f", "languages.schedule": "sch",
+          "languages.num_clones": "k", "languages.frac_clone": "fc", "languages.vocab": "", "model.preset": "",
+          "train.steps": "steps", "tokenizer.vocab_size": "v"}
+SEED_KEY = "train.seed"
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: its grid values and its full resolved config (a plain dict)."""
+
+    study: str
+    group: str
+    dims: dict[str, Any]
+    config: dict
+    id: str
+
+    def run_dir(self, root: str | Path) -> Path:
+        return Path(root) / self.study / self.id
+
+    @functools.cached_property
+    def run_config(self) -> RunConfig:
+        """The config as the typed RunConfig."""
+        return from_dict(self.config)
+
+    @functools.cached_property
+    def mixture(self) -> Mixture:
+        """Which languages the run trains and how it mixes them (effective p, expected shares)."""
+        return Mixture.of(self.run_config)
+
+    @property
+    def setting(self) -> str:
+        """The run's group and grid values without the seed: what seeds are averaged over."""
+        dims = [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.dims.items() if k != SEED_KEY]
+        return f"{self.group}: {', '.join(dims)}" if dims else self.group
+
+    def to_json(self) -> dict:
+        return {"study": self.study, "group": self.group, "dims": self.dims, "config": self.config, "id": self.id}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunSpec:
+        return cls(d["study"], d["group"], d["dims"], d["config"], d["id"])
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    paper: str
+    scale: str
+    runs: list[RunSpec]
+    figures: list[dict] = field(default_factory=list)
+    one_x: float = 1.0  # the data fraction that counts as the paper's "1x" training length
+    paper_models: dict[str, str] = field(default_factory=dict)  # our preset -> the paper's model
+    notes: str = ""
+    path: Path | None = None
+
+    def spec(self, run_id: str) -> RunSpec:
+        return next(r for r in self.runs if r.id == run_id)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _non_default(config: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            sub = _non_default(value, defaults[key])
+            if sub:
+                out[key] = sub
+        elif defaults.get(key, object()) != value:
+            out[key] = value
+    return out
+
+
+def config_hash(config: dict) -> str:
+    """8 hex digits of the resolved config's non-default values (its display name excluded).
+
+    Leaving out values equal to the defaults means a new config field (added with a default that
+    keeps the old behaviour) does not orphan existing runs; every value that differs counts.
+    """
+    body = _non_default({k: v for k, v in config.items() if k != "name"}, to_dict(RunConfig()))
+    return json_key(body, 8)
+
+
+def run_label(group: str, dims: dict[str, Any]) -> str:
+    parts = [group] + [f"{ABBREV.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in dims.items()]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+
+
+def _require_mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise XlingError(f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(data: dict, allowed, where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(allowed)}"
+            raise XlingError(f"{where}: unknown key '{key}' ({hint})")
+
+
+def _grid(value, where: str) -> dict[str, list]:
+    grid = _require_mapping(value, where)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise XlingError(f"{where}.{key} must be a non-empty list of values, e.g. [0.5, 0.1]")
+    return grid
+
+
+def build_study(data: dict, path: Path | None = None) -> Study:
+    """Expand and validate a study (a parsed YAML mapping): every run config is checked here."""
+    where = f"study {path}" if path else "study"
+    _check_keys(data, STUDY_KEYS, where)
+    name = data.get("name") or (path.stem if path else "")
+    if not name or not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
+        raise XlingError(f"{where}: 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+    base = _require_mapping(data.get("base"), f"{where}: base")
+    top_grid = _grid(data.get("grid"), f"{where}: grid")
+    groups = _require_mapping(data.get("groups"), f"{where}: groups") or {"runs": {}}
+    runs, seen = [], {}
+    for group, body in groups.items():
+        body = _require_mapping(body, f"{where}: groups.{group}")
+        _check_keys(body, GROUP_KEYS, f"{where}: groups.{group}")
+        fixed = _require_mapping(body.get("set"), f"{where}: groups.{group}.set")
+        own = _grid(body.get("grid"), f"{where}: groups.{group}.grid")
+        grid = {**own, **{k: v for k, v in top_grid.items() if k not in own}}  # the group's own keys name runs first
+        for combo in itertools.product(*grid.values()):
+            dims = dict(zip(grid, combo))
+            label = run_label(str(group), dims)
+            cfg_data = apply_overrides(apply_overrides(copy.deepcopy(base), dict(fixed)), dict(dims))
+            cfg_data["name"] = label
+            try:
+                cfg = from_dict(cfg_data)
+                validate(cfg)
+            except XlingError as exc:
+                raise XlingError(f"{where}: run {label}: {exc}") from None
+            config = to_dict(cfg)
+            digest = config_hash(config)
+            if digest in seen:
+                raise XlingError(f"{where}: runs {seen[digest]} and {label} have the same config; remove one of them")
+            seen[digest] = label
+            runs.append(RunSpec(str(name), str(group), dims, config, f"{label}-{digest}"))
+    figures = data.get("figures") or []
+    for i, fig in enumerate(figures):
+        _check_keys(_require_mapping(fig, f"{where}: figures[{i}]"), FIGURE_KEYS, f"{where}: figures[{i}]")
+        if fig.get("y", "ppl") not in ("ppl", "teff"):
+            raise XlingError(f"{where}: figures[{i}].y must be ppl or teff, got {fig.get('y')!r}")
+    one_x = data.get("one_x", 1.0)
+    if not isinstance(one_x, (int, float)) or one_x <= 0:
+        raise XlingError(f"{where}: one_x must be a positive number (the data fraction of the paper's 1x)")
+    return Study(str(name), str(data.get("description", "")).strip(), str(data.get("paper", "")),
+                 str(data.get("scale", "")), runs, figures, float(one_x),
+                 dict(_require_mapping(data.get("paper_models"), f"{where}: paper_models")),
+                 str(data.get("notes", "")).strip(), path)
+
+
+# --------------------------------------------------------------------------- finding studies
+
+
+def study_dirs() -> list[Path]:
+    """Where user study files are looked up first: $XLING_STUDIES (path-separated), then ./studies."""
+    dirs = [Path(p) for p in os.environ.get("XLING_STUDIES", "").split(os.pathsep) if p] + [Path("studies")]
+    out = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def available_studies() -> dict[str, Path]:
+    """{name: file} of every study: the user's directories first (a name there wins), then xling's own."""
+    found: dict[str, Path] = {}
+    for d in study_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    for name, p in packaged("studies").items():
+        found.setdefault(name, p)
+    return found
+
+
+def find_study(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or os.sep in name:
+        if not path.is_file():
+            raise XlingError(f"study file not found: {path}")
+        return path
+    found = available_studies()
+    if name in found:
+        return found[name]
+    close = difflib.get_close_matches(name, list(found), n=1, cutoff=0.4)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    listing = ", ".join(found)
+    raise XlingError(f"unknown study '{name}': {hint}available: {listing}")
+
+
+def load_study(name: str) -> Study:
+    path = find_study(name)
+    return build_study(load_yaml(path), path)
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """Where run directories live: --root, else $XLING_RUNS, else ./runs."""
+    return Path(root or os.environ.get("XLING_RUNS") or "runs")

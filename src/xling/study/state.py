@@ -1,0 +1,107 @@
+"""The state of a study's run, read from its run directory: what the runner, the store and
+`xling study status` all ask.
+
+A run directory is the truth: run.json + eval.json say whether a run is complete; study.json
+(written by the runner) records which study, group and grid values it belongs to and its last
+attempt; an fcntl lock held while a run trains keeps two runners (or workers) from doing the
+same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..fsio import atomic_write_json, read_json
+from ..train.rundir import RunDir
+from .spec import RunSpec, Study, runs_root
+
+STATES = ("pending", "running", "interrupted", "failed", "completed")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_info(run_dir: Path) -> dict:
+    """run.json's content, or {} when missing or unreadable (a runner then redoes the work)."""
+    return read_json(RunDir(run_dir).info_path, default={})
+
+
+def is_complete(run_dir: Path) -> bool:
+    run = RunDir(run_dir)
+    return read_info(run_dir).get("status") == "completed" and run.eval_path().is_file()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Hold the run's lock (yields True) or learn that another process holds it (yields False).
+
+    The kernel drops an flock when its process dies, so a killed runner never leaves a stale lock.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(RunDir(run_dir).lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_locked(run_dir: Path) -> bool:
+    if not RunDir(run_dir).lock_path.is_file():
+        return False
+    with run_lock(run_dir) as got:
+        return not got
+
+
+def run_state(run_dir: Path) -> str:
+    """One of STATES, read from the run directory."""
+    if is_complete(run_dir):
+        return "completed"
+    if not run_dir.is_dir():
+        return "pending"
+    if is_locked(run_dir):
+        return "running"
+    run = RunDir(run_dir)
+    if run.read_study_record().get("status") == "failed":
+        return "failed"
+    return "interrupted" if run.info_path.is_file() else "pending"
+
+
+def record(run_dir: Path, spec: RunSpec, **fields) -> None:
+    """Update the run's study.json with the spec and `fields` (status, times, error, ...)."""
+    run = RunDir(run_dir)
+    content = run.read_study_record() or spec.to_json()
+    content.update(spec.to_json())
+    content.update(fields)
+    atomic_write_json(run.study_record_path, content)
+
+
+def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
+    """One row per run: id, group, state, step, steps, error (from the run directory)."""
+    root = runs_root(root)
+    rows = []
+    for spec in study.runs:
+        run_dir = spec.run_dir(root)
+        info = read_info(run_dir)
+        step = info.get("step") if info.get("status") == "completed" else _last_step(run_dir)
+        rows.append({"id": spec.id, "group": spec.group, "state": run_state(run_dir), "step": step or 0,
+                     "steps": info.get("steps"), "error": RunDir(run_dir).read_study_record().get("error", "")})
+    return rows
+
+
+def _last_step(run_dir: Path) -> int:
+    steps = [r.get("step", 0) for r in RunDir(run_dir).read_metrics() if "loss" in r]
+    return steps[-1] if steps else 0

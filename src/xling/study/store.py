@@ -1,0 +1,193 @@
+"""The results store: an SQLite index of runs, their metrics and their evaluations.
+
+The run directories are the truth; the store is an index over them for queries and reports.
+`index_run` reads one run directory and replaces its rows, so the live store (indexed as runs
+finish) and a store rebuilt from the directories (`xling store rebuild`) are the same by
+construction. WAL mode and a busy timeout let several processes write without corrupting it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from ..config import to_dict
+from ..errors import XlingError
+from ..fsio import read_json
+from ..train.rundir import RunDir
+from .spec import Study
+from .state import read_info, run_state
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,          -- STUDY/RUN_ID (or the directory name for runs outside a study)
+    study TEXT, name TEXT, grp TEXT,
+    dims TEXT,                    -- JSON: the run's grid values
+    config TEXT,                  -- JSON: the full resolved run config
+    status TEXT,                  -- pending | running | interrupted | failed | completed
+    started TEXT, finished TEXT, error TEXT,
+    run_dir TEXT,
+    steps INTEGER, budget_tokens INTEGER, parameters INTEGER,
+    data_epochs TEXT              -- JSON: passes over each language's training text (> 1: repeated data)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER, final_loss REAL, tokens_per_s REAL,
+    valid TEXT                    -- JSON: final validation {language: {loss, ppl, tokens_scored}}
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id TEXT REFERENCES runs(id) ON DELETE CASCADE,
+    language TEXT, split TEXT,
+    ppl REAL, loss REAL, tokens_scored INTEGER,
+    tokens_trained INTEGER,       -- training tokens this language received
+    fraction REAL,                -- tokens_trained / the run's reference budget T
+    PRIMARY KEY (run_id, language, split)
+);
+"""
+
+
+def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
+    """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files."""
+    run_dir = Path(run_dir)
+    rundir = RunDir(run_dir)
+    rec = rundir.read_study_record()
+    info = read_info(run_dir)
+    study, name = rec.get("study", ""), rec.get("id", run_dir.name)
+    config = rec.get("config")
+    if config is None and rundir.config_path.is_file():
+        config = to_dict(rundir.read_config())
+    run = {
+        "id": f"{study}/{name}" if study else name, "study": study, "name": name, "grp": rec.get("group", ""),
+        "dims": json.dumps(rec.get("dims", {})), "config": json.dumps(config or {}), "status": run_state(run_dir),
+        "started": rec.get("started"), "finished": rec.get("finished"), "error": rec.get("error", ""),
+        "run_dir": str(run_dir), "steps": info.get("steps"), "budget_tokens": info.get("budget_tokens"),
+        "parameters": info.get("parameters"), "data_epochs": json.dumps(info.get("data_epochs", {})),
+    }
+    records = rundir.read_metrics()
+    train = [r for r in records if "loss" in r]
+    metrics = None
+    if train:
+        rates = [r["tokens_per_s"] for r in train if "tokens_per_s" in r]
+        metrics = {"run_id": run["id"], "step": train[-1]["step"], "final_loss": train[-1]["loss"],
+                   "tokens_per_s": sum(rates) / len(rates) if rates else None,
+                   "valid": json.dumps(info.get("valid", {}))}
+    evals = []
+    budget = info.get("budget_tokens") or 0
+    tokens = info.get("tokens") or {}
+    for path in rundir.eval_paths():
+        report = read_json(path, default={})
+        for lang, r in (report.get("languages") or {}).items():
+            trained = tokens.get(lang)
+            evals.append({"run_id": run["id"], "language": lang, "split": report.get("split", "test"),
+                          "ppl": r.get("ppl"), "loss": r.get("loss"), "tokens_scored": r.get("tokens_scored"),
+                          "tokens_trained": trained, "fraction": trained / budget if budget and trained is not None else None})
+    return run, metrics, evals
+
+
+def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
+    cols = ", ".join(row)
+    db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+            healthy = self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            healthy = False
+        if not healthy:  # the store is only an index: set the damaged file aside and start afresh
+            self.db.close()
+            damaged = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, damaged)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            log.warning(f"results store {self.path} is damaged (kept as {damaged.name}); it is rebuilt from "
+                        "the run directories (all studies: xling store rebuild)")
+            self._open()
+
+    def _open(self) -> None:
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 60000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+    def index_run(self, run_dir: str | Path) -> str:
+        """Replace the rows of one run directory with what its files say now; returns its id."""
+        run, metrics, evals = run_rows(Path(run_dir))
+        with self._transaction():
+            self.db.execute("DELETE FROM runs WHERE id = ?", (run["id"],))
+            _insert(self.db, "runs", run)
+            if metrics:
+                _insert(self.db, "metrics", metrics)
+            for row in evals:
+                _insert(self.db, "evaluations", row)
+        return run["id"]
+
+    def sync(self, study: Study, root: str | Path) -> None:
+        """Index every existing run directory of a study (cheap; keeps the store current)."""
+        for spec in study.runs:
+            if spec.run_dir(root).is_dir():
+                self.index_run(spec.run_dir(root))
+
+    def rebuild(self, root: str | Path) -> int:
+        """Drop everything and index every run directory under `root`; returns how many were indexed."""
+        dirs = sorted({p.parent for name in ("study.json", "config.yaml") for p in Path(root).rglob(name)})
+        with self._transaction():
+            for table in ("evaluations", "metrics", "runs"):
+                self.db.execute(f"DELETE FROM {table}")
+        indexed = 0
+        for d in dirs:
+            try:
+                self.index_run(d)
+                indexed += 1
+            except XlingError as exc:  # e.g. a config.yaml this version cannot read: skip that directory
+                log.warning(f"skipped {d}: {exc}")
+        return indexed
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        return [dict(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def runs(self, study: str | None = None) -> list[dict]:
+        where, params = ("WHERE study = ?", (study,)) if study is not None else ("", ())
+        return self.query(f"SELECT * FROM runs {where} ORDER BY id", params)
+
+    def evaluations(self, study: str | None = None, split: str = "test") -> list[dict]:
+        sql = "SELECT e.* FROM evaluations e JOIN runs r ON r.id = e.run_id WHERE e.split = ?"
+        params: tuple = (split,)
+        if study is not None:
+            sql, params = sql + " AND r.study = ?", params + (study,)
+        return self.query(sql + " ORDER BY e.run_id, e.language", params)
+
+    def dump(self) -> dict[str, list[dict]]:
+        """Every table's rows, sorted: what a rebuilt store is compared with."""
+        keys = {"runs": "id", "metrics": "run_id", "evaluations": "run_id, language, split"}
+        return {t: self.query(f"SELECT * FROM {t} ORDER BY {k}") for t, k in keys.items()}
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): a writer waits for the lock instead of failing midway."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,105 @@
+"""Per-language perplexity with the paper's evaluation protocol.
+
+The test split of each language is one token stream. Windows of `window` input tokens start at
+0, last_n, 2 * last_n, ...; only the last `last_n` targets of each window are scored, so every
+scored token has at least window - last_n tokens of context and every scored token is scored
+once. Perplexity is exp(mean cross-entropy) over the scored tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..fsio import atomic_write_json
+from .session import load_session
+
+
+def window_starts(n_tokens: int, window: int, last_n: int) -> torch.Tensor:
+    """Start offsets of the evaluation windows over a stream of n_tokens (inputs + 1 target)."""
+    last_start = n_tokens - (window + 1)
+    if last_start < 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.arange(0, last_start + 1, last_n)
+
+
+def scored_positions(n_tokens: int, window: int, last_n: int) -> torch.Tensor:
+    """Stream positions of the targets that are scored (for tests and documentation)."""
+    starts = window_starts(n_tokens, window, last_n)
+    return (starts[:, None] + torch.arange(window - last_n + 1, window + 1)).flatten()
+
+
+def stream_nll(
+    per_token_nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    window: int,
+    last_n: int,
+    batch_size: int = 32,
+    max_tokens: int = 0,
+) -> tuple[float, int]:
+    """Total negative log-likelihood and number of scored tokens of one stream.
+
+    `per_token_nll(x, y)` returns the loss of every target, shape [B, window] (or of the last
+    targets only, [B, k] with k >= last_n: only the last last_n columns are used).
+    """
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    starts = window_starts(len(tokens), window, last_n)
+    offsets = torch.arange(window + 1)
+    total, count = 0.0, 0
+    for chunk in starts.split(batch_size):
+        windows = tokens[chunk[:, None] + offsets]
+        nll = per_token_nll(windows[:, :-1], windows[:, 1:])[:, -last_n:]
+        total += float(nll.double().sum())
+        count += nll.numel()
+    return total, count
+
+
+def perplexity_result(total_nll: float, count: int) -> dict:
+    loss = total_nll / count if count else float("nan")
+    return {"loss": loss, "ppl": math.exp(loss) if count else float("nan"), "tokens_scored": count}
+
+
+@torch.no_grad()
+def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch_size: int,
+                       max_tokens: int, device, autocast, only: set[str] | None = None) -> dict[str, dict]:
+    """{language name: {loss, ppl, tokens_scored}} for every language of the run (or those in `only`)."""
+    was_training = model.training
+    model.eval()
+
+    def per_token_nll(x, y):  # only the last last_n targets are scored: the head runs on those alone
+        with autocast():
+            return model.loss(x.to(device), y.to(device), per_token=True, last_n=last_n).cpu()
+
+    results = {}
+    for lang, name in enumerate(setup.names):
+        if only is not None and name not in only:
+            continue
+        tokens = setup.language_tokens(lang, split)
+        results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size, max_tokens))
+    model.train(was_training)
+    return results
+
+
+def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
+                 trained_only: bool = False):
+    """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
+
+    Returns (report, path). `max_tokens` None uses the run's eval.max_tokens. `trained_only`
+    skips languages the run never trained on (the other language of a monolingual ladder run:
+    studies have no use for it).
+    """
+    session = load_session(run_dir, device=device)
+    ev = session.cfg.eval
+    max_tokens = ev.max_tokens if max_tokens is None else max_tokens
+    info = session.run.read_info()
+    only = {name for name, n in (info.get("tokens") or {}).items() if n} if trained_only else None
+    results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
+                                 max_tokens, session.device, session.autocast, only or None)
+    report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
+              "step": info.get("step"), "tokens_trained": info.get("tokens"), "languages": results}
+    path = session.run.eval_path(split)
+    atomic_write_json(path, report)
+    return report, path

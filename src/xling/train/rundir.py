@@ -1,0 +1,196 @@
+"""A run is a directory. `RunDir` owns its layout (every path below is one of its methods) and
+every write into it (all atomic).
+
+    RUN_DIR/
+      config.yaml        the resolved RunConfig
+      run.json           status, sizes, per-language token counts, timings (rewritten atomically)
+      metrics.jsonl      one JSON object per logged step / validation
+      checkpoints/step_0000200/{model.safetensors, state.pt, manifest.json}
+      eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits
+      alignment/         alignment.json and its figures (`xling align`)
+      transfer/          <task>-<language>.json (`xling transfer`)
+      study.json, .lock  the study runner's record of the run, and its lock
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict
+from ..errors import XlingError
+from ..fsio import atomic_write_json, atomic_write_text, read_json, sha256_file
+
+KEEP_CHECKPOINTS = 2
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    info_path = property(lambda self: self.path / "run.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    alignment_dir = property(lambda self: self.path / "alignment")
+    alignment_path = property(lambda self: self.path / "alignment" / "alignment.json")
+    study_record_path = property(lambda self: self.path / "study.json")
+    lock_path = property(lambda self: self.path / ".lock")
+
+    def eval_path(self, split: str = "test") -> Path:
+        """Where `xling eval` writes a split's perplexities: eval.json (test) or eval_<split>.json."""
+        return self.path / ("eval.json" if split == "test" else f"eval_{split}.json")
+
+    def eval_paths(self) -> list[Path]:
+        """Every evaluation file the run has, sorted."""
+        return sorted(self.path.glob("eval*.json"))
+
+    def transfer_path(self, task: str, language: str) -> Path:
+        """The result of fine-tuning on `task` (a name or a task file) in `language`."""
+        return self.path / "transfer" / f"{Path(task).stem}-{language}.json"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> RunDir:
+        if not self.exists():
+            raise XlingError(f"{self.path} is not a run directory (no config.yaml): pass the directory `xling train` wrote")
+        return self
+
+    # config and info
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.config_path, dump_yaml(cfg))
+
+    def read_config(self) -> RunConfig:
+        try:
+            return from_dict(load_yaml(self.require().config_path))
+        except XlingError as exc:
+            # A config key this version does not know usually means a newer xling wrote the run.
+            written_by = self.read_info().get("xling_version")
+            if written_by and written_by != __version__ and "unknown key" in str(exc):
+                raise XlingError(f"{self.config_path}: {exc}; the run was written by xling {written_by} and this "
+                                 f"is xling {__version__}: read it with that version or newer") from None
+            raise
+
+    def read_info(self) -> dict:
+        """run.json's content; {} before the run has started (a damaged file is an error)."""
+        return read_json(self.info_path) if self.info_path.is_file() else {}
+
+    def read_study_record(self) -> dict:
+        """study.json's content, or {} when missing or unreadable (the runner then redoes the work)."""
+        return read_json(self.study_record_path, default={})
+
+    def update_info(self, **fields) -> dict:
+        info = self.read_info()
+        info.update(fields)
+        atomic_write_json(self.info_path, info)
+        return info
+
+    # metrics
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        records = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short by a kill; the resumed run re-logs that step
+        return records
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # checkpoints
+    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict) -> Path:
+        """Write model weights (safetensors) + training state; the directory appears complete or not at all."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoints / f"step_{step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints, prefix=f".tmp-step_{step:07d}-"))
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+            torch.save(state, tmp / "state.pt")
+            files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "state.pt")}
+            atomic_write_json(tmp / "manifest.json", {"step": step, "sha256": files})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def checkpoint_dirs(self) -> list[Path]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
+
+    def checkpoint_problem(self, ckpt: Path) -> str | None:
+        """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
+        manifest_path = ckpt / "manifest.json"
+        if not manifest_path.is_file():
+            return "no manifest"
+        manifest = read_json(manifest_path, default=None)
+        if not isinstance(manifest, dict):
+            return "corrupt manifest"
+        for name, digest in manifest.get("sha256", {}).items():
+            if not (ckpt / name).is_file():
+                return f"{name} missing"
+            if sha256_file(ckpt / name) != digest:
+                return f"{name} checksum mismatch"
+        return None
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose checksums verify; damaged ones are reported (a warning) and skipped."""
+        for ckpt in reversed(self.checkpoint_dirs()):
+            problem = self.checkpoint_problem(ckpt)
+            if problem is None:
+                return ckpt
+            log.warning(f"skipping damaged checkpoint {ckpt.name} ({problem})")
+        return None
+
+    @staticmethod
+    def load_checkpoint(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> dict:
+        weights = load_file(ckpt / "model.safetensors", device=str(map_location))
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first})") from None
+        return torch.load(ckpt / "state.pt", map_location=map_location, weights_only=False)
+
+
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return [k for k in fa if fa[k] != fb.get(k)]

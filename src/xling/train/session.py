@@ -1,0 +1,115 @@
+"""Where a model runs and how a trained run is loaded: device, precision, CPU set-up, sessions.
+
+`load_session` is what evaluation, sampling and the analyses use to get a run's model ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, resolve_model
+from ..data.stream import LanguageSetup, prepare_languages
+from ..errors import XlingError
+from ..model.gpt import GPT
+from .rundir import RunDir
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The training device; under DDP on GPUs, this process's GPU (local_rank)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise XlingError("train.device is cuda but no CUDA GPU is visible: use --train.device cpu")
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
+    emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_factory(precision: str, device: torch.device):
+    """A zero-argument callable returning the autocast context for this precision.
+
+    "auto": bf16 on GPUs that support it (else fp16, with loss scaling) and on CPUs with native
+    bf16 (there faster than fp32, README, Performance); fp32 on other CPUs, which emulate bf16.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision
+
+
+def cpu_allocator_setup() -> None:
+    """Keep freed memory in the process (glibc malloc) instead of returning it to the OS.
+
+    By default glibc serves large blocks with fresh mmaps and trims the heap eagerly, so every
+    step of a CPU run page-faulted its big tensors back in, at a large cost in system time
+    (README, Performance). Memory now stays at its peak.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    # Both together: setting either alone turns off glibc's adaptive thresholds and is worse.
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GB come from the heap ...
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)  # ... and the heap is not handed back
+
+
+@dataclass
+class Session:
+    """A model ready to use: what `xling eval`, `sample` and the analyses load from a run dir."""
+
+    cfg: RunConfig
+    setup: LanguageSetup
+    model: GPT
+    device: torch.device
+    autocast: object
+    run: RunDir
+
+
+def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> GPT:
+    torch.manual_seed(cfg.train.seed)
+    return GPT(resolve_model(cfg.model, setup.model_vocab)).to(device)
+
+
+def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None) -> Session:
+    """Load a run's config, languages and latest good checkpoint."""
+    run = RunDir(run_dir).require()
+    cfg = run.read_config()
+    setup = prepare_languages(cfg, cache_dir)
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        cpu_allocator_setup()
+    model = build_model(cfg, setup, dev)
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
+    run.load_checkpoint(ckpt, model, map_location=dev)
+    model.eval()
+    autocast, _ = autocast_factory(cfg.train.precision, dev)
+    return Session(cfg, setup, model, dev, autocast, run)

@@ -1,0 +1,252 @@
+"""The training loop: Adam, warm-up + cosine LR, accumulation, autocast, checkpoints, exact resume.
+
+Resume is exact because everything that decides a step is either saved (weights, optimiser
+moments, step) or a pure function of (seed, step) (the data, the learning rate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import RunConfig
+from ..data.mixture import language_plan, tokens_per_language
+from ..data.stream import TrainStream, budget_steps, prepare_languages, run_steps
+from ..errors import XlingError
+from . import distributed
+from .evaluate import evaluate_languages
+from .rundir import RunDir, config_differences
+from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
+
+
+def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `min_lr` at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup - 1)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """The paper's Adam (no weight decay); the fused kernel (one op for all tensors) on CPU and GPU."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8,
+                            fused=device.type in ("cpu", "cuda"))
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None):
+        self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
+
+    # ------------------------------------------------------------------ set-up
+    def _check_run_dir(self, resume: bool) -> None:
+        if not self.run.exists():
+            return
+        if not resume:
+            raise XlingError(
+                f"run directory {self.run.path} already exists: pass --resume to continue it, or choose another --out"
+            )
+        differ = config_differences(self.run.read_config(), self.cfg)
+        if differ:
+            raise XlingError(
+                f"--resume: the config differs from the one saved in {self.run.path} in {', '.join(differ)}; "
+                "resume with the same config or start a new run"
+            )
+
+    def prepare(self, resume: bool) -> None:
+        """Validate everything and build data before writing anything into the run directory."""
+        cfg = self.cfg
+        self.world = distributed.world_from_env()
+        if cfg.train.batch_size % (self.world.size * cfg.train.grad_accum):
+            raise XlingError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
+                             f"({self.world.size}) times train.grad_accum ({cfg.train.grad_accum})")
+        self._check_run_dir(resume)
+        self.device = pick_device(cfg.train.device, self.world.local_rank)
+        distributed.init(self.world, self.device)
+        with distributed.main_first(self.world):  # one process builds the tokenizer / token caches
+            self.setup = prepare_languages(cfg, self.cache_dir)
+            self.steps = run_steps(cfg, self.setup)
+            self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
+        plan = language_plan(cfg.train.seed, self.steps, cfg.train.batch_size, cfg.languages.p,
+                             cfg.languages.schedule, self.setup.num_languages - 1)
+        self.stream = TrainStream(self.setup, plan, cfg.model.seq_len, cfg.train.seed)
+        if self.device.type == "cpu":
+            cpu_allocator_setup()
+        self.model = build_model(cfg, self.setup, self.device)
+        if cfg.train.compile:  # the blocks only: the loss is a hand-written chunked kernel
+            for block in self.model.blocks:
+                block.compile()
+        self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
+        self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
+        self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def tokens_seen(self, step: int) -> dict[str, int]:
+        counts = tokens_per_language(self.stream.plan, step * self.cfg.train.batch_size,
+                                     self.setup.num_languages, self.cfg.model.seq_len)
+        return dict(zip(self.setup.names, counts))
+
+    def _state(self, step: int) -> dict:
+        return {"step": step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def _restore(self) -> int:
+        ckpt = self.run.latest_checkpoint()
+        if ckpt is None:
+            return 0
+        state = self.run.load_checkpoint(ckpt, self.model, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.world.is_main:
+            self.run.truncate_metrics(state["step"])
+        return state["step"]
+
+    # ------------------------------------------------------------------ loop
+    def validate(self, step: int, split: str = "valid") -> dict:
+        ev = self.cfg.eval
+        results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
+                                     ev.max_tokens, self.device, self.autocast)
+        self.run.append_metrics({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
+        return results
+
+    def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's micro-batches (inputs, targets) of `step`, on the device.
+
+        Global rows step * batch_size ... are split evenly over the processes, and each share
+        into grad_accum micro-batches: every layout trains on exactly the same rows.
+        """
+        cfg = self.cfg.train
+        share = cfg.batch_size // self.world.size
+        first = step * cfg.batch_size + self.world.rank * share
+        x, y, _ = self.stream.rows(first, first + share)
+        if self.device.type == "cuda":  # page-locked host memory: the copy runs while the GPU computes
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return list(zip(x.chunk(cfg.grad_accum), y.chunk(cfg.grad_accum)))
+
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimiser step; returns this process's mean loss as a device tensor (no host sync)."""
+        cfg = self.cfg.train
+        lr = lr_at(step, self.steps, cfg.lr, cfg.min_lr, cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        micro_batches = self.batches(step)
+        for i, (x, y) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.world.active else self.net.no_sync()
+            with sync:  # DDP: average gradients once, after the last micro-batch
+                with self.autocast():
+                    loss = self.net(x, y)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.detach() / cfg.grad_accum
+        if cfg.clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def fit(self, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+        """Train to the end (or to `stop_at`, for tests of interruption). Returns run.json's content.
+
+        Under torchrun every process trains; only rank 0 writes the run directory and validates,
+        and the other ranks return {"status": ..., "step": ..., "rank": r}.
+        """
+        self.prepare(resume)
+        try:
+            info = self._fit(resume, progress, stop_at)
+            # Tear the group down together: a rank leaving while rank 0 still validates and
+            # writes makes gloo abort the process at exit.
+            distributed.barrier(self.world)
+            return info
+        finally:
+            distributed.shutdown(self.world)
+
+    def _check_finite(self, losses: list[float], first_step: int) -> None:
+        """Stop a diverged run with what is needed to diagnose it, and mark it failed."""
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad is None:
+            return
+        step = first_step + bad
+        batch = self.cfg.train.batch_size
+        counts = np.bincount(self.stream.plan[(step - 1) * batch: step * batch], minlength=self.setup.num_languages)
+        mix = ", ".join(f"{name} {int(c)}" for name, c in zip(self.setup.names, counts))
+        last = self.run.latest_checkpoint()
+        message = (f"training diverged: loss {losses[bad]} at step {step} (sequences per language: {mix}); "
+                   f"last good checkpoint: {last.name if last else 'none'}; lower train.lr or use --train.precision fp32")
+        if self.world.is_main:
+            self.run.update_info(status="failed", error=message)
+        raise XlingError(message)
+
+    def _fit(self, resume: bool, progress: bool, stop_at: int | None) -> dict:
+        cfg, run, main = self.cfg, self.run, self.world.is_main
+        if main:
+            run.path.mkdir(parents=True, exist_ok=True)
+        start = self._restore() if resume else 0
+        info = {}
+        if main:
+            if not resume or not run.info_path.is_file():
+                run.write_config(cfg)
+            info = run.update_info(
+                status="running", xling_version=__version__, languages=self.setup.names,
+                model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
+                steps=self.steps, budget_steps=self.budget_steps,
+                budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
+                tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
+                device=str(self.device), **({"processes": self.world.size} if self.world.active else {}),
+            )
+        end = self.steps if stop_at is None else min(stop_at, self.steps)
+        bar = _progress(start, self.steps, progress and main, cfg.name or run.path.name)
+        tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+        window_start, window_steps = time.perf_counter(), 0
+        pending = []
+        for step in range(start, end):
+            pending.append(self.train_step(step))
+            done = step + 1
+            window_steps += 1
+            checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
+            # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
+            if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
+                # One host sync (and one all-reduce) per log interval: the global mean loss.
+                losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
+                pending.clear()
+                self._check_finite(losses, first_step=done - len(losses) + 1)
+                elapsed = time.perf_counter() - window_start
+                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                if main:
+                    run.append_metrics({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                        "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+                window_start, window_steps = time.perf_counter(), 0
+            bar.update(1)
+            if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
+                self.validate(done)
+            if main and checkpoint_due:
+                run.save_checkpoint(done, self.model, self._state(done))
+        bar.close()
+        if not main:
+            return {"status": "interrupted" if end < self.steps else "completed", "step": end, "rank": self.world.rank}
+        if end < self.steps:
+            return run.update_info(status="interrupted", step=end)
+        valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]
+        epochs = {self.setup.names[self.setup.source_of_language.index(s)]: round(e, 4)
+                  for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
+        return run.update_info(status="completed", step=self.steps, tokens=self.tokens_seen(self.steps),
+                               data_epochs=epochs, valid=valid)
+
+
+def _progress(start: int, total: int, enabled: bool, name: str):
+    # Redrawing in place only works on a terminal; in logs, one line every 30 s is plenty.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, initial=start, disable=not enabled, desc=name, unit="step", dynamic_ncols=True,
+                mininterval=interval, leave=True)
