@@ -156,3 +156,24 @@ def test_checkpoint_that_does_not_match_the_config(capsys, tiny_run, tmp_path):
     config["model"]["d_model"] = 48  # the saved weights are 32 wide
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert_user_error(capsys, None, "eval", run, match="does not match the run's model config")
+
+
+def test_version_and_help_that_lists_every_config_section(capsys):
+    from xling import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"xling {__version__}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for section, key in (("corpus", "translation"), ("languages", "frac_clone"), ("train", "seed"),
+                         ("eval", "last_n"), ("model", "seq_len"), ("tokenizer", "vocab_size")):
+        assert any(line.split()[:1] == [section] and key in line for line in text.splitlines()), section
+    assert "xling config" in text
+
+
+def test_a_packaged_config_is_found_by_name(capsys):
+    code, out, _ = run_cli(capsys, "config", "clone-90-10", "--train.seed", "3")
+    assert code == 0 and "seed: 3" in out
+    assert_user_error(capsys, None, "config", "clone-90-1", match="did you mean 'clone-90-10'")

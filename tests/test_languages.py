@@ -144,3 +144,23 @@ def test_token_accounting_is_exact():
     assert MIX.tokens_per_language(plan, 7, 3, seq_len=10) == [40, 20, 10]
     assert MIX.tokens_per_language(plan, 3, 3, seq_len=10) == [20, 10, 0]
     assert sum(MIX.tokens_per_language(plan, 5, 3, 4)) == 5 * 4
+
+
+def test_the_mixture_view_answers_from_the_config_alone():
+    from xling.config import from_dict
+    from xling.data.mixture import Mixture
+
+    imbalanced = Mixture.of(from_dict({"languages": {"p": 0.1}}))
+    assert imbalanced.names == ("EN1", "EN2") and imbalanced.vocab == "clone"
+    assert imbalanced.effective_p == 0.1 and imbalanced.expected_shares() == pytest.approx([0.9, 0.1])
+    assert imbalanced.multilingual and not imbalanced.monolingual
+    curriculum = Mixture.of(from_dict({"languages": {"p": 0.3, "schedule": "0.1_0.9"}}))
+    assert curriculum.effective_p == pytest.approx(0.5) and curriculum.stages == (0.1, 0.9)  # p is unused
+    ten = Mixture.of(from_dict({"languages": {"p": 0.9, "num_clones": 9}}))
+    assert len(ten.names) == 10 and ten.expected_shares() == pytest.approx([0.1] * 10)
+    ladder = Mixture.of(from_dict({"languages": {"p": 0.0}}))
+    assert ladder.trained == ["EN1"] and ladder.monolingual
+    second_only = Mixture.of(from_dict({"languages": {"kind": "real", "p": 1.0, "vocab": "anchored"}}))
+    assert second_only.names == ("EN", "FR") and second_only.trained == ["FR"] and second_only.vocab == "anchored"
+    hard_switch = Mixture.of(from_dict({"languages": {"schedule": "0.0_1.0"}}))
+    assert hard_switch.trained == ["EN1", "EN2"]  # each stage trains one language, the run trains both

@@ -34,7 +34,9 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = 4096  # per language (SentencePiece BPE with byte fallback)
+    """How text becomes ids (SentencePiece BPE with byte fallback, trained on the train split)."""
+
+    vocab_size: int = 4096  # per language: a clone doubles the model's vocabulary, so each language has its own
 
 
 @dataclass
@@ -53,44 +55,52 @@ class LanguagesConfig:
 
 @dataclass
 class ModelConfig:
+    """The GPT's shape: a named preset (the paper's sizes or CPU sizes), any field overridden."""
+
     preset: str = "cpu-s"  # see PRESETS below; explicit fields override it
-    n_layers: int = 0
-    d_model: int = 0
-    n_heads: int = 0
-    d_mlp: int = 0
+    n_layers: int = 0  # transformer blocks (0: the preset's)
+    d_model: int = 0  # residual width (0: the preset's)
+    n_heads: int = 0  # attention heads; d_model must divide by it (0: the preset's)
+    d_mlp: int = 0  # MLP hidden width (0: the preset's, else 4 * d_model)
     seq_len: int = 128  # training context length (the position table has this many entries)
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
+    """Optimisation (the paper's Adam, warm-up + cosine) and how a run is logged and checkpointed."""
+
+    seed: int = 0  # decides the initial weights, the language of every sequence and the data order
     steps: int = 0  # 0: derived from data_fraction (one pass over the training tokens)
     data_fraction: float = 1.0  # fraction of the reference token budget (monolingual ladders)
     batch_size: int = 32  # sequences per optimiser step
     grad_accum: int = 1  # micro-batches per step (batch_size must divide evenly)
-    lr: float = 2e-3
-    min_lr: float = 2e-5
-    warmup: int = 50
+    lr: float = 2e-3  # peak learning rate, reached after the warm-up
+    min_lr: float = 2e-5  # the cosine decay ends here at the last step
+    warmup: int = 50  # steps of linear warm-up
     clip: float = 0.0  # 0 disables gradient clipping (as in the paper)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast dtype)
-    log_every: int = 10
+    log_every: int = 10  # steps between metric records (one host sync each)
     eval_every: int = 0  # 0: validation only at the end
-    checkpoint_every: int = 100
+    checkpoint_every: int = 100  # steps between checkpoints: how much a kill can lose
     device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: ~1 min to compile)
+    compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: a long compile first)
 
 
 @dataclass
 class EvalConfig:
+    """The paper's evaluation protocol: overlapping windows, only their last tokens scored."""
+
     window: int = 128  # evaluation window (at most model.seq_len)
     last_n: int = 32  # windows advance by last_n; only their last last_n targets are scored
     max_tokens: int = 0  # 0: the whole test split; otherwise a prefix of each language's stream
-    batch_size: int = 32
+    batch_size: int = 32  # windows per forward pass (memory, not results)
 
 
 @dataclass
 class RunConfig:
-    name: str = ""
+    """Everything that decides a run: two runs with equal configs train the same model."""
+
+    name: str = ""  # display name (and the default run directory); not part of a run's identity
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     languages: LanguagesConfig = field(default_factory=LanguagesConfig)

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..config import resolve_model
-from ..data.mixture import language_plan
 from ..data.stream import TrainStream, run_steps
 from ..errors import XlingError
 from .embeddings import embedding_similarity
@@ -24,11 +23,8 @@ class TrainingSentences:
     """The run's training windows, in training order, as lists of id strings (re-iterable, chunked)."""
 
     def __init__(self, cfg, setup, chunk_rows: int = 4096):
-        steps = run_steps(cfg, setup)
-        tr, lang = cfg.train, cfg.languages
-        plan = language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1)
-        self.stream = TrainStream(setup, plan, cfg.model.seq_len, tr.seed)
-        self.rows, self.chunk_rows = len(plan), chunk_rows
+        self.stream = TrainStream.of_run(cfg, setup, run_steps(cfg, setup))
+        self.rows, self.chunk_rows = len(self.stream.plan), chunk_rows
         self.words = np.array([str(i) for i in range(setup.model_vocab)], dtype=object)
 
     def __len__(self) -> int:

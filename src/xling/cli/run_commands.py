@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 from pathlib import Path
 
 from ..config import RunConfig, dump_yaml, load_config
@@ -24,7 +25,7 @@ def config_sections() -> str:
     for section in dataclasses.fields(RunConfig):
         value = getattr(defaults, section.name)
         keys = [f.name for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else ["(the run's name)"]
-        lines.append(f"  {section.name:<10} {', '.join(keys)}")
+        lines += textwrap.wrap(", ".join(keys), 100, initial_indent=f"  {section.name:<10} ", subsequent_indent=" " * 13)
     return "\n".join(lines)
 
 

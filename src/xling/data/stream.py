@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..errors import XlingError
 from . import languages as L
 from .corpora import language_names
+from .mixture import language_plan
 from .token_arrays import token_array
 from .tokenizer import Tokenizer, get_tokenizer
 
@@ -104,6 +105,13 @@ def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
 
 class TrainStream:
     """Deterministic training batches: `rows(start, stop)` -> (x, y, langs) for global rows."""
+
+    @classmethod
+    def of_run(cls, cfg: RunConfig, setup: LanguageSetup, steps: int) -> TrainStream:
+        """The stream a run with this config trains on for `steps` steps."""
+        tr, lang = cfg.train, cfg.languages
+        plan = language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1)
+        return cls(setup, plan, cfg.model.seq_len, tr.seed)
 
     def __init__(self, setup: LanguageSetup, plan: np.ndarray, seq_len: int, seed: int):
         self.setup, self.plan, self.seq_len, self.seed = setup, plan, seq_len, seed

@@ -113,7 +113,7 @@ def lookup(setting: Setting, role: str) -> Value | None:
 
 
 # --------------------------------------------------------------------------- alignment and transfer
-# GPT-small, 1x (PAPER.md section 5). Keys: p = total probability of the non-base language.
+# GPT-small, 1x (the paper's section 5). Keys: p = total probability of the non-base language.
 PAPER_HIDDEN = {  # per layer 1..12, clones
     0.5: (.55, .79, .83, .88, .85, .83, .78, .66, .56, .46, .25, -.21),
     0.1: (.86, .93, .96, .96, .96, .96, .96, .95, .94, .90, .67, .11),

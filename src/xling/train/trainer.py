@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import RunConfig
-from ..data.mixture import language_plan, tokens_per_language
+from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, prepare_languages, run_steps
 from ..errors import XlingError
 from . import distributed
@@ -74,9 +74,7 @@ class Trainer:
             self.setup = prepare_languages(cfg, self.cache_dir)
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
-        plan = language_plan(cfg.train.seed, self.steps, cfg.train.batch_size, cfg.languages.p,
-                             cfg.languages.schedule, self.setup.num_languages - 1)
-        self.stream = TrainStream(self.setup, plan, cfg.model.seq_len, cfg.train.seed)
+        self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
         if self.device.type == "cpu":
             cpu_allocator_setup()
         self.model = build_model(cfg, self.setup, self.device)

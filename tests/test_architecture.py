@@ -1,0 +1,105 @@
+"""The package's shape: no import cycles (imports inside functions count), and every import points down the pipeline."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "xling"
+
+# The pipeline's stages, lowest first; a module may import its own stage or a lower one.
+STAGES = ("base", "data", "model", "train", "analysis", "study", "report", "cli")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("xling",) + path.relative_to(PACKAGE).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of xling it imports, anywhere in its code (ast, so function-level imports count)."""
+    modules = _modules()
+    graph = {m: set() for m in modules}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                names = [f"{base}.{a.name}" for a in node.names] + [base]
+            else:
+                continue
+            for name in names:
+                while name and name not in modules:  # `from .x import f`: the module is x
+                    name = name.rpartition(".")[0]
+                if name and name != module and name != "xling":
+                    graph[module].add(name)
+                    break  # the deepest module an import names is the one it depends on
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def stage(module: str) -> str:
+    if module == "xling.__main__":  # `python -m xling` is the command line
+        return "cli"
+    part = module.split(".")[1] if "." in module else "base"
+    return part if part in STAGES else "base"
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_function_level_and_relative_imports():
+    graph = import_graph()
+    assert "xling.train.evaluate" in graph["xling.cli.run_commands"]  # imported inside a command function
+    assert "xling.data.corpora" in graph["xling.data.mixture"]  # `from .corpora import ...`
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_imports_point_down_the_pipeline():
+    rank = {s: i for i, s in enumerate(STAGES)}
+    upward = [f"{m} -> {d}" for m, deps in import_graph().items() for d in deps if rank[stage(d)] > rank[stage(m)]]
+    assert not upward, "imports against the pipeline order " + " < ".join(STAGES) + ": " + "; ".join(upward)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_stay_readable_in_one_sitting(path):
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 500
