@@ -1,6 +1,6 @@
 """The output head's loss: xling's chunked cross-entropy vs the plain materialising path.
 
-Times forward + backward of `xling.model.linear_cross_entropy(h, weight, targets)` (logits
+Times forward + backward of `xling.model.loss.linear_cross_entropy(h, weight, targets)` (logits
 computed chunk by chunk, softmax in cache-sized fp32 slices, gradients folded in during the
 forward pass) for a few chunk sizes, against `F.cross_entropy(F.linear(h, weight).float(),
 targets)`, which holds the whole [rows, vocab] logits and their gradient, under bf16 autocast
@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-import xling.model as model
-from xling.train import cpu_allocator_setup
+import xling.model.loss as model
+from xling.train.session import cpu_allocator_setup
 
 
 def _loss(path: str):

@@ -2,7 +2,7 @@
 
 The paper's authors matched tokens by building a networkx graph edge by edge (a Python loop
 over all n_a x n_b token pairs) and calling `bipartite.minimum_weight_full_matching` on the
-negated scores; they note it is slow and memory-hungry. `xling.alignment.max_weight_matching`
+negated scores; they note it is slow and memory-hungry. `xling.analysis.alignment.max_weight_matching`
 solves the same problem straight from the score matrix with `scipy.optimize.linear_sum_assignment`.
 This script times both on random cosine-like score matrices (uniform in [-0.2, 1)) and checks
 that the matched weights agree. `--blossom` also times networkx's general `max_weight_matching`
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import scipy
 
-from xling.alignment import max_weight_matching
+from xling.analysis.alignment import max_weight_matching
 
 
 def authors_matching(scores: np.ndarray) -> float:

@@ -103,3 +103,12 @@ def test_imports_point_down_the_pipeline():
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_readable_in_one_sitting(path):
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 500
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE.parents[1] / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_import_what_they_use(path):
+    """Benchmarks live outside the package and its tests: at least their imports must keep up with it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # runs nothing: they start under __main__
