@@ -1,16 +1,6 @@
 """`xling bench`: training-step speed, MFU and the ratio to Hugging Face GPT-2 on identical shapes.
 
-What is measured, all in one process with the same thread settings:
-- xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
-  config's data, and separately the data path alone (`Trainer.batches`);
-- the peak: the best rate of a few GEMMs at the step's dtype on this machine, timed before and
-  in the same rounds as the steps;
-- MFU = matmul FLOPs per token x tokens/s / peak. Only matmuls count (Q/K/V/O projections,
-  attention scores and values over the causal half, MLP, output head; x3 for forward +
-  backward): embedding lookups, norms, softmax and the optimiser get no credit;
-- `transformers`' GPT2LMHeadModel with the same layers, width, heads, MLP width, sequence,
-  vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast;
-  ratio = xling tokens/s / the faster of the two.
+Everything is timed in one process, round by round, with the same thread settings (`run_bench`).
 """
 
 from __future__ import annotations
@@ -233,14 +223,28 @@ def _rate(times: list[float], tokens: int) -> dict:
 
 
 def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True, cache_dir: Path | None = None,
-              log=print, peak_size: int = 0) -> dict:
-    """Benchmark one config's training step (see the module docstring); returns the JSON-able result.
+              log=None, peak_size: int = 0) -> dict:
+    """Benchmark one config's training step; returns the JSON-able result.
+
+    What is measured, all in one process with the same thread settings:
+    - xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
+      config's data, and separately the data path alone (`Trainer.batches`);
+    - the peak: the best rate of a few GEMMs at the step's dtype on this machine, timed before and
+      in the same rounds as the steps;
+    - MFU = matmul FLOPs per token x tokens/s / peak. Only matmuls count (Q/K/V/O projections,
+      attention scores and values over the causal half, MLP, output head; x3 for forward +
+      backward): embedding lookups, norms, softmax and the optimiser get no credit;
+    - `transformers`' GPT2LMHeadModel with the same layers, width, heads, MLP width, sequence,
+      vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast;
+      ratio = xling tokens/s / the faster of the two.
 
     Everything is timed in turn, round by round: the steps of xling and of Hugging Face GPT-2 and
     the peak GEMM, so that on a shared machine all of them see the same conditions. Step rates
     are medians over the rounds; the peak is the best GEMM rate seen. `peak_size`: side of the
-    square GEMM among the peak candidates (default 2048 on CPU, 8192 on GPU).
+    square GEMM among the peak candidates (default 2048 on CPU, 8192 on GPU). `log(line)` is told
+    what is being timed (the CLI passes a print to stderr).
     """
+    log = log or (lambda _: None)
     cfg = copy.deepcopy(cfg)
     cfg.train.steps = warmup + steps  # the data plan must cover every step timed
     with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
@@ -280,6 +284,14 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
               "matmul_flops_per_token": matmul_flops_per_token(dims), "steps": steps, "warmup": warmup,
               "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling,
               "hf": {"error": hf_error} if hf_error else None, "ratio": None}
+    _add_hf_and_mfu(result, times, tokens, hf_precisions)
+    result["machine"]["load_average_end"] = _loadavg()
+    return result
+
+
+def _add_hf_and_mfu(result: dict, times: dict, tokens: int, hf_precisions: list[str]) -> None:
+    """Hugging Face's rates and xling's ratio to the faster one, then every contender's MFU, into `result`."""
+    xling = result["xling"]
     if hf_precisions:
         result["hf"] = {p: {"precision": p, **_rate(times[f"hf {p}"], tokens)} for p in hf_precisions}
         best = max(result["hf"].values(), key=lambda r: r["tokens_per_s"])
@@ -288,11 +300,9 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
         result["ratio_ceiling"] = best["step_ms"] / xling["matmuls_ms"]
     for run in [xling, *(result["hf"].values() if hf_precisions else [])]:
         achieved = result["matmul_flops_per_token"] * run["tokens_per_s"]
-        run["mfu"] = achieved / peaks[run["precision"]]["flops"]
+        run["mfu"] = achieved / result["peaks"][run["precision"]]["flops"]
         if result["nominal_peak"]:
             run["mfu_nominal"] = achieved / result["nominal_peak"]
-    result["machine"]["load_average_end"] = _loadavg()
-    return result
 
 
 def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:

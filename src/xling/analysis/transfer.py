@@ -2,19 +2,8 @@
 
 A linear classification head reads the final hidden state (after the final LayerNorm) of each
 example's last token, as the paper does for GLUE. All weights are fine-tuned on examples in
-the training language only; accuracy is then measured on held-out examples in every language
-of the run: clones see the same text through their id table, a real second language sees the
-parallel text (the other translation of the verse, or the task file's `text_<LANG>` column).
-
-Tasks:
-- `bible-parts` (built in): which part of the Bible a verse comes from (history, wisdom,
-  prophets, gospels, acts, letters, ...). Only books held out of pretraining in every language
-  are used (probe, valid and test books), so no language saw any task text before; odd
-  chapters are for fine-tuning and even chapters for evaluation, each class capped to the same
-  number of verses so chance is 1 / classes.
-- a local CSV or JSONL file with columns `text`, `label`, optional `text2` (a second text for
-  pair tasks), optional `split` (train | test; without it a stable 80/20 split by text hash),
-  and for a real second language `text_<LANG>` / `text2_<LANG>` columns.
+the training language only; accuracy is then measured on held-out examples in every language.
+Tasks: the built-in `bible-parts` or a local CSV / JSONL file (`load_task`).
 """
 
 from __future__ import annotations
@@ -158,6 +147,18 @@ def load_task_file(path: str | Path, setup) -> Task:
 
 
 def load_task(task: str, setup) -> Task:
+    """The task named `task`, with text in every language of the run it can have:
+
+    - `bible-parts` (built in): which part of the Bible a verse comes from (history, wisdom,
+      prophets, gospels, acts, letters, ...). Only books held out of pretraining in every language
+      are used (probe, valid and test books), so no language saw any task text before; odd
+      chapters are for fine-tuning and even chapters for evaluation, each class capped to the same
+      number of verses so chance is 1 / classes. Clones see the same text through their id table,
+      a real second language the other translation of the verse.
+    - a local CSV or JSONL file with columns `text`, `label`, optional `text2` (a second text for
+      pair tasks), optional `split` (train | test; without it a stable 80/20 split by text hash),
+      and for a real second language `text_<LANG>` / `text2_<LANG>` columns.
+    """
     return bible_parts_task(setup) if task == BIBLE_TASK else load_task_file(task, setup)
 
 

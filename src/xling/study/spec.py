@@ -1,21 +1,8 @@
 """Studies: a paper experiment as a named grid of runs (the file format, and finding study files).
 
-A study file (``NAME.yaml``; the paper's studies ship with xling, see `xling study list`)
-declares a base run config and groups of runs::
-
-    name: headline-cpu
-    description: ...
-    paper: Table 1 (50/50, 90/10)
-    base: {...a run config...}
-    grid: {train.seed: [0, 1, 2]}           # crossed into every group (a group may override a key)
-    groups:
-      ladder: {set: {languages.p: 0.0}, grid: {train.data_fraction: [0.1, 0.5, 1.0], train.seed: [0]}}
-      mix:    {grid: {languages.p: [0.5, 0.1]}}
-    figures: [{x: languages.p, y: ppl, mlpe: true}]
-
-``set`` fixes config keys for a group; ``grid`` crosses lists of values. A run's id is its
-group, its grid values and a hash of its full resolved config, e.g. ``mix-p0.1-s2-1a2b3c4d``,
-so editing the base config makes new runs instead of silently reusing old ones.
+A run's id is its group, its grid values and a hash of its full resolved config, e.g.
+``mix-p0.1-s2-1a2b3c4d``, so editing the base config makes new runs instead of silently reusing
+old ones. `build_study` documents the format.
 """
 
 from __future__ import annotations
@@ -162,7 +149,23 @@ def _grid(value, where: str) -> dict[str, list]:
 
 
 def build_study(data: dict, path: Path | None = None) -> Study:
-    """Expand and validate a study (a parsed YAML mapping): every run config is checked here."""
+    """Expand and validate a study (a parsed YAML mapping): every run config is checked here.
+
+    A study file (``NAME.yaml``; the paper's studies ship with xling, see `xling study list`)
+    declares a base run config and groups of runs::
+
+        name: headline-cpu
+        description: ...
+        paper: Table 1 (50/50, 90/10)
+        base: {...a run config...}
+        grid: {train.seed: [0, 1, 2]}           # crossed into every group (a group may override a key)
+        groups:
+          ladder: {set: {languages.p: 0.0}, grid: {train.data_fraction: [0.1, 0.5, 1.0], train.seed: [0]}}
+          mix:    {grid: {languages.p: [0.5, 0.1]}}
+        figures: [{x: languages.p, y: ppl, mlpe: true}]
+
+    ``set`` fixes config keys for a group; ``grid`` crosses lists of values.
+    """
     where = f"study {path}" if path else "study"
     _check_keys(data, STUDY_KEYS, where)
     name = data.get("name") or (path.stem if path else "")
