@@ -45,7 +45,7 @@ def test_types_are_checked_and_ints_widen_to_floats():
         ({"model.preset": "huge"}, "unknown model.preset"),
         ({"eval.window": 4096}, "eval.window"),
         ({"train.batch_size": 10, "train.grad_accum": 3}, "divisible"),
-        ({"tokenizer.vocab_size": 100}, "vocab_size must be at least"),
+        ({"tokenizer.vocab_size": 100}, "vocab_size must be between 300"),
         ({"train.precision": "int8"}, "train.precision"),
     ],
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +18,34 @@ from typing import Any
 
 import yaml
 
+from . import yamlio
 from .errors import XlingError
 from .recipes import config_path
+
+# Validation rules live next to the fields they check (field metadata); `validate` applies them
+# all, then the checks that relate several fields. Every float must also be finite.
+
+
+def between(lo: float, hi: float, *, above: bool = False) -> dict:
+    """A number in [lo, hi], or in (lo, hi] with above=True."""
+    return {"between": (lo, hi, above)}
+
+
+def one_of(*options: str) -> dict:
+    return {"one_of": options}
+
+
+NAME = {"name": True}  # letters, digits, '.', '_', '-'; not starting with '.' or '-' (it names files)
+MAX = 10**9  # the upper bound of counts that have no natural one (steps, intervals)
 
 
 @dataclass
 class CorpusConfig:
     """Where a language's text comes from."""
 
-    name: str = "bible"  # "bible" (built-in parallel Bibles), "text" (local files) or "jsonl"
-    translation: str = "web"  # bible only: web, kjv, lsg, darby, rv1909, elberfelder, ...
-    books: str = "all"  # bible only: all | odd | even (disjoint content for two languages)
+    name: str = field(default="bible", metadata=one_of("bible", "text", "jsonl"))  # built-in Bibles, local .txt or .jsonl
+    translation: str = "web"  # bible only: web, kjv, lsg, darby, rv1909, elberfelder, ... or a language code
+    books: str = field(default="all", metadata=one_of("all", "odd", "even"))  # bible only: disjoint content for two languages
     paths: list[str] = field(default_factory=list)  # text / jsonl: files or directories
     doc_per_line: bool = False  # text only: one document per line instead of per file
     text_field: str = "text"  # jsonl only: the field that holds the document text
@@ -36,21 +55,22 @@ class CorpusConfig:
 class TokenizerConfig:
     """How text becomes ids (SentencePiece BPE with byte fallback, trained on the train split)."""
 
-    vocab_size: int = 4096  # per language: a clone doubles the model's vocabulary, so each language has its own
+    # per language (a clone doubles the model's vocabulary); byte fallback alone needs 259 ids
+    vocab_size: int = field(default=4096, metadata=between(300, 65536))
 
 
 @dataclass
 class LanguagesConfig:
     """The paper's core knob: which languages, and how often each appears in training."""
 
-    kind: str = "clone"  # "clone" (duplicated vocabulary) or "real" (a second corpus)
-    num_clones: int = 1  # clone only: number of cloned languages besides the base language
-    frac_clone: float = 1.0  # clone only: fraction of ids that are cloned (rest are shared anchors)
-    p: float = 0.1  # total probability that a training sequence is a non-base language
+    kind: str = field(default="clone", metadata=one_of("clone", "real"))  # duplicated vocabulary, or a second corpus
+    num_clones: int = field(default=1, metadata=between(1, 64))  # clone only: cloned languages besides the base
+    frac_clone: float = field(default=1.0, metadata=between(0, 1))  # clone only: share of cloned ids (rest: anchors)
+    p: float = field(default=0.1, metadata=between(0, 1))  # total probability that a sequence is a non-base language
     schedule: str = ""  # e.g. "0.1_0.9": K equal stages of training, each with its own p
     second: CorpusConfig = field(default_factory=lambda: CorpusConfig(translation="lsg"))  # real only
-    vocab: str = "disjoint"  # real only: disjoint | anchored | joint (one tokenizer for both)
-    names: list[str] = field(default_factory=list)  # display names; default EN1, EN2, ... / EN, FR
+    vocab: str = field(default="disjoint", metadata=one_of("disjoint", "anchored", "joint"))  # real only
+    names: list[str] = field(default_factory=list, metadata=NAME)  # display names; default EN1, EN2, ... / EN, FR
 
 
 @dataclass
@@ -58,31 +78,33 @@ class ModelConfig:
     """The GPT's shape: a named preset (the paper's sizes or CPU sizes), any field overridden."""
 
     preset: str = "cpu-s"  # see PRESETS below; explicit fields override it
-    n_layers: int = 0  # transformer blocks (0: the preset's)
-    d_model: int = 0  # residual width (0: the preset's)
-    n_heads: int = 0  # attention heads; d_model must divide by it (0: the preset's)
-    d_mlp: int = 0  # MLP hidden width (0: the preset's, else 4 * d_model)
-    seq_len: int = 128  # training context length (the position table has this many entries)
+    n_layers: int = field(default=0, metadata=between(0, 1024))  # transformer blocks (0: the preset's)
+    d_model: int = field(default=0, metadata=between(0, 65536))  # residual width (0: the preset's)
+    n_heads: int = field(default=0, metadata=between(0, 1024))  # attention heads, dividing d_model (0: the preset's)
+    d_mlp: int = field(default=0, metadata=between(0, 262144))  # MLP hidden width (0: the preset's, else 4 * d_model)
+    seq_len: int = field(default=128, metadata=between(2, 65536))  # training context (the position table's size)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation (the paper's Adam, warm-up + cosine) and how a run is logged and checkpointed."""
 
-    seed: int = 0  # decides the initial weights, the language of every sequence and the data order
-    steps: int = 0  # 0: derived from data_fraction (one pass over the training tokens)
-    data_fraction: float = 1.0  # fraction of the reference token budget (monolingual ladders)
-    batch_size: int = 32  # sequences per optimiser step
-    grad_accum: int = 1  # micro-batches per step (batch_size must divide evenly)
-    lr: float = 2e-3  # peak learning rate, reached after the warm-up
-    min_lr: float = 2e-5  # the cosine decay ends here at the last step
-    warmup: int = 50  # steps of linear warm-up
-    clip: float = 0.0  # 0 disables gradient clipping (as in the paper)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast dtype)
-    log_every: int = 10  # steps between metric records (one host sync each)
-    eval_every: int = 0  # 0: validation only at the end
-    checkpoint_every: int = 100  # steps between checkpoints: how much a kill can lose
-    device: str = "auto"  # auto | cpu | cuda
+    # decides the initial weights, the language of every sequence and the data order
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1))
+    steps: int = field(default=0, metadata=between(0, MAX))  # 0: derived from data_fraction
+    # fraction of the reference token budget (one pass over the training text; monolingual ladders)
+    data_fraction: float = field(default=1.0, metadata=between(0, 100, above=True))
+    batch_size: int = field(default=32, metadata=between(1, 2**20))  # sequences per optimiser step
+    grad_accum: int = field(default=1, metadata=between(1, 2**20))  # micro-batches per step (dividing batch_size)
+    lr: float = field(default=2e-3, metadata=between(0, 10, above=True))  # peak learning rate, after the warm-up
+    min_lr: float = field(default=2e-5, metadata=between(0, 10))  # the cosine decay ends here at the last step
+    warmup: int = field(default=50, metadata=between(0, MAX))  # steps of linear warm-up
+    clip: float = field(default=0.0, metadata=between(0, 1e6))  # 0 disables gradient clipping (as in the paper)
+    precision: str = field(default="auto", metadata=one_of("auto", "fp32", "bf16", "fp16"))  # autocast dtype
+    log_every: int = field(default=10, metadata=between(1, MAX))  # steps between metric records (a host sync each)
+    eval_every: int = field(default=0, metadata=between(0, MAX))  # 0: validation only at the end
+    checkpoint_every: int = field(default=100, metadata=between(1, MAX))  # steps between checkpoints: what a kill loses
+    device: str = field(default="auto", metadata=one_of("auto", "cpu", "cuda"))
     compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: a long compile first)
 
 
@@ -90,17 +112,18 @@ class TrainConfig:
 class EvalConfig:
     """The paper's evaluation protocol: overlapping windows, only their last tokens scored."""
 
-    window: int = 128  # evaluation window (at most model.seq_len)
-    last_n: int = 32  # windows advance by last_n; only their last last_n targets are scored
-    max_tokens: int = 0  # 0: the whole test split; otherwise a prefix of each language's stream
-    batch_size: int = 32  # windows per forward pass (memory, not results)
+    window: int = field(default=128, metadata=between(2, 65536))  # evaluation window (at most model.seq_len)
+    last_n: int = field(default=32, metadata=between(1, 65535))  # windows advance by last_n; their last last_n targets count
+    # 0: the whole test split; otherwise a prefix of each language's stream (at least one window)
+    max_tokens: int = field(default=0, metadata=between(0, 10**12))
+    batch_size: int = field(default=32, metadata=between(1, 2**16))  # windows per forward pass (memory, not results)
 
 
 @dataclass
 class RunConfig:
     """Everything that decides a run: two runs with equal configs train the same model."""
 
-    name: str = ""  # display name (and the default run directory); not part of a run's identity
+    name: str = field(default="", metadata=NAME)  # display name and default run directory; not part of a run's identity
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     languages: LanguagesConfig = field(default_factory=LanguagesConfig)
@@ -162,9 +185,9 @@ def from_dict(data: dict) -> RunConfig:
 
 
 def parse_override_value(text: str) -> Any:
-    """`--train.steps 2000` -> 2000; `--languages.schedule 0.1_0.9` stays a string."""
+    """`--train.steps 2000` -> 2000; `--languages.schedule 0_1` stays a string (see yamlio)."""
     try:
-        return yaml.safe_load(text)
+        return yamlio.load(text)
     except yaml.YAMLError:
         return text
 
@@ -188,11 +211,14 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise XlingError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlio.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise XlingError(f"malformed YAML in {path}{where}: fix the syntax") from None
+        problem = getattr(exc, "problem", None) or "fix the syntax"
+        raise XlingError(f"malformed YAML in {path}{where}: {problem}") from None
+    except OSError as exc:
+        raise XlingError(f"cannot read {path} ({exc.strerror}): check the file and its permissions") from None
     except UnicodeDecodeError:
         raise XlingError(f"{path} is not UTF-8 text") from None
     if data is None:
@@ -211,7 +237,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def dump_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return yamlio.dump(to_dict(cfg))
 
 
 # --------------------------------------------------------------------------- model dimensions
@@ -253,8 +279,6 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
     d_mlp = cfg.d_mlp or d_mlp or 4 * d_model
     if d_model % n_heads:
         raise XlingError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
-    if not 2 <= cfg.seq_len <= 65536:
-        raise XlingError(f"model.seq_len must be between 2 and 65536, got {cfg.seq_len}")
     return ModelDims(n_layers, d_model, n_heads, d_mlp, cfg.seq_len, vocab_size)
 
 
@@ -278,21 +302,48 @@ def parse_schedule(text: str) -> list[float]:
 
 # --------------------------------------------------------------------------- validation
 
+_NAME_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+MAX_PARAMETERS = 20e9  # far beyond any CPU or single-node run; a typo in a size should not eat all memory
+
+
+def is_name(text: str) -> bool:
+    """Whether `text` can name a file or directory safely: no separators, no '..', no leading '.' or '-'."""
+    return bool(_NAME_SHAPE.fullmatch(text))
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise XlingError(message)
 
 
+def _check_rules(section, where: str = "") -> None:
+    """Apply the rules next to every field (between, one_of, NAME) and require finite floats."""
+    for f in dataclasses.fields(section):
+        value, path = getattr(section, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_rules(value, f"{path}.")
+            continue
+        _check(not isinstance(value, float) or math.isfinite(value), f"{path} must be a finite number, got {value}")
+        if "between" in f.metadata:
+            lo, hi, above = f.metadata["between"]
+            ok = (lo < value if above else lo <= value) and value <= hi
+            if isinstance(value, float):
+                _check(ok, f"{path} must be in {'(' if above else '['}{lo:g}, {hi:g}], got {value:g}")
+            else:
+                _check(ok, f"{path} must be between {lo} and {hi}, got {value}")
+        if "one_of" in f.metadata:
+            options = f.metadata["one_of"]
+            _check(value in options, f"{path} must be {', '.join(options[:-1])} or {options[-1]}, got '{value}'")
+        if "name" in f.metadata:
+            for name in value if isinstance(value, list) else [value] if value else []:
+                _check(is_name(name), f"{path}: '{name}' is not a usable name: use letters, digits, '.', '_' or "
+                                      "'-' (not first), at most 100 characters")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Range and consistency checks that types alone cannot express."""
+    """Every field's own rule, then the checks that relate several fields."""
+    _check_rules(cfg)
     lang, tr, ev = cfg.languages, cfg.train, cfg.eval
-    _check(lang.kind in ("clone", "real"), f"languages.kind must be 'clone' or 'real', got '{lang.kind}'")
-    _check(0.0 <= lang.p <= 1.0, f"languages.p must be in [0, 1], got {lang.p}")
-    _check(0.0 <= lang.frac_clone <= 1.0, f"languages.frac_clone must be in [0, 1], got {lang.frac_clone}")
-    _check(1 <= lang.num_clones <= 64, f"languages.num_clones must be between 1 and 64, got {lang.num_clones}")
-    _check(lang.vocab in ("disjoint", "anchored", "joint"),
-           f"languages.vocab must be disjoint, anchored or joint, got '{lang.vocab}'")
     if lang.kind == "real":
         _check(lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a real pair has 2 languages")
     if lang.schedule:
@@ -300,28 +351,19 @@ def validate(cfg: RunConfig) -> None:
     n_langs = num_languages(cfg)
     _check(not lang.names or len(lang.names) == n_langs,
            f"languages.names has {len(lang.names)} names but the run has {n_langs} languages")
-    for corpus, where in ((cfg.corpus, "corpus"), (lang.second, "languages.second")):
-        _check(corpus.name in ("bible", "text", "jsonl"),
-               f"{where}.name must be bible, text or jsonl, got '{corpus.name}'")
-        _check(corpus.books in ("all", "odd", "even"), f"{where}.books must be all, odd or even, got '{corpus.books}'")
-    _check(cfg.tokenizer.vocab_size >= 300, f"tokenizer.vocab_size must be at least 300 (byte fallback needs 259 ids), got {cfg.tokenizer.vocab_size}")
-    _check(cfg.tokenizer.vocab_size <= 65536, f"tokenizer.vocab_size must be at most 65536, got {cfg.tokenizer.vocab_size}")
-    dims = resolve_model(cfg.model, vocab_size=1)
-    _check(tr.steps >= 0, f"train.steps must be >= 0, got {tr.steps}")
-    _check(0.0 < tr.data_fraction <= 100.0, f"train.data_fraction must be in (0, 100], got {tr.data_fraction}")
-    _check(tr.batch_size >= 1 and tr.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1")
+    _check(len(set(lang.names)) == len(lang.names), f"languages.names has a name twice: {lang.names}")
+    dims = resolve_model(cfg.model, vocab_size=cfg.tokenizer.vocab_size * n_langs)
+    parameters = dims.n_layers * (4 * dims.d_model ** 2 + 2 * dims.d_model * dims.d_mlp) + \
+        (2 * dims.vocab_size + dims.seq_len) * dims.d_model
+    _check(parameters <= MAX_PARAMETERS, f"the model would have {parameters:.3g} parameters (at most "
+                                         f"{MAX_PARAMETERS:.0e}): check model.n_layers, d_model and d_mlp")
     _check(tr.batch_size % tr.grad_accum == 0,
            f"train.batch_size ({tr.batch_size}) must be divisible by train.grad_accum ({tr.grad_accum})")
-    _check(tr.lr > 0 and 0 <= tr.min_lr <= tr.lr, "train.lr must be > 0 and train.min_lr in [0, lr]")
-    _check(tr.warmup >= 0 and tr.clip >= 0, "train.warmup and train.clip must be >= 0")
-    _check(tr.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got '{tr.precision}'")
-    _check(tr.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{tr.device}'")
-    _check(tr.log_every >= 1 and tr.checkpoint_every >= 1 and tr.eval_every >= 0,
-           "train.log_every and train.checkpoint_every must be >= 1, train.eval_every >= 0")
-    _check(2 <= ev.window <= dims.seq_len,
-           f"eval.window ({ev.window}) must be between 2 and model.seq_len ({dims.seq_len})")
-    _check(1 <= ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got {ev.last_n}")
-    _check(ev.max_tokens >= 0 and ev.batch_size >= 1, "eval.max_tokens must be >= 0 and eval.batch_size >= 1")
+    _check(tr.min_lr <= tr.lr, f"train.min_lr ({tr.min_lr:g}) must not exceed train.lr ({tr.lr:g})")
+    _check(ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len ({dims.seq_len})")
+    _check(ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got {ev.last_n}")
+    _check(ev.max_tokens == 0 or ev.max_tokens > ev.window,
+           f"eval.max_tokens ({ev.max_tokens}) must be 0 (the whole split) or more than eval.window ({ev.window})")
 
 
 def num_languages(cfg: RunConfig) -> int:

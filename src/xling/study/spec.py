@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict, validate
+from ..config import RunConfig, apply_overrides, from_dict, is_name, load_yaml, to_dict, validate
 from ..data.mixture import Mixture
 from ..errors import XlingError
 from ..fsio import json_key
@@ -169,8 +169,8 @@ def build_study(data: dict, path: Path | None = None) -> Study:
     where = f"study {path}" if path else "study"
     _check_keys(data, STUDY_KEYS, where)
     name = data.get("name") or (path.stem if path else "")
-    if not name or not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
-        raise XlingError(f"{where}: 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+    if not is_name(str(name)):
+        raise XlingError(f"{where}: 'name' must be letters, digits, '.', '_' or '-' (not first), got {name!r}")
     base = _require_mapping(data.get("base"), f"{where}: base")
     top_grid = _grid(data.get("grid"), f"{where}: grid")
     groups = _require_mapping(data.get("groups"), f"{where}: groups") or {"runs": {}}

@@ -1,0 +1,72 @@
+"""YAML as a config language should be read: the YAML 1.2 core schema, no duplicate keys.
+
+PyYAML follows YAML 1.1, which silently misreads configs: `_` is a digit separator (the schedule
+`0_1` becomes the integer 1, `0.5_1` becomes 0.51), `no`/`off` are booleans, `2026-01-01` is a
+date, `010` is octal and `2e-3` is a string. Here only true/false are booleans, numbers are
+plain decimals (`1e-3` included), and everything else stays the string it looks like. A key
+written twice in one mapping is an error instead of the last one silently winning. The dumper
+quotes exactly the strings this loader would otherwise read as something else.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_BOOL = re.compile(r"^(true|True|TRUE|false|False|FALSE)$")
+_NULL = re.compile(r"^(~|null|Null|NULL|)$")
+_RESOLVERS = (("tag:yaml.org,2002:bool", _BOOL, "tTfF"), ("tag:yaml.org,2002:int", _INT, "-+0123456789"),
+              ("tag:yaml.org,2002:float", _FLOAT, "-+0123456789."), ("tag:yaml.org,2002:null", _NULL, "~nN\0"))
+
+
+def _core_schema(cls):
+    """Give a PyYAML loader or dumper class the YAML 1.2 core scalars instead of YAML 1.1's."""
+    cls.yaml_implicit_resolvers = {}
+    for tag, pattern, first in _RESOLVERS:
+        cls.add_implicit_resolver(tag, pattern, list(first))
+    # "" (an empty value) has no first character to dispatch on; PyYAML looks it up under ""
+    cls.yaml_implicit_resolvers.setdefault("", []).append(("tag:yaml.org,2002:null", _NULL))
+    return cls
+
+
+@_core_schema
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}': keep one of them", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _int(loader, node):
+    return int(loader.construct_scalar(node), 10)  # decimal: "010" is ten, not YAML 1.1's octal eight
+
+
+def _float(loader, node):
+    text = loader.construct_scalar(node).lower()
+    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+@_core_schema
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def load(text: str):
+    """Parse YAML text (raises yaml.YAMLError, with a mark, on malformed input or a duplicate key)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def dump(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
