@@ -92,6 +92,23 @@ def test_get_tokenizer_caches_by_corpus_and_vocab(tmp_path, corpus, monkeypatch)
     assert calls == [VOCAB, VOCAB + 8, VOCAB] and changed.path != first.path
 
 
+@pytest.mark.parametrize("damage", ["swapped", "truncated", "no manifest"])
+def test_a_cached_tokenizer_that_is_not_the_trained_one_is_reported_and_retrained(tmp_path, corpus, caplog, damage):
+    first = get_tokenizer([corpus], VOCAB)
+    other = train_tokenizer(syllable_sentences(400, seed=5), VOCAB, tmp_path / "other" / "sp.model")
+    if damage == "swapped":  # a valid model, but not the one trained on this corpus
+        first.path.write_bytes(other.path.read_bytes())
+    elif damage == "truncated":
+        first.path.write_bytes(first.path.read_bytes()[:100])
+    else:  # killed between writing the model and its manifest
+        first.path.with_suffix(".json").unlink()
+    again = get_tokenizer([corpus], VOCAB)
+    assert again.sha256 == first.sha256 and again.pieces() == first.pieces()  # deterministic retraining
+    assert Tokenizer.load(first.path).sha256 == first.sha256  # the cache holds the right model again
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert bool(warned) == (damage != "no manifest") and all("does not match its manifest" in w for w in warned)
+
+
 def test_joint_tokenizer_over_two_corpora(tmp_path, corpus):
     other = tmp_path / "other.txt"
     other.write_text("\n".join(syllable_sentences(400, seed=2)), encoding="utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -19,8 +20,10 @@ import sentencepiece as spm
 
 from ..config import CorpusConfig
 from ..errors import XlingError
-from ..fsio import atomic_write, default_cache_dir, json_key
+from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json
 from .corpora import corpus_fingerprint, load_documents
+
+log = logging.getLogger(__name__)
 
 # Bumped whenever the training settings below change, so cached tokenizers are retrained.
 TOKENIZER_VERSION = 1
@@ -120,11 +123,38 @@ def tokenizer_key(corpora: list[CorpusConfig], vocab_size: int) -> str:
     return json_key(identity)
 
 
+def _cached(path: Path) -> Tokenizer | None:
+    """The cached tokenizer at `path` if its bytes match the sha256 its manifest recorded, else None.
+
+    A model without a manifest is an entry whose writing was interrupted; one that does not match
+    (swapped, truncated, damaged) is reported. Either way the caller trains it again.
+    """
+    manifest = read_json(path.with_suffix(".json"), default=None)
+    if not path.is_file() or not isinstance(manifest, dict):
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == manifest.get("sha256"):
+        try:
+            return Tokenizer(data, path)
+        except RuntimeError:  # matches its manifest but SentencePiece cannot read it
+            pass
+    log.warning(f"cached tokenizer {path} does not match its manifest (damaged or replaced); training it again")
+    return None
+
+
 def get_tokenizer(corpora: list[CorpusConfig], vocab_size: int, cache_dir: Path | None = None) -> Tokenizer:
-    """The tokenizer trained on the train split of `corpora` (one: per-language; two: joint), cached."""
+    """The tokenizer trained on the train split of `corpora` (one: per-language; two: joint), cached.
+
+    The cache entry is sp.model plus sp.json (its sha256, written last): a model is used only when
+    it is the one that was trained, since a different one would silently change every perplexity.
+    """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / "tokenizers" / tokenizer_key(corpora, vocab_size) / "sp.model"
-    if path.is_file():
-        return Tokenizer.load(path)
-    texts = chain.from_iterable(load_documents(c, "train") for c in corpora)
-    return train_tokenizer(texts, vocab_size, path)
+    tokenizer = _cached(path)
+    if tokenizer is None:
+        texts = chain.from_iterable(load_documents(c, "train") for c in corpora)
+        tokenizer = train_tokenizer(texts, vocab_size, path)
+        atomic_write_json(path.with_suffix(".json"), {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size,
+                                                      "corpora": [corpus_fingerprint(c) for c in corpora],
+                                                      "version": TOKENIZER_VERSION})
+    return tokenizer
