@@ -107,6 +107,10 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     (lambda d: d["groups"]["mix"]["grid"].update({"languages.p": []}), "non-empty list"),
     (lambda d: d.update(figures=[{"x": "languages.p", "y": "loss"}]), "ppl or teff"),
     (lambda d: d["groups"].update(again=d["groups"]["ladder"]), "same config"),
+    (lambda d: d.update(figures=[{"y": "ppl"}]), "needs x"),
+    (lambda d: d.update(figures=[{"x": "languages.p", "roles": ["L3"]}]), "roles must list L1 and/or L2"),
+    (lambda d: d.update(name=".."), "'name' must be letters"),
+    (lambda d: d.update(name="../up"), "'name' must be letters"),
 ])
 def test_bad_studies_are_one_line_errors(tiny_corpus_dir, mutate, message):
     data = tiny_study_dict(tiny_corpus_dir)
@@ -173,7 +177,7 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     original = Trainer._restore
     monkeypatch.setattr(Trainer, "_restore", lambda self: restored.append(original(self)) or restored[-1])
     counts = run_study(study, tmp_path, log=lambda *_: None)
-    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns == done_mtime  # not redone
     assert restored == [10]  # only the interrupted run trained, from its checkpoint at step 10
     info = read_json_file(first.run_dir(tmp_path) / "run.json")
@@ -203,20 +207,46 @@ def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path,
     assert {r["name"]: r["status"] for r in row}[failed.id] == "failed"
     monkeypatch.setattr(Trainer, "fit", original)
     counts = run_study(study, tmp_path, log=lambda *_: None)  # a rerun retries only the failed run
-    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert read_json_file(failed.run_dir(tmp_path) / "study.json")["attempts"] == 2
 
 
-def test_lock_makes_a_second_runner_skip_the_run(tiny_corpus_dir, tmp_path):
+@pytest.mark.parametrize("holder_finishes", [True, False])
+def test_a_runner_waits_for_a_run_another_process_holds(tiny_corpus_dir, tmp_path, holder_finishes):
+    """The run is counted when its holder finishes it, and trained here when the holder gives up."""
+    import threading
+
+    from xling.train.evaluate import evaluate_run
+    from xling.train.trainer import Trainer
+
     study = small_study(tiny_corpus_dir, "locked", ps=(0.5,), fractions=(0.1,))
-    held = study.runs[0].run_dir(tmp_path)
-    with run_lock(held) as got:
-        assert got
-        counts = run_study(study, tmp_path, log=lambda *_: None)
-        assert counts["busy"] == 1 and counts["completed"] == 1
-        assert not is_complete(held)
-        assert study_status(study, tmp_path)[0]["state"] == "running"
-    assert run_study(study, tmp_path, log=lambda *_: None)["completed"] == 2
+    spec = study.runs[0]
+    held, release = spec.run_dir(tmp_path), threading.Event()
+
+    def other_runner():
+        with run_lock(held) as got:
+            assert got
+            release.wait(30)
+            if holder_finishes:
+                Trainer(spec.run_config, held).fit(progress=False)
+                evaluate_run(held, trained_only=True)
+
+    thread = threading.Thread(target=other_runner)
+    thread.start()
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("waiting for"):  # this runner has found the run taken: let the other one go on
+            assert study_status(study, tmp_path)[0]["state"] == "running"
+            release.set()
+
+    counts = run_study(study, tmp_path, log=log, poll=0.05)
+    thread.join()
+    assert counts == {"total": 2, "completed": 2, "failed": 0} and is_complete(held)
+    finished_elsewhere = any(f"{spec.id} finished by process {os.getpid()}" in line for line in lines)
+    assert finished_elsewhere == holder_finishes
+    assert read_json_file(held / "study.json").get("attempts", 0) == (0 if holder_finishes else 1)
 
 
 def _runner(path: Path, root: Path, *extra: str) -> subprocess.Popen:
@@ -231,6 +261,7 @@ def test_two_concurrent_runners_never_train_the_same_run(tiny_corpus_dir, tmp_pa
     path = write_study(tmp_path / "pair.yaml", data)
     procs = [_runner(path, tmp_path / "runs") for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs  # together they finished the study
     study = build_study(data)
     assert all(is_complete(r.run_dir(tmp_path / "runs")) for r in study.runs), outputs
     # Each run was attempted exactly once: the other runner found it locked or already complete.
@@ -322,7 +353,7 @@ def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, 
     monkeypatch.setattr(Trainer, "fit", lambda self, *a, **kw: trained.append(self.cfg.languages.p) or original(self, *a, **kw))
     lines = []
     counts = run_study(second, tmp_path, log=lines.append)
-    assert counts == {"total": 2, "completed": 2, "failed": 0, "busy": 0}
+    assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert trained == [0.1]  # only the 90/10 run trained
     assert any(f"reused from first/{twin.id}" in line for line in lines)
     mine, theirs = shared.run_dir(tmp_path), twin.run_dir(tmp_path)

@@ -69,12 +69,16 @@ def json_key(identity, length: int = 16) -> str:
 _REQUIRED = object()
 
 
-def read_json(path: Path, default=_REQUIRED):
-    """A JSON file's content. A missing or unreadable file returns `default` when one is given
-    (callers that can redo the work pass {}), else raises one XlingError naming the file."""
+def read_json(path: Path, default=_REQUIRED) -> dict:
+    """A JSON object from a file. A file that is missing, unreadable, not JSON or not an object returns
+    `default` when one is given (callers that can redo the work pass {}), else raises one XlingError."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        content = json.loads(Path(path).read_bytes().decode("utf-8"))
+        if not isinstance(content, dict):
+            raise ValueError(f"holds a JSON {type(content).__name__}, not an object")
+        return content
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         if default is not _REQUIRED:
             return default
-        raise XlingError(f"cannot read {path}: {exc.__class__.__name__}; the file is missing or corrupt") from None
+        raise XlingError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc)[:80]}): the file is missing or "
+                         "corrupt") from None

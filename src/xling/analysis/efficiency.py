@@ -213,6 +213,15 @@ def read_csv_rows(path: str | os.PathLike, required_columns: Sequence[str]) -> l
     p = Path(path)
     if not p.is_file():
         raise XlingError(f"{p}: file not found; pass an existing CSV file")
+    try:
+        return _read_csv_rows(p, required_columns)
+    except UnicodeDecodeError as exc:
+        raise XlingError(f"{p} is not UTF-8 text (bad byte at offset {exc.start}): pass a CSV file") from None
+    except csv.Error as exc:
+        raise XlingError(f"{p} is not a readable CSV file ({exc}): pass a CSV file") from None
+
+
+def _read_csv_rows(p: Path, required_columns: Sequence[str]) -> list[dict]:
     with p.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         header = [h.strip() for h in (reader.fieldnames or [])]

@@ -95,7 +95,10 @@ def _read_rows(path: Path) -> list[dict]:
     except UnicodeDecodeError:
         raise XlingError(f"task file {path} is not UTF-8 text: convert it to UTF-8") from None
     if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise XlingError(f"task file {path} is not a readable CSV file ({exc}): fix or replace it") from None
     return [row for _, row in jsonl_objects(path, text, "text and label fields")]
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .command import SEED, count, number
 from .tables import alignment_table, teff_table, transfer_table
 
 
@@ -15,8 +16,8 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", required=True, help="CSV with run,language,fraction,ppl")
     p.add_argument("--out", help="output CSV (default: <runs>_teff.csv)")
     p.add_argument("--form", default="loss", choices=["loss", "paper"], help="scaling-law form (see docs)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=count(0, 100_000), default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def teff(args, overrides) -> int:
@@ -42,13 +43,13 @@ def teff(args, overrides) -> int:
 def align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--pair", nargs=2, metavar=("LANG_A", "LANG_B"), help="the two languages (default: the first two)")
-    p.add_argument("--sequences", type=int, default=500, help="probe sequences for hidden states")
-    p.add_argument("--grad-sequences", type=int, default=100, help="probe sequences for gradients (2 backward passes each)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--sequences", type=count(1), default=500, help="probe sequences for hidden states")
+    p.add_argument("--grad-sequences", type=count(0), default=100, help="probe sequences for gradients (2 backward passes each)")
+    p.add_argument("--batch-size", type=count(1, 2**16), default=16)
     p.add_argument("--word2vec", action="store_true", help="clones: also train the word2vec (CBOW) control on the run's training stream")
-    p.add_argument("--w2v-size", type=int, default=0, help="word2vec vector size (0: the model width)")
-    p.add_argument("--w2v-window", type=int, default=5)
-    p.add_argument("--w2v-epochs", type=int, default=1, help="passes over the run's training stream")
+    p.add_argument("--w2v-size", type=count(0, 65536), default=0, help="word2vec vector size (0: the model width)")
+    p.add_argument("--w2v-window", type=count(1, 1000), default=5)
+    p.add_argument("--w2v-epochs", type=count(1, 1000), default=1, help="passes over the run's training stream")
     p.add_argument("--reuse", action="store_true", help="read a run's existing alignment.json instead of recomputing it")
     p.add_argument("--figure", help="also write a per-layer hidden-state plot of all runs to this PNG")
     p.add_argument("--no-figures", action="store_true", help="skip the per-run PNGs")
@@ -86,10 +87,10 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="bible-parts", help="bible-parts (built in) or a CSV / JSONL file with text, label "
                    "[, text2, split, text_<LANG>] columns")
     p.add_argument("--train-language", help="language to fine-tune in (default: the run's first language)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=count(1), default=300)
+    p.add_argument("--batch-size", type=count(1, 2**16), default=32)
+    p.add_argument("--lr", type=number(0, 10, above=True), default=3e-4)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
 
 

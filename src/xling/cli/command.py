@@ -20,3 +20,36 @@ class Command:
 
 ROOT_HELP = "directory of run directories (default: $XLING_RUNS or ./runs)"
 DB_HELP = "SQLite results store (default: ROOT/xling.db)"
+
+
+def count(lo: int, hi: int = 10**9):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def number(lo: float, hi: float, *, above: bool = False):
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with above=True)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((lo < value if above else lo <= value) and value <= hi):  # nan fails every comparison
+            raise argparse.ArgumentTypeError(f"must be in {'(' if above else '['}{lo:g}, {hi:g}], got {text}")
+        return value
+
+    return parse
+
+
+SEED = count(0, 2**32 - 1)

@@ -53,8 +53,15 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a usage mistake is an XlingError like any other bad input."""
+
+    def error(self, message: str):
+        raise XlingError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xling", description="Controlled experiments on cross-lingual "
+    parser = _Parser(prog="xling", description="Controlled experiments on cross-lingual "
                                      "generalisation in language models.")
     parser.add_argument("--version", action="version", version=f"xling {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -99,8 +106,9 @@ def _warnings_to_stderr() -> None:
         logger.propagate = False
 
 
-# Storage problems the user fixes (permissions, read-only or full disk): one line, exit 2.
+# Problems with the paths and disks the user chose, which they fix: one line, exit 2.
 _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xling: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
-            raise
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
-              "space; an interrupted run continues with --resume", file=sys.stderr)
+        if exc.errno in _STORAGE_ERRORS:
+            print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
+                  "space; an interrupted run continues with --resume", file=sys.stderr)
+        elif exc.errno in _PATH_ERRORS and exc.filename:
+            print(f"xling: error: cannot use{where} ({exc.strerror}): an output path must be a directory, or not "
+                  "exist yet", file=sys.stderr)
+        else:
+            raise
         return 2
     except KeyboardInterrupt:
         print("\nxling: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import RunConfig, dump_yaml, load_config
 from ..errors import XlingError
+from .command import SEED, count, number
 from .tables import bench_table, ppl_table
 
 
@@ -92,7 +93,7 @@ def train(args, overrides) -> int:
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "valid", "train"])
-    p.add_argument("--max-tokens", type=int, default=None, help="score only a prefix of each language's stream")
+    p.add_argument("--max-tokens", type=count(0, 10**12), default=None, help="score only a prefix of each language's stream")
     p.add_argument("--device", default="auto")
 
 
@@ -109,10 +110,10 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--language", required=True, help="a language name of the run, e.g. EN2")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    p.add_argument("--tokens", type=int, default=60)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokens", type=count(1, 100_000), default=60, help="tokens to generate")
+    p.add_argument("--temperature", type=number(0, 100), default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=count(0, 10**7), default=40, help="0: no top-k cut")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
 
 
@@ -145,9 +146,9 @@ def sample(args, overrides) -> int:
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config file or packaged config name (optional; overrides apply on top)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per model (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--steps", type=count(1, 100_000), default=20, help="timed steps per model (default 20)")
+    p.add_argument("--warmup", type=count(0, 100_000), default=3, help="untimed steps first (default 3)")
+    p.add_argument("--threads", type=count(0, 4096), default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     p.add_argument("--out", help="also write the result as JSON here")
 

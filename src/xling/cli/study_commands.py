@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ..errors import XlingError
-from .command import DB_HELP, ROOT_HELP
+from .command import DB_HELP, ROOT_HELP, count
 from .tables import status_table
+
+
+def _existing(root: str | None) -> str | None:
+    """A --root given to read from must exist (a typo would otherwise read as 'nothing has run')."""
+    if root is not None and not Path(root).is_dir():
+        raise XlingError(f"--root {root} is not a directory: pass the directory `xling study run` wrote runs into")
+    return root
 
 
 def study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["run", "status", "list"])
     p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (local processes or Ray tasks)")
+    p.add_argument("--workers", type=count(1, 1024), default=1, help="runs trained at the same time (local processes or Ray tasks)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
     p.add_argument("--log", action="append", choices=["tensorboard", "wandb"],
@@ -42,7 +50,7 @@ def study(args, overrides) -> int:
     if args.action == "status":
         from ..study.state import study_status
 
-        print(status_table(chosen, study_status(chosen, args.root)))
+        print(status_table(chosen, study_status(chosen, _existing(args.root))))
         return 0
     from ..study.runner import run_study
 
@@ -62,14 +70,14 @@ def report(args, overrides) -> int:
     from ..report.study_report import write_report
     from ..study.spec import load_study
 
-    path, _ = write_report(load_study(args.name), args.root, args.out, args.db)
+    path, _ = write_report(load_study(args.name), _existing(args.root), args.out, args.db)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 
 
 def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default="headline-cpu", help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=int, default=0, help="runs trained at the same time (default: 2 on >= 2 cores)")
+    p.add_argument("--workers", type=count(0, 1024), default=0, help="runs trained at the same time (default: 2 on >= 2 cores)")
     p.add_argument("--out", help="report directory (default: reports/headline-cpu)")
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--db", help=DB_HELP)
@@ -110,7 +118,7 @@ def store(args, overrides) -> int:
     from ..study.spec import runs_root
     from ..study.store import Store
 
-    root = runs_root(args.root)
+    root = runs_root(_existing(args.root))
     results = Store(args.db or root / "xling.db")
     n = results.rebuild(root)
     print(f"indexed {n} run directories under {root} into {results.path}")
@@ -129,7 +137,7 @@ def align_report(args, overrides) -> int:
     from ..report.alignment_report import write_alignment_report
     from ..study.spec import load_study
 
-    path = write_alignment_report(load_study(args.name), args.root, args.out, compute=not args.no_compute,
+    path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
                                   task=args.task, log=print)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0

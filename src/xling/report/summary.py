@@ -209,7 +209,7 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         mean = lambda rs, a: float(np.mean([getattr(r, a) for r in rs]))
         first = members[0]
         length = float(np.mean([r.length for r in members]))
-        if not mono:  # steps are rounded to whole batches: snap to the 1/20 grid the paper's lengths sit on
+        if not mono and length >= 0.025:  # steps are whole batches: snap to the 1/20 grid of the paper's lengths
             length = round(length * 20) / 20
         warnings = sorted({w for r in members for w in r.warnings})
         paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)

@@ -33,7 +33,7 @@ from ..train.rundir import RunDir
 from ..train.trainer import Trainer
 from .exports import export_run
 from .spec import RunSpec, Study, runs_root
-from .state import is_complete, now, read_info, record, run_lock
+from .state import is_complete, is_locked, lock_holder, now, read_info, record, run_lock
 from .store import Store
 
 # --------------------------------------------------------------------------- reusing a twin run
@@ -183,12 +183,14 @@ def _cost(spec: RunSpec) -> float:
 
 def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
-              loggers: tuple[str, ...] = (), reuse: bool = True) -> dict:
+              loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0) -> dict:
     """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
 
     With `reuse`, a missing run whose twin (same config) is complete in another study under the
-    same root is copied from it instead of trained (counted as completed, logged as reused).
-    `log(line)` is told of progress, one line per finished run (the CLI passes print)."""
+    same root is copied from it instead of trained (counted as completed, logged as reused). A run
+    another runner holds is waited for (its lock checked every `poll` seconds), then counted when
+    that runner finished it or trained here when it did not. `log(line)` is told of progress, one
+    line per finished run (the CLI passes print)."""
     log = log or (lambda _: None)
     if engine not in ("local", "ray"):
         raise XlingError(f"--engine must be local or ray, got '{engine}'")
@@ -198,14 +200,14 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
-    counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0, "busy": 0}
+    counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}
     log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
         + (f" ({workers} workers, {engine})" if todo and (workers > 1 or engine != "local") else ""))
     if reuse:
         for spec in todo:
             twin = find_twin(spec, root)
             if twin and adopt_twin(spec, twin, root):
-                store.index_run(spec.run_dir(root))
+                store.try_index(spec.run_dir(root))
                 counts["completed"] += 1
                 log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
@@ -214,29 +216,52 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
     preflight(study)
     log(f"data ready; one line per finished run below (`xling study status {study.name}` shows progress)")
     todo.sort(key=_cost, reverse=True)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    started = time.perf_counter()
-    for n, result in enumerate(_execute(todo, root, workers, engine, progress), 1):
-        spec = study.spec(result["id"])
-        store.index_run(spec.run_dir(root))
-        status = result["status"]
-        counts["completed" if status in ("completed", "done") else status] += 1
-        if status == "completed":
-            for name in loggers:
-                note = export_run(spec.run_dir(root), name)
-                if note:
-                    log(f"  note: {note}")
-        elapsed = time.perf_counter() - started
-        detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
-                  "busy": "skipped: another process is running it", "failed": f"FAILED: {result['error']}"}[status]
-        log(f"[{n}/{len(todo)}] {spec.id} {detail} ({elapsed:.0f} s elapsed)")
+    progress = sys.stderr.isatty() if progress is None else progress
+    started, total, done = time.perf_counter(), len(todo), 0
+    while todo:
+        busy = []
+        for result in _execute(todo, root, workers, engine, progress):
+            spec = study.spec(result["id"])
+            if result["status"] == "busy":  # another runner trains it: wait for it below
+                busy.append(spec)
+                continue
+            done += 1
+            store.try_index(spec.run_dir(root))
+            counts["completed" if result["status"] in ("completed", "done") else "failed"] += 1
+            if result["status"] == "completed":
+                for name in loggers:
+                    note = export_run(spec.run_dir(root), name)
+                    if note:
+                        log(f"  note: {note}")
+            detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
+                      "failed": f"FAILED: {result['error']}"}[result["status"]]
+            log(f"[{done}/{total}] {spec.id} {detail} ({time.perf_counter() - started:.0f} s elapsed)")
+        todo = []
+        for spec, holder in _wait_for_others(busy, root, poll, log):
+            if not is_complete(spec.run_dir(root)):
+                todo.append(spec)  # the other runner stopped without finishing it: train it here
+                continue
+            done += 1
+            store.try_index(spec.run_dir(root))
+            counts["completed"] += 1
+            log(f"[{done}/{total}] {spec.id} finished by process {holder or '?'} "
+                f"({time.perf_counter() - started:.0f} s elapsed)")
     if counts["failed"]:
         log(f"{counts['failed']} run(s) failed; see study.json in their run directories. "
             f"`xling study run {study.name}` retries them.")
-    if counts["busy"]:
-        log(f"{counts['busy']} run(s) were being run by another process; run again to pick up what is left.")
     return counts
+
+
+def _wait_for_others(busy: list[RunSpec], root: Path, poll: float, log) -> Iterator[tuple[RunSpec, int | None]]:
+    """Each run another process holds, with that process's id, once the process lets go of it."""
+    if busy:
+        holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})
+        log(f"waiting for {len(busy)} run(s) that process {', '.join(holders)} is training")
+    for spec in busy:
+        holder = lock_holder(spec.run_dir(root))
+        while is_locked(spec.run_dir(root)):
+            time.sleep(poll)
+        yield spec, holder
 
 
 def _execute(todo: list[RunSpec], root: Path, workers: int, engine: str, progress: bool) -> Iterator[dict]:

@@ -200,8 +200,13 @@ def build_study(data: dict, path: Path | None = None) -> Study:
     figures = data.get("figures") or []
     for i, fig in enumerate(figures):
         _check_keys(_require_mapping(fig, f"{where}: figures[{i}]"), FIGURE_KEYS, f"{where}: figures[{i}]")
+        if not isinstance(fig.get("x"), str) or not fig["x"]:
+            raise XlingError(f"{where}: figures[{i}] needs x, the grid key on the horizontal axis (e.g. x: languages.p)")
         if fig.get("y", "ppl") not in ("ppl", "teff"):
             raise XlingError(f"{where}: figures[{i}].y must be ppl or teff, got {fig.get('y')!r}")
+        _require_mapping(fig.get("where"), f"{where}: figures[{i}].where")
+        if not set(fig.get("roles") or []) <= {"L1", "L2"}:
+            raise XlingError(f"{where}: figures[{i}].roles must list L1 and/or L2, got {fig.get('roles')!r}")
     one_x = data.get("one_x", 1.0)
     if not isinstance(one_x, (int, float)) or one_x <= 0:
         raise XlingError(f"{where}: one_x must be a positive number (the data fraction of the paper's 1x)")

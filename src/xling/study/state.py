@@ -51,12 +51,22 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for other runners' messages
         try:
             yield True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The process id the run's lock file names (its holder, or its last holder)."""
+    try:
+        return int(RunDir(run_dir).lock_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def is_locked(run_dir: Path) -> bool:

@@ -94,9 +94,13 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
     db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
 
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._check_is_ours()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._open()
@@ -112,6 +116,27 @@ class Store:
             log.warning(f"results store {self.path} is damaged (kept as {damaged.name}); it is rebuilt from "
                         "the run directories (all studies: xling store rebuild)")
             self._open()
+        self._check_schema()
+
+    def _check_is_ours(self) -> None:
+        """Refuse a path that is not a results store, before anything touches it."""
+        if self.path.is_dir():
+            raise XlingError(f"--db {self.path} is a directory: give the path of a results store file (xling.db)")
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise XlingError(f"{self.path} is not an SQLite file, so not a results store: give another --db")
+
+    def _check_schema(self) -> None:
+        """An SQLite file of someone else's (other tables of the same names) is not ours to write into."""
+        expected = sqlite3.connect(":memory:")
+        expected.executescript(SCHEMA)
+        for table in ("runs", "metrics", "evaluations"):
+            query = f"PRAGMA table_info({table})"
+            if [r[1] for r in self.db.execute(query)] != [r[1] for r in expected.execute(query)]:
+                self.db.close()
+                raise XlingError(f"{self.path} is an SQLite file with another '{table}' table, not an xling results "
+                                 "store: give another --db")
 
     def _open(self) -> None:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
@@ -139,11 +164,21 @@ class Store:
                 _insert(self.db, "evaluations", row)
         return run["id"]
 
+    def try_index(self, run_dir: str | Path) -> bool:
+        """index_run, but a run directory whose files cannot be read is reported and skipped: one
+        damaged run never stops the indexing of the others."""
+        try:
+            self.index_run(run_dir)
+            return True
+        except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
+            log.warning(f"skipped {run_dir} in the results store: {exc}")
+            return False
+
     def sync(self, study: Study, root: str | Path) -> None:
         """Index every existing run directory of a study (cheap; keeps the store current)."""
         for spec in study.runs:
             if spec.run_dir(root).is_dir():
-                self.index_run(spec.run_dir(root))
+                self.try_index(spec.run_dir(root))
 
     def rebuild(self, root: str | Path) -> int:
         """Drop everything and index every run directory under `root`; returns how many were indexed."""
@@ -151,14 +186,7 @@ class Store:
         with self._transaction():
             for table in ("evaluations", "metrics", "runs"):
                 self.db.execute(f"DELETE FROM {table}")
-        indexed = 0
-        for d in dirs:
-            try:
-                self.index_run(d)
-                indexed += 1
-            except XlingError as exc:  # e.g. a config.yaml this version cannot read: skip that directory
-                log.warning(f"skipped {d}: {exc}")
-        return indexed
+        return sum(self.try_index(d) for d in dirs)
 
     def query(self, sql: str, params=()) -> list[dict]:
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
