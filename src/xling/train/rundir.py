@@ -5,7 +5,11 @@ every write into it (all atomic).
       config.yaml        the resolved RunConfig
       run.json           status, sizes, per-language token counts, timings (rewritten atomically)
       metrics.jsonl      one JSON object per logged step / validation
-      checkpoints/step_0000200/{model.safetensors, state.pt, manifest.json}
+      checkpoints/step_0000200/
+        model.safetensors    the weights (all that eval, sample and the analyses read)
+        training.safetensors optimiser state tensors and the torch RNG state (resume only)
+        training.json        step, optimiser param groups, loss-scaler state (resume only)
+        manifest.json        format, step, the run's config, a SHA-256 per file
       eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits
       alignment/         alignment.json and its figures (`xling align`)
       transfer/          <task>-<language>.json (`xling transfer`)
@@ -14,22 +18,27 @@ every write into it (all atomic).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
 from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict
 from ..errors import XlingError
-from ..fsio import atomic_write_json, atomic_write_text, read_json, sha256_file
+from ..fsio import atomic_write, atomic_write_json, atomic_write_text, read_json, sha256_file
 
 KEEP_CHECKPOINTS = 2
+# Checkpoint files hold data only (safetensors, JSON): a run directory received from someone
+# else cannot run code. Format 1 (no "format" in the manifest) kept training state in state.pt,
+# a pickle, which this version never reads.
+CHECKPOINT_FORMAT = 2
 log = logging.getLogger(__name__)
 
 
@@ -115,21 +124,32 @@ class RunDir:
         return records
 
     def truncate_metrics(self, after_step: int) -> None:
-        """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+        """Drop records logged after the checkpoint we resume from (they will be logged again);
+        after_step 0 (no checkpoint) drops them all."""
         kept = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # checkpoints
-    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict) -> Path:
-        """Write model weights (safetensors) + training state; the directory appears complete or not at all."""
+    def save_checkpoint(self, step: int, model: torch.nn.Module, training: dict, cfg: RunConfig) -> Path:
+        """Write a checkpoint; the directory appears complete or not at all.
+
+        `training` is {"step", "optimizer": its state_dict, "scaler": its state_dict, "torch_rng"}.
+        Files are built in memory and written with atomic_write, so a full disk is an OSError.
+        """
+        files = {"model.safetensors": safetensors_bytes(_cpu(model.state_dict())), **_encode_training(training)}
+        manifest = {"format": CHECKPOINT_FORMAT, "step": step,
+                    "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                    "config": to_dict(cfg)}
+        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+        self.remove_partial_checkpoints()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         final = self.checkpoints / f"step_{step:07d}"
-        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints, prefix=f".tmp-step_{step:07d}-"))
+        tmp = self.checkpoints / f".tmp-{final.name}"
         try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-            torch.save(state, tmp / "state.pt")
-            files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "state.pt")}
-            atomic_write_json(tmp / "manifest.json", {"step": step, "sha256": files})
+            tmp.mkdir()  # the umask's permissions (mkdtemp would make it 0700)
+            for name, data in files.items():
+                with atomic_write(tmp / name) as f:
+                    f.write(data)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -139,6 +159,11 @@ class RunDir:
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def remove_partial_checkpoints(self) -> None:
+        """Remove checkpoint directories a kill left half-written (they are never read)."""
+        for tmp in self.checkpoints.glob(".tmp-step_*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def checkpoint_dirs(self) -> list[Path]:
         if not self.checkpoints.is_dir():
@@ -169,15 +194,70 @@ class RunDir:
             log.warning(f"skipping damaged checkpoint {ckpt.name} ({problem})")
         return None
 
+    def checkpoint_to_resume(self, cfg: RunConfig) -> Path | None:
+        """The latest good checkpoint, None if there is none; an XlingError if training cannot
+        continue from it with `cfg` (another checkpoint format, or the config was edited)."""
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            return None
+        manifest = read_json(ckpt / "manifest.json")
+        written = manifest.get("format", 1)
+        if written != CHECKPOINT_FORMAT:
+            which = "a newer" if isinstance(written, int) and written > CHECKPOINT_FORMAT else "an older"
+            raise XlingError(f"checkpoint {ckpt} was written by {which} xling in a format this version does not "
+                             "read: finish the run with that version, or start it again in a new run directory")
+        differ = config_differences(from_dict(manifest.get("config")), cfg)
+        if differ:
+            raise XlingError(f"--resume: {', '.join(differ)} changed since checkpoint {ckpt.name} was written "
+                             f"(in {self.config_path}): restore config.yaml or start a new run")
+        return ckpt
+
     @staticmethod
-    def load_checkpoint(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> dict:
+    def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
+        """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
         weights = load_file(ckpt / "model.safetensors", device=str(map_location))
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first})") from None
-        return torch.load(ckpt / "state.pt", map_location=map_location, weights_only=False)
+
+    @staticmethod
+    def load_training(ckpt: Path) -> dict:
+        """A checkpoint's training state, as `save_checkpoint` was given it (tensors on the CPU:
+        optimizer.load_state_dict moves them to the parameters' device)."""
+        meta = read_json(ckpt / "training.json")
+        tensors = load_file(ckpt / "training.safetensors")
+        state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
+        for name, tensor in tensors.items():
+            if name.startswith("optimizer."):
+                _, pid, key = name.split(".", 2)
+                state.setdefault(int(pid), {})[key] = tensor
+        # JSON turned the groups' tuples (Adam's betas) into lists; "params" is the only real list.
+        groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+                  for group in meta["param_groups"]]
+        return {"step": meta["step"], "optimizer": {"state": state, "param_groups": groups},
+                "scaler": meta["scaler"], "torch_rng": tensors["torch_rng"]}
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+
+def _encode_training(training: dict) -> dict[str, bytes]:
+    """training.safetensors (every tensor: optimiser state as optimizer.<param>.<key>, torch_rng)
+    and training.json (the rest); `RunDir.load_training` reverses it."""
+    tensors, values = {"torch_rng": training["torch_rng"]}, {}
+    for pid, entries in training["optimizer"]["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                values.setdefault(str(pid), {})[key] = value
+    meta = {"step": training["step"], "param_groups": training["optimizer"]["param_groups"],
+            "optimizer_values": values, "scaler": training["scaler"]}
+    return {"training.safetensors": safetensors_bytes(_cpu(tensors)),
+            "training.json": (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[str]:

@@ -109,7 +109,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     ckpt = run.latest_checkpoint()
     if ckpt is None:
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
-    run.load_checkpoint(ckpt, model, map_location=dev)
+    run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
     autocast, _ = autocast_factory(cfg.train.precision, dev)
     return Session(cfg, setup, model, dev, autocast, run)

@@ -47,6 +47,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _check_run_dir(self, resume: bool) -> None:
+        """Refuse to overwrite a run, or to resume it with another config; choose the checkpoint
+        to resume from (self.resume_from)."""
+        self.resume_from = None
         if not self.run.exists():
             return
         if not resume:
@@ -59,6 +62,7 @@ class Trainer:
                 f"--resume: the config differs from the one saved in {self.run.path} in {', '.join(differ)}; "
                 "resume with the same config or start a new run"
             )
+        self.resume_from = self.run.checkpoint_to_resume(self.cfg)
 
     def prepare(self, resume: bool) -> None:
         """Validate everything and build data before writing anything into the run directory."""
@@ -96,16 +100,19 @@ class Trainer:
                 "torch_rng": torch.get_rng_state()}
 
     def _restore(self) -> int:
-        ckpt = self.run.latest_checkpoint()
-        if ckpt is None:
-            return 0
-        state = self.run.load_checkpoint(ckpt, self.model, map_location=self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        """Continue from self.resume_from; returns the step training goes on from (0: none)."""
+        step = 0
+        if self.resume_from is not None:
+            self.run.load_weights(self.resume_from, self.model, map_location=self.device)
+            state = self.run.load_training(self.resume_from)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            step = state["step"]
         if self.world.is_main:
-            self.run.truncate_metrics(state["step"])
-        return state["step"]
+            self.run.remove_partial_checkpoints()
+            self.run.truncate_metrics(step)  # steps after `step` are trained, and logged, again
+        return step
 
     # ------------------------------------------------------------------ loop
     def validate(self, step: int, split: str = "valid") -> dict:
@@ -230,7 +237,7 @@ class Trainer:
             if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                 self.validate(done)
             if main and checkpoint_due:
-                run.save_checkpoint(done, self.model, self._state(done))
+                run.save_checkpoint(done, self.model, self._state(done), cfg)
         bar.close()
         if not main:
             return {"status": "interrupted" if end < self.steps else "completed", "step": end, "rank": self.world.rank}

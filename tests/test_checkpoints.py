@@ -1,0 +1,186 @@
+"""Checkpoints: data only (no pickle is ever read), exact round trip, full disks, edited configs,
+leftovers of a kill, and metrics when a resume finds no checkpoint."""
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_config, tiny_config_dict
+from xling.cli import main
+from xling.config import RunConfig
+from xling.fsio import sha256_file
+from xling.train import rundir as runs
+from xling.train.rundir import RunDir
+from xling.train.session import load_session
+from xling.train.trainer import Trainer, make_optimizer
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_corpus_dir, tmp_path_factory):
+    """A tiny run stopped after step 6 (its checkpoint is at step 4); tests work on copies."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    Trainer(tiny_config(tiny_corpus_dir), out).fit(progress=False, stop_at=6)
+    return out
+
+
+def _copy(run_dir, tmp_path):
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def _steps(run_dir):
+    return [r["step"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
+
+
+def _toy_training(steps=3):
+    """A small model, Adam as the trainer makes it, and an enabled loss scaler, after a few steps."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    optimizer = make_optimizer(model, 1e-2, torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0)  # enabled: its state goes through JSON too
+    for _ in range(steps):
+        scaler.scale(model(torch.randn(5, 4)).square().mean()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    training = {"step": steps, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+    return model, optimizer, training
+
+
+class _MakesADirectoryWhenUnpickled:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.makedirs, (self.path, 0o777, True)  # exist_ok: every load would run it
+
+
+def _make_format_1(ckpt, marker):
+    """Turn a checkpoint into the old format (state.pt), with a state.pt that runs code when
+    unpickled and a manifest whose checksums match, as a crafted run directory would have."""
+    for name in ("training.safetensors", "training.json"):
+        (ckpt / name).unlink(missing_ok=True)  # (a format-1 run has none)
+    torch.save({"step": 0, "payload": _MakesADirectoryWhenUnpickled(marker)}, ckpt / "state.pt")
+    files = {name: sha256_file(ckpt / name) for name in ("model.safetensors", "state.pt")}
+    (ckpt / "manifest.json").write_text(json.dumps({"step": int(ckpt.name[5:]), "sha256": files}))
+
+
+def test_the_training_state_round_trips_exactly(tmp_path):
+    model, optimizer, training = _toy_training()
+    ckpt = RunDir(tmp_path).save_checkpoint(3, model, training, RunConfig())
+    assert sorted(p.name for p in ckpt.iterdir()) == ["manifest.json", "model.safetensors", "training.json",
+                                                      "training.safetensors"]
+    state = RunDir.load_training(ckpt)
+    assert state["step"] == 3 and state["scaler"] == training["scaler"] and state["scaler"]["scale"] == 256.0
+    assert torch.equal(state["torch_rng"], training["torch_rng"])
+
+    restored = make_optimizer(model, 1.0, torch.device("cpu"))
+    restored.load_state_dict(state["optimizer"])
+    before, after = optimizer.state_dict(), restored.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert isinstance(after["param_groups"][0]["betas"], tuple)  # not the list JSON made of it
+    assert before["state"].keys() == after["state"].keys()
+    for pid, entries in before["state"].items():
+        assert entries.keys() == after["state"][pid].keys() == {"step", "exp_avg", "exp_avg_sq"}
+        for key, value in entries.items():
+            assert value.dtype == after["state"][pid][key].dtype and torch.equal(value, after["state"][pid][key])
+
+
+def test_checkpoints_get_the_umask_permissions_and_leftovers_are_removed(tmp_path):
+    run = RunDir(tmp_path)
+    leftover = run.checkpoints / ".tmp-step_0000002-x1y2"  # what a kill during a write left
+    leftover.mkdir(parents=True)
+    (leftover / "model.safetensors").write_bytes(b"half")
+    model, _, training = _toy_training()
+    ckpt = run.save_checkpoint(3, model, training, RunConfig())
+    assert not leftover.exists()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert ckpt.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in ckpt.iterdir()} == {0o666 & ~umask}
+
+
+def test_a_crafted_pickle_in_an_old_checkpoint_never_runs(tiny_run, tmp_path, capsys):
+    run_dir = _copy(tiny_run, tmp_path)
+    marker = tmp_path / "pwned"
+    for ckpt in RunDir(run_dir).checkpoint_dirs():
+        _make_format_1(ckpt, marker)
+
+    load_session(run_dir)  # eval, sample and the analyses read model.safetensors only
+    assert not marker.exists()
+    assert _cli(capsys, "eval", run_dir)[0] == 0 and not marker.exists()
+    assert _cli(capsys, "sample", run_dir, "--language", "L1", "--tokens", "3")[0] == 0 and not marker.exists()
+    code, err = _cli(capsys, "train", run_dir, "--resume", "--quiet", "--no-eval")
+    assert not marker.exists()
+    assert code == 2 and len(err) == 1, err
+    assert "written by an older xling in a format this version does not read" in err[0]
+    assert "start it again" in err[0]
+
+
+def test_a_full_disk_during_a_checkpoint_write_leaves_no_partial_checkpoint(tiny_corpus_dir, tmp_path, capsys,
+                                                                             monkeypatch):
+    real_atomic_write = runs.atomic_write
+
+    @contextlib.contextmanager
+    def disk_fills_at_the_training_state(path):
+        with real_atomic_write(path) as f:
+            if path.name == "training.safetensors":
+                f.write(b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            yield f
+
+    monkeypatch.setattr(runs, "atomic_write", disk_fills_at_the_training_state)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)))
+    out = tmp_path / "run"
+    code, err = _cli(capsys, "train", config, "--out", out, "--quiet")
+    assert code == 2 and len(err) == 1 and "free space" in err[0], err
+    assert os.listdir(out / "checkpoints") == []  # neither the temp directory nor a temp file
+
+
+def test_an_edited_config_is_refused_on_resume(interrupted_run, tmp_path, capsys):
+    run_dir = _copy(interrupted_run, tmp_path)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["train"]["lr"] = 1e-3
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    code, err = _cli(capsys, "train", run_dir, "--resume", "--quiet", "--no-eval")
+    assert code == 2 and len(err) == 1, err
+    assert "train.lr changed since checkpoint step_0000004" in err[0] and "restore config.yaml" in err[0]
+    assert _steps(run_dir) == list(range(1, 7))  # nothing trained
+
+
+@pytest.mark.parametrize("damage", ["killed before the first checkpoint", "every checkpoint damaged"])
+def test_a_resume_without_a_usable_checkpoint_logs_every_step_once(damage, tiny_corpus_dir, interrupted_run,
+                                                                   tmp_path):
+    cfg = tiny_config(tiny_corpus_dir)
+    if damage == "killed before the first checkpoint":
+        run_dir = tmp_path / "run"
+        Trainer(cfg, run_dir).fit(progress=False, stop_at=3)
+        assert not RunDir(run_dir).checkpoint_dirs()
+    else:
+        run_dir = _copy(interrupted_run, tmp_path)
+        for ckpt in RunDir(run_dir).checkpoint_dirs():
+            (ckpt / "model.safetensors").write_bytes(b"damaged")
+    Trainer(cfg, run_dir).fit(resume=True, progress=False, stop_at=5)
+    assert _steps(run_dir) == [1, 2, 3, 4, 5]
+
+
+def test_resume_removes_what_a_kill_during_a_checkpoint_write_left(tiny_corpus_dir, interrupted_run, tmp_path):
+    run_dir = _copy(interrupted_run, tmp_path)
+    leftover = RunDir(run_dir).checkpoints / ".tmp-step_0000008-a1b2"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(resume=True, progress=False, stop_at=5)  # no save before 8
+    assert not leftover.exists()
+    assert _steps(run_dir) == [1, 2, 3, 4, 5]
