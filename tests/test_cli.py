@@ -4,10 +4,13 @@ import importlib.util
 import json
 
 import pytest
+import torch
 import yaml
 
 from conftest import requires_bible, tiny_config_dict
 from xling.cli import main
+from xling.config import from_dict
+from xling.data.stream import decode_ids, encode_text, prepare_languages
 
 
 @pytest.fixture
@@ -45,6 +48,10 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
     assert set(report["languages"]) == {"L1", "L2"}
     code, stdout, _ = run_cli(capsys, "sample", out, "--language", "L2", "--prompt", "The king", "--tokens", "5")
     assert code == 0 and stdout.startswith("[L2] The king")
+    # the prompt and the continuation are decoded together, so a new word after the prompt keeps its space
+    setup = prepare_languages(from_dict(yaml.safe_load(config_file().read_text())))
+    prompt, more = encode_text(setup, 1, "The king"), encode_text(setup, 1, "saw the sea")
+    assert decode_ids(setup, 1, torch.cat([prompt, more])) == "The king saw the sea"
     assert_user_error(capsys, None, "sample", out, "--language", "FR", match="unknown language 'FR'")
 
 
@@ -55,7 +62,7 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
         (["--languages.schedule", "0.1-0.9"], "malformed schedule"),
         (["--languages.frac_clone", "1.5"], "frac_clone must be in [0, 1]"),
         (["--languages.num_clones", "-1"], "num_clones must be between"),
-        (["--train.stepz", "3"], "did you mean 'steps'"),
+        (["--train.stepz", "3"], "did you mean 'train.steps'"),
         (["--tokenizer.vocab_size", "60000"], "too large for this corpus"),
         (["--corpus.paths", "[/nonexistent/xling]"], "does not exist"),
         (["--corpus.name", "bible", "--corpus.translation", "klingon"], "unknown Bible translation 'klingon'"),
@@ -141,7 +148,7 @@ def test_full_disk_during_a_checkpoint_leaves_no_partial_checkpoint(capsys, conf
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "save_file", disk_full)
+    monkeypatch.setattr(runs, "atomic_write", disk_full)
     out = tmp_path / "run"
     assert_user_error(capsys, None, "train", config_file(), "--out", out, "--quiet", match="free space")
     assert not any((out / "checkpoints").glob("*"))  # the temp checkpoint was removed

@@ -19,7 +19,7 @@ def test_yaml_and_overrides(tmp_path):
 
 
 def test_unknown_key_suggests_the_closest():
-    with pytest.raises(XlingError, match=r"unknown key 'train.setps' \(did you mean 'steps'\?\)"):
+    with pytest.raises(XlingError, match=r"unknown key 'train.setps' \(did you mean 'train.steps'\?\)"):
         from_dict({"train": {"setps": 3}})
     with pytest.raises(XlingError, match="did you mean 'languages'"):
         from_dict({"langauges": {}})

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from xling.analysis.efficiency import clone_fractions, efficiency, read_csv_rows, teff_table, write_table
+from xling.analysis.efficiency import efficiency, read_csv_rows, teff_table, write_table
 from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law
 from xling.cli import main
 from xling.cli.tables import teff_table as format_table
@@ -160,13 +160,6 @@ def test_paper_sanity_90_10_en2():
         print(f"{form}: TEff EN2 90/10 = {e.teff:.3f}")
         assert 1.5 < e.teff < 3.0
         assert efficiency(f, 0.9, 22.46).teff == pytest.approx(1.0, abs=0.1)  # EN1 ≈ 1
-
-
-def test_clone_fractions():
-    assert clone_fractions(0.1, 1, 1.0) == pytest.approx([0.9, 0.1])
-    assert clone_fractions(0.5, 9, 2.0) == pytest.approx([1.0] + [1.0 / 9] * 9)
-    with pytest.raises(XlingError):
-        clone_fractions(1.5, 1, 1.0)
 
 
 def test_teff_table_rows_and_unknown_language(fit):

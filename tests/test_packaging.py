@@ -35,11 +35,13 @@ def test_a_wheel_in_a_fresh_venv_lists_and_runs_the_packaged_recipes(tmp_path):
     (fresh_site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(pip + ["--python", str(python), "install", "--no-deps", str(wheel)], check=True, capture_output=True)
 
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}  # no PYTHONPATH, XLING_STUDIES, ./studies
+
     def xling(*args):
-        env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}  # no XLING_STUDIES, no ./studies
         return subprocess.run([venv / "bin" / "xling", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
 
-    where = subprocess.run([python, "-c", "import xling; print(xling.__file__)"], capture_output=True, text=True)
+    where = subprocess.run([python, "-c", "import xling; print(xling.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
     assert where.stdout.startswith(str(fresh_site)), where  # the wheel's copy, not the repository's
     listed = xling("study", "list")
     assert listed.returncode == 0, listed.stderr

@@ -12,24 +12,12 @@ from test_study import completed_study
 from xling.cli import main
 from xling.errors import XlingError
 from xling.report import published
-from xling.report.claims import Evidence, headline, verdicts
+from xling.report.claims import headline, verdicts
 from xling.report.stats import Stat, diff_interval, fmt_stat, log_stat, t_stat
 from xling.report.study_report import write_report
 from xling.report.summary import analyse
-from xling.report.verdict import NOT_TESTED, Check, Status, compare, vs_one
+from xling.report.verdict import NOT_TESTED, Check, Evidence, Status, compare, vs_one
 from xling.study.store import Store
-
-
-def _compare(a, b, smaller):
-    return compare(a, b, smaller).status
-
-
-def _vs_one(s, above=True):
-    return vs_one(s, above).status
-
-
-def _above_one(s):
-    return vs_one(s).status
 
 
 @pytest.fixture
@@ -65,20 +53,20 @@ def test_a_language_forgotten_in_one_seed_is_still_clearly_worse():
     table1-cpu): on the log scale that is significant, while the linear interval of the raw
     perplexities, dominated by their spread, straddles zero."""
     forgotten, kept = [40_000.0, 150_000.0, 65_000.0], [150.0, 160.0, 155.0]
-    assert _compare(log_stat(forgotten), log_stat(kept), smaller=False) == "supported"
-    assert _compare(t_stat(forgotten), t_stat(kept), smaller=False) == "direction holds, not significant"
+    assert compare(log_stat(forgotten), log_stat(kept), smaller=False).status == "supported"
+    assert compare(t_stat(forgotten), t_stat(kept), smaller=False).status == "direction holds, not significant"
     assert fmt_stat(log_stat(kept)).startswith("154.9") and "[" in fmt_stat(log_stat(kept))
 
 
 def test_verdict_words_follow_the_intervals():
     clear, weak = t_stat([2.0, 2.1, 1.9]), t_stat([1.1, 1.3, 1.2])
-    assert _above_one(clear) == "supported"
-    assert _above_one(weak) == "direction holds, not significant"
-    assert _above_one(t_stat([0.8, 0.81, 0.79])) == "contradicted"
-    assert _vs_one(t_stat([0.8, 0.81, 0.79]), above=False) == "supported"
-    assert _compare(clear, weak, smaller=False) == "supported"
-    assert _compare(weak, clear, smaller=False) == "contradicted"
-    assert _compare(Stat(2.0, 2.0, 2.0, 1, (2.0,)), Stat(1.0, 1.0, 1.0, 1, (1.0,)), smaller=False).startswith("direction holds")
+    assert vs_one(clear).status == "supported"
+    assert vs_one(weak).status == "direction holds, not significant"
+    assert vs_one(t_stat([0.8, 0.81, 0.79])).status == "contradicted"
+    assert vs_one(t_stat([0.8, 0.81, 0.79]), above=False).status == "supported"
+    assert compare(clear, weak, smaller=False).status == "supported"
+    assert compare(weak, clear, smaller=False).status == "contradicted"
+    assert compare(Stat(2.0, 2.0, 2.0, 1, (2.0,)), Stat(1.0, 1.0, 1.0, 1, (1.0,)), smaller=False).status.startswith("direction holds")
 
 
 def test_published_numbers_are_looked_up_by_setting():
@@ -218,3 +206,6 @@ def test_alignment_answers_are_worded_from_the_check_never_read_back():
     one = compare(Stat(0.52, 0.52, 0.52, 1, (0.52,)), Stat(0.50, 0.50, 0.50, 1, (0.50,)))
     assert one.status is Status.HOLDS_ONE_SEED and one.answer() == "yes (Δ = +0.020; one seed, no interval)"
     assert NOT_TESTED.answer() == "not tested" and compare(Stat(0, 0, 0, 0), higher) is NOT_TESTED
+    # No difference at all (e.g. both settings at the majority class) is not the paper's direction.
+    same = compare(t_stat([0.14, 0.14, 0.14]), t_stat([0.14, 0.14, 0.14]))
+    assert same.status is Status.NOT_SUPPORTED and same.effect == 0.0

@@ -327,11 +327,11 @@ def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
 def test_study_workers_keep_the_openmp_wait_policy_the_cli_chose(monkeypatch, inherited, expected):
     import torch
 
-    from xling.study import runner as study
+    from xling.study import workers as study
 
     monkeypatch.setattr(study.os, "environ", dict(inherited))  # a scratch environment
     threads = torch.get_num_threads()
-    study._worker_init(threads)
+    study.init_worker(threads)
     assert study.os.environ == {**expected, "OMP_NUM_THREADS": str(threads)}
 
 

@@ -140,9 +140,10 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _suggest(key: str, options) -> str:
+def _suggest(key: str, options, section: str) -> str:
+    """A hint for an unknown key: the closest valid one, with its section, or the valid ones."""
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
+    return f" (did you mean '{section}{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -171,7 +172,8 @@ def _build(cls, data: dict, where: str = "config"):
     kwargs = {}
     for key, value in data.items():
         if key not in types_:
-            raise XlingError(f"unknown key '{where}.{key}'{_suggest(key, types_)}".replace("config.", "", 1))
+            section = f"{where}.".replace("config.", "", 1)
+            raise XlingError(f"unknown key '{section}{key}'{_suggest(key, types_, section)}")
         kwargs[key] = _coerce(value, types_[key], f"{where}.{key}".replace("config.", "", 1))
     return cls(**kwargs)
 
@@ -224,7 +226,7 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise XlingError(f"{path} must hold a mapping of config sections, not {type(data).__name__}")
+        raise XlingError(f"{path} must hold a mapping of keys (YAML 'key: value' lines), not a {type(data).__name__}")
     return data
 
 
@@ -238,6 +240,28 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def dump_yaml(cfg: RunConfig) -> str:
     return yamlio.dump(to_dict(cfg))
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}: {"train": {"lr": 1}} -> {"train.lr": 1}."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.
+RESUMABLE_KEYS = ("name", "train.device", "train.compile", "train.log_every", "train.eval_every",
+                  "train.checkpoint_every", "eval.window", "eval.last_n", "eval.max_tokens", "eval.batch_size")
+
+
+def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (those in `ignore` aside)."""
+    fa, fb = flatten(to_dict(a)), flatten(to_dict(b))
+    return [k for k in fa if fa[k] != fb.get(k) and k not in ignore]
 
 
 # --------------------------------------------------------------------------- model dimensions
@@ -270,7 +294,7 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 
 def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
     """Preset dimensions, with any explicitly set (non-zero) field of `cfg` overriding them."""
-    if cfg.preset not in PRESETS and not all((cfg.n_layers, cfg.d_model, cfg.n_heads)):
+    if cfg.preset not in PRESETS:
         raise XlingError(f"unknown model.preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
     n_layers, d_model, n_heads, d_mlp = PRESETS.get(cfg.preset, (0, 0, 0, 0))
     n_layers = cfg.n_layers or n_layers

@@ -1,4 +1,9 @@
-"""The one exception a user can cause. The CLI prints its message on one line and exits 2."""
+"""What the user is told: XlingError (one line, exit 2) and warnings (one line each, on stderr)."""
+
+from __future__ import annotations
+
+import logging
+import sys
 
 
 class XlingError(Exception):
@@ -6,3 +11,22 @@ class XlingError(Exception):
 
     The message must say what is wrong *and* what to do about it, in one line.
     """
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a record comes (it is replaced by tests and tools)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def warnings_to_stderr() -> None:
+    """Show the library's warnings (damaged caches, checkpoints, stores: the `xling` logger) as
+    'warning: ...' lines on stderr. The CLI and study workers call this; Python users may not."""
+    logger = logging.getLogger("xling")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False

@@ -70,14 +70,16 @@ _REQUIRED = object()
 
 
 def read_json(path: Path, default=_REQUIRED) -> dict:
-    """A JSON object from a file. A file that is missing, unreadable, not JSON or not an object returns
-    `default` when one is given (callers that can redo the work pass {}), else raises one XlingError."""
+    """A JSON object from a file. A file that is missing, not JSON or not an object returns `default`
+    when one is given (callers that can redo the work pass {}), else raises one XlingError."""
     try:
         content = json.loads(Path(path).read_bytes().decode("utf-8"))
         if not isinstance(content, dict):
             raise ValueError(f"holds a JSON {type(content).__name__}, not an object")
         return content
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as exc:
+        # missing, or not a JSON object (UnicodeDecodeError and JSONDecodeError are ValueErrors);
+        # other OSErrors (permissions, I/O) propagate: redoing work would not fix them
         if default is not _REQUIRED:
             return default
         raise XlingError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc)[:80]}): the file is missing or "

@@ -18,10 +18,14 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: Path, dpi: int = 120) -> str:
-    """Render to memory, close the figure, then write atomically; returns the file's name."""
+def save_png(fig, path: Path, dpi: int = 120, crop: bool = True) -> str:
+    """Render to memory, close the figure, then write atomically; returns the file's name.
+
+    crop: cut the canvas to what is drawn; else lay the figure out within its own size."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if not crop:
+        fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if crop else None)
     pyplot().close(fig)
     with atomic_write(Path(path)) as f:
         f.write(buffer.getvalue())

@@ -1,16 +1,9 @@
 """How aligned are two languages inside a trained run (the paper's section 4)?
 
-Three views, each computed on held-out parallel probes (text no language saw in training):
-- hidden states: per layer, the cosine between the two languages' hidden vectors of the same
-  text. Clones align position by position. A real pair has different tokenizations, so each
-  sequence pair is aligned by a maximum-weight token matching (Hungarian algorithm via scipy)
-  on the layer-averaged cosine matrix, and each layer is scored over the matched pairs.
-- gradients: per parameter tensor, the cosine between the loss gradients of the two versions
-  of a sequence (would a step on one language also move the other?).
-- embeddings (clones only): cos(E[i], E[clone(i)]) of input and output embeddings against the
-  mean over all pairs, also binned by training frequency (log bins, 4 per decade).
-
-`align_run` writes RUN_DIR/alignment/alignment.json and three PNG figures (`alignment_plots`).
+Three views on held-out parallel probes (text no language saw in training): hidden states per
+layer (clones position by position, a real pair by a maximum-weight token matching), gradients
+per parameter tensor, and clone-pair embeddings against all pairs and by training frequency.
+`align_run` writes RUN_DIR/alignment/alignment.json and its figures (`alignment_plots`).
 """
 
 from __future__ import annotations

@@ -108,21 +108,6 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float) -> Efficiency:
     )
 
 
-def clone_fractions(p: float, num_clones: int, total_fraction: float) -> list[float]:
-    """Budget fractions of [base, clone_1, ..., clone_k]: (1-p)·total, then p/k·total each.
-
-    This is the paper's accounting (tokens_EN2 = N·p/k): each clone is credited with its
-    expected share, not a sampled count.
-    """
-    if not 0.0 <= p <= 1.0:
-        raise XlingError(f"clone probability p must be in [0, 1], got {p}; fix languages.p")
-    if num_clones < 1:
-        raise XlingError(f"num_clones must be >= 1, got {num_clones}; fix languages.num_clones")
-    if not total_fraction > 0:
-        raise XlingError(f"total_fraction must be > 0, got {total_fraction}")
-    return [(1.0 - p) * total_fraction] + [p / num_clones * total_fraction] * num_clones
-
-
 # ----------------------------------------------------------------------------- tables
 
 

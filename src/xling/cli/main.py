@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import sys
 
 from .. import __version__
 from ..config import parse_override_value
-from ..errors import XlingError
+from ..errors import XlingError, warnings_to_stderr
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
 from . import run_commands as run
@@ -95,17 +94,6 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
     return rest, overrides
 
 
-def _warnings_to_stderr() -> None:
-    """The library reports damaged caches, checkpoints and stores as warnings of the `xling` logger."""
-    logger = logging.getLogger("xling")
-    if not logger.handlers:
-        handler = logging.StreamHandler()  # stderr
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-
-
 # Problems with the paths and disks the user chose, which they fix: one line, exit 2.
 _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
@@ -113,7 +101,7 @@ _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, e
 
 def main(argv: list[str] | None = None) -> int:
     openmp_wait_setup()
-    _warnings_to_stderr()
+    warnings_to_stderr()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -39,13 +39,16 @@ def config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config(args, overrides) -> int:
+    from ..data.corpora import language_names
     from ..recipes import packaged
 
     if args.list:
         for name, path in packaged("configs").items():
             print(f"{name:<18} {path}")
         return 0
-    print(dump_yaml(load_config(args.config, overrides)), end="")
+    cfg = load_config(args.config, overrides)
+    language_names(cfg)  # the translations exist (as `train` would check)
+    print(dump_yaml(cfg), end="")
     return 0
 
 
@@ -68,6 +71,8 @@ def train(args, overrides) -> int:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
     if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
         args.out, args.config = args.config, None
+    elif args.config and args.resume and not args.out:
+        raise XlingError(f"{args.config} is not a run directory: resume with xling train RUN_DIR --resume")
     if args.config is None:
         if not args.out:
             raise XlingError("--resume without a config needs the run directory: xling train RUN_DIR --resume")
@@ -137,7 +142,8 @@ def sample(args, overrides) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     with session.autocast():
         out = generate(session.model, prompt.to(session.device), args.tokens, args.temperature, args.top_k, gen)
-    print(f"[{args.language}] {args.prompt}{decode_ids(session.setup, lang, out.cpu())}")
+    # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
+    print(f"[{args.language}] {decode_ids(session.setup, lang, torch.cat([prompt.cpu(), out.cpu()]))}")
     return 0
 
 

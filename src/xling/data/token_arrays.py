@@ -51,10 +51,6 @@ def encode_documents(docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
     return tokens
 
 
-def _read_manifest(path: Path) -> dict | None:
-    return read_json(path, default=None)
-
-
 def _is_valid(bin_path: Path, manifest: dict | None, verify: bool) -> bool:
     """A cache entry is usable if its manifest exists and matches the file (size; sha256 if asked)."""
     if manifest is None or not bin_path.is_file():
@@ -108,19 +104,19 @@ def token_array(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_di
     a few ms per MB); a damaged one is reported (a warning) and rebuilt.
     """
     bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
-    manifest = _read_manifest(manifest_path)
+    manifest = read_json(manifest_path, default=None)
     if not _is_valid(bin_path, manifest, verify):
         if manifest is not None:
             log.warning(f"cached token array {bin_path} does not match its manifest (damaged); rebuilding it")
         _build(corpus, split, tokenizer, bin_path, manifest_path)
-        manifest = _read_manifest(manifest_path)
+        manifest = read_json(manifest_path, default=None)
     return np.memmap(bin_path, dtype=np.dtype(manifest["dtype"]), mode="r", shape=(manifest["n_tokens"],))
 
 
 def read_manifest(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_dir: Path | None = None) -> dict:
     """The manifest of a split's token array, building the array first if needed."""
     token_array(corpus, split, tokenizer, cache_dir)
-    return _read_manifest(token_array_paths(corpus, split, tokenizer, cache_dir)[1])
+    return read_json(token_array_paths(corpus, split, tokenizer, cache_dir)[1], default=None)
 
 
 def token_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -30,7 +30,6 @@ from .alignment_results import (
     mean_hidden,
     stat,
 )
-from .claims import Evidence
 from .doc import Doc
 from .figures import figure_by_frequency, figure_embeddings_by_p, figure_transfer
 from .published import (
@@ -42,6 +41,7 @@ from .published import (
     PAPER_TRANSFER,
 )
 from .stats import fmt_stat
+from .verdict import Evidence
 
 
 def _cell(values, spec=".3f") -> str:

@@ -16,16 +16,7 @@ from ..analysis.efficiency import efficiency
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
-from .verdict import Check, Status, combine, compare, vs_one
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """A line of the alignment report for one claim, with its check (None: shown, not judged)."""
-
-    claim: str
-    line: str
-    test: Check | None = None
+from .verdict import Check, Evidence, Status, combine, compare, vs_one
 
 
 @dataclass
@@ -55,9 +46,8 @@ Judged = tuple[list[Check], list[str]]  # what a claim function returns: its che
 
 
 def _paper(v: published.Value | None, attr: str) -> str:
-    if v is None or getattr(v, attr) is None:
-        return ""
-    return f" (paper: {'≈' if v.approx else ''}{getattr(v, attr):.2f})"
+    value = published.cell(v, attr)
+    return f" (paper: {value})" if value else ""
 
 
 def _scales(summaries: list[Summary]) -> list[tuple[float, str]]:

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
 
 from ..plotting import pyplot, save_png
 from ..study.spec import SEED_KEY
@@ -33,7 +32,7 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
     ax.set_ylabel("test perplexity")
     ax.set_title("Monolingual ladder and fitted law")
     ax.legend(fontsize=8)
-    return save_png(fig, path, dpi=110)
+    return save_png(fig, path, dpi=110, crop=False)
 
 
 def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
@@ -84,7 +83,7 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=7)
-    return save_png(fig, path, dpi=110)
+    return save_png(fig, path, dpi=110, crop=False)
 
 
 def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:
@@ -121,6 +120,8 @@ def _mlpe_curve(a: Analysis, ax, members: list[Summary], color) -> None:
 
 def _p_axis(ax, ps) -> None:
     """Log-scaled p axis labelled at the values of p that were run (no crowded minor labels)."""
+    from matplotlib.ticker import NullFormatter  # matplotlib loads on first use (plotting.pyplot)
+
     ax.set_xscale("log")
     ax.set_xticks(sorted(set(ps)), [f"{p:g}" for p in sorted(set(ps))])
     ax.xaxis.set_minor_formatter(NullFormatter())

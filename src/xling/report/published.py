@@ -104,6 +104,13 @@ PUBLISHED: tuple[tuple[Setting, dict[str, Value]], ...] = (
 )  # fmt: skip
 
 
+def cell(value: Value | None, attr: str) -> str:
+    """The paper's `attr` ("ppl" or "teff") for a table: "2.08", "≈3.40" (read off a figure), or ""."""
+    if value is None or getattr(value, attr) is None:
+        return ""
+    return f"{'≈' if value.approx else ''}{getattr(value, attr):.2f}"
+
+
 def lookup(setting: Setting, role: str) -> Value | None:
     """The published value for a setting and a language role ("L1" base, "L2" other), if any."""
     for s, values in PUBLISHED:

@@ -18,18 +18,12 @@ from ..study.spec import Study, runs_root
 from ..study.store import Store
 from . import published
 from .alignment_report import alignment_sections
-from .claims import Evidence, headline, verdicts
+from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
 from .summary import Analysis, analyse, dotted
-from .verdict import Status
-
-
-def _paper_cell(v: published.Value | None, attr: str) -> str:
-    if v is None or getattr(v, attr) is None:
-        return ""
-    return f"{'≈' if v.approx else ''}{getattr(v, attr):.2f}"
+from .verdict import Evidence, Status
 
 
 def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evidence] | None = None) -> Doc:
@@ -104,8 +98,8 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     c = configs[0]
     training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = data "
                 f"fraction {st.one_x:g} of one pass over the base language's training text")
-    languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if c["languages"]["kind"] == "real" else
-                                       " + clones")
+    real = a.rows[0].spec.mixture.kind == "real"
+    languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if real else " + clones")
     doc.table(["setting", "value"], [
         ["corpus", languages],
         ["model", f"{one('model.preset')}, seq_len {one('model.seq_len')}"],
@@ -122,7 +116,7 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
     for s in sorted(a.ladder, key=lambda s: (a.law_name(s.law) if s.law else s.label, s.fraction)):
         pred = a.laws[s.law].law.ppl(s.fraction) if s.law else math.nan
         rows.append([a.law_name(s.law) if s.law else s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), fmt(pred),
-                     s.ppl.n, _paper_cell(s.paper, "ppl")])
+                     s.ppl.n, published.cell(s.paper, "ppl")])
     doc.table(["law (language)", "data fraction", "PPL (ours)", "law fit", "seeds", "PPL (paper, GPT-small)"], rows)
     for key, fit in a.laws.items():
         params = ", ".join(f"{k} = {v:.4g}" for k, v in fit.law.param_dict.items())
@@ -135,8 +129,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
     doc.h(2, "Perplexity and token efficiency")
     rows = []
     for s in a.summaries:
-        rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), _paper_cell(s.paper, "ppl"),
-                     fmt(s.mlpe), fmt_stat(s.teff), _paper_cell(s.paper, "teff"), s.ppl.n,
+        rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), published.cell(s.paper, "ppl"),
+                     fmt(s.mlpe), fmt_stat(s.teff), published.cell(s.paper, "teff"), s.ppl.n,
                      "†" if s.warnings else ""])
     doc.table(["setting", "language", "share of T", "PPL (ours)", "PPL (paper)", "MLPE", "TEff (ours)",
                "TEff (paper)", "seeds", ""], rows)
@@ -155,6 +149,8 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
                  db: str | Path | None = None) -> tuple[Path, Analysis]:
     """Sync the store with the study's run directories, analyse, write report.md, report.html and PNGs."""
     root = runs_root(root)
+    if not any(spec.run_dir(root).is_dir() for spec in study.runs):  # nothing to read: write no store either
+        raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     with np.errstate(over="ignore"):  # a law evaluated far outside its data overflows to inf, which is handled

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..analysis.efficiency import efficiency, fit_languages
 from ..analysis.scaling_law import ScalingFit
+from ..config import flatten
 from ..study.spec import RunSpec, Study
 from . import published
 from .stats import Stat, log_stat, t_stat
@@ -102,16 +103,7 @@ def law_group(config: dict) -> str:
     Disjoint and anchored vocabularies tokenize each language identically, so their monolingual
     runs are the same experiment (the paper fits one EN and one FR law for both).
     """
-    flat = {}
-
-    def walk(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            elif f"{prefix}{k}" not in MIXTURE_KEYS:
-                flat[f"{prefix}{k}"] = v
-
-    walk(config)
+    flat = {k: v for k, v in flatten(config).items() if k not in MIXTURE_KEYS}
     if flat.get("languages.vocab") in ("disjoint", "anchored"):
         flat["languages.vocab"] = "separate"
     if flat.get("languages.kind") == "clone":

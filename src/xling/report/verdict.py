@@ -104,3 +104,12 @@ def combine(statuses: list[Status]) -> Status:
     if any(s.holds for s in statuses):
         return Status.PARTLY
     return Status.NOT_SUPPORTED
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A line of the alignment report for one claim, with its check (None: shown, not judged)."""
+
+    claim: str
+    line: str
+    test: Check | None = None

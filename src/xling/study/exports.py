@@ -10,8 +10,6 @@ from pathlib import Path
 from ..fsio import read_json
 from ..train.rundir import RunDir
 
-LOGGERS = ("tensorboard", "wandb")
-
 
 def export_run(run_dir: str | Path, logger: str) -> str:
     """Write a finished run's metrics for TensorBoard (run_dir/tensorboard) or W&B offline (run_dir/wandb).
@@ -27,7 +25,7 @@ def export_run(run_dir: str | Path, logger: str) -> str:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return "TensorBoard logging skipped: pip install 'xling[tensorboard]'"
-        out = run.path / "tensorboard"
+        out = run.export_dir("tensorboard")
         shutil.rmtree(out, ignore_errors=True)  # a rerun rewrites the whole log, so no duplicates
         writer = SummaryWriter(str(out))
         for r in records:

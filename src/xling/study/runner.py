@@ -10,31 +10,25 @@ the same config is copied instead of trained again.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-import ctypes
 import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
 
 from ..config import from_dict, load_yaml, resolve_model, to_dict
 from ..data.stream import budget_steps, prepare_languages
 from ..errors import XlingError
-from ..train.evaluate import evaluate_run
 from ..train.rundir import RunDir
-from ..train.trainer import Trainer
+from .execute import execute_run
 from .exports import export_run
 from .spec import RunSpec, Study, runs_root
-from .state import is_complete, is_locked, lock_holder, now, read_info, record, run_lock
+from .state import is_complete, is_locked, lock_holder, now, record, run_lock
 from .store import Store
+from .workers import init_worker, ray_task
 
 # --------------------------------------------------------------------------- reusing a twin run
 
@@ -56,7 +50,7 @@ def find_twin(spec: RunSpec, root: str | Path) -> Path | None:
         if candidate.parent.name == spec.study or not is_complete(candidate):
             continue
         try:
-            if _identity(load_yaml(candidate / "config.yaml")) == own:
+            if _identity(load_yaml(RunDir(candidate).config_path)) == own:
                 return candidate
         except (XlingError, OSError):  # a config this version cannot read is no twin
             continue
@@ -78,14 +72,15 @@ def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
             return False
         own = (run.lock_path.name, run.study_record_path.name)  # the runner's, not the run's
         files = [p for p in twin.rglob("*") if p.is_file() and p.name not in own]
-        files.sort(key=lambda p: (p.relative_to(twin) == Path("run.json"), str(p)))
+        info = RunDir(twin).info_path
+        files.sort(key=lambda p: (p == info, str(p)))
         for src in files:
             dst = run_dir / src.relative_to(twin)
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".adopt-{dst.name}")
             tmp.unlink(missing_ok=True)
             try:
-                if "checkpoints" not in src.relative_to(twin).parts:
+                if RunDir(twin).checkpoints not in src.parents:
                     raise OSError("copied, not linked")
                 os.link(src, tmp)
             except OSError:
@@ -94,58 +89,6 @@ def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
         record(run_dir, spec, status="completed", started=now(), finished=now(), error="", attempts=0,
                reused_from=str(twin.relative_to(root)))
     return True
-
-
-# --------------------------------------------------------------------------- executing one run
-
-
-def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
-    """Train (or resume) and evaluate one run under its lock. Never raises for a failed run.
-
-    Returns {"id", "status": completed | failed | busy | done, "seconds", "error"}; "busy" means
-    another process holds the run, "done" that it was completed before we got to it.
-    """
-    spec = RunSpec.from_json(spec_json)
-    run_dir = spec.run_dir(root)
-    result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": ""}
-    start = time.perf_counter()
-    with run_lock(run_dir) as got:
-        if not got:
-            return result
-        if is_complete(run_dir):
-            return {**result, "status": "done"}
-        attempts = RunDir(run_dir).read_study_record().get("attempts", 0) + 1
-        record(run_dir, spec, status="running", started=now(), finished=None, error="", attempts=attempts)
-        try:
-            if read_info(run_dir).get("status") != "completed":
-                Trainer(from_dict(spec.config), run_dir).fit(resume=True, progress=progress)
-            evaluate_run(run_dir, split="test", trained_only=True)
-            status, error, trace = "completed", "", ""
-        except Exception as exc:  # a failed run is recorded; the study goes on with the others
-            status = "failed"
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if not isinstance(exc, XlingError):
-                error = f"{type(exc).__name__}: {error}"
-            trace = traceback.format_exc()
-        record(run_dir, spec, status=status, finished=now(), error=error, traceback=trace)
-    return {**result, "status": status, "seconds": time.perf_counter() - start, "error": error}
-
-
-def _worker_init(threads: int) -> None:
-    """Each worker process: its share of the cores, and death with its parent (Linux)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    # The wait policy `xling` chose from the load average (threads.openmp_wait_setup) is inherited;
-    # without one (called from Python), sleep at once: workers share the machine.
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    with contextlib.suppress(Exception):  # so a kill -9 of the runner does not leave workers training
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    torch.set_num_threads(threads)
-
-
-def _ray_task(spec_json: dict, root: str, threads: int) -> dict:
-    _worker_init(threads)
-    return execute_run(spec_json, root)
 
 
 # --------------------------------------------------------------------------- the runner
@@ -274,7 +217,7 @@ def _execute(todo: list[RunSpec], root: Path, workers: int, engine: str, progres
         for spec in todo:
             yield execute_run(spec.to_json(), str(root), progress)
     else:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
                                     initargs=(threads,)) as pool:
             futures = [pool.submit(execute_run, spec.to_json(), str(root)) for spec in todo]
             try:
@@ -299,7 +242,7 @@ def _execute_ray(todo: list[RunSpec], root: Path, workers: int, threads: int) ->
         address = os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": workers * threads}))
-    task = ray.remote(num_cpus=threads)(_ray_task)
+    task = ray.remote(num_cpus=threads)(ray_task)
     pending = [task.remote(spec.to_json(), str(root.resolve()), threads) for spec in todo]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)

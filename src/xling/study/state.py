@@ -16,25 +16,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..fsio import atomic_write_json, read_json
+from ..fsio import atomic_write_json
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
-
-STATES = ("pending", "running", "interrupted", "failed", "completed")
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_info(run_dir: Path) -> dict:
-    """run.json's content, or {} when missing or unreadable (a runner then redoes the work)."""
-    return read_json(RunDir(run_dir).info_path, default={})
-
-
 def is_complete(run_dir: Path) -> bool:
     run = RunDir(run_dir)
-    return read_info(run_dir).get("status") == "completed" and run.eval_path().is_file()
+    return run.read_info(tolerant=True).get("status") == "completed" and run.eval_path().is_file()
 
 
 @contextlib.contextmanager
@@ -77,7 +70,7 @@ def is_locked(run_dir: Path) -> bool:
 
 
 def run_state(run_dir: Path) -> str:
-    """One of STATES, read from the run directory."""
+    """pending | running | interrupted | failed | completed, read from the run directory."""
     if is_complete(run_dir):
         return "completed"
     if not run_dir.is_dir():
@@ -105,7 +98,7 @@ def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
     rows = []
     for spec in study.runs:
         run_dir = spec.run_dir(root)
-        info = read_info(run_dir)
+        info = RunDir(run_dir).read_info(tolerant=True)
         step = info.get("step") if info.get("status") == "completed" else _last_step(run_dir)
         rows.append({"id": spec.id, "group": spec.group, "state": run_state(run_dir), "step": step or 0,
                      "steps": info.get("steps"), "error": RunDir(run_dir).read_study_record().get("error", "")})

@@ -8,6 +8,7 @@ construction. WAL mode and a busy timeout let several processes write without co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from ..errors import XlingError
 from ..fsio import read_json
 from ..train.rundir import RunDir
 from .spec import Study
-from .state import read_info, run_state
+from .state import run_state
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
     run_dir = Path(run_dir)
     rundir = RunDir(run_dir)
     rec = rundir.read_study_record()
-    info = read_info(run_dir)
+    info = rundir.read_info(tolerant=True)
     study, name = rec.get("study", ""), rec.get("id", run_dir.name)
     config = rec.get("config")
     if config is None and rundir.config_path.is_file():
@@ -116,27 +117,29 @@ class Store:
             log.warning(f"results store {self.path} is damaged (kept as {damaged.name}); it is rebuilt from "
                         "the run directories (all studies: xling store rebuild)")
             self._open()
-        self._check_schema()
 
     def _check_is_ours(self) -> None:
-        """Refuse a path that is not a results store, before anything touches it."""
+        """Refuse a path that is not a results store before anything writes to it: a directory, a file
+        that is not SQLite, or an SQLite database with tables of its own (someone else's data)."""
         if self.path.is_dir():
             raise XlingError(f"--db {self.path} is a directory: give the path of a results store file (xling.db)")
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                    raise XlingError(f"{self.path} is not an SQLite file, so not a results store: give another --db")
-
-    def _check_schema(self) -> None:
-        """An SQLite file of someone else's (other tables of the same names) is not ours to write into."""
+        if not self.path.is_file() or not self.path.stat().st_size:
+            return
+        with open(self.path, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise XlingError(f"{self.path} is not an SQLite file, so not a results store: give another --db")
         expected = sqlite3.connect(":memory:")
         expected.executescript(SCHEMA)
-        for table in ("runs", "metrics", "evaluations"):
-            query = f"PRAGMA table_info({table})"
-            if [r[1] for r in self.db.execute(query)] != [r[1] for r in expected.execute(query)]:
-                self.db.close()
-                raise XlingError(f"{self.path} is an SQLite file with another '{table}' table, not an xling results "
-                                 "store: give another --db")
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    query = f"PRAGMA table_info({table})"
+                    if [r[1] for r in db.execute(query)] != [r[1] for r in expected.execute(query)]:
+                        raise XlingError(f"{self.path} is an SQLite database with a table '{table}' of its own, not "
+                                         "an xling results store: give another --db")
+        except sqlite3.DatabaseError:
+            return  # a damaged store of ours: set aside and rebuilt below
 
     def _open(self) -> None:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
@@ -182,7 +185,8 @@ class Store:
 
     def rebuild(self, root: str | Path) -> int:
         """Drop everything and index every run directory under `root`; returns how many were indexed."""
-        dirs = sorted({p.parent for name in ("study.json", "config.yaml") for p in Path(root).rglob(name)})
+        markers = (RunDir(root).study_record_path.name, RunDir(root).config_path.name)  # what makes a run directory
+        dirs = sorted({p.parent for name in markers for p in Path(root).rglob(name)})
         with self._transaction():
             for table in ("evaluations", "metrics", "runs"):
                 self.db.execute(f"DELETE FROM {table}")

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict
+from ..config import RESUMABLE_KEYS, RunConfig, config_differences, dump_yaml, from_dict, load_yaml, to_dict
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, read_json, sha256_file
 
@@ -66,6 +66,10 @@ class RunDir:
         """Every evaluation file the run has, sorted."""
         return sorted(self.path.glob("eval*.json"))
 
+    def export_dir(self, logger: str) -> Path:
+        """Where a logger's export of the run goes (tensorboard/, wandb/)."""
+        return self.path / logger
+
     def transfer_path(self, task: str, language: str) -> Path:
         """The result of fine-tuning on `task` (a name or a task file) in `language`."""
         return self.path / "transfer" / f"{Path(task).stem}-{language}.json"
@@ -93,8 +97,11 @@ class RunDir:
                                  f"is xling {__version__}: read it with that version or newer") from None
             raise
 
-    def read_info(self) -> dict:
-        """run.json's content; {} before the run has started (a damaged file is an error)."""
+    def read_info(self, tolerant: bool = False) -> dict:
+        """run.json's content; {} before the run has started. A damaged file is an error, or {} when
+        `tolerant` (the study runner then redoes the work the file would have recorded)."""
+        if tolerant:
+            return read_json(self.info_path, default={})
         return read_json(self.info_path) if self.info_path.is_file() else {}
 
     def read_study_record(self) -> dict:
@@ -206,7 +213,7 @@ class RunDir:
             which = "a newer" if isinstance(written, int) and written > CHECKPOINT_FORMAT else "an older"
             raise XlingError(f"checkpoint {ckpt} was written by {which} xling in a format this version does not "
                              "read: finish the run with that version, or start it again in a new run directory")
-        differ = config_differences(from_dict(manifest.get("config")), cfg)
+        differ = config_differences(from_dict(manifest.get("config")), cfg, ignore=RESUMABLE_KEYS)
         if differ:
             raise XlingError(f"--resume: {', '.join(differ)} changed since checkpoint {ckpt.name} was written "
                              f"(in {self.config_path}): restore config.yaml or start a new run")
@@ -258,19 +265,3 @@ def _encode_training(training: dict) -> dict[str, bytes]:
             "optimizer_values": values, "scaler": training["scaler"]}
     return {"training.safetensors": safetensors_bytes(_cpu(tensors)),
             "training.json": (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
-
-
-def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ between two configs."""
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    fa, fb = flat(to_dict(a)), flat(to_dict(b))
-    return [k for k in fa if fa[k] != fb.get(k)]

@@ -21,15 +21,21 @@ from .rundir import RunDir
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """The training device; under DDP on GPUs, this process's GPU (local_rank)."""
+    """The device: auto, cpu, cuda or cuda:N; under DDP on GPUs, this process's GPU (local_rank)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise XlingError("train.device is cuda but no CUDA GPU is visible: use --train.device cpu")
-    if name == "cuda":
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise XlingError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise XlingError(f"device {name} asked for, but no CUDA GPU is visible: use the device cpu")
+    if kind == "cuda":
+        gpu = int(index) if index else local_rank
+        if gpu >= torch.cuda.device_count():
+            raise XlingError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 and up")
+        torch.cuda.set_device(gpu)
+        return torch.device("cuda", gpu)
+    return torch.device("cpu")
 
 
 def cpu_has_bf16() -> bool:

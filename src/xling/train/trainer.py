@@ -17,13 +17,13 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import RESUMABLE_KEYS, RunConfig, config_differences
 from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, prepare_languages, run_steps
 from ..errors import XlingError
 from . import distributed
 from .evaluate import evaluate_languages
-from .rundir import RunDir, config_differences
+from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
 
 
@@ -56,7 +56,7 @@ class Trainer:
             raise XlingError(
                 f"run directory {self.run.path} already exists: pass --resume to continue it, or choose another --out"
             )
-        differ = config_differences(self.run.read_config(), self.cfg)
+        differ = config_differences(self.run.read_config(), self.cfg, ignore=RESUMABLE_KEYS)
         if differ:
             raise XlingError(
                 f"--resume: the config differs from the one saved in {self.run.path} in {', '.join(differ)}; "

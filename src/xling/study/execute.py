@@ -1,0 +1,45 @@
+"""Executing one run of a study: train (or resume) and evaluate it under its lock, recording the outcome."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+from ..errors import XlingError
+from ..train.evaluate import evaluate_run
+from ..train.rundir import RunDir
+from ..train.trainer import Trainer
+from .spec import RunSpec
+from .state import is_complete, now, record, run_lock
+
+
+def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
+    """Train (or resume) and evaluate one run under its lock. Never raises for a failed run.
+
+    Returns {"id", "status": completed | failed | busy | done, "seconds", "error"}; "busy" means
+    another process holds the run, "done" that it was completed before we got to it.
+    """
+    spec = RunSpec.from_json(spec_json)
+    run_dir = spec.run_dir(root)
+    result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": ""}
+    start = time.perf_counter()
+    with run_lock(run_dir) as got:
+        if not got:
+            return result
+        if is_complete(run_dir):
+            return {**result, "status": "done"}
+        attempts = RunDir(run_dir).read_study_record().get("attempts", 0) + 1
+        record(run_dir, spec, status="running", started=now(), finished=None, error="", attempts=attempts)
+        try:
+            if RunDir(run_dir).read_info(tolerant=True).get("status") != "completed":
+                Trainer(spec.run_config, run_dir).fit(resume=True, progress=progress)
+            evaluate_run(run_dir, split="test", trained_only=True)
+            status, error, trace = "completed", "", ""
+        except Exception as exc:  # a failed run is recorded; the study goes on with the others
+            status = "failed"
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not isinstance(exc, XlingError):
+                error = f"{type(exc).__name__}: {error}"
+            trace = traceback.format_exc()
+        record(run_dir, spec, status=status, finished=now(), error=error, traceback=trace)
+    return {**result, "status": status, "seconds": time.perf_counter() - start, "error": error}

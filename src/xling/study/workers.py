@@ -1,0 +1,37 @@
+"""The study runner's worker processes (local spawn pools and Ray tasks).
+
+This module must not import torch at its top: a worker's OpenMP settings only count when they
+are in its environment before torch, and the OpenMP runtime with it, is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+
+from ..errors import warnings_to_stderr
+
+
+def init_worker(threads: int) -> None:
+    """Each worker process: its share of the cores, death with its parent (Linux), warnings shown."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    # The wait policy `xling` chose from the load average (threads.openmp_wait_setup) is inherited;
+    # without one (called from Python), sleep at once: workers share the machine.
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    with contextlib.suppress(Exception):  # so a kill -9 of the runner does not leave workers training
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    warnings_to_stderr()
+    import torch  # only now: see the module docstring
+
+    torch.set_num_threads(threads)
+
+
+def ray_task(spec_json: dict, root: str, threads: int) -> dict:
+    """One run as a Ray task, in a worker set up like a local one."""
+    init_worker(threads)
+    from .execute import execute_run  # imports torch: after init_worker
+
+    return execute_run(spec_json, root)

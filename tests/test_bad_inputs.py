@@ -1,0 +1,227 @@
+"""Bad input, command by command and config section by section: one line on stderr, exit 2, nothing written.
+
+Each case is a command line (placeholders are filled in per test) and a fragment of the message
+it must print. Every case runs in an empty working directory; afterwards that directory, the
+output path and the trained run it may have read must be exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+import yaml
+
+from conftest import tiny_config_dict
+from test_study import tiny_study_dict
+from xling.cli import main
+
+T = "train {config} --out {out} --quiet"  # a valid tiny config, then the override under test
+
+CASES = [
+    # --- config sections, through `xling train` (every section, and the run's name)
+    ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text or jsonl"),
+    ("corpus books", f"{T} --corpus.books some", "corpus.books must be all, odd or even"),
+    ("corpus paths", f"{T} --corpus.paths [{{tmp}}/missing]", "does not exist"),
+    ("corpus translation", f"{T} --corpus.name bible --corpus.translation klingon", "unknown Bible translation"),
+    ("corpus jsonl field", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}] --corpus.text_field body",
+     "no string field 'body'"),
+    ("corpus doc_per_line", f"{T} --corpus.doc_per_line maybe", "must be of type bool"),
+    ("tokenizer too small", f"{T} --tokenizer.vocab_size 100", "vocab_size must be between 300"),
+    ("tokenizer too large", f"{T} --tokenizer.vocab_size 100000", "between 300 and 65536"),
+    ("tokenizer float", f"{T} --tokenizer.vocab_size 1e3", "must be of type int"),
+    ("tokenizer for corpus", f"{T} --tokenizer.vocab_size 5000", "too large for this corpus"),
+    ("languages kind", f"{T} --languages.kind alien", "languages.kind must be clone or real"),
+    ("languages p", f"{T} --languages.p 1.5", "languages.p must be in [0, 1]"),
+    ("languages p nan", f"{T} --languages.p .nan", "languages.p must be a finite number"),
+    ("languages clones", f"{T} --languages.num_clones 0", "num_clones must be between 1 and 64"),
+    ("languages frac_clone", f"{T} --languages.frac_clone -0.1", "frac_clone must be in [0, 1]"),
+    ("schedule trailing _", f"{T} --languages.schedule 0.1_", "malformed schedule '0.1_'"),
+    ("schedule 0_1 stays", f"{T} --languages.schedule 0_1.5", "outside [0, 1]"),
+    ("schedule words", f"{T} --languages.schedule half_half", "malformed schedule"),
+    ("languages vocab", f"{T} --languages.vocab shared", "languages.vocab must be disjoint, anchored or joint"),
+    ("names twice", f"{T} --languages.names [A,A]", "a name twice"),
+    ("names path", f"{T} --languages.names [../x,B]", "'../x' is not a usable name"),
+    ("names empty", f"{T} --languages.names ['',B]", "'' is not a usable name"),
+    ("names count", f"{T} --languages.names [A]", "has 1 names but the run has 2"),
+    ("real with clones", f"{T} --languages.kind real --languages.num_clones 2", "applies to kind 'clone' only"),
+    ("model preset", f"{T} --model.preset giant", "unknown model.preset 'giant'"),
+    ("model layers", f"{T} --model.n_layers 1000000", "model.n_layers must be between 0 and 1024"),
+    ("model heads", f"{T} --model.d_model 30 --model.n_heads 4", "divisible by model.n_heads"),
+    ("model seq_len", f"{T} --model.seq_len 1", "model.seq_len must be between 2"),
+    ("model size", f"{T} --model.n_layers 1024 --model.d_model 65536 --model.n_heads 64",
+     "the model would have"),
+    ("train seed", f"{T} --train.seed -1", "train.seed must be between 0"),
+    ("train steps", f"{T} --train.steps -5", "train.steps must be between 0"),
+    ("train data_fraction", f"{T} --train.data_fraction 0", "data_fraction must be in (0, 100]"),
+    ("train batch", f"{T} --train.batch_size 0", "train.batch_size must be between 1"),
+    ("train accum", f"{T} --train.grad_accum 3", "divisible by train.grad_accum"),
+    ("train lr inf", f"{T} --train.lr .inf", "train.lr must be a finite number"),
+    ("train lr zero", f"{T} --train.lr 0", "train.lr must be in (0, 10]"),
+    ("train min_lr", f"{T} --train.min_lr 1", "must not exceed train.lr"),
+    ("train precision", f"{T} --train.precision int8", "train.precision must be auto, fp32, bf16 or fp16"),
+    ("train device", f"{T} --train.device tpu", "train.device must be auto, cpu or cuda"),
+    ("train checkpoints", f"{T} --train.checkpoint_every 0", "checkpoint_every must be between 1"),
+    ("train warmup", f"{T} --train.warmup -1", "train.warmup must be between 0"),
+    ("train typo", f"{T} --train.stepz 5", "did you mean 'train.steps'"),
+    ("train type", f"{T} --train.steps abc", "train.steps must be of type int"),
+    ("eval window", f"{T} --eval.window 64", "eval.window (64) must be between 2 and model.seq_len"),
+    ("eval last_n", f"{T} --eval.last_n 40", "eval.last_n must be between 1"),
+    ("eval max_tokens", f"{T} --eval.max_tokens 5", "eval.max_tokens (5) must be 0"),
+    ("eval batch", f"{T} --eval.batch_size 0", "eval.batch_size must be between 1"),
+    ("name escapes", "train {escape_yaml} --quiet", "'../escape' is not a usable name"),
+    ("name absolute", "train {absolute_yaml} --quiet", "'/abs/olute' is not a usable name"),
+    ("unknown section", f"{T} --foo.bar 1", "unknown key 'foo'"),
+    ("a value is no section", f"{T} --train.steps.x 1", "'steps' is not a section"),
+    ("override without value", f"{T} --train.steps", "needs a value"),
+    # --- config files
+    ("duplicate yaml key", "train {dup_yaml} --out {out}", "duplicate key 'p'"),
+    ("malformed yaml", "train {bad_yaml} --out {out}", "malformed YAML"),
+    ("yaml not a mapping", "train {list_yaml} --out {out}", "must hold a mapping"),
+    ("yaml not utf-8", "train {binary} --out {out}", "is not UTF-8"),
+    ("config not found", "config nosuch-config", "config file not found"),
+    ("config section typo", "config --languagse.p 0.5", "did you mean 'languages'"),
+    ("config translation", "config --corpus.translation wbe", "did you mean 'web'"),
+    ("resume not a run", "train {tmp}/nope --resume", "is not a run directory"),
+    # --- train, eval, sample
+    ("train nothing", "train --out {out}", "give a config file"),
+    ("train existing run", "train {config} --out {run} --quiet", "pass --resume"),
+    ("train extra argument", f"{T} surplus", "unexpected argument 'surplus'"),
+    ("train out is a file", "train {config} --out {afile} --quiet", "cannot use"),
+    ("eval not a run", "eval {tmp}", "not a run directory"),
+    ("eval --max-tokens", "eval {run} --max-tokens -1", "argument --max-tokens"),
+    ("eval split", "eval {run} --split holdout", "invalid choice: 'holdout'"),
+    ("eval device", "eval {run} --device quantum", "device"),
+    ("eval overrides", "eval {run} --train.steps 3", "takes no config overrides"),
+    ("sample language", "sample {run} --language XX", "unknown language 'XX'"),
+    ("sample tokens", "sample {run} --language L1 --tokens 0", "argument --tokens"),
+    ("sample temperature", "sample {run} --language L1 --temperature -1", "argument --temperature"),
+    ("sample top-k", "sample {run} --language L1 --top-k -2", "argument --top-k"),
+    ("sample seed", "sample {run} --language L1 --seed -1", "argument --seed"),
+    # --- teff
+    ("teff missing csv", "teff --mono {tmp}/no.csv --runs {runs_csv}", "file not found"),
+    ("teff binary csv", "teff --mono {binary} --runs {runs_csv}", "is not UTF-8"),
+    ("teff nul csv", "teff --mono {nul_csv} --runs {runs_csv}", "is not a number"),
+    ("teff column", "teff --mono {no_ppl_csv} --runs {runs_csv}", "missing column(s) ppl"),
+    ("teff ppl", "teff --mono {bad_mono} --runs {runs_csv}", "must be a positive finite number"),
+    ("teff bootstrap", "teff --mono {mono_csv} --runs {runs_csv} --bootstrap -1", "argument --bootstrap"),
+    ("teff form", "teff --mono {mono_csv} --runs {runs_csv} --form cubic", "invalid choice: 'cubic'"),
+    ("teff language", "teff --mono {mono_csv} --runs {fr_runs_csv}", "monolingual data only has"),
+    # --- align and transfer
+    ("align same language", "align {run} --pair L1 L1", "two different languages"),
+    ("align unknown language", "align {run} --pair L1 XX", "unknown language 'XX'"),
+    ("align sequences", "align {run} --sequences 0", "argument --sequences"),
+    ("align not a run", "align {tmp}", "not a run directory"),
+    ("transfer task missing", "transfer {run} --task {tmp}/task.csv", "not found"),
+    ("transfer task type", "transfer {run} --task {afile}", "must end in .csv or .jsonl"),
+    ("transfer language", "transfer {run} --task {task_csv} --train-language XX", "unknown language 'XX'"),
+    ("transfer steps", "transfer {run} --steps 0", "argument --steps"),
+    ("transfer lr", "transfer {run} --lr nan", "argument --lr"),
+    # --- studies, reports, the store, the demo, bench
+    ("study unknown", "study run nosuch-study --root {out}", "unknown study 'nosuch-study'"),
+    ("study no name", "study run --root {out}", "needs a study name"),
+    ("study bad file", "study run {bad_study} --root {out}", "unknown key"),
+    ("study workers", "study run {study} --workers 0 --root {out}", "argument --workers"),
+    ("study root is a file", "study run {study} --root {afile}", "cannot use"),
+    ("study status root", "study status {study} --root {tmp}/missing", "is not a directory"),
+    ("study action", "study fly {study}", "invalid choice: 'fly'"),
+    ("report unknown", "report nosuch-study --out {out}", "unknown study"),
+    ("report root", "report {study} --root {tmp}/missing --out {out}", "is not a directory"),
+    ("report nothing run", "report {study} --root {empty} --out {out}", "has no finished runs"),
+    ("store root", "store rebuild --root {tmp}/missing", "is not a directory"),
+    ("store not sqlite", "store rebuild --root {empty} --db {afile}", "is not an SQLite file"),
+    ("store foreign", "store rebuild --root {empty} --db {foreign_db}", "a table 'runs' of its own"),
+    ("store db directory", "store rebuild --root {empty} --db {empty}", "is a directory"),
+    ("align-report unknown", "align-report nosuch-study --out {out}", "unknown study"),
+    ("align-report root", "align-report {study} --root {tmp}/missing --out {out}", "is not a directory"),
+    ("demo workers", "demo --workers -1 --root {out}", "argument --workers"),
+    ("bench preset", "bench --model.preset giant", "unknown model.preset"),
+    ("bench steps", "bench --steps 0", "argument --steps"),
+    ("unknown command", "fly", "invalid choice: 'fly'"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
+    """The inputs the cases name, made once (the cases themselves must not change them)."""
+    d = tmp_path_factory.mktemp("inputs")
+
+    def write(name, text, mode="w"):
+        path = d / name
+        path.write_bytes(text) if mode == "wb" else path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    empty = d / "empty"
+    empty.mkdir()
+    foreign = d / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE runs (name TEXT, score REAL)")
+    study = tiny_study_dict(tiny_corpus_dir, name="bad-inputs")
+    bad_study = {**study, "colour": "blue"}
+    return {
+        "config": write("tiny.yaml", yaml.safe_dump(tiny_config_dict(tiny_corpus_dir))),
+        "jsonl": write("docs.jsonl", '{"text": "a line of text"}\n'),
+        "dup_yaml": write("dup.yaml", "languages:\n  p: 0.1\n  p: 0.5\n"),
+        "bad_yaml": write("bad.yaml", "train: {steps: 3\n"),
+        "list_yaml": write("list.yaml", "- 1\n- 2\n"),
+        "binary": write("binary.csv", b"\xff\xfe\x00garbage\x9c", mode="wb"),
+        "nul_csv": write("nul.csv", b"language,fraction,ppl\nEN,0.1,\x0040\n", mode="wb"),
+        "afile": write("a-file.txt", "not a directory\n"),
+        "mono_csv": write("mono.csv", "language,fraction,ppl\nEN,0.1,48\nEN,0.5,25\nEN,1.0,22\n"),
+        "bad_mono": write("bad-mono.csv", "language,fraction,ppl\nEN,0.1,-48\n"),
+        "no_ppl_csv": write("no-ppl.csv", "language,fraction\nEN,0.1\n"),
+        "escape_yaml": write("escape.yaml", yaml.safe_dump({**tiny_config_dict(tiny_corpus_dir), "name": "../escape"})),
+        "absolute_yaml": write("absolute.yaml", yaml.safe_dump({**tiny_config_dict(tiny_corpus_dir), "name": "/abs/olute"})),
+        "runs_csv": write("runs.csv", "run,language,fraction,ppl\nr,EN,0.1,30\n"),
+        "fr_runs_csv": write("fr-runs.csv", "run,language,fraction,ppl\nr,FR,0.1,30\n"),
+        "task_csv": write("task.csv", "text,label\nthe king,a\nthe sea,b\nthe road,a\nthe gate,b\n"),
+        "study": write("study.yaml", yaml.safe_dump(study)),
+        "bad_study": write("bad-study.yaml", yaml.safe_dump(bad_study)),
+        "foreign_db": str(foreign),
+        "empty": str(empty),
+        "run": str(tiny_run),
+    }
+
+
+def _snapshot(path) -> dict:
+    """Every file under `path` with its size and modification time (or the file itself)."""
+    if not os.path.exists(path):
+        return {}
+    if os.path.isfile(path):
+        return {path: (os.path.getsize(path), os.path.getmtime(path))}
+    return {os.path.join(r, f): (os.path.getsize(os.path.join(r, f)), os.path.getmtime(os.path.join(r, f)))
+            for r, _, names in os.walk(path) for f in names}
+
+
+def test_the_table_is_large_and_covers_every_command_and_config_section():
+    from xling.cli.main import COMMANDS
+    from xling.config import RunConfig
+
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+    commands = {c[1].split()[0] for c in CASES}
+    assert {c.name for c in COMMANDS} <= commands, {c.name for c in COMMANDS} - commands
+    sections = {f.name for f in RunConfig.__dataclass_fields__.values()} - {"name"}
+    assert all(any(f"--{s}." in c[1] for c in CASES) for s in sections)
+
+
+@pytest.mark.parametrize("name,command,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monkeypatch, capsys, name, command,
+                                                          message):
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # `runs/`, `reports/` and the like would land here
+    values = {**files, "tmp": str(tmp_path), "out": str(out)}
+    argv = [part.format(**values) for part in command.split()]
+    watched = [files["run"], files["empty"], files["afile"], files["foreign_db"]]
+    before = {p: _snapshot(p) for p in watched}
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("xling: error: "), err
+    assert message in lines[0], lines[0]
+    assert not out.exists() and not any(cwd.iterdir()), "something was written"
+    assert {p: _snapshot(p) for p in watched} == before, "an input was changed"
+    shutil.rmtree(cwd)
