@@ -11,7 +11,7 @@ import pytest
 from xling.analysis.efficiency import efficiency, read_csv_rows, teff_table, write_table
 from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law
 from xling.cli import main
-from xling.cli.tables import teff_table as format_table
+from xling.cli.tables import efficiency_table as format_table
 from xling.errors import XlingError
 
 TRUE = (1.5, 1.2, 0.35)  # E, A, alpha of the synthetic loss-space law

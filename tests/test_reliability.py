@@ -90,3 +90,45 @@ def test_nothing_reaches_the_network(tiny_corpus_dir, tmp_path, monkeypatch):
     out = tmp_path / "offline"
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3}), out).fit(progress=False)
     evaluate_run(out)
+
+
+def test_one_undecodable_line_in_metrics_stops_nothing(tiny_corpus_dir, tmp_path):
+    """Resume, the store and the report read past a damaged metrics line (bad bytes, not JSON)."""
+    from test_study import small_study
+    from xling.report.study_report import write_report
+    from xling.study.runner import run_study
+    from xling.study.store import Store
+
+    def damage(run_dir):
+        lines = RunDir(run_dir).metrics_path.read_bytes().splitlines(keepends=True)
+        RunDir(run_dir).metrics_path.write_bytes(b"".join(lines[:2] + [b"\xff\xfe{oops\n", b"[1, 2]\n"] + lines[2:]))
+
+    interrupted = tmp_path / "interrupted"
+    Trainer(tiny_config(tiny_corpus_dir), interrupted).fit(progress=False, stop_at=6)
+    damage(interrupted)
+    assert Trainer(tiny_config(tiny_corpus_dir), interrupted).fit(resume=True, progress=False)["status"] == "completed"
+    assert [s for s, _ in _losses(interrupted)] == list(range(1, 13))  # every step once, in order
+
+    study = small_study(tiny_corpus_dir, "damaged-metrics", ps=(0.5,), fractions=(0.1, 0.2, 0.3))
+    root = tmp_path / "runs"
+    assert run_study(study, root)["completed"] == 4
+    damage(study.runs[0].run_dir(root))
+    assert Store(tmp_path / "rebuilt.db").rebuild(root) == 4
+    path, analysis = write_report(study, root, tmp_path / "report")
+    assert path.is_file() and len({r.spec.id for r in analysis.rows}) == 4
+
+
+def test_report_of_runs_shorter_than_a_twentieth_of_1x(tiny_corpus_dir, tmp_path):
+    """Lengths are snapped to the paper's 1/20 grid only from 0.025 on (a length of 0 has no logarithm)."""
+    from test_study import tiny_study_dict
+    from xling.report.study_report import write_report
+    from xling.study.runner import run_study
+    from xling.study.spec import build_study
+
+    data = tiny_study_dict(tiny_corpus_dir, name="short", seeds=(0,), fractions=(0.1, 0.2, 0.3), mix_fraction=0.02)
+    data["one_x"] = 1.0
+    study = build_study(data)
+    run_study(study, tmp_path / "runs")
+    path, analysis = write_report(study, tmp_path / "runs", tmp_path / "report")
+    lengths = {s.key.length for s in analysis.summaries}
+    assert path.is_file() and lengths and all(0 < x < 0.025 for x in lengths)

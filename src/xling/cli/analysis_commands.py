@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .command import SEED, count, number
-from .tables import alignment_table, teff_table, transfer_table
+from .tables import alignment_table, efficiency_table, transfer_table
 
 
 def teff_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def teff(args, overrides) -> int:
     from ..analysis.efficiency import teff_from_csv, write_table
 
     rows, fits = teff_from_csv(args.mono, args.runs, args.form, args.bootstrap, args.seed)
-    print(teff_table(rows))
+    print(efficiency_table(rows))
     runs = Path(args.runs)
     path = write_table(rows, args.out or runs.with_name(f"{runs.stem}_teff.csv"))
     for lang, fit in sorted(fits.items()):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..report.stats import fmt
+
 
 def ppl_table(results: dict[str, dict], title: str) -> str:
     """Per-language perplexity, loss and scored tokens."""
@@ -16,26 +18,20 @@ def ppl_table(results: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def _num(v: float, spec: str) -> str:
-    if math.isnan(v):
-        return "-"
-    return "inf" if math.isinf(v) else format(v, spec)
-
-
 def _with_ci(r: dict, key: str, spec: str) -> str:
     lo, hi = r[f"{key}_lo"], r[f"{key}_hi"]
-    text = _num(r[key], spec)
+    text = fmt(r[key], spec)
     if math.isnan(lo) or math.isnan(hi):
         return text
-    return f"{text} [{_num(lo, spec)}, {_num(hi, spec)}]"
+    return f"{text} [{fmt(lo, spec)}, {fmt(hi, spec)}]"
 
 
-def teff_table(rows: Sequence[dict]) -> str:
+def efficiency_table(rows: Sequence[dict]) -> str:
     """MLPE, MLTE and TEff with intervals, one row per run and language; rows with a warning are marked '!'."""
     header = ["run", "language", "fraction", "ppl", "mlpe", "mlte", "teff", ""]
     body = [
         [
-            str(r["run"]), str(r["language"]), _num(r["fraction"], ".3g"), _num(r["ppl"], ".2f"),
+            str(r["run"]), str(r["language"]), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
             _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3g"), _with_ci(r, "teff", ".2f"),
             "!" if r.get("warning") else "",
         ]

@@ -120,14 +120,18 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
+        """The logged records; a line that is not a record (cut short by a kill, or damaged: bad bytes,
+        not JSON, no integer step) is skipped, so one bad line never stops a resume or a report."""
         if not self.metrics_path.is_file():
             return []
         records = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics_path.read_bytes().splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)  # bytes: a bad UTF-8 byte is a ValueError like bad JSON
             except ValueError:
-                pass  # a line cut short by a kill; the resumed run re-logs that step
+                continue  # the resumed run re-logs a step whose line was cut short
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
         return records
 
     def truncate_metrics(self, after_step: int) -> None:
