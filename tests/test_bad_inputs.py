@@ -225,3 +225,27 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monke
     assert not out.exists() and not any(cwd.iterdir()), "something was written"
     assert {p: _snapshot(p) for p in watched} == before, "an input was changed"
     shutil.rmtree(cwd)
+
+
+def test_a_received_run_with_crafted_language_names_writes_nothing_outside(files, tmp_path, capsys):
+    """A run directory from someone else is validated like a config file: names are not paths."""
+    run = tmp_path / "received" / "run"
+    shutil.copytree(files["run"], run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["languages"]["names"] = ["../../../escape", "L2"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for argv in (["transfer", str(run), "--task", files["task_csv"], "--steps", "1"], ["eval", str(run)]):
+        assert main(argv) == 2
+        assert "is not a usable name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*escape*")) == []
+    assert not (run / "transfer").exists() and not (run / "eval_test.json").exists()
+
+
+def test_stray_entries_among_checkpoints_are_left_alone(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(files["run"], run)
+    (run / "checkpoints" / "step_zzz").mkdir()  # sorts after every real checkpoint
+    (run / "checkpoints" / "step_0000099").write_text("a file, not a checkpoint")
+    assert main(["eval", str(run)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert (run / "checkpoints" / "step_zzz").is_dir() and (run / "checkpoints" / "step_0000099").is_file()

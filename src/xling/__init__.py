@@ -1,3 +1,3 @@
 """xling: controlled experiments on cross-lingual generalisation in language models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import sqlite3
 import sys
 
 from .. import __version__
@@ -116,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         return command.run(args, overrides)
     except XlingError as exc:
         print(f"xling: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:  # the results store's disk is full or read-only
+        if not any(s in str(exc) for s in ("disk is full", "readonly", "unable to open")):
+            raise
+        print(f"xling: error: results store: {exc}: use --db on a writable disk with free space", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -30,11 +31,12 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..config import RESUMABLE_KEYS, RunConfig, config_differences, dump_yaml, from_dict, load_yaml, to_dict
+from ..config import RESUMABLE_KEYS, RunConfig, config_differences, dump_yaml, from_dict, load_yaml, to_dict, validate
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, read_json, sha256_file
 
 KEEP_CHECKPOINTS = 2
+_CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
 # Checkpoint files hold data only (safetensors, JSON): a run directory received from someone
 # else cannot run code. Format 1 (no "format" in the manifest) kept training state in state.pt,
 # a pickle, which this version never reads.
@@ -87,8 +89,11 @@ class RunDir:
         atomic_write_text(self.config_path, dump_yaml(cfg))
 
     def read_config(self) -> RunConfig:
+        """config.yaml, validated like any config: a run directory may come from someone else."""
         try:
-            return from_dict(load_yaml(self.require().config_path))
+            cfg = from_dict(load_yaml(self.require().config_path))
+            validate(cfg)
+            return cfg
         except XlingError as exc:
             # A config key this version does not know usually means a newer xling wrote the run.
             written_by = self.read_info().get("xling_version")
@@ -177,9 +182,11 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def checkpoint_dirs(self) -> list[Path]:
+        """The checkpoint directories, oldest first: step_ and seven digits; anything else there is
+        not ours (never read, never pruned)."""
         if not self.checkpoints.is_dir():
             return []
-        return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
+        return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name))
 
     def checkpoint_problem(self, ckpt: Path) -> str | None:
         """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
