@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import XlingError
 from ..fsio import atomic_write_json
 from .session import load_session
 
@@ -94,6 +95,9 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     session = load_session(run_dir, device=device)
     ev = session.cfg.eval
     max_tokens = ev.max_tokens if max_tokens is None else max_tokens
+    if max_tokens and max_tokens <= ev.window:
+        raise XlingError(f"--max-tokens {max_tokens} is shorter than one evaluation window ({ev.window} tokens + 1): "
+                         "give 0 (the whole split) or more")
     info = session.run.read_info()
     only = {name for name, n in (info.get("tokens") or {}).items() if n} if trained_only else None
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
