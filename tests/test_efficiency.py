@@ -251,3 +251,57 @@ def test_write_table_round_trips(tmp_path):
     p = write_table([row], tmp_path / "sub" / "t.csv")
     (got,) = csv.DictReader(p.open())
     assert got["teff"] == "inf" and got["teff_lo"] == "" and got["ppl"] == "32.81"
+
+
+# The paper's published clone results (PAPER.md §5): (share of the budget, PPL, published TEff) of
+# EN1 / EN2 at 1x, the schedule, ten languages, 2x and 3x. Each is a point of the authors' own law
+# (MLTE = TEff x share at that PPL), rounded to the published decimals.
+PUBLISHED = [("50/50 EN1", 0.5, 26.13, 0.89), ("50/50 EN2", 0.5, 26.14, 0.89), ("90/10 EN1", 0.9, 22.46, 1.00),
+             ("90/10 EN2", 0.1, 32.81, 2.08), ("sched EN1", 0.5, 26.53, 0.83), ("sched EN2", 0.5, 24.44, 1.18),
+             ("ten EN1", 0.1, 35.54, 1.69), ("ten EN2", 0.1, 35.74, 1.67), ("half EN1", 0.5, 24.57, 1.15),
+             ("half EN2", 0.5 / 9, 33.41, 3.56), ("2x 50/50", 1.0, 23.36, 0.74), ("3x 50/50", 1.5, 22.18, 0.64),
+             ("2x 90/10 EN2", 0.2, 23.88, 3.29), ("3x 90/10 EN2", 0.3, 22.27, 3.14)]
+
+
+def test_the_paper_form_reproduces_every_published_teff(tmp_path, capsys):
+    """The paper's form fitted to the points its published TEffs imply gives those TEffs back (to their
+    rounding) with the paper's accounting (each language credited with its expected share)."""
+    mono = write_csv(tmp_path / "mono.csv", ["language", "fraction", "ppl"],
+                     [["EN", share * teff, ppl] for _, share, ppl, teff in PUBLISHED])
+    runs = write_csv(tmp_path / "runs.csv", ["run", "language", "fraction", "ppl"],
+                     [[name, "EN", share, ppl] for name, share, ppl, _ in PUBLISHED])
+    assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--form", "paper", "--bootstrap", "0"]) == 0
+    rows = {r["run"]: float(r["teff"]) for r in csv.DictReader((tmp_path / "runs_teff.csv").open())}
+    for name, _, _, published in PUBLISHED:
+        assert rows[name] == pytest.approx(published, rel=0.01), name  # two published decimals: <= 0.9 % off
+    assert rows["90/10 EN2"] == pytest.approx(2.0787, rel=1e-3)  # the headline number, pinned
+
+
+@pytest.mark.parametrize("form", ["paper", "loss"])
+def test_teff_is_exact_on_points_generated_from_a_law_of_its_form(tmp_path, form):
+    law = ScalingLaw(form, (0.0394, 0.2047, 0.0847) if form == "paper" else (1.5, 1.2, 0.35), (0.05, 3), (1, 99), 9, 0)
+    x = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 3.0])
+    fit = fit_scaling_law(x, law.ppl(x), form=form, bootstrap=0)
+    for share, teff in ((0.1, 2.08), (0.5, 0.89)):
+        ppl = law.ppl(teff * share)  # a language that reached the PPL of teff x its share
+        assert efficiency(fit, share, ppl).teff == pytest.approx(teff, rel=1e-6)
+
+
+def test_leave_one_out_error_prefers_the_form_that_generated_the_ladder():
+    from xling.analysis.scaling_law import leave_one_out_error
+
+    x = np.array([0.05, 0.1, 0.25, 0.5, 1.0])
+    loss_made = np.exp(1.5 + 1.2 * x ** -0.35)
+    paper_made = 1 / (0.0847 - 0.0394 * x ** -0.2047)
+    assert leave_one_out_error(x, loss_made, "loss") < 1e-6 < leave_one_out_error(x, loss_made, "paper")
+    assert leave_one_out_error(x, paper_made, "paper") < 1e-6 < leave_one_out_error(x, paper_made, "loss")
+    assert math.isnan(leave_one_out_error(x[:3], loss_made[:3], "loss"))  # 3 points: none can be left out
+
+
+def test_teff_both_forms_labels_every_row(tmp_path, capsys):
+    x, ppl = noisy_ppls(0.01)
+    mono = write_csv(tmp_path / "mono.csv", ["language", "fraction", "ppl"], [["EN", a, b] for a, b in zip(x, ppl)])
+    runs = write_csv(tmp_path / "runs.csv", ["run", "language", "fraction", "ppl"], [["r", "EN", 0.1, 40.0]])
+    assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--form", "both", "--bootstrap", "20"]) == 0
+    rows = list(csv.DictReader((tmp_path / "runs_teff.csv").open()))
+    assert [r["form"] for r in rows] == ["loss", "paper"] and "form" in capsys.readouterr().out.splitlines()[0]

@@ -94,7 +94,12 @@ def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
     assert all(math.isfinite(r.teff) and r.teff > 0 and math.isfinite(r.mlpe) for r in bilingual)
     minority = next(s for s in a.summaries if s.role == "L2" and s.key.p == 0.1)
     assert minority.teff.n == 2 and minority.paper.teff == 2.08
-    assert minority.fraction == pytest.approx(0.1 * 0.4, abs=0.03)  # p x data fraction, exact accounting
+    run_fraction = next(r for r in a.rows if r.spec.id == minority.spec.id and r.role == "L1").fraction / 0.9
+    assert minority.fraction == pytest.approx(0.1 * run_fraction, rel=1e-12)  # the paper's accounting: p/k exactly
+    assert minority.fraction_sampled != minority.fraction  # the sampled share differs, and is shown beside it
+    assert set(minority.teff_forms) == {"loss", "paper"} and math.isfinite(minority.teff_sampled.mean)
+    for key, form in a.verdict_form.items():  # the verdict's form has the lower leave-one-out error
+        assert a.loo[key][form] <= min(a.loo[key].values()) and a.laws[key] is a.laws_by_form[form][key]
 
 
 def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
@@ -103,10 +108,13 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     md = path.read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
     for text in ("## Verdict", "Perplexity and token efficiency", "Monolingual ladder", "2.08", "0.89", "26.13",
-                 "No run repeated data"):
+                 "No run repeated data", "TEff (paper form)", "TEff (loss form)", "TEff (sampled share)",
+                 "leave-one-out error", "used by the verdicts"):
         assert text in md, text
     minority = next(s for s in a.summaries if s.role == "L2" and s.key.p == 0.1)
     assert f"{minority.teff.mean:.2f} ± {minority.teff.half:.2f}" in md  # our number, mean ± CI
+    paper_form = minority.teff_forms["paper"]
+    assert f"{paper_form.mean:.2f} ± {paper_form.half:.2f} under the paper's law form (paper: 2.08)" in md
     assert "<style>" in html and "<table>" in html and 'src="ladder.png"' in html
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert "ladder.png" in pngs and len(pngs) == 3
@@ -147,8 +155,9 @@ def _summary(role, ppl, teff, **setting):
 
     key = published.Setting(**{"model": "cpu-xs", **setting})
     label = {"L1": "EN1", "L2": "EN2"}[role]
-    return Summary(f"{setting}", "g", label, role, key, "small", SimpleNamespace(config={}), 0.5,
-                   t_stat(ppl), math.nan, t_stat(teff), None, [], None)
+    return Summary(f"{setting}", "g", label, role, key, "small", SimpleNamespace(config={}), 0.5, 0.5,
+                   t_stat(ppl), math.nan, t_stat(teff), {"loss": t_stat(teff), "paper": t_stat(teff)}, t_stat(teff),
+                   None, [], None)
 
 
 def test_verdicts_on_synthetic_settings_follow_the_paper_claims():

@@ -3,8 +3,9 @@
 - MLPE_L = f(tokens_L / T): the perplexity a monolingual model gets from L's share of data;
 - MLTE_L = f⁻¹(PPL_L): the monolingual data (as a fraction of T) needed to reach PPL_L;
 - TEff_L = MLTE_L / (tokens_L / T): how much each token of L was worth, relative to
-  monolingual training. Cloned languages use the English law; each of k clones at total
-  clone probability p gets p/k of the tokens; schedules use their actual token counts.
+  monolingual training. Cloned languages use the English law. Which tokens_L a language is
+  credited with is the caller's choice: study reports use the paper's accounting (the expected
+  share, p/k of the run's tokens; a schedule's mean p) and show the sampled count beside it.
 
 Intervals are 95 % percentile intervals over the law's bootstrap refits (`fit_scaling_law`).
 """
@@ -271,16 +272,22 @@ def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
 
 
 def teff_from_csv(mono: str | os.PathLike, runs: str | os.PathLike, form: str = "loss", bootstrap: int = 1000,
-                  seed: int = 0) -> tuple[list[dict], dict[str, ScalingFit]]:
+                  seed: int = 0) -> tuple[list[dict], dict[tuple[str, str], ScalingFit]]:
     """`xling teff`: fit laws from MONO.csv (language, fraction, ppl), score RUNS.csv (run, language,
-    fraction, ppl). Returns the table's rows and the law of every language used."""
-    if form not in FORMS:
-        raise XlingError(f"unknown --form {form!r}; use one of: {', '.join(FORMS)}")
+    fraction, ppl) under one law form or both (`form="both"`; every row then says its form).
+    Returns the table's rows and the law of every (form, language) used."""
+    forms = FORMS if form == "both" else (form,)
+    if form != "both" and form not in FORMS:
+        raise XlingError(f"unknown --form {form!r}; use one of: {', '.join(FORMS)} or both")
     if bootstrap < 0:
         raise XlingError(f"--bootstrap must be >= 0, got {bootstrap}")
     mono_rows = read_csv_rows(mono, ("language", "fraction", "ppl"))
     run_rows = read_csv_rows(runs, ("run", "language", "fraction", "ppl"))
     check_languages(mono_rows, run_rows)
     used = {str(r["language"]) for r in run_rows}
-    fits = fit_languages(mono_rows, form=form, bootstrap=bootstrap, seed=seed, languages=used)
-    return teff_table(mono_rows, run_rows, fits=fits), fits
+    rows, laws = [], {}
+    for f in forms:
+        fits = fit_languages(mono_rows, form=f, bootstrap=bootstrap, seed=seed, languages=used)
+        laws.update({(f, lang): fit for lang, fit in fits.items()})
+        rows += [{**row, "form": f} if len(forms) > 1 else row for row in teff_table(mono_rows, run_rows, fits=fits)]
+    return rows, laws

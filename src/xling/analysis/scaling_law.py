@@ -243,3 +243,23 @@ def fit_scaling_law(
     if len(boot) < 0.9 * bootstrap:
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits succeeded; intervals are rough",)
     return ScalingFit(law, tuple(boot), notes)
+
+
+def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str) -> float:
+    """How well the form predicts a ladder point it was not fitted to: the RMS, over points, of
+    ln(predicted PPL / measured PPL) with the law refitted without that point.
+
+    In ln PPL for both forms, so the two are comparable; inf when a refit predicts no finite PPL
+    (the paper form does for small fractions); nan when no point can be left out (each refit
+    needs MIN_FRACTIONS distinct fractions).
+    """
+    x, ppl = _check_points(fractions, ppls, form)
+    errors = []
+    for i in range(x.size):
+        rest = np.arange(x.size) != i
+        if np.unique(x[rest]).size < MIN_FRACTIONS:
+            continue
+        law = fit_scaling_law(x[rest], ppl[rest], form=form, bootstrap=0).law
+        with np.errstate(over="ignore", divide="ignore"):
+            errors.append(math.log(law.ppl(x[i]) / ppl[i]) if math.isfinite(law.ppl(x[i])) else math.inf)
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else math.nan

@@ -15,7 +15,8 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mono", required=True, help="CSV with language,fraction,ppl of monolingual runs")
     p.add_argument("--runs", required=True, help="CSV with run,language,fraction,ppl")
     p.add_argument("--out", help="output CSV (default: <runs>_teff.csv)")
-    p.add_argument("--form", default="loss", choices=["loss", "paper"], help="scaling-law form (see docs)")
+    p.add_argument("--form", default="loss", choices=["loss", "paper", "both"],
+                   help="law form: loss (ln PPL = E + A x^-alpha), paper (1/PPL = c - a x^-b, the paper's) or both")
     p.add_argument("--bootstrap", type=count(0, 100_000), default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=SEED, default=0)
 
@@ -27,7 +28,7 @@ def teff(args, overrides) -> int:
     print(efficiency_table(rows))
     runs = Path(args.runs)
     path = write_table(rows, args.out or runs.with_name(f"{runs.stem}_teff.csv"))
-    for lang, fit in sorted(fits.items()):
+    for (_, lang), fit in sorted(fits.items()):
         law = fit.law
         params = ", ".join(f"{k}={v:.4g}" for k, v in law.param_dict.items())
         print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)

@@ -28,10 +28,11 @@ def _with_ci(r: dict, key: str, spec: str) -> str:
 
 def efficiency_table(rows: Sequence[dict]) -> str:
     """MLPE, MLTE and TEff with intervals, one row per run and language; rows with a warning are marked '!'."""
-    header = ["run", "language", "fraction", "ppl", "mlpe", "mlte", "teff", ""]
+    forms = ["form"] if any("form" in r for r in rows) else []  # --form both: a column says which
+    header = ["run", "language", *forms, "fraction", "ppl", "mlpe", "mlte", "teff", ""]
     body = [
         [
-            str(r["run"]), str(r["language"]), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
+            str(r["run"]), str(r["language"]), *(r[f] for f in forms), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
             _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3g"), _with_ci(r, "teff", ".2f"),
             "!" if r.get("warning") else "",
         ]

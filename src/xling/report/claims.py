@@ -290,9 +290,7 @@ def headline(a: Analysis) -> list[str]:
         if found:  # the setting closest to the paper's 1x GPT-small (Table 1), else the smallest model
             pairs.append(min(found, key=lambda s: (abs(math.log(s.key.length)), s.paper_model != "small",
                                                    order.index(s.key.model))))
-    lines = [f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label} TEff = {fmt_stat(s.teff)} (95% CI over "
-             f"{s.teff.n} seeds: [{fmt(s.teff.lo)}, {fmt(s.teff.hi)}]{_law_interval(a, s)}){_paper(s.paper, 'teff')}"
-             for s in pairs]
+    lines = [_headline_line(a, s) for s in pairs]
     if len(pairs) == 2:
         low, high = pairs
         d, lo, hi = diff_interval(low.teff, high.teff)
@@ -310,7 +308,19 @@ def headline(a: Analysis) -> list[str]:
             lines.append("Unlike the paper's GPT-small at 1x, our 50/50 TEff is above 1; the paper finds 50/50 TEff "
                          "above 1 early in training (1.09 at 0.4x) and falling below 1 with more training, and this "
                          "CPU model is far smaller and sees about a thousandth of the paper's tokens.")
+        lines.append("TEff credits each language with its expected share of the tokens (p/k), as the paper does; with "
+                     "the shares the sampled sequences actually had: " + ", ".join(
+                         f"{'90/10' if s.key.p == 0.1 else '50/50'} {fmt_stat(s.teff_sampled)}" for s in pairs) + ".")
     return lines
+
+
+def _headline_line(a: Analysis, s: Summary) -> str:
+    """The paper-form TEff beside the paper's value, the loss form's, and which one the verdicts use."""
+    verdict = a.verdict_form.get(s.law, "loss")
+    return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
+            f"under the paper's law form{_paper(s.paper, 'teff')}, {fmt_stat(s.teff_forms['loss'])} under the loss "
+            f"form; the verdicts use the {verdict} form (lower leave-one-out error on the ladder): 95% CI over "
+            f"{s.teff.n} seeds [{fmt(s.teff.lo)}, {fmt(s.teff.hi)}]{_law_interval(a, s)}")
 
 
 def _law_interval(a: Analysis, s: Summary) -> str:
@@ -319,4 +329,4 @@ def _law_interval(a: Analysis, s: Summary) -> str:
     if fit is None or not fit.bootstrap_laws or not math.isfinite(s.ppl.mean):
         return ""
     e = efficiency(fit, s.fraction, s.ppl.mean)
-    return f"; ladder-fit range [{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}]"
+    return f", ladder-fit range [{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}]"

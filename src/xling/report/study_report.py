@@ -7,11 +7,11 @@ The numbers come from `summary.analyse` (laws, TEff, seed statistics), the verdi
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import numpy as np
 
+from ..analysis.scaling_law import FORMS
 from ..errors import XlingError
 from ..fsio import atomic_write_text
 from ..study.spec import Study, runs_root
@@ -110,18 +110,30 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     ])
 
 
+LAW_TEXT = {"loss": "ln PPL = E + A·x^(−alpha)", "paper": "1/PPL = c − a·x^(−b) (the paper's form)"}
+
+
 def _ladder_section(doc: Doc, a: Analysis) -> None:
     doc.h(2, "Monolingual ladder")
     rows = []
     for s in sorted(a.ladder, key=lambda s: (a.law_name(s.law) if s.law else s.label, s.fraction)):
-        pred = a.laws[s.law].law.ppl(s.fraction) if s.law else math.nan
-        rows.append([a.law_name(s.law) if s.law else s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), fmt(pred),
+        fits = [fmt(a.laws_by_form[form][s.law].law.ppl(s.fraction)) if s.law else "–" for form in FORMS]
+        rows.append([a.law_name(s.law) if s.law else s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), *fits,
                      s.ppl.n, published.cell(s.paper, "ppl")])
-    doc.table(["law (language)", "data fraction", "PPL (ours)", "law fit", "seeds", "PPL (paper, GPT-small)"], rows)
-    for key, fit in a.laws.items():
-        params = ", ".join(f"{k} = {v:.4g}" for k, v in fit.law.param_dict.items())
-        doc.p(f"{a.law_name(key)}: ln PPL = E + A·x^(−alpha) with {params}; {fit.law.n_points} points, "
-              f"residual rms {fit.law.residual_rms:.3g} (in ln PPL).")
+    doc.table(["law (language)", "data fraction", "PPL (ours)", *(f"{form} form fit" for form in FORMS), "seeds",
+               "PPL (paper, GPT-small)"], rows)
+    items = []
+    for key in a.laws:
+        for form in FORMS:
+            law = a.laws_by_form[form][key].law
+            params = ", ".join(f"{k} = {v:.4g}" for k, v in law.param_dict.items())
+            chosen = " — **used by the verdicts**" if form == a.verdict_form[key] else ""
+            items.append(f"{a.law_name(key)}, {form} form: {LAW_TEXT[form]} with {params}; {law.n_points} points; "
+                         f"leave-one-out error {fmt(a.loo[key][form], '.3g')} (RMS of ln PPL){chosen}.")
+    doc.ul(items)
+    doc.p("Which form the verdicts use: for each law, the one that predicts a ladder point it was not fitted to "
+          "better (leave-one-out error, in ln PPL for both forms; the loss form when neither can be estimated). "
+          "Comparisons with a published TEff always use the paper's form, as the paper did.")
     doc.ul(a.notes)
 
 
@@ -129,16 +141,21 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
     doc.h(2, "Perplexity and token efficiency")
     rows = []
     for s in a.summaries:
-        rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt_stat(s.ppl), published.cell(s.paper, "ppl"),
-                     fmt(s.mlpe), fmt_stat(s.teff), published.cell(s.paper, "teff"), s.ppl.n,
-                     "†" if s.warnings else ""])
-    doc.table(["setting", "language", "share of T", "PPL (ours)", "PPL (paper)", "MLPE", "TEff (ours)",
-               "TEff (paper)", "seeds", ""], rows)
-    doc.p("Share of T: the language's training tokens over the reference budget T (one pass over the base "
-          "language at 1x). MLPE: the perplexity a monolingual model reaches with that share (from the law). "
-          "TEff: monolingual tokens needed for our PPL divided by the tokens the language got. Paper values are "
-          "GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): compare "
-          "TEff and directions, not perplexity magnitudes.")
+        verdict = a.verdict_form.get(s.law, "loss")
+        teffs = [f"**{fmt_stat(s.teff_forms[f])}**" if f == verdict else fmt_stat(s.teff_forms[f]) for f in FORMS]
+        rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt(s.fraction_sampled, ".3g"), fmt_stat(s.ppl),
+                     published.cell(s.paper, "ppl"), fmt(s.mlpe), *teffs, fmt_stat(s.teff_sampled),
+                     published.cell(s.paper, "teff"), s.ppl.n, "†" if s.warnings else ""])
+    doc.table(["setting", "language", "share of T", "sampled share", "PPL (ours)", "PPL (paper)", "MLPE",
+               *(f"TEff ({f} form)" for f in FORMS), "TEff (sampled share)", "TEff (paper)", "seeds", ""], rows)
+    doc.p("Share of T: the language's expected share of the run's tokens (p/k of them, 0.5 per language for a "
+          "schedule averaging 50/50) over the reference budget T (one pass over the base language at 1x): the paper's "
+          "accounting, used for every TEff unless said otherwise. Sampled share: what the language's sampled "
+          "sequences actually got; TEff (sampled share) uses it with the verdict's law form. MLPE: the perplexity "
+          "a monolingual model reaches with that share (verdict form). TEff: monolingual tokens needed for our PPL "
+          "divided by the tokens the language got, under each law form; the bold one is the verdict's. Paper "
+          "values are GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): "
+          "compare TEff (paper form) and directions, not perplexity magnitudes.")
     warnings = sorted({w for s in a.summaries for w in s.warnings})
     if warnings:
         doc.p("† extrapolated beyond the monolingual ladder (treat with care):")

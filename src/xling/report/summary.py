@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.efficiency import efficiency, fit_languages
-from ..analysis.scaling_law import ScalingFit
+from ..analysis.efficiency import efficiency
+from ..analysis.scaling_law import FORMS, ScalingFit, fit_scaling_law, leave_one_out_error
 from ..config import flatten
 from ..study.spec import RunSpec, Study
 from . import published
@@ -45,13 +45,16 @@ class Row:
     law_language: str  # whose monolingual law applies: the base language for clones, else itself
     role: str  # L1 = base language, L2 = any other
     mono: bool
-    fraction: float  # training tokens of this language / the reference budget T
+    fraction: float  # the paper's accounting: the language's expected share (p/k) of the run's tokens / budget T
+    fraction_sampled: float  # the tokens the language's sampled sequences actually had / T
     length: float  # the run's total training, in units of the study's 1x
     ppl: float
     law: tuple[str, str] | None = None  # (law group, law language)
-    mlpe: float = math.nan
+    mlpe: float = math.nan  # under the verdict's law form
     mlte: float = math.nan
-    teff: float = math.nan
+    teff: float = math.nan  # verdict form, expected accounting
+    teff_forms: dict[str, float] = field(default_factory=dict)  # form -> TEff, expected accounting
+    teff_sampled: float = math.nan  # verdict form, sampled accounting
     warnings: list[str] = field(default_factory=list)
 
 
@@ -66,10 +69,13 @@ class Summary:
     key: published.Setting  # our setting in the paper's terms (model = our preset)
     paper_model: str  # the paper's model this preset stands for
     spec: RunSpec  # a representative run
-    fraction: float
+    fraction: float  # expected share of T (the paper's accounting)
+    fraction_sampled: float
     ppl: Stat
     mlpe: float
-    teff: Stat
+    teff: Stat  # what the verdicts use: the verdict form, expected accounting
+    teff_forms: dict[str, Stat]  # form -> TEff over seeds, expected accounting ("paper" is compared with the paper)
+    teff_sampled: Stat  # verdict form, sampled accounting
     paper: published.Value | None
     warnings: list[str]
     law: tuple[str, str] | None  # the monolingual law used for TEff
@@ -79,7 +85,7 @@ class Summary:
 class Analysis:
     study: Study
     rows: list[Row]
-    laws: dict[tuple[str, str], ScalingFit]
+    laws: dict[tuple[str, str], ScalingFit]  # the verdict form's law of each (law group, language)
     summaries: list[Summary]  # bilingual settings
     ladder: list[Summary]  # monolingual settings
     missing: list[str]  # run ids without results
@@ -87,6 +93,9 @@ class Analysis:
     repeated: list[tuple[str, str, float]]  # (run, language, passes) with passes > 1
     max_epochs: float
     notes: list[str]
+    laws_by_form: dict[str, dict[tuple[str, str], ScalingFit]] = field(default_factory=dict)
+    loo: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # leave-one-out error by form
+    verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
@@ -150,42 +159,50 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = spec.mixture
-        mono, names = mix.monolingual, list(mix.names)
+        mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()
         clone, k = mix.kind == "clone", mix.num_clones
         for e in sorted(eval_by_run[spec.id], key=lambda e: names.index(e["language"])):
             if not e["tokens_trained"]:
                 continue  # never trained on (the other language of a monolingual run)
             role = "L1" if e["language"] == names[0] else "L2"
             label = f"{names[1]}–{names[-1]}" if clone and k > 1 and role == "L2" else e["language"]
+            expected = shares[names.index(e["language"])] * tokens_total / run["budget_tokens"]
             rows.append(Row(spec, e["language"], label, names[0] if clone else e["language"], role, mono,
-                            e["fraction"], length, e["ppl"]))
-    laws: dict[tuple[str, str], ScalingFit] = {}
-    _fit_and_score(rows, laws)
-    bilingual = _summaries(study, [r for r in rows if not r.mono], mono=False)
-    ladder = _summaries(study, [r for r in rows if r.mono], mono=True)
-    a = Analysis(study, rows, laws, bilingual, ladder, missing, failed, repeated, max_epochs, [])
-    a.notes = [f"{a.law_name(key)}: {n}" for key, fit in laws.items() for n in fit.notes]
+                            expected, e["fraction"], length, e["ppl"]))
+    a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [])
+    _fit_and_score(a)
+    a.summaries = _summaries(study, [r for r in rows if not r.mono], mono=False)
+    a.ladder = _summaries(study, [r for r in rows if r.mono], mono=True)
+    a.notes = [f"{a.law_name(key)} ({form} form): {n}" for form, laws in a.laws_by_form.items()
+               for key, fit in laws.items() for n in fit.notes if form == a.verdict_form[key]]
     return a
 
 
-def _fit_and_score(rows: list[Row], laws: dict) -> None:
-    mono_by_group: dict[str, list[dict]] = {}
-    for r in rows:
+def _fit_and_score(a: Analysis) -> None:
+    """Both law forms for every (law group, language) with a ladder of >= 3 fractions; the verdict
+    uses the form that predicts left-out ladder points better; every row scored under both."""
+    ladders: dict[tuple[str, str], list[Row]] = {}
+    for r in a.rows:
         if r.mono:
-            mono_by_group.setdefault(law_group(r.spec.config), []).append(
-                {"language": r.law_language, "fraction": r.fraction, "ppl": r.ppl})
-    for group, mono_rows in mono_by_group.items():
-        by_lang: dict[str, list[dict]] = {}
-        for m in mono_rows:
-            by_lang.setdefault(m["language"], []).append(m)
-        for lang, pts in by_lang.items():
-            if len({p["fraction"] for p in pts}) >= 3:
-                laws[(group, lang)] = fit_languages(pts, bootstrap=BOOTSTRAP)[lang]
-    for r in rows:
+            ladders.setdefault((law_group(r.spec.config), r.law_language), []).append(r)
+    for key, points in ladders.items():
+        if len({p.fraction for p in points}) < 3:
+            continue
+        x, ppl = [p.fraction for p in points], [p.ppl for p in points]
+        for form in FORMS:
+            a.laws_by_form.setdefault(form, {})[key] = fit_scaling_law(x, ppl, form=form, bootstrap=BOOTSTRAP)
+        a.loo[key] = {form: leave_one_out_error(x, ppl, form) for form in FORMS}
+        a.verdict_form[key] = min(FORMS, key=lambda f: (np.nan_to_num(a.loo[key][f], nan=np.inf), f != "loss"))
+        a.laws[key] = a.laws_by_form[a.verdict_form[key]][key]
+    for r in a.rows:
         key = (law_group(r.spec.config), r.law_language)
-        if key in laws and r.fraction and r.ppl:
-            e = efficiency(laws[key], r.fraction, r.ppl)
-            r.law, r.mlpe, r.mlte, r.teff, r.warnings = key, e.mlpe, e.mlte, e.teff, e.warnings
+        if key not in a.laws or not (r.fraction and r.ppl):
+            continue
+        r.teff_forms = {form: efficiency(a.laws_by_form[form][key], r.fraction, r.ppl).teff for form in FORMS}
+        e = efficiency(a.laws[key], r.fraction, r.ppl)
+        r.law, r.mlpe, r.mlte, r.teff, r.warnings = key, e.mlpe, e.mlte, e.teff, e.warnings
+        if r.fraction_sampled:
+            r.teff_sampled = efficiency(a.laws[key], r.fraction_sampled, r.ppl).teff
 
 
 def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
@@ -206,11 +223,15 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         warnings = sorted({w for r in members for w in r.warnings})
         paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
         key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
+        form_mean = lambda rs, form: float(np.mean([r.teff_forms.get(form, math.nan) for r in rs]))
         out.append(Summary(setting, first.spec.group, label, first.role, key, paper_key.model, first.spec,
                            float(np.mean([mean(rs, "fraction") for rs in runs])),
+                           float(np.mean([mean(rs, "fraction_sampled") for rs in runs])),
                            log_stat([mean(rs, "ppl") for rs in runs]),
                            float(np.mean([mean(rs, "mlpe") for rs in runs])),
                            t_stat([mean(rs, "teff") for rs in runs]),
+                           {form: t_stat([form_mean(rs, form) for rs in runs]) for form in FORMS},
+                           t_stat([mean(rs, "teff_sampled") for rs in runs]),
                            published.lookup(paper_key, first.role), warnings, first.law))
     return out
 
