@@ -148,3 +148,32 @@ def test_training_step_is_deterministic_on_cpu():
 
     (la, wa), (lb, wb) = run(), run()
     assert la == lb and torch.equal(wa, wb)
+
+
+# The paper's models (its §3): layers, width, heads x head width, MLP width. With its 16,384-piece
+# vocabulary and 512 positions: token and position embeddings, per block two LayerNorms (weight and
+# bias), Q/K/V from the width to heads x head width and O back (all with biases), the MLP, then the
+# final LayerNorm and an untied output head without bias.
+PAPER_MODELS = {"mini": (4, 512, 8, 32, 2048), "tiny": (4, 768, 12, 64, 3072), "small": (12, 768, 12, 64, 3072),
+                "medium": (24, 1024, 16, 64, 4096)}
+
+
+def _paper_parameter_count(layers, width, heads, head, mlp, vocab=16384, positions=512):
+    attn = heads * head
+    block = 4 * width + 3 * (width * attn + attn) + attn * width + width + 2 * width * mlp + mlp + width
+    return vocab * width + positions * width + layers * block + 2 * width + width * vocab
+
+
+@pytest.mark.parametrize("preset", list(PAPER_MODELS))
+def test_paper_presets_are_the_papers_models(preset):
+    from xling.config import ModelConfig, resolve_model
+
+    dims = resolve_model(ModelConfig(preset=preset, seq_len=512), 16384)
+    assert (dims.n_layers, dims.d_model, dims.n_heads, dims.d_head, dims.d_mlp) == PAPER_MODELS[preset]
+    expected = _paper_parameter_count(*PAPER_MODELS[preset])
+    assert dims.num_parameters() == expected
+    assert expected == {"mini": 27_549_696, "tiny": 53_912_064, "small": 110_615_040, "medium": 336_390_144}[preset]
+    if preset == "mini":  # small enough to build here: the module has exactly these parameters
+        model = GPT(dims)
+        assert model.num_parameters() == expected and model.blocks[0].q.weight.shape == (256, 512)
+        assert model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 16384)

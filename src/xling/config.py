@@ -80,7 +80,10 @@ class ModelConfig:
     preset: str = "cpu-s"  # see PRESETS below; explicit fields override it
     n_layers: int = field(default=0, metadata=between(0, 1024))  # transformer blocks (0: the preset's)
     d_model: int = field(default=0, metadata=between(0, 65536))  # residual width (0: the preset's)
-    n_heads: int = field(default=0, metadata=between(0, 1024))  # attention heads, dividing d_model (0: the preset's)
+    n_heads: int = field(default=0, metadata=between(0, 1024))  # attention heads (0: the preset's)
+    # width of each head (0: the preset's, or d_model / n_heads when either is set): the paper's mini has
+    # 8 heads of 32, so its attention is 256 wide inside a 512-wide model
+    d_head: int = field(default=0, metadata=between(0, 4096))
     d_mlp: int = field(default=0, metadata=between(0, 262144))  # MLP hidden width (0: the preset's, else 4 * d_model)
     seq_len: int = field(default=128, metadata=between(2, 65536))  # training context (the position table's size)
 
@@ -277,18 +280,35 @@ class ModelDims:
     d_mlp: int
     seq_len: int
     vocab_size: int
+    d_head: int = 0  # 0: d_model // n_heads
+
+    def __post_init__(self):
+        if not self.d_head:
+            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
+
+    @property
+    def d_attn(self) -> int:
+        """The width Q, K and V project to (and O projects back from)."""
+        return self.n_heads * self.d_head
+
+    def num_parameters(self) -> int:
+        """The model's parameter count: embeddings, blocks (2 LayerNorms, Q/K/V/O, MLP, biases), final
+        LayerNorm and the untied output head."""
+        d, a, f = self.d_model, self.d_attn, self.d_mlp
+        block = 2 * 2 * d + 3 * (d * a + a) + (a * d + d) + (d * f + f) + (f * d + d)
+        return (self.vocab_size + self.seq_len) * d + self.n_layers * block + 2 * d + d * self.vocab_size
 
 
-# name: (layers, width, heads, mlp width). Paper sizes first, then CPU-scale sizes.
-PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "mini": (4, 512, 8, 2048),
-    "tiny": (4, 768, 12, 3072),
-    "small": (12, 768, 12, 3072),
-    "medium": (24, 1024, 16, 4096),
-    "cpu-xs": (2, 64, 2, 256),
-    "cpu-s": (4, 128, 4, 512),
-    "cpu-m": (4, 256, 4, 1024),
-    "cpu-l": (6, 384, 6, 1536),
+# name: (layers, width, heads, head width, mlp width), as the paper's §3 describes its models; then CPU sizes.
+PRESETS: dict[str, tuple[int, int, int, int, int]] = {
+    "mini": (4, 512, 8, 32, 2048),
+    "tiny": (4, 768, 12, 64, 3072),
+    "small": (12, 768, 12, 64, 3072),
+    "medium": (24, 1024, 16, 64, 4096),
+    "cpu-xs": (2, 64, 2, 32, 256),
+    "cpu-s": (4, 128, 4, 32, 512),
+    "cpu-m": (4, 256, 4, 64, 1024),
+    "cpu-l": (6, 384, 6, 64, 1536),
 }
 
 
@@ -296,14 +316,18 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
     """Preset dimensions, with any explicitly set (non-zero) field of `cfg` overriding them."""
     if cfg.preset not in PRESETS:
         raise XlingError(f"unknown model.preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
-    n_layers, d_model, n_heads, d_mlp = PRESETS.get(cfg.preset, (0, 0, 0, 0))
+    n_layers, d_model, n_heads, d_head, d_mlp = PRESETS[cfg.preset]
     n_layers = cfg.n_layers or n_layers
     d_model = cfg.d_model or d_model
     n_heads = cfg.n_heads or n_heads
-    d_mlp = cfg.d_mlp or d_mlp or 4 * d_model
-    if d_model % n_heads:
-        raise XlingError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
-    return ModelDims(n_layers, d_model, n_heads, d_mlp, cfg.seq_len, vocab_size)
+    if cfg.d_head:
+        d_head = cfg.d_head
+    elif cfg.d_model or cfg.n_heads:  # a new width or head count: the heads split the width, as in GPT-2
+        if d_model % n_heads:
+            raise XlingError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads}), "
+                             "or set model.d_head")
+        d_head = d_model // n_heads
+    return ModelDims(n_layers, d_model, n_heads, cfg.d_mlp or d_mlp, cfg.seq_len, vocab_size, d_head)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -377,8 +401,7 @@ def validate(cfg: RunConfig) -> None:
            f"languages.names has {len(lang.names)} names but the run has {n_langs} languages")
     _check(len(set(lang.names)) == len(lang.names), f"languages.names has a name twice: {lang.names}")
     dims = resolve_model(cfg.model, vocab_size=cfg.tokenizer.vocab_size * n_langs)
-    parameters = dims.n_layers * (4 * dims.d_model ** 2 + 2 * dims.d_model * dims.d_mlp) + \
-        (2 * dims.vocab_size + dims.seq_len) * dims.d_model
+    parameters = dims.num_parameters()
     _check(parameters <= MAX_PARAMETERS, f"the model would have {parameters:.3g} parameters (at most "
                                          f"{MAX_PARAMETERS:.0e}): check model.n_layers, d_model and d_mlp")
     _check(tr.batch_size % tr.grad_accum == 0,

@@ -29,9 +29,9 @@ NOMINAL_GPU_PEAKS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e1
 
 def matmul_flops_per_token(dims: ModelDims) -> float:
     """Training FLOPs per token from matmuls only: 3 x forward (backward costs two forwards)."""
-    d, f, t = dims.d_model, dims.d_mlp, dims.seq_len
-    projections = 2 * (4 * d * d + 2 * d * f)  # Q, K, V, O and the two MLP matrices
-    attention = 2 * 2 * d * (t + 1) / 2  # scores and weighted values; a token sees (T+1)/2 keys on average
+    d, a, f, t = dims.d_model, dims.d_attn, dims.d_mlp, dims.seq_len
+    projections = 2 * (4 * d * a + 2 * d * f)  # Q, K, V (d -> a), O (a -> d) and the two MLP matrices
+    attention = 2 * 2 * a * (t + 1) / 2  # scores and weighted values; a token sees (T+1)/2 keys on average
     head = 2 * d * dims.vocab_size
     return 3 * (dims.n_layers * (projections + attention) + head)
 
@@ -88,9 +88,9 @@ def step_matmuls(dims: ModelDims, rows: int, dtype: torch.dtype, device: torch.d
     and attention as batched [T, T] matmuls (2 forward, 4 backward), at full size. Its time is a
     floor for any implementation of the model on this machine: what is left of a step is the rest.
     """
-    d, t = dims.d_model, dims.seq_len
-    hd, batch = d // dims.n_heads, max(1, rows // t) * dims.n_heads
-    linears = [(d, 3 * d), (d, d), (d, dims.d_mlp), (dims.d_mlp, d)] * dims.n_layers + [(d, dims.vocab_size)]
+    d, a, t = dims.d_model, dims.d_attn, dims.seq_len
+    hd, batch = dims.d_head, max(1, rows // t) * dims.n_heads
+    linears = [(d, 3 * a), (a, d), (d, dims.d_mlp), (dims.d_mlp, d)] * dims.n_layers + [(d, dims.vocab_size)]
     shapes = [s for k, n in linears for s in ((rows, k, n), (rows, n, k), (n, rows, k))]
     shapes += [(batch, t, hd, t)] * (2 * dims.n_layers) + [(batch, t, t, hd)] * (4 * dims.n_layers)
 
@@ -121,7 +121,7 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, 
 def _peak_shapes(dims: ModelDims, rows: int, big: int) -> list[tuple[int, int, int]]:
     """A big square GEMM (near the machine's best) and the model's own projection shapes."""
     return [(big, big, big), (rows, dims.d_model, dims.d_mlp), (rows, dims.d_mlp, dims.d_model),
-            (rows, dims.d_model, 3 * dims.d_model)]
+            (rows, dims.d_model, 3 * dims.d_attn)]
 
 
 def nominal_peak(device: torch.device) -> float | None:
@@ -252,7 +252,9 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
         trainer.prepare(resume=False)
     dims, device = trainer.model.dims, trainer.device
     tokens = cfg.train.batch_size * dims.seq_len
-    hf_precisions, hf_error = _hf_precisions(hf, device)
+    hf_precisions, hf_error = _hf_precisions(hf and dims.d_attn == dims.d_model, device)
+    if hf and dims.d_attn != dims.d_model:
+        hf_error = "GPT2LMHeadModel's attention is always d_model wide; this model's is not (no identical shapes)"
     precisions = list(dict.fromkeys([trainer.precision, *hf_precisions]))
     big = peak_size or (8192 if device.type == "cuda" else 2048)
     shapes = _peak_shapes(dims, tokens // cfg.train.grad_accum, big)

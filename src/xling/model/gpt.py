@@ -32,25 +32,26 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
 class Block(nn.Module):
     def __init__(self, dims: ModelDims):
         super().__init__()
-        d = dims.d_model
-        self.n_heads = dims.n_heads
+        d, a = dims.d_model, dims.d_attn
+        self.n_heads, self.d_head = dims.n_heads, dims.d_head
         self.ln_1 = nn.LayerNorm(d, eps=1e-5)
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.q, self.k, self.v = (nn.Linear(d, a) for _ in range(3))
+        self.o = nn.Linear(a, d)
         self.ln_2 = nn.LayerNorm(d, eps=1e-5)
         self.fc = nn.Linear(d, dims.d_mlp)
         self.proj = nn.Linear(dims.d_mlp, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
+        b, t, _ = x.shape
         h = self.ln_1(x)
         # One matmul for Q, K and V (a bigger GEMM runs faster); the parameters stay separate,
         # as in the paper, so checkpoints and per-tensor analyses keep their names.
         weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
         bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        qkv = F.linear(h, weight, bias).view(b, t, 3, self.n_heads, d // self.n_heads)
+        qkv = F.linear(h, weight, bias).view(b, t, 3, self.n_heads, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous()  # one copy into [3, B, H, T, head_dim]
         attn = causal_attention(q, k, v)
-        x = x + self.o(attn.transpose(1, 2).reshape(b, t, d))
+        x = x + self.o(attn.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
         return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
 
 

@@ -119,9 +119,8 @@ def _cost(spec: RunSpec) -> float:
     """Rough relative cost, to start long runs first (shorter total time with several workers):
     training tokens x the model's matmul work per token (two languages' vocabulary assumed)."""
     cfg = from_dict(spec.config)
-    d = resolve_model(cfg.model, 2 * cfg.tokenizer.vocab_size)
-    per_token = d.n_layers * (4 * d.d_model ** 2 + 2 * d.d_model * d.d_mlp) + d.d_model * d.vocab_size
-    return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * d.seq_len * per_token
+    per_token = resolve_model(cfg.model, 2 * cfg.tokenizer.vocab_size).num_parameters()  # ~ matmul work per token
+    return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
 
 
 def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",

@@ -13,9 +13,17 @@ import signal
 
 from ..errors import warnings_to_stderr
 
+GPU_VARIABLE = "XLING_WORKER_GPU"  # the GPU a study worker was given (execute.py records it in study.json)
 
-def init_worker(threads: int) -> None:
-    """Each worker process: its share of the cores, death with its parent (Linux), warnings shown."""
+
+def init_worker(threads: int, gpu_places=None) -> None:
+    """Each worker process: its share of the cores, its GPU, death with its parent (Linux), warnings shown.
+
+    gpu_places: a multiprocessing queue of CUDA_VISIBLE_DEVICES values (`placement.plan_gpus`),
+    one taken by each worker as it starts; the worker then sees only that GPU, as cuda:0.
+    """
+    if gpu_places is not None:
+        set_gpu(gpu_places.get(timeout=60))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # The wait policy `xling` chose from the load average (threads.openmp_wait_setup) is inherited;
     # without one (called from Python), sleep at once: workers share the machine.
@@ -29,9 +37,19 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def ray_task(spec_json: dict, root: str, threads: int) -> dict:
-    """One run as a Ray task, in a worker set up like a local one."""
+def set_gpu(gpu: str | None) -> None:
+    """This process trains on `gpu` only (set before CUDA starts); study.json records it. None: no GPU given."""
+    if gpu is None:
+        os.environ.pop(GPU_VARIABLE, None)
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    os.environ[GPU_VARIABLE] = gpu
+
+
+def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, loggers: tuple[str, ...] = ()) -> dict:
+    """One run as a Ray task, in a worker set up like a local one (Ray has set its CUDA_VISIBLE_DEVICES)."""
+    set_gpu(os.environ.get("CUDA_VISIBLE_DEVICES", "") if on_gpu else None)  # Ray reuses CPU workers
     init_worker(threads)
     from .execute import execute_run  # imports torch: after init_worker
 
-    return execute_run(spec_json, root)
+    return execute_run(spec_json, root, loggers=loggers)

@@ -23,6 +23,7 @@ from ..data.stream import TrainStream, budget_steps, prepare_languages, run_step
 from ..errors import XlingError
 from . import distributed
 from .evaluate import evaluate_languages
+from .live_log import LiveLog
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
 
@@ -42,8 +43,11 @@ def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> t
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None):
+        """`live`: loggers (TensorBoard, W&B, CSV) that get every metrics record as it is written; the
+        caller closes them (after logging its test results, if it likes)."""
         self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
+        self.live = live or LiveLog(run_dir)
 
     # ------------------------------------------------------------------ set-up
     def _check_run_dir(self, resume: bool) -> None:
@@ -119,8 +123,13 @@ class Trainer:
         ev = self.cfg.eval
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
                                      ev.max_tokens, self.device, self.autocast)
-        self.run.append_metrics({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
+        self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
+
+    def _record(self, record: dict) -> None:
+        """Append a metrics record, and show it to the live loggers."""
+        self.run.append_metrics(record)
+        self.live.log(record)
 
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This process's micro-batches (inputs, targets) of `step`, on the device.
@@ -210,6 +219,8 @@ class Trainer:
                 tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
                 device=str(self.device), **({"processes": self.world.size} if self.world.active else {}),
             )
+            if self.live:  # the loggers start from the records kept from before a resume
+                self.live.begin(run.read_metrics(), self.setup.names)
         end = self.steps if stop_at is None else min(stop_at, self.steps)
         bar = _progress(start, self.steps, progress and main, cfg.name or run.path.name)
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
@@ -229,8 +240,8 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
                 if main:
-                    run.append_metrics({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
-                                        "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                    self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                  "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
                 window_start, window_steps = time.perf_counter(), 0
             bar.update(1)
