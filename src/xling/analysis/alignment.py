@@ -24,6 +24,7 @@ from ..fsio import atomic_write_json
 from ..train.session import load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
+from .representations import AlignedStates
 from .word2vec import word2vec_control
 
 # --------------------------------------------------------------------------- probes
@@ -128,48 +129,72 @@ def max_weight_matching(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def _states(model, seqs: list[torch.Tensor], device, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit-normalised hidden states [L, B, T, D] (fp32) of a batch of inputs, and their lengths."""
+    """Hidden states [L, B, T, D] (fp32) of a batch of inputs, and their lengths."""
     ids, lengths = pad_batch([s[:-1] for s in seqs])
     with autocast():
         states = model.hidden_states(ids.to(device))
-    return F.normalize(torch.stack(states).float(), dim=-1), lengths
+    return torch.stack(states).float().cpu(), lengths
 
 
-def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int = 16) -> dict:
-    """Per-layer cosine of the two languages' hidden states, averaged over probe sequences.
+def language_means(model, setup, lang: int, seq_len: int, device, autocast, windows: int = 100,
+                   batch_size: int = 16) -> torch.Tensor:
+    """A language's mean hidden state per layer [L, D], over windows of its validation text: text
+    that no alignment probe is, so the centred measures are not centred on what they score."""
+    source = setup.source_of_language[lang]
+    base = torch.from_numpy(setup.tokens(source, "valid").astype(np.int64))
+    n = min(windows, (len(base) - 1) // seq_len)
+    if n < 1:
+        raise XlingError(f"the valid split has fewer than {seq_len + 1} tokens: no language means for the centred "
+                         "alignment measures; use a corpus with more held-out text")
+    seqs = list(setup.table[lang][base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]])
+    total = sum(_states(model, seqs[i:i + batch_size], device, autocast)[0].sum((1, 2))
+                for i in range(0, n, batch_size))
+    return total / (n * seq_len)
+
+
+def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int = 16,
+                      means: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Per-layer cosine of the two languages' hidden states, averaged over probe sequences (the paper's).
 
     Also a shuffled baseline (each side paired with the *next* sequence's other side), which
-    shows how similar unrelated text looks in that layer (anisotropy).
+    shows how similar unrelated text looks in that layer (anisotropy); and, given each language's
+    mean hidden state per layer (`means`), the centred cosine, linear CKA and translation retrieval
+    of `representations` on the same token pairs.
     """
     per_seq, baseline = [], []
+    aligned = AlignedStates(*means) if means is not None else None
     for start in range(0, len(probes), batch_size):
         ha, len_a = _states(model, probes.a[start:start + batch_size], device, autocast)
         hb, len_b = _states(model, probes.b[start:start + batch_size], device, autocast)
+        ua, ub = F.normalize(ha, dim=-1), F.normalize(hb, dim=-1)
         n = ha.shape[1]
         pairings = [(per_seq, torch.arange(n))] + ([(baseline, torch.arange(1, n + 1) % n)] if n > 1 else [])
-        if probes.positional:
-            for store, other in pairings:
-                cos = (ha * hb[:, other]).sum(-1)  # [L, B, T]
-                store.extend(cos[:, i, :len_a[i]].mean(-1) for i in range(n))
-            continue
         for i in range(n):
             for store, other in pairings:
                 j = int(other[i])
-                cos = ha[:, i, :len_a[i]] @ hb[:, j, :len_b[j]].transpose(1, 2)  # [L, Ta, Tb]
-                rows, cols = max_weight_matching(cos.mean(0).cpu().numpy())
-                store.append(cos[:, rows, cols].mean(-1))
+                if probes.positional:  # clones: token t of one side is token t of the other
+                    rows = cols = torch.arange(int(len_a[i]))
+                else:  # a real pair: tokens matched on the layer-averaged cosine
+                    cos = ua[:, i, :len_a[i]] @ ub[:, j, :len_b[j]].transpose(1, 2)  # [L, Ta, Tb]
+                    rows, cols = map(torch.as_tensor, max_weight_matching(cos.mean(0).numpy()))
+                store.append((ua[:, i, rows] * ub[:, j, cols]).sum(-1).mean(-1))
+                if aligned is not None and store is per_seq:
+                    aligned.add(ha[:, i, rows], hb[:, j, cols])
     layers = torch.stack(per_seq).nanmean(0).tolist()
-    return {"method": "positional" if probes.positional else "matching", "sequences": len(probes),
-            "layers": layers, "mean": float(np.mean(layers)),
-            "shuffled_baseline": torch.stack(baseline).nanmean(0).tolist() if baseline else [float("nan")] * len(layers)}
+    result = {"method": "positional" if probes.positional else "matching", "sequences": len(probes),
+              "layers": layers, "mean": float(np.mean(layers)),
+              "shuffled_baseline": torch.stack(baseline).nanmean(0).tolist() if baseline else [float("nan")] * len(layers)}
+    return result | (aligned.result() if aligned is not None else {})
 
 
 # --------------------------------------------------------------------------- gradients
 
-# The key bias is left out: adding a constant to every key's score leaves the softmax unchanged,
-# so its gradient is zero in exact arithmetic and its "cosine" would be the cosine of rounding noise.
-BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "v.weight", "v.bias",
+# Every tensor of a block, as the paper's mean has them. Its key bias gets a gradient of zero in exact
+# arithmetic (a constant added to all of a row's scores leaves the softmax unchanged), so its cosine is
+# one of rounding noise: the mean without it is reported beside.
+BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
                  "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
+KEY_BIAS = "k.bias"
 
 
 def _gradients(model, seq: torch.Tensor, device) -> dict[str, torch.Tensor]:
@@ -200,10 +225,10 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100)
     mean = {name: float(np.mean(v)) for name, v in sums.items()}
     n_layers = len(model.blocks)
     table = {t: [mean.get(f"blocks.{layer}.{t}", float("nan")) for layer in range(n_layers)] for t in BLOCK_TENSORS}
-    block_values = [v for row in table.values() for v in row if np.isfinite(v)]
+    block_mean = lambda names: float(np.nanmean([v for t in names for v in table[t]]))
     other = {name: v for name, v in sorted(mean.items()) if not name.startswith("blocks.")}
-    return {"sequences": n, "tensors": table, "block_mean": float(np.mean(block_values)) if block_values else float("nan"),
-            "other": other}
+    return {"sequences": n, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
+            "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
 def _language_index(names: list[str], name: str | None, default: int) -> int:
@@ -234,7 +259,9 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
               "kind": cfg.languages.kind, "p": cfg.languages.p, "schedule": cfg.languages.schedule,
               "step": session.run.read_info().get("step"), "probes": probes.source}
-    result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size)
+    means = tuple(language_means(model, setup, lang, cfg.model.seq_len, session.device, session.autocast,
+                                 batch_size=batch_size) for lang in (a, b))
+    result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size, means)
     timings["hidden"], t0 = time.perf_counter() - t0, time.perf_counter()
     if grad_sequences:
         result["gradient"] = gradient_similarity(model, probes, session.device, grad_sequences)

@@ -20,6 +20,9 @@ class Command:
 
 ROOT_HELP = "directory of run directories (default: $XLING_RUNS or ./runs)"
 DB_HELP = "SQLite results store (default: ROOT/xling.db)"
+LOGGERS = ("tensorboard", "wandb", "csv")  # --log choices (train.live_log.LOGGERS, which imports torch)
+LOG_HELP = ("log training as it goes (repeatable): tensorboard (RUN_DIR/tensorboard/), wandb (an offline run in "
+            "RUN_DIR/wandb/; WANDB_MODE=online to sync) or csv (RUN_DIR/metrics.csv)")
 
 
 def count(lo: int, hi: int = 10**9):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..config import RunConfig, dump_yaml, load_config
 from ..errors import XlingError
-from .command import SEED, count, number
+from ..fsio import read_json
+from .command import LOG_HELP, LOGGERS, SEED, count, number
 from .tables import bench_table, ppl_table
 
 
@@ -61,9 +62,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log", action="append", choices=LOGGERS, help=LOG_HELP)
 
 
 def train(args, overrides) -> int:
+    from ..train.live_log import LiveLog
     from ..train.rundir import RunDir
     from ..train.trainer import Trainer
 
@@ -81,14 +84,18 @@ def train(args, overrides) -> int:
         cfg_path = args.config
     cfg = load_config(cfg_path, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(cfg_path).stem))
-    info = Trainer(cfg, out).fit(resume=args.resume, progress=not args.quiet)
-    if info["status"] != "completed":
-        return 1
-    if info.get("rank"):  # torchrun: rank 0 reports and evaluates
-        return 0
-    print(ppl_table(info["valid"], f"validation perplexity ({out})"))
-    if not args.no_eval:
-        return evaluate(argparse.Namespace(run_dir=str(out), split="test", max_tokens=None, device="auto"), {})
+    with LiveLog(out, tuple(args.log or ())) as live:
+        for note in live.notes:
+            print(f"note: {note}", file=sys.stderr)
+        info = Trainer(cfg, out, live=live).fit(resume=args.resume, progress=not args.quiet)
+        if info["status"] != "completed":
+            return 1
+        if info.get("rank"):  # torchrun: rank 0 reports and evaluates
+            return 0
+        print(ppl_table(info["valid"], f"validation perplexity ({out})"))
+        if not args.no_eval:
+            evaluate(argparse.Namespace(run_dir=str(out), split="test", max_tokens=None, device="auto"), {})
+            live.log_evaluation(read_json(RunDir(out).eval_path()))
     return 0
 
 

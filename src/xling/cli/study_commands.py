@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import XlingError
-from .command import DB_HELP, ROOT_HELP, count
+from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, count
 from .tables import status_table
 
 
@@ -19,17 +19,34 @@ def _existing(root: str | None) -> str | None:
 
 
 def study_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["run", "status", "list"])
+    p.add_argument("action", choices=["run", "status", "list", "sbatch"],
+                   help="sbatch: print a SLURM job-array script that runs the study on the nodes of the array")
     p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
-    p.add_argument("--workers", type=count(1, 1024), default=1, help="runs trained at the same time (local processes or Ray tasks)")
+    p.add_argument("--workers", type=count(1, 1024), default=None,
+                   help="runs trained at the same time (local processes or Ray tasks; default 1, or one per GPU place)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
-    p.add_argument("--log", action="append", choices=["tensorboard", "wandb"],
-                   help="also export finished runs to TensorBoard / W&B (offline)")
+    p.add_argument("--gpus", type=gpu_list, help="auto (every visible GPU) or GPU numbers 0,1,2,3: one worker per GPU, "
+                   "each with its own CUDA_VISIBLE_DEVICES (with --engine ray: auto, and runs ask Ray for GPUs)")
+    p.add_argument("--runs-per-gpu", type=count(1, 64), default=1, help="workers sharing each GPU (default 1)")
+    p.add_argument("--log", action="append", choices=LOGGERS, help=LOG_HELP)
     p.add_argument("--no-reuse", action="store_true",
                    help="train every missing run, even one whose twin (same config) is complete in another study")
+    p.add_argument("--no-wait", action="store_true",
+                   help="leave runs another process is training to it instead of waiting (SLURM arrays)")
+    p.add_argument("--array", type=count(1, 100_000), default=2, help="sbatch: tasks (nodes) in the job array")
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--db", help=DB_HELP)
+
+
+def gpu_list(text: str):
+    """An argparse type: --gpus auto or 0,1,2 (checked against the machine when the study runs)."""
+    from ..study.placement import parse_gpus
+
+    try:
+        return parse_gpus(text)
+    except XlingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def study(args, overrides) -> int:
@@ -52,11 +69,22 @@ def study(args, overrides) -> int:
 
         print(status_table(chosen, study_status(chosen, _existing(args.root))))
         return 0
+    if args.action == "sbatch":
+        from ..study.slurm import sbatch_script
+        from ..study.spec import runs_root
+
+        gpus = None if args.gpus is None else args.gpus if args.gpus == "auto" else ",".join(map(str, args.gpus))
+        script = sbatch_script(chosen, args.array, args.root, args.workers, gpus, args.runs_per_gpu,
+                               tuple(args.log or ()))
+        runs_root(args.root).mkdir(parents=True, exist_ok=True)  # where the tasks' output files go
+        print(script, end="")
+        return 0
     from ..study.runner import run_study
 
     counts = run_study(chosen, args.root, workers=args.workers, engine=args.engine, db=args.db, log=print,
-                       loggers=tuple(args.log or ()), reuse=not args.no_reuse)
-    return 0 if counts["completed"] == counts["total"] else 1
+                       loggers=tuple(args.log or ()), reuse=not args.no_reuse, gpus=args.gpus,
+                       runs_per_gpu=args.runs_per_gpu, wait=not args.no_wait)
+    return 0 if counts["completed"] + counts.get("elsewhere", 0) == counts["total"] else 1
 
 
 def report_arguments(p: argparse.ArgumentParser) -> None:
@@ -140,4 +168,46 @@ def align_report(args, overrides) -> int:
     path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
                                   task=args.task, log=print)
     print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0
+
+
+def export_logs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="a run directory, or a study name / YAML file (its complete runs under --root)")
+    p.add_argument("--log", action="append", choices=LOGGERS, required=True,
+                   help="tensorboard (RUN_DIR/tensorboard/), wandb (an offline run in RUN_DIR/wandb/) or csv "
+                        "(RUN_DIR/metrics.csv); repeatable")
+    p.add_argument("--root", help=ROOT_HELP)
+
+
+def export_logs(args, overrides) -> int:
+    from ..study.exports import export_run
+    from ..study.spec import load_study, runs_root
+    from ..study.state import is_complete, is_locked, lock_holder
+    from ..train.live_log import unavailable
+    from ..train.rundir import RunDir
+
+    loggers = tuple(dict.fromkeys(args.log))
+    missing = [note for name in loggers if (note := unavailable(name))]
+    if missing:
+        raise XlingError(missing[0])
+    target = Path(args.target)
+    if target.is_dir():  # a run directory
+        RunDir(target).require()
+        if is_locked(target):
+            raise XlingError(f"{target} is training now (process {lock_holder(target) or '?'}): export its logs when "
+                             "it has finished, or train with --log to log it as it goes")
+        dirs = [target]
+    else:
+        chosen = load_study(args.target)
+        root = runs_root(_existing(args.root))
+        dirs = [s.run_dir(root) for s in chosen.runs if is_complete(s.run_dir(root))]
+        if not dirs:
+            raise XlingError(f"study {chosen.name} has no complete runs under {root}: run `xling study run "
+                             f"{chosen.name}` first")
+    for name in loggers:
+        for run_dir in dirs:
+            export_run(run_dir, name)
+        where = {"tensorboard": "tensorboard/", "wandb": "wandb/", "csv": "metrics.csv"}[name]
+        print(f"{name}: wrote {where} in {len(dirs)} run director{'y' if len(dirs) == 1 else 'ies'}"
+              + (f" (tensorboard --logdir {dirs[0].parent if len(dirs) > 1 else dirs[0]})" if name == "tensorboard" else ""))
     return 0

@@ -49,14 +49,17 @@ def alignment_table(results: dict[str, dict]) -> str:
     head = lambda title: f"  {title:<26}" + "".join(f"{s:>{width}}" for s in labels)
     fmt = lambda v: f"{v:>{width}.3f}" if v is not None and np.isfinite(v) else f"{'-':>{width}}"
     first = next(iter(results.values()))
-    lines = [f"alignment {first['languages'][0]} vs {first['languages'][1]}", head("hidden-state cosine")]
+    lines = [f"alignment {first['languages'][0]} vs {first['languages'][1]}", head("hidden cosine (paper's)")]
     n_layers = max(len(r["hidden"]["layers"]) for r in results.values())
     for layer in range(n_layers):
         vals = [r["hidden"]["layers"][layer] if layer < len(r["hidden"]["layers"]) else None for r in results.values()]
         lines.append(f"  {'layer ' + str(layer + 1):<26}" + "".join(fmt(v) for v in vals))
     rows = [("mean over layers", lambda r: r["hidden"]["mean"]),
-            ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"]))),
-            ("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None)]
+            ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"])))]
+    rows += [(f"{name}, mean over layers", lambda r, n=name: r["hidden"][n]["mean"] if n in r["hidden"] else None)
+             for name in ("centred", "cka", "retrieval")]
+    rows += [("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None),
+             ("  without the key bias", lambda r: r.get("gradient", {}).get("block_mean_without_key_bias"))]
     for group in ("embeddings", "word2vec"):
         for kind in ("input", "output"):
             for stat in ("clone_pairs", "all_pairs"):

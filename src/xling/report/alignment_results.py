@@ -114,6 +114,20 @@ def mean_hidden(s: Setting) -> list[float]:
     return [a["hidden"]["mean"] for a in s.alignments]
 
 
+# The measures beyond the paper's raw cosine (analysis.representations), as alignment.json names them.
+BEYOND = {"centred": "centred cosine", "cka": "linear CKA", "retrieval": "translation retrieval"}
+
+
+def measure_layers(s: Setting, name: str) -> list[list[float]]:
+    """Per layer, the seeds' values of one of the BEYOND measures (seeds aligned before it existed skip)."""
+    per_seed = [a["hidden"][name]["layers"] for a in s.alignments if name in a["hidden"]]
+    return [list(vals) for vals in zip(*per_seed)] if per_seed else []
+
+
+def measure_mean(s: Setting, name: str) -> list[float]:
+    return [a["hidden"][name]["mean"] for a in s.alignments if name in a["hidden"]]
+
+
 def hidden_excess(s: Setting) -> list[float]:
     """Mean hidden cosine minus the shuffled baseline, per seed: alignment beyond anisotropy."""
     return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]

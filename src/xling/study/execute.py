@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
 from ..errors import XlingError
 from ..train.evaluate import evaluate_run
+from ..train.live_log import LiveLog
 from ..train.rundir import RunDir
 from ..train.trainer import Trainer
 from .spec import RunSpec
 from .state import is_complete, now, record, run_lock
+from .workers import GPU_VARIABLE
 
 
-def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
+def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tuple[str, ...] = ()) -> dict:
     """Train (or resume) and evaluate one run under its lock. Never raises for a failed run.
 
-    Returns {"id", "status": completed | failed | busy | done, "seconds", "error"}; "busy" means
-    another process holds the run, "done" that it was completed before we got to it.
+    Returns {"id", "status": completed | failed | busy | done, "seconds", "error", "gpu"}; "busy"
+    means another process holds the run, "done" that it was completed before we got to it; "gpu" is
+    the CUDA_VISIBLE_DEVICES the study runner gave this worker (None: none given). `loggers`
+    (tensorboard, wandb, csv) see the training as it goes, then the test perplexities.
     """
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
-    result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": ""}
+    gpu = os.environ.get(GPU_VARIABLE)
+    result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": "", "gpu": gpu}
     start = time.perf_counter()
     with run_lock(run_dir) as got:
         if not got:
@@ -29,11 +35,16 @@ def execute_run(spec_json: dict, root: str, progress: bool = False) -> dict:
         if is_complete(run_dir):
             return {**result, "status": "done"}
         attempts = RunDir(run_dir).read_study_record().get("attempts", 0) + 1
-        record(run_dir, spec, status="running", started=now(), finished=None, error="", attempts=attempts)
+        record(run_dir, spec, status="running", started=now(), finished=None, error="", attempts=attempts,
+               **({"gpu": gpu} if gpu is not None else {}))
         try:
-            if RunDir(run_dir).read_info(tolerant=True).get("status") != "completed":
-                Trainer(spec.run_config, run_dir).fit(resume=True, progress=progress)
-            evaluate_run(run_dir, split="test", trained_only=True)
+            with LiveLog(run_dir, loggers) as live:
+                info = RunDir(run_dir).read_info(tolerant=True)
+                if info.get("status") != "completed":
+                    Trainer(spec.run_config, run_dir, live=live).fit(resume=True, progress=progress)
+                elif live:  # trained before a kill, not yet evaluated: the logs start from metrics.jsonl
+                    live.begin(RunDir(run_dir).read_metrics(), info.get("languages", []))
+                live.log_evaluation(evaluate_run(run_dir, split="test", trained_only=True)[0])
             status, error, trace = "completed", "", ""
         except Exception as exc:  # a failed run is recorded; the study goes on with the others
             status = "failed"

@@ -1,4 +1,5 @@
-"""The resumable study runner: trains what is missing, in this process, in local workers or on Ray.
+"""The resumable study runner: trains what is missing, in this process, in local workers or on Ray
+(`launch`), on the CPU or one GPU per worker (`placement`).
 
 The runner executes every missing run of a study into ``ROOT/STUDY/RUN_ID/`` under the run's
 lock (`state.run_lock`). Because training checkpoints and every file write are atomic, a runner
@@ -9,9 +10,8 @@ the same config is copied instead of trained again.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import dataclasses
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -22,13 +22,14 @@ from pathlib import Path
 from ..config import from_dict, load_yaml, resolve_model, to_dict
 from ..data.stream import budget_steps, prepare_languages
 from ..errors import XlingError
+from ..train.live_log import unavailable
 from ..train.rundir import RunDir
-from .execute import execute_run
+from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
+from .launch import Launch
 from .spec import RunSpec, Study, runs_root
-from .state import is_complete, is_locked, lock_holder, now, record, run_lock
+from .state import check_locking, is_complete, is_locked, lock_holder, now, record, run_lock
 from .store import Store
-from .workers import init_worker, ray_task
 
 # --------------------------------------------------------------------------- reusing a twin run
 
@@ -123,28 +124,40 @@ def _cost(spec: RunSpec) -> float:
     return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
 
 
-def run_study(study: Study, root: str | Path | None = None, workers: int = 1, engine: str = "local",
+def run_study(study: Study, root: str | Path | None = None, workers: int | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
-              loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0) -> dict:
+              loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
+              gpus: str | tuple[int, ...] | None = None, runs_per_gpu: int = 1, wait: bool = True) -> dict:
     """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
 
-    With `reuse`, a missing run whose twin (same config) is complete in another study under the
-    same root is copied from it instead of trained (counted as completed, logged as reused). A run
-    another runner holds is waited for (its lock checked every `poll` seconds), then counted when
-    that runner finished it or trained here when it did not. `log(line)` is told of progress, one
+    `workers` runs train at a time (default 1, or one per GPU place with `gpus`): local processes,
+    or Ray tasks with `engine` "ray". `gpus` ("auto" or GPU numbers) gives each local worker its own
+    GPU, `runs_per_gpu` workers per GPU (`placement`). `loggers` (tensorboard, wandb, csv) log each
+    run as it trains; a missing package is one note. With `reuse`, a missing run whose twin (same
+    config) is complete in another study under the same root is copied from it instead of trained
+    (counted as completed, logged as reused). A run another runner holds is waited for (its lock
+    checked every `poll` seconds), then counted when that runner finished it or trained here when
+    it did not; with `wait` False it is left to that runner and counted as "elsewhere" (a SLURM
+    array's nodes then stop when nothing is left for them). `log(line)` is told of progress, one
     line per finished run (the CLI passes print)."""
     log = log or (lambda _: None)
-    if engine not in ("local", "ray"):
-        raise XlingError(f"--engine must be local or ray, got '{engine}'")
-    if workers < 1:
-        raise XlingError(f"--workers must be >= 1, got {workers}")
+    launch = Launch.plan(engine, workers, gpus, runs_per_gpu, progress=False)
     root = runs_root(root)
+    check_locking(root)
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}
+    if not wait:
+        counts["elsewhere"] = 0
+    parallel = launch.workers > 1 or engine != "local" or launch.gpus
     log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
-        + (f" ({workers} workers, {engine})" if todo and (workers > 1 or engine != "local") else ""))
+        + (f" ({launch.describe()})" if todo and parallel else ""))
+    for name in dict.fromkeys(loggers):
+        note = unavailable(name)
+        if note:
+            log(f"note: {note}")
+    loggers = tuple(name for name in dict.fromkeys(loggers) if not unavailable(name))
     if reuse:
         for spec in todo:
             twin = find_twin(spec, root)
@@ -152,6 +165,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
                 store.try_index(spec.run_dir(root))
                 counts["completed"] += 1
                 log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
+                for name in loggers:  # the twin's logs were copied; rewritten here in case it had none
+                    export_run(spec.run_dir(root), name)
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
     if not todo:
         return counts
@@ -159,10 +174,11 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
     log(f"data ready; one line per finished run below (`xling study status {study.name}` shows progress)")
     todo.sort(key=_cost, reverse=True)
     progress = sys.stderr.isatty() if progress is None else progress
+    launch = dataclasses.replace(launch, loggers=loggers, progress=progress)
     started, total, done = time.perf_counter(), len(todo), 0
     while todo:
         busy = []
-        for result in _execute(todo, root, workers, engine, progress):
+        for result in launch.execute(todo, root):
             spec = study.spec(result["id"])
             if result["status"] == "busy":  # another runner trains it: wait for it below
                 busy.append(spec)
@@ -170,15 +186,16 @@ def run_study(study: Study, root: str | Path | None = None, workers: int = 1, en
             done += 1
             store.try_index(spec.run_dir(root))
             counts["completed" if result["status"] in ("completed", "done") else "failed"] += 1
-            if result["status"] == "completed":
-                for name in loggers:
-                    note = export_run(spec.run_dir(root), name)
-                    if note:
-                        log(f"  note: {note}")
             detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
                       "failed": f"FAILED: {result['error']}"}[result["status"]]
-            log(f"[{done}/{total}] {spec.id} {detail} ({time.perf_counter() - started:.0f} s elapsed)")
+            where = f" on GPU {result['gpu']}" if result.get("gpu") and result["status"] != "done" else ""
+            log(f"[{done}/{total}] {spec.id} {detail}{where} ({time.perf_counter() - started:.0f} s elapsed)")
         todo = []
+        if busy and not wait:
+            holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})
+            counts["elsewhere"] = len(busy)
+            log(f"left {len(busy)} run(s) to process {', '.join(holders)}, which is training them (no waiting)")
+            busy = []
         for spec, holder in _wait_for_others(busy, root, poll, log):
             if not is_complete(spec.run_dir(root)):
                 todo.append(spec)  # the other runner stopped without finishing it: train it here
@@ -204,46 +221,3 @@ def _wait_for_others(busy: list[RunSpec], root: Path, poll: float, log) -> Itera
         while is_locked(spec.run_dir(root)):
             time.sleep(poll)
         yield spec, holder
-
-
-def _execute(todo: list[RunSpec], root: Path, workers: int, engine: str, progress: bool) -> Iterator[dict]:
-    """Yield execute_run results as runs finish: in this process, in a spawn pool, or as Ray tasks."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    if engine == "ray":
-        yield from _execute_ray(todo, root, workers, threads)
-    elif workers == 1:
-        for spec in todo:
-            yield execute_run(spec.to_json(), str(root), progress)
-    else:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                                    initargs=(threads,)) as pool:
-            futures = [pool.submit(execute_run, spec.to_json(), str(root)) for spec in todo]
-            try:
-                for future in cf.as_completed(futures):
-                    yield future.result()
-            except cf.process.BrokenProcessPool:
-                raise XlingError("a worker process died (out of memory?); run `xling study run` again to continue, "
-                                 "perhaps with fewer --workers") from None
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-
-
-def _execute_ray(todo: list[RunSpec], root: Path, workers: int, threads: int) -> Iterator[dict]:
-    """Each run is one Ray task. With RAY_ADDRESS set, tasks go to that cluster (ROOT must be shared)."""
-    try:
-        import ray
-    except ImportError:
-        raise XlingError("--engine ray needs Ray: pip install 'xling[ray]' (or use the default --engine local)") from None
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": workers * threads}))
-    task = ray.remote(num_cpus=threads)(ray_task)
-    pending = [task.remote(spec.to_json(), str(root.resolve()), threads) for spec in todo]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
-

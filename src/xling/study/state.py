@@ -13,9 +13,12 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import XlingError
 from ..fsio import atomic_write_json
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
@@ -52,6 +55,47 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# Run by a second process while the runner holds the lock file: exit 0 when it is refused the lock.
+_PROBE = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\ntry:\n"
+          "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(0)\nsys.exit(3)\n")
+LOCKS_NEEDED = ("the run locks need flock() locks that hold between processes, and between machines when "
+                "several share ROOT (NFS with locking: v4, or v3 with lockd; Lustre mounted with -o flock, not "
+                "localflock; GPFS; BeeGFS with global file locks): choose a --root on such a file system")
+
+
+def check_locking(root: Path) -> None:
+    """Stop with one line unless flock() locks under `root` keep a second process out.
+
+    On a file system without working locks (an NFS mount with nolock, a FUSE file system) two
+    runners, or two nodes of a SLURM array, would train the same run. A lock that only holds
+    within one machine (Lustre's localflock) cannot be seen from here: the README says so.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock-check"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another runner is checking this very moment: the lock held it off
+        except OSError as exc:
+            raise XlingError(f"--root {root}: file locks do not work there (flock: {exc.strerror}); "
+                             + LOCKS_NEEDED) from None
+        try:
+            probe = subprocess.run([sys.executable, "-I", "-S", "-c", _PROBE, str(path)], timeout=60,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except subprocess.TimeoutExpired:
+            raise XlingError(f"--root {root}: a lock check did not finish in 60 s; " + LOCKS_NEEDED) from None
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    if probe.returncode != 0:
+        why = "a second process got the lock this one held" if probe.returncode == 3 else \
+            (probe.stderr.strip().splitlines() or ["the check failed"])[-1]
+        raise XlingError(f"--root {root}: file locks do not work there ({why}); " + LOCKS_NEEDED)
 
 
 def lock_holder(run_dir: Path) -> int | None:

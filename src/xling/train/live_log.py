@@ -37,7 +37,7 @@ def unavailable(name: str) -> str | None:
         raise ValueError(f"unknown logger {name!r}: one of {', '.join(LOGGERS)}")
     package = _PACKAGES.get(name)
     if package and importlib.util.find_spec(package) is None:
-        return f"{name} logging skipped (training goes on): pip install 'xling[{name}]'"
+        return f"--log {name} skipped: its package is missing (pip install 'xling[{name}]')"
     return None
 
 
@@ -87,6 +87,11 @@ class LiveLog:
     def log(self, record: dict) -> None:
         for name, writer in list(self.writers.items()):
             self._guard(name, lambda writer=writer: writer.write(record))
+
+    def log_evaluation(self, report: dict) -> None:
+        """An evaluation (eval.json's content) as a record of its split: test_ppl/<lang> at its step."""
+        self.log({"step": report.get("step") or 0, "split": report.get("split", "test"),
+                  **{f"ppl/{lang}": r["ppl"] for lang, r in (report.get("languages") or {}).items()}})
 
     def close(self) -> None:
         for name, writer in list(self.writers.items()):

@@ -1,0 +1,129 @@
+"""Where a study's runs execute: in this process, in a pool of local worker processes (each with
+its share of the cores and, with --gpus, its own GPU), or as Ray tasks (with their CPU and GPU
+requests). The runner (`runner.run_study`) decides what runs; this module only runs it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import XlingError
+from .execute import execute_run
+from .placement import plan_gpus, ray_resources, trains_on_gpu
+from .spec import RunSpec
+from .workers import init_worker, ray_task
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM or taskset allocation), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How runs are executed: `workers` at a time, `threads` each, on `engine`.
+
+    gpus: the CUDA_VISIBLE_DEVICES value of each local worker (None: workers inherit this
+    process's GPUs); on Ray, `gpus_asked` makes runs whose device is auto ask for 1 / runs_per_gpu
+    of a GPU (runs whose device is cuda always ask)."""
+
+    engine: str = "local"
+    workers: int = 1
+    threads: int = 1
+    gpus: tuple[str, ...] | None = None
+    gpus_asked: bool = False
+    runs_per_gpu: int = 1
+    loggers: tuple[str, ...] = ()
+    progress: bool = False
+
+    @classmethod
+    def plan(cls, engine: str = "local", workers: int | None = None, gpus: str | tuple[int, ...] | None = None,
+             runs_per_gpu: int = 1, loggers: tuple[str, ...] = (), progress: bool = False) -> Launch:
+        """Check the request and work out the workers (one error line for an impossible one)."""
+        if engine not in ("local", "ray"):
+            raise XlingError(f"--engine must be local or ray, got '{engine}'")
+        if workers is not None and workers < 1:
+            raise XlingError(f"--workers must be >= 1, got {workers}")
+        places = None
+        if engine == "ray":
+            if gpus not in (None, "auto"):
+                raise XlingError("with --engine ray, Ray places runs on GPUs: use --gpus auto (and "
+                                 "CUDA_VISIBLE_DEVICES to keep a local Ray to some GPUs)")
+            if gpus and not os.environ.get("RAY_ADDRESS"):  # a local Ray: its GPUs are ours
+                workers = len(plan_gpus(gpus, workers, runs_per_gpu))
+            elif runs_per_gpu != 1 and not gpus:
+                plan_gpus(None, workers, runs_per_gpu)  # the error for --runs-per-gpu without --gpus
+        else:
+            places = plan_gpus(gpus, workers, runs_per_gpu)
+            if places is not None:
+                workers = len(places)
+        workers = workers or 1
+        return cls(engine, workers, max(1, usable_cores() // workers), tuple(places) if places else None,
+                   gpus is not None, runs_per_gpu, tuple(loggers), progress)
+
+    def describe(self) -> str:
+        """E.g. '2 workers, local, GPUs 0,1' (for the runner's first line)."""
+        where = f", GPUs {','.join(dict.fromkeys(self.gpus))}" if self.gpus else ""
+        if self.engine == "ray" and self.gpus_asked:
+            where = f", {self.runs_per_gpu} run(s) per GPU"
+        return f"{self.workers} workers, {self.engine}{where}"
+
+    def execute(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+        """Yield execute_run results as runs finish."""
+        if self.engine == "ray":
+            yield from self._ray(todo, root)
+        elif self.workers == 1 and self.gpus is None:  # here: CUDA may already be set up in this process
+            for spec in todo:
+                yield execute_run(spec.to_json(), str(root), self.progress, self.loggers)
+        else:
+            yield from self._pool(todo, root)
+
+    def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+        ctx = mp.get_context("spawn")
+        places = None
+        if self.gpus:
+            places = ctx.Queue()  # each worker takes one as it starts (workers.init_worker)
+            for gpu in self.gpus:
+                places.put(gpu)
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
+                                    initargs=(self.threads, places)) as pool:
+            futures = [pool.submit(execute_run, spec.to_json(), str(root), False, self.loggers) for spec in todo]
+            try:
+                for future in cf.as_completed(futures):
+                    yield future.result()
+            except cf.process.BrokenProcessPool:
+                raise XlingError("a worker process died (out of memory?); run `xling study run` again to continue, "
+                                 "perhaps with fewer --workers") from None
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _ray(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+        """Each run is one Ray task. With RAY_ADDRESS set, tasks go to that cluster (ROOT must be shared)."""
+        try:
+            import ray
+        except ImportError:
+            raise XlingError("--engine ray needs Ray: pip install 'xling[ray]' (or use the default --engine local)") from None
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     **({} if address else {"num_cpus": self.workers * self.threads}))
+        task = ray.remote(ray_task)
+        pending = []
+        for spec in todo:
+            request = ray_resources(spec.config, self.threads, self.gpus_asked, self.runs_per_gpu)
+            on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
+            pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), self.threads, on_gpu,
+                                                          self.loggers))
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
