@@ -184,3 +184,12 @@ def test_resume_removes_what_a_kill_during_a_checkpoint_write_left(tiny_corpus_d
     Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(resume=True, progress=False, stop_at=5)  # no save before 8
     assert not leftover.exists()
     assert _steps(run_dir) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("policy,kept", [("last", [11, 12]), ("log", [1, 2, 4, 8, 11, 12]), ("all", list(range(1, 13)))])
+def test_keep_checkpoints_policies(tiny_corpus_dir, tmp_path, policy, kept):
+    """last: the two newest; log: also checkpoint_every x 1, 2, 4, 8 ... (alignment over training); all."""
+    run = tmp_path / policy
+    Trainer(tiny_config(tiny_corpus_dir, train={"checkpoint_every": 1, "keep_checkpoints": policy}), run).fit(
+        progress=False)
+    assert [int(p.name[5:]) for p in RunDir(run).checkpoint_dirs()] == kept

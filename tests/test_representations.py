@@ -16,7 +16,7 @@ def _languages(n=200, d=16, offset=8.0, seed=0):
 
 
 def test_centred_cosine_is_high_where_a_language_offset_makes_the_raw_cosine_negative():
-    a, b, shift = _languages()
+    a, b, _ = _languages()
     raw = torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()
     assert raw < -0.5  # the offsets dominate: translations look opposite
     held_a, held_b, _ = _languages(seed=1)  # the means come from other text than the scored one

@@ -107,6 +107,9 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=between(1, MAX))  # steps between metric records (a host sync each)
     eval_every: int = field(default=0, metadata=between(0, MAX))  # 0: validation only at the end
     checkpoint_every: int = field(default=100, metadata=between(1, MAX))  # steps between checkpoints: what a kill loses
+    # older checkpoints kept besides the last two: none, those at checkpoint_every x 1, 2, 4, 8, ...
+    # (alignment over training: `xling align --checkpoints all`), or every one
+    keep_checkpoints: str = field(default="last", metadata=one_of("last", "log", "all"))
     device: str = field(default="auto", metadata=one_of("auto", "cpu", "cuda"))
     compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: a long compile first)
 
@@ -258,7 +261,8 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 # What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.
 RESUMABLE_KEYS = ("name", "train.device", "train.compile", "train.log_every", "train.eval_every",
-                  "train.checkpoint_every", "eval.window", "eval.last_n", "eval.max_tokens", "eval.batch_size")
+                  "train.checkpoint_every", "train.keep_checkpoints", "eval.window", "eval.last_n", "eval.max_tokens",
+                  "eval.batch_size")
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -20,7 +20,8 @@ from scipy.optimize import linear_sum_assignment
 from ..data.corpora import PROBE_BOOKS, parallel_verses
 from ..data.stream import pad_batch
 from ..errors import XlingError
-from ..fsio import atomic_write_json
+from ..fsio import atomic_write_json, read_json
+from ..train.rundir import RunDir
 from ..train.session import load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
@@ -241,14 +242,15 @@ def _language_index(names: list[str], name: str | None, default: int) -> int:
 
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = 100,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
-              cache_dir: Path | None = None) -> dict:
+              cache_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
     """All alignment metrics of one run; writes RUN_DIR/alignment/alignment.json (+ PNGs).
 
-    `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it.
+    `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it. `checkpoint`: one
+    of the run's checkpoints instead of the latest (written to alignment/checkpoints/, no figures).
     """
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
         raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
-    session = load_session(run_dir, device=device, cache_dir=cache_dir)
+    session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
     setup, model, cfg = session.setup, session.model, session.cfg
     a = _language_index(setup.names, pair[0] if pair else None, 0)
     b = _language_index(setup.names, pair[1] if pair else None, 1)
@@ -258,7 +260,9 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     probes = make_probes(cfg, setup, a, b, sequences)
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
               "kind": cfg.languages.kind, "p": cfg.languages.p, "schedule": cfg.languages.schedule,
-              "step": session.run.read_info().get("step"), "probes": probes.source}
+              "step": session.run.read_info().get("step") if checkpoint is None else int(checkpoint.name[5:]),
+              "probes": probes.source}
+    result["tokens"] = result["step"] * cfg.train.batch_size * cfg.model.seq_len if result["step"] else None
     means = tuple(language_means(model, setup, lang, cfg.model.seq_len, session.device, session.autocast,
                                  batch_size=batch_size) for lang in (a, b))
     result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size, means)
@@ -277,6 +281,9 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
             timings["word2vec"] = time.perf_counter() - t0
     result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     out = session.run.alignment_dir
+    if checkpoint is not None:
+        atomic_write_json(session.run.alignment_at(checkpoint), result)
+        return result
     atomic_write_json(session.run.alignment_path, result)
     if figures:
         label = session.run.path.name
@@ -289,3 +296,13 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     return result
 
 
+def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
+    """The alignment measures at every checkpoint the run kept (train.keep_checkpoints: log or all), in
+    training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
+    run = RunDir(run_dir).require()
+    checkpoints = run.checkpoint_dirs()
+    if not checkpoints:
+        raise XlingError(f"{run.path} has no checkpoints: train it first")
+    options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream
+    return [read_json(run.alignment_at(c)) if reuse and run.alignment_at(c).is_file()
+            else align_run(run_dir, checkpoint=c, **options) for c in checkpoints]

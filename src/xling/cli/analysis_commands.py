@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .command import SEED, count, number
-from .tables import alignment_table, efficiency_table, transfer_table
+from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
 
 def teff_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,8 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w2v-window", type=count(1, 1000), default=5)
     p.add_argument("--w2v-epochs", type=count(1, 1000), default=1, help="passes over the run's training stream")
     p.add_argument("--reuse", action="store_true", help="read a run's existing alignment.json instead of recomputing it")
+    p.add_argument("--checkpoints", choices=["last", "all"], default="last",
+                   help="all: also every checkpoint the run kept (train.keep_checkpoints log or all), over training")
     p.add_argument("--figure", help="also write a per-layer hidden-state plot of all runs to this PNG")
     p.add_argument("--no-figures", action="store_true", help="skip the per-run PNGs")
     p.add_argument("--device", default="auto")
@@ -59,7 +61,7 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
 
 def align(args, overrides) -> int:
     """Compute (or, with --reuse, read) each run's alignment and print the runs side by side."""
-    from ..analysis.alignment import align_run
+    from ..analysis.alignment import align_over_training, align_run
     from ..analysis.alignment_plots import plot_hidden
     from ..fsio import read_json
     from ..train.rundir import RunDir
@@ -73,6 +75,11 @@ def align(args, overrides) -> int:
             run_dir, pair=args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences,
             batch_size=args.batch_size, word2vec=w2v, device=args.device, figures=not args.no_figures))
         print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s)")
+    if args.checkpoints == "all":
+        for run_dir in args.run_dirs:
+            print(training_table(run_dir, align_over_training(
+                run_dir, reuse=args.reuse, pair=args.pair, sequences=args.sequences,
+                grad_sequences=args.grad_sequences, batch_size=args.batch_size, device=args.device)))
     labels = [Path(d).name for d in args.run_dirs]
     if len(set(labels)) < len(labels):  # same folder name in different places: use the paths
         labels = [str(d) for d in args.run_dirs]

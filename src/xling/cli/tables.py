@@ -72,6 +72,18 @@ def alignment_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def training_table(run_dir, results: list[dict]) -> str:
+    """`xling align --checkpoints all`: the alignment measures of one run at each kept checkpoint."""
+    lines = [f"alignment over training, {run_dir}",
+             f"  {'step':>8} {'tokens':>12} {'raw cosine':>11} {'centred':>9} {'cka':>7} {'retrieval':>10}"]
+    for r in results:
+        h = r["hidden"]
+        centred, cka, retrieval = (h[name]["mean"] if name in h else float("nan") for name in ("centred", "cka", "retrieval"))
+        lines.append(f"  {r['step']:>8} {r['tokens'] or 0:>12,} {h['mean']:>11.3f} {centred:>9.3f} {cka:>7.3f} "
+                     f"{retrieval:>10.3f}")
+    return "\n".join(lines)
+
+
 def transfer_table(result: dict) -> str:
     lines = [f"{result['task']}: fine-tuned in {result['train_language']} on {result['train_examples']} examples, "
              f"{result['steps']} steps (train accuracy {result['train_accuracy']:.3f}); "

@@ -11,7 +11,7 @@ every write into it (all atomic).
         training.json        step, optimiser param groups, loss-scaler state (resume only)
         manifest.json        format, step, the run's config, a SHA-256 per file
       eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits
-      alignment/         alignment.json and its figures (`xling align`)
+      alignment/         alignment.json and its figures (`xling align`); checkpoints/ per kept checkpoint
       transfer/          <task>-<language>.json (`xling transfer`)
       study.json, .lock  the study runner's record of the run, and its lock
 """
@@ -59,6 +59,10 @@ class RunDir:
     alignment_path = property(lambda self: self.path / "alignment" / "alignment.json")
     study_record_path = property(lambda self: self.path / "study.json")
     lock_path = property(lambda self: self.path / ".lock")
+
+    def alignment_at(self, checkpoint: Path) -> Path:
+        """The alignment measures of one checkpoint (alignment over training)."""
+        return self.alignment_dir / "checkpoints" / f"{Path(checkpoint).name}.json"
 
     def eval_path(self, split: str = "test") -> Path:
         """Where `xling eval` writes a split's perplexities: eval.json (test) or eval_<split>.json."""
@@ -173,7 +177,8 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
+            if not _kept(int(old.name.removeprefix("step_")), cfg):
+                shutil.rmtree(old, ignore_errors=True)
         return final
 
     def remove_partial_checkpoints(self) -> None:
@@ -276,3 +281,12 @@ def _encode_training(training: dict) -> dict[str, bytes]:
             "optimizer_values": values, "scaler": training["scaler"]}
     return {"training.safetensors": safetensors_bytes(_cpu(tensors)),
             "training.json": (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
+
+
+def _kept(step: int, cfg: RunConfig) -> bool:
+    """Whether a checkpoint older than the last two stays (train.keep_checkpoints)."""
+    policy, every = cfg.train.keep_checkpoints, cfg.train.checkpoint_every
+    if policy == "log":  # checkpoint_every x a power of two: evenly spaced on a log axis of training tokens
+        k, rest = divmod(step, every)
+        return rest == 0 and k > 0 and k & (k - 1) == 0
+    return policy == "all"

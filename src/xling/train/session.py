@@ -103,8 +103,9 @@ def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> G
     return GPT(resolve_model(cfg.model, setup.model_vocab)).to(device)
 
 
-def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None) -> Session:
-    """Load a run's config, languages and latest good checkpoint."""
+def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None,
+                 checkpoint: Path | None = None) -> Session:
+    """Load a run's config, languages and latest good checkpoint (or the given one of its checkpoints)."""
     run = RunDir(run_dir).require()
     cfg = run.read_config()
     setup = prepare_languages(cfg, cache_dir)
@@ -112,9 +113,12 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     if dev.type == "cpu":
         cpu_allocator_setup()
     model = build_model(cfg, setup, dev)
-    ckpt = run.latest_checkpoint()
+    ckpt = run.latest_checkpoint() if checkpoint is None else checkpoint
     if ckpt is None:
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
+    problem = run.checkpoint_problem(ckpt)
+    if problem:
+        raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
     run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
     autocast, _ = autocast_factory(cfg.train.precision, dev)
