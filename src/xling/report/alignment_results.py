@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import align_run
+from ..analysis.alignment import align_over_training, align_run
 from ..analysis.transfer import transfer_run
 from ..fsio import read_json
 from ..study.spec import Study, runs_root
@@ -35,6 +35,7 @@ class Setting:
     schedule: str
     alignments: list[dict] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
+    history: dict[int, list[dict]] = field(default_factory=dict)  # step -> the seeds' alignment at that checkpoint
 
     @property
     def label(self) -> str:
@@ -60,6 +61,10 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
             align_run(run_dir, word2vec={} if word2vec and clone else None, **align_options)
             counts["aligned"] += 1
             log(f"aligned {spec.id}")
+        kept = run.checkpoint_dirs()
+        if spec.run_config.train.keep_checkpoints != "last" and not all(run.alignment_at(c).is_file() for c in kept):
+            align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
+            log(f"aligned {spec.id} at {len(kept)} checkpoints")
         if task and not run.transfer_path(task, spec.mixture.names[0]).is_file():
             transfer_run(run_dir, task, steps=transfer_steps)
             counts["transferred"] += 1
@@ -81,6 +86,10 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         alignment = read_json(run.alignment_path, default={})
         if alignment:
             setting.alignments.append(alignment)
+        for ckpt in run.checkpoint_dirs():
+            at = read_json(run.alignment_at(ckpt), default={})
+            if at:
+                setting.history.setdefault(at["step"], []).append(at)
         transfer = read_json(run.transfer_path(task, mix.names[0]), default={})
         if transfer:
             setting.transfers.append(transfer)

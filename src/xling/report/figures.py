@@ -187,3 +187,30 @@ def figure_transfer(settings: list[Setting], path: Path) -> str | None:
     ax.set(ylabel="accuracy", title="Zero-shot transfer")
     ax.legend(fontsize=7)
     return save_png(fig, path)
+
+
+def figure_over_training(settings: list[Setting], path: Path) -> str | None:
+    """Raw and centred hidden cosine against training tokens, one line per setting (mean over seeds)."""
+    tracked = [s for s in settings if len(s.history) > 1]
+    if not tracked:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, (measure, title) in zip(axes, (("mean", "raw cosine (the paper's)"), ("centred", "centred cosine"))):
+        for s in tracked:
+            steps = sorted(s.history)
+            tokens = [s.history[step][0]["tokens"] for step in steps]
+            values = [stat(_hidden_mean(a, measure) for a in s.history[step]) for step in steps]
+            line, = ax.plot(tokens, [v.mean for v in values], marker=".", label=s.label)
+            ax.fill_between(tokens, [v.lo if v.n > 1 else v.mean for v in values],
+                            [v.hi if v.n > 1 else v.mean for v in values], color=line.get_color(), alpha=0.15)
+        ax.set_xscale("log")
+        ax.set(xlabel="training tokens", title=title)
+    axes[0].set_ylabel("hidden-state cosine, mean over layers")
+    axes[1].legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def _hidden_mean(alignment: dict, measure: str) -> float | None:
+    hidden = alignment["hidden"]
+    return hidden["mean"] if measure == "mean" else hidden.get(measure, {}).get("mean")
