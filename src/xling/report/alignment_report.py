@@ -34,7 +34,7 @@ from .alignment_results import (
     stat,
 )
 from .doc import Doc
-from .figures import figure_by_frequency, figure_embeddings_by_p, figure_transfer
+from .figures import figure_by_frequency, figure_embeddings_by_p, figure_over_training, figure_transfer
 from .published import (
     PAPER_ALL_PAIRS,
     PAPER_EMBEDDING,
@@ -44,7 +44,7 @@ from .published import (
     PAPER_TRANSFER,
 )
 from .stats import fmt_stat
-from .verdict import Evidence
+from .verdict import Evidence, Status, compare
 
 
 def _cell(values, spec=".3f") -> str:
@@ -218,6 +218,33 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
     return [Evidence("8", f"zero-shot transfer 90/10 > 50/50: {test.answer()}", test)]
 
 
+def _over_training(doc: Doc, clones: list[Setting], out: Path) -> list[Evidence]:
+    """When, if ever, does 90/10 separate from 50/50 during training (at the checkpoints the runs kept)?"""
+    doc.h(3, "Alignment over training")
+    doc.img(figure_over_training(clones, out / "alignment-over-training.png"),
+            "Hidden-state cosine against training tokens at every kept checkpoint (mean, 95 % interval over seeds).")
+    imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
+    if not (imb and bal):
+        return []
+    lines = []
+    for measure, title in (("mean", "raw cosine (the paper's)"), ("centred", "centred cosine")):
+        steps = sorted(set(imb.history) & set(bal.history))
+        tests = {step: compare(stat(_at(imb, step, measure)), stat(_at(bal, step, measure))) for step in steps}
+        apart = [step for step in steps if tests[step].status is Status.SUPPORTED]
+        for_good = next((step for i, step in enumerate(steps) if set(steps[i:]) <= set(apart)), None)
+        when = (f"from {imb.history[for_good][0]['tokens']:,} training tokens on (step {for_good})" if for_good
+                else f"at {len(apart)} of {len(steps)} checkpoints, not for good" if apart else "at no checkpoint")
+        lines.append(f"{title}: 90/10 is significantly above 50/50 {when}; at the last one "
+                     f"{tests[steps[-1]].answer()}." if steps else f"{title}: no checkpoint in common.")
+    doc.ul(lines)
+    return [Evidence("3", f"over training, {line}") for line in lines]
+
+
+def _at(s: Setting, step: int, measure: str) -> list[float]:
+    return [a["hidden"]["mean"] if measure == "mean" else a["hidden"].get(measure, {}).get("mean")
+            for a in s.history[step]]
+
+
 def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
                        task: str = DEFAULT_TASK) -> list[Evidence] | None:
     """Append the alignment and transfer sections to a report `Doc`; figures go to `out`. Returns the
@@ -242,6 +269,8 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
     embedded = [s for s in clones if any("embeddings" in a for a in s.alignments)]
     if embedded:
         evidence += _embeddings(doc, embedded, out)
+    if any(len(s.history) > 1 for s in clones):
+        evidence += _over_training(doc, clones, out)
     transfers = [s for s in settings if s.transfers]
     if transfers:
         evidence += _transfer(doc, transfers, clones, out)
