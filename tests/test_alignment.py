@@ -208,7 +208,7 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     from xling.study.runner import run_study
     from xling.study.spec import build_study
 
-    study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir),
+    study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir, train={"keep_checkpoints": "log"}),
                          "groups": {"ladder": {"set": {"languages.p": 0.0}},
                                     "mix": {"grid": {"languages.p": [0.5, 0.1]}}}})
     run_study(study, tmp_path / "runs", log=lambda *a: None, progress=False)
@@ -219,10 +219,12 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
                                   transfer_steps=5, sequences=4, grad_sequences=2, figures=False)
     text = path.read_text()
     for needle in ("paper Table 2", "Is 90/10 more aligned than 50/50", "paper Figure 6", "paper Figure 7",
-                   "paper Figure 1 right", "word2vec input", "50/50", "90/10"):
+                   "paper Figure 1 right", "word2vec input", "50/50", "90/10", "centred cosine", "linear CKA",
+                   "translation retrieval", "without the key bias", "Alignment over training"):
         assert needle in text, needle
     assert (tmp_path / "report" / "alignment.html").is_file()
-    for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png"):
+    for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png",
+                 "alignment-over-training.png"):
         assert (tmp_path / "report" / name).is_file(), name
     ladder = next(s for s in study.runs if s.group == "ladder").run_dir(tmp_path / "runs")
     assert not (ladder / "alignment").exists()  # a monolingual run has nothing to align
