@@ -407,3 +407,14 @@ def test_study_runs_evaluate_only_the_languages_they_trained_on(tiny_corpus_dir,
     run_study(study, tmp_path, log=lambda *_: None)
     evaluated = {r.group: set(read_json_file(r.run_dir(tmp_path) / "eval.json")["languages"]) for r in study.runs}
     assert evaluated == {"ladder": {"L1"}, "mix": {"L1", "L2"}}  # the tiny corpus names its languages L1, L2
+
+
+def test_linked_keys_follow_another_keys_value(tiny_corpus_dir):
+    data = tiny_study_dict(tiny_corpus_dir, seeds=(0,))
+    data["groups"]["mix"]["grid"]["model.n_layers"] = [1, 2]
+    data["linked"] = {"model.n_layers": {1: {"train.lr": 0.004}, 2: {"train.lr": 0.001, "train.warmup": 3}}}
+    runs = {r.dims.get("model.n_layers"): r.config["train"] for r in build_study(data).runs if r.group == "mix"}
+    assert runs[1]["lr"] == 0.004 and runs[2]["lr"] == 0.001 and runs[2]["warmup"] == 3 and runs[1]["warmup"] == 2
+    data["linked"] = {"model.n_layers": [1, 2]}
+    with pytest.raises(XlingError, match="linked.model.n_layers must be a mapping"):
+        build_study(data)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, apply_overrides, from_dict, is_name, load_yaml, to_dict, validate
+from ..config import RunConfig, apply_overrides, flatten, from_dict, is_name, load_yaml, to_dict, validate
 from ..data.mixture import Mixture
 from ..errors import XlingError
 from ..fsio import json_key
 from ..recipes import packaged
 
-STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "figures", "one_x",
+STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "linked", "figures", "one_x",
               "paper_models", "notes")
 GROUP_KEYS = ("set", "grid")
 FIGURE_KEYS = ("x", "y", "mlpe", "where", "roles", "title")
@@ -162,9 +162,11 @@ def build_study(data: dict, path: Path | None = None) -> Study:
         groups:
           ladder: {set: {languages.p: 0.0}, grid: {train.data_fraction: [0.1, 0.5, 1.0], train.seed: [0]}}
           mix:    {grid: {languages.p: [0.5, 0.1]}}
+        linked: {model.preset: {cpu-m: {train.lr: 0.001}}}   # keys that follow another key's value
         figures: [{x: languages.p, y: ppl, mlpe: true}]
 
-    ``set`` fixes config keys for a group; ``grid`` crosses lists of values.
+    ``set`` fixes config keys for a group; ``grid`` crosses lists of values; ``linked`` sets keys
+    from the value a run has for another key (each model size its own learning rate).
     """
     where = f"study {path}" if path else "study"
     _check_keys(data, STUDY_KEYS, where)
@@ -173,19 +175,11 @@ def build_study(data: dict, path: Path | None = None) -> Study:
         raise XlingError(f"{where}: 'name' must be letters, digits, '.', '_' or '-' (not first), got {name!r}")
     base = _require_mapping(data.get("base"), f"{where}: base")
     top_grid = _grid(data.get("grid"), f"{where}: grid")
+    linked = _linked(data.get("linked"), f"{where}: linked")
     groups = _require_mapping(data.get("groups"), f"{where}: groups") or {"runs": {}}
     runs, seen = [], {}
     for group, body in groups.items():
-        body = _require_mapping(body, f"{where}: groups.{group}")
-        _check_keys(body, GROUP_KEYS, f"{where}: groups.{group}")
-        fixed = _require_mapping(body.get("set"), f"{where}: groups.{group}.set")
-        own = _grid(body.get("grid"), f"{where}: groups.{group}.grid")
-        grid = {**own, **{k: v for k, v in top_grid.items() if k not in own}}  # the group's own keys name runs first
-        for combo in itertools.product(*grid.values()):
-            dims = dict(zip(grid, combo))
-            label = run_label(str(group), dims)
-            cfg_data = apply_overrides(apply_overrides(copy.deepcopy(base), dict(fixed)), dict(dims))
-            cfg_data["name"] = label
+        for label, dims, cfg_data in _expand(str(group), body, base, top_grid, linked, where):
             try:
                 cfg = from_dict(cfg_data)
                 validate(cfg)
@@ -198,6 +192,45 @@ def build_study(data: dict, path: Path | None = None) -> Study:
             seen[digest] = label
             runs.append(RunSpec(str(name), str(group), dims, config, f"{label}-{digest}"))
     figures = data.get("figures") or []
+    _check_figures(figures, where)
+    one_x = data.get("one_x", 1.0)
+    if not isinstance(one_x, (int, float)) or one_x <= 0:
+        raise XlingError(f"{where}: one_x must be a positive number (the data fraction of the paper's 1x)")
+    return Study(str(name), str(data.get("description", "")).strip(), str(data.get("paper", "")),
+                 str(data.get("scale", "")), runs, figures, float(one_x),
+                 dict(_require_mapping(data.get("paper_models"), f"{where}: paper_models")),
+                 str(data.get("notes", "")).strip(), path)
+
+
+def _expand(group: str, body, base: dict, top_grid: dict, linked: dict, where: str):
+    """(label, grid values, config dict) of each run of one group."""
+    body = _require_mapping(body, f"{where}: groups.{group}")
+    _check_keys(body, GROUP_KEYS, f"{where}: groups.{group}")
+    fixed = _require_mapping(body.get("set"), f"{where}: groups.{group}.set")
+    own = _grid(body.get("grid"), f"{where}: groups.{group}.grid")
+    grid = {**own, **{k: v for k, v in top_grid.items() if k not in own}}  # the group's own keys name runs first
+    for combo in itertools.product(*grid.values()):
+        dims = dict(zip(grid, combo))
+        label = run_label(group, dims)
+        cfg_data = apply_overrides(apply_overrides(copy.deepcopy(base), dict(fixed)), dict(dims))
+        for key, by_value in linked.items():
+            value = flatten(cfg_data).get(key)
+            if str(value) in by_value:
+                apply_overrides(cfg_data, dict(by_value[str(value)]))
+        cfg_data["name"] = label
+        yield label, dims, cfg_data
+
+
+def _linked(value, where: str) -> dict[str, dict[str, dict]]:
+    """{key: {value: {key: value, ...}}}: what each value of a key brings with it."""
+    linked = _require_mapping(value, where)
+    for key, by_value in linked.items():
+        for option, settings in _require_mapping(by_value, f"{where}.{key}").items():
+            _require_mapping(settings, f"{where}.{key}.{option}")
+    return {key: {str(option): settings for option, settings in by_value.items()} for key, by_value in linked.items()}
+
+
+def _check_figures(figures, where: str) -> None:
     for i, fig in enumerate(figures):
         _check_keys(_require_mapping(fig, f"{where}: figures[{i}]"), FIGURE_KEYS, f"{where}: figures[{i}]")
         if not isinstance(fig.get("x"), str) or not fig["x"]:
@@ -207,13 +240,6 @@ def build_study(data: dict, path: Path | None = None) -> Study:
         _require_mapping(fig.get("where"), f"{where}: figures[{i}].where")
         if not set(fig.get("roles") or []) <= {"L1", "L2"}:
             raise XlingError(f"{where}: figures[{i}].roles must list L1 and/or L2, got {fig.get('roles')!r}")
-    one_x = data.get("one_x", 1.0)
-    if not isinstance(one_x, (int, float)) or one_x <= 0:
-        raise XlingError(f"{where}: one_x must be a positive number (the data fraction of the paper's 1x)")
-    return Study(str(name), str(data.get("description", "")).strip(), str(data.get("paper", "")),
-                 str(data.get("scale", "")), runs, figures, float(one_x),
-                 dict(_require_mapping(data.get("paper_models"), f"{where}: paper_models")),
-                 str(data.get("notes", "")).strip(), path)
 
 
 # --------------------------------------------------------------------------- finding studies
