@@ -115,10 +115,14 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     assert f"{minority.teff.mean:.2f} ± {minority.teff.half:.2f}" in md  # our number, mean ± CI
     paper_form = minority.teff_forms["paper"]
     assert f"{paper_form.mean:.2f} ± {paper_form.half:.2f} under the paper's law form (paper: 2.08)" in md
-    assert "<style>" in html and "<table>" in html and 'src="ladder.png"' in html
+    assert "<style>" in html and "<table>" in html and 'src="data:image/png;base64,' in html  # embedded
+    assert 'src="ladder.png"' not in html and "](ladder.png)" in md
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert "ladder.png" in pngs and len(pngs) == 3
     assert all((tmp_path / "rep" / p).stat().st_size > 1000 for p in pngs)
+    svgs = sorted(p.name for p in (tmp_path / "rep").glob("*.svg"))  # vector copies, for papers
+    assert svgs == [p.replace(".png", ".svg") for p in pngs]
+    assert all((tmp_path / "rep" / p).read_text().lstrip().startswith("<?xml") for p in svgs)
     lines = headline(a)
     assert "90/10" in lines[0] and "(paper: 2.08)" in lines[0] and "(paper: 0.89)" in lines[1]
     assert "direction" in lines[2] and ("HOLDS" in lines[2] or "NOT" in lines[2])

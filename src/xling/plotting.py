@@ -50,6 +50,6 @@ def save_png(fig, path: Path, dpi: int = 120, crop: bool = True) -> str:
                     **({"metadata": {"Date": None}} if fmt == "svg" else {}))
     pyplot().close(fig)
     for fmt, buffer in buffers.items():
-        with atomic_write(Path(path).with_suffix(f".{fmt}")) as f:
+        with atomic_write(Path(path) if fmt == "png" else Path(path).with_suffix(".svg")) as f:
             f.write(buffer.getvalue())
     return Path(path).name

@@ -41,6 +41,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("demo", "the headline experiment on the built-in corpus, then its report (minutes on a CPU)",
             study.demo_arguments, study.demo),
     Command("store", "maintain the SQLite results store", study.store_arguments, study.store),
+    Command("export-logs", "TensorBoard / W&B / CSV logs of runs that trained without --log",
+            study.export_logs_arguments, study.export_logs),
     Command("align-report", "alignment and transfer report of a study (runs `align` and `transfer` where missing)",
             study.align_report_arguments, study.align_report,
             "For every finished multilingual run of a study: `xling align` (+ word2vec for clones) and `xling "

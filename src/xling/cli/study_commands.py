@@ -92,14 +92,21 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: reports/NAME)")
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--db", help=DB_HELP)
+    p.add_argument("--screenshot", action="store_true",
+                   help="also write report.png, the page as a headless Chromium shows it (needs one: "
+                        "apt-get install chromium-headless-shell)")
 
 
 def report(args, overrides) -> int:
+    from ..report.browser import require_browser, screenshot
     from ..report.study_report import write_report
     from ..study.spec import load_study
 
+    browser = require_browser() if args.screenshot else None  # before anything is written
     path, _ = write_report(load_study(args.name), _existing(args.root), args.out, args.db)
-    print(f"wrote {path} and {path.with_suffix('.html')}")
+    print(f"wrote {path} and {path.with_suffix('.html')} (figures as PNG and SVG beside them)")
+    if browser:
+        print(f"wrote {screenshot(path.with_suffix('.html'), path.with_suffix('.png'), browser=browser)}")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
+from pathlib import Path
 
 
 class Doc:
@@ -46,7 +48,9 @@ class Doc:
                 out.append(f"![{b[2]}]({b[1]})\n\n*{b[2]}*")
         return "\n\n".join(out) + "\n"
 
-    def html(self, title: str) -> str:
+    def html(self, title: str, base: str | Path | None = None) -> str:
+        """The document as one HTML page. With `base` (the directory the images are in), every image is
+        embedded as a data: URL, so the page is self-contained: it can be mailed or moved alone."""
         e = html.escape
         md = lambda t: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", re.sub(r"`(.+?)`", r"<code>\1</code>", e(t)))
         body = []
@@ -62,9 +66,23 @@ class Doc:
                 rows = "".join("<tr>" + "".join(f"<td>{md(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif b[0] == "img":
-                body.append(f'<figure><img src="{e(b[1])}" alt="{e(b[2])}"><figcaption>{md(b[2])}</figcaption></figure>')
+                src = _data_url(Path(base) / b[1]) if base is not None else b[1]
+                body.append(f'<figure><img src="{e(src)}" alt="{e(b[2])}"><figcaption>{md(b[2])}</figcaption></figure>')
         return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
                 f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+_MEDIA_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def _data_url(path: Path) -> str:
+    """The image as a data: URL; its name alone when it cannot be read (the browser shows it as missing)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return path.name
+    media = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{media};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45;"

@@ -14,6 +14,7 @@ import numpy as np
 from ..analysis.scaling_law import FORMS
 from ..errors import XlingError
 from ..fsio import atomic_write_text
+from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
 from ..study.store import Store
 from . import published
@@ -164,7 +165,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
 
 def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
                  db: str | Path | None = None) -> tuple[Path, Analysis]:
-    """Sync the store with the study's run directories, analyse, write report.md, report.html and PNGs."""
+    """Sync the store with the study's run directories, analyse, write report.md, a self-contained
+    report.html (figures embedded) and the figures as PNG and SVG."""
     root = runs_root(root)
     if not any(spec.run_dir(root).is_dir() for spec in study.runs):  # nothing to read: write no store either
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
@@ -177,23 +179,25 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
     out = Path(out or Path("reports") / study.name)
     figures = []
-    name = figure_ladder(a, out / "ladder.png")
-    if name:
-        figures.append((name, "Monolingual ladder: perplexity against data fraction, with the fitted law."))
-    for i, spec in enumerate(study.figures, 1):
-        y = spec.get("y", "ppl")
-        name = figure_lines(a, spec, out / f"fig{i}-{y}-vs-{spec['x'].split('.')[-1]}.png")
+    with svg_copies():  # every figure also as SVG, for papers
+        name = figure_ladder(a, out / "ladder.png")
         if name:
-            caption = spec.get("title") or f"{'Perplexity' if y == 'ppl' else 'Token efficiency'} against {spec['x']}"
-            extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
-            extra += " Diamonds: the paper's values." if y == "teff" else ""
-            figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
-    # Alignment and transfer results, where `xling align-report` has computed them for this study:
-    # their sections go at the end, their verdicts into the claims table at the top.
-    aligned = Doc()
-    alignment = alignment_sections(aligned, study, root, out)
+            figures.append((name, "Monolingual ladder: perplexity against data fraction, with the fitted law."))
+        for i, spec in enumerate(study.figures, 1):
+            y = spec.get("y", "ppl")
+            name = figure_lines(a, spec, out / f"fig{i}-{y}-vs-{spec['x'].split('.')[-1]}.png")
+            if name:
+                caption = spec.get("title") or f"{'Perplexity' if y == 'ppl' else 'Token efficiency'} against {spec['x']}"
+                extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
+                extra += " Diamonds: the paper's values." if y == "teff" else ""
+                figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
+        # Alignment and transfer results, where `xling align-report` has computed them for this study:
+        # their sections go at the end, their verdicts into the claims table at the top.
+        aligned = Doc()
+        alignment = alignment_sections(aligned, study, root, out)
     doc = build_doc(a, figures, alignment)
     doc.blocks += aligned.blocks
     atomic_write_text(out / "report.md", doc.markdown())
-    atomic_write_text(out / "report.html", doc.html(f"xling report: {study.name}"))
+    # self-contained: the figures are embedded (report.html can be mailed alone)
+    atomic_write_text(out / "report.html", doc.html(f"xling report: {study.name}", base=out))
     return out / "report.md", a

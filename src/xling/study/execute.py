@@ -11,9 +11,9 @@ from ..train.evaluate import evaluate_run
 from ..train.live_log import LiveLog
 from ..train.rundir import RunDir
 from ..train.trainer import Trainer
+from .placement import GPU_VARIABLE
 from .spec import RunSpec
 from .state import is_complete, now, record, run_lock
-from .workers import GPU_VARIABLE
 
 
 def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tuple[str, ...] = ()) -> dict:

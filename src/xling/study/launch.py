@@ -86,15 +86,20 @@ class Launch:
         else:
             yield from self._pool(todo, root)
 
-    def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+    def pool(self) -> cf.ProcessPoolExecutor:
+        """The local worker processes: spawned, each set up by `workers.init_worker` with its threads
+        and, with GPUs, the next CUDA_VISIBLE_DEVICES value from a queue (one per worker)."""
         ctx = mp.get_context("spawn")
         places = None
         if self.gpus:
-            places = ctx.Queue()  # each worker takes one as it starts (workers.init_worker)
+            places = ctx.Queue()
             for gpu in self.gpus:
                 places.put(gpu)
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                    initargs=(self.threads, places)) as pool:
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
+                                      initargs=(self.threads, places))
+
+    def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+        with self.pool() as pool:
             futures = [pool.submit(execute_run, spec.to_json(), str(root), False, self.loggers) for spec in todo]
             try:
                 for future in cf.as_completed(futures):

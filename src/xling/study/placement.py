@@ -11,6 +11,8 @@ import os
 
 from ..errors import XlingError
 
+GPU_VARIABLE = "XLING_WORKER_GPU"  # the GPU a study worker was given (set by workers.set_gpu, recorded in study.json)
+
 
 def parse_gpus(text: str) -> str | tuple[int, ...]:
     """`--gpus`: "auto" (every visible GPU) or a list of GPU indices "0,1,3"."""

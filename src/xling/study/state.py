@@ -72,30 +72,40 @@ def check_locking(root: Path) -> None:
     runners, or two nodes of a SLURM array, would train the same run. A lock that only holds
     within one machine (Lustre's localflock) cannot be seen from here: the README says so.
     """
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     path = root / ".lock-check"
+    problem = _lock_problem(path)
+    if problem:
+        if created:  # a refused --root is left as it was found
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise XlingError(f"--root {root}: file locks do not work there ({problem}); " + LOCKS_NEEDED)
+
+
+def _lock_problem(path: Path) -> str | None:
+    """Why flock() on `path` does not keep a second process out, or None when it does."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # another runner is checking this very moment: the lock held it off
+            return None  # another runner is checking this very moment: the lock held it off
         except OSError as exc:
-            raise XlingError(f"--root {root}: file locks do not work there (flock: {exc.strerror}); "
-                             + LOCKS_NEEDED) from None
+            return f"flock: {exc.strerror}"
         try:
             probe = subprocess.run([sys.executable, "-I", "-S", "-c", _PROBE, str(path)], timeout=60,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         except subprocess.TimeoutExpired:
-            raise XlingError(f"--root {root}: a lock check did not finish in 60 s; " + LOCKS_NEEDED) from None
+            return "a lock check did not finish in 60 s"
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-    if probe.returncode != 0:
-        why = "a second process got the lock this one held" if probe.returncode == 3 else \
-            (probe.stderr.strip().splitlines() or ["the check failed"])[-1]
-        raise XlingError(f"--root {root}: file locks do not work there ({why}); " + LOCKS_NEEDED)
+    if probe.returncode == 3:
+        return "a second process got the lock this one held"
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["the check failed"])[-1]
 
 
 def lock_holder(run_dir: Path) -> int | None:

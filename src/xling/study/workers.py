@@ -12,8 +12,7 @@ import os
 import signal
 
 from ..errors import warnings_to_stderr
-
-GPU_VARIABLE = "XLING_WORKER_GPU"  # the GPU a study worker was given (execute.py records it in study.json)
+from .placement import GPU_VARIABLE
 
 
 def init_worker(threads: int, gpu_places=None) -> None:

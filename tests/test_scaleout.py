@@ -1,0 +1,260 @@
+"""Scaling a study out: one GPU per worker (faked: no GPU here), Ray's resource requests, SLURM job
+arrays on a shared --root, and the lock check that makes them safe."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_study import small_study, tiny_study_dict, write_study
+from xling.cli import main
+from xling.errors import XlingError
+from xling.fsio import read_json
+from xling.study import placement, state
+from xling.study.launch import Launch
+from xling.study.runner import run_study
+from xling.study.spec import build_study
+from xling.study.state import check_locking, is_complete
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """This process 'sees' two GPUs (the count torch would give); workers never touch CUDA here."""
+    monkeypatch.setattr(placement, "gpu_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+# --------------------------------------------------------------------------- GPU placement
+
+
+@pytest.mark.parametrize("text, parsed", [("auto", "auto"), ("0", (0,)), ("0,1,3", (0, 1, 3)), (" 2 ", (2,))])
+def test_gpus_argument(text, parsed):
+    assert placement.parse_gpus(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["", "a", "0,0", "-1", "0;1", "1,,2"])
+def test_bad_gpus_argument_is_one_line(text):
+    with pytest.raises(XlingError, match="--gpus"):
+        placement.parse_gpus(text)
+
+
+def test_workers_go_round_the_gpus(two_gpus):
+    assert placement.plan_gpus("auto", None) == ["0", "1"]
+    assert placement.plan_gpus("auto", None, runs_per_gpu=2) == ["0", "1", "0", "1"]
+    assert placement.plan_gpus("auto", 3, runs_per_gpu=2) == ["0", "1", "0"]
+    assert placement.plan_gpus((1,), None, runs_per_gpu=3) == ["1", "1", "1"]
+    assert placement.plan_gpus(None, 4) is None  # no --gpus: workers inherit this process's GPUs
+    with pytest.raises(XlingError, match="no GPU 2; this process sees 2"):
+        placement.plan_gpus((0, 2), None)
+    with pytest.raises(XlingError, match="--workers 5 is more than 2 GPU"):
+        placement.plan_gpus("auto", 5, runs_per_gpu=2)
+    with pytest.raises(XlingError, match="--runs-per-gpu needs --gpus"):
+        placement.plan_gpus(None, 2, runs_per_gpu=2)
+
+
+def test_gpus_are_numbered_within_an_inherited_cuda_visible_devices(monkeypatch):
+    """Under SLURM (CUDA_VISIBLE_DEVICES=2,3 or GPU UUIDs) GPU i is the i-th of them."""
+    monkeypatch.setattr(placement, "gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    assert placement.plan_gpus("auto", None) == ["GPU-aaaa", "GPU-bbbb"]
+    assert placement.plan_gpus((1,), None) == ["GPU-bbbb"]
+
+
+def _report_environment(barrier) -> dict:
+    barrier.wait(60)  # every worker holds one task at the same time: each is seen once
+    return {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ["OMP_NUM_THREADS"]}
+
+
+def test_each_local_worker_gets_its_own_cuda_visible_devices(two_gpus):
+    import multiprocessing as mp
+
+    launch = Launch.plan("local", None, "auto")
+    assert launch.workers == 2 and launch.gpus == ("0", "1")
+    with mp.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(2)
+        with launch.pool() as pool:
+            seen = [f.result(timeout=120) for f in [pool.submit(_report_environment, barrier) for _ in range(2)]]
+    assert len({s["pid"] for s in seen}) == 2
+    assert sorted(s["gpu"] for s in seen) == ["0", "1"]  # distinct devices
+    assert all(s["threads"] == str(launch.threads) for s in seen)
+
+
+def test_a_study_on_two_fake_gpus_records_each_runs_gpu(tiny_corpus_dir, tmp_path, two_gpus):
+    study = small_study(tiny_corpus_dir, "gpus", ps=(0.5,), fractions=(0.1,))
+    lines = []
+    counts = run_study(study, tmp_path, gpus="auto", log=lines.append)
+    assert counts == {"total": 2, "completed": 2, "failed": 0}
+    assert "2 workers, local, GPUs 0,1" in lines[0]
+    gpus = {read_json(r.run_dir(tmp_path) / "study.json")["gpu"] for r in study.runs}
+    assert gpus <= {"0", "1"}
+    assert any(f"on GPU {g}" in line for line in lines for g in gpus)
+    # no GPU was really there: the runs trained on the CPU, with device auto
+    assert {read_json(r.run_dir(tmp_path) / "run.json")["device"] for r in study.runs} == {"cpu"}
+
+
+def test_gpus_on_a_machine_without_gpus_is_one_line(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    if torch.cuda.device_count():  # a real GPU here: pretend there is none
+        monkeypatch.setattr(placement, "gpu_count", lambda: 0)
+    path = write_study(tmp_path / "nogpu.yaml", tiny_study_dict(tiny_corpus_dir, name="nogpu", seeds=(0,), ps=(0.5,),
+                                                                 fractions=(0.1,)))
+    code = main(["study", "run", str(path), "--workers", "2", "--gpus", "0,1", "--root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--gpus 0,1: PyTorch sees no CUDA GPU here" in err and "leave --gpus out" in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+# --------------------------------------------------------------------------- Ray's resource requests
+
+
+class _FakeRay:
+    """Records what each task asks Ray for; runs nothing."""
+
+    def __init__(self):
+        self.requests, self.args = [], []
+
+    def is_initialized(self):
+        return True
+
+    def remote(self, fn):
+        fake = self
+
+        class Task:
+            def options(self, **request):
+                fake.requests.append(request)
+                return self
+
+            def remote(self, *args):
+                fake.args.append(args)
+                return args
+
+        return Task()
+
+    def wait(self, pending, num_returns=1):
+        return pending[:1], pending[1:]
+
+    def get(self, ref):
+        return {"id": ref[0]["id"], "status": "completed"}
+
+
+@pytest.mark.parametrize("device, gpus, runs_per_gpu, expected", [
+    ("auto", "auto", 1, 1.0), ("auto", "auto", 4, 0.25), ("auto", None, 1, None), ("cuda", None, 1, 1.0),
+    ("cpu", "auto", 2, None)])
+def test_ray_tasks_ask_for_the_gpus_their_runs_train_on(tiny_corpus_dir, tmp_path, monkeypatch, two_gpus, device,
+                                                        gpus, runs_per_gpu, expected):
+    data = tiny_study_dict(tiny_corpus_dir, name="rayreq", seeds=(0,), ps=(0.5,), fractions=(0.1,))
+    data["base"]["train"]["device"] = device
+    study = build_study(data)
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # a cluster: its GPUs are Ray's business, not this process's
+    launch = Launch.plan("ray", 2, gpus, runs_per_gpu)
+    results = list(launch.execute(study.runs, tmp_path))
+    assert [r["id"] for r in results] == [s.id for s in study.runs]
+    for request, args in zip(fake.requests, fake.args):
+        assert request["num_cpus"] == launch.threads
+        assert request.get("num_gpus") == expected
+        assert args[3] is (expected is not None)  # on_gpu: the task records the GPU Ray gave it
+
+
+def test_ray_on_this_machine_checks_for_gpus_like_local_workers(monkeypatch, two_gpus):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert Launch.plan("ray", None, "auto", runs_per_gpu=2).workers == 4  # as many tasks at a time as places
+    with pytest.raises(XlingError, match="use --gpus auto"):
+        Launch.plan("ray", None, (0, 1))
+    monkeypatch.setattr(placement, "gpu_count", lambda: 0)
+    with pytest.raises(XlingError, match="no CUDA GPU"):
+        Launch.plan("ray", None, "auto")
+
+
+# --------------------------------------------------------------------------- locks and SLURM arrays
+
+
+def test_lock_check_passes_on_a_local_disk(tmp_path):
+    started = time.perf_counter()
+    check_locking(tmp_path / "root")
+    assert time.perf_counter() - started < 10 and (tmp_path / "root").is_dir()
+
+
+def test_a_file_system_without_locks_is_one_line(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(state.fcntl, "flock", no_locks)
+    with pytest.raises(XlingError, match=r"file locks do not work there \(flock: No locks available\).*Lustre"):
+        check_locking(tmp_path)
+    path = write_study(tmp_path / "nolock.yaml", tiny_study_dict(tiny_corpus_dir, name="nolock", seeds=(0,),
+                                                                 ps=(0.5,), fractions=(0.1,)))
+    assert main(["study", "run", str(path), "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "file locks do not work" in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_locks_that_do_not_keep_a_second_process_out_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(state.fcntl, "flock", lambda fd, op: None)  # 'succeeds' without locking anything
+    with pytest.raises(XlingError, match="a second process got the lock this one held"):
+        check_locking(tmp_path)
+
+
+def test_a_slurm_array_runs_one_study_across_its_tasks(tiny_corpus_dir, tmp_path, capsys):
+    """The generated sbatch script, run as two array tasks at once (srun faked, each task with its own
+    TMPDIR as on its own node): together they finish the study, every run trained exactly once, and
+    the report afterwards sees every run."""
+    data = tiny_study_dict(tiny_corpus_dir, name="array", seeds=(0,), ps=(0.5,), fractions=(0.1, 0.2, 0.3))
+    path, root = write_study(tmp_path / "array.yaml", data), tmp_path / "shared" / "runs"
+    assert main(["study", "sbatch", str(path), "--array", "2", "--root", str(root)]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-1" in script and f"--root {root}" in script and "--no-wait" in script
+    assert f"{sys.executable} -m xling study run {path}" in script
+    (tmp_path / "job.sh").write_text(script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
+    (bin_dir / "srun").chmod(0o755)
+    tasks = []
+    for task in range(2):
+        node = tmp_path / f"node{task}"
+        node.mkdir()
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "77",
+               "SLURM_ARRAY_TASK_ID": str(task), "TMPDIR": str(node), "OMP_NUM_THREADS": "1"}
+        tasks.append(subprocess.Popen(["bash", str(tmp_path / "job.sh")], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [t.communicate(timeout=300)[0] for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], outputs
+    study = build_study(data)
+    assert all(is_complete(r.run_dir(root)) for r in study.runs)
+    assert [read_json(r.run_dir(root) / "study.json")["attempts"] for r in study.runs] == [1] * len(study.runs)
+    assert [len(list((tmp_path / f"node{t}").glob("xling-77_*.db"))) for t in range(2)] == [1, 1]  # scratch stores
+    assert main(["report", str(path), "--root", str(root), "--out", str(tmp_path / "report")]) == 0
+    assert "4 of 4 runs have results" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_no_wait_leaves_a_held_run_to_its_holder(tiny_corpus_dir, tmp_path):
+    study = small_study(tiny_corpus_dir, "nowait", ps=(0.5,), fractions=(0.1,))
+    held = study.runs[0].run_dir(tmp_path)
+    lines = []
+    with state.run_lock(held) as got:
+        assert got
+        counts = run_study(study, tmp_path, wait=False, log=lines.append)
+    assert counts == {"total": 2, "completed": 1, "failed": 0, "elsewhere": 1}
+    assert any(line.startswith("left 1 run(s) to process") for line in lines)
+    assert not is_complete(held) and is_complete(study.runs[1].run_dir(tmp_path))
+
+
+def test_sbatch_for_gpus_passes_the_placement_on(tmp_path, capsys):
+    assert main(["study", "sbatch", "headline-cpu", "--array", "4", "--root", str(tmp_path), "--gpus", "auto",
+                 "--runs-per-gpu", "2", "--log", "csv"]) == 0
+    script = capsys.readouterr().out
+    last = script.strip().splitlines()[-1]
+    assert last.startswith("srun ") and "study run headline-cpu" in last  # a packaged study by name
+    assert "--gpus auto --runs-per-gpu 2 --log csv" in last and "--db" in last
+    assert Path(tmp_path).is_dir()
