@@ -149,6 +149,8 @@ CASES = [
     ("align-report unknown", "align-report nosuch-study --out {out}", "unknown study"),
     ("align-report root", "align-report {study} --root {tmp}/missing --out {out}", "is not a directory"),
     ("demo workers", "demo --workers -1 --root {out}", "argument --workers"),
+    ("export-logs target", "export-logs {tmp}/nothing-here --log csv", "study file not found"),
+    ("export-logs logger", "export-logs {run} --log excel", "invalid choice: 'excel'"),
     ("bench preset", "bench --model.preset giant", "unknown model.preset"),
     ("bench steps", "bench --steps 0", "argument --steps"),
     ("unknown command", "fly", "invalid choice: 'fly'"),

@@ -295,3 +295,20 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
     atomic_write_text(out / "alignment.md", doc.markdown())
     atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}"))
     return out / "alignment.md"
+
+
+def alignment_headline(study: Study, root=None) -> list[str]:
+    """The demo's alignment line: 90/10 against 50/50 under the centred cosine (mean over layers), with the
+    paper's raw cosine beside it, where the study's clone runs have been aligned."""
+    clones = [s for s in collect(study, root) if s.kind == "clone" and s.alignments]
+    imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
+    if not (imb and bal and measure_mean(imb, "centred") and measure_mean(bal, "centred")):
+        return []
+    centred = higher(imb, bal, lambda s: measure_mean(s, "centred"))
+    raw = higher(imb, bal, mean_hidden)
+    cell = lambda s, values: fmt_stat(stat(values(s)), ".3f")
+    return [f"centred hidden cosine (language offsets removed; mean over layers): 90/10 "
+            f"{cell(imb, lambda s: measure_mean(s, 'centred'))} vs 50/50 {cell(bal, lambda s: measure_mean(s, 'centred'))}; "
+            f"90/10 higher: {centred.answer()}",
+            f"the paper's raw cosine: 90/10 {cell(imb, mean_hidden)} vs 50/50 {cell(bal, mean_hidden)}; "
+            f"90/10 higher: {raw.answer()}"]

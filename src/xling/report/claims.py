@@ -270,7 +270,8 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def verdicts(a: Analysis, alignment: list[Evidence] | None = None) -> list[ClaimResult]:
-    """Each claim judged by the seed intervals; `alignment`: align-report's evidence, where computed."""
+    """Each claim judged by the seed intervals; `alignment`: align-report's evidence (default: the analysis's)."""
+    alignment = a.alignment if alignment is None else alignment
     results = []
     for claim in CLAIMS:
         tests, evidence = claim.judge(a, alignment or [])

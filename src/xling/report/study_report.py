@@ -24,10 +24,12 @@ from .doc import Doc
 from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
 from .summary import Analysis, analyse, dotted
+from .tuning import learning_rates
 from .verdict import Evidence, Status
 
 
-def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evidence] | None = None) -> Doc:
+def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evidence] | None = None,
+              tuning: list[dict] | None = None) -> Doc:
     st, doc = a.study, Doc()
     doc.h(1, f"Study report: {st.name}")
     doc.p(st.description)
@@ -40,6 +42,8 @@ def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evide
         _ladder_section(doc, a)
     if a.summaries:
         _efficiency_section(doc, a)
+    if tuning:
+        _tuning_section(doc, tuning)
     if figures:
         doc.h(2, "Figures")
         for name, caption in figures:
@@ -163,6 +167,15 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
         doc.ul(warnings[:12] + ([f"... and {len(warnings) - 12} more"] if len(warnings) > 12 else []))
 
 
+def _tuning_section(doc: Doc, rows: list[dict]) -> None:
+    doc.h(2, "Learning rate")
+    doc.table(["setting", "learning rate", "validation PPL (geometric mean over seeds)", "seeds", ""],
+              [[r["setting"], f"{r['lr']:g}", fmt_stat(r["valid_ppl"]), r["valid_ppl"].n, "**best**" if r["best"] else ""]
+               for r in rows])
+    doc.p("Chosen by the base language's validation perplexity at the end of training (the test split is never "
+          "used to choose); the interval is over seeds.")
+
+
 def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
                  db: str | Path | None = None) -> tuple[Path, Analysis]:
     """Sync the store with the study's run directories, analyse, write report.md, a self-contained
@@ -195,7 +208,8 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
         # their sections go at the end, their verdicts into the claims table at the top.
         aligned = Doc()
         alignment = alignment_sections(aligned, study, root, out)
-    doc = build_doc(a, figures, alignment)
+    a.alignment = alignment or []
+    doc = build_doc(a, figures, alignment, learning_rates(study, root))
     doc.blocks += aligned.blocks
     atomic_write_text(out / "report.md", doc.markdown())
     # self-contained: the figures are embedded (report.html can be mailed alone)

@@ -96,6 +96,7 @@ class Analysis:
     laws_by_form: dict[str, dict[tuple[str, str], ScalingFit]] = field(default_factory=dict)
     loo: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # leave-one-out error by form
     verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
+    alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
