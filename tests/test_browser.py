@@ -12,7 +12,6 @@ import pytest
 from test_study import completed_study, tiny_study_dict, write_study
 from xling.cli import main
 from xling.report.browser import INSTALL, find_browser, page_facts
-from xling.report.study_report import write_report
 
 BROWSER = find_browser()
 if BROWSER is None and os.environ.get("CI"):  # CI installs one (.ci/run): there this test must run
@@ -22,10 +21,11 @@ needs_browser = pytest.mark.skipif(BROWSER is None, reason=f"no headless browser
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, tiny_corpus_dir):
-    """The tiny study's report, written once for this module's tests."""
-    study, root = completed_study(tmp_path_factory, tiny_corpus_dir)
+    """The tiny study's report with its screenshot (`xling report --screenshot`), written once here."""
+    _, root = completed_study(tmp_path_factory, tiny_corpus_dir)
     out = tmp_path_factory.mktemp("browser-report")
-    write_report(study, root, out)
+    path = write_study(out / "tiny.yaml", tiny_study_dict(tiny_corpus_dir))
+    assert main(["report", str(path), "--root", str(root), "--out", str(out), "--screenshot"]) == 0
     return out
 
 
@@ -35,7 +35,7 @@ def test_the_report_opens_alone_in_a_browser_with_every_figure_and_the_claims(re
     alone.mkdir()
     shutil.copy(report_dir / "report.html", alone / "report.html")
     facts = page_facts(alone / "report.html")
-    figures = sorted(p.name for p in report_dir.glob("*.png"))
+    figures = sorted(p.name for p in report_dir.glob("*.png") if p.name != "report.png")
     assert len(facts["images"]) == len(figures) == 3
     for image in facts["images"]:
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image
@@ -62,13 +62,9 @@ def _png_size(path) -> tuple[int, int]:
 
 
 @needs_browser
-def test_report_screenshot(tiny_corpus_dir, tmp_path_factory, tmp_path, capsys):
-    _, root = completed_study(tmp_path_factory, tiny_corpus_dir)
-    path = write_study(tmp_path / "tiny.yaml", tiny_study_dict(tiny_corpus_dir))
-    assert main(["report", str(path), "--root", str(root), "--out", str(tmp_path / "rep"), "--screenshot"]) == 0
-    width, height = _png_size(tmp_path / "rep" / "report.png")
+def test_report_screenshot_is_the_whole_page(report_dir):
+    width, height = _png_size(report_dir / "report.png")
     assert width >= 1000 and height > 2000  # the whole page, not one screenful
-    assert "report.png" in capsys.readouterr().out
 
 
 def test_screenshot_without_a_browser_is_one_line_and_writes_nothing(tiny_corpus_dir, tmp_path_factory, tmp_path,

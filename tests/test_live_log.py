@@ -159,18 +159,6 @@ def test_a_failing_logger_is_dropped_with_a_warning(tiny_corpus_dir, tmp_path, m
     assert len(warnings) == 1 and "csv logging stopped" in warnings[0] and "disk full" in warnings[0]
 
 
-def test_study_runs_log_as_they_train(tiny_corpus_dir, tmp_path):
-    from test_study import small_study
-    from xling.study.runner import run_study
-
-    study = small_study(tiny_corpus_dir, "logged", ps=(0.5,), fractions=(0.1,))
-    counts = run_study(study, tmp_path, workers=2, loggers=("csv",), log=lambda *_: None)
-    assert counts["completed"] == 2
-    for spec in study.runs:
-        rows = _csv_rows(spec.run_dir(tmp_path))
-        assert rows[0]["step"] == "1" and rows[-1]["split"] == "test"
-
-
 def test_export_logs_for_runs_that_trained_without_them(tiny_corpus_dir, tmp_path_factory, tmp_path, capsys):
     study, root = completed_study(tmp_path_factory, tiny_corpus_dir)
     copy = tmp_path / "runs"

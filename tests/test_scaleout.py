@@ -88,7 +88,7 @@ def test_each_local_worker_gets_its_own_cuda_visible_devices(two_gpus):
 def test_a_study_on_two_fake_gpus_records_each_runs_gpu(tiny_corpus_dir, tmp_path, two_gpus):
     study = small_study(tiny_corpus_dir, "gpus", ps=(0.5,), fractions=(0.1,))
     lines = []
-    counts = run_study(study, tmp_path, gpus="auto", log=lines.append)
+    counts = run_study(study, tmp_path, gpus="auto", loggers=("csv",), log=lines.append)
     assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert "2 workers, local, GPUs 0,1" in lines[0]
     gpus = {read_json(r.run_dir(tmp_path) / "study.json")["gpu"] for r in study.runs}
@@ -96,6 +96,9 @@ def test_a_study_on_two_fake_gpus_records_each_runs_gpu(tiny_corpus_dir, tmp_pat
     assert any(f"on GPU {g}" in line for line in lines for g in gpus)
     # no GPU was really there: the runs trained on the CPU, with device auto
     assert {read_json(r.run_dir(tmp_path) / "run.json")["device"] for r in study.runs} == {"cpu"}
+    for spec in study.runs:  # the workers logged each run as it trained (--log csv), test perplexities last
+        rows = (spec.run_dir(tmp_path) / "metrics.csv").read_text().splitlines()
+        assert rows[1].startswith("1,train,") and ",test," in rows[-1]
 
 
 def test_gpus_on_a_machine_without_gpus_is_one_line(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
@@ -258,3 +261,13 @@ def test_sbatch_for_gpus_passes_the_placement_on(tmp_path, capsys):
     assert last.startswith("srun ") and "study run headline-cpu" in last  # a packaged study by name
     assert "--gpus auto --runs-per-gpu 2 --log csv" in last and "--db" in last
     assert Path(tmp_path).is_dir()
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="a check of CI's installation (CI=true)")
+@pytest.mark.parametrize("package", ["ray", "tensorboard"])
+def test_ci_installs_what_the_optional_engine_and_logger_tests_need(package):
+    """The Ray engine test (test_study.py) and the live TensorBoard test skip without their packages;
+    in CI the test extras install them, so there they always run."""
+    import importlib.util
+
+    assert importlib.util.find_spec(package), f"CI must install {package}: it is in the test extras (pyproject.toml)"

@@ -61,8 +61,8 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 _PROBE = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\ntry:\n"
           "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(0)\nsys.exit(3)\n")
 LOCKS_NEEDED = ("the run locks need flock() locks that hold between processes, and between machines when "
-                "several share ROOT (NFS with locking: v4, or v3 with lockd; Lustre mounted with -o flock, not "
-                "localflock; GPFS; BeeGFS with global file locks): choose a --root on such a file system")
+                "several share ROOT (a local disk; NFS v4, or v3 with lockd, not mounted nolock; Lustre mounted with "
+                "-o flock, not localflock; BeeGFS with tuneUseGlobalFileLocks): choose a --root on such a file system")
 
 
 def check_locking(root: Path) -> None:
