@@ -416,5 +416,5 @@ def test_linked_keys_follow_another_keys_value(tiny_corpus_dir):
     runs = {r.dims.get("model.n_layers"): r.config["train"] for r in build_study(data).runs if r.group == "mix"}
     assert runs[1]["lr"] == 0.004 and runs[2]["lr"] == 0.001 and runs[2]["warmup"] == 3 and runs[1]["warmup"] == 2
     data["linked"] = {"model.n_layers": [1, 2]}
-    with pytest.raises(XlingError, match="linked.model.n_layers must be a mapping"):
+    with pytest.raises(XlingError, match=r"linked\.model\.n_layers must be a mapping"):
         build_study(data)

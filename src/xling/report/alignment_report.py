@@ -293,7 +293,7 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
         raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: "
                          f"run `xling study run {study.name}` first, then this command without --no-compute")
     atomic_write_text(out / "alignment.md", doc.markdown())
-    atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}"))
+    atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}", base=out))
     return out / "alignment.md"
 
 
