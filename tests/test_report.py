@@ -222,3 +222,25 @@ def test_alignment_answers_are_worded_from_the_check_never_read_back():
     # No difference at all (e.g. both settings at the majority class) is not the paper's direction.
     same = compare(t_stat([0.14, 0.14, 0.14]), t_stat([0.14, 0.14, 0.14]))
     assert same.status is Status.NOT_SUPPORTED and same.effect == 0.0
+
+
+def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_corpus_dir, tmp_path):
+    """The rate whose seed interval ends lowest: a lucky seed does not win over a stable rate."""
+    from test_study import tiny_study_dict
+    from xling.report.tuning import learning_rates
+    from xling.study.spec import build_study
+
+    data = tiny_study_dict(tiny_corpus_dir, seeds=(0, 1))
+    data["groups"] = {"mono": {"set": {"languages.p": 0.0}, "grid": {"train.lr": [0.001, 0.003, 0.008]}}}
+    study = build_study(data)
+    valid = {0.001: (80.0, 81.0), 0.003: (60.0, 61.0), 0.008: (50.0, 90.0)}  # 0.008: one lucky seed
+    for spec in study.runs:
+        run = spec.run_dir(tmp_path)
+        run.mkdir(parents=True)
+        ppl = valid[spec.dims["train.lr"]][spec.dims["train.seed"]]
+        (run / "run.json").write_text(json.dumps({"status": "completed", "valid": {"L1": {"ppl": ppl}}}))
+        (run / "eval.json").write_text("{}")
+    rows = learning_rates(study, tmp_path)
+    assert [r["lr"] for r in rows] == [0.001, 0.003, 0.008]
+    assert [r["lr"] for r in rows if r["best"]] == [0.003]
+    assert rows[1]["valid_ppl"].mean == pytest.approx(math.sqrt(60 * 61))

@@ -53,13 +53,15 @@ def study(args, overrides) -> int:
     from ..study.spec import available_studies, load_study
 
     if args.action == "list":
-        for name, path in available_studies().items():
+        studies = available_studies()
+        width = max(map(len, studies), default=0) + 1
+        for name, path in studies.items():
             try:
                 found = load_study(str(path))
             except XlingError as exc:  # one broken file should not hide the others
-                print(f"{name:<18} invalid: {exc}")
+                print(f"{name:<{width}} invalid: {exc}")
                 continue
-            print(f"{name:<18} {len(found.runs):>4} runs  {found.scale:<5}  {found.paper}")
+            print(f"{name:<{width}} {len(found.runs):>4} runs  {found.scale:<5}  {found.paper}")
         return 0
     if not args.name:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")

@@ -15,8 +15,8 @@ LR_KEY = "train.lr"
 
 def learning_rates(study: Study, root: str | Path | None = None) -> list[dict]:
     """For each setting of the study apart from its learning rate (e.g. each model size), every rate's
-    validation perplexity of the base language (geometric mean over seeds) and whether it is the best.
-    Empty when the study does not vary train.lr."""
+    validation perplexity of the base language (geometric mean over seeds) and whether it is the best:
+    the one whose 95 % interval over seeds ends lowest. Empty when the study does not vary train.lr."""
     root = runs_root(root)
     by_setting: dict[tuple, dict[float, list[float]]] = {}
     for spec in study.runs:
@@ -30,7 +30,8 @@ def learning_rates(study: Study, root: str | Path | None = None) -> list[dict]:
     rows = []
     for others, by_lr in by_setting.items():
         stats: dict[float, Stat] = {lr: log_stat(ppls) for lr, ppls in sorted(by_lr.items())}
-        best = min(stats, key=lambda lr: stats[lr].mean)
+        # the lowest upper end of the seed interval: a rate that is good for every seed, not for one lucky one
+        best = min(stats, key=lambda lr: (stats[lr].hi if stats[lr].n > 1 else stats[lr].mean, stats[lr].mean))
         setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in others) or "all runs"
         rows += [{"setting": setting, "lr": lr, "valid_ppl": stat, "best": lr == best} for lr, stat in stats.items()]
     return rows
