@@ -22,7 +22,7 @@ T = "train {config} --out {out} --quiet"  # a valid tiny config, then the overri
 
 CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
-    ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text or jsonl"),
+    ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text, jsonl, parquet or hf"),
     ("corpus books", f"{T} --corpus.books some", "corpus.books must be all, odd or even"),
     ("corpus paths", f"{T} --corpus.paths [{{tmp}}/missing]", "does not exist"),
     ("corpus translation", f"{T} --corpus.name bible --corpus.translation klingon", "unknown Bible translation"),
@@ -151,6 +151,10 @@ CASES = [
     ("demo workers", "demo --workers -1 --root {out}", "argument --workers"),
     ("export-logs target", "export-logs {tmp}/nothing-here --log csv", "study file not found"),
     ("export-logs logger", "export-logs {run} --log excel", "invalid choice: 'excel'"),
+    ("prepare workers", "prepare {config} --workers 0", "argument --workers"),
+    ("prepare no files", "prepare {config} --corpus.paths [{empty}]", "no *.txt files found"),
+    ("prepare hf offline", "prepare {config} --corpus.name hf --corpus.paths [nobody/nothing]",
+     "Hugging Face dataset"),
     ("bench preset", "bench --model.preset giant", "unknown model.preset"),
     ("bench steps", "bench --steps 0", "argument --steps"),
     ("unknown command", "fly", "invalid choice: 'fly'"),

@@ -66,7 +66,7 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
         (["--tokenizer.vocab_size", "60000"], "too large for this corpus"),
         (["--corpus.paths", "[/nonexistent/xling]"], "does not exist"),
         (["--corpus.name", "bible", "--corpus.translation", "klingon"], "unknown Bible translation 'klingon'"),
-        (["--corpus.name", "wiki"], "corpus.name must be bible, text or jsonl"),
+        (["--corpus.name", "wiki"], "corpus.name must be bible, text, jsonl, parquet or hf"),
         (["--eval.window", "64"], "eval.window"),
         (["oops"], "unexpected argument 'oops'"),
     ],

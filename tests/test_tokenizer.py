@@ -80,8 +80,8 @@ def test_long_documents_are_cut_into_sentences():
 
 def test_get_tokenizer_caches_by_corpus_and_vocab(tmp_path, corpus, monkeypatch):
     calls = []
-    real = tk.train_tokenizer
-    monkeypatch.setattr(tk, "train_tokenizer", lambda *a: calls.append(a[1]) or real(*a))
+    real = tk.train_on_sentences
+    monkeypatch.setattr(tk, "train_on_sentences", lambda *a, **kw: calls.append(a[1]) or real(*a, **kw))
     first = get_tokenizer([corpus], VOCAB)
     assert first.path.is_relative_to(tmp_path / "cache" / "tokenizers") and first.path.name == "sp.model"
     second = get_tokenizer([corpus], VOCAB)

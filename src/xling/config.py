@@ -43,12 +43,13 @@ MAX = 10**9  # the upper bound of counts that have no natural one (steps, interv
 class CorpusConfig:
     """Where a language's text comes from."""
 
-    name: str = field(default="bible", metadata=one_of("bible", "text", "jsonl"))  # built-in Bibles, local .txt or .jsonl
+    # built-in Bibles, local .txt, .jsonl (.gz, .zst), .parquet, or Hugging Face datasets (save_to_disk / local cache)
+    name: str = field(default="bible", metadata=one_of("bible", "text", "jsonl", "parquet", "hf"))
     translation: str = "web"  # bible only: web, kjv, lsg, darby, rv1909, elberfelder, ... or a language code
     books: str = field(default="all", metadata=one_of("all", "odd", "even"))  # bible only: disjoint content for two languages
-    paths: list[str] = field(default_factory=list)  # text / jsonl: files or directories
+    paths: list[str] = field(default_factory=list)  # files or directories; hf: save_to_disk folders or NAME[:CONFIG]
     doc_per_line: bool = False  # text only: one document per line instead of per file
-    text_field: str = "text"  # jsonl only: the field that holds the document text
+    text_field: str = "text"  # jsonl, parquet, hf: the field / column that holds the document text
 
 
 @dataclass

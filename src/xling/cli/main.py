@@ -12,6 +12,7 @@ from ..config import parse_override_value
 from ..errors import XlingError, warnings_to_stderr
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
+from . import data_commands as data
 from . import run_commands as run
 from . import study_commands as study
 from .command import Command
@@ -19,6 +20,11 @@ from .command import Command
 COMMANDS: tuple[Command, ...] = (
     Command("config", "print the resolved config (defaults + file + overrides)", run.config_arguments, run.config,
             overrides=True, epilog=run.config_sections),
+    Command("prepare", "train the tokenizers and encode the token arrays of a config's corpora (cached)",
+            data.prepare_arguments, data.prepare,
+            "Read the corpora as a stream in parallel worker processes: tokenizers on a bounded sample of the train "
+            "split, then every split's token arrays. Training does this by itself when needed.", overrides=True,
+            epilog=run.config_sections),
     Command("train", "train a model; --section.key VALUE overrides the config", run.train_arguments, run.train,
             "Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5",
             overrides=True, epilog=run.config_sections),

@@ -28,15 +28,17 @@ from pathlib import Path
 from ..config import CorpusConfig, RunConfig, num_languages
 from ..errors import XlingError
 from ..fsio import json_key
+from . import sources
 from .sources import (
-    CHUNK_BYTES,
     LOCAL_NAMES,
     Chunk,
     chunk_texts,
+    clean_lines,
     corpus_files,
     file_digest,
     hf_digests,
     input_size,
+    load,
     read_chunks,
 )
 from .sources import jsonl_objects as jsonl_objects  # analysis/transfer.py reads JSONL with it
@@ -242,7 +244,8 @@ def corpus_splits(corpus: CorpusConfig) -> tuple[str, ...]:
 
 def _check_name(corpus: CorpusConfig) -> None:
     if corpus.name != "bible" and corpus.name not in LOCAL_NAMES:
-        raise XlingError(f"corpus name must be bible, {', '.join(LOCAL_NAMES)}, got '{corpus.name}'")
+        raise XlingError(f"corpus name must be bible, {', '.join(LOCAL_NAMES[:-1])} or {LOCAL_NAMES[-1]}, "
+                         f"got '{corpus.name}'")
 
 
 def _bible_chunks(corpus: CorpusConfig, splits: tuple[str, ...]) -> Iterator[Chunk]:
@@ -252,7 +255,7 @@ def _bible_chunks(corpus: CorpusConfig, splits: tuple[str, ...]) -> Iterator[Chu
         if book in split_of:
             batch.append((split_of[book], text))
             size += len(text)
-        if size >= CHUNK_BYTES:
+        if size >= sources.CHUNK_BYTES:
             yield Chunk("bible", batch, size=size)
             batch, size = [], 0
     if batch:
@@ -282,18 +285,35 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def hash_split(text: str) -> str:
-    """Stable 90/5/5 split of a document by its text (independent of the other documents)."""
-    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") % 100
+def document_hash(text: str) -> int:
+    """A stable 64-bit hash of a document's text."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _split_of(digest: int) -> str:
+    bucket = digest % 100
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 
-def chunk_documents(chunk: Chunk) -> list[tuple[str, str]]:
-    """(split, document) of every document of a chunk, in order: Bible chapters by book, local
-    documents (whitespace collapsed, empty ones dropped) by a hash of their text."""
+def hash_split(text: str) -> str:
+    """Stable 90/5/5 split of a document by its text (independent of the other documents)."""
+    return _split_of(document_hash(text))
+
+
+def chunk_documents(chunk: Chunk, hashes: bool = False) -> list[tuple]:
+    """(split, document) of every document of a chunk, in order, plus its document_hash if
+    `hashes`: Bible chapters by book, local documents (whitespace collapsed, empty ones dropped)
+    by a hash of their text. Every document is whitespace-collapsed (a Bible verse is cleaned so)."""
     if chunk.kind == "bible":
-        return chunk.data
-    return [(hash_split(doc), doc) for doc in map(_normalise, chunk_texts(chunk)) if doc]
+        return [(split, doc, document_hash(doc)) for split, doc in chunk.data] if hashes else chunk.data
+    chunk = load(chunk)
+    docs = clean_lines(chunk) if chunk.kind == "lines" else None
+    if docs is None:
+        docs = [doc for doc in map(_normalise, chunk_texts(chunk)) if doc]
+    digests = map(document_hash, docs)
+    if hashes:
+        return [(_split_of(digest), doc, digest) for doc, digest in zip(docs, digests)]
+    return [(_split_of(digest), doc) for doc, digest in zip(docs, digests)]
 
 
 def check_split_counts(corpus: CorpusConfig, counts: dict[str, int]) -> None:
@@ -313,14 +333,21 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int]) -> None:
 # ----------------------------------------------------------------------------- public entry points
 
 
-def load_documents(corpus: CorpusConfig, split: str) -> list[str]:
-    """The documents of a split, in order: Bible chapters, or local files / lines / records."""
+def require_split(corpus: CorpusConfig, split: str) -> None:
+    """Stop on a split the corpus does not have."""
     _check_name(corpus)
     if corpus.name == "bible":
-        return [text for _, _, text in bible_chapters(corpus, split)]
-    if split not in SPLITS:
+        split_books(split, corpus.books)  # a ValueError for a name that is no split
+    elif split not in SPLITS:
         raise XlingError(f"a local corpus has only the splits {', '.join(SPLITS)} (no '{split}' split): "
                          "parallel probes need the built-in Bible corpus")
+
+
+def load_documents(corpus: CorpusConfig, split: str) -> list[str]:
+    """The documents of a split, in order: Bible chapters, or local files / lines / records."""
+    require_split(corpus, split)
+    if corpus.name == "bible":
+        return [text for _, _, text in bible_chapters(corpus, split)]
     docs, counts = [], Counter()
     for chunk in read_chunks(corpus):
         for doc_split, doc in chunk_documents(chunk):

@@ -1,10 +1,11 @@
 """Local corpora read as a stream of chunks: text, JSONL (plain, gzip, zstd), Parquet, Hugging Face datasets.
 
-The reading process only moves bytes: it cuts each input into chunks of about CHUNK_BYTES (at line
-boundaries, or whole files, or batches of rows) and never holds more than the chunk it is making.
-Turning a chunk into document texts (decoding UTF-8, parsing JSON, reading Arrow) is `chunk_texts`,
-which runs wherever the chunk is processed, in parallel worker processes for large corpora.
-Documents come out in exactly the order of the inputs, however they are chunked.
+The reading process only cuts the input into chunks of about CHUNK_BYTES: byte ranges of plain
+files (the worker that gets one reads it, from the first line that starts in it), groups of whole
+files, blocks of lines of a compressed file, batches of rows. It never holds more than the chunk
+it is making. Turning a chunk into document texts (reading, decoding UTF-8, parsing JSON, Arrow)
+runs wherever the chunk is processed, in parallel worker processes for large corpora. Documents
+come out in exactly the order of the inputs, however they are chunked.
 
 zstandard, pyarrow and datasets are optional: they are imported only when such an input is used.
 """
@@ -15,15 +16,19 @@ import gzip
 import importlib
 import json
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from ..config import CorpusConfig
 from ..errors import XlingError
 from ..fsio import sha256_file
+from .parallel import Workers
 
 CHUNK_BYTES = 4 << 20  # input bytes per chunk: large enough to keep workers busy, small enough to hold a few
 SUFFIXES = {"text": (".txt",), "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",)}
@@ -32,17 +37,20 @@ LOCAL_NAMES = ("text", "jsonl", "parquet", "hf")
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of raw input. kind: "lines" (text, a document per line), "files" ([(path, bytes)], a
-    document per file), "jsonl" (bytes of whole lines), "arrow" (a pyarrow string array) or "bible"
-    ([(split, chapter)], made by corpora.py)."""
+    """A piece of raw input. kind: "lines" (text, a document per line), "paths" (text files, a
+    document each; loaded: [(path, bytes)]), "jsonl" (whole lines), "arrow" (a pyarrow string
+    array) or "bible" ([(split, chapter)], made by corpora.py). A chunk of lines of a plain file
+    carries no data but a byte range of the file, read where the chunk is processed (`load`): it
+    owns the lines that start in [offset, offset + length)."""
 
     kind: str
     data: object
     where: str = ""  # the file (or dataset) it comes from, for messages
     offset: int = 0  # lines, jsonl: where it starts in the (decompressed) file, in bytes
-    line: int = 0  # jsonl: lines of the file before it
+    line: int = 0  # jsonl: lines of the file before it (-1: not counted yet)
     size: int = 0  # input bytes it stands for (progress)
     field: str = ""  # jsonl: the field that holds the text
+    length: int = 0  # a byte range: its length
 
 
 def optional_module(module: str, package: str, what: str):
@@ -81,13 +89,29 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
 _DIGESTS: dict[tuple, str] = {}
 
 
+def _digest_key(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes, remembered while the file is unchanged (fingerprints ask often)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    key = _digest_key(path)
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
+
+
+def _digest_task(_, path: str) -> tuple[tuple, str]:
+    return _digest_key(Path(path)), sha256_file(Path(path))
+
+
+def digest_files(corpora: list[CorpusConfig], workers: Workers) -> None:
+    """Hash the files of local corpora in the worker processes, ahead of their fingerprints."""
+    paths = [p for c in corpora if c.name in SUFFIXES for p in corpus_files(c)]
+    todo = list(dict.fromkeys(str(p) for p in paths if _digest_key(p) not in _DIGESTS))
+    for _, (key, digest) in workers.map(_digest_task, todo, min_items=2):
+        _DIGESTS[key] = digest
 
 
 def _decompressed(path: Path, raw):
@@ -104,10 +128,8 @@ def _reading(path, what: str):
     """Turn a damaged file's decompression / format errors into one line naming the file."""
     damaged: tuple = (gzip.BadGzipFile, EOFError, zlib.error)
     for module, error in (("zstandard", "ZstdError"), ("pyarrow", "ArrowException")):
-        try:
-            damaged += (getattr(importlib.import_module(module), error),)
-        except ImportError:
-            pass
+        if module in sys.modules:  # (one not imported raises nothing)
+            damaged += (getattr(sys.modules[module], error),)
     try:
         yield
     except damaged as exc:
@@ -116,9 +138,9 @@ def _reading(path, what: str):
 
 
 def _line_blocks(path: Path) -> Iterator[tuple[int, bytes, int]]:
-    """(offset, bytes, input bytes read) blocks of whole lines of a (possibly compressed) file,
-    about CHUNK_BYTES each; the input bytes of a compressed file are the compressed ones."""
-    what = "gzip file" if path.name.endswith(".gz") else "zstd file" if path.name.endswith(".zst") else "file"
+    """(offset, bytes, input bytes read) blocks of whole lines of a compressed file, about
+    CHUNK_BYTES each; the input bytes are the compressed ones."""
+    what = "gzip file" if path.name.endswith(".gz") else "zstd file"
     with _reading(path, what), open(path, "rb") as raw, _decompressed(path, raw) as f:
         offset, tail, done = 0, b"", 0
         while True:
@@ -137,26 +159,67 @@ def _line_blocks(path: Path) -> Iterator[tuple[int, bytes, int]]:
             yield offset, tail, raw.tell() - done
 
 
+def _ranges(path: Path, kind: str, field: str = "") -> Iterator[Chunk]:
+    """Chunks of a plain file as byte ranges (the workers read them)."""
+    size = path.stat().st_size
+    for start in range(0, size, CHUNK_BYTES):
+        length = min(CHUNK_BYTES, size - start)
+        yield Chunk(kind, None, str(path), start, -1, length, field, length)
+
+
+def _line_start(f, position: int) -> int:
+    """The first position at or after `position` where a line starts (0, or just after a newline)."""
+    if position == 0:
+        return 0
+    f.seek(position - 1)
+    while True:
+        block = f.read(1 << 16)
+        found = block.find(b"\n")
+        if found >= 0 or not block:
+            return position + found if found >= 0 else position - 1
+        position += len(block)
+
+
+def load(chunk: Chunk) -> Chunk:
+    """The chunk with its data: a byte range of a plain file is read now, from the first line that
+    starts in it to the first that starts after it."""
+    if chunk.kind == "paths":
+        return replace(chunk, data=[(path, Path(path).read_bytes()) for path in chunk.data])
+    if chunk.data is not None:
+        return chunk
+    with open(chunk.where, "rb") as f:
+        begin, end = _line_start(f, chunk.offset), _line_start(f, chunk.offset + chunk.length)
+        f.seek(begin)
+        data = f.read(max(0, end - begin))
+    return replace(chunk, data=data, offset=begin)
+
+
+def _lines_before(path: str, offset: int) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(min(1 << 20, offset - f.tell())), b""))
+
+
 def _text_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     if corpus.doc_per_line:
         for path in corpus_files(corpus):
-            for offset, block, size in _line_blocks(path):
-                yield Chunk("lines", block, str(path), offset, size=size)
+            yield from _ranges(path, "lines")
         return
     batch, size = [], 0
     for path in corpus_files(corpus):
-        data = path.read_bytes()
-        batch.append((str(path), data))
-        size += len(data)
+        batch.append(str(path))
+        size += path.stat().st_size
         if size >= CHUNK_BYTES:
-            yield Chunk("files", batch, size=size)
+            yield Chunk("paths", tuple(batch), size=size)
             batch, size = [], 0
     if batch:
-        yield Chunk("files", batch, size=size)
+        yield Chunk("paths", tuple(batch), size=size)
 
 
 def _jsonl_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     for path in corpus_files(corpus):
+        if not path.name.endswith((".gz", ".zst")):
+            yield from _ranges(path, "jsonl", corpus.text_field)
+            continue
         lines = 0
         for offset, block, size in _line_blocks(path):
             yield Chunk("jsonl", block, str(path), offset, lines, size, corpus.text_field)
@@ -209,19 +272,22 @@ def _parquet_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
 
 @contextmanager
 def _offline():
-    """No network while a Hugging Face dataset loads: only what is on disk or in the local cache."""
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    modules = [m for m in (importlib.import_module("datasets.config"),
-                           importlib.import_module("huggingface_hub.constants")) if hasattr(m, "HF_HUB_OFFLINE")]
-    before = [m.HF_HUB_OFFLINE for m in modules]
-    for m in modules:
-        m.HF_HUB_OFFLINE = True
+    """No network while a Hugging Face dataset loads: only what is on disk or in the local cache
+    (the environment variables for a first import, the flags themselves if already imported)."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    flags = [(m, name) for m in (importlib.import_module("datasets.config"),
+                                 importlib.import_module("huggingface_hub.constants"))
+             for name in names if hasattr(m, name)]
+    before = [getattr(m, name) for m, name in flags]
+    for m, name in flags:
+        setattr(m, name, True)
     try:
         yield
     finally:
-        for m, value in zip(modules, before):
-            m.HF_HUB_OFFLINE = value
+        for (m, name), value in zip(flags, before):
+            setattr(m, name, value)
         for k, value in saved.items():
             if value is None:
                 os.environ.pop(k, None)
@@ -332,20 +398,62 @@ def jsonl_objects(path, text: str, what: str, first_line: int = 1) -> list[tuple
     return objects
 
 
+# What str.split() takes for whitespace, besides the space and the newline (a test checks the list).
+OTHER_SPACES = ("\t\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _needs_collapsing(data: bytes) -> bool:
+    """Whether some line of UTF-8 `data` has whitespace to collapse: a space at either end, two
+    in a row, or any whitespace but the space and the newline (any control byte counts)."""
+    b = np.frombuffer(data + b"\0\0", dtype=np.uint8)
+    space, newline = b == 32, b == 10
+    if space[0] or space[len(data) - 1] or (space[1:] & (space[:-1] | newline[:-1])).any() \
+            or (newline[1:] & space[:-1]).any() or ((b[:len(data)] < 32) & ~newline[:len(data)]).any():
+        return True
+    if data.isascii():
+        return False
+    # U+0085, U+00A0 (C2 ..), U+1680 (E1 9A 80), U+2000-200A, U+2028, U+2029, U+202F (E2 80 ..),
+    # U+205F (E2 81 9F), U+3000 (E3 80 80)
+    lead = np.flatnonzero((b == 0xC2) | ((b >= 0xE1) & (b <= 0xE3)))
+    b0, b1, b2 = b[lead], b[np.minimum(lead + 1, len(b) - 1)], b[np.minimum(lead + 2, len(b) - 1)]
+    wide = (b0 == 0xC2) & ((b1 == 0x85) | (b1 == 0xA0))
+    wide |= (b0 == 0xE1) & (b1 == 0x9A) & (b2 == 0x80)
+    wide |= (b0 == 0xE2) & (b1 == 0x80) & ((b2 <= 0x8A) | (b2 == 0xA8) | (b2 == 0xA9) | (b2 == 0xAF))
+    wide |= (b0 == 0xE2) & (b1 == 0x81) & (b2 == 0x9F)
+    wide |= (b0 == 0xE3) & (b1 == 0x80) & (b2 == 0x80)
+    return bool(wide.any())
+
+
+def clean_lines(chunk: Chunk) -> list[str] | None:
+    """The non-empty lines of a loaded "lines" chunk if each is a document as it stands (nothing to
+    collapse), else None: the same documents as collapsing each line's whitespace, faster."""
+    if not chunk.data or _needs_collapsing(chunk.data):
+        return None
+    return [line for line in _decode(chunk.data, chunk.where, chunk.offset).split("\n") if line]
+
+
 def chunk_texts(chunk: Chunk) -> list[str]:
-    """The raw document texts of a chunk, in order (not yet normalised; may be empty)."""
+    """The raw document texts of a loaded chunk, in order (not yet normalised; may be empty)."""
     if chunk.kind == "lines":
         return _decode(chunk.data, chunk.where, chunk.offset).splitlines()
-    if chunk.kind == "files":
+    if chunk.kind == "paths":
         return [_decode(data, path) for path, data in chunk.data]
     if chunk.kind == "jsonl":
         field, texts = chunk.field, []
         text = _decode(chunk.data, chunk.where, chunk.offset)
-        for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", chunk.line + 1):
-            if not isinstance(record.get(field), str):
-                raise XlingError(f"{chunk.where}:{number} has no string field '{field}': "
-                                 "set corpus.text_field to the field that holds the text")
-            texts.append(record[field])
+        try:
+            records = jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1)
+            for number, record in records:
+                if not isinstance(record.get(field), str):
+                    raise XlingError(f"{chunk.where}:{number} has no string field '{field}': "
+                                     "set corpus.text_field to the field that holds the text")
+                texts.append(record[field])
+        except XlingError:
+            if chunk.line >= 0:
+                raise
+            # a byte range: count the file's lines before it, then say where again
+            return chunk_texts(replace(chunk, line=_lines_before(chunk.where, chunk.offset)))
         return texts
     if chunk.kind == "arrow":
         return [t for t in chunk.data.to_pylist() if t]  # a missing value (null) is an empty document

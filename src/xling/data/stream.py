@@ -21,8 +21,9 @@ from ..errors import XlingError
 from . import languages as L
 from .corpora import language_names
 from .mixture import language_plan
+from .prepare import source_tokenizers
 from .token_arrays import token_array
-from .tokenizer import Tokenizer, get_tokenizer
+from .tokenizer import Tokenizer
 
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
 
@@ -58,25 +59,19 @@ class LanguageSetup:
 
 
 def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None) -> LanguageSetup:
-    lang, vocab = cfg.languages, cfg.tokenizer.vocab_size
+    lang = cfg.languages
     names = language_names(cfg)
+    corpora, tokenizers = source_tokenizers(cfg, cache_dir)
     if lang.kind == "clone":
-        tok = get_tokenizer([cfg.corpus], vocab, cache_dir)
+        tok = tokenizers[0]
         table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed)
-        sources, tokenizers, corpora = [0] * len(names), [tok], [cfg.corpus]
-        model_vocab = tok.vocab_size * len(names)
-    elif lang.vocab == "joint":
-        # One tokenizer for both languages, twice the per-language size so the model's
-        # vocabulary matches the disjoint setting.
-        tok = get_tokenizer([cfg.corpus, lang.second], 2 * vocab, cache_dir)
-        table = L.identity_table(tok.vocab_size, 2)
-        sources, tokenizers, corpora = [0, 1], [tok, tok], [cfg.corpus, lang.second]
-        model_vocab = tok.vocab_size
+        sources, model_vocab = [0] * len(names), tok.vocab_size * len(names)
+    elif lang.vocab == "joint":  # one tokenizer for both languages (prepare.source_tokenizers)
+        table = L.identity_table(tokenizers[0].vocab_size, 2)
+        sources, model_vocab = [0, 1], tokenizers[0].vocab_size
     else:
-        tok_1 = get_tokenizer([cfg.corpus], vocab, cache_dir)
-        tok_2 = get_tokenizer([lang.second], vocab, cache_dir)
-        table, model_vocab = L.merge_table(tok_1.pieces(), tok_2.pieces(), lang.vocab)
-        sources, tokenizers, corpora = [0, 1], [tok_1, tok_2], [cfg.corpus, lang.second]
+        table, model_vocab = L.merge_table(tokenizers[0].pieces(), tokenizers[1].pieces(), lang.vocab)
+        sources = [0, 1]
     return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir)
 
 

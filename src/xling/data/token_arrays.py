@@ -5,6 +5,10 @@ Layout: `<cache>/tokens/<key>/<split>.bin` (raw little-endian uint16/uint32) and
 fingerprint, the tokenizer's sha256, the split and FORMAT_VERSION, so a changed corpus or
 tokenizer lands in a new directory instead of silently reusing stale tokens. The manifest is
 written last and atomically: an entry without a manifest is incomplete and gets rebuilt.
+
+Building reads the corpus once for all its missing splits, as a stream of chunks encoded in
+parallel worker processes and appended in corpus order to the split files, so the arrays are the
+same for any number of workers and memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +26,18 @@ import numpy as np
 from .. import __version__
 from ..config import CorpusConfig
 from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json, sha256_file
-from .corpora import corpus_fingerprint, load_documents
+from .corpora import (
+    check_split_counts,
+    chunk_documents,
+    corpus_fingerprint,
+    corpus_size,
+    corpus_splits,
+    iter_chunks,
+    require_split,
+)
+from .parallel import Progress, Workers, workers_of
 from .tokenizer import Tokenizer
+from .words import WordEncoder
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +55,9 @@ def array_key(corpus: CorpusConfig, split: str, tokenizer: Tokenizer) -> str:
     return json_key(identity)
 
 
-def encode_documents(docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
+def encode_documents(docs: list[str], tokenizer: Tokenizer, threads: int | None = None) -> np.ndarray:
     """Concatenate the documents' ids, each document followed by the end-of-document id."""
-    encoded = tokenizer.encode(docs)
+    encoded = tokenizer.encode(docs, threads) if threads else tokenizer.encode(docs)
     tokens = np.empty(sum(len(ids) + 1 for ids in encoded), dtype=token_dtype(tokenizer.vocab_size))
     pos = 0
     for ids in encoded:
@@ -64,28 +80,97 @@ def _is_valid(bin_path: Path, manifest: dict | None, verify: bool) -> bool:
     return not verify or sha256_file(bin_path) == manifest["sha256"]
 
 
-def _build(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, bin_path: Path, manifest_path: Path) -> None:
-    docs = load_documents(corpus, split)
-    tokens = encode_documents(docs, tokenizer)
-    data = tokens.tobytes()
-    manifest_path.unlink(missing_ok=True)  # the entry is incomplete until the new manifest lands
-    with atomic_write(bin_path) as f:
-        f.write(data)
-    manifest = {
-        "source": dataclasses.asdict(corpus),
-        "fingerprint": corpus_fingerprint(corpus),
-        "split": split,
-        "tokenizer_sha256": tokenizer.sha256,
-        "vocab_size": tokenizer.vocab_size,
-        "dtype": tokens.dtype.str,
-        "n_tokens": int(tokens.size),
-        "n_documents": len(docs),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "xling_version": __version__,
-        "format_version": FORMAT_VERSION,
-    }
-    atomic_write_json(manifest_path, manifest)
+@dataclasses.dataclass(frozen=True)
+class _EncodeJob:
+    """What encoding a chunk needs, small enough to go with every chunk: the tokenizer's file and
+    sha256 (its bytes only when it has no file), the splits, SentencePiece's threads."""
+
+    sha256: str
+    path: str | None
+    model: bytes | None
+    splits: tuple[str, ...]
+    threads: int
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, splits: tuple[str, ...], threads: int) -> _EncodeJob:
+        path = str(tokenizer.path) if tokenizer.path is not None else None
+        return cls(tokenizer.sha256, path, None if path else tokenizer.model_bytes, tuple(splits), threads)
+
+
+_ENCODERS: dict[tuple[str, int], WordEncoder] = {}  # per process: its words stay cached across chunks
+
+
+def _encoder(job: _EncodeJob) -> WordEncoder:
+    key = (job.sha256, job.threads)
+    if key not in _ENCODERS:
+        _ENCODERS.clear()
+        tokenizer = Tokenizer(job.model if job.model is not None else Path(job.path).read_bytes())
+        if tokenizer.sha256 != job.sha256:
+            raise RuntimeError(f"{job.path} changed while the token arrays were built")
+        _ENCODERS[key] = WordEncoder(tokenizer, token_dtype(tokenizer.vocab_size), job.threads)
+    return _ENCODERS[key]
+
+
+def _encode_chunk(job: _EncodeJob, chunk) -> tuple[Counter, dict[str, tuple[bytes, int]]]:
+    """Worker: documents per split of a chunk, and the token stream (bytes) and document count of
+    each wanted split."""
+    docs = chunk_documents(chunk)
+    out = {}
+    for split in job.splits:
+        texts = [doc for doc_split, doc in docs if doc_split == split]
+        if texts:
+            out[split] = (_encoder(job).encode(texts).tobytes(), len(texts))
+    return Counter(split for split, _ in docs), out
+
+
+def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer: Tokenizer,
+                       cache_dir: Path | None = None, workers: int | Workers | None = None,
+                       progress: bool | None = None) -> dict[str, dict]:
+    """Encode the splits of a corpus in one pass and write their cache entries; their manifests."""
+    workers = workers_of(workers)
+    paths = {split: token_array_paths(corpus, split, tokenizer, cache_dir) for split in splits}
+    for _, manifest_path in paths.values():
+        manifest_path.unlink(missing_ok=True)  # an entry is incomplete until its new manifest lands
+    dtype = token_dtype(tokenizer.vocab_size)
+    n_tokens, n_docs = Counter(), Counter()
+    digests = {split: hashlib.sha256() for split in splits}
+    counts = Counter()
+    # in worker processes each encodes with one thread; in this process alone, with `workers` threads
+    job = _EncodeJob.of(tokenizer, splits, 1)
+    try:
+        with ExitStack() as files, Progress(f"tokens ({', '.join(splits)})", corpus_size(corpus), progress) as bar:
+            out = {split: files.enter_context(atomic_write(paths[split][0])) for split in splits}
+            chunks = workers.map(_encode_chunk, iter_chunks(corpus), job,
+                                 inline_state=dataclasses.replace(job, threads=workers.count))
+            for chunk, (chunk_counts, encoded) in chunks:
+                for split, (tokens, documents) in encoded.items():
+                    out[split].write(tokens)
+                    digests[split].update(tokens)
+                    n_tokens[split] += len(tokens) // dtype.itemsize
+                    n_docs[split] += documents
+                counts.update(chunk_counts)
+                bar.update(chunk.size, sum(chunk_counts.values()), sum(len(t) for t, _ in encoded.values()) // dtype.itemsize)
+            check_split_counts(corpus, counts)  # before the files are renamed into place
+    finally:
+        _ENCODERS.clear()  # this process's, if it encoded itself
+    manifests = {}
+    for split in splits:
+        manifests[split] = {
+            "source": dataclasses.asdict(corpus),
+            "fingerprint": corpus_fingerprint(corpus),
+            "split": split,
+            "tokenizer_sha256": tokenizer.sha256,
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": dtype.str,
+            "n_tokens": int(n_tokens[split]),
+            "n_documents": n_docs[split],
+            "sha256": digests[split].hexdigest(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "xling_version": __version__,
+            "format_version": FORMAT_VERSION,
+        }
+        atomic_write_json(paths[split][1], manifests[split])
+    return manifests
 
 
 def token_array_paths(corpus: CorpusConfig, split: str, tokenizer: Tokenizer,
@@ -96,20 +181,35 @@ def token_array_paths(corpus: CorpusConfig, split: str, tokenizer: Tokenizer,
     return entry / f"{split}.bin", entry / f"{split}.json"
 
 
+def missing_splits(corpus: CorpusConfig, tokenizer: Tokenizer, cache_dir: Path | None = None,
+                   splits: tuple[str, ...] | None = None, verify: bool = False) -> tuple[str, ...]:
+    """The splits (default: all the corpus has) without a usable cache entry; a damaged one is reported."""
+    missing = []
+    for split in splits or corpus_splits(corpus):
+        bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
+        manifest = read_json(manifest_path, default=None)
+        if not _is_valid(bin_path, manifest, verify):
+            if manifest is not None:
+                log.warning(f"cached token array {bin_path} does not match its manifest (damaged); rebuilding it")
+            missing.append(split)
+    return tuple(missing)
+
+
 def token_array(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_dir: Path | None = None,
-                verify: bool = True) -> np.memmap:
+                verify: bool = True, workers: int | Workers | None = None, progress: bool | None = None) -> np.memmap:
     """The split's token stream (documents + eod) as a read-only memmap; built on first use.
 
     A cached entry is checked against its manifest (size, and the sha256 unless verify=False:
-    a few ms per MB); a damaged one is reported (a warning) and rebuilt.
+    a few ms per MB); a damaged one is reported (a warning) and rebuilt. Building one split
+    builds every other missing split of the corpus in the same pass over it.
     """
+    require_split(corpus, split)
     bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
+    if missing_splits(corpus, tokenizer, cache_dir, (split,), verify):
+        others = missing_splits(corpus, tokenizer, cache_dir, tuple(s for s in corpus_splits(corpus) if s != split))
+        splits = tuple(s for s in corpus_splits(corpus) if s == split or s in others) or (split,)
+        build_token_arrays(corpus, splits, tokenizer, cache_dir, workers, progress)
     manifest = read_json(manifest_path, default=None)
-    if not _is_valid(bin_path, manifest, verify):
-        if manifest is not None:
-            log.warning(f"cached token array {bin_path} does not match its manifest (damaged); rebuilding it")
-        _build(corpus, split, tokenizer, bin_path, manifest_path)
-        manifest = read_json(manifest_path, default=None)
     return np.memmap(bin_path, dtype=np.dtype(manifest["dtype"]), mode="r", shape=(manifest["n_tokens"],))
 
 

@@ -1,0 +1,70 @@
+"""A run's data, prepared ahead of training: its tokenizers and every split's token arrays.
+
+`xling prepare CONFIG` calls `prepare`; training prepares the same way on first use (the first
+token array it asks for builds all the missing splits of that corpus in one pass), so running
+`prepare` first only moves the work. Both read each corpus as a stream, in parallel workers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..config import CorpusConfig, RunConfig
+from ..fsio import read_json
+from .corpora import corpus_splits
+from .parallel import Workers, workers_of
+from .sources import digest_files
+from .token_arrays import build_token_arrays, missing_splits, token_array_paths
+from .tokenizer import Tokenizer, get_tokenizer
+
+
+def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: int | Workers | None = None,
+                      progress: bool | None = None) -> tuple[list[CorpusConfig], list[Tokenizer]]:
+    """The text sources of a run and the tokenizer of each: clones share the base corpus (one
+    source); a real pair has two sources, with one joint tokenizer (twice the per-language vocabulary,
+    so the model's vocabulary matches the disjoint setting) or one tokenizer each."""
+    lang, vocab = cfg.languages, cfg.tokenizer.vocab_size
+    options = {"cache_dir": cache_dir, "workers": workers, "progress": progress}
+    if lang.kind == "clone":
+        return [cfg.corpus], [get_tokenizer([cfg.corpus], vocab, **options)]
+    corpora = [cfg.corpus, lang.second]
+    if lang.vocab == "joint":
+        joint = get_tokenizer(corpora, 2 * vocab, **options)
+        return corpora, [joint, joint]
+    return corpora, [get_tokenizer([corpus], vocab, **options) for corpus in corpora]
+
+
+def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None = None,
+            progress: bool | None = None) -> list[dict]:
+    """Train (or find) the run's tokenizers and encode (or verify) every split of its corpora.
+
+    One row per source and split: the corpus, tokenizer, split, documents, tokens, the array's path
+    and whether it was built now.
+    """
+    start = time.perf_counter()
+    rows, done, built = [], set(), {}
+    with workers_of(workers) as pool:  # one set of worker processes for every pass
+        digest_files([cfg.corpus] + ([cfg.languages.second] if cfg.languages.kind == "real" else []), pool)
+        corpora, tokenizers = source_tokenizers(cfg, cache_dir, pool, progress)
+        for corpus, tokenizer in zip(corpora, tokenizers):
+            if (repr(corpus), tokenizer.sha256) not in built:
+                missing = missing_splits(corpus, tokenizer, cache_dir, verify=True)
+                if missing:
+                    build_token_arrays(corpus, missing, tokenizer, cache_dir, pool, progress)
+                built[repr(corpus), tokenizer.sha256] = missing
+    for source, (corpus, tokenizer) in enumerate(zip(corpora, tokenizers)):
+        key = (repr(corpus), tokenizer.sha256)
+        if key in done:  # the same corpus twice with one tokenizer
+            continue
+        done.add(key)
+        for split in corpus_splits(corpus):
+            bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
+            manifest = read_json(manifest_path)
+            rows.append({"source": source, "corpus": corpus, "tokenizer": tokenizer.path,
+                         "tokenizer_sha256": tokenizer.sha256, "split": split,
+                         "documents": manifest["n_documents"], "tokens": manifest["n_tokens"], "path": bin_path,
+                         "built": split in built[key]})
+    for row in rows:
+        row["seconds"] = time.perf_counter() - start
+    return rows

