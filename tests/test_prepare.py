@@ -398,3 +398,11 @@ def test_a_model_trained_with_threads_is_the_one_trained_with_one(tmp_path):
                                        vocab_size=400, num_threads=threads, minloglevel=2)
         models.append(model.getvalue())
     assert _with_num_threads(models[0], 3) == models[1]
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    from prepare_tasks import die_at_five
+    from xling.errors import XlingError
+
+    with pytest.raises(XlingError, match="worker process died"):
+        list(parallel.ordered_map(die_at_five, range(12), 2))

@@ -16,8 +16,12 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
+
+from ..errors import XlingError
 
 # Fewer chunks than this are processed in the calling process: starting workers (about a second
 # with spawn) costs more than it saves.
@@ -33,10 +37,6 @@ def default_workers() -> int:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
-
-
-def _call(task: Callable, state, item):
-    return task(state, item)
 
 
 class Workers:
@@ -55,8 +55,7 @@ class Workers:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)  # a running task ends within its chunk
             self._pool = None
 
     def map(self, task: Callable, items: Iterable, state=None, inline_state=None, in_flight: int | None = None,
@@ -74,21 +73,25 @@ class Workers:
             for item in itertools.chain(head, items):
                 yield item, task(state, item)
             return
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(self.count, _init_worker)
+        if self._pool is None:  # (a worker that dies, e.g. out of memory, breaks the pool: an error, not a hang)
+            self._pool = ProcessPoolExecutor(self.count, multiprocessing.get_context("spawn"), _init_worker)
         in_flight = in_flight or 2 * self.count
         pending: deque = deque()
         try:
             for item in itertools.chain(head, items):
                 if len(pending) >= in_flight:
                     done, result = pending.popleft()
-                    yield done, result.get()
-                pending.append((item, self._pool.apply_async(_call, (task, state, item))))
+                    yield done, result.result()
+                pending.append((item, self._pool.submit(task, state, item)))
             while pending:
                 done, result = pending.popleft()
-                yield done, result.get()
+                yield done, result.result()
+        except BrokenProcessPool:
+            self._pool = None
+            raise XlingError("a data preparation worker process died (out of memory?): run again with fewer "
+                             "--workers") from None
         except BaseException:
-            self.close()  # tasks may still be running: stop them
+            self.close()
             raise
 
 
