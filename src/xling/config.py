@@ -72,6 +72,8 @@ class LanguagesConfig:
     second: CorpusConfig = field(default_factory=lambda: CorpusConfig(translation="lsg"))  # real only
     vocab: str = field(default="disjoint", metadata=one_of("disjoint", "anchored", "joint"))  # real only
     names: list[str] = field(default_factory=list, metadata=NAME)  # display names; default EN1, EN2, ... / EN, FR
+    # clone only: a user-built id table (.npy, written by xling.Config.with_id_table) instead of the clone table
+    table: str = ""
 
 
 @dataclass
@@ -401,6 +403,10 @@ def validate(cfg: RunConfig) -> None:
         _check(lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a real pair has 2 languages")
     if lang.schedule:
         parse_schedule(lang.schedule)
+    if lang.table:  # its shape and values are checked when the tokenizer is known (data.languages.load_table)
+        _check(lang.kind == "clone", "languages.table applies to kind 'clone' only (languages of one corpus)")
+        _check(lang.frac_clone == 1.0, "languages.frac_clone does not apply with languages.table: "
+                                       "share ids in the table itself")
     n_langs = num_languages(cfg)
     _check(not lang.names or len(lang.names) == n_langs,
            f"languages.names has {len(lang.names)} names but the run has {n_langs} languages")

@@ -16,7 +16,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,18 +271,35 @@ def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     return p
 
 
-def teff_from_csv(mono: str | os.PathLike, runs: str | os.PathLike, form: str = "loss", bootstrap: int = 1000,
-                  seed: int = 0) -> tuple[list[dict], dict[tuple[str, str], ScalingFit]]:
-    """`xling teff`: fit laws from MONO.csv (language, fraction, ppl), score RUNS.csv (run, language,
-    fraction, ppl) under one law form or both (`form="both"`; every row then says its form).
-    Returns the table's rows and the law of every (form, language) used."""
-    forms = FORMS if form == "both" else (form,)
+def check_rows(rows: Iterable[Mapping], required_columns: Sequence[str], what: str) -> list[dict]:
+    """In-memory rows (mappings) checked as CSV rows are: every required key filled in, ``fraction`` and ``ppl``
+    positive finite numbers. Every problem is one XlingError naming the row."""
+    out = []
+    for i, raw in enumerate(rows, 1):
+        if not isinstance(raw, Mapping):
+            raise XlingError(f"{what} row {i} is a {type(raw).__name__}, not a mapping with "
+                             f"{', '.join(required_columns)}")
+        out.append(_parse_row(dict(raw), required_columns, f"{what} row {i}"))
+    if not out:
+        raise XlingError(f"{what}: no rows; give one mapping with {', '.join(required_columns)} per measurement")
+    return out
+
+
+def check_options(form: str, bootstrap: int) -> tuple[str, ...]:
+    """The law forms to fit: `form` (loss or paper) or both."""
     if form != "both" and form not in FORMS:
         raise XlingError(f"unknown --form {form!r}; use one of: {', '.join(FORMS)} or both")
     if bootstrap < 0:
         raise XlingError(f"--bootstrap must be >= 0, got {bootstrap}")
-    mono_rows = read_csv_rows(mono, ("language", "fraction", "ppl"))
-    run_rows = read_csv_rows(runs, ("run", "language", "fraction", "ppl"))
+    return FORMS if form == "both" else (form,)
+
+
+def teff_rows(mono_rows: Sequence[dict], run_rows: Sequence[dict], form: str = "loss", bootstrap: int = 1000,
+              seed: int = 0) -> tuple[list[dict], dict[tuple[str, str], ScalingFit]]:
+    """Fit laws from ``mono_rows`` (language, fraction, ppl), score ``run_rows`` (run, language, fraction, ppl)
+    under one law form or both (`form="both"`; every row then says its form). Rows as `check_rows` returns
+    them. Returns the table's rows and the law of every (form, language) used."""
+    forms = check_options(form, bootstrap)
     check_languages(mono_rows, run_rows)
     used = {str(r["language"]) for r in run_rows}
     rows, laws = [], {}
@@ -291,3 +308,7 @@ def teff_from_csv(mono: str | os.PathLike, runs: str | os.PathLike, form: str = 
         laws.update({(f, lang): fit for lang, fit in fits.items()})
         rows += [{**row, "form": f} if len(forms) > 1 else row for row in teff_table(mono_rows, run_rows, fits=fits)]
     return rows, laws
+
+
+MONO_COLUMNS = ("language", "fraction", "ppl")
+RUN_COLUMNS = ("run", "language", "fraction", "ppl")

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..api import Run
+from ..api import teff as teff_table
 from .command import SEED, count, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
@@ -22,13 +24,11 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def teff(args, overrides) -> int:
-    from ..analysis.efficiency import teff_from_csv, write_table
-
-    rows, fits = teff_from_csv(args.mono, args.runs, args.form, args.bootstrap, args.seed)
+    rows = teff_table(args.mono, args.runs, args.form, args.bootstrap, args.seed)
     print(efficiency_table(rows))
     runs = Path(args.runs)
-    path = write_table(rows, args.out or runs.with_name(f"{runs.stem}_teff.csv"))
-    for (_, lang), fit in sorted(fits.items()):
+    path = rows.write_csv(args.out or runs.with_name(f"{runs.stem}_teff.csv"))
+    for (_, lang), fit in sorted(rows.laws.items()):
         law = fit.law
         params = ", ".join(f"{k}={v:.4g}" for k, v in law.param_dict.items())
         print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)
@@ -61,25 +61,23 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
 
 def align(args, overrides) -> int:
     """Compute (or, with --reuse, read) each run's alignment and print the runs side by side."""
-    from ..analysis.alignment import align_over_training, align_run
     from ..analysis.alignment_plots import plot_hidden
-    from ..fsio import read_json
     from ..train.rundir import RunDir
 
-    w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else None
+    w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else False
     computed = []
     for run_dir in args.run_dirs:
         path = RunDir(run_dir).require().alignment_path
         start, read = time.perf_counter(), args.reuse and path.is_file()
-        computed.append(read_json(path) if read else align_run(
-            run_dir, pair=args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences,
-            batch_size=args.batch_size, word2vec=w2v, device=args.device, figures=not args.no_figures))
+        computed.append(Run(run_dir).align(
+            args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
+            word2vec=w2v, figures=not args.no_figures, reuse=args.reuse, device=args.device))
         print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s)")
     if args.checkpoints == "all":
         for run_dir in args.run_dirs:
-            print(training_table(run_dir, align_over_training(
-                run_dir, reuse=args.reuse, pair=args.pair, sequences=args.sequences,
-                grad_sequences=args.grad_sequences, batch_size=args.batch_size, device=args.device)))
+            print(training_table(run_dir, Run(run_dir).align_over_training(
+                args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
+                reuse=args.reuse, device=args.device)))
     labels = [Path(d).name for d in args.run_dirs]
     if len(set(labels)) < len(labels):  # same folder name in different places: use the paths
         labels = [str(d) for d in args.run_dirs]
@@ -103,9 +101,7 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def transfer(args, overrides) -> int:
-    from ..analysis.transfer import transfer_run
-
-    result = transfer_run(args.run_dir, args.task, args.train_language, steps=args.steps, batch_size=args.batch_size,
-                          lr=args.lr, seed=args.seed, device=args.device)
+    result = Run(args.run_dir).transfer(args.task, args.train_language, steps=args.steps, batch_size=args.batch_size,
+                                        lr=args.lr, seed=args.seed, device=args.device)
     print(transfer_table(result))
     return 0

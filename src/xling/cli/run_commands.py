@@ -12,7 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..config import RunConfig, dump_yaml, load_config
+from ..api import Config, Run
+from ..config import RunConfig, load_config
 from ..errors import XlingError
 from ..fsio import read_json
 from .command import LOG_HELP, LOGGERS, SEED, count, number
@@ -40,16 +41,15 @@ def config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config(args, overrides) -> int:
-    from ..data.corpora import language_names
     from ..recipes import packaged
 
     if args.list:
         for name, path in packaged("configs").items():
             print(f"{name:<18} {path}")
         return 0
-    cfg = load_config(args.config, overrides)
-    language_names(cfg)  # the translations exist (as `train` would check)
-    print(dump_yaml(cfg), end="")
+    cfg = Config(args.config, overrides)
+    _ = cfg.language_names  # the translations exist (as `train` would check)
+    print(cfg.to_yaml(), end="")
     return 0
 
 
@@ -66,9 +66,9 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train(args, overrides) -> int:
-    from ..train.live_log import LiveLog
+    from ..api import train as train_run
+    from ..train.distributed import world_from_env
     from ..train.rundir import RunDir
-    from ..train.trainer import Trainer
 
     if args.config is None and not args.resume:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
@@ -82,20 +82,17 @@ def train(args, overrides) -> int:
         cfg_path = RunDir(args.out).require().config_path
     else:
         cfg_path = args.config
-    cfg = load_config(cfg_path, overrides)
+    cfg = Config(cfg_path, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(cfg_path).stem))
-    with LiveLog(out, tuple(args.log or ())) as live:
-        for note in live.notes:
-            print(f"note: {note}", file=sys.stderr)
-        info = Trainer(cfg, out, live=live).fit(resume=args.resume, progress=not args.quiet)
-        if info["status"] != "completed":
-            return 1
-        if info.get("rank"):  # torchrun: rank 0 reports and evaluates
-            return 0
-        print(ppl_table(info["valid"], f"validation perplexity ({out})"))
-        if not args.no_eval:
-            evaluate(argparse.Namespace(run_dir=str(out), split="test", max_tokens=None, device="auto"), {})
-            live.log_evaluation(read_json(RunDir(out).eval_path()))
+    run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
+                    loggers=args.log or ())
+    if world_from_env().rank:  # torchrun: rank 0 reports and evaluates
+        return 0
+    if run.status != "completed":
+        return 1
+    print(ppl_table(run.info["valid"], f"validation perplexity ({out})"))
+    if not args.no_eval:
+        print(_evaluation_table(run, "test"))
     return 0
 
 
@@ -109,12 +106,16 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
 
 
-def evaluate(args, overrides) -> int:
-    from ..train.evaluate import evaluate_run
+def _evaluation_table(run: Run, split: str) -> str:
+    report = read_json(run.eval_path(split))
+    title = f"{split} perplexity (window {report['window']}, last {report['last_n']} scored) -> {run.eval_path(split)}"
+    return ppl_table(report["languages"], title)
 
-    report, path = evaluate_run(args.run_dir, args.split, args.max_tokens, args.device)
-    title = f"{args.split} perplexity (window {report['window']}, last {report['last_n']} scored) -> {path}"
-    print(ppl_table(report["languages"], title))
+
+def evaluate(args, overrides) -> int:
+    run = Run(args.run_dir)
+    run.evaluate(args.split, args.max_tokens, args.device)
+    print(_evaluation_table(run, args.split))
     return 0
 
 
@@ -130,27 +131,9 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample(args, overrides) -> int:
-    import torch
-
-    from ..data.stream import decode_ids, encode_text
-    from ..data.tokenizer import EOD_ID
-    from ..model.gpt import generate
-    from ..train.session import load_session
-
-    session = load_session(args.run_dir, device=args.device)
-    names = session.setup.names
-    if args.language not in names:
-        raise XlingError(f"unknown language '{args.language}': this run has {', '.join(names)}")
-    lang = names.index(args.language)
-    if args.prompt:
-        prompt = encode_text(session.setup, lang, args.prompt)
-    else:  # start a new document: the language's end-of-document id
-        prompt = session.setup.table[lang][torch.tensor([EOD_ID])]
-    gen = torch.Generator().manual_seed(args.seed)
-    with session.autocast():
-        out = generate(session.model, prompt.to(session.device), args.tokens, args.temperature, args.top_k, gen)
-    # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
-    print(f"[{args.language}] {decode_ids(session.setup, lang, torch.cat([prompt.cpu(), out.cpu()]))}")
+    text = Run(args.run_dir).sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
+                                    args.device)
+    print(f"[{args.language}] {text}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..api import Study
 from ..errors import XlingError
 from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, count
 from .tables import status_table
@@ -65,27 +66,24 @@ def study(args, overrides) -> int:
         return 0
     if not args.name:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")
-    chosen = load_study(args.name)
     if args.action == "status":
-        from ..study.state import study_status
-
-        print(status_table(chosen, study_status(chosen, _existing(args.root))))
+        found = Study(args.name, _existing(args.root))
+        print(status_table(found, found.status()))
         return 0
     if args.action == "sbatch":
         from ..study.slurm import sbatch_script
         from ..study.spec import runs_root
 
+        chosen = load_study(args.name)
         gpus = None if args.gpus is None else args.gpus if args.gpus == "auto" else ",".join(map(str, args.gpus))
         script = sbatch_script(chosen, args.array, args.root, args.workers, gpus, args.runs_per_gpu,
                                tuple(args.log or ()))
         runs_root(args.root).mkdir(parents=True, exist_ok=True)  # where the tasks' output files go
         print(script, end="")
         return 0
-    from ..study.runner import run_study
-
-    counts = run_study(chosen, args.root, workers=args.workers, engine=args.engine, db=args.db, log=print,
-                       loggers=tuple(args.log or ()), reuse=not args.no_reuse, gpus=args.gpus,
-                       runs_per_gpu=args.runs_per_gpu, wait=not args.no_wait)
+    counts = Study(args.name, args.root, args.db).run(
+        args.workers, engine=args.engine, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu, loggers=args.log or (),
+        reuse=not args.no_reuse, wait=not args.no_wait, log=print)
     return 0 if counts["completed"] + counts.get("elsewhere", 0) == counts["total"] else 1
 
 
@@ -100,15 +98,10 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def report(args, overrides) -> int:
-    from ..report.browser import require_browser, screenshot
-    from ..report.study_report import write_report
-    from ..study.spec import load_study
-
-    browser = require_browser() if args.screenshot else None  # before anything is written
-    path, _ = write_report(load_study(args.name), _existing(args.root), args.out, args.db)
+    path = Study(args.name, _existing(args.root), args.db).report(args.out, screenshot=args.screenshot)
     print(f"wrote {path} and {path.with_suffix('.html')} (figures as PNG and SVG beside them)")
-    if browser:
-        print(f"wrote {screenshot(path.with_suffix('.html'), path.with_suffix('.png'), browser=browser)}")
+    if args.screenshot:
+        print(f"wrote {path.with_suffix('.png')}")
     return 0
 
 
@@ -127,12 +120,11 @@ def demo(args, overrides) -> int:
     from ..report.stats import fmt_stat
     from ..report.study_report import write_report
     from ..report.verdict import Status
-    from ..study.runner import run_study
     from ..study.spec import load_study
 
     chosen = load_study(args.study)
     workers = args.workers or max(1, min(os.cpu_count() or 1, 2))
-    counts = run_study(chosen, args.root, workers=workers, db=args.db, log=print)
+    counts = Study(args.study, args.root, args.db).run(workers, log=print)
     # hidden-state alignment only (seconds per run): the report's alignment section and the line below
     compute_missing(chosen, args.root, task=None, word2vec=False, log=print, grad_sequences=0, figures=False)
     path, analysis = write_report(chosen, args.root, args.out, args.db)

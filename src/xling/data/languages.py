@@ -10,10 +10,16 @@ Applying a language to a window of base ids is one gather, identical on CPU and 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..errors import XlingError
+from ..fsio import atomic_write, default_cache_dir
 
 PAD_ID = 0
 
@@ -74,6 +80,70 @@ def merge_table(pieces_1: list[str], pieces_2: list[str], mode: str) -> tuple[to
 def identity_table(vocab_size: int, num_languages: int) -> torch.Tensor:
     """Languages sharing one tokenizer and one vocabulary (a jointly trained tokenizer)."""
     return torch.arange(vocab_size).expand(num_languages, vocab_size).clone()
+
+
+# --------------------------------------------------------------------------- user-built tables
+
+
+def check_table(table, num_languages: int | None = None, vocab_size: int | None = None) -> np.ndarray:
+    """A user-built id table as int64 [languages, V], checked: whole numbers >= 0, ids below V x languages
+    (the size of a fully cloned vocabulary), and the expected shape where given."""
+    try:
+        array = np.asarray(table)
+    except (TypeError, ValueError) as exc:
+        raise XlingError(f"an id table must be an integer array [languages, vocab_size] ({exc})") from None
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise XlingError(f"an id table must be an integer array [languages, vocab_size], got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise XlingError(f"an id table must hold whole numbers (model ids), got dtype {array.dtype}")
+    n, v = array.shape
+    if num_languages is not None and n != num_languages:
+        raise XlingError(f"the id table has {n} rows but the run has {num_languages} languages "
+                         f"(languages.num_clones + 1): give one row per language")
+    if vocab_size is not None and v != vocab_size:
+        raise XlingError(f"the id table has {v} columns but the tokenizer has {vocab_size} ids "
+                         "(tokenizer.vocab_size): give one model id per base id")
+    if array.min() < 0 or array.max() >= n * v:
+        raise XlingError(f"id table values must be model ids in [0, {n * v}) (V x languages), "
+                         f"got {array.min()} to {array.max()}")
+    return array.astype(np.int64)
+
+
+def _table_key(array: np.ndarray) -> str:
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:16]
+
+
+def save_table(table, cache_dir: Path | None = None) -> Path:
+    """Write a checked id table to CACHE/id-tables/<content key>.npy (once) and return its path: the key in
+    the name pins the table's content, so a config that names the file pins the run's languages."""
+    array = check_table(table)
+    path = (cache_dir or default_cache_dir()) / "id-tables" / f"{_table_key(array)}.npy"
+    if not path.is_file():
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        with atomic_write(path) as f:
+            f.write(buffer.getvalue())
+    return path
+
+
+def load_table(path: str | Path, num_languages: int, vocab_size: int) -> tuple[torch.Tensor, int]:
+    """A user-built table (languages.table) and the model vocabulary it needs (its largest id + 1).
+    A file named by its content key (save_table) must still hold that content."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)  # never a pickle: a received config cannot run code
+    except FileNotFoundError:
+        raise XlingError(f"languages.table: {path} not found: write it again with xling.Config.with_id_table, "
+                         "or copy it from the machine that trained the run") from None
+    except (OSError, ValueError) as exc:
+        raise XlingError(f"languages.table: {path} is not a .npy integer array ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise XlingError(f"languages.table: {path} is not a .npy integer array")
+    array = check_table(array, num_languages, vocab_size)
+    if re.fullmatch(r"[0-9a-f]{16}", path.stem) and _table_key(array) != path.stem:
+        raise XlingError(f"languages.table: {path} no longer holds the table its name stands for: write it again "
+                         "with xling.Config.with_id_table")
+    return torch.from_numpy(array), int(array.max()) + 1
 
 
 def apply_languages(base_ids: torch.Tensor, langs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

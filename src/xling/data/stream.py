@@ -66,6 +66,8 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None) -> Language
         tok = tokenizers[0]
         table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed)
         sources, model_vocab = [0] * len(names), tok.vocab_size * len(names)
+        if lang.table:  # a user-built table (xling.Config.with_id_table) instead of the clone table
+            table, model_vocab = L.load_table(lang.table, len(names), tok.vocab_size)
     elif lang.vocab == "joint":  # one tokenizer for both languages (prepare.source_tokenizers)
         table = L.identity_table(tokenizers[0].vocab_size, 2)
         sources, model_vocab = [0, 1], tokenizers[0].vocab_size

@@ -177,10 +177,8 @@ def _tuning_section(doc: Doc, rows: list[dict]) -> None:
           "seed beats one with a lucky seed and an unstable other.")
 
 
-def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
-                 db: str | Path | None = None) -> tuple[Path, Analysis]:
-    """Sync the store with the study's run directories, analyse, write report.md, a self-contained
-    report.html (figures embedded) and the figures as PNG and SVG."""
+def analyse_study(study: Study, root: str | Path | None = None, db: str | Path | None = None) -> Analysis:
+    """Sync the store with the study's run directories and analyse what they hold (what a report shows)."""
     root = runs_root(root)
     if not any(spec.run_dir(root).is_dir() for spec in study.runs):  # nothing to read: write no store either
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
@@ -191,6 +189,15 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
     store.close()
     if not a.rows:
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `xling study run {study.name}` first")
+    return a
+
+
+def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
+                 db: str | Path | None = None) -> tuple[Path, Analysis]:
+    """Sync the store with the study's run directories, analyse, write report.md, a self-contained
+    report.html (figures embedded) and the figures as PNG and SVG."""
+    root = runs_root(root)
+    a = analyse_study(study, root, db)
     out = Path(out or Path("reports") / study.name)
     figures = []
     with svg_copies():  # every figure also as SVG, for papers

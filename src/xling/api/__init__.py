@@ -1,0 +1,12 @@
+"""The public API, re-exported at the top level as `xling.Config`, `xling.train`, ... (see `xling`).
+
+Its modules import nothing heavy (PyTorch, SciPy) until a function needs it.
+"""
+
+from ..errors import XlingError
+from .configs import Config, corpus
+from .runs import Run, train
+from .scores import TEffTable, teff
+from .studies import Study
+
+__all__ = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]

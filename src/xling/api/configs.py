@@ -1,0 +1,305 @@
+"""`xling.Config` and `xling.corpus`: a run configuration from a dict, a YAML file or a packaged recipe, with
+overrides; documents in memory as a corpus; a user-built language id table."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from ..config import (
+    CorpusConfig,
+    EvalConfig,
+    LanguagesConfig,
+    ModelConfig,
+    RunConfig,
+    TokenizerConfig,
+    TrainConfig,
+    apply_overrides,
+    dump_yaml,
+    flatten,
+    from_dict,
+    load_yaml,
+    to_dict,
+    validate,
+)
+from ..errors import XlingError
+from ..fsio import atomic_write_text, default_cache_dir
+from ..recipes import config_path
+
+ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunConfig]
+SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))  # name, corpus, tokenizer, ...
+
+
+def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = None) -> dict:
+    """A corpus section for documents held in memory: a list of strings, or any iterator of them.
+
+    The documents are written once, one JSON object per line, to ``CACHE/documents/<content key>.jsonl``
+    (CACHE is ``$XLING_CACHE`` or ``~/.cache/xling``), and the section returned points a ``jsonl``
+    corpus at that file: ``{"name": "jsonl", "paths": [FILE], "text_field": "text"}``. The key is a
+    hash of the documents, so the same documents always give the same file, the same tokenizer and
+    token arrays (cached by content as for any corpus), and a config that names the file pins its text.
+    An iterator is streamed to disk: it may be larger than memory.
+
+    Documents are split 90/5/5 into train, valid and test by a hash of their text, so give a few hundred
+    at least. Use the result as a config's corpus (or as ``languages.second`` of a real pair):
+
+        cfg = xling.Config("clone-90-10", corpus=xling.corpus(my_documents))
+
+    `Config` does this by itself when ``corpus=`` (or ``languages={"second": ...}``) is a list or an
+    iterator of strings.
+    """
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+        raise XlingError("corpus() takes a list or an iterator of documents (strings), not "
+                         f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
+    folder = Path(cache_dir or default_cache_dir()) / "documents"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest, count = hashlib.sha256(), 0
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for count, doc in enumerate(documents, 1):
+                if not isinstance(doc, str):
+                    raise XlingError(f"document {count - 1} is a {type(doc).__name__}, not a string: give the "
+                                     "documents' text")
+                line = (json.dumps({"text": doc}, ensure_ascii=False) + "\n").encode("utf-8")
+                digest.update(line)
+                f.write(line)
+        if not count:
+            raise XlingError("corpus() got no documents: give a list or an iterator of strings")
+        path = folder / f"{digest.hexdigest()[:16]}.jsonl"
+        if path.is_file():  # the same documents were written before
+            os.unlink(tmp)
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)  # complete or absent: a half-written file is never read
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return {"name": "jsonl", "paths": [str(path)], "text_field": "text"}
+
+
+def _is_documents(value: Any) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+
+
+def _is_dataclass(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _section(value: Any) -> Any:
+    """A section given as a dataclass (a CorpusConfig, ...) or a corpus given as documents becomes a
+    mapping; anything else stays as it is."""
+    if _is_dataclass(value):
+        return dataclasses.asdict(value)
+    if _is_documents(value):
+        return corpus(value)
+    return value
+
+
+def _with_corpora(data: dict) -> dict:
+    """`data` with its corpus and languages.second, where given as documents or dataclasses, as mappings."""
+    data = dict(data)
+    if "corpus" in data:
+        data["corpus"] = _section(data["corpus"])
+    if isinstance(data.get("languages"), Mapping) and "second" in data["languages"]:
+        data["languages"] = {**data["languages"], "second": _section(data["languages"]["second"])}
+    return data
+
+
+def _split(data: Mapping[str, Any]) -> tuple[dict, dict]:
+    """A mapping as (nested sections, dotted keys): {"train.steps": 5} is an override."""
+    nested = {k: v for k, v in data.items() if "." not in str(k)}
+    return nested, {k: v for k, v in data.items() if "." in str(k)}
+
+
+class Config:
+    """A validated run configuration: everything that decides a run.
+
+    Build one from a packaged recipe's name, a YAML file, a mapping or another config, then
+    change it with overrides (dotted keys) and with whole sections as keyword arguments:
+
+        cfg = xling.Config("clone-90-10")                             # a packaged recipe (`xling config --list`)
+        cfg = xling.Config("my.yaml", {"train.steps": 200})           # a file, with dotted overrides
+        cfg = xling.Config({"corpus": {"name": "text", "paths": ["books/"]}}, train={"steps": 200})
+        cfg = xling.Config("clone-90-10", corpus=["a document", "another", ...])   # documents in memory
+
+    Sections given as keywords update the keys they name (``train={"steps": 200}`` keeps the other
+    training keys); dotted overrides are applied last. A list or an iterator of strings given as the
+    corpus is written to the cache by `corpus`. Every key and value is checked as for `xling train`:
+    a mistake is one `XlingError` that names the key (and the closest valid one).
+
+    The sections are the typed dataclasses behind the YAML files (``cfg.train.steps``,
+    ``cfg.languages.p``); they can be changed in place, and `train` checks the whole config again.
+    `print(cfg)` shows it as YAML.
+    """
+
+    __slots__ = ("_cfg",)
+
+    def __init__(self, source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, /,
+                 **sections: Any) -> None:
+        if isinstance(source, Config):
+            data, dotted = to_dict(source._cfg), {}
+        elif isinstance(source, RunConfig):
+            data, dotted = to_dict(source), {}
+        elif isinstance(source, Mapping):
+            data, dotted = _split(source)
+            data = copy.deepcopy(_with_corpora(data))
+        elif isinstance(source, (str, os.PathLike)):
+            data, dotted = (load_yaml(config_path(source)) if str(source) else {}), {}
+        elif source is None:
+            data, dotted = {}, {}
+        else:
+            raise XlingError(f"a config comes from a recipe name, a YAML file, a mapping or a Config, "
+                             f"not a {type(source).__name__}")
+        for key, value in sections.items():
+            if key not in SECTIONS:
+                raise XlingError(f"unknown config section '{key}': the sections are {', '.join(SECTIONS)}")
+            whole = _is_dataclass(value) or (key == "corpus" and _is_documents(value))  # the section replaced
+            value = _section(value) if whole else _with_corpora({key: value})[key]
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict) and not whole:
+                data[key].update(copy.deepcopy(dict(value)))  # a section's keys: the others stay
+            else:
+                data[key] = copy.deepcopy(value)
+        data = apply_overrides(data, {**dotted, **dict(overrides or {})})
+        cfg = from_dict(data)
+        validate(cfg)
+        self._cfg = cfg
+
+    # ------------------------------------------------------------------ the sections
+    @property
+    def name(self) -> str:
+        """The run's display name (the default run directory is runs/NAME); not part of its identity."""
+        return self._cfg.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._cfg.name = value
+
+    @property
+    def corpus(self) -> CorpusConfig:
+        """Where the base language's text comes from."""
+        return self._cfg.corpus
+
+    @property
+    def tokenizer(self) -> TokenizerConfig:
+        """How text becomes ids (one tokenizer per corpus)."""
+        return self._cfg.tokenizer
+
+    @property
+    def languages(self) -> LanguagesConfig:
+        """Which languages, and how often each is trained."""
+        return self._cfg.languages
+
+    @property
+    def model(self) -> ModelConfig:
+        """The GPT's shape: a preset, any field overridden."""
+        return self._cfg.model
+
+    @property
+    def train(self) -> TrainConfig:
+        """Optimisation, logging and checkpoints."""
+        return self._cfg.train
+
+    @property
+    def eval(self) -> EvalConfig:
+        """The evaluation protocol: windows, and which of their tokens are scored."""
+        return self._cfg.eval
+
+    @property
+    def language_names(self) -> list[str]:
+        """The languages' names, e.g. ["EN1", "EN2"] or ["EN", "FR"] (languages.names where given); checks
+        that the corpora's translations exist."""
+        from ..data.corpora import language_names
+
+        return language_names(self._cfg)
+
+    # ------------------------------------------------------------------ copies and views
+    def replace(self, overrides: Mapping[str, Any] | None = None, /, **sections: Any) -> Config:
+        """A new config: this one with `overrides` (dotted keys) and `sections` applied, as in `Config`."""
+        return Config(self, overrides, **sections)
+
+    def with_id_table(self, table: Any, *, names: Sequence[str] | None = None) -> Config:
+        """A new config whose languages are given by a user-built id table (custom language transforms).
+
+        Every language reads the base corpus; row ``l`` of the table maps each base id (the tokenizer's
+        id, ``0 .. tokenizer.vocab_size - 1``) to the model id language ``l`` uses for it. Row 0 is
+        usually the identity (the base language). Give an integer array of shape
+        [languages, vocab_size], or one entry per language, each an array of vocab_size model ids or a
+        function from the base ids (``numpy.arange(vocab_size)``) to them:
+
+            V = cfg.tokenizer.vocab_size
+            shared_bytes = lambda ids: numpy.where(ids < 259, ids, ids + V)   # EN2: bytes are anchors
+            cfg = cfg.with_id_table([lambda ids: ids, shared_bytes], names=["EN", "EN-b"])
+
+        Model ids must be below vocab_size x languages, and every row keeps the pad id 0. The model's
+        vocabulary is the largest id + 1. The table is written once to ``CACHE/id-tables/<content
+        key>.npy`` and the config's ``languages.table`` names that file (kind clone, one clone per
+        extra row, ``p`` split evenly over them as usual), so the run can be resumed, evaluated and
+        analysed like any other; keep the file with the run when you move it.
+        """
+        import numpy as np
+
+        from ..data.languages import check_table, save_table
+
+        vocab = self._cfg.tokenizer.vocab_size
+        if isinstance(table, (list, tuple)):  # one entry per language
+            rows = [row(np.arange(vocab)) if callable(row) else row for row in table]
+            try:
+                table = np.stack([np.asarray(row) for row in rows])
+            except ValueError as exc:
+                raise XlingError(f"the rows of an id table must each hold {vocab} model ids ({exc})") from None
+        array = check_table(table, vocab_size=vocab)
+        if len(array) < 2:
+            raise XlingError("an id table needs a row per language: at least two")
+        path = save_table(array)
+        overrides: dict[str, Any] = {"languages.kind": "clone", "languages.num_clones": len(array) - 1,
+                                     "languages.frac_clone": 1.0, "languages.table": str(path)}
+        overrides["languages.names"] = list(names) if names is not None else []
+        return self.replace(overrides)
+
+    def to_dict(self) -> dict:
+        """The config as nested plain data (what the YAML file holds)."""
+        return to_dict(self._cfg)
+
+    def to_yaml(self) -> str:
+        """The config as YAML text (`xling config` prints this)."""
+        return dump_yaml(self._cfg)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config as a YAML file (to train from it with `xling train FILE`)."""
+        atomic_write_text(Path(path), self.to_yaml())
+        return Path(path)
+
+    def validate(self) -> Config:
+        """Check the config again after changing its sections in place; returns it."""
+        validate(self._cfg)
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        defaults = flatten(to_dict(RunConfig()))
+        changed = {k: v for k, v in flatten(self.to_dict()).items() if defaults.get(k) != v}
+        return f"Config({changed!r})"
+
+    def __str__(self) -> str:
+        return self.to_yaml()
+
+
+def unwrap(config: Config | ConfigSource) -> RunConfig:
+    """The validated RunConfig behind a Config (or anything `Config` accepts). Internal."""
+    cfg = (config if isinstance(config, Config) else Config(config))._cfg
+    validate(cfg)
+    return cfg

@@ -1,0 +1,221 @@
+"""`xling.train` and `xling.Run`: train a run, then read, evaluate, sample, align and fine-tune it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import XlingError
+from ..fsio import read_json
+from .configs import Config, ConfigSource, unwrap
+from .scores import rows_or_frame
+
+_SPLITS = ("train", "valid")
+
+
+class Run:
+    """A run directory, as `train` (or `xling train`, or a study) writes it.
+
+    `Run(path)` reads nothing until asked. Its config, status and metrics are read from the files;
+    `evaluate`, `sample`, `align` and `transfer` load the latest good checkpoint (on the CPU unless
+    a ``device`` is given) and write their results into the directory, as the commands of the same
+    names do. `model` gives the trained network as a torch module.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def _dir(self):
+        from ..train.rundir import RunDir
+
+        return RunDir(self.path)
+
+    # ------------------------------------------------------------------ what the files say
+    @property
+    def exists(self) -> bool:
+        """Whether the directory holds a run (its config.yaml)."""
+        return (self.path / "config.yaml").is_file()
+
+    @property
+    def config(self) -> Config:
+        """The run's config (config.yaml), checked like any config."""
+        return Config(self._dir().read_config())
+
+    @property
+    def info(self) -> dict:
+        """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity."""
+        return self._dir().read_info()
+
+    @property
+    def status(self) -> str:
+        """running, interrupted, failed or completed (from run.json); pending before training starts."""
+        return str(self.info.get("status", "pending"))
+
+    @property
+    def languages(self) -> list[str]:
+        """The run's language names, e.g. ["EN1", "EN2"]."""
+        from ..data.corpora import language_names
+
+        return list(self.info.get("languages") or language_names(self.config._cfg))
+
+    def metrics(self, split: str = "train", frame: bool = False) -> Any:
+        """The logged metrics as rows (dicts), one per record of metrics.jsonl, or a DataFrame with `frame`.
+
+        ``"train"``: step, loss, lr, tokens_per_s and ``tokens/LANG`` (tokens each language has had) per
+        logged step; ``"valid"``: step and ``ppl/LANG`` per validation. Test perplexities: `evaluation`.
+        """
+        if split not in _SPLITS:
+            raise XlingError(f"metrics split must be {' or '.join(_SPLITS)}, got {split!r} (test: Run.evaluation())")
+        rows = []
+        for record in self._dir().read_metrics():
+            if (split == "train") != ("loss" in record) or (split == "valid" and record.get("split") != "valid"):
+                continue
+            row = {k: v for k, v in record.items() if k not in ("losses", "tokens", "split")}
+            row.update({f"tokens/{lang}": n for lang, n in (record.get("tokens") or {}).items()})
+            rows.append(row)
+        return rows_or_frame(rows, frame)
+
+    def eval_path(self, split: str = "test") -> Path:
+        """Where `evaluate` writes a split's perplexities: eval.json (test) or eval_SPLIT.json."""
+        return self._dir().eval_path(split)
+
+    def evaluation(self, split: str = "test") -> dict[str, dict]:
+        """The stored evaluation: {language: {loss, ppl, tokens_scored}} (`evaluate` computes it)."""
+        path = self.eval_path(split)
+        if not path.is_file():
+            raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "
+                             f"(or xling eval {self.path})")
+        return dict(read_json(path).get("languages") or {})
+
+    # ------------------------------------------------------------------ what loads the model
+    def evaluate(self, split: str = "test", max_tokens: int | None = None, device: str = "auto") -> dict[str, dict]:
+        """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
+        section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
+        score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all)."""
+        from ..train.evaluate import evaluate_run
+
+        report, _ = evaluate_run(self.path, split, max_tokens, device)
+        return dict(report["languages"])
+
+    def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,
+               seed: int = 0, device: str = "auto") -> str:
+        """Text generated in one language: `prompt` and its continuation of `tokens` tokens (without a
+        prompt, a new document). `temperature` 0 is greedy; `top_k` 0 keeps every token."""
+        import torch
+
+        from ..data.stream import decode_ids, encode_text
+        from ..data.tokenizer import EOD_ID
+        from ..model.gpt import generate
+        from ..train.session import load_session
+
+        if tokens < 1 or temperature < 0 or top_k < 0:
+            raise XlingError("tokens must be >= 1, temperature and top_k >= 0")
+        session = load_session(self.path, device=device)
+        names = session.setup.names
+        if language not in names:
+            raise XlingError(f"unknown language '{language}': this run has {', '.join(names)}")
+        lang = names.index(language)
+        if prompt:
+            ids = encode_text(session.setup, lang, prompt)
+        else:  # start a new document: the language's end-of-document id
+            ids = session.setup.table[lang][torch.tensor([EOD_ID])]
+        gen = torch.Generator().manual_seed(seed)
+        with session.autocast():
+            out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen)
+        # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
+        return decode_ids(session.setup, lang, torch.cat([ids.cpu(), out.cpu()]))
+
+    def model(self, device: str = "cpu") -> Any:
+        """The trained GPT (a torch.nn.Module, in eval mode) with the latest good checkpoint's weights.
+        ``model(ids)`` gives logits over the model vocabulary; ``model.loss(x, y)`` the training loss."""
+        from ..train.session import load_session
+
+        return load_session(self.path, device=device).model
+
+    def align(self, pair: Sequence[str] | None = None, sequences: int = 500, grad_sequences: int = 100,
+              batch_size: int = 16, word2vec: bool | dict = False, figures: bool = True, reuse: bool = False,
+              device: str = "auto") -> dict:
+        """How aligned two languages are inside the model (hidden states per layer, gradients, embeddings),
+        on held-out parallel probes; writes alignment/alignment.json (and figures) and returns its content.
+
+        `pair`: the two languages (default: the first two). `word2vec`: also the word2vec control of
+        cloned languages (True, or a dict of vector_size, window, epochs). `reuse`: read an existing
+        alignment.json instead of computing it again. See `xling align --help` for the measures.
+        """
+        from ..analysis.alignment import align_run
+
+        path = self._dir().require().alignment_path
+        if reuse and path.is_file():
+            return read_json(path)
+        w2v = None if word2vec is False else ({} if word2vec is True else dict(word2vec))
+        return align_run(self.path, pair=tuple(pair) if pair else None, sequences=sequences,
+                         grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,
+                         figures=figures)
+
+    def align_over_training(self, pair: Sequence[str] | None = None, sequences: int = 500,
+                            grad_sequences: int = 100, batch_size: int = 16, reuse: bool = True,
+                            device: str = "auto") -> list[dict]:
+        """`align`'s measures at every checkpoint the run kept (``train.keep_checkpoints: log`` or ``all``),
+        in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
+        from ..analysis.alignment import align_over_training
+
+        return align_over_training(self.path, reuse=reuse, pair=tuple(pair) if pair else None, sequences=sequences,
+                                   grad_sequences=grad_sequences, batch_size=batch_size, device=device)
+
+    def transfer(self, task: str = "bible-parts", language: str | None = None, steps: int = 300,
+                 batch_size: int = 32, lr: float = 3e-4, seed: int = 0, device: str = "auto") -> dict:
+        """Fine-tune a linear head and the model on a classification task in one `language` (default: the
+        first), then measure accuracy zero-shot in every language; writes transfer/TASK-LANGUAGE.json and
+        returns it. `task`: ``"bible-parts"`` (built in) or a CSV / JSONL file with text and label columns."""
+        from ..analysis.transfer import transfer_run
+
+        return transfer_run(self.path, task, language, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                            device=device)
+
+
+def _default_out(config: Any, cfg) -> Path:
+    name = cfg.name or (Path(config).stem if isinstance(config, (str, os.PathLike)) else "")
+    if not name:
+        raise XlingError("give the run directory (out=...) or a config with a name")
+    return Path("runs") / name
+
+
+def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *, resume: bool = False,
+          evaluate: bool = True, progress: bool = True, loggers: Sequence[str] = ()) -> Run:
+    """Train a run into the directory `out` and return it (see `Run`), as `xling train` does.
+
+    `config`: a `Config`, or anything `Config` takes (a recipe name, a YAML file, a mapping). `out`:
+    the run directory (default runs/NAME). A directory that holds a run is refused unless `resume`:
+    then training continues from its last good checkpoint (exactly as if never interrupted; a finished
+    run only checks its config and is evaluated again). With `evaluate`, the test split is scored at the end (eval.json;
+    `Run.evaluation` reads it). `progress`: a progress bar on stderr. `loggers`: live logs, any of
+    ``"tensorboard"``, ``"wandb"``, ``"csv"`` (a missing package is one note on stderr).
+    """
+    from ..train.live_log import LiveLog
+    from ..train.trainer import Trainer
+
+    cfg = unwrap(config)
+    run = Run(out if out is not None else _default_out(config, cfg))
+    with LiveLog(run.path, tuple(loggers)) as live:
+        for note in live.notes:
+            print(f"note: {note}", file=sys.stderr)
+        info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)
+        if info["status"] == "completed" and not info.get("rank") and evaluate:
+            run.evaluate()
+            live.log_evaluation(read_json(run.eval_path()))
+    return run

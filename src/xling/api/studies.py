@@ -1,0 +1,155 @@
+"""`xling.Study`: a paper experiment (a grid of runs) to run, watch, read as rows and report."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import XlingError
+from .configs import _with_corpora
+from .runs import Run
+from .scores import rows_or_frame
+
+_LEVELS = ("run", "setting")
+
+
+def _number(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _stat(prefix: str, stat) -> dict:
+    return {prefix: _number(stat.mean), f"{prefix}_lo": _number(stat.lo), f"{prefix}_hi": _number(stat.hi)}
+
+
+class Study:
+    """A study: a named grid of runs (a YAML file, see `xling study list`), and where its runs live.
+
+    `study`: a study's name (the paper's experiments ship with xling; yours are found in ./studies or
+    $XLING_STUDIES), a path to a YAML file, or the study itself as a mapping (name, base, grid, groups,
+    ...: the file's content; its base config's corpus may be documents in memory, as in `Config`). `root`: the directory of run directories (default $XLING_RUNS or ./runs);
+    `db`: the results store (default ROOT/xling.db). Every run config is checked when the study is read.
+
+        study = xling.Study("headline-cpu")
+        study.run(workers=2)               # trains what is missing; safe to interrupt and call again
+        rows = study.results()             # one row per run and language: ppl, TEff, ...
+        study.report()                     # reports/headline-cpu/report.md and .html
+    """
+
+    def __init__(self, study: str | os.PathLike | Mapping[str, Any], root: str | os.PathLike | None = None,
+                 db: str | os.PathLike | None = None) -> None:
+        from ..study.spec import build_study, load_study, runs_root
+
+        if isinstance(study, Mapping):  # its base config's corpus may be documents in memory, as in Config
+            data = dict(study)
+            if isinstance(data.get("base"), Mapping):
+                data["base"] = _with_corpora(dict(data["base"]))
+            self._study = build_study(data)
+        else:
+            self._study = load_study(str(study))
+        self.root = runs_root(root)
+        """Where the run directories are: ROOT/STUDY/RUN_ID."""
+        self.db = Path(db) if db is not None else None
+        """The results store (None: ROOT/xling.db)."""
+
+    @property
+    def name(self) -> str:
+        """The study's name: its runs are ROOT/NAME/RUN_ID."""
+        return self._study.name
+
+    @property
+    def description(self) -> str:
+        """What the study asks, in a few sentences."""
+        return self._study.description
+
+    @property
+    def paper(self) -> str:
+        """Which table or figure of the paper the study reproduces."""
+        return self._study.paper
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, root={str(self.root)!r}, runs={len(self._study.runs)})"
+
+    def runs(self) -> list[Run]:
+        """Every run of the study, trained or not (`Run.status`, `status`), in the file's order."""
+        return [Run(spec.run_dir(self.root)) for spec in self._study.runs]
+
+    def status(self) -> list[dict]:
+        """One row per run: id, group, state (pending, running, interrupted, failed, completed), step, steps,
+        error."""
+        from ..study.state import study_status
+
+        return study_status(self._study, self.root)
+
+    def run(self, workers: int | None = None, *, engine: str = "local", gpus: str | Sequence[int] | None = None,
+            runs_per_gpu: int = 1, loggers: Sequence[str] = (), reuse: bool = True, wait: bool = True,
+            progress: bool | None = None, log: Callable[[str], None] | None = print) -> dict:
+        """Train every run that is not complete; returns counts (total, completed, failed). Safe to
+        interrupt and call again: complete runs are skipped and interrupted ones resumed.
+
+        `workers` runs at a time (processes, or Ray tasks with ``engine="ray"``); `gpus` ``"auto"`` or GPU
+        numbers gives each worker its own GPU (`runs_per_gpu` workers per GPU). `reuse`: copy a run whose
+        twin (same config) is complete in another study under the same root. `wait`: wait for runs
+        another process is training (False: leave them to it). `loggers`: live logs of each run. `log`
+        is told of progress, one line per finished run (None: silent). As `xling study run`.
+        """
+        from ..study.placement import parse_gpus
+        from ..study.runner import run_study
+
+        if isinstance(gpus, str) and gpus != "auto":
+            gpus = parse_gpus(gpus)
+        elif gpus is not None and not isinstance(gpus, str):
+            gpus = tuple(int(g) for g in gpus)
+        return run_study(self._study, self.root, workers=workers, engine=engine, db=self.db, progress=progress,
+                         log=log, loggers=tuple(loggers), reuse=reuse, gpus=gpus, runs_per_gpu=runs_per_gpu,
+                         wait=wait)
+
+    def results(self, level: str = "run", frame: bool = False) -> Any:
+        """The study's results as rows (dicts), or a pandas DataFrame with `frame`; what `report` shows.
+
+        ``level="run"``: one row per finished run and language it trained: study, run, group, setting,
+        the run's grid values (``languages.p``, ``train.seed``, ...), language, role (L1: the base language,
+        L2: another), monolingual, fraction (the language's expected share of the data budget, the paper's
+        accounting) and fraction_sampled, length (training, in the study's 1x), ppl (test), and against
+        the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
+        teff_paper, teff_loss (each form), teff_sampled, warnings.
+
+        ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds:
+        ppl (geometric mean) and teff (mean), each with its 95 % interval (``_lo``, ``_hi``), seeds, and the
+        paper's published ppl_paper and teff_paper where it has one. Syncs the results store first.
+        """
+        from ..report.study_report import analyse_study
+
+        if level not in _LEVELS:
+            raise XlingError(f"level must be {' or '.join(_LEVELS)}, got {level!r}")
+        a = analyse_study(self._study, self.root, self.db)
+        if level == "run":
+            rows = [{"study": self.name, "run": r.spec.id, "group": r.spec.group, "setting": r.spec.setting,
+                     **r.spec.dims, "language": r.language, "role": r.role, "monolingual": r.mono,
+                     "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
+                     "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
+                     **{f"teff_{form}": _number(v) for form, v in sorted(r.teff_forms.items())},
+                     "teff_sampled": _number(r.teff_sampled), "warnings": "; ".join(r.warnings)} for r in a.rows]
+        else:
+            rows = [{"study": self.name, "setting": s.setting, "group": s.group, "language": s.label, "role": s.role,
+                     "monolingual": mono, "fraction": s.fraction, **_stat("ppl", s.ppl),
+                     **_stat("teff", s.teff), "seeds": s.ppl.n, "ppl_paper": s.paper.ppl if s.paper else None,
+                     "teff_paper": s.paper.teff if s.paper else None, "warnings": "; ".join(s.warnings)}
+                    for s, mono in [(s, True) for s in a.ladder] + [(s, False) for s in a.summaries]]
+        return rows_or_frame(rows, frame)
+
+    def report(self, out: str | os.PathLike | None = None, screenshot: bool = False) -> Path:
+        """Write the study's report: report.md, a self-contained report.html and the figures (PNG and SVG)
+        in `out` (default reports/NAME); returns the path of report.md. `screenshot`: also report.png, the
+        page as headless Chromium shows it (needs one: apt-get install chromium-headless-shell)."""
+        from ..report.browser import require_browser
+        from ..report.browser import screenshot as take_screenshot
+        from ..report.study_report import write_report
+
+        browser = require_browser() if screenshot else None  # before anything is written
+        path, _ = write_report(self._study, self.root, out, self.db)
+        if browser:
+            take_screenshot(path.with_suffix(".html"), path.with_suffix(".png"), browser=browser)
+        return path

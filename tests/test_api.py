@@ -1,0 +1,282 @@
+"""The public API: `xling.Config`, `train`, `Run`, `Study`, `teff`, `corpus`; pinned, light to import, and what
+the command line calls."""
+
+from __future__ import annotations
+
+import json
+import pydoc
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import xling
+from conftest import make_documents, tiny_config_dict
+from xling.cli import main
+from xling.errors import XlingError
+
+PUBLIC = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
+
+
+# --------------------------------------------------------------------------- the surface
+
+
+def test_the_public_surface_is_pinned_and_documented():
+    assert xling.__all__ == PUBLIC
+    text = pydoc.render_doc(xling, renderer=pydoc.plaintext)  # help(xling)
+    for name in PUBLIC:
+        obj = getattr(xling, name)
+        assert obj.__doc__ and obj.__doc__.strip(), name
+        assert f"class {name}(" in text or f"    {name}(" in text, name
+    for cls in (xling.Config, xling.Run, xling.Study, xling.TEffTable):
+        for member, value in vars(cls).items():
+            if not member.startswith("_") and (callable(value) or isinstance(value, property)):
+                assert value.__doc__ and value.__doc__.strip(), f"{cls.__name__}.{member}"
+
+
+def test_import_xling_is_light_and_train_stays_the_function():
+    code = ("import sys, xling; assert 'torch' not in sys.modules and 'xling.api' not in sys.modules; "
+            "xling.Config; assert 'torch' not in sys.modules; "
+            "import xling.train.rundir; from xling.train import trainer; assert callable(xling.train); "
+            "assert xling.train is xling.api.train and sys.modules['xling.train'].__name__ == 'xling.train'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- Config and corpus
+
+
+def test_config_from_a_recipe_a_file_a_mapping_with_overrides(tmp_path, tiny_corpus_dir):
+    cfg = xling.Config("clone-90-10", {"train.steps": 7}, languages={"p": 0.3})
+    assert (cfg.train.steps, cfg.languages.p, cfg.name) == (7, 0.3, "clone-90-10")
+    assert cfg.languages.num_clones == 1  # a section's other keys stay
+    path = cfg.save(tmp_path / "c.yaml")
+    assert xling.Config(path) == cfg and xling.Config(str(path)).to_dict() == cfg.to_dict()
+    assert xling.Config(tiny_config_dict(tiny_corpus_dir)).model.d_model == 32
+    assert xling.Config({"train.seed": 4}).train.seed == 4  # dotted keys in a mapping are overrides
+    assert cfg.replace({"train.lr": 0.01}).train.lr == 0.01 and cfg.train.lr != 0.01
+    assert yaml.safe_load(str(cfg))["train"]["steps"] == 7
+    assert "'train.steps': 7" in repr(cfg)
+    assert xling.Config(xling.Config(cfg)) == cfg
+    with pytest.raises(XlingError, match=r"did you mean 'train\.steps'"):
+        xling.Config(None, {"train.stepz": 3})
+    with pytest.raises(XlingError, match=r"languages\.p must be in"):
+        xling.Config(languages={"p": 2})
+    with pytest.raises(XlingError, match="unknown config section 'trian'"):
+        xling.Config(trian={"steps": 1})
+    with pytest.raises(XlingError, match="did you mean 'clone-90-10'"):
+        xling.Config("clone-90-1")
+
+
+def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):
+    docs = make_documents(40, seed=3)
+    section = xling.corpus(docs, cache_dir=tmp_path)
+    path = tmp_path / "documents" / section["paths"][0].rsplit("/", 1)[1]
+    assert section["name"] == "jsonl" and path.is_file()
+    assert [json.loads(line)["text"] for line in path.read_text().splitlines()] == docs
+    assert xling.corpus(iter(docs), cache_dir=tmp_path) == section  # an iterator: the same file
+    assert xling.corpus(docs[:-1], cache_dir=tmp_path) != section
+    assert not [p for p in (tmp_path / "documents").iterdir() if p.suffix != ".jsonl"]  # no temp files left
+    cfg = xling.Config("clone-90-10", corpus=docs)  # Config writes them itself (to $XLING_CACHE)
+    assert cfg.corpus.name == "jsonl" and cfg.corpus.paths[0].endswith(path.name)
+    real = xling.Config("clone-90-10", languages={"kind": "real", "second": (d.upper() for d in docs)})
+    assert real.languages.second.name == "jsonl"
+    for bad, match in (("one string", "not one string"), ([1, 2], "document 0 is a int"), ([], "no documents")):
+        with pytest.raises(XlingError, match=match):
+            xling.corpus(bad, cache_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- a user-built id table
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """A run of three languages from an id table: EN, a clone sharing the byte pieces, a full clone."""
+    base = tiny_config_dict("unused", train={"steps": 6})
+    base["corpus"] = make_documents(100, seed=2, sentences=6)
+    cfg = xling.Config(base)
+    v = cfg.tokenizer.vocab_size
+    cfg = cfg.with_id_table([lambda ids: ids, lambda ids: np.where(ids < 259, ids, ids + v), np.arange(v) + 2 * v],
+                            names=["EN", "EN-b", "EN-c"])
+    return xling.train(cfg, tmp_path_factory.mktemp("table") / "run", progress=False), v
+
+
+def test_a_user_built_id_table_trains_evaluates_and_samples(table_run):
+    import torch
+
+    from xling.train.session import load_session
+
+    run, v = table_run
+    assert run.status == "completed" and run.languages == ["EN", "EN-b", "EN-c"]
+    assert set(run.evaluation()) == {"EN", "EN-b", "EN-c"}
+    setup = load_session(run.path, device="cpu").setup
+    ids = torch.arange(v)
+    assert torch.equal(setup.table[1], torch.where(ids < 259, ids, ids + v)) and setup.model_vocab == 3 * v
+    assert run.info["model_vocab"] == 3 * v
+    tokens = run.metrics()[-1]
+    assert tokens["tokens/EN"] > tokens["tokens/EN-b"] > 0 and tokens["tokens/EN-c"] > 0
+    assert run.sample("EN-b", prompt="The king", tokens=3).startswith("The king")
+    assert run.config.languages.table.endswith(".npy")
+
+
+def test_bad_id_tables_are_one_error(tmp_path):
+    cfg = xling.Config("clone-90-10", tokenizer={"vocab_size": 300})
+    ids = np.arange(300)
+    for table, match in (([ids], "at least two"), ([ids, ids[:10]], "must each hold 300"),
+                         (np.stack([ids, ids]).astype(float), "whole numbers"),
+                         (np.stack([ids, ids - 1]), r"model ids in \[0, 600\)"),
+                         (np.stack([ids, ids + 600]), r"model ids in \[0, 600\)"),
+                         (np.zeros((2, 299), dtype=int), "has 299 columns but the tokenizer has 300")):
+        with pytest.raises(XlingError, match=match):
+            cfg.with_id_table(table)
+    with pytest.raises(XlingError, match="frac_clone does not apply"):
+        cfg.with_id_table([ids, ids + 300]).replace({"languages.frac_clone": 0.5})
+    from xling.data.languages import load_table
+
+    path = tmp_path / "t.npy"
+    np.save(path, np.stack([ids, ids + 300]))
+    assert load_table(path, 2, 300)[1] == 600
+    with pytest.raises(XlingError, match="has 2 rows but the run has 3"):
+        load_table(path, 3, 300)
+    with pytest.raises(XlingError, match="not found"):
+        load_table(tmp_path / "missing.npy", 2, 300)
+    saved = cfg.with_id_table([ids, ids + 300]).languages.table
+    forged = tmp_path / "id-tables" / saved.rsplit("/", 1)[1]
+    forged.parent.mkdir()
+    np.save(forged, np.stack([ids, ids + 299]))  # another table under the first one's content key
+    with pytest.raises(XlingError, match="no longer holds the table"):
+        load_table(forged, 2, 300)
+
+
+# --------------------------------------------------------------------------- Run and train
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")
+    return xling.Run(tmp_path / "run")
+
+
+def test_run_reads_evaluates_and_loads_its_model(run_copy):
+    import torch
+
+    run = run_copy
+    assert run.exists and run.status == "completed" and run.languages == ["L1", "L2"]
+    assert run.config.train.steps == 12 and run.info["steps"] == 12
+    train = run.metrics()
+    assert [r["step"] for r in train] == list(range(1, 13)) and {"loss", "lr", "tokens/L1"} <= set(train[0])
+    assert run.metrics("valid")[-1]["step"] == 12 and "ppl/L2" in run.metrics("valid")[-1]
+    with pytest.raises(XlingError, match="no test evaluation yet"):
+        run.evaluation()
+    results = run.evaluate(max_tokens=400)
+    assert run.evaluation() == results and set(results) == {"L1", "L2"} and run.eval_path().is_file()
+    model = run.model()
+    assert isinstance(model, torch.nn.Module) and not model.training
+    assert isinstance(run.sample("L2", prompt="The king", tokens=4, seed=1), str)
+    with pytest.raises(XlingError, match="unknown language 'FR'"):
+        run.sample("FR")
+    with pytest.raises(XlingError, match="metrics split"):
+        run.metrics("test")
+    aligned = run.align(sequences=8, grad_sequences=0, figures=False)
+    assert len(aligned["hidden"]["layers"]) == 1 and run.align(reuse=True) == aligned
+
+
+def test_metrics_as_a_data_frame(run_copy):
+    pandas = pytest.importorskip("pandas")
+    frame = run_copy.metrics(frame=True)
+    assert isinstance(frame, pandas.DataFrame) and len(frame) == 12 and "tokens/L2" in frame.columns
+
+
+def test_train_refuses_an_existing_run_and_resumes_a_finished_one(run_copy, tiny_corpus_dir):
+    cfg = xling.Config(tiny_config_dict(tiny_corpus_dir))
+    with pytest.raises(XlingError, match="already exists"):
+        xling.train(cfg, run_copy.path, progress=False)
+    again = xling.train(cfg, run_copy.path, resume=True, progress=False)
+    assert again == run_copy and again.status == "completed" and set(again.evaluation()) == {"L1", "L2"}
+    with pytest.raises(XlingError, match="config differs"):
+        xling.train(cfg.replace({"train.lr": 0.01}), run_copy.path, resume=True, progress=False)
+
+
+# --------------------------------------------------------------------------- teff
+
+
+def _ladder():
+    return [{"language": "EN", "fraction": f, "ppl": 40 * f ** -0.3 + 10} for f in (0.1, 0.25, 0.5, 1.0)]
+
+
+def test_teff_from_rows_csv_files_and_frames(tmp_path):
+    runs = [{"run": "a", "language": "EN", "fraction": 0.5, "ppl": 40 * 0.5 ** -0.3 + 10}]
+    table = xling.teff(_ladder(), runs, bootstrap=0)
+    assert isinstance(table, xling.TEffTable) and len(table) == 1 and abs(table[0]["teff"] - 1) < 0.05
+    assert ("loss", "EN") in table.laws
+    both = xling.teff(_ladder(), runs, form="both", bootstrap=0)
+    assert [r["form"] for r in both] == ["loss", "paper"]
+    path = table.write_csv(tmp_path / "t.csv")
+    mono_csv = tmp_path / "mono.csv"
+    mono_csv.write_text("language,fraction,ppl\n" + "".join(f"EN,{r['fraction']},{r['ppl']}\n" for r in _ladder()))
+    assert xling.teff(mono_csv, runs, bootstrap=0)[0]["teff"] == pytest.approx(table[0]["teff"])
+    assert path.read_text().startswith("run,language,fraction,ppl,mlpe")
+    for mono, match in (([{"language": "EN", "fraction": 0.1}], "mono row 1: empty 'ppl'"),
+                        ([{"language": "EN", "fraction": -1, "ppl": 3}], "fraction must be a positive"),
+                        ([], "mono: no rows"), ([3], "mono row 1 is a int")):
+        with pytest.raises(XlingError, match=match):
+            xling.teff(mono, runs)
+    with pytest.raises(XlingError, match="unknown --form"):
+        xling.teff(_ladder(), runs, form="cubic")
+    pandas = pytest.importorskip("pandas")
+    assert xling.teff(pandas.DataFrame(_ladder()), pandas.DataFrame(runs), bootstrap=0)[0]["run"] == "a"
+    assert list(table.frame().columns)[:4] == ["run", "language", "fraction", "ppl"]
+
+
+# --------------------------------------------------------------------------- Study
+
+
+def tiny_study(corpus_dir, name="api-tiny") -> dict:
+    base = tiny_config_dict(corpus_dir, train={"steps": 0, "checkpoint_every": 50, "log_every": 5},
+                            eval={"max_tokens": 1500})
+    return {"name": name, "paper": "Table 1", "base": base, "grid": {"train.seed": [0, 1]},
+            "groups": {"ladder": {"set": {"languages.p": 0.0},
+                                  "grid": {"train.data_fraction": [0.1, 0.2, 0.3, 0.4], "train.seed": [0]}},
+                       "mix": {"set": {"train.data_fraction": 0.4}, "grid": {"languages.p": [0.5, 0.1]}}},
+            "one_x": 0.4}
+
+
+def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_path):
+    lines = []
+    study = xling.Study(tiny_study(tiny_corpus_dir), root=tmp_path / "runs")
+    assert study.name == "api-tiny" and len(study.runs()) == 8 and all(r.status == "pending" for r in study.runs())
+    counts = study.run(log=lines.append)
+    assert counts["completed"] == counts["total"] == 8 and lines
+    assert {r["state"] for r in study.status()} == {"completed"}
+    rows = study.results()
+    mix = [r for r in rows if r["group"] == "mix"]
+    assert len(mix) == 8 and {r["language"] for r in mix} == {"L1", "L2"}
+    assert all(r["teff"] is not None and r["teff"] > 0 for r in mix) and {"languages.p", "train.seed"} <= set(mix[0])
+    settings = study.results(level="setting")
+    minority = [r for r in settings if r["role"] == "L2" and not r["monolingual"]]
+    assert len(minority) == 2 and all(r["seeds"] == 2 and r["teff_lo"] <= r["teff"] <= r["teff_hi"] for r in minority)
+    assert study.report(tmp_path / "report").name == "report.md" and (tmp_path / "report" / "report.html").is_file()
+    with pytest.raises(XlingError, match="level must be"):
+        study.results(level="seed")
+
+
+# --------------------------------------------------------------------------- the CLI calls the API
+
+
+def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path):
+    from xling.api import runs, studies
+
+    calls = []
+    monkeypatch.setattr(runs.Run, "sample", lambda self, language, *a: calls.append(("sample", a)) or "hello")
+    monkeypatch.setattr(studies.Study, "run", lambda self, *a, **k: calls.append(("study run", a)) or
+                        {"total": 1, "completed": 1, "failed": 0})
+    monkeypatch.setattr(studies.Study, "report", lambda self, out, screenshot: calls.append(("report", out)) or
+                        tmp_path / "report.md")
+    assert main(["sample", str(tmp_path), "--language", "L1", "--tokens", "3"]) == 0
+    assert capsys.readouterr().out == "[L1] hello\n"
+    assert main(["study", "run", "headline-cpu", "--workers", "3"]) == 0
+    assert main(["report", "headline-cpu", "--out", str(tmp_path)]) == 0
+    assert [c[0] for c in calls] == ["sample", "study run", "report"] and calls[1][1] == (3,)
