@@ -7,11 +7,13 @@ output path and the trained run it may have read must be exactly as before.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sqlite3
 
 import pytest
+import sentencepiece as spm
 import yaml
 
 from conftest import tiny_config_dict
@@ -33,6 +35,11 @@ CASES = [
     ("tokenizer too large", f"{T} --tokenizer.vocab_size 100000", "between 300 and 65536"),
     ("tokenizer float", f"{T} --tokenizer.vocab_size 1e3", "must be of type int"),
     ("tokenizer for corpus", f"{T} --tokenizer.vocab_size 5000", "too large for this corpus"),
+    ("tokenizer path missing", f"{T} --tokenizer.path {{tmp}}/missing.model", "missing.model not found"),
+    ("tokenizer path not one", f"{T} --tokenizer.path {{afile}}",
+     "is neither a SentencePiece model nor a Hugging Face tokenizer.json"),
+    ("tokenizer without eod", f"{T} --tokenizer.path {{no_eod_model}}", "has no end-of-document symbol"),
+    ("tokenizer second_path", f"{T} --tokenizer.second_path {{afile}}", "tokenizer.second_path is the second"),
     ("languages kind", f"{T} --languages.kind alien", "languages.kind must be clone or real"),
     ("languages p", f"{T} --languages.p 1.5", "languages.p must be in [0, 1]"),
     ("languages p nan", f"{T} --languages.p .nan", "languages.p must be a finite number"),
@@ -101,6 +108,13 @@ CASES = [
     ("sample temperature", "sample {run} --language L1 --temperature -1", "argument --temperature"),
     ("sample top-k", "sample {run} --language L1 --top-k -2", "argument --top-k"),
     ("sample seed", "sample {run} --language L1 --seed -1", "argument --seed"),
+    # --- export
+    ("export not a run", "export {tmp} {out}", "not a run directory"),
+    ("export no checkpoint", "export {untrained} {out}", "has no usable checkpoint"),
+    ("export language", "export {run} {out} --language XX", "unknown language 'XX'"),
+    ("export format", "export {run} {out} --format onnx", "invalid choice: 'onnx'"),
+    ("export narrow attention", "export {narrow} {out}", "GPT2LMHeadModel needs attention as wide as the model"),
+    ("export out exists", "export {run} {afile}", "already exists"),
     # --- teff
     ("teff missing csv", "teff --mono {tmp}/no.csv --runs {runs_csv}", "file not found"),
     ("teff binary csv", "teff --mono {binary} --runs {runs_csv}", "is not UTF-8"),
@@ -177,6 +191,13 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE runs (name TEXT, score REAL)")
     study = tiny_study_dict(tiny_corpus_dir, name="bad-inputs")
+    untrained, narrow = d / "untrained", d / "narrow"  # run directories without checkpoints
+    for run, model in ((untrained, {}), (narrow, {"d_head": 8})):
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, model=model)))
+    no_eod = io.BytesIO()  # a SentencePiece model without an end-of-document (or EOS) symbol
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c d e f g h"] * 50), model_writer=no_eod,
+                                   vocab_size=10, bos_id=-1, eos_id=-1, minloglevel=2)
     bad_study = {**study, "colour": "blue"}
     return {
         "config": write("tiny.yaml", yaml.safe_dump(tiny_config_dict(tiny_corpus_dir))),
@@ -200,6 +221,9 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "foreign_db": str(foreign),
         "empty": str(empty),
         "run": str(tiny_run),
+        "untrained": str(untrained),
+        "narrow": str(narrow),
+        "no_eod_model": write("no-eod.model", no_eod.getvalue(), mode="wb"),
     }
 
 

@@ -54,10 +54,14 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
-    """How text becomes ids (SentencePiece BPE with byte fallback, trained on the train split)."""
+    """How text becomes ids (SentencePiece BPE with byte fallback, trained on the train split), or a tokenizer you bring."""
 
     # per language (a clone doubles the model's vocabulary); byte fallback alone needs 259 ids
     vocab_size: int = field(default=4096, metadata=between(300, 65536))
+    # an existing tokenizer for the base language (a joint vocabulary: both), used as it is instead of
+    # training one (vocab_size then does not apply): a SentencePiece .model file or a Hugging Face tokenizer.json
+    path: str = ""
+    second_path: str = ""  # the same for the second language of a real pair (vocab disjoint or anchored)
 
 
 @dataclass
@@ -401,6 +405,9 @@ def validate(cfg: RunConfig) -> None:
     lang, tr, ev = cfg.languages, cfg.train, cfg.eval
     if lang.kind == "real":
         _check(lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a real pair has 2 languages")
+    if cfg.tokenizer.second_path:
+        _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
+               "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")
     if lang.schedule:
         parse_schedule(lang.schedule)
     if lang.table:  # its shape and values are checked when the tokenizer is known (data.languages.load_table)

@@ -6,17 +6,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.languages import PAD_ID
 from ..errors import XlingError
 
 BINS_PER_DECADE = 4
 
 
 def clone_pairs(table: torch.Tensor, lang_a: int, lang_b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(base ids, model ids in a, model ids in b) of every cloned id: anchors and pad are skipped."""
+    """(base ids, model ids in a, model ids in b) of every cloned id: anchors and pad (never cloned) are skipped."""
     ids_a, ids_b = table[lang_a].numpy(), table[lang_b].numpy()
     base = np.arange(len(ids_a))
-    keep = (ids_a != ids_b) & (base != PAD_ID)
+    keep = ids_a != ids_b
     return base[keep], ids_a[keep], ids_b[keep]
 
 

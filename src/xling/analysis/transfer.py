@@ -29,7 +29,6 @@ from ..data.corpora import (
     jsonl_objects,
 )
 from ..data.stream import pad_batch
-from ..data.tokenizer import EOD_ID
 from ..errors import XlingError
 from ..fsio import atomic_write_json
 from ..train.session import autocast_factory, load_session
@@ -190,8 +189,8 @@ def encode_examples(setup, lang: int, examples: list[Example], max_len: int) -> 
     second = tokenizer.encode([ex.texts[lang][1] or "" for ex in examples])
     out = []
     for ex, a, b in zip(examples, first, second):
-        ids = a + ([EOD_ID] + b if ex.texts[lang][1] else [])
-        out.append(row[torch.tensor(ids[:max_len] or [EOD_ID], dtype=torch.long)])
+        ids = a + ([tokenizer.eod_id] + b if ex.texts[lang][1] else [])
+        out.append(row[torch.tensor(ids[:max_len] or [tokenizer.eod_id], dtype=torch.long)])
     return out
 
 

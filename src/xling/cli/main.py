@@ -30,6 +30,11 @@ COMMANDS: tuple[Command, ...] = (
             overrides=True, epilog=run.config_sections),
     Command("eval", "per-language test perplexity of a run (writes eval.json)", run.eval_arguments, run.evaluate),
     Command("sample", "generate text in one language of a run", run.sample_arguments, run.sample),
+    Command("export", "a run as a Hugging Face GPT2LMHeadModel checkpoint plus one language's tokenizer",
+            run.export_arguments, run.export,
+            "Write the run's latest checkpoint as a transformers GPT2LMHeadModel and a tokenizer that "
+            "AutoTokenizer.from_pretrained(OUT) loads, giving the ids of one language (--language). "
+            "E.g. then: lm_eval --model hf --model_args pretrained=OUT"),
     Command("teff", "MLPE, MLTE and token efficiency from monolingual and run perplexities (CSV)",
             analysis.teff_arguments, analysis.teff),
     Command("align", "hidden-state, gradient and embedding alignment of two languages (writes RUN_DIR/alignment/)",

@@ -137,6 +137,26 @@ def sample(args, overrides) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+
+def export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("out", help="a new directory for the export")
+    p.add_argument("--format", default="hf", choices=["hf"],
+                   help="hf: a transformers GPT2LMHeadModel checkpoint and its tokenizer (AutoTokenizer)")
+    p.add_argument("--language", help="whose ids the tokenizer gives (default: the run's first language), e.g. EN2")
+
+
+def export(args, overrides) -> int:
+    from ..train.hf_export import export_hf
+
+    result = export_hf(args.run_dir, args.out, args.language)
+    print(f"wrote {result['out']}: GPT2LMHeadModel (vocabulary {result['vocab_size']:,}) and the tokenizer of "
+          f"{result['language']} ({', '.join(result['files'])})")
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 
 

@@ -316,14 +316,14 @@ def chunk_documents(chunk: Chunk, hashes: bool = False) -> list[tuple]:
     return [(_split_of(digest), doc) for doc, digest in zip(docs, digests)]
 
 
-def check_split_counts(corpus: CorpusConfig, counts: dict[str, int]) -> None:
-    """A local corpus needs documents in every split: say what to do when it has too few."""
+def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tuple[str, ...] = SPLITS) -> None:
+    """A local corpus needs documents in every split (or in `splits`): say what to do when it has too few."""
     if corpus.name == "bible":
         return
     total = sum(counts.get(s, 0) for s in SPLITS)
     if not total:
         raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
-    empty = [s for s in SPLITS if not counts.get(s)]
+    empty = [s for s in splits if not counts.get(s)]
     if empty:
         more = "set corpus.doc_per_line: true or add more text" if corpus.name == "text" else "add more documents"
         raise XlingError(f"corpus has only {total} documents, too few to split 90/5/5 "

@@ -1,10 +1,11 @@
 """Languages as id tables: the paper's cloned and merged vocabularies as pure functions.
 
 Every language of a run is one row of an id table `table[lang, base_id] -> model_id`:
-- cloned languages: row l shifts base ids by l * V (pad 0 never shifts; with frac_clone < 1
+- cloned languages: row l shifts base ids by l * V (the pad, 0 for xling's tokenizers, never shifts; with frac_clone < 1
   only a seeded subset of ids is shifted, the others are shared "anchor" ids);
 - a real second language: row 1 maps the second tokenizer's ids into the combined vocabulary
-  (disjoint: shift by V; anchored: identical piece strings share the first language's id).
+  (disjoint: shift by V; anchored: identical piece strings share the first language's id; the
+  second language's pad is the first's, where both have one).
 Applying a language to a window of base ids is one gather, identical on CPU and GPU.
 """
 
@@ -21,20 +22,24 @@ import torch
 from ..errors import XlingError
 from ..fsio import atomic_write, default_cache_dir
 
-PAD_ID = 0
+PAD_ID = 0  # xling's pad; also what rows are padded with and pad_batch fills with (never attended to)
 
 # --------------------------------------------------------------------------- id tables
 
 
-def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed: int = 0) -> torch.Tensor:
+def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed: int = 0,
+                pad_id: int | None = PAD_ID) -> torch.Tensor:
     """Id table for a base language plus `num_clones` clones: shape [1 + num_clones, V].
 
     With frac_clone < 1, a seeded subset of round(frac_clone * (V - 1)) ids is cloned (the same
-    subset for every clone); the remaining ids stay shared by all languages. Pad is never cloned.
+    subset for every clone); the remaining ids stay shared by all languages. Pad is never cloned
+    (a tokenizer without one, `pad_id` None: every id is a candidate).
     """
     base = torch.arange(vocab_size)
     cloned = torch.zeros(vocab_size, dtype=torch.bool)
-    candidates = np.arange(1, vocab_size)  # everything but pad
+    candidates = np.arange(vocab_size)
+    if pad_id is not None:
+        candidates = np.delete(candidates, pad_id)  # everything but pad
     n_cloned = round(frac_clone * len(candidates))
     chosen = np.random.default_rng(seed).permutation(candidates)[:n_cloned]
     cloned[torch.from_numpy(np.sort(chosen))] = True
@@ -42,26 +47,29 @@ def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed:
     return torch.stack(rows)
 
 
-def merge_table(pieces_1: list[str], pieces_2: list[str], mode: str) -> tuple[torch.Tensor, int]:
+def merge_table(pieces_1: list[str], pieces_2: list[str], mode: str, pad_1: int | None = PAD_ID,
+                pad_2: int | None = PAD_ID) -> tuple[torch.Tensor, int]:
     """Id table [2, V] and combined vocab size for two languages with their own tokenizers.
 
-    disjoint: language-2 id i -> i + V1 (pad stays 0); combined size V1 + V2.
+    disjoint: language-2 id i -> i + V1 (language 2's pad -> language 1's); combined size V1 + V2.
     anchored: a language-2 piece whose string exists in language 1 maps to that id; every other
       piece gets a new id V1, V1 + 1, ... in language-2 id order (as in the paper).
     Rows are padded to a common width with the pad id (such ids never occur).
     """
     v1, v2 = len(pieces_1), len(pieces_2)
+    shared_pad = pad_1 is not None and pad_2 is not None
     if mode == "disjoint":
         second = torch.arange(v2) + v1
-        second[PAD_ID] = PAD_ID
+        if shared_pad:
+            second[pad_2] = pad_1
         size = v1 + v2
     elif mode == "anchored":
         index_1 = {piece: i for i, piece in enumerate(pieces_1)}
         second = torch.empty(v2, dtype=torch.long)
         next_id = v1
         for i, piece in enumerate(pieces_2):
-            if i == PAD_ID:
-                second[i] = PAD_ID
+            if shared_pad and i == pad_2:
+                second[i] = pad_1
             elif piece in index_1:
                 second[i] = index_1[piece]
             else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
 from ..fsio import read_json
+from .brought import load_brought
 from .corpora import corpus_splits
 from .parallel import Workers, workers_of
 from .sources import digest_files
@@ -23,16 +24,22 @@ def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: in
                       progress: bool | None = None) -> tuple[list[CorpusConfig], list[Tokenizer]]:
     """The text sources of a run and the tokenizer of each: clones share the base corpus (one
     source); a real pair has two sources, with one joint tokenizer (twice the per-language vocabulary,
-    so the model's vocabulary matches the disjoint setting) or one tokenizer each."""
-    lang, vocab = cfg.languages, cfg.tokenizer.vocab_size
+    so the model's vocabulary matches the disjoint setting) or one tokenizer each. A tokenizer the
+    config brings (tokenizer.path, tokenizer.second_path) is read from its file, never trained."""
+    lang, tok = cfg.languages, cfg.tokenizer
     options = {"cache_dir": cache_dir, "workers": workers, "progress": progress}
+
+    def own(corpora: list[CorpusConfig], vocab: int, path: str, key: str) -> Tokenizer:
+        return load_brought(path, key) if path else get_tokenizer(corpora, vocab, **options)
+
     if lang.kind == "clone":
-        return [cfg.corpus], [get_tokenizer([cfg.corpus], vocab, **options)]
+        return [cfg.corpus], [own([cfg.corpus], tok.vocab_size, tok.path, "tokenizer.path")]
     corpora = [cfg.corpus, lang.second]
     if lang.vocab == "joint":
-        joint = get_tokenizer(corpora, 2 * vocab, **options)
+        joint = own(corpora, 2 * tok.vocab_size, tok.path, "tokenizer.path")
         return corpora, [joint, joint]
-    return corpora, [get_tokenizer([corpus], vocab, **options) for corpus in corpora]
+    return corpora, [own([cfg.corpus], tok.vocab_size, tok.path, "tokenizer.path"),
+                     own([lang.second], tok.vocab_size, tok.second_path, "tokenizer.second_path")]
 
 
 def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None = None,

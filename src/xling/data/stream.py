@@ -39,17 +39,35 @@ class LanguageSetup:
     tokenizers: list[Tokenizer]  # one per source
     corpora: list  # CorpusConfig per source
     cache_dir: Path | None = None
+    # a trained run's languages (its own copies of tokenizers and table): a split that must be
+    # encoded is encoded alone, so evaluating needs only that split's text; where it is
+    # missing, this says whose text it is
+    run: str | None = None
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_languages(self) -> int:
         return len(self.names)
 
+    def tokenizer(self, lang: int) -> Tokenizer:
+        return self.tokenizers[self.source_of_language[lang]]
+
+    def eod(self, lang: int) -> int:
+        """A language's end-of-document id (model id): its tokenizer's, through its row of the table."""
+        return int(self.table[lang][self.tokenizer(lang).eod_id])
+
     def tokens(self, source: int, split: str) -> np.ndarray:
         """Base-id token array of one source and split (memmapped, cached on disk)."""
         key = (source, split)
         if key not in self._arrays:
-            self._arrays[key] = token_array(self.corpora[source], split, self.tokenizers[source], self.cache_dir)
+            try:
+                self._arrays[key] = token_array(self.corpora[source], split, self.tokenizers[source], self.cache_dir,
+                                                alone=self.run is not None)
+            except XlingError as exc:
+                if self.run is None:
+                    raise
+                raise XlingError(f"{self.run} has its tokenizers, but the {split} text of its corpus is needed and "
+                                 f"cannot be read: {exc}") from None
         return self._arrays[key]
 
     def language_tokens(self, lang: int, split: str) -> torch.Tensor:
@@ -58,13 +76,20 @@ class LanguageSetup:
         return self.table[lang][base]
 
 
-def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None) -> LanguageSetup:
+def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict | None = None) -> LanguageSetup:
+    """The run's languages: tokenizers (trained and cached, or brought) and id table. `saved`: a
+    trained run's own copies ({"tokenizers", "table", "model_vocab", "run"}), used instead."""
     lang = cfg.languages
     names = language_names(cfg)
+    if saved is not None:
+        corpora = [cfg.corpus] if lang.kind == "clone" else [cfg.corpus, lang.second]
+        sources = [0] * len(names) if lang.kind == "clone" else [0, 1]
+        return LanguageSetup(names, saved["table"], saved["model_vocab"], sources, saved["tokenizers"], corpora,
+                             cache_dir, run=saved["run"])
     corpora, tokenizers = source_tokenizers(cfg, cache_dir)
     if lang.kind == "clone":
         tok = tokenizers[0]
-        table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed)
+        table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed, pad_id=tok.pad_id)
         sources, model_vocab = [0] * len(names), tok.vocab_size * len(names)
         if lang.table:  # a user-built table (xling.Config.with_id_table) instead of the clone table
             table, model_vocab = L.load_table(lang.table, len(names), tok.vocab_size)
@@ -72,7 +97,8 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None) -> Language
         table = L.identity_table(tokenizers[0].vocab_size, 2)
         sources, model_vocab = [0, 1], tokenizers[0].vocab_size
     else:
-        table, model_vocab = L.merge_table(tokenizers[0].pieces(), tokenizers[1].pieces(), lang.vocab)
+        first, second = tokenizers
+        table, model_vocab = L.merge_table(first.pieces(), second.pieces(), lang.vocab, first.pad_id, second.pad_id)
         sources = [0, 1]
     return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir)
 
@@ -166,7 +192,7 @@ class TrainStream:
 
 def encode_text(setup: LanguageSetup, lang: int, text: str) -> torch.Tensor:
     """Text -> model ids in one language (the language's tokenizer, then its id table row)."""
-    ids = setup.tokenizers[setup.source_of_language[lang]].encode([text])[0]
+    ids = setup.tokenizer(lang).encode([text])[0]
     return setup.table[lang][torch.tensor(ids, dtype=torch.long)]
 
 
@@ -190,7 +216,8 @@ def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor) -> str:
 
 
 def pad_batch(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad with the pad id; causal attention keeps the padding from touching real tokens."""
+    """Right-pad with id 0 (xling's pad; any id would do): causal attention keeps the padding from
+    touching real tokens."""
     lengths = torch.tensor([len(s) for s in seqs])
     batch = torch.full((len(seqs), int(lengths.max())), L.PAD_ID, dtype=torch.long)
     for i, s in enumerate(seqs):

@@ -26,6 +26,7 @@ import numpy as np
 from .. import __version__
 from ..config import CorpusConfig
 from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json, sha256_file
+from .brought import tokenizer_from_bytes
 from .corpora import (
     check_split_counts,
     chunk_documents,
@@ -83,31 +84,48 @@ def _is_valid(bin_path: Path, manifest: dict | None, verify: bool) -> bool:
 @dataclasses.dataclass(frozen=True)
 class _EncodeJob:
     """What encoding a chunk needs, small enough to go with every chunk: the tokenizer's file and
-    sha256 (its bytes only when it has no file), the splits, SentencePiece's threads."""
+    sha256 (its bytes only when it has no file), the splits, the tokenizer's threads, and whether
+    documents may be encoded a word at a time (SentencePiece models xling trained)."""
 
     sha256: str
     path: str | None
     model: bytes | None
     splits: tuple[str, ...]
     threads: int
+    words: bool = True
 
     @classmethod
     def of(cls, tokenizer: Tokenizer, splits: tuple[str, ...], threads: int) -> _EncodeJob:
         path = str(tokenizer.path) if tokenizer.path is not None else None
-        return cls(tokenizer.sha256, path, None if path else tokenizer.model_bytes, tuple(splits), threads)
+        return cls(tokenizer.sha256, path, None if path else tokenizer.model_bytes, tuple(splits), threads,
+                   tokenizer.words)
 
 
-_ENCODERS: dict[tuple[str, int], WordEncoder] = {}  # per process: its words stay cached across chunks
+class _DocumentEncoder:
+    """Whole documents through the tokenizer (a tokenizer xling did not train: no word cache)."""
+
+    def __init__(self, tokenizer, threads: int):
+        self.tokenizer, self.threads = tokenizer, threads
+
+    def encode(self, docs: list[str]) -> np.ndarray:
+        return encode_documents(docs, self.tokenizer, self.threads)
 
 
-def _encoder(job: _EncodeJob) -> WordEncoder:
+_ENCODERS: dict[tuple[str, int], WordEncoder | _DocumentEncoder] = {}  # per process: words stay cached across chunks
+
+
+def _encoder(job: _EncodeJob) -> WordEncoder | _DocumentEncoder:
     key = (job.sha256, job.threads)
     if key not in _ENCODERS:
         _ENCODERS.clear()
-        tokenizer = Tokenizer(job.model if job.model is not None else Path(job.path).read_bytes())
+        tokenizer = tokenizer_from_bytes(job.model if job.model is not None else Path(job.path).read_bytes(),
+                                         words=job.words)
         if tokenizer.sha256 != job.sha256:
             raise RuntimeError(f"{job.path} changed while the token arrays were built")
-        _ENCODERS[key] = WordEncoder(tokenizer, token_dtype(tokenizer.vocab_size), job.threads)
+        if job.words:
+            _ENCODERS[key] = WordEncoder(tokenizer, token_dtype(tokenizer.vocab_size), job.threads)
+        else:
+            _ENCODERS[key] = _DocumentEncoder(tokenizer, job.threads)
     return _ENCODERS[key]
 
 
@@ -125,8 +143,9 @@ def _encode_chunk(job: _EncodeJob, chunk) -> tuple[Counter, dict[str, tuple[byte
 
 def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer: Tokenizer,
                        cache_dir: Path | None = None, workers: int | Workers | None = None,
-                       progress: bool | None = None) -> dict[str, dict]:
-    """Encode the splits of a corpus in one pass and write their cache entries; their manifests."""
+                       progress: bool | None = None, require: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Encode the splits of a corpus in one pass and write their cache entries; their manifests.
+    A local corpus must have documents in every split (in those of `require`, if given)."""
     workers = workers_of(workers)
     paths = {split: token_array_paths(corpus, split, tokenizer, cache_dir) for split in splits}
     for _, manifest_path in paths.values():
@@ -150,7 +169,7 @@ def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer:
                     n_docs[split] += documents
                 counts.update(chunk_counts)
                 bar.update(chunk.size, sum(chunk_counts.values()), sum(len(t) for t, _ in encoded.values()) // dtype.itemsize)
-            check_split_counts(corpus, counts)  # before the files are renamed into place
+            check_split_counts(corpus, counts, *([require] if require else []))  # before the files are renamed
     finally:
         _ENCODERS.clear()  # this process's, if it encoded itself
     manifests = {}
@@ -196,19 +215,24 @@ def missing_splits(corpus: CorpusConfig, tokenizer: Tokenizer, cache_dir: Path |
 
 
 def token_array(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_dir: Path | None = None,
-                verify: bool = True, workers: int | Workers | None = None, progress: bool | None = None) -> np.memmap:
+                verify: bool = True, workers: int | Workers | None = None, progress: bool | None = None,
+                alone: bool = False) -> np.memmap:
     """The split's token stream (documents + eod) as a read-only memmap; built on first use.
 
     A cached entry is checked against its manifest (size, and the sha256 unless verify=False:
     a few ms per MB); a damaged one is reported (a warning) and rebuilt. Building one split
-    builds every other missing split of the corpus in the same pass over it.
+    builds every other missing split of the corpus in the same pass over it, unless `alone`
+    (evaluating a run: then only this split must have documents, so its text alone is enough).
     """
     require_split(corpus, split)
     bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
     if missing_splits(corpus, tokenizer, cache_dir, (split,), verify):
-        others = missing_splits(corpus, tokenizer, cache_dir, tuple(s for s in corpus_splits(corpus) if s != split))
-        splits = tuple(s for s in corpus_splits(corpus) if s == split or s in others) or (split,)
-        build_token_arrays(corpus, splits, tokenizer, cache_dir, workers, progress)
+        if alone:
+            build_token_arrays(corpus, (split,), tokenizer, cache_dir, workers, progress, require=(split,))
+        else:
+            others = missing_splits(corpus, tokenizer, cache_dir, tuple(s for s in corpus_splits(corpus) if s != split))
+            splits = tuple(s for s in corpus_splits(corpus) if s == split or s in others) or (split,)
+            build_token_arrays(corpus, splits, tokenizer, cache_dir, workers, progress)
     manifest = read_json(manifest_path, default=None)
     return np.memmap(bin_path, dtype=np.dtype(manifest["dtype"]), mode="r", shape=(manifest["n_tokens"],))
 

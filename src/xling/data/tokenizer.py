@@ -73,16 +73,33 @@ def training_sentences(texts: Iterable[str]) -> Iterator[str]:
                     yield piece
 
 
+# A brought tokenizer separates documents with the first of these it has (a control or special symbol).
+EOD_NAMES = (EOD_PIECE, "</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
+
+
 class Tokenizer:
-    """A loaded SentencePiece model plus the identity (sha256) of its file."""
+    """A loaded SentencePiece model plus the identity (sha256) of its file.
 
-    pad_id, unk_id, eod_id = PAD_ID, UNK_ID, EOD_ID
+    Special ids come from the model: pad (None when it has none), unk, and the end-of-document id
+    (the first of EOD_NAMES it has as a control symbol, else its EOS): 0, 1 and 2 for the models
+    xling trains. `words`: the model is one xling trained, whose documents may be encoded a word
+    at a time (words.py); a brought model is encoded a whole document at a time.
+    """
 
-    def __init__(self, model: bytes, path: Path | None = None):
+    kind, suffix = "sentencepiece", ".model"
+
+    def __init__(self, model: bytes, path: Path | None = None, words: bool = True):
         self._sp = spm.SentencePieceProcessor(model_proto=model)
         self.model_bytes = model
         self.sha256 = hashlib.sha256(model).hexdigest()
         self.path = path
+        self.words = words
+        sp = self._sp
+        self.pad_id = sp.pad_id() if sp.pad_id() >= 0 else None
+        self.unk_id = sp.unk_id()
+        specials = [sp.piece_to_id(name) for name in EOD_NAMES]
+        specials = [i for i in specials if i != self.unk_id and sp.is_control(i)]
+        self.eod_id = specials[0] if specials else (sp.eos_id() if sp.eos_id() >= 0 else None)
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -176,6 +193,26 @@ def _with_num_threads(model: bytes, threads: int) -> bytes:
                     spec = spec[:f_value] + _varint(threads) + spec[f_end:]
                     return model[:start] + _varint(2 << 3 | 2) + _varint(len(spec)) + spec + model[end:]
     raise ValueError("no trainer_spec.num_threads in the model")
+
+
+def sentencepiece_spec(model: bytes) -> dict:
+    """What exporting a SentencePiece model needs from its settings: model_type (1 unigram, 2 BPE),
+    the normaliser's precompiled character map, add_dummy_prefix, remove_extra_whitespaces."""
+    spec = {"model_type": 1, "charsmap": b"", "add_dummy_prefix": True, "remove_extra_whitespaces": True}
+    for number, _, value, end in _fields(model):
+        if number == 2:  # trainer_spec
+            for field, _, f_value, _ in _fields(model[value:end]):
+                if field == 3:
+                    spec["model_type"] = _read_varint(model[value:end], f_value)[0]
+        elif number == 3:  # normalizer_spec
+            normalizer = model[value:end]
+            for field, _, f_value, f_end in _fields(normalizer):
+                if field == 2:
+                    spec["charsmap"] = normalizer[f_value:f_end]
+                elif field in (3, 4):
+                    key = "add_dummy_prefix" if field == 3 else "remove_extra_whitespaces"
+                    spec[key] = bool(_read_varint(normalizer, f_value)[0])
+    return spec
 
 
 def train_on_sentences(sentences: Iterable[str | bytes], vocab_size: int, model_path: Path,

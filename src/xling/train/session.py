@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, resolve_model
-from ..data.stream import LanguageSetup, prepare_languages
+from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..model.gpt import GPT
+from .portable import run_languages
 from .rundir import RunDir
 
 
@@ -105,10 +106,11 @@ def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> G
 
 def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None,
                  checkpoint: Path | None = None) -> Session:
-    """Load a run's config, languages and latest good checkpoint (or the given one of its checkpoints)."""
+    """Load a run's config, languages (its own copies of its tokenizers and id table where it has
+    them: train.portable) and latest good checkpoint (or the given one of its checkpoints)."""
     run = RunDir(run_dir).require()
     cfg = run.read_config()
-    setup = prepare_languages(cfg, cache_dir)
+    setup = run_languages(run, cfg, cache_dir)
     dev = pick_device(device)
     if dev.type == "cpu":
         cpu_allocator_setup()

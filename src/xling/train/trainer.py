@@ -19,11 +19,12 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import RESUMABLE_KEYS, RunConfig, config_differences
 from ..data.mixture import tokens_per_language
-from ..data.stream import TrainStream, budget_steps, prepare_languages, run_steps
+from ..data.stream import TrainStream, budget_steps, run_steps
 from ..errors import XlingError
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
+from .portable import RECORD, has_saved, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
 
@@ -79,7 +80,7 @@ class Trainer:
         self.device = pick_device(cfg.train.device, self.world.local_rank)
         distributed.init(self.world, self.device)
         with distributed.main_first(self.world):  # one process builds the tokenizer / token caches
-            self.setup = prepare_languages(cfg, self.cache_dir)
+            self.setup = run_languages(self.run, cfg, self.cache_dir, session=False)  # a resumed run: its own copies
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
@@ -211,13 +212,15 @@ class Trainer:
         if main:
             if not resume or not run.info_path.is_file():
                 run.write_config(cfg)
+            # the run's own copy of its tokenizers and id table (train.portable), before run.json names them
+            saved = {} if has_saved(run) else {RECORD: save_languages(run, self.setup)}
             info = run.update_info(
                 status="running", xling_version=__version__, languages=self.setup.names,
                 model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
                 steps=self.steps, budget_steps=self.budget_steps,
                 budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
                 tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
-                device=str(self.device), **({"processes": self.world.size} if self.world.active else {}),
+                device=str(self.device), **({"processes": self.world.size} if self.world.active else {}), **saved,
             )
             if self.live:  # the loggers start from the records kept from before a resume
                 self.live.begin(run.read_metrics(), self.setup.names)
