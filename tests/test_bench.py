@@ -113,3 +113,29 @@ def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
     assert train.autocast_factory("auto", torch.device("cpu"))[1] == "bf16"
     assert train.autocast_factory("fp32", torch.device("cpu"))[1] == "fp32"
+
+
+def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, monkeypatch):
+    """On a CPU without native bf16 the bench neither times bf16 GEMMs nor Hugging Face in bf16
+    (emulated, they stalled it for minutes) and says why."""
+    pytest.importorskip("transformers")
+    from xling.analysis import bench
+    from xling.train import session
+
+    for module in (bench, session):  # the trainer's 'auto' precision and the bench's choice
+        monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
+    result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto"}), steps=1, warmup=0,
+                       log=lambda _: None, peak_size=64)
+    assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
+    assert "emulated" in result["skipped_precisions"]["bf16"] and "bf16 not timed" in bench_table(result)
+
+
+def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):
+    from xling.train import session
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    uncapped = session.cpu_has_bf16()
+    for cap, expected in [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", uncapped), ("ALL", uncapped)]:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert session.cpu_has_bf16() == expected, cap

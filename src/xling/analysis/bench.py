@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelDims, RunConfig
-from ..train.session import autocast_factory
+from ..train.session import autocast_factory, cpu_has_bf16
 from ..train.trainer import Trainer, make_optimizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -235,7 +235,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
       attention scores and values over the causal half, MLP, output head; x3 for forward +
       backward): embedding lookups, norms, softmax and the optimiser get no credit;
     - `transformers`' GPT2LMHeadModel with the same layers, width, heads, MLP width, sequence,
-      vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast;
+      vocabulary, untied head, no dropout, batch and optimiser, in fp32 and in bf16 autocast
+      (bf16 only where the device runs it natively: `native_precisions`);
       ratio = xling tokens/s / the faster of the two.
 
     Everything is timed in turn, round by round: the steps of xling and of Hugging Face GPT-2 and
@@ -285,7 +286,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
                         "parameters": trainer.model.num_parameters()},
               "matmul_flops_per_token": matmul_flops_per_token(dims), "steps": steps, "warmup": warmup,
               "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling,
-              "hf": {"error": hf_error} if hf_error else None, "ratio": None}
+              "hf": {"error": hf_error} if hf_error else None, "ratio": None,
+              "skipped_precisions": native_precisions(device)[1]}
     _add_hf_and_mfu(result, times, tokens, hf_precisions)
     result["machine"]["load_average_end"] = _loadavg()
     return result
@@ -307,13 +309,27 @@ def _add_hf_and_mfu(result: dict, times: dict, tokens: int, hf_precisions: list[
             run["mfu_nominal"] = achieved / result["nominal_peak"]
 
 
+def native_precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
+    """The precisions this device multiplies natively, and why the others are skipped.
+
+    Emulated bf16 on a CPU without AVX512-BF16 or AMX is many times slower than fp32 (a 2048^3
+    GEMM takes minutes on 2 cores), so timing it would say nothing but stall the bench.
+    """
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return ["fp32", "bf16"], {}
+        return ["fp32", "fp16"], {"bf16": "not supported by this GPU (fp16 is timed instead)"}
+    if cpu_has_bf16():
+        return ["fp32", "bf16"], {}
+    return ["fp32"], {"bf16": "emulated on this CPU (no AVX512-BF16 or AMX): slower than fp32, not timed"}
+
+
 def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:
-    """The precisions to time Hugging Face GPT-2 in, or why it cannot be timed."""
+    """The precisions to time Hugging Face GPT-2 in (those this device runs natively), or why it cannot be timed."""
     if not wanted:
         return [], None
     try:
         import transformers  # noqa: F401
     except ImportError:
         return [], "transformers is not installed: pip install 'xling[bench]' (or transformers)"
-    half = "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
-    return ["fp32", half], None
+    return native_precisions(device)[0], None

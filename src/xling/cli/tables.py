@@ -144,5 +144,9 @@ def bench_table(result: dict) -> str:
                      f"(median over the timed rounds {p['median_flops'] / 1e9:,.0f})")
     if nominal:
         lines.append(f"  nominal peak: {nominal / 1e12:,.0f} TFLOP/s")
+    for precision, why in result.get("skipped_precisions", {}).items():
+        lines.append(f"  {precision} not timed: {why}")
+    if x["precision"] in result.get("skipped_precisions", {}):
+        lines.append(f"  note: xling ran in {x['precision']} because the config asks for it; this device does not run it natively")
     lines.append(f"  MFU = matmul FLOPs only ({result['matmul_flops_per_token'] / 1e6:.2f} M per token) x tokens/s / GEMM peak")
     return "\n".join(lines)

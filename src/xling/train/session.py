@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +40,16 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which bf16 matmuls are emulated.
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
-    emulated and slower than fp32."""
+    emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as without."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
