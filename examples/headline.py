@@ -6,7 +6,7 @@ perplexity into a token efficiency: TEff = the monolingual data it would take to
 perplexity, per token of data the language got. The paper: EN2 at 10 % has TEff above 1, and above
 EN2's at 50 %.
 
-    python examples/headline.py     # the built-in corpus, a CPU-sized model: about a minute on 2 cores
+    python examples/headline.py     # the built-in corpus, a CPU-sized model: 1-3 minutes on 2 CPU cores
 
 Runs go to runs/example-headline/; running it again reuses them. `xling demo` is the full study
 (3 seeds, intervals, a report).

@@ -8,6 +8,7 @@ import pydoc
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +120,15 @@ def test_a_user_built_id_table_trains_evaluates_and_samples(table_run):
     tokens = run.metrics()[-1]
     assert tokens["tokens/EN"] > tokens["tokens/EN-b"] > 0 and tokens["tokens/EN-c"] > 0
     assert run.sample("EN-b", prompt="The king", tokens=3).startswith("The king")
-    assert run.config.languages.table.endswith(".npy")
+    table = Path(run.config.languages.table)
+    assert table.suffix == ".npy" and table.parent.name == "id-tables"
+    moved = table.rename(table.with_suffix(".gone"))  # the run keeps its own copy of its table
+    try:
+        assert set(run.evaluate(max_tokens=200)) == {"EN", "EN-b", "EN-c"}
+    finally:
+        moved.rename(table)
+    brought = run.config.replace({"tokenizer.path": str(setup.tokenizers[0].path), "tokenizer.vocab_size": 4096})
+    assert brought.with_id_table([np.arange(v), np.arange(v) + v]).languages.num_clones == 1  # V: the tokenizer's
 
 
 def test_bad_id_tables_are_one_error(tmp_path):
@@ -271,12 +280,15 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
 
     calls = []
     monkeypatch.setattr(runs.Run, "sample", lambda self, language, *a: calls.append(("sample", a)) or "hello")
+    monkeypatch.setattr(runs.Run, "export_hf", lambda self, out, language: calls.append(("export", language)) or
+                        {"out": out, "vocab_size": 8, "language": language, "files": ["config.json"]})
     monkeypatch.setattr(studies.Study, "run", lambda self, *a, **k: calls.append(("study run", a)) or
                         {"total": 1, "completed": 1, "failed": 0})
     monkeypatch.setattr(studies.Study, "report", lambda self, out, screenshot: calls.append(("report", out)) or
                         tmp_path / "report.md")
     assert main(["sample", str(tmp_path), "--language", "L1", "--tokens", "3"]) == 0
     assert capsys.readouterr().out == "[L1] hello\n"
+    assert main(["export", str(tmp_path), str(tmp_path / "hf"), "--language", "L2"]) == 0
     assert main(["study", "run", "headline-cpu", "--workers", "3"]) == 0
     assert main(["report", "headline-cpu", "--out", str(tmp_path)]) == 0
-    assert [c[0] for c in calls] == ["sample", "study run", "report"] and calls[1][1] == (3,)
+    assert [c[0] for c in calls] == ["sample", "export", "study run", "report"] and calls[2][1] == (3,)

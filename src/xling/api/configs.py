@@ -230,27 +230,33 @@ class Config:
     def with_id_table(self, table: Any, *, names: Sequence[str] | None = None) -> Config:
         """A new config whose languages are given by a user-built id table (custom language transforms).
 
-        Every language reads the base corpus; row ``l`` of the table maps each base id (the tokenizer's
-        id, ``0 .. tokenizer.vocab_size - 1``) to the model id language ``l`` uses for it. Row 0 is
-        usually the identity (the base language). Give an integer array of shape
-        [languages, vocab_size], or one entry per language, each an array of vocab_size model ids or a
-        function from the base ids (``numpy.arange(vocab_size)``) to them:
+        Every language reads the base corpus; row ``l`` of the table maps each base id (the tokenizer's id,
+        ``0 .. V - 1``; V is ``tokenizer.vocab_size``, or the size of the tokenizer ``tokenizer.path``
+        brings) to the model id language ``l`` uses for it. Row 0 is usually the identity (the base
+        language). Give an integer array of shape [languages, V], or one entry per language, each an
+        array of V model ids or a function from the base ids (``numpy.arange(V)``) to them:
 
             V = cfg.tokenizer.vocab_size
             shared_bytes = lambda ids: numpy.where(ids < 259, ids, ids + V)   # EN2: bytes are anchors
             cfg = cfg.with_id_table([lambda ids: ids, shared_bytes], names=["EN", "EN-b"])
 
-        Model ids must be below vocab_size x languages, and every row keeps the pad id 0. The model's
-        vocabulary is the largest id + 1. The table is written once to ``CACHE/id-tables/<content
-        key>.npy`` and the config's ``languages.table`` names that file (kind clone, one clone per
-        extra row, ``p`` split evenly over them as usual), so the run can be resumed, evaluated and
-        analysed like any other; keep the file with the run when you move it.
+        Model ids must be below V x languages; the model's vocabulary is the largest id + 1. The table
+        is written once to ``CACHE/id-tables/<content key>.npy`` (never a pickle), and the config's
+        ``languages.table`` names that file: kind clone, one clone per extra row, ``p`` and schedules
+        mix them as usual. A run keeps its own copy of the table (RUN_DIR/tokenizers/), so it is
+        resumed, evaluated and analysed like any other, also where the file is gone.
         """
         import numpy as np
 
         from ..data.languages import check_table, save_table
 
-        vocab = self._cfg.tokenizer.vocab_size
+        tok = self._cfg.tokenizer
+        if tok.path:  # a tokenizer you bring: its own size
+            from ..data.brought import load_brought
+
+            vocab = load_brought(tok.path).vocab_size
+        else:
+            vocab = tok.vocab_size
         if isinstance(table, (list, tuple)):  # one entry per language
             rows = [row(np.arange(vocab)) if callable(row) else row for row in table]
             try:

@@ -20,9 +20,10 @@ class Run:
     """A run directory, as `train` (or `xling train`, or a study) writes it.
 
     `Run(path)` reads nothing until asked. Its config, status and metrics are read from the files;
-    `evaluate`, `sample`, `align` and `transfer` load the latest good checkpoint (on the CPU unless
-    a ``device`` is given) and write their results into the directory, as the commands of the same
-    names do. `model` gives the trained network as a torch module.
+    `evaluate`, `sample`, `align` and `transfer` load the latest good checkpoint (on a GPU where there
+    is one, unless a ``device`` is given) and write their results into the directory, as the commands
+    of the same names do. `model` gives the trained network as a torch module, `export_hf` writes it
+    as a Hugging Face model.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -119,7 +120,6 @@ class Run:
         import torch
 
         from ..data.stream import decode_ids, encode_text
-        from ..data.tokenizer import EOD_ID
         from ..model.gpt import generate
         from ..train.session import load_session
 
@@ -133,7 +133,7 @@ class Run:
         if prompt:
             ids = encode_text(session.setup, lang, prompt)
         else:  # start a new document: the language's end-of-document id
-            ids = session.setup.table[lang][torch.tensor([EOD_ID])]
+            ids = torch.tensor([session.setup.eod(lang)])
         gen = torch.Generator().manual_seed(seed)
         with session.autocast():
             out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen)
@@ -186,6 +186,15 @@ class Run:
 
         return transfer_run(self.path, task, language, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                             device=device)
+
+    def export_hf(self, out: str | os.PathLike, language: str | None = None) -> dict:
+        """Write the latest checkpoint as a Hugging Face ``GPT2LMHeadModel`` with the tokenizer of one `language`
+        (default: the first) into the new directory `out`, which ``transformers.AutoModelForCausalLM`` and
+        ``AutoTokenizer`` then load (``from_pretrained(out)``); returns what was written (out, language,
+        vocab_size, eod, files). As ``xling export RUN_DIR OUT --format hf``."""
+        from ..train.hf_export import export_hf
+
+        return export_hf(self.path, out, language)
 
 
 def _default_out(config: Any, cfg) -> Path:

@@ -149,9 +149,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export(args, overrides) -> int:
-    from ..train.hf_export import export_hf
-
-    result = export_hf(args.run_dir, args.out, args.language)
+    result = Run(args.run_dir).export_hf(args.out, args.language)
     print(f"wrote {result['out']}: GPT2LMHeadModel (vocabulary {result['vocab_size']:,}) and the tokenizer of "
           f"{result['language']} ({', '.join(result['files'])})")
     return 0
