@@ -1,6 +1,6 @@
 """A study's results as a table and a figure: token efficiency against a language's share of the data.
 
-    python examples/study_table.py                   # the demo's study (headline-cpu): ~2 min if not yet run
+    python examples/study_table.py                   # the demo's study (headline-cpu): 2-4 min if not yet run
     python examples/study_table.py figure1-cpu       # any study: a name from `xling study list`, or a YAML file
 
 `Study.results()` gives one row (a dict) per run and language, `level="setting"` one per setting over
