@@ -210,10 +210,11 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
 
     `config`: a `Config`, or anything `Config` takes (a recipe name, a YAML file, a mapping). `out`:
     the run directory (default runs/NAME). A directory that holds a run is refused unless `resume`:
-    then training continues from its last good checkpoint (exactly as if never interrupted; a finished
-    run only checks its config and is evaluated again). With `evaluate`, the test split is scored at the end (eval.json;
-    `Run.evaluation` reads it). `progress`: a progress bar on stderr. `loggers`: live logs, any of
-    ``"tensorboard"``, ``"wandb"``, ``"csv"`` (a missing package is one note on stderr).
+    then training continues from its last good checkpoint, exactly as if never interrupted (a
+    finished run only has its config checked, and is evaluated again). With `evaluate`, the test
+    split is scored at the end (eval.json; `Run.evaluation` reads it). `progress`: a progress bar on
+    stderr. `loggers`: live logs, any of ``"tensorboard"``, ``"wandb"``, ``"csv"`` (a missing package
+    is one note on stderr).
     """
     from ..train.live_log import LiveLog
     from ..train.trainer import Trainer
