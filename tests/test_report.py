@@ -102,6 +102,24 @@ def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
         assert a.loo[key][form] <= min(a.loo[key].values()) and a.laws[key] is a.laws_by_form[form][key]
 
 
+def test_claims_are_judged_again_under_the_papers_law_form(tiny_study, tmp_path):
+    """`under_form` swaps every TEff for the paper-form one and nothing else; the report's claims table
+    has a column judging the claims with it."""
+    from xling.report.summary import under_form
+
+    study, root = tiny_study
+    a = _analysis(study, root)
+    paper = under_form(a, "paper")
+    for s, t in zip(a.summaries, paper.summaries):
+        assert t.teff == s.teff_forms["paper"] and t.ppl == s.ppl and t.teff_forms == s.teff_forms
+    assert all(form == "paper" for form in paper.verdict_form.values()) and paper.rows is a.rows
+    by_paper = {v.claim: v.status for v in verdicts(paper)}
+    md = write_report(study, root, tmp_path / "rep")[0].read_text()
+    assert "| claim (the paper's §6) | our result (verdict's law form) | under the paper's law form |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 1. "))
+    assert row.endswith(f"| {by_paper['1']} |")
+
+
 def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     study, root = tiny_study
     path, a = write_report(study, root, tmp_path / "rep")

@@ -9,6 +9,7 @@ published value beside ours wherever one exists.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -235,6 +236,16 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
                            t_stat([mean(rs, "teff_sampled") for rs in runs]),
                            published.lookup(paper_key, first.role), warnings, first.law))
     return out
+
+
+def under_form(a: Analysis, form: str) -> Analysis:
+    """The same analysis with every TEff under one law form (e.g. the paper's), for judging the claims
+    both ways; perplexities, ladders and everything else are shared."""
+    def swap(summaries: list[Summary]) -> list[Summary]:
+        return [dataclasses.replace(s, teff=s.teff_forms.get(form, s.teff)) for s in summaries]
+
+    return dataclasses.replace(a, summaries=swap(a.summaries), ladder=swap(a.ladder),
+                               laws=a.laws_by_form.get(form, a.laws), verdict_form={k: form for k in a.verdict_form})
 
 
 def find(summaries: list[Summary], role: str | None = None, **attrs) -> list[Summary]:
