@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ def one_of(*options: str) -> dict:
 
 
 NAME = {"name": True}  # letters, digits, '.', '_', '-'; not starting with '.' or '-' (it names files)
+BOOKS = {"books": True}  # all, odd, even, disjoint, or I/N (data.corpora.split_books says what each reads)
 MAX = 10**9  # the upper bound of counts that have no natural one (steps, intervals)
 
 
@@ -46,7 +48,8 @@ class CorpusConfig:
     # built-in Bibles, local .txt, .jsonl (.gz, .zst), .parquet, or Hugging Face datasets (save_to_disk / local cache)
     name: str = field(default="bible", metadata=one_of("bible", "text", "jsonl", "parquet", "hf"))
     translation: str = "web"  # bible only: web, kjv, lsg, darby, rv1909, elberfelder, ... or a language code
-    books: str = field(default="all", metadata=one_of("all", "odd", "even"))  # bible only: disjoint content for two languages
+    # bible only: disjoint content for two languages (odd, even) or many (disjoint; I/N: part I of the train books of N)
+    books: str = field(default="all", metadata=BOOKS)
     paths: list[str] = field(default_factory=list)  # files or directories; hf: save_to_disk folders or NAME[:CONFIG]
     doc_per_line: bool = False  # text only: one document per line instead of per file
     text_field: str = "text"  # jsonl, parquet, hf: the field / column that holds the document text
@@ -78,6 +81,16 @@ class LanguagesConfig:
     names: list[str] = field(default_factory=list, metadata=NAME)  # display names; default EN1, EN2, ... / EN, FR
     # clone only: a user-built id table (.npy, written by xling.Config.with_id_table) instead of the clone table
     table: str = ""
+    # real only: many languages, Bible translations or codes (web, lsg, es, ...), the first the base; instead of second
+    corpora: list[str] = field(default_factory=list)
+    # with corpora: each language's share of the sequences ({en: 0.7, fr: 0.05, ...}, sum 1); none of these three: equal
+    mix: dict[str, float] = field(default_factory=dict, metadata=between(0, 1))
+    # with corpora: temperature sampling, shares proportional to (training tokens)^(1/T); 1: by size, larger: flatter
+    temperature: float | None = field(default=None, metadata=between(0, 1e6, above=True))
+    # with corpora: UniMax (Chung et al. 2023): equal shares, each language capped at this many passes over its text
+    unimax_epochs: float | None = field(default=None, metadata=between(0, 1e6, above=True))
+    # per language (EN2: [clone, inverted]): how it is made from its text, in order (data.transforms); clones: [clone]
+    transforms: dict[str, list[str]] = field(default_factory=dict, metadata=one_of("clone", "inverted", "permuted"))
 
 
 @dataclass
@@ -162,6 +175,14 @@ def _suggest(key: str, options, section: str) -> str:
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Check `value` against the annotated type; ints are accepted where floats are expected."""
     origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):  # `float | None`: None means "not used"
+        (inner,) = [t for t in typing.get_args(typ) if t is not type(None)]
+        return None if value is None else _coerce(value, inner, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise XlingError(f"{where} must be a mapping (e.g. {{EN2: ...}}), got {value!r}")
+        _, item = typing.get_args(typ)
+        return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):
             raise XlingError(f"{where} must be a mapping of keys, got {value!r}")
@@ -376,27 +397,69 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _check_rules(section, where: str = "") -> None:
-    """Apply the rules next to every field (between, one_of, NAME) and require finite floats."""
+    """Apply the rules next to every field (between, one_of, NAME, BOOKS; to each entry of a mapping) and
+    require finite floats."""
     for f in dataclasses.fields(section):
         value, path = getattr(section, f.name), f"{where}{f.name}"
         if dataclasses.is_dataclass(value):
             _check_rules(value, f"{path}.")
             continue
-        _check(not isinstance(value, float) or math.isfinite(value), f"{path} must be a finite number, got {value}")
-        if "between" in f.metadata:
-            lo, hi, above = f.metadata["between"]
-            ok = (lo < value if above else lo <= value) and value <= hi
-            if isinstance(value, float):
-                _check(ok, f"{path} must be in {'(' if above else '['}{lo:g}, {hi:g}], got {value:g}")
-            else:
-                _check(ok, f"{path} must be between {lo} and {hi}, got {value}")
-        if "one_of" in f.metadata:
-            options = f.metadata["one_of"]
-            _check(value in options, f"{path} must be {', '.join(options[:-1])} or {options[-1]}, got '{value}'")
+        items = [(f"{path}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)]
+        for item_path, item in items:
+            _check_value(f.metadata, item, item_path)
         if "name" in f.metadata:
             for name in value if isinstance(value, list) else [value] if value else []:
                 _check(is_name(name), f"{path}: '{name}' is not a usable name: use letters, digits, '.', '_' or "
                                       "'-' (not first), at most 100 characters")
+
+
+def _check_value(rules: dict, value, path: str) -> None:
+    _check(not isinstance(value, float) or math.isfinite(value), f"{path} must be a finite number, got {value}")
+    if "between" in rules and value is not None:  # None: an optional field left unset
+        lo, hi, above = rules["between"]
+        ok = (lo < value if above else lo <= value) and value <= hi
+        if isinstance(value, float):
+            _check(ok, f"{path} must be in {'(' if above else '['}{lo:g}, {hi:g}], got {value:g}")
+        else:
+            _check(ok, f"{path} must be between {lo} and {hi}, got {value}")
+    for item in (value if isinstance(value, list) else [value]) if "one_of" in rules else []:
+        options = rules["one_of"]
+        _check(item in options, f"{path} must be {', '.join(options[:-1])} or {options[-1]}, got '{item}'")
+    _check("books" not in rules or value in ("all", "odd", "even", "disjoint") or books_part(value) is not None,
+           f"{path} must be all, odd or even (or I/N: part I of the training books dealt into N; disjoint: one part "
+           f"per language of languages.corpora), got '{value}'")
+
+
+def books_part(books: str) -> tuple[int, int] | None:
+    """'2/7' -> (2, 7): part I of N (1 <= I <= N); None for anything else."""
+    match = re.fullmatch(r"([1-9][0-9]*)/([1-9][0-9]*)", str(books))
+    part = (int(match.group(1)), int(match.group(2))) if match else None
+    return part if part and part[0] <= part[1] else None
+
+
+def _check_many(cfg: RunConfig) -> None:
+    """The keys of a run of many languages (languages.corpora), those that apply only to one, and transforms."""
+    lang = cfg.languages
+    for name, steps in lang.transforms.items():
+        _check(len(set(steps)) == len(steps), f"languages.transforms.{name} names a transform twice: {steps}")
+        _check("clone" not in steps or lang.kind == "clone",
+               f"languages.transforms.{name}: clone gives a clone run's language its own ids; a real language has them")
+    rules = [key for key in ("mix", "temperature", "unimax_epochs") if getattr(lang, key) not in (None, {})]
+    if not lang.corpora:
+        _check(not rules, f"languages.{rules[0] if rules else ''} sets the shares of languages.corpora (many "
+                          "languages); a pair or clones mix by languages.p")
+        _check("disjoint" not in (cfg.corpus.books, lang.second.books), "corpus.books: disjoint deals the training "
+               "books to the languages of languages.corpora; for a pair use odd and even")
+        return
+    _check(lang.kind == "real", "languages.corpora lists real languages: set languages.kind real")
+    _check(len(lang.corpora) >= 2, "languages.corpora needs at least two languages (the first is the base language)")
+    _check(cfg.corpus.name == "bible", "languages.corpora names Bible translations: corpus.name must be bible")
+    _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
+    _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
+                                          "every language trains its own tokenizer (or one joint: tokenizer.path)")
+    _check(len(rules) <= 1, f"languages.{rules[0]} and languages.{rules[-1]} both set the shares: keep one")
+    total = sum(lang.mix.values())
+    _check(not lang.mix or abs(total - 1.0) <= 1e-6, f"languages.mix shares must sum to 1, got {total:.6g}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -408,6 +471,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")
+    _check_many(cfg)
     if lang.schedule:
         parse_schedule(lang.schedule)
     if lang.table:  # its shape and values are checked when the tokenizer is known (data.languages.load_table)
@@ -432,4 +496,5 @@ def validate(cfg: RunConfig) -> None:
 
 
 def num_languages(cfg: RunConfig) -> int:
-    return 1 + cfg.languages.num_clones if cfg.languages.kind == "clone" else 2
+    lang = cfg.languages
+    return 1 + lang.num_clones if lang.kind == "clone" else len(lang.corpora) or 2

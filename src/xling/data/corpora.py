@@ -14,6 +14,7 @@ never holds it in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CorpusConfig, RunConfig, num_languages
+from ..config import CorpusConfig, RunConfig, books_part, num_languages
 from ..errors import XlingError
 from ..fsio import json_key
 from . import sources
@@ -99,17 +100,57 @@ def language_code(corpus: CorpusConfig) -> str:
     return "L"
 
 
+def language_corpora(cfg: RunConfig) -> list[CorpusConfig]:
+    """The text source of each language: clones share the base corpus (one source); a real pair reads corpus and
+    languages.second; many languages (languages.corpora) read corpus with each one's translation, and with
+    corpus.books: disjoint the i-th of N languages reads part i of N of the training books."""
+    lang = cfg.languages
+    if lang.kind == "clone":
+        return [cfg.corpus]
+    if not lang.corpora:
+        return [cfg.corpus, lang.second]
+    n = len(lang.corpora)
+    translations = [get_translation(name).name for name in lang.corpora]
+    twice = [name for name, count in Counter(translations).items() if count > 1]
+    if twice:
+        raise XlingError(f"languages.corpora names the translation {twice[0]} twice: list each language once")
+    return [dataclasses.replace(cfg.corpus, translation=name,
+                                books=f"{i + 1}/{n}" if cfg.corpus.books == "disjoint" else cfg.corpus.books)
+            for i, name in enumerate(translations)]
+
+
 def language_names(cfg: RunConfig) -> list[str]:
-    """Display names: EN1, EN2, ... for clones of English; the translations' codes for real pairs."""
+    """Display names: EN1, EN2, ... for clones of English; the translations' codes for real languages
+    (numbered where two share a code: EN1, EN2)."""
     if cfg.languages.names:
         return list(cfg.languages.names)
-    base = language_code(cfg.corpus)
     if cfg.languages.kind == "clone":
+        base = language_code(cfg.corpus)
         return [f"{base}{i + 1}" for i in range(num_languages(cfg))]
-    second = language_code(cfg.languages.second)
-    if second == base:
-        base, second = f"{base}1", f"{second}2"
-    return [base, second]
+    codes = [language_code(corpus) for corpus in language_corpora(cfg)]
+    count, seen = Counter(codes), Counter()
+    names = []
+    for code in codes:
+        seen[code] += 1
+        names.append(f"{code}{seen[code]}" if count[code] > 1 else code)
+    return names
+
+
+def language_index(cfg: RunConfig, key: str, where: str) -> int:
+    """Which language of the run a key of a per-language mapping (languages.mix, transforms) means: its name
+    (EN2, FR), or for languages.corpora its entry, translation or language code (lsg, fr); case does not matter."""
+    names = language_names(cfg)
+    keys = [{name.lower()} for name in names]
+    if cfg.languages.corpora:
+        for i, entry in enumerate(cfg.languages.corpora):
+            tr = get_translation(entry)
+            keys[i] |= {entry.lower(), tr.name, tr.lang}
+    found = [i for i, k in enumerate(keys) if str(key).lower() in k]
+    if len(found) != 1:
+        problem = "names more than one language" if found else "is no language of this run"
+        raise XlingError(f"{where}: '{key}' {problem}: the run's languages are {', '.join(names)}"
+                         + (f" ({', '.join(cfg.languages.corpora)})" if cfg.languages.corpora else ""))
+    return found[0]
 
 
 # ----------------------------------------------------------------------------- books and splits
@@ -159,14 +200,19 @@ def book_group(book: int) -> str:
 
 
 def split_books(split: str, books: str = "all") -> tuple[int, ...]:
-    """Book numbers of a split; `books` = odd/even restricts train/valid/test, never the probe."""
+    """Book numbers of a split; `books` = odd/even restricts train/valid/test, never the probe; I/N (part I of N)
+    restricts only train, to every N-th training book from the I-th, so that N languages can read disjoint training
+    text and still be tested on the same books."""
     if split == "probe":
         return PROBE_BOOKS
     by_split = {"train": TRAIN_BOOKS, "valid": VALID_BOOKS, "test": TEST_BOOKS}
     if split not in by_split:
         raise ValueError(f"split must be one of train, valid, test, probe; got '{split}'")
+    part = books_part(books)
+    if part:
+        return TRAIN_BOOKS[part[0] - 1::part[1]] if split == "train" else by_split[split]
     if books not in ("all", "odd", "even"):
-        raise XlingError(f"corpus.books must be all, odd or even, got '{books}'")
+        raise XlingError(f"corpus.books must be all, odd, even or I/N for one corpus, got '{books}'")
     parity = {"all": None, "odd": 1, "even": 0}[books]
     return tuple(b for b in by_split[split] if parity is None or b % 2 == parity)
 

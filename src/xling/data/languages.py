@@ -5,7 +5,7 @@ Every language of a run is one row of an id table `table[lang, base_id] -> model
   only a seeded subset of ids is shifted, the others are shared "anchor" ids);
 - a real second language: row 1 maps the second tokenizer's ids into the combined vocabulary
   (disjoint: shift by V; anchored: identical piece strings share the first language's id; the
-  second language's pad is the first's, where both have one).
+  second language's pad is the first's, where both have one); more real languages alike (`merge_tables`).
 Applying a language to a window of base ids is one gather, identical on CPU and GPU.
 """
 
@@ -49,39 +49,46 @@ def clone_table(vocab_size: int, num_clones: int, frac_clone: float = 1.0, seed:
 
 def merge_table(pieces_1: list[str], pieces_2: list[str], mode: str, pad_1: int | None = PAD_ID,
                 pad_2: int | None = PAD_ID) -> tuple[torch.Tensor, int]:
-    """Id table [2, V] and combined vocab size for two languages with their own tokenizers.
+    """Id table [2, V] and combined vocab size for two languages with their own tokenizers (`merge_tables`)."""
+    return merge_tables([pieces_1, pieces_2], mode, [pad_1, pad_2])
 
-    disjoint: language-2 id i -> i + V1 (language 2's pad -> language 1's); combined size V1 + V2.
-    anchored: a language-2 piece whose string exists in language 1 maps to that id; every other
-      piece gets a new id V1, V1 + 1, ... in language-2 id order (as in the paper).
+
+def merge_tables(pieces: list[list[str]], mode: str, pads: list[int | None]) -> tuple[torch.Tensor, int]:
+    """Id table [N, V] and combined vocab size for N languages, each with its own tokenizer (its pieces).
+
+    disjoint: language l's id i -> i + V_0 + ... + V_(l-1) (its pad -> language 0's, where both have one);
+      combined size V_0 + ... + V_(N-1).
+    anchored: a piece whose string an earlier language has maps to the first such language's id; every other
+      piece gets a new id V_0, V_0 + 1, ... in language order, then id order (for two languages, the paper's).
     Rows are padded to a common width with the pad id (such ids never occur).
     """
-    v1, v2 = len(pieces_1), len(pieces_2)
-    shared_pad = pad_1 is not None and pad_2 is not None
-    if mode == "disjoint":
-        second = torch.arange(v2) + v1
-        if shared_pad:
-            second[pad_2] = pad_1
-        size = v1 + v2
-    elif mode == "anchored":
-        index_1 = {piece: i for i, piece in enumerate(pieces_1)}
-        second = torch.empty(v2, dtype=torch.long)
-        next_id = v1
-        for i, piece in enumerate(pieces_2):
-            if shared_pad and i == pad_2:
-                second[i] = pad_1
-            elif piece in index_1:
-                second[i] = index_1[piece]
-            else:
-                second[i] = next_id
-                next_id += 1
-        size = next_id
-    else:
+    if mode not in ("disjoint", "anchored"):
         raise XlingError(f"vocabulary merge mode must be 'disjoint' or 'anchored', got '{mode}'")
-    width = max(v1, v2)
-    table = torch.full((2, width), PAD_ID, dtype=torch.long)
-    table[0, :v1] = torch.arange(v1)
-    table[1, :v2] = second
+    rows, size = [torch.arange(len(pieces[0]))], len(pieces[0])
+    index = {piece: i for i, piece in enumerate(pieces[0])}  # (a string twice in one tokenizer: its last id)
+    for own, pad in zip(pieces[1:], pads[1:]):
+        shared_pad = pads[0] is not None and pad is not None
+        if mode == "disjoint":
+            row = torch.arange(len(own)) + size
+            size += len(own)
+        else:
+            row, new = torch.empty(len(own), dtype=torch.long), {}
+            for i, piece in enumerate(own):
+                if shared_pad and i == pad:
+                    continue  # set below
+                if piece in index:
+                    row[i] = index[piece]
+                else:
+                    row[i] = new[piece] = size
+                    size += 1
+            for piece, i in new.items():  # later languages anchor on this one's new pieces too
+                index.setdefault(piece, i)
+        if shared_pad:
+            row[pad] = pads[0]
+        rows.append(row)
+    table = torch.full((len(pieces), max(len(p) for p in pieces)), PAD_ID, dtype=torch.long)
+    for lang, row in enumerate(rows):
+        table[lang, :len(row)] = row
     return table, size
 
 

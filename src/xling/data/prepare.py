@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import CorpusConfig, RunConfig
 from ..fsio import read_json
 from .brought import load_brought
-from .corpora import corpus_splits
+from .corpora import corpus_splits, language_corpora
 from .parallel import Workers, workers_of
 from .sources import digest_files
 from .token_arrays import build_token_arrays, missing_splits, token_array_paths
@@ -23,23 +23,21 @@ from .tokenizer import Tokenizer, get_tokenizer
 def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: int | Workers | None = None,
                       progress: bool | None = None) -> tuple[list[CorpusConfig], list[Tokenizer]]:
     """The text sources of a run and the tokenizer of each: clones share the base corpus (one
-    source); a real pair has two sources, with one joint tokenizer (twice the per-language vocabulary,
-    so the model's vocabulary matches the disjoint setting) or one tokenizer each. A tokenizer the
-    config brings (tokenizer.path, tokenizer.second_path) is read from its file, never trained."""
+    source); real languages have a source each, with one joint tokenizer (the per-language vocabulary
+    times the languages, so the model's vocabulary matches the disjoint setting) or one tokenizer each.
+    A tokenizer the config brings (tokenizer.path, tokenizer.second_path) is read from its file, never trained."""
     lang, tok = cfg.languages, cfg.tokenizer
     options = {"cache_dir": cache_dir, "workers": workers, "progress": progress}
+    corpora = language_corpora(cfg)
 
     def own(corpora: list[CorpusConfig], vocab: int, path: str, key: str) -> Tokenizer:
         return load_brought(path, key) if path else get_tokenizer(corpora, vocab, **options)
 
-    if lang.kind == "clone":
-        return [cfg.corpus], [own([cfg.corpus], tok.vocab_size, tok.path, "tokenizer.path")]
-    corpora = [cfg.corpus, lang.second]
-    if lang.vocab == "joint":
-        joint = own(corpora, 2 * tok.vocab_size, tok.path, "tokenizer.path")
-        return corpora, [joint, joint]
-    return corpora, [own([cfg.corpus], tok.vocab_size, tok.path, "tokenizer.path"),
-                     own([lang.second], tok.vocab_size, tok.second_path, "tokenizer.second_path")]
+    if lang.kind != "clone" and lang.vocab == "joint":
+        joint = own(corpora, len(corpora) * tok.vocab_size, tok.path, "tokenizer.path")
+        return corpora, [joint] * len(corpora)
+    paths = [(tok.path, "tokenizer.path"), (tok.second_path, "tokenizer.second_path")] + [("", "")] * len(corpora)
+    return corpora, [own([corpus], tok.vocab_size, *path) for corpus, path in zip(corpora, paths)]
 
 
 def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None = None,
@@ -52,7 +50,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
     start = time.perf_counter()
     rows, done, built = [], set(), {}
     with workers_of(workers) as pool:  # one set of worker processes for every pass
-        digest_files([cfg.corpus] + ([cfg.languages.second] if cfg.languages.kind == "real" else []), pool)
+        digest_files(language_corpora(cfg), pool)
         corpora, tokenizers = source_tokenizers(cfg, cache_dir, pool, progress)
         for corpus, tokenizer in zip(corpora, tokenizers):
             if (repr(corpus), tokenizer.sha256) not in built:

@@ -19,8 +19,9 @@ import torch
 from ..config import RunConfig
 from ..errors import XlingError
 from . import languages as L
-from .corpora import language_names
-from .mixture import language_plan
+from . import transforms as T
+from .corpora import language_corpora
+from .mixture import Mixture, language_plan, share_plan
 from .prepare import source_tokenizers
 from .token_arrays import token_array
 from .tokenizer import Tokenizer
@@ -43,7 +44,10 @@ class LanguageSetup:
     # encoded is encoded alone, so evaluating needs only that split's text; where it is
     # missing, this says whose text it is
     run: str | None = None
+    # per language, the transforms that move its tokens (data.transforms: inverted, permuted), in order
+    word_orders: list[tuple[str, ...]] = field(default_factory=list)
     _arrays: dict = field(default_factory=dict, repr=False)
+    _classes: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_languages(self) -> int:
@@ -71,36 +75,56 @@ class LanguageSetup:
         return self._arrays[key]
 
     def language_tokens(self, lang: int, split: str) -> torch.Tensor:
-        """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted)."""
-        base = torch.from_numpy(self.tokens(self.source_of_language[lang], split).astype(np.int64))
-        return self.table[lang][base]
+        """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted), transformed as one stream."""
+        return self.to_model(lang, self.tokens(self.source_of_language[lang], split))
+
+    def word_order(self, lang: int) -> tuple[str, ...]:
+        """The transforms that move a language's tokens (inverted, permuted), in order; () for none."""
+        return self.word_orders[lang] if self.word_orders else ()
+
+    def reorder(self, lang: int, base: np.ndarray) -> np.ndarray:
+        """Rows of a language's base ids in its word order (data.transforms), or as they are."""
+        order = self.word_order(lang)
+        if not order:
+            return base
+        source = self.source_of_language[lang]
+        if source not in self._classes:
+            tok = self.tokenizers[source]
+            self._classes[source] = T.piece_classes(tok.pieces(), [tok.eod_id, tok.pad_id, tok.unk_id])
+        return T.apply_word_order(base, self._classes[source], order)
+
+    def to_model(self, lang: int, base) -> torch.Tensor:
+        """Base ids of a language's text (one stream [L], or rows [B, L]) as the model sees that language: in
+        its word order, then through its row of the id table."""
+        base = np.asarray(base).astype(np.int64)
+        return self.table[lang][torch.from_numpy(self.reorder(lang, base))]
 
 
 def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict | None = None) -> LanguageSetup:
     """The run's languages: tokenizers (trained and cached, or brought) and id table. `saved`: a
     trained run's own copies ({"tokenizers", "table", "model_vocab", "run"}), used instead."""
     lang = cfg.languages
-    names = language_names(cfg)
+    mix = Mixture.of(cfg)  # checks the per-language keys (mix, transforms)
+    names, orders = list(mix.names), [mix.word_order(i) for i in range(len(mix.names))]
+    sources = [0] * len(names) if lang.kind == "clone" else list(range(len(names)))
     if saved is not None:
-        corpora = [cfg.corpus] if lang.kind == "clone" else [cfg.corpus, lang.second]
-        sources = [0] * len(names) if lang.kind == "clone" else [0, 1]
-        return LanguageSetup(names, saved["table"], saved["model_vocab"], sources, saved["tokenizers"], corpora,
-                             cache_dir, run=saved["run"])
+        return LanguageSetup(names, saved["table"], saved["model_vocab"], sources, saved["tokenizers"],
+                             language_corpora(cfg), cache_dir, run=saved["run"], word_orders=orders)
     corpora, tokenizers = source_tokenizers(cfg, cache_dir)
     if lang.kind == "clone":
         tok = tokenizers[0]
         table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed, pad_id=tok.pad_id)
-        sources, model_vocab = [0] * len(names), tok.vocab_size * len(names)
+        model_vocab = tok.vocab_size * len(names)
         if lang.table:  # a user-built table (xling.Config.with_id_table) instead of the clone table
             table, model_vocab = L.load_table(lang.table, len(names), tok.vocab_size)
-    elif lang.vocab == "joint":  # one tokenizer for both languages (prepare.source_tokenizers)
-        table = L.identity_table(tokenizers[0].vocab_size, 2)
-        sources, model_vocab = [0, 1], tokenizers[0].vocab_size
+        if lang.transforms:  # a language without `clone` reads the base language's ids
+            table = torch.stack([row if i == 0 or mix.cloned(i) else table[0] for i, row in enumerate(table)])
+    elif lang.vocab == "joint":  # one tokenizer for every language (prepare.source_tokenizers)
+        table = L.identity_table(tokenizers[0].vocab_size, len(names))
+        model_vocab = tokenizers[0].vocab_size
     else:
-        first, second = tokenizers
-        table, model_vocab = L.merge_table(first.pieces(), second.pieces(), lang.vocab, first.pad_id, second.pad_id)
-        sources = [0, 1]
-    return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir)
+        table, model_vocab = L.merge_tables([t.pieces() for t in tokenizers], lang.vocab, [t.pad_id for t in tokenizers])
+    return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir, word_orders=orders)
 
 
 def num_windows(n_tokens: int, seq_len: int) -> int:
@@ -118,6 +142,17 @@ def budget_steps(setup: LanguageSetup, seq_len: int, batch_size: int) -> int:
     return steps
 
 
+def run_mixture(cfg: RunConfig, setup: LanguageSetup, steps: int) -> Mixture:
+    """The run's mixture with its shares known: temperature and UniMax from each language's training windows
+    (one pass over its text, in tokens) and the run's training tokens."""
+    mix = Mixture.of(cfg)
+    if not mix.many:
+        return mix
+    seq_len = cfg.model.seq_len
+    sizes = [num_windows(len(setup.tokens(source, "train")), seq_len) * seq_len for source in setup.source_of_language]
+    return mix.resolve(sizes, steps * cfg.train.batch_size * seq_len)
+
+
 def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
     """train.steps if set, else data_fraction of the reference budget."""
     if cfg.train.steps:
@@ -133,11 +168,18 @@ class TrainStream:
     def of_run(cls, cfg: RunConfig, setup: LanguageSetup, steps: int) -> TrainStream:
         """The stream a run with this config trains on for `steps` steps."""
         tr, lang = cfg.train, cfg.languages
-        plan = language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1)
-        return cls(setup, plan, cfg.model.seq_len, tr.seed)
+        mix = run_mixture(cfg, setup, steps)
+        if mix.many:
+            plan = share_plan(tr.seed, steps, tr.batch_size, mix.shares)
+        else:
+            plan = language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1)
+        stream = cls(setup, plan, cfg.model.seq_len, tr.seed)
+        stream.mixture = mix
+        return stream
 
     def __init__(self, setup: LanguageSetup, plan: np.ndarray, seq_len: int, seed: int):
         self.setup, self.plan, self.seq_len, self.seed = setup, plan, seq_len, seed
+        self.mixture: Mixture | None = None  # of_run: the run's mixture, its shares resolved
         source_of_row = np.asarray(setup.source_of_language)[plan]
         self.source_of_row = source_of_row
         # The k-th row reading a source takes that source's k-th window (in epoch order).
@@ -186,14 +228,16 @@ class TrainStream:
         for source in np.unique(sources):
             sel = sources == source
             base[sel] = self.setup.tokens(int(source), "train")[positions[sel]]
+        for lang in np.unique(langs) if any(self.setup.word_orders) else ():  # window by window, in each language's order
+            sel = langs == lang
+            base[sel] = self.setup.reorder(int(lang), base[sel])
         ids = L.apply_languages(torch.from_numpy(base), torch.from_numpy(langs), self.setup.table)
         return ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.from_numpy(langs)
 
 
 def encode_text(setup: LanguageSetup, lang: int, text: str) -> torch.Tensor:
     """Text -> model ids in one language (the language's tokenizer, then its id table row)."""
-    ids = setup.tokenizer(lang).encode([text])[0]
-    return setup.table[lang][torch.tensor(ids, dtype=torch.long)]
+    return setup.to_model(lang, setup.tokenizer(lang).encode([text])[0])
 
 
 def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor) -> str:

@@ -1,0 +1,123 @@
+"""Synthetic languages that differ from their text in structure: word order changed within each sentence.
+
+Derived languages after Deshpande et al. 2022 ("When is BERT Multilingual?"), built from a tokenizer's ids,
+purely and deterministically, a window at a time (at batch time, like the id tables of languages.py):
+
+- `inverted`: the words of each sentence in reverse order;
+- `permuted`: the words of each sentence in a fixed order drawn once per sentence length (the same for
+  every sentence of that length, never the identity);
+- `clone` is the other transform of `languages.transforms`: the language's own row of the id table (its ids
+  shifted), applied after the word order. Transforms compose in the order given.
+
+Words and sentences come from the tokenizer's pieces (`PieceClasses`):
+- a *word* starts at a piece that begins with SentencePiece's word-start marker "▁" and runs until the next
+  one; pieces without it (the rest of a word, and punctuation written against it, e.g. "," or ";") stay with
+  the word before them, so the pieces of a word keep their order;
+- a piece made only of punctuation that holds a sentence end ".", "!" or "?" (".", "?", '."', "▁." ...)
+  ends a sentence and never moves; neither do the special pieces (end of document, pad, unk). A window's
+  sentences are the runs of pieces between such fixed pieces.
+
+Limits, by construction:
+- Training windows cut sentences: the window's first and last sentence may be parts of sentences. Each part
+  is treated as a sentence of its own (its words reordered among themselves), so every token of the window
+  is kept and only positions change; pieces before the first word start of a part (the tail of a word cut
+  by the window's edge, or a closing quote after a sentence end) stay in place. Evaluation text (a whole
+  split) is transformed as one stream, where only documents end sentences, so test sentences are whole.
+- A sentence end inside a piece with letters (no such pieces in SentencePiece's default models, which split
+  punctuation from letters), an abbreviation ("e.g.") or a sentence without final punctuation is not seen as
+  a boundary: the sentence runs on to the next boundary.
+- A tokenizer without "▁" pieces (e.g. GPT-2's byte-level "Ġ") has no words here and is refused.
+
+With these rules the segmentation of a window into fixed pieces, heads and words is the same before and
+after a transform, so `inverted` applied twice is the identity and `permuted` is undone by `inverse=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import XlingError
+
+WORD_START = "\u2581"  # SentencePiece's "▁"
+SENTENCE_ENDS = ".!?"
+WORD_ORDER = ("inverted", "permuted")  # the transforms that move tokens (`clone` is the id table's)
+PERMUTATION_SEED = 0x5EED  # the permuted language: one fixed order per sentence length, for every run
+
+
+@dataclass(frozen=True)
+class PieceClasses:
+    """Per token id of one tokenizer: whether it starts a word, and whether it is fixed (never moves)."""
+
+    starts_word: np.ndarray  # bool [V]
+    fixed: np.ndarray  # bool [V]
+
+
+def piece_classes(pieces: list[str], special: list[int | None]) -> PieceClasses:
+    """Classes of a tokenizer's pieces (in id order); `special`: ids that never move (end of document, pad, unk)."""
+    fixed = np.zeros(len(pieces), dtype=bool)
+    starts = np.zeros(len(pieces), dtype=bool)
+    for i, piece in enumerate(pieces):
+        text = piece.lstrip(WORD_START)
+        fixed[i] = bool(text) and not any(c.isalnum() for c in text) and any(c in SENTENCE_ENDS for c in text)
+        starts[i] = piece.startswith(WORD_START)
+    fixed[[i for i in special if i is not None and 0 <= i < len(pieces)]] = True
+    if not starts.any():
+        raise XlingError(f"word-order transforms need a tokenizer that marks word starts with '{WORD_START}' "
+                         "(SentencePiece): this one has no such piece")
+    return PieceClasses(starts & ~fixed, fixed)
+
+
+@functools.cache
+def _permutation(n: int) -> np.ndarray:
+    """The permuted language's order of n words: slot k holds word order[k] (0-based); never the identity."""
+    rng = np.random.default_rng([PERMUTATION_SEED, n])
+    while True:
+        order = rng.permutation(n)
+        if n < 2 or (order != np.arange(n)).any():
+            return order
+
+
+def word_order(ids: np.ndarray, classes: PieceClasses, how: str, inverse: bool = False) -> np.ndarray:
+    """Rows of token ids ([L] or [B, L], each row a stream of its own) with the words of every sentence reordered:
+    `how` = inverted or permuted (`inverse`: undo permuted). Returns a new array of the same shape and dtype
+    holding the same tokens (module docstring: what words and sentences are)."""
+    if how not in WORD_ORDER:
+        raise ValueError(f"word order must be one of {WORD_ORDER}, got {how!r}")
+    rows = np.atleast_2d(np.asarray(ids))
+    flat = rows.ravel()
+    if not flat.size:
+        return np.array(ids, copy=True)
+    b, length = rows.shape
+    fixed = classes.fixed[flat].reshape(b, length)
+    starts = (classes.starts_word[flat] & ~classes.fixed[flat]).ravel()
+    begins = np.ones((b, length), dtype=bool)  # a segment begins at each row's start, at and after each fixed piece
+    begins[:, 1:] = fixed[:, 1:] | fixed[:, :-1]
+    begins = begins.ravel()
+    first = np.flatnonzero(begins)  # the first position of every segment
+    segment = np.cumsum(begins) - 1
+    counted = np.cumsum(starts)
+    before = counted[first] - starts[first]  # word starts before each segment
+    word = counted - before[segment]  # 1, 2, ... for the words of a segment; 0 for its head (and fixed pieces)
+    words = np.maximum.reduceat(word, first)[segment]  # words in the segment of each position
+    if how == "inverted":
+        slot = np.where(word > 0, words + 1 - word, 0)
+    else:
+        slot = word.copy()
+        for n in np.unique(words[words > 1]):
+            order = _permutation(int(n))
+            rank = order + 1 if inverse else np.argsort(order) + 1  # the slot of word j is rank[j - 1]
+            sel = (words == n) & (word > 0)
+            slot[sel] = rank[word[sel] - 1]
+    positions = np.lexsort((np.arange(flat.size), slot, segment))
+    return flat[positions].reshape(np.shape(ids))
+
+
+def apply_word_order(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...]) -> np.ndarray:
+    """The word-order transforms of a language (in order; `clone` is skipped: it is the id table's)."""
+    for how in transforms:
+        if how in WORD_ORDER:
+            ids = word_order(ids, classes, how)
+    return ids
