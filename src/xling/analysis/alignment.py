@@ -63,8 +63,10 @@ def clone_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: i
         raise XlingError(f"the {split} split has fewer than {seq_len + 1} tokens: no alignment probes; "
                          "use a corpus with more held-out text")
     windows = base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]
-    a, b = setup.table[lang_a][windows], setup.table[lang_b][windows]
-    return Probes(list(a), list(b), positional=True, source=f"{split} split, {n} windows of {seq_len} tokens")
+    a, b = setup.to_model(lang_a, windows), setup.to_model(lang_b, windows)
+    # a changed word order moves tokens: then they are matched, as for a real pair
+    positional = setup.word_order(lang_a) == setup.word_order(lang_b)
+    return Probes(list(a), list(b), positional=positional, source=f"{split} split, {n} windows of {seq_len} tokens")
 
 
 def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -97,9 +99,7 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences
     sides = []
     for lang, col in ((lang_a, 1), (lang_b, 2)):
         tokenizer = setup.tokenizers[setup.source_of_language[lang]]
-        row = setup.table[lang]
-        sides.append([row[torch.tensor(ids, dtype=torch.long)].tolist() for ids in
-                      tokenizer.encode([v[col] for v in verses])])
+        sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode([v[col] for v in verses])])
     packed = pack_pairs(sides[0], sides[1], seq_len + 1)[:max_sequences]
     if not packed:
         raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len")
@@ -147,7 +147,7 @@ def language_means(model, setup, lang: int, seq_len: int, device, autocast, wind
     if n < 1:
         raise XlingError(f"the valid split has fewer than {seq_len + 1} tokens: no language means for the centred "
                          "alignment measures; use a corpus with more held-out text")
-    seqs = list(setup.table[lang][base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]])
+    seqs = list(setup.to_model(lang, base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]))
     total = sum(_states(model, seqs[i:i + batch_size], device, autocast)[0].sum((1, 2))
                 for i in range(0, n, batch_size))
     return total / (n * seq_len)

@@ -184,13 +184,12 @@ class Classifier(nn.Module):
 def encode_examples(setup, lang: int, examples: list[Example], max_len: int) -> list[torch.Tensor]:
     """Model ids of each example in one language: text [eod text2], cut to the model's length."""
     tokenizer = setup.tokenizers[setup.source_of_language[lang]]
-    row = setup.table[lang]
     first = tokenizer.encode([ex.texts[lang][0] for ex in examples])
     second = tokenizer.encode([ex.texts[lang][1] or "" for ex in examples])
     out = []
     for ex, a, b in zip(examples, first, second):
         ids = a + ([tokenizer.eod_id] + b if ex.texts[lang][1] else [])
-        out.append(row[torch.tensor(ids[:max_len] or [tokenizer.eod_id], dtype=torch.long)])
+        out.append(setup.to_model(lang, ids[:max_len] or [tokenizer.eod_id]))  # in the language's word order
     return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import from_dict, load_yaml, resolve_model, to_dict
-from ..data.stream import budget_steps, prepare_languages
+from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..train.live_log import unavailable
 from ..train.rundir import RunDir
@@ -101,19 +101,21 @@ def preflight(study: Study) -> None:
     Data problems (a missing corpus, too little text) surface here as one error, and workers
     never race to build the same cache files.
     """
-    seen = set()
+    seen: dict = {}
     for spec in study.runs:
-        key = json.dumps([spec.config[k] for k in ("corpus", "tokenizer")] + [spec.config["languages"]["kind"],
-                          spec.config["languages"]["second"], spec.config["languages"]["vocab"]], sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
+        languages = spec.config["languages"]
+        key = json.dumps([spec.config[k] for k in ("corpus", "tokenizer")] + [languages["kind"], languages["second"],
+                          languages["vocab"]] + ([languages["corpora"]] if languages.get("corpora") else []),
+                         sort_keys=True)
         cfg = from_dict(spec.config)
-        setup = prepare_languages(cfg)
-        for source in sorted(set(setup.source_of_language)):
-            for split in ("train", "valid", "test"):
-                setup.tokens(source, split)
-        budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+        if key not in seen:
+            seen[key] = setup = prepare_languages(cfg)
+            for source in sorted(set(setup.source_of_language)):
+                for split in ("train", "valid", "test"):
+                    setup.tokens(source, split)
+            budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+        if cfg.languages.unimax_epochs:  # UniMax's caps must fill the run's tokens
+            run_mixture(cfg, seen[key], run_steps(cfg, seen[key]))
 
 
 def _cost(spec: RunSpec) -> float:

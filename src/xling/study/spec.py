@@ -30,7 +30,7 @@ FIGURE_KEYS = ("x", "y", "mlpe", "where", "roles", "title")
 # Short labels of common grid keys in run ids ("" shows the value alone, e.g. "anchored", "cpu-s").
 ABBREV = {"languages.p": "p", "train.seed": "s", "train.data_fraction": "f", "languages.schedule": "sch",
           "languages.num_clones": "k", "languages.frac_clone": "fc", "languages.vocab": "", "model.preset": "",
-          "train.steps": "steps", "tokenizer.vocab_size": "v"}
+          "train.steps": "steps", "tokenizer.vocab_size": "v", "languages.transforms": "", "languages.temperature": "T"}
 SEED_KEY = "train.seed"
 
 
@@ -94,6 +94,10 @@ class Study:
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, dict):  # e.g. languages.transforms {EN2: [clone, inverted]} -> EN2:clone+inverted
+        return ",".join(f"{k}:{_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "+".join(map(_fmt, value))
     return str(value)
 
 
@@ -183,6 +187,7 @@ def build_study(data: dict, path: Path | None = None) -> Study:
             try:
                 cfg = from_dict(cfg_data)
                 validate(cfg)
+                Mixture.of(cfg)  # the languages that languages.mix and languages.transforms name exist
             except XlingError as exc:
                 raise XlingError(f"{where}: run {label}: {exc}") from None
             config = to_dict(cfg)

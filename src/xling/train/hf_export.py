@@ -204,6 +204,9 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     if language not in names:
         raise XlingError(f"unknown language '{language}': this run has {', '.join(names)}")
     lang = names.index(language)
+    if setup.word_order(lang):
+        raise XlingError(f"{language} reorders the words of its text ({'+'.join(setup.word_order(lang))}), which a "
+                         "tokenizer cannot do: export another language of the run")
     tokenizer = setup.tokenizer(lang)
     row = setup.table[lang].tolist()
     pad = row[tokenizer.pad_id] if tokenizer.pad_id is not None else None

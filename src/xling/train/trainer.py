@@ -214,6 +214,9 @@ class Trainer:
                 run.write_config(cfg)
             # the run's own copy of its tokenizers and id table (train.portable), before run.json names them
             saved = {} if has_saved(run) else {RECORD: save_languages(run, self.setup)}
+            mix = self.stream.mixture
+            if mix.many:  # many languages: each one's share (temperature and UniMax: from the corpora's sizes)
+                saved["shares"] = dict(zip(self.setup.names, mix.shares))
             info = run.update_info(
                 status="running", xling_version=__version__, languages=self.setup.names,
                 model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
