@@ -21,6 +21,7 @@ from test_study import tiny_study_dict
 from xling.cli import main
 
 T = "train {config} --out {out} --quiet"  # a valid tiny config, then the override under test
+MANY = "--corpus.name bible --languages.kind real --languages.corpora [web,lsg]"  # many languages ({many} in a case)
 
 CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
@@ -54,6 +55,31 @@ CASES = [
     ("names empty", f"{T} --languages.names ['',B]", "'' is not a usable name"),
     ("names count", f"{T} --languages.names [A]", "has 1 names but the run has 2"),
     ("real with clones", f"{T} --languages.kind real --languages.num_clones 2", "applies to kind 'clone' only"),
+    # many languages (languages.corpora) and transforms
+    ("corpora unknown language", f"{T} {{many}} --languages.corpora [web,klingon]", "unknown Bible translation 'klingon'"),
+    ("corpora twice", f"{T} {{many}} --languages.corpora [web,en]", "names the translation web twice"),
+    ("corpora one language", f"{T} {{many}} --languages.corpora [web]", "needs at least two languages"),
+    ("corpora of clones", f"{T} --corpus.name bible --languages.corpora [web,lsg]", "set languages.kind real"),
+    ("corpora local text", f"{T} --languages.kind real --languages.corpora [web,lsg]", "corpus.name must be bible"),
+    ("corpora schedule", f"{T} {{many}} --languages.schedule 0.1_0.9", "the shares of languages.corpora are static"),
+    ("mix sum", f"{T} {{many}} --languages.mix.en 0.7 --languages.mix.fr 0.2", "languages.mix shares must sum to 1"),
+    ("mix share", f"{T} {{many}} --languages.mix.en 1.5 --languages.mix.fr -0.5", "languages.mix.en must be in [0, 1]"),
+    ("mix unknown language", f"{T} {{many}} --languages.mix.en 0.5 --languages.mix.de 0.5",
+     "languages.mix: 'de' is no language of this run"),
+    ("mix without corpora", f"{T} --languages.mix.L1 1", "sets the shares of languages.corpora"),
+    ("temperature zero", f"{T} {{many}} --languages.temperature 0", "languages.temperature must be in (0,"),
+    ("temperature negative", f"{T} {{many}} --languages.temperature -3.3", "languages.temperature must be in (0,"),
+    ("unimax zero", f"{T} {{many}} --languages.unimax_epochs 0", "languages.unimax_epochs must be in (0,"),
+    ("two share rules", f"{T} {{many}} --languages.temperature 2 --languages.unimax_epochs 1", "keep one"),
+    ("books disjoint pair", f"{T} --corpus.name bible --corpus.books disjoint", "deals the training books"),
+    ("books part", f"{T} --corpus.books 3/2", "corpus.books must be all, odd or even"),
+    ("transform unknown language", f"{T} --languages.transforms.EN3 [inverted]",
+     "languages.transforms: 'EN3' is no language of this run"),
+    ("transform unknown", f"{T} --languages.transforms.L2 [clone,reversed]",
+     "languages.transforms.L2 must be clone, inverted or permuted, got 'reversed'"),
+    ("transform twice", f"{T} --languages.transforms.L2 [inverted,inverted]", "names a transform twice"),
+    ("transform clone base", f"{T} --languages.transforms.L1 [clone]", "L1 is the base language"),
+    ("transform clone real", f"{T} --languages.kind real --languages.transforms.L2 [clone]", "a real language has them"),
     ("model preset", f"{T} --model.preset giant", "unknown model.preset 'giant'"),
     ("model layers", f"{T} --model.n_layers 1000000", "model.n_layers must be between 0 and 1024"),
     ("model heads", f"{T} --model.d_model 30 --model.n_heads 4", "divisible by model.n_heads"),
@@ -255,7 +281,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monke
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # `runs/`, `reports/` and the like would land here
     values = {**files, "tmp": str(tmp_path), "out": str(out)}
-    argv = [part.format(**values) for part in command.split()]
+    argv = [part.format(**values) for part in command.replace("{many}", MANY).split()]
     watched = [files["run"], files["empty"], files["afile"], files["foreign_db"]]
     before = {p: _snapshot(p) for p in watched}
     code = main(argv)

@@ -59,7 +59,7 @@ def _scale_name(length: float, model: str) -> str:
 
 
 def _clone(summaries, role, **kw):
-    return find(summaries, role, kind="clone", num_clones=1, frac_clone=1.0, schedule="", **kw)
+    return find(summaries, role, kind="clone", num_clones=1, frac_clone=1.0, schedule="", order="", **kw)
 
 
 def _model_order(a: Analysis) -> list[str]:

@@ -21,7 +21,7 @@ SOURCE = "Schäfer et al. 2024, arXiv 2404.07982"
 class Setting:
     """What identifies a published number. `p` is the total non-base probability (mean of a schedule)."""
 
-    kind: str = "clone"  # clone | real
+    kind: str = "clone"  # clone | real | many (languages.corpora: beyond the paper)
     p: float = 0.5
     schedule: str = ""
     num_clones: int = 1
@@ -29,11 +29,12 @@ class Setting:
     vocab: str = ""  # real pairs: disjoint | anchored
     length: float = 1.0  # training length in the paper's 1x units (monolingual ladders: the data fraction)
     model: str = "small"
+    order: str = ""  # a changed word order of a language (inverted, permuted: data.transforms); the paper has none
 
     def matches(self, other: Setting) -> bool:
         close = lambda a, b: abs(a - b) <= 1e-6 + 0.02 * abs(b)
-        return (self.kind, self.schedule, self.num_clones, self.vocab, self.model) == (
-            other.kind, other.schedule, other.num_clones, other.vocab, other.model
+        return (self.kind, self.schedule, self.num_clones, self.vocab, self.model, self.order) == (
+            other.kind, other.schedule, other.num_clones, other.vocab, other.model, other.order
         ) and close(self.p, other.p) and close(self.frac_clone, other.frac_clone) and close(self.length, other.length)
 
 

@@ -19,6 +19,7 @@ from ..study.spec import Study, runs_root
 from ..study.store import Store
 from . import published
 from .alignment_report import alignment_sections
+from .beyond import answers, figure_shares, share_rows
 from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
@@ -41,6 +42,7 @@ def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evide
     if a.ladder:
         _ladder_section(doc, a)
     if a.summaries:
+        _shares_section(doc, a)
         _efficiency_section(doc, a)
     if tuning:
         _tuning_section(doc, tuning)
@@ -73,6 +75,7 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
         if v.evidence:
             doc.p(f"**Claim {v.claim}** ({v.status}):")
             doc.ul(v.evidence)
+    _questions(doc, a, alignment)
     doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; perplexities are geometric "
           "means with the interval of ln PPL over seeds, [lo, hi], and are compared by the ratio of two settings; "
           "'supported' means the interval "
@@ -80,6 +83,33 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
           "paper's direction; 'direction holds, not significant' means the means agree with the paper but the "
           "interval does not exclude no effect. The seed intervals do not include the uncertainty of the "
           "monolingual law fitted to the ladder; the headline gives that range separately.")
+
+
+def _questions(doc: Doc, a: Analysis, alignment: list[Evidence] | None) -> None:
+    """The questions beyond the paper this study can test (beyond.py), judged like the claims."""
+    qs = answers(a, alignment)
+    if not qs:
+        return
+    paper = {q.claim: q.status for q in answers(under_form(a, "paper"), alignment)}
+    doc.p("**Questions beyond the paper** (each language's TEff against its own monolingual law):")
+    doc.table(["question", "our result (verdict's law form)", "under the paper's law form"],
+              [[f"{q.claim}. {q.text}", f"**{q.status}**", str(paper.get(q.claim, "–"))] for q in qs])
+    for q in qs:
+        doc.p(f"**Question {q.claim}** ({q.status}):")
+        doc.ul(q.evidence)
+
+
+def _shares_section(doc: Doc, a: Analysis) -> None:
+    rows = share_rows(a)
+    if not rows:
+        return
+    doc.h(2, "Token efficiency against share, per language")
+    doc.table(["language", "setting", "share", "PPL (ours)", "TEff (verdict form)", "TEff (paper form)", "seeds", ""],
+              rows)
+    doc.p("Share: the language's expected share of the run's training sequences (temperature sampling and UniMax: "
+          "as the run computed them from the training tokens of each language, recorded in its run.json). TEff: "
+          "monolingual tokens of that language needed for its PPL, by its own ladder's law, per token it got; "
+          "mean [95 % t-interval over seeds]. † extrapolated beyond the ladder (see the efficiency table).")
 
 
 def _runs_section(doc: Doc, a: Analysis) -> None:
@@ -112,8 +142,12 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     c = configs[0]
     training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = data "
                 f"fraction {st.one_x:g} of one pass over the base language's training text")
-    real = a.rows[0].spec.mixture.kind == "real"
-    languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if real else " + clones")
+    mix = a.rows[0].spec.mixture
+    if mix.many:
+        languages = f"{c['corpus']['name']} {', '.join(c['languages']['corpora'])}" + (
+            "" if c["corpus"]["books"] == "all" else f" ({c['corpus']['books']} books)")
+    else:
+        languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if mix.kind == "real" else " + clones")
     doc.table(["setting", "value"], [
         ["corpus", languages],
         ["model", f"{one('model.preset')}, seq_len {one('model.seq_len')}"],
@@ -213,6 +247,10 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
         name = figure_ladder(a, out / "ladder.png")
         if name:
             figures.append((name, "Monolingual ladder: perplexity against data fraction, with the fitted law."))
+        name = figure_shares(a, out / "teff-vs-share.png")
+        if name:
+            figures.append((name, "Token efficiency against share, one line per language (each against its own law; "
+                                  "mean ± 95 % CI over seeds)."))
         for i, spec in enumerate(study.figures, 1):
             y = spec.get("y", "ppl")
             name = figure_lines(a, spec, out / f"fig{i}-{y}-vs-{spec['x'].split('.')[-1]}.png")

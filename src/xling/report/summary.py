@@ -19,13 +19,17 @@ import numpy as np
 from ..analysis.efficiency import efficiency
 from ..analysis.scaling_law import FORMS, ScalingFit, fit_scaling_law, leave_one_out_error
 from ..config import flatten
+from ..data.mixture import Mixture
 from ..study.spec import RunSpec, Study
+from ..train.rundir import RunDir
 from . import published
 from .stats import Stat, log_stat, t_stat
 
-# Config keys that describe the *mixture* of a run, not the monolingual setting its law belongs to.
+# Config keys that describe the *mixture* of a run, not the monolingual setting its law belongs to (a key of a
+# mapping, e.g. languages.mix.fr, counts as its mapping's). Transforms decide which law applies (Mixture.law_language).
 MIXTURE_KEYS = ("name", "languages.p", "languages.schedule", "languages.num_clones", "languages.frac_clone",
-                "languages.names", "train.seed", "train.data_fraction", "train.steps")
+                "languages.names", "train.seed", "train.data_fraction", "train.steps", "languages.mix",
+                "languages.temperature", "languages.unimax_epochs", "languages.transforms")
 BOOTSTRAP = 500  # resamples for the law's own uncertainty (shown for the headline numbers)
 
 
@@ -57,6 +61,7 @@ class Row:
     teff_forms: dict[str, float] = field(default_factory=dict)  # form -> TEff, expected accounting
     teff_sampled: float = math.nan  # verdict form, sampled accounting
     warnings: list[str] = field(default_factory=list)
+    mix: Mixture | None = None  # the run's mixture, its shares known (temperature, UniMax: as the run drew them)
 
 
 @dataclass
@@ -114,7 +119,8 @@ def law_group(config: dict) -> str:
     Disjoint and anchored vocabularies tokenize each language identically, so their monolingual
     runs are the same experiment (the paper fits one EN and one FR law for both).
     """
-    flat = {k: v for k, v in flatten(config).items() if k not in MIXTURE_KEYS}
+    flat = {k: v for k, v in flatten(config).items() if k not in MIXTURE_KEYS and ".".join(k.split(".")[:2])
+            not in MIXTURE_KEYS}
     if flat.get("languages.vocab") in ("disjoint", "anchored"):
         flat["languages.vocab"] = "separate"
     if flat.get("languages.kind") == "clone":
@@ -123,22 +129,36 @@ def law_group(config: dict) -> str:
     return json.dumps(flat, sort_keys=True)
 
 
-def paper_setting(study: Study, spec: RunSpec, length: float, mono: bool) -> published.Setting:
-    mix, preset = spec.mixture, spec.config["model"]["preset"]
+def paper_setting(study: Study, spec: RunSpec, length: float, mono: bool, mix: Mixture | None = None
+                  ) -> published.Setting:
+    """A setting in the paper's terms; many languages are kind "many" and reordered clones name their word order,
+    so neither is matched with a published value (`mix`: the run's mixture, its shares known)."""
+    mix, preset = mix or spec.mixture, spec.config["model"]["preset"]
     model = study.paper_models.get(preset, preset if preset in published.PAPER_MODELS else "small")
     vocab = "" if mix.kind == "clone" else mix.vocab
+    kind = "many" if mix.many else mix.kind
+    order = "+".join(dict.fromkeys(t for lang in range(len(mix.names)) for t in mix.word_order(lang)))
     if mono:  # a joint tokenizer cuts text differently: the paper's monolingual numbers do not apply
-        return published.Setting(mix.kind, mix.effective_p, "", 1, 1.0, "joint" if vocab == "joint" else "",
-                                 round(length, 3), model)
-    return published.Setting(mix.kind, mix.effective_p, mix.schedule, mix.num_clones, mix.frac_clone, vocab,
-                             round(length, 3), model)
+        return published.Setting(kind, mix.effective_p, "", 1, 1.0, "joint" if vocab == "joint" else "",
+                                 round(length, 3), model, order)
+    return published.Setting(kind, mix.effective_p, mix.schedule, mix.num_clones, mix.frac_clone, vocab,
+                             round(length, 3), model, order)
 
 
-def our_setting(study: Study, spec: RunSpec, length: float, mono: bool) -> published.Setting:
+def our_setting(study: Study, spec: RunSpec, length: float, mono: bool, mix: Mixture | None = None
+                ) -> published.Setting:
     """The same fields with our own model preset: what claims compare across."""
-    s = paper_setting(study, spec, length, mono)
-    return published.Setting(s.kind, s.p, s.schedule, s.num_clones, s.frac_clone, s.vocab, s.length,
-                             spec.config["model"]["preset"])
+    return dataclasses.replace(paper_setting(study, spec, length, mono, mix), model=spec.config["model"]["preset"])
+
+
+def run_mixture(spec: RunSpec, run: dict) -> Mixture:
+    """A run's mixture with its shares: those temperature sampling and UniMax drew from the corpora's sizes are
+    read from its run.json ("shares")."""
+    mix = spec.mixture
+    if mix.many and not mix.shares:
+        recorded = RunDir(run["run_dir"]).read_info(tolerant=True).get("shares") or {}
+        mix = dataclasses.replace(mix, shares=tuple(float(recorded.get(name, math.nan)) for name in mix.names))
+    return mix
 
 
 def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
@@ -160,17 +180,19 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
         cfg = spec.config
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
         length = tokens_total / run["budget_tokens"] / study.one_x
-        mix = spec.mixture
+        mix = run_mixture(spec, run)
         mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()
         clone, k = mix.kind == "clone", mix.num_clones
         for e in sorted(eval_by_run[spec.id], key=lambda e: names.index(e["language"])):
             if not e["tokens_trained"]:
                 continue  # never trained on (the other language of a monolingual run)
-            role = "L1" if e["language"] == names[0] else "L2"
+            lang = names.index(e["language"])
+            role = "L1" if lang == 0 else "L2"
             label = f"{names[1]}–{names[-1]}" if clone and k > 1 and role == "L2" else e["language"]
-            expected = shares[names.index(e["language"])] * tokens_total / run["budget_tokens"]
-            rows.append(Row(spec, e["language"], label, names[0] if clone else e["language"], role, mono,
-                            expected, e["fraction"], length, e["ppl"]))
+            label = " ".join([label, *mix.word_order(lang)])  # a reordered clone: "EN2 inverted"
+            expected = shares[lang] * tokens_total / run["budget_tokens"]
+            rows.append(Row(spec, e["language"], label, mix.law_language(lang), role, mono, expected, e["fraction"],
+                            length, e["ppl"], mix=mix))
     a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [])
     _fit_and_score(a)
     a.summaries = _summaries(study, [r for r in rows if not r.mono], mono=False)
@@ -223,8 +245,8 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         if not mono and length >= 0.025:  # steps are whole batches: snap to the 1/20 grid of the paper's lengths
             length = round(length * 20) / 20
         warnings = sorted({w for r in members for w in r.warnings})
-        paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
-        key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono)
+        paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono, first.mix)
+        key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono, first.mix)
         form_mean = lambda rs, form: float(np.mean([r.teff_forms.get(form, math.nan) for r in rs]))
         out.append(Summary(setting, first.spec.group, label, first.role, key, paper_key.model, first.spec,
                            float(np.mean([mean(rs, "fraction") for rs in runs])),

@@ -76,12 +76,17 @@ def _judge(holds: bool, lo: float, hi: float) -> Status:
 
 def vs_one(s: Stat, above: bool = True) -> Check:
     """Is the value above 1 (or below 1 with above=False), judged by its seed interval?"""
+    return vs_value(s, 1.0, above)
+
+
+def vs_value(s: Stat, ref: float, above: bool = True) -> Check:
+    """Is the value above `ref` (or below with above=False), judged by its seed interval? The effect is value - ref."""
     if s.n == 0:
         return NOT_TESTED  # no monolingual ladder, so no TEff
     sign = 1 if above else -1
-    lo, hi = sorted((sign * (s.lo - 1), sign * (s.hi - 1))) if s.n >= 2 else (math.nan, math.nan)
-    interval = (s.lo - 1, s.hi - 1) if s.n >= 2 else (math.nan, math.nan)
-    return Check(_judge(sign * (s.mean - 1) > 0, lo, hi), s.mean - 1, interval)
+    lo, hi = sorted((sign * (s.lo - ref), sign * (s.hi - ref))) if s.n >= 2 else (math.nan, math.nan)
+    interval = (s.lo - ref, s.hi - ref) if s.n >= 2 else (math.nan, math.nan)
+    return Check(_judge(sign * (s.mean - ref) > 0, lo, hi), s.mean - ref, interval)
 
 
 def compare(a: Stat, b: Stat, smaller: bool = False) -> Check:

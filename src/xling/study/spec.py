@@ -30,7 +30,8 @@ FIGURE_KEYS = ("x", "y", "mlpe", "where", "roles", "title")
 # Short labels of common grid keys in run ids ("" shows the value alone, e.g. "anchored", "cpu-s").
 ABBREV = {"languages.p": "p", "train.seed": "s", "train.data_fraction": "f", "languages.schedule": "sch",
           "languages.num_clones": "k", "languages.frac_clone": "fc", "languages.vocab": "", "model.preset": "",
-          "train.steps": "steps", "tokenizer.vocab_size": "v", "languages.transforms": "", "languages.temperature": "T"}
+          "train.steps": "steps", "tokenizer.vocab_size": "v", "languages.transforms": "", "languages.mix": "",
+          "languages.temperature": "T", "languages.unimax_epochs": "unimax"}
 SEED_KEY = "train.seed"
 
 
@@ -95,7 +96,7 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, dict):  # e.g. languages.transforms {EN2: [clone, inverted]} -> EN2:clone+inverted
-        return ",".join(f"{k}:{_fmt(v)}" for k, v in value.items())
+        return ",".join(f"{k}:{_fmt(v)}" for k, v in value.items()) or "default"
     if isinstance(value, list):
         return "+".join(map(_fmt, value))
     return str(value)

@@ -1,0 +1,207 @@
+"""Many real languages in one run (issue 14): N-language id tables, static shares (mix, temperature, UniMax),
+the config keys, book partitions, and one small run of three Bible languages end to end."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import requires_bible, tiny_config_dict
+from xling.config import from_dict, load_config, validate
+from xling.data import corpora as C
+from xling.data import languages as L
+from xling.data import mixture as MIX
+from xling.errors import XlingError
+
+PIECES = [  # three tiny "tokenizers": pad, unk, eod, then pieces some of which the others share
+    ["<pad>", "<unk>", "<eod>", "▁the", "a", "▁and", "s"],
+    ["<pad>", "<unk>", "<eod>", "▁le", "a", "▁et", "s", "▁la"],
+    ["<pad>", "<unk>", "<eod>", "▁el", "a", "▁y", "▁la", "os"],
+]
+PADS = [0, 0, 0]
+
+
+def _pieces_by_id(table: torch.Tensor, size: int) -> dict[int, set[str]]:
+    """model id -> the piece strings (over all languages) that map to it."""
+    out: dict[int, set[str]] = {}
+    for lang, pieces in enumerate(PIECES):
+        for i, piece in enumerate(pieces):
+            out.setdefault(int(table[lang, i]), set()).add(piece)
+    return out
+
+
+def test_disjoint_tables_give_every_piece_of_every_language_its_own_id():
+    table, size = L.merge_tables(PIECES, "disjoint", PADS)
+    assert size == sum(map(len, PIECES)) and table.shape == (3, 8)
+    ids = [int(table[lang, i]) for lang, pieces in enumerate(PIECES) for i in range(len(pieces)) if i != 0]
+    assert len(ids) == len(set(ids)), "no two (language, piece) pairs share an id, pad aside"
+    assert all(int(table[lang, 0]) == 0 for lang in range(3))  # every pad is the first language's
+    assert table[2, 3] == len(PIECES[0]) + len(PIECES[1]) + 3  # shifted past the languages before it
+    by_id = _pieces_by_id(table, size)
+    assert by_id[0] == {"<pad>"} and all(len(v) == 1 for v in by_id.values())
+    unused = set(range(size)) - set(by_id)  # the later languages' own pad slots: their pad is the first's
+    assert unused == {len(PIECES[0]), len(PIECES[0]) + len(PIECES[1])}
+
+
+def test_anchored_tables_map_each_distinct_string_to_exactly_one_id():
+    table, size = L.merge_tables(PIECES, "anchored", PADS)
+    strings = list(dict.fromkeys(p for pieces in PIECES for p in pieces))
+    assert size == len(strings)
+    by_id = _pieces_by_id(table, size)
+    assert set(by_id) == set(range(size)) and all(len(v) == 1 for v in by_id.values()), "one id, one string"
+    assert table[1, 4] == table[0, 4] == table[2, 4]  # "a" is the first language's
+    assert table[2, 6] == table[1, 7]  # "▁la" anchors on the second language's new piece
+    assert table[1, 3] == len(PIECES[0])  # new pieces numbered in language order, then id order
+
+
+def test_two_language_tables_are_the_pairs():
+    for mode in ("disjoint", "anchored"):
+        pair, size = L.merge_table(PIECES[0], PIECES[1], mode)
+        many, many_size = L.merge_tables(PIECES[:2], mode, PADS[:2])
+        assert torch.equal(pair, many) and size == many_size
+
+
+def test_joint_table_is_one_vocabulary_for_every_language():
+    table = L.identity_table(7, 3)
+    assert all(table[lang].tolist() == list(range(7)) for lang in range(3))
+
+
+# --------------------------------------------------------------------------- shares
+
+
+def test_share_sampling_is_exact_in_expectation(monkeypatch):
+    """With evenly spaced uniform numbers, each language gets its share to within one row in n."""
+    shares = [0.7, 0.05, 0.05, 0.1, 0.0, 0.1]
+    n = 100_000
+    monkeypatch.setattr(MIX, "uniform", lambda seed, stream, rows: np.asarray(rows, dtype=np.float64) / n)
+    counts = np.bincount(MIX.choose_by_shares(0, np.arange(n), shares), minlength=len(shares))
+    assert np.all(np.abs(counts / n - shares) <= 1 / n)
+    assert counts[4] == 0  # a share of 0 is never drawn
+
+
+def test_share_sampling_is_a_pure_function_of_seed_and_row():
+    shares = [0.4, 0.3, 0.2, 0.1]
+    rows = np.arange(50_000)
+    whole = MIX.choose_by_shares(3, rows, shares)
+    parts = np.concatenate([MIX.choose_by_shares(3, rows[a:a + 777], shares) for a in range(0, len(rows), 777)])
+    assert np.array_equal(whole, parts)
+    assert np.array_equal(whole[::-1], MIX.choose_by_shares(3, rows[::-1], shares))  # any order of rows
+    assert not np.array_equal(whole, MIX.choose_by_shares(4, rows, shares))
+    freq = np.bincount(whole, minlength=4) / len(rows)
+    assert np.allclose(freq, shares, atol=4 * np.sqrt(0.25 / len(rows)))
+    plan = MIX.share_plan(3, 100, 500, shares)
+    assert np.array_equal(plan, whole)  # a plan is rows 0, 1, ... in order
+
+
+def test_temperature_shares():
+    sizes = [100, 400, 1600]
+    assert np.allclose(MIX.temperature_shares(sizes, 1.0), [100 / 2100, 400 / 2100, 1600 / 2100])
+    flat = MIX.temperature_shares(sizes, 2.0)  # proportional to the square roots 10, 20, 40
+    assert np.allclose(flat, [10 / 70, 20 / 70, 40 / 70])
+    assert np.allclose(MIX.temperature_shares(sizes, 1e6), [1 / 3] * 3, atol=1e-5)
+    assert abs(sum(MIX.temperature_shares(sizes, 3.3)) - 1) < 1e-12
+
+
+def test_unimax_caps_small_languages_and_hands_the_rest_to_large_ones():
+    # Chung et al. 2023, Algorithm 1: budget 60; the smallest (size 1) gets 1 epoch, then 59 / 2 each is more
+    # than 10 -> 10, and the largest takes the remaining 49
+    assert np.allclose(MIX.unimax_shares([10, 1, 100], 60, epochs=1), [10 / 60, 1 / 60, 49 / 60])
+    # 4 epochs: the smallest gets 4, then 56 / 2 = 28 each is below the next cap (40)
+    assert np.allclose(MIX.unimax_shares([10, 1, 100], 60, epochs=4), [28 / 60, 4 / 60, 28 / 60])
+    assert np.allclose(MIX.unimax_shares([500, 500, 500], 60, epochs=1), [1 / 3] * 3)  # uniform below the caps
+    with pytest.raises(XlingError, match="fewer than the run's"):
+        MIX.unimax_shares([10, 1, 10], 60, epochs=1)
+
+
+# --------------------------------------------------------------------------- the config and the Mixture view
+
+
+def many(**languages) -> dict:
+    return {"corpus": {"name": "bible"}, "languages": {"kind": "real", "corpora": ["web", "fr", "rv1909"],
+                                                       **languages}}
+
+
+def test_the_mixture_view_of_many_languages():
+    mix = MIX.Mixture.of(load_config(None, {"languages.kind": "real", "languages.corpora": ["web", "fr", "es"]}))
+    assert mix.names == ("EN", "FR", "ES") and mix.rule == "uniform" and mix.expected_shares() == [1 / 3] * 3
+    cfg = from_dict(many(mix={"en": 0.9, "LSG": 0.1}))  # a code, a translation name (any case)
+    validate(cfg)
+    mix = MIX.Mixture.of(cfg)
+    assert mix.expected_shares() == [0.9, 0.1, 0.0] and mix.trained == ["EN", "FR"] and mix.many
+    assert abs(mix.effective_p - 0.1) < 1e-12
+    mono = MIX.Mixture.of(from_dict(many(mix={"es": 1})))
+    assert mono.monolingual and mono.trained == ["ES"]
+    temperature = MIX.Mixture.of(from_dict(many(temperature=3.3)))
+    assert temperature.trained == ["EN", "FR", "ES"]  # every language has a share, whatever the sizes
+    with pytest.raises(XlingError, match="depend on the corpora's sizes"):
+        temperature.expected_shares()
+    assert np.allclose(temperature.resolve([1, 4, 9], 10).shares, MIX.temperature_shares([1, 4, 9], 3.3))
+
+
+def test_a_pair_and_clones_keep_their_mixture():
+    pair = MIX.Mixture.of(load_config(None, {"languages.kind": "real", "languages.p": 0.2}))
+    assert not pair.many and pair.expected_shares() == [0.8, 0.2] and pair.num_clones == 1
+    assert pair.transforms == ((), ())
+
+
+def test_two_languages_with_one_code_are_numbered():
+    cfg = from_dict(many())
+    cfg.languages.corpora = ["web", "kjv", "lsg"]
+    assert C.language_names(cfg) == ["EN1", "EN2", "FR"]
+    with pytest.raises(XlingError, match="'en' names more than one language"):
+        C.language_index(cfg, "en", "languages.mix")
+    assert C.language_index(cfg, "kjv", "languages.mix") == 1
+
+
+def test_disjoint_books_deal_the_training_books_and_keep_the_tests_parallel():
+    cfg = from_dict(many())
+    cfg.corpus.books = "disjoint"
+    corpora = C.language_corpora(cfg)
+    assert [c.books for c in corpora] == ["1/3", "2/3", "3/3"]
+    assert [c.translation for c in corpora] == ["web", "lsg", "rv1909"]
+    train = [set(C.split_books("train", c.books)) for c in corpora]
+    assert set.union(*train) == set(C.TRAIN_BOOKS) and sum(map(len, train)) == len(C.TRAIN_BOOKS)
+    assert all(C.split_books("test", c.books) == C.TEST_BOOKS for c in corpora)
+    assert C.split_books("train", "all") == C.TRAIN_BOOKS  # the other values as before
+    assert C.split_books("valid", "odd") == tuple(b for b in C.VALID_BOOKS if b % 2)
+
+
+# --------------------------------------------------------------------------- one run, end to end
+
+
+@pytest.mark.corpus
+@requires_bible
+def test_three_bible_languages_train_with_temperature_shares(tmp_path, tiny_corpus_dir):
+    """Tokenizers per language on disjoint books, the disjoint table, the recorded shares and the sampled language
+    counts, then evaluation in every language and alignment of any pair."""
+    from xling.analysis.alignment import align_run
+    from xling.data.stream import prepare_languages
+    from xling.train.trainer import Trainer
+
+    data = tiny_config_dict(tiny_corpus_dir, tokenizer={"vocab_size": 400},
+                            train={"steps": 6, "checkpoint_every": 6})
+    data["corpus"] = {"name": "bible", "translation": "web", "books": "disjoint"}  # a third of the books each
+    data["languages"] = {"kind": "real", "vocab": "disjoint", "corpora": ["web", "lsg", "rv1909"],
+                         "temperature": 1.0}
+    cfg = from_dict(data)
+    validate(cfg)
+    setup = prepare_languages(cfg)
+    assert setup.names == ["EN", "FR", "ES"] and setup.source_of_language == [0, 1, 2]
+    assert setup.model_vocab == 3 * 400 and setup.table[2, 5] == 2 * 400 + 5
+    info = Trainer(cfg, tmp_path / "run").fit(progress=False)
+    sizes = [len(setup.tokens(s, "train")) for s in range(3)]
+    shares = info["shares"]
+    assert list(shares) == ["EN", "FR", "ES"] and abs(sum(shares.values()) - 1) < 1e-12
+    assert np.allclose(list(shares.values()), np.array(sizes) / sum(sizes), atol=1e-3)  # T = 1: by size
+    rows = 6 * cfg.train.batch_size
+    plan = MIX.share_plan(cfg.train.seed, 6, cfg.train.batch_size, list(shares.values()))
+    counted = Counter(dict(zip(setup.names, np.bincount(plan, minlength=3) * cfg.model.seq_len)))
+    assert info["tokens"] == dict(counted) and sum(info["tokens"].values()) == rows * cfg.model.seq_len
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert report["shares"] == shares
+    result = align_run(tmp_path / "run", pair=("FR", "ES"), sequences=4, grad_sequences=1, figures=False)
+    assert result["languages"] == ["FR", "ES"] and result["hidden"]["method"] == "matching"
