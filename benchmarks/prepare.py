@@ -134,7 +134,7 @@ def measure(corpus: Path, vocab: int, workers: int, src: str | None, cache: Path
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="corpus sizes in MB (default 256 1024)")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    p.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts (default 1 2; none: only --baseline)")
     p.add_argument("--vocab", type=int, default=16384)
     p.add_argument("--baseline", help="another xling source tree (its src/) to time the same way, 1 worker setting")
     p.add_argument("--baseline-sizes", type=int, nargs="+", help="sizes for --baseline (default: the smallest)")
