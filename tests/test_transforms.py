@@ -1,0 +1,122 @@
+"""Word-order transforms (data/transforms.py): on constructed sentences whose words and sentence ends are known,
+and as properties over random windows (every token kept, inversion an involution, permutation undone)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xling.data import transforms as T
+from xling.errors import XlingError
+
+# A tiny SentencePiece-like vocabulary: "▁" starts a word; "." ends a sentence; "," sticks to the word before it.
+PIECES = ["<eod>", "<pad>", "▁the", "▁cat", "▁sat", "▁on", "▁mat", "s", "ting", ",", ".", "▁.", "?", "▁I", "'"]
+ID = {p: i for i, p in enumerate(PIECES)}
+CLASSES = T.piece_classes(PIECES, [ID["<eod>"], ID["<pad>"]])
+
+
+def ids(text: str) -> np.ndarray:
+    return np.array([ID[p] for p in text.split()], dtype=np.int64)
+
+
+def text(row) -> str:
+    return " ".join(PIECES[i] for i in row)
+
+
+def test_piece_classes_know_words_and_sentence_ends():
+    assert CLASSES.starts_word[ID["▁cat"]] and not CLASSES.starts_word[ID["s"]]
+    assert CLASSES.fixed[ID["."]] and CLASSES.fixed[ID["▁."]] and CLASSES.fixed[ID["?"]]
+    assert CLASSES.fixed[ID["<eod>"]] and CLASSES.fixed[ID["<pad>"]]
+    assert not CLASSES.fixed[ID[","]] and not CLASSES.starts_word[ID["▁."]]  # a sentence end never starts a word
+
+
+def test_inverted_reverses_words_and_keeps_pieces_of_a_word_together():
+    row = ids("▁the ▁cat s ▁sat ting , ▁on ▁the ▁mat . ▁I ▁sat ?")
+    got = T.word_order(row, CLASSES, "inverted")
+    assert text(got) == "▁mat ▁the ▁on ▁sat ting , ▁cat s ▁the . ▁sat ▁I ?"
+
+
+def test_sentence_ends_and_documents_never_move_and_bound_the_sentences():
+    row = ids("▁the ▁cat . <eod> ▁I ▁sat ▁on ▁. ▁mat")
+    got = T.word_order(row, CLASSES, "inverted")
+    assert text(got) == "▁cat ▁the . <eod> ▁on ▁sat ▁I ▁. ▁mat"
+
+
+def test_a_window_cut_inside_a_word_keeps_the_cut_tail_in_place():
+    row = ids("s ting ▁the ▁cat ▁sat .")  # the window starts inside a word: its tail is the segment's head
+    assert text(T.word_order(row, CLASSES, "inverted")) == "s ting ▁sat ▁cat ▁the ."
+
+
+def test_permuted_uses_one_order_per_sentence_length_and_never_the_identity():
+    first = ids("▁the ▁cat ▁sat ▁on . ▁I ▁sat ▁on ▁mat .")
+    got = T.word_order(first, CLASSES, "permuted")
+    order = T._permutation(4)
+    assert (order != np.arange(4)).any()
+    words_a, words_b = ["▁the", "▁cat", "▁sat", "▁on"], ["▁I", "▁sat", "▁on", "▁mat"]
+    want = [words_a[j] for j in order] + ["."] + [words_b[j] for j in order] + ["."]
+    assert text(got) == " ".join(want)  # both four-word sentences moved the same way
+    # fixed across runs and processes: the order depends only on the length (and a constant seed)
+    assert T._permutation.__wrapped__(4).tolist() == order.tolist()
+
+
+def test_batches_are_rows_of_their_own():
+    rows = np.stack([ids("▁the ▁cat ▁sat"), ids("▁on ▁the ▁mat")])
+    got = T.word_order(rows, CLASSES, "inverted")
+    assert [text(r) for r in got] == ["▁sat ▁cat ▁the", "▁mat ▁the ▁on"]
+    assert got.shape == rows.shape and got.dtype == rows.dtype
+
+
+def test_clone_is_left_to_the_id_table_and_unknown_orders_are_refused():
+    row = ids("▁the ▁cat .")
+    assert np.array_equal(T.apply_word_order(row, CLASSES, ("clone",)), row)
+    assert text(T.apply_word_order(row, CLASSES, ("clone", "inverted"))) == "▁cat ▁the ."
+    with pytest.raises(ValueError):
+        T.word_order(row, CLASSES, "reversed")
+
+
+def test_a_tokenizer_without_word_starts_is_refused():
+    with pytest.raises(XlingError, match="marks word starts"):
+        T.piece_classes(["a", "b", "Ġc"], [])
+
+
+windows = st.lists(st.integers(0, len(PIECES) - 1), min_size=0, max_size=60).map(lambda v: np.array(v, np.int64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(windows)
+def test_every_token_is_kept_and_inversion_twice_is_the_identity(row):
+    once = T.word_order(row, CLASSES, "inverted")
+    assert sorted(once.tolist()) == sorted(row.tolist())
+    assert np.array_equal(T.word_order(once, CLASSES, "inverted"), row)
+    fixed = CLASSES.fixed[row]
+    assert np.array_equal(once[fixed], row[fixed])  # sentence ends and specials stay where they were
+
+
+@settings(max_examples=300, deadline=None)
+@given(windows)
+def test_permutation_keeps_every_token_and_is_undone_by_its_inverse(row):
+    moved = T.word_order(row, CLASSES, "permuted")
+    assert sorted(moved.tolist()) == sorted(row.tolist())
+    assert np.array_equal(T.word_order(moved, CLASSES, "permuted", inverse=True), row)
+
+
+def test_elasticity_recovers_a_known_slope_within_each_language():
+    """report/beyond.elasticity: ln TEff on ln share within each language, per seed; here TEff = c_lang * share^-0.6
+    with each language at its own level, so the slope is -0.6 whatever the levels."""
+    from types import SimpleNamespace
+
+    from xling.report.beyond import elasticity
+
+    names = ("en", "fr", "ru")
+    rows = []
+    for seed, noise in ((0, 1.0), (1, 1.02), (2, 0.98)):
+        for shares in ((0.7, 0.15, 0.15), (0.15, 0.7, 0.15), (1 / 3, 1 / 3, 1 / 3), (0.05, 0.05, 0.9)):
+            mix = SimpleNamespace(names=names, expected_shares=lambda s=shares: list(s))
+            spec = SimpleNamespace(config={"train": {"seed": seed}})
+            for lang, level in zip(names, (1.0, 3.0, 0.5)):
+                share = shares[names.index(lang)]
+                rows.append(SimpleNamespace(language=lang, mix=mix, spec=spec, teff=noise * level * share ** -0.6))
+    slope = elasticity(rows)
+    assert slope.n == 3 and slope.mean == pytest.approx(-0.6, abs=1e-9)
