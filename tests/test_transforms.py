@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,3 +121,35 @@ def test_elasticity_recovers_a_known_slope_within_each_language():
                 rows.append(SimpleNamespace(language=lang, mix=mix, spec=spec, teff=noise * level * share ** -0.6))
     slope = elasticity(rows)
     assert slope.n == 3 and slope.mean == pytest.approx(-0.6, abs=1e-9)
+
+
+def test_ordered_stream_in_chunks_equals_the_whole_stream():
+    rng = np.random.default_rng(0)
+    stream = rng.integers(0, len(PIECES), 5000).astype(np.uint16)
+    whole = T.apply_word_order(stream.astype(np.int64), CLASSES, ("inverted",))
+    for chunk in (50, 333, 1 << 22):  # every chunk of 50 random pieces holds a fixed one (a third of them are)
+        got = T.ordered_stream(stream, CLASSES, ("clone", "inverted"), chunk=chunk)
+        assert got.dtype == stream.dtype and np.array_equal(got, whole)
+
+
+def test_training_windows_of_a_reordered_clone_are_windows_of_the_text_evaluation_scores(tmp_path, tiny_corpus_dir):
+    """L2 inverted: every training row is a window of the whole inverted split (whole sentences reordered, as
+    evaluation sees them), not a window reordered on its own; L1 rows stay windows of the plain text."""
+    from conftest import tiny_config
+    from xling.data.stream import TrainStream, prepare_languages
+
+    cfg = tiny_config(tiny_corpus_dir, languages={"transforms": {"L2": ["clone", "inverted"]}})
+    setup = prepare_languages(cfg, tmp_path / "cache")
+    stream = TrainStream.of_run(cfg, setup, steps=4)
+    x, y, langs = stream.rows(0, 32)
+    plain = np.asarray(setup.tokens(0, "train")).astype(np.int64)
+    classes = setup._piece_classes(0)
+    inverted = T.apply_word_order(plain, classes, ("inverted",))
+    assert not np.array_equal(inverted, plain)
+    windows = stream.windows_of(0, 32)
+    for row, (lang, w) in enumerate(zip(langs.tolist(), windows.tolist())):
+        text = (inverted if lang == 1 else plain)[w * 32: w * 32 + 33]
+        assert torch.equal(torch.cat([x[row], y[row, -1:]]), setup.table[lang][torch.from_numpy(text)])
+    assert torch.equal(setup.language_tokens(1, "test"),
+                       setup.table[1][torch.from_numpy(T.apply_word_order(
+                           np.asarray(setup.tokens(0, "test")).astype(np.int64), classes, ("inverted",)))])

@@ -75,8 +75,26 @@ class LanguageSetup:
         return self._arrays[key]
 
     def language_tokens(self, lang: int, split: str) -> torch.Tensor:
-        """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted), transformed as one stream."""
-        return self.to_model(lang, self.tokens(self.source_of_language[lang], split))
+        """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted), in its word order."""
+        ids = self.ordered_tokens(lang, split).astype(np.int64)
+        return self.table[lang][torch.from_numpy(ids)]
+
+    def ordered_tokens(self, lang: int, split: str) -> np.ndarray:
+        """A language's whole split in base ids and in its word order, transformed as one stream (kept for the
+        stream's life): training windows are cut from it, so they are windows of the text evaluation scores."""
+        source, order = self.source_of_language[lang], self.word_order(lang)
+        if not order:
+            return self.tokens(source, split)
+        key = (source, order, split)
+        if key not in self._arrays:
+            self._arrays[key] = T.ordered_stream(self.tokens(source, split), self._piece_classes(source), order)
+        return self._arrays[key]
+
+    def _piece_classes(self, source: int) -> T.PieceClasses:
+        if source not in self._classes:
+            tok = self.tokenizers[source]
+            self._classes[source] = T.piece_classes(tok.pieces(), [tok.eod_id, tok.pad_id, tok.unk_id])
+        return self._classes[source]
 
     def word_order(self, lang: int) -> tuple[str, ...]:
         """The transforms that move a language's tokens (inverted, permuted), in order; () for none."""
@@ -87,11 +105,7 @@ class LanguageSetup:
         order = self.word_order(lang)
         if not order:
             return base
-        source = self.source_of_language[lang]
-        if source not in self._classes:
-            tok = self.tokenizers[source]
-            self._classes[source] = T.piece_classes(tok.pieces(), [tok.eod_id, tok.pad_id, tok.unk_id])
-        return T.apply_word_order(base, self._classes[source], order)
+        return T.apply_word_order(base, self._piece_classes(self.source_of_language[lang]), order)
 
     def to_model(self, lang: int, base) -> torch.Tensor:
         """Base ids of a language's text (one stream [L], or rows [B, L]) as the model sees that language: in
@@ -228,9 +242,10 @@ class TrainStream:
         for source in np.unique(sources):
             sel = sources == source
             base[sel] = self.setup.tokens(int(source), "train")[positions[sel]]
-        for lang in np.unique(langs) if any(self.setup.word_orders) else ():  # window by window, in each language's order
-            sel = langs == lang
-            base[sel] = self.setup.reorder(int(lang), base[sel])
+        for lang in np.unique(langs) if any(self.setup.word_orders) else ():  # windows of the reordered stream
+            if self.setup.word_order(int(lang)):
+                sel = langs == lang
+                base[sel] = self.setup.ordered_tokens(int(lang), "train")[positions[sel]]
         ids = L.apply_languages(torch.from_numpy(base), torch.from_numpy(langs), self.setup.table)
         return ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.from_numpy(langs)
 

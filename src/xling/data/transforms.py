@@ -1,7 +1,8 @@
 """Synthetic languages that differ from their text in structure: word order changed within each sentence.
 
 Derived languages after Deshpande et al. 2022 ("When is BERT Multilingual?"), built from a tokenizer's ids,
-purely and deterministically, a window at a time (at batch time, like the id tables of languages.py):
+purely and deterministically: a language's split is reordered as one stream when a run first reads it, and
+its windows are cut from that stream at batch time (the id tables of languages.py then apply as for any text):
 
 - `inverted`: the words of each sentence in reverse order;
 - `permuted`: the words of each sentence in a fixed order drawn once per sentence length (the same for
@@ -18,11 +19,12 @@ Words and sentences come from the tokenizer's pieces (`PieceClasses`):
   sentences are the runs of pieces between such fixed pieces.
 
 Limits, by construction:
-- Training windows cut sentences: the window's first and last sentence may be parts of sentences. Each part
-  is treated as a sentence of its own (its words reordered among themselves), so every token of the window
-  is kept and only positions change; pieces before the first word start of a part (the tail of a word cut
-  by the window's edge, or a closing quote after a sentence end) stay in place. Evaluation text (a whole
-  split) is transformed as one stream, where only documents end sentences, so test sentences are whole.
+- A whole split is transformed as one stream (`ordered_stream`), and training windows are cut from that
+  stream, so training and evaluation see the same text: whole sentences in the language's order (a window
+  may start or end inside a sentence, as any window of ordinary text does). Windows and rows given to
+  `word_order` directly (alignment probes, transfer examples) are streams of their own: a part of a
+  sentence at a row's edge is reordered among itself, and pieces before the first word start of a part
+  (the tail of a word, or a closing quote after a sentence end) stay in place.
 - A sentence end inside a piece with letters (no such pieces in SentencePiece's default models, which split
   punctuation from letters), an abbreviation ("e.g.") or a sentence without final punctuation is not seen as
   a boundary: the sentence runs on to the next boundary.
@@ -121,3 +123,24 @@ def apply_word_order(ids: np.ndarray, classes: PieceClasses, transforms: tuple[s
         if how in WORD_ORDER:
             ids = word_order(ids, classes, how)
     return ids
+
+
+def ordered_stream(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...],
+                   chunk: int = 1 << 22) -> np.ndarray:
+    """A whole split ([N], e.g. a memmapped token array) in a language's word order, as one stream: the text
+    that training windows are cut from and evaluation scores, so both see whole sentences in the same order.
+    Transformed in chunks that end just after a fixed piece (a segment never spans a cut, so the result equals
+    the whole stream's at a bounded memory); a chunk without any fixed piece is cut where it ends."""
+    out = np.empty(len(ids), dtype=np.asarray(ids[:0]).dtype)
+    start = 0
+    while start < len(ids):
+        stop = min(len(ids), start + chunk)
+        part = np.asarray(ids[start:stop])
+        if stop < len(ids):
+            fixed = np.flatnonzero(classes.fixed[part])
+            if len(fixed):
+                stop = start + int(fixed[-1]) + 1
+                part = part[: stop - start]
+        out[start:stop] = apply_word_order(part, classes, transforms)
+        start = stop
+    return out
