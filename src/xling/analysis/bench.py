@@ -226,6 +226,9 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
               log=None, peak_size: int = 0) -> dict:
     """Benchmark one config's training step; returns the JSON-able result.
 
+    (Longer than 60 lines on purpose: the timed rounds of every contender stay in one place, so that what
+    is compared with what, and in which order, reads top to bottom.)
+
     What is measured, all in one process with the same thread settings:
     - xling's real training step (`Trainer.train_step`: data, forward, backward, Adam) on the
       config's data, and separately the data path alone (`Trainer.batches`);

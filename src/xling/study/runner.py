@@ -126,6 +126,29 @@ def _cost(spec: RunSpec) -> float:
     return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
 
 
+def _usable_loggers(loggers: tuple[str, ...], log) -> tuple[str, ...]:
+    """The live loggers whose package is installed; one note for each that is not."""
+    for name in dict.fromkeys(loggers):
+        note = unavailable(name)
+        if note:
+            log(f"note: {note}")
+    return tuple(name for name in dict.fromkeys(loggers) if not unavailable(name))
+
+
+def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...], log) -> int:
+    """Copy each missing run's completed twin (same config, another study under the same root); how many."""
+    adopted = 0
+    for spec in todo:
+        twin = find_twin(spec, root)
+        if twin and adopt_twin(spec, twin, root):
+            store.try_index(spec.run_dir(root))
+            adopted += 1
+            log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
+            for name in loggers:  # the twin's logs were copied; rewritten here in case it had none
+                export_run(spec.run_dir(root), name)
+    return adopted
+
+
 def run_study(study: Study, root: str | Path | None = None, workers: int | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
@@ -155,20 +178,9 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | None 
     parallel = launch.workers > 1 or engine != "local" or launch.gpus
     log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
         + (f" ({launch.describe()})" if todo and parallel else ""))
-    for name in dict.fromkeys(loggers):
-        note = unavailable(name)
-        if note:
-            log(f"note: {note}")
-    loggers = tuple(name for name in dict.fromkeys(loggers) if not unavailable(name))
+    loggers = _usable_loggers(loggers, log)
     if reuse:
-        for spec in todo:
-            twin = find_twin(spec, root)
-            if twin and adopt_twin(spec, twin, root):
-                store.try_index(spec.run_dir(root))
-                counts["completed"] += 1
-                log(f"  {spec.id}: reused from {twin.relative_to(root)} (same config; --no-reuse trains it anew)")
-                for name in loggers:  # the twin's logs were copied; rewritten here in case it had none
-                    export_run(spec.run_dir(root), name)
+        counts["completed"] += _adopt_twins(todo, root, store, loggers, log)
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
     if not todo:
         return counts

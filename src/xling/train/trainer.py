@@ -204,6 +204,8 @@ class Trainer:
         raise XlingError(message)
 
     def _fit(self, resume: bool, progress: bool, stop_at: int | None) -> dict:
+        # One function, a little over 60 lines, on purpose: the training loop read top to bottom (restore,
+        # run.json, steps with their logging, validation and checkpoints, the final record) in one place.
         cfg, run, main = self.cfg, self.run, self.world.is_main
         if main:
             run.path.mkdir(parents=True, exist_ok=True)
