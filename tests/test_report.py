@@ -112,7 +112,11 @@ def test_claims_are_judged_again_under_the_papers_law_form(tiny_study, tmp_path)
     paper = under_form(a, "paper")
     for s, t in zip(a.summaries, paper.summaries):
         assert t.teff == s.teff_forms["paper"] and t.ppl == s.ppl and t.teff_forms == s.teff_forms
-    assert all(form == "paper" for form in paper.verdict_form.values()) and paper.rows is a.rows
+    assert all(form == "paper" for form in paper.verdict_form.values())
+    # rows too (the questions beyond the paper read each run's TEff), with perplexities untouched
+    assert [r.teff for r in paper.rows] == [r.teff_forms.get("paper", r.teff) for r in a.rows]
+    assert [r.ppl for r in paper.rows] == [r.ppl for r in a.rows]
+    assert any(r.teff != s.teff for r, s in zip(paper.rows, a.rows))
     by_paper = {v.claim: v.status for v in verdicts(paper)}
     md = write_report(study, root, tmp_path / "rep")[0].read_text()
     assert "| claim (the paper's §6) | our result (verdict's law form) | under the paper's law form |" in md

@@ -26,6 +26,7 @@ from .verdict import Check, Evidence, combine, compare, vs_one, vs_value
 FAMILIES = {"en": "Germanic", "de": "Germanic", "fr": "Romance", "es": "Romance", "it": "Romance",
             "ru": "Slavic", "pl": "Slavic"}
 DOMINANT = 0.5  # a language with at least this share dominates its run
+SHARE_RATIO = 2.0  # M1 compares a language's TEff at uniform with shares at least this many times smaller or larger
 PAPER_TEN_CLONES = "the paper's ten clones: TEff 1.67-1.69 at 10 % each, 3.56 at 5.6 % beside EN1 at 50 % (Table 1)"
 
 
@@ -33,8 +34,9 @@ PAPER_TEN_CLONES = "the paper's ten clones: TEff 1.67-1.69 at 10 % each, 3.56 at
 
 
 def _many(a: Analysis) -> list[Row]:
-    """The scored rows of multilingual runs of many languages (languages.corpora)."""
-    return [r for r in a.rows if not r.mono and r.mix is not None and r.mix.many and math.isfinite(r.teff)]
+    """The scored rows of multilingual runs of many languages (languages.corpora) whose share is known."""
+    return [r for r in a.rows if not r.mono and r.mix is not None and r.mix.many and math.isfinite(r.teff)
+            and math.isfinite(share(r))]
 
 
 def share(r: Row) -> float:
@@ -124,16 +126,16 @@ def share_question(a: Analysis, alignment: list[Evidence]) -> Judged:
         if not uniform:
             continue
         uni, uni_share = _stat(uniform[0]), _setting_share(uniform[0])
-        low = min(by_setting.values(), key=_setting_share)
-        high = max(by_setting.values(), key=_setting_share)
-        low_rows = [r for rs in by_setting.values() if abs(_setting_share(rs) - _setting_share(low)) < 1e-9 for r in rs]
+        shares = {setting: _setting_share(rs) for setting, rs in by_setting.items()}
+        # only shares far from uniform are judged (temperature's 0.135-0.154 around 1/7 are not a change of share)
+        low = [r for s, rs in by_setting.items() if shares[s] <= uni_share / SHARE_RATIO for r in rs]
+        high = [r for s, rs in by_setting.items() if shares[s] >= uni_share * SHARE_RATIO for r in rs]
         parts = [f"{lang}: TEff at share {uni_share:.3f} (uniform) {fmt_interval(uni)}"]
-        if _setting_share(low) < uni_share - 0.01:
-            tests.append(compare(_stat(low_rows), uni))
-            parts.append(f"at {_setting_share(low):.3f} {fmt_interval(_stat(low_rows))} (higher: {tests[-1].status})")
-        if _setting_share(high) > uni_share + 0.01:
-            tests.append(compare(_stat(high), uni, smaller=True))
-            parts.append(f"at {_setting_share(high):.3f} {fmt_interval(_stat(high))} (lower: {tests[-1].status})")
+        for rows_at, smaller, word in ((low, False, "higher"), (high, True, "lower")):
+            if rows_at:
+                at = _stat(rows_at)
+                tests.append(compare(at, uni, smaller=smaller))
+                parts.append(f"at {_setting_share(rows_at):.3f} {fmt_interval(at)} ({word}: {tests[-1].status})")
         lines.append("; ".join(parts) + ".")
     lines.append(f"For scale: {PAPER_TEN_CLONES}.")
     return tests, lines
@@ -155,7 +157,7 @@ def related_question(a: Analysis, alignment: list[Evidence]) -> Judged:
     dominant = _dominant(rows)
     if len(dominant) < 2:
         return [], []
-    tests, lines, deltas = [], [], defaultdict(dict)  # family -> language -> {seed: delta}
+    tests, lines, deltas = [], [], defaultdict(dict)  # the balanced contrast only; family -> language -> {seed: delta}
     for lang in dict.fromkeys(r.language for r in rows):
         mine = [r for r in rows if r.language == lang and r.spec.setting in dominant and share(r) < DOMINANT]
         if not mine:
@@ -170,12 +172,12 @@ def related_question(a: Analysis, alignment: list[Evidence]) -> Judged:
                              f"with {names(rs)} dominant TEff {fmt_interval(_stat(rs))}"
                              for rs in _settings(mine).values()) + " (context).")
             continue
-        tests.append(compare(_stat(related), _stat(other)))
+        pair = compare(_stat(related), _stat(other))  # context: a teacher better for every language is not cancelled
         rel, oth = _by_seed(related), _by_seed(other)
         deltas[fam][lang] = {seed: rel[seed] - oth[seed] for seed in rel if seed in oth}
         lines.append(f"{lang} ({fam}) at share {_setting_share(mine):.3f}: TEff with {names(related)} dominant "
                      f"(related) {fmt_interval(_stat(related))} vs {names(other)} dominant {fmt_interval(_stat(other))}: "
-                     f"{tests[-1].answer()}.")
+                     f"{pair.answer()} (context, not judged alone).")
     seeds = sorted({s for langs in deltas.values() for d in langs.values() for s in d})
     balanced = [np.mean([np.mean([d[s] for d in langs.values() if s in d]) for langs in deltas.values()])
                 for s in seeds]
@@ -212,10 +214,12 @@ def order_question(a: Analysis, alignment: list[Evidence]) -> Judged:
             continue
         gain, above = vs_one(s90.teff), compare(s90.teff, s50.teff) if s50 else None
         name = f"EN2 {order}" if order else "plain EN2 (the paper's clone)"
-        paper = published.lookup(published.Setting("clone", 0.1, "", 1, 1.0, "", 1.0, "small"), "L2")
+        paper = {p: published.lookup(published.Setting("clone", p, "", 1, 1.0, "", 1.0, "small"), "L2")
+                 for p in (0.1, 0.5)}
         text = (f"{name}: TEff at 90/10 {fmt_interval(s90.teff)}, above 1: {gain.status}"
                 + (f"; at 50/50 {fmt_interval(s50.teff)}, 90/10 higher: {above.status}" if above else "")
-                + (f" (paper, GPT-small 1x: {paper.teff:.2f} at 90/10, 0.89 at 50/50)" if not order and paper else ""))
+                + (f" (paper, GPT-small 1x: {paper[0.1].teff:.2f} at 90/10, {paper[0.5].teff:.2f} at 50/50)"
+                   if not order and all(paper.values()) else ""))
         if order:
             tests.append(gain if above is None else combine_checks(gain, above))
             if plain[0.1]:

@@ -266,7 +266,8 @@ def under_form(a: Analysis, form: str) -> Analysis:
     def swap(summaries: list[Summary]) -> list[Summary]:
         return [dataclasses.replace(s, teff=s.teff_forms.get(form, s.teff)) for s in summaries]
 
-    return dataclasses.replace(a, summaries=swap(a.summaries), ladder=swap(a.ladder),
+    rows = [dataclasses.replace(r, teff=r.teff_forms.get(form, r.teff)) for r in a.rows]  # questions read rows
+    return dataclasses.replace(a, rows=rows, summaries=swap(a.summaries), ladder=swap(a.ladder),
                                laws=a.laws_by_form.get(form, a.laws), verdict_form={k: form for k in a.verdict_form})
 
 
