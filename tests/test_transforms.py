@@ -58,8 +58,9 @@ def test_permuted_uses_one_order_per_sentence_length_and_never_the_identity():
     words_a, words_b = ["▁the", "▁cat", "▁sat", "▁on"], ["▁I", "▁sat", "▁on", "▁mat"]
     want = [words_a[j] for j in order] + ["."] + [words_b[j] for j in order] + ["."]
     assert text(got) == " ".join(want)  # both four-word sentences moved the same way
-    # fixed across runs and processes: the order depends only on the length (and a constant seed)
-    assert T._permutation.__wrapped__(4).tolist() == order.tolist()
+    # fixed for every run and every version: the permuted language is defined by these orders
+    assert {n: T._permutation(n).tolist() for n in (2, 3, 4, 7)} == {
+        2: [1, 0], 3: [1, 0, 2], 4: [3, 1, 2, 0], 7: [2, 5, 1, 0, 4, 3, 6]}
 
 
 def test_batches_are_rows_of_their_own():
@@ -134,22 +135,69 @@ def test_ordered_stream_in_chunks_equals_the_whole_stream():
 
 def test_training_windows_of_a_reordered_clone_are_windows_of_the_text_evaluation_scores(tmp_path, tiny_corpus_dir):
     """L2 inverted: every training row is a window of the whole inverted split (whole sentences reordered, as
-    evaluation sees them), not a window reordered on its own; L1 rows stay windows of the plain text."""
+    evaluation sees them), not a window reordered on its own; L1 rows stay windows of the plain text. The
+    reordered stream is cached on disk beside the token array and read back by a new setup."""
     from conftest import tiny_config
     from xling.data.stream import TrainStream, prepare_languages
 
     cfg = tiny_config(tiny_corpus_dir, languages={"transforms": {"L2": ["clone", "inverted"]}})
+    seq_len, rows = cfg.model.seq_len, 64
     setup = prepare_languages(cfg, tmp_path / "cache")
-    stream = TrainStream.of_run(cfg, setup, steps=4)
-    x, y, langs = stream.rows(0, 32)
+    stream = TrainStream.of_run(cfg, setup, steps=rows // cfg.train.batch_size)
+    x, y, langs = stream.rows(0, rows)
     plain = np.asarray(setup.tokens(0, "train")).astype(np.int64)
     classes = setup._piece_classes(0)
     inverted = T.apply_word_order(plain, classes, ("inverted",))
-    assert not np.array_equal(inverted, plain)
-    windows = stream.windows_of(0, 32)
+    windows = stream.windows_of(0, rows)
+    assert set(langs.tolist()) == {0, 1}
+    differs_from_window_by_window = 0
     for row, (lang, w) in enumerate(zip(langs.tolist(), windows.tolist())):
-        text = (inverted if lang == 1 else plain)[w * 32: w * 32 + 33]
+        window = slice(w * seq_len, (w + 1) * seq_len + 1)
+        text = (inverted if lang == 1 else plain)[window]
         assert torch.equal(torch.cat([x[row], y[row, -1:]]), setup.table[lang][torch.from_numpy(text)])
+        if lang == 1:  # what the first version did: reorder each window on its own
+            differs_from_window_by_window += not np.array_equal(text, setup.reorder(1, plain[window]))
+    assert differs_from_window_by_window > 0
     assert torch.equal(setup.language_tokens(1, "test"),
                        setup.table[1][torch.from_numpy(T.apply_word_order(
                            np.asarray(setup.tokens(0, "test")).astype(np.int64), classes, ("inverted",)))])
+    cached = list((tmp_path / "cache").rglob(f"*.inverted.v{T.ORDER_VERSION}"))
+    assert cached and all(f.stat().st_size == setup.tokens(0, "train").nbytes or "train" not in f.name for f in cached)
+    again = prepare_languages(cfg, tmp_path / "cache")
+    assert np.array_equal(again.ordered_tokens(1, "train"), inverted)
+
+
+def _many_rows(teff_of_share, settings, seeds=(0, 1, 2), names=("en", "fr", "ru")):
+    """Rows of a study of many languages as report/beyond.py reads them: per setting (name -> (rule, shares)),
+    seed and language a TEff from teff_of_share(language, share, seed)."""
+    from types import SimpleNamespace
+
+    rows = []
+    for setting, (rule, shares) in settings.items():
+        mix = SimpleNamespace(names=names, many=True, rule=rule, expected_shares=lambda s=shares: list(s))
+        for seed in seeds:
+            spec = SimpleNamespace(setting=setting, config={"train": {"seed": seed}})
+            for lang, share in zip(names, shares):
+                rows.append(SimpleNamespace(language=lang, mix=mix, spec=spec, mono=False, label=lang,
+                                            teff=teff_of_share(lang, share, seed)))
+    return SimpleNamespace(rows=rows)
+
+
+def test_share_question_judges_only_shares_far_from_uniform():
+    """M1: TEff falling with share is supported at a small and a large share; a temperature-like setting
+    (shares within a few per cent of uniform) adds no judged check."""
+    from xling.report.beyond import share_question
+    from xling.report.verdict import Status
+
+    third = 1 / 3
+    settings = {"uniform": ("uniform", (third, third, third)), "temperature": ("temperature", (0.34, 0.33, 0.33)),
+                "dominant-en": ("mix", (0.8, 0.1, 0.1)), "dominant-fr": ("mix", (0.1, 0.8, 0.1)),
+                "dominant-ru": ("mix", (0.1, 0.1, 0.8))}
+    noise = {0: 1.0, 1: 1.03, 2: 0.97}
+    a = _many_rows(lambda lang, share, seed: noise[seed] * share ** -0.5, settings)
+    tests, lines = share_question(a, [])
+    assert len(tests) == 1 + 3 * 2  # the elasticity, and per language one low and one high share
+    assert all(t.status is Status.SUPPORTED for t in tests)
+    assert lines[0].startswith("Elasticity") and "-0.50" in lines[0]
+    flat = _many_rows(lambda lang, share, seed: noise[seed] * 2.0, settings)
+    assert all(t.status is not Status.SUPPORTED for t in share_question(flat, [])[0])

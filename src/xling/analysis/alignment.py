@@ -141,13 +141,12 @@ def language_means(model, setup, lang: int, seq_len: int, device, autocast, wind
                    batch_size: int = 16) -> torch.Tensor:
     """A language's mean hidden state per layer [L, D], over windows of its validation text: text
     that no alignment probe is, so the centred measures are not centred on what they score."""
-    source = setup.source_of_language[lang]
-    base = torch.from_numpy(setup.tokens(source, "valid").astype(np.int64))
-    n = min(windows, (len(base) - 1) // seq_len)
+    text = setup.language_tokens(lang, "valid")  # in the language's word order, as it trained: one stream
+    n = min(windows, (len(text) - 1) // seq_len)
     if n < 1:
         raise XlingError(f"the valid split has fewer than {seq_len + 1} tokens: no language means for the centred "
                          "alignment measures; use a corpus with more held-out text")
-    seqs = list(setup.to_model(lang, base[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)]))
+    seqs = list(text[torch.arange(n)[:, None] * seq_len + torch.arange(seq_len + 1)])
     total = sum(_states(model, seqs[i:i + batch_size], device, autocast)[0].sum((1, 2))
                 for i in range(0, n, batch_size))
     return total / (n * seq_len)

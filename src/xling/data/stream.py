@@ -18,6 +18,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import XlingError
+from ..fsio import atomic_write
 from . import languages as L
 from . import transforms as T
 from .corpora import language_corpora
@@ -80,15 +81,34 @@ class LanguageSetup:
         return self.table[lang][torch.from_numpy(ids)]
 
     def ordered_tokens(self, lang: int, split: str) -> np.ndarray:
-        """A language's whole split in base ids and in its word order, transformed as one stream (kept for the
-        stream's life): training windows are cut from it, so they are windows of the text evaluation scores."""
+        """A language's whole split in base ids and in its word order, transformed as one stream: training
+        windows are cut from it, so they are windows of the text evaluation scores."""
         source, order = self.source_of_language[lang], self.word_order(lang)
         if not order:
             return self.tokens(source, split)
         key = (source, order, split)
         if key not in self._arrays:
-            self._arrays[key] = T.ordered_stream(self.tokens(source, split), self._piece_classes(source), order)
+            self._arrays[key] = self._reordered(self.tokens(source, split), self._piece_classes(source), order)
         return self._arrays[key]
+
+    @staticmethod
+    def _reordered(base: np.ndarray, classes: T.PieceClasses, order: tuple[str, ...]) -> np.ndarray:
+        """The reordered stream, cached on disk beside its token array (a pure function of the array and the
+        transforms; the file name carries both and a version), so that every process of a run (study workers,
+        DDP ranks, a resume) maps one copy instead of holding its own in memory (2 bytes a token). A cache it
+        cannot write to (read-only, shared) gets the stream in memory."""
+        filename = getattr(base, "filename", None)
+        if not filename:
+            return T.ordered_stream(base, classes, order)
+        path = Path(f"{filename}.{'+'.join(order)}.v{T.ORDER_VERSION}")
+        if not (path.is_file() and path.stat().st_size == base.nbytes):
+            try:
+                with atomic_write(path) as f:
+                    for piece in T.ordered_chunks(base, classes, order):
+                        f.write(piece.tobytes())
+            except OSError:
+                return T.ordered_stream(base, classes, order)
+        return np.memmap(path, dtype=base.dtype, mode="r", shape=base.shape)
 
     def _piece_classes(self, source: int) -> T.PieceClasses:
         if source not in self._classes:

@@ -37,6 +37,7 @@ after a transform, so `inverted` applied twice is the identity and `permuted` is
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,13 +126,16 @@ def apply_word_order(ids: np.ndarray, classes: PieceClasses, transforms: tuple[s
     return ids
 
 
-def ordered_stream(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...],
-                   chunk: int = 1 << 22) -> np.ndarray:
-    """A whole split ([N], e.g. a memmapped token array) in a language's word order, as one stream: the text
-    that training windows are cut from and evaluation scores, so both see whole sentences in the same order.
-    Transformed in chunks that end just after a fixed piece (a segment never spans a cut, so the result equals
-    the whole stream's at a bounded memory); a chunk without any fixed piece is cut where it ends."""
-    out = np.empty(len(ids), dtype=np.asarray(ids[:0]).dtype)
+ORDER_VERSION = 1  # of the reordered streams cached on disk: raise it when what a transform does changes
+
+
+def ordered_chunks(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...],
+                   chunk: int = 1 << 22) -> Iterator[np.ndarray]:
+    """A whole split ([N], e.g. a memmapped token array) in a language's word order, as one stream, in pieces:
+    the text that training windows are cut from and evaluation scores, so both see whole sentences in the
+    same order. Each piece ends just after a fixed piece (a segment never spans a cut, so the pieces joined
+    equal the whole stream transformed, at a bounded memory); a piece without any fixed piece is cut where
+    it ends. Pieces keep the input's dtype."""
     start = 0
     while start < len(ids):
         stop = min(len(ids), start + chunk)
@@ -141,6 +145,16 @@ def ordered_stream(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str
             if len(fixed):
                 stop = start + int(fixed[-1]) + 1
                 part = part[: stop - start]
-        out[start:stop] = apply_word_order(part, classes, transforms)
+        yield apply_word_order(part, classes, transforms).astype(part.dtype, copy=False)
         start = stop
+
+
+def ordered_stream(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...],
+                   chunk: int = 1 << 22) -> np.ndarray:
+    """`ordered_chunks` joined into one array (in memory)."""
+    out = np.empty(len(ids), dtype=np.asarray(ids[:0]).dtype)
+    start = 0
+    for piece in ordered_chunks(ids, classes, transforms, chunk):
+        out[start:start + len(piece)] = piece
+        start += len(piece)
     return out
