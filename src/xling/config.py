@@ -457,7 +457,7 @@ def _check_many(cfg: RunConfig) -> None:
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
-    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} all set the shares: keep one")
+    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} each set the shares: keep one")
     total = sum(lang.mix.values())
     _check(not lang.mix or abs(total - 1.0) <= 1e-6, f"languages.mix shares must sum to 1, got {total:.6g}")
 

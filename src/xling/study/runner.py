@@ -128,11 +128,10 @@ def _cost(spec: RunSpec) -> float:
 
 def _usable_loggers(loggers: tuple[str, ...], log) -> tuple[str, ...]:
     """The live loggers whose package is installed; one note for each that is not."""
-    for name in dict.fromkeys(loggers):
-        note = unavailable(name)
-        if note:
-            log(f"note: {note}")
-    return tuple(name for name in dict.fromkeys(loggers) if not unavailable(name))
+    notes = {name: unavailable(name) for name in dict.fromkeys(loggers)}
+    for note in filter(None, notes.values()):
+        log(f"note: {note}")
+    return tuple(name for name, note in notes.items() if not note)
 
 
 def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...], log) -> int:
