@@ -201,3 +201,17 @@ def test_share_question_judges_only_shares_far_from_uniform():
     assert lines[0].startswith("Elasticity") and "-0.50" in lines[0]
     flat = _many_rows(lambda lang, share, seed: noise[seed] * 2.0, settings)
     assert all(t.status is not Status.SUPPORTED for t in share_question(flat, [])[0])
+
+
+def test_a_study_writes_the_reordered_streams_before_any_run_starts(tmp_path, tiny_corpus_dir, fresh_cache):
+    """preflight: the reordered streams a study needs are cached once, before workers could race to write them."""
+    from test_study import tiny_study_dict
+
+    from xling.study.runner import preflight
+    from xling.study.spec import build_study
+
+    data = tiny_study_dict(tiny_corpus_dir, seeds=(0,), ps=(0.5,), fractions=(0.5,))
+    data["groups"]["mix"]["set"]["languages.transforms"] = {"L2": ["clone", "permuted"]}
+    preflight(build_study(data, tmp_path / "study.yaml"))
+    cached = sorted(f.name.split(".")[-3] for f in (tmp_path / "cache").rglob(f"*.permuted.v{T.ORDER_VERSION}"))
+    assert len(cached) == 3  # train, valid, test

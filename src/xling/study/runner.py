@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import from_dict, load_yaml, resolve_model, to_dict
+from ..data.mixture import Mixture
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..train.live_log import unavailable
@@ -116,6 +117,12 @@ def preflight(study: Study) -> None:
             budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
         if cfg.languages.unimax_epochs:  # UniMax's caps must fill the run's tokens
             run_mixture(cfg, seen[key], run_steps(cfg, seen[key]))
+        orders = [Mixture.of(cfg).word_order(lang) for lang in range(seen[key].num_languages)]
+        if any(orders):  # reordered streams written to the cache once, here; a tokenizer without word starts refused
+            setup = dataclasses.replace(seen[key], word_orders=orders)
+            for lang in (lang for lang, order in enumerate(orders) if order):
+                for split in ("train", "valid", "test"):
+                    setup.ordered_tokens(lang, split)
 
 
 def _cost(spec: RunSpec) -> float:
