@@ -206,7 +206,6 @@ def test_share_question_judges_only_shares_far_from_uniform():
 def test_a_study_writes_the_reordered_streams_before_any_run_starts(tmp_path, tiny_corpus_dir, fresh_cache):
     """preflight: the reordered streams a study needs are cached once, before workers could race to write them."""
     from test_study import tiny_study_dict
-
     from xling.study.runner import preflight
     from xling.study.spec import build_study
 
