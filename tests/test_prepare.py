@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -266,10 +267,27 @@ def test_corrupt_compressed_jsonl(tmp_path, capsys):
 
 
 @needs_zstd
-def test_corrupt_zstd(tmp_path, capsys):
+def test_corrupt_zstd(tmp_path, capsys, monkeypatch):
     path = tmp_path / "a.jsonl.zst"
     path.write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    monkeypatch.delitem(sys.modules, "zstandard", raising=False)  # the first .zst a process reads imports it
     one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(path)]}, "is not a readable zstd file")
+    write_zst(path, DOCS)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])  # cut inside its only frame
+    one_line_error(tmp_path, capsys, {"name": "jsonl", "paths": [str(path)]}, "it is truncated")
+
+
+@needs_zstd
+def test_zstd_of_several_frames_reads_every_document(tmp_path):
+    import zstandard
+
+    one, two = tmp_path / "one.jsonl.zst", tmp_path / "two.jsonl.zst"
+    write_zst(one, DOCS)
+    lines = [json.dumps({"text": d}).encode() + b"\n" for d in DOCS]
+    half = len(lines) // 2
+    two.write_bytes(b"".join(zstandard.ZstdCompressor().compress(b"".join(part)) for part in (lines[:half], lines[half:])))
+    read = lambda path: [d for s in SPLITS for d in load_documents(CorpusConfig(name="jsonl", paths=[str(path)]), s)]
+    assert read(two) == read(one) and len(read(one)) == len([d for d in DOCS if d.strip()])
 
 
 @needs_datasets
@@ -278,6 +296,8 @@ def test_empty_missing_and_wrong_datasets(tmp_path, capsys):
 
     datasets.Dataset.from_dict({"text": ["", ""]}).save_to_disk(str(tmp_path / "empty"))
     one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "empty")]}, "has no text")
+    datasets.Dataset.from_dict({"text": []}).save_to_disk(str(tmp_path / "no-rows"))
+    one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "no-rows")]}, "has no rows: add documents")
     datasets.Dataset.from_dict({"body": DOCS}).save_to_disk(str(tmp_path / "body"))
     one_line_error(tmp_path, capsys, {"name": "hf", "paths": [str(tmp_path / "body")]},
                    "has no column 'text' (columns: body)")

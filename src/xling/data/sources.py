@@ -19,7 +19,7 @@ import os
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -114,25 +114,54 @@ def digest_files(corpora: list[CorpusConfig], workers: Workers) -> None:
         _DIGESTS[key] = digest
 
 
+class _ZstdFrames:
+    """A zstd stream of one or more frames, read like a file. A stream that ends inside a frame raises ZstdError:
+    zstandard's own stream reader returns what it could decode and stops, so a truncated file would read as a
+    shorter (or empty) corpus instead of a damaged one."""
+
+    def __init__(self, raw, zstandard):
+        self.raw, self.zstandard = raw, zstandard
+        self.frame = zstandard.ZstdDecompressor().decompressobj()
+        self.inside = False  # within a frame that has not ended yet
+
+    def read(self, size: int) -> bytes:
+        while True:
+            data = self.raw.read(size)
+            if not data:
+                if self.inside:
+                    raise self.zstandard.ZstdError("the file ends inside a frame: it is truncated")
+                return b""
+            out = []
+            while data:
+                if self.frame.eof:  # the next frame of the stream
+                    self.frame = self.zstandard.ZstdDecompressor().decompressobj()
+                out.append(self.frame.decompress(data))
+                data = self.frame.unused_data if self.frame.eof else b""
+            self.inside = not self.frame.eof
+            if any(out):
+                return b"".join(out)
+
+
 def _decompressed(path: Path, raw):
     if path.name.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if path.name.endswith(".zst"):
-        zstandard = optional_module("zstandard", "zstandard", "zstd-compressed files (.zst)")
-        return zstandard.ZstdDecompressor().stream_reader(raw)
+        return nullcontext(_ZstdFrames(raw, optional_module("zstandard", "zstandard", "zstd-compressed files (.zst)")))
     return raw
 
 
 @contextmanager
 def _reading(path, what: str):
     """Turn a damaged file's decompression / format errors into one line naming the file."""
-    damaged: tuple = (gzip.BadGzipFile, EOFError, zlib.error)
-    for module, error in (("zstandard", "ZstdError"), ("pyarrow", "ArrowException")):
-        if module in sys.modules:  # (one not imported raises nothing)
-            damaged += (getattr(sys.modules[module], error),)
     try:
         yield
-    except damaged as exc:
+    except Exception as exc:
+        damaged: tuple = (gzip.BadGzipFile, EOFError, zlib.error)
+        for module, error in (("zstandard", "ZstdError"), ("pyarrow", "ArrowException")):
+            if module in sys.modules:  # looked up when it failed: the reader may have imported it just now
+                damaged += (getattr(sys.modules[module], error),)
+        if not isinstance(exc, damaged):
+            raise
         message = " ".join(str(exc).split())[:120] or exc.__class__.__name__
         raise XlingError(f"{path} is not a readable {what} ({message}): replace or remove the file") from None
 
@@ -314,6 +343,8 @@ def hf_datasets(spec: str) -> list:
                 name, _, config = spec.partition(":")
                 loaded = datasets.load_dataset(name, config or None)
     except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
+        if path.is_dir() and _saved_without_data(path):  # datasets cannot load an empty save (an IndexError)
+            raise XlingError(f"the Hugging Face dataset at {spec} has no rows: add documents") from None
         message = " ".join(str(exc).split())[:160] or exc.__class__.__name__
         hint = ("a folder written by save_to_disk" if path.is_dir() else
                 "a save_to_disk folder, or NAME[:CONFIG] of a dataset already in the local Hugging Face cache")
@@ -321,6 +352,15 @@ def hf_datasets(spec: str) -> list:
                          f"corpus hf are {hint}") from None
     _DATASETS[spec] = list(loaded.values()) if isinstance(loaded, dict) else [loaded]
     return _DATASETS[spec]
+
+
+def _saved_without_data(path: Path) -> bool:
+    """A save_to_disk folder (or one of a DatasetDict's splits) whose state lists no data file: an empty dataset."""
+    states = [path / "state.json"] if (path / "state.json").is_file() else sorted(path.glob("*/state.json"))
+    try:
+        return bool(states) and any(not json.loads(s.read_text(encoding="utf-8")).get("_data_files") for s in states)
+    except (OSError, ValueError):
+        return False
 
 
 def _dataset_files(ds) -> list[Path]:
