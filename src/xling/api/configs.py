@@ -217,10 +217,11 @@ class Config:
     @property
     def language_names(self) -> list[str]:
         """The languages' names, e.g. ["EN1", "EN2"] or ["EN", "FR"] (languages.names where given); checks
-        that the corpora's translations exist."""
-        from ..data.corpora import language_names
+        that the corpora's translations exist and that languages.mix and languages.transforms name languages
+        of the run (what training checks first)."""
+        from ..data.mixture import Mixture
 
-        return language_names(self._cfg)
+        return list(Mixture.of(self._cfg).names)
 
     # ------------------------------------------------------------------ copies and views
     def replace(self, overrides: Mapping[str, Any] | None = None, /, **sections: Any) -> Config:

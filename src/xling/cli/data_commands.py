@@ -16,11 +16,11 @@ def prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def prepare(args, overrides) -> int:
-    from ..data.corpora import language_names
+    from ..data.mixture import Mixture
     from ..data.prepare import prepare as prepare_data
 
     cfg = load_config(args.config, overrides)
-    language_names(cfg)  # the translations exist
+    Mixture.of(cfg)  # the translations exist, and languages.mix / transforms name languages of the run
     rows = prepare_data(cfg, workers=args.workers, progress=False if args.quiet else None)
     tokenizers = list(dict.fromkeys(str(r["tokenizer"]) for r in rows))
     for path in tokenizers:

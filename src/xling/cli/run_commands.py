@@ -48,7 +48,7 @@ def config(args, overrides) -> int:
             print(f"{name:<18} {path}")
         return 0
     cfg = Config(args.config, overrides)
-    _ = cfg.language_names  # the translations exist (as `train` would check)
+    _ = cfg.language_names  # the translations exist, mix and transforms name languages (as `train` checks)
     print(cfg.to_yaml(), end="")
     return 0
 
