@@ -486,8 +486,8 @@ def chunk_texts(chunk: Chunk) -> list[str]:
             records = jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1)
             for number, record in records:
                 if not isinstance(record.get(field), str):
-                    raise XlingError(f"{chunk.where}:{number} has no string field '{field}': "
-                                     "set corpus.text_field to the field that holds the text")
+                    raise XlingError(f"{chunk.where}:{number} has no string field '{field}' (fields: "
+                                     f"{', '.join(record) or 'none'}): set corpus.text_field to the one with the text")
                 texts.append(record[field])
         except XlingError:
             if chunk.line >= 0:
