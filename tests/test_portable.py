@@ -21,6 +21,7 @@ from xling.cli import main
 from xling.data.corpora import hash_split
 from xling.data.languages import merge_table
 from xling.data.stream import encode_text, prepare_languages
+from xling.errors import XlingError
 from xling.train.evaluate import evaluate_run
 from xling.train.session import load_session
 from xling.train.trainer import Trainer
@@ -230,3 +231,19 @@ def test_hf_export_of_a_brought_tokenizer_json_renumbers_it_per_language(corpora
     assert tokenizer(sentence, add_special_tokens=False).input_ids == encode_text(setup, 1, sentence).tolist()
     assert tokenizer.eos_token_id == setup.eod(1) == 2 + setup.tokenizers[0].vocab_size  # cloned; the pad is not
     assert tokenizer.pad_token_id == 0
+
+
+def test_a_byte_level_tokenizer_with_a_word_order_transform_is_refused_before_training(corpora, tmp_path):
+    """Word orders need SentencePiece's word-start marker; GPT-2's byte-level pieces have none, and the run says so
+    when its languages are set up, before any training step or progress bar."""
+    tk = pytest.importorskip("tokenizers")
+    one, _, _ = corpora
+    tok = tk.Tokenizer(tk.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(make_documents(200), tk.trainers.BpeTrainer(vocab_size=300, special_tokens=[
+        "<pad>", "<unk>", "<|endoftext|>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    cfg = tiny_config(one, tokenizer={"path": str(tmp_path / "tokenizer.json")},
+                      languages={"transforms": {"L2": ["clone", "inverted"]}})
+    with pytest.raises(XlingError, match="marks word starts"):
+        prepare_languages(cfg)

@@ -146,7 +146,7 @@ def test_training_windows_of_a_reordered_clone_are_windows_of_the_text_evaluatio
     stream = TrainStream.of_run(cfg, setup, steps=rows // cfg.train.batch_size)
     x, y, langs = stream.rows(0, rows)
     plain = np.asarray(setup.tokens(0, "train")).astype(np.int64)
-    classes = setup._piece_classes(0)
+    classes = setup.piece_classes(0)
     inverted = T.apply_word_order(plain, classes, ("inverted",))
     windows = stream.windows_of(0, rows)
     assert set(langs.tolist()) == {0, 1}

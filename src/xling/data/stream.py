@@ -88,7 +88,7 @@ class LanguageSetup:
             return self.tokens(source, split)
         key = (source, order, split)
         if key not in self._arrays:
-            self._arrays[key] = self._reordered(self.tokens(source, split), self._piece_classes(source), order)
+            self._arrays[key] = self._reordered(self.tokens(source, split), self.piece_classes(source), order)
         return self._arrays[key]
 
     @staticmethod
@@ -110,7 +110,8 @@ class LanguageSetup:
                 return T.ordered_stream(base, classes, order)
         return np.memmap(path, dtype=base.dtype, mode="r", shape=base.shape)
 
-    def _piece_classes(self, source: int) -> T.PieceClasses:
+    def piece_classes(self, source: int) -> T.PieceClasses:
+        """Word starts and fixed pieces of a source's tokenizer (data.transforms); refuses one without word starts."""
         if source not in self._classes:
             tok = self.tokenizers[source]
             self._classes[source] = T.piece_classes(tok.pieces(), [tok.eod_id, tok.pad_id, tok.unk_id])
@@ -125,7 +126,7 @@ class LanguageSetup:
         order = self.word_order(lang)
         if not order:
             return base
-        return T.apply_word_order(base, self._piece_classes(self.source_of_language[lang]), order)
+        return T.apply_word_order(base, self.piece_classes(self.source_of_language[lang]), order)
 
     def to_model(self, lang: int, base) -> torch.Tensor:
         """Base ids of a language's text (one stream [L], or rows [B, L]) as the model sees that language: in
@@ -158,7 +159,10 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict
         model_vocab = tokenizers[0].vocab_size
     else:
         table, model_vocab = L.merge_tables([t.pieces() for t in tokenizers], lang.vocab, [t.pad_id for t in tokenizers])
-    return LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir, word_orders=orders)
+    setup = LanguageSetup(names, table, model_vocab, sources, tokenizers, corpora, cache_dir, word_orders=orders)
+    for lang in (lang for lang, order in enumerate(orders) if order):  # a tokenizer without word starts: now
+        setup.piece_classes(sources[lang])
+    return setup
 
 
 def num_windows(n_tokens: int, seq_len: int) -> int:
