@@ -305,3 +305,19 @@ def test_teff_both_forms_labels_every_row(tmp_path, capsys):
     assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--form", "both", "--bootstrap", "20"]) == 0
     rows = list(csv.DictReader((tmp_path / "runs_teff.csv").open()))
     assert [r["form"] for r in rows] == ["loss", "paper"] and "form" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_the_ladder_read_without_a_law():
+    """ladder_mlte: exact on a power law (linear in log-log), monotone where a ladder point is out of order,
+    NaN outside the ladder's perplexities (no extrapolation)."""
+    from xling.analysis.efficiency import ladder_mlte
+
+    x = [0.05, 0.1, 0.25, 0.5, 1.0]
+    law = lambda v: 40 * v ** -0.3
+    ppl = [law(v) for v in x]
+    for v in (0.05, 0.07, 0.3, 1.0):
+        assert ladder_mlte(x, ppl, law(v)) == pytest.approx(v, rel=1e-9)
+    assert math.isnan(ladder_mlte(x, ppl, law(2.0))) and math.isnan(ladder_mlte(x, ppl, law(0.01)))
+    bumpy = [law(0.05), law(0.1), law(0.05) * 1.01, law(0.5), law(1.0)]  # 0.25 worse than 0.05: pooled
+    assert ladder_mlte(x, bumpy, law(0.5)) == pytest.approx(0.5, rel=1e-9)
+    assert ladder_mlte(x + [0.5], ppl + [law(0.5) * 1.2], law(1.0)) == pytest.approx(1.0, rel=1e-9)  # repeats

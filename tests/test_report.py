@@ -97,7 +97,11 @@ def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
     run_fraction = next(r for r in a.rows if r.spec.id == minority.spec.id and r.role == "L1").fraction / 0.9
     assert minority.fraction == pytest.approx(0.1 * run_fraction, rel=1e-12)  # the paper's accounting: p/k exactly
     assert minority.fraction_sampled != minority.fraction  # the sampled share differs, and is shown beside it
-    assert set(minority.teff_forms) == {"loss", "paper"} and math.isfinite(minority.teff_sampled.mean)
+    assert set(minority.teff_forms) == {"loss", "paper", "ladder"} and math.isfinite(minority.teff_sampled.mean)
+    for r in bilingual:  # the ladder's own reading: an MLTE inside the ladder's fractions, or none
+        x, _ = a.ladder_points[r.law]
+        mlte = r.teff_forms["ladder"] * r.fraction
+        assert math.isnan(mlte) or min(x) <= mlte <= max(x)
     for key, form in a.verdict_form.items():  # the verdict's form has the lower leave-one-out error
         assert a.loo[key][form] <= min(a.loo[key].values()) and a.laws[key] is a.laws_by_form[form][key]
 
@@ -119,9 +123,11 @@ def test_claims_are_judged_again_under_the_papers_law_form(tiny_study, tmp_path)
     assert any(r.teff != s.teff for r, s in zip(paper.rows, a.rows))
     by_paper = {v.claim: v.status for v in verdicts(paper)}
     md = write_report(study, root, tmp_path / "rep")[0].read_text()
-    assert "| claim (the paper's §6) | our result (verdict's law form) | under the paper's law form |" in md
+    assert ("| claim (the paper's §6) | our result (verdict's law form) | under the paper's law form "
+            "| read off the ladder (no law) |") in md
+    by_ladder = {v.claim: v.status for v in verdicts(under_form(a, "ladder"))}
     row = next(line for line in md.splitlines() if line.startswith("| 1. "))
-    assert row.endswith(f"| {by_paper['1']} |")
+    assert row.endswith(f"| {by_paper['1']} | {by_ladder['1']} |")
 
 
 def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):

@@ -109,6 +109,29 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float) -> Efficiency:
     )
 
 
+def ladder_mlte(fractions: Sequence[float], ppls: Sequence[float], ppl: float) -> float:
+    """MLTE read off the monolingual ladder itself, with no law: the data fraction at which the ladder reaches
+    ``ppl``, interpolated linearly in (ln PPL, ln x) between its points (repeated fractions averaged in ln PPL;
+    a point that is worse than a smaller fraction's is made monotone by isotonic regression). NaN outside the
+    ladder's perplexities: it never extrapolates. Beside the laws, it shows what a law's shape adds or hides
+    (e.g. a late drop of the ladder that neither form follows)."""
+    from scipy.optimize import isotonic_regression
+
+    x = np.asarray(fractions, dtype=float)
+    y = np.log(np.asarray(ppls, dtype=float))
+    ok = np.isfinite(x) & (x > 0) & np.isfinite(y)
+    xs = np.unique(x[ok])
+    if len(xs) < 2 or not (ppl > 0 and math.isfinite(ppl)):
+        return math.nan
+    mean_y = np.array([y[ok][x[ok] == v].mean() for v in xs])
+    falling = -isotonic_regression(-mean_y).x  # non-increasing in x
+    target = math.log(ppl)
+    if not (falling[-1] <= target <= falling[0]):
+        return math.nan
+    # np.interp needs increasing sample points: ln PPL reversed (flat stretches give their largest fraction)
+    return float(np.exp(np.interp(target, falling[::-1], np.log(xs)[::-1])))
+
+
 # ----------------------------------------------------------------------------- tables
 
 

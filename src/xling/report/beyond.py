@@ -19,7 +19,7 @@ from ..plotting import pyplot, save_png
 from . import published
 from .claims import Claim, ClaimResult, Judged
 from .stats import Stat, fmt, fmt_interval, t_stat
-from .summary import Analysis, Row, find
+from .summary import LADDER, Analysis, Row, find
 from .verdict import Check, Evidence, combine, compare, vs_one, vs_value
 
 # Language families of the built-in Bibles' languages (by ISO code): what "related" means in question M2.
@@ -287,5 +287,6 @@ def share_rows(a: Analysis) -> list[list]:
     """The per-language table of a study of many languages: language, setting, share, PPL, TEff (verdict form and
     the paper's), seeds."""
     return [[t["language"], t["setting"], fmt(t["share"], ".3f"), fmt_interval(t["summary"].ppl),
-             fmt_interval(t["summary"].teff), fmt_interval(t["summary"].teff_forms["paper"]), t["summary"].teff.n,
+             fmt_interval(t["summary"].teff), fmt_interval(t["summary"].teff_forms["paper"]),
+             fmt_interval(t["summary"].teff_forms[LADDER]), t["summary"].teff.n,
              "†" if t["summary"].warnings else ""] for t in share_table(a)]

@@ -24,7 +24,7 @@ from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
-from .summary import Analysis, analyse, dotted, under_form
+from .summary import LADDER, Analysis, analyse, dotted, under_form
 from .tuning import learning_rates
 from .verdict import Evidence, Status
 
@@ -61,13 +61,17 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
         doc.p("**Headline** (minority-language token efficiency, ours against the paper's):")
         doc.ul(hl)
     shown = [i for i, v in enumerate(vs) if v.status is not Status.NOT_TESTED or v.evidence]
-    if a.laws:  # TEff claims judged again with every TEff under the paper's law form
-        paper = verdicts(under_form(a, "paper"), alignment)
-        doc.table(["claim (the paper's §6)", "our result (verdict's law form)", "under the paper's law form"],
-                  [[f"{vs[i].claim}. {vs[i].text}", f"**{vs[i].status}**", str(paper[i].status)] for i in shown])
+    if a.laws:  # TEff claims judged again with every TEff under the paper's law form, and off the ladder
+        paper, ladder = verdicts(under_form(a, "paper"), alignment), verdicts(under_form(a, LADDER), alignment)
+        doc.table(["claim (the paper's §6)", "our result (verdict's law form)", "under the paper's law form",
+                   "read off the ladder (no law)"],
+                  [[f"{vs[i].claim}. {vs[i].text}", f"**{vs[i].status}**", str(paper[i].status),
+                    str(ladder[i].status)] for i in shown])
         doc.p("The verdict's law form is, per ladder, the one with the lower leave-one-out error (see the "
-              "monolingual ladder); the last column judges the same claims with the paper's form "
-              "1/PPL = c − a·x^(−b). Claims on perplexities alone do not depend on the form.")
+              "monolingual ladder); the next column judges the same claims with the paper's form "
+              "1/PPL = c − a·x^(−b), the last with TEffs read off the ladder without a law (interpolated between "
+              "its points; none outside them, so a claim that needs an extrapolated TEff is not tested there). "
+              "Claims on perplexities alone do not depend on the form.")
     else:
         doc.table(["claim (the paper's §6)", "our result"], [[f"{vs[i].claim}. {vs[i].text}", f"**{vs[i].status}**"]
                                                              for i in shown])
@@ -91,9 +95,12 @@ def _questions(doc: Doc, a: Analysis, alignment: list[Evidence] | None) -> None:
     if not qs:
         return
     paper = {q.claim: q.status for q in answers(under_form(a, "paper"), alignment)}
+    ladder = {q.claim: q.status for q in answers(under_form(a, LADDER), alignment)}
     doc.p("**Questions beyond the paper** (each language's TEff against its own monolingual law):")
-    doc.table(["question", "our result (verdict's law form)", "under the paper's law form"],
-              [[f"{q.claim}. {q.text}", f"**{q.status}**", str(paper.get(q.claim, "–"))] for q in qs])
+    doc.table(["question", "our result (verdict's law form)", "under the paper's law form",
+               "read off the ladder (no law)"],
+              [[f"{q.claim}. {q.text}", f"**{q.status}**", str(paper.get(q.claim, "–")), str(ladder.get(q.claim, "–"))]
+               for q in qs])
     for q in qs:
         doc.p(f"**Question {q.claim}** ({q.status}):")
         doc.ul(q.evidence)
@@ -104,8 +111,8 @@ def _shares_section(doc: Doc, a: Analysis) -> None:
     if not rows:
         return
     doc.h(2, "Token efficiency against share, per language")
-    doc.table(["language", "setting", "share", "PPL (ours)", "TEff (verdict form)", "TEff (paper form)", "seeds", ""],
-              rows)
+    doc.table(["language", "setting", "share", "PPL (ours)", "TEff (verdict form)", "TEff (paper form)",
+               "TEff (ladder, no law)", "seeds", ""], rows)
     doc.p("Share: the language's expected share of the run's training sequences (temperature sampling and UniMax: "
           "as the run computed them from the training tokens of each language, recorded in its run.json). TEff: "
           "monolingual tokens of that language needed for its PPL, by its own ladder's law, per token it got; "
@@ -192,16 +199,21 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
         verdict = a.verdict_form.get(s.law, "loss")
         teffs = [f"**{fmt_stat(s.teff_forms[f])}**" if f == verdict else fmt_stat(s.teff_forms[f]) for f in FORMS]
         rows.append([s.setting, s.label, fmt(s.fraction, ".3g"), fmt(s.fraction_sampled, ".3g"), fmt_stat(s.ppl),
-                     published.cell(s.paper, "ppl"), fmt(s.mlpe), *teffs, fmt_stat(s.teff_sampled),
+                     published.cell(s.paper, "ppl"), fmt(s.mlpe), *teffs, fmt_stat(s.teff_forms[LADDER]),
+                     fmt_stat(s.teff_sampled),
                      published.cell(s.paper, "teff"), s.ppl.n, "†" if s.warnings else ""])
     doc.table(["setting", "language", "share of T", "sampled share", "PPL (ours)", "PPL (paper)", "MLPE",
-               *(f"TEff ({f} form)" for f in FORMS), "TEff (sampled share)", "TEff (paper)", "seeds", ""], rows)
+               *(f"TEff ({f} form)" for f in FORMS), "TEff (ladder, no law)", "TEff (sampled share)", "TEff (paper)",
+               "seeds", ""], rows)
     doc.p("Share of T: the language's expected share of the run's tokens (p/k of them, 0.5 per language for a "
           "schedule averaging 50/50) over the reference budget T (one pass over the base language at 1x): the paper's "
           "accounting, used for every TEff unless said otherwise. Sampled share: what the language's sampled "
           "sequences actually got; TEff (sampled share) uses it with the verdict's law form. MLPE: the perplexity "
           "a monolingual model reaches with that share (verdict form). TEff: monolingual tokens needed for our PPL "
-          "divided by the tokens the language got, under each law form; the bold one is the verdict's. Paper "
+          "divided by the tokens the language got, under each law form; the bold one is the verdict's. TEff (ladder, "
+          "no law): the same read off the monolingual ladder itself, interpolated between its points in log-log "
+          "(made monotone), blank (–) where our PPL lies outside the ladder's: no law shape assumed, no "
+          "extrapolation; where it differs much from the law forms, the laws misfit the ladder. Paper "
           "values are GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): "
           "compare TEff (paper form) and directions, not perplexity magnitudes.")
     warnings = sorted({w for s in a.summaries for w in s.warnings})

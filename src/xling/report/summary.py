@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.efficiency import efficiency
+from ..analysis.efficiency import efficiency, ladder_mlte
 from ..analysis.scaling_law import FORMS, ScalingFit, fit_scaling_law, leave_one_out_error
 from ..config import flatten
 from ..data.mixture import Mixture
@@ -31,6 +31,7 @@ MIXTURE_KEYS = ("name", "languages.p", "languages.schedule", "languages.num_clon
                 "languages.names", "train.seed", "train.data_fraction", "train.steps", "languages.mix",
                 "languages.temperature", "languages.unimax_epochs", "languages.transforms")
 BOOTSTRAP = 500  # resamples for the law's own uncertainty (shown for the headline numbers)
+LADDER = "ladder"  # teff_forms key of the TEff read off the ladder with no law (efficiency.ladder_mlte), shown beside
 
 
 def dotted(config: dict, key: str):
@@ -58,7 +59,7 @@ class Row:
     mlpe: float = math.nan  # under the verdict's law form
     mlte: float = math.nan
     teff: float = math.nan  # verdict form, expected accounting
-    teff_forms: dict[str, float] = field(default_factory=dict)  # form -> TEff, expected accounting
+    teff_forms: dict[str, float] = field(default_factory=dict)  # form (and LADDER) -> TEff, expected accounting
     teff_sampled: float = math.nan  # verdict form, sampled accounting
     warnings: list[str] = field(default_factory=list)
     mix: Mixture | None = None  # the run's mixture, its shares known (temperature, UniMax: as the run drew them)
@@ -102,6 +103,7 @@ class Analysis:
     laws_by_form: dict[str, dict[tuple[str, str], ScalingFit]] = field(default_factory=dict)
     loo: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # leave-one-out error by form
     verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
+    ladder_points: dict[tuple[str, str], tuple[list, list]] = field(default_factory=dict)  # (fractions, PPLs)
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
 
     def law_name(self, key: tuple[str, str]) -> str:
@@ -213,6 +215,7 @@ def _fit_and_score(a: Analysis) -> None:
         if len({p.fraction for p in points}) < 3:
             continue
         x, ppl = [p.fraction for p in points], [p.ppl for p in points]
+        a.ladder_points[key] = (x, ppl)
         for form in FORMS:
             a.laws_by_form.setdefault(form, {})[key] = fit_scaling_law(x, ppl, form=form, bootstrap=BOOTSTRAP)
         a.loo[key] = {form: leave_one_out_error(x, ppl, form) for form in FORMS}
@@ -223,6 +226,7 @@ def _fit_and_score(a: Analysis) -> None:
         if key not in a.laws or not (r.fraction and r.ppl):
             continue
         r.teff_forms = {form: efficiency(a.laws_by_form[form][key], r.fraction, r.ppl).teff for form in FORMS}
+        r.teff_forms[LADDER] = ladder_mlte(*a.ladder_points[key], r.ppl) / r.fraction
         e = efficiency(a.laws[key], r.fraction, r.ppl)
         r.law, r.mlpe, r.mlte, r.teff, r.warnings = key, e.mlpe, e.mlte, e.teff, e.warnings
         if r.fraction_sampled:
@@ -254,10 +258,17 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
                            log_stat([mean(rs, "ppl") for rs in runs]),
                            float(np.mean([mean(rs, "mlpe") for rs in runs])),
                            t_stat([mean(rs, "teff") for rs in runs]),
-                           {form: t_stat([form_mean(rs, form) for rs in runs]) for form in FORMS},
+                           {form: t_stat([form_mean(rs, form) for rs in runs]) for form in FORMS}
+                           | {LADDER: _every_seed([form_mean(rs, LADDER) for rs in runs])},
                            t_stat([mean(rs, "teff_sampled") for rs in runs]),
                            published.lookup(paper_key, first.role), warnings, first.law))
     return out
+
+
+def _every_seed(values: list[float]) -> Stat:
+    """Over seeds only where every seed has a value (a ladder TEff is missing outside the ladder's range, and the
+    seeds inside it would be a biased subset)."""
+    return t_stat(values) if all(math.isfinite(v) for v in values) else t_stat([])
 
 
 def under_form(a: Analysis, form: str) -> Analysis:
