@@ -114,7 +114,7 @@ class Study:
         L2: another), monolingual, fraction (the language's expected share of the data budget, the paper's
         accounting) and fraction_sampled, length (training, in the study's 1x), ppl (test), and against
         the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
-        teff_paper, teff_loss (each form), teff_sampled, warnings.
+        teff_paper, teff_loss (each form), teff_ladder (read off the ladder, no law), teff_sampled, warnings.
 
         ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds:
         ppl (geometric mean) and teff (mean), each with its 95 % interval (``_lo``, ``_hi``), seeds, and the
