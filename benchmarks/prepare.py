@@ -12,11 +12,11 @@ prepare` and training do. Reported: wall time, MB/s of corpus text, and the peak
 of the process and all its worker processes (sampled every 50 ms).
 
     python benchmarks/prepare.py                          # 256 MB and 1 GB, 1 and 2 workers
-    python benchmarks/prepare.py --sizes 64 --workers 1 2 --baseline /tmp/xling-old/src
-    python benchmarks/prepare.py --keep /data/bench-corpus --out prepare.json
+    python benchmarks/prepare.py --sizes 64 --workers 1 2 --baseline ../xling-old/src
+    python benchmarks/prepare.py --keep bench-corpus --out prepare.json
 
 --baseline runs the same preparation with another xling source tree (e.g. the release before
-streaming preparation: `git worktree add /tmp/xling-old <commit>`), for the speed-up.
+streaming preparation: `git worktree add ../xling-old <commit>`), for the speed-up.
 """
 
 from __future__ import annotations
