@@ -17,8 +17,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XLING_CACHE") or Path.home() / ".cache" / "xling")
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask (the only way is to set it, then restore it)
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read the process umask (the only way is to set it, then restore it)
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def atomic_write(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

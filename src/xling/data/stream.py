@@ -45,6 +45,7 @@ class LanguageSetup:
     # encoded is encoded alone, so evaluating needs only that split's text; where it is
     # missing, this says whose text it is
     run: str | None = None
+    from_run_copies: bool = False  # built from a trained run's own copies (not the cache, not the config)
     # per language, the transforms that move its tokens (data.transforms: inverted, permuted), in order
     word_orders: list[tuple[str, ...]] = field(default_factory=list)
     _arrays: dict = field(default_factory=dict, repr=False)
@@ -144,7 +145,8 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict
     sources = [0] * len(names) if lang.kind == "clone" else list(range(len(names)))
     if saved is not None:
         return LanguageSetup(names, saved["table"], saved["model_vocab"], sources, saved["tokenizers"],
-                             language_corpora(cfg), cache_dir, run=saved["run"], word_orders=orders)
+                             language_corpora(cfg), cache_dir, run=saved["run"], word_orders=orders,
+                             from_run_copies=True)
     corpora, tokenizers = source_tokenizers(cfg, cache_dir)
     if lang.kind == "clone":
         tok = tokenizers[0]
@@ -260,16 +262,11 @@ class TrainStream:
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inputs [B, T], targets [B, T], languages [B]) of global rows start..stop-1, in model ids."""
         langs = self.plan[start:stop]
-        sources = self.source_of_row[start:stop]
         positions = self.windows_of(start, stop)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
         base = np.empty(positions.shape, dtype=np.int64)
-        for source in np.unique(sources):
-            sel = sources == source
-            base[sel] = self.setup.tokens(int(source), "train")[positions[sel]]
-        for lang in np.unique(langs) if any(self.setup.word_orders) else ():  # windows of the reordered stream
-            if self.setup.word_order(int(lang)):
-                sel = langs == lang
-                base[sel] = self.setup.ordered_tokens(int(lang), "train")[positions[sel]]
+        for lang in np.unique(langs):  # each row a window of its language's text, in that language's word order
+            sel = langs == lang
+            base[sel] = self.setup.ordered_tokens(int(lang), "train")[positions[sel]]
         ids = L.apply_languages(torch.from_numpy(base), torch.from_numpy(langs), self.setup.table)
         return ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), torch.from_numpy(langs)
 

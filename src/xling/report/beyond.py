@@ -98,9 +98,9 @@ def elasticity(rows: list[Row]) -> Stat:
 
 def share_table(a: Analysis) -> list[dict]:
     """Per language and setting of a study of many languages: its share, PPL and TEff (rows for a report table)."""
-    out = []
+    out, many = [], _many(a)
     for s in sorted((s for s in a.summaries if s.key.kind == "many"), key=lambda s: (s.label, s.fraction)):
-        rows = [r for r in _many(a) if r.spec.setting == s.setting and r.label == s.label]
+        rows = [r for r in many if r.spec.setting == s.setting and r.label == s.label]
         if rows:
             out.append({"language": s.label, "setting": s.setting, "share": _setting_share(rows), "summary": s})
     return out

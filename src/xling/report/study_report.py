@@ -61,8 +61,9 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
         doc.p("**Headline** (minority-language token efficiency, ours against the paper's):")
         doc.ul(hl)
     shown = [i for i, v in enumerate(vs) if v.status is not Status.NOT_TESTED or v.evidence]
+    readings = {"paper": under_form(a, "paper"), LADDER: under_form(a, LADDER)}  # claims and questions judged again
     if a.laws:  # TEff claims judged again with every TEff under the paper's law form, and off the ladder
-        paper, ladder = verdicts(under_form(a, "paper"), alignment), verdicts(under_form(a, LADDER), alignment)
+        paper, ladder = verdicts(readings["paper"], alignment), verdicts(readings[LADDER], alignment)
         doc.table(["claim (the paper's §6)", "our result (verdict's law form)", "under the paper's law form",
                    "read off the ladder (no law)"],
                   [[f"{vs[i].claim}. {vs[i].text}", f"**{vs[i].status}**", str(paper[i].status),
@@ -79,7 +80,7 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
         if v.evidence:
             doc.p(f"**Claim {v.claim}** ({v.status}):")
             doc.ul(v.evidence)
-    _questions(doc, a, alignment)
+    _questions(doc, a, alignment, readings)
     doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; perplexities are geometric "
           "means with the interval of ln PPL over seeds, [lo, hi], and are compared by the ratio of two settings; "
           "'supported' means the interval "
@@ -89,13 +90,14 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
           "monolingual law fitted to the ladder; the headline gives that range separately.")
 
 
-def _questions(doc: Doc, a: Analysis, alignment: list[Evidence] | None) -> None:
-    """The questions beyond the paper this study can test (beyond.py), judged like the claims."""
+def _questions(doc: Doc, a: Analysis, alignment: list[Evidence] | None, readings: dict[str, Analysis]) -> None:
+    """The questions beyond the paper this study can test (beyond.py), judged like the claims (and again under
+    each of `readings`: the paper's law form, the ladder)."""
     qs = answers(a, alignment)
     if not qs:
         return
-    paper = {q.claim: q.status for q in answers(under_form(a, "paper"), alignment)}
-    ladder = {q.claim: q.status for q in answers(under_form(a, LADDER), alignment)}
+    paper = {q.claim: q.status for q in answers(readings["paper"], alignment)}
+    ladder = {q.claim: q.status for q in answers(readings[LADDER], alignment)}
     doc.p("**Questions beyond the paper** (each language's TEff against its own monolingual law):")
     doc.table(["question", "our result (verdict's law form)", "under the paper's law form",
                "read off the ladder (no law)"],

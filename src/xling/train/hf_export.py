@@ -33,6 +33,7 @@ from ..config import resolve_model
 from ..data.brought import HFTokenizer
 from ..data.tokenizer import Tokenizer, sentencepiece_spec
 from ..errors import XlingError
+from ..fsio import UMASK
 from .rundir import RunDir
 from .session import load_session
 
@@ -223,7 +224,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
         save_file(gpt2_weights(session.model), tmp / "model.safetensors", metadata={"format": "pt"})
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~UMASK)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -232,9 +233,3 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
         raise
     return {"out": out, "language": language, "vocab_size": dims.vocab_size, "eod": eod,
             "files": sorted([*files, "model.safetensors"])}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -120,15 +120,3 @@ def run_languages(run: RunDir, cfg: RunConfig, cache_dir=None, session: bool = T
                              "its config gives now are not the ones it was trained with: restore that folder "
                              "from a copy of the run")
     return setup
-
-
-def has_saved(run: RunDir) -> bool:
-    """Whether run.json records the run's own copies (and they verify)."""
-    record = run.read_info(tolerant=True).get(RECORD)
-    if not isinstance(record, dict):
-        return False
-    try:
-        read_saved(run, record)
-    except XlingError:
-        return False
-    return True

@@ -24,7 +24,7 @@ from ..errors import XlingError
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
-from .portable import RECORD, has_saved, run_languages, save_languages
+from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
 
@@ -215,7 +215,7 @@ class Trainer:
             if not resume or not run.info_path.is_file():
                 run.write_config(cfg)
             # the run's own copy of its tokenizers and id table (train.portable), before run.json names them
-            saved = {} if has_saved(run) else {RECORD: save_languages(run, self.setup)}
+            saved = {} if self.setup.from_run_copies else {RECORD: save_languages(run, self.setup)}
             mix = self.stream.mixture
             if mix.many:  # many languages: each one's share (temperature and UniMax: from the corpora's sizes)
                 saved["shares"] = dict(zip(self.setup.names, mix.shares))
