@@ -38,11 +38,10 @@ from xling.data.corpora import TRANSLATIONS, bible_verses
 FILE_BYTES = 64 << 20
 
 MEASURE = r"""
-import inspect, json, sys, time
+import json, sys
 from xling.config import CorpusConfig
 corpus = CorpusConfig(name="text", paths=[sys.argv[1]], doc_per_line=True)
 vocab, workers = int(sys.argv[2]), int(sys.argv[3])
-start = time.perf_counter()
 try:  # what `xling prepare` does
     from xling.config import RunConfig, TokenizerConfig
     from xling.data.prepare import prepare

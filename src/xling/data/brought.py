@@ -23,18 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import XlingError
+from .sources import optional_module
 from .tokenizer import EOD_NAMES, Tokenizer
 
 PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>")
 HF_FILE = "tokenizer.json"
-
-
-def _tokenizers_module():
-    try:
-        import tokenizers
-    except ImportError:
-        raise XlingError("a Hugging Face tokenizer.json needs the tokenizers package: pip install tokenizers") from None
-    return tokenizers
 
 
 class HFTokenizer:
@@ -43,7 +36,7 @@ class HFTokenizer:
     kind, suffix, words = "hf", ".json", False
 
     def __init__(self, data: bytes, path: Path | None = None):
-        tokenizers = _tokenizers_module()
+        tokenizers = optional_module("tokenizers", "tokenizers", "Hugging Face tokenizer.json files")
         self._tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
         if hasattr(self._tok, "encode_special_tokens"):
             self._tok.encode_special_tokens = True  # "<|endoftext|>" written in a document is text

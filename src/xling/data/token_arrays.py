@@ -38,7 +38,7 @@ from .corpora import (
 )
 from .parallel import Progress, Workers, workers_of
 from .tokenizer import Tokenizer
-from .words import WordEncoder
+from .words import WordEncoder, encode_documents, token_dtype
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +46,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
-
-
 def array_key(corpus: CorpusConfig, split: str, tokenizer: Tokenizer) -> str:
     identity = {"corpus": corpus_fingerprint(corpus), "tokenizer": tokenizer.sha256, "split": split,
                 "format": FORMAT_VERSION}
     return json_key(identity)
-
-
-def encode_documents(docs: list[str], tokenizer: Tokenizer, threads: int | None = None) -> np.ndarray:
-    """Concatenate the documents' ids, each document followed by the end-of-document id."""
-    encoded = tokenizer.encode(docs, threads) if threads else tokenizer.encode(docs)
-    tokens = np.empty(sum(len(ids) + 1 for ids in encoded), dtype=token_dtype(tokenizer.vocab_size))
-    pos = 0
-    for ids in encoded:
-        tokens[pos:pos + len(ids)] = ids
-        tokens[pos + len(ids)] = tokenizer.eod_id
-        pos += len(ids) + 1
-    return tokens
 
 
 def _is_valid(bin_path: Path, manifest: dict | None, verify: bool) -> bool:
@@ -230,8 +214,9 @@ def token_array(corpus: CorpusConfig, split: str, tokenizer: Tokenizer, cache_di
         if alone:
             build_token_arrays(corpus, (split,), tokenizer, cache_dir, workers, progress, require=(split,))
         else:
-            others = missing_splits(corpus, tokenizer, cache_dir, tuple(s for s in corpus_splits(corpus) if s != split))
-            splits = tuple(s for s in corpus_splits(corpus) if s == split or s in others) or (split,)
+            every = corpus_splits(corpus)  # holds `split` (require_split)
+            others = missing_splits(corpus, tokenizer, cache_dir, tuple(s for s in every if s != split))
+            splits = tuple(s for s in every if s == split or s in others)
             build_token_arrays(corpus, splits, tokenizer, cache_dir, workers, progress)
     manifest = read_json(manifest_path, default=None)
     return np.memmap(bin_path, dtype=np.dtype(manifest["dtype"]), mode="r", shape=(manifest["n_tokens"],))

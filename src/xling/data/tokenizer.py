@@ -328,7 +328,7 @@ class _Sample:
     packed again only when less than half of them is still kept."""
 
     def __init__(self, size: int):
-        self.size, self.threshold, self.total, self.count = size, _ALL, 0, 0
+        self.size, self.threshold, self.count = size, _ALL, 0
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = []
 
     def add(self, priorities: np.ndarray, blob: bytes, lengths: np.ndarray) -> None:
@@ -397,17 +397,17 @@ def sample_sentences(corpora: list[CorpusConfig], workers: int | Workers | None 
             for chunk in iter_chunks(corpus):
                 yield corpus_index, chunk, sample.threshold
 
-    total = sum(corpus_size(c) for c in corpora)
+    total, sentences = sum(corpus_size(c) for c in corpora), 0
     with Progress("tokenizer sample", total, progress) as bar:
         chunks = ordered_map(_scan_chunk, items(), workers)
         for (corpus_index, chunk, _), (split_counts, n_sentences, priorities, blob, lengths) in chunks:
             counts[corpus_index].update(split_counts)
-            sample.total += n_sentences
+            sentences += n_sentences
             sample.add(priorities, blob, lengths)
             bar.update(chunk.size, sum(split_counts.values()))
     for corpus, corpus_counts in zip(corpora, counts):
         check_split_counts(corpus, corpus_counts)
-    return sample, sample.total
+    return sample, sentences
 
 
 def _release_memory() -> None:

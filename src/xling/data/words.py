@@ -39,6 +39,24 @@ def _mix(k0, k1, k2, length) -> np.ndarray:
         return h ^ (h >> np.uint64(32))
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest id type that holds the vocabulary."""
+    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
+
+
+def encode_documents(docs: list[str], tokenizer, threads: int | None = None, dtype=None) -> np.ndarray:
+    """Concatenate the documents' ids, each document followed by the end-of-document id: the tokenizer on whole
+    documents, no word cache."""
+    encoded = tokenizer.encode(docs, threads) if threads else tokenizer.encode(docs)
+    tokens = np.empty(sum(len(ids) + 1 for ids in encoded), dtype=dtype or token_dtype(tokenizer.vocab_size))
+    pos = 0
+    for ids in encoded:
+        tokens[pos:pos + len(ids)] = ids
+        tokens[pos + len(ids)] = tokenizer.eod_id
+        pos += len(ids) + 1
+    return tokens
+
+
 class WordEncoder:
     """Documents -> one token stream, each document followed by the end-of-document id."""
 
@@ -183,6 +201,4 @@ class WordEncoder:
         return numbers
 
     def _direct(self, docs: list[str]) -> np.ndarray:
-        encoded = self.tokenizer.encode(docs, self.threads)
-        stream = itertools.chain.from_iterable(itertools.chain(ids, (self.tokenizer.eod_id,)) for ids in encoded)
-        return np.fromiter(stream, dtype=self.dtype, count=sum(len(ids) + 1 for ids in encoded))
+        return encode_documents(docs, self.tokenizer, self.threads, self.dtype)

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from ..config import resolve_model
 from ..data.brought import HFTokenizer
+from ..data.sources import optional_module
 from ..data.tokenizer import Tokenizer, sentencepiece_spec
 from ..errors import XlingError
 from ..fsio import UMASK
@@ -88,11 +89,7 @@ def gpt2_weights(model) -> dict[str, torch.Tensor]:
 
 
 def _tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise XlingError("xling export --format hf needs the tokenizers package: pip install tokenizers") from None
-    return tokenizers
+    return optional_module("tokenizers", "tokenizers", "Hugging Face exports (xling export --format hf)")
 
 
 def sentencepiece_to_json(tokenizer: Tokenizer) -> dict:
