@@ -71,6 +71,56 @@ def test_repeated_seeds_per_fraction_are_all_used():
     assert f.law.params[2] == pytest.approx(TRUE[2], rel=0.1)
 
 
+@pytest.mark.parametrize("form", ["loss", "paper"])
+def test_fit_is_the_global_least_squares_optimum(form):
+    """No start of a general least-squares solver finds a lower residual than the profile search."""
+    from scipy.optimize import least_squares
+
+    from xling.analysis.scaling_law import _fit_z
+
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        x = np.sort(rng.choice([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0], size=5, replace=False))
+        ppl = true_ppl(x) * np.exp(rng.normal(0.0, 0.05, x.size))
+        z = np.log(ppl) if form == "loss" else -1.0 / ppl
+        e, a, alpha = _fit_z(x, z, form)
+        ours = np.sum((e + a * x ** -alpha - z) ** 2)
+        lower = [0.0 if form == "loss" else -np.inf, -np.inf, 1e-6]
+        upper = [np.inf if form == "loss" else 0.0, np.inf, 10.0]
+        for start_alpha in (0.05, 0.3, 1.0, 3.0):
+            start = [0.5 if form == "loss" else -0.05, 0.0, start_alpha]
+            sol = least_squares(lambda t, x=x, z=z: t[0] + np.exp(t[1]) * x ** -t[2] - z, start, bounds=(lower, upper))
+            assert ours <= 2 * sol.cost * (1 + 1e-9) + 1e-15
+
+
+def test_a_bootstrap_fitted_at_once_equals_fits_one_by_one():
+    from xling.analysis import scaling_law
+    from xling.analysis.scaling_law import _fit_many, _fit_z
+
+    rng = np.random.default_rng(3)
+    x = FRACTIONS
+    zs = np.log(true_ppl(x))[None, :] + rng.normal(0.0, 0.05, (40, x.size))
+    at_once = _fit_many(x, zs, "loss")
+    assert at_once == pytest.approx(np.array([_fit_z(x, z, "loss") for z in zs]), rel=1e-9, abs=1e-12)
+    small_blocks = scaling_law._GRID_BLOCK_ELEMENTS
+    try:  # blocks of a few rows: the same numbers
+        scaling_law._GRID_BLOCK_ELEMENTS = 3 * len(scaling_law._ALPHA_GRID) * x.size
+        assert _fit_many(x, zs, "loss") == pytest.approx(at_once, rel=1e-12, abs=1e-15)
+    finally:
+        scaling_law._GRID_BLOCK_ELEMENTS = small_blocks
+
+
+def test_a_ladder_straight_in_log_x_puts_the_paper_exponent_at_its_bound():
+    """1/PPL linear in ln x is the paper form's limit b -> 0: the fit says so instead of
+    returning an arbitrary point of the flat valley."""
+    x = np.array([0.05, 0.1, 0.25, 0.5, 1.0])
+    ppl = 1.0 / (0.02 + 0.004 * np.log(x / 0.01))
+    f = fit_scaling_law(x, ppl, form="paper", bootstrap=0).law
+    assert f.exponent_at_bound
+    assert f.ppl(x) == pytest.approx(ppl, rel=1e-4)  # its predictions within the ladder still hold
+    assert not fit_scaling_law(x, true_ppl(x), form="loss", bootstrap=0).law.exponent_at_bound
+
+
 def test_inverse_round_trips(fit):
     law = fit.law
     ys = np.array([12.0, 20.0, 40.0, 100.0])

@@ -9,8 +9,9 @@ space z, so one fitting routine serves both:
 - ``form="paper"``: the authors' 1/PPL = c - a · x^(-b) (a, b, c > 0), fitted in 1/PPL space as
   they did (z = -1/PPL, E = -c), so results can be compared with theirs.
 
-The fit starts from a grid over E (for fixed E the law is linear in log-log space) and is refined
-with ``scipy.optimize.least_squares`` under bounds. Both laws have an asymptote (exp(E), resp.
+For a fixed exponent the law is linear in (E, A), so the fit searches the exponent alone (a grid,
+then golden section) and solves (E, A) in closed form under the bounds: the global least-squares
+optimum, for a whole bootstrap at once. Both laws have an asymptote (exp(E), resp.
 1/c): a perplexity at or below it is unreachable by monolingual training.
 """
 
@@ -21,13 +22,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from ..errors import XlingError
 
 FORMS = ("loss", "paper")
 NUM_PARAMS = 3
 MIN_FRACTIONS = 3
+# The exponent's bounds, and the grid the profile search starts from (steps of 5 %, with the lower
+# bound itself, so a ladder that wants no curvature still finds it).
+ALPHA_BOUNDS = (1e-6, 10.0)
+_ALPHA_GRID = np.concatenate([[ALPHA_BOUNDS[0]], np.geomspace(1e-4, ALPHA_BOUNDS[1], 241)])
+_GRID_BLOCK_ELEMENTS = 1 << 18  # bootstrap rows x grid x points searched at once
+_GOLDEN_STEPS = 80  # golden-section steps within a grid cell: the cell shrinks below double precision
 
 
 # ----------------------------------------------------------------------------- the law
@@ -59,6 +65,14 @@ class ScalingLaw:
     def asymptote(self) -> float:
         """The PPL that infinitely much monolingual data would reach (exp(E), resp. 1/c)."""
         return float(_z_to_ppl(self.form, np.asarray(self._z_params()[0])))
+
+    @property
+    def exponent_at_bound(self) -> bool:
+        """The fitted exponent sits at a bound of ALPHA_BOUNDS: the ladder's least-squares optimum
+        is a limit of the form (at the lower bound, a law in ln x), so its parameters mean
+        little one by one, though its predictions within the ladder do."""
+        alpha = self._z_params()[2]
+        return alpha <= ALPHA_BOUNDS[0] * 1.001 or alpha >= ALPHA_BOUNDS[1] * 0.999
 
     def _z_params(self) -> tuple[float, float, float]:
         """(E, A, alpha) of the law in its fitting space z (see the module docstring)."""
@@ -116,50 +130,85 @@ def _scalar_or_array(a: np.ndarray):
 # ----------------------------------------------------------------------------- fitting
 
 
-def _initial_guess(x: np.ndarray, z: np.ndarray, e_bounds: tuple[float, float]) -> np.ndarray:
-    """Best (E, ln A, alpha) over a grid of E: for fixed E, ln(z - E) is linear in ln x.
+def _e_bounds(form: str) -> tuple[float, float]:
+    # loss: E = irreducible loss >= 0; paper: E = -c <= 0 (c > 0).
+    return (0.0, math.inf) if form == "loss" else (-math.inf, 0.0)
 
-    This avoids the local minima a single hand-picked start can fall into.
+
+def _best_linear(u: np.ndarray, z: np.ndarray, e_bounds: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """For fixed exponents (u = x^-alpha), the least-squares E and A >= 0 of z = E + A·u with E
+    within its bounds, and the sum of squared residuals. Any leading axes broadcast.
+
+    The problem is a convex quadratic over a box, so its minimum is the unconstrained one if
+    feasible, else the best of the box's edges (E at a finite bound, or A = 0), each solved in
+    closed form.
     """
-    zmin, span = z.min(), max(np.ptp(z), 1e-12)
-    e_grid = zmin - span * np.geomspace(1e-3, 1e2, 60)
-    e_grid = e_grid[(e_grid >= e_bounds[0]) & (e_grid <= e_bounds[1])]
-    if e_grid.size == 0:
-        e_grid = np.array([e_bounds[0] if np.isfinite(e_bounds[0]) else zmin - span])
-    lx = np.log(x)
-    lz = np.log(np.clip(z[None, :] - e_grid[:, None], 1e-300, None))
-    lx_c = lx - lx.mean()
-    slope = (lz - lz.mean(axis=1, keepdims=True)) @ lx_c / max(lx_c @ lx_c, 1e-300)
-    intercept = lz.mean(axis=1) - slope * lx.mean()
-    alpha = np.clip(-slope, 1e-3, 10.0)
-    pred = e_grid[:, None] + np.exp(intercept[:, None]) * x[None, :] ** (-alpha[:, None])
-    best = int(np.argmin(((z[None, :] - pred) ** 2).sum(axis=1)))
-    return np.array([e_grid[best], intercept[best], alpha[best]])
+    mu, mz = u.mean(-1, keepdims=True), z.mean(-1, keepdims=True)
+    uc = u - mu
+    a = (uc * (z - mz)).sum(-1, keepdims=True) / np.maximum((uc * uc).sum(-1, keepdims=True), 1e-300)
+    candidates = [(mz - a * mu, a)]
+    for bound in e_bounds:
+        if math.isfinite(bound):
+            edge_a = (u * (z - bound)).sum(-1, keepdims=True) / np.maximum((u * u).sum(-1, keepdims=True), 1e-300)
+            candidates.append((np.full_like(mz, bound), edge_a))
+    candidates.append((np.clip(mz, *e_bounds), np.zeros_like(mz)))
+    best_e, best_a, best_sse = None, None, None
+    for e, a in candidates:
+        feasible = (e >= e_bounds[0]) & (e <= e_bounds[1]) & (a >= 0)
+        sse = np.where(feasible, ((e + a * u - z) ** 2).sum(-1, keepdims=True), np.inf)
+        if best_sse is None:
+            best_e, best_a, best_sse = e, a, sse
+        else:
+            better = sse < best_sse
+            best_e, best_a, best_sse = (np.where(better, e, best_e), np.where(better, a, best_a),
+                                        np.where(better, sse, best_sse))
+    return best_e[..., 0], best_a[..., 0], best_sse[..., 0]
+
+
+def _fit_many(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
+    """`_fit_rows` in blocks of rows small enough that the grid search stays within a few MB."""
+    zs = np.asarray(zs, dtype=float)
+    rows = max(1, _GRID_BLOCK_ELEMENTS // (len(_ALPHA_GRID) * max(1, x.size)))
+    return np.concatenate([_fit_rows(x, zs[i:i + rows], form) for i in range(0, len(zs), rows)] or [np.empty((0, 3))])
+
+
+def _fit_rows(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
+    """Least-squares (E, A, alpha) of z = E + A·x^(-alpha) for each row of zs [R, n], under the
+    form's bounds (A >= 0, alpha in ALPHA_BOUNDS). Returns [R, 3].
+
+    Variable projection: for a fixed alpha the law is linear in (E, A) (`_best_linear`), so the fit
+    is a search over alpha alone, first on a fine grid, then by golden section within the best
+    grid cell, for all rows at once (a bootstrap's thousand refits in one vectorised pass). It
+    finds the global least-squares optimum on the grid's resolution rather than a local one.
+    """
+    e_bounds = _e_bounds(form)
+    zs = zs[:, None, :]  # [R, 1, n]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sse = _best_linear(x[None, None, :] ** -_ALPHA_GRID[None, :, None], zs, e_bounds)[2]  # [R, G]
+        cell = np.argmin(sse, axis=1)
+        lo = _ALPHA_GRID[np.maximum(cell - 1, 0)]
+        hi = _ALPHA_GRID[np.minimum(cell + 1, len(_ALPHA_GRID) - 1)]
+
+        def profile(alpha):  # [R] -> [R]
+            return _best_linear(x[None, None, :] ** -alpha[:, None, None], zs, e_bounds)[2][:, 0]
+
+        ratio = (math.sqrt(5) - 1) / 2
+        c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        fc, fd = profile(c), profile(d)
+        for _ in range(_GOLDEN_STEPS):
+            left = fc <= fd  # the minimum lies in [lo, d], else in [c, hi]
+            lo, hi = np.where(left, lo, c), np.where(left, d, hi)
+            c, d = np.where(left, hi - ratio * (hi - lo), d), np.where(left, c, lo + ratio * (hi - lo))
+            f_new = profile(np.where(left, c, d))  # one new point per row; the other is kept
+            fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
+        alpha = np.clip((lo + hi) / 2, *ALPHA_BOUNDS)
+        e, a, _ = _best_linear(x[None, None, :] ** -alpha[:, None, None], zs, e_bounds)
+    return np.column_stack([e[:, 0], a[:, 0], alpha])
 
 
 def _fit_z(x: np.ndarray, z: np.ndarray, form: str) -> np.ndarray:
     """Least-squares (E, A, alpha) of z = E + A·x^(-alpha) under the form's bounds."""
-    # loss: E = irreducible loss ≥ 0; paper: E = -c ≤ 0 (c > 0).
-    e_bounds = (0.0, np.inf) if form == "loss" else (-np.inf, 0.0)
-    lower = [e_bounds[0], -np.inf, 1e-6]
-    upper = [e_bounds[1], np.inf, 10.0]
-    theta0 = np.clip(_initial_guess(x, z, e_bounds), np.add(lower, 1e-9), np.subtract(upper, 1e-9))
-
-    def residuals(theta):
-        e, log_a, alpha = theta
-        return e + np.exp(log_a) * x ** (-alpha) - z
-
-    def jacobian(theta):
-        _, log_a, alpha = theta
-        power = np.exp(log_a) * x ** (-alpha)
-        return np.column_stack([np.ones_like(x), power, -power * np.log(x)])
-
-    sol = least_squares(
-        residuals, theta0, jac=jacobian, bounds=(lower, upper), x_scale="jac",
-        ftol=1e-12, xtol=1e-12, gtol=1e-12,
-    )  # fmt: skip
-    e, log_a, alpha = sol.x
-    return np.array([e, math.exp(log_a), alpha])
+    return _fit_many(x, z[None, :], form)[0]
 
 
 def _make_law(form, zparams, x, ppl, z) -> ScalingLaw:
@@ -229,16 +278,10 @@ def fit_scaling_law(
     resid = (z - fitted) - (z - fitted).mean()
     resid *= math.sqrt(x.size / dof)
     rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(bootstrap):
-        z_star = fitted + rng.choice(resid, size=resid.size, replace=True)
-        ppl_star = _z_to_ppl(form, z_star)
-        if not np.all(np.isfinite(ppl_star)):
-            continue  # paper form: 1/PPL pushed past 0; not a valid resample
-        try:
-            boot.append(_make_law(form, _fit_z(x, z_star, form), x, ppl, z_star))
-        except (ValueError, FloatingPointError):  # pragma: no cover - numerical failure
-            continue
+    z_stars = np.array([fitted + rng.choice(resid, size=resid.size, replace=True) for _ in range(bootstrap)])
+    # paper form: a resample that pushes 1/PPL past 0 is not a valid one
+    valid = z_stars[np.all(np.isfinite(_z_to_ppl(form, z_stars)), axis=1)]
+    boot = [_make_law(form, params, x, ppl, z_star) for params, z_star in zip(_fit_many(x, valid, form), valid)]
     notes = ()
     if len(boot) < 0.9 * bootstrap:
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits succeeded; intervals are rough",)

@@ -185,6 +185,9 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
             law = a.laws_by_form[form][key].law
             params = ", ".join(f"{k} = {v:.4g}" for k, v in law.param_dict.items())
             chosen = " — **used by the verdicts**" if form == a.verdict_form[key] else ""
+            if law.exponent_at_bound:
+                chosen = (f"; the exponent is at the bound of its range, so the best fit is the form's limit "
+                          f"(a law in ln x at the lower bound) and its parameters mean little one by one{chosen}")
             items.append(f"{a.law_name(key)}, {form} form: {LAW_TEXT[form]} with {params}; {law.n_points} points; "
                          f"leave-one-out error {fmt(a.loo[key][form], '.3g')} (RMS of ln PPL){chosen}.")
     doc.ul(items)
