@@ -3,6 +3,7 @@ arrays on a shared --root, and the lock check that makes them safe."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from test_study import small_study, tiny_study_dict, write_study
+from xling.api import Study as xling_study
 from xling.cli import main
 from xling.errors import XlingError
 from xling.fsio import read_json
-from xling.study import placement, state
+from xling.study import launch, placement, state
 from xling.study.launch import Launch
 from xling.study.runner import run_study
 from xling.study.spec import build_study
@@ -28,6 +30,44 @@ def two_gpus(monkeypatch):
     """This process 'sees' two GPUs (the count torch would give); workers never touch CUDA here."""
     monkeypatch.setattr(placement, "gpu_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+# --------------------------------------------------------------------------- workers on the CPU
+
+
+def test_auto_workers_one_per_core_at_most_one_per_run_and_what_memory_holds(tiny_corpus_dir, monkeypatch):
+    runs = small_study(tiny_corpus_dir, "auto", ps=(0.5, 0.1), fractions=(0.1, 0.2, 0.3, 0.4), seeds=(0, 1)).runs
+    assert len(runs) == 8
+    monkeypatch.setattr(launch, "usable_cores", lambda: 6)
+    monkeypatch.setattr(launch, "available_memory", lambda: None)
+    assert launch.auto_workers(runs) == 6
+    assert launch.auto_workers(runs[:3]) == 3 and launch.auto_workers([]) == 1
+    need = max(launch.run_memory(r) for r in runs)
+    monkeypatch.setattr(launch, "available_memory", lambda: 4 * need)  # half of it holds two runs
+    assert launch.auto_workers(runs) == 2
+    monkeypatch.setattr(launch, "available_memory", lambda: need)  # not even one: one anyway
+    assert launch.auto_workers(runs) == 1
+
+
+def test_run_memory_estimate_is_above_the_measured_peaks_and_grows_with_the_model(tiny_corpus_dir):
+    spec = small_study(tiny_corpus_dir, "memory", ps=(0.5,), fractions=(0.1,)).runs[-1]
+    measured = {"cpu-xs": 0.40e9, "mini": 0.84e9}  # peak RSS at batch 16 x 128 (2026-11-27, README)
+    estimates = {}
+    for preset in measured:
+        config = {**spec.config, "model": {"preset": preset, "seq_len": 128},
+                  "train": {**spec.config["train"], "batch_size": 16, "grad_accum": 1},
+                  "tokenizer": {**spec.config["tokenizer"], "vocab_size": 2048}}
+        estimates[preset] = launch.run_memory(dataclasses.replace(spec, config=config))
+    assert all(measured[p] < estimates[p] < 1.5 * measured[p] for p in measured), estimates
+
+
+def test_study_run_without_workers_trains_one_run_per_core(tiny_corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "usable_cores", lambda: 2)
+    study = xling_study(tiny_study_dict(tiny_corpus_dir, name="percore", seeds=(0,), ps=(0.5,), fractions=(0.1,)),
+                        root=tmp_path)
+    lines = []
+    assert study.run(log=lines.append)["completed"] == 2
+    assert "(2 workers, local)" in lines[0]
 
 
 # --------------------------------------------------------------------------- GPU placement

@@ -83,13 +83,14 @@ class Study:
 
         return study_status(self._study, self.root)
 
-    def run(self, workers: int | None = None, *, engine: str = "local", gpus: str | Sequence[int] | None = None,
+    def run(self, workers: int | str = "auto", *, engine: str = "local", gpus: str | Sequence[int] | None = None,
             runs_per_gpu: int = 1, loggers: Sequence[str] = (), reuse: bool = True, wait: bool = True,
             progress: bool | None = None, log: Callable[[str], None] | None = print) -> dict:
         """Train every run that is not complete; returns counts (total, completed, failed). Safe to
         interrupt and call again: complete runs are skipped and interrupted ones resumed.
 
-        `workers` runs at a time (processes, or Ray tasks with ``engine="ray"``); `gpus` ``"auto"`` or GPU
+        `workers` runs at a time (processes, or Ray tasks with ``engine="ray"``; ``"auto"``: on the CPU one per
+        usable core, at most one per run and what memory holds; 1: in this process); `gpus` ``"auto"`` or GPU
         numbers gives each worker its own GPU (`runs_per_gpu` workers per GPU). `reuse`: copy a run whose
         twin (same config) is complete in another study under the same root. `wait`: wait for runs
         another process is training (False: leave them to it). `loggers`: live logs of each run. `log`

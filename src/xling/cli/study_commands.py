@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..api import Study
@@ -24,7 +23,8 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
                    help="sbatch: print a SLURM job-array script that runs the study on the nodes of the array")
     p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
     p.add_argument("--workers", type=count(1, 1024), default=None,
-                   help="runs trained at the same time (local processes or Ray tasks; default 1, or one per GPU place)")
+                   help="runs trained at the same time (local processes or Ray tasks; default: one per GPU place, "
+                        "else one per usable core with one thread each, at most one per run and what memory holds)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
     p.add_argument("--gpus", type=gpu_list, help="auto (every visible GPU) or GPU numbers 0,1,2,3: one worker per GPU, "
@@ -82,7 +82,7 @@ def study(args, overrides) -> int:
         print(script, end="")
         return 0
     counts = Study(args.name, args.root, args.db).run(
-        args.workers, engine=args.engine, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu, loggers=args.log or (),
+        args.workers or "auto", engine=args.engine, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu, loggers=args.log or (),
         reuse=not args.no_reuse, wait=not args.no_wait, log=print)
     return 0 if counts["completed"] + counts.get("elsewhere", 0) == counts["total"] else 1
 
@@ -107,7 +107,8 @@ def report(args, overrides) -> int:
 
 def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default="headline-cpu", help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=count(0, 1024), default=0, help="runs trained at the same time (default: 2 on >= 2 cores)")
+    p.add_argument("--workers", type=count(1, 1024), help="runs trained at the same time (default: one per usable core, "
+                   "at most one per run and what memory holds)")
     p.add_argument("--out", help="report directory (default: reports/headline-cpu)")
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--db", help=DB_HELP)
@@ -124,8 +125,7 @@ def demo(args, overrides) -> int:
     from ..study.spec import load_study
 
     chosen = load_study(args.study)
-    workers = args.workers or max(1, min(os.cpu_count() or 1, 2))
-    counts = Study(args.study, args.root, args.db).run(workers, log=print)
+    counts = Study(args.study, args.root, args.db).run(args.workers or "auto", log=print)
     # hidden-state alignment only (seconds per run): the report's alignment section and the line below
     compute_missing(chosen, args.root, task=None, word2vec=False, log=print, grad_sequences=0, figures=False)
     path, analysis = write_report(chosen, args.root, args.out, args.db)

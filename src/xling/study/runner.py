@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import from_dict, load_yaml, resolve_model, to_dict
+from ..config import from_dict, load_yaml, to_dict
 from ..data.mixture import Mixture
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
@@ -27,7 +27,7 @@ from ..train.live_log import unavailable
 from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
-from .launch import Launch
+from .launch import Launch, auto_workers, run_dims
 from .spec import RunSpec, Study, runs_root
 from .state import check_locking, is_complete, is_locked, lock_holder, now, record, run_lock
 from .store import Store
@@ -127,9 +127,9 @@ def preflight(study: Study) -> None:
 
 def _cost(spec: RunSpec) -> float:
     """Rough relative cost, to start long runs first (shorter total time with several workers):
-    training tokens x the model's matmul work per token (two languages' vocabulary assumed)."""
+    training tokens x the model's matmul work per token."""
     cfg = from_dict(spec.config)
-    per_token = resolve_model(cfg.model, 2 * cfg.tokenizer.vocab_size).num_parameters()  # ~ matmul work per token
+    per_token = run_dims(spec).num_parameters()  # ~ matmul work per token
     return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
 
 
@@ -155,14 +155,15 @@ def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...],
     return adopted
 
 
-def run_study(study: Study, root: str | Path | None = None, workers: int | None = None, engine: str = "local",
+def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
               gpus: str | tuple[int, ...] | None = None, runs_per_gpu: int = 1, wait: bool = True) -> dict:
     """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
 
-    `workers` runs train at a time (default 1, or one per GPU place with `gpus`): local processes,
-    or Ray tasks with `engine` "ray". `gpus` ("auto" or GPU numbers) gives each local worker its own
+    `workers` runs train at a time (default 1, in this process, or one per GPU place with `gpus`): local
+    processes, or Ray tasks with `engine` "ray"; "auto": on the local CPU, one per usable core, at
+    most one per run and what memory holds (`launch.auto_workers`; elsewhere as None). `gpus` ("auto" or GPU numbers) gives each local worker its own
     GPU, `runs_per_gpu` workers per GPU (`placement`). `loggers` (tensorboard, wandb, csv) log each
     run as it trains; a missing package is one note. With `reuse`, a missing run whose twin (same
     config) is complete in another study under the same root is copied from it instead of trained
@@ -172,12 +173,15 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | None 
     array's nodes then stop when nothing is left for them). `log(line)` is told of progress, one
     line per finished run (the CLI passes print)."""
     log = log or (lambda _: None)
-    launch = Launch.plan(engine, workers, gpus, runs_per_gpu, progress=False)
+    auto = workers == "auto"
+    launch = Launch.plan(engine, None if auto else workers, gpus, runs_per_gpu, progress=False)
     root = runs_root(root)
     check_locking(root)
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
+    if auto and engine == "local" and gpus is None:
+        launch = Launch.plan(engine, auto_workers(todo), None, runs_per_gpu, progress=False)
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}
     if not wait:
         counts["elsewhere"] = 0
