@@ -1,7 +1,9 @@
 """`xling bench` on a tiny shape: the fields are there and sane (speed itself is not tested)."""
 
 import json
+import os
 import sys
+import time
 
 import pytest
 import torch
@@ -83,16 +85,36 @@ def test_bench_cli_writes_json(tiny_corpus_dir, tmp_path, capsys):
 # --------------------------------------------------------------------------- CPU defaults
 
 
-@pytest.mark.parametrize("load,expected", [(0.1, ("GOMP_SPINCOUNT", "3000")), (1.5, ("OMP_WAIT_POLICY", "PASSIVE"))])
-def test_openmp_threads_spin_briefly_only_on_an_idle_machine(monkeypatch, load, expected):
+@pytest.mark.parametrize("busy,load,expected", [(0.1, 1.9, ("GOMP_SPINCOUNT", "3000")),  # a job that just ended
+                                               (0.9, 0.1, ("OMP_WAIT_POLICY", "PASSIVE")),
+                                               (None, 0.1, ("GOMP_SPINCOUNT", "3000")),  # no /proc/stat
+                                               (None, 1.5, ("OMP_WAIT_POLICY", "PASSIVE"))])
+def test_openmp_threads_spin_briefly_only_on_a_machine_idle_now(monkeypatch, busy, load, expected):
     from xling.train import threads as cli
 
     monkeypatch.setattr(cli.os, "environ", {})  # a scratch environment: nothing leaks into other tests
+    monkeypatch.setattr(cli, "busy_cores", lambda: busy)
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
     cli.openmp_wait_setup()
     key, value = expected
     assert cli.os.environ[key] == value
     assert len(cli.os.environ) == 1
+
+
+def test_busy_cores_sees_another_process_keep_a_core_busy():
+    import subprocess
+
+    from xling.train.threads import busy_cores
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat here")
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        assert busy_cores(0.5) >= 0.6  # the spinner's core, whatever else runs
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_openmp_settings_from_the_environment_win(monkeypatch):
