@@ -95,9 +95,8 @@ class WordEncoder:
             place[active] = p
         return word, place
 
-    def _insert(self, keys: np.ndarray, length: np.ndarray, words: np.ndarray) -> None:
-        """Put new (absent, distinct) keys into the table."""
-        _, place = self._find(keys, length)
+    def _insert(self, keys: np.ndarray, length: np.ndarray, words: np.ndarray, place: np.ndarray) -> None:
+        """Put new (absent, distinct) keys into the table, each from the place `_find` found for it."""
         meta = (length.astype(np.uint64) << np.uint64(32)) | words.astype(np.uint64)
         todo, mask = np.arange(len(keys)), (1 << self.table_bits) - 1
         while todo.size:
@@ -173,7 +172,7 @@ class WordEncoder:
         u64 = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
         keys = np.stack([u64[s] & _MASKS[np.minimum(ln, 8)], u64[s + 8] & _MASKS[np.clip(ln - 8, 0, 8)],
                          u64[s + 16] & _MASKS[np.clip(ln - 16, 0, 8)]], axis=1)
-        found, _ = self._find(keys, ln)
+        found, place = self._find(keys, ln)
         numbers[short] = found
         missing = short[found < 0]
         long = np.flatnonzero(length > KEY_BYTES)
@@ -193,7 +192,7 @@ class WordEncoder:
             at, size = starts[missing[first]].tolist(), length[missing[first]].tolist()
             texts = [data[a:a + m].decode("utf-8") for a, m in zip(at, size)]
             stored = self._store(texts + [w.decode("utf-8") for w in long_new])
-            self._insert(unique[:, :3], unique[:, 3], stored[:len(unique)])
+            self._insert(unique[:, :3], unique[:, 3], stored[:len(unique)], place[absent[first]])
             numbers[missing] = stored[:len(unique)][inverse.reshape(-1)]
             self.long.update(zip(long_new, stored[len(unique):].tolist()))
         if long.size:
