@@ -22,7 +22,7 @@ def main(study="headline-cpu", root=None, out="teff.png", workers=2):
     print(f"{'setting':<28} {'language':<9} {'share':>6} {'test PPL':>9} {'TEff [95 % CI]':>22} {'paper':>6}")
     for r in rows:
         teff = f"{r['teff']:.2f} [{r['teff_lo']:.2f}, {r['teff_hi']:.2f}]" if r["teff"] is not None else "-"
-        paper = f"{r['teff_paper']:.2f}" if r["teff_paper"] is not None else ""
+        paper = f"{r['teff_published']:.2f}" if r["teff_published"] is not None else ""
         print(f"{r['setting']:<28} {r['language']:<9} {r['fraction']:>6.2f} {r['ppl']:>9.1f} {teff:>22} {paper:>6}")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

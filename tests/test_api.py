@@ -267,6 +267,11 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     settings = study.results(level="setting")
     minority = [r for r in settings if r["role"] == "L2" and not r["monolingual"]]
     assert len(minority) == 2 and all(r["seeds"] == 2 and r["teff_lo"] <= r["teff"] <= r["teff_hi"] for r in minority)
+    # each law form (and the ladder) at both levels under one name; the paper's own numbers apart
+    for r in minority:
+        assert {"teff_paper", "teff_loss", "teff_ladder", "teff_published", "ppl_published"} <= set(r)
+        runs = [m["teff_paper"] for m in mix if m["role"] == "L2" and m["setting"] == r["setting"]]
+        assert r["teff_paper"] == pytest.approx(sum(runs) / len(runs))
     assert study.report(tmp_path / "report").name == "report.md" and (tmp_path / "report" / "report.html").is_file()
     with pytest.raises(XlingError, match="level must be"):
         study.results(level="seed")

@@ -118,8 +118,9 @@ class Study:
         teff_paper, teff_loss (each form), teff_ladder (read off the ladder, no law), teff_sampled, warnings.
 
         ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds:
-        ppl (geometric mean) and teff (mean), each with its 95 % interval (``_lo``, ``_hi``), seeds, and the
-        paper's published ppl_paper and teff_paper where it has one. Syncs the results store first.
+        ppl (geometric mean) and teff (mean), each with its 95 % interval (``_lo``, ``_hi``), teff_paper,
+        teff_loss and teff_ladder likewise (as at run level: each law form, and no law), seeds, and the
+        paper's published ppl_published and teff_published where it has one. Syncs the results store first.
         """
         from ..report.study_report import analyse_study
 
@@ -136,8 +137,10 @@ class Study:
         else:
             rows = [{"study": self.name, "setting": s.setting, "group": s.group, "language": s.label, "role": s.role,
                      "monolingual": mono, "fraction": s.fraction, **_stat("ppl", s.ppl),
-                     **_stat("teff", s.teff), "seeds": s.ppl.n, "ppl_paper": s.paper.ppl if s.paper else None,
-                     "teff_paper": s.paper.teff if s.paper else None, "warnings": "; ".join(s.warnings)}
+                     **_stat("teff", s.teff), **{k: v for form, stat in sorted(s.teff_forms.items())
+                                                  for k, v in _stat(f"teff_{form}", stat).items()},
+                     "seeds": s.ppl.n, "ppl_published": s.paper.ppl if s.paper else None,
+                     "teff_published": s.paper.teff if s.paper else None, "warnings": "; ".join(s.warnings)}
                     for s, mono in [(s, True) for s in a.ladder] + [(s, False) for s in a.summaries]]
         return rows_or_frame(rows, frame)
 
