@@ -275,7 +275,7 @@ def test_kill_9_mid_study_then_rerun_does_only_the_missing_work(tiny_corpus_dir,
                            mix_fraction=0.6)
     path, root = write_study(tmp_path / "killed.yaml", data), tmp_path / "runs"
     study = build_study(data)
-    proc = _runner(path, root)
+    proc = _runner(path, root, "--workers", "1")  # one run at a time: none can finish between the check and the kill
     deadline = time.time() + 90
     # Kill once one run is complete and another has written a checkpoint but not finished.
     while time.time() < deadline:
