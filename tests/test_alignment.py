@@ -220,7 +220,9 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     text = path.read_text()
     for needle in ("paper Table 2", "Is 90/10 more aligned than 50/50", "paper Figure 6", "paper Figure 7",
                    "paper Figure 1 right", "word2vec input", "50/50", "90/10", "centred cosine", "linear CKA",
-                   "translation retrieval", "without the key bias", "Alignment over training"):
+                   "translation retrieval", "without the key bias", "Alignment over training",
+                   "shuffled pairs (not translations)", "translations above shuffled pairs",
+                   "centred cosine above its shuffled pairs, 90/10 > 50/50"):
         assert needle in text, needle
     assert (tmp_path / "report" / "alignment.html").is_file()
     for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png",

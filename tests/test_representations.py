@@ -27,6 +27,27 @@ def test_centred_cosine_is_high_where_a_language_offset_makes_the_raw_cosine_neg
     assert result["centred"]["layers"][0] > 0.9 and result["centred"]["mean"] > 0.9
 
 
+def test_centred_shuffled_pairs_are_near_zero_for_unrelated_content_and_reported_beside():
+    a, b, _ = _languages()
+    held_a, held_b, _ = _languages(seed=1)
+    aligned = AlignedStates(held_a.mean(0)[None], held_b.mean(0)[None])
+    blocks = torch.arange(200).split(50)
+    for i, rows in enumerate(blocks):
+        aligned.add(a[rows][None], b[rows][None])
+        other = blocks[(i + 1) % len(blocks)]  # the next sequence's other side: not a translation
+        aligned.add_baseline(a[rows][None], b[other][None])
+    centred = aligned.result()["centred"]
+    assert centred["mean"] > 0.9 and abs(centred["shuffled_baseline"]["mean"]) < 0.15
+    assert len(centred["shuffled_baseline"]["layers"]) == 1
+
+
+def test_no_shuffled_pairs_no_baseline():
+    a, b, _ = _languages(n=50)
+    aligned = AlignedStates(a.mean(0)[None], b.mean(0)[None])
+    aligned.add(a[None], b[None])
+    assert "shuffled_baseline" not in aligned.result()["centred"]
+
+
 def test_accumulated_cka_is_linear_cka_of_all_tokens():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 120, 12, generator=g)  # two layers

@@ -158,8 +158,8 @@ def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int =
 
     Also a shuffled baseline (each side paired with the *next* sequence's other side), which
     shows how similar unrelated text looks in that layer (anisotropy); and, given each language's
-    mean hidden state per layer (`means`), the centred cosine, linear CKA and translation retrieval
-    of `representations` on the same token pairs.
+    mean hidden state per layer (`means`), the centred cosine (with its own shuffled baseline),
+    linear CKA and translation retrieval of `representations` on the same token pairs.
     """
     per_seq, baseline = [], []
     aligned = AlignedStates(*means) if means is not None else None
@@ -178,8 +178,8 @@ def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int =
                     cos = ua[:, i, :len_a[i]] @ ub[:, j, :len_b[j]].transpose(1, 2)  # [L, Ta, Tb]
                     rows, cols = map(torch.as_tensor, max_weight_matching(cos.mean(0).numpy()))
                 store.append((ua[:, i, rows] * ub[:, j, cols]).sum(-1).mean(-1))
-                if aligned is not None and store is per_seq:
-                    aligned.add(ha[:, i, rows], hb[:, j, cols])
+                if aligned is not None:
+                    (aligned.add if store is per_seq else aligned.add_baseline)(ha[:, i, rows], hb[:, j, cols])
     layers = torch.stack(per_seq).nanmean(0).tolist()
     result = {"method": "positional" if probes.positional else "matching", "sequences": len(probes),
               "layers": layers, "mean": float(np.mean(layers)),

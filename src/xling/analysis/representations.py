@@ -41,6 +41,7 @@ class AlignedStates:
     def __init__(self, mean_a: torch.Tensor, mean_b: torch.Tensor):
         self.mean_a, self.mean_b = mean_a.double(), mean_b.double()  # [L, D]: the languages' offsets
         self.centred: list[torch.Tensor] = []  # per sequence [L]
+        self.centred_baseline: list[torch.Tensor] = []  # per shuffled pair of sequences [L]
         self.pooled_a: list[torch.Tensor] = []
         self.pooled_b: list[torch.Tensor] = []
         self.sums = None
@@ -54,6 +55,13 @@ class AlignedStates:
         batch = (xa.transpose(1, 2) @ xa, xb.transpose(1, 2) @ xb, xb.transpose(1, 2) @ xa,
                  xa.sum(1), xb.sum(1), xa.shape[1])
         self.sums = batch if self.sums is None else tuple(s + b for s, b in zip(self.sums, batch))
+
+    def add_baseline(self, xa: torch.Tensor, xb: torch.Tensor) -> None:
+        """Token pairs of two sequences that are *not* translations, aligned as the real pairs are: their
+        centred cosine is what the measure gives unrelated text (for a real pair, what the matching
+        alone finds)."""
+        ca, cb = xa.double() - self.mean_a[:, None], xb.double() - self.mean_b[:, None]
+        self.centred_baseline.append(F.cosine_similarity(ca, cb, dim=-1).mean(-1))
 
     def cka(self) -> list[float]:
         """Linear CKA per layer over all the tokens added (the same as linear_cka on them all)."""
@@ -71,6 +79,8 @@ class AlignedStates:
         retrieval = [retrieval_accuracy(a[layer], b[layer]) for layer in range(len(a))]
         cka = self.cka()
         mean = lambda values: sum(values) / len(values)
-        return {"centred": {"layers": centred, "mean": mean(centred)},
+        shuffled = torch.stack(self.centred_baseline).nanmean(0).tolist() if self.centred_baseline else None
+        return {"centred": {"layers": centred, "mean": mean(centred),
+                            **({"shuffled_baseline": {"layers": shuffled, "mean": mean(shuffled)}} if shuffled else {})},
                 "cka": {"layers": cka, "mean": mean(cka)},
                 "retrieval": {"layers": retrieval, "mean": mean(retrieval), "candidates": n, "chance": 1 / n}}

@@ -58,6 +58,7 @@ def alignment_table(results: dict[str, dict]) -> str:
             ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"])))]
     rows += [(f"{name}, mean over layers", lambda r, n=name: r["hidden"][n]["mean"] if n in r["hidden"] else None)
              for name in ("centred", "cka", "retrieval")]
+    rows.insert(3, ("centred, shuffled pairs", lambda r: r["hidden"].get("centred", {}).get("shuffled_baseline", {}).get("mean")))
     rows += [("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None),
              ("  without the key bias", lambda r: r.get("gradient", {}).get("block_mean_without_key_bias"))]
     for group in ("embeddings", "word2vec"):

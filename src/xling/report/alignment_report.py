@@ -20,6 +20,8 @@ from .alignment_results import (
     BEYOND,
     DEFAULT_TASK,
     Setting,
+    centred_baseline,
+    centred_excess,
     collect,
     compute_missing,
     embedding_excess,
@@ -110,9 +112,15 @@ def _beyond_paper(doc: Doc, settings: list[Setting], claim: str, imb: Setting | 
         if name == "retrieval":
             rows.append(["chance"] + [_cell(a["hidden"][name]["chance"] for a in s.alignments if name in a["hidden"])
                                       for s in measured])
+        if name == "centred" and any(centred_baseline(s) for s in measured):
+            rows.append(["shuffled pairs (not translations), mean"] + [_cell(centred_baseline(s)) for s in measured])
+            rows.append(["translations above shuffled pairs"] + [_cell(centred_excess(s)) for s in measured])
         doc.table([title] + [s.label for s in measured], rows)
         test = higher(imb, bal, lambda s, n=name: measure_mean(s, n))
         evidence.append(Evidence(claim, f"{title} 90/10 > 50/50 (beyond the paper, shown beside): {test.answer()}"))
+        if name == "centred" and imb and bal and centred_excess(imb) and centred_excess(bal):
+            excess = higher(imb, bal, centred_excess)
+            evidence.append(Evidence(claim, f"{title} above its shuffled pairs, 90/10 > 50/50: {excess.answer()}"))
     return evidence
 
 

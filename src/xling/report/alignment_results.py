@@ -137,6 +137,19 @@ def measure_mean(s: Setting, name: str) -> list[float]:
     return [a["hidden"][name]["mean"] for a in s.alignments if name in a["hidden"]]
 
 
+def centred_baseline(s: Setting) -> list[float]:
+    """Per seed (aligned since it existed), the centred cosine of shuffled pairs: sequences that are not
+    translations, aligned as the real ones are (for a real pair, what the token matching alone finds)."""
+    return [a["hidden"]["centred"]["shuffled_baseline"]["mean"] for a in s.alignments
+            if "shuffled_baseline" in a["hidden"].get("centred", {})]
+
+
+def centred_excess(s: Setting) -> list[float]:
+    """Per seed, the centred cosine of translations minus that of shuffled pairs."""
+    return [a["hidden"]["centred"]["mean"] - a["hidden"]["centred"]["shuffled_baseline"]["mean"]
+            for a in s.alignments if "shuffled_baseline" in a["hidden"].get("centred", {})]
+
+
 def hidden_excess(s: Setting) -> list[float]:
     """Mean hidden cosine minus the shuffled baseline, per seed: alignment beyond anisotropy."""
     return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]
