@@ -185,6 +185,8 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
     model = run.model()
     assert isinstance(model, torch.nn.Module) and not model.training
     assert isinstance(run.sample("L2", prompt="The king", tokens=4, seed=1), str)
+    # a language's name in any case, as in config keys (languages.mix.l2)
+    assert run.sample("l2", prompt="The king", tokens=4, seed=1) == run.sample("L2", prompt="The king", tokens=4, seed=1)
     with pytest.raises(XlingError, match="unknown language 'FR'"):
         run.sample("FR")
     with pytest.raises(XlingError, match="metrics split"):

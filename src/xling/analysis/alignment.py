@@ -231,14 +231,6 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100)
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
-def _language_index(names: list[str], name: str | None, default: int) -> int:
-    if name is None:
-        return default
-    if name not in names:
-        raise XlingError(f"unknown language '{name}': this run has {', '.join(names)}")
-    return names.index(name)
-
-
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = 100,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
               cache_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
@@ -251,8 +243,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
     setup, model, cfg = session.setup, session.model, session.cfg
-    a = _language_index(setup.names, pair[0] if pair else None, 0)
-    b = _language_index(setup.names, pair[1] if pair else None, 1)
+    a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)
     if a == b:
         raise XlingError("--pair needs two different languages")
     timings, t0 = {}, time.perf_counter()

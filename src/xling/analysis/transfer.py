@@ -240,9 +240,7 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
     session = load_session(run_dir, device=device)
     setup, cfg = session.setup, session.cfg
     names = setup.names
-    if train_language is not None and train_language not in names:
-        raise XlingError(f"unknown language '{train_language}': this run has {', '.join(names)}")
-    lang = names.index(train_language) if train_language else 0
+    lang = setup.index(train_language) if train_language is not None else 0
     data = load_task(task, setup)
     train_examples = [ex for ex in data.train if lang in ex.texts]
     if not train_examples:

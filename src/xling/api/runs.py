@@ -126,10 +126,7 @@ class Run:
         if tokens < 1 or temperature < 0 or top_k < 0:
             raise XlingError("tokens must be >= 1, temperature and top_k >= 0")
         session = load_session(self.path, device=device)
-        names = session.setup.names
-        if language not in names:
-            raise XlingError(f"unknown language '{language}': this run has {', '.join(names)}")
-        lang = names.index(language)
+        lang = session.setup.index(language)
         if prompt:
             ids = encode_text(session.setup, lang, prompt)
         else:  # start a new document: the language's end-of-document id

@@ -55,6 +55,15 @@ class LanguageSetup:
     def num_languages(self) -> int:
         return len(self.names)
 
+    def index(self, name: str) -> int:
+        """Which language `name` is (EN2 or en2: case does not matter, as in config keys); one error line if none."""
+        if name in self.names:
+            return self.names.index(name)
+        found = [i for i, n in enumerate(self.names) if n.lower() == str(name).lower()]
+        if len(found) != 1:
+            raise XlingError(f"unknown language '{name}': this run has {', '.join(self.names)}")
+        return found[0]
+
     def tokenizer(self, lang: int) -> Tokenizer:
         return self.tokenizers[self.source_of_language[lang]]
 

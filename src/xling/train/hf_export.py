@@ -197,11 +197,8 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     check_exportable(resolve_model(cfg.model, 1))
     session = load_session(run_dir, device="cpu")
     setup, dims = session.setup, session.model.dims
-    names = setup.names
-    language = language or names[0]
-    if language not in names:
-        raise XlingError(f"unknown language '{language}': this run has {', '.join(names)}")
-    lang = names.index(language)
+    lang = setup.index(language) if language else 0
+    language = setup.names[lang]
     if setup.word_order(lang):
         raise XlingError(f"{language} reorders the words of its text ({'+'.join(setup.word_order(lang))}), which a "
                          "tokenizer cannot do: export another language of the run")
@@ -211,7 +208,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     eod = setup.eod(lang)
     files = tokenizer_files(tokenizer, row, language, eod, pad, dims.seq_len)
     config = gpt2_config(dims, eod, pad)
-    config["xling"] = {"run": str(run.path), "language": language, "languages": names,
+    config["xling"] = {"run": str(run.path), "language": language, "languages": setup.names,
                        "step": run.read_info().get("step")}
     files["config.json"] = json.dumps(config, indent=2) + "\n"
     files["generation_config.json"] = json.dumps({"bos_token_id": eod, "eos_token_id": eod}, indent=2) + "\n"
