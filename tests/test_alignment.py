@@ -135,6 +135,17 @@ def test_gradient_cosine_of_identical_inputs_is_one():
     assert all(p.grad is None for p in model.parameters())  # leaves the model clean
 
 
+@pytest.mark.parametrize("n, batch_size", [(1, 16), (2, 16), (7, 4), (40, 16), (41, 3)])
+def test_shuffled_partners_are_half_the_probes_away_and_every_probe_is_computed_once(n, batch_size):
+    from xling.analysis.alignment import _batches_with_partners
+
+    batches = _batches_with_partners(n, batch_size)
+    assert sorted(k for idx, _ in batches for k in idx) == list(range(n))
+    assert all(len(idx) <= max(batch_size, 1) for idx, _ in batches)
+    partners = [(idx[i], idx[i + m]) for idx, m in batches for i in range(m)]
+    assert len(partners) == n // 2 and all(b - a == n // 2 for a, b in partners)
+
+
 @pytest.mark.parametrize("positional", [True, False])
 def test_hidden_cosine_of_identical_inputs_is_one(positional):
     model = tiny_model()

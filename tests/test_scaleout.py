@@ -61,13 +61,28 @@ def test_run_memory_estimate_is_above_the_measured_peaks_and_grows_with_the_mode
     assert all(measured[p] < estimates[p] < 1.5 * measured[p] for p in measured), estimates
 
 
-def test_study_run_without_workers_trains_one_run_per_core(tiny_corpus_dir, tmp_path, monkeypatch):
+def test_study_run_without_workers_trains_one_run_per_core(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(launch, "usable_cores", lambda: 2)
-    study = xling_study(tiny_study_dict(tiny_corpus_dir, name="percore", seeds=(0,), ps=(0.5,), fractions=(0.1,)),
-                        root=tmp_path)
-    lines = []
-    assert study.run(log=lines.append)["completed"] == 2
-    assert "(2 workers, local)" in lines[0]
+    data = tiny_study_dict(tiny_corpus_dir, name="percore", seeds=(0,), ps=(0.5,), fractions=(0.1,))
+    path = write_study(tmp_path / "percore.yaml", data)
+    assert main(["study", "run", str(path), "--root", str(tmp_path / "runs")]) == 0
+    assert "(2 workers, local)" in capsys.readouterr().out
+    lines = []  # the Python API trains in its own process unless asked for "auto"
+    assert xling_study(data, root=tmp_path / "api").run(log=lines.append)["completed"] == 2
+    assert "workers" not in lines[0]
+
+
+def test_auto_workers_leave_gpu_runs_one_at_a_time(tiny_corpus_dir, monkeypatch):
+    runs = small_study(tiny_corpus_dir, "gpu-auto", ps=(0.5,), fractions=(0.1, 0.2)).runs
+    monkeypatch.setattr(launch, "usable_cores", lambda: 8)
+    monkeypatch.setattr(launch, "available_memory", lambda: None)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    assert launch.auto_workers(runs) == 3  # device auto, no GPU: the CPU
+    monkeypatch.setattr(launch, "gpu_count", lambda: 1)
+    assert launch.auto_workers(runs) == 1  # device auto would put every worker on cuda:0
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    on_cuda = [dataclasses.replace(r, config={**r.config, "train": {**r.config["train"], "device": "cuda"}}) for r in runs]
+    assert launch.auto_workers(on_cuda) == 1
 
 
 # --------------------------------------------------------------------------- GPU placement

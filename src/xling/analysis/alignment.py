@@ -152,28 +152,38 @@ def language_means(model, setup, lang: int, seq_len: int, device, autocast, wind
     return total / (n * seq_len)
 
 
+def _batches_with_partners(n: int, batch_size: int) -> list[tuple[list[int], int]]:
+    """Probe indices in batches, each with how many of its first entries have a shuffled partner:
+    probe k (k < n // 2) in the batch's first half, probe k + n // 2 at the same place in its second
+    half. Consecutive probes are neighbouring text (the next verse, the next window), so a partner
+    half the probes away is unrelated text; each probe's states are still computed once."""
+    half, step = n // 2, max(1, batch_size // 2)
+    batches = [(list(range(s, min(s + step, half))) + list(range(s + half, min(s + step, half) + half)),
+                min(s + step, half) - s) for s in range(0, half, step)]
+    return batches + ([([n - 1], 0)] if n % 2 else [])
+
+
 def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int = 16,
                       means: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Per-layer cosine of the two languages' hidden states, averaged over probe sequences (the paper's).
 
-    Also a shuffled baseline (each side paired with the *next* sequence's other side), which
-    shows how similar unrelated text looks in that layer (anisotropy); and, given each language's
-    mean hidden state per layer (`means`), the centred cosine (with its own shuffled baseline),
-    linear CKA and translation retrieval of `representations` on the same token pairs.
+    Also a shuffled baseline (each side paired with the other side of a probe half the probes away,
+    `_batches_with_partners`), which shows how similar unrelated text looks in that layer
+    (anisotropy; for a real pair, also what the token matching alone finds); and, given each
+    language's mean hidden state per layer (`means`), the centred cosine (with its own shuffled
+    baseline), linear CKA and translation retrieval of `representations` on the same token pairs.
     """
     per_seq, baseline = [], []
     aligned = AlignedStates(*means) if means is not None else None
-    for start in range(0, len(probes), batch_size):
-        ha, len_a = _states(model, probes.a[start:start + batch_size], device, autocast)
-        hb, len_b = _states(model, probes.b[start:start + batch_size], device, autocast)
+    for idx, m in _batches_with_partners(len(probes), batch_size):
+        ha, len_a = _states(model, [probes.a[k] for k in idx], device, autocast)
+        hb, len_b = _states(model, [probes.b[k] for k in idx], device, autocast)
         ua, ub = F.normalize(ha, dim=-1), F.normalize(hb, dim=-1)
-        n = ha.shape[1]
-        pairings = [(per_seq, torch.arange(n))] + ([(baseline, torch.arange(1, n + 1) % n)] if n > 1 else [])
-        for i in range(n):
-            for store, other in pairings:
-                j = int(other[i])
+        shuffled = [(i, i + m) for i in range(m)] + [(i + m, i) for i in range(m)]
+        for store, pairs in ((per_seq, [(i, i) for i in range(len(idx))]), (baseline, shuffled)):
+            for i, j in pairs:
                 if probes.positional:  # clones: token t of one side is token t of the other
-                    rows = cols = torch.arange(int(len_a[i]))
+                    rows = cols = torch.arange(int(min(len_a[i], len_b[j])))
                 else:  # a real pair: tokens matched on the layer-averaged cosine
                     cos = ua[:, i, :len_a[i]] @ ub[:, j, :len_b[j]].transpose(1, 2)  # [L, Ta, Tb]
                     rows, cols = map(torch.as_tensor, max_weight_matching(cos.mean(0).numpy()))

@@ -67,12 +67,12 @@ class ScalingLaw:
         return float(_z_to_ppl(self.form, np.asarray(self._z_params()[0])))
 
     @property
-    def exponent_at_bound(self) -> bool:
-        """The fitted exponent sits at a bound of ALPHA_BOUNDS: the ladder's least-squares optimum
-        is a limit of the form (at the lower bound, a law in ln x), so its parameters mean
-        little one by one, though its predictions within the ladder do."""
+    def exponent_at_bound(self) -> str:
+        """"" when the fitted exponent is inside ALPHA_BOUNDS; else which bound it sits at ("lower",
+        "upper"): the ladder's least-squares optimum lies beyond the range searched, so the law's
+        parameters mean little one by one (its predictions within the ladder still fit it)."""
         alpha = self._z_params()[2]
-        return alpha <= ALPHA_BOUNDS[0] * 1.001 or alpha >= ALPHA_BOUNDS[1] * 0.999
+        return "lower" if alpha <= ALPHA_BOUNDS[0] * 1.001 else "upper" if alpha >= ALPHA_BOUNDS[1] * 0.999 else ""
 
     def _z_params(self) -> tuple[float, float, float]:
         """(E, A, alpha) of the law in its fitting space z (see the module docstring)."""
@@ -179,18 +179,24 @@ def _fit_rows(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
     Variable projection: for a fixed alpha the law is linear in (E, A) (`_best_linear`), so the fit
     is a search over alpha alone, first on a fine grid, then by golden section within the best
     grid cell, for all rows at once (a bootstrap's thousand refits in one vectorised pass). It
-    finds the global least-squares optimum on the grid's resolution rather than a local one.
+    finds the global least-squares optimum to the grid's resolution (the golden section's point is
+    kept only where it beats the grid's best), not a local one.
     """
     e_bounds = _e_bounds(form)
     zs = zs[:, None, :]  # [R, 1, n]
+
+    def sse_at(alpha):  # alpha [R, K] -> residual sums of squares [R, K]; overflow counts as no fit
+        sse = _best_linear(x[None, None, :] ** -alpha[:, :, None], zs, e_bounds)[2]
+        return np.where(np.isfinite(sse), sse, np.inf)
+
     with np.errstate(over="ignore", invalid="ignore"):
-        sse = _best_linear(x[None, None, :] ** -_ALPHA_GRID[None, :, None], zs, e_bounds)[2]  # [R, G]
+        sse = sse_at(np.broadcast_to(_ALPHA_GRID, (len(zs), len(_ALPHA_GRID))))  # [R, G]
         cell = np.argmin(sse, axis=1)
         lo = _ALPHA_GRID[np.maximum(cell - 1, 0)]
         hi = _ALPHA_GRID[np.minimum(cell + 1, len(_ALPHA_GRID) - 1)]
 
         def profile(alpha):  # [R] -> [R]
-            return _best_linear(x[None, None, :] ** -alpha[:, None, None], zs, e_bounds)[2][:, 0]
+            return sse_at(alpha[:, None])[:, 0]
 
         ratio = (math.sqrt(5) - 1) / 2
         c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
@@ -202,6 +208,8 @@ def _fit_rows(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
             f_new = profile(np.where(left, c, d))  # one new point per row; the other is kept
             fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
         alpha = np.clip((lo + hi) / 2, *ALPHA_BOUNDS)
+        grid_best = _ALPHA_GRID[cell]
+        alpha = np.where(profile(alpha) <= sse[np.arange(len(zs)), cell], alpha, grid_best)
         e, a, _ = _best_linear(x[None, None, :] ** -alpha[:, None, None], zs, e_bounds)
     return np.column_stack([e[:, 0], a[:, 0], alpha])
 
@@ -281,10 +289,13 @@ def fit_scaling_law(
     z_stars = np.array([fitted + rng.choice(resid, size=resid.size, replace=True) for _ in range(bootstrap)])
     # paper form: a resample that pushes 1/PPL past 0 is not a valid one
     valid = z_stars[np.all(np.isfinite(_z_to_ppl(form, z_stars)), axis=1)]
-    boot = [_make_law(form, params, x, ppl, z_star) for params, z_star in zip(_fit_many(x, valid, form), valid)]
+    fits = _fit_many(x, valid, form)
+    finite = np.all(np.isfinite(fits), axis=1)  # a refit that failed numerically is dropped
+    boot = [_make_law(form, params, x, ppl, z_star) for params, z_star in zip(fits[finite], valid[finite])]
     notes = ()
     if len(boot) < 0.9 * bootstrap:
-        notes = (f"only {len(boot)} of {bootstrap} bootstrap refits succeeded; intervals are rough",)
+        notes = (f"only {len(boot)} of {bootstrap} bootstrap resamples gave a valid law (the paper form's 1/PPL "
+                 "must stay positive); intervals are rough",)
     return ScalingFit(law, tuple(boot), notes)
 
 

@@ -72,14 +72,14 @@ def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = No
                 line = (json.dumps({"text": doc}, ensure_ascii=False) + "\n").encode("utf-8")
                 digest.update(line)
                 f.write(line)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it the corpus (as fsio.atomic_write)
         if not count:
             raise XlingError("corpus() got no documents: give a list or an iterator of strings")
         path = folder / f"{digest.hexdigest()[:16]}.jsonl"
         if path.is_file():  # the same documents were written before
             os.unlink(tmp)
         else:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())  # on disk before the rename makes it the corpus (as fsio.atomic_write)
             os.chmod(tmp, 0o666 & ~UMASK)  # what open() would have given it
             os.replace(tmp, path)  # complete or absent: a half-written file is never read
     except BaseException:

@@ -83,14 +83,15 @@ class Study:
 
         return study_status(self._study, self.root)
 
-    def run(self, workers: int | str = "auto", *, engine: str = "local", gpus: str | Sequence[int] | None = None,
+    def run(self, workers: int | str = 1, *, engine: str = "local", gpus: str | Sequence[int] | None = None,
             runs_per_gpu: int = 1, loggers: Sequence[str] = (), reuse: bool = True, wait: bool = True,
             progress: bool | None = None, log: Callable[[str], None] | None = print) -> dict:
         """Train every run that is not complete; returns counts (total, completed, failed). Safe to
         interrupt and call again: complete runs are skipped and interrupted ones resumed.
 
-        `workers` runs at a time (processes, or Ray tasks with ``engine="ray"``; ``"auto"``: on the CPU one per
-        usable core, at most one per run and what memory holds; 1: in this process); `gpus` ``"auto"`` or GPU
+        `workers` runs at a time (1: in this process; more: worker processes, or Ray tasks with ``engine="ray"``;
+        ``"auto"``, as `xling study run`: on the CPU one per usable core, at most one per run and what memory
+        holds; spawned workers need a script's top level under ``if __name__ == "__main__":``); `gpus` ``"auto"`` or GPU
         numbers gives each worker its own GPU (`runs_per_gpu` workers per GPU). `reuse`: copy a run whose
         twin (same config) is complete in another study under the same root. `wait`: wait for runs
         another process is training (False: leave them to it). `loggers`: live logs of each run. `log`

@@ -114,7 +114,6 @@ _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, e
 
 
 def main(argv: list[str] | None = None) -> int:
-    openmp_wait_setup()
     warnings_to_stderr()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -127,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                              + ("; config overrides look like --section.key VALUE" if command.overrides else ""))
         if overrides and not command.overrides:
             raise XlingError(f"xling {command.name} takes no config overrides (got --{next(iter(overrides))})")
+        openmp_wait_setup()  # after parsing (--help and mistakes answer at once), before any command imports torch
         return command.run(args, overrides)
     except XlingError as exc:
         print(f"xling: error: {exc}", file=sys.stderr)

@@ -23,8 +23,9 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
                    help="sbatch: print a SLURM job-array script that runs the study on the nodes of the array")
     p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
     p.add_argument("--workers", type=count(1, 1024), default=None,
-                   help="runs trained at the same time (local processes or Ray tasks; default: one per GPU place, "
-                        "else one per usable core with one thread each, at most one per run and what memory holds)")
+                   help="runs trained at the same time (local processes or Ray tasks; default: one per GPU place "
+                        "with --gpus; else, on the CPU, one per usable core, at most one per run and what memory "
+                        "holds; runs on a GPU and Ray tasks: 1)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: one Ray task per run (pip install 'xling[ray]'; RAY_ADDRESS for a cluster)")
     p.add_argument("--gpus", type=gpu_list, help="auto (every visible GPU) or GPU numbers 0,1,2,3: one worker per GPU, "

@@ -54,11 +54,13 @@ def alignment_table(results: dict[str, dict]) -> str:
     for layer in range(n_layers):
         vals = [r["hidden"]["layers"][layer] if layer < len(r["hidden"]["layers"]) else None for r in results.values()]
         lines.append(f"  {'layer ' + str(layer + 1):<26}" + "".join(fmt(v) for v in vals))
+    beyond = lambda name: lambda r: r["hidden"][name]["mean"] if name in r["hidden"] else None
     rows = [("mean over layers", lambda r: r["hidden"]["mean"]),
-            ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"])))]
-    rows += [(f"{name}, mean over layers", lambda r, n=name: r["hidden"][n]["mean"] if n in r["hidden"] else None)
-             for name in ("centred", "cka", "retrieval")]
-    rows.insert(3, ("centred, shuffled pairs", lambda r: r["hidden"].get("centred", {}).get("shuffled_baseline", {}).get("mean")))
+            ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"]))),
+            ("centred, mean over layers", beyond("centred")),
+            ("centred, shuffled pairs", lambda r: r["hidden"].get("centred", {}).get("shuffled_baseline", {}).get("mean")),
+            ("cka, mean over layers", beyond("cka")),
+            ("retrieval, mean over layers", beyond("retrieval"))]
     rows += [("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None),
              ("  without the key bias", lambda r: r.get("gradient", {}).get("block_mean_without_key_bias"))]
     for group in ("embeddings", "word2vec"):

@@ -61,7 +61,8 @@ class LanguageSetup:
             return self.names.index(name)
         found = [i for i, n in enumerate(self.names) if n.lower() == str(name).lower()]
         if len(found) != 1:
-            raise XlingError(f"unknown language '{name}': this run has {', '.join(self.names)}")
+            what = f"'{name}' names more than one language (give its exact case)" if found else f"unknown language '{name}'"
+            raise XlingError(f"{what}: this run has {', '.join(self.names)}")
         return found[0]
 
     def tokenizer(self, lang: int) -> Tokenizer:

@@ -267,8 +267,9 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
     doc.p("Measured on held-out probes no language saw in training (`xling align`): for clones, windows of the "
           "probe books (Luke, Acts) written in both languages, compared position by position; for a real pair, "
           "the same books verse-aligned, packed into sequences and matched token by token (maximum-weight "
-          "matching of the layer-averaged cosine). The shuffled baseline pairs each sequence with another "
-          "sequence's translation: how similar unrelated text looks in that layer. ± is the 95 % t-interval "
+          "matching of the layer-averaged cosine). The shuffled baseline pairs each sequence with the "
+          "translation of the sequence half the probes away (unrelated text, not the next verse): how similar "
+          "unrelated text looks in that layer. ± is the 95 % t-interval "
           "over seeds. Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not magnitudes.")
     evidence = (_hidden_clones(doc, clones) if clones else []) + (_hidden_reals(doc, reals) if reals else [])
     graded = [s for s in settings if any("gradient" in a for a in s.alignments)]

@@ -186,8 +186,10 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
             params = ", ".join(f"{k} = {v:.4g}" for k, v in law.param_dict.items())
             chosen = " — **used by the verdicts**" if form == a.verdict_form[key] else ""
             if law.exponent_at_bound:
-                chosen = (f"; the exponent is at the bound of its range, so the best fit is the form's limit "
-                          f"(a law in ln x at the lower bound) and its parameters mean little one by one{chosen}")
+                limit = ("; at b → 0 this form becomes 1/PPL linear in ln x" if form == "paper"
+                         and law.exponent_at_bound == "lower" else "")
+                chosen = (f"; the exponent is at the {law.exponent_at_bound} bound of its range, so the best fit lies "
+                          f"beyond it and the parameters mean little one by one{limit}{chosen}")
             items.append(f"{a.law_name(key)}, {form} form: {LAW_TEXT[form]} with {params}; {law.n_points} points; "
                          f"leave-one-out error {fmt(a.loo[key][form], '.3g')} (RMS of ln PPL){chosen}.")
     doc.ul(items)

@@ -6,6 +6,7 @@ requests). The runner (`runner.run_study`) decides what runs; this module only r
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
@@ -16,26 +17,46 @@ from ..config import ModelDims, from_dict, resolve_model
 from ..data.mixture import Mixture
 from ..errors import XlingError
 from .execute import execute_run
-from .placement import plan_gpus, ray_resources, trains_on_gpu
+from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
 from .spec import RunSpec
 from .workers import init_worker, ray_task
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (a SLURM or taskset allocation), else all of them."""
+def _cgroup_cpus() -> float | None:
+    """The CPUs a cgroup v2 quota allows (a container's --cpus), or None without one."""
     try:
-        return len(os.sched_getaffinity(0))
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM or taskset allocation, a container's CPU quota),
+    else all of them."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
 
 
 def available_memory() -> int | None:
-    """Bytes of memory new processes can have without swapping (Linux's MemAvailable); None where unknown."""
+    """Bytes of memory new processes can have without swapping: Linux's MemAvailable, or less where a
+    cgroup v2 limit (a container, a SLURM job) leaves less; None where unknown."""
     try:
         with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+    except (OSError, ValueError):
+        pass
+    return max(free, 0)
 
 
 def run_dims(spec: RunSpec) -> ModelDims:
@@ -45,10 +66,10 @@ def run_dims(spec: RunSpec) -> ModelDims:
 
 
 def run_memory(spec: RunSpec) -> int:
-    """A rough upper estimate of a CPU run's resident memory, in bytes: the PyTorch process (0.5 GB),
+    """A rough upper estimate of a CPU run's resident memory, in bytes: the PyTorch process (0.5 GiB),
     weights, gradients and Adam's two moments (16 bytes a parameter) and the activations kept for
     backward (~64 bytes per token, layer and width of a micro-batch). Measured peaks on 2026-11-27
-    (batch 16 x 128 tokens): cpu-xs 0.40 GB, mini 0.84 GB; estimated 0.53 and 1.0 GB."""
+    (batch 16 x 128 tokens): cpu-xs 0.40 GB, mini 0.84 GB; estimated 0.56 and 1.04 GB (two presets: rough)."""
     cfg = from_dict(spec.config)
     dims = run_dims(spec)
     tokens = cfg.train.batch_size // cfg.train.grad_accum * dims.seq_len
@@ -56,13 +77,18 @@ def run_memory(spec: RunSpec) -> int:
 
 
 def auto_workers(todo: list[RunSpec]) -> int:
-    """How many runs to train at once on this machine's CPU: one per usable core (one thread each),
-    at most one per run, and no more than half the available memory holds.
+    """How many runs to train at once here: on the CPU one per usable core, at most one per run, and
+    no more than half the available memory holds; the cores are shared out among them (one thread
+    each when every core has a run). Runs that train on a GPU: one (--gpus places more).
 
     Measured (README, Performance, "Workers and threads"): on 2 cores, two runs with one thread
     each train 1.02-1.24x more tokens a second than one run with two threads at every CPU preset
-    (short OpenMP spin), and 2x at cpu-xs when OpenMP sleeps at once (a busy machine)."""
+    (short OpenMP spin), and 2x at cpu-xs when OpenMP sleeps at once (a busy machine). Machines with
+    more cores were not measured; memory bandwidth may matter more there."""
     if not todo:
+        return 1
+    devices = {s.config["train"]["device"] for s in todo}
+    if any(d.startswith("cuda") for d in devices) or ("auto" in devices and gpu_count() > 0):
         return 1
     memory = available_memory()
     fits = usable_cores() if memory is None else memory // 2 // max(run_memory(s) for s in todo)

@@ -24,7 +24,7 @@ def init_worker(threads: int, gpu_places=None) -> None:
     if gpu_places is not None:
         set_gpu(gpu_places.get(timeout=60))
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    # The wait policy `xling` chose from the load average (threads.openmp_wait_setup) is inherited;
+    # The wait policy `xling` chose from the machine's load (threads.openmp_wait_setup) is inherited;
     # without one (called from Python), sleep at once: workers share the machine.
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
