@@ -214,3 +214,19 @@ def test_a_study_writes_the_reordered_streams_before_any_run_starts(tmp_path, ti
     preflight(build_study(data, tmp_path / "study.yaml"))
     cached = sorted(f.name.split(".")[-3] for f in (tmp_path / "cache").rglob(f"*.permuted.v{T.ORDER_VERSION}"))
     assert len(cached) == 3  # train, valid, test
+
+
+def test_a_run_that_reorders_words_is_identified_with_the_version_of_the_transforms(monkeypatch):
+    """Runs trained before the word-order transforms changed keep their old ids, so a study does not
+    take them for runs of the current transforms; runs without a reordering are unaffected."""
+    from xling.config import RunConfig, to_dict
+    from xling.study import spec
+
+    plain = to_dict(RunConfig())
+    reordered = {**plain, "languages": {**plain["languages"], "transforms": {"EN2": ["clone", "inverted"]}}}
+    cloned_only = {**plain, "languages": {**plain["languages"], "transforms": {"EN2": ["clone"]}}}
+    before = {name: spec.config_hash(c) for name, c in
+              (("plain", plain), ("reordered", reordered), ("cloned_only", cloned_only))}
+    monkeypatch.setattr(spec, "ORDER_VERSION", T.ORDER_VERSION + 1)
+    assert spec.config_hash(reordered) != before["reordered"]
+    assert spec.config_hash(plain) == before["plain"] and spec.config_hash(cloned_only) == before["cloned_only"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import RunConfig, apply_overrides, flatten, from_dict, is_name, load_yaml, to_dict, validate
 from ..data.mixture import Mixture
+from ..data.transforms import ORDER_VERSION, WORD_ORDER
 from ..errors import XlingError
 from ..fsio import json_key
 from ..recipes import packaged
@@ -118,9 +119,14 @@ def config_hash(config: dict) -> str:
     """8 hex digits of the resolved config's non-default values (its display name excluded).
 
     Leaving out values equal to the defaults means a new config field (added with a default that
-    keeps the old behaviour) does not orphan existing runs; every value that differs counts.
+    keeps the old behaviour) does not orphan existing runs; every value that differs counts. A run
+    that reorders words also counts the version of what the word-order transforms do
+    (transforms.ORDER_VERSION): a run trained before they changed is not taken for a new one.
     """
     body = _non_default({k: v for k, v in config.items() if k != "name"}, to_dict(RunConfig()))
+    steps = config.get("languages", {}).get("transforms", {}).values()
+    if any(how in WORD_ORDER for language in steps for how in language):
+        body["word_order_version"] = ORDER_VERSION
     return json_key(body, 8)
 
 
