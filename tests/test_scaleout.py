@@ -49,6 +49,24 @@ def test_auto_workers_one_per_core_at_most_one_per_run_and_what_memory_holds(tin
     assert launch.auto_workers(runs) == 1
 
 
+def test_cgroup_limits_on_the_way_up_cap_memory_and_cores(tmp_path, monkeypatch):
+    job, parent = tmp_path / "slurm" / "job_7", tmp_path / "slurm"
+    job.mkdir(parents=True)
+    (job / "memory.max").write_text("1000\n")  # the job's limit: 1000 bytes, 800 used, 300 of it reclaimable cache
+    (job / "memory.current").write_text("800\n")
+    (job / "memory.stat").write_text("anon 500\ninactive_file 300\n")
+    (parent / "memory.max").write_text("max\n")  # no limit above it
+    (parent / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    (job / "cpu.max").write_text("max 100000\n")
+    monkeypatch.setattr(launch, "_cgroup_dirs", lambda: [job, parent, tmp_path])
+    assert launch._cgroup_free() == 500 and launch._cgroup_cpus() == 1.5
+    assert launch.available_memory() == 500
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert launch.usable_cores() == 2
+    monkeypatch.setattr(launch, "_cgroup_dirs", lambda: [])  # no cgroup v2: the machine's own numbers
+    assert launch._cgroup_free() is None and launch.usable_cores() == 8
+
+
 def test_run_memory_estimate_is_above_the_measured_peaks_and_grows_with_the_model(tiny_corpus_dir):
     spec = small_study(tiny_corpus_dir, "memory", ps=(0.5,), fractions=(0.1,)).runs[-1]
     measured = {"cpu-xs": 0.40e9, "mini": 0.84e9}  # peak RSS at batch 16 x 128 (2026-11-27, README)

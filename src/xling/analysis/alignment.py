@@ -156,7 +156,9 @@ def _batches_with_partners(n: int, batch_size: int) -> list[tuple[list[int], int
     """Probe indices in batches, each with how many of its first entries have a shuffled partner:
     probe k (k < n // 2) in the batch's first half, probe k + n // 2 at the same place in its second
     half. Consecutive probes are neighbouring text (the next verse, the next window), so a partner
-    half the probes away is unrelated text; each probe's states are still computed once."""
+    half the probes away is unrelated text (with 4 or more probes); each probe's states are still
+    computed once. A batch holds at least a probe and its partner (two, even for batch_size 1); with
+    an odd number of probes the last one has no partner."""
     half, step = n // 2, max(1, batch_size // 2)
     batches = [(list(range(s, min(s + step, half))) + list(range(s + half, min(s + step, half) + half)),
                 min(s + step, half) - s) for s in range(0, half, step)]

@@ -294,8 +294,9 @@ def fit_scaling_law(
     boot = [_make_law(form, params, x, ppl, z_star) for params, z_star in zip(fits[finite], valid[finite])]
     notes = ()
     if len(boot) < 0.9 * bootstrap:
-        notes = (f"only {len(boot)} of {bootstrap} bootstrap resamples gave a valid law (the paper form's 1/PPL "
-                 "must stay positive); intervals are rough",)
+        invalid, failed = bootstrap - len(valid), int((~finite).sum())
+        notes = (f"only {len(boot)} of {bootstrap} bootstrap refits gave a law ({invalid} resamples pushed the "
+                 f"paper form's 1/PPL past 0, {failed} refits failed numerically); intervals are rough",)
     return ScalingFit(law, tuple(boot), notes)
 
 

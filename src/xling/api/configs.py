@@ -78,7 +78,7 @@ def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = No
         if path.is_file():  # the same documents were written before
             os.unlink(tmp)
         else:
-            with open(tmp, "rb") as f:
+            with open(tmp, "r+b") as f:
                 os.fsync(f.fileno())  # on disk before the rename makes it the corpus (as fsio.atomic_write)
             os.chmod(tmp, 0o666 & ~UMASK)  # what open() would have given it
             os.replace(tmp, path)  # complete or absent: a half-written file is never read

@@ -91,7 +91,8 @@ class Study:
 
         `workers` runs at a time (1: in this process; more: worker processes, or Ray tasks with ``engine="ray"``;
         ``"auto"``, as `xling study run`: on the CPU one per usable core, at most one per run and what memory
-        holds; spawned workers need a script's top level under ``if __name__ == "__main__":``); `gpus` ``"auto"`` or GPU
+        holds). Worker processes are spawned: a script that asks for more than one needs its top level under
+        ``if __name__ == "__main__":``. `gpus` ``"auto"`` or GPU
         numbers gives each worker its own GPU (`runs_per_gpu` workers per GPU). `reuse`: copy a run whose
         twin (same config) is complete in another study under the same root. `wait`: wait for runs
         another process is training (False: leave them to it). `loggers`: live logs of each run. `log`

@@ -126,7 +126,10 @@ def apply_word_order(ids: np.ndarray, classes: PieceClasses, transforms: tuple[s
     return ids
 
 
-ORDER_VERSION = 1  # of the reordered streams cached on disk: raise it when what a transform does changes
+# The version of what the word-order transforms do: raise it when that changes. It names the reordered
+# streams cached on disk and is part of a reordering run's id (study.spec.config_hash), so raising it
+# also gives every reordering run a new id: studies train them again.
+ORDER_VERSION = 1
 
 
 def ordered_chunks(ids: np.ndarray, classes: PieceClasses, transforms: tuple[str, ...],

@@ -21,19 +21,53 @@ from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
 from .spec import RunSpec
 from .workers import init_worker, ray_task
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-def _cgroup_cpus() -> float | None:
-    """The CPUs a cgroup v2 quota allows (a container's --cpus), or None without one."""
+
+def _cgroup_dirs() -> list[Path]:
+    """This process's cgroup v2 directory and its parents up to the mount point (a SLURM job's or a
+    systemd unit's limits sit on one of them, a container's on the root); none without cgroup v2."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+        line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
+    except (OSError, StopIteration):
+        return []
+    here = CGROUP_ROOT / line[3:].strip().lstrip("/")
+    return [d for d in (here, *here.parents) if d.is_relative_to(CGROUP_ROOT)]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
         return None
 
 
+def _cgroup_cpus() -> float | None:
+    """The fewest CPUs a cgroup v2 quota on the way up allows (a container's --cpus), or None without one."""
+    quotas = []
+    for d in _cgroup_dirs():
+        quota, _, period = (_read(d / "cpu.max") or "max").partition(" ")
+        if quota != "max" and quota.isdigit() and period.strip().isdigit():
+            quotas.append(int(quota) / int(period))
+    return min(quotas) if quotas else None
+
+
+def _cgroup_free() -> int | None:
+    """The least memory any cgroup v2 limit on the way up leaves free, not counting page cache the
+    kernel can take back (inactive files); None without a limit."""
+    free = []
+    for d in _cgroup_dirs():
+        limit, current = _read(d / "memory.max"), _read(d / "memory.current")
+        if not (limit and limit.isdigit() and current and current.isdigit()):
+            continue
+        stat = dict(x.split() for x in (_read(d / "memory.stat") or "").splitlines() if len(x.split()) == 2)
+        free.append(int(limit) - int(current) + int(stat.get("inactive_file", 0)))
+    return min(free) if free else None
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (a SLURM or taskset allocation, a container's CPU quota),
-    else all of them."""
+    """The cores this process may run on (a SLURM or taskset allocation, a cgroup's CPU quota), else
+    all of them."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -44,19 +78,14 @@ def usable_cores() -> int:
 
 def available_memory() -> int | None:
     """Bytes of memory new processes can have without swapping: Linux's MemAvailable, or less where a
-    cgroup v2 limit (a container, a SLURM job) leaves less; None where unknown."""
+    cgroup v2 limit (a container, a SLURM job, a systemd unit) leaves less; None where unknown."""
     try:
         with open("/proc/meminfo") as f:
             free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-    try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
-        if limit != "max":
-            free = min(free, int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
-    except (OSError, ValueError):
-        pass
-    return max(free, 0)
+    limited = _cgroup_free()
+    return max(0, free if limited is None else min(free, limited))
 
 
 def run_dims(spec: RunSpec) -> ModelDims:
@@ -173,8 +202,9 @@ class Launch:
                 for future in cf.as_completed(futures):
                     yield future.result()
             except cf.process.BrokenProcessPool:
-                raise XlingError("a worker process died (out of memory?); run `xling study run` again to continue, "
-                                 "perhaps with fewer --workers") from None
+                raise XlingError("a worker process died (out of memory? or, from Python, a script whose top level "
+                                 "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
+                                 "perhaps with fewer workers") from None
             except BaseException:
                 for f in futures:
                     f.cancel()

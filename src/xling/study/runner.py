@@ -180,22 +180,24 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
-    if auto and engine == "local" and gpus is None:
-        launch = Launch.plan(engine, auto_workers(todo), None, runs_per_gpu, progress=False)
+    auto = auto and engine == "local" and gpus is None
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}
     if not wait:
         counts["elsewhere"] = 0
     parallel = launch.workers > 1 or engine != "local" or launch.gpus
     log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
-        + (f" ({launch.describe()})" if todo and parallel else ""))
+        + (f" ({launch.describe()})" if todo and parallel and not auto else ""))
     loggers = _usable_loggers(loggers, log)
     if reuse:
         counts["completed"] += _adopt_twins(todo, root, store, loggers, log)
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
     if not todo:
         return counts
+    if auto:  # sized for the runs left to train, after any were copied from their twins
+        launch = Launch.plan(engine, auto_workers(todo), None, runs_per_gpu, progress=False)
     preflight(study)
-    log(f"data ready; one line per finished run below (`xling study status {study.name}` shows progress)")
+    log(f"data ready{f' ({launch.describe()})' if auto and launch.workers > 1 else ''}; one line per finished run "
+        f"below (`xling study status {study.name}` shows progress)")
     todo.sort(key=_cost, reverse=True)
     progress = sys.stderr.isatty() if progress is None else progress
     launch = dataclasses.replace(launch, loggers=loggers, progress=progress)
