@@ -121,6 +121,14 @@ def test_a_ladder_straight_in_log_x_puts_the_paper_exponent_at_its_bound():
     assert fit_scaling_law(x, true_ppl(x), form="loss", bootstrap=0).law.exponent_at_bound == ""
 
 
+def test_a_ladder_that_wants_a_negative_irreducible_loss_puts_e_at_its_bound(fit):
+    x = FRACTIONS
+    f = fit_scaling_law(x, np.exp(-0.5 + 3.0 * x ** -0.2), bootstrap=0).law
+    assert f.params[0] == 0.0 and f.asymptote_at_bound
+    assert not fit.law.asymptote_at_bound  # E = 1.5 is well inside
+    assert not fit_scaling_law(x, true_ppl(x), form="paper", bootstrap=0).law.asymptote_at_bound
+
+
 def test_inverse_round_trips(fit):
     law = fit.law
     ys = np.array([12.0, 20.0, 40.0, 100.0])

@@ -74,6 +74,13 @@ class ScalingLaw:
         alpha = self._z_params()[2]
         return "lower" if alpha <= ALPHA_BOUNDS[0] * 1.001 else "upper" if alpha >= ALPHA_BOUNDS[1] * 0.999 else ""
 
+    @property
+    def asymptote_at_bound(self) -> bool:
+        """The loss form's E sits at its bound 0: the ladder alone would put the irreducible loss below
+        zero (a perplexity under 1), so it does not pin down the asymptote, and what leans on it
+        (extrapolation, intervals of parameters) is rough."""
+        return self.form == "loss" and self.params[0] <= 1e-12
+
     def _z_params(self) -> tuple[float, float, float]:
         """(E, A, alpha) of the law in its fitting space z (see the module docstring)."""
         if self.form == "loss":

@@ -190,6 +190,9 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
                          and law.exponent_at_bound == "lower" else "")
                 chosen = (f"; the exponent is at the {law.exponent_at_bound} bound of its range, so the best fit lies "
                           f"beyond it and the parameters mean little one by one{limit}{chosen}")
+            if law.asymptote_at_bound:
+                chosen = (f"; E is at its bound 0 (the ladder alone would put the irreducible loss below zero), so "
+                          f"it does not pin down the asymptote{chosen}")
             items.append(f"{a.law_name(key)}, {form} form: {LAW_TEXT[form]} with {params}; {law.n_points} points; "
                          f"leave-one-out error {fmt(a.loo[key][form], '.3g')} (RMS of ln PPL){chosen}.")
     doc.ul(items)
