@@ -90,6 +90,19 @@ def test_study_run_without_workers_trains_one_run_per_core(tiny_corpus_dir, tmp_
     assert "workers" not in lines[0]
 
 
+def test_auto_workers_are_counted_after_twins_are_copied(tiny_corpus_dir, tmp_path, monkeypatch):
+    """Of the second study's two runs one is the first study's twin: one run is left to train, so one
+    worker, in this process (a count made before copying would have started two)."""
+    first = small_study(tiny_corpus_dir, "first-auto", ps=(0.5,), fractions=(0.1,))
+    assert run_study(first, tmp_path, log=lambda *_: None)["completed"] == 2
+    monkeypatch.setattr(launch, "usable_cores", lambda: 8)
+    second = small_study(tiny_corpus_dir, "second-auto", ps=(0.1,), fractions=(0.1,))
+    lines = []
+    assert run_study(second, tmp_path, workers="auto", log=lines.append)["completed"] == 2
+    ready = next(line for line in lines if line.startswith("data ready"))
+    assert "workers" not in ready and not any("workers" in line for line in lines[:1])
+
+
 def test_auto_workers_leave_gpu_runs_one_at_a_time(tiny_corpus_dir, monkeypatch):
     runs = small_study(tiny_corpus_dir, "gpu-auto", ps=(0.5,), fractions=(0.1, 0.2)).runs
     monkeypatch.setattr(launch, "usable_cores", lambda: 8)
