@@ -213,6 +213,29 @@ def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
 
 
 @pytest.mark.slow
+def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp_path):
+    import shutil
+
+    from test_study import small_study
+    from xling.fsio import read_json
+    from xling.report.alignment_results import compute_missing
+    from xling.study.runner import run_study
+
+    study = small_study(tiny_corpus_dir, "two-workers", ps=(0.5, 0.1), fractions=(0.1,))
+    run_study(study, tmp_path / "a", log=lambda *a: None, progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    options = dict(task=None, word2vec=False, sequences=4, grad_sequences=2, figures=False)
+    lines = []
+    here = compute_missing(study, tmp_path / "a", workers=1, **options)
+    there = compute_missing(study, tmp_path / "b", workers=2, log=lines.append, **options)
+    assert here == there == {"aligned": 2, "transferred": 0, "skipped": 1}
+    assert sorted(lines) == sorted(f"aligned {s.id}" for s in study.runs if s.group == "mix")
+    for spec in study.runs[1:]:
+        a, b = (read_json(spec.run_dir(tmp_path / r) / "alignment" / "alignment.json") for r in "ab")
+        assert a["hidden"] == b["hidden"] and a["gradient"] == b["gradient"]
+    assert compute_missing(study, tmp_path / "b", workers=2, **options)["aligned"] == 0  # nothing left to do
+
+
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     from conftest import make_documents, tiny_config_dict
     from xling.report.alignment_report import write_alignment_report

@@ -39,10 +39,14 @@ class TrainingSentences:
 
 
 def train_word2vec(sentences, vocab_size: int, vector_size: int = 128, window: int = 5, epochs: int = 1,
-                   negative: int = 20, workers: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+                   negative: int = 20, workers: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """CBOW word2vec (negative sampling) -> (input vectors [V, D], output vectors [V, D], present [V]).
 
-    Rows of ids that never occur are zero and marked absent. Sentences are id strings.
+    Rows of ids that never occur are zero and marked absent. Sentences are id strings. One worker
+    thread by default: gensim's multi-threaded training depends on how the threads are scheduled,
+    so two runs of it differ (on a cpu-s run, 2026-11-27: the input vectors summed to 3,731 and
+    4,307 in two runs with two threads, identically to 864 in runs with one); one thread costs about
+    a second per run at CPU scale.
     """
     try:
         from gensim.models import Word2Vec
@@ -60,7 +64,7 @@ def train_word2vec(sentences, vocab_size: int, vector_size: int = 128, window: i
 
 
 def word2vec_control(cfg, setup, lang_a: int, lang_b: int, counts: np.ndarray, vector_size: int = 0,
-                     window: int = 5, epochs: int = 1, negative: int = 20, workers: int = 2) -> dict:
+                     window: int = 5, epochs: int = 1, negative: int = 20, workers: int = 1) -> dict:
     """Clone-pair similarity of word2vec embeddings trained on the run's own training stream.
 
     Defaults follow the paper's authors: the model's width (`vector_size` 0), gensim's window

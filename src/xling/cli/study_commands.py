@@ -172,6 +172,8 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--task", default="bible-parts", help="transfer task: bible-parts or a CSV / JSONL file")
     p.add_argument("--no-compute", action="store_true", help="only report what the run directories already hold")
+    p.add_argument("--workers", type=count(1, 1024), help="runs analysed at the same time (default: as `xling study "
+                   "run`, one per usable core, at most one per run needing analyses and what memory holds)")
 
 
 def align_report(args, overrides) -> int:
@@ -179,7 +181,7 @@ def align_report(args, overrides) -> int:
     from ..study.spec import load_study
 
     path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
-                                  task=args.task, log=print)
+                                  task=args.task, log=print, workers=args.workers or "auto")
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 

@@ -290,10 +290,11 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
 
 
 def write_alignment_report(study: Study, root=None, out=None, compute: bool = True, task: str = DEFAULT_TASK,
-                           transfer_steps: int = 300, log=None, **align_options) -> Path:
-    """Compute what is missing (unless `compute` is False), then write alignment.md and .html."""
+                           transfer_steps: int = 300, log=None, workers: int | str = 1, **align_options) -> Path:
+    """Compute what is missing (unless `compute` is False; `workers` runs at a time, see
+    `compute_missing`), then write alignment.md and .html."""
     if compute:
-        compute_missing(study, root, task, transfer_steps=transfer_steps, log=log, **align_options)
+        compute_missing(study, root, task, transfer_steps=transfer_steps, log=log, workers=workers, **align_options)
     out = Path(out or Path("reports") / study.name)
     doc = Doc()
     doc.h(1, f"Alignment report: {study.name}")

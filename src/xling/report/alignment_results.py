@@ -9,13 +9,15 @@ report costs nothing and a run directory stays the single source of truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..analysis.alignment import align_over_training, align_run
 from ..analysis.transfer import transfer_run
 from ..fsio import read_json
-from ..study.spec import Study, runs_root
+from ..study.launch import Launch, auto_workers, usable_cores
+from ..study.spec import RunSpec, Study, runs_root
 from ..study.state import is_complete
 from ..train.rundir import RunDir
 from .stats import Stat, t_stat
@@ -43,32 +45,63 @@ class Setting:
         return mix if self.kind == "clone" else f"{self.vocab} {mix}"
 
 
+def _pending(spec: RunSpec, root: Path, task: str | None) -> bool:
+    """Whether a finished multilingual run lacks one of the analyses `analyse_run` would do."""
+    run = RunDir(spec.run_dir(root))
+    over_training = spec.run_config.train.keep_checkpoints != "last"
+    return (not run.alignment_path.is_file()
+            or (over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()))
+            or bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
+
+
+def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
+                align_options: dict) -> tuple[dict, list[str]]:
+    """The analyses one finished run lacks: its alignment (the word2vec control for clones), its
+    alignment at each kept checkpoint, its transfer. Returns counts and a line per analysis done.
+    At module level, so that `compute_missing`'s worker processes can run it."""
+    spec = RunSpec.from_json(spec_json)
+    run_dir = spec.run_dir(root)
+    run = RunDir(run_dir)
+    counts, lines = {"aligned": 0, "transferred": 0}, []
+    if not run.alignment_path.is_file():
+        clone = spec.mixture.kind == "clone"
+        align_run(run_dir, word2vec={} if word2vec and clone else None, **align_options)
+        counts["aligned"] += 1
+        lines.append(f"aligned {spec.id}")
+    kept = run.checkpoint_dirs()
+    if spec.run_config.train.keep_checkpoints != "last" and not all(run.alignment_at(c).is_file() for c in kept):
+        align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
+        lines.append(f"aligned {spec.id} at {len(kept)} checkpoints")
+    if task and not run.transfer_path(task, spec.mixture.names[0]).is_file():
+        transfer_run(run_dir, task, steps=transfer_steps)
+        counts["transferred"] += 1
+        lines.append(f"transfer {spec.id}")
+    return counts, lines
+
+
 def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, word2vec: bool = True,
-                    transfer_steps: int = 300, log=None, **align_options) -> dict:
+                    transfer_steps: int = 300, log=None, workers: int | str = 1, **align_options) -> dict:
     """Run the alignment (and transfer) analyses on finished runs that lack them. Returns counts.
-    `log(line)` is told of each analysis done (the CLI passes print)."""
+    `log(line)` is told of each analysis done (the CLI passes print). `workers` > 1: that many runs
+    at a time in worker processes, the cores shared out among them (each run's analyses are
+    independent and write only into its own directory); "auto": as many as `launch.auto_workers`
+    gives the runs that need analyses."""
     log = log or (lambda _: None)
     root = runs_root(root)
-    counts = {"aligned": 0, "transferred": 0, "skipped": 0}
-    for spec in study.runs:
-        run_dir = spec.run_dir(root)
-        if not spec.mixture.multilingual or not is_complete(run_dir):
-            counts["skipped"] += 1
-            continue
-        run = RunDir(run_dir)
-        if not run.alignment_path.is_file():
-            clone = spec.mixture.kind == "clone"
-            align_run(run_dir, word2vec={} if word2vec and clone else None, **align_options)
-            counts["aligned"] += 1
-            log(f"aligned {spec.id}")
-        kept = run.checkpoint_dirs()
-        if spec.run_config.train.keep_checkpoints != "last" and not all(run.alignment_at(c).is_file() for c in kept):
-            align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
-            log(f"aligned {spec.id} at {len(kept)} checkpoints")
-        if task and not run.transfer_path(task, spec.mixture.names[0]).is_file():
-            transfer_run(run_dir, task, steps=transfer_steps)
-            counts["transferred"] += 1
-            log(f"transfer {spec.id}")
+    ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
+    counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
+    todo = [s for s in ready if _pending(s, root, task)]
+    args = (str(root), task, word2vec, transfer_steps, align_options)
+    workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
+    if workers > 1:
+        results = Launch("local", workers, max(1, usable_cores() // workers)).run_each(analyse_run, todo, *args)
+    else:
+        results = (analyse_run(spec.to_json(), *args) for spec in todo)
+    for done, lines in results:
+        for key, n in done.items():
+            counts[key] += n
+        for line in lines:
+            log(line)
     return counts
 
 

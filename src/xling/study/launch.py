@@ -196,8 +196,13 @@ class Launch:
                                       initargs=(self.threads, places))
 
     def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
+        yield from self.run_each(execute_run, todo, str(root), False, self.loggers)
+
+    def run_each(self, fn, todo: list[RunSpec], *args) -> Iterator:
+        """fn(spec.to_json(), *args) for every run in the local worker processes; the results as they
+        finish. `fn` must be a module-level function (the workers import it by name)."""
         with self.pool() as pool:
-            futures = [pool.submit(execute_run, spec.to_json(), str(root), False, self.loggers) for spec in todo]
+            futures = [pool.submit(fn, spec.to_json(), *args) for spec in todo]
             try:
                 for future in cf.as_completed(futures):
                     yield future.result()
