@@ -9,7 +9,6 @@ report costs nothing and a run directory stays the single source of truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -45,34 +44,33 @@ class Setting:
         return mix if self.kind == "clone" else f"{self.vocab} {mix}"
 
 
-def _pending(spec: RunSpec, root: Path, task: str | None) -> bool:
-    """Whether a finished multilingual run lacks one of the analyses `analyse_run` would do."""
+def _missing(spec: RunSpec, root, task: str | None) -> tuple[bool, bool, bool]:
+    """Which analyses a finished multilingual run lacks: (its alignment, its alignment at every kept
+    checkpoint, its transfer on `task`)."""
     run = RunDir(spec.run_dir(root))
     over_training = spec.run_config.train.keep_checkpoints != "last"
-    return (not run.alignment_path.is_file()
-            or (over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()))
-            or bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
+    return (not run.alignment_path.is_file(),
+            over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
+            bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
 
 
 def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
                 align_options: dict) -> tuple[dict, list[str]]:
-    """The analyses one finished run lacks: its alignment (the word2vec control for clones), its
-    alignment at each kept checkpoint, its transfer. Returns counts and a line per analysis done.
-    At module level, so that `compute_missing`'s worker processes can run it."""
+    """The analyses one finished run lacks (`_missing`): its alignment (the word2vec control for
+    clones), its alignment at each kept checkpoint, its transfer. Returns counts and a line per
+    analysis done. At module level, so that `compute_missing`'s worker processes can run it."""
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
-    run = RunDir(run_dir)
+    alignment, over_training, transfer = _missing(spec, root, task)
     counts, lines = {"aligned": 0, "transferred": 0}, []
-    if not run.alignment_path.is_file():
-        clone = spec.mixture.kind == "clone"
-        align_run(run_dir, word2vec={} if word2vec and clone else None, **align_options)
+    if alignment:
+        align_run(run_dir, word2vec={} if word2vec and spec.mixture.kind == "clone" else None, **align_options)
         counts["aligned"] += 1
         lines.append(f"aligned {spec.id}")
-    kept = run.checkpoint_dirs()
-    if spec.run_config.train.keep_checkpoints != "last" and not all(run.alignment_at(c).is_file() for c in kept):
+    if over_training:
         align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
-        lines.append(f"aligned {spec.id} at {len(kept)} checkpoints")
-    if task and not run.transfer_path(task, spec.mixture.names[0]).is_file():
+        lines.append(f"aligned {spec.id} at {len(RunDir(run_dir).checkpoint_dirs())} checkpoints")
+    if transfer:
         transfer_run(run_dir, task, steps=transfer_steps)
         counts["transferred"] += 1
         lines.append(f"transfer {spec.id}")
@@ -90,7 +88,7 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     root = runs_root(root)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
-    todo = [s for s in ready if _pending(s, root, task)]
+    todo = [s for s in ready if any(_missing(s, root, task))]
     args = (str(root), task, word2vec, transfer_steps, align_options)
     workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
     if workers > 1:

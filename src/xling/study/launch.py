@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModelDims, from_dict, resolve_model
-from ..data.mixture import Mixture
+from ..config import ModelDims, resolve_model
 from ..errors import XlingError
 from .execute import execute_run
 from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
@@ -90,8 +89,8 @@ def available_memory() -> int | None:
 
 def run_dims(spec: RunSpec) -> ModelDims:
     """A run's model, with the largest vocabulary its languages can have (one tokenizer each)."""
-    cfg = from_dict(spec.config)
-    return resolve_model(cfg.model, cfg.tokenizer.vocab_size * len(Mixture.of(cfg).names))
+    cfg = spec.run_config
+    return resolve_model(cfg.model, cfg.tokenizer.vocab_size * len(spec.mixture.names))
 
 
 def run_memory(spec: RunSpec) -> int:
@@ -99,8 +98,7 @@ def run_memory(spec: RunSpec) -> int:
     weights, gradients and Adam's two moments (16 bytes a parameter) and the activations kept for
     backward (~64 bytes per token, layer and width of a micro-batch). Measured peaks on 2026-11-27
     (batch 16 x 128 tokens): cpu-xs 0.40 GB, mini 0.84 GB; estimated 0.56 and 1.04 GB (two presets: rough)."""
-    cfg = from_dict(spec.config)
-    dims = run_dims(spec)
+    cfg, dims = spec.run_config, run_dims(spec)
     tokens = cfg.train.batch_size // cfg.train.grad_accum * dims.seq_len
     return (1 << 29) + 16 * dims.num_parameters() + 64 * tokens * dims.n_layers * dims.d_model
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import from_dict, load_yaml, to_dict
-from ..data.mixture import Mixture
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..train.live_log import unavailable
@@ -108,7 +107,7 @@ def preflight(study: Study) -> None:
         key = json.dumps([spec.config[k] for k in ("corpus", "tokenizer")] + [languages["kind"], languages["second"],
                           languages["vocab"]] + ([languages["corpora"]] if languages.get("corpora") else []),
                          sort_keys=True)
-        cfg = from_dict(spec.config)
+        cfg = spec.run_config
         if key not in seen:
             seen[key] = setup = prepare_languages(cfg)
             for source in sorted(set(setup.source_of_language)):
@@ -117,7 +116,7 @@ def preflight(study: Study) -> None:
             budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
         if cfg.languages.unimax_epochs:  # UniMax's caps must fill the run's tokens
             run_mixture(cfg, seen[key], run_steps(cfg, seen[key]))
-        orders = [Mixture.of(cfg).word_order(lang) for lang in range(seen[key].num_languages)]
+        orders = [spec.mixture.word_order(lang) for lang in range(seen[key].num_languages)]
         if any(orders):  # reordered streams written to the cache once, here; a tokenizer without word starts refused
             setup = dataclasses.replace(seen[key], word_orders=orders)
             for lang in (lang for lang, order in enumerate(orders) if order):
@@ -128,7 +127,7 @@ def preflight(study: Study) -> None:
 def _cost(spec: RunSpec) -> float:
     """Rough relative cost, to start long runs first (shorter total time with several workers):
     training tokens x the model's matmul work per token."""
-    cfg = from_dict(spec.config)
+    cfg = spec.run_config
     per_token = run_dims(spec).num_parameters()  # ~ matmul work per token
     return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
 
@@ -173,14 +172,13 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     array's nodes then stop when nothing is left for them). `log(line)` is told of progress, one
     line per finished run (the CLI passes print)."""
     log = log or (lambda _: None)
-    auto = workers == "auto"
-    launch = Launch.plan(engine, None if auto else workers, gpus, runs_per_gpu, progress=False)
+    auto = workers == "auto" and engine == "local" and gpus is None  # else "auto" means the default
+    launch = Launch.plan(engine, None if workers == "auto" else workers, gpus, runs_per_gpu, progress=False)
     root = runs_root(root)
     check_locking(root)
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
-    auto = auto and engine == "local" and gpus is None
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}
     if not wait:
         counts["elsewhere"] = 0
