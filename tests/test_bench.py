@@ -146,7 +146,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
 
     for module in (bench, session):  # the trainer's 'auto' precision and the bench's choice
         monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
-    result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto"}), steps=1, warmup=0,
+    result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu"}), steps=1, warmup=0,
                        log=lambda _: None, peak_size=64)
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
     assert "emulated" in result["skipped_precisions"]["bf16"] and "bf16 not timed" in bench_table(result)

@@ -21,14 +21,15 @@ def _losses(run_dir):
 @pytest.mark.slow
 def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corpus_dir, tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
+    # two CPU processes even on a GPU machine (two processes on one GPU is refused)
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, train={"device": "cpu"})), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # XLING_CACHE (the session's cache) is inherited
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    Trainer(tiny_config(tiny_corpus_dir, train={"grad_accum": 2}), tmp_path / "accum").fit(progress=False)
+    Trainer(tiny_config(tiny_corpus_dir, train={"grad_accum": 2, "device": "cpu"}), tmp_path / "accum").fit(progress=False)
     ddp, accum = _losses(tmp_path / "ddp"), _losses(tmp_path / "accum")
     assert len(ddp) == 12
     np.testing.assert_allclose(ddp, accum, rtol=1e-5)  # global mean loss of each step

@@ -34,6 +34,10 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if kind == "cuda":
         gpu = int(index) if index else local_rank
         if gpu >= torch.cuda.device_count():
+            if not index:  # torchrun started more processes on this machine than it has GPUs
+                raise XlingError(f"process {local_rank} of this machine has no GPU of its own: it has "
+                                 f"{torch.cuda.device_count()}; start at most that many (torchrun --nproc_per_node) "
+                                 "or train on the CPU (--train.device cpu)")
             raise XlingError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 and up")
         torch.cuda.set_device(gpu)
         return torch.device("cuda", gpu)
