@@ -65,6 +65,24 @@ def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkey
         torch.testing.assert_close(got, want, rtol=0.0, atol=0.02 * want.abs().max().item())
 
 
+# Inductor's CPU code for it fails before torch 2.13 (KeyError 'buf1' with 2.11; its GPU code works there)
+OLD_INDUCTOR = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13)
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.skipif(
+    OLD_INDUCTOR, reason="Inductor's CPU code for it fails before torch 2.13"))])
+def test_fusable_softmax_gives_the_eager_loss_and_gradient(monkeypatch, compiled):
+    """The form `train.compile` hands to the compiler on a GPU, eager and compiled (here on the CPU)."""
+    monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 16 * 50)
+    h, w, t = _case(scale=40.0)  # extreme logits too
+    if not compiled:
+        monkeypatch.setattr(CE, "_fused_softmax_grad", lambda: CE._fusable_softmax_grad)
+    loss, ref = linear_cross_entropy(h, w, t, fused_softmax=True), linear_cross_entropy(h, w, t)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-5)
+    for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_per_token_losses_match_the_reference_without_a_graph():
     h, w, t = _case()
     per_token = linear_cross_entropy(h, w, t, per_token=True)

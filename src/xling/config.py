@@ -131,7 +131,7 @@ class TrainConfig:
     # (alignment over training: `xling align --checkpoints all`), or every one
     keep_checkpoints: str = field(default="last", metadata=one_of("last", "log", "all"))
     device: str = field(default="auto", metadata=one_of("auto", "cpu", "cuda"))
-    compile: bool = False  # torch.compile the transformer blocks (GPU: faster; CPU: a long compile first)
+    compile: bool = False  # torch.compile the blocks, on a GPU the loss softmax too (GPU: faster; CPU: a long compile)
 
 
 @dataclass

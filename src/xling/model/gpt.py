@@ -64,6 +64,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(dims) for _ in range(dims.n_layers))
         self.ln_f = nn.LayerNorm(dims.d_model, eps=1e-5)
         self.head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
+        self.fused_softmax = False  # the training loss's softmax through torch.compile (`linear_cross_entropy`)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -115,7 +116,8 @@ class GPT(nn.Module):
         h = self.features(idx)
         if last_n:
             h, targets = h[:, -last_n:], targets[:, -last_n:]
-        losses = linear_cross_entropy(h.flatten(0, 1), self.head.weight, targets.flatten(), per_token=per_token)
+        losses = linear_cross_entropy(h.flatten(0, 1), self.head.weight, targets.flatten(), per_token=per_token,
+                                      fused_softmax=self.fused_softmax)
         return losses.view_as(targets) if per_token else losses
 
     def num_parameters(self) -> int:

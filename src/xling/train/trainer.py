@@ -87,9 +87,12 @@ class Trainer:
         if self.device.type == "cpu":
             cpu_allocator_setup()
         self.model = build_model(cfg, self.setup, self.device)
-        if cfg.train.compile:  # the blocks only: the loss is a hand-written chunked kernel
+        if cfg.train.compile:
             for block in self.model.blocks:
                 block.compile()
+            # and on a GPU the loss's softmax: one fused kernel instead of ~10 passes over the logits (GPT-small on
+            # an H200: 1.13x the step; on a CPU it did not pay, README)
+            self.model.fused_softmax = self.device.type == "cuda"
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
