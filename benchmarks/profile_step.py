@@ -1,0 +1,83 @@
+"""Where a training step's time goes (torch.profiler), and an A/B of the loss's softmax, eager or compiled.
+
+    python benchmarks/profile_step.py [CONFIG] [--section.key VALUE ...] [--steps 10] [--rows 25]
+
+Builds the run's Trainer as `xling train` would (the config's data, model, precision, compile), then:
+1. times rounds of `Trainer.train_step` with the loss softmax eager and compiled (`GPT.fused_softmax`,
+   what `train.compile` turns on on a GPU), alternating one step of each per round (medians);
+2. profiles a few steps of the eager variant and prints the ops that took the most device time
+   (CPU time on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from xling.cli.main import split_overrides
+from xling.config import load_config
+from xling.train.trainer import Trainer
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_step(trainer, step: int, fused: bool) -> float:
+    trainer.model.fused_softmax = fused
+    _sync(trainer.device)
+    start = time.perf_counter()
+    trainer.train_step(step).item()
+    _sync(trainer.device)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    rest, overrides = split_overrides(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", nargs="?")
+    p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each variant per round)")
+    p.add_argument("--rows", type=int, default=25, help="profiler rows to print")
+    args = p.parse_args(rest)
+    cfg = load_config(args.config, overrides)
+    cfg.train.steps = 2 * (args.steps + 3) + 5
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "profile")
+        trainer.prepare(resume=False)
+    device, step = trainer.device, 0
+    print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, {trainer.precision}, "
+          f"compile {cfg.train.compile}, {device} "
+          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}")
+    times = {False: [], True: []}
+    for round_ in range(args.steps + 3):  # 3 warm-up rounds (the compiled variant compiles in the first)
+        for fused in (False, True):
+            seconds = _timed_step(trainer, step, fused)
+            step += 1
+            if round_ >= 3:
+                times[fused].append(seconds)
+    eager, fused = (1000 * statistics.median(times[v]) for v in (False, True))
+    print(f"step: eager softmax {eager:.1f} ms, compiled softmax {fused:.1f} ms (medians of {args.steps}); "
+          f"eager / compiled = {eager / fused:.3f}")
+    trainer.model.fused_softmax = False
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            trainer.train_step(step).item()
+            step += 1
+    _sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
