@@ -41,6 +41,31 @@ def test_the_matmul_floor_runs_exactly_the_matmuls_of_a_training_step():
     assert floor_count.get_total_flops() == x.numel() * (matmul_flops_per_token(dims) + full_square_attention)
 
 
+def test_step_exponentials_counts_one_per_logit_gelu_input_and_causal_score():
+    """The bench's exponential floor counts what the model's softmaxes and GELUs really take in,
+    less the masked half of each attention square (xling's CPU path exponentiates it; it need not)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from xling.analysis.bench import step_exponentials
+    from xling.model.gpt import GPT
+
+    class Inputs(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten._softmax.default, torch.ops.aten.gelu.default):
+                Inputs.count += args[0].numel()
+            return func(*args, **(kwargs or {}))
+
+    dims = ModelDims(n_layers=2, d_model=16, n_heads=2, d_mlp=48, seq_len=8, vocab_size=40)
+    x = torch.randint(0, 40, (3, 8))
+    with Inputs():
+        GPT(dims).loss(x, x)
+    masked = 3 * dims.n_heads * dims.n_layers * (8 * 8 - 8 * 9 // 2)
+    assert Inputs.count == step_exponentials(dims, x.numel()) + masked
+    assert step_exponentials(dims, x.numel()) == 24 * 40 + 24 * 48 * 2 + 3 * 2 * 36 * 2
+
+
 def _check_run(result: dict) -> None:
     x = result["xling"]
     assert x["tokens_per_s"] > 0 and x["step_ms"] > 0
@@ -67,7 +92,11 @@ def test_bench_compares_with_hugging_face(tiny_corpus_dir):
     assert result["ratio"] == pytest.approx(result["xling"]["tokens_per_s"] / best)
     x = result["xling"]
     assert 0 < x["matmuls_ms"] and x["matmul_share"] == pytest.approx(x["matmuls_ms"] / x["step_ms"])
-    assert result["ratio_ceiling"] == pytest.approx(result["hf"][result["hf_best"]]["step_ms"] / x["matmuls_ms"])
+    hf_step = result["hf"][result["hf_best"]]["step_ms"]
+    assert result["ratio_ceiling"] == pytest.approx(hf_step / x["matmuls_ms"])
+    assert x["exponentials"] > 0 and x["exponentials_ms"] > 0
+    assert result["ratio_attainable"] == pytest.approx(hf_step / (x["matmuls_ms"] + x["exponentials_ms"]))
+    assert "attainable with PyTorch's exp" in bench_table(result)
     assert "xling / HF" in bench_table(result)
 
 

@@ -132,6 +132,9 @@ def bench_table(result: dict) -> str:
     lines.append(f"  {'  data path':<22} {'':>10} {x['data_ms']:>9.2f} {'':>7}  ({100 * x['data_share']:.2f} % of the step)")
     lines.append(f"  {'  its matmuls alone':<22} {'':>10} {x['matmuls_ms']:>9.1f} {'':>7}  "
                  f"({100 * x['matmul_share']:.0f} % of the step)")
+    if "exponentials_ms" in x:
+        lines.append(f"  {'  its exponentials':<22} {'':>10} {x['exponentials_ms']:>9.1f} {'':>7}  "
+                     f"({x['exponentials'] / 1e6:.1f} M: logits, GELU inputs, attention scores)")
     hf = result["hf"]
     if hf and "error" in hf:
         lines.append(f"  Hugging Face GPT-2: skipped ({hf['error']})")
@@ -140,6 +143,9 @@ def bench_table(result: dict) -> str:
             lines.append(row(f"HF GPT-2 ({precision})", r))
         lines.append(f"  xling / HF (faster, {result['hf_best']}): {result['ratio']:.2f}x; ceiling "
                      f"{result['ratio_ceiling']:.2f}x (HF step / xling's matmuls alone)")
+        if "ratio_attainable" in result:
+            lines.append(f"  attainable with PyTorch's exp: {result['ratio_attainable']:.2f}x "
+                         "(HF step / (matmuls + exponentials), every other op free)")
     lines.append("")
     for precision, p in result["peaks"].items():
         shape = "x".join(map(str, p["shape"]))
