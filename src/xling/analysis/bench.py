@@ -109,14 +109,13 @@ def step_matmuls(dims: ModelDims, rows: int, dtype: torch.dtype, device: torch.d
 
 
 def step_exponentials(dims: ModelDims, rows: int) -> int:
-    """How many exponentials one training step on `rows` tokens cannot do without.
+    """How many exponentials the softmaxes of one training step on `rows` tokens cannot do without.
 
-    One per logit (the loss's softmax), per GELU input (tanh z = (e^2z - 1) / (e^2z + 1)) and per
-    attention score in the causal half (the attention softmax). Backward can reuse them all.
+    One per logit (the loss) and per attention score in the causal half; backward reuses them.
+    (The GELU's tanh is left out: a rational approximation computes it without an exponential.)
     """
     t, sequences = dims.seq_len, max(1, rows // dims.seq_len)
-    scores = sequences * dims.n_heads * t * (t + 1) // 2 * dims.n_layers
-    return rows * dims.vocab_size + rows * dims.d_mlp * dims.n_layers + scores
+    return rows * dims.vocab_size + sequences * dims.n_heads * t * (t + 1) // 2 * dims.n_layers
 
 
 def exponentials(count: int, device: torch.device):

@@ -134,7 +134,7 @@ def bench_table(result: dict) -> str:
                  f"({100 * x['matmul_share']:.0f} % of the step)")
     if "exponentials_ms" in x:
         lines.append(f"  {'  its exponentials':<22} {'':>10} {x['exponentials_ms']:>9.1f} {'':>7}  "
-                     f"({x['exponentials'] / 1e6:.1f} M: logits, GELU inputs, attention scores)")
+                     f"({x['exponentials'] / 1e6:.1f} M: the softmaxes of the loss and attention)")
     hf = result["hf"]
     if hf and "error" in hf:
         lines.append(f"  Hugging Face GPT-2: skipped ({hf['error']})")
