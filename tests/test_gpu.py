@@ -72,10 +72,11 @@ def test_the_gpu_model_computes_the_cpu_models_loss_and_gradients():
         torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_gpu_training_learns_and_resumes_exactly(tiny_corpus_dir, tmp_path, precision):
-    """bf16 autocast, or fp16 with the loss scaler; a killed run resumed gives the uninterrupted losses."""
-    cfg = tiny_config(tiny_corpus_dir, train={"device": "cuda", "precision": precision})
+@pytest.mark.parametrize("precision,compile", [("bf16", False), ("fp16", False), ("bf16", True)])
+def test_gpu_training_learns_and_resumes_exactly(tiny_corpus_dir, tmp_path, precision, compile):
+    """bf16 autocast, or fp16 with the loss scaler, eager or compiled (blocks and loss softmax); a killed
+    run resumed gives the uninterrupted losses."""
+    cfg = tiny_config(tiny_corpus_dir, train={"device": "cuda", "precision": precision, "compile": compile})
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     Trainer(cfg, whole).fit(progress=False)
     losses = _losses(whole)
