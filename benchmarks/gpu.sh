@@ -42,7 +42,8 @@ step bench-small-compile 120 "$py" -m xling bench "${small[@]}" --train.compile 
 step bench-mini 60 "$py" -m xling bench --model.preset mini --model.seq_len 512 --tokenizer.vocab_size 16384 \
     --train.batch_size 64 --steps 10 --out "$out/bench-mini.json"
 if [ "${FULL:-0}" = 1 ]; then
-    step full-suite 300 "$py" -m pytest -q -p no:cacheprovider -n 8 tests
+    parallel=$("$py" -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist, where installed
+    step full-suite 300 "$py" -m pytest -q -p no:cacheprovider $parallel tests
 fi
 rm -rf "$work"
 printf '%s\n' "${summary[@]}" | tee -a "$log"

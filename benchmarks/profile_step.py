@@ -15,28 +15,22 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from xling.analysis.bench import synchronize, timed_in_rounds
 from xling.cli.main import split_overrides
 from xling.config import load_config
 from xling.train.trainer import Trainer
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _step_with(trainer, fused: bool):
+    def step(i: int) -> torch.Tensor:
+        trainer.model.fused_softmax = fused
+        return trainer.train_step(i)
 
-
-def _timed_step(trainer, step: int, fused: bool) -> float:
-    trainer.model.fused_softmax = fused
-    _sync(trainer.device)
-    start = time.perf_counter()
-    trainer.train_step(step).item()
-    _sync(trainer.device)
-    return time.perf_counter() - start
+    return step
 
 
 def main(argv: list[str]) -> int:
@@ -47,22 +41,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rows", type=int, default=25, help="profiler rows to print")
     args = p.parse_args(rest)
     cfg = load_config(args.config, overrides)
-    cfg.train.steps = 2 * (args.steps + 3) + 5
+    cfg.train.steps = args.steps + 3
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp) / "profile")
         trainer.prepare(resume=False)
-    device, step = trainer.device, 0
+    device = trainer.device
     print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, {trainer.precision}, "
           f"compile {cfg.train.compile}, {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}")
-    times = {False: [], True: []}
-    for round_ in range(args.steps + 3):  # 3 warm-up rounds (the compiled variant compiles in the first)
-        for fused in (False, True):
-            seconds = _timed_step(trainer, step, fused)
-            step += 1
-            if round_ >= 3:
-                times[fused].append(seconds)
-    eager, fused = (1000 * statistics.median(times[v]) for v in (False, True))
+    # one step of each per round, as `xling bench` times its contenders (the compiled one compiles in warm-up)
+    times = timed_in_rounds({"eager": _step_with(trainer, False), "compiled": _step_with(trainer, True)},
+                            args.steps, 3, device)
+    eager, fused = (1000 * statistics.median(times[v]) for v in ("eager", "compiled"))
     print(f"step: eager softmax {eager:.1f} ms, compiled softmax {fused:.1f} ms (medians of {args.steps}); "
           f"eager / compiled = {eager / fused:.3f}")
     trainer.model.fused_softmax = False
@@ -70,10 +60,9 @@ def main(argv: list[str]) -> int:
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        for _ in range(3):
+        for step in range(3):
             trainer.train_step(step).item()
-            step += 1
-    _sync(device)
+    synchronize(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
     return 0

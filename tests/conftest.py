@@ -89,6 +89,13 @@ def tiny_config(corpus_dir, **sections):
     return cfg
 
 
+def run_losses(run_dir) -> list[float]:
+    """The training losses a run logged, step by step."""
+    from xling.train.rundir import RunDir
+
+    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus_dir, tmp_path_factory):
     """A trained tiny cloned 50/50 run directory (for eval, sample and analysis tests)."""

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import tiny_config, tiny_config_dict
+from conftest import run_losses, tiny_config, tiny_config_dict
 from xling.errors import XlingError
 from xling.train.rundir import RunDir
 from xling.train.trainer import Trainer
-
-
-def _losses(run_dir):
-    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
 
 
 @pytest.mark.slow
@@ -30,7 +26,7 @@ def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corp
     assert done.returncode == 0, done.stderr[-3000:]
 
     Trainer(tiny_config(tiny_corpus_dir, train={"grad_accum": 2, "device": "cpu"}), tmp_path / "accum").fit(progress=False)
-    ddp, accum = _losses(tmp_path / "ddp"), _losses(tmp_path / "accum")
+    ddp, accum = run_losses(tmp_path / "ddp"), run_losses(tmp_path / "accum")
     assert len(ddp) == 12
     np.testing.assert_allclose(ddp, accum, rtol=1e-5)  # global mean loss of each step
     info = RunDir(tmp_path / "ddp").read_info()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_config
+from conftest import run_losses, tiny_config
 from xling.config import ModelDims
 from xling.model.gpt import GPT
 from xling.model.loss import linear_cross_entropy
@@ -28,9 +28,6 @@ def _exact_fp32():
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
-
-def _losses(run_dir):
-    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
 
 
 def test_fused_cross_entropy_on_the_gpu_equals_the_reference():
@@ -79,11 +76,11 @@ def test_gpu_training_learns_and_resumes_exactly(tiny_corpus_dir, tmp_path, prec
     cfg = tiny_config(tiny_corpus_dir, train={"device": "cuda", "precision": precision, "compile": compile})
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     Trainer(cfg, whole).fit(progress=False)
-    losses = _losses(whole)
+    losses = run_losses(whole)
     assert len(losses) == 12 and losses[-1] < losses[0] - 0.5
     assert Trainer(cfg, resumed).fit(progress=False, stop_at=6)["status"] == "interrupted"
     Trainer(cfg, resumed).fit(resume=True, progress=False)
-    assert _losses(resumed) == losses
+    assert run_losses(resumed) == losses
     last = [RunDir(d).checkpoint_dirs()[-1] / "model.safetensors" for d in (whole, resumed)]
     assert last[0].read_bytes() == last[1].read_bytes()
 
@@ -94,11 +91,12 @@ def test_compiled_blocks_give_the_eager_losses_on_the_gpu(tiny_corpus_dir, tmp_p
                                                    "compile": True})
     Trainer(eager, tmp_path / "eager").fit(progress=False)
     Trainer(compiled, tmp_path / "compiled").fit(progress=False)
-    assert _losses(tmp_path / "compiled") == pytest.approx(_losses(tmp_path / "eager"), rel=1e-4)
+    assert run_losses(tmp_path / "compiled") == pytest.approx(run_losses(tmp_path / "eager"), rel=1e-4)
 
 
-def test_precision_auto_is_bf16_on_a_gpu_that_has_it(tiny_corpus_dir, tmp_path):
-    trainer = Trainer(tiny_config(tiny_corpus_dir, train={"device": "cuda", "precision": "auto"}), tmp_path / "r")
+def test_precision_auto_is_bf16_and_compile_fuses_the_loss_softmax_on_a_gpu(tiny_corpus_dir, tmp_path):
+    trainer = Trainer(tiny_config(tiny_corpus_dir, train={"device": "cuda", "precision": "auto", "compile": True}),
+                      tmp_path / "r")
     trainer.prepare(resume=False)
-    assert trainer.device.type == "cuda"
+    assert trainer.device.type == "cuda" and trainer.model.fused_softmax is True
     assert trainer.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")

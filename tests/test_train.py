@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import run_losses, tiny_config
 from xling.data.mixture import language_plan
 from xling.data.stream import TrainStream, budget_steps, decode_ids, encode_text, prepare_languages
 from xling.errors import XlingError
@@ -15,10 +15,6 @@ from xling.train.evaluate import evaluate_run
 from xling.train.rundir import RunDir
 from xling.train.session import load_session
 from xling.train.trainer import Trainer, lr_at
-
-
-def _losses(run_dir):
-    return [r["loss"] for r in RunDir(run_dir).read_metrics() if "loss" in r]
 
 
 def test_stream_is_a_pure_function_of_rows(tiny_corpus_dir):
@@ -65,7 +61,7 @@ def test_run_writes_config_metrics_checkpoints_and_token_counts(tiny_run):
     assert sum(info["tokens"].values()) == 12 * 8 * 32  # every trained token is accounted to a language
     assert set(info["tokens"]) == {"L1", "L2"}
     assert [p.name for p in run.checkpoint_dirs()] == ["step_0000008", "step_0000012"]
-    losses = _losses(tiny_run)
+    losses = run_losses(tiny_run)
     assert len(losses) == 12 and losses[-1] < losses[0]
     assert "ppl/L1" in run.read_metrics()[-1]
 
@@ -76,7 +72,7 @@ def test_resumed_run_reproduces_uninterrupted_losses_exactly(tiny_corpus_dir, ti
     first = Trainer(cfg, out).fit(progress=False, stop_at=6)  # "killed" after step 6 (checkpoint at 4)
     assert first["status"] == "interrupted"
     Trainer(cfg, out).fit(resume=True, progress=False)
-    assert _losses(out) == _losses(tiny_run)  # bit-identical, including the re-done steps 5 and 6
+    assert run_losses(out) == run_losses(tiny_run)  # bit-identical, including the re-done steps 5 and 6
     a = RunDir(out).checkpoint_dirs()[-1] / "model.safetensors"
     b = RunDir(tiny_run).checkpoint_dirs()[-1] / "model.safetensors"
     assert a.read_bytes() == b.read_bytes()
@@ -85,7 +81,7 @@ def test_resumed_run_reproduces_uninterrupted_losses_exactly(tiny_corpus_dir, ti
 def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp_path):
     cfg = tiny_config(tiny_corpus_dir, train={"grad_accum": 2})
     Trainer(cfg, tmp_path / "accum").fit(progress=False)
-    np.testing.assert_allclose(_losses(tmp_path / "accum"), _losses(tiny_run), rtol=1e-4)
+    np.testing.assert_allclose(run_losses(tmp_path / "accum"), run_losses(tiny_run), rtol=1e-4)
 
 
 def test_existing_run_dir_needs_resume_and_the_same_config(tiny_corpus_dir, tiny_run):
@@ -159,3 +155,21 @@ def test_a_run_written_by_a_newer_xling_says_so(tiny_run, tmp_path):
     run.update_info(xling_version="9.0.0")
     with pytest.raises(XlingError, match=r"written by xling 9\.0\.0 and this is xling 0\."):
         run.read_config()
+
+
+def test_compile_leaves_the_loss_softmax_eager_on_the_cpu(tiny_corpus_dir, tmp_path):
+    """`train.compile` compiles the loss's softmax on a GPU only (on a CPU it did not pay; tests/test_gpu.py)."""
+    trainer = Trainer(tiny_config(tiny_corpus_dir, train={"compile": True, "device": "cpu"}), tmp_path / "c")
+    trainer.prepare(resume=False)
+    assert trainer.model.fused_softmax is False
+
+
+def test_more_torchrun_processes_than_gpus_is_one_clear_line(monkeypatch):
+    from xling.train.session import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(XlingError, match=r"process 1 of this machine has no GPU of its own: it has 1; .*--nproc_per_node"):
+        pick_device("auto", local_rank=1)
+    with pytest.raises(XlingError, match="device cuda:3: this machine has 1 GPU"):
+        pick_device("cuda:3")

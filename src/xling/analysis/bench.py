@@ -36,17 +36,17 @@ def matmul_flops_per_token(dims: ModelDims) -> float:
     return 3 * (dims.n_layers * (projections + attention) + head)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _timed(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
     """Seconds of each of `steps` calls fn(i) after `warmup` untimed ones (synchronised)."""
-    return _interleaved({"fn": fn}, steps, warmup, device)["fn"]
+    return timed_in_rounds({"fn": fn}, steps, warmup, device)["fn"]
 
 
-def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def timed_in_rounds(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
     """Per-call seconds of each fn(i), calling them in turn (one call each per round).
 
     Round-robin order spreads any other load on the machine evenly over the contenders, so
@@ -55,7 +55,7 @@ def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> di
     for fn in fns.values():
         for i in range(warmup):
             fn(i)
-    _sync(device)
+    synchronize(device)
     times = {name: [] for name in fns}
     for i in range(warmup, warmup + steps):
         for name, fn in fns.items():
@@ -63,7 +63,7 @@ def _interleaved(fns: dict, steps: int, warmup: int, device: torch.device) -> di
             out = fn(i)
             if isinstance(out, torch.Tensor):
                 out.item()  # the step's work is done when its loss is known
-            _sync(device)
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -306,7 +306,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     contenders.update({f"hf {p}": hf_step(dims, trainer, p) for p in hf_precisions})
     contenders.update({f"gemm {p}": _gemm(device, DTYPES[p], *peaks[p]["shape"]) for p in precisions})
     log(f"timing {steps} rounds of {', '.join(contenders)} ...")
-    times = _interleaved(contenders, steps, warmup, device)
+    times = timed_in_rounds(contenders, steps, warmup, device)
     for p, peak in peaks.items():  # the peak is the best rate seen (a conservative MFU denominator)
         m, k, n = peak["shape"]
         peak["flops"] = max(peak["flops"], 2 * m * k * n / min(times[f"gemm {p}"]))
