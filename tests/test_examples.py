@@ -86,3 +86,21 @@ def test_the_reference_check_finds_broken_references():
     text = "See `Run.evaluate`, `xling.Config.replace`, `teff()`, `Run.evalute`, `xling.nothing`, `len`, ``Run.no``."
     assert build.broken_references(xling, [("here", text)]) == ["here: broken reference `Run.evalute`",
                                                                 "here: broken reference `xling.nothing`"]
+
+
+def test_the_lm_eval_task_holds_each_passage_without_its_last_word(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    passages = ["one two three four five six seven eight.", "too short here.", "a b c d e f g h i 42.",
+                "The king saw the house and the gate of the city, and wept at night!"]
+    (tmp_path / "held-out.txt").write_text("\n".join(passages), encoding="utf-8")
+    task = load(ROOT / "examples" / "lm_eval_task.py").main(tmp_path / "tasks", text=tmp_path / "held-out.txt")
+    spec = yaml.safe_load(task.read_text(encoding="utf-8"))
+    assert spec["task"] == "xling_lastword" and spec["output_type"] == "loglikelihood"
+    data = Path(spec["dataset_kwargs"]["data_files"]["test"])
+    items = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    assert items == [{"context": "one two three four five six seven", "target": "eight"},
+                     {"context": "The king saw the house and the gate of the city, and wept at", "target": "night"}]
+    assert "2 items" in capsys.readouterr().out
