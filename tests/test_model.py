@@ -75,7 +75,9 @@ def test_fusable_softmax_gives_the_eager_loss_and_gradient(monkeypatch, compiled
     """The form `train.compile` hands to the compiler on a GPU, eager and compiled (here on the CPU)."""
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 16 * 50)
     h, w, t = _case(scale=40.0)  # extreme logits too
-    if not compiled:
+    if compiled:  # one graph, no break (in training a break would fall back to eager without a word)
+        torch.compile(CE._fusable_softmax_grad, fullgraph=True)(torch.randn(4, 50), torch.randint(0, 50, (4, 1)))
+    else:
         monkeypatch.setattr(CE, "_fused_softmax_grad", lambda: CE._fusable_softmax_grad)
     loss, ref = linear_cross_entropy(h, w, t, fused_softmax=True), linear_cross_entropy(h, w, t)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-5)
