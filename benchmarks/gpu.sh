@@ -4,19 +4,22 @@
 #      GPT-2 on identical shapes in the same process;
 #   2. the GPU tests (tests/test_gpu.py: fused loss, SDPA, bf16 / fp16 training, exact resume, compile);
 #   3. a short headline-style study at GPU scale end to end (benchmarks/headline-gpu.yaml), and its report;
-#   4. GPT-small again with torch.compile of the blocks, and the paper's mini (no Hugging Face twin: its
-#      attention is narrower than the model);
+#   4. GPT-small again with `train.compile` (the blocks and the loss softmax), and the paper's mini (no Hugging
+#      Face twin: its attention is narrower than the model);
 #   5. with FULL=1, the whole test suite on the GPU machine (configs with `device: auto` train on the GPU).
-# Usage: benchmarks/gpu.sh [OUT_DIR]   (default gpu-check/). Each step has its own time limit and a failing
-# step does not stop the next; every step's output goes to OUT_DIR/gpu.log, the bench results to JSON.
+# Usage: benchmarks/gpu.sh [OUT_DIR]   (default gpu-check/), with the CUDA build of torch installed (the Python
+# is $PYTHON, else .venv/bin/python, else python3). It stops at once where torch sees no GPU. Each step has its
+# own time limit and a failing step does not stop the next; every step's output goes to OUT_DIR/gpu.log, the
+# bench results to JSON; the exit status is 1 if any step failed.
 set -u
 out=${1:-gpu-check}
 mkdir -p "$out"
 log="$out/gpu.log"
-py=${PYTHON:-python3}
+py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 summary=()
+failed=0
 
 step() {  # step NAME SECONDS COMMAND...: run it under a time limit, keep its output, note how it ended
     local name=$1 limit=$2 start=$SECONDS rc
@@ -24,9 +27,15 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, keep its ou
     echo "=== $name ($(date -u +%H:%M:%S), limit ${limit} s): $*" | tee -a "$log"
     timeout -k 10 "$limit" "$@" >>"$log" 2>&1
     rc=$?
+    [ "$rc" = 0 ] || failed=1
     summary+=("$name: exit $rc after $((SECONDS - start)) s")
     echo "=== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$log"
 }
+
+if ! "$py" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>>"$log"; then
+    echo "$py: torch sees no CUDA GPU here (install the CUDA build of torch, or set PYTHON): nothing checked" | tee -a "$log"
+    exit 1
+fi
 
 small=(--model.preset small --model.seq_len 512 --tokenizer.vocab_size 16384 --train.batch_size 64 --steps 10)
 
@@ -47,3 +56,4 @@ if [ "${FULL:-0}" = 1 ]; then
 fi
 rm -rf "$work"
 printf '%s\n' "${summary[@]}" | tee -a "$log"
+exit "$failed"

@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each variant per round)")
     p.add_argument("--rows", type=int, default=25, help="profiler rows to print")
     args = p.parse_args(rest)
+    if args.steps < 10:
+        print(f"note: {args.steps} rounds; the A/B below is noise under about 10", file=sys.stderr)
     cfg = load_config(args.config, overrides)
     cfg.train.steps = args.steps + 3
     with tempfile.TemporaryDirectory() as tmp:

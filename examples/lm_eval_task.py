@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import string
+import sys
 from pathlib import Path
 
 import xling
@@ -97,4 +98,8 @@ if __name__ == "__main__":
     parser.add_argument("--translation", default="web", help="built-in translation (default web)")
     parser.add_argument("--max-items", type=int, default=500)
     args = parser.parse_args()
-    main(args.out, args.text, args.translation, args.max_items)
+    try:
+        main(args.out, args.text, args.translation, args.max_items)
+    except (xling.XlingError, OSError) as e:
+        print(f"lm_eval_task.py: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

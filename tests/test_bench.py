@@ -180,6 +180,11 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
                        log=lambda _: None, peak_size=64)
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
     assert "emulated" in result["skipped_precisions"]["bf16"] and "bf16 not timed" in bench_table(result)
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(variable, raising=False)
+    assert "no AVX512-BF16 or AMX" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # the cap, not the CPU, is why: say so
+    assert "the oneDNN ISA cap AVX2 turns native bf16 off" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelDims, RunConfig
-from ..train.session import autocast_factory, cpu_has_bf16
+from ..train.session import autocast_factory, cpu_has_bf16, onednn_cap_without_bf16
 from ..train.trainer import Trainer, make_optimizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -364,7 +364,9 @@ def native_precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
         return ["fp32", "fp16"], {"bf16": "not supported by this GPU (fp16 is timed instead)"}
     if cpu_has_bf16():
         return ["fp32", "bf16"], {}
-    return ["fp32"], {"bf16": "emulated on this CPU (no AVX512-BF16 or AMX): slower than fp32, not timed"}
+    cap = onednn_cap_without_bf16()
+    why = f"the oneDNN ISA cap {cap} turns native bf16 off" if cap else "this CPU has no AVX512-BF16 or AMX"
+    return ["fp32"], {"bf16": f"emulated ({why}): slower than fp32, not timed"}
 
 
 def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:

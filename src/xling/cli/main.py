@@ -60,7 +60,7 @@ COMMANDS: tuple[Command, ...] = (
             "transfer` unless already done, then reports/NAME/alignment.md and .html."),
     Command("bench", "training-step tokens/s, MFU and the ratio to Hugging Face GPT-2 (--section.key VALUE overrides)",
             run.bench_arguments, run.bench,
-            "Time xling's training step on a config's shapes (default: the demo config), the data path, a GEMM peak, "
+            "Time xling's training step on a config's shapes (default: the config clone-90-10), the data path, a GEMM peak, "
             "and transformers' GPT2LMHeadModel on identical shapes. "
             "E.g. xling bench --model.preset cpu-m --train.batch_size 32 --out bench.json", overrides=True),
 )

@@ -157,5 +157,6 @@ def bench_table(result: dict) -> str:
         lines.append(f"  {precision} not timed: {why}")
     if x["precision"] in result.get("skipped_precisions", {}):
         lines.append(f"  note: xling ran in {x['precision']} because the config asks for it; this device does not run it natively")
-    lines.append(f"  MFU = matmul FLOPs only ({result['matmul_flops_per_token'] / 1e6:.2f} M per token) x tokens/s / GEMM peak")
+    lines.append(f"  MFU = matmul FLOPs only ({result['matmul_flops_per_token'] / 1e6:.2f} M per token) x tokens/s "
+                 "/ the GEMM peak of the row's own precision")
     return "\n".join(lines)

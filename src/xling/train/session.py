@@ -48,11 +48,16 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 _ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
+def onednn_cap_without_bf16() -> str:
+    """The oneDNN ISA cap set in the environment if it is below native bf16 (e.g. "AVX2"), else ""."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return cap if cap in _ONEDNN_ISAS_WITHOUT_BF16 else ""
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
     emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as without."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap in _ONEDNN_ISAS_WITHOUT_BF16:
+    if onednn_cap_without_bf16():
         return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
