@@ -129,6 +129,15 @@ def test_a_ladder_that_wants_a_negative_irreducible_loss_puts_e_at_its_bound(fit
     assert not fit_scaling_law(x, true_ppl(x), form="paper", bootstrap=0).law.asymptote_at_bound
 
 
+def test_bootstrap_refits_held_at_a_bound_are_flagged(fit):
+    """Percentile intervals from refits pinned at a bound are not valid: the fit says how many were."""
+    rng = np.random.default_rng(3)
+    x = FRACTIONS
+    at_zero = fit_scaling_law(x, np.exp(-0.5 + 3.0 * x ** -0.2 + rng.normal(0, 0.01, x.size)), bootstrap=BOOT).notes
+    assert any(n.startswith("E at its bound 0 in ") and "not valid at a bound" in n for n in at_zero), at_zero
+    assert not any("bound" in n for n in fit.notes)  # E = 1.5 and alpha = 0.35 well inside: no refit at a bound
+
+
 def test_inverse_round_trips(fit):
     law = fit.law
     ys = np.array([12.0, 20.0, 40.0, 100.0])

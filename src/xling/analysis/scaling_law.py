@@ -304,7 +304,18 @@ def fit_scaling_law(
         invalid, failed = bootstrap - len(valid), int((~finite).sum())
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits gave a law ({invalid} resamples pushed the "
                  f"paper form's 1/PPL past 0, {failed} refits failed numerically); intervals are rough",)
-    return ScalingFit(law, tuple(boot), notes)
+    return ScalingFit(law, tuple(boot), notes + _bound_notes(boot))
+
+
+def _bound_notes(boot: list[ScalingLaw]) -> tuple[str, ...]:
+    """A note where many bootstrap refits sit at a parameter's bound. Percentile intervals assume the
+    refits can move to either side of the estimate; refits held at a bound cannot, so the intervals
+    are then conditional on the bound and may be too narrow (no correction is made)."""
+    at_bound = {"E at its bound 0": sum(law.asymptote_at_bound for law in boot),
+                "the exponent at a bound of its range": sum(bool(law.exponent_at_bound) for law in boot)}
+    return tuple(f"{what} in {n} of {len(boot)} bootstrap refits: the percentile intervals are not valid at a "
+                 "bound (those refits cannot move past it) and may be too narrow"
+                 for what, n in at_bound.items() if n >= 0.05 * len(boot) > 0)
 
 
 def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str) -> float:
