@@ -13,6 +13,7 @@ Intervals are 95 % percentile intervals over the law's bootstrap refits (`fit_sc
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -109,22 +110,30 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float) -> Efficiency:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _monotone_ladder(fractions: tuple[float, ...], ppls: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The ladder's distinct fractions and their mean ln PPL made non-increasing (isotonic regression):
+    computed once per ladder, however many rows are read off it."""
+    from scipy.optimize import isotonic_regression
+
+    x, y = np.asarray(fractions), np.log(np.asarray(ppls))
+    ok = np.isfinite(x) & (x > 0) & np.isfinite(y)
+    xs = np.unique(x[ok])
+    if len(xs) < 2:
+        return xs, xs
+    mean_y = np.array([y[ok][x[ok] == v].mean() for v in xs])
+    return xs, -isotonic_regression(-mean_y).x
+
+
 def ladder_mlte(fractions: Sequence[float], ppls: Sequence[float], ppl: float) -> float:
     """MLTE read off the monolingual ladder itself, with no law: the data fraction at which the ladder reaches
     ``ppl``, interpolated linearly in (ln PPL, ln x) between its points (repeated fractions averaged in ln PPL;
     a point that is worse than a smaller fraction's is made monotone by isotonic regression). NaN outside the
     ladder's perplexities: it never extrapolates. Beside the laws, it shows what a law's shape adds or hides
     (e.g. a late drop of the ladder that neither form follows)."""
-    from scipy.optimize import isotonic_regression
-
-    x = np.asarray(fractions, dtype=float)
-    y = np.log(np.asarray(ppls, dtype=float))
-    ok = np.isfinite(x) & (x > 0) & np.isfinite(y)
-    xs = np.unique(x[ok])
+    xs, falling = _monotone_ladder(tuple(map(float, fractions)), tuple(map(float, ppls)))
     if len(xs) < 2 or not (ppl > 0 and math.isfinite(ppl)):
         return math.nan
-    mean_y = np.array([y[ok][x[ok] == v].mean() for v in xs])
-    falling = -isotonic_regression(-mean_y).x  # non-increasing in x
     target = math.log(ppl)
     if not (falling[-1] <= target <= falling[0]):
         return math.nan
