@@ -117,9 +117,9 @@ def auto_workers(todo: list[RunSpec]) -> int:
     devices = {s.config["train"]["device"] for s in todo}
     if any(d.startswith("cuda") for d in devices) or ("auto" in devices and gpu_count() > 0):
         return 1
-    memory = available_memory()
-    fits = usable_cores() if memory is None else memory // 2 // max(run_memory(s) for s in todo)
-    return max(1, min(usable_cores(), len(todo), fits))
+    cores, memory = usable_cores(), available_memory()
+    fits = cores if memory is None else memory // 2 // max(run_memory(s) for s in todo)
+    return max(1, min(cores, len(todo), fits))
 
 
 @dataclass(frozen=True)
