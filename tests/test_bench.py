@@ -174,8 +174,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     from xling.analysis import bench
     from xling.train import session
 
-    for module in (bench, session):  # the trainer's 'auto' precision and the bench's choice
-        monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(session, "cpu_has_bf16", lambda: False)  # the trainer's 'auto' precision and the bench's choice
     result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu"}), steps=1, warmup=0,
                        log=lambda _: None, peak_size=64)
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
@@ -185,6 +184,36 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     assert "no AVX512-BF16 or AMX" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # the cap, not the CPU, is why: say so
     assert "the oneDNN ISA cap AVX2 turns native bf16 off" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
+
+
+@pytest.mark.parametrize("precision,why", [("bf16", "turns native bf16 off"), ("fp16", "no AVX512-FP16")])
+def test_bench_refuses_a_precision_the_cpu_emulates(tiny_corpus_dir, tmp_path, monkeypatch, capsys, precision, why):
+    """Asked for an emulated precision, the bench says so in one line (it used to stall for minutes)."""
+    from xling.train import session
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])  # fp16 too, on any CPU running the test
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(config), "--no-hf", "--train.precision", precision, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0] and "use --train.precision auto or fp32" in err[0]
+    assert not out.exists()
+
+
+def test_training_in_a_precision_the_cpu_emulates_warns(tiny_corpus_dir, tmp_path, monkeypatch, caplog):
+    from xling.train import session
+    from xling.train.trainer import Trainer
+
+    monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])
+    for precision, warned in [("fp16", True), ("bf16", True), ("fp32", False), ("auto", False)]:
+        caplog.clear()
+        cfg = tiny_config(tiny_corpus_dir, train={"precision": precision, "device": "cpu"})
+        Trainer(cfg, tmp_path / precision).prepare(resume=False)
+        lines = [r.getMessage() for r in caplog.records if "emulated on this CPU" in r.getMessage()]
+        assert bool(lines) == warned, precision
+        assert all("many times slower than in fp32" in line for line in lines)
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..config import ModelDims, RunConfig
-from ..train.session import autocast_factory, cpu_has_bf16, onednn_cap_without_bf16
+from ..errors import XlingError
+from ..train.session import autocast_factory, cpu_emulates, pick_device
 from ..train.trainer import Trainer, make_optimizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -284,6 +285,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     log = log or (lambda _: None)
     cfg = copy.deepcopy(cfg)
     cfg.train.steps = warmup + steps  # the data plan must cover every step timed
+    _refuse_emulated(cfg)
     with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
         trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)
         trainer.prepare(resume=False)
@@ -362,11 +364,20 @@ def native_precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
         if torch.cuda.is_bf16_supported():
             return ["fp32", "bf16"], {}
         return ["fp32", "fp16"], {"bf16": "not supported by this GPU (fp16 is timed instead)"}
-    if cpu_has_bf16():
+    why = cpu_emulates("bf16")
+    if not why:
         return ["fp32", "bf16"], {}
-    cap = onednn_cap_without_bf16()
-    why = f"the oneDNN ISA cap {cap} turns native bf16 off" if cap else "this CPU has no AVX512-BF16 or AMX"
     return ["fp32"], {"bf16": f"emulated ({why}): slower than fp32, not timed"}
+
+
+def _refuse_emulated(cfg: RunConfig) -> None:
+    """One line instead of a bench that stalls for minutes on emulated GEMMs (a precision asked for
+    with --train.precision that this CPU does not multiply natively; auto never chooses one)."""
+    precision = cfg.train.precision
+    why = pick_device(cfg.train.device).type == "cpu" and cpu_emulates(precision)
+    if why:
+        raise XlingError(f"--train.precision {precision} is emulated on this CPU ({why}): the bench times only what "
+                         "it runs natively; use --train.precision auto or fp32")
 
 
 def _hf_precisions(wanted: bool, device: torch.device) -> tuple[list[str], str | None]:

@@ -54,17 +54,32 @@ def onednn_cap_without_bf16() -> str:
     return cap if cap in _ONEDNN_ISAS_WITHOUT_BF16 else ""
 
 
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return []
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
     emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as without."""
     if onednn_cap_without_bf16():
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_emulates(precision: str) -> str:
+    """Why this CPU multiplies `precision` only by emulation, many times slower than fp32 (fp16
+    training at cpu-xs: 10x, README), or "" where it runs natively (fp32 always)."""
+    if precision == "bf16" and not cpu_has_bf16():
+        cap = onednn_cap_without_bf16()
+        return f"the oneDNN ISA cap {cap} turns native bf16 off" if cap else "this CPU has no AVX512-BF16 or AMX"
+    if precision == "fp16" and not {"avx512_fp16", "amx_fp16"} & set(_cpu_flags()):
+        return "this CPU has no AVX512-FP16 or AMX-FP16"
+    return ""
 
 
 def autocast_factory(precision: str, device: torch.device):

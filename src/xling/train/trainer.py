@@ -7,6 +7,7 @@ moments, step) or a pure function of (seed, step) (the data, the learning rate).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import time
@@ -26,7 +27,9 @@ from .evaluate import evaluate_languages
 from .live_log import LiveLog
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
-from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device
+from .session import autocast_factory, build_model, cpu_allocator_setup, cpu_emulates, pick_device
+
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -96,6 +99,9 @@ class Trainer:
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
+        if self.device.type == "cpu" and (why := cpu_emulates(self.precision)):
+            log.warning(f"train.precision {self.precision} is emulated on this CPU ({why}): training is many times "
+                        "slower than in fp32, which precision auto chooses here")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def tokens_seen(self, step: int) -> dict[str, int]:
