@@ -1,0 +1,135 @@
+"""Workers x threads on this machine: which layout of a study's runs trains the most tokens a second.
+
+    python benchmarks/workers.py [CONFIG] [--section.key VALUE ...] [--layouts 1x16,16x1] [--steps 20] [--out F]
+
+For each layout W x T (W runs at once with T threads each; default: every split of the usable cores
+into a power-of-two number of runs), W spawned processes each build the config's Trainer the way a
+study worker does (`xling.study.workers.init_worker`: OMP_NUM_THREADS=T before torch starts), train
+a few warm-up steps, wait for each other, then time STEPS training steps. A layout's rate is the sum
+of its runs' tokens/s (each from its median step). The study runner's default (`launch.auto_workers`)
+is one run per usable core, one thread each; this script is how that rule was checked (README,
+Performance, "Workers and threads").
+"""
+
+# No torch at the top: spawned workers import this module, and their OpenMP settings must be in
+# their environment before torch starts (xling.study.workers).
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _time_steps(config: dict, threads: int, warmup: int, steps: int, barrier, results) -> None:
+    """One worker: its Trainer, warm-up steps, then (after every worker is ready) the timed steps."""
+    from xling.study.workers import init_worker
+
+    init_worker(threads)
+    from xling.config import from_dict
+    from xling.train.trainer import Trainer
+
+    cfg = from_dict(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "run")
+        trainer.prepare(resume=False)
+        for step in range(warmup):
+            trainer.train_step(step).item()
+        barrier.wait()
+        times = []
+        for step in range(warmup, warmup + steps):
+            start = time.perf_counter()
+            trainer.train_step(step).item()  # .item(): the step has finished
+            times.append(time.perf_counter() - start)
+    results.put(statistics.median(times))
+
+
+def measure(config: dict, workers: int, threads: int, warmup: int, steps: int) -> list[float]:
+    """Median step seconds of each of `workers` runs trained at once with `threads` threads each."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_time_steps, args=(config, threads, warmup, steps, barrier, results))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    medians = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a worker failed (exit code {p.exitcode})")
+    return sorted(medians)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def default_layouts(cores: int) -> list[tuple[int, int]]:
+    """1 x cores, 2 x cores/2, ... cores x 1 (powers of two that divide the cores)."""
+    return [(w, cores // w) for w in (2 ** k for k in range(cores.bit_length())) if cores % w == 0]
+
+
+def main(argv: list[str]) -> int:
+    from xling.cli.main import split_overrides
+    from xling.study.launch import usable_cores
+    from xling.train.threads import openmp_wait_setup
+
+    openmp_wait_setup()  # as `xling study run` does: the workers inherit it
+    rest, overrides = split_overrides(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10)")
+    p.add_argument("--layouts", help="comma-separated WxT, e.g. 1x16,4x4,16x1 (default: every power-of-two split)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--out", help="also write the results as JSON here")
+    args = p.parse_args(rest)
+    try:
+        layouts = ([tuple(int(n) for n in item.lower().split("x")) for item in args.layouts.split(",")]
+                   if args.layouts else default_layouts(usable_cores()))
+        assert all(len(layout) == 2 and min(layout) >= 1 for layout in layouts)
+    except (ValueError, AssertionError):
+        print(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}", file=sys.stderr)
+        return 2
+
+    from xling.config import load_config, to_dict
+    from xling.train.trainer import Trainer
+
+    cfg = load_config(args.config or "clone-90-10", overrides)
+    cfg.train.steps, cfg.train.device = args.warmup + args.steps, "cpu"
+    with tempfile.TemporaryDirectory() as tmp:  # builds the data caches once, before the workers race for them
+        Trainer(cfg, Path(tmp) / "run").prepare(resume=False)
+    tokens = cfg.train.batch_size * cfg.model.seq_len
+    wait = {k: v for k, v in os.environ.items() if k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, precision {cfg.train.precision}; "
+          f"{usable_cores()} usable of {os.cpu_count()} logical CPUs ({cpu_name()}), OpenMP wait {wait}")
+    rows = []
+    for workers, threads in layouts:
+        medians = measure(to_dict(cfg), workers, threads, args.warmup, args.steps)
+        rate = sum(tokens / m for m in medians)
+        rows.append({"workers": workers, "threads": threads, "step_ms": [m * 1e3 for m in medians],
+                     "tokens_per_s": rate})
+        print(f"  {workers:>3} x {threads:<3} step {min(medians) * 1e3:8.1f} - {max(medians) * 1e3:8.1f} ms"
+              f"   {rate:12,.0f} tokens/s", flush=True)
+    best = max(r["tokens_per_s"] for r in rows)
+    for r in rows:
+        r["relative"] = r["tokens_per_s"] / best
+    print("relative to the best: " + ", ".join(f"{r['workers']}x{r['threads']} {r['relative']:.2f}" for r in rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"preset": cfg.model.preset, "batch": cfg.train.batch_size,
+                                              "cores": usable_cores(), "cpu": cpu_name(), "openmp_wait": wait, "layouts": rows},
+                                             indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
