@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xling.analysis.efficiency import efficiency, read_csv_rows, teff_table, write_table
-from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law
+from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law, fraction_interval
 from xling.cli import main
 from xling.cli.tables import efficiency_table as format_table
 from xling.errors import XlingError
@@ -202,6 +202,55 @@ def test_intervals_narrow_as_noise_shrinks():
         e = efficiency(fit_scaling_law(x, ppl, bootstrap=BOOT, seed=0), 0.4, float(true_ppl(0.8)))
         widths.append(e.teff_ci[1] - e.teff_ci[0])
     assert widths[0] > widths[1] > widths[2] > 0
+
+
+def _profiled_sse(x, ppl, x_star, ppl_star):
+    """Brute force: the least SSE in ln PPL of a loss-form law through (x_star, ppl_star), E >= 0, A >= 0,
+    over a dense grid of exponents (A in closed form, clipped to its bounds)."""
+    z, z_star = np.log(ppl), math.log(ppl_star)
+    alphas = np.geomspace(1e-6, 10, 200_001)[:, None]
+    d = x[None, :] ** -alphas - x_star ** -alphas
+    a = np.clip(((z - z_star) * d).sum(1) / (d * d).sum(1), 0, z_star / x_star ** -alphas[:, 0])
+    return float((((z - z_star) - a[:, None] * d) ** 2).sum(1).min())
+
+
+@pytest.mark.parametrize("make_ladder", [lambda x, rng: true_ppl(x) * np.exp(rng.normal(0, 0.02, x.size)),
+                                         lambda x, rng: np.exp(-0.5 + 3.0 * x ** -0.2 + rng.normal(0, 0.01, x.size))],
+                         ids=["inside the bounds", "E at its bound"])
+def test_the_profile_interval_ends_where_the_f_test_says(make_ladder):
+    """At each end the best law through (x*, ppl) fits the ladder exactly as badly as the F-test allows;
+    a little inside it fits better, a little outside worse (checked by brute force, not by the fit's code)."""
+    from scipy.stats import f as f_dist
+
+    x = FRACTIONS[:6]
+    ppl = make_ladder(x, np.random.default_rng(5))
+    fit = fit_scaling_law(x, ppl, bootstrap=0)
+    target = float(fit.law.ppl(0.4))
+    best = _profiled_sse(x, ppl, 0.4, target)
+    threshold = best * (1 + f_dist.ppf(0.95, 1, x.size - 3) / (x.size - 3))
+    lo, hi = fraction_interval(fit, target)
+    assert 0 < lo < 0.4 < hi < math.inf
+    for end, inward in ((lo, 1.02), (hi, 1 / 1.02)):
+        assert _profiled_sse(x, ppl, end, target) == pytest.approx(threshold, rel=2e-3)
+        assert _profiled_sse(x, ppl, end * inward, target) < threshold < _profiled_sse(x, ppl, end / inward, target)
+
+
+def test_the_profile_interval_narrows_with_points_and_needs_a_residual():
+    rng = np.random.default_rng(7)
+    widths = []
+    for repeats in (1, 4):
+        x = np.repeat(FRACTIONS, repeats)
+        fit = fit_scaling_law(x, true_ppl(x) * np.exp(rng.normal(0, 0.02, x.size)), bootstrap=0)
+        lo, hi = fraction_interval(fit, float(true_ppl(0.4)))
+        assert lo < fit.law.fraction_for(float(true_ppl(0.4))) < hi
+        widths.append(math.log(hi / lo))
+    assert widths[0] > widths[1] > 0
+    paper = fit_scaling_law(FRACTIONS, true_ppl(FRACTIONS) * np.exp(rng.normal(0, 0.02, FRACTIONS.size)),
+                            form="paper", bootstrap=0)
+    lo, hi = fraction_interval(paper, float(true_ppl(0.4)))
+    assert 0 < lo < paper.law.fraction_for(float(true_ppl(0.4))) < hi
+    three = fit_scaling_law(FRACTIONS[:3], true_ppl(FRACTIONS[:3]), bootstrap=0)
+    assert all(math.isnan(v) for v in fraction_interval(three, float(true_ppl(0.4))))
 
 
 def test_extrapolation_warns(fit):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -154,6 +155,8 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     lines = headline(a)
     assert "90/10" in lines[0] and "(paper: 2.08)" in lines[0] and "(paper: 0.89)" in lines[1]
     assert "direction" in lines[2] and ("HOLDS" in lines[2] or "NOT" in lines[2])
+    # the law's own uncertainty: the bootstrap's range and, beside it, the profile-likelihood interval
+    assert re.search(r"ladder-fit range \[[\d.]+, [\d.]+\] \(bootstrap\), \[[\d.]+, ([\d.]+|inf)\] \(profile", lines[0])
     claims = {v.claim: v.status for v in verdicts(a)}
     assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
     assert claims["2b"] == "not tested"  # one training length only

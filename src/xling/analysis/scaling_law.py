@@ -117,6 +117,7 @@ class ScalingFit:
     law: ScalingLaw
     bootstrap_laws: tuple[ScalingLaw, ...] = ()
     notes: tuple[str, ...] = ()  # e.g. why there is no interval
+    points: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # the ladder fitted: fractions, PPLs
 
 
 def _ppl_to_z(form: str, ppl: np.ndarray) -> np.ndarray:
@@ -184,41 +185,54 @@ def _fit_rows(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
     form's bounds (A >= 0, alpha in ALPHA_BOUNDS). Returns [R, 3].
 
     Variable projection: for a fixed alpha the law is linear in (E, A) (`_best_linear`), so the fit
-    is a search over alpha alone, first on a fine grid, then by golden section within the best
-    grid cell, for all rows at once (a bootstrap's thousand refits in one vectorised pass). It
-    finds the global least-squares optimum to the grid's resolution (the golden section's point is
-    kept only where it beats the grid's best), not a local one.
+    is a search over alpha alone (`_minimise_over_alpha`), for all rows at once (a bootstrap's
+    thousand refits in one vectorised pass): the global least-squares optimum to the grid's
+    resolution, not a local one.
     """
     e_bounds = _e_bounds(form)
     zs = zs[:, None, :]  # [R, 1, n]
 
-    def sse_at(alpha):  # alpha [R, K] -> residual sums of squares [R, K]; overflow counts as no fit
-        sse = _best_linear(x[None, None, :] ** -alpha[:, :, None], zs, e_bounds)[2]
-        return np.where(np.isfinite(sse), sse, np.inf)
+    def sse_at(alpha):  # alpha [R, K] -> residual sums of squares [R, K]
+        return _best_linear(x[None, None, :] ** -alpha[:, :, None], zs, e_bounds)[2]
 
     with np.errstate(over="ignore", invalid="ignore"):
-        sse = sse_at(np.broadcast_to(_ALPHA_GRID, (len(zs), len(_ALPHA_GRID))))  # [R, G]
-        cell = np.argmin(sse, axis=1)
-        lo = _ALPHA_GRID[np.maximum(cell - 1, 0)]
-        hi = _ALPHA_GRID[np.minimum(cell + 1, len(_ALPHA_GRID) - 1)]
-
-        def profile(alpha):  # [R] -> [R]
-            return sse_at(alpha[:, None])[:, 0]
-
-        ratio = (math.sqrt(5) - 1) / 2
-        c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        fc, fd = profile(c), profile(d)
-        for _ in range(_GOLDEN_STEPS):
-            left = fc <= fd  # the minimum lies in [lo, d], else in [c, hi]
-            lo, hi = np.where(left, lo, c), np.where(left, d, hi)
-            c, d = np.where(left, hi - ratio * (hi - lo), d), np.where(left, c, lo + ratio * (hi - lo))
-            f_new = profile(np.where(left, c, d))  # one new point per row; the other is kept
-            fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
-        alpha = np.clip((lo + hi) / 2, *ALPHA_BOUNDS)
-        grid_best = _ALPHA_GRID[cell]
-        alpha = np.where(profile(alpha) <= sse[np.arange(len(zs)), cell], alpha, grid_best)
+        alpha, _ = _minimise_over_alpha(sse_at, len(zs))
         e, a, _ = _best_linear(x[None, None, :] ** -alpha[:, None, None], zs, e_bounds)
     return np.column_stack([e[:, 0], a[:, 0], alpha])
+
+
+def _minimise_over_alpha(sse_at, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `rows` problems, the exponent in ALPHA_BOUNDS that minimises `sse_at` (alpha
+    [rows, K] -> residual sums of squares [rows, K]; non-finite counts as no fit) and that minimum:
+    a fine grid first, then golden section within the best grid cell, its point kept only where it
+    beats the grid's best."""
+
+    def sse(alpha):
+        out = sse_at(alpha)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    grid_sse = sse(np.broadcast_to(_ALPHA_GRID, (rows, len(_ALPHA_GRID))))  # [rows, G]
+    cell = np.argmin(grid_sse, axis=1)
+    lo = _ALPHA_GRID[np.maximum(cell - 1, 0)]
+    hi = _ALPHA_GRID[np.minimum(cell + 1, len(_ALPHA_GRID) - 1)]
+
+    def profile(alpha):  # [rows] -> [rows]
+        return sse(alpha[:, None])[:, 0]
+
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fc, fd = profile(c), profile(d)
+    for _ in range(_GOLDEN_STEPS):
+        left = fc <= fd  # the minimum lies in [lo, d], else in [c, hi]
+        lo, hi = np.where(left, lo, c), np.where(left, d, hi)
+        c, d = np.where(left, hi - ratio * (hi - lo), d), np.where(left, c, lo + ratio * (hi - lo))
+        f_new = profile(np.where(left, c, d))  # one new point per row; the other is kept
+        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
+    alpha = np.clip((lo + hi) / 2, *ALPHA_BOUNDS)
+    grid_best = grid_sse[np.arange(rows), cell]
+    golden = profile(alpha)
+    better = golden <= grid_best
+    return np.where(better, alpha, _ALPHA_GRID[cell]), np.where(better, golden, grid_best)
 
 
 def _fit_z(x: np.ndarray, z: np.ndarray, form: str) -> np.ndarray:
@@ -279,15 +293,16 @@ def fit_scaling_law(
     z = _ppl_to_z(form, ppl)
     zparams = _fit_z(x, z, form)
     law = _make_law(form, zparams, x, ppl, z)
+    points = (tuple(map(float, x)), tuple(map(float, ppl)))
     if bootstrap <= 0:
-        return ScalingFit(law, (), ("bootstrap disabled: no intervals",))
+        return ScalingFit(law, (), ("bootstrap disabled: no intervals",), points)
     dof = x.size - NUM_PARAMS
     if dof <= 0:
         note = (
             f"no interval: {x.size} points for {NUM_PARAMS} parameters leave no residual to "
             "resample; add fractions or seeds"
         )
-        return ScalingFit(law, (), (note,))
+        return ScalingFit(law, (), (note,), points)
     e, a, alpha = zparams
     fitted = e + a * x ** (-alpha)
     resid = (z - fitted) - (z - fitted).mean()
@@ -304,7 +319,7 @@ def fit_scaling_law(
         invalid, failed = bootstrap - len(valid), int((~finite).sum())
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits gave a law ({invalid} resamples pushed the "
                  f"paper form's 1/PPL past 0, {failed} refits failed numerically); intervals are rough",)
-    return ScalingFit(law, tuple(boot), notes + _bound_notes(boot))
+    return ScalingFit(law, tuple(boot), notes + _bound_notes(boot), points)
 
 
 def _bound_notes(boot: list[ScalingLaw]) -> tuple[str, ...]:
@@ -316,6 +331,66 @@ def _bound_notes(boot: list[ScalingLaw]) -> tuple[str, ...]:
     return tuple(f"{what} in {n} of {len(boot)} bootstrap refits: the percentile intervals are not valid at a "
                  "bound (those refits cannot move past it) and may be too narrow"
                  for what, n in at_bound.items() if n >= 0.05 * len(boot) > 0)
+
+
+def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple[float, float]:
+    """Profile-likelihood interval of the data fraction at which the law reaches `ppl` (MLTE).
+
+    The fractions x* for which the best law of the form through the point (x*, ppl), within the
+    form's bounds, still fits the ladder: SSE(x*) <= SSE_min · (1 + F(1, n-3; level) / (n-3)), the
+    F-test's interval for nonlinear least squares (Bates & Watts 1988, ch. 6). Unlike the bootstrap's
+    percentiles it needs no refits that a bound could hold back: each profiled law simply obeys the
+    bounds. It is wide with few points (n - 3 residual degrees of freedom). (nan, nan) without a
+    residual degree of freedom; an end is 0 or inf where the ladder does not bound it (searched
+    from 1/1000 of the smallest fraction to 10,000 times the largest).
+    """
+    x, ppls = (np.asarray(v, dtype=float) for v in fit.points)
+    dof = x.size - NUM_PARAMS
+    if dof <= 0 or not (ppl > 0 and math.isfinite(ppl)):
+        return (math.nan, math.nan)
+    from scipy.stats import f as f_dist
+
+    form, e_bounds = fit.law.form, _e_bounds(fit.law.form)
+    z, z_star = _ppl_to_z(form, ppls), float(_ppl_to_z(form, np.asarray(ppl)))
+    e, a, alpha = fit.law._z_params()
+    best = float(((e + a * x ** -alpha - z) ** 2).sum())
+    threshold = best * (1 + f_dist.ppf(level, 1, dof) / dof)
+
+    def sse_through(x_stars: np.ndarray) -> np.ndarray:  # [K] -> the profiled SSE at each x*
+        def sse_at(alphas):  # [K, G] -> [K, G]: the best A >= 0 for the law through (x*, ppl)
+            u_star = x_stars[:, None] ** -alphas
+            d = x[None, None, :] ** -alphas[..., None] - u_star[..., None]  # z - z* = A·d
+            a = ((z - z_star) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-300)
+            # E = z* - A·u* within its bounds; a convex quadratic in A, so clipping keeps it optimal
+            a_lo, a_hi = np.maximum(0.0, (z_star - e_bounds[1]) / u_star), (z_star - e_bounds[0]) / u_star
+            a = np.clip(a, a_lo, np.maximum(a_lo, a_hi))
+            return np.where(a_lo <= a_hi, ((z - z_star - a[..., None] * d) ** 2).sum(-1), np.inf)
+
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return _minimise_over_alpha(sse_at, len(x_stars))[1]
+
+    centre = fit.law.fraction_for(ppl)
+    grid = np.geomspace(x.min() / 1e3, x.max() * 1e4, 241)
+    grid = np.unique(np.append(grid, centre)) if math.isfinite(centre) else grid
+    inside = sse_through(grid) <= threshold
+    if not inside.any():
+        return (math.nan, math.nan)
+    i = int(np.searchsorted(grid, centre)) if math.isfinite(centre) else len(grid) - 1
+    i = min(i, len(grid) - 1) if inside[min(i, len(grid) - 1)] else int(np.flatnonzero(inside)[0])
+
+    def edge(step: int) -> float:  # walk from i while inside, then bisect the crossing (in log x)
+        j = i
+        while 0 <= j + step < len(grid) and inside[j + step]:
+            j += step
+        if not 0 <= j + step < len(grid):
+            return 0.0 if step < 0 else math.inf
+        lo, hi = math.log(grid[j]), math.log(grid[j + step])  # inside, outside
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if sse_through(np.array([math.exp(mid)]))[0] <= threshold else (lo, mid)
+        return math.exp(lo)
+
+    return (edge(-1), edge(+1))
 
 
 def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..analysis.efficiency import efficiency
+from ..analysis.scaling_law import fraction_interval
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
@@ -325,9 +326,12 @@ def _headline_line(a: Analysis, s: Summary) -> str:
 
 
 def _law_interval(a: Analysis, s: Summary) -> str:
-    """The law's own uncertainty (bootstrap over the ladder) for the mean PPL, as extra honesty."""
+    """The law's own uncertainty for the mean PPL, as extra honesty: the bootstrap's percentiles and, beside
+    them, the profile-likelihood interval (`fraction_interval`), which refits held at a bound cannot narrow."""
     fit = a.laws.get(s.law) if s.law else None
     if fit is None or not fit.bootstrap_laws or not math.isfinite(s.ppl.mean):
         return ""
     e = efficiency(fit, s.fraction, s.ppl.mean)
-    return f", ladder-fit range [{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}]"
+    lo, hi = (x / s.fraction for x in fraction_interval(fit, s.ppl.mean))
+    return (f", ladder-fit range [{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}] (bootstrap), [{fmt(lo)}, {fmt(hi)}] "
+            "(profile likelihood, which the law's bounds do not narrow)")
