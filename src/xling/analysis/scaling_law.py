@@ -385,7 +385,7 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
         if not 0 <= j + step < len(grid):
             return 0.0 if step < 0 else math.inf
         lo, hi = math.log(grid[j]), math.log(grid[j + step])  # inside, outside
-        for _ in range(40):
+        for _ in range(24):  # a grid cell is 7 % wide in x: to ~1e-8 of x
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if sse_through(np.array([math.exp(mid)]))[0] <= threshold else (lo, mid)
         return math.exp(lo)
