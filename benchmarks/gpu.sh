@@ -16,7 +16,6 @@ out=${1:-gpu-check}
 mkdir -p "$out"
 log="$out/gpu.log"
 py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 summary=()
 failed=0
@@ -37,6 +36,7 @@ if ! "$py" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>>"$
     exit 1
 fi
 
+work=$(mktemp -d)  # after the GPU check: nothing left behind where there is none
 small=(--model.preset small --model.seq_len 512 --tokenizer.vocab_size 16384 --train.batch_size 64 --steps 10)
 
 step environment 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;

@@ -2,8 +2,8 @@
 
     python benchmarks/workers.py [CONFIG] [--section.key VALUE ...] [--layouts 1x16,16x1] [--steps 20] [--out F]
 
-For each layout W x T (W runs at once with T threads each; default: every split of the usable cores
-into a power-of-two number of runs), W spawned processes each build the config's Trainer the way a
+For each layout W x T (W runs at once with T threads each; default: every even split of the usable
+cores, 1 x cores to cores x 1), W spawned processes each build the config's Trainer the way a
 study worker does (`xling.study.workers.init_worker`: OMP_NUM_THREADS=T before torch starts), train
 a few warm-up steps, wait for each other, then time STEPS training steps. A layout's rate is the sum
 of its runs' tokens/s (each from its median step). The study runner's default (`launch.auto_workers`)
@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import statistics
 import sys
 import tempfile
@@ -51,18 +52,28 @@ def _time_steps(config: dict, threads: int, warmup: int, steps: int, barrier, re
 
 
 def measure(config: dict, workers: int, threads: int, warmup: int, steps: int) -> list[float]:
-    """Median step seconds of each of `workers` runs trained at once with `threads` threads each."""
+    """Median step seconds of each of `workers` runs trained at once with `threads` threads each.
+    A worker that dies (an error, out of memory) stops the measurement at once, and the others with it."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(workers), ctx.Queue()
     procs = [ctx.Process(target=_time_steps, args=(config, threads, warmup, steps, barrier, results))
              for _ in range(workers)]
     for p in procs:
         p.start()
-    medians = [results.get(timeout=3600) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise SystemExit(f"a worker failed (exit code {p.exitcode})")
+    medians = []
+    try:
+        while len(medians) < workers:
+            try:
+                medians.append(results.get(timeout=1.0))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise SystemExit(f"a worker failed (exit code {dead[0]}; any error it printed is above)") from None
+    finally:
+        for p in procs:
+            if p.is_alive() and len(medians) < workers:
+                p.kill()
+            p.join()
     return sorted(medians)
 
 
@@ -75,8 +86,8 @@ def cpu_name() -> str:
 
 
 def default_layouts(cores: int) -> list[tuple[int, int]]:
-    """1 x cores, 2 x cores/2, ... cores x 1 (powers of two that divide the cores)."""
-    return [(w, cores // w) for w in (2 ** k for k in range(cores.bit_length())) if cores % w == 0]
+    """Every way to share the cores out evenly: 1 x cores, ..., cores x 1 (the runner's default)."""
+    return [(w, cores // w) for w in range(1, cores + 1) if cores % w == 0]
 
 
 def main(argv: list[str]) -> int:
@@ -88,32 +99,45 @@ def main(argv: list[str]) -> int:
     rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10)")
-    p.add_argument("--layouts", help="comma-separated WxT, e.g. 1x16,4x4,16x1 (default: every power-of-two split)")
+    p.add_argument("--layouts", help="comma-separated WxT, e.g. 1x16,4x4,16x1 (default: every even split of the cores)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args(rest)
     try:
         layouts = ([tuple(int(n) for n in item.lower().split("x")) for item in args.layouts.split(",")]
-                   if args.layouts else default_layouts(usable_cores()))
-        assert all(len(layout) == 2 and min(layout) >= 1 for layout in layouts)
+                   if args.layouts is not None else default_layouts(usable_cores()))
+        assert layouts and all(len(layout) == 2 and min(layout) >= 1 for layout in layouts)
     except (ValueError, AssertionError):
         print(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}", file=sys.stderr)
         return 2
+    if args.steps < 1 or args.warmup < 0:
+        print(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}", file=sys.stderr)
+        return 2
 
     from xling.config import load_config, to_dict
+    from xling.errors import XlingError
     from xling.train.trainer import Trainer
 
-    cfg = load_config(args.config or "clone-90-10", overrides)
-    cfg.train.steps, cfg.train.device = args.warmup + args.steps, "cpu"
-    with tempfile.TemporaryDirectory() as tmp:  # builds the data caches once, before the workers race for them
-        Trainer(cfg, Path(tmp) / "run").prepare(resume=False)
+    try:
+        cfg = load_config(args.config or "clone-90-10", overrides)
+        cfg.train.steps, cfg.train.device = args.warmup + args.steps, "cpu"
+        with tempfile.TemporaryDirectory() as tmp:  # builds the data caches once, before the workers race for them
+            trainer = Trainer(cfg, Path(tmp) / "run")
+            trainer.prepare(resume=False)
+    except XlingError as exc:
+        print(f"workers.py: error: {exc}", file=sys.stderr)
+        return 2
     tokens = cfg.train.batch_size * cfg.model.seq_len
     wait = {k: v for k, v in os.environ.items() if k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, precision {cfg.train.precision}; "
+    shape = {"preset": cfg.model.preset, "batch": cfg.train.batch_size, "seq_len": cfg.model.seq_len,
+             "precision": trainer.precision, "steps": args.steps, "warmup": args.warmup}
+    print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, {trainer.precision}; "
           f"{usable_cores()} usable of {os.cpu_count()} logical CPUs ({cpu_name()}), OpenMP wait {wait}")
     rows = []
     for workers, threads in layouts:
+        if workers * threads > usable_cores():
+            print(f"  ({workers} x {threads}: more threads than the {usable_cores()} usable cores)")
         medians = measure(to_dict(cfg), workers, threads, args.warmup, args.steps)
         rate = sum(tokens / m for m in medians)
         rows.append({"workers": workers, "threads": threads, "step_ms": [m * 1e3 for m in medians],
@@ -125,9 +149,8 @@ def main(argv: list[str]) -> int:
         r["relative"] = r["tokens_per_s"] / best
     print("relative to the best: " + ", ".join(f"{r['workers']}x{r['threads']} {r['relative']:.2f}" for r in rows))
     if args.out:
-        Path(args.out).write_text(json.dumps({"preset": cfg.model.preset, "batch": cfg.train.batch_size,
-                                              "cores": usable_cores(), "cpu": cpu_name(), "openmp_wait": wait, "layouts": rows},
-                                             indent=1), encoding="utf-8")
+        Path(args.out).write_text(json.dumps({**shape, "cores": usable_cores(), "cpu": cpu_name(), "openmp_wait": wait,
+                                              "layouts": rows}, indent=1), encoding="utf-8")
     return 0
 
 

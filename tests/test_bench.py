@@ -186,7 +186,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     assert "the oneDNN ISA cap AVX2 turns native bf16 off" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
 
 
-@pytest.mark.parametrize("precision,why", [("bf16", "turns native bf16 off"), ("fp16", "no AVX512-FP16")])
+@pytest.mark.parametrize("precision,why", [("bf16", "turns native bf16 off"), ("fp16", "turns native fp16 off")])
 def test_bench_refuses_a_precision_the_cpu_emulates(tiny_corpus_dir, tmp_path, monkeypatch, capsys, precision, why):
     """Asked for an emulated precision, the bench says so in one line (it used to stall for minutes)."""
     from xling.train import session
@@ -202,18 +202,31 @@ def test_bench_refuses_a_precision_the_cpu_emulates(tiny_corpus_dir, tmp_path, m
     assert not out.exists()
 
 
-def test_training_in_a_precision_the_cpu_emulates_warns(tiny_corpus_dir, tmp_path, monkeypatch, caplog):
+def test_training_and_evaluating_in_a_precision_the_cpu_emulates_warns(tiny_corpus_dir, tmp_path, monkeypatch, caplog):
     from xling.train import session
     from xling.train.trainer import Trainer
 
     monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])
     for precision, warned in [("fp16", True), ("bf16", True), ("fp32", False), ("auto", False)]:
         caplog.clear()
-        cfg = tiny_config(tiny_corpus_dir, train={"precision": precision, "device": "cpu"})
-        Trainer(cfg, tmp_path / precision).prepare(resume=False)
+        cfg = tiny_config(tiny_corpus_dir, train={"precision": precision, "device": "cpu", "steps": 2})
+        Trainer(cfg, tmp_path / precision).fit(progress=False)
+        session.load_session(tmp_path / precision, device="cpu")  # evaluation, sampling, alignment load it so
         lines = [r.getMessage() for r in caplog.records if "emulated on this CPU" in r.getMessage()]
-        assert bool(lines) == warned, precision
-        assert all("many times slower than in fp32" in line for line in lines)
+        assert len(lines) == (2 if warned else 0), precision
+        assert all("many times slower than precision auto (fp32 here) or fp32" in line for line in lines)
+
+
+def test_a_onednn_isa_cap_turns_native_fp16_off_too(monkeypatch):
+    from xling.train import session
+
+    monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx512_fp16", "avx512_bf16"])
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert session.cpu_emulates("fp16") == "" and session.cpu_emulates("bf16") == ""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")  # bf16 still native, fp16 not
+    assert session.cpu_emulates("bf16") == "" and "cap AVX512_CORE_BF16" in session.cpu_emulates("fp16")
+    assert session.cpu_emulates("fp32") == ""
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):

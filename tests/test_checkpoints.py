@@ -193,3 +193,21 @@ def test_keep_checkpoints_policies(tiny_corpus_dir, tmp_path, policy, kept):
     Trainer(tiny_config(tiny_corpus_dir, train={"checkpoint_every": 1, "keep_checkpoints": policy}), run).fit(
         progress=False)
     assert [int(p.name[5:]) for p in RunDir(run).checkpoint_dirs()] == kept
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run")
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(progress=False)
+    assert RunDir(tmp_path / "run").read_info()["status"] == "interrupted"  # not "running"
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
+    assert info["status"] == "completed"

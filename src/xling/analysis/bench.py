@@ -367,7 +367,7 @@ def native_precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
     why = cpu_emulates("bf16")
     if not why:
         return ["fp32", "bf16"], {}
-    return ["fp32"], {"bf16": f"emulated ({why}): slower than fp32, not timed"}
+    return ["fp32"], {"bf16": f"emulated ({why}): slower than fp32"}
 
 
 def _refuse_emulated(cfg: RunConfig) -> None:
@@ -376,7 +376,7 @@ def _refuse_emulated(cfg: RunConfig) -> None:
     precision = cfg.train.precision
     why = pick_device(cfg.train.device).type == "cpu" and cpu_emulates(precision)
     if why:
-        raise XlingError(f"--train.precision {precision} is emulated on this CPU ({why}): the bench times only what "
+        raise XlingError(f"train.precision {precision} is emulated on this CPU ({why}): the bench times only what "
                          "it runs natively; use --train.precision auto or fp32")
 
 

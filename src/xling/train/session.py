@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ..errors import XlingError
 from ..model.gpt import GPT
 from .portable import run_languages
 from .rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -48,9 +51,13 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 _ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
+def _onednn_cap() -> str:
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+
+
 def onednn_cap_without_bf16() -> str:
     """The oneDNN ISA cap set in the environment if it is below native bf16 (e.g. "AVX2"), else ""."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    cap = _onednn_cap()
     return cap if cap in _ONEDNN_ISAS_WITHOUT_BF16 else ""
 
 
@@ -77,9 +84,23 @@ def cpu_emulates(precision: str) -> str:
     if precision == "bf16" and not cpu_has_bf16():
         cap = onednn_cap_without_bf16()
         return f"the oneDNN ISA cap {cap} turns native bf16 off" if cap else "this CPU has no AVX512-BF16 or AMX"
-    if precision == "fp16" and not {"avx512_fp16", "amx_fp16"} & set(_cpu_flags()):
-        return "this CPU has no AVX512-FP16 or AMX-FP16"
+    if precision == "fp16":
+        cap = _onednn_cap()
+        if cap in _ONEDNN_ISAS_WITHOUT_BF16 | {"AVX512_CORE_BF16"}:  # oneDNN's fp16 starts at AVX512_CORE_FP16
+            return f"the oneDNN ISA cap {cap} turns native fp16 off"
+        if not {"avx512_fp16", "amx_fp16"} & set(_cpu_flags()):
+            return "this CPU has no AVX512-FP16 or AMX-FP16"
     return ""
+
+
+def warn_if_emulated(precision: str, device: torch.device) -> None:
+    """One warning line where this CPU would emulate the precision a run asks for (training and
+    evaluation alike): it then runs many times slower, silently."""
+    why = device.type == "cpu" and cpu_emulates(precision)
+    if why:
+        auto = autocast_factory("auto", device)[1]
+        log.warning(f"train.precision {precision} is emulated on this CPU ({why}): many times slower than "
+                    f"precision auto ({auto} here) or fp32")
 
 
 def autocast_factory(precision: str, device: torch.device):
@@ -155,5 +176,6 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
         raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
     run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
+    warn_if_emulated(cfg.train.precision, dev)
     autocast, _ = autocast_factory(cfg.train.precision, dev)
     return Session(cfg, setup, model, dev, autocast, run)

@@ -7,7 +7,6 @@ moments, step) or a pure function of (seed, step) (the data, the learning rate).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import sys
 import time
@@ -27,9 +26,7 @@ from .evaluate import evaluate_languages
 from .live_log import LiveLog
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
-from .session import autocast_factory, build_model, cpu_allocator_setup, cpu_emulates, pick_device
-
-log = logging.getLogger(__name__)
+from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
 
 
 def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -98,10 +95,8 @@ class Trainer:
             self.model.fused_softmax = self.device.type == "cuda"
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
+        warn_if_emulated(cfg.train.precision, self.device)
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
-        if self.device.type == "cpu" and (why := cpu_emulates(self.precision)):
-            log.warning(f"train.precision {self.precision} is emulated on this CPU ({why}): training is many times "
-                        "slower than in fp32, which precision auto chooses here")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def tokens_seen(self, step: int) -> dict[str, int]:
@@ -193,6 +188,10 @@ class Trainer:
             # writes makes gloo abort the process at exit.
             distributed.barrier(self.world)
             return info
+        except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
+            if self.world.is_main and self.run.read_info(tolerant=True).get("status") == "running":
+                self.run.update_info(status="interrupted")
+            raise
         finally:
             distributed.shutdown(self.world)
 
