@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
-import platform
 import queue
 import statistics
 import sys
@@ -68,7 +68,7 @@ def measure(config: dict, workers: int, threads: int, warmup: int, steps: int) -
             except queue.Empty:
                 dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise SystemExit(f"a worker failed (exit code {dead[0]}; any error it printed is above)") from None
+                    raise RuntimeError(f"a worker failed (exit code {dead[0]}; any error it printed is above)") from None
     finally:
         for p in procs:
             if p.is_alive() and len(medians) < workers:
@@ -77,20 +77,13 @@ def measure(config: dict, workers: int, threads: int, warmup: int, steps: int) -
     return sorted(medians)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def default_layouts(cores: int) -> list[tuple[int, int]]:
     """Every way to share the cores out evenly: 1 x cores, ..., cores x 1 (the runner's default)."""
     return [(w, cores // w) for w in range(1, cores + 1) if cores % w == 0]
 
 
 def main(argv: list[str]) -> int:
+    from xling.analysis.bench import cpu_model
     from xling.cli.main import split_overrides
     from xling.study.launch import usable_cores
     from xling.train.threads import openmp_wait_setup
@@ -107,8 +100,9 @@ def main(argv: list[str]) -> int:
     try:
         layouts = ([tuple(int(n) for n in item.lower().split("x")) for item in args.layouts.split(",")]
                    if args.layouts is not None else default_layouts(usable_cores()))
-        assert layouts and all(len(layout) == 2 and min(layout) >= 1 for layout in layouts)
-    except (ValueError, AssertionError):
+    except ValueError:
+        layouts = []
+    if not layouts or not all(len(layout) == 2 and min(layout) >= 1 for layout in layouts):
         print(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}", file=sys.stderr)
         return 2
     if args.steps < 1 or args.warmup < 0:
@@ -133,25 +127,32 @@ def main(argv: list[str]) -> int:
     shape = {"preset": cfg.model.preset, "batch": cfg.train.batch_size, "seq_len": cfg.model.seq_len,
              "precision": trainer.precision, "steps": args.steps, "warmup": args.warmup}
     print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, {trainer.precision}; "
-          f"{usable_cores()} usable of {os.cpu_count()} logical CPUs ({cpu_name()}), OpenMP wait {wait}")
-    rows = []
+          f"{usable_cores()} usable of {os.cpu_count()} logical CPUs ({cpu_model()}), OpenMP wait {wait}")
+    rows, failed = [], ""
     for workers, threads in layouts:
         if workers * threads > usable_cores():
             print(f"  ({workers} x {threads}: more threads than the {usable_cores()} usable cores)")
-        medians = measure(to_dict(cfg), workers, threads, args.warmup, args.steps)
+        try:
+            medians = measure(to_dict(cfg), workers, threads, args.warmup, args.steps)
+        except RuntimeError as exc:  # the layouts measured so far are still reported and written
+            failed = f"{workers} x {threads}: {exc}"
+            print(f"  {failed}", file=sys.stderr)
+            break
         rate = sum(tokens / m for m in medians)
         rows.append({"workers": workers, "threads": threads, "step_ms": [m * 1e3 for m in medians],
                      "tokens_per_s": rate})
         print(f"  {workers:>3} x {threads:<3} step {min(medians) * 1e3:8.1f} - {max(medians) * 1e3:8.1f} ms"
               f"   {rate:12,.0f} tokens/s", flush=True)
-    best = max(r["tokens_per_s"] for r in rows)
+    best = max((r["tokens_per_s"] for r in rows), default=math.nan)
     for r in rows:
         r["relative"] = r["tokens_per_s"] / best
-    print("relative to the best: " + ", ".join(f"{r['workers']}x{r['threads']} {r['relative']:.2f}" for r in rows))
+    if rows:
+        print("relative to the best: " + ", ".join(f"{r['workers']}x{r['threads']} {r['relative']:.2f}" for r in rows))
     if args.out:
-        Path(args.out).write_text(json.dumps({**shape, "cores": usable_cores(), "cpu": cpu_name(), "openmp_wait": wait,
-                                              "layouts": rows}, indent=1), encoding="utf-8")
-    return 0
+        Path(args.out).write_text(json.dumps({**shape, "cores": usable_cores(), "cpu": cpu_model(), "openmp_wait": wait,
+                                              "layouts": rows, **({"failed": failed} if failed else {})}, indent=1),
+                                  encoding="utf-8")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     from xling.analysis import bench
     from xling.train import session
 
-    monkeypatch.setattr(session, "cpu_has_bf16", lambda: False)  # the trainer's 'auto' precision and the bench's choice
+    monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])  # the trainer's 'auto' precision and the bench's choice
     result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu"}), steps=1, warmup=0,
                        log=lambda _: None, peak_size=64)
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
@@ -184,6 +184,9 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     assert "no AVX512-BF16 or AMX" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # the cap, not the CPU, is why: say so
     assert "the oneDNN ISA cap AVX2 turns native bf16 off" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(session, "_cpu_flags", lambda: None)  # e.g. ARM: bf16 not timed, as not known to be native
+    assert "cannot read this CPU's" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]
 
 
 @pytest.mark.parametrize("precision,why", [("bf16", "turns native bf16 off"), ("fp16", "turns native fp16 off")])
@@ -227,6 +230,9 @@ def test_a_onednn_isa_cap_turns_native_fp16_off_too(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")  # bf16 still native, fp16 not
     assert session.cpu_emulates("bf16") == "" and "cap AVX512_CORE_BF16" in session.cpu_emulates("fp16")
     assert session.cpu_emulates("fp32") == ""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(session, "_cpu_flags", lambda: None)  # flags unknown (ARM, macOS): neither refused nor warned
+    assert session.cpu_emulates("fp16") == "" and session.cpu_emulates("bf16") == "" and not session.cpu_has_bf16()
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):

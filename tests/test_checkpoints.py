@@ -207,7 +207,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir
     monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(progress=False)
-    assert RunDir(tmp_path / "run").read_info()["status"] == "interrupted"  # not "running"
+    info = RunDir(tmp_path / "run").read_info()
+    assert info["status"] == "interrupted" and info["step"] == 5  # not "running"; steps 0-4 were trained
     monkeypatch.setattr(Trainer, "train_step", real_step)
     info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
     assert info["status"] == "completed"

@@ -204,35 +204,42 @@ def test_intervals_narrow_as_noise_shrinks():
     assert widths[0] > widths[1] > widths[2] > 0
 
 
-def _profiled_sse(x, ppl, x_star, ppl_star):
-    """Brute force: the least SSE in ln PPL of a loss-form law through (x_star, ppl_star), E >= 0, A >= 0,
-    over a dense grid of exponents (A in closed form, clipped to its bounds)."""
-    z, z_star = np.log(ppl), math.log(ppl_star)
+def _profiled_sse(x, ppl, x_star, ppl_star, form="loss"):
+    """Brute force: the least SSE (in the form's fitting space) of a law through (x_star, ppl_star) with
+    A >= 0 and E within its bounds (loss: ln PPL = E + A·x^-alpha, E >= 0; paper: -1/PPL = E + A·x^-alpha,
+    E <= 0), over a dense grid of exponents, A in closed form clipped to its bounds."""
+    to_z = np.log if form == "loss" else (lambda p: -1.0 / np.asarray(p))
+    z, z_star = to_z(ppl), float(to_z(ppl_star))
     alphas = np.geomspace(1e-6, 10, 200_001)[:, None]
     d = x[None, :] ** -alphas - x_star ** -alphas
-    a = np.clip(((z - z_star) * d).sum(1) / (d * d).sum(1), 0, z_star / x_star ** -alphas[:, 0])
+    a_max = z_star / x_star ** -alphas[:, 0] if form == "loss" else np.inf  # E = z* - A·u* >= 0, resp. <= 0
+    a = np.clip(((z - z_star) * d).sum(1) / (d * d).sum(1), 0, a_max)
     return float((((z - z_star) - a[:, None] * d) ** 2).sum(1).min())
 
 
-@pytest.mark.parametrize("make_ladder", [lambda x, rng: true_ppl(x) * np.exp(rng.normal(0, 0.02, x.size)),
-                                         lambda x, rng: np.exp(-0.5 + 3.0 * x ** -0.2 + rng.normal(0, 0.01, x.size))],
-                         ids=["inside the bounds", "E at its bound"])
-def test_the_profile_interval_ends_where_the_f_test_says(make_ladder):
+@pytest.mark.parametrize("form,make_ladder,e_at_bound", [
+    ("loss", lambda x, rng: true_ppl(x) * np.exp(rng.normal(0, 0.02, x.size)), False),
+    ("loss", lambda x, rng: np.exp(-0.5 + 3.0 * x ** -0.2 + rng.normal(0, 0.01, x.size)), True),
+    ("paper", lambda x, rng: true_ppl(x) * np.exp(rng.normal(0, 0.02, x.size)), False)],
+    ids=["loss, inside the bounds", "loss, E at its bound", "paper"])
+def test_the_profile_interval_ends_where_the_f_test_says(form, make_ladder, e_at_bound):
     """At each end the best law through (x*, ppl) fits the ladder exactly as badly as the F-test allows;
     a little inside it fits better, a little outside worse (checked by brute force, not by the fit's code)."""
     from scipy.stats import f as f_dist
 
     x = FRACTIONS[:6]
     ppl = make_ladder(x, np.random.default_rng(5))
-    fit = fit_scaling_law(x, ppl, bootstrap=0)
+    fit = fit_scaling_law(x, ppl, form=form, bootstrap=0)
+    assert fit.law.asymptote_at_bound == e_at_bound
     target = float(fit.law.ppl(0.4))
-    best = _profiled_sse(x, ppl, 0.4, target)
+    best = _profiled_sse(x, ppl, 0.4, target, form)
     threshold = best * (1 + f_dist.ppf(0.95, 1, x.size - 3) / (x.size - 3))
     lo, hi = fraction_interval(fit, target)
     assert 0 < lo < 0.4 < hi < math.inf
     for end, inward in ((lo, 1.02), (hi, 1 / 1.02)):
-        assert _profiled_sse(x, ppl, end, target) == pytest.approx(threshold, rel=2e-3)
-        assert _profiled_sse(x, ppl, end * inward, target) < threshold < _profiled_sse(x, ppl, end / inward, target)
+        assert _profiled_sse(x, ppl, end, target, form) == pytest.approx(threshold, rel=2e-3)
+        assert _profiled_sse(x, ppl, end * inward, target, form) < threshold < _profiled_sse(x, ppl, end / inward,
+                                                                                            target, form)
 
 
 def test_the_profile_interval_narrows_with_points_and_needs_a_residual():
@@ -245,12 +252,20 @@ def test_the_profile_interval_narrows_with_points_and_needs_a_residual():
         assert lo < fit.law.fraction_for(float(true_ppl(0.4))) < hi
         widths.append(math.log(hi / lo))
     assert widths[0] > widths[1] > 0
-    paper = fit_scaling_law(FRACTIONS, true_ppl(FRACTIONS) * np.exp(rng.normal(0, 0.02, FRACTIONS.size)),
-                            form="paper", bootstrap=0)
-    lo, hi = fraction_interval(paper, float(true_ppl(0.4)))
-    assert 0 < lo < paper.law.fraction_for(float(true_ppl(0.4))) < hi
     three = fit_scaling_law(FRACTIONS[:3], true_ppl(FRACTIONS[:3]), bootstrap=0)
     assert all(math.isnan(v) for v in fraction_interval(three, float(true_ppl(0.4))))
+
+
+def test_the_profile_interval_at_its_limits():
+    rng = np.random.default_rng(11)
+    fit = fit_scaling_law(FRACTIONS, true_ppl(FRACTIONS) * np.exp(rng.normal(0, 0.02, FRACTIONS.size)), bootstrap=0)
+    below = fit.law.asymptote * 0.999  # no amount of data reaches it under the law itself
+    lo, hi = fraction_interval(fit, below)
+    assert hi == math.inf and (lo == math.inf or lo > FRACTIONS.max())
+    assert fraction_interval(fit, 0.5) == (math.inf, math.inf)  # ln PPL < 0: no law with E >= 0 gets there
+    exact = fit_scaling_law(FRACTIONS, true_ppl(FRACTIONS), bootstrap=0)  # a ladder the law fits exactly
+    centre = exact.law.fraction_for(float(true_ppl(0.4)))
+    assert fraction_interval(exact, float(true_ppl(0.4))) == (centre, centre)
 
 
 def test_extrapolation_warns(fit):

@@ -155,8 +155,13 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     lines = headline(a)
     assert "90/10" in lines[0] and "(paper: 2.08)" in lines[0] and "(paper: 0.89)" in lines[1]
     assert "direction" in lines[2] and ("HOLDS" in lines[2] or "NOT" in lines[2])
-    # the law's own uncertainty: the bootstrap's range and, beside it, the profile-likelihood interval
-    assert re.search(r"ladder-fit range \[[\d.]+, [\d.]+\] \(bootstrap\), \[[\d.]+, ([\d.]+|inf)\] \(profile", lines[0])
+    # the law's own uncertainty at the mean PPL: the profile-likelihood interval, then the bootstrap's, each
+    # containing the TEff the law gives there
+    found = re.search(r"TEff at the mean PPL ([\d.]+), ladder-fit ranges \[([\d.]+), ([\d.]+|inf)\] \(profile "
+                      r"likelihood, F with n-3 dof\), \[([\d.]+), ([\d.]+)\] \(bootstrap percentiles\)", lines[0])
+    assert found, lines[0]
+    centre, *ends = (float(v) for v in found.groups())
+    assert ends[0] <= centre <= ends[1] and ends[2] <= centre <= ends[3]
     claims = {v.claim: v.status for v in verdicts(a)}
     assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
     assert claims["2b"] == "not tested"  # one training length only

@@ -17,7 +17,7 @@ import torch
 
 from ..config import ModelDims, RunConfig
 from ..errors import XlingError
-from ..train.session import autocast_factory, cpu_emulates, pick_device
+from ..train.session import autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here, pick_device
 from ..train.trainer import Trainer, make_optimizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -164,7 +164,7 @@ def nominal_peak(device: torch.device) -> float | None:
 
 def machine_info(device: torch.device) -> dict:
     info = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
+            "torch": torch.__version__, "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_average": _loadavg(),
             "openmp_wait": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}}
     try:
@@ -178,7 +178,8 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
@@ -364,17 +365,17 @@ def native_precisions(device: torch.device) -> tuple[list[str], dict[str, str]]:
         if torch.cuda.is_bf16_supported():
             return ["fp32", "bf16"], {}
         return ["fp32", "fp16"], {"bf16": "not supported by this GPU (fp16 is timed instead)"}
-    why = cpu_emulates("bf16")
-    if not why:
+    if cpu_has_bf16():
         return ["fp32", "bf16"], {}
-    return ["fp32"], {"bf16": f"emulated ({why}): slower than fp32"}
+    why = cpu_emulates("bf16") or "xling reads x86 CPU flags only, and cannot read this CPU's"
+    return ["fp32"], {"bf16": f"not known to be native ({why}): emulated bf16 is slower than fp32"}
 
 
 def _refuse_emulated(cfg: RunConfig) -> None:
     """One line instead of a bench that stalls for minutes on emulated GEMMs (a precision asked for
     with --train.precision that this CPU does not multiply natively; auto never chooses one)."""
     precision = cfg.train.precision
-    why = pick_device(cfg.train.device).type == "cpu" and cpu_emulates(precision)
+    why = emulated_here(precision, pick_device(cfg.train.device))
     if why:
         raise XlingError(f"train.precision {precision} is emulated on this CPU ({why}): the bench times only what "
                          "it runs natively; use --train.precision auto or fp32")

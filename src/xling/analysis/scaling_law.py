@@ -34,6 +34,9 @@ ALPHA_BOUNDS = (1e-6, 10.0)
 _ALPHA_GRID = np.concatenate([[ALPHA_BOUNDS[0]], np.geomspace(1e-4, ALPHA_BOUNDS[1], 241)])
 _GRID_BLOCK_ELEMENTS = 1 << 18  # bootstrap rows x grid x points searched at once
 _GOLDEN_STEPS = 80  # golden-section steps within a grid cell: the cell shrinks below double precision
+# ... and for the profile, which only asks whether a minimum is under a threshold: the SSE near a minimum
+# is quadratic in alpha, so a cell shrunk 0.618^30 ~ 5e-7 times leaves it exact to ~1e-13
+_PROFILE_GOLDEN_STEPS = 30
 
 
 # ----------------------------------------------------------------------------- the law
@@ -201,7 +204,7 @@ def _fit_rows(x: np.ndarray, zs: np.ndarray, form: str) -> np.ndarray:
     return np.column_stack([e[:, 0], a[:, 0], alpha])
 
 
-def _minimise_over_alpha(sse_at, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _minimise_over_alpha(sse_at, rows: int, golden_steps: int = _GOLDEN_STEPS) -> tuple[np.ndarray, np.ndarray]:
     """For each of `rows` problems, the exponent in ALPHA_BOUNDS that minimises `sse_at` (alpha
     [rows, K] -> residual sums of squares [rows, K]; non-finite counts as no fit) and that minimum:
     a fine grid first, then golden section within the best grid cell, its point kept only where it
@@ -222,7 +225,7 @@ def _minimise_over_alpha(sse_at, rows: int) -> tuple[np.ndarray, np.ndarray]:
     ratio = (math.sqrt(5) - 1) / 2
     c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fc, fd = profile(c), profile(d)
-    for _ in range(_GOLDEN_STEPS):
+    for _ in range(golden_steps):
         left = fc <= fd  # the minimum lies in [lo, d], else in [c, hi]
         lo, hi = np.where(left, lo, c), np.where(left, d, hi)
         c, d = np.where(left, hi - ratio * (hi - lo), d), np.where(left, c, lo + ratio * (hi - lo))
@@ -338,11 +341,15 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
 
     The fractions x* for which the best law of the form through the point (x*, ppl), within the
     form's bounds, still fits the ladder: SSE(x*) <= SSE_min · (1 + F(1, n-3; level) / (n-3)), the
-    F-test's interval for nonlinear least squares (Bates & Watts 1988, ch. 6). Unlike the bootstrap's
-    percentiles it needs no refits that a bound could hold back: each profiled law simply obeys the
-    bounds. It is wide with few points (n - 3 residual degrees of freedom). (nan, nan) without a
-    residual degree of freedom; an end is 0 or inf where the ladder does not bound it (searched
-    from 1/1000 of the smallest fraction to 10,000 times the largest).
+    F-test's approximate interval for nonlinear least squares (Bates & Watts 1988, ch. 6; exact only
+    for a linear law with normal errors). It takes the t quantile of the n - 3 residual degrees of
+    freedom into account, which the residual bootstrap's percentiles do not: with a 5-point ladder
+    those cover the truth far less often than they say (`benchmarks/law_intervals.py`, README).
+
+    The interval is the connected run, around the law's own MLTE, of fractions searched from 1/1000
+    of the smallest ladder fraction to 10,000 times the largest: an end at 0 or inf means unbounded
+    within that range; (inf, inf) means no law the ladder allows reaches `ppl` there (MLTE unbounded);
+    (nan, nan) without a residual degree of freedom; (MLTE, MLTE) for a ladder the law fits exactly.
     """
     x, ppls = (np.asarray(v, dtype=float) for v in fit.points)
     dof = x.size - NUM_PARAMS
@@ -354,9 +361,12 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
     z, z_star = _ppl_to_z(form, ppls), float(_ppl_to_z(form, np.asarray(ppl)))
     e, a, alpha = fit.law._z_params()
     best = float(((e + a * x ** -alpha - z) ** 2).sum())
+    centre = fit.law.fraction_for(ppl)
+    if best <= 1e-20 * float((z * z).sum()):  # an exact fit: the threshold would be rounding noise
+        return (centre, centre)
     threshold = best * (1 + f_dist.ppf(level, 1, dof) / dof)
 
-    def sse_through(x_stars: np.ndarray) -> np.ndarray:  # [K] -> the profiled SSE at each x*
+    def inside(x_stars: np.ndarray) -> np.ndarray:  # [K] -> whether the profiled SSE at each x* is within it
         def sse_at(alphas):  # [K, G] -> [K, G]: the best A >= 0 for the law through (x*, ppl)
             u_star = x_stars[:, None] ** -alphas
             d = x[None, None, :] ** -alphas[..., None] - u_star[..., None]  # z - z* = A·d
@@ -367,30 +377,30 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
             return np.where(a_lo <= a_hi, ((z - z_star - a[..., None] * d) ** 2).sum(-1), np.inf)
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return _minimise_over_alpha(sse_at, len(x_stars))[1]
+            return _minimise_over_alpha(sse_at, len(x_stars), _PROFILE_GOLDEN_STEPS)[1] <= threshold
 
-    centre = fit.law.fraction_for(ppl)
     grid = np.geomspace(x.min() / 1e3, x.max() * 1e4, 241)
     grid = np.unique(np.append(grid, centre)) if math.isfinite(centre) else grid
-    inside = sse_through(grid) <= threshold
-    if not inside.any():
-        return (math.nan, math.nan)
-    i = int(np.searchsorted(grid, centre)) if math.isfinite(centre) else len(grid) - 1
-    i = min(i, len(grid) - 1) if inside[min(i, len(grid) - 1)] else int(np.flatnonzero(inside)[0])
-
-    def edge(step: int) -> float:  # walk from i while inside, then bisect the crossing (in log x)
-        j = i
-        while 0 <= j + step < len(grid) and inside[j + step]:
-            j += step
-        if not 0 <= j + step < len(grid):
-            return 0.0 if step < 0 else math.inf
-        lo, hi = math.log(grid[j]), math.log(grid[j + step])  # inside, outside
-        for _ in range(24):  # a grid cell is 7 % wide in x: to ~1e-8 of x
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if sse_through(np.array([math.exp(mid)]))[0] <= threshold else (lo, mid)
-        return math.exp(lo)
-
-    return (edge(-1), edge(+1))
+    ok = inside(grid)
+    if not ok.any():
+        return (math.inf, math.inf)
+    where = np.flatnonzero(ok)  # start from the inside point nearest the law's own MLTE
+    i = int(where[np.argmin(np.abs(where - np.searchsorted(grid, min(centre, grid[-1]))))])
+    run_lo, run_hi = i, i
+    while run_lo > 0 and ok[run_lo - 1]:
+        run_lo -= 1
+    while run_hi < len(grid) - 1 and ok[run_hi + 1]:
+        run_hi += 1
+    # Both crossings bisected at once, in log x (a grid cell is 7-9 % wide: 24 halvings reach ~1e-8)
+    lo_in, lo_out = np.log(grid[run_lo]), np.log(grid[max(run_lo - 1, 0)])
+    hi_in, hi_out = np.log(grid[run_hi]), np.log(grid[min(run_hi + 1, len(grid) - 1)])
+    pair_in, pair_out = np.array([lo_in, hi_in]), np.array([lo_out, hi_out])
+    for _ in range(24):
+        mid = (pair_in + pair_out) / 2
+        now = inside(np.exp(mid))
+        pair_in, pair_out = np.where(now, mid, pair_in), np.where(now, pair_out, mid)
+    ends = np.exp(pair_in)
+    return (0.0 if run_lo == 0 else float(ends[0]), math.inf if run_hi == len(grid) - 1 else float(ends[1]))
 
 
 def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str) -> float:

@@ -26,15 +26,20 @@ def _with_ci(r: dict, key: str, spec: str) -> str:
     return f"{text} [{fmt(lo, spec)}, {fmt(hi, spec)}]"
 
 
+def _range(r: dict, key: str, spec: str) -> str:
+    lo, hi = r.get(f"{key}_lo", math.nan), r.get(f"{key}_hi", math.nan)
+    return "-" if math.isnan(lo) or math.isnan(hi) else f"[{fmt(lo, spec)}, {fmt(hi, spec)}]"
+
+
 def efficiency_table(rows: Sequence[dict]) -> str:
     """MLPE, MLTE and TEff with intervals, one row per run and language; rows with a warning are marked '!'."""
     forms = ["form"] if any("form" in r for r in rows) else []  # --form both: a column says which
-    header = ["run", "language", *forms, "fraction", "ppl", "mlpe", "mlte", "teff", ""]
+    header = ["run", "language", *forms, "fraction", "ppl", "mlpe", "mlte", "teff", "teff (profile likelihood)", ""]
     body = [
         [
             str(r["run"]), str(r["language"]), *(r[f] for f in forms), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
             _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3g"), _with_ci(r, "teff", ".2f"),
-            "!" if r.get("warning") else "",
+            _range(r, "teff_profile", ".2f"), "!" if r.get("warning") else "",
         ]
         for r in rows
     ]  # fmt: skip

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..analysis.efficiency import efficiency
-from ..analysis.scaling_law import fraction_interval
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
@@ -326,12 +325,14 @@ def _headline_line(a: Analysis, s: Summary) -> str:
 
 
 def _law_interval(a: Analysis, s: Summary) -> str:
-    """The law's own uncertainty for the mean PPL, as extra honesty: the bootstrap's percentiles and, beside
-    them, the profile-likelihood interval (`fraction_interval`), which refits held at a bound cannot narrow."""
+    """The law's own uncertainty for the TEff at the mean PPL, as extra honesty: the bootstrap's percentiles
+    and the profile-likelihood interval, the better calibrated of the two with a short ladder (README)."""
     fit = a.laws.get(s.law) if s.law else None
-    if fit is None or not fit.bootstrap_laws or not math.isfinite(s.ppl.mean):
+    if fit is None or not math.isfinite(s.ppl.mean):
         return ""
-    e = efficiency(fit, s.fraction, s.ppl.mean)
-    lo, hi = (x / s.fraction for x in fraction_interval(fit, s.ppl.mean))
-    return (f", ladder-fit range [{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}] (bootstrap), [{fmt(lo)}, {fmt(hi)}] "
-            "(profile likelihood, which the law's bounds do not narrow)")
+    e = efficiency(fit, s.fraction, s.ppl.mean, profile=True)
+    ranges = [] if math.isnan(e.teff_profile[0]) else [
+        f"[{fmt(e.teff_profile[0])}, {fmt(e.teff_profile[1])}] (profile likelihood, F with n-3 dof)"]
+    if fit.bootstrap_laws:
+        ranges.append(f"[{fmt(e.teff_ci[0])}, {fmt(e.teff_ci[1])}] (bootstrap percentiles)")
+    return f"; TEff at the mean PPL {fmt(e.teff)}, ladder-fit ranges {', '.join(ranges)}" if ranges else ""

@@ -97,7 +97,8 @@ def run_memory(spec: RunSpec) -> int:
     """A rough upper estimate of a CPU run's resident memory, in bytes: the PyTorch process (0.5 GiB),
     weights, gradients and Adam's two moments (16 bytes a parameter) and the activations kept for
     backward (~64 bytes per token, layer and width of a micro-batch). Measured peaks on 2026-11-27
-    (batch 16 x 128 tokens): cpu-xs 0.40 GB, mini 0.84 GB; estimated 0.56 and 1.04 GB (two presets: rough)."""
+    (batch 16 x 128 tokens): cpu-xs 0.40 GB, cpu-m 0.59 GB, mini 0.84 GB; estimated 0.56, 0.79 and 1.04 GB
+    (three presets: rough)."""
     cfg, dims = spec.run_config, run_dims(spec)
     tokens = cfg.train.batch_size // cfg.train.grad_accum * dims.seq_len
     return (1 << 29) + 16 * dims.num_parameters() + 64 * tokens * dims.n_layers * dims.d_model
@@ -108,10 +109,11 @@ def auto_workers(todo: list[RunSpec]) -> int:
     no more than half the available memory holds; the cores are shared out among them (one thread
     each when every core has a run). Runs that train on a GPU: one (--gpus places more).
 
-    Measured (README, Performance, "Workers and threads"): on 2 cores, two runs with one thread
-    each train 1.02-1.24x more tokens a second than one run with two threads at every CPU preset
-    (short OpenMP spin), and 2x at cpu-xs when OpenMP sleeps at once (a busy machine). Machines with
-    more cores were not measured; memory bandwidth may matter more there."""
+    Measured (README, Performance, "Workers and threads"; `benchmarks/workers.py`): on 2 cores, two
+    runs with one thread each train 1.02-1.37x more tokens a second than one run with two threads at
+    every CPU preset (short OpenMP spin; two sessions of the same day), and 2x at cpu-xs when OpenMP
+    sleeps at once (a busy machine). Machines with more cores were not measured; memory bandwidth may
+    matter more there."""
     if not todo:
         return 1
     devices = {s.config["train"]["device"] for s in todo}

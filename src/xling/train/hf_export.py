@@ -195,7 +195,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     run = RunDir(run_dir).require()
     cfg = run.read_config()
     check_exportable(resolve_model(cfg.model, 1))
-    session = load_session(run_dir, device="cpu")
+    session = load_session(run_dir, device="cpu", computes=False)
     setup, dims = session.setup, session.model.dims
     lang = setup.index(language) if language else 0
     language = setup.names[lang]

@@ -61,42 +61,53 @@ def onednn_cap_without_bf16() -> str:
     return cap if cap in _ONEDNN_ISAS_WITHOUT_BF16 else ""
 
 
-def _cpu_flags() -> list[str]:
+def _cpu_flags() -> list[str] | None:
+    """The x86 CPU's feature flags (Linux); None where they cannot be read (another OS or architecture)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line for line in f if line.startswith("flags")), "").split()
+            line = next((line for line in f if line.startswith("flags")), None)
     except OSError:
-        return []
+        return None
+    return line.split(":", 1)[-1].split() if line else None
 
 
 def cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it, bf16 autocast is
-    emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as without."""
+    """Whether the CPU is known to multiply bf16 natively (AVX512-BF16 or AMX). Without it, bf16
+    autocast is emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as
+    without; so does a CPU whose flags cannot be read (precision auto then trains in fp32)."""
     if onednn_cap_without_bf16():
         return False
-    flags = _cpu_flags()
+    flags = _cpu_flags() or []
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_emulates(precision: str) -> str:
     """Why this CPU multiplies `precision` only by emulation, many times slower than fp32 (fp16
-    training at cpu-xs: 10x, README), or "" where it runs natively (fp32 always)."""
-    if precision == "bf16" and not cpu_has_bf16():
-        cap = onednn_cap_without_bf16()
-        return f"the oneDNN ISA cap {cap} turns native bf16 off" if cap else "this CPU has no AVX512-BF16 or AMX"
-    if precision == "fp16":
-        cap = _onednn_cap()
-        if cap in _ONEDNN_ISAS_WITHOUT_BF16 | {"AVX512_CORE_BF16"}:  # oneDNN's fp16 starts at AVX512_CORE_FP16
-            return f"the oneDNN ISA cap {cap} turns native fp16 off"
-        if not {"avx512_fp16", "amx_fp16"} & set(_cpu_flags()):
-            return "this CPU has no AVX512-FP16 or AMX-FP16"
+    training at cpu-xs: 10x, README), or "" where it runs natively or nobody knows (fp32 always;
+    a CPU whose flags cannot be read, e.g. ARM, is given the benefit of the doubt)."""
+    cap, flags = _onednn_cap(), _cpu_flags()
+    if precision == "bf16" and cap in _ONEDNN_ISAS_WITHOUT_BF16:
+        return f"the oneDNN ISA cap {cap} turns native bf16 off"
+    if precision == "fp16" and cap in _ONEDNN_ISAS_WITHOUT_BF16 | {"AVX512_CORE_BF16"}:  # fp16 starts above it
+        return f"the oneDNN ISA cap {cap} turns native fp16 off"
+    if flags is None:
+        return ""
+    if precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(flags):
+        return "this CPU has no AVX512-BF16 or AMX"
+    if precision == "fp16" and not {"avx512_fp16", "amx_fp16"} & set(flags):
+        return "this CPU has no AVX512-FP16 or AMX-FP16"
     return ""
+
+
+def emulated_here(precision: str, device: torch.device) -> str:
+    """`cpu_emulates` on a CPU device; "" on a GPU."""
+    return cpu_emulates(precision) if device.type == "cpu" else ""
 
 
 def warn_if_emulated(precision: str, device: torch.device) -> None:
     """One warning line where this CPU would emulate the precision a run asks for (training and
     evaluation alike): it then runs many times slower, silently."""
-    why = device.type == "cpu" and cpu_emulates(precision)
+    why = emulated_here(precision, device)
     if why:
         auto = autocast_factory("auto", device)[1]
         log.warning(f"train.precision {precision} is emulated on this CPU ({why}): many times slower than "
@@ -158,9 +169,11 @@ def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> G
 
 
 def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None,
-                 checkpoint: Path | None = None) -> Session:
+                 checkpoint: Path | None = None, computes: bool = True) -> Session:
     """Load a run's config, languages (its own copies of its tokenizers and id table where it has
-    them: train.portable) and latest good checkpoint (or the given one of its checkpoints)."""
+    them: train.portable) and latest good checkpoint (or the given one of its checkpoints).
+    `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
+    worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
     cfg = run.read_config()
     setup = run_languages(run, cfg, cache_dir)
@@ -176,6 +189,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
         raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
     run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
-    warn_if_emulated(cfg.train.precision, dev)
+    if computes:
+        warn_if_emulated(cfg.train.precision, dev)
     autocast, _ = autocast_factory(cfg.train.precision, dev)
     return Session(cfg, setup, model, dev, autocast, run)

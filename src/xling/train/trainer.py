@@ -49,6 +49,7 @@ class Trainer:
         caller closes them (after logging its test results, if it likes)."""
         self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
         self.live = live or LiveLog(run_dir)
+        self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
 
     # ------------------------------------------------------------------ set-up
     def _check_run_dir(self, resume: bool) -> None:
@@ -95,7 +96,8 @@ class Trainer:
             self.model.fused_softmax = self.device.type == "cuda"
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
-        warn_if_emulated(cfg.train.precision, self.device)
+        if self.world.is_main:
+            warn_if_emulated(cfg.train.precision, self.device)
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
@@ -190,7 +192,8 @@ class Trainer:
             return info
         except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
             if self.world.is_main and self.run.read_info(tolerant=True).get("status") == "running":
-                self.run.update_info(status="interrupted")
+                step = {} if self.steps_done is None else {"step": self.steps_done}  # as stop_at records
+                self.run.update_info(status="interrupted", **step)
             raise
         finally:
             distributed.shutdown(self.world)
@@ -217,7 +220,7 @@ class Trainer:
         cfg, run, main = self.cfg, self.run, self.world.is_main
         if main:
             run.path.mkdir(parents=True, exist_ok=True)
-        start = self._restore() if resume else 0
+        start = self.steps_done = self._restore() if resume else 0
         info = {}
         if main:
             if not resume or not run.info_path.is_file():
@@ -244,7 +247,7 @@ class Trainer:
         pending = []
         for step in range(start, end):
             pending.append(self.train_step(step))
-            done = step + 1
+            done = self.steps_done = step + 1
             window_steps += 1
             checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
             # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
