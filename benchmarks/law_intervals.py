@@ -62,16 +62,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reps", type=int, default=200, help="simulated ladders")
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits per ladder (the report's 500)")
     args = p.parse_args(argv)
-    if len(args.law) != 3 or len(set(args.fractions)) < 4 or args.noise <= 0 or args.reps < 1 or args.bootstrap < 1:
-        print("need --law E,A,ALPHA, >= 4 distinct --fractions (a residual to resample), --noise > 0, --reps >= 1 "
-              "and --bootstrap >= 1", file=sys.stderr)
+    if (len(args.law) != 3 or len(set(args.fractions)) < 4 or min(args.fractions) <= 0 or args.at <= 0
+            or args.noise <= 0 or args.reps < 1 or args.bootstrap < 1):
+        print("need --law E,A,ALPHA, >= 4 distinct positive --fractions (a residual to resample), --at > 0, "
+              "--noise > 0, --reps >= 1 and --bootstrap >= 1", file=sys.stderr)
         return 2
     r = simulate(args.fractions, args.law, args.noise, args.at, args.reps, args.bootstrap)
     print(f"ladder {args.fractions}, law E, A, alpha = {args.law}, noise {args.noise} in ln PPL, true MLTE {args.at}, "
           f"{r['reps']} ladders; E at its bound in {r['e_at_bound']} fits")
     for name in ("bootstrap", "profile"):
         print(f"  {name:<9} covers the truth in {r['coverage'][name]:.2f} (nominal 0.95), median width "
-              f"{r['median_ln_width'][name]:.3f} in ln x, unbounded in {r['unbounded'][name]}")
+              f"{r['median_ln_width'][name]:.3f} in ln x (of the bounded ones), unbounded in {r['unbounded'][name]}")
     return 0
 
 

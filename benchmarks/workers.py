@@ -134,10 +134,10 @@ def main(argv: list[str]) -> int:
             print(f"  ({workers} x {threads}: more threads than the {usable_cores()} usable cores)")
         try:
             medians = measure(to_dict(cfg), workers, threads, args.warmup, args.steps)
-        except RuntimeError as exc:  # the layouts measured so far are still reported and written
-            failed = f"{workers} x {threads}: {exc}"
-            print(f"  {failed}", file=sys.stderr)
-            break
+        except RuntimeError as exc:  # e.g. out of memory at many runs: the other layouts are still measured
+            failed = f"{failed}; " * bool(failed) + f"{workers} x {threads}: {exc}"
+            print(f"  {workers} x {threads}: {exc}", file=sys.stderr)
+            continue
         rate = sum(tokens / m for m in medians)
         rows.append({"workers": workers, "threads": threads, "step_ms": [m * 1e3 for m in medians],
                      "tokens_per_s": rate})

@@ -212,3 +212,13 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir
     monkeypatch.setattr(Trainer, "train_step", real_step)
     info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
     assert info["status"] == "completed"
+
+
+def test_results_of_an_interrupted_run_carry_the_step_of_the_weights_they_used(interrupted_run, tmp_path):
+    """run.json says how far training got (6); evaluation used the last checkpoint (4) and says so."""
+    from xling.train.evaluate import evaluate_run
+
+    run_dir = _copy(interrupted_run, tmp_path)
+    assert RunDir(run_dir).read_info()["step"] == 6
+    report, _ = evaluate_run(run_dir, split="valid", max_tokens=0)
+    assert report["step"] == 4 == load_session(run_dir, device="cpu").step

@@ -302,6 +302,10 @@ def test_teff_table_rows_and_unknown_language(fit):
     rows = teff_table(mono, runs, bootstrap=BOOT)
     assert [r["teff"] for r in rows] == pytest.approx([2.0, 1.0], rel=0.05)
     assert {"mlpe_lo", "mlte_hi", "teff_lo", "warning"} <= rows[0].keys()
+    for r in rows:  # both intervals bracket the row's TEff; the profile's only when asked for
+        assert r["teff_lo"] <= r["teff"] <= r["teff_hi"] and r["teff_profile_lo"] <= r["teff"] <= r["teff_profile_hi"]
+        assert r["mlte_profile_lo"] == pytest.approx(r["teff_profile_lo"] * r["fraction"])
+    assert "teff_profile_lo" not in teff_table(mono, runs, bootstrap=BOOT, profile=False)[0]
     with pytest.raises(XlingError, match=r"'FR'.*only has EN"):
         teff_table(mono, [{"run": "r2", "language": "FR", "fraction": 0.5, "ppl": 20.0}])
 

@@ -262,7 +262,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     probes = make_probes(cfg, setup, a, b, sequences)
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
               "kind": cfg.languages.kind, "p": cfg.languages.p, "schedule": cfg.languages.schedule,
-              "step": session.run.read_info().get("step") if checkpoint is None else int(checkpoint.name[5:]),
+              "step": session.step,
               "probes": probes.source}
     result["tokens"] = result["step"] * cfg.train.batch_size * cfg.model.seq_len if result["step"] else None
     means = tuple(language_means(model, setup, lang, cfg.model.seq_len, session.device, session.autocast,

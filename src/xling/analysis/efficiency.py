@@ -43,7 +43,8 @@ TABLE_COLUMNS = (
 class Efficiency:
     """MLPE, MLTE (fraction of the budget) and TEff of one language in one run, with 95 % CIs.
 
-    Intervals are (nan, nan) when the fit has no bootstrap laws.
+    The bootstrap intervals are (nan, nan) when the fit has no bootstrap laws; the profile intervals
+    need only a residual degree of freedom.
     """
 
     fraction: float
@@ -56,7 +57,7 @@ class Efficiency:
     teff_ci: tuple[float, float]
     warnings: list[str] = field(default_factory=list)
     # the profile-likelihood intervals (`scaling_law.fraction_interval`), when asked for: better calibrated
-    # than the bootstrap's with few ladder points, ~50 ms each
+    # than the bootstrap's in simulations of short ladders (README), ~30-50 ms each
     mlte_profile: tuple[float, float] | None = None
     teff_profile: tuple[float, float] | None = None
 
@@ -200,9 +201,10 @@ def teff_table(
     bootstrap: int = 1000,
     seed: int = 0,
     fits: dict[str, ScalingFit] | None = None,
+    profile: bool = True,
 ) -> list[dict]:
-    """One row per run row: its MLPE, MLTE, TEff and intervals (the bootstrap's and the profile
-    likelihood's, ~50 ms a row), using its language's law.
+    """One row per run row: its MLPE, MLTE, TEff and intervals (the bootstrap's and, with `profile`, the
+    profile likelihood's, ~30-50 ms a row), using its language's law.
 
     ``mono_rows``: dicts with language, fraction, ppl (one law is fitted per language).
     ``run_rows``: dicts with run, language, fraction, ppl. Pass ``fits`` (from
@@ -215,7 +217,7 @@ def teff_table(
     out = []
     for r in run_rows:
         lang = str(r["language"])
-        eff = efficiency(fits[lang], float(r["fraction"]), float(r["ppl"]), profile=True)
+        eff = efficiency(fits[lang], float(r["fraction"]), float(r["ppl"]), profile=profile)
         out.append(_row(str(r["run"]), lang, eff))
     return out
 
@@ -341,10 +343,11 @@ def check_options(form: str, bootstrap: int) -> tuple[str, ...]:
 
 
 def teff_rows(mono_rows: Sequence[dict], run_rows: Sequence[dict], form: str = "loss", bootstrap: int = 1000,
-              seed: int = 0) -> tuple[list[dict], dict[tuple[str, str], ScalingFit]]:
+              seed: int = 0, profile: bool = True) -> tuple[list[dict], dict[tuple[str, str], ScalingFit]]:
     """Fit laws from ``mono_rows`` (language, fraction, ppl), score ``run_rows`` (run, language, fraction, ppl)
     under one law form or both (`form="both"`; every row then says its form). Rows as `check_rows` returns
-    them. Returns the table's rows and the law of every (form, language) used."""
+    them; `profile`: with the profile-likelihood intervals. Returns the table's rows and the law of every
+    (form, language) used."""
     forms = check_options(form, bootstrap)
     check_languages(mono_rows, run_rows)
     used = {str(r["language"]) for r in run_rows}
@@ -352,7 +355,8 @@ def teff_rows(mono_rows: Sequence[dict], run_rows: Sequence[dict], form: str = "
     for f in forms:
         fits = fit_languages(mono_rows, form=f, bootstrap=bootstrap, seed=seed, languages=used)
         laws.update({(f, lang): fit for lang, fit in fits.items()})
-        rows += [{**row, "form": f} if len(forms) > 1 else row for row in teff_table(mono_rows, run_rows, fits=fits)]
+        rows += [{**row, "form": f} if len(forms) > 1 else row
+                 for row in teff_table(mono_rows, run_rows, fits=fits, profile=profile)]
     return rows, laws
 
 

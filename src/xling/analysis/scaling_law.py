@@ -350,6 +350,8 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
     of the smallest ladder fraction to 10,000 times the largest: an end at 0 or inf means unbounded
     within that range; (inf, inf) means no law the ladder allows reaches `ppl` there (MLTE unbounded);
     (nan, nan) without a residual degree of freedom; (MLTE, MLTE) for a ladder the law fits exactly.
+    Calibration was checked by simulation for a correctly specified loss-form law and fractions inside
+    the ladder only (README): not for the paper form, extrapolation or a law that misfits the ladder.
     """
     x, ppls = (np.asarray(v, dtype=float) for v in fit.points)
     dof = x.size - NUM_PARAMS
@@ -380,10 +382,10 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
             return _minimise_over_alpha(sse_at, len(x_stars), _PROFILE_GOLDEN_STEPS)[1] <= threshold
 
     grid = np.geomspace(x.min() / 1e3, x.max() * 1e4, 241)
-    grid = np.unique(np.append(grid, centre)) if math.isfinite(centre) else grid
+    grid = np.unique(np.append(grid, centre)) if 0 < centre < math.inf else grid  # (0: a flat law, below the grid)
     ok = inside(grid)
     if not ok.any():
-        return (math.inf, math.inf)
+        return (centre, centre) if centre == 0 else (math.inf, math.inf)
     where = np.flatnonzero(ok)  # start from the inside point nearest the law's own MLTE
     i = int(where[np.argmin(np.abs(where - np.searchsorted(grid, min(centre, grid[-1]))))])
     run_lo, run_hi = i, i
@@ -398,7 +400,7 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
     for _ in range(24):
         mid = (pair_in + pair_out) / 2
         now = inside(np.exp(mid))
-        pair_in, pair_out = np.where(now, mid, pair_in), np.where(now, pair_out, mid)
+        pair_in, pair_out = np.where(now, mid, pair_in), np.where(now, pair_out, mid)  # (grid > 0: logs finite)
     ends = np.exp(pair_in)
     return (0.0 if run_lo == 0 else float(ends[0]), math.inf if run_hi == len(grid) - 1 else float(ends[1]))
 

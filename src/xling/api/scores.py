@@ -28,10 +28,11 @@ def rows_or_frame(rows: list[dict], frame: bool) -> Any:
 class TEffTable(list):
     """The rows `teff` returns: a list of dicts, one per run row (and law form), plus the laws.
 
-    Each row has run, language, fraction, ppl and, with 95 % intervals from the law's bootstrap,
-    mlpe (the perplexity a monolingual model gets from that share of data), mlte (the share of
-    monolingual data that reaches the run's perplexity) and teff = mlte / fraction, then a
-    warning (e.g. a fraction outside the ladder) and, with ``form="both"``, the form.
+    Each row has run, language, fraction, ppl and, with 95 % intervals from the law's bootstrap
+    (``_lo``, ``_hi``), mlpe (the perplexity a monolingual model gets from that share of data), mlte
+    (the share of monolingual data that reaches the run's perplexity) and teff = mlte / fraction;
+    with ``profile``, the profile-likelihood intervals mlte_profile_lo/hi and teff_profile_lo/hi;
+    then a warning (e.g. a fraction outside the ladder) and, with ``form="both"``, the form.
     """
 
     laws: dict
@@ -65,7 +66,7 @@ def _rows(source: Rows | str | os.PathLike, columns: tuple[str, ...], what: str)
 
 
 def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike, form: str = "loss",
-         bootstrap: int = 1000, seed: int = 0) -> TEffTable:
+         bootstrap: int = 1000, seed: int = 0, profile: bool = True) -> TEffTable:
     """MLPE, MLTE and token efficiency (TEff) of runs, from perplexities you measured (the paper's §4).
 
     `mono_rows`: monolingual runs, one mapping per run with ``language``, ``fraction`` (the share of the
@@ -76,7 +77,9 @@ def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike
     CSV file with those columns or a pandas DataFrame.
 
     `form`: ``"loss"`` fits ln PPL = E + A·x^(−α), ``"paper"`` the authors' 1/PPL = c − a·x^(−b),
-    ``"both"`` scores every row under each. `bootstrap` resamples give the 95 % intervals (0: none).
+    ``"both"`` scores every row under each. `bootstrap` resamples give the 95 % percentile intervals (0:
+    none); `profile` adds the profile-likelihood intervals of MLTE and TEff (~30-50 ms a row; in
+    simulations of short ladders the better calibrated of the two, README).
 
         mono = [{"language": "EN1", "fraction": f, "ppl": p} for f, p in [(0.25, 180), (0.5, 120), (1, 90)]]
         table = xling.teff(mono, [{"run": "90/10", "language": "EN1", "fraction": 0.1, "ppl": 140}])
@@ -88,5 +91,5 @@ def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike
 
     check_options(form, bootstrap)
     rows, laws = teff_rows(_rows(mono_rows, MONO_COLUMNS, "mono"), _rows(run_rows, RUN_COLUMNS, "runs"),
-                           form, bootstrap, seed)
+                           form, bootstrap, seed, profile)
     return TEffTable(rows, laws)

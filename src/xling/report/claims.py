@@ -326,7 +326,8 @@ def _headline_line(a: Analysis, s: Summary) -> str:
 
 def _law_interval(a: Analysis, s: Summary) -> str:
     """The law's own uncertainty for the TEff at the mean PPL, as extra honesty: the bootstrap's percentiles
-    and the profile-likelihood interval, the better calibrated of the two with a short ladder (README)."""
+    and the profile-likelihood interval, the better calibrated of the two in simulations of short ladders
+    (README)."""
     fit = a.laws.get(s.law) if s.law else None
     if fit is None or not math.isfinite(s.ppl.mean):
         return ""

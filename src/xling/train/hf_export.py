@@ -209,7 +209,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     files = tokenizer_files(tokenizer, row, language, eod, pad, dims.seq_len)
     config = gpt2_config(dims, eod, pad)
     config["xling"] = {"run": str(run.path), "language": language, "languages": setup.names,
-                       "step": run.read_info().get("step")}
+                       "step": session.step}
     files["config.json"] = json.dumps(config, indent=2) + "\n"
     files["generation_config.json"] = json.dumps({"bos_token_id": eod, "eos_token_id": eod}, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -161,6 +161,7 @@ class Session:
     device: torch.device
     autocast: object
     run: RunDir
+    step: int  # the training step of the checkpoint loaded (run.json's step may be later: an interrupted run)
 
 
 def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> GPT:
@@ -192,4 +193,4 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     if computes:
         warn_if_emulated(cfg.train.precision, dev)
     autocast, _ = autocast_factory(cfg.train.precision, dev)
-    return Session(cfg, setup, model, dev, autocast, run)
+    return Session(cfg, setup, model, dev, autocast, run, int(ckpt.name.removeprefix("step_")))
