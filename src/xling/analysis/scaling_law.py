@@ -350,8 +350,8 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
     of the smallest ladder fraction to 10,000 times the largest: an end at 0 or inf means unbounded
     within that range; (inf, inf) means no law the ladder allows reaches `ppl` there (MLTE unbounded);
     (nan, nan) without a residual degree of freedom; (MLTE, MLTE) for a ladder the law fits exactly.
-    Calibration was checked by simulation for a correctly specified loss-form law and fractions inside
-    the ladder only (README): not for the paper form, extrapolation or a law that misfits the ladder.
+    Calibration was checked by simulation for both forms on ladders drawn from the form itself, inside
+    and beyond the ladder (README, `benchmarks/law_intervals.py`): not for a form that misfits the ladder.
     """
     x, ppls = (np.asarray(v, dtype=float) for v in fit.points)
     dof = x.size - NUM_PARAMS
