@@ -37,11 +37,17 @@ from ..fsio import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
+
 # Checkpoint files hold data only (safetensors, JSON): a run directory received from someone
 # else cannot run code. Format 1 (no "format" in the manifest) kept training state in state.pt,
 # a pickle, which this version never reads.
 CHECKPOINT_FORMAT = 2
 log = logging.getLogger(__name__)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The training step of a checkpoint directory (step_0000200 -> 200)."""
+    return int(checkpoint.name.removeprefix("step_"))
 
 
 # --------------------------------------------------------------------------- run directory
@@ -177,7 +183,7 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
-            if not _kept(int(old.name.removeprefix("step_")), cfg):
+            if not _kept(checkpoint_step(old), cfg):
                 shutil.rmtree(old, ignore_errors=True)
         return final
 

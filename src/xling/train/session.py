@@ -20,7 +20,7 @@ from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..model.gpt import GPT
 from .portable import run_languages
-from .rundir import RunDir
+from .rundir import RunDir, checkpoint_step
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,15 @@ def _cpu_flags() -> list[str] | None:
     return line.split(":", 1)[-1].split() if line else None
 
 
+# The x86 flags with which oneDNN multiplies a precision natively.
+_NATIVE_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU is known to multiply bf16 natively (AVX512-BF16 or AMX). Without it, bf16
     autocast is emulated and slower than fp32. A oneDNN ISA cap below AVX512_CORE_BF16 counts as
     without; so does a CPU whose flags cannot be read (precision auto then trains in fp32)."""
-    if onednn_cap_without_bf16():
-        return False
-    flags = _cpu_flags() or []
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return not onednn_cap_without_bf16() and bool(_NATIVE_FLAGS["bf16"] & set(_cpu_flags() or []))
 
 
 def cpu_emulates(precision: str) -> str:
@@ -90,13 +91,9 @@ def cpu_emulates(precision: str) -> str:
         return f"the oneDNN ISA cap {cap} turns native bf16 off"
     if precision == "fp16" and cap in _ONEDNN_ISAS_WITHOUT_BF16 | {"AVX512_CORE_BF16"}:  # fp16 starts above it
         return f"the oneDNN ISA cap {cap} turns native fp16 off"
-    if flags is None:
+    if flags is None or precision not in _NATIVE_FLAGS or _NATIVE_FLAGS[precision] & set(flags):
         return ""
-    if precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(flags):
-        return "this CPU has no AVX512-BF16 or AMX"
-    if precision == "fp16" and not {"avx512_fp16", "amx_fp16"} & set(flags):
-        return "this CPU has no AVX512-FP16 or AMX-FP16"
-    return ""
+    return {"bf16": "this CPU has no AVX512-BF16 or AMX", "fp16": "this CPU has no AVX512-FP16 or AMX-FP16"}[precision]
 
 
 def emulated_here(precision: str, device: torch.device) -> str:
@@ -193,4 +190,4 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     if computes:
         warn_if_emulated(cfg.train.precision, dev)
     autocast, _ = autocast_factory(cfg.train.precision, dev)
-    return Session(cfg, setup, model, dev, autocast, run, int(ckpt.name.removeprefix("step_")))
+    return Session(cfg, setup, model, dev, autocast, run, checkpoint_step(ckpt))
