@@ -433,6 +433,16 @@ def test_leave_one_out_error_prefers_the_form_that_generated_the_ladder():
     assert math.isnan(leave_one_out_error(x[:3], loss_made[:3], "loss"))  # 3 points: none can be left out
 
 
+def test_better_form_is_the_lower_error_with_nan_losing_and_ties_to_the_loss_form():
+    from xling.analysis.scaling_law import better_form
+
+    assert better_form({"loss": 0.2, "paper": 0.1}) == "paper"
+    assert better_form({"loss": 0.1, "paper": 0.2}) == "loss"
+    assert better_form({"loss": math.nan, "paper": 5.0}) == "paper"
+    assert better_form({"loss": 0.1, "paper": 0.1}) == "loss"
+    assert better_form({"loss": math.nan, "paper": math.nan}) == "loss"  # too few points for either: the default
+
+
 def test_teff_both_forms_labels_every_row(tmp_path, capsys):
     x, ppl = noisy_ppls(0.01)
     mono = write_csv(tmp_path / "mono.csv", ["language", "fraction", "ppl"], [["EN", a, b] for a, b in zip(x, ppl)])

@@ -423,3 +423,9 @@ def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form:
         with np.errstate(over="ignore", divide="ignore"):
             errors.append(math.log(law.ppl(x[i]) / ppl[i]) if math.isfinite(law.ppl(x[i])) else math.inf)
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else math.nan
+
+
+def better_form(errors: dict[str, float]) -> str:
+    """The form whose leave-one-out error (`leave_one_out_error`, by form) is lower: the one a report's
+    verdicts use. An error that could not be computed (nan) loses; a tie goes to the loss form."""
+    return min(FORMS, key=lambda f: (np.nan_to_num(errors[f], nan=np.inf), f != "loss"))

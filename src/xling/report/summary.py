@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..analysis.efficiency import efficiency, ladder_mlte
-from ..analysis.scaling_law import FORMS, ScalingFit, fit_scaling_law, leave_one_out_error
+from ..analysis.scaling_law import FORMS, ScalingFit, better_form, fit_scaling_law, leave_one_out_error
 from ..config import flatten
 from ..data.mixture import Mixture
 from ..study.spec import RunSpec, Study
@@ -219,7 +219,7 @@ def _fit_and_score(a: Analysis) -> None:
         for form in FORMS:
             a.laws_by_form.setdefault(form, {})[key] = fit_scaling_law(x, ppl, form=form, bootstrap=BOOTSTRAP)
         a.loo[key] = {form: leave_one_out_error(x, ppl, form) for form in FORMS}
-        a.verdict_form[key] = min(FORMS, key=lambda f: (np.nan_to_num(a.loo[key][f], nan=np.inf), f != "loss"))
+        a.verdict_form[key] = better_form(a.loo[key])
         a.laws[key] = a.laws_by_form[a.verdict_form[key]][key]
     for r in a.rows:
         key = (law_group(r.spec.config), r.law_language)
