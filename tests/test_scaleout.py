@@ -160,6 +160,78 @@ def _report_environment(barrier) -> dict:
     return {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ["OMP_NUM_THREADS"]}
 
 
+class _Task:
+    def __init__(self, n):
+        self.n = n
+
+    def to_json(self):
+        return self.n
+
+
+def _mark_then_sleep(n, folder) -> int:
+    Path(folder, str(n)).touch()
+    time.sleep(1.5)
+    return n
+
+
+def test_runs_queued_in_the_pool_do_not_start_after_an_interrupt(tmp_path):
+    import signal
+    import threading
+
+    # one worker, three tasks: the pool queues the second behind the first at once; Ctrl-C comes while
+    # the first runs (here to this process only: the worker finishes its task, as after `kill -INT`)
+    results = Launch("local", 1, 1).run_each(_mark_then_sleep, [_Task(n) for n in range(3)], str(tmp_path))
+    interrupter = threading.Thread(target=lambda: (_wait_for(tmp_path / "0"), signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)))
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        list(results)
+    interrupter.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]  # the queued tasks never started
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.exists() and time.time() < end:
+        time.sleep(0.02)
+
+
+def test_a_worker_interrupted_stops_its_task_once_and_starts_no_other(monkeypatch):
+    from xling.study import workers
+
+    monkeypatch.setattr(workers, "_interrupted", False)
+    monkeypatch.setattr(workers, "_stop", None)
+    calls = []
+
+    def task():
+        calls.append("ran")
+        workers._on_interrupt(2, None)  # the first Ctrl-C stops the task
+        return "done"
+
+    with pytest.raises(KeyboardInterrupt):
+        workers.guarded(task)
+    assert calls == ["ran"] and workers._interrupted and not workers._busy
+    workers._busy = True
+    workers._on_interrupt(2, None)  # a second Ctrl-C while the first is being handled: nothing raised
+    workers._busy = False
+    assert workers.guarded(task) is None and calls == ["ran"]  # nothing more starts in this worker
+
+
+def test_an_idle_worker_ignores_ctrl_c_and_a_set_stop_event_keeps_tasks_from_starting(monkeypatch):
+    import multiprocessing as mp
+
+    from xling.study import workers
+
+    monkeypatch.setattr(workers, "_interrupted", False)
+    stop = mp.get_context("spawn").Event()
+    monkeypatch.setattr(workers, "_stop", stop)
+    assert workers.guarded(lambda: "ran") == "ran"
+    stop.set()
+    assert workers.guarded(lambda: "ran") is None
+    monkeypatch.setattr(workers, "_stop", None)
+    workers._on_interrupt(2, None)  # idle: no KeyboardInterrupt (it would print a traceback from the pool's queue)
+    assert workers.guarded(lambda: "ran") is None
+
+
 def test_each_local_worker_gets_its_own_cuda_visible_devices(two_gpus):
     import multiprocessing as mp
 
@@ -167,7 +239,8 @@ def test_each_local_worker_gets_its_own_cuda_visible_devices(two_gpus):
     assert launch.workers == 2 and launch.gpus == ("0", "1")
     with mp.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(2)
-        with launch.pool() as pool:
+        pool, _ = launch.pool()
+        with pool:
             seen = [f.result(timeout=120) for f in [pool.submit(_report_environment, barrier) for _ in range(2)]]
     assert len({s["pid"] for s in seen}) == 2
     assert sorted(s["gpu"] for s in seen) == ["0", "1"]  # distinct devices

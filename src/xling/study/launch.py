@@ -6,9 +6,11 @@ requests). The runner (`runner.run_study`) decides what runs; this module only r
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from ..errors import XlingError
 from .execute import execute_run
 from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
 from .spec import RunSpec
-from .workers import init_worker, ray_task
+from .workers import guarded, init_pool_worker, ray_task
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -124,6 +126,21 @@ def auto_workers(todo: list[RunSpec]) -> int:
     return max(1, min(cores, len(todo), fits))
 
 
+@contextlib.contextmanager
+def _ctrl_c_held_back():
+    """Block SIGINT in this thread meanwhile: a process started now inherits the block, so a Ctrl-C
+    waits until it has installed its handler (`workers.init_pool_worker`) instead of killing it
+    with a traceback from its imports; here it is delivered when the block ends. (POSIX only.)"""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @dataclass(frozen=True)
 class Launch:
     """How runs are executed: `workers` at a time, `threads` each, on `engine`.
@@ -183,26 +200,31 @@ class Launch:
         else:
             yield from self._pool(todo, root)
 
-    def pool(self) -> cf.ProcessPoolExecutor:
-        """The local worker processes: spawned, each set up by `workers.init_worker` with its threads
-        and, with GPUs, the next CUDA_VISIBLE_DEVICES value from a queue (one per worker)."""
+    def pool(self) -> tuple[cf.ProcessPoolExecutor, object]:
+        """The local worker processes: spawned, each set up by `workers.init_pool_worker` with its
+        threads and, with GPUs, the next CUDA_VISIBLE_DEVICES value from a queue (one per worker);
+        and the Event that, once set, keeps the pool's queued tasks from starting."""
         ctx = mp.get_context("spawn")
         places = None
         if self.gpus:
             places = ctx.Queue()
             for gpu in self.gpus:
                 places.put(gpu)
-        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                      initargs=(self.threads, places))
+        stop = ctx.Event()
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_pool_worker,
+                                      initargs=(self.threads, places, stop)), stop
 
     def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
         yield from self.run_each(execute_run, todo, str(root), False, self.loggers)
 
     def run_each(self, fn, todo: list[RunSpec], *args) -> Iterator:
         """fn(spec.to_json(), *args) for every run in the local worker processes; the results as they
-        finish. `fn` must be a module-level function (the workers import it by name)."""
-        with self.pool() as pool:
-            futures = [pool.submit(fn, spec.to_json(), *args) for spec in todo]
+        finish. `fn` must be a module-level function (the workers import it by name). Stopped early
+        (Ctrl-C, an error), the runs still queued do not start; the running ones end as Ctrl-C ends them."""
+        pool, stop = self.pool()
+        with pool:
+            with _ctrl_c_held_back():  # the workers start now, and must not die of a Ctrl-C while they import
+                futures = [pool.submit(guarded, fn, spec.to_json(), *args) for spec in todo]
             try:
                 for future in cf.as_completed(futures):
                     yield future.result()
@@ -211,6 +233,7 @@ class Launch:
                                  "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
                                  "perhaps with fewer workers") from None
             except BaseException:
+                stop.set()  # before the pool's exit waits: the tasks it has already queued return at once
                 for f in futures:
                     f.cancel()
                 raise

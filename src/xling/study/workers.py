@@ -14,6 +14,45 @@ import signal
 from ..errors import warnings_to_stderr
 from .placement import GPU_VARIABLE
 
+# Ctrl-C in a terminal reaches every process of its group: the runner and each worker at once.
+_interrupted = False  # this worker has had a Ctrl-C (or its pool was told to stop): start nothing more
+_busy = False  # a run (or an analysis) is executing in this worker
+_stop = None  # the pool's multiprocessing Event: set by the runner when it stops early
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Ctrl-C in a pool worker: the run executing here stops (on the first one only: a second must not
+    break the checkpoint the first is saving) and no queued run starts here; an idle worker just waits
+    to be shut down (by default it would die with a traceback from the pool's queue)."""
+    global _interrupted
+    first, _interrupted = not _interrupted, True
+    if _busy and first:
+        raise KeyboardInterrupt
+
+
+def init_pool_worker(threads: int, gpu_places, stop) -> None:
+    """A local pool's worker: `init_worker`, plus Ctrl-C handled as `_on_interrupt` says and `stop`
+    (a multiprocessing Event) checked before each task (`guarded`)."""
+    global _stop
+    _stop = stop
+    signal.signal(signal.SIGINT, _on_interrupt)
+    if hasattr(signal, "pthread_sigmask"):  # the runner started this process with Ctrl-C held back (Launch.run_each)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    init_worker(threads, gpu_places)
+
+
+def guarded(fn, *args):
+    """fn(*args) in a pool worker, unless the runner has stopped or Ctrl-C has reached this worker:
+    then None, at once (a run queued in the pool must not start after Ctrl-C)."""
+    global _busy
+    if _interrupted or (_stop is not None and _stop.is_set()):
+        return None
+    _busy = True
+    try:
+        return fn(*args)
+    finally:
+        _busy = False
+
 
 def init_worker(threads: int, gpu_places=None) -> None:
     """Each worker process: its share of the cores, its GPU, death with its parent (Linux), warnings shown.
