@@ -17,7 +17,7 @@ from xling.report.claims import headline, verdicts
 from xling.report.stats import Stat, diff_interval, fmt_stat, log_stat, t_stat
 from xling.report.study_report import write_report
 from xling.report.summary import analyse
-from xling.report.verdict import NOT_TESTED, Check, Evidence, Status, compare, vs_one
+from xling.report.verdict import NOT_TESTED, Check, Evidence, Status, combine, compare, vs_one
 from xling.study.store import Store
 
 
@@ -280,3 +280,19 @@ def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_co
     assert [r["lr"] for r in rows] == [0.001, 0.003, 0.008]
     assert [r["lr"] for r in rows if r["best"]] == [0.003]
     assert rows[1]["valid_ppl"].mean == pytest.approx(math.sqrt(60 * 61))
+
+
+@pytest.mark.parametrize("statuses, combined", [
+    (["supported", "supported", "not tested"], "supported"),
+    (["supported", "direction holds, not significant"], "partly"),
+    (["supported", "contradicted"], "partly"),  # a part is supported (and a part contradicted)
+    # nothing significant for the paper: a direction that holds does not make it "partly"
+    (["direction holds, not significant", "contradicted", "contradicted"], "not supported"),
+    (["direction holds, not significant", "not supported"], "not supported"),
+    (["direction holds, not significant", "direction holds (one seed, no interval)"], "direction holds, not significant"),
+    (["direction holds (one seed, no interval)", "not supported (one seed)"], "partly"),  # one seed: directions only
+    (["not tested"], "not tested"),
+])
+def test_combine_calls_a_claim_partly_only_where_some_part_is_supported(statuses, combined):
+    assert combine([Status(s) for s in statuses]) is Status(combined)
+

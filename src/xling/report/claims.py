@@ -136,7 +136,7 @@ def claim_2b(a: Analysis, alignment: list[Evidence]) -> Judged:
         if len(half) >= 2:
             falls = compare(half[-1].teff, half[0].teff, smaller=True)
             below = vs_one(half[-1].teff, above=False)
-            tests.append(falls if falls.status is below.status else falls.with_status(Status.PARTLY))
+            tests.append(falls.with_status(combine([falls.status, below.status])))
             lines.append(f"{model}: 50/50 TEff by training length "
                          + ", ".join(f"{s.key.length:g}x: {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}" for s in half)
                          + f" — falls with training: {falls.status}; below 1 at the longest: {below.status}.")
@@ -165,10 +165,8 @@ def claim_4(a: Analysis, alignment: list[Evidence]) -> Judged:
         lines.append(f"By {axis} ({model or f'{length:g}x'}): minority TEff at 90/10 "
                      + ", ".join(f"{v}: {fmt_interval(t)}" for v, t in zip(steps, teffs)) + f" — grows: {grows.status}.")
         lines.extend(x[1] for x in (first, last) if x)
-        wins = bool(last and last[0])
-        status = (Status.SUPPORTED if wins and grows.status is Status.SUPPORTED else
-                  Status.PARTLY if wins or grows.status in (Status.SUPPORTED, Status.HOLDS) else Status.NOT_SUPPORTED)
-        tests.append(grows.with_status(status))
+        wins = Status.SUPPORTED if last and last[0] else Status.NOT_SUPPORTED  # significantly, on both languages
+        tests.append(grows.with_status(combine([grows.status, wins])))
     if not tests:
         for length, model in _scales(_clone(S, "L2", p=0.1)):
             one = _beats_both(S, length, model)

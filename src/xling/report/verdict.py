@@ -99,15 +99,26 @@ def compare(a: Stat, b: Stat, smaller: bool = False) -> Check:
     return Check(_judge(sign * d > 0, *adjusted), d, (lo, hi))
 
 
+_ONE_SEED = (Status.HOLDS_ONE_SEED, Status.NOT_SUPPORTED_ONE_SEED)
+
+
 def combine(statuses: list[Status]) -> Status:
-    """One status for several checks: the common one, else "partly" if any holds."""
+    """One status for several checks: the common one; else "partly" when some part is supported
+    (significantly in the paper's direction; with one seed everywhere, no intervals, in direction);
+    else "direction holds, not significant" when every check points the paper's way; else "not
+    supported". A check that only points the paper's way, beside others that do not or that go
+    significantly against it, does not make a claim partly supported."""
     statuses = [s for s in statuses if s is not Status.NOT_TESTED]
     if not statuses:
         return Status.NOT_TESTED
     if all(s is statuses[0] for s in statuses):
         return statuses[0]
-    if any(s.holds for s in statuses):
+    if any(s in (Status.SUPPORTED, Status.PARTLY) for s in statuses):
         return Status.PARTLY
+    if all(s in _ONE_SEED for s in statuses):
+        return Status.PARTLY  # directions only, some each way
+    if all(s.holds for s in statuses):
+        return Status.HOLDS
     return Status.NOT_SUPPORTED
 
 
