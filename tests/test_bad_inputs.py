@@ -145,6 +145,9 @@ CASES = [
     ("export format", "export {run} {out} --format onnx", "invalid choice: 'onnx'"),
     ("export narrow attention", "export {narrow} {out}", "GPT2LMHeadModel needs attention as wide as the model"),
     ("export out exists", "export {run} {afile}", "already exists"),
+    ("export out under /proc", "export {run} /proc/xling-out", "cannot create /proc/xling-out"),
+    ("train out under /proc", "train {config} --out /proc/xling-out --quiet", "cannot create /proc/xling-out"),
+    ("teff out under /proc", "teff --mono {mono_csv} --runs {runs_csv} --out /proc/xling.csv", "cannot create /proc/xling.csv"),
     # --- teff
     ("teff missing csv", "teff --mono {tmp}/no.csv --runs {runs_csv}", "file not found"),
     ("teff binary csv", "teff --mono {binary} --runs {runs_csv}", "is not UTF-8"),

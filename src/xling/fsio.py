@@ -21,6 +21,22 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)  # read the process umask (the only way is to set it, then restore it)
 
 
+def cannot_create(path: Path, exc: OSError) -> XlingError:
+    """The one line for a place that holds no new files (under /proc, say: "not found" even with its
+    parents made)."""
+    return XlingError(f"cannot create {path} ({exc.strerror}): choose an output path on a writable disk")
+
+
+def make_dirs(path: Path) -> Path:
+    """mkdir -p `path`, or `cannot_create` instead of a traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError as exc:
+        raise cannot_create(path, exc) from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path):
     """Open a temp file next to `path` for binary writing; fsync and rename it into place on success.
@@ -29,8 +45,11 @@ def atomic_write(path: Path):
     and a crash leaves at most a stray temp file that no reader looks for.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError as exc:
+        raise cannot_create(path, exc) from None
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:

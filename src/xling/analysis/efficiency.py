@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlingError
-from ..fsio import atomic_write_text
+from ..fsio import atomic_write_text, make_dirs
 from .scaling_law import FORMS, ScalingFit, ScalingLaw, fit_scaling_law, fraction_interval
 
 TABLE_COLUMNS = (
@@ -307,7 +307,7 @@ def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     Missing intervals are written as empty cells, unbounded values as ``inf``.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(p.parent)
     columns = list(TABLE_COLUMNS) + [c for r in rows for c in r if c not in TABLE_COLUMNS]
     columns = list(dict.fromkeys(columns))
     buffer = io.StringIO(newline="")

@@ -31,7 +31,7 @@ from ..config import (
     validate,
 )
 from ..errors import XlingError
-from ..fsio import UMASK, atomic_write_text, default_cache_dir
+from ..fsio import UMASK, atomic_write_text, default_cache_dir, make_dirs
 from ..recipes import config_path
 
 ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunConfig]
@@ -60,7 +60,7 @@ def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = No
         raise XlingError("corpus() takes a list or an iterator of documents (strings), not "
                          f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
     folder = Path(cache_dir or default_cache_dir()) / "documents"
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     digest, count = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents.", suffix=".tmp")
     try:

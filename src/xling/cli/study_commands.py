@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..api import Study
 from ..errors import XlingError
+from ..fsio import make_dirs
 from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, count
 from .tables import status_table
 
@@ -79,7 +80,7 @@ def study(args, overrides) -> int:
         gpus = None if args.gpus is None else args.gpus if args.gpus == "auto" else ",".join(map(str, args.gpus))
         script = sbatch_script(chosen, args.array, args.root, args.workers, gpus, args.runs_per_gpu,
                                tuple(args.log or ()))
-        runs_root(args.root).mkdir(parents=True, exist_ok=True)  # where the tasks' output files go
+        make_dirs(runs_root(args.root))  # where the tasks' output files go
         print(script, end="")
         return 0
     counts = Study(args.name, args.root, args.db).run(

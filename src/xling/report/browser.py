@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import XlingError
+from ..fsio import make_dirs
 
 CANDIDATES = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
               "chrome", "headless_shell")
@@ -104,7 +105,7 @@ def screenshot(page: str | Path, png: str | Path, width: int = 1100, browser: st
     page, png = Path(page).resolve(), Path(png).resolve()
     browser = browser or require_browser()
     height = min(max(page_facts(page, browser, width)["height"], 600), MAX_HEIGHT)
-    png.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(png.parent)
     tmp = png.with_name(f".tmp-{png.name}")
     _run(browser, f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={tmp}",
          page.as_uri())

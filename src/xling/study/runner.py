@@ -22,6 +22,7 @@ from pathlib import Path
 from ..config import from_dict, load_yaml, to_dict
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
+from ..fsio import make_dirs
 from ..train.live_log import unavailable
 from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
@@ -77,7 +78,7 @@ def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
         files.sort(key=lambda p: (p == info, str(p)))
         for src in files:
             dst = run_dir / src.relative_to(twin)
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dst.parent)
             tmp = dst.with_name(f".adopt-{dst.name}")
             tmp.unlink(missing_ok=True)
             try:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import XlingError
-from ..fsio import atomic_write_json
+from ..fsio import atomic_write_json, make_dirs
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
 
@@ -39,7 +39,7 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 
     The kernel drops an flock when its process dies, so a killed runner never leaves a stale lock.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(run_dir)
     fd = os.open(RunDir(run_dir).lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -73,7 +73,7 @@ def check_locking(root: Path) -> None:
     within one machine (Lustre's localflock) cannot be seen from here: the README says so.
     """
     created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     path = root / ".lock-check"
     problem = _lock_problem(path)
     if problem:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..errors import XlingError
-from ..fsio import read_json
+from ..fsio import make_dirs, read_json
 from ..train.rundir import RunDir
 from .spec import Study
 from .state import run_state
@@ -102,7 +102,7 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._check_is_ours()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         try:
             self._open()
             healthy = self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"

@@ -33,7 +33,7 @@ from safetensors.torch import save as safetensors_bytes
 from .. import __version__
 from ..config import RESUMABLE_KEYS, RunConfig, config_differences, dump_yaml, from_dict, load_yaml, to_dict, validate
 from ..errors import XlingError
-from ..fsio import atomic_write, atomic_write_json, atomic_write_text, read_json, sha256_file
+from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
@@ -168,7 +168,7 @@ class RunDir:
                     "config": to_dict(cfg)}
         files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
         self.remove_partial_checkpoints()
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.checkpoints)
         final = self.checkpoints / f"step_{step:07d}"
         tmp = self.checkpoints / f".tmp-{final.name}"
         try:

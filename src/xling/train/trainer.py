@@ -21,6 +21,7 @@ from ..config import RESUMABLE_KEYS, RunConfig, config_differences
 from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, run_steps
 from ..errors import XlingError
+from ..fsio import make_dirs
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
@@ -219,7 +220,7 @@ class Trainer:
         # run.json, steps with their logging, validation and checkpoints, the final record) in one place.
         cfg, run, main = self.cfg, self.run, self.world.is_main
         if main:
-            run.path.mkdir(parents=True, exist_ok=True)
+            make_dirs(run.path)
         start = self.steps_done = self._restore() if resume else 0
         info = {}
         if main:
