@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+import xling
 from test_study import completed_study
 from xling.cli import main
 from xling.study.exports import export_run
@@ -29,6 +30,24 @@ def test_rebuild_from_run_directories_equals_the_live_store(tiny_study, tmp_path
     assert rebuilt.dump() == live
     assert main(["store", "rebuild", "--root", str(root), "--db", str(tmp_path / "cli.db")]) == 0
     assert Store(tmp_path / "cli.db").dump() == live
+
+
+def test_a_run_trained_without_its_test_evaluation_is_trained_not_interrupted(tiny_study, tmp_path):
+    import shutil
+
+    from xling.study.state import run_state
+    from xling.train.rundir import RunDir
+
+    study, root = tiny_study
+    run = tmp_path / "run"
+    shutil.copytree(study.runs[0].run_dir(root), run)
+    assert run_state(run) == "completed"
+    RunDir(run).eval_path().unlink()  # as `xling train --no-eval` leaves it
+    assert run_state(run) == "trained"
+    Store(tmp_path / "x.db").rebuild(tmp_path)
+    assert [r["status"] for r in Store(tmp_path / "x.db").dump()["runs"]] == ["trained"]
+    RunDir(run).update_info(status="running")  # as a kill -9 leaves run.json: no process holds its lock
+    assert run_state(run) == "interrupted" and xling.Run(run).status == "interrupted"
 
 
 def test_store_rows_hold_config_dims_and_per_language_results(tiny_study):

@@ -64,7 +64,14 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, interrupted, failed or completed (from run.json); pending before training starts."""
+        """running, interrupted, failed or completed (from run.json); pending before training starts.
+        A study's run is read as `xling study status` reads it (its lock tells a live run from one
+        killed with kill -9: interrupted; trained: no test evaluation yet); a run of `xling train`
+        holds no lock, so after a kill -9 its run.json still says running."""
+        if (self.path / "study.json").is_file():
+            from ..study.state import run_state
+
+            return run_state(self.path)
         return str(self.info.get("status", "pending"))
 
     @property

@@ -124,7 +124,9 @@ def is_locked(run_dir: Path) -> bool:
 
 
 def run_state(run_dir: Path) -> str:
-    """pending | running | interrupted | failed | completed, read from the run directory."""
+    """pending | running | interrupted | failed | trained | completed, read from the run directory
+    (trained: training finished but there is no test evaluation: `--no-eval`, or stopped during it;
+    a study evaluates such a run when it runs again)."""
     if is_complete(run_dir):
         return "completed"
     if not run_dir.is_dir():
@@ -134,6 +136,8 @@ def run_state(run_dir: Path) -> str:
     run = RunDir(run_dir)
     if run.read_study_record().get("status") == "failed":
         return "failed"
+    if run.read_info(tolerant=True).get("status") == "completed":
+        return "trained"
     return "interrupted" if run.info_path.is_file() else "pending"
 
 

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS runs (
     study TEXT, name TEXT, grp TEXT,
     dims TEXT,                    -- JSON: the run's grid values
     config TEXT,                  -- JSON: the full resolved run config
-    status TEXT,                  -- pending | running | interrupted | failed | completed
+    status TEXT,                  -- pending | running | interrupted | failed | trained | completed
     started TEXT, finished TEXT, error TEXT,
     run_dir TEXT,
     steps INTEGER, budget_tokens INTEGER, parameters INTEGER,
