@@ -191,6 +191,8 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
         run.sample("FR")
     with pytest.raises(XlingError, match="metrics split"):
         run.metrics("test")
+    with pytest.raises(XlingError, match="split must be one of"):
+        run.evaluate(split="bogus")
     aligned = run.align(sequences=8, grad_sequences=0, figures=False)
     assert len(aligned["hidden"]["layers"]) == 1 and run.align(reuse=True) == aligned
 
@@ -209,6 +211,10 @@ def test_train_refuses_an_existing_run_and_resumes_a_finished_one(run_copy, tiny
     assert again == run_copy and again.status == "completed" and set(again.evaluation()) == {"L1", "L2"}
     with pytest.raises(XlingError, match="config differs"):
         xling.train(cfg.replace({"train.lr": 0.01}), run_copy.path, resume=True, progress=False)
+    a_file = run_copy.path.parent / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(XlingError, match="an output path must be a directory"):
+        xling.train(cfg, a_file, progress=False)
 
 
 # --------------------------------------------------------------------------- teff

@@ -28,12 +28,15 @@ def cannot_create(path: Path, exc: OSError) -> XlingError:
 
 
 def make_dirs(path: Path) -> Path:
-    """mkdir -p `path`, or `cannot_create` instead of a traceback."""
+    """mkdir -p `path`; one line instead of a traceback where that cannot be (for the CLI and the API alike)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileNotFoundError as exc:
         raise cannot_create(path, exc) from None
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where a directory is needed
+        raise XlingError(f"cannot use {exc.filename or path} ({exc.strerror}): an output path must be a directory, "
+                         "or not exist yet") from None
     return path
 
 
