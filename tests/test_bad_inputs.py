@@ -147,6 +147,11 @@ CASES = [
     ("export out exists", "export {run} {afile}", "already exists"),
     ("export out under /proc", "export {run} /proc/xling-out", "cannot create /proc/xling-out"),
     ("train out under /proc", "train {config} --out /proc/xling-out --quiet", "cannot create /proc/xling-out"),
+    ("teff out a directory", "teff --mono {mono_csv} --runs {runs_csv} --out {empty}", "is a directory: give the output a file name"),
+    ("teff out through a file", "teff --mono {mono_csv} --runs {runs_csv} --out {afile}/x.csv", "is a file, not a directory"),
+    ("bench out through a file", "bench --out {afile}/b.json --steps 1", "is a file, not a directory"),
+    ("align figure through a file", "align {run} --figure {afile}/x.png --sequences 2 --grad-sequences 0",
+     "is a file, not a directory"),
     ("teff out under /proc", "teff --mono {mono_csv} --runs {runs_csv} --out /proc/xling.csv", "cannot create /proc/xling.csv"),
     # --- teff
     ("teff missing csv", "teff --mono {tmp}/no.csv --runs {runs_csv}", "file not found"),

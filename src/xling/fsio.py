@@ -40,6 +40,20 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse at once, before the work that leads to it, an output file that could not be written: a
+    directory, or a path through a file. (Where the disk itself refuses, the write still says so.)"""
+    path = Path(path)
+    if path.is_dir():
+        raise XlingError(f"{path} is a directory: give the output a file name")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise XlingError(f"cannot write {path}: {above} is a file, not a directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path):
     """Open a temp file next to `path` for binary writing; fsync and rename it into place on success.
@@ -47,7 +61,7 @@ def atomic_write(path: Path):
     Readers therefore see either the old file or the complete new one, never a partial write,
     and a crash leaves at most a stray temp file that no reader looks for.
     """
-    path = Path(path)
+    path = check_output_file(path)
     make_dirs(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..api import Run
 from ..api import teff as teff_table
+from ..fsio import check_output_file
 from .command import SEED, count, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
@@ -26,6 +27,8 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def teff(args, overrides) -> int:
+    if args.out:
+        check_output_file(args.out)
     rows = teff_table(args.mono, args.runs, args.form, args.bootstrap, args.seed, not args.no_profile)
     print(efficiency_table(rows))
     runs = Path(args.runs)
@@ -66,6 +69,8 @@ def align(args, overrides) -> int:
     from ..analysis.alignment_plots import plot_hidden
     from ..train.rundir import RunDir
 
+    if args.figure:
+        check_output_file(args.figure)
     w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else False
     computed = []
     for run_dir in args.run_dirs:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..api import Config, Run
 from ..config import RunConfig, load_config
 from ..errors import XlingError
-from ..fsio import read_json
+from ..fsio import check_output_file, read_json
 from .command import LOG_HELP, LOGGERS, SEED, count, number
 from .tables import bench_table, ppl_table
 
@@ -173,6 +173,8 @@ def bench(args, overrides) -> int:
     from ..analysis.bench import run_bench
     from ..fsio import atomic_write_json
 
+    if args.out:
+        check_output_file(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, overrides)
