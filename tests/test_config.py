@@ -1,6 +1,7 @@
 """Config: YAML + dotted overrides, type and range checks with messages that say what to fix."""
 
 import pytest
+import yaml
 
 from xling.config import apply_overrides, from_dict, load_config, parse_override_value
 from xling.errors import XlingError
@@ -64,3 +65,18 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_override_of_a_value_as_a_section_is_an_error():
     with pytest.raises(XlingError, match="not a section"):
         apply_overrides({"train": 3}, {"train.steps": 1})
+
+
+def test_a_language_named_in_another_case_is_the_same_language(tmp_path):
+    many = {"corpus": {"name": "bible"},
+            "languages": {"kind": "real", "corpora": ["web", "lsg", "es"], "names": ["EN", "FR", "ES"],
+                          "mix": {"EN": 0.5, "FR": 0.3, "ES": 0.2}}}
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump(many))
+    # an override in lower case replaces the share it names (it used to add a second key: shares summing to 1.8)
+    cfg = load_config(path, {"languages.mix.fr": 0.2, "languages.mix.en": 0.6})
+    assert cfg.languages.mix == {"EN": 0.6, "FR": 0.2, "ES": 0.2}
+    for key, twice in (("mix", {"EN": 0.5, "fr": 0.2, "FR": 0.1, "ES": 0.2}),
+                       ("transforms", {"FR": ["inverted"], "fr": ["permuted"]})):
+        with pytest.raises(XlingError, match=f"languages.{key} names the language (FR|fr) twice"):
+            load_config(path, {f"languages.{key}": twice})

@@ -238,7 +238,9 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
             if not isinstance(child, dict):
                 raise XlingError(f"--{dotted}: '{part}' is not a section")
             node = child
-        node[parts[-1]] = value
+        # a key already there in another case is the one meant: language names (languages.mix.fr sets FR's share)
+        same = next((k for k in node if isinstance(k, str) and k.lower() == parts[-1].lower()), parts[-1])
+        node[same] = value
     return data
 
 
@@ -440,6 +442,11 @@ def books_part(books: str) -> tuple[int, int] | None:
 def _check_many(cfg: RunConfig) -> None:
     """The keys of a run of many languages (languages.corpora), those that apply only to one, and transforms."""
     lang = cfg.languages
+    for key in ("mix", "transforms"):  # language names match without regard to case (languages.mix.fr is FR)
+        names = list(getattr(lang, key))
+        twice = next((n for i, n in enumerate(names) if n.lower() in {m.lower() for m in names[:i]}), None)
+        _check(twice is None, f"languages.{key} names the language {twice} twice (names match without regard to "
+                              "case): keep one entry")
     for name, steps in lang.transforms.items():
         _check(len(set(steps)) == len(steps), f"languages.transforms.{name} names a transform twice: {steps}")
         _check("clone" not in steps or lang.kind == "clone",
