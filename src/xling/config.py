@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -274,6 +275,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
+def with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """The config with its relative local paths (corpora, tokenizers, an id table) made absolute against
+    the working directory, as a run records them: its evaluation and resume then work from any
+    directory. A path that does not exist here (a Hugging Face dataset's name) stays as it is."""
+    def absolute(p: str) -> str:
+        return os.path.abspath(p) if p and not os.path.isabs(p) and os.path.exists(p) else p
+
+    def corpus(c: CorpusConfig) -> CorpusConfig:
+        return dataclasses.replace(c, paths=[absolute(p) for p in c.paths])
+
+    lang, tok = cfg.languages, cfg.tokenizer
+    return dataclasses.replace(
+        cfg, corpus=corpus(cfg.corpus),
+        tokenizer=dataclasses.replace(tok, path=absolute(tok.path), second_path=absolute(tok.second_path)),
+        languages=dataclasses.replace(lang, second=corpus(lang.second), table=absolute(lang.table)))
+
+
 def dump_yaml(cfg: RunConfig) -> str:
     return yamlio.dump(to_dict(cfg))
 
@@ -296,8 +314,9 @@ RESUMABLE_KEYS = ("name", "train.device", "train.compile", "train.log_every", "t
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted keys whose values differ between two configs (those in `ignore` aside)."""
-    fa, fb = flatten(to_dict(a)), flatten(to_dict(b))
+    """Dotted keys whose values differ between two configs (those in `ignore` aside). Relative paths are
+    compared made absolute (`with_absolute_paths`): a run records them so, and runs recorded earlier did not."""
+    fa, fb = flatten(to_dict(with_absolute_paths(a))), flatten(to_dict(with_absolute_paths(b)))
     return [k for k in fa if fa[k] != fb.get(k) and k not in ignore]
 
 

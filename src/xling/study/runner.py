@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import from_dict, load_yaml, to_dict
+from ..config import from_dict, load_yaml, to_dict, with_absolute_paths
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
@@ -37,7 +37,7 @@ from .store import Store
 
 def _identity(config: dict) -> dict:
     """What makes two runs the same run: the resolved config, its display name aside."""
-    return {k: v for k, v in to_dict(from_dict(config)).items() if k != "name"}
+    return {k: v for k, v in to_dict(with_absolute_paths(from_dict(config))).items() if k != "name"}
 
 
 def find_twin(spec: RunSpec, root: str | Path) -> Path | None:

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import RESUMABLE_KEYS, RunConfig, config_differences
+from ..config import RESUMABLE_KEYS, RunConfig, config_differences, with_absolute_paths
 from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, run_steps
 from ..errors import XlingError
@@ -48,7 +48,9 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None):
         """`live`: loggers (TensorBoard, W&B, CSV) that get every metrics record as it is written; the
         caller closes them (after logging its test results, if it likes)."""
-        self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
+        # relative paths made absolute here: config.yaml and the checkpoints record them so, and the run
+        # then evaluates and resumes from any working directory
+        self.cfg, self.run, self.cache_dir = with_absolute_paths(cfg), RunDir(run_dir), cache_dir
         self.live = live or LiveLog(run_dir)
         self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
 
