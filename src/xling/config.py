@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import re
 import types
 import typing
@@ -275,23 +274,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
-def with_absolute_paths(cfg: RunConfig) -> RunConfig:
-    """The config with its relative local paths (corpora, tokenizers, an id table) made absolute against
-    the working directory, as a run records them: its evaluation and resume then work from any
-    directory. A path that does not exist here (a Hugging Face dataset's name) stays as it is."""
-    def absolute(p: str) -> str:
-        return os.path.abspath(p) if p and not os.path.isabs(p) and os.path.exists(p) else p
-
-    def corpus(c: CorpusConfig) -> CorpusConfig:
-        return dataclasses.replace(c, paths=[absolute(p) for p in c.paths])
-
-    lang, tok = cfg.languages, cfg.tokenizer
-    return dataclasses.replace(
-        cfg, corpus=corpus(cfg.corpus),
-        tokenizer=dataclasses.replace(tok, path=absolute(tok.path), second_path=absolute(tok.second_path)),
-        languages=dataclasses.replace(lang, second=corpus(lang.second), table=absolute(lang.table)))
-
-
 def dump_yaml(cfg: RunConfig) -> str:
     return yamlio.dump(to_dict(cfg))
 
@@ -305,19 +287,6 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-# What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.
-RESUMABLE_KEYS = ("name", "train.device", "train.compile", "train.log_every", "train.eval_every",
-                  "train.checkpoint_every", "train.keep_checkpoints", "eval.window", "eval.last_n", "eval.max_tokens",
-                  "eval.batch_size")
-
-
-def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted keys whose values differ between two configs (those in `ignore` aside). Relative paths are
-    compared made absolute (`with_absolute_paths`): a run records them so, and runs recorded earlier did not."""
-    fa, fb = flatten(to_dict(with_absolute_paths(a))), flatten(to_dict(with_absolute_paths(b)))
-    return [k for k in fa if fa[k] != fb.get(k) and k not in ignore]
 
 
 # --------------------------------------------------------------------------- model dimensions
@@ -384,7 +353,6 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
 
 
 # --------------------------------------------------------------------------- schedules
-
 
 def parse_schedule(text: str) -> list[float]:
     """'0.1_0.9' -> [0.1, 0.9]: K equal stages of training, each with its own total p."""
@@ -462,10 +430,9 @@ def _check_many(cfg: RunConfig) -> None:
     """The keys of a run of many languages (languages.corpora), those that apply only to one, and transforms."""
     lang = cfg.languages
     for key in ("mix", "transforms"):  # language names match without regard to case (languages.mix.fr is FR)
-        names = list(getattr(lang, key))
-        twice = next((n for i, n in enumerate(names) if n.lower() in {m.lower() for m in names[:i]}), None)
-        _check(twice is None, f"languages.{key} names the language {twice} twice (names match without regard to "
-                              "case): keep one entry")
+        names = [n.lower() for n in getattr(lang, key)]
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        _check(twice is None, f"languages.{key} names the language {twice} twice (in any case): keep one entry")
     for name, steps in lang.transforms.items():
         _check(len(set(steps)) == len(steps), f"languages.transforms.{name} names a transform twice: {steps}")
         _check("clone" not in steps or lang.kind == "clone",
@@ -494,6 +461,13 @@ def validate(cfg: RunConfig) -> None:
     lang, tr, ev = cfg.languages, cfg.train, cfg.eval
     if lang.kind == "real":
         _check(lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a real pair has 2 languages")
+        _check(lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only (a pair shares by languages.vocab)")
+    _check(lang.kind == "real" or lang.vocab == "disjoint", "languages.vocab applies to kind 'real' only (a clone shares "
+                                                            "ids by languages.frac_clone)")
+    for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * (lang.kind == "real"):
+        bible = corpus.name == "bible"  # a key of the other kind of corpus would be ignored without a word
+        _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
+        _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")

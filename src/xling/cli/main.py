@@ -148,5 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt:
-        print("\nxling: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
+        print("\nxling: interrupted; finished work is kept: run the same command again (a single run: with "
+              "--resume) to do only what is missing", file=sys.stderr)
         return 130

@@ -64,7 +64,8 @@ def study(args, overrides) -> int:
             except XlingError as exc:  # one broken file should not hide the others
                 print(f"{name:<{width}} invalid: {exc}")
                 continue
-            print(f"{name:<{width}} {len(found.runs):>4} runs  {found.scale:<5}  {found.paper}")
+            print(f"{name:<{width}} {len(found.runs):>4} {'run ' if len(found.runs) == 1 else 'runs'}  {found.scale:<5}  "
+                  f"{found.paper}")
         return 0
     if not args.name:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")

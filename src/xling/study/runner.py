@@ -19,10 +19,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import from_dict, load_yaml, to_dict, with_absolute_paths
+from ..config import load_yaml
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
+from ..identity import run_identity
 from ..train.live_log import unavailable
 from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
@@ -35,11 +36,6 @@ from .store import Store
 # --------------------------------------------------------------------------- reusing a twin run
 
 
-def _identity(config: dict) -> dict:
-    """What makes two runs the same run: the resolved config, its display name aside."""
-    return {k: v for k, v in to_dict(with_absolute_paths(from_dict(config))).items() if k != "name"}
-
-
 def find_twin(spec: RunSpec, root: str | Path) -> Path | None:
     """A completed run of another study under `root` with exactly this run's config.
 
@@ -47,12 +43,12 @@ def find_twin(spec: RunSpec, root: str | Path) -> Path | None:
     1): the config hash at the end of a run id finds the candidates, the full config decides.
     """
     digest = spec.id.rsplit("-", 1)[-1]
-    own = _identity(spec.config)
+    own = run_identity(spec.config)
     for candidate in sorted(Path(root).glob(f"*/*-{digest}")):
         if candidate.parent.name == spec.study or not is_complete(candidate):
             continue
         try:
-            if _identity(load_yaml(RunDir(candidate).config_path)) == own:
+            if run_identity(load_yaml(RunDir(candidate).config_path)) == own:
                 return candidate
         except (XlingError, OSError):  # a config this version cannot read is no twin
             continue
@@ -184,7 +180,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     if not wait:
         counts["elsewhere"] = 0
     parallel = launch.workers > 1 or engine != "local" or launch.gpus
-    log(f"study {study.name}: {len(study.runs)} runs, {counts['completed']} already complete, {len(todo)} to run"
+    log(f"study {study.name}: {len(study.runs)} run{'s' * (len(study.runs) != 1)}, {counts['completed']} already complete, {len(todo)} to run"
         + (f" ({launch.describe()})" if todo and parallel and not auto else ""))
     loggers = _usable_loggers(loggers, log)
     if reuse:

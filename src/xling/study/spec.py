@@ -280,6 +280,10 @@ def available_studies() -> dict[str, Path]:
 
 def find_study(name: str) -> Path:
     path = Path(name)
+    if path.is_dir():  # a run directory, or the runs root, where a study's name is asked for
+        is_run = (path / "config.yaml").is_file()
+        raise XlingError(f"{path} is a {'run ' if is_run else ''}directory, not a study: give a study's name "
+                         "(xling study list) or its YAML file")
     if path.suffix in (".yaml", ".yml") or os.sep in name:
         if not path.is_file():
             raise XlingError(f"study file not found: {path}")

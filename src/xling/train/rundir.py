@@ -31,9 +31,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..config import RESUMABLE_KEYS, RunConfig, config_differences, dump_yaml, from_dict, load_yaml, to_dict, validate
+from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict, validate
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
+from ..identity import RESUMABLE_KEYS, config_differences
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")

@@ -17,11 +17,12 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import RESUMABLE_KEYS, RunConfig, config_differences, with_absolute_paths
+from ..config import RunConfig
 from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
+from ..identity import RESUMABLE_KEYS, config_differences, with_absolute_paths
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
