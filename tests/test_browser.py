@@ -62,9 +62,22 @@ def _png_size(path) -> tuple[int, int]:
 
 
 @needs_browser
-def test_report_screenshot_is_the_whole_page(report_dir):
+def test_report_screenshot_is_the_whole_page(report_dir, tmp_path, tiny_corpus_dir, tmp_path_factory):
+    from xling.report.browser import screenshot
+
     width, height = _png_size(report_dir / "report.png")
     assert width >= 1000 and height > 2000  # the whole page, not one screenful
+    # a table wider than the window widens the picture (the page is centred), so no column is cut off
+    wide = tmp_path / "wide.html"
+    cells = "".join(f"<td>column {i} of many</td>" for i in range(40))
+    wide.write_text(f"<html><body style='max-width:40rem;margin:auto'><table><tr>{cells}</tr></table></body></html>")
+    assert _png_size(screenshot(wide, tmp_path / "wide.png"))[0] > 3000
+    # a report written again without --screenshot leaves no picture of the earlier one beside it
+    _, root = completed_study(tmp_path_factory, tiny_corpus_dir)
+    copy = tmp_path / "report"
+    shutil.copytree(report_dir, copy)
+    assert main(["report", str(copy / "tiny.yaml"), "--root", str(root), "--out", str(copy)]) == 0
+    assert not (copy / "report.png").exists()
 
 
 def test_screenshot_without_a_browser_is_one_line_and_writes_nothing(tiny_corpus_dir, tmp_path_factory, tmp_path,

@@ -158,4 +158,6 @@ class Study:
         path, _ = write_report(self._study, self.root, out, self.db)
         if browser:
             take_screenshot(path.with_suffix(".html"), path.with_suffix(".png"), browser=browser)
+        else:  # a screenshot of an earlier report would no longer show this one
+            path.with_suffix(".png").unlink(missing_ok=True)
         return path

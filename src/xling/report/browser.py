@@ -70,6 +70,7 @@ window.addEventListener("load", () => {
       (h) => h.textContent.trim()), rows: t.tBodies.length ? t.tBodies[0].rows.length : 0, visible: seen(t)})),
     headings: [...document.querySelectorAll("h1, h2, h3")].map((h) => h.textContent.trim()),
     height: Math.ceil(document.documentElement.scrollHeight),
+    width: Math.ceil(document.documentElement.scrollWidth),
   };
   document.body.setAttribute("data-xling-facts", JSON.stringify(facts));
 });
@@ -78,7 +79,8 @@ window.addEventListener("load", () => {
 
 def page_facts(page: str | Path, browser: str | None = None, width: int = 1100) -> dict:
     """What a browser shows of an HTML file: {"images": [{alt, src, complete, width, height,
-    visible}], "tables": [{head, rows, visible}], "headings": [...], "height": pixels}.
+    visible}], "tables": [{head, rows, visible}], "headings": [...], "height": pixels, "width": pixels (more
+    than the window where something, say a wide table, sticks out to the right)}.
 
     The page is copied, with a probe script added, into a scratch file beside it (so that any
     relative links resolve as they would for the page itself) and loaded in a window `width` pixels wide."""
@@ -101,10 +103,14 @@ def page_facts(page: str | Path, browser: str | None = None, width: int = 1100) 
 
 
 def screenshot(page: str | Path, png: str | Path, width: int = 1100, browser: str | None = None) -> Path:
-    """A PNG of the whole page (up to MAX_HEIGHT pixels tall), `width` CSS pixels wide."""
+    """A PNG of the whole page (up to MAX_HEIGHT pixels tall), `width` CSS pixels wide or as wide as the
+    page's widest content (a table of many columns is not cut off)."""
     page, png = Path(page).resolve(), Path(png).resolve()
     browser = browser or require_browser()
-    height = min(max(page_facts(page, browser, width)["height"], 600), MAX_HEIGHT)
+    facts = page_facts(page, browser, width)
+    # the page is centred: every pixel added moves its left edge by half a pixel, so twice the overflow
+    width += 2 * max(0, facts.get("width", width) - width)
+    height = min(max(facts["height"], 600), MAX_HEIGHT)
     make_dirs(png.parent)
     tmp = png.with_name(f".tmp-{png.name}")
     _run(browser, f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={tmp}",

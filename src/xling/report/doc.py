@@ -86,6 +86,6 @@ def _data_url(path: Path) -> str:
 
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45;"
-       "color:#222}table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;"
-       "padding:.25rem .5rem;text-align:left}th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2rem}"
+       "color:#222}table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;"
+       "padding:.25rem .4rem;text-align:left}th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2rem}"
        "figure{margin:1rem 0}img{max-width:100%}figcaption{font-size:.85rem;color:#555}")

@@ -28,6 +28,10 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
         ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7, label=f"{name} law")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # the ladder's own fractions as plain labels (a log axis's minor labels run into each other)
+    fractions = sorted({r.fraction for r in a.rows if r.mono and r.law in a.laws})
+    ax.set_xticks(fractions, [f"{x:.2g}" for x in fractions])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("data fraction x (tokens / budget T)")
     ax.set_ylabel("test perplexity")
     ax.set_title("Monolingual ladder and fitted law")
@@ -67,6 +71,7 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
             _mlpe_curve(a, ax, members, color)
     if y == "teff":
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(bottom=0)  # TEff is never negative; a wide seed interval is cut at 0, not drawn below it
     else:  # perplexities span a wide range; keep MLPE curves from dwarfing the measurements
         ax.set_yscale("log")
         means = [getattr(s, y).mean for s in sel if math.isfinite(getattr(s, y).mean)]
