@@ -16,6 +16,7 @@ import yaml
 
 from conftest import tiny_config_dict
 from xling.cli import main
+from xling.cli.tables import status_table
 from xling.errors import XlingError
 from xling.fsio import read_json
 from xling.recipes import packaged
@@ -173,6 +174,9 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     assert is_complete(second.run_dir(tmp_path))
     done_mtime = (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns
     Trainer(from_dict(first.config), first.run_dir(tmp_path)).fit(progress=False, stop_at=15)  # interrupted at 15
+    row = next(r for r in study_status(study, tmp_path) if r["id"] == first.id)
+    assert (row["state"], row["step"], row["checkpoint"]) == ("interrupted", 15, 10)
+    assert "15/94 (resumes from step 10, its last checkpoint)" in status_table(study, study_status(study, tmp_path))
     restored = []
     original = Trainer._restore
     monkeypatch.setattr(Trainer, "_restore", lambda self: restored.append(original(self)) or restored[-1])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import XlingError
 from ..fsio import atomic_write_json, make_dirs
-from ..train.rundir import RunDir
+from ..train.rundir import RunDir, checkpoint_step
 from .spec import RunSpec, Study, runs_root
 
 
@@ -151,15 +151,18 @@ def record(run_dir: Path, spec: RunSpec, **fields) -> None:
 
 
 def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
-    """One row per run: id, group, state, step, steps, error (from the run directory)."""
+    """One row per run: id, group, state, step (the last one logged), checkpoint (the step a resume starts
+    from), steps, error (from the run directory)."""
     root = runs_root(root)
     rows = []
     for spec in study.runs:
-        run_dir = spec.run_dir(root)
-        info = RunDir(run_dir).read_info(tolerant=True)
-        step = info.get("step") if info.get("status") == "completed" else _last_step(run_dir)
-        rows.append({"id": spec.id, "group": spec.group, "state": run_state(run_dir), "step": step or 0,
-                     "steps": info.get("steps"), "error": RunDir(run_dir).read_study_record().get("error", "")})
+        run = RunDir(spec.run_dir(root))
+        info = run.read_info(tolerant=True)
+        step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)
+        checkpoints = run.checkpoint_dirs() if run.path.is_dir() else []
+        rows.append({"id": spec.id, "group": spec.group, "state": run_state(run.path), "step": step or 0,
+                     "checkpoint": checkpoint_step(checkpoints[-1]) if checkpoints else 0,
+                     "steps": info.get("steps"), "error": run.read_study_record().get("error", "")})
     return rows
 
 
