@@ -195,6 +195,9 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
         run.metrics("test")
     with pytest.raises(XlingError, match="split must be one of"):
         run.evaluate(split="bogus")
+    for read in (lambda r: r.metrics(), lambda r: r.evaluation()):  # not a run: said so, not [] or "not yet"
+        with pytest.raises(XlingError, match="is not a run directory"):
+            read(xling.Run(run.path.parent / "nope"))
     aligned = run.align(sequences=8, grad_sequences=0, figures=False)
     assert len(aligned["hidden"]["layers"]) == 1 and run.align(reuse=True) == aligned
 

@@ -90,7 +90,7 @@ class Run:
         if split not in _SPLITS:
             raise XlingError(f"metrics split must be {' or '.join(_SPLITS)}, got {split!r} (test: Run.evaluation())")
         rows = []
-        for record in self._dir().read_metrics():
+        for record in self._dir().require().read_metrics():
             if (split == "train") != ("loss" in record) or (split == "valid" and record.get("split") != "valid"):
                 continue
             row = {k: v for k, v in record.items() if k not in ("losses", "tokens", "split")}
@@ -104,7 +104,7 @@ class Run:
 
     def evaluation(self, split: str = "test") -> dict[str, dict]:
         """The stored evaluation: {language: {loss, ppl, tokens_scored}} (`evaluate` computes it)."""
-        path = self.eval_path(split)
+        path = self._dir().require().eval_path(split)
         if not path.is_file():
             raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "
                              f"(or xling eval {self.path})")

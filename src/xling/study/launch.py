@@ -165,7 +165,7 @@ class Launch:
         if engine not in ("local", "ray"):
             raise XlingError(f"--engine must be local or ray, got '{engine}'")
         if workers is not None and workers < 1:
-            raise XlingError(f"--workers must be >= 1, got {workers}")
+            raise XlingError(f"--workers (from Python: workers=) must be >= 1, got {workers}")
         places = None
         if engine == "ray":
             if gpus not in (None, "auto"):

@@ -64,7 +64,8 @@ class Trainer:
             return
         if not resume:
             raise XlingError(
-                f"run directory {self.run.path} already exists: pass --resume to continue it, or choose another --out"
+                f"run directory {self.run.path} already exists: pass --resume (from Python: resume=True) to continue it, "
+                "or choose another output directory"
             )
         differ = config_differences(self.run.read_config(), self.cfg, ignore=RESUMABLE_KEYS)
         if differ:
