@@ -246,7 +246,7 @@ def read_csv_rows(path: str | os.PathLike, required_columns: Sequence[str]) -> l
     """
     p = Path(path)
     if not p.is_file():
-        raise XlingError(f"{p}: file not found; pass an existing CSV file")
+        raise XlingError(f"{p}: {'a directory' if p.is_dir() else 'file not found'}; pass an existing CSV file")
     try:
         return _read_csv_rows(p, required_columns)
     except UnicodeDecodeError as exc:

@@ -111,7 +111,8 @@ def load_task_file(path: str | Path, setup) -> Task:
     """A GLUE-like classification task from a local CSV or JSONL file (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise XlingError(f"task file {path} not found: give a .csv or .jsonl file, or --task {BIBLE_TASK}")
+        what = "is a directory" if path.is_dir() else "not found"
+        raise XlingError(f"task file {path} {what}: give a .csv or .jsonl file, or --task {BIBLE_TASK}")
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise XlingError(f"task file {path} must end in .csv or .jsonl")
     rows = _read_rows(path)

@@ -103,7 +103,8 @@ def load_brought(path: str, key: str = "tokenizer.path") -> Tokenizer | HFTokeni
     if file.is_dir() and (file / HF_FILE).is_file():
         file = file / HF_FILE
     if not file.is_file():
-        raise XlingError(f"{key} {path} not found: give a SentencePiece .model file or a Hugging Face tokenizer.json")
+        what = "is a directory without a tokenizer.json" if file.is_dir() else "not found"
+        raise XlingError(f"{key} {path} {what}: give a SentencePiece .model file or a Hugging Face tokenizer.json")
     try:
         data = file.read_bytes()
     except OSError as exc:

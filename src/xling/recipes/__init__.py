@@ -28,6 +28,9 @@ def config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        run = " (a run's config: its config.yaml)" if (path / "config.yaml").is_file() else ""
+        raise XlingError(f"{path} is a directory: give a config file or a packaged config's name{run}")
     configs = packaged("configs")
     if path.suffix in ("", ".yaml") and path.stem in configs and len(path.parts) == 1:
         return configs[path.stem]
