@@ -131,6 +131,8 @@ def test_config_command_resolves_the_builtin_corpus(capsys):
     assert code == 0
     cfg = yaml.safe_load(out)
     assert cfg["corpus"]["translation"] == "lsg" and cfg["languages"]["p"] == 0.5
+    code, out, _ = run_cli(capsys, "config", "--name", "mine")  # the one top-level key, as `--help` lists it
+    assert code == 0 and yaml.safe_load(out)["name"] == "mine"
 
 
 def test_unwritable_output_directory(capsys, config_file):

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..api import Run
 from ..api import teff as teff_table
 from ..fsio import check_output_file
-from .command import SEED, count, number
+from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
 
@@ -21,7 +21,7 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--form", default="loss", choices=["loss", "paper", "both"],
                    help="law form: loss (ln PPL = E + A x^-alpha), paper (1/PPL = c - a x^-b, the paper's) or both")
     p.add_argument("--bootstrap", type=count(0, 100_000), default=1000, help="bootstrap resamples for the intervals")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--no-profile", action="store_true",
                    help="skip the profile-likelihood intervals (~30-50 ms a row; for tables of thousands of rows)")
 
@@ -51,17 +51,17 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", nargs=2, metavar=("LANG_A", "LANG_B"), help="the two languages (default: the first two)")
     p.add_argument("--sequences", type=count(1), default=500, help="probe sequences for hidden states")
     p.add_argument("--grad-sequences", type=count(0), default=100, help="probe sequences for gradients (2 backward passes each)")
-    p.add_argument("--batch-size", type=count(1, 2**16), default=16)
+    p.add_argument("--batch-size", type=count(1, 2**16), default=16, help="probe sequences per forward pass (default 16)")
     p.add_argument("--word2vec", action="store_true", help="clones: also train the word2vec (CBOW) control on the run's training stream")
     p.add_argument("--w2v-size", type=count(0, 65536), default=0, help="word2vec vector size (0: the model width)")
-    p.add_argument("--w2v-window", type=count(1, 1000), default=5)
+    p.add_argument("--w2v-window", type=count(1, 1000), default=5, help="word2vec context window (default 5)")
     p.add_argument("--w2v-epochs", type=count(1, 1000), default=1, help="passes over the run's training stream")
     p.add_argument("--reuse", action="store_true", help="read a run's existing alignment.json instead of recomputing it")
     p.add_argument("--checkpoints", choices=["last", "all"], default="last",
                    help="all: also every checkpoint the run kept (train.keep_checkpoints log or all), over training")
     p.add_argument("--figure", help="also write a per-layer hidden-state plot of all runs to this PNG")
     p.add_argument("--no-figures", action="store_true", help="skip the per-run PNGs")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def align(args, overrides) -> int:
@@ -100,11 +100,11 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="bible-parts", help="bible-parts (built in) or a CSV / JSONL file with text, label "
                    "[, text2, split, text_<LANG>] columns")
     p.add_argument("--train-language", help="language to fine-tune in (default: the run's first language)")
-    p.add_argument("--steps", type=count(1), default=300)
-    p.add_argument("--batch-size", type=count(1, 2**16), default=32)
-    p.add_argument("--lr", type=number(0, 10, above=True), default=3e-4)
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=count(1), default=300, help="fine-tuning steps (default 300)")
+    p.add_argument("--batch-size", type=count(1, 2**16), default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=number(0, 10, above=True), default=3e-4, help="learning rate (default 3e-4)")
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def transfer(args, overrides) -> int:

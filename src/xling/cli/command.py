@@ -19,6 +19,8 @@ class Command:
 
 
 ROOT_HELP = "directory of run directories (default: $XLING_RUNS or ./runs)"
+DEVICE_HELP = "auto (default: a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
+SEED_HELP = "random seed (default 0)"
 DB_HELP = "SQLite results store (default: ROOT/xling.db)"
 LOGGERS = ("tensorboard", "wandb", "csv")  # --log choices (train.live_log.LOGGERS, which imports torch)
 LOG_HELP = ("log training as it goes (repeatable): tensorboard (RUN_DIR/tensorboard/), wandb (an offline run in "

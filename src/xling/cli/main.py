@@ -88,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
-    """Take `--section.key VALUE` / `--section.key=VALUE` pairs out of argv before argparse sees them."""
+    """Take `--section.key VALUE` / `--section.key=VALUE` pairs (and `--name VALUE`, the run's name, the one
+    top-level key) out of argv before argparse sees them."""
     rest, overrides, i = [], {}, 0
     while i < len(argv):
         arg = argv[i]
         key = arg[2:].partition("=")[0]
-        if not (arg.startswith("--") and "." in key and not key.startswith(".")):
+        if not (arg.startswith("--") and (("." in key and not key.startswith(".")) or key == "name")):
             rest.append(arg)
             i += 1
             continue

@@ -16,7 +16,7 @@ from ..api import Config, Run
 from ..config import RunConfig, load_config
 from ..errors import XlingError
 from ..fsio import check_output_file, read_json
-from .command import LOG_HELP, LOGGERS, SEED, count, number
+from .command import DEVICE_HELP, LOG_HELP, LOGGERS, SEED, SEED_HELP, count, number
 from .tables import bench_table, ppl_table
 
 
@@ -101,9 +101,9 @@ def train(args, overrides) -> int:
 
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
-    p.add_argument("--split", default="test", choices=["test", "valid", "train"])
+    p.add_argument("--split", default="test", choices=["test", "valid", "train"], help="the split to score (default test)")
     p.add_argument("--max-tokens", type=count(0, 10**12), default=None, help="score only a prefix of each language's stream")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _evaluation_table(run: Run, split: str) -> str:
@@ -123,11 +123,11 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--language", required=True, help="a language name of the run, e.g. EN2")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    p.add_argument("--tokens", type=count(1, 100_000), default=60, help="tokens to generate")
+    p.add_argument("--tokens", type=count(1, 100_000), default=60, help="tokens to generate (default 60)")
     p.add_argument("--temperature", type=number(0, 100), default=0.8, help="0: greedy")
     p.add_argument("--top-k", type=count(0, 10**7), default=40, help="0: no top-k cut")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def sample(args, overrides) -> int:
