@@ -32,6 +32,7 @@ CASES = [
      "unknown Bible translation"),
     ("corpus paths for a Bible", f"{T} --corpus.name bible", "corpus.paths is for your own text"),
     ("corpus books for own text", f"{T} --corpus.books odd", "corpus.books applies to the built-in Bibles only"),
+    ("second paths empty", f"{T} --languages.kind real --languages.second.name text", "languages.second.paths is empty"),
     ("vocab for clones", f"{T} --languages.vocab joint", "languages.vocab applies to kind 'real' only"),
     ("frac_clone for a real pair", f"{T} --languages.kind real --languages.frac_clone 0.5",
      "languages.frac_clone applies to kind 'clone' only"),

@@ -78,5 +78,5 @@ def test_a_language_named_in_another_case_is_the_same_language(tmp_path):
     assert cfg.languages.mix == {"EN": 0.6, "FR": 0.2, "ES": 0.2}
     for key, twice in (("mix", {"EN": 0.5, "fr": 0.2, "FR": 0.1, "ES": 0.2}),
                        ("transforms", {"FR": ["inverted"], "fr": ["permuted"]})):
-        with pytest.raises(XlingError, match=f"languages.{key} names the language (FR|fr) twice"):
+        with pytest.raises(XlingError, match=f"languages.{key} names a language twice"):
             load_config(path, {f"languages.{key}": twice})

@@ -431,8 +431,7 @@ def _check_many(cfg: RunConfig) -> None:
     lang = cfg.languages
     for key in ("mix", "transforms"):  # language names match without regard to case (languages.mix.fr is FR)
         names = [n.lower() for n in getattr(lang, key)]
-        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-        _check(twice is None, f"languages.{key} names the language {twice} twice (in any case): keep one entry")
+        _check(len(set(names)) == len(names), f"languages.{key} names a language twice (in any case): {names}")
     for name, steps in lang.transforms.items():
         _check(len(set(steps)) == len(steps), f"languages.transforms.{name} names a transform twice: {steps}")
         _check("clone" not in steps or lang.kind == "clone",
@@ -468,6 +467,7 @@ def validate(cfg: RunConfig) -> None:
         bible = corpus.name == "bible"  # a key of the other kind of corpus would be ignored without a word
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
+        _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")

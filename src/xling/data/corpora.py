@@ -371,7 +371,8 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
         raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
     empty = [s for s in splits if not counts.get(s)]
     if empty:
-        more = "set corpus.doc_per_line: true or add more text" if corpus.name == "text" else "add more documents"
+        text_files = corpus.name == "text" and not corpus.doc_per_line
+        more = "set corpus.doc_per_line: true or add more text" if text_files else "add more documents"
         raise XlingError(f"corpus has only {total} documents, too few to split 90/5/5 "
                          f"(the {empty[0]} split is empty): {more}")
 
