@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from xling.config import parse_schedule
 from xling.data import languages as L
 from xling.data import mixture as MIX
 from xling.errors import XlingError
+from xling.notation import parse_schedule
 
 
 def test_full_clone_shifts_every_id_but_pad():

@@ -5,9 +5,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from xling.config import parse_schedule
 from xling.data import languages as L
 from xling.data import mixture as MIX
+from xling.notation import parse_schedule
 
 small_vocab = st.integers(min_value=2, max_value=300)
 clones = st.integers(min_value=1, max_value=6)

@@ -179,7 +179,7 @@ def test_runs_queued_in_the_pool_do_not_start_after_an_interrupt(tmp_path):
     import threading
 
     # one worker, three tasks: the pool queues the second behind the first at once; Ctrl-C comes while
-    # the first runs (here to this process only: the worker finishes its task, as after `kill -INT`)
+    # the first runs (here to this process only, as after `kill -INT`: the runner passes it on to its workers)
     results = Launch("local", 1, 1).run_each(_mark_then_sleep, [_Task(n) for n in range(3)], str(tmp_path))
     interrupter = threading.Thread(target=lambda: (_wait_for(tmp_path / "0"), signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)))
     interrupter.start()

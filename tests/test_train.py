@@ -78,8 +78,8 @@ def test_resumed_run_reproduces_uninterrupted_losses_exactly(tiny_corpus_dir, ti
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_a_relative_corpus_path_is_recorded_absolute_so_the_run_works_from_anywhere(tiny_corpus_dir, tmp_path,
-                                                                                      monkeypatch):
+def test_a_run_with_a_relative_corpus_path_is_read_from_anywhere_and_resumes_where_it_trained(
+        tiny_corpus_dir, tmp_path, monkeypatch):
     import yaml
 
     monkeypatch.chdir(tiny_corpus_dir.parent)
@@ -87,11 +87,10 @@ def test_a_relative_corpus_path_is_recorded_absolute_so_the_run_works_from_anywh
     out = tmp_path / "relative"
     Trainer(relative, out).fit(progress=False, stop_at=6)
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["corpus"]["paths"] == [str(tiny_corpus_dir)]
-    Trainer(relative, out).fit(resume=True, progress=False)  # the same relative config still resumes it
-    monkeypatch.chdir(tmp_path)  # elsewhere, the run reads its own config.yaml
+    assert saved["corpus"]["paths"] == [tiny_corpus_dir.name]  # as written: a project moved whole still resumes
+    Trainer(relative, out).fit(resume=True, progress=False)
+    monkeypatch.chdir(tmp_path)  # elsewhere, the run's relative paths are found where it trained
     assert set(evaluate_run(out, max_tokens=0)[0]["languages"]) == {"L1", "L2"}
-    assert Trainer(RunDir(out).read_config(), out).fit(resume=True, progress=False)["status"] == "completed"
 
 
 def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp_path):

@@ -1,9 +1,6 @@
-"""Typed run configuration: dataclasses that double as the YAML schema and the CLI flags.
-
-A run is fully described by one `RunConfig`. YAML files and `--section.key value` overrides
-are validated against these dataclasses: unknown keys get a "did you mean" hint, values are
-type-checked, and ranges are checked in `validate()`.
-"""
+"""Typed run configuration: dataclasses that double as the YAML schema and the CLI flags. YAML files
+and `--section.key value` overrides are checked against them (unknown keys get a "did you mean"
+hint, values are type-checked) and by `validate()`."""
 
 from __future__ import annotations
 
@@ -21,6 +18,7 @@ import yaml
 
 from . import yamlio
 from .errors import XlingError
+from .notation import books_part, parse_schedule
 from .recipes import config_path
 
 # Validation rules live next to the fields they check (field metadata); `validate` applies them
@@ -352,23 +350,6 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
     return ModelDims(n_layers, d_model, n_heads, cfg.d_mlp or d_mlp, cfg.seq_len, vocab_size, d_head)
 
 
-# --------------------------------------------------------------------------- schedules
-
-def parse_schedule(text: str) -> list[float]:
-    """'0.1_0.9' -> [0.1, 0.9]: K equal stages of training, each with its own total p."""
-    parts = str(text).strip().split("_")
-    try:
-        values = [float(part) for part in parts]
-    except ValueError:
-        raise XlingError(
-            f"malformed schedule '{text}': write stage probabilities joined by '_', e.g. 0.1_0.9"
-        ) from None
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if bad:
-        raise XlingError(f"schedule '{text}' has probabilities outside [0, 1]: {bad}")
-    return values
-
-
 # --------------------------------------------------------------------------- validation
 
 _NAME_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
@@ -419,13 +400,6 @@ def _check_value(rules: dict, value, path: str) -> None:
            f"per language of languages.corpora), got '{value}'")
 
 
-def books_part(books: str) -> tuple[int, int] | None:
-    """'2/7' -> (2, 7): part I of N (1 <= I <= N); None for anything else."""
-    match = re.fullmatch(r"([1-9][0-9]*)/([1-9][0-9]*)", str(books))
-    part = (int(match.group(1)), int(match.group(2))) if match else None
-    return part if part and part[0] <= part[1] else None
-
-
 def _check_many(cfg: RunConfig) -> None:
     """The keys of a run of many languages (languages.corpora), those that apply only to one, and transforms."""
     lang = cfg.languages
@@ -454,20 +428,29 @@ def _check_many(cfg: RunConfig) -> None:
     _check(not lang.mix or abs(total - 1.0) <= 1e-6, f"languages.mix shares must sum to 1, got {total:.6g}")
 
 
-def validate(cfg: RunConfig) -> None:
-    """Every field's own rule, then the checks that relate several fields."""
-    _check_rules(cfg)
-    lang, tr, ev = cfg.languages, cfg.train, cfg.eval
-    if lang.kind == "real":
-        _check(lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a real pair has 2 languages")
-        _check(lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only (a pair shares by languages.vocab)")
+def _check_keys_apply(cfg: RunConfig) -> None:
+    """Refuse a key that this kind of run or corpus would ignore without a word."""
+    lang = cfg.languages
+    _check(lang.kind == "clone" or lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only "
+                                                           "(a pair shares by languages.vocab)")
     _check(lang.kind == "real" or lang.vocab == "disjoint", "languages.vocab applies to kind 'real' only (a clone shares "
                                                             "ids by languages.frac_clone)")
     for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * (lang.kind == "real"):
-        bible = corpus.name == "bible"  # a key of the other kind of corpus would be ignored without a word
+        bible = corpus.name == "bible"
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
         _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
+
+
+def validate(cfg: RunConfig, recorded: bool = False) -> None:
+    """Every field's own rule, then the checks that relate several fields. `recorded`: a run's own
+    config.yaml, which may predate the refusal of keys a run ignores (it stays readable)."""
+    _check_rules(cfg)
+    lang, tr, ev = cfg.languages, cfg.train, cfg.eval
+    _check(lang.kind == "clone" or lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a "
+                                                         "real pair has 2 languages")
+    if not recorded:
+        _check_keys_apply(cfg)
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")

@@ -144,7 +144,7 @@ class Config:
     `print(cfg)` shows it as YAML.
     """
 
-    __slots__ = ("_cfg",)
+    __slots__ = ("_cfg", "_recorded")
 
     def __init__(self, source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, /,
                  **sections: Any) -> None:
@@ -173,7 +173,9 @@ class Config:
                 data[key] = copy.deepcopy(value)
         data = apply_overrides(data, {**dotted, **dict(overrides or {})})
         cfg = from_dict(data)
-        validate(cfg)
+        # a run's own config (Run.config, a resume) may predate the refusal of keys a run ignores
+        self._recorded = isinstance(source, RunConfig) or (isinstance(source, Config) and source._recorded)
+        validate(cfg, recorded=self._recorded)
         self._cfg = cfg
 
     # ------------------------------------------------------------------ the sections
@@ -290,7 +292,7 @@ class Config:
 
     def validate(self) -> Config:
         """Check the config again after changing its sections in place; returns it."""
-        validate(self._cfg)
+        validate(self._cfg, recorded=self._recorded)
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -309,6 +311,6 @@ class Config:
 
 def unwrap(config: Config | ConfigSource) -> RunConfig:
     """The validated RunConfig behind a Config (or anything `Config` accepts). Internal."""
-    cfg = (config if isinstance(config, Config) else Config(config))._cfg
-    validate(cfg)
-    return cfg
+    config = config if isinstance(config, Config) else Config(config)
+    validate(config._cfg, recorded=config._recorded)
+    return config._cfg

@@ -149,6 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt:
-        print("\nxling: interrupted; finished work is kept: run the same command again (a single run: with "
-              "--resume) to do only what is missing", file=sys.stderr)
+        print("\nxling: interrupted; a study, a run or prepare goes on from where it stopped when you run the same "
+              "command again (a single run: with --resume)", file=sys.stderr)
         return 130

@@ -79,16 +79,16 @@ def train(args, overrides) -> int:
     if args.config is None:
         if not args.out:
             raise XlingError("--resume without a config needs the run directory: xling train RUN_DIR --resume")
-        cfg_path = RunDir(args.out).require().config_path
+        source = RunDir(args.out).read_config()  # the run's own config, as it recorded it
     else:
-        cfg_path = args.config
-    cfg = Config(cfg_path, overrides)
-    out = Path(args.out or Path("runs") / (cfg.name or Path(cfg_path).stem))
+        source = args.config
+    cfg = Config(source, overrides)
+    out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
     run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
                     loggers=args.log or ())
     if world_from_env().rank:  # torchrun: rank 0 reports and evaluates
         return 0
-    if run.status != "completed":
+    if run.info.get("status") != "completed":  # training's own record (a study's run without eval is "trained")
         return 1
     print(ppl_table(run.info["valid"], f"validation perplexity ({out})"))
     if not args.no_eval:

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CorpusConfig, RunConfig, books_part, num_languages
+from ..config import CorpusConfig, RunConfig, num_languages
 from ..errors import XlingError
 from ..fsio import json_key
+from ..notation import books_part
 from . import sources
 from .sources import (
     LOCAL_NAMES,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import RunConfig, parse_schedule
+from ..config import RunConfig
 from ..errors import XlingError
+from ..notation import parse_schedule
 from .corpora import language_index, language_names
 from .transforms import WORD_ORDER
 

@@ -28,12 +28,12 @@ def config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    configs = packaged("configs")
+    if path.suffix in ("", ".yaml") and path.stem in configs and len(path.parts) == 1:
+        return configs[path.stem]  # before a directory of the same name (its run, runs/NAME)
     if path.is_dir():
         run = " (a run's config: its config.yaml)" if (path / "config.yaml").is_file() else ""
         raise XlingError(f"{path} is a directory: give a config file or a packaged config's name{run}")
-    configs = packaged("configs")
-    if path.suffix in ("", ".yaml") and path.stem in configs and len(path.parts) == 1:
-        return configs[path.stem]
     close = difflib.get_close_matches(str(name_or_path), list(configs), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise XlingError(f"config file not found: {path} ({hint}packaged configs: {', '.join(configs)})")

@@ -126,6 +126,14 @@ def auto_workers(todo: list[RunSpec]) -> int:
     return max(1, min(cores, len(todo), fits))
 
 
+def _interrupt(pool: cf.ProcessPoolExecutor) -> None:
+    """Ctrl-C to the pool's workers (one that had it already ignores a second: workers._on_interrupt)."""
+    processes = getattr(pool, "_processes", None) or {}  # the executor's own table: no public way to them
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGINT)
+
+
 @contextlib.contextmanager
 def _ctrl_c_held_back():
     """Block SIGINT in this thread meanwhile: a process started now inherits the block, so a Ctrl-C
@@ -222,20 +230,25 @@ class Launch:
         finish. `fn` must be a module-level function (the workers import it by name). Stopped early
         (Ctrl-C, an error), the runs still queued do not start; the running ones end as Ctrl-C ends them."""
         pool, stop = self.pool()
+        futures = []
         with pool:
-            with _ctrl_c_held_back():  # the workers start now, and must not die of a Ctrl-C while they import
-                futures = [pool.submit(guarded, fn, spec.to_json(), *args) for spec in todo]
             try:
+                with _ctrl_c_held_back():  # the workers start now, and must not die of a Ctrl-C while they import
+                    futures = [pool.submit(guarded, fn, spec.to_json(), *args) for spec in todo]
                 for future in cf.as_completed(futures):
-                    yield future.result()
+                    result = future.result()
+                    if result is not None:  # None: a task its worker did not start after Ctrl-C
+                        yield result
             except cf.process.BrokenProcessPool:
                 raise XlingError("a worker process died (out of memory? or, from Python, a script whose top level "
                                  "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
                                  "perhaps with fewer workers") from None
-            except BaseException:
+            except BaseException as exc:
                 stop.set()  # before the pool's exit waits: the tasks it has already queued return at once
                 for f in futures:
                     f.cancel()
+                if isinstance(exc, KeyboardInterrupt):  # reached this process only (kill -INT, a notebook's
+                    _interrupt(pool)                     # interrupt): the running runs stop too
                 raise
 
     def _ray(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:

@@ -280,17 +280,17 @@ def available_studies() -> dict[str, Path]:
 
 def find_study(name: str) -> Path:
     path = Path(name)
-    if path.is_dir():  # a run directory, or the runs root, where a study's name is asked for
-        is_run = (path / "config.yaml").is_file()
-        raise XlingError(f"{path} is a {'run ' if is_run else ''}directory, not a study: give a study's name "
-                         "(xling study list) or its YAML file")
-    if path.suffix in (".yaml", ".yml") or os.sep in name:
+    if path.suffix in (".yaml", ".yml") or (os.sep in name and not path.is_dir()):
         if not path.is_file():
             raise XlingError(f"study file not found: {path}")
         return path
     found = available_studies()
-    if name in found:
+    if name in found:  # before a directory of the same name (a study's runs under ./runs/NAME)
         return found[name]
+    if path.is_dir():  # a run directory, or the runs root, where a study's name is asked for
+        is_run = (path / "config.yaml").is_file()
+        raise XlingError(f"{path} is a {'run ' if is_run else ''}directory, not a study: give a study's name "
+                         "(xling study list) or its YAML file")
     close = difflib.get_close_matches(name, list(found), n=1, cutoff=0.4)
     hint = f"did you mean '{close[0]}'? " if close else ""
     listing = ", ".join(found)

@@ -15,7 +15,7 @@ from ..errors import warnings_to_stderr
 from .placement import GPU_VARIABLE
 
 # Ctrl-C in a terminal reaches every process of its group: the runner and each worker at once.
-_interrupted = False  # this worker has had a Ctrl-C (or its pool was told to stop): start nothing more
+_interrupted = False  # this worker has had a Ctrl-C: start nothing more
 _busy = False  # a run (or an analysis) is executing in this worker
 _stop = None  # the pool's multiprocessing Event: set by the runner when it stops early
 
@@ -35,7 +35,8 @@ def init_pool_worker(threads: int, gpu_places, stop) -> None:
     (a multiprocessing Event) checked before each task (`guarded`)."""
     global _stop
     _stop = stop
-    signal.signal(signal.SIGINT, _on_interrupt)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a runner that ignores Ctrl-C: so do its workers
+        signal.signal(signal.SIGINT, _on_interrupt)
     if hasattr(signal, "pthread_sigmask"):  # the runner started this process with Ctrl-C held back (Launch.run_each)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     init_worker(threads, gpu_places)
@@ -45,9 +46,10 @@ def guarded(fn, *args):
     """fn(*args) in a pool worker, unless the runner has stopped or Ctrl-C has reached this worker:
     then None, at once (a run queued in the pool must not start after Ctrl-C)."""
     global _busy
+    _busy = True  # first: a Ctrl-C from here on stops fn, or keeps it from starting
     if _interrupted or (_stop is not None and _stop.is_set()):
+        _busy = False
         return None
-    _busy = True
     try:
         return fn(*args)
     finally:

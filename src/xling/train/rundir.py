@@ -103,7 +103,7 @@ class RunDir:
         """config.yaml, validated like any config: a run directory may come from someone else."""
         try:
             cfg = from_dict(load_yaml(self.require().config_path))
-            validate(cfg)
+            validate(cfg, recorded=True)
             return cfg
         except XlingError as exc:
             # A config key this version does not know usually means a newer xling wrote the run.

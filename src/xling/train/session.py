@@ -18,6 +18,7 @@ import torch
 from ..config import RunConfig, resolve_model
 from ..data.stream import LanguageSetup
 from ..errors import XlingError
+from ..identity import resolve_relative
 from ..model.gpt import GPT
 from .portable import run_languages
 from .rundir import RunDir, checkpoint_step
@@ -173,7 +174,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
     worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
-    cfg = run.read_config()
+    cfg = resolve_relative(run.read_config(), run.read_info().get("workdir"))  # read from anywhere
     setup = run_languages(run, cfg, cache_dir)
     dev = pick_device(device)
     if dev.type == "cpu":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..data.mixture import tokens_per_language
 from ..data.stream import TrainStream, budget_steps, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
-from ..identity import RESUMABLE_KEYS, config_differences, with_absolute_paths
+from ..identity import RESUMABLE_KEYS, config_differences
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
@@ -49,9 +50,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None):
         """`live`: loggers (TensorBoard, W&B, CSV) that get every metrics record as it is written; the
         caller closes them (after logging its test results, if it likes)."""
-        # relative paths made absolute here: config.yaml and the checkpoints record them so, and the run
-        # then evaluates and resumes from any working directory
-        self.cfg, self.run, self.cache_dir = with_absolute_paths(cfg), RunDir(run_dir), cache_dir
+        self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
         self.live = live or LiveLog(run_dir)
         self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
 
@@ -237,6 +236,7 @@ class Trainer:
                 saved["shares"] = dict(zip(self.setup.names, mix.shares))
             info = run.update_info(
                 status="running", xling_version=__version__, languages=self.setup.names,
+                workdir=os.getcwd(),  # where its relative paths point (identity.resolve_relative)
                 model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
                 steps=self.steps, budget_steps=self.budget_steps,
                 budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,

@@ -1,0 +1,29 @@
+"""Short notations inside configs: a schedule of p ('0.1_0.9') and a part of the Bible's books ('2/7')."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import XlingError
+
+
+def parse_schedule(text: str) -> list[float]:
+    """'0.1_0.9' -> [0.1, 0.9]: K equal stages of training, each with its own total p."""
+    parts = str(text).strip().split("_")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise XlingError(
+            f"malformed schedule '{text}': write stage probabilities joined by '_', e.g. 0.1_0.9"
+        ) from None
+    bad = [v for v in values if not 0.0 <= v <= 1.0]
+    if bad:
+        raise XlingError(f"schedule '{text}' has probabilities outside [0, 1]: {bad}")
+    return values
+
+
+def books_part(books: str) -> tuple[int, int] | None:
+    """'2/7' -> (2, 7): part I of N (1 <= I <= N); None for anything else."""
+    match = re.fullmatch(r"([1-9][0-9]*)/([1-9][0-9]*)", str(books))
+    part = (int(match.group(1)), int(match.group(2))) if match else None
+    return part if part and part[0] <= part[1] else None
