@@ -292,7 +292,9 @@ def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_co
     (["direction holds, not significant", "contradicted", "contradicted"], "not supported"),
     (["direction holds, not significant", "not supported"], "not supported"),
     (["direction holds, not significant", "direction holds (one seed, no interval)"], "direction holds, not significant"),
-    (["direction holds (one seed, no interval)", "not supported (one seed)"], "partly"),  # one seed: directions only
+    (["direction holds (one seed, no interval)", "not supported (one seed)"], "not supported (one seed)"),
+    (["direction holds (one seed, no interval)", "direction holds (one seed, no interval)", "not tested"],
+     "direction holds (one seed, no interval)"),
     (["not tested"], "not tested"),
 ])
 def test_combine_calls_a_claim_partly_only_where_some_part_is_supported(statuses, combined):

@@ -16,7 +16,7 @@ from ..analysis.efficiency import efficiency
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
-from .verdict import Check, Evidence, Status, combine, compare, vs_one
+from .verdict import NOT_TESTED, Check, Evidence, Status, combine, compare, vs_one
 
 
 @dataclass
@@ -165,7 +165,10 @@ def claim_4(a: Analysis, alignment: list[Evidence]) -> Judged:
         lines.append(f"By {axis} ({model or f'{length:g}x'}): minority TEff at 90/10 "
                      + ", ".join(f"{v}: {fmt_interval(t)}" for v, t in zip(steps, teffs)) + f" — grows: {grows.status}.")
         lines.extend(x[1] for x in (first, last) if x)
-        wins = Status.SUPPORTED if last and last[0] else Status.NOT_SUPPORTED  # significantly, on both languages
+        if grows.status is Status.NOT_TESTED or last is None:  # no TEff (no ladder), or no 50/50 to beat
+            tests.append(NOT_TESTED)
+            continue
+        wins = Status.SUPPORTED if last[0] else Status.NOT_SUPPORTED  # significantly, on both languages
         tests.append(grows.with_status(combine([grows.status, wins])))
     if not tests:
         for length, model in _scales(_clone(S, "L2", p=0.1)):

@@ -104,10 +104,11 @@ _ONE_SEED = (Status.HOLDS_ONE_SEED, Status.NOT_SUPPORTED_ONE_SEED)
 
 def combine(statuses: list[Status]) -> Status:
     """One status for several checks: the common one; else "partly" when some part is supported
-    (significantly in the paper's direction; with one seed everywhere, no intervals, in direction);
-    else "direction holds, not significant" when every check points the paper's way; else "not
-    supported". A check that only points the paper's way, beside others that do not or that go
-    significantly against it, does not make a claim partly supported."""
+    (significant in the paper's direction); else "direction holds" when every check points the
+    paper's way; else "not supported" (the one-seed forms where every check has one seed). A check
+    that only points the paper's way, beside others that do not or that go significantly against it,
+    does not make a claim partly supported. No correction for the number of checks: with k null
+    checks, one lands significant in the paper's direction about 1 - 0.975^k of the time."""
     statuses = [s for s in statuses if s is not Status.NOT_TESTED]
     if not statuses:
         return Status.NOT_TESTED
@@ -115,11 +116,9 @@ def combine(statuses: list[Status]) -> Status:
         return statuses[0]
     if any(s in (Status.SUPPORTED, Status.PARTLY) for s in statuses):
         return Status.PARTLY
-    if all(s in _ONE_SEED for s in statuses):
-        return Status.PARTLY  # directions only, some each way
     if all(s.holds for s in statuses):
-        return Status.HOLDS
-    return Status.NOT_SUPPORTED
+        return Status.HOLDS_ONE_SEED if all(s in _ONE_SEED for s in statuses) else Status.HOLDS
+    return Status.NOT_SUPPORTED_ONE_SEED if all(s in _ONE_SEED for s in statuses) else Status.NOT_SUPPORTED
 
 
 @dataclass(frozen=True)
