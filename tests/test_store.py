@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sqlite3
 
 import pytest
@@ -120,3 +121,15 @@ def test_a_damaged_store_is_set_aside_and_rebuilt(tiny_study, tmp_path, capsys):
     assert (tmp_path / "xling.db.damaged").is_file()
     assert store.rebuild(root) == len(study.runs)
     assert store.dump() == live
+
+
+def test_is_locked_only_looks(tmp_path):
+    from xling.study.state import is_locked, lock_holder, run_lock
+
+    run = tmp_path / "run"
+    assert not is_locked(run)  # no lock file yet
+    with run_lock(run) as got:
+        assert got and is_locked(run) and lock_holder(run) == os.getpid()
+    (run / ".lock").write_text("4242\n")  # the last holder's pid stays as it was: looking does not lock
+    os.chmod(run / ".lock", 0o444)
+    assert not is_locked(run) and lock_holder(run) == 4242

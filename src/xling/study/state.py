@@ -117,10 +117,21 @@ def lock_holder(run_dir: Path) -> int | None:
 
 
 def is_locked(run_dir: Path) -> bool:
-    if not RunDir(run_dir).lock_path.is_file():
+    """Whether a process holds the run's lock (trains it). Only looks: a shared lock, tried and dropped,
+    on the file opened read-only (a status read must not take the lock, nor need write access)."""
+    try:
+        fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
+    except OSError:  # no lock file (never run by a runner), or unreadable: run.json tells
         return False
-    with run_lock(run_dir) as got:
-        return not got
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def run_state(run_dir: Path) -> str:
