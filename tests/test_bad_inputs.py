@@ -158,6 +158,8 @@ CASES = [
     ("config a run directory", "config {run}", "(a run's config: its config.yaml)"),
     ("tokenizer path a directory", f"{T} --tokenizer.path {{empty}}", "is a directory without a tokenizer.json"),
     ("teff mono a directory", "teff --mono {empty} --runs {runs_csv}", "a directory; pass an existing CSV file"),
+    ("align-report out a file", "align-report {study} --out {afile}", "is a file: give the output a directory"),
+    ("report out through a file", "report {study} --out {afile}/rep", "is a file, not a directory"),
     ("teff out a directory", "teff --mono {mono_csv} --runs {runs_csv} --out {empty}", "is a directory: give the output a file name"),
     ("teff out through a file", "teff --mono {mono_csv} --runs {runs_csv} --out {afile}/x.csv", "is a file, not a directory"),
     ("bench out through a file", "bench --out {afile}/b.json --steps 1", "is a file, not a directory"),

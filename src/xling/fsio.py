@@ -40,11 +40,14 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
-    """Refuse at once, before the work that leads to it, an output file that could not be written: a
-    directory, or a path through a file. (Where the disk itself refuses, the write still says so.)"""
+def check_output_file(path: str | os.PathLike, directory: bool = False) -> Path:
+    """Refuse at once, before the work that leads to it, an output file (or with `directory`, an output
+    directory) that could not be written: a directory (a file), or a path through a file. (Where the
+    disk itself refuses, the write still says so.)"""
     path = Path(path)
-    if path.is_dir():
+    if directory and path.exists() and not path.is_dir():
+        raise XlingError(f"{path} is a file: give the output a directory")
+    if not directory and path.is_dir():
         raise XlingError(f"{path} is a directory: give the output a file name")
     above = path.parent
     while not above.exists() and above != above.parent:

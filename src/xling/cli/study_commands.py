@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..api import Study
 from ..errors import XlingError
-from ..fsio import make_dirs
+from ..fsio import check_output_file, make_dirs
 from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, count
 from .tables import status_table
 
@@ -101,6 +101,8 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def report(args, overrides) -> int:
+    if args.out:
+        check_output_file(args.out, directory=True)
     path = Study(args.name, _existing(args.root), args.db).report(args.out, screenshot=args.screenshot)
     print(f"wrote {path} and {path.with_suffix('.html')} (figures as PNG and SVG beside them)")
     if args.screenshot:
@@ -182,6 +184,8 @@ def align_report(args, overrides) -> int:
     from ..report.alignment_report import write_alignment_report
     from ..study.spec import load_study
 
+    if args.out:
+        check_output_file(args.out, directory=True)  # before minutes of alignment and transfer
     path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
                                   task=args.task, log=print, workers=args.workers or "auto")
     print(f"wrote {path} and {path.with_suffix('.html')}")
