@@ -165,6 +165,8 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     claims = {v.claim: v.status for v in verdicts(a)}
     assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
     assert claims["2b"] == "not tested"  # one training length only
+    a.loo = {key: {form: math.nan for form in errors} for key, errors in a.loo.items()}  # a 3-point ladder
+    assert "the default: leave-one-out needs a ladder of at least 4 fractions" in headline(a)[0]
     a.laws.clear()  # as for a study without a monolingual ladder: no law, so no TEff and no form chosen
     assert all("no TEff" in line and "leave-one-out" not in line for line in headline(a)[:2])
 

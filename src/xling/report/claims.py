@@ -322,10 +322,14 @@ def _headline_line(a: Analysis, s: Summary) -> str:
         return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label}: no TEff (the study has no monolingual "
                 "ladder of at least 3 data fractions to fit a law to)")
     verdict = a.verdict_form.get(s.law, "loss")
+    loo = a.loo.get(s.law, {})
+    why = ("lower leave-one-out error on the ladder" if any(math.isfinite(v) for v in loo.values()) else
+           "the default: leave-one-out needs a ladder of at least 4 fractions")
+    seeds = (f"95% CI over {s.teff.n} seeds [{fmt(s.teff.lo)}, {fmt(s.teff.hi)}]" if s.teff.n >= 2 else
+             "one seed, no interval")
     return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
             f"under the paper's law form{_paper(s.paper, 'teff')}, {fmt_stat(s.teff_forms['loss'])} under the loss "
-            f"form; the verdicts use the {verdict} form (lower leave-one-out error on the ladder): 95% CI over "
-            f"{s.teff.n} seeds [{fmt(s.teff.lo)}, {fmt(s.teff.hi)}]{_law_interval(a, s)}")
+            f"form; the verdicts use the {verdict} form ({why}): {seeds}{_law_interval(a, s)}")
 
 
 def _law_interval(a: Analysis, s: Summary) -> str:
