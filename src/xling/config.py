@@ -236,8 +236,10 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
             if not isinstance(child, dict):
                 raise XlingError(f"--{dotted}: '{part}' is not a section")
             node = child
-        # a key already there in another case is the one meant: language names (languages.mix.fr sets FR's share)
-        same = next((k for k in node if isinstance(k, str) and k.lower() == parts[-1].lower()), parts[-1])
+        # language names match in any case: languages.mix.fr sets FR's share (other keys: exact, checked later)
+        same = parts[-1]
+        if parts[:2] == ["languages", "mix"] or parts[:2] == ["languages", "transforms"]:
+            same = next((k for k in node if isinstance(k, str) and k.lower() == same.lower()), same)
         node[same] = value
     return data
 
@@ -464,7 +466,8 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     n_langs = num_languages(cfg)
     _check(not lang.names or len(lang.names) == n_langs,
            f"languages.names has {len(lang.names)} names but the run has {n_langs} languages")
-    _check(len(set(lang.names)) == len(lang.names), f"languages.names has a name twice: {lang.names}")
+    _check(len({n.lower() for n in lang.names}) == len(lang.names), f"languages.names has a name twice (in any case): "
+                                                                     f"{lang.names}")
     dims = resolve_model(cfg.model, vocab_size=cfg.tokenizer.vocab_size * n_langs)
     parameters = dims.num_parameters()
     _check(parameters <= MAX_PARAMETERS, f"the model would have {parameters:.3g} parameters (at most "

@@ -104,7 +104,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
             value, i = argv[i + 1], i + 1
         else:
             raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE")
-        overrides[key] = parse_override_value(value)
+        overrides[key] = value if key == "name" else parse_override_value(value)  # a name is text as typed
         i += 1
     return rest, overrides
 

@@ -20,7 +20,7 @@ from . import published
 from .claims import Claim, ClaimResult, Judged
 from .stats import Stat, fmt, fmt_interval, t_stat
 from .summary import LADDER, Analysis, Row, find
-from .verdict import Check, Evidence, combine, compare, vs_one, vs_value
+from .verdict import Evidence, combine, combine_checks, compare, vs_one, vs_value
 
 # Language families of the built-in Bibles' languages (by ISO code): what "related" means in question M2.
 FAMILIES = {"en": "Germanic", "de": "Germanic", "fr": "Romance", "es": "Romance", "it": "Romance",
@@ -233,11 +233,6 @@ def order_question(a: Analysis, alignment: list[Evidence]) -> Judged:
                  "TEff says how much English in the original order helped it, per token, beyond what its own data "
                  "gives; the plain clone uses the English law, as in the paper.")
     return tests, lines
-
-
-def combine_checks(first: Check, second: Check) -> Check:
-    """Both checks in one: the first's effect, the status both together have."""
-    return first.with_status(combine([first.status, second.status]))
 
 
 QUESTIONS: tuple[Claim, ...] = (

@@ -16,7 +16,7 @@ from ..analysis.efficiency import efficiency
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
-from .verdict import NOT_TESTED, Check, Evidence, Status, combine, compare, vs_one
+from .verdict import NOT_TESTED, Check, Evidence, Status, combine, combine_checks, compare, vs_one
 
 
 @dataclass
@@ -136,7 +136,7 @@ def claim_2b(a: Analysis, alignment: list[Evidence]) -> Judged:
         if len(half) >= 2:
             falls = compare(half[-1].teff, half[0].teff, smaller=True)
             below = vs_one(half[-1].teff, above=False)
-            tests.append(falls.with_status(combine([falls.status, below.status])))
+            tests.append(combine_checks(falls, below))
             lines.append(f"{model}: 50/50 TEff by training length "
                          + ", ".join(f"{s.key.length:g}x: {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}" for s in half)
                          + f" — falls with training: {falls.status}; below 1 at the longest: {below.status}.")
@@ -168,8 +168,8 @@ def claim_4(a: Analysis, alignment: list[Evidence]) -> Judged:
         if grows.status is Status.NOT_TESTED or last is None:  # no TEff (no ladder), or no 50/50 to beat
             tests.append(NOT_TESTED)
             continue
-        wins = Status.SUPPORTED if last[0] else Status.NOT_SUPPORTED  # significantly, on both languages
-        tests.append(grows.with_status(combine([grows.status, wins])))
+        wins = Check(Status.SUPPORTED if last[0] else Status.NOT_SUPPORTED)  # significantly, on both languages
+        tests.append(combine_checks(grows, wins))
     if not tests:
         for length, model in _scales(_clone(S, "L2", p=0.1)):
             one = _beats_both(S, length, model)

@@ -121,6 +121,11 @@ def combine(statuses: list[Status]) -> Status:
     return Status.NOT_SUPPORTED_ONE_SEED if all(s in _ONE_SEED for s in statuses) else Status.NOT_SUPPORTED
 
 
+def combine_checks(first: Check, second: Check) -> Check:
+    """Both checks in one: the first's effect, the status both together have (`combine`)."""
+    return first.with_status(combine([first.status, second.status]))
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A line of the alignment report for one claim, with its check (None: shown, not judged)."""
