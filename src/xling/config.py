@@ -406,8 +406,9 @@ def _check_many(cfg: RunConfig) -> None:
     """The keys of a run of many languages (languages.corpora), those that apply only to one, and transforms."""
     lang = cfg.languages
     for key in ("mix", "transforms"):  # language names match without regard to case (languages.mix.fr is FR)
-        names = [n.lower() for n in getattr(lang, key)]
-        _check(len(set(names)) == len(names), f"languages.{key} names a language twice (in any case): {names}")
+        names = list(getattr(lang, key))
+        _check(len({n.lower() for n in names}) == len(names), f"languages.{key} names a language twice (in any case): "
+                                                              f"{names}")
     for name, steps in lang.transforms.items():
         _check(len(set(steps)) == len(steps), f"languages.transforms.{name} names a transform twice: {steps}")
         _check("clone" not in steps or lang.kind == "clone",

@@ -110,7 +110,8 @@ def status_table(study, rows: list[dict]) -> str:
     for r in rows:
         prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
         if r["state"] == "interrupted" and r.get("checkpoint", r["step"]) != r["step"]:
-            prog += f" (resumes from step {r['checkpoint']}, its last checkpoint)"
+            prog += (f" (resumes from step {r['checkpoint']}, its last checkpoint)" if r["checkpoint"] else
+                     " (starts again: no checkpoint yet)")
         extra = f"  {r['error']}" if r["state"] == "failed" else ""
         lines.append(f"  {r['id']:<{width}}  {r['state']:<11}  {prog}{extra}")
     counts = {}

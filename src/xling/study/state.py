@@ -170,7 +170,7 @@ def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
         run = RunDir(spec.run_dir(root))
         info = run.read_info(tolerant=True)
         step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)
-        checkpoints = run.checkpoint_dirs() if run.path.is_dir() else []
+        checkpoints = run.checkpoint_dirs()
         rows.append({"id": spec.id, "group": spec.group, "state": run_state(run.path), "step": step or 0,
                      "checkpoint": checkpoint_step(checkpoints[-1]) if checkpoints else 0,
                      "steps": info.get("steps"), "error": run.read_study_record().get("error", "")})
