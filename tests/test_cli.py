@@ -48,6 +48,8 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
     assert set(report["languages"]) == {"L1", "L2"}
     code, stdout, _ = run_cli(capsys, "sample", out, "--language", "L2", "--prompt", "The king", "--tokens", "5")
     assert code == 0 and stdout.startswith("[L2] The king")
+    code, stdout, _ = run_cli(capsys, "sample", out, "--language", "l2", "--prompt", "The king", "--tokens", "5")
+    assert code == 0 and stdout.startswith("[L2] The king")  # labelled as the run spells it
     # the prompt and the continuation are decoded together, so a new word after the prompt keeps its space
     setup = prepare_languages(from_dict(yaml.safe_load(config_file().read_text())))
     prompt, more = encode_text(setup, 1, "The king"), encode_text(setup, 1, "saw the sea")

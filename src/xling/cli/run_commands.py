@@ -131,9 +131,10 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample(args, overrides) -> int:
-    text = Run(args.run_dir).sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed,
-                                    args.device)
-    print(f"[{args.language}] {text}")
+    run = Run(args.run_dir)
+    text = run.sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.device)
+    name = next((n for n in run.languages if n.lower() == args.language.lower()), args.language)  # as the run spells it
+    print(f"[{name}] {text}")
     return 0
 
 
