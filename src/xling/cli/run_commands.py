@@ -133,7 +133,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
 def sample(args, overrides) -> int:
     run = Run(args.run_dir)
     text = run.sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.device)
-    name = next((n for n in run.languages if n.lower() == args.language.lower()), args.language)  # as the run spells it
+    spelled = run.info.get("languages") or []  # the label as the run spells it (--language matches in any case)
+    name = next((n for n in spelled if n.lower() == args.language.lower()), args.language)
     print(f"[{name}] {text}")
     return 0
 
