@@ -27,6 +27,19 @@ def cannot_create(path: Path, exc: OSError) -> XlingError:
     return XlingError(f"cannot create {path} ({exc.strerror}): choose an output path on a writable disk")
 
 
+def temporary_beside(path: Path, directory: bool = False):
+    """A new temp file (fd, name) or directory (its Path) in `path`'s directory, made if needed, for
+    writing `path` and renaming it into place; `cannot_create` where the place holds no new files."""
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError as exc:
+        raise cannot_create(path, exc) from None
+
+
 def make_dirs(path: Path) -> Path:
     """mkdir -p `path`; one line instead of a traceback where that cannot be (for the CLI and the API alike)."""
     path = Path(path)
@@ -65,11 +78,7 @@ def atomic_write(path: Path):
     and a crash leaves at most a stray temp file that no reader looks for.
     """
     path = check_output_file(path)
-    make_dirs(path.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except FileNotFoundError as exc:
-        raise cannot_create(path, exc) from None
+    fd, tmp = temporary_beside(path)
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:

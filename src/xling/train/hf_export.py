@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from ..data.brought import HFTokenizer
 from ..data.sources import optional_module
 from ..data.tokenizer import Tokenizer, sentencepiece_spec
 from ..errors import XlingError
-from ..fsio import UMASK, cannot_create, make_dirs
+from ..fsio import UMASK, temporary_beside
 from .rundir import RunDir
 from .session import load_session
 
@@ -212,11 +211,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
                        "step": session.step}
     files["config.json"] = json.dumps(config, indent=2) + "\n"
     files["generation_config.json"] = json.dumps({"bos_token_id": eod, "eos_token_id": eod}, indent=2) + "\n"
-    make_dirs(out.parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except FileNotFoundError as exc:
-        raise cannot_create(out, exc) from None
+    tmp = temporary_beside(out, directory=True)
     try:
         save_file(gpt2_weights(session.model), tmp / "model.safetensors", metadata={"format": "pt"})
         for name, text in files.items():
