@@ -75,6 +75,8 @@ def tiny_config_dict(corpus_dir, **sections) -> dict:
                   "checkpoint_every": 4, "precision": "fp32"},
         "eval": {"window": 32, "last_n": 8, "batch_size": 16},
     }
+    if "path" in sections.get("tokenizer", {}):  # a brought tokenizer has its own vocabulary
+        del base["tokenizer"]["vocab_size"]
     for section, values in sections.items():
         if isinstance(values, dict):
             base.setdefault(section, {}).update(values)

@@ -21,7 +21,9 @@ from test_study import tiny_study_dict
 from xling.cli import main
 
 T = "train {config} --out {out} --quiet"  # a valid tiny config, then the override under test
-MANY = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.corpora [web,lsg]"  # many languages ({many} in a case)
+# many languages ({many} in a case); languages.p back to its default (it mixes a pair or clones only)
+MANY = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.corpora [web,lsg] --languages.p 0.1"
+OWN = "--tokenizer.vocab_size 4096"  # back to the default: a brought tokenizer has its own vocabulary
 
 CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
@@ -36,17 +38,24 @@ CASES = [
     ("vocab for clones", f"{T} --languages.vocab joint", "languages.vocab applies to kind 'real' only"),
     ("frac_clone for a real pair", f"{T} --languages.kind real --languages.frac_clone 0.5",
      "languages.frac_clone applies to kind 'clone' only"),
-    ("corpus jsonl field", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}] --corpus.text_field body",
+    ("second on clones", f"{T} --languages.second.translation kjv", "languages.second is the second language of a real"),
+    ("second with corpora", f"{T} {{many}} --languages.second.translation kjv", "languages.second is the second"),
+    ("p with corpora", f"{T} {{many}} --languages.p 0.3", "languages.p mixes a pair or clones"),
+    ("translation for own text", f"{T} --corpus.translation kjv", "corpus.translation is for the Bibles, not text"),
+    ("text_field for text", f"{T} --corpus.text_field body", "corpus.text_field applies to jsonl"),
+    ("doc_per_line for jsonl", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}]", "doc_per_line applies to name text"),
+    ("vocab_size with a brought tokenizer", f"{T} --tokenizer.path {{afile}}", "tokenizer.vocab_size does not apply"),
+    ("corpus jsonl field", f"{T} --corpus.name jsonl --corpus.doc_per_line false --corpus.paths [{{jsonl}}] --corpus.text_field body",
      "no string field 'body'"),
     ("corpus doc_per_line", f"{T} --corpus.doc_per_line maybe", "must be of type bool"),
     ("tokenizer too small", f"{T} --tokenizer.vocab_size 100", "vocab_size must be between 300"),
     ("tokenizer too large", f"{T} --tokenizer.vocab_size 100000", "between 300 and 65536"),
     ("tokenizer float", f"{T} --tokenizer.vocab_size 1e3", "must be of type int"),
     ("tokenizer for corpus", f"{T} --tokenizer.vocab_size 5000", "too large for this corpus"),
-    ("tokenizer path missing", f"{T} --tokenizer.path {{tmp}}/missing.model", "missing.model not found"),
-    ("tokenizer path not one", f"{T} --tokenizer.path {{afile}}",
+    ("tokenizer path missing", f"{T} {OWN} --tokenizer.path {{tmp}}/missing.model", "missing.model not found"),
+    ("tokenizer path not one", f"{T} {OWN} --tokenizer.path {{afile}}",
      "is neither a SentencePiece model nor a Hugging Face tokenizer.json"),
-    ("tokenizer without eod", f"{T} --tokenizer.path {{no_eod_model}}", "has no end-of-document symbol"),
+    ("tokenizer without eod", f"{T} {OWN} --tokenizer.path {{no_eod_model}}", "has no end-of-document symbol"),
     ("tokenizer second_path", f"{T} --tokenizer.second_path {{afile}}", "tokenizer.second_path is the second"),
     ("languages kind", f"{T} --languages.kind alien", "languages.kind must be clone or real"),
     ("languages p", f"{T} --languages.p 1.5", "languages.p must be in [0, 1]"),
@@ -156,7 +165,7 @@ CASES = [
     ("train out under /proc", "train {config} --out /proc/xling-out --quiet", "cannot create /proc/xling-out"),
     ("config a directory", "config {empty}", "is a directory: give a config file"),
     ("config a run directory", "config {run}", "(a run's config: its config.yaml)"),
-    ("tokenizer path a directory", f"{T} --tokenizer.path {{empty}}", "is a directory without a tokenizer.json"),
+    ("tokenizer path a directory", f"{T} {OWN} --tokenizer.path {{empty}}", "is a directory without a tokenizer.json"),
     ("teff mono a directory", "teff --mono {empty} --runs {runs_csv}", "a directory; pass an existing CSV file"),
     ("align-report out a file", "align-report {study} --out {afile}", "is a file: give the output a directory"),
     ("report out through a file", "report {study} --out {afile}/rep", "is a file, not a directory"),
@@ -218,7 +227,7 @@ CASES = [
     ("export-logs logger", "export-logs {run} --log excel", "invalid choice: 'excel'"),
     ("prepare workers", "prepare {config} --workers 0", "argument --workers"),
     ("prepare no files", "prepare {config} --corpus.paths [{empty}]", "no *.txt files found"),
-    ("prepare hf offline", "prepare {config} --corpus.name hf --corpus.paths [nobody/nothing]",
+    ("prepare hf offline", "prepare {config} --corpus.name hf --corpus.doc_per_line false --corpus.paths [nobody/nothing]",
      "Hugging Face dataset"),
     ("bench preset", "bench --model.preset giant", "unknown model.preset"),
     ("bench steps", "bench --steps 0", "argument --steps"),

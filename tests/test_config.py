@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from xling.config import apply_overrides, from_dict, load_config, parse_override_value
+from xling import yamlio
+from xling.config import apply_overrides, from_dict, load_config
 from xling.errors import XlingError
 
 
@@ -15,7 +16,7 @@ def test_defaults_validate():
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("languages:\n  p: 0.5\ntrain:\n  steps: 10\n")
-    cfg = load_config(path, {"train.steps": 20, "languages.schedule": parse_override_value("0.1_0.9")})
+    cfg = load_config(path, {"train.steps": 20, "languages.schedule": yamlio.parse_value("0.1_0.9")})
     assert cfg.languages.p == 0.5 and cfg.train.steps == 20 and cfg.languages.schedule == "0.1_0.9"
 
 

@@ -218,14 +218,6 @@ def from_dict(data: dict) -> RunConfig:
     return _build(RunConfig, data or {})
 
 
-def parse_override_value(text: str) -> Any:
-    """`--train.steps 2000` -> 2000; `--languages.schedule 0_1` stays a string (see yamlio)."""
-    try:
-        return yamlio.load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     """Set dotted keys (`train.steps`) in a nested dict; unknown keys are caught by `from_dict`."""
     for dotted, value in overrides.items():
@@ -438,11 +430,26 @@ def _check_keys_apply(cfg: RunConfig) -> None:
                                                            "(a pair shares by languages.vocab)")
     _check(lang.kind == "real" or lang.vocab == "disjoint", "languages.vocab applies to kind 'real' only (a clone shares "
                                                             "ids by languages.frac_clone)")
-    for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * (lang.kind == "real"):
+    uses_second = lang.kind == "real" and not lang.corpora
+    _check(uses_second or lang.second == LanguagesConfig().second, "languages.second is the second language of a "
+           "real pair (kind real, no languages.corpora)")
+    _check(not lang.corpora or lang.p == LanguagesConfig().p, "languages.p mixes a pair or clones; languages.corpora "
+           "mixes by languages.mix, temperature or unimax_epochs")
+    for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * uses_second:
         bible = corpus.name == "bible"
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
         _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
+        _check(bible or corpus.translation in ("web", "lsg"), f"{where}.translation is for the Bibles, not {corpus.name}")
+        # (the Bibles have their own format: doc_per_line and text_field change nothing there)
+        _check(corpus.name in ("text", "bible") or not corpus.doc_per_line, f"{where}.doc_per_line applies to name "
+                                                                             f"text only, not {corpus.name}")
+        _check(corpus.name != "text" or corpus.text_field == "text", f"{where}.text_field applies to jsonl, parquet "
+                                                                     "and hf corpora, not text")
+    tok, one = cfg.tokenizer, lang.kind == "clone" or lang.vocab == "joint"  # one tokenizer for every language
+    all_brought = tok.path and (one or (uses_second and tok.second_path))
+    _check(not all_brought or tok.vocab_size == TokenizerConfig().vocab_size, "tokenizer.vocab_size does not apply: "
+           "every language's tokenizer is brought (tokenizer.path" + ("" if one else ", second_path") + ")")
 
 
 def validate(cfg: RunConfig, recorded: bool = False) -> None:
@@ -452,8 +459,6 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     lang, tr, ev = cfg.languages, cfg.train, cfg.eval
     _check(lang.kind == "clone" or lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a "
                                                          "real pair has 2 languages")
-    if not recorded:
-        _check_keys_apply(cfg)
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")
@@ -480,6 +485,8 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     _check(ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got {ev.last_n}")
     _check(ev.max_tokens == 0 or ev.max_tokens > ev.window,
            f"eval.max_tokens ({ev.max_tokens}) must be 0 (the whole split) or more than eval.window ({ev.window})")
+    if not recorded:
+        _check_keys_apply(cfg)
 
 
 def num_languages(cfg: RunConfig) -> int:

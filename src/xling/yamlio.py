@@ -70,3 +70,11 @@ def load(text: str):
 
 def dump(data) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def parse_value(text: str):
+    """One value as typed on a command line: `2000` -> 2000, `0_1` stays a string; malformed YAML stays text."""
+    try:
+        return load(text)
+    except yaml.YAMLError:
+        return text

@@ -7,8 +7,7 @@ import errno
 import sqlite3
 import sys
 
-from .. import __version__
-from ..config import parse_override_value
+from .. import __version__, yamlio
 from ..errors import XlingError, warnings_to_stderr
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
@@ -104,7 +103,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
             value, i = argv[i + 1], i + 1
         else:
             raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE")
-        overrides[key] = value if key == "name" else parse_override_value(value)  # a name is text as typed
+        overrides[key] = value if key == "name" else yamlio.parse_value(value)  # a name is text as typed
         i += 1
     return rest, overrides
 
