@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,8 @@ def t_stat(values) -> Stat:
     mean = float(v.mean())
     if n == 1:
         return Stat(mean, mean, mean, 1, tuple(v))
+    from scipy import stats  # 0.4 s to import: loaded where an interval is computed, not by every command
+
     h = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return Stat(mean, mean - h, mean + h, n, tuple(v))
 
@@ -69,6 +70,8 @@ def diff_interval(a: Stat, b: Stat) -> tuple[float, float, float]:
     if se == 0:
         return d, d, d
     df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    from scipy import stats
+
     h = float(stats.t.ppf(0.975, df) * se)
     return d, d - h, d + h
 
