@@ -370,11 +370,11 @@ def test_format_table_shows_intervals():
     row = {
         "run": "r", "language": "EN", "fraction": 0.1, "ppl": 32.81,
         "mlpe": 48.4, "mlpe_lo": 47.0, "mlpe_hi": 50.0,
-        "mlte": 0.208, "mlte_lo": 0.19, "mlte_hi": 0.231,
+        "mlte": 0.208, "mlte_lo": 0.19, "mlte_hi": 0.231,  # 0.190: three digits in every bound
         "teff": 2.08, "teff_lo": 1.90, "teff_hi": 2.31, "warning": "",
     }  # fmt: skip
     text = format_table([row])
-    assert "2.08 [1.90, 2.31]" in text
+    assert "2.08 [1.90, 2.31]" in text and "0.208 [0.190, 0.231]" in text
     nan_row = dict(row, teff_lo=math.nan, teff_hi=math.nan)
     assert "2.08 [" not in format_table([nan_row])
 
