@@ -26,7 +26,7 @@ from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
 from .summary import LADDER, Analysis, analyse, dotted, under_form
 from .tuning import learning_rates
-from .verdict import Evidence, Status
+from .verdict import MEANINGS, Evidence, Status
 
 
 def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evidence] | None = None,
@@ -83,11 +83,9 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
     _questions(doc, a, alignment, readings)
     doc.p("How to read this: ± is the half-width of the 95 % t-interval over seeds; perplexities are geometric "
           "means with the interval of ln PPL over seeds, [lo, hi], and are compared by the ratio of two settings; "
-          "'supported' means the interval "
-          "(of the value, or of the difference between two settings, Welch) excludes the no-effect value in the "
-          "paper's direction; 'direction holds, not significant' means the means agree with the paper but the "
-          "interval does not exclude no effect. The seed intervals do not include the uncertainty of the "
-          "monolingual law fitted to the ladder; the headline gives that range separately.")
+          "an effect's interval is that of the value, or of the difference between two settings (Welch). "
+          f"{MEANINGS} The seed intervals do not include the uncertainty of the monolingual law fitted to the "
+          "ladder; the headline gives that range separately.")
 
 
 def _questions(doc: Doc, a: Analysis, alignment: list[Evidence] | None, readings: dict[str, Analysis]) -> None:

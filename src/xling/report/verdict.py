@@ -101,6 +101,19 @@ def compare(a: Stat, b: Stat, smaller: bool = False) -> Check:
 
 _ONE_SEED = (Status.HOLDS_ONE_SEED, Status.NOT_SUPPORTED_ONE_SEED)
 
+# What each verdict word means, for the reports (the rules are `_judge` and `combine`).
+MEANINGS = (
+    "'supported': the 95 % interval of the effect excludes no effect, in the paper's direction; "
+    "'direction holds, not significant': the means point the paper's way, the interval includes no effect; "
+    "'not supported': the means do not point the paper's way, the interval includes no effect; "
+    "'contradicted': the interval excludes no effect, in the opposite direction; "
+    "'(one seed)': one seed, so no interval, only the direction of the means; "
+    "'partly': a claim of several checks of which at least one is supported and at least one is not; "
+    "'not tested': the study lacks the runs (or the monolingual ladder) a check needs. "
+    "No correction is made for the number of checks: with k checks of no true effect, one is "
+    "significant in the paper's direction by chance about 1 − 0.975^k of the time."
+)
+
 
 def combine(statuses: list[Status]) -> Status:
     """One status for several checks: the common one; else "partly" when some part is supported
