@@ -179,9 +179,10 @@ def figure_transfer(settings: list[Setting], path: Path) -> str | None:
     if len(clones) < 2:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(6.8, 3.5))
     ps = [s.p for s in clones]
-    for role, index in (("L1 (fine-tuned)", 0), ("L2 (zero-shot)", 1)):
+    names = list(clones[0].transfers[0]["accuracy"])  # the languages as the runs name them, fine-tuned first
+    for role, index in ((f"{names[0]} (fine-tuned)", 0), (f"{names[1]} (zero-shot)", 1)):
         ys = [stat(list(t["accuracy"].values())[index] for t in s.transfers).mean for s in clones]
         ax.plot(ps, ys, marker="o", label=role)
     chance = [stat(t["majority_baseline"] for t in s.transfers).mean for s in clones]
@@ -190,7 +191,7 @@ def figure_transfer(settings: list[Setting], path: Path) -> str | None:
     ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
     _p_axis(ax, ps + list(PAPER_TRANSFER["L2"]))
     ax.set(ylabel="accuracy", title="Zero-shot transfer")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the axes: it covers no point
     return save_png(fig, path)
 
 
