@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +25,9 @@ os.umask(UMASK)  # read the process umask (the only way is to set it, then resto
 def cannot_create(path: Path, exc: OSError) -> XlingError:
     """The one line for a place that holds no new files (under /proc, say: "not found" even with its
     parents made)."""
-    return XlingError(f"cannot create {path} ({exc.strerror}): choose an output path on a writable disk")
+    verb = "replace" if Path(path).exists() else "create"
+    why = "its directory takes no new files" if exc.errno == errno.ENOENT else exc.strerror
+    return XlingError(f"cannot {verb} {path} ({why}): choose an output path on a writable disk")
 
 
 def temporary_beside(path: Path, directory: bool = False):
@@ -53,20 +56,27 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike, directory: bool = False) -> Path:
+def check_output_file(path: str | os.PathLike, directory: bool = False, probe: bool = True) -> Path:
     """Refuse at once, before the work that leads to it, an output file (or with `directory`, an output
-    directory) that could not be written: a directory (a file), or a path through a file. (Where the
-    disk itself refuses, the write still says so.)"""
+    directory) that could not be written: a directory (a file), a path through a file, or (`probe`) a
+    place that takes no new files (read-only, no permission, /proc), found by making and removing a file."""
     path = Path(path)
     if directory and path.exists() and not path.is_dir():
         raise XlingError(f"{path} is a file: give the output a directory")
     if not directory and path.is_dir():
         raise XlingError(f"{path} is a directory: give the output a file name")
-    above = path.parent
+    above = path if directory and path.is_dir() else path.parent
     while not above.exists() and above != above.parent:
         above = above.parent
     if not above.is_dir():
         raise XlingError(f"cannot write {path}: {above} is a file, not a directory")
+    if probe:
+        try:
+            fd, name = tempfile.mkstemp(dir=above, prefix=".xling-probe.", suffix=".tmp")
+        except OSError as exc:  # ENOENT under /proc, EACCES, EROFS
+            raise cannot_create(path, exc) from None
+        os.close(fd)
+        os.unlink(name)
     return path
 
 
@@ -77,7 +87,7 @@ def atomic_write(path: Path):
     Readers therefore see either the old file or the complete new one, never a partial write,
     and a crash leaves at most a stray temp file that no reader looks for.
     """
-    path = check_output_file(path)
+    path = check_output_file(path, probe=False)  # the temp file below is the probe
     fd, tmp = temporary_beside(path)
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the permissions open() would
