@@ -180,8 +180,10 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     restored = []
     original = Trainer._restore
     monkeypatch.setattr(Trainer, "_restore", lambda self: restored.append(original(self)) or restored[-1])
-    counts = run_study(study, tmp_path, log=lambda *_: None)
+    lines = []
+    counts = run_study(study, tmp_path, log=lines.append)
     assert counts == {"total": 2, "completed": 2, "failed": 0}
+    assert lines[0].endswith(f"1 already complete, 1 to run; 1 resumes from a checkpoint: {first.id} at step 10")
     assert (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns == done_mtime  # not redone
     assert restored == [10]  # only the interrupted run trained, from its checkpoint at step 10
     info = read_json_file(first.run_dir(tmp_path) / "run.json")

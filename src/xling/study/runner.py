@@ -25,7 +25,7 @@ from ..errors import XlingError
 from ..fsio import make_dirs
 from ..identity import run_identity
 from ..train.live_log import unavailable
-from ..train.rundir import RunDir
+from ..train.rundir import RunDir, checkpoint_step
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
 from .launch import Launch, auto_workers, run_dims
@@ -151,6 +151,19 @@ def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...],
     return adopted
 
 
+def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
+    """'; K resume from a checkpoint: ID at step N, ...' for the runs left that have one (else '')."""
+    found = []
+    for spec in todo:
+        checkpoints = RunDir(spec.run_dir(root)).checkpoint_dirs()
+        if checkpoints:
+            found.append(f"{spec.id} at step {checkpoint_step(checkpoints[-1])}")
+    if not found:
+        return ""
+    more = f", and {len(found) - shown} more" if len(found) > shown else ""
+    return f"; {len(found)} resume{'s' * (len(found) == 1)} from a checkpoint: {', '.join(found[:shown])}{more}"
+
+
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
@@ -181,7 +194,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
         counts["elsewhere"] = 0
     parallel = launch.workers > 1 or engine != "local" or launch.gpus
     log(f"study {study.name}: {len(study.runs)} run{'s' * (len(study.runs) != 1)}, {counts['completed']} already complete, {len(todo)} to run"
-        + (f" ({launch.describe()})" if todo and parallel and not auto else ""))
+        + (f" ({launch.describe()})" if todo and parallel and not auto else "") + _resuming(todo, root))
     loggers = _usable_loggers(loggers, log)
     if reuse:
         counts["completed"] += _adopt_twins(todo, root, store, loggers, log)
