@@ -205,6 +205,8 @@ CASES = [
     ("study workers", "study run {study} --workers 0 --root {out}", "argument --workers"),
     ("study root is a file", "study run {study} --root {afile}", "cannot use"),
     ("study status root", "study status {study} --root {tmp}/missing", "is not a directory"),
+    ("study status root too deep", "study status {study} --root {study_folder}", "holds a study's runs itself"),
+    ("study run root too deep", "study run {study} --root {study_folder}", "holds a study's runs itself"),
     ("study action", "study fly {study}", "invalid choice: 'fly'"),
     ("study gpus", "study run {study} --gpus zero --root {out}", "--gpus takes auto or GPU numbers"),
     ("study gpus twice", "study run {study} --gpus 1,1 --root {out}", "distinct GPU numbers"),
@@ -263,6 +265,9 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c d e f g h"] * 50), model_writer=no_eod,
                                    vocab_size=10, bos_id=-1, eos_id=-1, minloglevel=2)
     bad_study = {**study, "colour": "blue"}
+    study_folder = d / "root" / "bad-inputs"  # what `--root root/STUDY` would point at: the runs themselves
+    (study_folder / "a-run").mkdir(parents=True)
+    (study_folder / "a-run" / "study.json").write_text("{}")
     return {
         "config": write("tiny.yaml", yaml.safe_dump(tiny_config_dict(tiny_corpus_dir))),
         "jsonl": write("docs.jsonl", '{"text": "a line of text"}\n'),
@@ -284,6 +289,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "bad_study": write("bad-study.yaml", yaml.safe_dump(bad_study)),
         "foreign_db": str(foreign),
         "empty": str(empty),
+        "study_folder": str(study_folder),
         "run": str(tiny_run),
         "untrained": str(untrained),
         "narrow": str(narrow),

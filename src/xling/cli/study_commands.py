@@ -16,6 +16,14 @@ def _existing(root: str | None) -> str | None:
     """A --root given to read from must exist (a typo would otherwise read as 'nothing has run')."""
     if root is not None and not Path(root).is_dir():
         raise XlingError(f"--root {root} is not a directory: pass the directory `xling study run` wrote runs into")
+    return _above_studies(root)
+
+
+def _above_studies(root: str | None) -> str | None:
+    """--root holds a folder per study (root/STUDY/RUN): a study's own folder given instead is refused."""
+    if root is not None and Path(root).is_dir() and any((c / "study.json").is_file() for c in Path(root).iterdir()):
+        raise XlingError(f"--root {root} holds a study's runs itself: pass its parent ({Path(root).parent}), the "
+                         "directory `xling study run` writes runs into")
     return root
 
 
@@ -84,7 +92,7 @@ def study(args, overrides) -> int:
         make_dirs(runs_root(args.root))  # where the tasks' output files go
         print(script, end="")
         return 0
-    counts = Study(args.name, args.root, args.db).run(
+    counts = Study(args.name, _above_studies(args.root), args.db).run(
         args.workers or "auto", engine=args.engine, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu, loggers=args.log or (),
         reuse=not args.no_reuse, wait=not args.no_wait, log=print)
     return 0 if counts["completed"] + counts.get("elsewhere", 0) == counts["total"] else 1
