@@ -250,30 +250,32 @@ class Trainer:
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         window_start, window_steps = time.perf_counter(), 0
         pending = []
-        for step in range(start, end):
-            pending.append(self.train_step(step))
-            done = self.steps_done = step + 1
-            window_steps += 1
-            checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
-            # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
-            if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
-                # One host sync (and one all-reduce) per log interval: the global mean loss.
-                losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
-                pending.clear()
-                self._check_finite(losses, first_step=done - len(losses) + 1)
-                elapsed = time.perf_counter() - window_start
-                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                if main:
-                    self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
-                window_start, window_steps = time.perf_counter(), 0
-            bar.update(1)
-            if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
-                self.validate(done)
-            if main and checkpoint_due:
-                run.save_checkpoint(done, self.model, self._state(done), cfg)
-        bar.close()
+        try:  # closed before an interrupt's message, not redrawn after it at exit
+            for step in range(start, end):
+                pending.append(self.train_step(step))
+                done = self.steps_done = step + 1
+                window_steps += 1
+                checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
+                # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
+                if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
+                    # One host sync (and one all-reduce) per log interval: the global mean loss.
+                    losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
+                    pending.clear()
+                    self._check_finite(losses, first_step=done - len(losses) + 1)
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                    if main:
+                        self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                      "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+                    window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+                if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
+                    self.validate(done)
+                if main and checkpoint_due:
+                    run.save_checkpoint(done, self.model, self._state(done), cfg)
+        finally:
+            bar.close()
         if not main:
             return {"status": "interrupted" if end < self.steps else "completed", "step": end, "rank": self.world.rank}
         if end < self.steps:
