@@ -189,6 +189,29 @@ def test_runs_queued_in_the_pool_do_not_start_after_an_interrupt(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]  # the queued tasks never started
 
 
+def test_a_second_ctrl_c_while_the_pool_stops_does_not_leave_its_workers_behind(tmp_path):
+    import multiprocessing as mp
+    import signal
+    import threading
+
+    # Ctrl-C twice (as `timeout -s INT` sends it, or an impatient user): the second lands while the pool
+    # shuts down. An interrupted shutdown left the pool's manager thread running while the process went
+    # on, and the workers then waited forever for it at exit.
+    def twice():
+        _wait_for(tmp_path / "0")
+        for _ in range(2):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(0.05)
+
+    results = Launch("local", 2, 1).run_each(_mark_then_sleep, [_Task(n) for n in range(4)], str(tmp_path))
+    interrupter = threading.Thread(target=twice)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        list(results)
+    interrupter.join()
+    assert not mp.active_children()  # every worker has ended: nothing left to wait for at exit
+
+
 def _wait_for(path: Path, timeout: float = 120) -> None:
     end = time.time() + timeout
     while not path.exists() and time.time() < end:

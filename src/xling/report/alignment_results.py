@@ -8,6 +8,7 @@ report costs nothing and a run directory stays the single source of truth.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,11 +96,12 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
         results = Launch("local", workers, max(1, usable_cores() // workers)).run_each(analyse_run, todo, *args)
     else:
         results = (analyse_run(spec.to_json(), *args) for spec in todo)
-    for done, lines in results:
-        for key, n in done.items():
-            counts[key] += n
-        for line in lines:
-            log(line)
+    with contextlib.closing(results):  # closed at once when stopped (launch.run_each says why)
+        for done, lines in results:
+            for key, n in done.items():
+                counts[key] += n
+            for line in lines:
+                log(line)
     return counts
 
 

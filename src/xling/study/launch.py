@@ -11,6 +11,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,31 @@ def _interrupt(pool: cf.ProcessPoolExecutor) -> None:
             os.kill(process.pid, signal.SIGINT)
 
 
+def _shut_down(pool: cf.ProcessPoolExecutor) -> None:
+    """Wait for the workers to end (a stopped run writes its record: a second or so). A Ctrl-C meanwhile
+    does not cut the wait short: on Python 3.11 an interrupted join can leave the pool's manager thread
+    running while the process exits, and the workers then wait forever. A second one kills the workers
+    (every file is written atomically: a rerun resumes from the last checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has Ctrl-C
+        pool.shutdown(wait=True)
+        return
+    presses = 0
+
+    def on_ctrl_c(signum, frame) -> None:
+        nonlocal presses
+        presses += 1
+        if presses >= 2:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(OSError):
+                    process.kill()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        pool.shutdown(wait=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def _ctrl_c_held_back():
     """Block SIGINT in this thread meanwhile: a process started now inherits the block, so a Ctrl-C
@@ -228,28 +254,33 @@ class Launch:
     def run_each(self, fn, todo: list[RunSpec], *args) -> Iterator:
         """fn(spec.to_json(), *args) for every run in the local worker processes; the results as they
         finish. `fn` must be a module-level function (the workers import it by name). Stopped early
-        (Ctrl-C, an error), the runs still queued do not start; the running ones end as Ctrl-C ends them."""
+        (Ctrl-C, an error), the runs still queued do not start; the running ones end as Ctrl-C ends them.
+        Consume it inside `contextlib.closing`: a Ctrl-C that lands in the caller's own code between two
+        results then shuts the pool down at once (left to the garbage collector, the pool's shutdown can
+        meet multiprocessing's exit handlers, which have closed its queues: the workers wait forever)."""
         pool, stop = self.pool()
-        futures = []
-        with pool:
-            try:
-                with _ctrl_c_held_back():  # the workers start now, and must not die of a Ctrl-C while they import
-                    futures = [pool.submit(guarded, fn, spec.to_json(), *args) for spec in todo]
-                for future in cf.as_completed(futures):
-                    result = future.result()
-                    if result is not None:  # None: a task its worker did not start after Ctrl-C
-                        yield result
-            except cf.process.BrokenProcessPool:
-                raise XlingError("a worker process died (out of memory? or, from Python, a script whose top level "
-                                 "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
-                                 "perhaps with fewer workers") from None
-            except BaseException as exc:
-                stop.set()  # before the pool's exit waits: the tasks it has already queued return at once
-                for f in futures:
-                    f.cancel()
-                if isinstance(exc, KeyboardInterrupt):  # reached this process only (kill -INT, a notebook's
-                    _interrupt(pool)                     # interrupt): the running runs stop too
-                raise
+        try:
+            with _ctrl_c_held_back():  # the workers start now, and must not die of a Ctrl-C while they import
+                futures = [pool.submit(guarded, fn, spec.to_json(), *args) for spec in todo]
+            for future in cf.as_completed(futures):
+                result = future.result()
+                if result is not None:  # None: a task its worker did not start after Ctrl-C
+                    yield result
+        except cf.process.BrokenProcessPool:
+            raise XlingError("a worker process died (out of memory? or, from Python, a script whose top level "
+                             "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
+                             "perhaps with fewer workers") from None
+        except BaseException as exc:
+            # The tasks queued in the pool then return at once. (Not Future.cancel: a pool broken by a
+            # second Ctrl-C in `_shut_down` then fails on the cancelled futures and leaks its semaphores.)
+            stop.set()
+            # A Ctrl-C here or in the caller (GeneratorExit from `closing`), perhaps to this process only
+            # (kill -INT, a notebook's interrupt): the running runs stop too
+            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+                _interrupt(pool)
+            raise
+        finally:
+            _shut_down(pool)
 
     def _ray(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
         """Each run is one Ray task. With RAY_ADDRESS set, tasks go to that cluster (ROOT must be shared)."""

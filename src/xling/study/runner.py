@@ -10,6 +10,7 @@ the same config is copied instead of trained again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -212,18 +213,20 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     started, total, done = time.perf_counter(), len(todo), 0
     while todo:
         busy = []
-        for result in launch.execute(todo, root):
-            spec = study.spec(result["id"])
-            if result["status"] == "busy":  # another runner trains it: wait for it below
-                busy.append(spec)
-                continue
-            done += 1
-            store.try_index(spec.run_dir(root))
-            counts["completed" if result["status"] in ("completed", "done") else "failed"] += 1
-            detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
-                      "failed": f"FAILED: {result['error']}"}[result["status"]]
-            where = f" on GPU {result['gpu']}" if result.get("gpu") and result["status"] != "done" else ""
-            log(f"[{done}/{total}] {spec.id} {detail}{where} ({time.perf_counter() - started:.0f} s elapsed)")
+        # closed at once when stopped (launch.run_each says why)
+        with contextlib.closing(launch.execute(todo, root)) as results:
+            for result in results:
+                spec = study.spec(result["id"])
+                if result["status"] == "busy":  # another runner trains it: wait for it below
+                    busy.append(spec)
+                    continue
+                done += 1
+                store.try_index(spec.run_dir(root))
+                counts["completed" if result["status"] in ("completed", "done") else "failed"] += 1
+                detail = {"completed": f"in {result['seconds']:.0f} s", "done": "by another process",
+                          "failed": f"FAILED: {result['error']}"}[result["status"]]
+                where = f" on GPU {result['gpu']}" if result.get("gpu") and result["status"] != "done" else ""
+                log(f"[{done}/{total}] {spec.id} {detail}{where} ({time.perf_counter() - started:.0f} s elapsed)")
         todo = []
         if busy and not wait:
             holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})
