@@ -194,6 +194,10 @@ def test_hf_export_equals_xling_logits_perplexity_and_token_ids(trained, tmp_pat
     out = tmp_path / "hf-L2"
     assert main(["export", str(run), str(out), "--format", "hf", "--language", "L2"]) == 0
     assert "GPT2LMHeadModel" in capsys.readouterr().out
+    from xling.fsio import UMASK
+
+    # every file readable as the umask allows (safetensors alone would write the weights 0600)
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: 0o666 & ~UMASK for f in out.iterdir()}
     model = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     session = load_session(run, device="cpu")

@@ -214,6 +214,7 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     tmp = temporary_beside(out, directory=True)
     try:
         save_file(gpt2_weights(session.model), tmp / "model.safetensors", metadata={"format": "pt"})
+        os.chmod(tmp / "model.safetensors", 0o666 & ~UMASK)  # safetensors writes 0600: readable by all, like the rest
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o777 & ~UMASK)
