@@ -41,6 +41,7 @@ CASES = [
     ("second on clones", f"{T} --languages.second.translation kjv", "languages.second is the second language of a real"),
     ("second with corpora", f"{T} {{many}} --languages.second.translation kjv", "languages.second is the second"),
     ("p with corpora", f"{T} {{many}} --languages.p 0.3", "languages.p mixes a pair or clones"),
+    ("translation with corpora", f"{T} {{many}} --corpus.translation kjv", "its first entry is the base language"),
     ("translation for own text", f"{T} --corpus.translation kjv", "corpus.translation is for the Bibles, not text"),
     ("text_field for text", f"{T} --corpus.text_field body", "corpus.text_field applies to jsonl"),
     ("doc_per_line for jsonl", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}]", "doc_per_line applies to name text"),

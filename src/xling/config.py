@@ -435,6 +435,8 @@ def _check_keys_apply(cfg: RunConfig) -> None:
            "real pair (kind real, no languages.corpora)")
     _check(not lang.corpora or lang.p == LanguagesConfig().p, "languages.p mixes a pair or clones; languages.corpora "
            "mixes by languages.mix, temperature or unimax_epochs")
+    _check(not lang.corpora or cfg.corpus.translation == CorpusConfig().translation, "corpus.translation does not "
+           "apply with languages.corpora: its first entry is the base language")
     for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * uses_second:
         bible = corpus.name == "bible"
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
