@@ -234,6 +234,12 @@ def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp
         a, b = (read_json(spec.run_dir(tmp_path / r) / "alignment" / "alignment.json") for r in "ab")
         assert a["hidden"] == b["hidden"] and a["gradient"] == b["gradient"]
     assert compute_missing(study, tmp_path / "b", workers=2, **options)["aligned"] == 0  # nothing left to do
+    # aligned the way `xling demo` aligns (no gradients): an analysis that wants them computes them again
+    shutil.copytree(tmp_path / "a", tmp_path / "c", ignore=shutil.ignore_patterns("alignment"))
+    assert compute_missing(study, tmp_path / "c", workers=1, **dict(options, grad_sequences=0))["aligned"] == 2
+    assert compute_missing(study, tmp_path / "c", workers=1, **options)["aligned"] == 2
+    assert all("gradient" in read_json(s.run_dir(tmp_path / "c") / "alignment" / "alignment.json")
+               for s in study.runs[1:])
 
 
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):

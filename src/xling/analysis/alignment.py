@@ -207,6 +207,7 @@ def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int =
 BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
                  "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
 KEY_BIAS = "k.bias"
+GRAD_SEQUENCES = 100  # probe sequences for the gradient alignment by default (two backward passes each)
 
 
 def _gradients(model, seq: torch.Tensor, device) -> dict[str, torch.Tensor]:
@@ -243,7 +244,7 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100)
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
-def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = 100,
+def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
               cache_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
     """All alignment metrics of one run; writes RUN_DIR/alignment/alignment.json (+ PNGs).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import align_over_training, align_run
+from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run
 from ..analysis.transfer import transfer_run
 from ..fsio import read_json
 from ..study.launch import Launch, auto_workers, usable_cores
@@ -45,12 +45,19 @@ class Setting:
         return mix if self.kind == "clone" else f"{self.vocab} {mix}"
 
 
-def _missing(spec: RunSpec, root, task: str | None) -> tuple[bool, bool, bool]:
-    """Which analyses a finished multilingual run lacks: (its alignment, its alignment at every kept
-    checkpoint, its transfer on `task`)."""
+def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_options: dict) -> tuple[bool, bool, bool]:
+    """Which analyses a finished multilingual run lacks: (its alignment, with the gradients and, for a clone
+    run with `word2vec`, the word2vec control, e.g. after `xling demo`, which aligns without them; its
+    alignment at every kept checkpoint; its transfer on `task`)."""
     run = RunDir(spec.run_dir(root))
+    done = read_json(run.alignment_path, {})  # none yet, or damaged: computed again
+    wanted = {"hidden"}
+    if align_options.get("grad_sequences", GRAD_SEQUENCES) > 0:
+        wanted.add("gradient")
+    if word2vec and spec.mixture.kind == "clone":
+        wanted.add("word2vec")
     over_training = spec.run_config.train.keep_checkpoints != "last"
-    return (not run.alignment_path.is_file(),
+    return (not wanted <= done.keys(),
             over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
             bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
 
@@ -62,7 +69,7 @@ def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, tr
     analysis done. At module level, so that `compute_missing`'s worker processes can run it."""
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
-    alignment, over_training, transfer = _missing(spec, root, task)
+    alignment, over_training, transfer = _missing(spec, root, task, word2vec, align_options)
     counts, lines = {"aligned": 0, "transferred": 0}, []
     if alignment:
         align_run(run_dir, word2vec={} if word2vec and spec.mixture.kind == "clone" else None, **align_options)
@@ -89,7 +96,7 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     root = runs_root(root)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
-    todo = [s for s in ready if any(_missing(s, root, task))]
+    todo = [s for s in ready if any(_missing(s, root, task, word2vec, align_options))]
     args = (str(root), task, word2vec, transfer_steps, align_options)
     workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
     if workers > 1:
