@@ -7,6 +7,7 @@ The numbers come from `summary.analyse` (laws, TEff, seed statistics), the verdi
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +192,11 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
             if law.asymptote_at_bound:
                 chosen = (f"; E is at its bound 0 (the ladder alone would put the irreducible loss below zero), so "
                           f"it does not pin down the asymptote{chosen}")
+            loo = a.loo[key][form]
+            unbounded = (": refitted without one of its points, the law predicts no finite PPL there"
+                         if math.isinf(loo) else "")
             items.append(f"{a.law_name(key)}, {form} form: {LAW_TEXT[form]} with {params}; {law.n_points} points; "
-                         f"leave-one-out error {fmt(a.loo[key][form], '.3g')} (RMS of ln PPL){chosen}.")
+                         f"leave-one-out error {fmt(loo, '.3g')} (RMS of ln PPL{unbounded}){chosen}.")
     doc.ul(items)
     doc.p("Which form the verdicts use: for each law, the one that predicts a ladder point it was not fitted to "
           "better (leave-one-out error, in ln PPL for both forms; the loss form when neither can be estimated). "
