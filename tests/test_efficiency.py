@@ -466,3 +466,9 @@ def test_the_ladder_read_without_a_law():
     bumpy = [law(0.05), law(0.1), law(0.05) * 1.01, law(0.5), law(1.0)]  # 0.25 worse than 0.05: pooled
     assert ladder_mlte(x, bumpy, law(0.5)) == pytest.approx(0.5, rel=1e-9)
     assert ladder_mlte(x + [0.5], ppl + [law(0.5) * 1.2], law(1.0)) == pytest.approx(1.0, rel=1e-9)  # repeats
+
+
+def test_a_three_point_ladder_says_why_it_has_no_interval():
+    mono = [{"language": "EN", "fraction": f, "ppl": p} for f, p in [(0.25, 60.0), (0.5, 40.0), (1.0, 30.0)]]
+    (row,) = teff_table(mono, [{"run": "r", "language": "EN", "fraction": 0.5, "ppl": 35.0}])
+    assert math.isnan(row["teff_lo"]) and "3 parameters and 3 ladder points" in row["warning"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import XlingError
 from ..fsio import atomic_write_text, make_dirs
-from .scaling_law import FORMS, ScalingFit, ScalingLaw, fit_scaling_law, fraction_interval
+from .scaling_law import FORMS, NUM_PARAMS, ScalingFit, ScalingLaw, fit_scaling_law, fraction_interval
 
 TABLE_COLUMNS = (
     "run", "language", "fraction", "ppl",
@@ -73,6 +73,9 @@ def _interval(values: Iterable[float]) -> tuple[float, float]:
 
 def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list[str]:
     out = []
+    if law.n_points <= NUM_PARAMS:
+        out.append(f"the law has {NUM_PARAMS} parameters and {law.n_points} ladder points: nothing is left to "
+                   "estimate its noise from, so there is no interval; add monolingual fractions")
     lo_x, hi_x = law.x_range
     lo_p, hi_p = law.ppl_range
     if not lo_x <= fraction <= hi_x:
