@@ -302,3 +302,14 @@ def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_co
 def test_combine_calls_a_claim_partly_only_where_some_part_is_supported(statuses, combined):
     assert combine([Status(s) for s in statuses]) is Status(combined)
 
+
+
+def test_a_mark_column_without_marks_is_left_out_of_a_table():
+    from xling.report.doc import Doc
+
+    doc = Doc()
+    doc.table(["setting", "seeds", ""], [["50/50", 3, ""], ["90/10", 3, ""]])
+    doc.table(["setting", "seeds", ""], [["50/50", 3, ""], ["90/10", 3, "†"]])
+    unmarked, marked = doc.markdown().split("\n\n")[:2]
+    assert unmarked.splitlines()[0] == "| setting | seeds |" and marked.splitlines()[0] == "| setting | seeds |  |"
+    assert marked.splitlines()[-1] == "| 90/10 | 3 | † |"

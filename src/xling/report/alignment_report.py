@@ -15,6 +15,7 @@ import numpy as np
 from ..analysis.alignment_plots import plot_gradients
 from ..errors import XlingError
 from ..fsio import atomic_write_text
+from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
 from .alignment_results import (
     BEYOND,
@@ -300,7 +301,9 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
     doc = Doc()
     doc.h(1, f"Alignment report: {study.name}")
     doc.p(study.description)
-    if alignment_sections(doc, study, root, out, task) is None:
+    with svg_copies():  # every figure also as SVG, as in the study report
+        found = alignment_sections(doc, study, root, out, task)
+    if found is None:
         raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: "
                          f"run `xling study run {study.name}` first, then this command without --no-compute")
     atomic_write_text(out / "alignment.md", doc.markdown())

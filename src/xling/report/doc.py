@@ -25,8 +25,11 @@ class Doc:
             self.blocks.append(("ul", list(items)))
 
     def table(self, header, rows):
-        if rows:
-            self.blocks.append(("table", header, rows))
+        """A table; a column without a header (a mark such as † on some rows) is left out where no row has one."""
+        if not rows:
+            return
+        keep = [i for i, name in enumerate(header) if name != "" or any(str(r[i]) for r in rows)]
+        self.blocks.append(("table", [header[i] for i in keep], [[r[i] for i in keep] for r in rows]))
 
     def img(self, name, caption):
         if name:

@@ -13,6 +13,23 @@ from .alignment_results import Setting, get, stat
 from .published import PAPER_EMBEDDING, PAPER_TRANSFER
 from .summary import Analysis, Summary, dotted
 
+# Axis labels for the study grid keys a figure is drawn against (any other key is shown as it is written).
+AXIS_NAMES = {
+    "languages.p": "p (share of sequences in the non-base languages)",
+    "languages.frac_clone": "share of cloned token ids (the rest are anchors)",
+    "model.preset": "model size (preset)",
+    "train.data_fraction": "training tokens (fraction of the budget T)",
+}
+
+
+def _plain_numbers(axis) -> None:
+    """A log axis labelled 50, 200 instead of 5×10^1, 2×10^2."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # minor ticks at 2, 3 and 5 times a power of ten only: all nine run into each other
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
+
 
 def figure_ladder(a: Analysis, path: Path) -> str | None:
     if not a.laws:
@@ -34,6 +51,7 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("data fraction x (tokens / budget T)")
     ax.set_ylabel("test perplexity")
+    _plain_numbers(ax.yaxis)
     ax.set_title("Monolingual ladder and fitted law")
     ax.legend(fontsize=8)
     return save_png(fig, path, dpi=110, crop=False)
@@ -74,12 +92,13 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         ax.set_ylim(bottom=0)  # TEff is never negative; a wide seed interval is cut at 0, not drawn below it
     else:  # perplexities span a wide range; keep MLPE curves from dwarfing the measurements
         ax.set_yscale("log")
+        _plain_numbers(ax.yaxis)
         means = [getattr(s, y).mean for s in sel if math.isfinite(getattr(s, y).mean)]
         if means:
             ax.set_ylim(min(means) / 1.3, max(means) * 2.0)
     if categorical:
         ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
-    ax.set_xlabel(x_key)
+    ax.set_xlabel(AXIS_NAMES.get(x_key, x_key))
     ax.set_ylabel({"ppl": "test perplexity", "teff": "token efficiency (TEff)"}[y])
     ax.set_title(spec.get("title") or f"{y.upper() if y == 'ppl' else 'TEff'} vs {x_key.split('.')[-1]}"
                  + (" (dashed: MLPE)" if spec.get("mlpe") else ""))
