@@ -200,6 +200,9 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
             read(xling.Run(run.path.parent / "nope"))
     aligned = run.align(sequences=8, grad_sequences=0, figures=False)
     assert len(aligned["hidden"]["layers"]) == 1 and run.align(reuse=True) == aligned
+    assert run.align(["l1", "l2"], reuse=True) == aligned  # the same pair, in any case
+    with pytest.raises(XlingError, match="unknown language 'L7'"):  # another pair is not read from the stored one
+        run.align(["L1", "L7"], reuse=True)
 
 
 def test_metrics_as_a_data_frame(run_copy):

@@ -209,6 +209,8 @@ CASES = [
     ("study status root too deep", "study status {study} --root {study_folder}", "holds a study's runs itself"),
     ("study run root too deep", "study run {study} --root {study_folder}", "holds a study's runs itself"),
     ("study action", "study fly {study}", "invalid choice: 'fly'"),
+    ("study list a name", "study list {study}", "xling study list takes no study name"),
+    ("align-report nothing trained", "align-report {study} --root {empty} --out {out}", "it has no trained multilingual run there"),
     ("study gpus", "study run {study} --gpus zero --root {out}", "--gpus takes auto or GPU numbers"),
     ("study gpus twice", "study run {study} --gpus 1,1 --root {out}", "distinct GPU numbers"),
     ("study runs per gpu", "study run {study} --runs-per-gpu 2 --root {out}", "--runs-per-gpu needs --gpus"),

@@ -159,13 +159,15 @@ class Run:
 
         `pair`: the two languages (default: the first two). `word2vec`: also the word2vec control of
         cloned languages (True, or a dict of vector_size, window, epochs). `reuse`: read an existing
-        alignment.json instead of computing it again. See `xling align --help` for the measures.
+        alignment.json of the same pair instead of computing it again. See `xling align --help` for the measures.
         """
         from ..analysis.alignment import align_run
 
         path = self._dir().require().alignment_path
         if reuse and path.is_file():
-            return read_json(path)
+            stored = read_json(path)
+            if not pair or [n.lower() for n in stored.get("languages", [])] == [n.lower() for n in pair]:
+                return stored  # (another pair is computed, and an unknown language refused, below)
         w2v = None if word2vec is False else ({} if word2vec is True else dict(word2vec))
         return align_run(self.path, pair=tuple(pair) if pair else None, sequences=sequences,
                          grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,

@@ -64,6 +64,9 @@ def study(args, overrides) -> int:
     from ..study.spec import available_studies, load_study
 
     if args.action == "list":
+        if args.name:
+            raise XlingError(f"xling study list takes no study name (got '{args.name}'): "
+                             f"`xling study status {args.name}` shows a study's runs")
         studies = available_studies()
         width = max(map(len, studies), default=0) + 1
         for name, path in studies.items():

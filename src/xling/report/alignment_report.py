@@ -305,7 +305,9 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
         found = alignment_sections(doc, study, root, out, task)
     if found is None:
         raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: "
-                         f"run `xling study run {study.name}` first, then this command without --no-compute")
+                         + (f"run `xling study run {study.name}` first, then this command without --no-compute"
+                            if not compute else f"it has no trained multilingual run there (`xling study run "
+                                                f"{study.name}` trains them)"))
     atomic_write_text(out / "alignment.md", doc.markdown())
     atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}", base=out))
     return out / "alignment.md"
