@@ -96,10 +96,13 @@ if __name__ == "__main__":
     parser.add_argument("out", help="directory for the task (lm_eval --include_path)")
     parser.add_argument("--text", help="held-out passages, one per line (default: the built-in Bible's test books)")
     parser.add_argument("--translation", default="web", help="built-in translation (default web)")
-    parser.add_argument("--max-items", type=int, default=500)
+    parser.add_argument("--max-items", type=int, default=500, help="at most this many items (default 500)")
     args = parser.parse_args()
+    if args.max_items < 1:
+        parser.error(f"--max-items must be at least 1, got {args.max_items}")
     try:
         main(args.out, args.text, args.translation, args.max_items)
-    except (xling.XlingError, OSError) as e:
-        print(f"lm_eval_task.py: {e}", file=sys.stderr)
+    except (xling.XlingError, OSError, UnicodeDecodeError) as e:
+        problem = f"{args.text} is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e
+        print(f"lm_eval_task.py: {problem}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -27,6 +27,7 @@ PUBLIC = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff",
 
 def test_the_public_surface_is_pinned_and_documented():
     assert xling.__all__ == PUBLIC
+    assert [n for n in dir(xling) if not n.startswith("_")] == sorted(PUBLIC)  # not sys, types, TYPE_CHECKING
     text = pydoc.render_doc(xling, renderer=pydoc.plaintext)  # help(xling)
     for name in PUBLIC:
         obj = getattr(xling, name)

@@ -63,8 +63,8 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    """The module's names and the public ones not loaded yet."""
-    return sorted(set(globals()) | set(__all__))
+    """The public names (loaded or not) and the module's dunders; not the helpers it imports (sys, types)."""
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})
 
 
 class _Package(types.ModuleType):
