@@ -188,3 +188,10 @@ def test_a_packaged_config_is_found_by_name(capsys):
     code, out, _ = run_cli(capsys, "config", "clone-90-10", "--train.seed", "3")
     assert code == 0 and "seed: 3" in out
     assert_user_error(capsys, None, "config", "clone-90-1", match="did you mean 'clone-90-10'")
+
+
+def test_an_unwritable_cache_names_xling_cache(capsys, config_file, monkeypatch):
+    monkeypatch.setenv("XLING_CACHE", "/proc/xling-cache")  # a place that takes no new files
+    assert main(["prepare", str(config_file())]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "set XLING_CACHE to a writable directory" in err

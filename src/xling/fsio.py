@@ -27,6 +27,10 @@ def cannot_create(path: Path, exc: OSError) -> XlingError:
     parents made)."""
     verb = "replace" if Path(path).exists() else "create"
     why = "its directory takes no new files" if exc.errno == errno.ENOENT else exc.strerror
+    cache = default_cache_dir()
+    if Path(path).is_relative_to(cache):  # a path the user never typed: say which setting chose it
+        return XlingError(f"cannot {verb} {path} ({why}): it is in the cache ({cache}); set XLING_CACHE to a "
+                          "writable directory")
     return XlingError(f"cannot {verb} {path} ({why}): choose an output path on a writable disk")
 
 
