@@ -250,7 +250,7 @@ def test_teff_from_rows_csv_files_and_frames(tmp_path):
                         ([], "mono: no rows"), ([3], "mono row 1 is a int")):
         with pytest.raises(XlingError, match=match):
             xling.teff(mono, runs)
-    with pytest.raises(XlingError, match="unknown --form"):
+    with pytest.raises(XlingError, match="unknown law form"):
         xling.teff(_ladder(), runs, form="cubic")
     pandas = pytest.importorskip("pandas")
     assert xling.teff(pandas.DataFrame(_ladder()), pandas.DataFrame(runs), bootstrap=0)[0]["run"] == "a"

@@ -339,7 +339,7 @@ def check_rows(rows: Iterable[Mapping], required_columns: Sequence[str], what: s
 def check_options(form: str, bootstrap: int) -> tuple[str, ...]:
     """The law forms to fit: `form` (loss or paper) or both."""
     if form != "both" and form not in FORMS:
-        raise XlingError(f"unknown --form {form!r}; use one of: {', '.join(FORMS)} or both")
+        raise XlingError(f"unknown law form {form!r}: use {', '.join(FORMS)} or both")
     if bootstrap < 0:
         raise XlingError(f"--bootstrap must be >= 0, got {bootstrap}")
     return FORMS if form == "both" else (form,)

@@ -92,7 +92,8 @@ class RunDir:
 
     def require(self) -> RunDir:
         if not self.exists():
-            raise XlingError(f"{self.path} is not a run directory (no config.yaml): pass the directory `xling train` wrote")
+            what = "a file" if self.path.is_file() else "not a run directory (no config.yaml)"
+            raise XlingError(f"{self.path} is {what}: pass the directory `xling train` wrote")
         return self
 
     # config and info
