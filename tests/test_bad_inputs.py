@@ -47,7 +47,7 @@ CASES = [
     ("doc_per_line for jsonl", f"{T} --corpus.name jsonl --corpus.paths [{{jsonl}}]", "doc_per_line applies to name text"),
     ("vocab_size with a brought tokenizer", f"{T} --tokenizer.path {{afile}}", "tokenizer.vocab_size does not apply"),
     ("corpus jsonl field", f"{T} --corpus.name jsonl --corpus.doc_per_line false --corpus.paths [{{jsonl}}] --corpus.text_field body",
-     "no string field 'body'"),
+     "has no field 'body'"),
     ("corpus doc_per_line", f"{T} --corpus.doc_per_line maybe", "must be of type bool"),
     ("tokenizer too small", f"{T} --tokenizer.vocab_size 100", "vocab_size must be between 300"),
     ("tokenizer too large", f"{T} --tokenizer.vocab_size 100000", "between 300 and 65536"),

@@ -136,7 +136,10 @@ def test_bad_jsonl_line_and_missing_field(tmp_path):
     path.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
     expect_error(r"x\.jsonl:2: invalid JSON", load_documents, CorpusConfig(name="jsonl", paths=[str(path)]), "train")
     path.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf-8")
-    expect_error(r"x\.jsonl:2 has no string field 'text' \(fields: body\).*corpus.text_field", load_documents,
+    expect_error(r"x\.jsonl:2 has no field 'text' \(fields: body\).*corpus.text_field", load_documents,
+                 CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+    path.write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
+    expect_error(r"x\.jsonl:2: field 'text' is 5, not text", load_documents,
                  CorpusConfig(name="jsonl", paths=[str(path)]), "train")
 
 

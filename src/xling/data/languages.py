@@ -150,8 +150,9 @@ def load_table(path: str | Path, num_languages: int, vocab_size: int) -> tuple[t
     except FileNotFoundError:
         raise XlingError(f"languages.table: {path} not found: write it again with xling.Config.with_id_table, "
                          "or copy it from the machine that trained the run") from None
-    except (OSError, ValueError) as exc:
-        raise XlingError(f"languages.table: {path} is not a .npy integer array ({exc})") from None
+    except (OSError, ValueError):  # (numpy's own message suggests allow_pickle, which xling never uses)
+        raise XlingError(f"languages.table: {path} is not a .npy integer array: write it with "
+                         "xling.Config.with_id_table") from None
     if not isinstance(array, np.ndarray):
         raise XlingError(f"languages.table: {path} is not a .npy integer array")
     array = check_table(array, num_languages, vocab_size)

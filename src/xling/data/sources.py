@@ -485,8 +485,11 @@ def chunk_texts(chunk: Chunk) -> list[str]:
         try:
             records = jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1)
             for number, record in records:
-                if not isinstance(record.get(field), str):
-                    raise XlingError(f"{chunk.where}:{number} has no string field '{field}' (fields: "
+                if field in record and not isinstance(record[field], str):
+                    raise XlingError(f"{chunk.where}:{number}: field '{field}' is {str(record[field])[:40]}, not text: "
+                                     "set corpus.text_field to the field with the text")
+                if field not in record:
+                    raise XlingError(f"{chunk.where}:{number} has no field '{field}' (fields: "
                                      f"{', '.join(record) or 'none'}): set corpus.text_field to the one with the text")
                 texts.append(record[field])
         except XlingError:
