@@ -118,8 +118,8 @@ def test_existing_run_needs_resume(capsys, config_file, tmp_path):
     before = sorted(p.name for p in out.iterdir())
     assert_user_error(capsys, None, "train", config_file(), "--out", out, match="pass --resume")
     assert sorted(p.name for p in out.iterdir()) == before
-    code, _, _ = run_cli(capsys, "train", out, "--resume", "--quiet", "--no-eval")  # a run dir resumes itself
-    assert code == 0
+    code, printed, _ = run_cli(capsys, "train", out, "--resume", "--quiet", "--no-eval")  # a run dir resumes itself
+    assert code == 0 and f"resuming {out} from its last checkpoint, step 4" in printed
 
 
 def test_eval_of_a_non_run_directory(capsys, tmp_path):
