@@ -257,7 +257,7 @@ def test_alignment_answers_are_worded_from_the_check_never_read_back():
     assert compare(noisy, t_stat([0.40, 0.41, 0.42])).answer().startswith("not significant (Δ = +0.0")
     assert compare(t_stat([0.40, 0.41, 0.42]), noisy).status is Status.NOT_SUPPORTED
     one = compare(Stat(0.52, 0.52, 0.52, 1, (0.52,)), Stat(0.50, 0.50, 0.50, 1, (0.50,)))
-    assert one.status is Status.HOLDS_ONE_SEED and one.answer() == "yes (Δ = +0.020; one seed, no interval)"
+    assert one.status is Status.HOLDS_ONE_SEED and one.answer() == "yes in one seed (Δ = +0.020; no interval)"
     assert NOT_TESTED.answer() == "not tested" and compare(Stat(0, 0, 0, 0), higher) is NOT_TESTED
     # No difference at all (e.g. both settings at the majority class) is not the paper's direction.
     same = compare(t_stat([0.14, 0.14, 0.14]), t_stat([0.14, 0.14, 0.14]))

@@ -55,7 +55,7 @@ class Check:
         if self.status is Status.NOT_TESTED:
             return "not tested"
         if math.isnan(lo):
-            return f"{'yes' if d > 0 else 'no'} (Δ = {d:+.3f}; one seed, no interval)"
+            return f"{'yes' if d > 0 else 'no'} in one seed (Δ = {d:+.3f}; no interval)"
         word = {Status.SUPPORTED: "yes", Status.CONTRADICTED: "no"}.get(self.status, "not significant")
         return f"{word} (Δ = {d:+.3f}, 95 % CI [{lo:+.3f}, {hi:+.3f}])"
 
@@ -110,6 +110,8 @@ MEANINGS = (
     "'(one seed)': one seed, so no interval, only the direction of the means; "
     "'partly': a claim of several checks of which at least one is supported and at least one is not; "
     "'not tested': the study lacks the runs (or the monolingual ladder) a check needs. "
+    "A check's own line answers its question 'yes' or 'no' where the interval excludes no effect, "
+    "'not significant' where it does not, and 'yes/no in one seed' (the sign only) without an interval. "
     "No correction is made for the number of checks: with k checks of no true effect, one is "
     "significant in the paper's direction by chance about 1 − 0.975^k of the time."
 )
