@@ -483,19 +483,15 @@ def chunk_texts(chunk: Chunk) -> list[str]:
         field, texts = chunk.field, []
         text = _decode(chunk.data, chunk.where, chunk.offset)
         try:
-            records = jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1)
-            for number, record in records:
-                if field in record and not isinstance(record[field], str):
-                    raise XlingError(f"{chunk.where}:{number}: field '{field}' is {str(record[field])[:40]}, not text: "
-                                     "set corpus.text_field to the field with the text")
-                if field not in record:
-                    raise XlingError(f"{chunk.where}:{number} has no field '{field}' (fields: "
-                                     f"{', '.join(record) or 'none'}): set corpus.text_field to the one with the text")
+            for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1):
+                if not isinstance(record.get(field), str):
+                    what = (f": field '{field}' is {str(record[field])[:40]}, not text" if field in record else
+                            f" has no field '{field}' (fields: {', '.join(record) or 'none'})")
+                    raise XlingError(f"{chunk.where}:{number}{what}: set corpus.text_field to the one with the text")
                 texts.append(record[field])
         except XlingError:
             if chunk.line >= 0:
-                raise
-            # a byte range: count the file's lines before it, then say where again
+                raise  # else a byte range: count the file's lines before it, then say where again
             return chunk_texts(replace(chunk, line=_lines_before(chunk.where, chunk.offset)))
         return texts
     if chunk.kind == "arrow":
