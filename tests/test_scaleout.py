@@ -212,6 +212,36 @@ def test_a_second_ctrl_c_while_the_pool_stops_does_not_leave_its_workers_behind(
     assert not mp.active_children()  # every worker has ended: nothing left to wait for at exit
 
 
+def _slow_to_stop(n, folder) -> int:
+    Path(folder, str(n)).touch()
+    try:
+        time.sleep(30)
+    except KeyboardInterrupt:
+        time.sleep(30)  # a run whose stop takes long (a big checkpoint being written, say)
+    return n
+
+
+def test_ctrl_c_twice_more_while_the_pool_stops_kills_its_workers(tmp_path):
+    import multiprocessing as mp
+    import signal
+    import threading
+
+    def thrice():
+        _wait_for(tmp_path / "0")
+        for _ in range(3):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(0.5)
+
+    start = time.time()
+    results = Launch("local", 1, 1).run_each(_slow_to_stop, [_Task(n) for n in range(2)], str(tmp_path))
+    interrupter = threading.Thread(target=thrice)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        list(results)
+    interrupter.join()
+    assert not mp.active_children() and time.time() - start < 25  # killed, not waited for (30 s)
+
+
 def _wait_for(path: Path, timeout: float = 120) -> None:
     end = time.time() + timeout
     while not path.exists() and time.time() < end:

@@ -11,6 +11,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,13 +136,16 @@ def _interrupt(pool: cf.ProcessPoolExecutor) -> None:
             os.kill(process.pid, signal.SIGINT)
 
 
-def _shut_down(pool: cf.ProcessPoolExecutor) -> None:
-    """Wait for the workers to end (a stopped run writes its record: a second or so). A Ctrl-C meanwhile
-    does not cut the wait short: on Python 3.11 an interrupted join can leave the pool's manager thread
-    running while the process exits, and the workers then wait forever. A second one kills the workers
-    (every file is written atomically: a rerun resumes from the last checkpoint)."""
+@contextlib.contextmanager
+def _ctrl_c_while_stopping(pool: cf.ProcessPoolExecutor):
+    """While the pool stops (its workers end their runs: a second or so), a Ctrl-C does not cut the wait
+    short: on Python 3.11 an interrupted join can leave the pool's manager thread running while the
+    process exits, and the workers then wait forever. The first press meanwhile is only noted (a Ctrl-C
+    may arrive twice: `timeout -s INT` sends it to the process and to its group); another kills the
+    workers (every file is written atomically: a rerun resumes from the last checkpoint). A press noted
+    while nothing else stops the caller is raised afterwards, so it is not lost."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread has Ctrl-C
-        pool.shutdown(wait=True)
+        yield
         return
     presses = 0
 
@@ -155,9 +159,11 @@ def _shut_down(pool: cf.ProcessPoolExecutor) -> None:
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        pool.shutdown(wait=True)
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if presses and sys.exc_info()[0] is None:  # (in an `except` block, its exception goes on instead)
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -266,21 +272,24 @@ class Launch:
                 result = future.result()
                 if result is not None:  # None: a task its worker did not start after Ctrl-C
                     yield result
-        except cf.process.BrokenProcessPool:
-            raise XlingError("a worker process died (out of memory? or, from Python, a script whose top level "
-                             "is not under `if __name__ == \"__main__\":`); run the study again to continue, "
-                             "perhaps with fewer workers") from None
         except BaseException as exc:
-            # The tasks queued in the pool then return at once. (Not Future.cancel: a pool broken by a
-            # second Ctrl-C in `_shut_down` then fails on the cancelled futures and leaks its semaphores.)
-            stop.set()
-            # A Ctrl-C here or in the caller (GeneratorExit from `closing`), perhaps to this process only
-            # (kill -INT, a notebook's interrupt): the running runs stop too
-            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
-                _interrupt(pool)
+            with _ctrl_c_while_stopping(pool):
+                # The tasks queued in the pool then return at once. (Not Future.cancel: a pool broken by a
+                # kill in `_ctrl_c_while_stopping` then fails on the cancelled futures and leaks semaphores.)
+                stop.set()
+                # Stopped by a Ctrl-C, here or in the caller (GeneratorExit from `closing`, which an error
+                # there sends too), perhaps to this process only (kill -INT, a notebook's interrupt): the
+                # running runs stop as well
+                if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+                    _interrupt(pool)
+                pool.shutdown(wait=True)
+            if isinstance(exc, cf.process.BrokenProcessPool):
+                raise XlingError("a worker process died (out of memory? or, from Python, a script whose top "
+                                 "level is not under `if __name__ == \"__main__\":`); run the study again to "
+                                 "continue, perhaps with fewer workers") from None
             raise
-        finally:
-            _shut_down(pool)
+        with _ctrl_c_while_stopping(pool):
+            pool.shutdown(wait=True)
 
     def _ray(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
         """Each run is one Ray task. With RAY_ADDRESS set, tasks go to that cluster (ROOT must be shared)."""
