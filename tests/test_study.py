@@ -424,3 +424,15 @@ def test_linked_keys_follow_another_keys_value(tiny_corpus_dir):
     data["linked"] = {"model.n_layers": [1, 2]}
     with pytest.raises(XlingError, match=r"linked\.model\.n_layers must be a mapping"):
         build_study(data)
+
+
+def test_a_study_with_a_key_its_runs_ignore_is_read_with_a_warning(tiny_corpus_dir, capsys):
+    from xling.errors import warnings_to_stderr
+
+    warnings_to_stderr()  # as the CLI shows the library's warnings
+    data = tiny_study_dict(tiny_corpus_dir, name="ignored")
+    data["base"]["languages"]["second"] = {"translation": "kjv"}  # clones have no second corpus
+    study = build_study(data)  # readable (refusing it would leave only a change of every run's id)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert study.runs and line.startswith("warning: study: run ") and "would change their ids" in line
+    assert "languages.second is the second language of a real pair" in line

@@ -22,7 +22,7 @@ def _existing(root: str | None) -> str | None:
 def _above_studies(root: str | None) -> str | None:
     """--root holds a folder per study (root/STUDY/RUN): a study's own folder given instead is refused."""
     if root is not None and Path(root).is_dir() and any((c / "study.json").is_file() for c in Path(root).iterdir()):
-        raise XlingError(f"--root {root} holds a study's runs itself: pass its parent ({Path(root).parent}), the "
+        raise XlingError(f"--root {root} holds a study's runs itself: pass its parent ({Path(root).resolve().parent}), the "
                          "directory `xling study run` writes runs into")
     return root
 
@@ -90,7 +90,7 @@ def study(args, overrides) -> int:
 
         chosen = load_study(args.name)
         gpus = None if args.gpus is None else args.gpus if args.gpus == "auto" else ",".join(map(str, args.gpus))
-        script = sbatch_script(chosen, args.array, args.root, args.workers, gpus, args.runs_per_gpu,
+        script = sbatch_script(chosen, args.array, _above_studies(args.root), args.workers, gpus, args.runs_per_gpu,
                                tuple(args.log or ()))
         make_dirs(runs_root(args.root))  # where the tasks' output files go
         print(script, end="")

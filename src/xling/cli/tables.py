@@ -38,7 +38,7 @@ def efficiency_table(rows: Sequence[dict]) -> str:
     body = [
         [
             str(r["run"]), str(r["language"]), *(r[f] for f in forms), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
-            _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", "#.3g"), _with_ci(r, "teff", ".2f"),
+            _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3f"), _with_ci(r, "teff", ".2f"),
             _range(r, "teff_profile", ".2f"), "!" if r.get("warning") else "",
         ]
         for r in rows

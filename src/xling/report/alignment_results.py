@@ -54,7 +54,7 @@ def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_option
     wanted = {"hidden"}
     if align_options.get("grad_sequences", GRAD_SEQUENCES) > 0:
         wanted.add("gradient")
-    if word2vec and spec.mixture.kind == "clone":
+    if word2vec and "embeddings" in done:  # clone pairs found (frac_clone 0, say, has none): the control too
         wanted.add("word2vec")
     over_training = spec.run_config.train.keep_checkpoints != "last"
     return (not wanted <= done.keys(),

@@ -153,7 +153,8 @@ def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...],
 
 
 def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
-    """'; K resume from a checkpoint: ID at step N, ...' for the runs left that have one (else '')."""
+    """'; K resume from a checkpoint: ID at step N, ...' for the runs left that have one (else ''). The newest
+    checkpoint, not checksummed here (seconds for large runs): training skips a damaged one, with a warning."""
     found = []
     for spec in todo:
         checkpoints = RunDir(spec.run_dir(root)).checkpoint_dirs()

@@ -11,6 +11,7 @@ import copy
 import difflib
 import functools
 import itertools
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -188,21 +189,28 @@ def build_study(data: dict, path: Path | None = None) -> Study:
     top_grid = _grid(data.get("grid"), f"{where}: grid")
     linked = _linked(data.get("linked"), f"{where}: linked")
     groups = _require_mapping(data.get("groups"), f"{where}: groups") or {"runs": {}}
-    runs, seen = [], {}
+    runs, seen, ignored = [], {}, ""
     for group, body in groups.items():
         for label, dims, cfg_data in _expand(str(group), body, base, top_grid, linked, where):
             try:
                 cfg = from_dict(cfg_data)
-                validate(cfg)
+                validate(cfg, recorded=True)
                 Mixture.of(cfg)  # the languages that languages.mix and languages.transforms name exist
             except XlingError as exc:
                 raise XlingError(f"{where}: run {label}: {exc}") from None
+            try:  # a key the run ignores: a warning, not a refusal (removing it changes the runs' ids)
+                validate(cfg)
+            except XlingError as exc:
+                ignored = ignored or (f"{where}: run {label}: {exc} (the runs ignore it; removing it from the "
+                                      "study would change their ids, so runs trained already would train again)")
             config = to_dict(cfg)
             digest = config_hash(config)
             if digest in seen:
                 raise XlingError(f"{where}: runs {seen[digest]} and {label} have the same config; remove one of them")
             seen[digest] = label
             runs.append(RunSpec(str(name), str(group), dims, config, f"{label}-{digest}"))
+    if ignored:
+        logging.getLogger(__name__).warning(ignored)
     figures = data.get("figures") or []
     _check_figures(figures, where)
     one_x = data.get("one_x", 1.0)
