@@ -442,8 +442,9 @@ def _check_keys_apply(cfg: RunConfig) -> None:
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
         _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
-        own_default = LanguagesConfig().second.translation if where == "languages.second" else "web"
-        _check(bible or corpus.translation == own_default, f"{where}.translation is for the Bibles, not {corpus.name}")
+        # defaults: web, and for languages.second lsg (web again where the section is written without it)
+        defaults = ("web", LanguagesConfig().second.translation) if where == "languages.second" else ("web",)
+        _check(bible or corpus.translation in defaults, f"{where}.translation is for the Bibles, not {corpus.name}")
         # Not refused on the Bibles: doc_per_line and text_field change nothing there (their own format), and
         # a config of your text switched to the Bible by an override keeps them
         _check(corpus.name in ("text", "bible") or not corpus.doc_per_line, f"{where}.doc_per_line applies to name "
