@@ -174,41 +174,39 @@ def _mark_then_sleep(n, folder) -> int:
     return n
 
 
-def test_runs_queued_in_the_pool_do_not_start_after_an_interrupt(tmp_path):
+def _ctrl_c_while_first_runs(task, tasks: int, workers: int, folder: Path, presses: int, gap: float) -> None:
+    """Run `tasks` of `task` in a pool; once the first has started, Ctrl-C `presses` times, `gap` s apart (to
+    this process only, as after `kill -INT`: the runner passes it on to its workers). It must stop the pool."""
     import signal
     import threading
 
-    # one worker, three tasks: the pool queues the second behind the first at once; Ctrl-C comes while
-    # the first runs (here to this process only, as after `kill -INT`: the runner passes it on to its workers)
-    results = Launch("local", 1, 1).run_each(_mark_then_sleep, [_Task(n) for n in range(3)], str(tmp_path))
-    interrupter = threading.Thread(target=lambda: (_wait_for(tmp_path / "0"), signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)))
+    def press():
+        _wait_for(folder / "0")
+        for _ in range(presses):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(gap)
+
+    results = Launch("local", workers, 1).run_each(task, [_Task(n) for n in range(tasks)], str(folder))
+    interrupter = threading.Thread(target=press)
     interrupter.start()
     with pytest.raises(KeyboardInterrupt):
         list(results)
     interrupter.join()
+
+
+def test_runs_queued_in_the_pool_do_not_start_after_an_interrupt(tmp_path):
+    # one worker, three tasks: the pool queues the second behind the first at once; Ctrl-C comes while the first runs
+    _ctrl_c_while_first_runs(_mark_then_sleep, 3, 1, tmp_path, presses=1, gap=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]  # the queued tasks never started
 
 
 def test_a_second_ctrl_c_while_the_pool_stops_does_not_leave_its_workers_behind(tmp_path):
     import multiprocessing as mp
-    import signal
-    import threading
 
     # Ctrl-C twice (as `timeout -s INT` sends it, or an impatient user): the second lands while the pool
     # shuts down. An interrupted shutdown left the pool's manager thread running while the process went
     # on, and the workers then waited forever for it at exit.
-    def twice():
-        _wait_for(tmp_path / "0")
-        for _ in range(2):
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            time.sleep(0.05)
-
-    results = Launch("local", 2, 1).run_each(_mark_then_sleep, [_Task(n) for n in range(4)], str(tmp_path))
-    interrupter = threading.Thread(target=twice)
-    interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        list(results)
-    interrupter.join()
+    _ctrl_c_while_first_runs(_mark_then_sleep, 4, 2, tmp_path, presses=2, gap=0.05)
     assert not mp.active_children()  # every worker has ended: nothing left to wait for at exit
 
 
@@ -223,22 +221,9 @@ def _slow_to_stop(n, folder) -> int:
 
 def test_ctrl_c_twice_more_while_the_pool_stops_kills_its_workers(tmp_path):
     import multiprocessing as mp
-    import signal
-    import threading
-
-    def thrice():
-        _wait_for(tmp_path / "0")
-        for _ in range(3):
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            time.sleep(0.5)
 
     start = time.time()
-    results = Launch("local", 1, 1).run_each(_slow_to_stop, [_Task(n) for n in range(2)], str(tmp_path))
-    interrupter = threading.Thread(target=thrice)
-    interrupter.start()
-    with pytest.raises(KeyboardInterrupt):
-        list(results)
-    interrupter.join()
+    _ctrl_c_while_first_runs(_slow_to_stop, 2, 1, tmp_path, presses=3, gap=0.5)
     assert not mp.active_children() and time.time() - start < 25  # killed, not waited for (30 s)
 
 
