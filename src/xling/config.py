@@ -423,7 +423,7 @@ def _check_many(cfg: RunConfig) -> None:
     _check(not lang.mix or abs(total - 1.0) <= 1e-6, f"languages.mix shares must sum to 1, got {total:.6g}")
 
 
-def _check_keys_apply(cfg: RunConfig) -> None:
+def check_keys_apply(cfg: RunConfig) -> None:
     """Refuse a key that this kind of run or corpus would ignore without a word."""
     lang = cfg.languages
     _check(lang.kind == "clone" or lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only "
@@ -491,7 +491,7 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     _check(ev.max_tokens == 0 or ev.max_tokens > ev.window,
            f"eval.max_tokens ({ev.max_tokens}) must be 0 (the whole split) or more than eval.window ({ev.window})")
     if not recorded:
-        _check_keys_apply(cfg)
+        check_keys_apply(cfg)
 
 
 def num_languages(cfg: RunConfig) -> int:

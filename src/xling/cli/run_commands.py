@@ -68,7 +68,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 def train(args, overrides) -> int:
     from ..api import train as train_run
     from ..train.distributed import world_from_env
-    from ..train.rundir import RunDir, checkpoint_step
+    from ..train.rundir import RunDir
 
     if args.config is None and not args.resume:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
@@ -85,8 +85,8 @@ def train(args, overrides) -> int:
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
     if args.resume and not world_from_env().rank:
-        checkpoints = RunDir(out).checkpoint_dirs()  # (a damaged last one is skipped, with a warning, by training)
-        print(f"resuming {out} from its last checkpoint, step {checkpoint_step(checkpoints[-1])}" if checkpoints
+        step = RunDir(out).newest_checkpoint_step()
+        print(f"resuming {out} from its last checkpoint, step {step}" if step
               else f"{out} has no checkpoint yet: training starts at step 0", flush=True)
     run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
                     loggers=args.log or ())

@@ -26,7 +26,7 @@ from ..errors import XlingError
 from ..fsio import make_dirs
 from ..identity import run_identity
 from ..train.live_log import unavailable
-from ..train.rundir import RunDir, checkpoint_step
+from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
 from .launch import Launch, auto_workers, run_dims
@@ -155,11 +155,8 @@ def _adopt_twins(todo: list, root: Path, store: Store, loggers: tuple[str, ...],
 def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
     """'; K resume from a checkpoint: ID at step N, ...' for the runs left that have one (else ''). The newest
     checkpoint, not checksummed here (seconds for large runs): training skips a damaged one, with a warning."""
-    found = []
-    for spec in todo:
-        checkpoints = RunDir(spec.run_dir(root)).checkpoint_dirs()
-        if checkpoints:
-            found.append(f"{spec.id} at step {checkpoint_step(checkpoints[-1])}")
+    steps = {spec.id: RunDir(spec.run_dir(root)).newest_checkpoint_step() for spec in todo}
+    found = [f"{run} at step {step}" for run, step in steps.items() if step]
     if not found:
         return ""
     more = f", and {len(found) - shown} more" if len(found) > shown else ""

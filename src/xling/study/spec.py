@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, apply_overrides, flatten, from_dict, is_name, load_yaml, to_dict, validate
+from ..config import (
+    RunConfig,
+    apply_overrides,
+    check_keys_apply,
+    flatten,
+    from_dict,
+    is_name,
+    load_yaml,
+    to_dict,
+    validate,
+)
 from ..data.mixture import Mixture
 from ..data.transforms import ORDER_VERSION, WORD_ORDER
 from ..errors import XlingError
@@ -199,7 +209,7 @@ def build_study(data: dict, path: Path | None = None) -> Study:
             except XlingError as exc:
                 raise XlingError(f"{where}: run {label}: {exc}") from None
             try:  # a key the run ignores: a warning, not a refusal (removing it changes the runs' ids)
-                validate(cfg)
+                check_keys_apply(cfg)
             except XlingError as exc:
                 ignored = ignored or (f"{where}: run {label}: {exc} (the runs ignore it; removing it from the "
                                       "study would change their ids, so runs trained already would train again)")

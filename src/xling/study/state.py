@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import XlingError
 from ..fsio import atomic_write_json, make_dirs
-from ..train.rundir import RunDir, checkpoint_step
+from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
 
 
@@ -170,9 +170,8 @@ def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
         run = RunDir(spec.run_dir(root))
         info = run.read_info(tolerant=True)
         step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)
-        checkpoints = run.checkpoint_dirs()
         rows.append({"id": spec.id, "group": spec.group, "state": run_state(run.path), "step": step or 0,
-                     "checkpoint": checkpoint_step(checkpoints[-1]) if checkpoints else 0,
+                     "checkpoint": run.newest_checkpoint_step(),
                      "steps": info.get("steps"), "error": run.read_study_record().get("error", "")})
     return rows
 

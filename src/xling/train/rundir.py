@@ -201,6 +201,11 @@ class RunDir:
             return []
         return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name))
 
+    def newest_checkpoint_step(self) -> int:
+        """The step of the newest checkpoint, 0 if none; not checksummed (a resume skips a damaged one)."""
+        checkpoints = self.checkpoint_dirs()
+        return checkpoint_step(checkpoints[-1]) if checkpoints else 0
+
     def checkpoint_problem(self, ckpt: Path) -> str | None:
         """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
         manifest_path = ckpt / "manifest.json"
