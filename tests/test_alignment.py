@@ -184,6 +184,14 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     assert -1 <= w2v["input"]["clone_pairs"] <= 1
     table = alignment_table({"a": res, "b": res})
     assert "w2v input clone-pairs" in table and "layer 1" in table
+    # a rerun without the control or gradients keeps them (the same pair and checkpoint), and says so
+    again = align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
+    assert again["kept"] == ["word2vec", "gradient"]
+    assert again["word2vec"] == w2v and again["gradient"] == res["gradient"]
+    stored = json.loads((tiny_run / "alignment" / "alignment.json").read_text())
+    assert stored["word2vec"] == w2v
+    fresh = align_run(tiny_run, sequences=4, grad_sequences=1, figures=False)
+    assert fresh["kept"] == ["word2vec"] and fresh["gradient"]["sequences"] == 1
 
 
 def test_align_user_errors(tiny_run, capsys, tmp_path):

@@ -287,6 +287,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     if checkpoint is not None:
         atomic_write_json(session.run.alignment_at(checkpoint), result)
         return result
+    _keep_earlier(result, read_json(session.run.alignment_path, {}))
     atomic_write_json(session.run.alignment_path, result)
     if figures:
         label = session.run.path.name
@@ -297,6 +298,22 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         if clones:
             plot_embeddings(result, out / "embeddings.png")
     return result
+
+
+def _keep_earlier(result: dict, earlier: dict) -> None:
+    """Keep what an earlier alignment.json of the same pair has and this one skipped (a rerun
+    without --word2vec, or with --grad-sequences 0, must not delete those results). The word2vec
+    control depends on the training stream only; gradients only if from the same checkpoint step.
+    Their names go to result["kept"]."""
+    if earlier.get("languages") != result["languages"]:
+        return
+    kept = [key for key, same_source in (("word2vec", "embeddings" in result),
+                                         ("gradient", earlier.get("step") == result["step"]))
+            if key in earlier and key not in result and same_source]
+    for key in kept:
+        result[key] = earlier[key]
+    if kept:
+        result["kept"] = kept
 
 
 def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:

@@ -159,7 +159,9 @@ class Run:
 
         `pair`: the two languages (default: the first two). `word2vec`: also the word2vec control of
         cloned languages (True, or a dict of vector_size, window, epochs). `reuse`: read an existing
-        alignment.json of the same pair instead of computing it again. See `xling align --help` for the measures.
+        alignment.json of the same pair instead of computing it again. A recomputation without the word2vec
+        control or gradients keeps those of an earlier alignment.json of the same pair (gradients only from
+        the same checkpoint; their names in the result's "kept"). See `xling align --help` for the measures.
         """
         from ..analysis.alignment import align_run
 

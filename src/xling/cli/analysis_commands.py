@@ -79,7 +79,9 @@ def align(args, overrides) -> int:
         computed.append(Run(run_dir).align(
             args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
             word2vec=w2v, figures=not args.no_figures, reuse=args.reuse, device=args.device))
-        print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s)")
+        kept = computed[-1].get("kept") if not read else None
+        note = f"; kept the earlier {' and '.join(kept)} results" if kept else ""
+        print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s{note})")
     if args.checkpoints == "all":
         for run_dir in args.run_dirs:
             print(training_table(run_dir, Run(run_dir).align_over_training(
