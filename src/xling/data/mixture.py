@@ -163,12 +163,17 @@ class Mixture:
                 given = [0.0] * len(names)
                 for key, share in lang.mix.items():
                     given[language_index(cfg, key, "languages.mix")] += share
-                shares = tuple(given)  # summing to 1 within 1e-6 (config.validate); choose_by_shares normalises
+                if abs(sum(given) - 1.0) > 1e-6:  # after the names: a misspelt one is the first thing to fix
+                    raise XlingError(f"languages.mix shares must sum to 1, got {sum(given):.6g}")
+                shares = tuple(given)  # choose_by_shares normalises what rounding leaves
             elif rule == "uniform":
                 shares = (1.0 / len(names),) * len(names)
         transforms = [() if i == 0 or lang.kind != "clone" else ("clone",) for i in range(len(names))]
         for key, steps in lang.transforms.items():
             i = language_index(cfg, key, "languages.transforms")
+            if "clone" in steps and lang.kind != "clone":
+                raise XlingError(f"languages.transforms.{key}: clone gives a clone run's language its own ids; a real "
+                                 "language has them")
             if i == 0 and "clone" in steps:
                 raise XlingError(f"languages.transforms.{key}: {names[0]} is the base language, whose ids are the "
                                  "tokenizer's: clone applies to the other languages")
