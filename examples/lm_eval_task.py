@@ -3,13 +3,14 @@
 lm-eval's own tasks download from the Hugging Face hub. This writes one that needs nothing from it,
 from the built-in Bible's test books (no run trained on them) or from a text file of one passage per line:
 
-    python examples/lm_eval_task.py tasks/                       # 500 verses of the World English Bible
+    python examples/lm_eval_task.py tasks/                       # 500 sentences of the World English Bible
     python examples/lm_eval_task.py tasks/ --text my-test.txt    # or your own held-out passages
     xling export runs/clone-90-10 hf-en2 --format hf --language EN2
     lm_eval --model hf --model_args pretrained=hf-en2,dtype=float32 --include_path tasks \\
         --tasks xling_lastword --device cpu --batch_size 8
 
-Each item is a passage without its last word (the context) and that word (the target, trailing
+The built-in text is cut into sentences (`xling.Config.documents`, the same held-out text for
+every language of a run). Each item is a passage without its last word (the context) and that word (the target, trailing
 punctuation removed), as in LAMBADA. lm-eval reports `acc` (whether the target is the model's
 greedy continuation) and `perplexity` (of the targets' log-likelihoods). An export scores one
 language, so the same task run on the EN1 and EN2 exports of a cloned run compares the two
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import string
 import sys
 from pathlib import Path
@@ -63,11 +65,9 @@ def cloze_items(passages, max_items: int = 500, min_words: int = 8) -> list[dict
 
 
 def bible_test_passages(translation: str) -> list[str]:
-    """The verses of the built-in corpus's test books (held out from every run's training text)."""
-    from xling.data.corpora import bible_verses, split_books
-
-    test = set(split_books("test"))
-    return [text for book, _, _, text in bible_verses(translation) if book in test]
+    """The sentences of the built-in corpus's test books (held out from every run's training text)."""
+    chapters = next(iter(xling.Config({"corpus": {"translation": translation}}).documents("test").values()))
+    return [sentence for chapter in chapters for sentence in re.split(r"(?<=[.!?])\s+", chapter)]
 
 
 def write_task(items: list[dict], out: Path) -> Path:

@@ -91,6 +91,22 @@ def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):
             xling.corpus(bad, cache_dir=tmp_path)
 
 
+def test_documents_are_each_languages_text_split_as_training_splits_it():
+    docs = make_documents(60, seed=4)
+    real = xling.Config(tiny_config_dict("unused", corpus=docs, languages={
+        "kind": "real", "second": [d.upper() for d in docs], "vocab": "disjoint"}))
+    splits = {split: real.documents(split) for split in ("train", "valid", "test")}
+    for name, text in zip(real.language_names, (docs, [d.upper() for d in docs])):
+        parts = [splits[split][name] for split in splits]
+        assert sorted(d for part in parts for d in part) == sorted(text) and all(parts)  # each in one split
+    clones = xling.Config(tiny_config_dict("unused", corpus=docs, languages={"num_clones": 2}))
+    test = clones.documents()
+    assert list(test) == ["L1", "L2", "L3"]  # a local text's language code is L
+    assert test["L1"] == test["L3"] == splits["test"][real.language_names[0]]
+    with pytest.raises(XlingError, match="split must be train, valid or test, got 'probe'"):
+        clones.documents("probe")  # Luke and Acts are the Bible's; a local corpus has no probe split
+
+
 # --------------------------------------------------------------------------- a user-built id table
 
 

@@ -227,6 +227,24 @@ class Config:
 
         return list(Mixture.of(self._cfg).names)
 
+    def documents(self, split: str = "test") -> dict[str, list[str]]:
+        """Each language's documents of a split, as text: held-out text ("test", "valid") for evaluations
+        outside xling, e.g. an lm-evaluation-harness task of an export (examples/lm_eval_task.py).
+
+        Documents are the Bible's chapters (its "probe" split: Luke and Acts, in no run's splits) or your
+        corpus's documents, split as training splits them. Clones share their base language's text (they
+        differ in ids only), and a language with word-order transforms is reordered after tokenising, so
+        this is the text as written: an export of such a language reads what its tokenizer makes of it.
+        """
+        from ..data.corpora import SPLITS, language_corpora, load_documents
+
+        splits = SPLITS + ("probe",) * (self._cfg.corpus.name == "bible")
+        if split not in splits:
+            raise XlingError(f"split must be {', '.join(splits[:-1])} or {splits[-1]}, got '{split}'")
+        names, corpora = self.language_names, language_corpora(self._cfg)
+        texts = [load_documents(corpus, split) for corpus in corpora]
+        return {name: list(texts[min(i, len(texts) - 1)]) for i, name in enumerate(names)}  # clones: one text
+
     # ------------------------------------------------------------------ copies and views
     def replace(self, overrides: Mapping[str, Any] | None = None, /, **sections: Any) -> Config:
         """A new config: this one with `overrides` (dotted keys) and `sections` applied, as in `Config`."""
