@@ -191,6 +191,17 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     assert [r["state"] for r in study_status(study, tmp_path)] == ["completed"] * 2
 
 
+def test_status_says_what_a_rerun_of_an_interrupted_run_does():
+    from types import SimpleNamespace
+
+    row = {"id": "r", "group": "mix", "state": "interrupted", "steps": 444, "error": ""}
+    lines = status_table(SimpleNamespace(name="s", description=""), [
+        dict(row, step=444, checkpoint=444), dict(row, step=300, checkpoint=250), dict(row, step=5, checkpoint=None)])
+    assert "444/444 (training done, stopped in its evaluation: a rerun only evaluates)" in lines
+    assert "300/444 (resumes from step 250, its last checkpoint)" in lines
+    assert "5/444 (starts again: no checkpoint yet)" in lines
+
+
 def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path, monkeypatch):
     from xling.study.store import Store
     from xling.train.trainer import Trainer

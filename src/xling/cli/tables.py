@@ -109,7 +109,9 @@ def status_table(study, rows: list[dict]) -> str:
              f"  {'run':<{width}}  {'state':<11}  progress"]
     for r in rows:
         prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
-        if r["state"] == "interrupted" and r.get("checkpoint", r["step"]) != r["step"]:
+        if r["state"] == "interrupted" and r["steps"] and r.get("checkpoint") == r["steps"]:
+            prog += " (training done, stopped in its evaluation: a rerun only evaluates)"
+        elif r["state"] == "interrupted" and r.get("checkpoint", r["step"]) != r["step"]:
             prog += (f" (resumes from step {r['checkpoint']}, its last checkpoint)" if r["checkpoint"] else
                      " (starts again: no checkpoint yet)")
         extra = f"  {r['error']}" if r["state"] == "failed" else ""
