@@ -7,6 +7,7 @@ and a session-wide XLING_CACHE keeps tokenizers / token arrays out of the user's
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import random
 
@@ -39,6 +40,16 @@ def make_documents(n_docs: int, seed: int = 0, sentences: int = 12) -> list[str]
             doc.append(s[0].upper() + s[1:])
         docs.append(" ".join(doc))
     return docs
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_as_imported():
+    """The CLI's warnings_to_stderr() sets up the `xling` logger for the whole process (its own handler, no
+    propagation); each test ends by undoing that, so caplog sees the library's records whichever tests ran first."""
+    yield
+    logger = logging.getLogger("xling")
+    logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_Stderr"]
+    logger.propagate, logger.level = True, logging.NOTSET
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,6 +12,7 @@ import pytest
 import xling
 from test_study import completed_study
 from xling.cli import main
+from xling.errors import warnings_to_stderr
 from xling.study.exports import export_run
 from xling.study.store import Store
 
@@ -116,6 +117,7 @@ def test_a_damaged_store_is_set_aside_and_rebuilt(tiny_study, tmp_path, capsys):
     live = Store(root / "xling.db").dump()
     damaged = tmp_path / "xling.db"
     damaged.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)  # a header, then garbage
+    warnings_to_stderr()  # as the CLI shows the library's warnings
     store = Store(damaged)
     assert "is damaged" in capsys.readouterr().err
     assert (tmp_path / "xling.db.damaged").is_file()
