@@ -50,6 +50,17 @@ def _paper(v: published.Value | None, attr: str) -> str:
     return f" (paper: {value})" if value else ""
 
 
+def _paper_teff(s: Summary) -> str:
+    """The published TEff, and beside it ours under the paper's own law form where the verdict uses another
+    (a published TEff is compared only with that form's)."""
+    value = published.cell(s.paper, "teff")
+    if not value:
+        return ""
+    ours = s.teff_forms.get("paper")
+    same = ours is None or fmt_interval(ours) == fmt_interval(s.teff)
+    return f" (paper: {value})" if same else f" (paper: {value}; ours under the paper's law form {fmt_interval(ours)})"
+
+
 def _scales(summaries: list[Summary]) -> list[tuple[float, str]]:
     return sorted({(s.key.length, s.key.model) for s in summaries})
 
@@ -106,9 +117,9 @@ def claim_1(a: Analysis, alignment: list[Evidence]) -> Judged:
     for s in _clone(a.summaries, "L2", p=0.1):
         tests.append(vs_one(s.teff))
         maj = next(iter(_clone(a.summaries, "L1", p=0.1, length=s.key.length, model=s.key.model)), None)
-        maj_text = f"; majority {maj.label} TEff {fmt_interval(maj.teff)}{_paper(maj.paper, 'teff')}" if maj else ""
+        maj_text = f"; majority {maj.label} TEff {fmt_interval(maj.teff)}{_paper_teff(maj)}" if maj else ""
         lines.append(f"{_scale_name(s.key.length, s.key.model)}: minority {s.label} TEff {fmt_interval(s.teff)}"
-                     f"{_paper(s.paper, 'teff')}: {tests[-1].status}{maj_text}.")
+                     f"{_paper_teff(s)}: {tests[-1].status}{maj_text}.")
     return tests, lines
 
 
@@ -138,11 +149,11 @@ def claim_2b(a: Analysis, alignment: list[Evidence]) -> Judged:
             below = vs_one(half[-1].teff, above=False)
             tests.append(combine_checks(falls, below))
             lines.append(f"{model}: 50/50 TEff by training length "
-                         + ", ".join(f"{s.key.length:g}x: {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}" for s in half)
+                         + ", ".join(f"{s.key.length:g}x: {fmt_interval(s.teff)}{_paper_teff(s)}" for s in half)
                          + f" — falls with training: {falls.status}; below 1 at the longest: {below.status}.")
         elif half:
             s = half[0]
-            lines.append(f"{_scale_name(s.key.length, model)}: 50/50 TEff {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}"
+            lines.append(f"{_scale_name(s.key.length, model)}: 50/50 TEff {fmt_interval(s.teff)}{_paper_teff(s)}"
                          " — one training length, so the trend is not tested (the paper: 1.09 at 0.4x, 0.89 at 1x, "
                          "0.64 at 3x).")
     return tests, lines
@@ -203,7 +214,7 @@ def claim_6(a: Analysis, alignment: list[Evidence]) -> Judged:
     for s in find(a.summaries, None, kind="clone", num_clones=9, p=0.9, schedule=""):
         tests.append(vs_one(s.teff))
         lines.append(f"{_scale_name(s.key.length, s.key.model)}: {s.label} TEff {fmt_interval(s.teff)}"
-                     f"{_paper(s.paper, 'teff')}: {tests[-1].status}.")
+                     f"{_paper_teff(s)}: {tests[-1].status}.")
     return tests, lines
 
 
@@ -228,7 +239,7 @@ def claim_9(a: Analysis, alignment: list[Evidence]) -> Judged:
         for s in find(S, role, kind="real", p=p, schedule=""):
             tests.append(vs_one(s.teff))
             lines.append(f"{_scale_name(s.key.length, s.key.model)}, {s.key.vocab} vocabulary, minority {s.label} at "
-                         f"{min(p, 1 - p):.0%}: TEff {fmt_interval(s.teff)}{_paper(s.paper, 'teff')}: {tests[-1].status}.")
+                         f"{min(p, 1 - p):.0%}: TEff {fmt_interval(s.teff)}{_paper_teff(s)}: {tests[-1].status}.")
         for s in find(S, role, kind="real", p=p, vocab="anchored", schedule=""):
             disj = find(S, role, kind="real", p=p, vocab="disjoint", schedule="", length=s.key.length, model=s.key.model)
             if disj:  # the claim's second half: anchors add to the gain

@@ -83,8 +83,12 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         color = line[0].get_color()
         paper = [(x, getattr(s.paper, y)) for x, s in zip(xs, members) if s.paper and getattr(s.paper, y)]
         if paper and y == "teff":
-            label = "_nolegend_" if any(h.get_label() == "paper" for h in ax.lines) else "paper"
-            ax.plot(*zip(*paper), linestyle="none", marker="D", mfc="none", color=color, label=label)
+            ax.plot(*zip(*paper), linestyle="none", marker="D", mfc="none", color=color, label=_once(ax, "paper"))
+            # the published TEff is compared with ours under the paper's own law form: drawn beside, dashed
+            ours = [s.teff_forms["paper"].mean if "paper" in s.teff_forms else math.nan for s in members]
+            if not np.allclose(ours, [st.mean for st in stats], equal_nan=True):
+                ax.plot(xs, ours, linestyle="--", marker="s", mfc="none", color=color, alpha=0.7,
+                        label=_once(ax, "ours, paper's law form"))
         if spec.get("mlpe") and x_key == "languages.p":
             _mlpe_curve(a, ax, members, color)
     if y == "teff":
@@ -108,6 +112,11 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     else:
         ax.legend(fontsize=7)
     return save_png(fig, path, dpi=110, crop=False)
+
+
+def _once(ax, label: str) -> str:
+    """A legend label for the first line that has it (the same marker on every series needs one entry)."""
+    return "_nolegend_" if any(h.get_label() == label for h in ax.lines) else label
 
 
 def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:
