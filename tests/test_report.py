@@ -289,7 +289,10 @@ def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_co
 @pytest.mark.parametrize("statuses, combined", [
     (["supported", "supported", "not tested"], "supported"),
     (["supported", "direction holds, not significant"], "partly"),
-    (["supported", "contradicted"], "partly"),  # a part is supported (and a part contradicted)
+    (["supported", "contradicted"], "mixed: checks significant both ways"),  # not "partly": a part goes against it
+    (["supported", "not supported", "contradicted"], "mixed: checks significant both ways"),
+    (["partly", "contradicted"], "mixed: checks significant both ways"),
+    (["mixed: checks significant both ways", "supported"], "mixed: checks significant both ways"),
     # nothing significant for the paper: a direction that holds does not make it "partly"
     (["direction holds, not significant", "contradicted", "contradicted"], "not supported"),
     (["direction holds, not significant", "not supported"], "not supported"),

@@ -23,6 +23,7 @@ class Status(str, Enum):
     NOT_SUPPORTED = "not supported"
     CONTRADICTED = "contradicted"
     PARTLY = "partly"
+    MIXED = "mixed: checks significant both ways"
     NOT_TESTED = "not tested"
 
     def __str__(self) -> str:
@@ -108,7 +109,8 @@ MEANINGS = (
     "'not supported': the means do not point the paper's way, the interval includes no effect; "
     "'contradicted': the interval excludes no effect, in the opposite direction; "
     "'(one seed)': one seed, so no interval, only the direction of the means; "
-    "'partly': a claim of several checks of which at least one is supported and at least one is not; "
+    "'partly': a claim of several checks of which at least one is supported and at least one is not, none "
+    "contradicted; 'mixed: checks significant both ways': at least one supported and at least one contradicted; "
     "'not tested': the study lacks the runs (or the monolingual ladder) a check needs. "
     "A check's own line answers its question 'yes' or 'no' where the interval excludes no effect, "
     "'not significant' where it does not, and 'yes/no in one seed' (the sign only) without an interval. "
@@ -118,8 +120,9 @@ MEANINGS = (
 
 
 def combine(statuses: list[Status]) -> Status:
-    """One status for several checks: the common one; else "partly" when some part is supported
-    (significant in the paper's direction); else "direction holds" when every check points the
+    """One status for several checks: the common one; else "mixed" when some part is supported
+    (significant in the paper's direction) and another contradicted (significant against it); else
+    "partly" when some part is supported; else "direction holds" when every check points the
     paper's way; else "not supported" (the one-seed forms where every check has one seed). A check
     that only points the paper's way, beside others that do not or that go significantly against it,
     does not make a claim partly supported. No correction for the number of checks: with k null
@@ -129,7 +132,10 @@ def combine(statuses: list[Status]) -> Status:
         return Status.NOT_TESTED
     if all(s is statuses[0] for s in statuses):
         return statuses[0]
-    if any(s in (Status.SUPPORTED, Status.PARTLY) for s in statuses):
+    some_supported = any(s in (Status.SUPPORTED, Status.PARTLY, Status.MIXED) for s in statuses)
+    if Status.MIXED in statuses or (some_supported and Status.CONTRADICTED in statuses):
+        return Status.MIXED
+    if some_supported:
         return Status.PARTLY
     if all(s.holds for s in statuses):
         return Status.HOLDS_ONE_SEED if all(s in _ONE_SEED for s in statuses) else Status.HOLDS
