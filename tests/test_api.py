@@ -300,6 +300,8 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     settings = study.results(level="setting")
     minority = [r for r in settings if r["role"] == "L2" and not r["monolingual"]]
     assert len(minority) == 2 and all(r["seeds"] == 2 and r["teff_lo"] <= r["teff"] <= r["teff_hi"] for r in minority)
+    ladder = [r for r in settings if r["monolingual"]]  # one seed each: no interval, not a zero-width one
+    assert ladder and all(r["seeds"] == 1 and r["ppl_lo"] is None is r["ppl_hi"] for r in ladder)
     # each law form (and the ladder) at both levels under one name; the paper's own numbers apart
     for r in minority:
         assert {"teff_paper", "teff_loss", "teff_ladder", "teff_published", "ppl_published"} <= set(r)

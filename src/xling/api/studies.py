@@ -21,7 +21,9 @@ def _number(x: Any) -> Any:
 
 
 def _stat(prefix: str, stat) -> dict:
-    return {prefix: _number(stat.mean), f"{prefix}_lo": _number(stat.lo), f"{prefix}_hi": _number(stat.hi)}
+    seeds = stat.n >= 2  # one seed has no interval (not a zero-width one)
+    return {prefix: _number(stat.mean), f"{prefix}_lo": _number(stat.lo) if seeds else None,
+            f"{prefix}_hi": _number(stat.hi) if seeds else None}
 
 
 class Study:
@@ -120,9 +122,11 @@ class Study:
         teff_paper, teff_loss (each form), teff_ladder (read off the ladder, no law), teff_sampled, warnings.
 
         ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds:
-        ppl (geometric mean) and teff (mean), each with its 95 % interval (``_lo``, ``_hi``), teff_paper,
+        ppl (geometric mean) and teff (mean), each with its 95 % interval over seeds (``_lo``, ``_hi``; None
+        with one seed), teff_paper,
         teff_loss and teff_ladder likewise (as at run level: each law form, and no law), seeds, and the
-        paper's published ppl_published and teff_published where it has one. Syncs the results store first.
+        paper's published ppl_published and teff_published where it has one (compare teff_published with
+        teff_paper, ours under the paper's law form). Syncs the results store first.
         """
         from ..report.study_report import analyse_study
 
