@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import re
@@ -165,6 +167,11 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     claims = {v.claim: v.status for v in verdicts(a)}
     assert claims["3"] == "not tested" and claims["1"] != "not tested" and claims["2a"] != "not tested"
     assert claims["2b"] == "not tested"  # one training length only
+    one_seed = copy.copy(a)  # one seed: no interval, so the direction is not called significant or not
+    one_seed.summaries = [dataclasses.replace(s, teff=Stat(s.teff.mean, s.teff.mean, s.teff.mean, 1))
+                          for s in a.summaries]
+    direction = headline(one_seed)[2]
+    assert "in one seed (not tested" in direction and "NOT" not in direction and "[" not in direction
     a.loo = {key: {form: math.nan for form in errors} for key, errors in a.loo.items()}  # a 3-point ladder
     assert "the default: leave-one-out needs a ladder of at least 4 fractions" in headline(a)[0]
     a.laws.clear()  # as for a study without a monolingual ladder: no law, so no TEff and no form chosen

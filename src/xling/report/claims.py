@@ -308,15 +308,19 @@ def headline(a: Analysis) -> list[str]:
         low, high = pairs
         d, lo, hi = diff_interval(low.teff, high.teff)
         holds = low.teff.mean > high.teff.mean and low.teff.mean > 1
-        if holds and vs_one(low.teff).status is Status.SUPPORTED and lo > 0:
+        one_seed = min(low.teff.n, high.teff.n) < 2  # no interval, so nothing was tested
+        if one_seed:
+            word = "holds in one seed (not tested: no interval)" if holds else "does not hold in one seed (not tested)"
+        elif holds and vs_one(low.teff).status is Status.SUPPORTED and lo > 0:
             word = "HOLDS"
         elif holds:
             word = "holds in the means but is NOT significant"
         else:
             word = "does NOT hold"
+        interval = "" if one_seed else f" [{fmt(lo)}, {fmt(hi)}]"
         lines.append(f"The paper's direction (a rare language learns more per token: TEff at 90/10 above 1 and above "
                      f"TEff at 50/50) {word} at this scale ({_scale_name(low.key.length, low.key.model)}): "
-                     f"difference {fmt(d)} [{fmt(lo)}, {fmt(hi)}].")
+                     f"difference {fmt(d)}{interval}.")
         if high.paper and high.paper.teff and high.paper.teff < 1 < high.teff.lo:
             lines.append("Unlike the paper's GPT-small at 1x, our 50/50 TEff is above 1; the paper finds 50/50 TEff "
                          "above 1 early in training (1.09 at 0.4x) and falling below 1 with more training, and this "
