@@ -34,9 +34,11 @@ def main(base=BASE, out="runs/example-headline", fractions=(0.1, 0.25, 0.5, 1.0)
             scored.append({"run": f"{language} at {share:.0%}", "language": en1, "fraction": share,
                            "ppl": run.evaluation()[language]["ppl"]})
     table = xling.teff(mono, scored, form="paper", bootstrap=bootstrap)  # the paper's law form, 95 % intervals
-    for row in table:
-        print(f"{row['run']:<10}  test PPL {row['ppl']:8.1f}   TEff {row['teff']:5.2f} [{row['teff_lo']:.2f}, "
-              f"{row['teff_hi']:.2f}]")
+    for row in table:  # two ranges for the law's uncertainty: the bootstrap's, and the profile likelihood's
+        print(f"{row['run']:<10}  test PPL {row['ppl']:8.1f}   TEff {row['teff']:5.2f}  bootstrap [{row['teff_lo']:.2f}, "
+              f"{row['teff_hi']:.2f}], profile [{row['teff_profile_lo']:.2f}, {row['teff_profile_hi']:.2f}]")
+    for warning in dict.fromkeys(w for row in table for w in row["warning"].split("; ") if w):
+        print(f"note: {warning}")  # e.g. a degenerate fit of a short ladder, where the two ranges disagree
     return table
 
 

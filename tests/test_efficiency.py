@@ -276,6 +276,24 @@ def test_extrapolation_warns(fit):
     assert any("fraction 0.01 is outside" in w for w in e.warnings)
 
 
+def test_a_degenerate_fit_is_said_on_every_row_it_scores(fit):
+    x = np.array([0.05, 0.1, 0.25, 0.5, 1.0])
+    ppl = 1 / (0.02 + 0.003 * np.log(x))  # 1/PPL linear in ln x: the paper form's best fit is its limit b -> 0
+    degenerate = fit_scaling_law(x, ppl, form="paper", bootstrap=0)
+    assert degenerate.law.exponent_at_bound == "lower"
+    assert any("degenerate fit, 1/PPL linear in ln x" in w for w in efficiency(degenerate, 0.1, 60.0).warnings)
+    assert not any("degenerate" in w for w in efficiency(fit, 0.5, float(fit.law.ppl(0.6))).warnings)
+
+
+def test_a_ladder_with_a_point_twice_or_rising_perplexity_is_noted():
+    x, ppl = [0.05, 0.1, 0.1, 0.25, 0.5, 1.0], [430.0, 264.0, 264.0, 127.0, 135.0, 61.0]
+    notes = fit_scaling_law(x, ppl, bootstrap=20).notes
+    assert any("given more than once: (0.1, 264);" in n for n in notes)
+    assert any("rises with more data between fractions 0.25 and 0.5" in n for n in notes)
+    seeds = fit_scaling_law([0.1, 0.1, 0.25, 0.5, 1.0], [264.0, 270.0, 127.0, 90.0, 61.0], bootstrap=20).notes
+    assert not any("more than once" in n or "rises" in n for n in seeds)  # two seeds at 0.1, a falling ladder
+
+
 def test_unreachable_ppl_gives_inf_with_a_warning(fit):
     e = efficiency(fit, 0.5, fit.law.asymptote * 0.95)
     assert e.mlte == math.inf and e.teff == math.inf

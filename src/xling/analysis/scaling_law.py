@@ -298,14 +298,14 @@ def fit_scaling_law(
     law = _make_law(form, zparams, x, ppl, z)
     points = (tuple(map(float, x)), tuple(map(float, ppl)))
     if bootstrap <= 0:
-        return ScalingFit(law, (), ("bootstrap disabled: no intervals",), points)
+        return ScalingFit(law, (), _ladder_notes(x, ppl) + ("bootstrap disabled: no intervals",), points)
     dof = x.size - NUM_PARAMS
     if dof <= 0:
         note = (
             f"no interval: {x.size} points for {NUM_PARAMS} parameters leave no residual to "
             "resample; add fractions or seeds"
         )
-        return ScalingFit(law, (), (note,), points)
+        return ScalingFit(law, (), _ladder_notes(x, ppl) + (note,), points)
     e, a, alpha = zparams
     fitted = e + a * x ** (-alpha)
     resid = (z - fitted) - (z - fitted).mean()
@@ -322,7 +322,26 @@ def fit_scaling_law(
         invalid, failed = bootstrap - len(valid), int((~finite).sum())
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits gave a law ({invalid} resamples pushed the "
                  f"paper form's 1/PPL past 0, {failed} refits failed numerically); intervals are rough",)
-    return ScalingFit(law, tuple(boot), notes + _bound_notes(boot), points)
+    return ScalingFit(law, tuple(boot), _ladder_notes(x, ppl) + notes + _bound_notes(boot), points)
+
+
+def _ladder_notes(x: np.ndarray, ppl: np.ndarray) -> tuple[str, ...]:
+    """What to check in the ladder itself: a point given twice (each copy counts as a point, which narrows
+    every interval: fine for seeds that agree exactly, wrong for one run listed twice), and a larger
+    fraction with a higher mean perplexity than a smaller one (the law, decreasing, cannot follow it)."""
+    notes = []
+    pairs = list(zip(x.tolist(), ppl.tolist()))
+    twice = sorted({pair for pair in pairs if pairs.count(pair) > 1})
+    if twice:
+        notes.append("the same point (fraction, PPL) given more than once: " + ", ".join(f"({f:g}, {v:g})" for f, v in twice)
+                     + "; each copy counts as a point and narrows the intervals: remove a run listed twice")
+    fractions = np.unique(x)
+    means = [float(np.exp(np.log(ppl[x == f]).mean())) for f in fractions]
+    rising = [(a, b) for a, b, pa, pb in zip(fractions, fractions[1:], means, means[1:]) if pb > pa]
+    if rising:
+        notes.append("the ladder's perplexity rises with more data between fractions " + ", ".join(
+            f"{a:g} and {b:g}" for a, b in rising) + ": the law (decreasing) cannot follow it; check those runs")
+    return tuple(notes)
 
 
 def _bound_notes(boot: list[ScalingLaw]) -> tuple[str, ...]:
