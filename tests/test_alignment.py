@@ -51,6 +51,20 @@ def test_identical_clone_embeddings_have_similarity_one():
     assert all(b["input"] == pytest.approx(1.0, abs=1e-6) for b in res["by_frequency"])
 
 
+def test_each_frequency_bin_has_its_own_all_pairs_baseline():
+    v = 40
+    table = clone_table(v, num_clones=1)
+    emb = torch.randn(2 * v, 8)
+    counts = np.where(np.arange(v) < 20, 1, 1000)  # half the tokens rare, half frequent
+    rare = np.arange(1, 20)
+    emb[rare] = emb[rare + v] = torch.ones(8) + 0.01 * torch.randn(19, 8)  # rare rows collapsed onto one direction
+    bins = embedding_similarity({"output": emb}, table, 0, 1, counts)["by_frequency"]
+    low, high = bins[0], bins[-1]
+    assert low["n"] == 19 and low["output"] > 0.99 and low["output_all_pairs"] > 0.99  # high, but no alignment
+    ids = np.arange(20, 40)
+    assert high["output_all_pairs"] == pytest.approx(mean_pairwise_cosine(emb[np.concatenate([ids, ids + v])]))
+
+
 def test_clone_pairs_skip_anchors_and_pad():
     table = clone_table(50, num_clones=1, frac_clone=0.5, seed=3)
     base, ids_a, ids_b = clone_pairs(table, 0, 1)

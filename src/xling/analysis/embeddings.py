@@ -35,10 +35,13 @@ def mean_pairwise_cosine(vectors: torch.Tensor) -> float:
     return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
 
 
-def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade: int = BINS_PER_DECADE) -> list[dict]:
+def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade: int = BINS_PER_DECADE,
+                   baselines: dict | None = None) -> list[dict]:
     """Mean of each value array per log-frequency bin [10^(k/per_decade), 10^((k+1)/per_decade)).
 
     Tokens never seen in training get their own bin (lo = hi = 0). Empty bins are left out.
+    `baselines`: name -> a function of a bin's selection (a boolean mask) giving that bin's baseline,
+    stored as `<name>_all_pairs`.
     """
     counts = np.asarray(counts)
     top = int(np.ceil(per_decade * np.log10(max(int(counts.max(initial=1)), 1)))) + 2
@@ -49,7 +52,8 @@ def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade
         sel = index == k
         lo, hi = (0.0, 0.0) if k < 0 else (float(edges[k]), float(edges[k + 1]))
         bins.append({"lo": lo, "hi": hi, "n": int(sel.sum()),
-                     **{name: float(np.mean(v[sel])) for name, v in values.items()}})
+                     **{name: float(np.mean(v[sel])) for name, v in values.items()},
+                     **{f"{name}_all_pairs": baseline(sel) for name, baseline in (baselines or {}).items()}})
     return bins
 
 
@@ -66,13 +70,17 @@ def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor,
         base, ids_a, ids_b = base[keep], ids_a[keep], ids_b[keep]
     if len(base) == 0:
         raise XlingError("the two languages share every id (frac_clone 0): there are no clone pairs to compare")
-    out, per_token = {"pairs": len(base)}, {}
+    out, per_token, baselines = {"pairs": len(base)}, {}, {}
     for name, matrix in matrices.items():
         cos = pair_cosines(matrix, ids_a, ids_b)
         per_token[name] = cos
         both = matrix[torch.as_tensor(np.concatenate([ids_a, ids_b]))]
         out[name] = {"clone_pairs": float(cos.mean()), "all_pairs": mean_pairwise_cosine(both)}
-    out["by_frequency"] = frequency_bins(counts[base], per_token)
+        # per bin too: rows trained alike (rare ones, pushed along one direction) are similar to any
+        # row of their bin, so a bin's clone-pair cosine means alignment only above its own baseline
+        baselines[name] = lambda sel, m=matrix: mean_pairwise_cosine(
+            m[torch.as_tensor(np.concatenate([ids_a[sel], ids_b[sel]]))])
+    out["by_frequency"] = frequency_bins(counts[base], per_token, baselines=baselines)
     return out
 
 

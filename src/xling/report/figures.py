@@ -194,9 +194,12 @@ def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
     for ax, kind in zip(axes, ("input", "output")):
         for s in clones:
             bins = [b for b in s.alignments[0]["embeddings"]["by_frequency"] if b["lo"] > 0]
-            ax.plot([math.sqrt(b["lo"] * b["hi"]) for b in bins], [b[kind] for b in bins], marker=".", label=s.label)
+            x = [math.sqrt(b["lo"] * b["hi"]) for b in bins]
+            line, = ax.plot(x, [b[kind] for b in bins], marker=".", label=s.label)
+            if all(f"{kind}_all_pairs" in b for b in bins):  # alignments computed before 2026-11-28 lack it
+                ax.plot(x, [b[f"{kind}_all_pairs"] for b in bins], ":", color=line.get_color(), lw=0.8)
         ax.set_xscale("log")
-        ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings")
+        ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings (dotted: all pairs of the bin)")
     axes[0].set_ylabel("clone-pair cosine")
     axes[1].legend(fontsize=7)
     return save_png(fig, path)
