@@ -178,7 +178,7 @@ def test_align_run_writes_json_and_figures(tiny_run, capsys):
     code = main(["align", str(tiny_run), "--sequences", "8", "--grad-sequences", "3"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "layer 1" in out and "gradient cosine" in out
+    assert "layer 1" in out and "gradient cosine" in out and "retrieval, chance (1/N)" in out
     folder = tiny_run / "alignment"
     res = json.loads((folder / "alignment.json").read_text())
     assert res["languages"] == ["L1", "L2"]  # local text: language code L

@@ -199,6 +199,8 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
     assert run.metrics("valid")[-1]["step"] == 12 and "ppl/L2" in run.metrics("valid")[-1]
     with pytest.raises(XlingError, match="no test evaluation yet"):
         run.evaluation()
+    with pytest.raises(XlingError, match="split must be one of train, valid, test, got 'tset'"):
+        run.evaluation("tset")
     results = run.evaluate(max_tokens=400)
     assert run.evaluation() == results and set(results) == {"L1", "L2"} and run.eval_path().is_file()
     model = run.model()
@@ -254,6 +256,8 @@ def test_teff_from_rows_csv_files_and_frames(tmp_path):
     table = xling.teff(_ladder(), runs, bootstrap=0)
     assert isinstance(table, xling.TEffTable) and len(table) == 1 and abs(table[0]["teff"] - 1) < 0.05
     assert ("loss", "EN") in table.laws
+    lower = xling.teff(_ladder(), [dict(runs[0], language="en")], bootstrap=0)  # names match in any case
+    assert lower[0]["language"] == "EN" and lower[0]["teff"] == table[0]["teff"]
     both = xling.teff(_ladder(), runs, form="both", bootstrap=0)
     assert [r["form"] for r in both] == ["loss", "paper"]
     path = table.write_csv(tmp_path / "t.csv")

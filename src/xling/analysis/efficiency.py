@@ -201,6 +201,20 @@ def check_languages(mono_rows: Sequence[dict], run_rows: Sequence[dict]) -> None
             )
 
 
+def _spelt_as_mono(mono_rows: Sequence[dict], run_rows: Sequence[dict]) -> list[dict]:
+    """Run rows whose language matches one monolingual language in another case (en1, EN1) take its
+    spelling, as language names in configs match without regard to case."""
+    names = {str(r["language"]) for r in mono_rows}
+    by_lower: dict[str, list[str]] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), []).append(name)
+    out = []
+    for r in run_rows:
+        lang, same = str(r["language"]), by_lower.get(str(r["language"]).lower(), [])
+        out.append(dict(r, language=same[0]) if lang not in names and len(same) == 1 else r)
+    return out
+
+
 def teff_table(
     mono_rows: Sequence[dict],
     run_rows: Sequence[dict],
@@ -356,6 +370,7 @@ def teff_rows(mono_rows: Sequence[dict], run_rows: Sequence[dict], form: str = "
     them; `profile`: with the profile-likelihood intervals. Returns the table's rows and the law of every
     (form, language) used."""
     forms = check_options(form, bootstrap)
+    run_rows = _spelt_as_mono(mono_rows, run_rows)
     check_languages(mono_rows, run_rows)
     used = {str(r["language"]) for r in run_rows}
     rows, laws = [], {}

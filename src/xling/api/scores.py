@@ -36,8 +36,8 @@ class TEffTable(list):
     """
 
     laws: dict
-    """The fitted law of every (form, language) used: a ScalingFit with ``.law`` (its ``form``, ``param_dict``,
-    ``n_points``) and ``.notes``."""
+    """The fitted law of every (form, language) used, keyed by the tuple (form, language), e.g. ("loss", "EN1"):
+    a ScalingFit with ``.law`` (its ``form``, ``param_dict``, ``n_points``) and ``.notes``."""
 
     def __init__(self, rows: Iterable[dict] = (), laws: dict | None = None) -> None:
         super().__init__(rows)
@@ -81,9 +81,14 @@ def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike
     none); `profile` adds the profile-likelihood intervals of MLTE and TEff (~30-50 ms a row; in
     simulations of short ladders the better calibrated of the two, README).
 
-        mono = [{"language": "EN1", "fraction": f, "ppl": p} for f, p in [(0.25, 180), (0.5, 120), (1, 90)]]
-        table = xling.teff(mono, [{"run": "90/10", "language": "EN1", "fraction": 0.1, "ppl": 140}])
-        table[0]["teff"]
+        ladder = [(0.05, 430), (0.1, 265), (0.25, 130), (0.5, 85), (1, 61)]  # EN1 alone on a share of the data
+        mono = [{"language": "EN1", "fraction": f, "ppl": p} for f, p in ladder]
+        # EN2, a clone of English, with 10 % of the data beside EN1: scored with English's law
+        table = xling.teff(mono, [{"run": "EN2 at 10%", "language": "EN1", "fraction": 0.1, "ppl": 128}])
+        table[0]["teff"], table[0]["teff_lo"], table[0]["teff_profile_lo"]   # 2.65, 2.45, 2.13
+
+    Three fractions determine the law's three parameters exactly: no interval (nan) and a warning; use
+    at least 4, better 5 or more, spanning the fractions you score (scoring outside them extrapolates).
 
     `xling teff --mono MONO.csv --runs RUNS.csv` prints this table and writes it as CSV.
     """

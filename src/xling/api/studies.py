@@ -79,8 +79,9 @@ class Study:
         return [Run(spec.run_dir(self.root)) for spec in self._study.runs]
 
     def status(self) -> list[dict]:
-        """One row per run: id, group, state (pending, running, interrupted, failed, completed), step, steps,
-        error."""
+        """One row per run: id, group, state (pending, running, interrupted, failed, trained: training done
+        but no test evaluation yet, which a rerun adds; completed), step, checkpoint (the step a resume starts
+        from), steps, error."""
         from ..study.state import study_status
 
         return study_status(self._study, self.root)

@@ -65,7 +65,8 @@ def alignment_table(results: dict[str, dict]) -> str:
             ("centred, mean over layers", beyond("centred")),
             ("centred, shuffled pairs", lambda r: r["hidden"].get("centred", {}).get("shuffled_baseline", {}).get("mean")),
             ("cka, mean over layers", beyond("cka")),
-            ("retrieval, mean over layers", beyond("retrieval"))]
+            ("retrieval, mean over layers", beyond("retrieval")),
+            ("retrieval, chance (1/N)", lambda r: r["hidden"].get("retrieval", {}).get("chance"))]
     rows += [("gradient cosine, block mean", lambda r: r["gradient"]["block_mean"] if "gradient" in r else None),
              ("  without the key bias", lambda r: r.get("gradient", {}).get("block_mean_without_key_bias"))]
     for group in ("embeddings", "word2vec"):
