@@ -199,7 +199,8 @@ def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
             if all(f"{kind}_all_pairs" in b for b in bins):  # alignments computed before 2026-11-28 lack it
                 ax.plot(x, [b[f"{kind}_all_pairs"] for b in bins], ":", color=line.get_color(), lw=0.8)
         ax.set_xscale("log")
-        ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings (dotted: all pairs of the bin)")
+        ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings")
+    fig.suptitle("Clone-pair cosine by training frequency (dotted: all pairs of the same bin)", fontsize=10)
     axes[0].set_ylabel("clone-pair cosine")
     axes[1].legend(fontsize=7)
     return save_png(fig, path)
