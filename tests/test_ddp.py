@@ -19,7 +19,8 @@ def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corp
     config = tmp_path / "tiny.yaml"
     # two CPU processes even on a GPU machine (two processes on one GPU is refused)
     config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, train={"device": "cpu"})), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # XLING_CACHE (the session's cache) is inherited
+    # XLING_CACHE (the session's cache) is inherited; torchrun leaves a torchelastic_* folder in TMPDIR
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
