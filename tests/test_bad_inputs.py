@@ -81,6 +81,8 @@ CASES = [
     ("corpora schedule", f"{T} {{many}} --languages.schedule 0.1_0.9", "the shares of languages.corpora are static"),
     ("mix sum", f"{T} {{many}} --languages.mix.en 0.7 --languages.mix.fr 0.2", "languages.mix shares must sum to 1"),
     ("mix share", f"{T} {{many}} --languages.mix.en 1.5 --languages.mix.fr -0.5", "languages.mix.en must be in [0, 1]"),
+    ("p with a schedule", f"{T} --languages.schedule 0.1_0.9 --languages.p 0.5", "languages.p does not apply with a languages.schedule"),
+    ("data_fraction with steps", f"{T} --train.data_fraction 0.5", "train.data_fraction applies with train.steps 0"),
     ("mix unknown language", f"{T} {{many}} --languages.mix.en 0.5 --languages.mix.de 0.5",
      "languages.mix: 'de' is no language of this run"),
     ("mix unknown language, bad sum", f"{T} {{many}} --languages.mix.en 0.5 --languages.mix.xx 0.7",

@@ -16,8 +16,8 @@ def test_defaults_validate():
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("languages:\n  p: 0.5\ntrain:\n  steps: 10\n")
-    cfg = load_config(path, {"train.steps": 20, "languages.schedule": yamlio.parse_value("0.1_0.9")})
-    assert cfg.languages.p == 0.5 and cfg.train.steps == 20 and cfg.languages.schedule == "0.1_0.9"
+    cfg = load_config(path, {"train.steps": 20, "languages.names": yamlio.parse_value("[A, B]")})
+    assert cfg.languages.p == 0.5 and cfg.train.steps == 20 and cfg.languages.names == ["A", "B"]
 
 
 def test_unknown_key_suggests_the_closest():

@@ -424,15 +424,18 @@ def _check_many(cfg: RunConfig) -> None:
 def check_keys_apply(cfg: RunConfig) -> None:
     """Refuse a key that this kind of run or corpus would ignore without a word."""
     lang = cfg.languages
-    _check(lang.kind == "clone" or lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only "
-                                                           "(a pair shares by languages.vocab)")
-    _check(lang.kind == "real" or lang.vocab == "disjoint", "languages.vocab applies to kind 'real' only (a clone shares "
-                                                            "ids by languages.frac_clone)")
+    _check(lang.kind == "clone" or lang.frac_clone == 1.0, "languages.frac_clone applies to kind 'clone' only (a "
+           "pair shares by languages.vocab)")
+    _check(lang.kind == "real" or lang.vocab == "disjoint", "languages.vocab applies to kind 'real' only (a clone "
+           "shares ids by languages.frac_clone)")
     uses_second = lang.kind == "real" and not lang.corpora
     _check(uses_second or lang.second == LanguagesConfig().second, "languages.second is the second language of a "
            "real pair (kind real, no languages.corpora)")
     _check(not lang.corpora or lang.p == LanguagesConfig().p, "languages.p mixes a pair or clones; languages.corpora "
            "mixes by languages.mix, temperature or unimax_epochs")
+    _check(not lang.schedule or lang.p == LanguagesConfig().p, "languages.p does not apply with a languages.schedule: keep one")
+    _check(not cfg.train.steps or cfg.train.data_fraction == TrainConfig().data_fraction, "train.data_fraction "
+           "applies with train.steps 0 (the steps then follow from it): keep one")
     _check(not lang.corpora or cfg.corpus.translation == CorpusConfig().translation, "corpus.translation does not "
            "apply with languages.corpora: its first entry is the base language")
     for where, corpus in [("corpus", cfg.corpus)] + [("languages.second", lang.second)] * uses_second:
@@ -443,8 +446,7 @@ def check_keys_apply(cfg: RunConfig) -> None:
         # defaults: web, and for languages.second lsg (web again where the section is written without it)
         defaults = ("web", LanguagesConfig().second.translation) if where == "languages.second" else ("web",)
         _check(bible or corpus.translation in defaults, f"{where}.translation is for the Bibles, not {corpus.name}")
-        # Not refused on the Bibles: doc_per_line and text_field change nothing there (their own format), and
-        # a config of your text switched to the Bible by an override keeps them
+        # not refused on the Bibles (their own format): a config of your text switched to them keeps these keys
         _check(corpus.name in ("text", "bible") or not corpus.doc_per_line, f"{where}.doc_per_line applies to name "
                                                                              f"text only, not {corpus.name}")
         _check(corpus.name != "text" or corpus.text_field == "text", f"{where}.text_field applies to jsonl, parquet "
@@ -452,7 +454,8 @@ def check_keys_apply(cfg: RunConfig) -> None:
     tok, one = cfg.tokenizer, lang.kind == "clone" or lang.vocab == "joint"  # one tokenizer for every language
     all_brought = tok.path and (one or (uses_second and tok.second_path))
     _check(not all_brought or tok.vocab_size == TokenizerConfig().vocab_size, "tokenizer.vocab_size does not apply: "
-           "every language's tokenizer is brought (tokenizer.path" + ("" if one else ", second_path") + ")")
+           "every language's tokenizer is brought (tokenizer.path" + ("" if one else ", second_path")
+           + f"): leave it out, or give its default {TokenizerConfig().vocab_size}")
 
 
 def validate(cfg: RunConfig, recorded: bool = False) -> None:
