@@ -222,3 +222,16 @@ def test_results_of_an_interrupted_run_carry_the_step_of_the_weights_they_used(i
     assert RunDir(run_dir).read_info()["step"] == 6
     report, _ = evaluate_run(run_dir, split="valid", max_tokens=0)
     assert report["step"] == 4 == load_session(run_dir, device="cpu").step
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny_corpus_dir, tmp_path, capsys):
+    from xling.errors import warnings_to_stderr
+
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(progress=False, stop_at=9)  # checkpoints at 4 and 8
+    (RunDir(run_dir).checkpoint_dirs()[-1] / "model.safetensors").write_bytes(b"damaged")
+    warnings_to_stderr()  # as the CLI shows the library's warnings
+    assert main(["eval", str(run_dir), "--split", "valid", "--max-tokens", "200"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipping damaged checkpoint step_0000008" in err and "using step_0000004 instead" in err
+    assert "valid perplexity at step 4 of 12, an earlier checkpoint" in out  # not read as the finished run's

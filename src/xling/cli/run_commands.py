@@ -112,7 +112,10 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def _evaluation_table(run: Run, split: str) -> str:
     report = read_json(run.eval_path(split))
-    title = f"{split} perplexity (window {report['window']}, last {report['last_n']} scored) -> {run.eval_path(split)}"
+    step, steps = report.get("step"), run.info.get("steps")
+    of = f" of {steps}, an earlier checkpoint" if step and steps and step < steps else ""
+    title = (f"{split} perplexity at step {step}{of} (window {report['window']}, last {report['last_n']} scored) -> "
+             f"{run.eval_path(split)}")
     return ppl_table(report["languages"], title)
 
 

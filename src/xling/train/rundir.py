@@ -223,10 +223,14 @@ class RunDir:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint whose checksums verify; damaged ones are reported (a warning) and skipped."""
+        skipped = False
         for ckpt in reversed(self.checkpoint_dirs()):
             problem = self.checkpoint_problem(ckpt)
             if problem is None:
+                if skipped:  # what a resume, an evaluation or an export uses instead
+                    log.warning(f"using {ckpt.name} instead, the newest checkpoint that verifies")
                 return ckpt
+            skipped = True
             log.warning(f"skipping damaged checkpoint {ckpt.name} ({problem})")
         return None
 
