@@ -188,3 +188,11 @@ def test_more_torchrun_processes_than_gpus_is_one_clear_line(monkeypatch):
         pick_device("auto", local_rank=1)
     with pytest.raises(XlingError, match="device cuda:3: this machine has 1 GPU"):
         pick_device("cuda:3")
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(tiny_corpus_dir, tmp_path, caplog):
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3, "warmup": 5}), tmp_path / "short").fit(progress=False)
+    assert "train.warmup (5) is not below the run's 3 steps" in caplog.text
+    caplog.clear()
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3, "warmup": 2}), tmp_path / "ok").fit(progress=False)
+    assert "warmup" not in caplog.text

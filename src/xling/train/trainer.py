@@ -7,6 +7,7 @@ moments, step) or a pure function of (seed, step) (the data, the learning rate).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -30,6 +31,8 @@ from .live_log import LiveLog
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
+
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -89,6 +92,9 @@ class Trainer:
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
+        if cfg.train.warmup >= self.steps and self.world.is_main:
+            log.warning(f"train.warmup ({cfg.train.warmup}) is not below the run's {self.steps} steps: the learning "
+                        f"rate never reaches train.lr nor decays; lower train.warmup")
         if self.device.type == "cpu":
             cpu_allocator_setup()
         self.model = build_model(cfg, self.setup, self.device)
