@@ -116,12 +116,12 @@ def expect_error(match, fn, *args):
 
 
 def test_missing_path_and_empty_directory(tmp_path):
-    expect_error(r"does not exist: fix corpus.paths", load_documents,
+    expect_error(r"does not exist: fix paths \(in corpus, or in languages.second", load_documents,
                  CorpusConfig(name="text", paths=[str(tmp_path / "nope.txt")]), "train")
     (tmp_path / "empty").mkdir()
     expect_error(r"no \*\.jsonl files found under .*empty", load_documents,
                  CorpusConfig(name="jsonl", paths=[str(tmp_path / "empty")]), "train")
-    expect_error(r"has no paths: set corpus.paths", load_documents, CorpusConfig(name="text"), "train")
+    expect_error(r"has no paths: set paths \(in corpus", load_documents, CorpusConfig(name="text"), "train")
 
 
 def test_undecodable_file_is_named(tmp_path):
@@ -136,10 +136,13 @@ def test_bad_jsonl_line_and_missing_field(tmp_path):
     path.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
     expect_error(r"x\.jsonl:2: invalid JSON", load_documents, CorpusConfig(name="jsonl", paths=[str(path)]), "train")
     path.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf-8")
-    expect_error(r"x\.jsonl:2 has no field 'text' \(fields: body\).*corpus.text_field", load_documents,
-                 CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+    expect_error(r"x\.jsonl:2 has no field 'text' \(fields: body\): set text_field \(in corpus, or in "
+                 r"languages.second", load_documents, CorpusConfig(name="jsonl", paths=[str(path)]), "train")
     path.write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
     expect_error(r"x\.jsonl:2: field 'text' is 5, not text", load_documents,
+                 CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+    path.write_text('{"text": "fine"}\n{"text": null}\n', encoding="utf-8")  # the right field, one bad value
+    expect_error(r"x\.jsonl:2: field 'text' is null, not text: fix or remove that line", load_documents,
                  CorpusConfig(name="jsonl", paths=[str(path)]), "train")
 
 

@@ -251,7 +251,7 @@ def one_line_error(tmp_path, capsys, corpus: dict, match: str):
 def test_missing_column_and_corrupt_parquet(tmp_path, capsys):
     write_parquet(tmp_path / "a.parquet", DOCS, column="body")
     one_line_error(tmp_path, capsys, {"name": "parquet", "paths": [str(tmp_path / "a.parquet")]},
-                   "has no column 'text' (columns: body, n): set corpus.text_field")
+                   "has no column 'text' (columns: body, n): set text_field (in corpus, or in languages.second")
     (tmp_path / "a.parquet").write_bytes(b"PAR1 not really parquet")
     one_line_error(tmp_path, capsys, {"name": "parquet", "paths": [str(tmp_path / "a.parquet")]},
                    "is not a readable Parquet file")

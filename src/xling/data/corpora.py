@@ -33,6 +33,7 @@ from ..notation import books_part
 from . import sources
 from .sources import (
     LOCAL_NAMES,
+    SECTION,
     Chunk,
     chunk_texts,
     clean_lines,
@@ -373,7 +374,7 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
     empty = [s for s in splits if not counts.get(s)]
     if empty:
         text_files = corpus.name == "text" and not corpus.doc_per_line
-        more = "set corpus.doc_per_line: true or add more text" if text_files else "add more documents"
+        more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"
         raise XlingError(f"corpus has only {total} documents, too few to split 90/5/5 "
                          f"(the {empty[0]} split is empty): {more}")
 

@@ -63,12 +63,14 @@ def optional_module(module: str, package: str, what: str):
 
 # ----------------------------------------------------------------------------- files
 
+SECTION = "(in corpus, or in languages.second for a pair's second language)"  # messages cannot tell which
+
 
 def corpus_files(corpus: CorpusConfig) -> list[Path]:
     """The corpus's files: listed files as given, directories searched recursively (sorted)."""
     suffixes = SUFFIXES[corpus.name]
     if not corpus.paths:
-        raise XlingError(f"corpus '{corpus.name}' has no paths: set corpus.paths to files or directories")
+        raise XlingError(f"corpus '{corpus.name}' has no paths: set paths {SECTION} to files or directories")
     files = []
     for entry in corpus.paths:
         path = Path(entry).expanduser()
@@ -76,13 +78,13 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
             found = sorted(p for p in path.rglob("*") if p.name.endswith(suffixes) and p.is_file())
             if not found:
                 others = f" (nor *{', *'.join(suffixes[1:])})" if len(suffixes) > 1 else ""
-                raise XlingError(f"no *{suffixes[0]} files found under {path}{others}: add some or point "
-                                 "corpus.paths elsewhere")
+                raise XlingError(f"no *{suffixes[0]} files found under {path}{others}: add some or point paths "
+                                 f"{SECTION} elsewhere")
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise XlingError(f"corpus path {path} does not exist: fix corpus.paths")
+            raise XlingError(f"corpus path {path} does not exist: fix paths {SECTION}")
     return files
 
 
@@ -97,9 +99,7 @@ def _digest_key(path: Path) -> tuple:
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes, remembered while the file is unchanged (fingerprints ask often)."""
     key = _digest_key(path)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
+    return _DIGESTS[key] if key in _DIGESTS else _DIGESTS.setdefault(key, sha256_file(path))
 
 
 def _digest_task(_, path: str) -> tuple[tuple, str]:
@@ -262,11 +262,11 @@ def _string_column(schema, field: str, where: str):
     names = list(schema.names)
     if field not in names:
         raise XlingError(f"{where} has no column '{field}' (columns: {', '.join(names) or 'none'}): set "
-                         "corpus.text_field to the column that holds the text")
+                         f"text_field {SECTION} to the column that holds the text")
     pa = importlib.import_module("pyarrow")
     kind = schema.field(field).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise XlingError(f"{where}: column '{field}' holds {kind}, not text: set corpus.text_field to the "
+        raise XlingError(f"{where}: column '{field}' holds {kind}, not text: set text_field {SECTION} to the "
                          "column that holds the text")
 
 
@@ -485,9 +485,10 @@ def chunk_texts(chunk: Chunk) -> list[str]:
         try:
             for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1):
                 if not isinstance(record.get(field), str):
-                    what = (f": field '{field}' is {str(record[field])[:40]}, not text" if field in record else
-                            f" has no field '{field}' (fields: {', '.join(record) or 'none'})")
-                    raise XlingError(f"{chunk.where}:{number}{what}: set corpus.text_field to the one with the text")
+                    raise XlingError(f"{chunk.where}:{number}: field '{field}' is {json.dumps(record[field])[:40]}, "
+                                     "not text: fix or remove that line" if field in record else
+                                     f"{chunk.where}:{number} has no field '{field}' (fields: {', '.join(record) or 'none'}): "
+                                     f"set text_field {SECTION} to the one with the text")
                 texts.append(record[field])
         except XlingError:
             if chunk.line >= 0:
