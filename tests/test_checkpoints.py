@@ -235,3 +235,13 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny
     out, err = capsys.readouterr()
     assert "skipping damaged checkpoint step_0000008" in err and "using step_0000004 instead" in err
     assert "valid perplexity at step 4 of 12, an earlier checkpoint" in out  # not read as the finished run's
+
+
+def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
+    real_step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, step: real_step(self, step) if step < 5 else
+                        (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-eval"]) == 130
+    assert f"continue with: xling train {tmp_path / 'run'} --resume" in capsys.readouterr().err

@@ -6,9 +6,11 @@ import argparse
 import errno
 import sqlite3
 import sys
+from pathlib import Path
 
 from .. import __version__, yamlio
 from ..errors import XlingError, warnings_to_stderr
+from ..fsio import default_cache_dir
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
 from . import data_commands as data
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings_to_stderr()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
         argv, overrides = split_overrides(argv)
         args, extra = parser.parse_known_args(argv)
@@ -138,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        if exc.errno in _STORAGE_ERRORS:
+        cache = default_cache_dir()
+        if exc.errno in _STORAGE_ERRORS and exc.filename and Path(exc.filename).is_relative_to(cache):
+            print(f"xling: error: cannot write{where} ({exc.strerror}): it is in the cache ({cache}); set "
+                  "XLING_CACHE to a writable directory with free space", file=sys.stderr)
+        elif exc.errno in _STORAGE_ERRORS:
             print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
                   "space; an interrupted run continues with --resume", file=sys.stderr)
         elif exc.errno in _PATH_ERRORS and exc.filename:
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt:
-        print("\nxling: interrupted; a study, a run or prepare goes on from where it stopped when you run the same "
-              "command again (a single run: with --resume)", file=sys.stderr)
+        run_dir = getattr(args, "run_dir", None)  # `xling train` names its run directory once it knows it
+        started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
+        print("\nxling: interrupted; " + (f"continue with: xling train {run_dir} --resume" if started else "a study, "
+              "a run or prepare goes on from where it stopped when you run the same command again"), file=sys.stderr)
         return 130

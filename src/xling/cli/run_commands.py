@@ -75,7 +75,9 @@ def train(args, overrides) -> int:
     if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
         args.out, args.config = args.config, None
     elif args.config and args.resume and not args.out:
-        raise XlingError(f"{args.config} is not a run directory: resume with xling train RUN_DIR --resume")
+        raise XlingError(f"{args.config} does not exist: resume with xling train RUN_DIR --resume, RUN_DIR a run "
+                         "directory" if not Path(args.config).exists() else f"{args.config} is a file, not a run "
+                         "directory: resume with xling train RUN_DIR --resume (or CONFIG --out RUN_DIR --resume)")
     if args.config is None:
         if not args.out:
             raise XlingError("--resume without a config needs the run directory: xling train RUN_DIR --resume")
@@ -84,6 +86,7 @@ def train(args, overrides) -> int:
         source = args.config
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
+    args.run_dir = out  # what the Ctrl-C message names (cli.main)
     if args.resume and not world_from_env().rank:
         step = RunDir(out).newest_checkpoint_step()
         print(f"resuming {out} from its last checkpoint, step {step}" if step
