@@ -144,7 +144,8 @@ CASES = [
     ("config not found", "config nosuch-config", "config file not found"),
     ("config section typo", "config --languagse.p 0.5", "did you mean 'languages'"),
     ("config translation", "config --corpus.translation wbe", "did you mean 'web'"),
-    ("resume not a run", "train {tmp}/nope --resume", "is not a run directory"),
+    ("resume not a run", "train {tmp}/nope --resume", "nope does not exist: resume with xling train RUN_DIR"),
+    ("resume a file", "train {config} --resume", "is a file, not a run directory"),
     # --- train, eval, sample
     ("train nothing", "train --out {out}", "give a config file"),
     ("train existing run", "train {config} --out {run} --quiet", "pass --resume"),
