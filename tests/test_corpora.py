@@ -150,7 +150,7 @@ def test_empty_and_too_small_corpora(tmp_path):
     expect_error(r"has no text", load_documents, text_corpus(tmp_path, ["", "  "]), "train")
     path = tmp_path / "one.txt"
     path.write_text("\n".join(lines(5)), encoding="utf-8")
-    message = expect_error(r"only 1 documents, too few to split", load_documents,
+    message = expect_error(r"only 1 document, too few to split", load_documents,
                            CorpusConfig(name="text", paths=[str(path)]), "train")
     assert "doc_per_line" in message
     expect_error(r"only 5 documents", load_documents, text_corpus(tmp_path, lines(5)), "valid")

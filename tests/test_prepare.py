@@ -232,9 +232,10 @@ def run_cli(tmp_path, capsys, corpus: dict, *extra):
 def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):
     corpus = make_corpus("jsonl.gz", tmp_path, monkeypatch)
     code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths}, "--workers", "2")
-    assert code == 0 and out.out.count(" built ") == 3 and "tokenizer " in out.out
+    assert code == 0 and out.out.count(" built ") == 3 and "tokenizer (built) " in out.out
+    assert "L1 and its clones train" in out.out  # each source named by its language
     code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths})
-    assert code == 0 and out.out.count(" ready ") == 3
+    assert code == 0 and out.out.count(" ready ") == 3 and "tokenizer (ready) " in out.out
     tok = get_tokenizer([corpus], 320)
     assert all(token_array_paths(corpus, s, tok)[0].is_file() for s in SPLITS)
 

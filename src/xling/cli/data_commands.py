@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from ..config import load_config
 from .command import count
@@ -20,15 +22,21 @@ def prepare(args, overrides) -> int:
     from ..data.prepare import prepare as prepare_data
 
     cfg = load_config(args.config, overrides)
-    Mixture.of(cfg)  # the translations exist, and languages.mix / transforms name languages of the run
+    mix = Mixture.of(cfg)  # the translations exist, and languages.mix / transforms name languages of the run
+    start = time.time()
     rows = prepare_data(cfg, workers=args.workers, progress=False if args.quiet else None)
-    tokenizers = list(dict.fromkeys(str(r["tokenizer"]) for r in rows))
-    for path in tokenizers:
-        print(f"tokenizer {path}")
-    print(f"  {'source':<8} {'split':<6} {'documents':>11} {'tokens':>15}  {'':<5} token array")
+    brought = {str(Path(p).expanduser()) for p in (cfg.tokenizer.path, cfg.tokenizer.second_path) if p}
+    for path in dict.fromkeys(str(r["tokenizer"]) for r in rows):
+        state = "brought" if path in brought else "built" if Path(path).stat().st_mtime >= start else "ready"
+        print(f"tokenizer ({state}) {path}")
+    # a source is one language's text; clones share their base language's
+    names = [mix.names[0] + (" and its clones" if len(mix.names) > 1 else "")] if mix.kind == "clone" else mix.names
+    width = max(8, *(len(n) for n in names))
+    print(f"  {'text of':<{width}} {'split':<6} {'documents':>11} {'tokens':>15}  {'':<5} token array")
     for r in rows:
         state = "built" if r["built"] else "ready"
-        print(f"  {r['source']:<8} {r['split']:<6} {r['documents']:>11,} {r['tokens']:>15,}  {state:<5} {r['path']}")
+        print(f"  {names[r['source']]:<{width}} {r['split']:<6} {r['documents']:>11,} {r['tokens']:>15,}  {state:<5} "
+              f"{r['path']}")
     if rows:
         print(f"prepared in {rows[-1]['seconds']:.1f} s")
     return 0

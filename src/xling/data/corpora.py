@@ -375,7 +375,7 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
     if empty:
         text_files = corpus.name == "text" and not corpus.doc_per_line
         more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"
-        raise XlingError(f"corpus has only {total} documents, too few to split 90/5/5 "
+        raise XlingError(f"corpus has only {total} document{'s' * (total != 1)}, too few to split 90/5/5 "
                          f"(the {empty[0]} split is empty): {more}")
 
 
