@@ -71,6 +71,13 @@ def test_config_from_a_recipe_a_file_a_mapping_with_overrides(tmp_path, tiny_cor
         xling.Config(trian={"steps": 1})
     with pytest.raises(XlingError, match="did you mean 'clone-90-10'"):
         xling.Config("clone-90-1")
+    # the per-language keys are checked as training checks them, by Config and by validate() after a change
+    with pytest.raises(XlingError, match="a real language has them"):
+        xling.Config("clone-90-10", {"languages.kind": "real", "languages.transforms.FR": ["clone"]})
+    many = xling.Config("clone-90-10", {"languages.kind": "real", "languages.corpora": ["web", "lsg"]})
+    many.languages.mix = {"EN": 0.7, "FR": 0.2}
+    with pytest.raises(XlingError, match="languages.mix shares must sum to 1, got 0.9"):
+        many.validate()
 
 
 def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):

@@ -177,6 +177,7 @@ class Config:
         self._recorded = isinstance(source, RunConfig) or (isinstance(source, Config) and source._recorded)
         validate(cfg, recorded=self._recorded)
         self._cfg = cfg
+        _ = self.language_names  # the per-language keys (mix, transforms) name languages of the run, as training checks
 
     # ------------------------------------------------------------------ the sections
     @property
@@ -311,6 +312,7 @@ class Config:
     def validate(self) -> Config:
         """Check the config again after changing its sections in place; returns it."""
         validate(self._cfg, recorded=self._recorded)
+        _ = self.language_names
         return self
 
     def __eq__(self, other: object) -> bool:
