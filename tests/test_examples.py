@@ -54,6 +54,7 @@ def test_the_headline_in_20_lines(tiny_base, tmp_path, capsys):
 def test_a_custom_mixture_with_a_custom_transform(tiny_base, tmp_path, capsys):
     settings = {key: value for key, value in tiny_base.items() if key != "corpus"}
     settings["train"] = {**settings["train"], "steps": 20}
+    settings["languages"] = {k: v for k, v in settings["languages"].items() if k != "p"}  # the example's schedule sets it
     run = load(ROOT / "examples" / "custom_mixture.py").main(tiny_base["corpus"], settings, tmp_path / "run", probes=8)
     assert run.languages == ["EN", "EN-b", "EN-c"] and run.config.languages.schedule == "0.1_0.5"
     out = capsys.readouterr().out
