@@ -61,8 +61,13 @@ def test_each_frequency_bin_has_its_own_all_pairs_baseline():
     bins = embedding_similarity({"output": emb}, table, 0, 1, counts)["by_frequency"]
     low, high = bins[0], bins[-1]
     assert low["n"] == 19 and low["output"] > 0.99 and low["output_all_pairs"] > 0.99  # high, but no alignment
-    ids = np.arange(20, 40)
-    assert high["output_all_pairs"] == pytest.approx(mean_pairwise_cosine(emb[np.concatenate([ids, ids + v])]))
+    ids = np.arange(20, 40)  # the baseline is every pair of the bin's rows but its clone pairs
+    rows = torch.nn.functional.normalize(emb[np.concatenate([ids, ids + v])], dim=-1)
+    cosines = rows @ rows.T
+    other = ~torch.eye(40, dtype=torch.bool) & ~torch.eye(40, dtype=torch.bool).roll(20, dims=1)
+    assert high["output_all_pairs"] == pytest.approx(float(cosines[other].mean()), abs=1e-6)
+    few = embedding_similarity({"output": emb}, table, 0, 1, np.where(np.arange(v) == 5, 7, counts))["by_frequency"]
+    assert next(b for b in few if b["n"] == 1)["output_all_pairs"] is None  # one pair: no baseline
 
 
 def test_clone_pairs_skip_anchors_and_pad():

@@ -52,10 +52,10 @@ def plot_embeddings(result: dict, path: Path) -> None:
         x = [np.sqrt(b["lo"] * b["hi"]) for b in bins]
         for kind in ("input", "output"):
             line, = ax.plot(x, [b[kind] for b in bins], style, marker=".", label=f"{label} {kind}")
-            ax.plot(x, [b.get(f"{kind}_all_pairs", emb[kind]["all_pairs"]) for b in bins], ":",
-                    color=line.get_color(), lw=0.8)  # the bin's own baseline (the overall one before 2026-11-28)
+            baseline = [b.get(f"{kind}_all_pairs", emb[kind]["all_pairs"]) for b in bins]  # overall: before 11-28
+            ax.plot(x, [np.nan if v is None else v for v in baseline], ":", color=line.get_color(), lw=0.8)
     ax.set_xscale("log")
     ax.set(xlabel="training frequency of the base token", ylabel="clone-pair cosine",
-           title="embedding similarity (dotted: all pairs of the same bin)")
+           title="embedding similarity (dotted: the bin's other pairs)")
     ax.legend(fontsize=7)
     save_png(fig, path)

@@ -35,6 +35,21 @@ def mean_pairwise_cosine(vectors: torch.Tensor) -> float:
     return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
 
 
+MIN_BIN_PAIRS = 5  # a bin's baseline from fewer clone pairs is too noisy to read a difference against
+
+
+def other_pairs_cosine(rows: torch.Tensor, clone_cosine_sum: float) -> float | None:
+    """Mean cosine over the pairs of `rows` (n clone pairs: the first n rows' clones are the last n) that
+    are not clone pairs, in O(n d); None (JSON null) for fewer than MIN_BIN_PAIRS clone pairs."""
+    n = len(rows) // 2
+    if n < MIN_BIN_PAIRS:
+        return None
+    unit = F.normalize(rows.double(), dim=-1)
+    total = unit.sum(0)
+    every = float(total @ total - (unit * unit).sum())  # ordered pairs i != j
+    return (every - 2 * clone_cosine_sum) / (2 * n * (2 * n - 2))
+
+
 def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade: int = BINS_PER_DECADE,
                    baselines: dict | None = None) -> list[dict]:
     """Mean of each value array per log-frequency bin [10^(k/per_decade), 10^((k+1)/per_decade)).
@@ -78,8 +93,8 @@ def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor,
         out[name] = {"clone_pairs": float(cos.mean()), "all_pairs": mean_pairwise_cosine(both)}
         # per bin too: rows trained alike (rare ones, pushed along one direction) are similar to any
         # row of their bin, so a bin's clone-pair cosine means alignment only above its own baseline
-        baselines[name] = lambda sel, m=matrix: mean_pairwise_cosine(
-            m[torch.as_tensor(np.concatenate([ids_a[sel], ids_b[sel]]))])
+        baselines[name] = lambda sel, m=matrix, c=cos: other_pairs_cosine(
+            m[torch.as_tensor(np.concatenate([ids_a[sel], ids_b[sel]]))], float(c[sel].sum()))
     out["by_frequency"] = frequency_bins(counts[base], per_token, baselines=baselines)
     return out
 

@@ -192,8 +192,8 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path) -> list[Evidence]:
             "Clone-pair cosine against p: model and word2vec, input and output (dotted: all-pairs baselines).")
     doc.img(figure_by_frequency(embedded, out / "embeddings-by-frequency.png"),
             "Clone-pair cosine by training frequency of the token, one line per setting (first seed); dotted: "
-            "all pairs of the same bin. Alignment is the height above it: rarely trained rows move alike, so they "
-            "are similar to any row of their bin.")
+            "the mean cosine of the bin's other pairs (not clone pairs; bins of at least 5 pairs). Alignment is "
+            "the height above it: rarely trained rows move alike, so they are similar to any row of their bin.")
     evidence = []
     for group, kind in (("embeddings", "input"), ("embeddings", "output"), ("word2vec", "input")):
         test = higher(find(embedded, "clone", 0.1), find(embedded, "clone", 0.5),

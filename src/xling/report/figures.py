@@ -191,16 +191,22 @@ def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    old_results = False
     for ax, kind in zip(axes, ("input", "output")):
         for s in clones:
             bins = [b for b in s.alignments[0]["embeddings"]["by_frequency"] if b["lo"] > 0]
             x = [math.sqrt(b["lo"] * b["hi"]) for b in bins]
             line, = ax.plot(x, [b[kind] for b in bins], marker=".", label=s.label)
             if all(f"{kind}_all_pairs" in b for b in bins):  # alignments computed before 2026-11-28 lack it
-                ax.plot(x, [b[f"{kind}_all_pairs"] for b in bins], ":", color=line.get_color(), lw=0.8)
+                baseline = [math.nan if b[f"{kind}_all_pairs"] is None else b[f"{kind}_all_pairs"] for b in bins]
+                ax.plot(x, baseline, ":", color=line.get_color(), lw=0.8)
+            else:
+                old_results = True
         ax.set_xscale("log")
         ax.set(xlabel="training frequency (4 bins per decade)", title=f"{kind} embeddings")
-    fig.suptitle("Clone-pair cosine by training frequency (dotted: all pairs of the same bin)", fontsize=10)
+    fig.suptitle("Clone-pair cosine by training frequency " + ("(no per-bin baselines: aligned before 2026-11-28; "
+                 "rerun xling align)" if old_results else "(dotted: the bin's other pairs, from 5 clone pairs)"),
+                 fontsize=10)
     axes[0].set_ylabel("clone-pair cosine")
     axes[1].legend(fontsize=7)
     return save_png(fig, path)
