@@ -171,7 +171,10 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     one_seed.summaries = [dataclasses.replace(s, teff=Stat(s.teff.mean, s.teff.mean, s.teff.mean, 1))
                           for s in a.summaries]
     direction = headline(one_seed)[2]
-    assert "in one seed (not tested" in direction and "NOT" not in direction and "[" not in direction
+    assert "in the means (not tested: one seed, no interval)" in direction and "NOT" not in direction
+    assert "[" not in direction
+    one_seed.summaries = [dataclasses.replace(s, teff=Stat(math.nan, math.nan, math.nan, 0)) for s in a.summaries]
+    assert "is not tested (no TEff: the study has no monolingual ladder)" in headline(one_seed)[2]
     a.loo = {key: {form: math.nan for form in errors} for key, errors in a.loo.items()}  # a 3-point ladder
     assert "the default: leave-one-out needs a ladder of at least 4 fractions" in headline(a)[0]
     a.laws.clear()  # as for a study without a monolingual ladder: no law, so no TEff and no form chosen
