@@ -37,8 +37,8 @@ def main(base=BASE, out="runs/example-headline", fractions=(0.1, 0.25, 0.5, 1.0)
     for row in table:  # two ranges for the law's uncertainty: the bootstrap's, and the profile likelihood's
         print(f"{row['run']:<10}  test PPL {row['ppl']:8.1f}   TEff {row['teff']:5.2f}  bootstrap [{row['teff_lo']:.2f}, "
               f"{row['teff_hi']:.2f}], profile [{row['teff_profile_lo']:.2f}, {row['teff_profile_hi']:.2f}]")
-    for warning in dict.fromkeys(w for row in table for w in row["warning"].split("; ") if w):
-        print(f"note: {warning}")  # e.g. a degenerate fit of a short ladder, where the two ranges disagree
+    notes = [row["warning"] for row in table] + [note for fit in table.laws.values() for note in fit.notes]
+    print("".join(f"note: {n}\n" for n in dict.fromkeys(notes) if n), end="")  # e.g. a degenerate fit of the ladder
     return table
 
 

@@ -79,7 +79,8 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
     if law.exponent_at_bound:
         shape = ", 1/PPL linear in ln x" if law.form == "paper" and law.exponent_at_bound == "lower" else ""
         out.append(f"the law's exponent is at the {law.exponent_at_bound} bound of its range (a degenerate fit{shape}): "
-                   "its parameters mean little one by one, and a comparison with a published TEff is loose")
+                   "its parameters mean little one by one" + (", and a comparison with a published TEff is loose"
+                                                                 if law.form == "paper" else ""))
     lo_x, hi_x = law.x_range
     lo_p, hi_p = law.ppl_range
     if not lo_x <= fraction <= hi_x:

@@ -117,7 +117,7 @@ def _shares_section(doc: Doc, a: Analysis) -> None:
     doc.p("Share: the language's expected share of the run's training sequences (temperature sampling and UniMax: "
           "as the run computed them from the training tokens of each language, recorded in its run.json). TEff: "
           "monolingual tokens of that language needed for its PPL, by its own ladder's law, per token it got; "
-          "mean [95 % t-interval over seeds]. † extrapolated beyond the ladder (see the efficiency table).")
+          "mean [95 % t-interval over seeds]. †: a warning (see the efficiency table).")
 
 
 def _runs_section(doc: Doc, a: Analysis) -> None:
@@ -230,7 +230,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
           "compare TEff (paper form) and directions, not perplexity magnitudes.")
     warnings = sorted({w for s in a.summaries for w in s.warnings})
     if warnings:
-        doc.p("† extrapolated beyond the monolingual ladder (treat with care):")
+        doc.p("† warnings of the verdict form's TEff (extrapolation beyond the monolingual ladder, a degenerate or "
+              "exact fit; treat with care):")
         doc.ul(warnings[:12] + ([f"... and {len(warnings) - 12} more"] if len(warnings) > 12 else []))
 
 
