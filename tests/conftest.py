@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from xling.config import from_dict, validate
+from xling.errors import _Stderr
 
 torch.set_num_threads(1)  # tiny ops: thread wake-ups cost more than they save
 
@@ -48,7 +49,7 @@ def _library_logger_as_imported():
     propagation); each test ends by undoing that, so caplog sees the library's records whichever tests ran first."""
     yield
     logger = logging.getLogger("xling")
-    logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_Stderr"]
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)]
     logger.propagate, logger.level = True, logging.NOTSET
 
 

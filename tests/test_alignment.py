@@ -211,6 +211,11 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     assert stored["word2vec"] == w2v
     fresh = align_run(tiny_run, sequences=4, grad_sequences=1, figures=False)
     assert fresh["kept"] == ["word2vec"] and fresh["gradient"]["sequences"] == 1
+    path = tiny_run / "alignment" / "alignment.json"  # as if computed at another checkpoint: its gradients go
+    path.write_text(json.dumps(dict(fresh, step=fresh["step"] - 4)))
+    assert align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)["kept"] == ["word2vec"]
+    path.write_text(json.dumps(dict(fresh, languages=["L2", "L1"])))  # another pair: nothing kept
+    assert "kept" not in align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
 
 
 def test_align_user_errors(tiny_run, capsys, tmp_path):

@@ -110,7 +110,7 @@ def test_documents_are_each_languages_text_split_as_training_splits_it():
     test = clones.documents()
     assert list(test) == ["L1", "L2", "L3"]  # a local text's language code is L
     assert test["L1"] == test["L3"] == splits["test"][real.language_names[0]]
-    with pytest.raises(XlingError, match="split must be train, valid or test, got 'probe'"):
+    with pytest.raises(XlingError, match="split must be one of train, valid, test, got 'probe'"):
         clones.documents("probe")  # Luke and Acts are the Bible's; a local corpus has no probe split
 
 

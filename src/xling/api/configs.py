@@ -237,14 +237,13 @@ class Config:
         differ in ids only), and a language with word-order transforms is reordered after tokenising, so
         this is the text as written: an export of such a language reads what its tokenizer makes of it.
         """
-        from ..data.corpora import SPLITS, language_corpora, load_documents
+        from ..data.corpora import SPLITS, check_split_name, language_corpora, load_documents
 
-        splits = SPLITS + ("probe",) * (self._cfg.corpus.name == "bible")
-        if split not in splits:
-            raise XlingError(f"split must be {', '.join(splits[:-1])} or {splits[-1]}, got '{split}'")
+        check_split_name(split, SPLITS + ("probe",) * (self._cfg.corpus.name == "bible"))
         names, corpora = self.language_names, language_corpora(self._cfg)
         texts = [load_documents(corpus, split) for corpus in corpora]
-        return {name: list(texts[min(i, len(texts) - 1)]) for i, name in enumerate(names)}  # clones: one text
+        source = [0] * len(names) if self._cfg.languages.kind == "clone" else range(len(names))  # as training reads
+        return {name: list(texts[i]) for name, i in zip(names, source)}
 
     # ------------------------------------------------------------------ copies and views
     def replace(self, overrides: Mapping[str, Any] | None = None, /, **sections: Any) -> Config:

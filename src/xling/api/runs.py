@@ -104,10 +104,9 @@ class Run:
 
     def evaluation(self, split: str = "test") -> dict[str, dict]:
         """The stored evaluation: {language: {loss, ppl, tokens_scored}} (`evaluate` computes it)."""
-        from ..data.corpora import SPLITS
+        from ..data.corpora import check_split_name
 
-        if split not in SPLITS:
-            raise XlingError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        check_split_name(split)
         path = self._dir().require().eval_path(split)
         if not path.is_file():
             raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "

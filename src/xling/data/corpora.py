@@ -382,6 +382,12 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
 # ----------------------------------------------------------------------------- public entry points
 
 
+def check_split_name(split: str, splits: tuple[str, ...] = SPLITS) -> None:
+    """Refuse a name that is none of `splits` (evaluation, held-out text): one wording everywhere."""
+    if split not in splits:
+        raise XlingError(f"split must be one of {', '.join(splits)}, got {split!r}")
+
+
 def require_split(corpus: CorpusConfig, split: str) -> None:
     """Stop on a split the corpus does not have."""
     _check_name(corpus)

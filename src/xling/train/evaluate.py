@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..data.corpora import SPLITS
+from ..data.corpora import check_split_name
 from ..errors import XlingError
 from ..fsio import atomic_write_json
 from .session import load_session
@@ -93,8 +93,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     skips languages the run never trained on (the other language of a monolingual ladder run:
     studies have no use for it).
     """
-    if split not in SPLITS:
-        raise XlingError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_split_name(split)
     session = load_session(run_dir, device=device)
     ev = session.cfg.eval
     max_tokens = ev.max_tokens if max_tokens is None else max_tokens
