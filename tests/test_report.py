@@ -16,7 +16,7 @@ from xling.cli import main
 from xling.errors import XlingError
 from xling.report import published
 from xling.report.claims import headline, verdicts
-from xling.report.stats import Stat, diff_interval, fmt_stat, log_stat, t_stat
+from xling.report.stats import Stat, diff_interval, fmt_interval, fmt_stat, log_stat, t_stat
 from xling.report.study_report import write_report
 from xling.report.summary import analyse
 from xling.report.verdict import NOT_TESTED, Check, Evidence, Status, combine, compare, vs_one
@@ -146,6 +146,12 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     assert f"{minority.teff.mean:.2f} ± {minority.teff.half:.2f}" in md  # our number, mean ± CI
     paper_form = minority.teff_forms["paper"]
     assert f"{paper_form.mean:.2f} ± {paper_form.half:.2f} under the paper's law form (paper: 2.08)" in md
+    # the claims' lines set the published TEff beside ours under the paper's own form when the verdict's differs
+    claim_1 = next(line for line in md.splitlines() if "minority" in line and "(paper: 2.08" in line and "TEff" in line
+                   and "under the paper's law form (paper" not in line)
+    same = fmt_interval(paper_form) == fmt_interval(minority.teff)
+    assert ("(paper: 2.08)" if same else f"(paper: 2.08; ours under the paper's law form {fmt_interval(paper_form)})") \
+        in claim_1
     assert "<style>" in html and "<table>" in html and 'src="data:image/png;base64,' in html  # embedded
     assert 'src="ladder.png"' not in html and "](ladder.png)" in md
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
