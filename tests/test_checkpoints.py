@@ -14,6 +14,7 @@ import yaml
 from conftest import tiny_config, tiny_config_dict
 from xling.cli import main
 from xling.config import RunConfig
+from xling.errors import XlingError
 from xling.fsio import sha256_file
 from xling.train import rundir as runs
 from xling.train.rundir import RunDir
@@ -245,3 +246,12 @@ def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir,
                         (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-eval"]) == 130
     assert f"continue with: xling train {tmp_path / 'run'} --resume" in capsys.readouterr().err
+
+
+def test_a_start_that_failed_before_training_is_no_run_to_refuse(tiny_corpus_dir, tmp_path):
+    cfg = tiny_config(tiny_corpus_dir)
+    run_dir = tmp_path / "run"
+    RunDir(run_dir).write_config(cfg)  # what a start on a full disk left: config.yaml, no run.json, no checkpoint
+    assert Trainer(cfg, run_dir).fit(progress=False)["status"] == "completed"  # no --resume needed
+    with pytest.raises(XlingError, match="already exists: pass --resume"):
+        Trainer(cfg, run_dir).fit(progress=False)  # a trained run still is

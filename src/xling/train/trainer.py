@@ -62,7 +62,8 @@ class Trainer:
         """Refuse to overwrite a run, or to resume it with another config; choose the checkpoint
         to resume from (self.resume_from)."""
         self.resume_from = None
-        if not self.run.exists():
+        # a start that failed before training (a full disk, say) left config.yaml, perhaps tokenizers: no run yet
+        if not self.run.exists() or not (self.run.info_path.is_file() or self.run.checkpoint_dirs()):
             return
         if not resume:
             raise XlingError(
