@@ -163,7 +163,7 @@ def test_an_edited_config_is_refused_on_resume(interrupted_run, tmp_path, capsys
 
 @pytest.mark.parametrize("damage", ["killed before the first checkpoint", "every checkpoint damaged"])
 def test_a_resume_without_a_usable_checkpoint_logs_every_step_once(damage, tiny_corpus_dir, interrupted_run,
-                                                                   tmp_path):
+                                                                   tmp_path, caplog):
     cfg = tiny_config(tiny_corpus_dir)
     if damage == "killed before the first checkpoint":
         run_dir = tmp_path / "run"
@@ -175,6 +175,7 @@ def test_a_resume_without_a_usable_checkpoint_logs_every_step_once(damage, tiny_
             (ckpt / "model.safetensors").write_bytes(b"damaged")
     Trainer(cfg, run_dir).fit(resume=True, progress=False, stop_at=5)
     assert _steps(run_dir) == [1, 2, 3, 4, 5]
+    assert ("no checkpoint verifies" in caplog.text) == (damage == "every checkpoint damaged")
 
 
 def test_resume_removes_what_a_kill_during_a_checkpoint_write_left(tiny_corpus_dir, interrupted_run, tmp_path):
@@ -236,6 +237,12 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny
     out, err = capsys.readouterr()
     assert "skipping damaged checkpoint step_0000008" in err and "using step_0000004 instead" in err
     assert "valid perplexity at step 4 of 12, an earlier checkpoint" in out  # not read as the finished run's
+    report = json.loads((run_dir / "eval_valid.json").read_text())
+    assert report["step"] == 4 and report["tokens_trained"] is None  # run.json's tokens are step 9's
+    for ckpt in RunDir(run_dir).checkpoint_dirs():
+        (ckpt / "model.safetensors").write_bytes(b"damaged")
+    assert main(["eval", str(run_dir), "--split", "valid"]) == 2
+    assert "no checkpoint of" in capsys.readouterr().err
 
 
 def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir, tmp_path, monkeypatch, capsys):

@@ -105,7 +105,9 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
-              "step": session.step, "tokens_trained": info.get("tokens"), "languages": results}
+              "step": session.step, "languages": results,
+              # run.json's tokens are those of its own step: not this checkpoint's when an earlier one was used
+              "tokens_trained": info.get("tokens") if session.step == info.get("step") else None}
     path = session.run.eval_path(split)
     atomic_write_json(path, report)
     return report, path

@@ -182,6 +182,9 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     model = build_model(cfg, setup, dev)
     ckpt = run.latest_checkpoint() if checkpoint is None else checkpoint
     if ckpt is None:
+        if run.checkpoint_dirs():
+            raise XlingError(f"no checkpoint of {run.path} verifies (see the warnings): restore its files, or train "
+                             "the run again in a new directory")
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
     problem = run.checkpoint_problem(ckpt)
     if problem:

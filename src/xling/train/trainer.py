@@ -77,6 +77,8 @@ class Trainer:
                 "resume with the same config or start a new run"
             )
         self.resume_from = self.run.checkpoint_to_resume(self.cfg)
+        if self.resume_from is None and self.run.checkpoint_dirs():
+            log.warning("no checkpoint verifies: training starts again at step 0")
 
     def prepare(self, resume: bool) -> None:
         """Validate everything and build data before writing anything into the run directory."""
