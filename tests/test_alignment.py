@@ -214,7 +214,9 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     path = tiny_run / "alignment" / "alignment.json"  # as if computed at another checkpoint: its gradients go
     path.write_text(json.dumps(dict(fresh, step=fresh["step"] - 4)))
     assert align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)["kept"] == ["word2vec"]
-    path.write_text(json.dumps(dict(fresh, languages=["L2", "L1"])))  # another pair: nothing kept
+    path.write_text(json.dumps(dict(fresh, languages=["L2", "L1"])))  # the pair in the other order: symmetric
+    assert align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)["kept"] == ["word2vec", "gradient"]
+    path.write_text(json.dumps(dict(fresh, languages=["L1", "L3"])))  # another pair: nothing kept
     assert "kept" not in align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
 
 

@@ -288,7 +288,9 @@ def test_a_degenerate_fit_is_said_on_every_row_it_scores(fit):
 def test_a_ladder_with_a_point_twice_or_rising_perplexity_is_noted():
     x, ppl = [0.05, 0.1, 0.1, 0.25, 0.5, 1.0], [430.0, 264.0, 264.0, 127.0, 135.0, 61.0]
     notes = fit_scaling_law(x, ppl, bootstrap=20).notes
-    assert any("given more than once: (0.1, 264);" in n for n in notes)
+    assert any("given more than once: (0.1, 264); counted once" in n for n in notes)
+    three = fit_scaling_law([0.25, 0.5, 0.5, 1.0], [200.0, 120.0, 120.0, 90.0], bootstrap=20)
+    assert three.law.n_points == 3 and any("no interval" in n for n in three.notes)  # no false interval from a copy
     assert any("rises with more data between fractions 0.25 and 0.5" in n for n in notes)
     seeds = fit_scaling_law([0.1, 0.1, 0.25, 0.5, 1.0], [264.0, 270.0, 127.0, 90.0, 61.0], bootstrap=20).notes
     assert not any("more than once" in n or "rises" in n for n in seeds)  # two seeds at 0.1, a falling ladder

@@ -304,8 +304,8 @@ def _keep_earlier(result: dict, earlier: dict) -> None:
     """Keep what an earlier alignment.json of the same pair has and this one skipped (a rerun
     without --word2vec, or with --grad-sequences 0, must not delete those results). The word2vec
     control depends on the training stream only; gradients only if from the same checkpoint step.
-    Their names go to result["kept"]."""
-    if earlier.get("languages") != result["languages"]:
+    Their names go to result["kept"]. Both measures are symmetric, so the pair counts in either order."""
+    if sorted(earlier.get("languages") or []) != sorted(result["languages"]):
         return
     kept = [key for key, same_source in (("word2vec", "embeddings" in result),
                                          ("gradient", earlier.get("step") == result["step"]))

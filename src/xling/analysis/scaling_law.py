@@ -293,19 +293,22 @@ def fit_scaling_law(
     ``notes`` says so. Bootstrap refits that fail are dropped.
     """
     x, ppl = _check_points(fractions, ppls, form)
+    ladder_notes = _ladder_notes(x, ppl)
+    _, first = np.unique(np.stack([x, ppl]), axis=1, return_index=True)  # a point given twice counts once
+    x, ppl = x[np.sort(first)], ppl[np.sort(first)]
     z = _ppl_to_z(form, ppl)
     zparams = _fit_z(x, z, form)
     law = _make_law(form, zparams, x, ppl, z)
     points = (tuple(map(float, x)), tuple(map(float, ppl)))
     if bootstrap <= 0:
-        return ScalingFit(law, (), _ladder_notes(x, ppl) + ("bootstrap disabled: no intervals",), points)
+        return ScalingFit(law, (), ladder_notes + ("bootstrap disabled: no intervals",), points)
     dof = x.size - NUM_PARAMS
     if dof <= 0:
         note = (
             f"no interval: {x.size} points for {NUM_PARAMS} parameters leave no residual to "
             "resample; add fractions or seeds"
         )
-        return ScalingFit(law, (), _ladder_notes(x, ppl) + (note,), points)
+        return ScalingFit(law, (), ladder_notes + (note,), points)
     e, a, alpha = zparams
     fitted = e + a * x ** (-alpha)
     resid = (z - fitted) - (z - fitted).mean()
@@ -322,19 +325,19 @@ def fit_scaling_law(
         invalid, failed = bootstrap - len(valid), int((~finite).sum())
         notes = (f"only {len(boot)} of {bootstrap} bootstrap refits gave a law ({invalid} resamples pushed the "
                  f"paper form's 1/PPL past 0, {failed} refits failed numerically); intervals are rough",)
-    return ScalingFit(law, tuple(boot), _ladder_notes(x, ppl) + notes + _bound_notes(boot), points)
+    return ScalingFit(law, tuple(boot), ladder_notes + notes + _bound_notes(boot), points)
 
 
 def _ladder_notes(x: np.ndarray, ppl: np.ndarray) -> tuple[str, ...]:
-    """What to check in the ladder itself: a point given twice (each copy counts as a point, which narrows
-    every interval: fine for seeds that agree exactly, wrong for one run listed twice), and a larger
-    fraction with a higher mean perplexity than a smaller one (the law, decreasing, cannot follow it)."""
+    """What to check in the ladder itself: a point given twice (counted once: a copy would narrow every
+    interval), and a larger fraction with a higher mean perplexity than a smaller one (the law, decreasing,
+    cannot follow it)."""
     notes = []
     pairs = list(zip(x.tolist(), ppl.tolist()))
     twice = sorted({pair for pair in pairs if pairs.count(pair) > 1})
     if twice:
         notes.append("the same point (fraction, PPL) given more than once: " + ", ".join(f"({f:g}, {v:g})" for f, v in twice)
-                     + "; each copy counts as a point and narrows the intervals: remove a run listed twice")
+                     + "; counted once (a run listed twice?)")
     fractions = np.unique(x)
     means = [float(np.exp(np.log(ppl[x == f]).mean())) for f in fractions]
     rising = [(a, b) for a, b, pa, pb in zip(fractions, fractions[1:], means, means[1:]) if pb > pa]

@@ -33,12 +33,15 @@ def teff(args, overrides) -> int:
     print(efficiency_table(rows))
     runs = Path(args.runs)
     path = rows.write_csv(args.out or runs.with_name(f"{runs.stem}_teff.csv"))
+    said = set()  # the ladder's own notes are the same under both forms: once
     for (_, lang), fit in sorted(rows.laws.items()):
         law = fit.law
         params = ", ".join(f"{k}={v:.4g}" for k, v in law.param_dict.items())
         print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)
         for note in fit.notes:
-            print(f"note: {lang}: {note}", file=sys.stderr)
+            if (lang, note) not in said:
+                print(f"note: {lang} ({law.form} form): {note}", file=sys.stderr)
+            said.add((lang, note))
     for r in rows:
         if r["warning"]:
             print(f"warning: run {r['run']}, {r['language']}: {r['warning']}", file=sys.stderr)
