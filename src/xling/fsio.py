@@ -27,11 +27,17 @@ def cannot_create(path: Path, exc: OSError) -> XlingError:
     parents made)."""
     verb = "replace" if Path(path).exists() else "create"
     why = "its directory takes no new files" if exc.errno == errno.ENOENT else exc.strerror
-    cache = default_cache_dir()
-    if Path(path).is_relative_to(cache):  # a path the user never typed: say which setting chose it
-        return XlingError(f"cannot {verb} {path} ({why}): it is in the cache ({cache}); set XLING_CACHE to a "
-                          "writable directory")
+    in_cache = cache_hint(path)
+    if in_cache:
+        return XlingError(f"cannot {verb} {path} ({why}): {in_cache}")
     return XlingError(f"cannot {verb} {path} ({why}): choose an output path on a writable disk")
+
+
+def cache_hint(path) -> str:
+    """For a path in the cache, which the user never typed: the setting that chose it; else ""."""
+    cache = default_cache_dir()
+    return f"it is in the cache ({cache}); set XLING_CACHE to a writable directory" \
+        if path and Path(path).is_relative_to(cache) else ""
 
 
 def temporary_beside(path: Path, directory: bool = False):

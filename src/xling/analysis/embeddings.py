@@ -25,14 +25,17 @@ def pair_cosines(vectors: torch.Tensor, ids_a: np.ndarray, ids_b: np.ndarray) ->
     return F.cosine_similarity(va, vb, dim=-1).numpy().astype(np.float64)
 
 
-def mean_pairwise_cosine(vectors: torch.Tensor) -> float:
-    """Exact mean cosine over all pairs i != j, in O(n d): sum_ij u_i.u_j = |sum_i u_i|^2."""
-    n = len(vectors)
-    if n < 2:
-        return float("nan")
+def _cosine_sum(vectors: torch.Tensor) -> float:
+    """Sum of cos(u_i, u_j) over the ordered pairs i != j, in O(n d): sum_ij u_i.u_j = |sum_i u_i|^2."""
     unit = F.normalize(vectors.double(), dim=-1)
     total = unit.sum(0)
-    return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
+    return float(total @ total - (unit * unit).sum())
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> float:
+    """Exact mean cosine over all pairs i != j."""
+    n = len(vectors)
+    return _cosine_sum(vectors) / (n * (n - 1)) if n >= 2 else float("nan")
 
 
 MIN_BIN_PAIRS = 5  # a bin's baseline from fewer clone pairs is too noisy to read a difference against
@@ -44,10 +47,7 @@ def other_pairs_cosine(rows: torch.Tensor, clone_cosine_sum: float) -> float | N
     n = len(rows) // 2
     if n < MIN_BIN_PAIRS:
         return None
-    unit = F.normalize(rows.double(), dim=-1)
-    total = unit.sum(0)
-    every = float(total @ total - (unit * unit).sum())  # ordered pairs i != j
-    return (every - 2 * clone_cosine_sum) / (2 * n * (2 * n - 2))
+    return (_cosine_sum(rows) - 2 * clone_cosine_sum) / (2 * n * (2 * n - 2))  # each clone pair counted twice
 
 
 def frequency_bins(counts: np.ndarray, values: dict[str, np.ndarray], per_decade: int = BINS_PER_DECADE,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__, yamlio
 from ..errors import XlingError, warnings_to_stderr
-from ..fsio import default_cache_dir
+from ..fsio import cache_hint
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
 from . import data_commands as data
@@ -141,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        cache = default_cache_dir()
-        if exc.errno in _STORAGE_ERRORS and exc.filename and Path(exc.filename).is_relative_to(cache):
-            print(f"xling: error: cannot write{where} ({exc.strerror}): it is in the cache ({cache}); set "
-                  "XLING_CACHE to a writable directory with free space", file=sys.stderr)
+        in_cache = cache_hint(exc.filename)
+        if exc.errno in _STORAGE_ERRORS and in_cache:
+            print(f"xling: error: cannot write{where} ({exc.strerror}): {in_cache} with free space", file=sys.stderr)
         elif exc.errno in _STORAGE_ERRORS:
             print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
                   "space; an interrupted run continues with --resume", file=sys.stderr)

@@ -51,14 +51,15 @@ def alignment_table(results: dict[str, dict]) -> str:
     """Side-by-side per-layer table of several runs' alignment results ({label: result})."""
     labels = list(results)
     width = max(9, *(len(s) + 1 for s in labels))
-    head = lambda title: f"  {title:<28}" + "".join(f"{s:>{width}}" for s in labels)
+    title_cell = lambda title: f"  {title:<28}"
+    head = lambda title: title_cell(title) + "".join(f"{s:>{width}}" for s in labels)
     fmt = lambda v: f"{v:>{width}.3f}" if v is not None and np.isfinite(v) else f"{'-':>{width}}"
     first = next(iter(results.values()))
     lines = [f"alignment {first['languages'][0]} vs {first['languages'][1]}", head("hidden cosine (paper's)")]
     n_layers = max(len(r["hidden"]["layers"]) for r in results.values())
     for layer in range(n_layers):
         vals = [r["hidden"]["layers"][layer] if layer < len(r["hidden"]["layers"]) else None for r in results.values()]
-        lines.append(f"  {'layer ' + str(layer + 1):<28}" + "".join(fmt(v) for v in vals))
+        lines.append(title_cell(f"layer {layer + 1}") + "".join(fmt(v) for v in vals))
     beyond = lambda name: lambda r: r["hidden"][name]["mean"] if name in r["hidden"] else None
     rows = [("mean over layers", lambda r: r["hidden"]["mean"]),
             ("shuffled baseline (mean)", lambda r: float(np.nanmean(r["hidden"]["shuffled_baseline"]))),
@@ -77,7 +78,7 @@ def alignment_table(results: dict[str, dict]) -> str:
     for title, get in rows:
         vals = [get(r) for r in results.values()]
         if any(v is not None for v in vals):
-            lines.append(f"  {title:<28}" + "".join(fmt(v) for v in vals))
+            lines.append(title_cell(title) + "".join(fmt(v) for v in vals))
     return "\n".join(lines)
 
 
