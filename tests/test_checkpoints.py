@@ -238,7 +238,9 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny
     assert "skipping damaged checkpoint step_0000008" in err and "using step_0000004 instead" in err
     assert "valid perplexity at step 4 of 12, an earlier checkpoint" in out  # not read as the finished run's
     report = json.loads((run_dir / "eval_valid.json").read_text())
-    assert report["step"] == 4 and report["tokens_trained"] is None  # run.json's tokens are step 9's
+    logged = {r["step"]: r["tokens"] for r in RunDir(run_dir).read_metrics() if "tokens" in r}
+    assert report["step"] == 4 and report["tokens_trained"] == logged[4] != logged[9]  # step 4's, not run.json's
+    assert sum(logged[4].values()) == 4 * 8 * 32
     for ckpt in RunDir(run_dir).checkpoint_dirs():
         (ckpt / "model.safetensors").write_bytes(b"damaged")
     assert main(["eval", str(run_dir), "--split", "valid"]) == 2

@@ -200,6 +200,26 @@ def test_report_says_when_data_was_repeated(tiny_study, tmp_path):
     assert "Data was repeated" in path.read_text() and "1.50 passes" in path.read_text()
 
 
+def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_study, tmp_path):
+    """Its perplexity is not its last step's: placed at the run's full length it would be a false point."""
+    study, root = tiny_study
+    copy = tmp_path / "runs"
+    shutil.copytree(root, copy)
+    spec = next(r for r in study.runs if r.group == "mix")
+    path = spec.run_dir(copy) / "eval.json"
+    report = json.loads(path.read_text())
+    report["step"] //= 2  # as `xling eval` writes it when the newest checkpoint does not verify
+    report["tokens_trained"] = {k: v // 2 for k, v in report["tokens_trained"].items()}
+    path.write_text(json.dumps(report))
+    (copy / "xling.db").unlink()
+    md, a = write_report(study, copy, tmp_path / "rep")
+    assert a.earlier == [spec.id] and spec.id not in {r.spec.id for r in a.rows} and not a.missing
+    assert f"Evaluated at an earlier checkpoint than their last step (the newest did not verify), so left out: " \
+           f"{spec.id}" in md.read_text()
+    evals = {e["language"]: e for e in Store(copy / "xling.db").evaluations(study.name) if e["run_id"].endswith(spec.id)}
+    assert {k: e["tokens_trained"] for k, e in evals.items()} == report["tokens_trained"]  # the checkpoint's own
+
+
 def test_report_without_results_is_a_clear_error(tiny_study, tmp_path, capsys):
     study, _ = tiny_study
     with pytest.raises(XlingError, match="no finished runs"):

@@ -22,7 +22,7 @@ from ..fsio import atomic_write
 from . import languages as L
 from . import transforms as T
 from .corpora import language_corpora
-from .mixture import Mixture, language_plan, share_plan
+from .mixture import Mixture, language_plan, share_plan, tokens_per_language
 from .prepare import source_tokenizers
 from .token_arrays import token_array
 from .tokenizer import Tokenizer
@@ -211,19 +211,30 @@ def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
     return max(1, round(cfg.train.data_fraction * full))
 
 
+def training_plan(cfg: RunConfig, setup: LanguageSetup, steps: int) -> tuple[np.ndarray, Mixture]:
+    """(the language of every training sequence of a run of `steps` steps, the run's mixture)."""
+    tr, lang = cfg.train, cfg.languages
+    mix = run_mixture(cfg, setup, steps)
+    if mix.many:
+        return share_plan(tr.seed, steps, tr.batch_size, mix.shares), mix
+    return language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1), mix
+
+
+def tokens_trained(cfg: RunConfig, setup: LanguageSetup, steps: int, step: int) -> dict[str, int]:
+    """{language: training tokens it had received} at `step` of a run of `steps` steps: exact, from its plan."""
+    plan, _ = training_plan(cfg, setup, steps)
+    counts = tokens_per_language(plan, step * cfg.train.batch_size, setup.num_languages, cfg.model.seq_len)
+    return dict(zip(setup.names, counts))
+
+
 class TrainStream:
     """Deterministic training batches: `rows(start, stop)` -> (x, y, langs) for global rows."""
 
     @classmethod
     def of_run(cls, cfg: RunConfig, setup: LanguageSetup, steps: int) -> TrainStream:
         """The stream a run with this config trains on for `steps` steps."""
-        tr, lang = cfg.train, cfg.languages
-        mix = run_mixture(cfg, setup, steps)
-        if mix.many:
-            plan = share_plan(tr.seed, steps, tr.batch_size, mix.shares)
-        else:
-            plan = language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1)
-        stream = cls(setup, plan, cfg.model.seq_len, tr.seed)
+        plan, mix = training_plan(cfg, setup, steps)
+        stream = cls(setup, plan, cfg.model.seq_len, cfg.train.seed)
         stream.mixture = mix
         return stream
 

@@ -105,6 +105,7 @@ class Analysis:
     verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
     ladder_points: dict[tuple[str, str], tuple[list, list]] = field(default_factory=dict)  # (fractions, PPLs)
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
+    earlier: list[str] = field(default_factory=list)  # run ids evaluated at an earlier checkpoint than their last
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
@@ -169,7 +170,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
     eval_by_run: dict[str, list[dict]] = {}
     for e in evals:
         eval_by_run.setdefault(e["run_id"].split("/", 1)[-1], []).append(e)
-    rows, missing, failed, repeated, max_epochs = [], [], [], [], 0.0
+    rows, missing, failed, repeated, earlier, max_epochs = [], [], [], [], [], 0.0
     for spec in study.runs:
         run = by_id.get(spec.id)
         if run is None or run["status"] != "completed" or spec.id not in eval_by_run:
@@ -181,6 +182,9 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
                 repeated.append((spec.id, lang, passes))
         cfg = spec.config
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
+        if sum(e["tokens_trained"] or 0 for e in eval_by_run[spec.id]) != tokens_total:
+            earlier.append(spec.id)  # its evaluation is of an earlier checkpoint than its last step's: not this point
+            continue
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = run_mixture(spec, run)
         mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()
@@ -195,7 +199,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
             expected = shares[lang] * tokens_total / run["budget_tokens"]
             rows.append(Row(spec, e["language"], label, mix.law_language(lang), role, mono, expected, e["fraction"],
                             length, e["ppl"], mix=mix))
-    a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [])
+    a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [], earlier=earlier)
     _fit_and_score(a)
     a.summaries = _summaries(study, [r for r in rows if not r.mono], mono=False)
     a.ladder = _summaries(study, [r for r in rows if r.mono], mono=True)

@@ -82,8 +82,10 @@ def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
     tokens = info.get("tokens") or {}
     for path in rundir.eval_paths():
         report = read_json(path, default={})
+        # the tokens of the checkpoint evaluated (an earlier one's when the newest did not verify); older files: run.json's
+        trained_at = report.get("tokens_trained", tokens) or {}
         for lang, r in (report.get("languages") or {}).items():
-            trained = tokens.get(lang)
+            trained = trained_at.get(lang)
             evals.append({"run_id": run["id"], "language": lang, "split": report.get("split", "test"),
                           "ppl": r.get("ppl"), "loss": r.get("loss"), "tokens_scored": r.get("tokens_scored"),
                           "tokens_trained": trained, "fraction": trained / budget if budget and trained is not None else None})

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..data.corpora import check_split_name
+from ..data.stream import tokens_trained
 from ..errors import XlingError
 from ..fsio import atomic_write_json
 from .session import load_session
@@ -85,6 +86,16 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
     return results
 
 
+def _tokens_at(session, info: dict) -> dict[str, int] | None:
+    """Each language's training tokens at the evaluated checkpoint: run.json's at the run's last step, counted
+    from the run's plan at an earlier checkpoint (its newest did not verify); None if the run's length is unknown."""
+    if session.step == info.get("step"):
+        return info.get("tokens")
+    if not info.get("steps") or session.step is None:
+        return None
+    return tokens_trained(session.cfg, session.setup, info["steps"], session.step)
+
+
 def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
                  trained_only: bool = False):
     """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
@@ -105,9 +116,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
-              "step": session.step, "languages": results,
-              # run.json's tokens are those of its own step: not this checkpoint's when an earlier one was used
-              "tokens_trained": info.get("tokens") if session.step == info.get("step") else None}
+              "step": session.step, "languages": results, "tokens_trained": _tokens_at(session, info)}
     path = session.run.eval_path(split)
     atomic_write_json(path, report)
     return report, path
