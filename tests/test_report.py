@@ -109,6 +109,26 @@ def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
         assert a.loo[key][form] <= min(a.loo[key].values()) and a.laws[key] is a.laws_by_form[form][key]
 
 
+@pytest.mark.parametrize("verdict_form", ["loss", "paper"])
+def test_the_paper_forms_law_warnings_reach_the_rows_where_the_verdict_uses_the_other_form(tiny_study, monkeypatch,
+                                                                                           verdict_form):
+    """A degenerate paper-form fit makes the comparison with a published TEff loose: the row says so."""
+    from xling.analysis import efficiency
+    from xling.report import summary
+
+    fake = lambda law: [f"a {law.form}-form warning"]
+    monkeypatch.setattr(efficiency, "law_warnings", fake)
+    monkeypatch.setattr(summary, "law_warnings", fake)
+    monkeypatch.setattr(summary, "better_form", lambda loo: verdict_form)
+    study, root = tiny_study
+    a = _analysis(study, root)
+    scored = [r for r in a.rows if r.law]
+    assert scored
+    for r in scored:
+        assert f"a {verdict_form}-form warning" in r.warnings
+        assert ("under the paper's law form: a paper-form warning" in r.warnings) == (verdict_form == "loss")
+
+
 def test_claims_are_judged_again_under_the_papers_law_form(tiny_study, tmp_path):
     """`under_form` swaps every TEff for the paper-form one and nothing else; the report's claims table
     has a column judging the claims with it."""

@@ -71,7 +71,8 @@ def _interval(values: Iterable[float]) -> tuple[float, float]:
     return (float(np.percentile(v, 2.5, method="lower")), float(np.percentile(v, 97.5, method="higher")))
 
 
-def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list[str]:
+def law_warnings(law: ScalingLaw) -> list[str]:
+    """What limits every number read off this law, whatever the point."""
     out = []
     if law.n_points <= NUM_PARAMS:
         out.append(f"the law has {NUM_PARAMS} parameters and {law.n_points} ladder points: nothing is left to "
@@ -81,6 +82,11 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
         out.append(f"the law's exponent is at the {law.exponent_at_bound} bound of its range (a degenerate fit{shape}): "
                    "its parameters mean little one by one" + (", and a comparison with a published TEff is loose"
                                                                  if law.form == "paper" else ""))
+    return out
+
+
+def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list[str]:
+    out = law_warnings(law)
     lo_x, hi_x = law.x_range
     lo_p, hi_p = law.ppl_range
     if not lo_x <= fraction <= hi_x:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.efficiency import efficiency, ladder_mlte
+from ..analysis.efficiency import efficiency, ladder_mlte, law_warnings
 from ..analysis.scaling_law import FORMS, ScalingFit, better_form, fit_scaling_law, leave_one_out_error
 from ..config import flatten
 from ..data.mixture import Mixture
@@ -233,6 +233,9 @@ def _fit_and_score(a: Analysis) -> None:
         r.teff_forms[LADDER] = ladder_mlte(*a.ladder_points[key], r.ppl) / r.fraction
         e = efficiency(a.laws[key], r.fraction, r.ppl)
         r.law, r.mlpe, r.mlte, r.teff, r.warnings = key, e.mlpe, e.mlte, e.teff, e.warnings
+        if a.verdict_form[key] != "paper":  # the paper-form TEff is still set beside the published one
+            r.warnings += [f"under the paper's law form: {w}" for w in law_warnings(a.laws_by_form["paper"][key].law)
+                           if w not in e.warnings]
         if r.fraction_sampled:
             r.teff_sampled = efficiency(a.laws[key], r.fraction_sampled, r.ppl).teff
 
