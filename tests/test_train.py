@@ -91,6 +91,9 @@ def test_a_run_with_a_relative_corpus_path_is_read_from_anywhere_and_resumes_whe
     Trainer(relative, out).fit(resume=True, progress=False)
     monkeypatch.chdir(tmp_path)  # elsewhere, the run's relative paths are found where it trained
     assert set(evaluate_run(out, max_tokens=0)[0]["languages"]) == {"L1", "L2"}
+    RunDir(out).update_info(workdir=str(tmp_path / "moved"))  # the project moved: the error names where it looked
+    with pytest.raises(XlingError, match=f"corpus path {tmp_path / 'moved' / tiny_corpus_dir.name} does not exist"):
+        evaluate_run(out, max_tokens=0)
 
 
 def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp_path):

@@ -13,12 +13,12 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
     """The config with each relative local path (corpora, tokenizers, an id table) that does not exist
     from here but does from `workdir` (where the run trained: run.json's workdir) made absolute there,
     so a run is evaluated or exported from any directory. config.yaml keeps the paths as written, so a
-    project moved as a whole still resumes."""
+    project moved as a whole still resumes. A path found in neither place is given as `workdir` makes it:
+    an error then names where the run read it."""
     def located(p: str) -> str:
         if not p or os.path.isabs(p) or os.path.exists(p) or not workdir:
             return p
-        there = os.path.join(workdir, p)
-        return there if os.path.exists(there) else p
+        return os.path.join(workdir, p)
 
     def corpus(c: CorpusConfig) -> CorpusConfig:
         return dataclasses.replace(c, paths=[located(p) for p in c.paths])
