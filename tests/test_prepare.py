@@ -229,13 +229,30 @@ def run_cli(tmp_path, capsys, corpus: dict, *extra):
     return code, capsys.readouterr()
 
 
+@pytest.mark.parametrize("vocab, lines", [("disjoint", ["tokenizer of L1 (built)", "tokenizer of L2 (built)"]),
+                                           ("joint", ["tokenizer of L1 and L2 (built)"])])
+def test_prepare_names_the_language_of_each_tokenizer_of_a_real_pair(tmp_path, capsys, monkeypatch, vocab, lines):
+    first = make_corpus("txt-lines", tmp_path, monkeypatch)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "b.txt").write_text("\n".join(d.upper().replace("\n", " ") for d in DOCS) + "\n")
+    second = {"name": "text", "paths": [str(tmp_path / "two" / "b.txt")], "doc_per_line": True}
+    config = tmp_path / "pair.yaml"
+    config.write_text(json.dumps({"name": "p", "corpus": {"name": "text", "paths": first.paths, "doc_per_line": True},
+                                  "tokenizer": {"vocab_size": 320},
+                                  "languages": {"kind": "real", "vocab": vocab, "second": second}}))
+    capsys.readouterr()
+    assert main(["prepare", str(config), "--quiet"]) == 0
+    printed = [line.split(" /")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("tokenizer")]
+    assert printed == lines
+
+
 def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):
     corpus = make_corpus("jsonl.gz", tmp_path, monkeypatch)
     code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths}, "--workers", "2")
-    assert code == 0 and out.out.count(" built ") == 3 and "tokenizer (built) " in out.out
+    assert code == 0 and out.out.count(" built ") == 3 and "tokenizer of L1 and its clones (built) " in out.out
     assert "L1 and its clones train" in out.out  # each source named by its language
     code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths})
-    assert code == 0 and out.out.count(" ready ") == 3 and "tokenizer (ready) " in out.out
+    assert code == 0 and out.out.count(" ready ") == 3 and "tokenizer of L1 and its clones (ready) " in out.out
     tok = get_tokenizer([corpus], 320)
     assert all(token_array_paths(corpus, s, tok)[0].is_file() for s in SPLITS)
 

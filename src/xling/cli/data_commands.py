@@ -25,12 +25,15 @@ def prepare(args, overrides) -> int:
     mix = Mixture.of(cfg)  # the translations exist, and languages.mix / transforms name languages of the run
     start = time.time()
     rows = prepare_data(cfg, workers=args.workers, progress=False if args.quiet else None)
-    brought = {str(Path(p).expanduser()) for p in (cfg.tokenizer.path, cfg.tokenizer.second_path) if p}
-    for path in dict.fromkeys(str(r["tokenizer"]) for r in rows):
-        state = "brought" if path in brought else "built" if Path(path).stat().st_mtime >= start else "ready"
-        print(f"tokenizer ({state}) {path}")
     # a source is one language's text; clones share their base language's
     names = [mix.names[0] + (" and its clones" if len(mix.names) > 1 else "")] if mix.kind == "clone" else mix.names
+    brought = {str(Path(p).expanduser()) for p in (cfg.tokenizer.path, cfg.tokenizer.second_path) if p}
+    users: dict[str, list[str]] = {}  # tokenizer -> the texts it encodes (one for a joint vocabulary)
+    for r in rows:
+        users.setdefault(str(r["tokenizer"]), []).append(names[r["source"]])
+    for path, texts in users.items():
+        state = "brought" if path in brought else "built" if Path(path).stat().st_mtime >= start else "ready"
+        print(f"tokenizer of {' and '.join(dict.fromkeys(texts))} ({state}) {path}")
     width = max(8, *(len(n) for n in names))
     print(f"  {'text of':<{width}} {'split':<6} {'documents':>11} {'tokens':>15}  {'':<5} token array")
     for r in rows:
