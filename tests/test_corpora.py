@@ -141,9 +141,19 @@ def test_bad_jsonl_line_and_missing_field(tmp_path):
     path.write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
     expect_error(r"x\.jsonl:2: field 'text' is 5, not text", load_documents,
                  CorpusConfig(name="jsonl", paths=[str(path)]), "train")
-    path.write_text('{"text": "fine"}\n{"text": null}\n', encoding="utf-8")  # the right field, one bad value
-    expect_error(r"x\.jsonl:2: field 'text' is null, not text: fix or remove that line", load_documents,
-                 CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+
+
+def test_a_null_text_is_no_document_in_jsonl_as_in_parquet(tmp_path):
+    docs = [f"document number {i} with some words" for i in range(60)]
+    with_nulls = [json.dumps({"text": None if i % 7 == 3 else d}) for i, d in enumerate(docs)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.jsonl").write_text("\n".join(with_nulls) + "\n", encoding="utf-8")
+    kept = [json.dumps({"text": d}) for i, d in enumerate(docs) if i % 7 != 3]
+    (tmp_path / "b" / "x.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    for split in ("train", "valid", "test"):
+        assert load_documents(CorpusConfig(name="jsonl", paths=[str(tmp_path / "a")]), split) == \
+            load_documents(CorpusConfig(name="jsonl", paths=[str(tmp_path / "b")]), split)
 
 
 def test_empty_and_too_small_corpora(tmp_path):

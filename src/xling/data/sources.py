@@ -484,7 +484,7 @@ def chunk_texts(chunk: Chunk) -> list[str]:
         text = _decode(chunk.data, chunk.where, chunk.offset)
         try:
             for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1):
-                if not isinstance(record.get(field), str):
+                if not isinstance(record.get(field), str) and record.get(field, "") is not None:  # null: no document
                     raise XlingError(f"{chunk.where}:{number}: field '{field}' is {json.dumps(record[field])[:40]}, "
                                      "not text: fix or remove that line" if field in record else
                                      f"{chunk.where}:{number} has no field '{field}' (fields: {', '.join(record) or 'none'}): "
@@ -494,7 +494,7 @@ def chunk_texts(chunk: Chunk) -> list[str]:
             if chunk.line >= 0:
                 raise  # else a byte range: count the file's lines before it, then say where again
             return chunk_texts(replace(chunk, line=_lines_before(chunk.where, chunk.offset)))
-        return texts
+        return [t for t in texts if t is not None]  # a null is a missing value, as in a Parquet or Arrow column
     if chunk.kind == "arrow":
         return [t for t in chunk.data.to_pylist() if t]  # a missing value (null) is an empty document
     raise ValueError(f"unknown chunk kind {chunk.kind!r}")
