@@ -276,6 +276,18 @@ def test_extrapolation_warns(fit):
     assert any("fraction 0.01 is outside" in w for w in e.warnings)
 
 
+def test_the_ladders_own_end_point_missed_by_the_law_is_not_called_extrapolated():
+    x = np.array(FRACTIONS, dtype=float)
+    ppl = true_ppl(x)
+    ppl[-1] *= 0.93  # the last point better than the law through the others: the fit passes above it
+    end = fit_scaling_law(x, ppl, bootstrap=0)
+    e = efficiency(end, float(x[-1]), float(ppl[-1]))  # the ladder's own last point
+    warnings = e.warnings
+    assert e.mlte > x[-1] and len(warnings) == 1
+    assert "lies within the monolingual points'" in warnings[0] and "the law misses the ladder's end" in warnings[0]
+    assert not any("extrapolated" in w for w in warnings)  # more monolingual runs would not help
+
+
 def test_a_degenerate_fit_is_said_on_every_row_it_scores(fit):
     x = np.array([0.05, 0.1, 0.25, 0.5, 1.0])
     ppl = 1 / (0.02 + 0.003 * np.log(x))  # 1/PPL linear in ln x: the paper form's best fit is its limit b -> 0

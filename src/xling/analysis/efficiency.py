@@ -99,11 +99,17 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
             f"PPL {ppl:.4g} is at or below the law's asymptote {law.asymptote:.4g}: unreachable "
             "with any amount of monolingual data, so MLTE and TEff are inf"
         )
-    elif not (lo_p <= ppl <= hi_p and lo_x <= mlte <= hi_x):
+    elif not lo_p <= ppl <= hi_p:
         out.append(
             f"PPL {ppl:.4g} needs {mlte:.4g}x the budget, outside the monolingual points "
             f"(fractions [{lo_x:.4g}, {hi_x:.4g}], PPL [{lo_p:.4g}, {hi_p:.4g}]): MLTE is "
             "extrapolated; add monolingual runs that cover it"
+        )
+    elif not lo_x <= mlte <= hi_x:  # more runs would not help: the law itself misses the ladder's end
+        out.append(
+            f"PPL {ppl:.4g} lies within the monolingual points' (PPL [{lo_p:.4g}, {hi_p:.4g}]) but the law reads "
+            f"it at {mlte:.4g}x the budget, outside their fractions [{lo_x:.4g}, {hi_x:.4g}]: the law misses "
+            "the ladder's end there (the ladder's own reading, without a law, does not)"
         )
     return out
 
