@@ -53,10 +53,12 @@ metric_list:
 
 def cloze_items(passages, max_items: int = 500, min_words: int = 8) -> list[dict]:
     """Passages of at least `min_words` words whose last word is alphabetic, as {context, target}."""
-    items = []
+    items, marks = [], string.punctuation + "“”‘’«»¡¿"
     for passage in passages:
         words = passage.split()
-        target = words[-1].rstrip(string.punctuation + "”’»") if len(words) >= min_words else ""
+        while words and not words[-1].strip(marks):  # detached punctuation (French " !", " »") is not a word
+            words.pop()
+        target = words[-1].rstrip(marks) if len(words) >= min_words else ""
         if target.isalpha():
             items.append({"context": " ".join(words[:-1]), "target": target})
         if len(items) == max_items:

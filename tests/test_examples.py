@@ -95,7 +95,8 @@ def test_the_lm_eval_task_holds_each_passage_without_its_last_word(tmp_path, cap
     import yaml
 
     passages = ["one two three four five six seven eight.", "too short here.", "a b c d e f g h i 42.",
-                "The king saw the house and the gate of the city, and wept at night!"]
+                "The king saw the house and the gate of the city, and wept at night!",
+                "Il dit alors à ses disciples : venez voir ceci ! »"]  # detached punctuation is not the last word
     (tmp_path / "held-out.txt").write_text("\n".join(passages), encoding="utf-8")
     task = load(ROOT / "examples" / "lm_eval_task.py").main(tmp_path / "tasks", text=tmp_path / "held-out.txt")
     spec = yaml.safe_load(task.read_text(encoding="utf-8"))
@@ -103,5 +104,6 @@ def test_the_lm_eval_task_holds_each_passage_without_its_last_word(tmp_path, cap
     data = Path(spec["dataset_kwargs"]["data_files"]["test"])
     items = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
     assert items == [{"context": "one two three four five six seven", "target": "eight"},
-                     {"context": "The king saw the house and the gate of the city, and wept at", "target": "night"}]
-    assert "2 items" in capsys.readouterr().out
+                     {"context": "The king saw the house and the gate of the city, and wept at", "target": "night"},
+                     {"context": "Il dit alors à ses disciples : venez voir", "target": "ceci"}]
+    assert "3 items" in capsys.readouterr().out
