@@ -203,6 +203,9 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     assert -1 <= w2v["input"]["clone_pairs"] <= 1
     table = alignment_table({"a": res, "b": res})
     assert "w2v input clone-pairs" in table and "layer 1" in table
+    n = w2v["settings"]["sentences"]
+    assert table.endswith(f"training sequences: {n:,} × 1 pass, {n:,} × 1 pass")  # how much trained it, run by run
+    assert "alignment is the clone-pairs value above all-pairs" in table
     # a rerun without the control or gradients keeps them (the same pair and checkpoint), and says so
     again = align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
     assert again["kept"] == ["word2vec", "gradient"]
