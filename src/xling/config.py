@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import yamlio
 from .errors import XlingError
 from .notation import books_part, parse_schedule
 from .recipes import config_path
+from .yamlio import load_file as load_yaml
 
 # Validation rules live next to the fields they check (field metadata); `validate` applies them
 # all, then the checks that relate several fields. Every float must also be finite.
@@ -233,28 +232,6 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
         if parts[:2] == ["languages", "mix"] or parts[:2] == ["languages", "transforms"]:
             same = next((k for k in node if isinstance(k, str) and k.lower() == same.lower()), same)
         node[same] = value
-    return data
-
-
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise XlingError(f"config file not found: {path}")
-    try:
-        data = yamlio.load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "fix the syntax"
-        raise XlingError(f"malformed YAML in {path}{where}: {problem}") from None
-    except OSError as exc:
-        raise XlingError(f"cannot read {path} ({exc.strerror}): check the file and its permissions") from None
-    except UnicodeDecodeError:
-        raise XlingError(f"{path} is not UTF-8 text") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise XlingError(f"{path} must hold a mapping of keys (YAML 'key: value' lines), not a {type(data).__name__}")
     return data
 
 

@@ -11,8 +11,11 @@ quotes exactly the strings this loader would otherwise read as something else.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import yaml
+
+from .errors import XlingError
 
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
@@ -78,3 +81,26 @@ def parse_value(text: str):
         return load(text)
     except yaml.YAMLError:
         return text
+
+
+def load_file(path: str | Path) -> dict:
+    """A YAML file that must hold a mapping (a config, a study); every problem is one XlingError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise XlingError(f"config file not found: {path}")
+    try:
+        data = load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "fix the syntax"
+        raise XlingError(f"malformed YAML in {path}{where}: {problem}") from None
+    except OSError as exc:
+        raise XlingError(f"cannot read {path} ({exc.strerror}): check the file and its permissions") from None
+    except UnicodeDecodeError:
+        raise XlingError(f"{path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise XlingError(f"{path} must hold a mapping of keys (YAML 'key: value' lines), not a {type(data).__name__}")
+    return data
