@@ -93,9 +93,18 @@ def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):
     assert cfg.corpus.name == "jsonl" and cfg.corpus.paths[0].endswith(path.name)
     real = xling.Config("clone-90-10", languages={"kind": "real", "second": (d.upper() for d in docs)})
     assert real.languages.second.name == "jsonl"
-    for bad, match in (("one string", "not one string"), ([1, 2], "document 0 is a int"), ([], "no documents")):
+    for bad, match in (("one string", "not one string"), ([1, 2], r"documents\[0\] is a int"), ([], "no documents")):
         with pytest.raises(XlingError, match=match):
             xling.corpus(bad, cache_dir=tmp_path)
+    with pytest.raises(XlingError, match="valid and test together"):
+        xling.corpus(docs, test=docs[:3], cache_dir=tmp_path)
+
+
+def test_held_out_documents_given_to_corpus_are_the_valid_and_test_text():
+    docs = make_documents(60, seed=5)
+    section = xling.corpus(docs[:50], valid=docs[50:53], test=docs[53:])
+    cfg = xling.Config(dict(tiny_config_dict("unused"), corpus=section))
+    assert [cfg.documents(split)["L1"] for split in ("train", "valid", "test")] == [docs[:50], docs[50:53], docs[53:]]
 
 
 def test_documents_are_each_languages_text_split_as_training_splits_it():

@@ -17,6 +17,7 @@ from xling.data.corpora import (
     book_group,
     book_name,
     corpus_fingerprint,
+    corpus_size,
     get_translation,
     language_code,
     load_documents,
@@ -254,3 +255,34 @@ class TestBible:
         assert web != corpus_fingerprint(CorpusConfig(books="odd"))
         expect_error(r"unknown Bible translation 'klingon'", load_documents,
                      CorpusConfig(translation="klingon"), "train")
+
+
+def test_a_corpus_with_its_own_held_out_files_keeps_them_as_given(tmp_path):
+    """A benchmark's split: every document of the valid / test files is held out, in order; paths are all train."""
+    files = {}
+    for split, n in (("train", 40), ("valid", 3), ("test", 4)):
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps({"text": f"{split} document {i}"}) + "\n" for i in range(n)))
+    given = CorpusConfig(name="jsonl", paths=[str(files["train"])], valid=[str(files["valid"])],
+                         test=[str(files["test"])])
+    assert all_splits(given) == {split: [f"{split} document {i}" for i in range(n)]
+                                 for split, n in (("train", 40), ("valid", 3), ("test", 4))}
+    hashed = CorpusConfig(name="jsonl", paths=[str(f) for f in files.values()])  # the same files, split by hash
+    assert corpus_fingerprint(given) != corpus_fingerprint(hashed)
+    assert corpus_size(given) == corpus_size(hashed) == sum(f.stat().st_size for f in files.values())
+    files["test"].write_text("")
+    expect_error(r"the test files of corpus 'jsonl' \(.*test\.jsonl\) have no documents: add text to them",
+                 load_documents, given, "train")
+
+
+@pytest.mark.parametrize("corpus, message", [
+    ({"name": "jsonl", "paths": ["a"], "test": ["t"]}, "corpus.valid and corpus.test come together"),
+    ({"name": "jsonl", "paths": ["a"], "valid": ["a"], "test": ["t"]}, "a is in two of corpus.paths, .valid and .test"),
+    ({"name": "jsonl", "paths": ["a"], "valid": ["t"], "test": ["t"]}, "t is in two of corpus.paths"),
+    ({"name": "bible", "valid": ["v"], "test": ["t"]}, "corpus.valid and .test are for your own text"),
+])
+def test_held_out_files_are_checked_with_the_config(corpus, message):
+    from xling.config import from_dict, validate
+
+    with pytest.raises(XlingError, match=re.escape(message)):
+        validate(from_dict({"corpus": corpus}))

@@ -246,6 +246,20 @@ def test_prepare_names_the_language_of_each_tokenizer_of_a_real_pair(tmp_path, c
     assert printed == lines
 
 
+def test_prepare_keeps_a_corpus_s_own_held_out_files_in_their_splits(tmp_path, capsys, monkeypatch):
+    corpus = make_corpus("txt-lines", tmp_path, monkeypatch)  # DOCS, a line each: the train split
+    held_out = {}
+    for split, n in (("valid", 7), ("test", 9)):
+        held_out[split] = tmp_path / f"{split}.txt"
+        held_out[split].write_text("".join(f"{split} line {i} of held out text\n" for i in range(n)))
+    code, out = run_cli(tmp_path, capsys, {"name": "text", "paths": corpus.paths, "doc_per_line": True,
+                                           "valid": [str(held_out["valid"])], "test": [str(held_out["test"])]},
+                        "--workers", "2")
+    counts = {line.split()[4]: int(line.split()[5].replace(",", "")) for line in out.out.splitlines()
+              if line.startswith("  L1 and its clones ")}
+    assert code == 0 and counts == {"train": sum(1 for d in DOCS if d.split()), "valid": 7, "test": 9}
+
+
 def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):
     corpus = make_corpus("jsonl.gz", tmp_path, monkeypatch)
     code, out = run_cli(tmp_path, capsys, {"name": "jsonl", "paths": corpus.paths}, "--workers", "2")

@@ -50,6 +50,10 @@ class CorpusConfig:
     paths: list[str] = field(default_factory=list)  # files or directories; hf: save_to_disk folders or NAME[:CONFIG]
     doc_per_line: bool = False  # text only: one document per line instead of per file
     text_field: str = "text"  # jsonl, parquet, hf: the field / column that holds the document text
+    # your own held-out files, like paths (both or neither; then paths are train only): a benchmark's own split.
+    # Neither: each document of paths goes to train, valid or test (90/5/5) by a hash of its text
+    valid: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -420,6 +424,13 @@ def check_keys_apply(cfg: RunConfig) -> None:
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
         _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
+        _check(not bible or not (corpus.valid or corpus.test), f"{where}.valid and .test are for your own text (the "
+                                                               "Bibles are split by book): leave them out")
+        _check(bool(corpus.valid) == bool(corpus.test), f"{where}.valid and {where}.test come together: give both "
+                                                        f"(your held-out files) or neither (a 90/5/5 split of paths)")
+        shared = set(corpus.paths) & set(corpus.valid + corpus.test) or set(corpus.valid) & set(corpus.test)
+        _check(not shared, f"{sorted(shared)[0] if shared else ''} is in two of {where}.paths, .valid and .test: "
+                           "each file belongs to one split")
         # defaults: web, and for languages.second lsg (web again where the section is written without it)
         defaults = ("web", LanguagesConfig().second.translation) if where == "languages.second" else ("web",)
         _check(bible or corpus.translation in defaults, f"{where}.translation is for the Bibles, not {corpus.name}")

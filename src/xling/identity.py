@@ -21,7 +21,8 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
         return os.path.join(workdir, p)
 
     def corpus(c: CorpusConfig) -> CorpusConfig:
-        return dataclasses.replace(c, paths=[located(p) for p in c.paths])
+        return dataclasses.replace(c, paths=[located(p) for p in c.paths], valid=[located(p) for p in c.valid],
+                                   test=[located(p) for p in c.test])
 
     lang, tok = cfg.languages, cfg.tokenizer
     return dataclasses.replace(

@@ -38,7 +38,8 @@ ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunCon
 SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))  # name, corpus, tokenizer, ...
 
 
-def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = None) -> dict:
+def corpus(documents: Iterable[str], *, valid: Iterable[str] | None = None, test: Iterable[str] | None = None,
+           cache_dir: str | os.PathLike | None = None) -> dict:
     """A corpus section for documents held in memory: a list of strings, or any iterator of them.
 
     The documents are written once, one JSON object per line, to ``CACHE/documents/<content key>.jsonl``
@@ -49,31 +50,43 @@ def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = No
     An iterator is streamed to disk: it may be larger than memory.
 
     Documents are split 90/5/5 into train, valid and test by a hash of their text, so give a few hundred
-    at least. Use the result as a config's corpus (or as ``languages.second`` of a real pair):
+    at least; or give your own held-out documents as `valid` and `test` (both), and `documents` are then
+    the training text only. Use the result as a config's corpus (or as ``languages.second`` of a real pair):
 
         cfg = xling.Config("clone-90-10", corpus=xling.corpus(my_documents))
 
     `Config` does this by itself when ``corpus=`` (or ``languages={"second": ...}``) is a list or an
     iterator of strings.
     """
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
-        raise XlingError("corpus() takes a list or an iterator of documents (strings), not "
-                         f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
+    if (valid is None) != (test is None):
+        raise XlingError("corpus() takes valid and test together (your held-out documents) or neither (a 90/5/5 "
+                         "split of the documents)")
     folder = Path(cache_dir or default_cache_dir()) / "documents"
     make_dirs(folder)
+    section = {"name": "jsonl", "paths": [_written(documents, folder, "documents")], "text_field": "text"}
+    if test is not None:
+        section.update(valid=[_written(valid, folder, "valid")], test=[_written(test, folder, "test")])
+    return section
+
+
+def _written(documents: Iterable[str], folder: Path, what: str) -> str:
+    """The path of a JSONL file under `folder` named by its content, holding `documents` (written once)."""
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+        raise XlingError(f"corpus() takes {what} as a list or an iterator of strings, not "
+                         f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
     digest, count = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             for count, doc in enumerate(documents, 1):
                 if not isinstance(doc, str):
-                    raise XlingError(f"document {count - 1} is a {type(doc).__name__}, not a string: give the "
+                    raise XlingError(f"{what}[{count - 1}] is a {type(doc).__name__}, not a string: give the "
                                      "documents' text")
                 line = (json.dumps({"text": doc}, ensure_ascii=False) + "\n").encode("utf-8")
                 digest.update(line)
                 f.write(line)
         if not count:
-            raise XlingError("corpus() got no documents: give a list or an iterator of strings")
+            raise XlingError(f"corpus() got no {what}: give a list or an iterator of strings")
         path = folder / f"{digest.hexdigest()[:16]}.jsonl"
         if path.is_file():  # the same documents were written before
             os.unlink(tmp)
@@ -86,7 +99,7 @@ def corpus(documents: Iterable[str], *, cache_dir: str | os.PathLike | None = No
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return {"name": "jsonl", "paths": [str(path)], "text_field": "text"}
+    return str(path)
 
 
 def _is_documents(value: Any) -> bool:

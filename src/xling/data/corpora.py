@@ -310,12 +310,27 @@ def _bible_chunks(corpus: CorpusConfig, splits: tuple[str, ...]) -> Iterator[Chu
         yield Chunk("bible", batch, size=size)
 
 
+def held_out_parts(corpus: CorpusConfig) -> list[tuple[str, CorpusConfig]]:
+    """A local corpus as (split, the corpus of that split's files): [("", corpus)], split by each document's hash,
+    unless it gives its own held-out files (valid, test)."""
+    if not corpus.test:
+        return [("", corpus)]
+    return [(split, dataclasses.replace(corpus, paths=paths, valid=[], test=[]))
+            for split, paths in (("train", corpus.paths), ("valid", corpus.valid), ("test", corpus.test))]
+
+
+def _local_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
+    for split, part in held_out_parts(corpus):
+        for chunk in read_chunks(part):
+            yield dataclasses.replace(chunk, split=split)
+
+
 def iter_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     """The corpus's raw input, in order, a chunk at a time (`chunk_documents` makes documents of one)."""
     _check_name(corpus)
     if corpus.name == "bible":
         return _bible_chunks(corpus, corpus_splits(corpus))
-    return read_chunks(corpus)
+    return _local_chunks(corpus)
 
 
 def corpus_size(corpus: CorpusConfig) -> int:
@@ -324,7 +339,7 @@ def corpus_size(corpus: CorpusConfig) -> int:
     if corpus.name == "bible":
         books = {b for split in corpus_splits(corpus) for b in split_books(split, corpus.books)}
         return sum(len(text) for b, _, text in _bible_chapters(get_translation(corpus.translation).name) if b in books)
-    return input_size(corpus)
+    return sum(input_size(part) for _, part in held_out_parts(corpus))
 
 
 def _normalise(text: str) -> str:
@@ -359,9 +374,10 @@ def chunk_documents(chunk: Chunk, hashes: bool = False) -> list[tuple]:
     if docs is None:
         docs = [doc for doc in map(_normalise, chunk_texts(chunk)) if doc]
     digests = map(document_hash, docs)
+    split_of = (lambda _: chunk.split) if chunk.split else _split_of  # the corpus's own held-out files, or the hash
     if hashes:
-        return [(_split_of(digest), doc, digest) for doc, digest in zip(docs, digests)]
-    return [(_split_of(digest), doc) for doc, digest in zip(docs, digests)]
+        return [(split_of(digest), doc, digest) for doc, digest in zip(docs, digests)]
+    return [(split_of(digest), doc) for doc, digest in zip(docs, digests)]
 
 
 def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tuple[str, ...] = SPLITS) -> None:
@@ -372,6 +388,10 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
     if not total:
         raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
     empty = [s for s in splits if not counts.get(s)]
+    if empty and corpus.test:  # its own held-out files
+        files = {"train": corpus.paths, "valid": corpus.valid, "test": corpus.test}[empty[0]]
+        raise XlingError(f"the {empty[0]} files of corpus '{corpus.name}' ({', '.join(files)}) have no documents: "
+                         "add text to them")
     if empty:
         text_files = corpus.name == "text" and not corpus.doc_per_line
         more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"
@@ -404,7 +424,7 @@ def load_documents(corpus: CorpusConfig, split: str) -> list[str]:
     if corpus.name == "bible":
         return [text for _, _, text in bible_chapters(corpus, split)]
     docs, counts = [], Counter()
-    for chunk in read_chunks(corpus):
+    for chunk in iter_chunks(corpus):
         for doc_split, doc in chunk_documents(chunk):
             counts[doc_split] += 1
             if doc_split == split:
@@ -428,8 +448,10 @@ def corpus_fingerprint(corpus: CorpusConfig) -> str:
         return json_key(identity)
     identity.update(doc_per_line=corpus.doc_per_line if corpus.name == "text" else None,
                     text_field=corpus.text_field if corpus.name != "text" else None)
-    if corpus.name == "hf":
-        identity["datasets"] = [hf_digests(spec) for spec in corpus.paths]
-    else:
-        identity["files"] = [file_digest(p) for p in corpus_files(corpus)]
+    for split, part in held_out_parts(corpus):  # a corpus with its own held-out files: each split's apart
+        key = f"{split}_" if split else ""
+        if corpus.name == "hf":
+            identity[f"{key}datasets"] = [hf_digests(spec) for spec in part.paths]
+        else:
+            identity[f"{key}files"] = [file_digest(p) for p in corpus_files(part)]
     return json_key(identity)

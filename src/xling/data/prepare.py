@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import CorpusConfig, RunConfig
 from ..fsio import read_json
 from .brought import load_brought
-from .corpora import corpus_splits, language_corpora
+from .corpora import corpus_splits, held_out_parts, language_corpora
 from .parallel import Workers, workers_of
 from .sources import digest_files
 from .token_arrays import build_token_arrays, missing_splits, token_array_paths
@@ -50,7 +50,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
     start = time.perf_counter()
     rows, done, built = [], set(), {}
     with workers_of(workers) as pool:  # one set of worker processes for every pass
-        digest_files(language_corpora(cfg), pool)
+        digest_files([part for corpus in language_corpora(cfg) for _, part in held_out_parts(corpus)], pool)
         corpora, tokenizers = source_tokenizers(cfg, cache_dir, pool, progress)
         for corpus, tokenizer in zip(corpora, tokenizers):
             if (repr(corpus), tokenizer.sha256) not in built:

@@ -51,6 +51,7 @@ class Chunk:
     size: int = 0  # input bytes it stands for (progress)
     field: str = ""  # jsonl: the field that holds the text
     length: int = 0  # a byte range: its length
+    split: str = ""  # every document's split where the corpus gives its held-out files; "": by each one's hash
 
 
 def optional_module(module: str, package: str, what: str):
@@ -480,8 +481,7 @@ def chunk_texts(chunk: Chunk) -> list[str]:
     if chunk.kind == "paths":
         return [_decode(data, path) for path, data in chunk.data]
     if chunk.kind == "jsonl":
-        field, texts = chunk.field, []
-        text = _decode(chunk.data, chunk.where, chunk.offset)
+        field, texts, text = chunk.field, [], _decode(chunk.data, chunk.where, chunk.offset)
         try:
             for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1):
                 if not isinstance(record.get(field), str) and record.get(field, "") is not None:  # null: no document
