@@ -77,7 +77,14 @@ CASES = [
     ("corpora twice", f"{T} {{many}} --languages.corpora [web,en]", "names the translation web twice"),
     ("corpora one language", f"{T} {{many}} --languages.corpora [web]", "needs at least two languages"),
     ("corpora of clones", f"{T} --corpus.name bible --corpus.paths [] --languages.corpora [web,lsg]", "set languages.kind real"),
-    ("corpora local text", f"{T} --languages.kind real --languages.corpora [web,lsg]", "corpus.name must be bible"),
+    ("corpora with corpus paths", f"{T} --languages.kind real --languages.corpora [web,lsg]",
+     "with languages.corpora each entry is one language's text (a file or folder): leave corpus.paths"),
+    ("corpora own text twice", f"{T} --corpus.paths [] --languages.kind real --languages.p 0.1 "
+     "--languages.corpora [{tmp}/a,{tmp}/a]",
+     "a twice: list each language once"),
+    ("corpora own text missing", f"{T} --corpus.paths [] --languages.kind real --languages.p 0.1 "
+     "--languages.corpora [{tmp}/a,{tmp}/b]",
+     "/a does not exist"),
     ("corpora schedule", f"{T} {{many}} --languages.schedule 0.1_0.9", "the shares of languages.corpora are static"),
     ("mix sum", f"{T} {{many}} --languages.mix.en 0.7 --languages.mix.fr 0.2", "languages.mix shares must sum to 1"),
     ("mix share", f"{T} {{many}} --languages.mix.en 1.5 --languages.mix.fr -0.5", "languages.mix.en must be in [0, 1]"),

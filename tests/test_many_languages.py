@@ -205,3 +205,32 @@ def test_three_bible_languages_train_with_temperature_shares(tmp_path, tiny_corp
     assert report["shares"] == shares
     result = align_run(tmp_path / "run", pair=("FR", "ES"), sequences=4, grad_sequences=1, figures=False)
     assert result["languages"] == ["FR", "ES"] and result["hidden"]["method"] == "matching"
+
+
+def test_many_languages_of_your_own_text_a_folder_each(tmp_path, monkeypatch):
+    """languages.corpora with corpus.name text: one folder per language, named by languages.names, mixed by shares;
+    relative folders are found from elsewhere through the run's workdir."""
+    from conftest import make_documents
+    from xling.train.evaluate import evaluate_run
+    from xling.train.trainer import Trainer
+
+    texts = {"aa": make_documents(120, seed=1), "bb": [d.upper() for d in make_documents(120, seed=2)],
+             "cc": [" ".join(w[::-1] for w in d.split()) for d in make_documents(120, seed=3)]}
+    for name, docs in texts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "text.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    data = tiny_config_dict("unused", train={"steps": 6, "checkpoint_every": 6})
+    data["corpus"] = {"name": "text", "doc_per_line": True}
+    data["languages"] = {"kind": "real", "corpora": ["aa", "bb", "cc"], "names": ["AA", "BB", "CC"],
+                         "mix": {"aa": 0.5, "BB": 0.3, "cc": 0.2}}
+    cfg = from_dict(data)
+    validate(cfg)
+    assert [c.paths for c in C.language_corpora(cfg)] == [["aa"], ["bb"], ["cc"]]
+    assert MIX.Mixture.of(cfg).expected_shares() == [0.5, 0.3, 0.2]
+    info = Trainer(cfg, tmp_path / "run").fit(progress=False)
+    assert info["shares"] == {"AA": 0.5, "BB": 0.3, "CC": 0.2} and sum(info["tokens"].values()) == 6 * 8 * 32
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    report, _ = evaluate_run(tmp_path / "run", split="valid", max_tokens=0)
+    assert set(report["languages"]) == {"AA", "BB", "CC"} and all(r["ppl"] > 1 for r in report["languages"].values())

@@ -82,7 +82,8 @@ class LanguagesConfig:
     names: list[str] = field(default_factory=list, metadata=NAME)  # display names; default EN1, EN2, ... / EN, FR
     # clone only: a user-built id table (.npy, written by xling.Config.with_id_table) instead of the clone table
     table: str = ""
-    # real only: many languages, Bible translations or codes (web, lsg, es, ...), the first the base; instead of second
+    # real only: many languages, the first the base; instead of second. Bible translations or codes (web, lsg, es, ...),
+    # or with your own corpus.name (text, jsonl, ...) one file or folder per language
     corpora: list[str] = field(default_factory=list)
     # with corpora: each language's share of the sequences ({en: 0.7, fr: 0.05, ...}, sum 1); none of these three: equal
     mix: dict[str, float] = field(default_factory=dict, metadata=between(0, 1))
@@ -394,7 +395,8 @@ def _check_many(cfg: RunConfig) -> None:
         return
     _check(lang.kind == "real", "languages.corpora lists real languages: set languages.kind real")
     _check(len(lang.corpora) >= 2, "languages.corpora needs at least two languages (the first is the base language)")
-    _check(cfg.corpus.name == "bible", "languages.corpora names Bible translations: corpus.name must be bible")
+    _check(cfg.corpus.name == "bible" or not (cfg.corpus.paths or cfg.corpus.test), "with languages.corpora each "
+           "entry is one language's text (a file or folder): leave corpus.paths, .valid and .test empty")
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
@@ -423,7 +425,8 @@ def check_keys_apply(cfg: RunConfig) -> None:
         bible = corpus.name == "bible"
         _check(not (bible and corpus.paths), f"{where}.paths is for your own text: set {where}.name (now bible)")
         _check(bible or corpus.books == "all", f"{where}.books applies to the built-in Bibles only, not {corpus.name}")
-        _check(bible or corpus.paths, f"{where}.paths is empty: list the files or folders of the {corpus.name} corpus")
+        _check(bible or corpus.paths or lang.corpora, f"{where}.paths is empty: list the files or folders of the "
+                                                      f"{corpus.name} corpus")
         _check(not bible or not (corpus.valid or corpus.test), f"{where}.valid and .test are for your own text (the "
                                                                "Bibles are split by book): leave them out")
         _check(bool(corpus.valid) == bool(corpus.test), f"{where}.valid and {where}.test come together: give both "

@@ -28,7 +28,9 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
     return dataclasses.replace(
         cfg, corpus=corpus(cfg.corpus),
         tokenizer=dataclasses.replace(tok, path=located(tok.path), second_path=located(tok.second_path)),
-        languages=dataclasses.replace(lang, second=corpus(lang.second), table=located(lang.table)))
+        languages=dataclasses.replace(lang, second=corpus(lang.second), table=located(lang.table),
+                                      corpora=lang.corpora if cfg.corpus.name == "bible" else
+                                      [located(p) for p in lang.corpora]))
 
 
 # What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.

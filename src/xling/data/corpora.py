@@ -104,18 +104,21 @@ def language_code(corpus: CorpusConfig) -> str:
 
 def language_corpora(cfg: RunConfig) -> list[CorpusConfig]:
     """The text source of each language: clones share the base corpus (one source); a real pair reads corpus and
-    languages.second; many languages (languages.corpora) read corpus with each one's translation, and with
-    corpus.books: disjoint the i-th of N languages reads part i of N of the training books."""
+    languages.second; many languages (languages.corpora) read corpus with each one's translation (or, your own
+    text, its file or folder), and with corpus.books: disjoint the i-th of N reads part i of N of the training books."""
     lang = cfg.languages
     if lang.kind == "clone":
         return [cfg.corpus]
     if not lang.corpora:
         return [cfg.corpus, lang.second]
-    n = len(lang.corpora)
-    translations = [get_translation(name).name for name in lang.corpora]
+    n, local = len(lang.corpora), cfg.corpus.name != "bible"  # your own text: a file or folder per language
+    translations = list(lang.corpora) if local else [get_translation(name).name for name in lang.corpora]
     twice = [name for name, count in Counter(translations).items() if count > 1]
     if twice:
-        raise XlingError(f"languages.corpora names the translation {twice[0]} twice: list each language once")
+        raise XlingError(f"languages.corpora names {'' if local else 'the translation '}{twice[0]} twice: list each "
+                         "language once")
+    if local:
+        return [dataclasses.replace(cfg.corpus, paths=[path]) for path in translations]
     return [dataclasses.replace(cfg.corpus, translation=name,
                                 books=f"{i + 1}/{n}" if cfg.corpus.books == "disjoint" else cfg.corpus.books)
             for i, name in enumerate(translations)]
@@ -140,10 +143,11 @@ def language_names(cfg: RunConfig) -> list[str]:
 
 def language_index(cfg: RunConfig, key: str, where: str) -> int:
     """Which language of the run a key of a per-language mapping (languages.mix, transforms) means: its name
-    (EN2, FR), or for languages.corpora its entry, translation or language code (lsg, fr); case does not matter."""
+    (EN2, FR), or for Bibles in languages.corpora its entry, translation or language code (lsg, fr); case does not
+    matter."""
     names = language_names(cfg)
     keys = [{name.lower()} for name in names]
-    if cfg.languages.corpora:
+    if cfg.languages.corpora and cfg.corpus.name == "bible":  # your own text's entries are paths: named by names
         for i, entry in enumerate(cfg.languages.corpora):
             tr = get_translation(entry)
             keys[i] |= {entry.lower(), tr.name, tr.lang}

@@ -46,8 +46,9 @@ def share(r: Row) -> float:
 
 def family(r: Row) -> str:
     """The language family of a row's language ("" where unknown), from its run's corpus."""
-    corpora = r.spec.config["languages"]["corpora"]
-    code = get_translation(corpora[r.mix.names.index(r.language)]).lang
+    if r.spec.config["corpus"]["name"] != "bible":
+        return ""  # your own text: its language is not known
+    code = get_translation(r.spec.config["languages"]["corpora"][r.mix.names.index(r.language)]).lang
     return FAMILIES.get(code, "")
 
 
