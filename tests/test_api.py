@@ -217,8 +217,11 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
         run.evaluation()
     with pytest.raises(XlingError, match="split must be one of train, valid, test, got 'tset'"):
         run.evaluation("tset")
-    results = run.evaluate(max_tokens=400)
+    results = run.evaluate()
     assert run.evaluation() == results and set(results) == {"L1", "L2"} and run.eval_path().is_file()
+    prefix = run.evaluate(max_tokens=400)  # another protocol: a file of its own, the run's evaluation untouched
+    assert prefix != results and run.evaluation() == results
+    assert json.loads((run.path / "eval_test_window32_last8_400.json").read_text())["languages"] == prefix
     model = run.model()
     assert isinstance(model, torch.nn.Module) and not model.training
     assert isinstance(run.sample("L2", prompt="The king", tokens=4, seed=1), str)

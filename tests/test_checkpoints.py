@@ -233,7 +233,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny
     Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(progress=False, stop_at=9)  # checkpoints at 4 and 8
     (RunDir(run_dir).checkpoint_dirs()[-1] / "model.safetensors").write_bytes(b"damaged")
     warnings_to_stderr()  # as the CLI shows the library's warnings
-    assert main(["eval", str(run_dir), "--split", "valid", "--max-tokens", "200"]) == 0
+    assert main(["eval", str(run_dir), "--split", "valid"]) == 0
     out, err = capsys.readouterr()
     assert "skipping damaged checkpoint step_0000008" in err and "using step_0000004 instead" in err
     assert "valid perplexity at step 4 of 12, an earlier checkpoint" in out  # not read as the finished run's
@@ -245,6 +245,19 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_used_instead_said(tiny
         (ckpt / "model.safetensors").write_bytes(b"damaged")
     assert main(["eval", str(run_dir), "--split", "valid"]) == 2
     assert "no checkpoint of" in capsys.readouterr().err
+
+
+def test_xling_eval_under_another_protocol_writes_a_file_of_its_own(tiny_corpus_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run_dir).fit(progress=False)
+    assert main(["eval", str(run_dir)]) == 0
+    own = (run_dir / "eval.json").read_bytes()
+    assert main(["eval", str(run_dir), "--window", "16", "--last-n", "4"]) == 0
+    assert "(window 16, last 4 scored) -> " in capsys.readouterr().out
+    report = json.loads((run_dir / "eval_test_window16_last4_all.json").read_text())
+    assert (report["window"], report["last_n"]) == (16, 4) and (run_dir / "eval.json").read_bytes() == own
+    assert main(["eval", str(run_dir), "--window", "64"]) == 2  # longer than the model's 32 positions
+    assert "the window (64) must be between 2 and the model's length (32)" in capsys.readouterr().err
 
 
 def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir, tmp_path, monkeypatch, capsys):

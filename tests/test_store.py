@@ -52,6 +52,22 @@ def test_a_run_trained_without_its_test_evaluation_is_trained_not_interrupted(ti
     assert run_state(run) == "interrupted" and xling.Run(run).status == "interrupted"
 
 
+def test_an_evaluation_under_another_protocol_is_kept_out_of_the_store(tiny_study, tmp_path, caplog):
+    """An eval.json scored with another max_tokens (as `xling eval --max-tokens` wrote it before such files were
+    kept apart) would compare runs scored differently."""
+    import shutil
+
+    study, root = tiny_study
+    run = tmp_path / "run"
+    shutil.copytree(study.runs[0].run_dir(root), run)
+    report = json.loads((run / "eval.json").read_text())
+    report["max_tokens"] += 1
+    (run / "eval.json").write_text(json.dumps(report))
+    store = Store(tmp_path / "x.db")
+    store.rebuild(tmp_path)
+    assert not store.dump()["evaluations"] and "left out of the results store" in caplog.text
+
+
 def test_store_rows_hold_config_dims_and_per_language_results(tiny_study):
     study, root = tiny_study
     store = Store(root / "xling.db")

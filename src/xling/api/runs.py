@@ -114,13 +114,16 @@ class Run:
         return dict(read_json(path).get("languages") or {})
 
     # ------------------------------------------------------------------ what loads the model
-    def evaluate(self, split: str = "test", max_tokens: int | None = None, device: str = "auto") -> dict[str, dict]:
+    def evaluate(self, split: str = "test", max_tokens: int | None = None, device: str = "auto",
+                 window: int | None = None, last_n: int | None = None) -> dict[str, dict]:
         """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
-        score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all)."""
+        score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
+        `max_tokens`, `window` or `last_n` than the run's is written to a file of its own
+        (eval_<split>_<protocol>.json), which `evaluation` and studies do not read."""
         from ..train.evaluate import evaluate_run
 
-        report, _ = evaluate_run(self.path, split, max_tokens, device)
+        report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n)
         return dict(report["languages"])
 
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,

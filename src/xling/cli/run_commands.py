@@ -99,7 +99,7 @@ def train(args, overrides) -> int:
         return 1
     print(ppl_table(run.info["valid"], f"validation perplexity ({out})"))
     if not args.no_eval:
-        print(_evaluation_table(run, "test"))
+        print(_evaluation_table(run, run.eval_path("test")))
     return 0
 
 
@@ -109,23 +109,29 @@ def train(args, overrides) -> int:
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "valid", "train"], help="the split to score (default test)")
-    p.add_argument("--max-tokens", type=count(0, 10**12), default=None, help="score only a prefix of each language's stream")
+    p.add_argument("--max-tokens", type=count(0, 10**12), default=None,
+                   help="score only a prefix of each language's stream (0: all; default: the run's eval.max_tokens)")
+    p.add_argument("--window", type=count(2, 65536), default=None, help="evaluation window (default: the run's)")
+    p.add_argument("--last-n", type=count(1, 65535), default=None,
+                   help="targets scored at the end of each window (default: the run's)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
-def _evaluation_table(run: Run, split: str) -> str:
-    report = read_json(run.eval_path(split))
+def _evaluation_table(run: Run, path: Path) -> str:
+    report = read_json(path)
     step, steps = report.get("step"), run.info.get("steps")
     of = f" of {steps}, an earlier checkpoint" if step and steps and step < steps else ""
-    title = (f"{split} perplexity at step {step}{of} (window {report['window']}, last {report['last_n']} scored) -> "
-             f"{run.eval_path(split)}")
+    title = (f"{report['split']} perplexity at step {step}{of} (window {report['window']}, last {report['last_n']} "
+             f"scored) -> {path}")
     return ppl_table(report["languages"], title)
 
 
 def evaluate(args, overrides) -> int:
-    run = Run(args.run_dir)
-    run.evaluate(args.split, args.max_tokens, args.device)
-    print(_evaluation_table(run, args.split))
+    from ..train.evaluate import evaluate_run
+
+    _, path = evaluate_run(args.run_dir, args.split, args.max_tokens, args.device, window=args.window,
+                           last_n=args.last_n)
+    print(_evaluation_table(Run(args.run_dir), path))
     return 0
 
 

@@ -8,11 +8,13 @@ once. Perplexity is exp(mean cross-entropy) over the scored tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
 import torch
 
+from ..config import EvalConfig, resolve_model
 from ..data.corpora import check_split_name
 from ..data.stream import tokens_trained
 from ..errors import XlingError
@@ -96,27 +98,38 @@ def _tokens_at(session, info: dict) -> dict[str, int] | None:
     return tokens_trained(session.cfg, session.setup, info["steps"], session.step)
 
 
+def protocol_name(ev: EvalConfig) -> str:
+    """How a file name tells an evaluation protocol apart: window, last_n and max_tokens."""
+    return f"window{ev.window}_last{ev.last_n}_{ev.max_tokens or 'all'}"
+
+
 def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
-                 trained_only: bool = False):
+                 trained_only: bool = False, window: int | None = None, last_n: int | None = None):
     """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
 
-    Returns (report, path). `max_tokens` None uses the run's eval.max_tokens. `trained_only`
-    skips languages the run never trained on (the other language of a monolingual ladder run:
-    studies have no use for it).
+    Returns (report, path). `max_tokens`, `window`, `last_n`: None uses the run's eval section; a protocol
+    other than the run's is written to its own file (RunDir.eval_path), so a study never compares runs
+    scored differently. `trained_only` skips languages the run never trained on (the other language of a
+    monolingual ladder run: studies have no use for it).
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
-    ev = session.cfg.eval
-    max_tokens = ev.max_tokens if max_tokens is None else max_tokens
-    if max_tokens and max_tokens <= ev.window:
-        raise XlingError(f"--max-tokens {max_tokens} is shorter than one evaluation window ({ev.window} tokens + 1): "
+    given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
+    ev = dataclasses.replace(session.cfg.eval, **{k: v for k, v in given.items() if v is not None})
+    if ev.max_tokens and ev.max_tokens <= ev.window:
+        raise XlingError(f"--max-tokens {ev.max_tokens} is shorter than one evaluation window ({ev.window} tokens + 1): "
                          "give 0 (the whole split) or more")
+    seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
+    if not 2 <= ev.window <= seq_len or not 1 <= ev.last_n < ev.window:
+        raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len}), and last_n "
+                         f"({ev.last_n}) between 1 and the window - 1")
     info = session.run.read_info()
     only = {name for name, n in (info.get("tokens") or {}).items() if n} if trained_only else None
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                 max_tokens, session.device, session.autocast, only or None)
-    report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": max_tokens,
+                                 ev.max_tokens, session.device, session.autocast, only or None)
+    report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": _tokens_at(session, info)}
-    path = session.run.eval_path(split)
+    own = protocol_name(ev) == protocol_name(session.cfg.eval)
+    path = session.run.eval_path(split, "" if own else protocol_name(ev))
     atomic_write_json(path, report)
     return report, path

@@ -10,7 +10,8 @@ every write into it (all atomic).
         training.safetensors optimiser state tensors and the torch RNG state (resume only)
         training.json        step, optimiser param groups, loss-scaler state (resume only)
         manifest.json        format, step, the run's config, a SHA-256 per file
-      eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits
+      eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits,
+                         eval_<split>_<protocol>.json under another window, last_n or max_tokens
       alignment/         alignment.json and its figures (`xling align`); checkpoints/ per kept checkpoint
       transfer/          <task>-<language>.json (`xling transfer`)
       study.json, .lock  the study runner's record of the run, and its lock
@@ -71,13 +72,16 @@ class RunDir:
         """The alignment measures of one checkpoint (alignment over training)."""
         return self.alignment_dir / "checkpoints" / f"{Path(checkpoint).name}.json"
 
-    def eval_path(self, split: str = "test") -> Path:
-        """Where `xling eval` writes a split's perplexities: eval.json (test) or eval_<split>.json."""
+    def eval_path(self, split: str = "test", protocol: str = "") -> Path:
+        """Where `xling eval` writes a split's perplexities: under the run's own protocol (its eval section)
+        eval.json (test) or eval_<split>.json; under another eval_<split>_<protocol>.json, kept apart."""
+        if protocol:
+            return self.path / f"eval_{split}_{protocol}.json"
         return self.path / ("eval.json" if split == "test" else f"eval_{split}.json")
 
     def eval_paths(self) -> list[Path]:
-        """Every evaluation file the run has, sorted."""
-        return sorted(self.path.glob("eval*.json"))
+        """The run's evaluations under its own protocol, sorted: what studies compare."""
+        return sorted(p for p in map(self.eval_path, ("test", "valid", "train")) if p.is_file())
 
     def export_dir(self, logger: str) -> Path:
         """Where a logger's export of the run goes (tensorboard/, wandb/)."""
