@@ -117,7 +117,7 @@ def expect_error(match, fn, *args):
 
 
 def test_missing_path_and_empty_directory(tmp_path):
-    expect_error(r"does not exist: fix paths \(in corpus, or in languages.second", load_documents,
+    expect_error(r"does not exist: fix corpus.paths, .valid, .test, languages.second or .corpora", load_documents,
                  CorpusConfig(name="text", paths=[str(tmp_path / "nope.txt")]), "train")
     (tmp_path / "empty").mkdir()
     expect_error(r"no \*\.jsonl files found under .*empty", load_documents,
@@ -270,6 +270,9 @@ def test_a_corpus_with_its_own_held_out_files_keeps_them_as_given(tmp_path):
     hashed = CorpusConfig(name="jsonl", paths=[str(f) for f in files.values()])  # the same files, split by hash
     assert corpus_fingerprint(given) != corpus_fingerprint(hashed)
     assert corpus_size(given) == corpus_size(hashed) == sum(f.stat().st_size for f in files.values())
+    # encoding one held-out split alone (an evaluation on a fresh cache) reads only its files
+    assert {c.split for c in corpora.iter_chunks(given, ("test",))} == {"test"}
+    assert corpus_size(given, ("test",)) == files["test"].stat().st_size
     files["test"].write_text("")
     expect_error(r"the test files of corpus 'jsonl' \(.*test\.jsonl\) have no documents: add text to them",
                  load_documents, given, "train")
@@ -286,3 +289,21 @@ def test_held_out_files_are_checked_with_the_config(corpus, message):
 
     with pytest.raises(XlingError, match=re.escape(message)):
         validate(from_dict({"corpus": corpus}))
+
+
+def test_held_out_files_inside_the_training_folder_are_not_trained_on(tmp_path):
+    """A benchmark's folder: paths names the folder, valid and test two of its files."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for split, n in (("train", 30), ("valid", 3), ("test", 4)):
+        (bench / f"{split}.jsonl").write_text("".join(json.dumps({"text": f"{split} text {i}"}) + "\n" for i in range(n)))
+    corpus = CorpusConfig(name="jsonl", paths=[str(bench)], valid=[str(bench / "valid.jsonl")],
+                          test=[str(bench / "test.jsonl")])
+    assert all_splits(corpus) == {split: [f"{split} text {i}" for i in range(n)]
+                                  for split, n in (("train", 30), ("valid", 3), ("test", 4))}
+    same = CorpusConfig(name="jsonl", paths=[str(bench / "train.jsonl")], valid=[str(bench / "valid.jsonl")],
+                        test=[f"{tmp_path}/./bench/valid.jsonl"])  # one file under two spellings
+    expect_error(r"valid\.jsonl is both a valid and a test file", load_documents, same, "train")
+    only_held_out = CorpusConfig(name="jsonl", paths=[str(bench / "test.jsonl")], valid=[str(bench / "valid.jsonl")],
+                                 test=[str(bench)])
+    expect_error(r"is both a valid and a test file", load_documents, only_held_out, "train")

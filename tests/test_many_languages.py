@@ -220,7 +220,7 @@ def test_many_languages_of_your_own_text_a_folder_each(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
         (tmp_path / name / "text.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    data = tiny_config_dict("unused", train={"steps": 6, "checkpoint_every": 6})
+    data = tiny_config_dict("unused", train={"steps": 6, "checkpoint_every": 3})
     data["corpus"] = {"name": "text", "doc_per_line": True}
     data["languages"] = {"kind": "real", "corpora": ["aa", "bb", "cc"], "names": ["AA", "BB", "CC"],
                          "mix": {"aa": 0.5, "BB": 0.3, "cc": 0.2}}
@@ -234,3 +234,12 @@ def test_many_languages_of_your_own_text_a_folder_each(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     report, _ = evaluate_run(tmp_path / "run", split="valid", max_tokens=0)
     assert set(report["languages"]) == {"AA", "BB", "CC"} and all(r["ppl"] > 1 for r in report["languages"].values())
+    # the newest checkpoint damaged: the earlier one's tokens come from the plan with the recorded shares
+    (tmp_path / "run" / "checkpoints" / "step_0000006" / "model.safetensors").write_bytes(b"damaged")
+    import xling.data.stream as stream
+    from xling.train.rundir import RunDir
+
+    monkeypatch.setattr(stream, "run_mixture", lambda *a: pytest.fail("the corpora's sizes were read again"))
+    report, _ = evaluate_run(tmp_path / "run", split="valid", max_tokens=0)
+    logged = {r["step"]: r["tokens"] for r in RunDir(tmp_path / "run").read_metrics() if "tokens" in r}
+    assert report["step"] == 3 and report["tokens_trained"] == logged[3]

@@ -233,9 +233,10 @@ def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_stu
     path.write_text(json.dumps(report))
     (copy / "xling.db").unlink()
     md, a = write_report(study, copy, tmp_path / "rep")
-    assert a.earlier == [spec.id] and spec.id not in {r.spec.id for r in a.rows} and not a.missing
-    assert f"Evaluated at an earlier checkpoint than their last step (the newest did not verify), so left out: " \
-           f"{spec.id}" in md.read_text()
+    steps = json.loads((spec.run_dir(copy) / "run.json").read_text())["steps"]
+    said = f"{spec.id} (step {report['step']} of {steps})"
+    assert a.earlier == [said] and spec.id not in {r.spec.id for r in a.rows} and not a.missing
+    assert f"Evaluated at an earlier checkpoint than their last step, so left out: {said}" in md.read_text()
     evals = {e["language"]: e for e in Store(copy / "xling.db").evaluations(study.name) if e["run_id"].endswith(spec.id)}
     assert {k: e["tokens_trained"] for k, e in evals.items()} == report["tokens_trained"]  # the checkpoint's own
 

@@ -96,6 +96,27 @@ def test_a_run_with_a_relative_corpus_path_is_read_from_anywhere_and_resumes_whe
         evaluate_run(out, max_tokens=0)
 
 
+def test_relative_paths_resolve_where_the_run_trained_but_names_and_home_paths_stay(tmp_path, monkeypatch):
+    from xling.config import from_dict
+    from xling.identity import resolve_relative
+
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    for name in ("a", "v", "t"):
+        (tmp_path / "proj" / "data" / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    workdir = str(tmp_path / "proj")
+    own = resolve_relative(from_dict({"corpus": {"name": "jsonl", "paths": ["data/a"], "valid": ["data/v"],
+                                                 "test": ["data/t"]}, "tokenizer": {"path": "~/tok.model"}}), workdir)
+    assert (own.corpus.paths, own.corpus.valid, own.corpus.test) == ([f"{workdir}/data/a"], [f"{workdir}/data/v"],
+                                                                     [f"{workdir}/data/t"])
+    assert own.tokenizer.path == "~/tok.model"  # a home path is not relative
+    hf = resolve_relative(from_dict({"corpus": {"name": "hf", "paths": ["wikitext:wikitext-2-raw-v1"]}}), workdir)
+    assert hf.corpus.paths == ["wikitext:wikitext-2-raw-v1"]  # a dataset's name in the local cache, not a path
+    many = resolve_relative(from_dict({"corpus": {"name": "text"}, "languages": {"kind": "real",
+                                                                                 "corpora": ["data/a", "data/v"]}}), workdir)
+    assert many.languages.corpora == [f"{workdir}/data/a", f"{workdir}/data/v"]
+
+
 def test_gradient_accumulation_sees_the_same_data(tiny_corpus_dir, tiny_run, tmp_path):
     cfg = tiny_config(tiny_corpus_dir, train={"grad_accum": 2})
     Trainer(cfg, tmp_path / "accum").fit(progress=False)

@@ -396,7 +396,8 @@ def _check_many(cfg: RunConfig) -> None:
     _check(lang.kind == "real", "languages.corpora lists real languages: set languages.kind real")
     _check(len(lang.corpora) >= 2, "languages.corpora needs at least two languages (the first is the base language)")
     _check(cfg.corpus.name == "bible" or not (cfg.corpus.paths or cfg.corpus.test), "with languages.corpora each "
-           "entry is one language's text (a file or folder): leave corpus.paths, .valid and .test empty")
+           "entry is one language's text (a file or folder): leave corpus.paths, .valid and .test empty (for Bible "
+           "translations set corpus.name bible)")
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")

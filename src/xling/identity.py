@@ -13,16 +13,19 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
     """The config with each relative local path (corpora, tokenizers, an id table) that does not exist
     from here but does from `workdir` (where the run trained: run.json's workdir) made absolute there,
     so a run is evaluated or exported from any directory. config.yaml keeps the paths as written, so a
-    project moved as a whole still resumes. A path found in neither place is given as `workdir` makes it:
-    an error then names where the run read it."""
-    def located(p: str) -> str:
-        if not p or os.path.isabs(p) or os.path.exists(p) or not workdir:
+    project moved as a whole still resumes. A file path found in neither place is given as `workdir` makes
+    it, so that an error names where the run read it; `~` paths and Hugging Face dataset names stay as written."""
+    def located(p: str, name: bool = False) -> str:  # name: may be a dataset's NAME[:CONFIG], not a path
+        expanded = os.path.expanduser(p)
+        if not p or os.path.isabs(expanded) or os.path.exists(expanded) or not workdir:
             return p
-        return os.path.join(workdir, p)
+        there = os.path.join(workdir, p)
+        return there if os.path.exists(there) or not name else p
 
     def corpus(c: CorpusConfig) -> CorpusConfig:
-        return dataclasses.replace(c, paths=[located(p) for p in c.paths], valid=[located(p) for p in c.valid],
-                                   test=[located(p) for p in c.test])
+        hf = c.name == "hf"
+        return dataclasses.replace(c, paths=[located(p, hf) for p in c.paths], valid=[located(p, hf) for p in c.valid],
+                                   test=[located(p, hf) for p in c.test])
 
     lang, tok = cfg.languages, cfg.tokenizer
     return dataclasses.replace(
@@ -30,7 +33,7 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
         tokenizer=dataclasses.replace(tok, path=located(tok.path), second_path=located(tok.second_path)),
         languages=dataclasses.replace(lang, second=corpus(lang.second), table=located(lang.table),
                                       corpora=lang.corpora if cfg.corpus.name == "bible" else
-                                      [located(p) for p in lang.corpora]))
+                                      [located(p, cfg.corpus.name == "hf") for p in lang.corpora]))
 
 
 # What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.

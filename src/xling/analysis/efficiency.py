@@ -109,7 +109,7 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
         out.append(
             f"PPL {ppl:.4g} lies within the monolingual points' (PPL [{lo_p:.4g}, {hi_p:.4g}]) but the law reads "
             f"it at {mlte:.4g}x the budget, outside their fractions [{lo_x:.4g}, {hi_x:.4g}]: the law misses "
-            "the ladder's end there (the ladder's own reading, without a law, does not)"
+            "the ladder's end there"
         )
     return out
 

@@ -85,7 +85,8 @@ def alignment_table(results: dict[str, dict]) -> str:
     trained = [r["word2vec"].get("settings", {}) for r in results.values() if "word2vec" in r]
     if trained:
         lines.append("  w2v trained on the run's own training sequences: " + ", ".join(
-            f"{t.get('sentences', 0):,} × {t.get('epochs', 1)} pass" for t in trained))
+            f"{t.get('sentences', 0):,} × {t.get('epochs', 1)} pass{'es' * (t.get('epochs', 1) != 1)}"
+            for t in trained))
     return "\n".join(lines)
 
 

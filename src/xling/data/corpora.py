@@ -113,11 +113,16 @@ def language_corpora(cfg: RunConfig) -> list[CorpusConfig]:
         return [cfg.corpus, lang.second]
     n, local = len(lang.corpora), cfg.corpus.name != "bible"  # your own text: a file or folder per language
     translations = list(lang.corpora) if local else [get_translation(name).name for name in lang.corpora]
-    twice = [name for name, count in Counter(translations).items() if count > 1]
+    same = (lambda p: str(Path(p).expanduser().resolve())) if local and cfg.corpus.name != "hf" else str
+    twice = [name for name, count in Counter(map(same, translations)).items() if count > 1]
     if twice:
         raise XlingError(f"languages.corpora names {'' if local else 'the translation '}{twice[0]} twice: list each "
                          "language once")
     if local:
+        missing = [p for p in translations if cfg.corpus.name != "hf" and not Path(p).expanduser().exists()]
+        if missing and missing[0].strip().lower() in {*TRANSLATIONS, *LANGUAGE_DEFAULTS}:
+            raise XlingError(f"languages.corpora's {missing[0]} is no file or folder: for the built-in Bibles set "
+                             "corpus.name bible")
         return [dataclasses.replace(cfg.corpus, paths=[path]) for path in translations]
     return [dataclasses.replace(cfg.corpus, translation=name,
                                 books=f"{i + 1}/{n}" if cfg.corpus.books == "disjoint" else cfg.corpus.books)
@@ -314,36 +319,60 @@ def _bible_chunks(corpus: CorpusConfig, splits: tuple[str, ...]) -> Iterator[Chu
         yield Chunk("bible", batch, size=size)
 
 
+def split_paths(corpus: CorpusConfig) -> dict[str, list[str]]:
+    """What a corpus with its own held-out files lists for each split."""
+    return {"train": corpus.paths, "valid": corpus.valid, "test": corpus.test}
+
+
 def held_out_parts(corpus: CorpusConfig) -> list[tuple[str, CorpusConfig]]:
     """A local corpus as (split, the corpus of that split's files): [("", corpus)], split by each document's hash,
-    unless it gives its own held-out files (valid, test)."""
+    unless it gives its own held-out files (valid, test). Held-out files inside a folder of paths (a benchmark's
+    folder) are not training text; a file both valid and test is refused."""
     if not corpus.test:
         return [("", corpus)]
-    return [(split, dataclasses.replace(corpus, paths=paths, valid=[], test=[]))
-            for split, paths in (("train", corpus.paths), ("valid", corpus.valid), ("test", corpus.test))]
+    parts = {split: dataclasses.replace(corpus, paths=paths, valid=[], test=[])
+             for split, paths in split_paths(corpus).items()}
+    if corpus.name == "hf":  # dataset names or folders, not searched
+        return list(parts.items())
+    files = {split: [f.resolve() for f in corpus_files(part)] for split, part in parts.items() if split != "train"}
+    both = set(files["valid"]) & set(files["test"])
+    if both:
+        raise XlingError(f"{sorted(both)[0]} is both a valid and a test file (through corpus.valid and corpus.test): "
+                         "each file belongs to one split")
+    held = set(files["valid"]) | set(files["test"])
+    train = [str(f) for f in corpus_files(parts["train"]) if f.resolve() not in held]
+    if not train:
+        raise XlingError(f"corpus.paths ({', '.join(corpus.paths)}) holds no file besides the held-out ones: add the "
+                         "training text")
+    return [("train", dataclasses.replace(parts["train"], paths=train)), ("valid", parts["valid"]),
+            ("test", parts["test"])]
 
 
-def _local_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
+def _local_chunks(corpus: CorpusConfig, splits: tuple[str, ...] | None) -> Iterator[Chunk]:
     for split, part in held_out_parts(corpus):
-        for chunk in read_chunks(part):
-            yield dataclasses.replace(chunk, split=split)
+        if not split or splits is None or split in splits:
+            for chunk in read_chunks(part):
+                yield dataclasses.replace(chunk, split=split)
 
 
-def iter_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
-    """The corpus's raw input, in order, a chunk at a time (`chunk_documents` makes documents of one)."""
+def iter_chunks(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> Iterator[Chunk]:
+    """The corpus's raw input, in order, a chunk at a time (`chunk_documents` makes documents of one). `splits`:
+    a corpus with its own held-out files reads only those splits' files (others read everything anyway)."""
     _check_name(corpus)
     if corpus.name == "bible":
         return _bible_chunks(corpus, corpus_splits(corpus))
-    return _local_chunks(corpus)
+    return _local_chunks(corpus, splits)
 
 
-def corpus_size(corpus: CorpusConfig) -> int:
-    """Input bytes of a corpus, as its chunks count them (for progress bars and time estimates)."""
+def corpus_size(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> int:
+    """Input bytes of a corpus (of `splits`, as `iter_chunks` reads them), as its chunks count them (for
+    progress bars and time estimates)."""
     _check_name(corpus)
     if corpus.name == "bible":
         books = {b for split in corpus_splits(corpus) for b in split_books(split, corpus.books)}
         return sum(len(text) for b, _, text in _bible_chapters(get_translation(corpus.translation).name) if b in books)
-    return sum(input_size(part) for _, part in held_out_parts(corpus))
+    return sum(input_size(part) for split, part in held_out_parts(corpus)
+               if not split or splits is None or split in splits)
 
 
 def _normalise(text: str) -> str:
@@ -390,12 +419,12 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
         return
     total = sum(counts.get(s, 0) for s in SPLITS)
     if not total:
-        raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
+        where = ", ".join(p for paths in split_paths(corpus).values() for p in paths)
+        raise XlingError(f"corpus '{corpus.name}' at {where} has no text: add non-empty documents")
     empty = [s for s in splits if not counts.get(s)]
     if empty and corpus.test:  # its own held-out files
-        files = {"train": corpus.paths, "valid": corpus.valid, "test": corpus.test}[empty[0]]
-        raise XlingError(f"the {empty[0]} files of corpus '{corpus.name}' ({', '.join(files)}) have no documents: "
-                         "add text to them")
+        raise XlingError(f"the {empty[0]} files of corpus '{corpus.name}' ({', '.join(split_paths(corpus)[empty[0]])}) "
+                         "have no documents: add text to them")
     if empty:
         text_files = corpus.name == "text" and not corpus.doc_per_line
         more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"

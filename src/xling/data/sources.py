@@ -85,7 +85,7 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise XlingError(f"corpus path {path} does not exist: fix paths {SECTION}")
+            raise XlingError(f"corpus path {path} does not exist: fix corpus.paths, .valid, .test, languages.second or .corpora")
     return files
 
 
@@ -496,5 +496,5 @@ def chunk_texts(chunk: Chunk) -> list[str]:
             return chunk_texts(replace(chunk, line=_lines_before(chunk.where, chunk.offset)))
         return [t for t in texts if t is not None]  # a null is a missing value, as in a Parquet or Arrow column
     if chunk.kind == "arrow":
-        return [t for t in chunk.data.to_pylist() if t]  # a missing value (null) is an empty document
+        return [t for t in chunk.data.to_pylist() if t]  # a missing value (null) is no document
     raise ValueError(f"unknown chunk kind {chunk.kind!r}")

@@ -211,20 +211,27 @@ def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
     return max(1, round(cfg.train.data_fraction * full))
 
 
-def training_plan(cfg: RunConfig, setup: LanguageSetup, steps: int) -> tuple[np.ndarray, Mixture]:
-    """(the language of every training sequence of a run of `steps` steps, the run's mixture)."""
+def training_plan(cfg: RunConfig, setup: LanguageSetup, steps: int, shares: dict | None = None
+                  ) -> tuple[np.ndarray, Mixture]:
+    """(the language of every training sequence of a run of `steps` steps, the run's mixture). `shares`: those a
+    trained run recorded (run.json), so temperature and UniMax need not read the corpora's sizes again."""
     tr, lang = cfg.train, cfg.languages
-    mix = run_mixture(cfg, setup, steps)
+    mix = Mixture.of(cfg) if shares else run_mixture(cfg, setup, steps)
     if mix.many:
-        return share_plan(tr.seed, steps, tr.batch_size, mix.shares), mix
+        shares = [shares[name] for name in mix.names] if shares else mix.shares
+        return share_plan(tr.seed, steps, tr.batch_size, shares), mix
     return language_plan(tr.seed, steps, tr.batch_size, lang.p, lang.schedule, setup.num_languages - 1), mix
 
 
-def tokens_trained(cfg: RunConfig, setup: LanguageSetup, steps: int, step: int) -> dict[str, int]:
-    """{language: training tokens it had received} at `step` of a run of `steps` steps: exact, from its plan."""
-    plan, _ = training_plan(cfg, setup, steps)
-    counts = tokens_per_language(plan, step * cfg.train.batch_size, setup.num_languages, cfg.model.seq_len)
-    return dict(zip(setup.names, counts))
+def plan_tokens(plan: np.ndarray, step: int, cfg: RunConfig, names: list[str]) -> dict[str, int]:
+    """{language: training tokens it had received} after `step` steps of a run with this plan: exact."""
+    return dict(zip(names, tokens_per_language(plan, step * cfg.train.batch_size, len(names), cfg.model.seq_len)))
+
+
+def tokens_trained(cfg: RunConfig, setup: LanguageSetup, steps: int, step: int, shares: dict | None = None
+                   ) -> dict[str, int]:
+    """{language: training tokens it had received} at `step` of a run of `steps` steps, from its plan."""
+    return plan_tokens(training_plan(cfg, setup, steps, shares)[0], step, cfg, setup.names)
 
 
 class TrainStream:

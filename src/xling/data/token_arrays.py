@@ -28,6 +28,7 @@ from ..config import CorpusConfig
 from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json, sha256_file
 from .brought import tokenizer_from_bytes
 from .corpora import (
+    SPLITS,
     check_split_counts,
     chunk_documents,
     corpus_fingerprint,
@@ -141,9 +142,10 @@ def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer:
     # in worker processes each encodes with one thread; in this process alone, with `workers` threads
     job = _EncodeJob.of(tokenizer, splits, 1)
     try:
-        with ExitStack() as files, Progress(f"tokens ({', '.join(splits)})", corpus_size(corpus), progress) as bar:
+        read = splits if corpus.test else None  # held-out files of its own: only these splits' files are read
+        with ExitStack() as files, Progress(f"tokens ({', '.join(splits)})", corpus_size(corpus, read), progress) as bar:
             out = {split: files.enter_context(atomic_write(paths[split][0])) for split in splits}
-            chunks = workers.map(_encode_chunk, iter_chunks(corpus), job,
+            chunks = workers.map(_encode_chunk, iter_chunks(corpus, read), job,
                                  inline_state=dataclasses.replace(job, threads=workers.count))
             for chunk, (chunk_counts, encoded) in chunks:
                 for split, (tokens, documents) in encoded.items():
@@ -153,7 +155,7 @@ def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer:
                     n_docs[split] += documents
                 counts.update(chunk_counts)
                 bar.update(chunk.size, sum(chunk_counts.values()), sum(len(t) for t, _ in encoded.values()) // dtype.itemsize)
-            check_split_counts(corpus, counts, *([require] if require else []))  # before the files are renamed
+            check_split_counts(corpus, counts, require or read or SPLITS)  # before the files are renamed
     finally:
         _ENCODERS.clear()  # this process's, if it encoded itself
     manifests = {}

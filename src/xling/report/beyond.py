@@ -164,11 +164,14 @@ def related_question(a: Analysis, alignment: list[Evidence]) -> Judged:
         if not mine:
             continue
         fam = family(mine[0])
+        if not fam:  # your own text, or a language FAMILIES does not list: neither related nor not
+            lines.append(f"{lang}: its language family is not known, so it is not compared.")
+            continue
         related = [r for r in mine if family(dominant[r.spec.setting]) == fam]
-        other = [r for r in mine if family(dominant[r.spec.setting]) != fam]
+        other = [r for r in mine if family(dominant[r.spec.setting]) not in ("", fam)]
         names = lambda rs: "/".join(dict.fromkeys(dominant[r.spec.setting].language for r in rs))
         if not related or not other:  # no pair to compare (EN, DE; a dominant language as a minority): context
-            lines.append(f"{lang} ({fam or 'no family listed'}) at share {_setting_share(mine):.3f}, no dominant "
+            lines.append(f"{lang} ({fam}) at share {_setting_share(mine):.3f}, no dominant "
                          "language of " + ("its family" if other else "another family") + ": " + "; ".join(
                              f"with {names(rs)} dominant TEff {fmt_interval(_stat(rs))}"
                              for rs in _settings(mine).values()) + " (context).")

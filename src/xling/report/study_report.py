@@ -128,9 +128,10 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     if a.missing:
         items.append(f"Missing (not yet run or interrupted): {', '.join(a.missing)} — `xling study run {st.name}`.")
     if a.earlier:
-        items.append(f"Evaluated at an earlier checkpoint than their last step (the newest did not verify), so left "
-                     f"out: {', '.join(a.earlier)} — restore that checkpoint's files and `xling eval` the run, or "
-                     f"delete its directory and `xling study run {st.name}`.")
+        items.append(f"Evaluated at an earlier checkpoint than their last step, so left out: {', '.join(a.earlier)} "
+                     "— their newest checkpoint did not verify when they were evaluated (`xling eval RUN_DIR` names "
+                     "it): restore its files and `xling eval` the run, or delete the run's directory and "
+                     f"`xling study run {st.name}`.")
     if a.failed:
         items.append(f"Failed: {', '.join(a.failed)} — see study.json in their run directories.")
     if a.repeated:

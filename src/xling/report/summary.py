@@ -20,6 +20,7 @@ from ..analysis.efficiency import efficiency, ladder_mlte, law_warnings
 from ..analysis.scaling_law import FORMS, ScalingFit, better_form, fit_scaling_law, leave_one_out_error
 from ..config import flatten
 from ..data.mixture import Mixture
+from ..fsio import read_json
 from ..study.spec import RunSpec, Study
 from ..train.rundir import RunDir
 from . import published
@@ -105,7 +106,7 @@ class Analysis:
     verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
     ladder_points: dict[tuple[str, str], tuple[list, list]] = field(default_factory=dict)  # (fractions, PPLs)
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
-    earlier: list[str] = field(default_factory=list)  # run ids evaluated at an earlier checkpoint than their last
+    earlier: list[str] = field(default_factory=list)  # runs evaluated at an earlier checkpoint: "ID (step S of N)"
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
@@ -182,8 +183,9 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
                 repeated.append((spec.id, lang, passes))
         cfg = spec.config
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
-        if sum(e["tokens_trained"] or 0 for e in eval_by_run[spec.id]) != tokens_total:
-            earlier.append(spec.id)  # its evaluation is of an earlier checkpoint than its last step's: not this point
+        evaluated = read_json(RunDir(run["run_dir"]).eval_path(), default={}).get("step")
+        if evaluated is not None and run["steps"] and evaluated < run["steps"]:  # not this run's point
+            earlier.append(f"{spec.id} (step {evaluated} of {run['steps']})")
             continue
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = run_mixture(spec, run)

@@ -89,13 +89,14 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
 
 
 def _tokens_at(session, info: dict) -> dict[str, int] | None:
-    """Each language's training tokens at the evaluated checkpoint: run.json's at the run's last step, counted
-    from the run's plan at an earlier checkpoint (its newest did not verify); None if the run's length is unknown."""
-    if session.step == info.get("step"):
-        return info.get("tokens")
+    """Each language's training tokens at the evaluated checkpoint: run.json's where they are its step's, else
+    counted from the run's plan (an earlier checkpoint: the newest did not verify, or an interrupted run); None
+    if the run's length is unknown."""
+    if session.step == info.get("step") and info.get("tokens"):
+        return info["tokens"]
     if not info.get("steps") or session.step is None:
         return None
-    return tokens_trained(session.cfg, session.setup, info["steps"], session.step)
+    return tokens_trained(session.cfg, session.setup, info["steps"], session.step, info.get("shares"))
 
 
 def protocol_name(ev: EvalConfig) -> str:
@@ -123,12 +124,12 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     if not 2 <= ev.window <= seq_len or not 1 <= ev.last_n < ev.window:
         raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len}), and last_n "
                          f"({ev.last_n}) between 1 and the window - 1")
-    info = session.run.read_info()
-    only = {name for name, n in (info.get("tokens") or {}).items() if n} if trained_only else None
+    tokens = _tokens_at(session, session.run.read_info())  # before scoring: its failure loses no work
+    only = {name for name, n in (tokens or {}).items() if n} if trained_only else None
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  ev.max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
-              "step": session.step, "languages": results, "tokens_trained": _tokens_at(session, info)}
+              "step": session.step, "languages": results, "tokens_trained": tokens}
     own = protocol_name(ev) == protocol_name(session.cfg.eval)
     path = session.run.eval_path(split, "" if own else protocol_name(ev))
     atomic_write_json(path, report)

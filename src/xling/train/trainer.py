@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import RunConfig
-from ..data.mixture import tokens_per_language
-from ..data.stream import TrainStream, budget_steps, run_steps
+from ..data.stream import TrainStream, budget_steps, plan_tokens, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
 from ..identity import RESUMABLE_KEYS, config_differences
@@ -115,9 +114,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def tokens_seen(self, step: int) -> dict[str, int]:
-        counts = tokens_per_language(self.stream.plan, step * self.cfg.train.batch_size,
-                                     self.setup.num_languages, self.cfg.model.seq_len)
-        return dict(zip(self.setup.names, counts))
+        return plan_tokens(self.stream.plan, step, self.cfg, self.setup.names)
 
     def _state(self, step: int) -> dict:
         return {"step": step, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
