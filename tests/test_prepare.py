@@ -20,6 +20,7 @@ from xling.data import tokenizer as tk
 from xling.data.corpora import SPLITS, corpus_fingerprint, hash_split, load_documents
 from xling.data.token_arrays import token_array, token_array_paths
 from xling.data.tokenizer import get_tokenizer, sample_sentences, train_tokenizer, training_sentences
+from xling.errors import XlingError
 from xling.fsio import json_key, read_json, sha256_file
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
@@ -258,6 +259,24 @@ def test_prepare_keeps_a_corpus_s_own_held_out_files_in_their_splits(tmp_path, c
     counts = {line.split()[4]: int(line.split()[5].replace(",", "")) for line in out.out.splitlines()
               if line.startswith("  L1 and its clones ")}
     assert code == 0 and counts == {"train": sum(1 for d in DOCS if d.split()), "valid": 7, "test": 9}
+
+
+@needs_datasets
+def test_one_split_of_a_dataset_dict_with_at_split(tmp_path, monkeypatch):
+    """A benchmark saved as a DatasetDict keeps its own split: paths @train, valid @validation, test @test."""
+    import datasets
+
+    from xling.data.corpora import load_documents
+
+    parts = {"train": DOCS[:150], "validation": DOCS[150:170], "test": DOCS[170:190]}
+    folder = tmp_path / "bench"
+    datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in parts.items()}).save_to_disk(str(folder))
+    corpus = CorpusConfig(name="hf", paths=[f"{folder}@train"], valid=[f"{folder}@validation"], test=[f"{folder}@test"])
+    normal = lambda docs: [" ".join(d.split()) for d in docs if d.split()]
+    for split, name in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        assert load_documents(corpus, split) == normal(parts[name])
+    with pytest.raises(XlingError, match=r"has no split 'dev': it has train, validation, test"):
+        load_documents(CorpusConfig(name="hf", paths=[f"{folder}@dev"]), "train")
 
 
 def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):

@@ -31,6 +31,7 @@ from ..errors import XlingError
 from ..fsio import json_key
 from ..notation import books_part
 from . import sources
+from .hf_datasets import hf_chunks, hf_digests, hf_input_size
 from .sources import (
     LOCAL_NAMES,
     SECTION,
@@ -39,7 +40,6 @@ from .sources import (
     clean_lines,
     corpus_files,
     file_digest,
-    hf_digests,
     input_size,
     load,
     read_chunks,
@@ -351,7 +351,7 @@ def held_out_parts(corpus: CorpusConfig) -> list[tuple[str, CorpusConfig]]:
 def _local_chunks(corpus: CorpusConfig, splits: tuple[str, ...] | None) -> Iterator[Chunk]:
     for split, part in held_out_parts(corpus):
         if not split or splits is None or split in splits:
-            for chunk in read_chunks(part):
+            for chunk in (hf_chunks if part.name == "hf" else read_chunks)(part):
                 yield dataclasses.replace(chunk, split=split)
 
 
@@ -371,7 +371,7 @@ def corpus_size(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> 
     if corpus.name == "bible":
         books = {b for split in corpus_splits(corpus) for b in split_books(split, corpus.books)}
         return sum(len(text) for b, _, text in _bible_chapters(get_translation(corpus.translation).name) if b in books)
-    return sum(input_size(part) for split, part in held_out_parts(corpus)
+    return sum((hf_input_size if corpus.name == "hf" else input_size)(part) for split, part in held_out_parts(corpus)
                if not split or splits is None or split in splits)
 
 

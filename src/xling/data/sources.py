@@ -1,4 +1,5 @@
-"""Local corpora read as a stream of chunks: text, JSONL (plain, gzip, zstd), Parquet, Hugging Face datasets.
+"""Local corpora read as a stream of chunks: text, JSONL (plain, gzip, zstd), Parquet (Hugging Face datasets:
+hf_datasets.py).
 
 The reading process only cuts the input into chunks of about CHUNK_BYTES: byte ranges of plain
 files (the worker that gets one reads it, from the first line that starts in it), groups of whole
@@ -7,7 +8,7 @@ it is making. Turning a chunk into document texts (reading, decoding UTF-8, pars
 runs wherever the chunk is processed, in parallel worker processes for large corpora. Documents
 come out in exactly the order of the inputs, however they are chunked.
 
-zstandard, pyarrow and datasets are optional: they are imported only when such an input is used.
+zstandard and pyarrow are optional: they are imported only when such an input is used.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
-import os
 import sys
 import zlib
 from collections.abc import Iterator
@@ -152,7 +152,7 @@ def _decompressed(path: Path, raw):
 
 
 @contextmanager
-def _reading(path, what: str):
+def reading(path, what: str):
     """Turn a damaged file's decompression / format errors into one line naming the file."""
     try:
         yield
@@ -171,7 +171,7 @@ def _line_blocks(path: Path) -> Iterator[tuple[int, bytes, int]]:
     """(offset, bytes, input bytes read) blocks of whole lines of a compressed file, about
     CHUNK_BYTES each; the input bytes are the compressed ones."""
     what = "gzip file" if path.name.endswith(".gz") else "zstd file"
-    with _reading(path, what), open(path, "rb") as raw, _decompressed(path, raw) as f:
+    with reading(path, what), open(path, "rb") as raw, _decompressed(path, raw) as f:
         offset, tail, done = 0, b"", 0
         while True:
             block = f.read(CHUNK_BYTES)
@@ -259,7 +259,7 @@ def _jsonl_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
 # ----------------------------------------------------------------------------- columns (Parquet, datasets)
 
 
-def _string_column(schema, field: str, where: str):
+def string_column(schema, field: str, where: str):
     names = list(schema.names)
     if field not in names:
         raise XlingError(f"{where} has no column '{field}' (columns: {', '.join(names) or 'none'}): set "
@@ -271,7 +271,7 @@ def _string_column(schema, field: str, where: str):
                          "column that holds the text")
 
 
-def _arrow_chunks(batches, field: str, where: str, size_of) -> Iterator[Chunk]:
+def arrow_chunks(batches, field: str, where: str, size_of) -> Iterator[Chunk]:
     """Regroup record batches of one column into chunks of about CHUNK_BYTES of text;
     size_of(rows, column) says how many input bytes a chunk stands for."""
     pa = importlib.import_module("pyarrow")
@@ -291,124 +291,23 @@ def _arrow_chunks(batches, field: str, where: str, size_of) -> Iterator[Chunk]:
 def _parquet_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     pq = optional_module("pyarrow.parquet", "pyarrow", "Parquet files")
     for path in corpus_files(corpus):
-        with _reading(path, "Parquet file"):
+        with reading(path, "Parquet file"):
             table = pq.ParquetFile(path)
-            _string_column(table.schema_arrow, corpus.text_field, str(path))
+            string_column(table.schema_arrow, corpus.text_field, str(path))
             bytes_per_row = path.stat().st_size / max(table.metadata.num_rows, 1)
             batches = table.iter_batches(batch_size=8192, columns=[corpus.text_field])
-            yield from _arrow_chunks(batches, corpus.text_field, str(path),
+            yield from arrow_chunks(batches, corpus.text_field, str(path),
                                      lambda rows, _, per_row=bytes_per_row: round(rows * per_row))
 
 
-@contextmanager
-def _offline():
-    """No network while a Hugging Face dataset loads: only what is on disk or in the local cache
-    (the environment variables for a first import, the flags themselves if already imported)."""
-    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(dict.fromkeys(names, "1"))
-    flags = [(m, name) for m in (importlib.import_module("datasets.config"),
-                                 importlib.import_module("huggingface_hub.constants"))
-             for name in names if hasattr(m, name)]
-    before = [getattr(m, name) for m, name in flags]
-    for m, name in flags:
-        setattr(m, name, True)
-    try:
-        yield
-    finally:
-        for (m, name), value in zip(flags, before):
-            setattr(m, name, value)
-        for k, value in saved.items():
-            if value is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = value
-
-
-_DATASETS: dict[str, list] = {}
-
-
-def hf_datasets(spec: str) -> list:
-    """The datasets.Dataset objects of one corpus.paths entry: a folder written by save_to_disk, or
-    NAME[:CONFIG] of a dataset in the local Hugging Face cache (never downloaded). A DatasetDict gives
-    all its splits, in order."""
-    if spec in _DATASETS:
-        return _DATASETS[spec]
-    datasets = optional_module("datasets", "datasets", "Hugging Face datasets")
-    path = Path(spec).expanduser()
-    try:
-        with _offline():
-            if path.is_dir():
-                loaded = datasets.load_from_disk(str(path))
-            else:
-                name, _, config = spec.partition(":")
-                loaded = datasets.load_dataset(name, config or None)
-    except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ConnectionError, ValueError, ...)
-        if path.is_dir() and _saved_without_data(path):  # datasets cannot load an empty save (an IndexError)
-            raise XlingError(f"the Hugging Face dataset at {spec} has no rows: add documents") from None
-        message = " ".join(str(exc).split())[:160] or exc.__class__.__name__
-        hint = ("a folder written by save_to_disk" if path.is_dir() else
-                "a save_to_disk folder, or NAME[:CONFIG] of a dataset already in the local Hugging Face cache")
-        raise XlingError(f"cannot load the Hugging Face dataset '{spec}' ({message}): corpus.paths entries of "
-                         f"corpus hf are {hint}") from None
-    _DATASETS[spec] = list(loaded.values()) if isinstance(loaded, dict) else [loaded]
-    return _DATASETS[spec]
-
-
-def _saved_without_data(path: Path) -> bool:
-    """A save_to_disk folder (or one of a DatasetDict's splits) whose state lists no data file: an empty dataset."""
-    states = [path / "state.json"] if (path / "state.json").is_file() else sorted(path.glob("*/state.json"))
-    try:
-        return bool(states) and any(not json.loads(s.read_text(encoding="utf-8")).get("_data_files") for s in states)
-    except (OSError, ValueError):
-        return False
-
-
-def _dataset_files(ds) -> list[Path]:
-    return [Path(f["filename"]) for f in ds.cache_files]
-
-
-def hf_digests(spec: str) -> list[str]:
-    """sha256 of every Arrow file of a Hugging Face dataset entry (its content, wherever it lives)."""
-    out = []
-    for ds in hf_datasets(spec):
-        files = _dataset_files(ds)
-        if not files:
-            raise XlingError(f"the Hugging Face dataset '{spec}' lives only in memory: save it with "
-                             "save_to_disk and put that folder in corpus.paths")
-        out.append([file_digest(f) for f in files])
-    return out
-
-
-def _hf_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
-    pa = optional_module("pyarrow", "pyarrow", "Hugging Face datasets")
-    if not corpus.paths:
-        raise XlingError("corpus 'hf' has no paths: set corpus.paths to save_to_disk folders or dataset names")
-    text_bytes = lambda rows, column: column.nbytes
-    for spec in corpus.paths:
-        for ds in hf_datasets(spec):
-            _string_column(ds.data.schema, corpus.text_field, f"the Hugging Face dataset '{spec}'")
-            files = _dataset_files(ds)
-            if getattr(ds, "_indices", None) is not None or not files:  # a selection of rows: read via datasets
-                yield from _arrow_chunks(ds.with_format("arrow").iter(batch_size=8192), corpus.text_field, spec,
-                                         text_bytes)
-                continue
-            for f in files:  # the Arrow files themselves, read batch by batch (not memory-mapped)
-                with _reading(f, "Arrow file"), pa.OSFile(str(f)) as source:
-                    yield from _arrow_chunks(pa.ipc.open_stream(source), corpus.text_field, spec, text_bytes)
-
-
 def read_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
-    """The raw input of a local corpus, in order, a chunk at a time."""
-    readers = {"text": _text_chunks, "jsonl": _jsonl_chunks, "parquet": _parquet_chunks, "hf": _hf_chunks}
+    """The raw input of a corpus of files (text, jsonl, parquet), in order, a chunk at a time."""
+    readers = {"text": _text_chunks, "jsonl": _jsonl_chunks, "parquet": _parquet_chunks}
     return readers[corpus.name](corpus)
 
 
 def input_size(corpus: CorpusConfig) -> int:
-    """Bytes of input of a local corpus (for progress and time estimates)."""
-    if corpus.name == "hf":  # the text column's bytes (as hf chunks count them), from the Arrow metadata
-        return sum(ds.data.column(corpus.text_field).nbytes for spec in corpus.paths for ds in hf_datasets(spec)
-                   if corpus.text_field in ds.column_names)
+    """Bytes of input of a corpus of files (for progress and time estimates)."""
     return sum(p.stat().st_size for p in corpus_files(corpus))
 
 
