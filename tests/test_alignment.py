@@ -204,7 +204,7 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     table = alignment_table({"a": res, "b": res})
     assert "w2v input clone-pairs" in table and "layer 1" in table
     n = w2v["settings"]["sentences"]
-    assert table.endswith(f"training sequences: {n:,} × 1 pass, {n:,} × 1 pass")  # how much trained it, run by run
+    assert table.endswith(f"whole training stream, a {n:,} sequences × 1 pass; b {n:,} sequences × 1 pass")
     assert "alignment is the clone-pairs value above all-pairs" in table
     # a rerun without the control or gradients keeps them (the same pair and checkpoint), and says so
     again = align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
@@ -314,3 +314,12 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     md = md_path.read_text()
     claim3 = next(line for line in md.splitlines() if line.startswith("| 3."))
     assert "not tested" not in claim3 and "Alignment of the languages" in md
+
+
+def test_word2vec_asked_of_a_pair_without_clone_pairs_says_it_was_not_trained(tiny_corpus_dir, tmp_path, capsys):
+    from xling.train.trainer import Trainer
+
+    run = tmp_path / "shared"  # frac_clone 0: the two languages share every id, so no clone pair exists
+    Trainer(tiny_config(tiny_corpus_dir, languages={"frac_clone": 0.0}, train={"steps": 4}), run).fit(progress=False)
+    assert main(["align", str(run), "--word2vec", "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
+    assert "this pair has none, so it was not trained" in capsys.readouterr().err

@@ -98,6 +98,8 @@ def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):
             xling.corpus(bad, cache_dir=tmp_path)
     with pytest.raises(XlingError, match="valid and test together"):
         xling.corpus(docs, test=docs[:3], cache_dir=tmp_path)
+    with pytest.raises(XlingError, match="the same documents for two of documents, valid and test"):
+        xling.corpus(docs, valid=docs[:3], test=iter(docs[:3]), cache_dir=tmp_path)
 
 
 def test_held_out_documents_given_to_corpus_are_the_valid_and_test_text():
@@ -204,7 +206,7 @@ def run_copy(tiny_run, tmp_path):
     return xling.Run(tmp_path / "run")
 
 
-def test_run_reads_evaluates_and_loads_its_model(run_copy):
+def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     import torch
 
     run = run_copy
@@ -225,6 +227,14 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy):
     model = run.model()
     assert isinstance(model, torch.nn.Module) and not model.training
     assert isinstance(run.sample("L2", prompt="The king", tokens=4, seed=1), str)
+    import xling.model.gpt as gpt
+
+    seen, real_generate = [], gpt.generate
+    monkeypatch.setattr(gpt, "generate", lambda *a: seen.append(a[-1]) or real_generate(*a))
+    run.sample("L2", tokens=2)
+    run.sample("L2", tokens=2, any_language=True)
+    half = seen[0].numel() // 2  # a clone run: L2's ids are the upper half of the model's vocabulary (its pad
+    assert seen[0].sum() == half - 1 and not seen[0][:half].any() and seen[1] is None  # is shared: never sampled)
     # a language's name in any case, as in config keys (languages.mix.l2)
     assert run.sample("l2", prompt="The king", tokens=4, seed=1) == run.sample("L2", prompt="The king", tokens=4, seed=1)
     with pytest.raises(XlingError, match="unknown language 'FR'"):
@@ -342,7 +352,7 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
     from xling.api import runs, studies
 
     calls = []
-    monkeypatch.setattr(runs.Run, "sample", lambda self, language, *a: calls.append(("sample", a)) or "hello")
+    monkeypatch.setattr(runs.Run, "sample", lambda self, language, *a, **k: calls.append(("sample", a)) or "hello")
     monkeypatch.setattr(runs.Run, "export_hf", lambda self, out, language: calls.append(("export", language)) or
                         {"out": out, "vocab_size": 8, "language": language, "files": ["config.json"]})
     monkeypatch.setattr(studies.Study, "run", lambda self, *a, **k: calls.append(("study run", a)) or

@@ -273,9 +273,13 @@ def test_a_corpus_with_its_own_held_out_files_keeps_them_as_given(tmp_path):
     # encoding one held-out split alone (an evaluation on a fresh cache) reads only its files
     assert {c.split for c in corpora.iter_chunks(given, ("test",))} == {"test"}
     assert corpus_size(given, ("test",)) == files["test"].stat().st_size
+    test_key = corpus_fingerprint(given, "test")
+    files["train"].rename(tmp_path / "elsewhere.jsonl")  # scoring the test split needs only the test files
+    assert corpus_fingerprint(given, "test") == test_key and load_documents(given, "test")[0] == "test document 0"
+    files["train"] = (tmp_path / "elsewhere.jsonl").rename(files["train"])
     files["test"].write_text("")
     expect_error(r"the test files of corpus 'jsonl' \(.*test\.jsonl\) have no documents: add text to them",
-                 load_documents, given, "train")
+                 load_documents, given, "test")
 
 
 @pytest.mark.parametrize("corpus, message", [

@@ -197,3 +197,16 @@ def test_paper_presets_are_the_papers_models(preset):
         model = GPT(dims)
         assert model.num_parameters() == expected and model.blocks[0].q.weight.shape == (256, 512)
         assert model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 16384)
+
+
+def test_generation_chooses_only_the_allowed_ids():
+    from xling.model.gpt import generate
+
+    model = _model().eval()
+    allowed = torch.zeros(DIMS.vocab_size, dtype=torch.bool)
+    allowed[[3, 5, 8]] = True
+    for temperature, top_k in ((0.0, 0), (1.5, 0), (1.0, 2)):
+        out = generate(model, torch.tensor([1, 2]), 40, temperature, top_k, torch.Generator().manual_seed(0), allowed)
+        assert set(out.tolist()) <= {3, 5, 8}
+    free = generate(model, torch.tensor([1, 2]), 40, 1.5, 0, torch.Generator().manual_seed(0))
+    assert not set(free.tolist()) <= {3, 5, 8}  # without the mask the model ranges over its vocabulary

@@ -128,3 +128,9 @@ def test_csv_with_byte_order_mark_and_quoted_fields(tiny_corpus_dir, tmp_path):
                     encoding="utf-8")
     task = load_task_file(path, setup)
     assert task.train[0].texts[0][0] == "the king, at night\nsaw the sea" and task.labels == ["a", "b"]
+
+
+def test_the_bible_task_on_a_run_of_your_own_text_says_what_it_assumed(tiny_run, capsys):
+    assert main(["transfer", str(tiny_run), "--steps", "2", "--batch-size", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the run's text is not the Bibles: the bible-parts task takes its first language to be English" in err

@@ -282,6 +282,9 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         if word2vec is not None:
             result["word2vec"] = word2vec_control(cfg, setup, a, b, counts, **word2vec)
             timings["word2vec"] = time.perf_counter() - t0
+    elif word2vec is not None:
+        result["notes"] = ["the word2vec control compares clone pairs (one piece in two cloned languages): this "
+                           "pair has none, so it was not trained"]
     result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     out = session.run.alignment_dir
     if checkpoint is not None:

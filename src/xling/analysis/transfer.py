@@ -255,11 +255,15 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
     train_seqs = encode_examples(setup, lang, train_examples, max_len)
     losses = finetune(classifier, train_seqs, train_labels, session.device, autocast, steps, batch_size, lr, seed, scaler)
     train_acc = float((predict(classifier, train_seqs, session.device, autocast) == train_labels).float().mean())
-    accuracy, counts = {}, {}
+    accuracy, counts, notes = {}, {}, []
+    if data.name == BIBLE_TASK and any(c.name != "bible" for c in setup.corpora):
+        notes.append("the run's text is not the Bibles: the bible-parts task takes its first language to be English "
+                     "(the WEB Bible's verses); give --task FILE with your own text for another")
     for other, name in enumerate(names):
         examples = [ex for ex in data.eval if other in ex.texts]
-        if not examples:
-            continue  # no text in this language (a real language without a text_<LANG> column)
+        if not examples:  # no text in this language (a real language without a text_<LANG> column)
+            notes.append(f"the task has no text in {name}: not evaluated there (a task file's text_{name} column)")
+            continue
         gold = torch.tensor([ex.label for ex in examples])
         preds = predict(classifier, encode_examples(setup, other, examples, max_len), session.device, autocast)
         accuracy[name], counts[name] = float((preds == gold).float().mean()), len(examples)
@@ -268,6 +272,6 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
               "train_examples": len(train_examples), "eval_examples": counts, "steps": steps,
               "batch_size": batch_size, "lr": lr, "seed": seed, "final_loss": float(np.mean(losses[-20:])),
               "train_accuracy": train_acc, "accuracy": accuracy,
-              "majority_baseline": float(eval_labels.max() / eval_labels.sum())}
+              "majority_baseline": float(eval_labels.max() / eval_labels.sum()), "notes": notes}
     atomic_write_json(session.run.transfer_path(data.name, names[lang]), result)
     return result

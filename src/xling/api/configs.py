@@ -66,6 +66,10 @@ def corpus(documents: Iterable[str], *, valid: Iterable[str] | None = None, test
     section = {"name": "jsonl", "paths": [_written(documents, folder, "documents")], "text_field": "text"}
     if test is not None:
         section.update(valid=[_written(valid, folder, "valid")], test=[_written(test, folder, "test")])
+        files = section["paths"] + section["valid"] + section["test"]  # one file per content
+        if len(set(files)) < 3:
+            raise XlingError("corpus() got the same documents for two of documents, valid and test: give each "
+                             "split its own")
     return section
 
 

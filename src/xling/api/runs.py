@@ -98,9 +98,17 @@ class Run:
             rows.append(row)
         return rows_or_frame(rows, frame)
 
-    def eval_path(self, split: str = "test") -> Path:
-        """Where `evaluate` writes a split's perplexities: eval.json (test) or eval_SPLIT.json."""
-        return self._dir().eval_path(split)
+    def eval_path(self, split: str = "test", window: int | None = None, last_n: int | None = None,
+                  max_tokens: int | None = None) -> Path:
+        """Where `evaluate` writes a split's perplexities: eval.json (test) or eval_SPLIT.json under the run's
+        own protocol; eval_SPLIT_PROTOCOL.json under another `window`, `last_n` or `max_tokens`."""
+        from ..train.evaluate import evaluation_path, protocol
+
+        run = self._dir()
+        if window is None and last_n is None and max_tokens is None:
+            return run.eval_path(split)
+        own = run.require().read_config().eval
+        return evaluation_path(run, own, split, protocol(own, window, last_n, max_tokens))
 
     def evaluation(self, split: str = "test") -> dict[str, dict]:
         """The stored evaluation: {language: {loss, ppl, tokens_scored}} (`evaluate` computes it)."""
@@ -127,9 +135,11 @@ class Run:
         return dict(report["languages"])
 
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,
-               seed: int = 0, device: str = "auto") -> str:
+               seed: int = 0, device: str = "auto", any_language: bool = False) -> str:
         """Text generated in one language: `prompt` and its continuation of `tokens` tokens (without a
-        prompt, a new document). `temperature` 0 is greedy; `top_k` 0 keeps every token."""
+        prompt, a new document), choosing among that language's ids only. `temperature` 0 is greedy; `top_k`
+        0 keeps every token. `any_language`: every id of the model may follow, so the text may switch language
+        (each piece is then decoded by the language whose id it is)."""
         import torch
 
         from ..data.stream import decode_ids, encode_text
@@ -145,8 +155,15 @@ class Run:
         else:  # start a new document: the language's end-of-document id
             ids = torch.tensor([session.setup.eod(lang)])
         gen = torch.Generator().manual_seed(seed)
+        allowed = None
+        if not any_language:
+            allowed = torch.zeros(session.setup.model_vocab, dtype=torch.bool, device=session.device)
+            allowed[session.setup.table[lang].to(session.device)] = True
+            pad = session.setup.tokenizer(lang).pad_id  # never text (a brought tokenizer may have none)
+            if pad is not None:
+                allowed[int(session.setup.table[lang][pad])] = False
         with session.autocast():
-            out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen)
+            out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen, allowed)
         # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
         return decode_ids(session.setup, lang, torch.cat([ids.cpu(), out.cpu()]))
 

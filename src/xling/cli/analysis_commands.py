@@ -85,6 +85,8 @@ def align(args, overrides) -> int:
         kept = computed[-1].get("kept") if not read else None
         note = f"; kept the earlier {' and '.join(kept)} results" if kept else ""
         print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s{note})")
+        for said in computed[-1].get("notes", []):
+            print(f"note: {run_dir}: {said}", file=sys.stderr)
     if args.checkpoints == "all":
         for run_dir in args.run_dirs:
             print(training_table(run_dir, Run(run_dir).align_over_training(
@@ -116,4 +118,6 @@ def transfer(args, overrides) -> int:
     result = Run(args.run_dir).transfer(args.task, args.train_language, steps=args.steps, batch_size=args.batch_size,
                                         lr=args.lr, seed=args.seed, device=args.device)
     print(transfer_table(result))
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"xling: error: results store: {exc}: use --db on a writable disk with free space", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # whoever read the output stopped (`xling ... | head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 0
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         in_cache = cache_hint(exc.filename)

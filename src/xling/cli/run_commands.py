@@ -127,11 +127,9 @@ def _evaluation_table(run: Run, path: Path) -> str:
 
 
 def evaluate(args, overrides) -> int:
-    from ..train.evaluate import evaluate_run
-
-    _, path = evaluate_run(args.run_dir, args.split, args.max_tokens, args.device, window=args.window,
-                           last_n=args.last_n)
-    print(_evaluation_table(Run(args.run_dir), path))
+    run = Run(args.run_dir)
+    run.evaluate(args.split, args.max_tokens, args.device, window=args.window, last_n=args.last_n)
+    print(_evaluation_table(run, run.eval_path(args.split, args.window, args.last_n, args.max_tokens)))
     return 0
 
 
@@ -142,13 +140,16 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=count(1, 100_000), default=60, help="tokens to generate (default 60)")
     p.add_argument("--temperature", type=number(0, 100), default=0.8, help="0: greedy")
     p.add_argument("--top-k", type=count(0, 10**7), default=40, help="0: no top-k cut")
+    p.add_argument("--any-language", action="store_true",
+                   help="let any of the model's ids follow, not only the language's: shows where it switches language")
     p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def sample(args, overrides) -> int:
     run = Run(args.run_dir)
-    text = run.sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.device)
+    text = run.sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.device,
+                      any_language=args.any_language)
     spelled = run.info.get("languages") or []  # the label as the run spells it (--language matches in any case)
     name = next((n for n in spelled if n.lower() == args.language.lower()), args.language)
     print(f"[{name}] {text}")

@@ -79,14 +79,14 @@ def alignment_table(results: dict[str, dict]) -> str:
         vals = [get(r) for r in results.values()]
         if any(v is not None for v in vals):
             lines.append(title_cell(title) + "".join(fmt(v) for v in vals))
-    if any("embeddings" in r or "word2vec" in r for r in results.values()):
-        lines.append("  emb, w2v: alignment is the clone-pairs value above all-pairs (an all-pairs value near 1: the "
-                     "vectors share one direction, as after little training)")
-    trained = [r["word2vec"].get("settings", {}) for r in results.values() if "word2vec" in r]
+    trained = {label: r["word2vec"].get("settings", {}) for label, r in results.items() if "word2vec" in r}
+    if any("embeddings" in r for r in results.values()):
+        lines.append(f"  {'emb, w2v' if trained else 'emb'}: alignment is the clone-pairs value above all-pairs (an "
+                     "all-pairs value near 1: the vectors share one direction, as after little training)")
     if trained:
-        lines.append("  w2v trained on the run's own training sequences: " + ", ".join(
-            f"{t.get('sentences', 0):,} × {t.get('epochs', 1)} pass{'es' * (t.get('epochs', 1) != 1)}"
-            for t in trained))
+        lines.append("  w2v: CBOW on each run's whole training stream, " + "; ".join(
+            f"{label} {t.get('sentences', 0):,} sequences × {t.get('epochs', 1)} pass{'es' * (t.get('epochs', 1) != 1)}"
+            for label, t in trained.items()))
     return "\n".join(lines)
 
 

@@ -324,35 +324,37 @@ def split_paths(corpus: CorpusConfig) -> dict[str, list[str]]:
     return {"train": corpus.paths, "valid": corpus.valid, "test": corpus.test}
 
 
-def held_out_parts(corpus: CorpusConfig) -> list[tuple[str, CorpusConfig]]:
+def held_out_parts(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> list[tuple[str, CorpusConfig]]:
     """A local corpus as (split, the corpus of that split's files): [("", corpus)], split by each document's hash,
-    unless it gives its own held-out files (valid, test). Held-out files inside a folder of paths (a benchmark's
-    folder) are not training text; a file both valid and test is refused."""
+    unless it gives its own held-out files (valid, test); then those of `splits` (default all), so that scoring one
+    split needs only its files. Held-out files inside a folder of paths (a benchmark's folder) are not training
+    text; a file both valid and test is refused."""
     if not corpus.test:
         return [("", corpus)]
     parts = {split: dataclasses.replace(corpus, paths=paths, valid=[], test=[])
              for split, paths in split_paths(corpus).items()}
-    if corpus.name == "hf":  # dataset names or folders, not searched
-        return list(parts.items())
-    files = {split: [f.resolve() for f in corpus_files(part)] for split, part in parts.items() if split != "train"}
+    wanted = [split for split in parts if splits is None or split in splits]
+    if corpus.name == "hf" or wanted in (["valid"], ["test"]):  # dataset names are not searched; one held-out split
+        return [(split, parts[split]) for split in wanted]
+    files = {split: [f.resolve() for f in corpus_files(parts[split])] for split in ("valid", "test")}
     both = set(files["valid"]) & set(files["test"])
     if both:
         raise XlingError(f"{sorted(both)[0]} is both a valid and a test file (through corpus.valid and corpus.test): "
                          "each file belongs to one split")
-    held = set(files["valid"]) | set(files["test"])
-    train = [str(f) for f in corpus_files(parts["train"]) if f.resolve() not in held]
-    if not train:
-        raise XlingError(f"corpus.paths ({', '.join(corpus.paths)}) holds no file besides the held-out ones: add the "
-                         "training text")
-    return [("train", dataclasses.replace(parts["train"], paths=train)), ("valid", parts["valid"]),
-            ("test", parts["test"])]
+    if "train" in wanted:
+        held = set(files["valid"]) | set(files["test"])
+        train = [str(f) for f in corpus_files(parts["train"]) if f.resolve() not in held]
+        if not train:
+            raise XlingError(f"corpus.paths ({', '.join(corpus.paths)}) holds no file besides the held-out ones: add "
+                             "the training text")
+        parts["train"] = dataclasses.replace(parts["train"], paths=train)
+    return [(split, parts[split]) for split in wanted]
 
 
 def _local_chunks(corpus: CorpusConfig, splits: tuple[str, ...] | None) -> Iterator[Chunk]:
-    for split, part in held_out_parts(corpus):
-        if not split or splits is None or split in splits:
-            for chunk in (hf_chunks if part.name == "hf" else read_chunks)(part):
-                yield dataclasses.replace(chunk, split=split)
+    for split, part in held_out_parts(corpus, splits):
+        for chunk in (hf_chunks if part.name == "hf" else read_chunks)(part):
+            yield dataclasses.replace(chunk, split=split)
 
 
 def iter_chunks(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> Iterator[Chunk]:
@@ -371,8 +373,7 @@ def corpus_size(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> 
     if corpus.name == "bible":
         books = {b for split in corpus_splits(corpus) for b in split_books(split, corpus.books)}
         return sum(len(text) for b, _, text in _bible_chapters(get_translation(corpus.translation).name) if b in books)
-    return sum((hf_input_size if corpus.name == "hf" else input_size)(part) for split, part in held_out_parts(corpus)
-               if not split or splits is None or split in splits)
+    return sum((hf_input_size if corpus.name == "hf" else input_size)(part) for _, part in held_out_parts(corpus, splits))
 
 
 def _normalise(text: str) -> str:
@@ -417,14 +418,13 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
     """A local corpus needs documents in every split (or in `splits`): say what to do when it has too few."""
     if corpus.name == "bible":
         return
-    total = sum(counts.get(s, 0) for s in SPLITS)
-    if not total:
-        where = ", ".join(p for paths in split_paths(corpus).values() for p in paths)
-        raise XlingError(f"corpus '{corpus.name}' at {where} has no text: add non-empty documents")
     empty = [s for s in splits if not counts.get(s)]
     if empty and corpus.test:  # its own held-out files
         raise XlingError(f"the {empty[0]} files of corpus '{corpus.name}' ({', '.join(split_paths(corpus)[empty[0]])}) "
                          "have no documents: add text to them")
+    total = sum(counts.get(s, 0) for s in SPLITS)
+    if not total:
+        raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
     if empty:
         text_files = corpus.name == "text" and not corpus.doc_per_line
         more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"
@@ -456,22 +456,23 @@ def load_documents(corpus: CorpusConfig, split: str) -> list[str]:
     require_split(corpus, split)
     if corpus.name == "bible":
         return [text for _, _, text in bible_chapters(corpus, split)]
-    docs, counts = [], Counter()
-    for chunk in iter_chunks(corpus):
+    docs, counts, only = [], Counter(), (split,) if corpus.test else None  # own held-out files: only the split's
+    for chunk in iter_chunks(corpus, only):
         for doc_split, doc in chunk_documents(chunk):
             counts[doc_split] += 1
             if doc_split == split:
                 docs.append(doc)
-    check_split_counts(corpus, counts)
+    check_split_counts(corpus, counts, only or SPLITS)
     return docs
 
 
-def corpus_fingerprint(corpus: CorpusConfig) -> str:
+def corpus_fingerprint(corpus: CorpusConfig, split: str | None = None) -> str:
     """Short hash of what the corpus *is*: identity plus content, not where it happens to live.
 
     Bible: translation, book restriction, split constants, cleaning version and the database's
     size (a reinstall of the same package gives the same fingerprint). Local: the options that
     shape documents plus a hash of every file's bytes (a Hugging Face dataset's Arrow files), in order.
+    `split` of a corpus with its own held-out files: that split's files only (what its documents are).
     """
     _check_name(corpus)
     identity: dict = {"name": corpus.name, "cleaning": CLEANING_VERSION}
@@ -481,8 +482,8 @@ def corpus_fingerprint(corpus: CorpusConfig) -> str:
         return json_key(identity)
     identity.update(doc_per_line=corpus.doc_per_line if corpus.name == "text" else None,
                     text_field=corpus.text_field if corpus.name != "text" else None)
-    for split, part in held_out_parts(corpus):  # a corpus with its own held-out files: each split's apart
-        key = f"{split}_" if split else ""
+    for part_split, part in held_out_parts(corpus, (split,) if split else None):  # own held-out files: apart
+        key = f"{part_split}_" if part_split else ""
         if corpus.name == "hf":
             identity[f"{key}datasets"] = [hf_digests(spec) for spec in part.paths]
         else:

@@ -45,7 +45,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
     """Train (or find) the run's tokenizers and encode (or verify) every split of its corpora.
 
     One row per source and split: the corpus, tokenizer, split, documents, tokens, the array's path
-    and whether it was built now.
+    and whether it was built now ("sources": every source that reads this same entry).
     """
     start = time.perf_counter()
     rows, done, built = [], set(), {}
@@ -58,15 +58,18 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
                 if missing:
                     build_token_arrays(corpus, missing, tokenizer, cache_dir, pool, progress)
                 built[repr(corpus), tokenizer.sha256] = missing
+    sharing: dict[tuple, list[int]] = {}  # the same corpus with one tokenizer (a pair of one translation): one entry
+    for source, (corpus, tokenizer) in enumerate(zip(corpora, tokenizers)):
+        sharing.setdefault((repr(corpus), tokenizer.sha256), []).append(source)
     for source, (corpus, tokenizer) in enumerate(zip(corpora, tokenizers)):
         key = (repr(corpus), tokenizer.sha256)
-        if key in done:  # the same corpus twice with one tokenizer
+        if key in done:
             continue
         done.add(key)
         for split in corpus_splits(corpus):
             bin_path, manifest_path = token_array_paths(corpus, split, tokenizer, cache_dir)
             manifest = read_json(manifest_path)
-            rows.append({"source": source, "corpus": corpus, "tokenizer": tokenizer.path,
+            rows.append({"source": source, "sources": sharing[key], "corpus": corpus, "tokenizer": tokenizer.path,
                          "tokenizer_sha256": tokenizer.sha256, "split": split,
                          "documents": manifest["n_documents"], "tokens": manifest["n_tokens"], "path": bin_path,
                          "built": split in built[key]})

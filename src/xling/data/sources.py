@@ -68,8 +68,8 @@ SECTION = "(in corpus, or in languages.second for a pair's second language)"  # 
 
 
 def corpus_files(corpus: CorpusConfig) -> list[Path]:
-    """The corpus's files: listed files as given, directories searched recursively (sorted)."""
-    suffixes = SUFFIXES[corpus.name]
+    """The corpus's files: listed files as given, directories searched recursively (sorted); each file once."""
+    suffixes, fix = SUFFIXES[corpus.name], "corpus.paths, .valid, .test, languages.second or .corpora"
     if not corpus.paths:
         raise XlingError(f"corpus '{corpus.name}' has no paths: set paths {SECTION} to files or directories")
     files = []
@@ -79,14 +79,13 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
             found = sorted(p for p in path.rglob("*") if p.name.endswith(suffixes) and p.is_file())
             if not found:
                 others = f" (nor *{', *'.join(suffixes[1:])})" if len(suffixes) > 1 else ""
-                raise XlingError(f"no *{suffixes[0]} files found under {path}{others}: add some or point paths "
-                                 f"{SECTION} elsewhere")
+                raise XlingError(f"no *{suffixes[0]} files found under {path}{others}: add some or fix {fix}")
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise XlingError(f"corpus path {path} does not exist: fix corpus.paths, .valid, .test, languages.second or .corpora")
-    return files
+            raise XlingError(f"corpus path {path} does not exist: fix {fix}")
+    return list(dict.fromkeys(files))  # a file also inside a listed folder is read once
 
 
 _DIGESTS: dict[tuple, str] = {}

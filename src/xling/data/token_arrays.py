@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 
 
 def array_key(corpus: CorpusConfig, split: str, tokenizer: Tokenizer) -> str:
-    identity = {"corpus": corpus_fingerprint(corpus), "tokenizer": tokenizer.sha256, "split": split,
+    identity = {"corpus": corpus_fingerprint(corpus, split), "tokenizer": tokenizer.sha256, "split": split,
                 "format": FORMAT_VERSION}
     return json_key(identity)
 
@@ -162,7 +162,7 @@ def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer:
     for split in splits:
         manifests[split] = {
             "source": dataclasses.asdict(corpus),
-            "fingerprint": corpus_fingerprint(corpus),
+            "fingerprint": corpus_fingerprint(corpus, split),
             "split": split,
             "tokenizer_sha256": tokenizer.sha256,
             "vocab_size": tokenizer.vocab_size,

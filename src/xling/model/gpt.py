@@ -126,11 +126,15 @@ class GPT(nn.Module):
 
 @torch.no_grad()
 def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample a continuation of a 1-D prompt of model ids (greedy when temperature == 0)."""
+             top_k: int = 0, generator: torch.Generator | None = None,
+             allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample a continuation of a 1-D prompt of model ids (greedy when temperature == 0); `allowed`: a boolean
+    mask over the vocabulary, the only ids it may choose (one language's)."""
     ids = prompt.view(1, -1)
     for _ in range(max_new_tokens):
         logits = model(ids[:, -model.dims.seq_len:])[0, -1].float()
+        if allowed is not None:
+            logits[~allowed] = -float("inf")
         if temperature <= 0:
             nxt = logits.argmax().view(1)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ from ..data.corpora import check_split_name
 from ..data.stream import tokens_trained
 from ..errors import XlingError
 from ..fsio import atomic_write_json
+from .rundir import RunDir
 from .session import load_session
 
 
@@ -104,6 +106,18 @@ def protocol_name(ev: EvalConfig) -> str:
     return f"window{ev.window}_last{ev.last_n}_{ev.max_tokens or 'all'}"
 
 
+def protocol(own: EvalConfig, window: int | None = None, last_n: int | None = None,
+             max_tokens: int | None = None) -> EvalConfig:
+    """A run's eval section with what is given instead (None: the run's own)."""
+    given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
+    return dataclasses.replace(own, **{k: v for k, v in given.items() if v is not None})
+
+
+def evaluation_path(run: RunDir, own: EvalConfig, split: str, ev: EvalConfig) -> Path:
+    """Where an evaluation under `ev` goes: the run's own file under its own protocol, else one of its own."""
+    return run.eval_path(split, "" if protocol_name(ev) == protocol_name(own) else protocol_name(ev))
+
+
 def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
                  trained_only: bool = False, window: int | None = None, last_n: int | None = None):
     """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
@@ -115,8 +129,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
-    given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
-    ev = dataclasses.replace(session.cfg.eval, **{k: v for k, v in given.items() if v is not None})
+    ev = protocol(session.cfg.eval, window, last_n, max_tokens)
     if ev.max_tokens and ev.max_tokens <= ev.window:
         raise XlingError(f"--max-tokens {ev.max_tokens} is shorter than one evaluation window ({ev.window} tokens + 1): "
                          "give 0 (the whole split) or more")
@@ -130,7 +143,6 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
                                  ev.max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": tokens}
-    own = protocol_name(ev) == protocol_name(session.cfg.eval)
-    path = session.run.eval_path(split, "" if own else protocol_name(ev))
+    path = evaluation_path(session.run, session.cfg.eval, split, ev)
     atomic_write_json(path, report)
     return report, path
