@@ -28,6 +28,7 @@ OWN = "--tokenizer.vocab_size 4096"  # back to the default: a brought tokenizer 
 CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
     ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text, jsonl, parquet or hf"),
+    ("a study file as a config", "prepare {study}", "is a study file (base, grid, groups), not a run config"),
     ("corpus books", f"{T} --corpus.books some", "corpus.books must be all, odd or even"),
     ("corpus paths", f"{T} --corpus.paths [{{tmp}}/missing]", "does not exist"),
     ("corpus translation", f"{T} --corpus.name bible --corpus.paths [] --corpus.translation klingon",
@@ -160,7 +161,7 @@ CASES = [
     ("train out is a file", "train {config} --out {afile} --quiet", "cannot use"),
     ("eval not a run", "eval {tmp}", "not a run directory"),
     ("eval --max-tokens", "eval {run} --max-tokens -1", "argument --max-tokens"),
-    ("eval too few tokens", "eval {run} --max-tokens 5", "shorter than one evaluation window"),
+    ("eval too few tokens", "eval {run} --max-tokens 5", "max_tokens 5 is not more than one evaluation window"),
     ("eval split", "eval {run} --split holdout", "invalid choice: 'holdout'"),
     ("eval device", "eval {run} --device quantum", "device"),
     ("eval overrides", "eval {run} --train.steps 3", "takes no config overrides"),
@@ -218,6 +219,7 @@ CASES = [
     ("study no name", "study run --root {out}", "needs a study name"),
     ("study bad file", "study run {bad_study} --root {out}", "unknown key"),
     ("study workers", "study run {study} --workers 0 --root {out}", "argument --workers"),
+    ("study without its text", "study run {no_text_study} --root {out}", "/gone does not exist"),
     ("study root is a file", "study run {study} --root {afile}", "cannot use"),
     ("study status root", "study status {study} --root {tmp}/missing", "is not a directory"),
     ("study status root too deep", "study status {study} --root {study_folder}", "holds a study's runs itself"),
@@ -282,6 +284,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a b c d e f g h"] * 50), model_writer=no_eod,
                                    vocab_size=10, bos_id=-1, eos_id=-1, minloglevel=2)
     bad_study = {**study, "colour": "blue"}
+    no_text = {**study, "base": {**study["base"], "corpus": {**study["base"]["corpus"], "paths": [str(d / "gone")]}}}
     study_folder = d / "root" / "bad-inputs"  # what `--root root/STUDY` would point at: the runs themselves
     (study_folder / "a-run").mkdir(parents=True)
     (study_folder / "a-run" / "study.json").write_text("{}")
@@ -304,6 +307,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "task_csv": write("task.csv", "text,label\nthe king,a\nthe sea,b\nthe road,a\nthe gate,b\n"),
         "study": write("study.yaml", yaml.safe_dump(study)),
         "bad_study": write("bad-study.yaml", yaml.safe_dump(bad_study)),
+        "no_text_study": write("no-text-study.yaml", yaml.safe_dump(no_text)),
         "foreign_db": str(foreign),
         "empty": str(empty),
         "study_folder": str(study_folder),

@@ -54,6 +54,8 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
     setup = prepare_languages(from_dict(yaml.safe_load(config_file().read_text())))
     prompt, more = encode_text(setup, 1, "The king"), encode_text(setup, 1, "saw the sea")
     assert decode_ids(setup, 1, torch.cat([prompt, more])) == "The king saw the sea"
+    switched = torch.cat([prompt, encode_text(setup, 0, "saw the sea")])  # the continuation in L1's ids
+    assert decode_ids(setup, 1, switched, mark=True) == "The king [L1: saw the sea]"
     assert_user_error(capsys, None, "sample", out, "--language", "FR", match="unknown language 'FR'")
 
 
@@ -195,3 +197,17 @@ def test_an_unwritable_cache_names_xling_cache(capsys, config_file, monkeypatch)
     assert main(["prepare", str(config_file())]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "set XLING_CACHE to a writable directory" in err
+
+
+def test_output_cut_short_by_a_closed_pipe_is_quiet(tmp_path):
+    """`xling ... | head`: no traceback, and the shell's status for a command stopped by SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # output held until the end
+    proc = subprocess.Popen([sys.executable, "-m", "xling", "config", "clone-90-10"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything was written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err

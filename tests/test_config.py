@@ -81,3 +81,14 @@ def test_a_language_named_in_another_case_is_the_same_language(tmp_path):
                        ("transforms", {"FR": ["inverted"], "fr": ["permuted"]})):
         with pytest.raises(XlingError, match=f"languages.{key} names a language twice"):
             load_config(path, {f"languages.{key}": twice})
+
+
+def test_one_split_of_a_dataset_is_written_with_an_at_sign_unless_the_path_exists(tmp_path):
+    from xling.notation import dataset_split
+
+    assert dataset_split("wikitext:wikitext-103-raw-v1@test") == ("wikitext:wikitext-103-raw-v1", "test")
+    assert dataset_split("data/bench@validation") == ("data/bench", "validation")
+    assert dataset_split("data/bench") == ("data/bench", "")
+    (tmp_path / "ds@v2").mkdir()
+    assert dataset_split(str(tmp_path / "ds@v2")) == (str(tmp_path / "ds@v2"), "")  # a folder named with '@'
+    assert dataset_split("a@b/c") == ("a@b/c", "")

@@ -305,6 +305,9 @@ def test_held_out_files_inside_the_training_folder_are_not_trained_on(tmp_path):
                           test=[str(bench / "test.jsonl")])
     assert all_splits(corpus) == {split: [f"{split} text {i}" for i in range(n)]
                                   for split, n in (("train", 30), ("valid", 3), ("test", 4))}
+    twice = CorpusConfig(name="jsonl", paths=[str(bench / "train.jsonl"), f"{tmp_path}/./bench/../bench/train.jsonl"])
+    assert len(load_documents(twice, "train")) + len(load_documents(twice, "test")) + \
+        len(load_documents(twice, "valid")) == 30  # a file given twice is read once
     same = CorpusConfig(name="jsonl", paths=[str(bench / "train.jsonl")], valid=[str(bench / "valid.jsonl")],
                         test=[f"{tmp_path}/./bench/valid.jsonl"])  # one file under two spellings
     expect_error(r"valid\.jsonl is both a valid and a test file", load_documents, same, "train")

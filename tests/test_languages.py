@@ -164,3 +164,28 @@ def test_the_mixture_view_answers_from_the_config_alone():
     assert second_only.names == ("EN", "FR") and second_only.trained == ["FR"] and second_only.vocab == "anchored"
     hard_switch = Mixture.of(from_dict({"languages": {"schedule": "0.0_1.0"}}))
     assert hard_switch.trained == ["EN1", "EN2"]  # each stage trains one language, the run trains both
+
+
+@pytest.mark.parametrize("case", ["clone-half", "disjoint-unequal", "anchored"])
+def test_a_languages_text_ids_are_its_row_without_padding(case):
+    """What `xling sample` lets a language write: every id its tokenizer can produce (anchors shared with the other
+    language included), never padding, never the filler of a shorter vocabulary's row."""
+    from types import SimpleNamespace
+
+    from xling.data.stream import LanguageSetup
+
+    pieces = [["<pad>", "<unk>", "<eod>", "▁the", "a", "s"], ["<pad>", "<unk>", "<eod>", "▁le"]]
+    if case == "clone-half":
+        table, vocab, sizes = L.clone_table(6, 1, frac_clone=0.5, seed=1, pad_id=0), 12, [6, 6]
+    else:
+        table, vocab = L.merge_tables(pieces, case.split("-")[0], [0, 0] if case == "anchored" else [None, None])
+        sizes = [6, 4]
+    toks = [SimpleNamespace(vocab_size=n, pad_id=0 if case != "disjoint-unequal" else None) for n in sizes]
+    setup = LanguageSetup(["A", "B"], table, vocab, [0, 1], toks, [None, None])
+    for lang in (0, 1):
+        ids = set(setup.text_ids(lang).nonzero().flatten().tolist())
+        row = table[lang][:sizes[lang]].tolist()
+        pad = [row[0]] if toks[lang].pad_id is not None else []
+        assert ids == set(row) - set(pad)
+    if case == "disjoint-unequal":
+        assert 0 not in setup.text_ids(1).nonzero().flatten().tolist()  # the filler id 0 is A's first piece

@@ -277,6 +277,12 @@ def test_one_split_of_a_dataset_dict_with_at_split(tmp_path, monkeypatch):
         assert load_documents(corpus, split) == normal(parts[name])
     with pytest.raises(XlingError, match=r"has no split 'dev': it has train, validation, test"):
         load_documents(CorpusConfig(name="hf", paths=[f"{folder}@dev"]), "train")
+    twice = CorpusConfig(name="hf", paths=[f"{folder}@train", f"{tmp_path}/./bench@train"], valid=corpus.valid,
+                         test=corpus.test)
+    assert load_documents(twice, "train") == normal(parts["train"])  # one split named twice is read once
+    whole = CorpusConfig(name="hf", paths=[str(folder)], valid=[f"{folder}@validation"], test=[f"{tmp_path}/./bench@test"])
+    with pytest.raises(XlingError, match=r"corpus.paths entry .*bench holds the (valid|test) split .*bench@"):
+        load_documents(whole, "train")  # every split of the DatasetDict would be training text, its test too
 
 
 def test_prepare_command_builds_then_finds_everything(tmp_path, capsys, monkeypatch):

@@ -241,6 +241,16 @@ def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_stu
     assert {k: e["tokens_trained"] for k, e in evals.items()} == report["tokens_trained"]  # the checkpoint's own
 
 
+def test_a_study_that_names_no_paper_gets_no_published_values(tiny_study, tmp_path):
+    study, root = tiny_study
+    own = dataclasses.replace(study, paper="none")
+    a = _analysis(own, root)
+    assert a.summaries and all(s.paper is None for s in a.summaries + a.ladder)
+    assert any(s.paper is not None for s in _analysis(study, root).summaries)  # the same runs under "Table 1"
+    md = write_report(own, root, tmp_path / "rep")[0].read_text()
+    assert "No published values are set beside these results" in md and "(paper: " not in md
+
+
 def test_report_without_results_is_a_clear_error(tiny_study, tmp_path, capsys):
     study, _ = tiny_study
     with pytest.raises(XlingError, match="no finished runs"):

@@ -66,6 +66,9 @@ def test_an_evaluation_under_another_protocol_is_kept_out_of_the_store(tiny_stud
     store = Store(tmp_path / "x.db")
     store.rebuild(tmp_path)
     assert not store.dump()["evaluations"] and "left out of the results store" in caplog.text
+    from xling.study.state import is_complete
+
+    assert not is_complete(run)  # so `xling study run` evaluates it again, the run's way
 
 
 def test_store_rows_hold_config_dims_and_per_language_results(tiny_study):

@@ -21,7 +21,7 @@ from xling.errors import XlingError
 from xling.fsio import read_json
 from xling.recipes import packaged
 from xling.study.runner import execute_run, run_study
-from xling.study.spec import available_studies, build_study, find_study, load_study
+from xling.study.spec import available_studies, build_study, find_study, load_study, runs_root
 from xling.study.state import is_complete, run_lock, study_status
 
 
@@ -447,3 +447,15 @@ def test_a_study_with_a_key_its_runs_ignore_is_read_with_a_warning(tiny_corpus_d
     (line,) = capsys.readouterr().err.splitlines()
     assert study.runs and line.startswith("warning: study: run ") and "would change their ids" in line
     assert "languages.second is the second language of a real pair" in line
+
+
+def test_the_progress_hint_names_a_study_file_and_its_root(tiny_corpus_dir, tmp_path):
+    import yaml
+
+    from xling.study.runner import _status_command
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(tiny_study_dict(tiny_corpus_dir, name="other-name")))
+    study = load_study(str(path))
+    assert _status_command(study, tmp_path / "r") == f"xling study status {path} --root {tmp_path / 'r'}"
+    assert _status_command(load_study("headline-cpu"), runs_root(None)) == "xling study status headline-cpu"

@@ -122,3 +122,17 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert tk.default_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("XLING_CACHE")
     assert tk.default_cache_dir().parts[-2:] == (".cache", "xling")
+
+
+def test_a_tokenizer_learns_from_and_is_keyed_by_the_train_files_only(tmp_path):
+    """A corpus with its own held-out files: editing its test file does not train the tokenizer again."""
+    lines = syllable_sentences(1500, seed=3)
+    for name, part in (("train", lines[:1400]), ("valid", lines[1400:1450]), ("test", lines[1450:])):
+        (tmp_path / f"{name}.txt").write_text("\n".join(part) + "\n")
+    corpus = CorpusConfig(name="text", paths=[str(tmp_path / "train.txt")], doc_per_line=True,
+                          valid=[str(tmp_path / "valid.txt")], test=[str(tmp_path / "test.txt")])
+    first = get_tokenizer([corpus], VOCAB, cache_dir=tmp_path / "cache")
+    (tmp_path / "test.txt").write_text("a different test text entirely\n")
+    assert get_tokenizer([corpus], VOCAB, cache_dir=tmp_path / "cache").path == first.path
+    (tmp_path / "train.txt").write_text("\n".join(lines[:1300]) + "\n")
+    assert get_tokenizer([corpus], VOCAB, cache_dir=tmp_path / "cache").path != first.path

@@ -112,6 +112,10 @@ def test_relative_paths_resolve_where_the_run_trained_but_names_and_home_paths_s
     assert own.tokenizer.path == "~/tok.model"  # a home path is not relative
     hf = resolve_relative(from_dict({"corpus": {"name": "hf", "paths": ["wikitext:wikitext-2-raw-v1"]}}), workdir)
     assert hf.corpus.paths == ["wikitext:wikitext-2-raw-v1"]  # a dataset's name in the local cache, not a path
+    (tmp_path / "proj" / "bench").mkdir()
+    split = resolve_relative(from_dict({"corpus": {"name": "hf", "paths": ["bench@train"], "valid": ["bench@valid"],
+                                                   "test": ["bench@test"]}}), workdir)
+    assert split.corpus.paths == [f"{workdir}/bench@train"] and split.corpus.test == [f"{workdir}/bench@test"]
     many = resolve_relative(from_dict({"corpus": {"name": "text"}, "languages": {"kind": "real",
                                                                                  "corpora": ["data/a", "data/v"]}}), workdir)
     assert many.languages.corpora == [f"{workdir}/data/a", f"{workdir}/data/v"]

@@ -243,6 +243,8 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
     data = load_yaml(config_path(path)) if path else {}
+    if {"base", "groups"} & set(data) and "model" not in data:
+        raise XlingError(f"{path} is a study file (base, grid, groups), not a run config: xling study run {path}")
     cfg = from_dict(apply_overrides(data, overrides or {}))
     validate(cfg)
     return cfg

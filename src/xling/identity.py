@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from .config import CorpusConfig, RunConfig, flatten, from_dict, to_dict
+from .notation import dataset_split
 
 
 def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
@@ -15,12 +16,13 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
     so a run is evaluated or exported from any directory. config.yaml keeps the paths as written, so a
     project moved as a whole still resumes. A file path found in neither place is given as `workdir` makes
     it, so that an error names where the run read it; `~` paths and Hugging Face dataset names stay as written."""
-    def located(p: str, name: bool = False) -> str:  # name: may be a dataset's NAME[:CONFIG], not a path
-        expanded = os.path.expanduser(p)
+    def located(p: str, name: bool = False) -> str:  # name: a dataset's NAME[:CONFIG] or FOLDER, maybe @SPLIT
+        spec, split = dataset_split(p) if name else (p, "")
+        expanded = os.path.expanduser(spec)
         if not p or os.path.isabs(expanded) or os.path.exists(expanded) or not workdir:
             return p
-        there = os.path.join(workdir, p)
-        return there if os.path.exists(there) or not name else p
+        there = os.path.join(workdir, spec)
+        return there + (f"@{split}" if split else "") if os.path.exists(there) or not name else p
 
     def corpus(c: CorpusConfig) -> CorpusConfig:
         hf = c.name == "hf"

@@ -1,7 +1,9 @@
-"""Short notations inside configs: a schedule of p ('0.1_0.9') and a part of the Bible's books ('2/7')."""
+"""Short notations inside configs: a schedule of p ('0.1_0.9'), a part of the Bible's books ('2/7') and one split
+of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test')."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from .errors import XlingError
@@ -27,3 +29,12 @@ def books_part(books: str) -> tuple[int, int] | None:
     match = re.fullmatch(r"([1-9][0-9]*)/([1-9][0-9]*)", str(books))
     part = (int(match.group(1)), int(match.group(2))) if match else None
     return part if part and part[0] <= part[1] else None
+
+
+def dataset_split(spec: str) -> tuple[str, str]:
+    """'NAME[:CONFIG]@SPLIT' or 'FOLDER@SPLIT' -> (the dataset, SPLIT); (spec, "") without one, or where spec itself
+    is an existing path (a folder named with '@')."""
+    source, at, split = spec.rpartition("@")
+    if at and source and split and "/" not in split and not os.path.exists(os.path.expanduser(spec)):
+        return source, split
+    return spec, ""

@@ -98,7 +98,7 @@ class Run:
             rows.append(row)
         return rows_or_frame(rows, frame)
 
-    def eval_path(self, split: str = "test", window: int | None = None, last_n: int | None = None,
+    def eval_path(self, split: str = "test", *, window: int | None = None, last_n: int | None = None,
                   max_tokens: int | None = None) -> Path:
         """Where `evaluate` writes a split's perplexities: eval.json (test) or eval_SPLIT.json under the run's
         own protocol; eval_SPLIT_PROTOCOL.json under another `window`, `last_n` or `max_tokens`."""
@@ -137,9 +137,10 @@ class Run:
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,
                seed: int = 0, device: str = "auto", any_language: bool = False) -> str:
         """Text generated in one language: `prompt` and its continuation of `tokens` tokens (without a
-        prompt, a new document), choosing among that language's ids only. `temperature` 0 is greedy; `top_k`
-        0 keeps every token. `any_language`: every id of the model may follow, so the text may switch language
-        (each piece is then decoded by the language whose id it is)."""
+        prompt, a new document), choosing among that language's ids only (with a joint vocabulary: all of
+        them). `temperature` 0 is greedy; `top_k`
+        0 keeps every token. `any_language`: every id of the model may follow, so the text may switch language;
+        pieces of another language are shown as [NAME: text]."""
         import torch
 
         from ..data.stream import decode_ids, encode_text
@@ -157,15 +158,11 @@ class Run:
         gen = torch.Generator().manual_seed(seed)
         allowed = None
         if not any_language:
-            allowed = torch.zeros(session.setup.model_vocab, dtype=torch.bool, device=session.device)
-            allowed[session.setup.table[lang].to(session.device)] = True
-            pad = session.setup.tokenizer(lang).pad_id  # never text (a brought tokenizer may have none)
-            if pad is not None:
-                allowed[int(session.setup.table[lang][pad])] = False
+            allowed = session.setup.text_ids(lang).to(session.device)
         with session.autocast():
             out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen, allowed)
         # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
-        return decode_ids(session.setup, lang, torch.cat([ids.cpu(), out.cpu()]))
+        return decode_ids(session.setup, lang, torch.cat([ids.cpu(), out.cpu()]), mark=any_language)
 
     def model(self, device: str = "cpu") -> Any:
         """The trained GPT (a torch.nn.Module, in eval mode) with the latest good checkpoint's weights.
@@ -222,7 +219,8 @@ class Run:
         """Write the latest checkpoint as a Hugging Face ``GPT2LMHeadModel`` with the tokenizer of one `language`
         (default: the first) into the new directory `out`, which ``transformers.AutoModelForCausalLM`` and
         ``AutoTokenizer`` then load (``from_pretrained(out)``); returns what was written (out, language,
-        vocab_size, eod, files). As ``xling export RUN_DIR OUT --format hf``."""
+        vocab_size, eod, files) and the checkpoint's step of the run's steps. As ``xling export RUN_DIR OUT --format
+        hf``."""
         from ..train.hf_export import export_hf
 
         return export_hf(self.path, out, language)

@@ -35,7 +35,7 @@ def prepare(args, overrides) -> int:
     for path, langs in users.items():
         state = "brought" if path in brought else "built" if Path(path).stat().st_mtime >= start else "ready"
         print(f"tokenizer of {_listed(list(dict.fromkeys(langs)))} ({state}) {path}")
-    width = max(8, *(len(t) for t in texts.values()))
+    width = max([8, *(len(t) for t in texts.values())])
     print(f"  {'text of':<{width}} {'split':<6} {'documents':>11} {'tokens':>15}  {'':<5} token array")
     for r in rows:
         state = "built" if r["built"] else "ready"

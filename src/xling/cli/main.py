@@ -116,6 +116,18 @@ _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.E
 _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (a file descriptor that flushing cannot reach)."""
+    try:
+        sys.stdout.fileno()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's captured output)
+        return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings_to_stderr()
     parser = build_parser()
@@ -131,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         if overrides and not command.overrides:
             raise XlingError(f"xling {command.name} takes no config overrides (got --{next(iter(overrides))})")
         openmp_wait_setup()  # after parsing (--help and mistakes answer at once), before any command imports torch
-        return command.run(args, overrides)
+        code = command.run(args, overrides)
+        sys.stdout.flush()  # a closed pipe is met here, not at interpreter exit
+        return code
     except XlingError as exc:
         print(f"xling: error: {exc}", file=sys.stderr)
         return 2
@@ -140,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"xling: error: results store: {exc}: use --db on a writable disk with free space", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # whoever read the output stopped (`xling ... | head`): nothing is wrong
+    except BrokenPipeError:  # whoever read the output stopped (`xling ... | head`), or another pipe broke
+        if not _stdout_closed():
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
-        return 0
+        return 141  # as a shell reports a command stopped by SIGPIPE: its output was cut short
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         in_cache = cache_hint(exc.filename)

@@ -129,7 +129,8 @@ def _evaluation_table(run: Run, path: Path) -> str:
 def evaluate(args, overrides) -> int:
     run = Run(args.run_dir)
     run.evaluate(args.split, args.max_tokens, args.device, window=args.window, last_n=args.last_n)
-    print(_evaluation_table(run, run.eval_path(args.split, args.window, args.last_n, args.max_tokens)))
+    print(_evaluation_table(run, run.eval_path(args.split, window=args.window, last_n=args.last_n,
+                                               max_tokens=args.max_tokens)))
     return 0
 
 
@@ -141,7 +142,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=number(0, 100), default=0.8, help="0: greedy")
     p.add_argument("--top-k", type=count(0, 10**7), default=40, help="0: no top-k cut")
     p.add_argument("--any-language", action="store_true",
-                   help="let any of the model's ids follow, not only the language's: shows where it switches language")
+                   help="let any of the model's ids follow, not only the language's; another language's pieces "
+                        "are shown as [NAME: text]")
     p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
@@ -169,8 +171,10 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export(args, overrides) -> int:
     result = Run(args.run_dir).export_hf(args.out, args.language)
+    step, steps = result.get("step"), result.get("steps")
+    unfinished = f"; the weights of step {step} of {steps}: training did not finish" if step and steps and step < steps else ""
     print(f"wrote {result['out']}: GPT2LMHeadModel (vocabulary {result['vocab_size']:,}) and the tokenizer of "
-          f"{result['language']} ({', '.join(result['files'])})")
+          f"{result['language']} ({', '.join(result['files'])}){unfinished}")
     return 0
 
 

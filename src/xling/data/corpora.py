@@ -31,7 +31,7 @@ from ..errors import XlingError
 from ..fsio import json_key
 from ..notation import books_part
 from . import sources
-from .hf_datasets import hf_chunks, hf_digests, hf_input_size
+from .hf_datasets import check_hf_held_out, hf_chunks, hf_digests, hf_input_size
 from .sources import (
     LOCAL_NAMES,
     SECTION,
@@ -334,6 +334,8 @@ def held_out_parts(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) 
     parts = {split: dataclasses.replace(corpus, paths=paths, valid=[], test=[])
              for split, paths in split_paths(corpus).items()}
     wanted = [split for split in parts if splits is None or split in splits]
+    if corpus.name == "hf":
+        check_hf_held_out(split_paths(corpus))
     if corpus.name == "hf" or wanted in (["valid"], ["test"]):  # dataset names are not searched; one held-out split
         return [(split, parts[split]) for split in wanted]
     files = {split: [f.resolve() for f in corpus_files(parts[split])] for split in ("valid", "test")}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import CorpusConfig
 from ..errors import XlingError
+from ..notation import dataset_split
 from .sources import Chunk, arrow_chunks, file_digest, optional_module, reading, string_column
 
 
@@ -46,10 +47,32 @@ def _offline():
 _DATASETS: dict[str, list] = {}
 
 
-def _split_of(spec: str) -> tuple[str, str]:
-    """(the dataset, the split asked for with @SPLIT, or "")."""
-    source, at, split = spec.rpartition("@")
-    return (source, split) if at and source and split and "/" not in split else (spec, "")
+def _dataset_of(spec: str) -> tuple[str, str]:
+    """(the dataset, however its folder is written; the split asked for, or "" for all)."""
+    source, split = dataset_split(spec)
+    folder = Path(source).expanduser()
+    return (str(folder.resolve()) if folder.is_dir() else source), split
+
+
+def check_hf_held_out(paths: dict[str, list[str]]) -> None:
+    """Refuse training text that holds a held-out split: a whole DatasetDict in paths (every split, its test too)
+    beside one of its splits in valid or test, or one split in two places."""
+    held = {_dataset_of(spec): split for split in ("valid", "test") for spec in paths[split]}
+    for split, specs in paths.items():
+        for spec in specs:
+            dataset, part = _dataset_of(spec)
+            for (other, other_part), other_split in held.items():
+                if other == dataset and split != other_split and (not part or part == other_part):
+                    raise XlingError(f"corpus.{'paths' if split == 'train' else split} entry {spec} holds the "
+                                     f"{other_split} split ({other}@{other_part}): name one split of it (@train)")
+
+
+def _each_once(specs: list[str]) -> list[str]:
+    """Entries naming one dataset (and split) twice, however written, read once."""
+    first: dict[tuple, str] = {}
+    for spec in specs:
+        first.setdefault(_dataset_of(spec), spec)
+    return list(first.values())
 
 
 def hf_datasets(spec: str) -> list:
@@ -59,7 +82,7 @@ def hf_datasets(spec: str) -> list:
     if spec in _DATASETS:
         return _DATASETS[spec]
     datasets = optional_module("datasets", "datasets", "Hugging Face datasets")
-    source, split = _split_of(spec)
+    source, split = dataset_split(spec)
     path = Path(source).expanduser()
     try:
         with _offline():
@@ -74,8 +97,8 @@ def hf_datasets(spec: str) -> list:
         message = " ".join(str(exc).split())[:160] or exc.__class__.__name__
         hint = ("a folder written by save_to_disk" if path.is_dir() else
                 "a save_to_disk folder, or NAME[:CONFIG] of a dataset already in the local Hugging Face cache")
-        raise XlingError(f"cannot load the Hugging Face dataset '{spec}' ({message}): corpus.paths entries of "
-                         f"corpus hf are {hint}") from None
+        raise XlingError(f"cannot load the Hugging Face dataset '{spec}' ({message}): the entries of corpus hf "
+                         f"(paths, valid, test) are {hint}, each maybe with @SPLIT") from None
     if split and not isinstance(loaded, dict):
         raise XlingError(f"the Hugging Face dataset '{source}' is a single split: leave out @{split}")
     if split and split not in loaded:
@@ -116,7 +139,7 @@ def hf_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     if not corpus.paths:
         raise XlingError("corpus 'hf' has no paths: set corpus.paths to save_to_disk folders or dataset names")
     text_bytes = lambda rows, column: column.nbytes
-    for spec in corpus.paths:
+    for spec in _each_once(corpus.paths):
         for ds in hf_datasets(spec):
             string_column(ds.data.schema, corpus.text_field, f"the Hugging Face dataset '{spec}'")
             files = _dataset_files(ds)
@@ -131,5 +154,5 @@ def hf_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
 
 def hf_input_size(corpus: CorpusConfig) -> int:
     """The text column's bytes (as hf_chunks count them), from the Arrow metadata."""
-    return sum(ds.data.column(corpus.text_field).nbytes for spec in corpus.paths for ds in hf_datasets(spec)
+    return sum(ds.data.column(corpus.text_field).nbytes for spec in _each_once(corpus.paths) for ds in hf_datasets(spec)
                if corpus.text_field in ds.column_names)

@@ -85,7 +85,10 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
             files.append(path)
         else:
             raise XlingError(f"corpus path {path} does not exist: fix {fix}")
-    return list(dict.fromkeys(files))  # a file also inside a listed folder is read once
+    first = {}  # a file given twice (a folder and a file in it, two spellings) is read once, where it first comes
+    for f in files:
+        first.setdefault(f.resolve(), f)
+    return list(first.values())
 
 
 _DIGESTS: dict[tuple, str] = {}

@@ -65,6 +65,16 @@ class LanguageSetup:
             raise XlingError(f"{what}: this run has {', '.join(self.names)}")
         return found[0]
 
+    def text_ids(self, lang: int) -> torch.Tensor:
+        """A boolean mask over the model's ids: those that write text in `lang` (its tokenizer's ids through its
+        row of the table, shared anchors included, its padding not)."""
+        tokenizer, row = self.tokenizer(lang), self.table[lang]
+        mask = torch.zeros(self.model_vocab, dtype=torch.bool)
+        mask[row[:tokenizer.vocab_size]] = True  # a shorter vocabulary's row is padded with id 0
+        if tokenizer.pad_id is not None:  # a brought tokenizer may have none
+            mask[int(row[tokenizer.pad_id])] = False
+        return mask
+
     def tokenizer(self, lang: int) -> Tokenizer:
         return self.tokenizers[self.source_of_language[lang]]
 
@@ -304,9 +314,9 @@ def encode_text(setup: LanguageSetup, lang: int, text: str) -> torch.Tensor:
     return setup.to_model(lang, setup.tokenizer(lang).encode([text])[0])
 
 
-def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor) -> str:
+def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor, mark: bool = False) -> str:
     """Model ids -> text in `lang`. An id of another language (a model may switch) is decoded with
-    that language's tokenizer; an id no language uses is shown as U+FFFD."""
+    that language's tokenizer, shown as [NAME: text] with `mark`; an id no language uses is shown as U+FFFD."""
     inverse = L.inverse_table(setup.table, setup.model_vocab)
     order = [lang] + [other for other in range(setup.num_languages) if other != lang]
 
@@ -318,8 +328,8 @@ def decode_ids(setup: LanguageSetup, lang: int, ids: torch.Tensor) -> str:
         if who is None:
             parts.append("\ufffd")
             continue
-        tokenizer = setup.tokenizers[setup.source_of_language[who]]
-        parts.append(tokenizer.decode([int(inverse[who, i]) for i in group]))
+        text = setup.tokenizers[setup.source_of_language[who]].decode([int(inverse[who, i]) for i in group])
+        parts.append(f"[{setup.names[who]}: {text}]" if mark and who != lang else text)
     return " ".join(parts)
 
 

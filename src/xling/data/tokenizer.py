@@ -32,6 +32,7 @@ from ..config import CorpusConfig
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json
 from .corpora import (
+    SPLITS,
     check_split_counts,
     chunk_documents,
     corpus_fingerprint,
@@ -394,10 +395,10 @@ def sample_sentences(corpora: list[CorpusConfig], workers: int | Workers | None 
 
     def items():
         for corpus_index, corpus in enumerate(corpora):
-            for chunk in iter_chunks(corpus):
+            for chunk in iter_chunks(corpus, _learns_from(corpus)):
                 yield corpus_index, chunk, sample.threshold
 
-    total, sentences = sum(corpus_size(c) for c in corpora), 0
+    total, sentences = sum(corpus_size(c, _learns_from(c)) for c in corpora), 0
     with Progress("tokenizer sample", total, progress) as bar:
         chunks = ordered_map(_scan_chunk, items(), workers)
         for (corpus_index, chunk, _), (split_counts, n_sentences, priorities, blob, lengths) in chunks:
@@ -406,8 +407,14 @@ def sample_sentences(corpora: list[CorpusConfig], workers: int | Workers | None 
             sample.add(priorities, blob, lengths)
             bar.update(chunk.size, sum(split_counts.values()))
     for corpus, corpus_counts in zip(corpora, counts):
-        check_split_counts(corpus, corpus_counts)
+        check_split_counts(corpus, corpus_counts, _learns_from(corpus) or SPLITS)
     return sample, sentences
+
+
+def _learns_from(corpus: CorpusConfig) -> tuple[str, ...] | None:
+    """A corpus with its own held-out files: only its train files make (and key) a tokenizer; None: every file,
+    split by hash (the train split is known only by reading them all)."""
+    return ("train",) if corpus.test else None
 
 
 def _release_memory() -> None:
@@ -420,7 +427,7 @@ def _release_memory() -> None:
 
 
 def tokenizer_key(corpora: list[CorpusConfig], vocab_size: int) -> str:
-    identity = {"corpora": [corpus_fingerprint(c) for c in corpora], "vocab_size": vocab_size,
+    identity = {"corpora": [corpus_fingerprint(c, *_learns_from(c) or ()) for c in corpora], "vocab_size": vocab_size,
                 "version": TOKENIZER_VERSION}
     return json_key(identity)
 
@@ -463,7 +470,8 @@ def get_tokenizer(corpora: list[CorpusConfig], vocab_size: int, cache_dir: Path 
         tokenizer = train_on_sentences(sample.drain(), vocab_size, path, threads)
         _release_memory()
         manifest = {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size,
-                    "corpora": [corpus_fingerprint(c) for c in corpora], "version": TOKENIZER_VERSION}
+                    "corpora": [corpus_fingerprint(c, *_learns_from(c) or ()) for c in corpora],
+                    "version": TOKENIZER_VERSION}
         if used < total:  # a sample: say how large (absent when every sentence was used, as before)
             manifest["sentences"] = {"train_split": total, "sampled": used, "seed": SAMPLE_SEED}
         atomic_write_json(path.with_suffix(".json"), manifest)

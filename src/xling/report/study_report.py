@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.scaling_law import FORMS
+from ..config import ModelConfig, resolve_model
 from ..errors import XlingError
 from ..fsio import atomic_write_text
 from ..plotting import svg_copies
@@ -35,7 +36,8 @@ def build_doc(a: Analysis, figures: list[tuple[str, str]], alignment: list[Evide
     st, doc = a.study, Doc()
     doc.h(1, f"Study report: {st.name}")
     doc.p(st.description)
-    meta = [f"Paper reference: {st.paper} ({published.SOURCE})." if st.paper else "",
+    meta = [f"Paper reference: {st.paper} ({published.SOURCE})." if st.compares_with_paper else
+            "No published values are set beside these results (the study names no paper).",
             f"Generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; scale: {st.scale or 'unspecified'}."]
     doc.ul([m for m in meta if m])
     _verdict_section(doc, a, alignment)
@@ -150,7 +152,12 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
 
     def corpus(c):
         name = f"{c['name']} {c['translation']}" if c["name"] == "bible" else f"{c['name']} {', '.join(c['paths'])}"
-        return name + ("" if c["books"] == "all" else f" ({c['books']} books)")
+        held_out = f" (valid {', '.join(c['valid'])}; test {', '.join(c['test'])})" if c.get("test") else ""
+        return name + held_out + ("" if c["books"] == "all" else f" ({c['books']} books)")
+
+    def model(c):  # the preset and its shape as the runs had it (overrides included)
+        d = resolve_model(ModelConfig(**c["model"]), 1)
+        return f"{c['model']['preset']}: {d.n_layers} layers × {d.d_model} ({d.n_heads} heads, MLP {d.d_mlp})"
 
     c = configs[0]
     training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = data "
@@ -163,7 +170,7 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
         languages = corpus(c["corpus"]) + (f" + {corpus(c['languages']['second'])}" if mix.kind == "real" else " + clones")
     doc.table(["setting", "value"], [
         ["corpus", languages],
-        ["model", f"{one('model.preset')}, seq_len {one('model.seq_len')}"],
+        ["model", f"{'; '.join(dict.fromkeys(map(model, configs)))}; seq_len {one('model.seq_len')}"],
         ["tokenizer", f"{one('tokenizer.vocab_size')} pieces per language"],
         ["training", training],
         ["evaluation", f"test split, window {one('eval.window')}, last {one('eval.last_n')} scored, "

@@ -270,7 +270,8 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
                            {form: t_stat([form_mean(rs, form) for rs in runs]) for form in FORMS}
                            | {LADDER: _every_seed([form_mean(rs, LADDER) for rs in runs])},
                            t_stat([mean(rs, "teff_sampled") for rs in runs]),
-                           published.lookup(paper_key, first.role), warnings, first.law))
+                           published.lookup(paper_key, first.role) if study.compares_with_paper else None,
+                           warnings, first.law))
     return out
 
 

@@ -91,7 +91,7 @@ class RunSpec:
 class Study:
     name: str
     description: str
-    paper: str
+    paper: str  # what of the paper it reproduces; "" or "none": no published values are set beside its results
     scale: str
     runs: list[RunSpec]
     figures: list[dict] = field(default_factory=list)
@@ -102,6 +102,11 @@ class Study:
 
     def spec(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.id == run_id)
+
+    @property
+    def compares_with_paper(self) -> bool:
+        """Whether its report sets the paper's published numbers beside its own (your own experiment may not)."""
+        return self.paper.strip().lower() not in ("", "none")
 
 
 def _fmt(value) -> str:

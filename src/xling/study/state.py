@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import XlingError
-from ..fsio import atomic_write_json, make_dirs
+from ..fsio import atomic_write_json, make_dirs, read_json
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
 
@@ -29,8 +29,14 @@ def now() -> str:
 
 
 def is_complete(run_dir: Path) -> bool:
+    """Trained and evaluated under its own protocol (an eval.json scored otherwise is evaluated again)."""
     run = RunDir(run_dir)
-    return run.read_info(tolerant=True).get("status") == "completed" and run.eval_path().is_file()
+    if run.read_info(tolerant=True).get("status") != "completed" or not run.eval_path().is_file():
+        return False
+    try:
+        return run.scored_as_configured(read_json(run.eval_path(), default={}))
+    except (XlingError, OSError, ValueError):  # an unreadable config: the store reports the run
+        return True
 
 
 @contextlib.contextmanager

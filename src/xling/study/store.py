@@ -80,13 +80,12 @@ def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
     evals = []
     budget = info.get("budget_tokens") or 0
     tokens = info.get("tokens") or {}
-    own = (config or {}).get("eval") or {}
     for path in rundir.eval_paths():
         report = read_json(path, default={})
-        protocol = {k: report.get(k) for k in ("window", "last_n", "max_tokens")}
-        if own and protocol != {k: own.get(k) for k in protocol}:  # e.g. `xling eval --max-tokens` before it kept apart
+        if report and rundir.config_path.is_file() and not rundir.scored_as_configured(report):
+            protocol = {k: report.get(k) for k in ("window", "last_n", "max_tokens")}  # `xling eval --max-tokens`
             log.warning(f"{path} was scored with {protocol}, not the run's eval section: left out of the results "
-                        f"store (`xling eval {run_dir}` scores it the run's way)")
+                        f"store (`xling eval {run_dir}` or `xling study run` scores it the run's way)")
             continue
         # the tokens of the checkpoint evaluated (an earlier one's when the newest did not verify); older files: run.json's
         trained_at = report.get("tokens_trained", tokens) or {}

@@ -131,8 +131,8 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     session = load_session(run_dir, device=device)
     ev = protocol(session.cfg.eval, window, last_n, max_tokens)
     if ev.max_tokens and ev.max_tokens <= ev.window:
-        raise XlingError(f"--max-tokens {ev.max_tokens} is shorter than one evaluation window ({ev.window} tokens + 1): "
-                         "give 0 (the whole split) or more")
+        raise XlingError(f"max_tokens {ev.max_tokens} is not more than one evaluation window ({ev.window} tokens): give "
+                         "--max-tokens 0 (the whole split) or more than the window")
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
     if not 2 <= ev.window <= seq_len or not 1 <= ev.last_n < ev.window:
         raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len}), and last_n "

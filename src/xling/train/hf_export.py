@@ -225,4 +225,5 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": out, "language": language, "vocab_size": dims.vocab_size, "eod": eod,
-            "files": sorted([*files, "model.safetensors"])}
+            "files": sorted([*files, "model.safetensors"]), "step": session.step,
+            "steps": session.run.read_info(tolerant=True).get("steps")}

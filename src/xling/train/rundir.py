@@ -79,6 +79,12 @@ class RunDir:
             return self.path / f"eval_{split}_{protocol}.json"
         return self.path / ("eval.json" if split == "test" else f"eval_{split}.json")
 
+    def scored_as_configured(self, report: dict) -> bool:
+        """Whether an evaluation (an eval*.json's content) used the run's own protocol: its eval section's window,
+        last_n and max_tokens (what studies compare)."""
+        own = self.read_config().eval
+        return all(report.get(key) == getattr(own, key) for key in ("window", "last_n", "max_tokens"))
+
     def eval_paths(self) -> list[Path]:
         """The run's evaluations under its own protocol, sorted: what studies compare."""
         return sorted(p for p in map(self.eval_path, ("test", "valid", "train")) if p.is_file())
