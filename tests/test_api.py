@@ -365,3 +365,22 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
     assert main(["study", "run", "headline-cpu", "--workers", "3"]) == 0
     assert main(["report", "headline-cpu", "--out", str(tmp_path)]) == 0
     assert [c[0] for c in calls] == ["sample", "export", "study run", "report"] and calls[2][1] == (3,)
+
+
+def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_path):
+    run = xling.Run(run_copy)
+    for call, match in ((lambda: run.align("EN1"), "pair names two languages"),
+                        (lambda: run.align(["L1", "L2", "L1"]), "pair names two languages"),
+                        (lambda: run.align(word2vec={"bogus": 1}), "word2vec knobs are"),
+                        (lambda: run.evaluate(max_tokens=-5), "give 0 \\(the whole split\\)")):
+        with pytest.raises(XlingError, match=match):
+            call()
+    study = xling.Study(tiny_study(tiny_corpus_dir, name="api-mistakes"), root=tmp_path / "runs")
+    with pytest.raises(XlingError, match="must be a whole number >= 1 or 'auto', got 'many'"):
+        study.run(workers="many")
+    with pytest.raises(XlingError, match="unknown logger 'nope'"):
+        study.run(loggers=["nope"])
+    from xling.study.store import Store
+
+    with pytest.raises(XlingError, match=r"cannot use the results store /proc/x\.db"):
+        Store("/proc/x.db")  # not a damaged store to set aside: one that cannot be opened

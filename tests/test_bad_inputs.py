@@ -161,7 +161,7 @@ CASES = [
     ("train out is a file", "train {config} --out {afile} --quiet", "cannot use"),
     ("eval not a run", "eval {tmp}", "not a run directory"),
     ("eval --max-tokens", "eval {run} --max-tokens -1", "argument --max-tokens"),
-    ("eval too few tokens", "eval {run} --max-tokens 5", "max_tokens 5 is not more than one evaluation window"),
+    ("eval too few tokens", "eval {run} --max-tokens 5", "max_tokens 5: give 0 (the whole split) or more than one evaluation window"),
     ("eval split", "eval {run} --split holdout", "invalid choice: 'holdout'"),
     ("eval device", "eval {run} --device quantum", "device"),
     ("eval overrides", "eval {run} --train.steps 3", "takes no config overrides"),

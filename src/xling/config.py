@@ -219,6 +219,8 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(data: dict) -> RunConfig:
+    if {"base", "groups"} & set(data or {}) and "model" not in data:
+        raise XlingError("this is a study (base, grid, groups), not a run config: xling study run FILE, or xling.Study")
     return _build(RunConfig, data or {})
 
 
@@ -243,7 +245,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
     data = load_yaml(config_path(path)) if path else {}
-    if {"base", "groups"} & set(data) and "model" not in data:
+    if {"base", "groups"} & set(data) and "model" not in data:  # (from_dict says so too, without the file's name)
         raise XlingError(f"{path} is a study file (base, grid, groups), not a run config: xling study run {path}")
     cfg = from_dict(apply_overrides(data, overrides or {}))
     validate(cfg)

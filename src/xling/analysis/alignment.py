@@ -254,6 +254,11 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     """
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
         raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
+    if pair is not None and (isinstance(pair, str) or len(pair) != 2):
+        raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
+    unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
+    if unknown:
+        raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
     setup, model, cfg = session.setup, session.model, session.cfg
     a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)

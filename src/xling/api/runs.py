@@ -54,8 +54,12 @@ class Run:
 
     @property
     def config(self) -> Config:
-        """The run's config (config.yaml), checked like any config."""
-        return Config(self._dir().read_config())
+        """The run's config (config.yaml), checked like any config; relative paths that are not found from here are
+        read from where the run trained (run.json's workdir), as evaluation reads them."""
+        from ..identity import resolve_relative
+
+        run = self._dir()
+        return Config(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
 
     @property
     def info(self) -> dict:
@@ -118,7 +122,7 @@ class Run:
         path = self._dir().require().eval_path(split)
         if not path.is_file():
             raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "
-                             f"(or xling eval {self.path})")
+                             f"(or xling eval {self.path}{'' if split == 'test' else f' --split {split}'})")
         return dict(read_json(path).get("languages") or {})
 
     # ------------------------------------------------------------------ what loads the model
@@ -185,13 +189,13 @@ class Run:
         """
         from ..analysis.alignment import align_run
 
-        path = self._dir().require().alignment_path
+        path, pair = self._dir().require().alignment_path, _pair(pair)
         if reuse and path.is_file():
             stored = read_json(path)
             if not pair or [n.lower() for n in stored.get("languages", [])] == [n.lower() for n in pair]:
                 return stored  # (another pair is computed, and an unknown language refused, below)
         w2v = None if word2vec is False else ({} if word2vec is True else dict(word2vec))
-        return align_run(self.path, pair=tuple(pair) if pair else None, sequences=sequences,
+        return align_run(self.path, pair=pair, sequences=sequences,
                          grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,
                          figures=figures)
 
@@ -202,7 +206,7 @@ class Run:
         in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
         from ..analysis.alignment import align_over_training
 
-        return align_over_training(self.path, reuse=reuse, pair=tuple(pair) if pair else None, sequences=sequences,
+        return align_over_training(self.path, reuse=reuse, pair=_pair(pair), sequences=sequences,
                                    grad_sequences=grad_sequences, batch_size=batch_size, device=device)
 
     def transfer(self, task: str = "bible-parts", language: str | None = None, steps: int = 300,
@@ -258,3 +262,12 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
             run.evaluate()
             live.log_evaluation(read_json(run.eval_path()))
     return run
+
+
+def _pair(pair: Sequence[str] | None) -> tuple[str, str] | None:
+    """Two language names, as given (a string is one name, not a pair)."""
+    if pair is None:
+        return None
+    if isinstance(pair, str) or len(pair) != 2:
+        raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
+    return tuple(pair)

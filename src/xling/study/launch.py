@@ -204,8 +204,8 @@ class Launch:
         """Check the request and work out the workers (one error line for an impossible one)."""
         if engine not in ("local", "ray"):
             raise XlingError(f"--engine must be local or ray, got '{engine}'")
-        if workers is not None and workers < 1:
-            raise XlingError(f"--workers (from Python: workers=) must be >= 1, got {workers}")
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise XlingError(f"--workers (from Python: workers=) must be a whole number >= 1 or 'auto', got {workers!r}")
         places = None
         if engine == "ray":
             if gpus not in (None, "auto"):

@@ -113,6 +113,11 @@ class Store:
         try:
             self._open()
             healthy = self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.OperationalError as exc:  # cannot open, read-only, locked: not damage, nothing to set aside
+            if hasattr(self, "db"):
+                self.db.close()
+            raise XlingError(f"cannot use the results store {self.path} ({exc}): give --db (from Python: db=) a "
+                             "writable file") from None
         except sqlite3.DatabaseError:
             healthy = False
         if not healthy:  # the store is only an index: set the damaged file aside and start afresh

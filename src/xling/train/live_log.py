@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..errors import XlingError
 from ..fsio import atomic_write_text
 from .rundir import RunDir
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def unavailable(name: str) -> str | None:
     """The note to show when logger `name` cannot run here (its package is missing), else None."""
     if name not in LOGGERS:
-        raise ValueError(f"unknown logger {name!r}: one of {', '.join(LOGGERS)}")
+        raise XlingError(f"unknown logger {name!r}: one of {', '.join(LOGGERS)}")
     package = _PACKAGES.get(name)
     if package and importlib.util.find_spec(package) is None:
         return f"--log {name} skipped: its package is missing (pip install 'xling[{name}]')"
