@@ -29,6 +29,8 @@ CASES = [
     # --- config sections, through `xling train` (every section, and the run's name)
     ("corpus name", f"{T} --corpus.name csv", "corpus.name must be bible, text, jsonl, parquet or hf"),
     ("a study file as a config", "prepare {study}", "is a study file (base, grid, groups), not a run config"),
+    ("a study's name as a config", "config headline-cpu", "headline-cpu is a study, not a run config"),
+    ("a config's name as a study", "study run clone-90-10 --root {out}", "clone-90-10 is a run config, not a study"),
     ("corpus books", f"{T} --corpus.books some", "corpus.books must be all, odd or even"),
     ("corpus paths", f"{T} --corpus.paths [{{tmp}}/missing]", "does not exist"),
     ("corpus translation", f"{T} --corpus.name bible --corpus.paths [] --corpus.translation klingon",

@@ -199,14 +199,16 @@ def test_an_unwritable_cache_names_xling_cache(capsys, config_file, monkeypatch)
     assert len(err.strip().splitlines()) == 1 and "set XLING_CACHE to a writable directory" in err
 
 
-def test_output_cut_short_by_a_closed_pipe_is_quiet(tmp_path):
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_output_cut_short_by_a_closed_pipe_is_quiet(tmp_path, unbuffered):
     """`xling ... | head`: no traceback, and the shell's status for a command stopped by SIGPIPE."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # output held until the end
-    proc = subprocess.Popen([sys.executable, "-m", "xling", "config", "clone-90-10"], stdout=subprocess.PIPE,
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # output held until the end, or not
+    env.update({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
+    proc = subprocess.Popen([sys.executable, "-m", "xling", "study", "list"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # the reader is gone before anything was written
     err = proc.stderr.read().decode()

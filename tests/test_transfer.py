@@ -134,3 +134,14 @@ def test_the_bible_task_on_a_run_of_your_own_text_says_what_it_assumed(tiny_run,
     assert main(["transfer", str(tiny_run), "--steps", "2", "--batch-size", "4"]) == 0
     err = capsys.readouterr().err
     assert "note: the run's text is not the Bibles: the bible-parts task takes its first language to be English" in err
+
+
+def test_the_bible_task_refuses_a_pair_of_your_own_text(tiny_corpus_dir, tmp_path, capsys):
+    from xling.train.trainer import Trainer
+
+    second = {"name": "text", "paths": [str(tiny_corpus_dir)], "doc_per_line": True}
+    run = tmp_path / "pair"
+    Trainer(tiny_config(tiny_corpus_dir, languages={"kind": "real", "p": 0.5, "second": second},
+                        train={"steps": 2}), run).fit(progress=False)
+    assert main(["transfer", str(run), "--steps", "1"]) == 2
+    assert "the bible-parts task has no text in L2 (your own text): give --task FILE" in capsys.readouterr().err

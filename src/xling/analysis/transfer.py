@@ -66,6 +66,10 @@ def bible_parts_task(setup, per_class: int = 200, seed: int = 0) -> Task:
             translations[lang] = get_translation(corpus.translation).name
         elif lang == 0 or setup.source_of_language[lang] == setup.source_of_language[0]:
             translations[lang] = "web"  # a local-text run: English is the natural guess for its base language
+    missing = [setup.names[lang] for lang in range(setup.num_languages) if lang not in translations]
+    if missing:  # nothing to test them in: zero-shot transfer is measured there
+        raise XlingError(f"the bible-parts task has no text in {', '.join(missing)} (your own text): give --task "
+                         f"FILE with a text_{missing[0]} column")
     texts = {name: {(b, c, v): t for b, c, v, t in bible_verses(name) if b in books}
              for name in set(translations.values())}
     keys = sorted(set.intersection(*(set(t) for t in texts.values())))

@@ -34,6 +34,8 @@ def config_path(name_or_path: str | Path) -> Path:
     if path.is_dir():
         run = " (a run's config: its config.yaml)" if (path / "config.yaml").is_file() else ""
         raise XlingError(f"{path} is a directory: give a config file or a packaged config's name{run}")
+    if str(name_or_path) in packaged("studies"):  # a study's name where a run config is asked for
+        raise XlingError(f"{name_or_path} is a study, not a run config: xling study run {name_or_path}")
     close = difflib.get_close_matches(str(name_or_path), list(configs), n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise XlingError(f"config file not found: {path} ({hint}packaged configs: {', '.join(configs)})")

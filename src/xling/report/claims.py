@@ -349,11 +349,12 @@ def _headline_line(a: Analysis, s: Summary) -> str:
     seeds = (f"95% CI over {s.teff.n} seeds [{fmt(s.teff.lo)}, {fmt(s.teff.hi)}]" if s.teff.n >= 2 else
              "one seed, no interval")
     paper_law = a.laws_by_form["paper"][s.law].law
+    loose = ", so the comparison with the paper's number is loose" if s.paper else ""
     caveat = (" (this ladder's best fit in the paper's form has its exponent at the lower bound, b → 0, i.e. "
-              "1/PPL linear in ln x: a degenerate fit, so the comparison with the paper's number is loose)"
+              f"1/PPL linear in ln x: a degenerate fit{loose})"
               if paper_law.exponent_at_bound == "lower" else
               f" (this ladder's best fit in the paper's form has its exponent at the {paper_law.exponent_at_bound} "
-              "bound: the comparison with the paper's number is loose)" if paper_law.exponent_at_bound else "")
+              f"bound{loose})" if paper_law.exponent_at_bound else "")
     return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
             f"under the paper's law form{_paper(s.paper, 'teff')}{caveat}, {fmt_stat(s.teff_forms['loss'])} under "
             f"the loss form; the verdicts use the {verdict} form ({why}): {seeds}{_law_interval(a, s)}")

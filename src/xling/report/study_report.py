@@ -61,7 +61,8 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
     vs = verdicts(a, alignment)
     hl = headline(a)
     if hl:
-        doc.p("**Headline** (minority-language token efficiency, ours against the paper's):")
+        doc.p("**Headline** (minority-language token efficiency" + (", ours against the paper's):"
+                                                                     if a.study.compares_with_paper else "):"))
         doc.ul(hl)
     shown = [i for i, v in enumerate(vs) if v.status is not Status.NOT_TESTED or v.evidence]
     readings = {"paper": under_form(a, "paper"), LADDER: under_form(a, LADDER)}  # claims and questions judged again

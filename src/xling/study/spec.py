@@ -314,6 +314,8 @@ def find_study(name: str) -> Path:
         is_run = (path / "config.yaml").is_file()
         raise XlingError(f"{path} is a {'run ' if is_run else ''}directory, not a study: give a study's name "
                          "(xling study list) or its YAML file")
+    if name in packaged("configs"):  # a run config's name where a study is asked for
+        raise XlingError(f"{name} is a run config, not a study: xling train {name} (studies: xling study list)")
     close = difflib.get_close_matches(name, list(found), n=1, cutoff=0.4)
     hint = f"did you mean '{close[0]}'? " if close else ""
     listing = ", ".join(found)
