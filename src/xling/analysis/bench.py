@@ -286,6 +286,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     log = log or (lambda _: None)
     cfg = copy.deepcopy(cfg)
     cfg.train.steps = warmup + steps  # the data plan must cover every step timed
+    cfg.train.warmup = min(cfg.train.warmup, cfg.train.steps - 1)  # the schedule times nothing; no warning about it
     _refuse_emulated(cfg)
     with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
         trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)

@@ -182,7 +182,8 @@ def export(args, overrides) -> int:
 
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML config file or packaged config name (optional; overrides apply on top)")
+    p.add_argument("config", nargs="?", help="YAML config file or packaged config name (default clone-90-10; overrides "
+                   "apply on top)")
     p.add_argument("--steps", type=count(1, 100_000), default=20, help="timed steps per model (default 20)")
     p.add_argument("--warmup", type=count(0, 100_000), default=3, help="untimed steps first (default 3)")
     p.add_argument("--threads", type=count(0, 4096), default=0, help="torch threads (default: torch's choice)")
@@ -200,7 +201,7 @@ def bench(args, overrides) -> int:
         check_output_file(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config or "clone-90-10", overrides)  # the README's default
     result = run_bench(cfg, steps=args.steps, warmup=args.warmup, hf=not args.no_hf,
                        log=lambda msg: print(msg, file=sys.stderr))
     print(bench_table(result))
