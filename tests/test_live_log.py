@@ -164,8 +164,12 @@ def test_export_logs_for_runs_that_trained_without_them(tiny_corpus_dir, tmp_pat
     copy = tmp_path / "runs"
     shutil.copytree(root, copy)
     one = study.runs[0].run_dir(copy)
+    assert main(["eval", str(one), "--split", "valid"]) == 0  # the step training already validated at
     assert main(["export-logs", str(one), "--log", "csv"]) == 0
-    assert _csv_rows(one)[-1]["split"] == "test"
+    rows = _csv_rows(one)
+    assert rows[-1]["split"] == "test"
+    valid = [(r["split"], r["step"]) for r in rows if r["split"] == "valid"]
+    assert len(valid) == len(set(valid))  # one row per split and step
     path = tmp_path / "study.yaml"
     from test_study import tiny_study_dict, write_study
 

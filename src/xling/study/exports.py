@@ -26,6 +26,9 @@ def export_run(run_dir: str | Path, logger: str) -> str:
         languages = info.get("languages") or sorted({k.split("/", 1)[1] for r in records for k in r
                                                      if k.startswith("ppl/")} | set(info.get("tokens") or {}))
         live.begin(records, languages)
+        logged = {(r.get("split"), r.get("step")) for r in records if "split" in r}  # training's own validations
         for path in run.eval_paths():
-            live.log_evaluation(read_json(path, default={}))
+            report = read_json(path, default={})
+            if (report.get("split", "test"), report.get("step") or 0) not in logged:  # once per split and step
+                live.log_evaluation(report)
     return ""
