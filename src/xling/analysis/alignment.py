@@ -244,6 +244,15 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100)
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
+def checked_pair(pair) -> tuple[str, str] | None:
+    """Two language names, as given (a string is one name, not a pair); None for the run's first two."""
+    if pair is None:
+        return None
+    if isinstance(pair, str) or len(pair) != 2:
+        raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
+    return tuple(pair)
+
+
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
               cache_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
@@ -254,8 +263,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     """
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
         raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
-    if pair is not None and (isinstance(pair, str) or len(pair) != 2):
-        raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
+    pair = checked_pair(pair)
     unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")

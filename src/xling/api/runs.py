@@ -187,9 +187,9 @@ class Run:
         control or gradients keeps those of an earlier alignment.json of the same pair (gradients only from
         the same checkpoint; their names in the result's "kept"). See `xling align --help` for the measures.
         """
-        from ..analysis.alignment import align_run
+        from ..analysis.alignment import align_run, checked_pair
 
-        path, pair = self._dir().require().alignment_path, _pair(pair)
+        path, pair = self._dir().require().alignment_path, checked_pair(pair)
         if reuse and path.is_file():
             stored = read_json(path)
             if not pair or [n.lower() for n in stored.get("languages", [])] == [n.lower() for n in pair]:
@@ -204,9 +204,9 @@ class Run:
                             device: str = "auto") -> list[dict]:
         """`align`'s measures at every checkpoint the run kept (``train.keep_checkpoints: log`` or ``all``),
         in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
-        from ..analysis.alignment import align_over_training
+        from ..analysis.alignment import align_over_training, checked_pair
 
-        return align_over_training(self.path, reuse=reuse, pair=_pair(pair), sequences=sequences,
+        return align_over_training(self.path, reuse=reuse, pair=checked_pair(pair), sequences=sequences,
                                    grad_sequences=grad_sequences, batch_size=batch_size, device=device)
 
     def transfer(self, task: str = "bible-parts", language: str | None = None, steps: int = 300,
@@ -262,12 +262,3 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
             run.evaluate()
             live.log_evaluation(read_json(run.eval_path()))
     return run
-
-
-def _pair(pair: Sequence[str] | None) -> tuple[str, str] | None:
-    """Two language names, as given (a string is one name, not a pair)."""
-    if pair is None:
-        return None
-    if isinstance(pair, str) or len(pair) != 2:
-        raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
-    return tuple(pair)

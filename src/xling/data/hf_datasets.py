@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import CorpusConfig
 from ..errors import XlingError
 from ..notation import dataset_split
-from .sources import Chunk, arrow_chunks, file_digest, optional_module, reading, string_column
+from .sources import Chunk, arrow_chunks, file_digest, first_of_each, optional_module, reading, string_column
 
 
 @contextmanager
@@ -65,14 +65,6 @@ def check_hf_held_out(paths: dict[str, list[str]]) -> None:
                 if other == dataset and split != other_split and (not part or part == other_part):
                     raise XlingError(f"corpus.{'paths' if split == 'train' else split} entry {spec} holds the "
                                      f"{other_split} split ({other}@{other_part}): name one split of it (@train)")
-
-
-def _each_once(specs: list[str]) -> list[str]:
-    """Entries naming one dataset (and split) twice, however written, read once."""
-    first: dict[tuple, str] = {}
-    for spec in specs:
-        first.setdefault(_dataset_of(spec), spec)
-    return list(first.values())
 
 
 def hf_datasets(spec: str) -> list:
@@ -139,7 +131,7 @@ def hf_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
     if not corpus.paths:
         raise XlingError("corpus 'hf' has no paths: set corpus.paths to save_to_disk folders or dataset names")
     text_bytes = lambda rows, column: column.nbytes
-    for spec in _each_once(corpus.paths):
+    for spec in first_of_each(corpus.paths, _dataset_of):
         for ds in hf_datasets(spec):
             string_column(ds.data.schema, corpus.text_field, f"the Hugging Face dataset '{spec}'")
             files = _dataset_files(ds)
@@ -154,5 +146,5 @@ def hf_chunks(corpus: CorpusConfig) -> Iterator[Chunk]:
 
 def hf_input_size(corpus: CorpusConfig) -> int:
     """The text column's bytes (as hf_chunks count them), from the Arrow metadata."""
-    return sum(ds.data.column(corpus.text_field).nbytes for spec in _each_once(corpus.paths) for ds in hf_datasets(spec)
+    return sum(ds.data.column(corpus.text_field).nbytes for spec in first_of_each(corpus.paths, _dataset_of) for ds in hf_datasets(spec)
                if corpus.text_field in ds.column_names)

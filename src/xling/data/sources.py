@@ -85,9 +85,14 @@ def corpus_files(corpus: CorpusConfig) -> list[Path]:
             files.append(path)
         else:
             raise XlingError(f"corpus path {path} does not exist: fix {fix}")
-    first = {}  # a file given twice (a folder and a file in it, two spellings) is read once, where it first comes
-    for f in files:
-        first.setdefault(f.resolve(), f)
+    return first_of_each(files, Path.resolve)  # a file given twice (a folder and a file in it, two spellings): once
+
+
+def first_of_each(items: list, key) -> list:
+    """`items` in order, each `key(item)` only where it first comes: an input named twice is read once."""
+    first: dict = {}
+    for item in items:
+        first.setdefault(key(item), item)
     return list(first.values())
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import to_dict
 from ..errors import XlingError
 from ..fsio import make_dirs, read_json
-from ..train.rundir import RunDir
+from ..train.rundir import PROTOCOL, RunDir
 from .spec import Study
 from .state import run_state
 
@@ -83,7 +83,7 @@ def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
     for path in rundir.eval_paths():
         report = read_json(path, default={})
         if report and rundir.config_path.is_file() and not rundir.scored_as_configured(report):
-            protocol = {k: report.get(k) for k in ("window", "last_n", "max_tokens")}  # `xling eval --max-tokens`
+            protocol = {k: report.get(k) for k in PROTOCOL}  # as `xling eval --max-tokens` wrote it before 2026-11-28
             log.warning(f"{path} was scored with {protocol}, not the run's eval section: left out of the results "
                         f"store (`xling eval {run_dir}` or `xling study run` scores it the run's way)")
             continue

@@ -55,6 +55,9 @@ def checkpoint_step(checkpoint: Path) -> int:
 # --------------------------------------------------------------------------- run directory
 
 
+PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's numbers depend on (batch_size does not)
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -83,7 +86,7 @@ class RunDir:
         """Whether an evaluation (an eval*.json's content) used the run's own protocol: its eval section's window,
         last_n and max_tokens (what studies compare)."""
         own = self.read_config().eval
-        return all(report.get(key) == getattr(own, key) for key in ("window", "last_n", "max_tokens"))
+        return all(report.get(key) == getattr(own, key) for key in PROTOCOL)
 
     def eval_paths(self) -> list[Path]:
         """The run's evaluations under its own protocol, sorted: what studies compare."""
