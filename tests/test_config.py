@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from xling import yamlio
-from xling.config import apply_overrides, from_dict, load_config
+from xling.config import apply_overrides, from_dict, load_config, to_dict
 from xling.errors import XlingError
 
 
@@ -35,6 +35,15 @@ def test_types_are_checked_and_ints_widen_to_floats():
         from_dict({"train": {"steps": True}})
 
 
+def test_the_evaluation_follows_the_context_unless_given():
+    assert (load_config().eval.window, load_config().eval.last_n) == (128, 32)  # the defaults as they always were
+    longer = load_config(None, {"model.seq_len": 512})
+    assert (longer.eval.window, longer.eval.last_n) == (512, 128)  # the paper's protocol: a quarter of each window
+    given = load_config(None, {"model.seq_len": 512, "eval.window": 256, "eval.last_n": 32})
+    assert (given.eval.window, given.eval.last_n) == (256, 32)
+    assert from_dict(yaml.safe_load(yamlio.dump(to_dict(longer)))) == longer  # as recorded
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -46,6 +55,7 @@ def test_types_are_checked_and_ints_widen_to_floats():
         ({"languages.kind": "dialect"}, "languages.kind"),
         ({"model.preset": "huge"}, "unknown model.preset"),
         ({"eval.window": 4096}, "eval.window"),
+        ({"eval.window": 1}, "eval.window"),
         ({"train.batch_size": 10, "train.grad_accum": 3}, "divisible"),
         ({"tokenizer.vocab_size": 100}, "vocab_size must be between 300"),
         ({"train.precision": "int8"}, "train.precision"),

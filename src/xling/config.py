@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from . import yamlio
 from .errors import XlingError
-from .notation import books_part, parse_schedule
+from .notation import books_part, is_name, parse_schedule
 from .recipes import config_path
 from .yamlio import load_file as load_yaml
 
@@ -140,8 +139,9 @@ class TrainConfig:
 class EvalConfig:
     """The paper's evaluation protocol: overlapping windows, only their last tokens scored."""
 
-    window: int = field(default=128, metadata=between(2, 65536))  # evaluation window (at most model.seq_len)
-    last_n: int = field(default=32, metadata=between(1, 65535))  # windows advance by last_n; their last last_n targets count
+    window: int = field(default=0, metadata=between(0, 65536))  # evaluation window (0: model.seq_len, at most that)
+    # windows advance by last_n; their last last_n targets count (0: a quarter of the window, the paper's 128 of 512)
+    last_n: int = field(default=0, metadata=between(0, 65535))
     # 0: the whole test split; otherwise a prefix of each language's stream (at least one window)
     max_tokens: int = field(default=0, metadata=between(0, 10**12))
     batch_size: int = field(default=32, metadata=between(1, 2**16))  # windows per forward pass (memory, not results)
@@ -158,6 +158,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        # the evaluation follows the context unless given: a longer seq_len is scored with the context it trained on
+        window = self.eval.window or self.model.seq_len
+        self.eval = dataclasses.replace(self.eval, window=window, last_n=self.eval.last_n or max(1, window // 4))
 
 
 # --------------------------------------------------------------------------- building
@@ -332,13 +337,7 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
 
 # --------------------------------------------------------------------------- validation
 
-_NAME_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 MAX_PARAMETERS = 20e9  # far beyond any CPU or single-node run; a typo in a size should not eat all memory
-
-
-def is_name(text: str) -> bool:
-    """Whether `text` can name a file or directory safely: no separators, no '..', no leading '.' or '-'."""
-    return bool(_NAME_SHAPE.fullmatch(text))
 
 
 def _check(ok: bool, message: str) -> None:
@@ -484,7 +483,7 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     _check(tr.batch_size % tr.grad_accum == 0,
            f"train.batch_size ({tr.batch_size}) must be divisible by train.grad_accum ({tr.grad_accum})")
     _check(tr.min_lr <= tr.lr, f"train.min_lr ({tr.min_lr:g}) must not exceed train.lr ({tr.lr:g})")
-    _check(ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len ({dims.seq_len})")
+    _check(2 <= ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len ({dims.seq_len})")
     _check(ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got {ev.last_n}")
     _check(ev.max_tokens == 0 or ev.max_tokens > ev.window,
            f"eval.max_tokens ({ev.max_tokens}) must be 0 (the whole split) or more than eval.window ({ev.window})")

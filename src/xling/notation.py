@@ -1,4 +1,4 @@
-"""Short notations inside configs: a schedule of p ('0.1_0.9'), a part of the Bible's books ('2/7') and one split
+"""Short notations inside configs: a usable name, a schedule of p ('0.1_0.9'), a part of the Bible's books ('2/7') and one split
 of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test')."""
 
 from __future__ import annotations
@@ -38,3 +38,8 @@ def dataset_split(spec: str) -> tuple[str, str]:
     if at and source and split and "/" not in split and not os.path.exists(os.path.expanduser(spec)):
         return source, split
     return spec, ""
+
+
+def is_name(text: str) -> bool:
+    """Whether `text` can name a file or directory safely: no separators, no '..', no leading '.' or '-'."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", text))

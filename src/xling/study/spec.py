@@ -24,7 +24,6 @@ from ..config import (
     check_keys_apply,
     flatten,
     from_dict,
-    is_name,
     load_yaml,
     to_dict,
     validate,
@@ -33,6 +32,7 @@ from ..data.mixture import Mixture
 from ..data.transforms import ORDER_VERSION, WORD_ORDER
 from ..errors import XlingError
 from ..fsio import json_key
+from ..notation import is_name
 from ..recipes import packaged
 
 STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "linked", "figures", "one_x",
