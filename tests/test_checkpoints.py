@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from conftest import tiny_config, tiny_config_dict
+from xling.api.runs import Run
 from xling.cli import main
 from xling.config import RunConfig
 from xling.errors import XlingError
@@ -266,8 +267,11 @@ def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir,
     real_step = Trainer.train_step
     monkeypatch.setattr(Trainer, "train_step", lambda self, step: real_step(self, step) if step < 5 else
                         (_ for _ in ()).throw(KeyboardInterrupt))
-    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-eval"]) == 130
-    assert f"continue with: xling train {tmp_path / 'run'} --resume" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-eval", "--log", "csv"]) == 130
+    assert f"continue with: xling train {tmp_path / 'run'} --resume --no-eval --log csv\n" in capsys.readouterr().err
+    monkeypatch.setattr(Run, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["eval", str(tmp_path / "run")]) == 130  # not a training command: no training hint
+    assert "xling train" not in capsys.readouterr().err
 
 
 def test_a_start_that_failed_before_training_is_no_run_to_refuse(tiny_corpus_dir, tmp_path):

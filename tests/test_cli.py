@@ -122,6 +122,11 @@ def test_existing_run_needs_resume(capsys, config_file, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == before
     code, printed, _ = run_cli(capsys, "train", out, "--resume", "--quiet", "--no-eval")  # a run dir resumes itself
     assert code == 0 and f"resuming {out} from its last checkpoint, step 4" in printed
+    code, printed, err = run_cli(capsys, "train", out, "--resume", "--train.steps", "8")  # refused before announced
+    assert code == 2 and "config differs" in err and "train.steps" in err and not printed
+    code, printed, _ = run_cli(capsys, "train", config_file(), "--out", tmp_path / "typo", "--resume", "--quiet",
+                               "--no-eval", "--train.steps", "2")
+    assert code == 0 and f"{tmp_path / 'typo'} does not exist yet: a new run starts there" in printed
 
 
 def test_eval_of_a_non_run_directory(capsys, tmp_path):

@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt:
-        run_dir = getattr(args, "run_dir", None)  # `xling train` names its run directory once it knows it
+        run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
         started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
-        print("\nxling: interrupted; " + (f"continue with: xling train {run_dir} --resume" if started else "a study, "
-              "a run or prepare goes on from where it stopped when you run the same command again"), file=sys.stderr)
+        print("\nxling: interrupted; " + (f"continue with: {command}" if started else "a study, a run or prepare "
+              "goes on from where it stopped when you run the same command again"), file=sys.stderr)
         return 130

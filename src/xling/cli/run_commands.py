@@ -67,6 +67,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train(args, overrides) -> int:
     from ..api import train as train_run
+    from ..api.configs import unwrap
     from ..train.distributed import world_from_env
     from ..train.rundir import RunDir
 
@@ -86,11 +87,16 @@ def train(args, overrides) -> int:
         source = args.config
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
-    args.run_dir = out  # what the Ctrl-C message names (cli.main)
+    flags = "".join([" --no-eval"] * args.no_eval + [f" --log {name}" for name in args.log or ()])
+    args.resume_hint = (out, f"xling train {out} --resume{flags}")  # what the Ctrl-C message says (cli.main)
     if args.resume and not world_from_env().rank:
-        step = RunDir(out).newest_checkpoint_step()
-        print(f"resuming {out} from its last checkpoint, step {step}" if step
-              else f"{out} has no checkpoint yet: training starts at step 0", flush=True)
+        run_dir = RunDir(out)
+        step = run_dir.newest_checkpoint_step()
+        if step or run_dir.info_path.is_file():
+            run_dir.check_resumes_with(unwrap(cfg))  # before saying it resumes (training checks again)
+        print(f"resuming {out} from its last checkpoint, step {step}" if step else f"{out} has no checkpoint yet: "
+              "training starts at step 0" if out.is_dir() else f"{out} does not exist yet: a new run starts there",
+              flush=True)
     run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
                     loggers=args.log or ())
     if world_from_env().rank:  # torchrun: rank 0 reports and evaluates

@@ -109,6 +109,13 @@ class RunDir:
             raise XlingError(f"{self.path} is {what}: pass the directory `xling train` wrote")
         return self
 
+    def check_resumes_with(self, cfg: RunConfig) -> None:
+        """Refuse to continue this run with `cfg` where it differs in what the run learns from (config.yaml)."""
+        differ = config_differences(self.read_config(), cfg, ignore=RESUMABLE_KEYS)
+        if differ:
+            raise XlingError(f"--resume: the config differs from the one saved in {self.path} in {', '.join(differ)}; "
+                             "resume with the same config or start a new run")
+
     # config and info
     def write_config(self, cfg: RunConfig) -> None:
         atomic_write_text(self.config_path, dump_yaml(cfg))

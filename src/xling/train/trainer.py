@@ -23,7 +23,6 @@ from ..config import RunConfig
 from ..data.stream import TrainStream, budget_steps, plan_tokens, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
-from ..identity import RESUMABLE_KEYS, config_differences
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
@@ -69,12 +68,7 @@ class Trainer:
                 f"run directory {self.run.path} already exists: pass --resume (from Python: resume=True) to continue it, "
                 "or choose another output directory"
             )
-        differ = config_differences(self.run.read_config(), self.cfg, ignore=RESUMABLE_KEYS)
-        if differ:
-            raise XlingError(
-                f"--resume: the config differs from the one saved in {self.run.path} in {', '.join(differ)}; "
-                "resume with the same config or start a new run"
-            )
+        self.run.check_resumes_with(self.cfg)
         self.resume_from = self.run.checkpoint_to_resume(self.cfg)
         if self.resume_from is None and self.run.checkpoint_dirs():
             log.warning("no checkpoint verifies: training starts again at step 0")
