@@ -228,6 +228,9 @@ CASES = [
     ("study run root too deep", "study run {study} --root {study_folder}", "holds a study's runs itself"),
     ("study action", "study fly {study}", "invalid choice: 'fly'"),
     ("study list a name", "study list {study}", "xling study list takes no study name"),
+    ("study status workers", "study status {study} --workers 2", "xling study status takes no --workers (it applies "
+                                                                  "to xling study run and sbatch)"),
+    ("study run array", "study run {study} --array 3", "xling study run takes no --array"),
     ("align-report nothing trained", "align-report {study} --root {empty} --out {out}", "it has no trained multilingual run there"),
     ("study gpus", "study run {study} --gpus zero --root {out}", "--gpus takes auto or GPU numbers"),
     ("study gpus twice", "study run {study} --gpus 1,1 --root {out}", "distinct GPU numbers"),
@@ -250,7 +253,7 @@ CASES = [
     ("align-report unknown", "align-report nosuch-study --out {out}", "unknown study"),
     ("align-report root", "align-report {study} --root {tmp}/missing --out {out}", "is not a directory"),
     ("demo workers", "demo --workers -1 --root {out}", "argument --workers"),
-    ("export-logs target", "export-logs {tmp}/nothing-here --log csv", "study file not found"),
+    ("export-logs target", "export-logs {tmp}/nothing-here --log csv", "nothing-here does not exist: give a run directory"),
     ("export-logs logger", "export-logs {run} --log excel", "invalid choice: 'excel'"),
     ("prepare workers", "prepare {config} --workers 0", "argument --workers"),
     ("prepare no files", "prepare {config} --corpus.paths [{empty}]", "no *.txt files found"),

@@ -50,6 +50,21 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help=DB_HELP)
 
 
+# The options of `xling study`, their defaults, and the actions each applies to (another action refuses it given).
+_STUDY_OPTIONS = {"workers": (None, "run sbatch"), "engine": ("local", "run"), "gpus": (None, "run sbatch"),
+                  "runs_per_gpu": (1, "run sbatch"), "log": (None, "run sbatch"), "no_reuse": (False, "run"),
+                  "no_wait": (False, "run"), "array": (2, "sbatch"), "root": (None, "run status sbatch"),
+                  "db": (None, "run")}
+
+
+def _refuse_options_that_do_not_apply(args) -> None:
+    for key, (default, actions) in _STUDY_OPTIONS.items():
+        if getattr(args, key) != default and args.action not in actions.split():
+            *others, last = actions.split()
+            raise XlingError(f"xling study {args.action} takes no --{key.replace('_', '-')} (it applies to xling study "
+                             f"{', '.join(others) + ' and ' if others else ''}{last})")
+
+
 def gpu_list(text: str):
     """An argparse type: --gpus auto or 0,1,2 (checked against the machine when the study runs)."""
     from ..study.placement import parse_gpus
@@ -63,6 +78,7 @@ def gpu_list(text: str):
 def study(args, overrides) -> int:
     from ..study.spec import available_studies, load_study
 
+    _refuse_options_that_do_not_apply(args)
     if args.action == "list":
         if args.name:
             raise XlingError(f"xling study list takes no study name (got '{args.name}'): "
@@ -229,6 +245,8 @@ def export_logs(args, overrides) -> int:
             raise XlingError(f"{target} is training now (process {lock_holder(target) or '?'}): export its logs when "
                              "it has finished, or train with --log to log it as it goes")
         dirs = [target]
+    elif "/" in args.target and target.suffix not in (".yaml", ".yml"):  # a path, not a study's name or file
+        raise XlingError(f"{target} does not exist: give a run directory, or a study's name or YAML file")
     else:
         chosen = load_study(args.target)
         root = runs_root(_existing(args.root))
