@@ -21,6 +21,7 @@ from xling.cli import main
 from xling.cli.tables import alignment_table
 from xling.config import ModelDims
 from xling.data.languages import clone_table
+from xling.errors import XlingError
 from xling.model.gpt import GPT
 
 
@@ -288,7 +289,11 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir, train={"keep_checkpoints": "log"}),
                          "groups": {"ladder": {"set": {"languages.p": 0.0}},
                                     "mix": {"grid": {"languages.p": [0.5, 0.1]}}}})
+    with pytest.raises(XlingError, match="run `xling study run tiny-align` first, then this command without"):
+        write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False)
     run_study(study, tmp_path / "runs", log=lambda *a: None, progress=False)
+    with pytest.raises(XlingError, match="its runs are not aligned yet: run this command without --no-compute"):
+        write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False)
     task = tmp_path / "task.csv"
     sentences = sorted({s.strip() for d in make_documents(20, seed=3) for s in d.split(".") if s.strip()})
     task.write_text("text,label\n" + "".join(f"{s},{'king' in s}\n" for s in sentences))

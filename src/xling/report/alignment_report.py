@@ -17,6 +17,7 @@ from ..errors import XlingError
 from ..fsio import atomic_write_text
 from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
+from ..study.state import is_complete
 from .alignment_results import (
     BEYOND,
     DEFAULT_TASK,
@@ -306,10 +307,14 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
     with svg_copies():  # every figure also as SVG, as in the study report
         found = alignment_sections(doc, study, root, out, task)
     if found is None:
-        raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: "
-                         + (f"run `xling study run {study.name}` first, then this command without --no-compute"
-                            if not compute else f"it has no trained multilingual run there (`xling study run "
-                                                f"{study.name}` trains them)"))
+        multilingual = [s for s in study.runs if s.mixture.multilingual]
+        if compute or not multilingual:
+            hint = f"it has no trained multilingual run there (`xling study run {study.name}` trains them)"
+        elif any(is_complete(s.run_dir(runs_root(root))) for s in multilingual):
+            hint = "its runs are not aligned yet: run this command without --no-compute"
+        else:
+            hint = f"run `xling study run {study.name}` first, then this command without --no-compute"
+        raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: {hint}")
     atomic_write_text(out / "alignment.md", doc.markdown())
     atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}", base=out))
     return out / "alignment.md"
