@@ -262,6 +262,10 @@ CASES = [
     ("bench preset", "bench --model.preset giant", "unknown model.preset"),
     ("bench steps", "bench --steps 0", "argument --steps"),
     ("unknown command", "fly", "invalid choice: 'fly'"),
+    ("command typo", "trian {config}", "did you mean 'train'?"),
+    ("option typo", "study run {study} --wokers 2", "unexpected argument '--wokers' (did you mean --workers?)"),
+    ("config key without its section", f"{T} --steps 3", "unexpected argument '--steps' (did you mean --train.steps?)"),
+    ("no suggestion far from any option", "eval {run} --colour red", "unexpected argument '--colour': see"),
 ]
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
+import re
 import select
 import sqlite3
 import sys
 from pathlib import Path
 
 from .. import __version__, yamlio
+from ..config import RunConfig, flatten, to_dict
 from ..errors import XlingError, warnings_to_stderr
 from ..fsio import cache_hint
 from ..train.threads import openmp_wait_setup
@@ -73,7 +76,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: a usage mistake is an XlingError like any other bad input."""
 
     def error(self, message: str):
-        raise XlingError(f"{message} (see {self.prog} --help)")
+        wrong = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        close = wrong and difflib.get_close_matches(wrong[1], re.findall(r"'(.*?)'", wrong[2]), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise XlingError(f"{message}{hint} (see {self.prog} --help)")
+
+
+def _close_option(given: str, options: list[str], overrides: bool) -> list[str]:
+    """The option or config key (--section.key) that a mistyped option probably meant."""
+    if not given.startswith("--"):
+        return []
+    keys = [f"--{k}" for k in flatten(to_dict(RunConfig())) if k.endswith("." + given[2:])] if overrides else []
+    return keys or difflib.get_close_matches(given, options, n=1, cutoff=0.75)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=command.epilog() if command.epilog else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         command.arguments(p)
-        p.set_defaults(command_spec=command)
+        p.set_defaults(command_spec=command, option_strings=[o for action in p._actions for o in action.option_strings])
     return parser
 
 
@@ -137,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         command: Command = args.command_spec
         if extra:
-            raise XlingError(f"unexpected argument '{extra[0]}': see xling {command.name} --help"
+            close = _close_option(extra[0], args.option_strings, command.overrides)
+            raise XlingError(f"unexpected argument '{extra[0]}'" + (f" (did you mean {close[0]}?)" if close else "")
+                             + f": see xling {command.name} --help"
                              + ("; config overrides look like --section.key VALUE" if command.overrides else ""))
         if overrides and not command.overrides:
             raise XlingError(f"xling {command.name} takes no config overrides (got --{next(iter(overrides))})")
