@@ -39,6 +39,19 @@ def test_the_public_surface_is_pinned_and_documented():
                 assert value.__doc__ and value.__doc__.strip(), f"{cls.__name__}.{member}"
 
 
+def test_reading_a_run_loads_no_torch(tmp_path):
+    from xling.config import RunConfig, dump_yaml
+
+    (tmp_path / "config.yaml").write_text(dump_yaml(RunConfig()))
+    (tmp_path / "run.json").write_text('{"status": "completed", "languages": ["EN1", "EN2"]}')
+    (tmp_path / "eval.json").write_text('{"split": "test", "languages": {"EN1": {"ppl": 9.5}}}')
+    code = (f"import sys, xling; r = xling.Run({str(tmp_path)!r}); "
+            "assert (r.status, r.languages, r.evaluation()['EN1']['ppl'], r.config.model.seq_len) == "
+            "('completed', ['EN1', 'EN2'], 9.5, 128); assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_import_xling_is_light_and_train_stays_the_function():
     code = ("import sys, xling; assert 'torch' not in sys.modules and 'xling.api' not in sys.modules; "
             "xling.Config; assert 'torch' not in sys.modules; "

@@ -87,7 +87,7 @@ def stage(module: str) -> str:
 
 
 @pytest.mark.parametrize("module", ["xling", "xling.api", "xling.cli.main", "xling.study.workers", "xling.study.spec",
-                                    "xling.config"])
+                                    "xling.config", "xling.train.rundir", "xling.study.state"])
 def test_modules_that_must_start_without_torch(module):
     """The CLI starts fast (help, study list) and study workers set OpenMP up before torch loads."""
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"

@@ -26,10 +26,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict, validate
@@ -45,6 +42,11 @@ _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
 # a pickle, which this version never reads.
 CHECKPOINT_FORMAT = 2
 log = logging.getLogger(__name__)
+
+# PyTorch and safetensors are imported where tensors are read or written: reading a run's JSON
+# (Run.info, xling study status) should not wait for PyTorch to load.
+if TYPE_CHECKING:
+    import torch
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -184,6 +186,8 @@ class RunDir:
         `training` is {"step", "optimizer": its state_dict, "scaler": its state_dict, "torch_rng"}.
         Files are built in memory and written with atomic_write, so a full disk is an OSError.
         """
+        from safetensors.torch import save as safetensors_bytes
+
         files = {"model.safetensors": safetensors_bytes(_cpu(model.state_dict())), **_encode_training(training)}
         manifest = {"format": CHECKPOINT_FORMAT, "step": step,
                     "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
@@ -275,6 +279,8 @@ class RunDir:
     @staticmethod
     def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
         """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
+        from safetensors.torch import load_file
+
         weights = load_file(ckpt / "model.safetensors", device=str(map_location))
         try:
             model.load_state_dict(weights)
@@ -286,6 +292,8 @@ class RunDir:
     def load_training(ckpt: Path) -> dict:
         """A checkpoint's training state, as `save_checkpoint` was given it (tensors on the CPU:
         optimizer.load_state_dict moves them to the parameters' device)."""
+        from safetensors.torch import load_file
+
         meta = read_json(ckpt / "training.json")
         tensors = load_file(ckpt / "training.safetensors")
         state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
@@ -307,6 +315,9 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _encode_training(training: dict) -> dict[str, bytes]:
     """training.safetensors (every tensor: optimiser state as optimizer.<param>.<key>, torch_rng)
     and training.json (the rest); `RunDir.load_training` reverses it."""
+    import torch
+    from safetensors.torch import save as safetensors_bytes
+
     tensors, values = {"torch_rng": training["torch_rng"]}, {}
     for pid, entries in training["optimizer"]["state"].items():
         for key, value in entries.items():
