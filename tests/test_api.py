@@ -343,6 +343,10 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     mix = [r for r in rows if r["group"] == "mix"]
     assert len(mix) == 8 and {r["language"] for r in mix} == {"L1", "L2"}
     assert all(r["teff"] is not None and r["teff"] > 0 for r in mix) and {"languages.p", "train.seed"} <= set(mix[0])
+    assert len({tuple(r) for r in rows}) == 1  # one set of columns in every group's rows (a group's grid: None else)
+    assert {r["train.data_fraction"] for r in mix} == {None} and {r["languages.p"] for r in mix} == {0.5, 0.1}
+    ladder_run = next(r for r in study.runs() if "ladder" in r.path.name)  # evaluated again: as the study scored it
+    assert set(ladder_run.evaluate()) == set(ladder_run.evaluation()) == {"L1"}
     settings = study.results(level="setting")
     minority = [r for r in settings if r["role"] == "L2" and not r["monolingual"]]
     assert len(minority) == 2 and all(r["seeds"] == 2 and r["teff_lo"] <= r["teff"] <= r["teff_hi"] for r in minority)

@@ -132,10 +132,12 @@ class Run:
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
         score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
         `max_tokens`, `window` or `last_n` than the run's is written to a file of its own
-        (eval_<split>_<protocol>.json), which `evaluation` and studies do not read."""
+        (eval_<split>_<protocol>.json), which `evaluation` and studies do not read. A study's run scores the
+        languages it trained on, as the study did (a monolingual run of a pair is not scored in the other)."""
         from ..train.evaluate import evaluate_run
 
-        report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n)
+        report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n,
+                                 trained_only=(self.path / "study.json").is_file())
         return dict(report["languages"])
 
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,

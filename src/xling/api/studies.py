@@ -116,7 +116,7 @@ class Study:
         """The study's results as rows (dicts), or a pandas DataFrame with `frame`; what `report` shows.
 
         ``level="run"``: one row per finished run and language it trained: study, run, group, setting,
-        the run's grid values (``languages.p``, ``train.seed``, ...), language, role (L1: the base language,
+        the run's grid values (``languages.p``, ``train.seed``, ...; None where its group has no such key), language, role (L1: the base language,
         L2: another), monolingual, fraction (the language's expected share of the data budget, the paper's
         accounting) and fraction_sampled, length (training, in the study's 1x), ppl (test), and against
         the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
@@ -135,8 +135,9 @@ class Study:
             raise XlingError(f"level must be {' or '.join(_LEVELS)}, got {level!r}")
         a = analyse_study(self._study, self.root, self.db)
         if level == "run":
+            grid = list(dict.fromkeys(k for r in a.rows for k in r.spec.dims))  # every group's keys, in every row
             rows = [{"study": self.name, "run": r.spec.id, "group": r.spec.group, "setting": r.spec.setting,
-                     **r.spec.dims, "language": r.language, "role": r.role, "monolingual": r.mono,
+                     **{k: r.spec.dims.get(k) for k in grid}, "language": r.language, "role": r.role, "monolingual": r.mono,
                      "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
                      "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
                      **{f"teff_{form}": _number(v) for form, v in sorted(r.teff_forms.items())},
