@@ -389,10 +389,14 @@ def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_p
     for call, match in ((lambda: run.align("EN1"), "pair names two languages"),
                         (lambda: run.align(["L1", "L2", "L1"]), "pair names two languages"),
                         (lambda: run.align(word2vec={"bogus": 1}), "word2vec knobs are"),
-                        (lambda: run.evaluate(max_tokens=-5), "give 0 \\(the whole split\\)")):
+                        (lambda: run.evaluate(max_tokens=-5), "give 0 \\(the whole split\\)"),
+                        (lambda: run.eval_path("probe"), "split")):
         with pytest.raises(XlingError, match=match):
             call()
     study = xling.Study(tiny_study(tiny_corpus_dir, name="api-mistakes"), root=tmp_path / "runs")
+    as_config = dict(tiny_study(tiny_corpus_dir, name="api-mistakes"))  # a Config as the base: the same runs
+    as_config["base"] = xling.Config(as_config["base"])
+    assert xling.Study(as_config, root=tmp_path / "runs").runs() == study.runs()
     with pytest.raises(XlingError, match="must be a whole number >= 1 or 'auto', got 'many'"):
         study.run(workers="many")
     with pytest.raises(XlingError, match="unknown logger 'nope'"):

@@ -106,8 +106,10 @@ class Run:
                   max_tokens: int | None = None) -> Path:
         """Where `evaluate` writes a split's perplexities: eval.json (test) or eval_SPLIT.json under the run's
         own protocol; eval_SPLIT_PROTOCOL.json under another `window`, `last_n` or `max_tokens`."""
+        from ..data.corpora import check_split_name
         from ..train.evaluate import evaluation_path, protocol
 
+        check_split_name(split)
         run = self._dir()
         if window is None and last_n is None and max_tokens is None:
             return run.eval_path(split)
