@@ -383,3 +383,13 @@ def test_a_mark_column_without_marks_is_left_out_of_a_table():
     unmarked, marked = doc.markdown().split("\n\n")[:2]
     assert unmarked.splitlines()[0] == "| setting | seeds |" and marked.splitlines()[0] == "| setting | seeds |  |"
     assert marked.splitlines()[-1] == "| 90/10 | 3 | † |"
+
+
+def test_an_empty_paragraph_leaves_no_blank_line():
+    from xling.report.doc import Doc
+
+    doc = Doc()
+    doc.h(1, "Study report: mine")
+    doc.p("")  # a study without a description
+    doc.ul(["Generated today."])
+    assert doc.markdown().startswith("# Study report: mine\n\n- Generated today.")

@@ -18,7 +18,8 @@ class Doc:
         self.blocks.append(("h", level, text))
 
     def p(self, text):
-        self.blocks.append(("p", text))
+        if text:  # an empty paragraph (a study without a description) is no blank line under a title
+            self.blocks.append(("p", text))
 
     def ul(self, items):
         if items:
