@@ -262,7 +262,8 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     of the run's checkpoints instead of the latest (written to alignment/checkpoints/, no figures).
     """
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
-        raise XlingError("--sequences and --batch-size must be >= 1 and --grad-sequences >= 0")
+        raise XlingError("sequences and batch_size must be >= 1 and grad_sequences >= 0 (--sequences, --batch-size, "
+                          "--grad-sequences)")
     pair = checked_pair(pair)
     unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
     if unknown:
@@ -271,7 +272,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     setup, model, cfg = session.setup, session.model, session.cfg
     a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)
     if a == b:
-        raise XlingError("--pair needs two different languages")
+        raise XlingError("the pair (--pair) needs two different languages")
     timings, t0 = {}, time.perf_counter()
     probes = make_probes(cfg, setup, a, b, sequences)
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],

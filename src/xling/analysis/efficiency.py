@@ -372,7 +372,7 @@ def check_options(form: str, bootstrap: int) -> tuple[str, ...]:
     if form != "both" and form not in FORMS:
         raise XlingError(f"unknown law form {form!r}: use {', '.join(FORMS)} or both")
     if bootstrap < 0:
-        raise XlingError(f"--bootstrap must be >= 0, got {bootstrap}")
+        raise XlingError(f"bootstrap (--bootstrap) must be >= 0, got {bootstrap}")
     return FORMS if form == "both" else (form,)
 
 

@@ -241,7 +241,7 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
                  batch_size: int = 32, lr: float = 3e-4, seed: int = 0, device: str = "auto") -> dict:
     """Fine-tune a run on a task in one language, evaluate in all; writes RUN_DIR/transfer/<task>-<lang>.json."""
     if steps < 1 or batch_size < 1 or lr <= 0:
-        raise XlingError("--steps and --batch-size must be >= 1 and --lr > 0")
+        raise XlingError("steps and batch_size must be >= 1 and lr > 0 (--steps, --batch-size, --lr)")
     session = load_session(run_dir, device=device)
     setup, cfg = session.setup, session.cfg
     names = setup.names

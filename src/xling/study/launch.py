@@ -203,7 +203,7 @@ class Launch:
              runs_per_gpu: int = 1, loggers: tuple[str, ...] = (), progress: bool = False) -> Launch:
         """Check the request and work out the workers (one error line for an impossible one)."""
         if engine not in ("local", "ray"):
-            raise XlingError(f"--engine must be local or ray, got '{engine}'")
+            raise XlingError(f"engine (--engine) must be local or ray, got '{engine}'")
         if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
             raise XlingError(f"--workers (from Python: workers=) must be a whole number >= 1 or 'auto', got {workers!r}")
         places = None
