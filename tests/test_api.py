@@ -4,6 +4,7 @@ the command line calls."""
 from __future__ import annotations
 
 import json
+import math
 import pydoc
 import shutil
 import subprocess
@@ -405,3 +406,22 @@ def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_p
 
     with pytest.raises(XlingError, match=r"cannot use the results store /proc/x\.db"):
         Store("/proc/x.db")  # not a damaged store to set aside: one that cannot be opened
+
+
+def test_pooled_clones_and_transformed_languages_in_results(tiny_corpus_dir, tmp_path):
+    base = tiny_config_dict(tiny_corpus_dir, train={"steps": 0, "checkpoint_every": 50, "log_every": 5},
+                            eval={"max_tokens": 1500})
+    study = xling.Study({"name": "api-pooled", "base": base, "one_x": 0.4, "groups": {
+        "ladder": {"set": {"languages.p": 0.0}, "grid": {"train.data_fraction": [0.1, 0.2, 0.4]}},
+        "three": {"set": {"train.data_fraction": 0.4, "languages.num_clones": 2, "languages.p": 0.4}},
+        "inv": {"set": {"train.data_fraction": 0.4, "languages.p": 0.5, "languages.transforms": {"L2": ["clone", "inverted"]}}}}},
+        root=tmp_path / "runs")
+    assert study.run(log=None)["completed"] == 5
+    rows = study.results()
+    assert len({tuple(r) for r in rows}) == 1  # the transformed language's row has every column too
+    clones = {r["language"]: r["ppl"] for r in rows if r["group"] == "three" and r["role"] == "L2"}
+    pooled = next(r for r in study.results(level="setting") if r["group"] == "three" and r["role"] == "L2")
+    assert set(clones) == {"L2", "L3"} and pooled["language"] == "L2–L3"
+    assert pooled["ppl"] == pytest.approx(math.sqrt(clones["L2"] * clones["L3"]))  # the geometric mean
+    inverted = next(r for r in rows if r["group"] == "inv" and r["language"] == "L2")
+    assert inverted["teff"] is None and "ladder" in inverted["warnings"]  # says why it has no TEff

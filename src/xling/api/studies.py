@@ -125,7 +125,9 @@ class Study:
         the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
         teff_paper, teff_loss (each form), teff_ladder (read off the ladder, no law), teff_sampled, warnings.
 
-        ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds:
+        ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds
+        (the clones of a run that has several are pooled into one row, language labelled e.g. ``"L2–L3"``, their
+        perplexities' geometric mean within each run; a transformed language is labelled e.g. ``"L2 inverted"``):
         ppl (geometric mean) and teff (mean), each with its 95 % interval over seeds (``_lo``, ``_hi``; None
         with one seed), teff_paper,
         teff_loss and teff_ladder likewise (as at run level: each law form, and no law), seeds, and the
@@ -133,6 +135,7 @@ class Study:
         teff_paper, ours under the paper's law form). Syncs the results store first.
         """
         from ..report.study_report import analyse_study
+        from ..report.summary import TEFF_FORMS
 
         if level not in _LEVELS:
             raise XlingError(f"level must be {' or '.join(_LEVELS)}, got {level!r}")
@@ -143,7 +146,7 @@ class Study:
                      **{k: r.spec.dims.get(k) for k in grid}, "language": r.language, "role": r.role, "monolingual": r.mono,
                      "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
                      "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
-                     **{f"teff_{form}": _number(v) for form, v in sorted(r.teff_forms.items())},
+                     **{f"teff_{form}": _number(r.teff_forms.get(form)) for form in TEFF_FORMS},
                      "teff_sampled": _number(r.teff_sampled), "warnings": "; ".join(r.warnings)} for r in a.rows]
         else:
             rows = [{"study": self.name, "setting": s.setting, "group": s.group, "language": s.label, "role": s.role,

@@ -33,6 +33,7 @@ MIXTURE_KEYS = ("name", "languages.p", "languages.schedule", "languages.num_clon
                 "languages.temperature", "languages.unimax_epochs", "languages.transforms")
 BOOTSTRAP = 500  # resamples for the law's own uncertainty (shown for the headline numbers)
 LADDER = "ladder"  # teff_forms key of the TEff read off the ladder with no law (efficiency.ladder_mlte), shown beside
+TEFF_FORMS = tuple(sorted((*FORMS, LADDER)))  # every row's teff_forms keys (ladder, loss, paper), as columns
 
 
 def dotted(config: dict, key: str):
@@ -229,6 +230,9 @@ def _fit_and_score(a: Analysis) -> None:
         a.laws[key] = a.laws_by_form[a.verdict_form[key]][key]
     for r in a.rows:
         key = (law_group(r.spec.config), r.law_language)
+        if key not in a.laws:
+            r.warnings = [f"no TEff: the study has no monolingual ladder of {r.law_language} (3 or more fractions, "
+                          "the same config outside the mixture) to fit its law to"]
         if key not in a.laws or not (r.fraction and r.ppl):
             continue
         r.teff_forms = {form: efficiency(a.laws_by_form[form][key], r.fraction, r.ppl).teff for form in FORMS}
@@ -253,6 +257,7 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
             per_run.setdefault(r.spec.id, []).append(r)
         runs = list(per_run.values())  # pooled clones: average within a run first, then over seeds
         mean = lambda rs, a: float(np.mean([getattr(r, a) for r in rs]))
+        geomean = lambda rs, a: float(np.exp(np.mean(np.log([getattr(r, a) for r in rs]))))  # perplexities
         first = members[0]
         length = float(np.mean([r.length for r in members]))
         if not mono and length >= 0.025:  # steps are whole batches: snap to the 1/20 grid of the paper's lengths
@@ -264,8 +269,8 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         out.append(Summary(setting, first.spec.group, label, first.role, key, paper_key.model, first.spec,
                            float(np.mean([mean(rs, "fraction") for rs in runs])),
                            float(np.mean([mean(rs, "fraction_sampled") for rs in runs])),
-                           log_stat([mean(rs, "ppl") for rs in runs]),
-                           float(np.mean([mean(rs, "mlpe") for rs in runs])),
+                           log_stat([geomean(rs, "ppl") for rs in runs]),
+                           float(np.mean([geomean(rs, "mlpe") for rs in runs])),
                            t_stat([mean(rs, "teff") for rs in runs]),
                            {form: t_stat([form_mean(rs, form) for rs in runs]) for form in FORMS}
                            | {LADDER: _every_seed([form_mean(rs, LADDER) for rs in runs])},
