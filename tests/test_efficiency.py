@@ -297,6 +297,16 @@ def test_a_degenerate_fit_is_said_on_every_row_it_scores(fit):
     assert not any("degenerate" in w for w in efficiency(fit, 0.5, float(fit.law.ppl(0.6))).warnings)
 
 
+def test_an_estimate_outside_its_own_bootstrap_interval_is_said(fit):
+    x, ppl = [0.1, 0.25, 0.5, 1.0], [261.06, 63.24, 11.25, 3.715]  # most resamples break the paper form
+    paper = fit_scaling_law(x, ppl, form="paper", bootstrap=400)
+    e = efficiency(paper, 0.1, 106.1)
+    assert not e.mlte_ci[0] <= e.mlte <= e.mlte_ci[1]
+    assert any("lies outside its own bootstrap interval" in w and "bootstrap refits gave a law" in w for w in e.warnings)
+    inside = efficiency(fit, 0.5, float(fit.law.ppl(0.6)))
+    assert inside.mlte_ci[0] <= inside.mlte <= inside.mlte_ci[1] and not any("outside its own" in w for w in inside.warnings)
+
+
 def test_a_ladder_with_a_point_twice_or_rising_perplexity_is_noted():
     x, ppl = [0.05, 0.1, 0.1, 0.25, 0.5, 1.0], [430.0, 264.0, 264.0, 127.0, 135.0, 61.0]
     notes = fit_scaling_law(x, ppl, bootstrap=20).notes

@@ -114,6 +114,16 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
     return out
 
 
+def _interval_warnings(fit: ScalingFit, mlte: float, mlte_ci: tuple[float, float]) -> list[str]:
+    """A bootstrap interval that misses its own estimate describes the refits that succeeded, not the estimate."""
+    lo, hi = mlte_ci
+    if not (math.isfinite(mlte) and lo <= hi) or lo <= mlte <= hi:
+        return []
+    return [f"MLTE {mlte:.4g} lies outside its own bootstrap interval [{lo:.4g}, {hi:.4g}]: the refits that gave "
+            "a law are not like the fit itself, so the interval does not describe it"
+            + "".join(f" ({note})" for note in fit.notes[:1]) + "; prefer the profile-likelihood interval"]
+
+
 def efficiency(fit: ScalingFit, fraction: float, ppl: float, profile: bool = False) -> Efficiency:
     """MLPE, MLTE and TEff of a language that got ``fraction`` of the budget and reached ``ppl``; with
     ``profile``, also their profile-likelihood intervals."""
@@ -136,7 +146,7 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float, profile: bool = Fal
         mlte_ci=mlte_ci,
         teff=mlte / fraction,
         teff_ci=(mlte_ci[0] / fraction, mlte_ci[1] / fraction),
-        warnings=_warnings(law, fraction, ppl, mlte),
+        warnings=_warnings(law, fraction, ppl, mlte) + _interval_warnings(fit, mlte, mlte_ci),
         mlte_profile=mlte_profile,
         teff_profile=(mlte_profile[0] / fraction, mlte_profile[1] / fraction) if mlte_profile else None,
     )

@@ -230,7 +230,7 @@ def _fit_and_score(a: Analysis) -> None:
         a.laws[key] = a.laws_by_form[a.verdict_form[key]][key]
     for r in a.rows:
         key = (law_group(r.spec.config), r.law_language)
-        if key not in a.laws:
+        if key not in a.laws and a.laws:  # (a study without any ladder measures no TEff at all: nothing to say)
             r.warnings = [f"no TEff: the study has no monolingual ladder of {r.law_language} (3 or more fractions, "
                           "the same config outside the mixture) to fit its law to"]
         if key not in a.laws or not (r.fraction and r.ppl):
