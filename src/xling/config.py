@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from . import yamlio
 from .errors import XlingError
-from .notation import books_part, is_name, parse_schedule
+from .notation import NAME_RULE, books_part, is_name, parse_schedule
 from .recipes import config_path
 from .yamlio import load_file as load_yaml
 
@@ -187,12 +188,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return None if value is None else _coerce(value, inner, where)
     if origin is dict:
         if not isinstance(value, dict):
-            raise XlingError(f"{where} must be a mapping (e.g. {{EN2: ...}}), got {value!r}")
+            raise XlingError(f"{where} must be a mapping (e.g. {{EN2: ...}}), got {reprlib.repr(value)}")
         _, item = typing.get_args(typ)
         return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):
-            raise XlingError(f"{where} must be a mapping of keys, got {value!r}")
+            raise XlingError(f"{where} must be a mapping of keys, got {reprlib.repr(value)}")
         return _build(typ, value, where)
     if origin is list:
         if not isinstance(value, list):
@@ -204,7 +205,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. a schedule written without quotes
     if typ in (int, float, str, bool) and not (isinstance(value, typ) and not (typ is int and isinstance(value, bool))):
-        raise XlingError(f"{where} must be of type {typ.__name__}, got {value!r}")
+        raise XlingError(f"{where} must be of type {typ.__name__}, got {reprlib.repr(value)}")
     return value
 
 
@@ -306,15 +307,11 @@ class ModelDims:
 
 # name: (layers, width, heads, head width, mlp width), as the paper's §3 describes its models; then CPU sizes.
 PRESETS: dict[str, tuple[int, int, int, int, int]] = {
-    "mini": (4, 512, 8, 32, 2048),
-    "tiny": (4, 768, 12, 64, 3072),
-    "small": (12, 768, 12, 64, 3072),
+    "mini": (4, 512, 8, 32, 2048), "tiny": (4, 768, 12, 64, 3072), "small": (12, 768, 12, 64, 3072),
     "medium": (24, 1024, 16, 64, 4096),
-    "cpu-xs": (2, 64, 2, 32, 256),
-    "cpu-s": (4, 128, 4, 32, 512),
-    "cpu-m": (4, 256, 4, 64, 1024),
+    "cpu-xs": (2, 64, 2, 32, 256), "cpu-s": (4, 128, 4, 32, 512), "cpu-m": (4, 256, 4, 64, 1024),
     "cpu-l": (6, 384, 6, 64, 1536),
-}
+}  # fmt: skip
 
 
 def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
@@ -348,18 +345,22 @@ def _check(ok: bool, message: str) -> None:
 def _check_rules(section, where: str = "") -> None:
     """Apply the rules next to every field (between, one_of, NAME, BOOKS; to each entry of a mapping) and
     require finite floats."""
+    types_ = _field_types(type(section))
     for f in dataclasses.fields(section):
         value, path = getattr(section, f.name), f"{where}{f.name}"
         if dataclasses.is_dataclass(value):
             _check_rules(value, f"{path}.")
             continue
+        typ = types_[f.name]  # a value set in place (cfg.corpus.paths = "a.txt") with another type:
+        coerced = _coerce(value, typ, path)
+        _check(coerced is value or coerced == value, f"{path} must be a {(typing.get_origin(typ) or typ).__name__}, "
+                                                   f"got {reprlib.repr(value)}")
         items = [(f"{path}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)]
         for item_path, item in items:
             _check_value(f.metadata, item, item_path)
         if "name" in f.metadata:
             for name in value if isinstance(value, list) else [value] if value else []:
-                _check(is_name(name), f"{path}: '{name}' is not a usable name: use letters, digits, '.', '_' or "
-                                      "'-' (not first), at most 100 characters")
+                _check(is_name(name), f"{path}: '{name}' is not a usable name: {NAME_RULE}")
 
 
 def _check_value(rules: dict, value, path: str) -> None:

@@ -40,6 +40,9 @@ def dataset_split(spec: str) -> tuple[str, str]:
     return spec, ""
 
 
+NAME_RULE = "use letters, digits, '.', '_' or '-' (not first), at most 100 characters"
+
+
 def is_name(text: str) -> bool:
     """Whether `text` can name a file or directory safely: no separators, no '..', no leading '.' or '-'."""
     return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", text))

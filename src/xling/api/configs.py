@@ -32,6 +32,7 @@ from ..config import (
 )
 from ..errors import XlingError
 from ..fsio import UMASK, atomic_write_text, default_cache_dir, make_dirs
+from ..notation import NAME_RULE, is_name
 from ..recipes import config_path
 
 ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunConfig]
@@ -188,6 +189,9 @@ class Config:
                 data[key].update(copy.deepcopy(dict(value)))  # a section's keys: the others stay
             else:
                 data[key] = copy.deepcopy(value)
+        if not isinstance(overrides, Mapping | None):
+            raise XlingError(f"overrides are a mapping of dotted keys, e.g. {{'train.steps': 100}}; got "
+                             f"{type(overrides).__name__} {overrides!r:.60}")
         data = apply_overrides(data, {**dotted, **dict(overrides or {})})
         cfg = from_dict(data)
         # a run's own config (Run.config, a resume) may predate the refusal of keys a run ignores
@@ -204,6 +208,8 @@ class Config:
 
     @name.setter
     def name(self, value: str) -> None:
+        if not isinstance(value, str) or (value and not is_name(value)):
+            raise XlingError(f"name: {value!r} is not a usable name: {NAME_RULE}")
         self._cfg.name = value
 
     @property

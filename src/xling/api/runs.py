@@ -27,6 +27,8 @@ class Run:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise XlingError(f"a run is a directory's path (str or Path), not a {type(path).__name__}")
         self.path = Path(path)
 
     def __fspath__(self) -> str:
@@ -258,7 +260,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
 
     cfg = unwrap(config)
     run = Run(out if out is not None else _default_out(config, cfg))
-    with LiveLog(run.path, tuple(loggers)) as live:
+    with LiveLog(run.path, (loggers,) if isinstance(loggers, str) else tuple(loggers)) as live:
         for note in live.notes:
             print(f"note: {note}", file=sys.stderr)
         info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)

@@ -62,6 +62,11 @@ def _rows(source: Rows | str | os.PathLike, columns: tuple[str, ...], what: str)
         return read_csv_rows(source, columns)
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
         source = source.to_dict("records")
+    if isinstance(source, Mapping):  # one row
+        source = [source]
+    if not isinstance(source, Iterable):
+        raise XlingError(f"{what} rows must be mappings (a list of dicts), a DataFrame or a CSV file's path; "
+                         f"got a {type(source).__name__}")
     return check_rows(source, columns, what)
 
 

@@ -112,7 +112,7 @@ class Study:
         elif gpus is not None and not isinstance(gpus, str):
             gpus = tuple(int(g) for g in gpus)
         return run_study(self._study, self.root, workers=workers, engine=engine, db=self.db, progress=progress,
-                         log=log, loggers=tuple(loggers), reuse=reuse, gpus=gpus, runs_per_gpu=runs_per_gpu,
+                         log=log, loggers=loggers, reuse=reuse, gpus=gpus, runs_per_gpu=runs_per_gpu,
                          wait=wait)
 
     def results(self, level: str = "run", frame: bool = False) -> Any:

@@ -190,6 +190,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     log = log or (lambda _: None)
     auto = workers == "auto" and engine == "local" and gpus is None  # else "auto" means the default
     launch = Launch.plan(engine, None if workers == "auto" else workers, gpus, runs_per_gpu, progress=False)
+    loggers = _usable_loggers((loggers,) if isinstance(loggers, str) else tuple(loggers), log)  # (before any line)
     root = runs_root(root)
     fresh = not root.exists()
     check_locking(root)
@@ -202,7 +203,6 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     parallel = launch.workers > 1 or engine != "local" or launch.gpus
     log(f"study {study.name}: {len(study.runs)} run{'s' * (len(study.runs) != 1)}, {counts['completed']} already complete, {len(todo)} to run"
         + (f" ({launch.describe()})" if todo and parallel and not auto else "") + _resuming(todo, root))
-    loggers = _usable_loggers(loggers, log)
     if reuse:
         counts["completed"] += _adopt_twins(todo, root, store, loggers, log)
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
