@@ -261,16 +261,29 @@ def test_xling_eval_under_another_protocol_writes_a_file_of_its_own(tiny_corpus_
     assert "the window (64) must be between 2 and the model's length (32)" in capsys.readouterr().err
 
 
+def test_a_resume_records_new_evaluation_settings_as_an_edit_of_config_yaml(tiny_corpus_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run_dir).fit(progress=False)
+    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.window", "16", "--eval.last_n", "4"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: eval.window 32 -> 16, recorded in {run_dir / 'config.yaml'}" in captured.err
+    assert "(window 16, last 4 scored)" in captured.out  # the final evaluation scores as the validation did
+    recorded = RunDir(run_dir).read_config().eval
+    assert (recorded.window, recorded.last_n) == (16, 4)
+    assert json.loads((run_dir / "eval.json").read_text())["window"] == 16
+
+
 def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
     real_step = Trainer.train_step
     monkeypatch.setattr(Trainer, "train_step", lambda self, step: real_step(self, step) if step < 5 else
                         (_ for _ in ()).throw(KeyboardInterrupt))
-    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-eval", "--log", "csv"]) == 130
-    assert f"continue with: xling train {tmp_path / 'run'} --resume --no-eval --log csv\n" in capsys.readouterr().err
+    out = tmp_path / "my run"  # quoted in the hint, so that it pastes
+    assert main(["train", str(config), "--out", str(out), "--quiet", "--no-eval", "--log", "csv"]) == 130
+    assert f"continue with: xling train '{out}' --resume --no-eval --quiet --log csv\n" in capsys.readouterr().err
     monkeypatch.setattr(Run, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    assert main(["eval", str(tmp_path / "run")]) == 130  # not a training command: no training hint
+    assert main(["eval", str(out)]) == 130  # not a training command: no training hint
     assert "xling train" not in capsys.readouterr().err
 
 

@@ -124,6 +124,11 @@ def test_existing_run_needs_resume(capsys, config_file, tmp_path):
     assert code == 0 and f"resuming {out} from its last checkpoint, step 4" in printed
     code, printed, err = run_cli(capsys, "train", out, "--resume", "--train.steps", "8")  # refused before announced
     assert code == 2 and "config differs" in err and "train.steps" in err and not printed
+    recorded = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(recorded.replace("seed: 0", "seed: 7"))  # edited since the checkpoint
+    code, printed, err = run_cli(capsys, "train", out, "--resume")
+    assert code == 2 and "train.seed changed since checkpoint step_0000004" in err and not printed
+    (out / "config.yaml").write_text(recorded)
     code, printed, _ = run_cli(capsys, "train", config_file(), "--out", tmp_path / "typo", "--resume", "--quiet",
                                "--no-eval", "--train.steps", "2")
     assert code == 0 and f"{tmp_path / 'typo'} does not exist yet: a new run starts there" in printed

@@ -393,3 +393,21 @@ def test_an_empty_paragraph_leaves_no_blank_line():
     doc.p("")  # a study without a description
     doc.ul(["Generated today."])
     assert doc.markdown().startswith("# Study report: mine\n\n- Generated today.")
+
+
+def test_runs_that_differ_in_how_they_were_executed_share_a_law():
+    from xling.config import RunConfig, to_dict
+    from xling.report.summary import law_group
+
+    def config(**train):
+        cfg = to_dict(RunConfig())
+        cfg["train"].update(train)
+        return cfg
+
+    ladder = law_group(config())
+    assert law_group(config(log_every=3, checkpoint_every=20, keep_checkpoints="all", device="cpu")) == ladder
+    assert law_group(config(seed=4, data_fraction=0.2)) == ladder  # the mixture's keys
+    assert law_group(config(lr=1e-3)) != ladder  # what the run learns from
+    scored_otherwise = config()
+    scored_otherwise["eval"]["window"] = 64  # perplexities under another protocol are not comparable
+    assert law_group(scored_otherwise) != ladder

@@ -484,8 +484,10 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     _check(tr.batch_size % tr.grad_accum == 0,
            f"train.batch_size ({tr.batch_size}) must be divisible by train.grad_accum ({tr.grad_accum})")
     _check(tr.min_lr <= tr.lr, f"train.min_lr ({tr.min_lr:g}) must not exceed train.lr ({tr.lr:g})")
-    _check(2 <= ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len ({dims.seq_len})")
-    _check(ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got {ev.last_n}")
+    _check(2 <= ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len "
+                                           f"({dims.seq_len}), or 0 to follow model.seq_len")
+    _check(ev.last_n <= ev.window - 1, f"eval.last_n must be between 1 and eval.window - 1 ({ev.window - 1}), got "
+                                       f"{ev.last_n}; 0: a quarter of the window")
     _check(ev.max_tokens == 0 or ev.max_tokens > ev.window,
            f"eval.max_tokens ({ev.max_tokens}) must be 0 (the whole split) or more than eval.window ({ev.window})")
     if not recorded:

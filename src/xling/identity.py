@@ -38,10 +38,11 @@ def resolve_relative(cfg: RunConfig, workdir: str | None) -> RunConfig:
                                       [located(p, cfg.corpus.name == "hf") for p in lang.corpora]))
 
 
+# How a run is executed and logged: neither what it learns nor the numbers it reports (beyond the last bits).
+EXECUTION_KEYS = ("name", "train.device", "train.compile", "train.log_every", "train.eval_every",
+                  "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size")
 # What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.
-RESUMABLE_KEYS = ("name", "train.device", "train.compile", "train.log_every", "train.eval_every",
-                  "train.checkpoint_every", "train.keep_checkpoints", "eval.window", "eval.last_n", "eval.max_tokens",
-                  "eval.batch_size")
+RESUMABLE_KEYS = (*EXECUTION_KEYS, "eval.window", "eval.last_n", "eval.max_tokens")
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:

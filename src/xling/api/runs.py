@@ -135,8 +135,8 @@ class Run:
         """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
         score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
-        `max_tokens`, `window` or `last_n` than the run's is written to a file of its own
-        (eval_<split>_<protocol>.json), which `evaluation` and studies do not read. A study's run scores the
+        `max_tokens`, `window` (`last_n` then defaults to a quarter of it) or `last_n` than the run's is written
+        to a file of its own (eval_<split>_<protocol>.json), which `evaluation` and studies do not read. A study's run scores the
         languages it trained on, as the study did (a monolingual run of a pair is not scored in the other)."""
         from ..train.evaluate import evaluate_run
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -87,13 +88,14 @@ def train(args, overrides) -> int:
         source = args.config
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
-    flags = "".join([" --no-eval"] * args.no_eval + [f" --log {name}" for name in args.log or ()])
-    args.resume_hint = (out, f"xling train {out} --resume{flags}")  # what the Ctrl-C message says (cli.main)
+    flags = [*["--no-eval"] * args.no_eval, *["--quiet"] * args.quiet, *[f"--log {name}" for name in args.log or ()]]
+    args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags))
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
         step = run_dir.newest_checkpoint_step()
-        if step or run_dir.info_path.is_file():
-            run_dir.check_resumes_with(unwrap(cfg))  # before saying it resumes (training checks again)
+        if step or run_dir.info_path.is_file():  # checked before saying it resumes (training checks again)
+            for change in run_dir.check_resumes_with(unwrap(cfg)):
+                print(f"note: {change}, recorded in {run_dir.config_path}", file=sys.stderr)
         print(f"resuming {out} from its last checkpoint, step {step}" if step else f"{out} has no checkpoint yet: "
               "training starts at step 0" if out.is_dir() else f"{out} does not exist yet: a new run starts there",
               flush=True)
@@ -119,7 +121,8 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="score only a prefix of each language's stream (0: all; default: the run's eval.max_tokens)")
     p.add_argument("--window", type=count(2, 65536), default=None, help="evaluation window (default: the run's)")
     p.add_argument("--last-n", type=count(1, 65535), default=None,
-                   help="targets scored at the end of each window (default: the run's)")
+                   help="targets scored at the end of each window (default: a quarter of --window if given, "
+                        "else the run's)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 

@@ -341,7 +341,7 @@ def _headline_line(a: Analysis, s: Summary) -> str:
     """The paper-form TEff beside the paper's value, the loss form's, and which one the verdicts use."""
     if s.law not in a.laws:  # no monolingual ladder of >= 3 fractions: no law, so no TEff to report
         return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label}: no TEff (the study has no monolingual "
-                "ladder of at least 3 data fractions to fit a law to)")
+                "ladder of at least 3 data fractions with this run's config outside the mixture to fit a law to)")
     verdict = a.verdict_form.get(s.law, "loss")
     loo = a.loo.get(s.law, {})
     why = ("lower leave-one-out error on the ladder" if any(math.isfinite(v) for v in loo.values()) else

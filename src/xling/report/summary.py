@@ -21,6 +21,7 @@ from ..analysis.scaling_law import FORMS, ScalingFit, better_form, fit_scaling_l
 from ..config import flatten
 from ..data.mixture import Mixture
 from ..fsio import read_json
+from ..identity import EXECUTION_KEYS
 from ..study.spec import RunSpec, Study
 from ..train.rundir import RunDir
 from . import published
@@ -119,13 +120,14 @@ class Analysis:
 
 
 def law_group(config: dict) -> str:
-    """Runs whose configs agree outside the mixture keys share monolingual laws.
+    """Runs whose configs agree outside the mixture keys (and how they were executed: logging, checkpoints,
+    device) share monolingual laws.
 
     Disjoint and anchored vocabularies tokenize each language identically, so their monolingual
     runs are the same experiment (the paper fits one EN and one FR law for both).
     """
-    flat = {k: v for k, v in flatten(config).items() if k not in MIXTURE_KEYS and ".".join(k.split(".")[:2])
-            not in MIXTURE_KEYS}
+    flat = {k: v for k, v in flatten(config).items() if k not in MIXTURE_KEYS + EXECUTION_KEYS
+            and ".".join(k.split(".")[:2]) not in MIXTURE_KEYS}
     if flat.get("languages.vocab") in ("disjoint", "anchored"):
         flat["languages.vocab"] = "separate"
     if flat.get("languages.kind") == "clone":

@@ -108,7 +108,10 @@ def protocol_name(ev: EvalConfig) -> str:
 
 def protocol(own: EvalConfig, window: int | None = None, last_n: int | None = None,
              max_tokens: int | None = None) -> EvalConfig:
-    """A run's eval section with what is given instead (None: the run's own)."""
+    """A run's eval section with what is given instead (None: the run's own; with another window, last_n is a
+    quarter of it, as a config's default)."""
+    if window is not None and last_n is None:
+        last_n = max(1, window // 4)
     given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
     return dataclasses.replace(own, **{k: v for k, v in given.items() if v is not None})
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import RunConfig, dump_yaml, from_dict, load_yaml, to_dict, validate
+from ..config import RunConfig, dump_yaml, flatten, from_dict, load_yaml, to_dict, validate
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import RESUMABLE_KEYS, config_differences
@@ -111,12 +111,21 @@ class RunDir:
             raise XlingError(f"{self.path} is {what}: pass the directory `xling train` wrote")
         return self
 
-    def check_resumes_with(self, cfg: RunConfig) -> None:
-        """Refuse to continue this run with `cfg` where it differs in what the run learns from (config.yaml)."""
-        differ = config_differences(self.read_config(), cfg, ignore=RESUMABLE_KEYS)
+    def check_resumes_with(self, cfg: RunConfig) -> list[str]:
+        """Refuse to continue this run with `cfg` where it differs in what the run learns from (config.yaml);
+        return how it differs in how the run is executed or evaluated ("eval.window 128 -> 64"), which a
+        resume records in config.yaml, as if it had been edited there."""
+        recorded = self.read_config()
+        differ = config_differences(recorded, cfg, ignore=RESUMABLE_KEYS)
         if differ:
             raise XlingError(f"--resume: the config differs from the one saved in {self.path} in {', '.join(differ)}; "
                              "resume with the same config or start a new run")
+        newest = self.checkpoint_dirs()[-1:]  # config.yaml edited since then (its checksums are for the resume)
+        manifest = read_json(newest[0] / "manifest.json", default=None) if newest else None
+        if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
+            self._check_checkpoint_config(newest[0], manifest, cfg)
+        old, new = flatten(to_dict(recorded)), flatten(to_dict(cfg))
+        return [f"{key} {old[key]} -> {new[key]}" for key in config_differences(recorded, cfg)]
 
     # config and info
     def write_config(self, cfg: RunConfig) -> None:
@@ -270,11 +279,14 @@ class RunDir:
             which = "a newer" if isinstance(written, int) and written > CHECKPOINT_FORMAT else "an older"
             raise XlingError(f"checkpoint {ckpt} was written by {which} xling in a format this version does not "
                              "read: finish the run with that version, or start it again in a new run directory")
+        self._check_checkpoint_config(ckpt, manifest, cfg)
+        return ckpt
+
+    def _check_checkpoint_config(self, ckpt: Path, manifest: dict, cfg: RunConfig) -> None:
         differ = config_differences(from_dict(manifest.get("config")), cfg, ignore=RESUMABLE_KEYS)
         if differ:
             raise XlingError(f"--resume: {', '.join(differ)} changed since checkpoint {ckpt.name} was written "
                              f"(in {self.config_path}): restore config.yaml or start a new run")
-        return ckpt
 
     @staticmethod
     def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:

@@ -227,7 +227,7 @@ class Trainer:
         start = self.steps_done = self._restore() if resume else 0
         info = {}
         if main:
-            if not resume or not run.info_path.is_file():
+            if not resume or not run.info_path.is_file() or run.read_config() != cfg:  # (a resume's new settings)
                 run.write_config(cfg)
             # the run's own copy of its tokenizers and id table (train.portable), before run.json names them
             saved = {} if self.setup.from_run_copies else {RECORD: save_languages(run, self.setup)}
