@@ -265,6 +265,7 @@ CASES = [
     ("command typo", "trian {config}", "did you mean 'train'?"),
     ("option typo", "study run {study} --wokers 2", "unexpected argument '--wokers' (did you mean --workers?)"),
     ("config key without its section", f"{T} --steps 3", "unexpected argument '--steps' (did you mean --train.steps?)"),
+    ("config key spelt as an option", f"{T} --seq-len 64", "(did you mean --model.seq_len?)"),
     ("no suggestion far from any option", "eval {run} --colour red", "unexpected argument '--colour': see"),
 ]
 

@@ -25,6 +25,10 @@ def test_unknown_key_suggests_the_closest():
         from_dict({"train": {"setps": 3}})
     with pytest.raises(XlingError, match="did you mean 'languages'"):
         from_dict({"langauges": {}})
+    with pytest.raises(XlingError, match=r"unknown key 'model.steps' \(did you mean 'train.steps'\?\)"):
+        from_dict({"model": {"steps": 3}})  # a key in another section
+    with pytest.raises(XlingError, match=r"unknown key 'steps' \(did you mean 'train.steps'\?\)"):
+        from_dict({"steps": 3})  # a key without its section
 
 
 def test_types_are_checked_and_ints_widen_to_floats():

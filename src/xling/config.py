@@ -175,9 +175,10 @@ def _field_types(cls) -> dict[str, Any]:
 
 
 def _suggest(key: str, options, section: str) -> str:
-    """A hint for an unknown key: the closest valid one, with its section, or the valid ones."""
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{section}{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
+    """A hint for an unknown key: the same key in another section, the closest valid one, or the valid ones."""
+    elsewhere = [k for k in flatten(to_dict(RunConfig())) if k.endswith(f".{key}") and not k.startswith(section or "-")]
+    close = elsewhere[:1] or [section + c for c in difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)]
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:

@@ -86,7 +86,8 @@ def _close_option(given: str, options: list[str], overrides: bool) -> list[str]:
     """The option or config key (--section.key) that a mistyped option probably meant."""
     if not given.startswith("--"):
         return []
-    keys = [f"--{k}" for k in flatten(to_dict(RunConfig())) if k.endswith("." + given[2:])] if overrides else []
+    key = given[2:].replace("-", "_")  # --seq-len for model.seq_len
+    keys = [f"--{k}" for k in flatten(to_dict(RunConfig())) if k.endswith(f".{key}")] if overrides else []
     return keys or difflib.get_close_matches(given, options, n=1, cutoff=0.75)
 
 
