@@ -245,7 +245,8 @@ CASES = [
     ("export-logs no logger", "export-logs {run}", "the following arguments are required: --log"),
     ("report unknown", "report nosuch-study --out {out}", "unknown study"),
     ("report root", "report {study} --root {tmp}/missing --out {out}", "is not a directory"),
-    ("report nothing run", "report {study} --root {empty} --out {out}", "has no finished runs"),
+    ("report nothing run", "report {study} --root {empty} --out {out}",
+     "run `xling study run {study} --root {empty}` first"),  # the study's file: not found by its name
     ("store root", "store rebuild --root {tmp}/missing", "is not a directory"),
     ("store not sqlite", "store rebuild --root {empty} --db {afile}", "is not an SQLite file"),
     ("store foreign", "store rebuild --root {empty} --db {foreign_db}", "a table 'runs' of its own"),
@@ -364,7 +365,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monke
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("xling: error: "), err
-    assert message in lines[0], lines[0]
+    assert message.format(**values) in lines[0], lines[0]
     assert not out.exists() and not any(cwd.iterdir()), "something was written"
     assert {p: _snapshot(p) for p in watched} == before, "an input was changed"
     shutil.rmtree(cwd)

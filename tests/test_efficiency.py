@@ -406,6 +406,10 @@ def test_teff_command_end_to_end(tmp_path, capsys):
     assert float(rows[1]["teff"]) == pytest.approx(2.0, rel=0.05)
     assert rows[2]["teff"] == "inf" and rows[2]["warning"]
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temp file
+    assert "profile likelihood" in captured.out.splitlines()[0]
+    assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--bootstrap", "0", "--no-profile",
+                 "--out", str(tmp_path / "plain.csv")]) == 0
+    assert "profile" not in capsys.readouterr().out.splitlines()[0]  # no column of dashes
 
 
 def test_format_table_shows_intervals():

@@ -69,6 +69,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 def train(args, overrides) -> int:
     from ..api import train as train_run
     from ..api.configs import unwrap
+    from ..recipes import packaged
     from ..train.distributed import world_from_env
     from ..train.rundir import RunDir
 
@@ -77,9 +78,11 @@ def train(args, overrides) -> int:
     if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
         args.out, args.config = args.config, None
     elif args.config and args.resume and not args.out:
-        raise XlingError(f"{args.config} does not exist: resume with xling train RUN_DIR --resume, RUN_DIR a run "
-                         "directory" if not Path(args.config).exists() else f"{args.config} is a file, not a run "
-                         "directory: resume with xling train RUN_DIR --resume (or CONFIG --out RUN_DIR --resume)")
+        what = ("a file" if Path(args.config).exists() else "a packaged config" if args.config in packaged("configs")
+                else None)
+        raise XlingError(f"{args.config} is {what}, not a run directory: resume with xling train RUN_DIR --resume (or "
+                         "CONFIG --out RUN_DIR --resume)" if what else f"{args.config} does not exist: resume with "
+                         "xling train RUN_DIR --resume, RUN_DIR a run directory")
     if args.config is None:
         if not args.out:
             raise XlingError("--resume without a config needs the run directory: xling train RUN_DIR --resume")

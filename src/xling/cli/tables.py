@@ -34,12 +34,14 @@ def _range(r: dict, key: str, spec: str) -> str:
 def efficiency_table(rows: Sequence[dict]) -> str:
     """MLPE, MLTE and TEff with intervals, one row per run and language; rows with a warning are marked '!'."""
     forms = ["form"] if any("form" in r for r in rows) else []  # --form both: a column says which
-    header = ["run", "language", *forms, "fraction", "ppl", "mlpe", "mlte", "teff", "teff (profile likelihood)", ""]
+    profile = any("teff_profile_lo" in r for r in rows)  # (--no-profile: none)
+    header = ["run", "language", *forms, "fraction", "ppl", "mlpe", "mlte", "teff",
+              *["teff (profile likelihood)"] * profile, ""]
     body = [
         [
             str(r["run"]), str(r["language"]), *(r[f] for f in forms), fmt(r["fraction"], ".3g"), fmt(r["ppl"], ".2f"),
             _with_ci(r, "mlpe", ".2f"), _with_ci(r, "mlte", ".3f"), _with_ci(r, "teff", ".2f"),
-            _range(r, "teff_profile", ".2f"), "!" if r.get("warning") else "",
+            *[_range(r, "teff_profile", ".2f")] * profile, "!" if r.get("warning") else "",
         ]
         for r in rows
     ]  # fmt: skip

@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,14 @@ class Study:
 
     def spec(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.id == run_id)
+
+    def run_command(self, root: str | Path | None = None) -> str:
+        """The command that trains this study into `root`, as a hint in messages: its name if xling finds it by
+        name, else its file; --root unless it is the default."""
+        found = available_studies().get(self.name)
+        target = self.name if self.path is None or (found and found.resolve() == self.path.resolve()) else self.path
+        where = [] if root is None or Path(root) == runs_root() else ["--root", str(root)]
+        return shlex.join(["xling", "study", "run", str(target), *where])
 
     @property
     def compares_with_paper(self) -> bool:
