@@ -328,3 +328,12 @@ def test_word2vec_asked_of_a_pair_without_clone_pairs_says_it_was_not_trained(ti
     Trainer(tiny_config(tiny_corpus_dir, languages={"frac_clone": 0.0}, train={"steps": 4}), run).fit(progress=False)
     assert main(["align", str(run), "--word2vec", "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
     assert "this pair has none, so it was not trained" in capsys.readouterr().err
+
+
+def test_aligning_a_monolingual_run_says_the_other_language_never_trained(tiny_corpus_dir, tmp_path, capsys):
+    from xling.train.trainer import Trainer
+
+    run = tmp_path / "mono"
+    Trainer(tiny_config(tiny_corpus_dir, languages={"p": 0.0}, train={"steps": 4}), run).fit(progress=False)
+    assert main(["align", str(run), "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
+    assert "L2 had no training tokens (a monolingual run)" in capsys.readouterr().err

@@ -299,6 +299,10 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     elif word2vec is not None:
         result["notes"] = ["the word2vec control compares clone pairs (one piece in two cloned languages): this "
                            "pair has none, so it was not trained"]
+    trained = session.run.read_info(tolerant=True).get("tokens") or {}
+    for name in (n for n in result["languages"] if trained.get(n) == 0):
+        result.setdefault("notes", []).append(f"{name} had no training tokens (a monolingual run): its states are "
+                                              "those of an embedding never trained, so its alignment measures nothing")
     result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     out = session.run.alignment_dir
     if checkpoint is not None:

@@ -88,6 +88,11 @@ class Trainer:
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
+        passes = self.stream.epochs(self.steps * cfg.train.batch_size)
+        repeated = {self.setup.names[self.setup.source_of_language.index(s)]: e for s, e in passes.items() if e > 1}
+        if repeated and self.world.is_main and not resume:  # (the paper never repeats data; a study report says so)
+            log.warning(f"{self.steps} steps read the training text more than once: " + ", ".join(
+                f"{name} {e:.2f} passes" for name, e in repeated.items()) + "; sequences repeat")
         if cfg.train.warmup >= self.steps and self.world.is_main:
             log.warning(f"train.warmup ({cfg.train.warmup}) is not below the run's {self.steps} steps: the learning "
                         f"rate never reaches train.lr nor decays; lower train.warmup")
@@ -282,7 +287,7 @@ class Trainer:
             return run.update_info(status="interrupted", step=end)
         valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]
         epochs = {self.setup.names[self.setup.source_of_language.index(s)]: round(e, 4)
-                  for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
+                  for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}  # (as prepare warned)
         return run.update_info(status="completed", step=self.steps, tokens=self.tokens_seen(self.steps),
                                data_epochs=epochs, valid=valid)
 
