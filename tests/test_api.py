@@ -398,6 +398,8 @@ def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_p
     as_config = dict(tiny_study(tiny_corpus_dir, name="api-mistakes"))  # a Config as the base: the same runs
     as_config["base"] = xling.Config(as_config["base"])
     assert xling.Study(as_config, root=tmp_path / "runs").runs() == study.runs()
+    named = {"name": "named", "base": "clone-90-10", "grid": {"languages.p": [0.5]}}  # a recipe's name as the base
+    assert xling.Study(named).runs() == xling.Study({**named, "base": xling.Config("clone-90-10")}).runs()
     with pytest.raises(XlingError, match="must be a whole number >= 1 or 'auto', got 'many'"):
         study.run(workers="many")
     lines = []

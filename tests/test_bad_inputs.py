@@ -56,6 +56,8 @@ CASES = [
     ("tokenizer too large", f"{T} --tokenizer.vocab_size 100000", "between 300 and 65536"),
     ("tokenizer float", f"{T} --tokenizer.vocab_size 1e3", "must be of type int"),
     ("tokenizer for corpus", f"{T} --tokenizer.vocab_size 5000", "too large for this corpus"),
+    ("joint tokenizer for corpora", f"{T} --languages.kind real --languages.second.name text --languages.second.paths "
+     "[{corpus}] --languages.second.doc_per_line true --languages.vocab joint --tokenizer.vocab_size 5000", "the joint tokenizer has 2 x 5000 pieces"),
     ("tokenizer path missing", f"{T} {OWN} --tokenizer.path {{tmp}}/missing.model", "missing.model not found"),
     ("tokenizer path not one", f"{T} {OWN} --tokenizer.path {{afile}}",
      "is neither a SentencePiece model nor a Hugging Face tokenizer.json"),
@@ -300,6 +302,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
     (study_folder / "a-run").mkdir(parents=True)
     (study_folder / "a-run" / "study.json").write_text("{}")
     return {
+        "corpus": str(tiny_corpus_dir),
         "config": write("tiny.yaml", yaml.safe_dump(tiny_config_dict(tiny_corpus_dir))),
         "jsonl": write("docs.jsonl", '{"text": "a line of text"}\n'),
         "dup_yaml": write("dup.yaml", "languages:\n  p: 0.1\n  p: 0.5\n"),

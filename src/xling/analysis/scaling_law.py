@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class ScalingFit:
     """A point law plus the laws refitted on bootstrap resamples (empty when not estimable)."""
 
     law: ScalingLaw
-    bootstrap_laws: tuple[ScalingLaw, ...] = ()
+    bootstrap_laws: tuple[ScalingLaw, ...] = field(default=(), repr=False)  # (hundreds: not in its repr)
     notes: tuple[str, ...] = ()  # e.g. why there is no interval
     points: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # the ladder fitted: fractions, PPLs
 

@@ -62,7 +62,7 @@ def corpus(documents: Iterable[str], *, valid: Iterable[str] | None = None, test
     if (valid is None) != (test is None):
         raise XlingError("corpus() takes valid and test together (your held-out documents) or neither (a 90/5/5 "
                          "split of the documents)")
-    folder = Path(cache_dir or default_cache_dir()) / "documents"
+    folder = Path(cache_dir or default_cache_dir()).absolute() / "documents"  # (a run reads it from anywhere)
     make_dirs(folder)
     section = {"name": "jsonl", "paths": [_written(documents, folder, "documents")], "text_field": "text"}
     if test is not None:

@@ -92,7 +92,8 @@ def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike
         table = xling.teff(mono, [{"run": "EN2 at 10%", "language": "EN1", "fraction": 0.1, "ppl": 128}])
         table[0]["teff"], table[0]["teff_lo"], table[0]["teff_profile_lo"]   # 2.65, 2.45, 2.13
 
-    Three fractions determine the law's three parameters exactly: no interval (nan) and a warning; use
+    Three fractions leave nothing to estimate the law's noise from (three parameters; the law passes through
+    them unless a parameter is held at its bound): no interval (nan) and a warning; use
     at least 4, better 5 or more, spanning the fractions you score (scoring outside them extrapolates).
 
     `xling teff --mono MONO.csv --runs RUNS.csv` prints this table and writes it as CSV.

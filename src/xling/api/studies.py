@@ -31,8 +31,9 @@ class Study:
 
     `study`: a study's name (the paper's experiments ship with xling; yours are found in ./studies or
     $XLING_STUDIES), a path to a YAML file, or the study itself as a mapping (name, base, grid, groups,
-    ...: the file's content; its base may be a `Config`, or a mapping whose corpus is documents in memory, as in
-    `Config`). `root`: the directory of run directories (default $XLING_RUNS or ./runs);
+    ...: the file's content; its base may be a `Config`, a packaged config's name or a YAML file, or a mapping
+    whose corpus is documents in memory, as in `Config`; such a study is found again by the same mapping, or
+    saved as NAME.yaml in ./studies). `root`: the directory of run directories (default $XLING_RUNS or ./runs);
     `db`: the results store (default ROOT/xling.db). Every run config is checked when the study is read.
 
         study = xling.Study("headline-cpu")
@@ -47,8 +48,8 @@ class Study:
 
         if isinstance(study, Mapping):  # its base config's corpus may be documents in memory, as in Config
             data = dict(study)
-            if isinstance(data.get("base"), Config):  # a Config as the base: its resolved keys
-                data["base"] = data["base"].to_dict()
+            if isinstance(data.get("base"), (Config, str, os.PathLike)):  # a Config, a recipe's name, a YAML file
+                data["base"] = Config(data["base"]).to_dict()
             elif isinstance(data.get("base"), Mapping):
                 data["base"] = _with_corpora(dict(data["base"]))
             self._study = build_study(data)

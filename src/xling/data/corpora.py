@@ -431,7 +431,8 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
         text_files = corpus.name == "text" and not corpus.doc_per_line
         more = f"set doc_per_line: true {SECTION} or add more text" if text_files else "add more documents"
         raise XlingError(f"corpus has only {total} document{'s' * (total != 1)}, too few to split 90/5/5 "
-                         f"(the {empty[0]} split is empty): {more}")
+                         f"(the {empty[0]} split is empty; a document's split follows a hash of its text, so copies "
+                         f"of one document share a split): {more}")
 
 
 # ----------------------------------------------------------------------------- public entry points

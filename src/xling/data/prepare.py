@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
+from ..errors import XlingError
 from ..fsio import read_json
 from .brought import load_brought
 from .corpora import corpus_splits, held_out_parts, language_corpora
 from .parallel import Workers, workers_of
 from .sources import digest_files
 from .token_arrays import build_token_arrays, missing_splits, token_array_paths
-from .tokenizer import Tokenizer, get_tokenizer
+from .tokenizer import Tokenizer, VocabularyTooLarge, get_tokenizer
 
 
 def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: int | Workers | None = None,
@@ -34,8 +35,14 @@ def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: in
         return load_brought(path, key) if path else get_tokenizer(corpora, vocab, **options)
 
     if lang.kind != "clone" and lang.vocab == "joint":
-        joint = own(corpora, len(corpora) * tok.vocab_size, tok.path, "tokenizer.path")
-        return corpora, [joint] * len(corpora)
+        n = len(corpora)
+        try:
+            joint = own(corpora, n * tok.vocab_size, tok.path, "tokenizer.path")
+        except VocabularyTooLarge as exc:
+            raise XlingError(f"tokenizer.vocab_size {tok.vocab_size} is too large for these corpora: the joint "
+                             f"tokenizer has {n} x {tok.vocab_size} pieces, at most {exc.limit}; lower "
+                             f"tokenizer.vocab_size to at most {exc.limit // n}") from None
+        return corpora, [joint] * n
     paths = [(tok.path, "tokenizer.path"), (tok.second_path, "tokenizer.second_path")] + [("", "")] * len(corpora)
     return corpora, [own([corpus], tok.vocab_size, *path) for corpus, path in zip(corpora, paths)]
 

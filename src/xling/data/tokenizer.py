@@ -128,13 +128,21 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]}, path={self.path})"
 
 
+class VocabularyTooLarge(XlingError):
+    """More pieces asked for than the corpus has; `limit`: the most it has (a joint tokenizer's caller rephrases)."""
+
+    def __init__(self, vocab_size: int, limit: int):
+        super().__init__(f"tokenizer.vocab_size {vocab_size} is too large for this corpus (at most {limit}): lower "
+                         "tokenizer.vocab_size")
+        self.limit = limit
+
+
 def _vocab_error(exc: RuntimeError, vocab_size: int) -> XlingError | None:
     """Translate SentencePiece's vocabulary-size complaints into a one-line hint, if it is one."""
     message = str(exc)
     too_high = re.search(r"Vocabulary size (?:is )?too high.*?<= *(\d+)", message)
     if too_high:
-        return XlingError(f"tokenizer.vocab_size {vocab_size} is too large for this corpus "
-                          f"(at most {too_high.group(1)}): lower tokenizer.vocab_size")
+        return VocabularyTooLarge(vocab_size, int(too_high.group(1)))
     too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
     if too_low:
         return XlingError(f"tokenizer.vocab_size {vocab_size} is too small for the characters of this corpus "

@@ -243,8 +243,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
           "compare TEff (paper form) and directions, not perplexity magnitudes.")
     warnings = sorted({w for s in a.summaries for w in s.warnings})
     if warnings:
-        doc.p("† warnings of the verdict form's TEff (extrapolation beyond the monolingual ladder, a degenerate or "
-              "exact fit; treat with care):")
+        doc.p("† warnings of the verdict form's TEff (extrapolation beyond the monolingual ladder, a degenerate fit "
+              "or a ladder too short for an interval; treat with care):")
         doc.ul(warnings[:12] + ([f"... and {len(warnings) - 12} more"] if len(warnings) > 12 else []))
 
 
