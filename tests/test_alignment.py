@@ -289,7 +289,7 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     study = build_study({"name": "tiny-align", "base": tiny_config_dict(tiny_corpus_dir, train={"keep_checkpoints": "log"}),
                          "groups": {"ladder": {"set": {"languages.p": 0.0}},
                                     "mix": {"grid": {"languages.p": [0.5, 0.1]}}}})
-    with pytest.raises(XlingError, match="run `xling study run tiny-align --root .*runs` first, then this command"):
+    with pytest.raises(XlingError, match=r"run `xling study run tiny-align --root .*runs` first, then this command"):
         write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False)
     run_study(study, tmp_path / "runs", log=lambda *a: None, progress=False)
     with pytest.raises(XlingError, match="its runs are not aligned yet: run this command without --no-compute"):
