@@ -273,6 +273,15 @@ def test_a_resume_records_new_evaluation_settings_as_an_edit_of_config_yaml(tiny
     assert json.loads((run_dir / "eval.json").read_text())["window"] == 16
 
 
+def test_a_study_run_resumed_by_hand_keeps_its_studys_protocol(tiny_corpus_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run_dir).fit(progress=False)
+    (run_dir / "study.json").write_text("{}")  # a study's run: its study compares runs scored alike
+    assert main(["train", str(run_dir), "--resume", "--eval.window", "16"]) == 2
+    assert "eval.window decides how this study's run is scored" in capsys.readouterr().err
+    assert RunDir(run_dir).read_config().eval.window == 32
+
+
 def test_ctrl_c_in_xling_train_names_the_command_that_continues(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")

@@ -1,10 +1,12 @@
 """Config: YAML + dotted overrides, type and range checks with messages that say what to fix."""
 
+import dataclasses
+
 import pytest
 import yaml
 
 from xling import yamlio
-from xling.config import apply_overrides, from_dict, load_config, to_dict
+from xling.config import ModelConfig, apply_overrides, from_dict, load_config, to_dict
 from xling.errors import XlingError
 
 
@@ -40,12 +42,17 @@ def test_types_are_checked_and_ints_widen_to_floats():
 
 
 def test_the_evaluation_follows_the_context_unless_given():
-    assert (load_config().eval.window, load_config().eval.last_n) == (128, 32)  # the defaults as they always were
-    longer = load_config(None, {"model.seq_len": 512})
-    assert (longer.eval.window, longer.eval.last_n) == (512, 128)  # the paper's protocol: a quarter of each window
-    given = load_config(None, {"model.seq_len": 512, "eval.window": 256, "eval.last_n": 32})
-    assert (given.eval.window, given.eval.last_n) == (256, 32)
-    assert from_dict(yaml.safe_load(yamlio.dump(to_dict(longer)))) == longer  # as recorded
+    def protocol(cfg):
+        return to_dict(cfg)["eval"]["window"], to_dict(cfg)["eval"]["last_n"]  # as a run records it
+
+    assert protocol(load_config()) == (128, 32)  # the defaults as they always were
+    assert protocol(load_config(None, {"model.seq_len": 512})) == (512, 128)  # the paper's: a quarter of each window
+    assert protocol(load_config(None, {"model.seq_len": 512, "eval.window": 256, "eval.last_n": 32})) == (256, 32)
+    changed = load_config("clone-90-10")  # however the config is changed afterwards, it follows
+    changed.model.seq_len = 64
+    assert protocol(changed) == (64, 16) and protocol(dataclasses.replace(changed, model=ModelConfig(seq_len=256))) == (256, 64)
+    recorded = from_dict(yaml.safe_load(yamlio.dump(to_dict(changed))))  # as config.yaml holds it: concrete
+    assert (recorded.eval.window, recorded.eval.last_n) == (64, 16) and to_dict(recorded) == to_dict(changed)
 
 
 @pytest.mark.parametrize(

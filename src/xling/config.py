@@ -16,7 +16,7 @@ from typing import Any
 
 from . import yamlio
 from .errors import XlingError
-from .notation import NAME_RULE, books_part, is_name, parse_schedule
+from .notation import NAME_RULE, apply_overrides, books_part, flatten, is_name, parse_schedule
 from .recipes import config_path
 from .yamlio import load_file as load_yaml
 
@@ -160,11 +160,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def __post_init__(self):
-        # the evaluation follows the context unless given: a longer seq_len is scored with the context it trained on
-        window = self.eval.window or self.model.seq_len
-        self.eval = dataclasses.replace(self.eval, window=window, last_n=self.eval.last_n or max(1, window // 4))
-
 
 # --------------------------------------------------------------------------- building
 
@@ -176,7 +171,8 @@ def _field_types(cls) -> dict[str, Any]:
 
 def _suggest(key: str, options, section: str) -> str:
     """A hint for an unknown key: the same key in another section, the closest valid one, or the valid ones."""
-    elsewhere = [k for k in flatten(to_dict(RunConfig())) if k.endswith(f".{key}") and not k.startswith(section or "-")]
+    keys = flatten(to_dict(RunConfig()))
+    elsewhere = [k for k in keys if (k.endswith(f".{key}") and not (section and k.startswith(section))) or k == key]
     close = elsewhere[:1] or [section + c for c in difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)]
     return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
 
@@ -198,7 +194,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return _build(typ, value, where)
     if origin is list:
         if not isinstance(value, list):
-            value = [value]
+            value = list(value) if isinstance(value, tuple) else [value]
         (item,) = typing.get_args(typ)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -221,7 +217,20 @@ def _build(cls, data: dict, where: str = "config"):
     return cls(**kwargs)
 
 
-def to_dict(cfg) -> dict:
+def resolved(cfg: RunConfig) -> RunConfig:
+    """The config as a run uses it: eval.window 0 is model.seq_len, eval.last_n 0 a quarter of the window (so a
+    longer context is scored with the context it trained on, however the config was built or changed)."""
+    window = cfg.eval.window or cfg.model.seq_len
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, window=window,
+                                                             last_n=cfg.eval.last_n or max(1, window // 4)))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The config a run records and is identified by (resolved; `as_written` keeps 0: follow model.seq_len)."""
+    return dataclasses.asdict(resolved(cfg))
+
+
+def as_written(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
@@ -229,24 +238,6 @@ def from_dict(data: dict) -> RunConfig:
     if {"base", "groups"} & set(data or {}) and "model" not in data:
         raise XlingError("this is a study (base, grid, groups), not a run config: xling study run FILE, or xling.Study")
     return _build(RunConfig, data or {})
-
-
-def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
-    """Set dotted keys (`train.steps`) in a nested dict; unknown keys are caught by `from_dict`."""
-    for dotted, value in overrides.items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise XlingError(f"--{dotted}: '{part}' is not a section")
-            node = child
-        # language names match in any case: languages.mix.fr sets FR's share (other keys: exact, checked later)
-        same = parts[-1]
-        if parts[:2] == ["languages", "mix"] or parts[:2] == ["languages", "transforms"]:
-            same = next((k for k in node if isinstance(k, str) and k.lower() == same.lower()), same)
-        node[same] = value
-    return data
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -261,17 +252,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def dump_yaml(cfg: RunConfig) -> str:
     return yamlio.dump(to_dict(cfg))
-
-
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as {dotted key: value}: {"train": {"lr": 1}} -> {"train.lr": 1}."""
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # --------------------------------------------------------------------------- model dimensions
@@ -352,10 +332,9 @@ def _check_rules(section, where: str = "") -> None:
         if dataclasses.is_dataclass(value):
             _check_rules(value, f"{path}.")
             continue
-        typ = types_[f.name]  # a value set in place (cfg.corpus.paths = "a.txt") with another type:
-        coerced = _coerce(value, typ, path)
-        _check(coerced is value or coerced == value, f"{path} must be a {(typing.get_origin(typ) or typ).__name__}, "
-                                                   f"got {reprlib.repr(value)}")
+        coerced = _coerce(value, types_[f.name], path)  # a value set in place is read as a file's would be
+        if coerced is not value:  # (cfg.corpus.paths = "a.txt" is ["a.txt"], as paths: a.txt in YAML)
+            setattr(section, f.name, value := coerced)
         items = [(f"{path}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)]
         for item_path, item in items:
             _check_value(f.metadata, item, item_path)
@@ -460,7 +439,7 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     """Every field's own rule, then the checks that relate several fields. `recorded`: a run's own
     config.yaml, which may predate the refusal of keys a run ignores (it stays readable)."""
     _check_rules(cfg)
-    lang, tr, ev = cfg.languages, cfg.train, cfg.eval
+    lang, tr, ev = cfg.languages, cfg.train, resolved(cfg).eval
     _check(lang.kind == "clone" or lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a "
                                                          "real pair has 2 languages")
     if cfg.tokenizer.second_path:

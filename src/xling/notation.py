@@ -1,10 +1,11 @@
-"""Short notations inside configs: a usable name, a schedule of p ('0.1_0.9'), a part of the Bible's books ('2/7') and one split
-of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test')."""
+"""Short notations inside configs: dotted keys (train.steps), a usable name, a schedule of p ('0.1_0.9'), a part
+of the Bible's books ('2/7') and one split of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test')."""
 
 from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from .errors import XlingError
 
@@ -46,3 +47,32 @@ NAME_RULE = "use letters, digits, '.', '_' or '-' (not first), at most 100 chara
 def is_name(text: str) -> bool:
     """Whether `text` can name a file or directory safely: no separators, no '..', no leading '.' or '-'."""
     return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", text))
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}: {"train": {"lr": 1}} -> {"train.lr": 1}."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """Set dotted keys (`train.steps`) in a nested dict; unknown keys are caught by `from_dict`."""
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise XlingError(f"--{dotted}: '{part}' is not a section")
+            node = child
+        # language names match in any case: languages.mix.fr sets FR's share (other keys: exact, checked later)
+        same = parts[-1]
+        if parts[:2] == ["languages", "mix"] or parts[:2] == ["languages", "transforms"]:
+            same = next((k for k in node if isinstance(k, str) and k.lower() == same.lower()), same)
+        node[same] = value
+    return data

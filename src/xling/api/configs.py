@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+from .. import yamlio
 from ..config import (
     CorpusConfig,
     EvalConfig,
@@ -23,7 +24,7 @@ from ..config import (
     TokenizerConfig,
     TrainConfig,
     apply_overrides,
-    dump_yaml,
+    as_written,
     flatten,
     from_dict,
     load_yaml,
@@ -167,7 +168,7 @@ class Config:
     def __init__(self, source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, /,
                  **sections: Any) -> None:
         if isinstance(source, Config):
-            data, dotted = to_dict(source._cfg), {}
+            data, dotted = as_written(source._cfg), {}  # (eval.window 0 still follows model.seq_len)
         elif isinstance(source, RunConfig):
             data, dotted = to_dict(source), {}
         elif isinstance(source, Mapping):
@@ -319,12 +320,13 @@ class Config:
         return self.replace(overrides)
 
     def to_dict(self) -> dict:
-        """The config as nested plain data (what the YAML file holds)."""
-        return to_dict(self._cfg)
+        """The config as nested plain data (what the YAML file holds; eval.window and last_n 0 follow
+        model.seq_len, as a run resolves them)."""
+        return as_written(self._cfg)
 
     def to_yaml(self) -> str:
         """The config as YAML text (`xling config` prints this)."""
-        return dump_yaml(self._cfg)
+        return yamlio.dump(self.to_dict())
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config as a YAML file (to train from it with `xling train FILE`)."""
@@ -338,12 +340,12 @@ class Config:
         return self
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+        return isinstance(other, Config) and to_dict(self._cfg) == to_dict(other._cfg)  # the same run
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        defaults = flatten(to_dict(RunConfig()))
+        defaults = flatten(as_written(RunConfig()))
         changed = {k: v for k, v in flatten(self.to_dict()).items() if defaults.get(k) != v}
         return f"Config({changed!r})"
 

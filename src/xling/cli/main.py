@@ -76,8 +76,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: a usage mistake is an XlingError like any other bad input."""
 
     def error(self, message: str):
-        wrong = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
-        close = wrong and difflib.get_close_matches(wrong[1], re.findall(r"'(.*?)'", wrong[2]), n=1)
+        wrong = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)$", message)  # (quoted before 3.12.8)
+        close = wrong and difflib.get_close_matches(wrong[1], [c.strip(" '") for c in wrong[2].split(",")], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise XlingError(f"{message}{hint} (see {self.prog} --help)")
 
@@ -86,7 +86,7 @@ def _close_option(given: str, options: list[str], overrides: bool) -> list[str]:
     """The option or config key (--section.key) that a mistyped option probably meant."""
     if not given.startswith("--"):
         return []
-    key = given[2:].replace("-", "_")  # --seq-len for model.seq_len
+    key = given[2:].partition("=")[0].replace("-", "_")  # --seq-len(=64) for model.seq_len
     keys = [f"--{k}" for k in flatten(to_dict(RunConfig())) if k.endswith(f".{key}")] if overrides else []
     return keys or difflib.get_close_matches(given, options, n=1, cutoff=0.75)
 

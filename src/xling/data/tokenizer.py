@@ -134,7 +134,10 @@ class VocabularyTooLarge(XlingError):
     def __init__(self, vocab_size: int, limit: int):
         super().__init__(f"tokenizer.vocab_size {vocab_size} is too large for this corpus (at most {limit}): lower "
                          "tokenizer.vocab_size")
-        self.limit = limit
+        self.vocab_size, self.limit = vocab_size, limit
+
+    def __reduce__(self):  # (an error that crosses a process pool is rebuilt from its arguments)
+        return VocabularyTooLarge, (self.vocab_size, self.limit)
 
 
 def _vocab_error(exc: RuntimeError, vocab_size: int) -> XlingError | None:

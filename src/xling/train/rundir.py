@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import RunConfig, dump_yaml, flatten, from_dict, load_yaml, to_dict, validate
+from ..config import RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import RESUMABLE_KEYS, config_differences
@@ -58,6 +58,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's numbers depend on (batch_size does not)
+PROTOCOL_KEYS = tuple(f"eval.{key}" for key in PROTOCOL)
 
 
 class RunDir:
@@ -124,8 +125,14 @@ class RunDir:
         manifest = read_json(newest[0] / "manifest.json", default=None) if newest else None
         if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
             self._check_checkpoint_config(newest[0], manifest, cfg)
+        changed = config_differences(recorded, cfg)
+        scoring = [k for k in changed if k in PROTOCOL_KEYS]
+        if scoring and (self.path / "study.json").is_file():  # its study compares runs scored alike
+            raise XlingError(f"--resume: {scoring[0]} decides how this study's run is scored, as its study does for "
+                             f"every run: keep it, or score the run otherwise with xling eval {self.path} --window/"
+                             "--last-n/--max-tokens (a file of its own)")
         old, new = flatten(to_dict(recorded)), flatten(to_dict(cfg))
-        return [f"{key} {old[key]} -> {new[key]}" for key in config_differences(recorded, cfg)]
+        return [f"{key} {old[key]} -> {new[key]}" for key in changed]
 
     # config and info
     def write_config(self, cfg: RunConfig) -> None:
@@ -136,7 +143,7 @@ class RunDir:
         try:
             cfg = from_dict(load_yaml(self.require().config_path))
             validate(cfg, recorded=True)
-            return cfg
+            return resolved(cfg)  # (written resolved; a hand-edited eval.window 0 follows model.seq_len)
         except XlingError as exc:
             # A config key this version does not know usually means a newer xling wrote the run.
             written_by = self.read_info().get("xling_version")

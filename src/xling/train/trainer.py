@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import RunConfig, resolved
 from ..data.stream import TrainStream, budget_steps, plan_tokens, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
@@ -51,7 +51,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None):
         """`live`: loggers (TensorBoard, W&B, CSV) that get every metrics record as it is written; the
         caller closes them (after logging its test results, if it likes)."""
-        self.cfg, self.run, self.cache_dir = cfg, RunDir(run_dir), cache_dir
+        self.cfg, self.run, self.cache_dir = resolved(cfg), RunDir(run_dir), cache_dir  # (eval.window 0: seq_len)
         self.live = live or LiveLog(run_dir)
         self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
 
