@@ -345,7 +345,8 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     assert len(mix) == 8 and {r["language"] for r in mix} == {"L1", "L2"}
     assert all(r["teff"] is not None and r["teff"] > 0 for r in mix) and {"languages.p", "train.seed"} <= set(mix[0])
     assert len({tuple(r) for r in rows}) == 1  # one set of columns in every group's rows (a group's grid: None else)
-    assert {r["train.data_fraction"] for r in mix} == {None} and {r["languages.p"] for r in mix} == {0.5, 0.1}
+    assert {r["train.data_fraction"] for r in mix} == {0.4} and {r["languages.p"] for r in mix} == {0.5, 0.1}
+    assert {r["languages.p"] for r in rows if r["group"] == "ladder"} == {0.0}  # set, not varied: still its value
     ladder_run = next(r for r in study.runs() if "ladder" in r.path.name)  # evaluated again: as the study scored it
     assert set(ladder_run.evaluate()) == set(ladder_run.evaluation()) == {"L1"}
     settings = study.results(level="setting")
@@ -440,3 +441,18 @@ def test_pooled_clones_and_transformed_languages_in_results(tiny_corpus_dir, tmp
     assert pooled["ppl"] == pytest.approx(math.sqrt(clones["L2"] * clones["L3"]))  # the geometric mean
     inverted = next(r for r in rows if r["group"] == "inv" and r["language"] == "L2")
     assert inverted["teff"] is None and "ladder" in inverted["warnings"]  # says why it has no TEff
+
+
+def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_dir, tmp_path):
+    from xling.config import to_dict
+
+    shorter = xling.Config("clone-90-10").replace({"model.seq_len": 64})
+    assert (to_dict(shorter._cfg)["eval"]["window"], to_dict(shorter._cfg)["eval"]["last_n"]) == (64, 16)
+    assert "window: 0" in shorter.to_yaml()  # as written: it follows model.seq_len wherever the config goes
+    study = xling.Study({"name": "windows", "base": xling.Config("clone-90-10"), "grid": {"model.seq_len": [128, 256]}},
+                        root=tmp_path / "runs")
+    assert [spec.config["eval"]["window"] for spec in study._study.runs] == [128, 256]
+    cfg = xling.Config(tiny_config_dict(tiny_corpus_dir, train={"steps": 4}, eval={"window": 0, "last_n": 0}))
+    run = xling.train(cfg, tmp_path / "run", progress=False)  # trained and scored in windows of its 32 tokens
+    assert (run.config.eval.window, run.config.eval.last_n) == (32, 8)  # config.yaml records them resolved
+    assert (json.loads(run.eval_path().read_text())["window"], json.loads(run.eval_path().read_text())["last_n"]) == (32, 8)

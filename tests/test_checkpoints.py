@@ -264,9 +264,10 @@ def test_xling_eval_under_another_protocol_writes_a_file_of_its_own(tiny_corpus_
 def test_a_resume_records_new_evaluation_settings_as_an_edit_of_config_yaml(tiny_corpus_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run_dir).fit(progress=False)
-    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.window", "16", "--eval.last_n", "4"]) == 0
+    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.window", "16"]) == 0  # last_n: a quarter
     captured = capsys.readouterr()
     assert f"note: eval.window 32 -> 16, recorded in {run_dir / 'config.yaml'}" in captured.err
+    assert f"note: eval.last_n 8 -> 4, recorded in {run_dir / 'config.yaml'}" in captured.err
     assert "(window 16, last 4 scored)" in captured.out  # the final evaluation scores as the validation did
     recorded = RunDir(run_dir).read_config().eval
     assert (recorded.window, recorded.last_n) == (16, 4)

@@ -459,3 +459,23 @@ def test_the_progress_hint_names_a_study_file_and_its_root(tiny_corpus_dir, tmp_
     study = load_study(str(path))
     assert _status_command(study, tmp_path / "r") == f"xling study status {path} --root {tmp_path / 'r'}"
     assert _status_command(load_study("headline-cpu"), runs_root(None)) == "xling study status headline-cpu"
+
+
+def test_a_study_run_is_compared_under_its_studys_protocol_whatever_config_yaml_says(tiny_corpus_dir, tmp_path,
+                                                                                     capsys):
+    from xling.train.rundir import RunDir
+
+    study = small_study(tiny_corpus_dir, "protocol", ps=(0.5,), fractions=(0.1,))
+    spec = study.runs[-1]
+    run_dir = spec.run_dir(tmp_path)
+    execute_run(spec.to_json(), str(tmp_path))
+    recorded = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(recorded.replace("window: 32", "window: 16"))  # edited by hand
+    assert main(["train", str(run_dir), "--resume"]) == 2  # refused: the study compares runs scored alike
+    assert "eval.window decides how this study's run is scored" in capsys.readouterr().err
+    assert main(["eval", str(run_dir)]) == 0 and read_json(run_dir / "eval.json")["window"] == 32  # the study's
+    assert is_complete(run_dir) and RunDir(run_dir).own_protocol().window == 32
+    (run_dir / "eval.json").write_text(json.dumps({**read_json(run_dir / "eval.json"), "window": 16}))
+    assert not is_complete(run_dir)  # scored otherwise than its study (as an older xling could): not taken as done
+    assert run_study(study, tmp_path, log=lambda *_: None)["completed"] == 2  # the runner scores it again
+    assert read_json(run_dir / "eval.json")["window"] == 32

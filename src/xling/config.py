@@ -329,12 +329,13 @@ def _check_rules(section, where: str = "") -> None:
     types_ = _field_types(type(section))
     for f in dataclasses.fields(section):
         value, path = getattr(section, f.name), f"{where}{f.name}"
-        if dataclasses.is_dataclass(value):
+        if not dataclasses.is_dataclass(value):  # a value set in place is read as a file's would be
+            coerced = _coerce(value, types_[f.name], path)  # (cfg.corpus.paths = "a.txt" is ["a.txt"], as in YAML)
+            if coerced is not value:
+                setattr(section, f.name, value := coerced)
+        if dataclasses.is_dataclass(value):  # a section (set in place as a mapping: now its dataclass)
             _check_rules(value, f"{path}.")
             continue
-        coerced = _coerce(value, types_[f.name], path)  # a value set in place is read as a file's would be
-        if coerced is not value:  # (cfg.corpus.paths = "a.txt" is ["a.txt"], as paths: a.txt in YAML)
-            setattr(section, f.name, value := coerced)
         items = [(f"{path}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)]
         for item_path, item in items:
             _check_value(f.metadata, item, item_path)

@@ -170,7 +170,7 @@ class Config:
         if isinstance(source, Config):
             data, dotted = as_written(source._cfg), {}  # (eval.window 0 still follows model.seq_len)
         elif isinstance(source, RunConfig):
-            data, dotted = to_dict(source), {}
+            data, dotted = as_written(source), {}
         elif isinstance(source, Mapping):
             data, dotted = _split(source)
             data = copy.deepcopy(_with_corpora(data))

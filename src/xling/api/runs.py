@@ -115,7 +115,7 @@ class Run:
         run = self._dir()
         if window is None and last_n is None and max_tokens is None:
             return run.eval_path(split)
-        own = run.require().read_config().eval
+        own = run.require().own_protocol()
         return evaluation_path(run, own, split, protocol(own, window, last_n, max_tokens))
 
     def evaluation(self, split: str = "test") -> dict[str, dict]:

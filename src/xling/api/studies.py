@@ -120,7 +120,8 @@ class Study:
         """The study's results as rows (dicts), or a pandas DataFrame with `frame`; what `report` shows.
 
         ``level="run"``: one row per finished run and language it trained: study, run, group, setting,
-        the run's grid values (``languages.p``, ``train.seed``, ...; None where its group has no such key), language, role (L1: the base language,
+        the values of every group's grid keys (``languages.p``, ``train.seed``, ...: the run's own, whether its group
+        varies or sets them), language, role (L1: the base language,
         L2: another), monolingual, fraction (the language's expected share of the data budget, the paper's
         accounting) and fraction_sampled, length (training, in the study's 1x), ppl (test), and against
         the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
@@ -135,6 +136,7 @@ class Study:
         paper's published ppl_published and teff_published where it has one (compare teff_published with
         teff_paper, ours under the paper's law form). Syncs the results store first.
         """
+        from ..config import flatten
         from ..report.study_report import analyse_study
         from ..report.summary import TEFF_FORMS
 
@@ -144,7 +146,7 @@ class Study:
         if level == "run":
             grid = list(dict.fromkeys(k for r in a.rows for k in r.spec.dims))  # every group's keys, in every row
             rows = [{"study": self.name, "run": r.spec.id, "group": r.spec.group, "setting": r.spec.setting,
-                     **{k: r.spec.dims.get(k) for k in grid}, "language": r.language, "role": r.role, "monolingual": r.mono,
+                     **{k: flatten(r.spec.config).get(k) for k in grid}, "language": r.language, "role": r.role, "monolingual": r.mono,
                      "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
                      "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
                      **{f"teff_{form}": _number(r.teff_forms.get(form)) for form in TEFF_FORMS},

@@ -132,7 +132,8 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
-    ev = protocol(session.cfg.eval, window, last_n, max_tokens)
+    own = session.run.own_protocol()  # (a study's run: its study's, as the study compares it)
+    ev = protocol(own, window, last_n, max_tokens)
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
     if not 2 <= ev.window <= seq_len:
         raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len})")
@@ -147,6 +148,6 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
                                  ev.max_tokens, session.device, session.autocast, only or None)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": tokens}
-    path = evaluation_path(session.run, session.cfg.eval, split, ev)
+    path = evaluation_path(session.run, own, split, ev)
     atomic_write_json(path, report)
     return report, path

@@ -19,6 +19,7 @@ every write into it (all atomic).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
+from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import RESUMABLE_KEYS, config_differences
@@ -58,7 +59,6 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's numbers depend on (batch_size does not)
-PROTOCOL_KEYS = tuple(f"eval.{key}" for key in PROTOCOL)
 
 
 class RunDir:
@@ -88,8 +88,17 @@ class RunDir:
     def scored_as_configured(self, report: dict) -> bool:
         """Whether an evaluation (an eval*.json's content) used the run's own protocol: its eval section's window,
         last_n and max_tokens (what studies compare)."""
-        own = self.read_config().eval
+        own = self.own_protocol()
         return all(report.get(key) == getattr(own, key) for key in PROTOCOL)
+
+    def own_protocol(self) -> EvalConfig:
+        """The evaluation protocol the run is scored and compared under: its study's (study.json) for a study's run,
+        whatever config.yaml was edited to; else config.yaml's."""
+        study = self.read_study_record().get("config")
+        with contextlib.suppress(XlingError, TypeError, AttributeError):  # a damaged record: config.yaml's
+            if isinstance(study, dict) and study:
+                return resolved(from_dict(study)).eval
+        return self.read_config().eval
 
     def eval_paths(self) -> list[Path]:
         """The run's evaluations under its own protocol, sorted: what studies compare."""
@@ -125,12 +134,13 @@ class RunDir:
         manifest = read_json(newest[0] / "manifest.json", default=None) if newest else None
         if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
             self._check_checkpoint_config(newest[0], manifest, cfg)
+        study = self.own_protocol() if self.study_record_path.is_file() else None
+        scoring = [k for k in PROTOCOL if study and getattr(resolved(cfg).eval, k) != getattr(study, k)]
+        if scoring:  # its study compares runs scored alike
+            raise XlingError(f"--resume: eval.{scoring[0]} decides how this study's run is scored, as its study does for"
+                             f" every run: keep its study's, or score the run otherwise with xling eval {self.path} "
+                             "--window/--last-n/--max-tokens (a file of its own)")
         changed = config_differences(recorded, cfg)
-        scoring = [k for k in changed if k in PROTOCOL_KEYS]
-        if scoring and (self.path / "study.json").is_file():  # its study compares runs scored alike
-            raise XlingError(f"--resume: {scoring[0]} decides how this study's run is scored, as its study does for "
-                             f"every run: keep it, or score the run otherwise with xling eval {self.path} --window/"
-                             "--last-n/--max-tokens (a file of its own)")
         old, new = flatten(to_dict(recorded)), flatten(to_dict(cfg))
         return [f"{key} {old[key]} -> {new[key]}" for key in changed]
 
