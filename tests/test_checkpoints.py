@@ -272,6 +272,10 @@ def test_a_resume_records_new_evaluation_settings_as_an_edit_of_config_yaml(tiny
     recorded = RunDir(run_dir).read_config().eval
     assert (recorded.window, recorded.last_n) == (16, 4)
     assert json.loads((run_dir / "eval.json").read_text())["window"] == 16
+    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.window", "16", "--eval.last_n", "2"]) == 0
+    assert "eval.last_n 4 -> 2" in capsys.readouterr().err  # a last_n given wins
+    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.window", "16"]) == 0  # the same window
+    assert "eval.last_n" not in capsys.readouterr().err and RunDir(run_dir).read_config().eval.last_n == 2
 
 
 def test_a_study_run_resumed_by_hand_keeps_its_studys_protocol(tiny_corpus_dir, tmp_path, capsys):
@@ -279,7 +283,7 @@ def test_a_study_run_resumed_by_hand_keeps_its_studys_protocol(tiny_corpus_dir, 
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run_dir).fit(progress=False)
     (run_dir / "study.json").write_text("{}")  # a study's run: its study compares runs scored alike
     assert main(["train", str(run_dir), "--resume", "--eval.window", "16"]) == 2
-    assert "eval.window decides how this study's run is scored" in capsys.readouterr().err
+    assert "eval.window 16 differs from its study's 32" in capsys.readouterr().err
     assert RunDir(run_dir).read_config().eval.window == 32
 
 

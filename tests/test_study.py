@@ -462,7 +462,7 @@ def test_the_progress_hint_names_a_study_file_and_its_root(tiny_corpus_dir, tmp_
 
 
 def test_a_study_run_is_compared_under_its_studys_protocol_whatever_config_yaml_says(tiny_corpus_dir, tmp_path,
-                                                                                     capsys):
+                                                                                     capsys, monkeypatch):
     from xling.train.rundir import RunDir
 
     study = small_study(tiny_corpus_dir, "protocol", ps=(0.5,), fractions=(0.1,))
@@ -472,10 +472,18 @@ def test_a_study_run_is_compared_under_its_studys_protocol_whatever_config_yaml_
     recorded = (run_dir / "config.yaml").read_text()
     (run_dir / "config.yaml").write_text(recorded.replace("window: 32", "window: 16"))  # edited by hand
     assert main(["train", str(run_dir), "--resume"]) == 2  # refused: the study compares runs scored alike
-    assert "eval.window decides how this study's run is scored" in capsys.readouterr().err
+    assert "eval.window 16 differs from its study's 32" in capsys.readouterr().err
     assert main(["eval", str(run_dir)]) == 0 and read_json(run_dir / "eval.json")["window"] == 32  # the study's
     assert is_complete(run_dir) and RunDir(run_dir).own_protocol().window == 32
     (run_dir / "eval.json").write_text(json.dumps({**read_json(run_dir / "eval.json"), "window": 16}))
     assert not is_complete(run_dir)  # scored otherwise than its study (as an older xling could): not taken as done
     assert run_study(study, tmp_path, log=lambda *_: None)["completed"] == 2  # the runner scores it again
     assert read_json(run_dir / "eval.json")["window"] == 32
+    # eval.batch_size is how it runs, not how it is scored: a resume may change it, and evaluations then use it
+    (run_dir / "config.yaml").write_text(recorded)  # (the hand edit undone: resumes are refused while it stands)
+    assert main(["train", str(run_dir), "--resume", "--quiet", "--eval.batch_size", "4"]) == 0
+    from xling.train import evaluate
+
+    sizes, real = [], evaluate.evaluate_languages
+    monkeypatch.setattr(evaluate, "evaluate_languages", lambda *a, **k: sizes.append(a[5]) or real(*a, **k))
+    assert main(["eval", str(run_dir)]) == 0 and sizes == [4]

@@ -60,6 +60,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def dotted_get(data: dict, key: str):
+    """The value at a dotted key of a nested dict ('languages.mix' -> data['languages']['mix']); None if absent."""
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     """Set dotted keys (`train.steps`) in a nested dict; unknown keys are caught by `from_dict`."""
     for dotted, value in overrides.items():

@@ -136,7 +136,7 @@ class Study:
         paper's published ppl_published and teff_published where it has one (compare teff_published with
         teff_paper, ours under the paper's law form). Syncs the results store first.
         """
-        from ..config import flatten
+        from ..notation import dotted_get
         from ..report.study_report import analyse_study
         from ..report.summary import TEFF_FORMS
 
@@ -146,7 +146,8 @@ class Study:
         if level == "run":
             grid = list(dict.fromkeys(k for r in a.rows for k in r.spec.dims))  # every group's keys, in every row
             rows = [{"study": self.name, "run": r.spec.id, "group": r.spec.group, "setting": r.spec.setting,
-                     **{k: flatten(r.spec.config).get(k) for k in grid}, "language": r.language, "role": r.role, "monolingual": r.mono,
+                     **{k: r.spec.dims[k] if k in r.spec.dims else dotted_get(r.spec.config, k) for k in grid},
+                     "language": r.language, "role": r.role, "monolingual": r.mono,
                      "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
                      "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
                      **{f"teff_{form}": _number(r.teff_forms.get(form)) for form in TEFF_FORMS},

@@ -89,8 +89,10 @@ def train(args, overrides) -> int:
         source = RunDir(args.out).read_config()  # the run's own config, as it recorded it
     else:
         source = args.config
-    if args.resume and "eval.window" in overrides:  # a run's recorded last_n is resolved: follow the new window
-        overrides = {"eval.last_n": 0, **overrides}  # (a quarter of it, as xling eval --window; unless given)
+    if args.config is None:  # the run's own record holds last_n resolved: with a new window it follows it
+        window = overrides.get("eval.window", source.eval.window)  # (a quarter, as xling eval --window; unless given)
+        if window != source.eval.window and "eval.last_n" not in overrides:
+            overrides = {"eval.last_n": 0, **overrides}
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
     flags = [*["--no-eval"] * args.no_eval, *["--quiet"] * args.quiet, *[f"--log {name}" for name in args.log or ()]]

@@ -20,7 +20,7 @@ from ..data.corpora import check_split_name
 from ..data.stream import tokens_trained
 from ..errors import XlingError
 from ..fsio import atomic_write_json
-from .rundir import RunDir
+from .rundir import PROTOCOL, RunDir
 from .session import load_session
 
 
@@ -132,7 +132,8 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
-    own = session.run.own_protocol()  # (a study's run: its study's, as the study compares it)
+    study = session.run.own_protocol()  # a study's run: its study's window, last_n, max_tokens (what it compares)
+    own = dataclasses.replace(session.cfg.eval, **{key: getattr(study, key) for key in PROTOCOL})
     ev = protocol(own, window, last_n, max_tokens)
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
     if not 2 <= ev.window <= seq_len:

@@ -97,7 +97,9 @@ class RunDir:
         study = self.read_study_record().get("config")
         with contextlib.suppress(XlingError, TypeError, AttributeError):  # a damaged record: config.yaml's
             if isinstance(study, dict) and study:
-                return resolved(from_dict(study)).eval
+                cfg = resolved(from_dict(study))
+                validate(cfg, recorded=True)
+                return cfg.eval
         return self.read_config().eval
 
     def eval_paths(self) -> list[Path]:
@@ -134,12 +136,14 @@ class RunDir:
         manifest = read_json(newest[0] / "manifest.json", default=None) if newest else None
         if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
             self._check_checkpoint_config(newest[0], manifest, cfg)
-        study = self.own_protocol() if self.study_record_path.is_file() else None
-        scoring = [k for k in PROTOCOL if study and getattr(resolved(cfg).eval, k) != getattr(study, k)]
+        study, given = self.own_protocol() if self.study_record_path.is_file() else None, resolved(cfg).eval
+        scoring = [k for k in PROTOCOL if study and getattr(given, k) != getattr(study, k)]
         if scoring:  # its study compares runs scored alike
-            raise XlingError(f"--resume: eval.{scoring[0]} decides how this study's run is scored, as its study does for"
-                             f" every run: keep its study's, or score the run otherwise with xling eval {self.path} "
-                             "--window/--last-n/--max-tokens (a file of its own)")
+            k = scoring[0]
+            raise XlingError(f"--resume: eval.{k} {getattr(given, k)} differs from its study's {getattr(study, k)} "
+                             f"({self.study_record_path}), which scores every run alike: keep the study's, score the run "
+                             f"otherwise with xling eval {self.path} --window/--last-n/--max-tokens (a file of its own), "
+                             "or delete study.json to make it a run of its own")
         changed = config_differences(recorded, cfg)
         old, new = flatten(to_dict(recorded)), flatten(to_dict(cfg))
         return [f"{key} {old[key]} -> {new[key]}" for key in changed]
