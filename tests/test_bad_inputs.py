@@ -268,6 +268,8 @@ CASES = [
     ("command typo", "trian {config}", "did you mean 'train'?"),
     ("option typo", "study run {study} --wokers 2", "unexpected argument '--wokers' (did you mean --workers?)"),
     ("config key without its section", f"{T} --steps 3", "unexpected argument '--steps' (did you mean --train.steps?)"),
+    ("config file key", "config {misplaced_yaml}", "misplaced.yaml: unknown key 'train.seq_len' (did you mean "
+                                                   "'model.seq_len'?)"),
     ("config key spelt as an option", f"{T} --seq-len 64", "(did you mean --model.seq_len?)"),
     ("no suggestion far from any option", "eval {run} --colour red", "unexpected argument '--colour': see"),
 ]
@@ -307,6 +309,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "jsonl": write("docs.jsonl", '{"text": "a line of text"}\n'),
         "dup_yaml": write("dup.yaml", "languages:\n  p: 0.1\n  p: 0.5\n"),
         "bad_yaml": write("bad.yaml", "train: {steps: 3\n"),
+        "misplaced_yaml": write("misplaced.yaml", "train:\n  seq_len: 64\n"),
         "list_yaml": write("list.yaml", "- 1\n- 2\n"),
         "binary": write("binary.csv", b"\xff\xfe\x00garbage\x9c", mode="wb"),
         "nul_csv": write("nul.csv", b"language,fraction,ppl\nEN,0.1,\x0040\n", mode="wb"),

@@ -4,6 +4,7 @@ hint, values are type-checked) and by `validate()`."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -240,11 +241,21 @@ def from_dict(data: dict) -> RunConfig:
     return _build(RunConfig, data or {})
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
-    data = load_yaml(config_path(path)) if path else {}
+def read_config_file(path: str | Path) -> dict:
+    """A run config's YAML file (a path or a packaged config's name) as a mapping; a mistake in it names the file."""
+    data = load_yaml(config_path(path))
     if {"base", "groups"} & set(data) and "model" not in data:  # (from_dict says so too, without the file's name)
         raise XlingError(f"{path} is a study file (base, grid, groups), not a run config: xling study run {path}")
+    try:
+        from_dict(copy.deepcopy(data))  # its own keys and types, before any override
+    except XlingError as exc:
+        raise XlingError(f"{path}: {exc}") from None
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
+    data = read_config_file(path) if path else {}
     cfg = from_dict(apply_overrides(data, overrides or {}))
     validate(cfg)
     return cfg

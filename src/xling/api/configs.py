@@ -27,14 +27,13 @@ from ..config import (
     as_written,
     flatten,
     from_dict,
-    load_yaml,
+    read_config_file,
     to_dict,
     validate,
 )
 from ..errors import XlingError
 from ..fsio import UMASK, atomic_write_text, default_cache_dir, make_dirs
 from ..notation import NAME_RULE, is_name
-from ..recipes import config_path
 
 ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunConfig]
 SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))  # name, corpus, tokenizer, ...
@@ -175,7 +174,7 @@ class Config:
             data, dotted = _split(source)
             data = copy.deepcopy(_with_corpora(data))
         elif isinstance(source, (str, os.PathLike)):
-            data, dotted = (load_yaml(config_path(source)) if str(source) else {}), {}
+            data, dotted = (read_config_file(source) if str(source) else {}), {}
         elif source is None:
             data, dotted = {}, {}
         else:
