@@ -116,7 +116,8 @@ class Run:
         if window is None and last_n is None and max_tokens is None:
             return run.eval_path(split)
         own = run.require().own_protocol()
-        return evaluation_path(run, own, split, protocol(own, window, last_n, max_tokens))
+        seq_len = run.read_config().model.seq_len  # (window 0: the model's length)
+        return evaluation_path(run, own, split, protocol(own, window, last_n, max_tokens, seq_len))
 
     def evaluation(self, split: str = "test") -> dict[str, dict]:
         """The stored evaluation: {language: {loss, ppl, tokens_scored}} (`evaluate` computes it)."""
@@ -135,9 +136,10 @@ class Run:
         """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
         score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
-        `max_tokens`, `window` (`last_n` then defaults to a quarter of it) or `last_n` than the run's is written
-        to a file of its own (eval_<split>_<protocol>.json), which `evaluation` and studies do not read. A study's run scores the
-        languages it trained on, as the study did (a monolingual run of a pair is not scored in the other)."""
+        `max_tokens`, `window` (0: the model's length; `last_n` then defaults to a quarter of it) or `last_n` than
+        the run's is written to a file of its own (eval_<split>_<protocol>.json), which `evaluation` and studies do
+        not read. A study's run scores the languages it trained on, as the study did (a monolingual run of a pair
+        is not scored in the other)."""
         from ..train.evaluate import evaluate_run
 
         report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n,

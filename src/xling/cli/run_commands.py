@@ -126,7 +126,8 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["test", "valid", "train"], help="the split to score (default test)")
     p.add_argument("--max-tokens", type=count(0, 10**12), default=None,
                    help="score only a prefix of each language's stream (0: all; default: the run's eval.max_tokens)")
-    p.add_argument("--window", type=count(2, 65536), default=None, help="evaluation window (default: the run's)")
+    p.add_argument("--window", type=count(0, 65536), default=None,
+                   help="evaluation window (default: the run's; 0: the model's length)")
     p.add_argument("--last-n", type=count(1, 65535), default=None,
                    help="targets scored at the end of each window (default: a quarter of --window if given, "
                         "else the run's)")

@@ -107,9 +107,10 @@ def protocol_name(ev: EvalConfig) -> str:
 
 
 def protocol(own: EvalConfig, window: int | None = None, last_n: int | None = None,
-             max_tokens: int | None = None) -> EvalConfig:
+             max_tokens: int | None = None, seq_len: int = 0) -> EvalConfig:
     """A run's eval section with what is given instead (None: the run's own; with another window, last_n is a
-    quarter of it, as a config's default)."""
+    quarter of it, as a config's default; window 0: the model's length `seq_len`, as in a config)."""
+    window = seq_len if window == 0 and seq_len else window
     if window is not None and last_n is None:
         last_n = max(1, window // 4)
     given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
@@ -134,8 +135,8 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     session = load_session(run_dir, device=device)
     study = session.run.own_protocol()  # a study's run: its study's window, last_n, max_tokens (what it compares)
     own = dataclasses.replace(session.cfg.eval, **{key: getattr(study, key) for key in PROTOCOL})
-    ev = protocol(own, window, last_n, max_tokens)
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
+    ev = protocol(own, window, last_n, max_tokens, seq_len)
     if not 2 <= ev.window <= seq_len:
         raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len})")
     if not 1 <= ev.last_n < ev.window:
