@@ -452,13 +452,11 @@ def test_a_study_with_a_key_its_runs_ignore_is_read_with_a_warning(tiny_corpus_d
 def test_the_progress_hint_names_a_study_file_and_its_root(tiny_corpus_dir, tmp_path):
     import yaml
 
-    from xling.study.runner import _status_command
-
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(tiny_study_dict(tiny_corpus_dir, name="other-name")))
     study = load_study(str(path))
-    assert _status_command(study, tmp_path / "r") == f"xling study status {path} --root {tmp_path / 'r'}"
-    assert _status_command(load_study("headline-cpu"), runs_root(None)) == "xling study status headline-cpu"
+    assert study.command("status", tmp_path / "r") == f"xling study status {path} --root {tmp_path / 'r'}"
+    assert load_study("headline-cpu").command("status", runs_root(None)) == "xling study status headline-cpu"
 
 
 def test_a_study_run_is_compared_under_its_studys_protocol_whatever_config_yaml_says(tiny_corpus_dir, tmp_path,

@@ -257,12 +257,12 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     stderr. `loggers`: live logs, any of ``"tensorboard"``, ``"wandb"``, ``"csv"`` (a missing package
     is one note on stderr).
     """
-    from ..train.live_log import LiveLog
+    from ..train.live_log import LiveLog, logger_names
     from ..train.trainer import Trainer
 
     cfg = unwrap(config)
     run = Run(out if out is not None else _default_out(config, cfg))
-    with LiveLog(run.path, (loggers,) if isinstance(loggers, str) else tuple(loggers)) as live:
+    with LiveLog(run.path, logger_names(loggers)) as live:
         for note in live.notes:
             print(f"note: {note}", file=sys.stderr)
         info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)

@@ -309,11 +309,11 @@ def write_alignment_report(study: Study, root=None, out=None, compute: bool = Tr
     if found is None:
         multilingual = [s for s in study.runs if s.mixture.multilingual]
         if compute or not multilingual:
-            hint = f"it has no trained multilingual run there (`{study.run_command(root)}` trains them)"
+            hint = f"it has no trained multilingual run there (`{study.command('run', root)}` trains them)"
         elif any(is_complete(s.run_dir(runs_root(root))) for s in multilingual):
             hint = "its runs are not aligned yet: run this command without --no-compute"
         else:
-            hint = f"run `{study.run_command(root)}` first, then this command without --no-compute"
+            hint = f"run `{study.command('run', root)}` first, then this command without --no-compute"
         raise XlingError(f"no run of study {study.name} has alignment results under {runs_root(root)}: {hint}")
     atomic_write_text(out / "alignment.md", doc.markdown())
     atomic_write_text(out / "alignment.html", doc.html(f"xling alignment report: {study.name}", base=out))

@@ -262,14 +262,14 @@ def analyse_study(study: Study, root: str | Path | None = None, db: str | Path |
     """Sync the store with the study's run directories and analyse what they hold (what a report shows)."""
     root = runs_root(root)
     if not any(spec.run_dir(root).is_dir() for spec in study.runs):  # nothing to read: write no store either
-        raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.run_command(root)}` first")
+        raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.command('run', root)}` first")
     store = Store(db or root / "xling.db")
     store.sync(study, root)
     with np.errstate(over="ignore"):  # a law evaluated far outside its data overflows to inf, which is handled
         a = analyse(study, store.runs(study.name), store.evaluations(study.name))
     store.close()
     if not a.rows:
-        raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.run_command(root)}` first")
+        raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.command('run', root)}` first")
     return a
 
 

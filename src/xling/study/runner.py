@@ -25,12 +25,12 @@ from ..data.stream import budget_steps, prepare_languages, run_mixture, run_step
 from ..errors import XlingError
 from ..fsio import make_dirs
 from ..identity import run_identity
-from ..train.live_log import unavailable
+from ..train.live_log import logger_names, unavailable
 from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
 from .launch import Launch, auto_workers, run_dims
-from .spec import RunSpec, Study, available_studies, runs_root
+from .spec import RunSpec, Study, runs_root
 from .state import check_locking, is_complete, is_locked, lock_holder, now, record, run_lock
 from .store import Store
 
@@ -163,13 +163,6 @@ def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
     return f"; {len(found)} resume{'s' * (len(found) == 1)} from a checkpoint: {', '.join(found[:shown])}{more}"
 
 
-def _status_command(study: Study, root: Path) -> str:
-    """The command that shows this study's progress: by name where xling finds it so, else by its file."""
-    by_name = study.path is None or available_studies().get(study.name) == study.path
-    where = "" if root == runs_root(None) else f" --root {root}"
-    return f"xling study status {study.name if by_name else study.path}{where}"
-
-
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
@@ -190,7 +183,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     log = log or (lambda _: None)
     auto = workers == "auto" and engine == "local" and gpus is None  # else "auto" means the default
     launch = Launch.plan(engine, None if workers == "auto" else workers, gpus, runs_per_gpu, progress=False)
-    loggers = _usable_loggers((loggers,) if isinstance(loggers, str) else tuple(loggers), log)  # (before any line)
+    loggers = _usable_loggers(logger_names(loggers), log)  # (before any line)
     root = runs_root(root)
     fresh = not root.exists()
     check_locking(root)
@@ -218,7 +211,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
             shutil.rmtree(root)
         raise
     log(f"data ready{f' ({launch.describe()})' if auto and launch.workers > 1 else ''}; one line per finished run "
-        f"below (`{_status_command(study, root)}` shows progress)")
+        f"below (`{study.command('status', root)}` shows progress)")
     todo.sort(key=_cost, reverse=True)
     progress = sys.stderr.isatty() if progress is None else progress
     launch = dataclasses.replace(launch, loggers=loggers, progress=progress)

@@ -32,6 +32,11 @@ _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 log = logging.getLogger(__name__)
 
 
+def logger_names(loggers) -> tuple[str, ...]:
+    """The loggers asked for: one name, or several."""
+    return (loggers,) if isinstance(loggers, str) else tuple(loggers)
+
+
 def unavailable(name: str) -> str | None:
     """The note to show when logger `name` cannot run here (its package is missing), else None."""
     if name not in LOGGERS:

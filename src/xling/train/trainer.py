@@ -88,8 +88,10 @@ class Trainer:
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
-        passes = self.stream.epochs(self.steps * cfg.train.batch_size)
-        repeated = {self.setup.names[self.setup.source_of_language.index(s)]: e for s, e in passes.items() if e > 1}
+        # passes over each language's training text by the run's end (run.json's data_epochs; > 1: repeats)
+        self.passes = {self.setup.names[self.setup.source_of_language.index(s)]: e
+                       for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
+        repeated = {name: e for name, e in self.passes.items() if e > 1}
         if repeated and self.world.is_main and not resume:  # (the paper never repeats data; a study report says so)
             log.warning(f"{self.steps} steps read the training text more than once: " + ", ".join(
                 f"{name} {e:.2f} passes" for name, e in repeated.items()) + "; sequences repeat")
@@ -286,10 +288,8 @@ class Trainer:
         if end < self.steps:
             return run.update_info(status="interrupted", step=end)
         valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]
-        epochs = {self.setup.names[self.setup.source_of_language.index(s)]: round(e, 4)
-                  for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}  # (as prepare warned)
         return run.update_info(status="completed", step=self.steps, tokens=self.tokens_seen(self.steps),
-                               data_epochs=epochs, valid=valid)
+                               data_epochs={name: round(e, 4) for name, e in self.passes.items()}, valid=valid)
 
 
 def _progress(start: int, total: int, enabled: bool, name: str):
