@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from xling.analysis.bench import synchronize, timed_in_rounds
-from xling.cli.main import split_overrides
+from xling.cli.app import split_overrides
 from xling.config import load_config
 from xling.train.trainer import Trainer
 

@@ -84,7 +84,7 @@ def default_layouts(cores: int) -> list[tuple[int, int]]:
 
 def main(argv: list[str]) -> int:
     from xling.analysis.bench import cpu_model
-    from xling.cli.main import split_overrides
+    from xling.cli.app import split_overrides
     from xling.study.launch import usable_cores
     from xling.train.threads import openmp_wait_setup
 

@@ -86,7 +86,7 @@ def stage(module: str) -> str:
     return part if part in STAGES else "base"
 
 
-@pytest.mark.parametrize("module", ["xling", "xling.api", "xling.cli.main", "xling.study.workers", "xling.study.spec",
+@pytest.mark.parametrize("module", ["xling", "xling.api", "xling.cli.app", "xling.study.workers", "xling.study.spec",
                                     "xling.config", "xling.train.rundir", "xling.study.state"])
 def test_modules_that_must_start_without_torch(module):
     """The CLI starts fast (help, study list) and study workers set OpenMP up before torch loads."""

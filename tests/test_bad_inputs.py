@@ -22,7 +22,8 @@ from xling.cli import main
 
 T = "train {config} --out {out} --quiet"  # a valid tiny config, then the override under test
 # many languages ({many} in a case); languages.p back to its default (it mixes a pair or clones only)
-MANY = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.corpora [web,lsg] --languages.p 0.1"
+MANY_BUT_CORPORA = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.p 0.1"
+MANY = f"{MANY_BUT_CORPORA} --languages.corpora [web,lsg]"
 OWN = "--tokenizer.vocab_size 4096"  # back to the default: a brought tokenizer has its own vocabulary
 
 CASES = [
@@ -43,7 +44,7 @@ CASES = [
      "languages.frac_clone applies to kind 'clone' only"),
     ("second on clones", f"{T} --languages.second.translation kjv", "languages.second is the second language of a real"),
     ("second with corpora", f"{T} {{many}} --languages.second.translation kjv", "languages.second is the second"),
-    ("p with corpora", f"{T} {{many}} --languages.p 0.3", "languages.p mixes a pair or clones"),
+    ("p with corpora", f"{T} {MANY.replace('--languages.p 0.1', '--languages.p 0.3')}", "languages.p mixes a pair or clones"),
     ("translation with corpora", f"{T} {{many}} --corpus.translation kjv", "its first entry is the base language"),
     ("translation for own text", f"{T} --corpus.translation kjv", "corpus.translation is for the Bibles, not text"),
     ("text_field for text", f"{T} --corpus.text_field body", "corpus.text_field applies to jsonl"),
@@ -78,9 +79,9 @@ CASES = [
     ("names count", f"{T} --languages.names [A]", "has 1 names but the run has 2"),
     ("real with clones", f"{T} --languages.kind real --languages.num_clones 2", "applies to kind 'clone' only"),
     # many languages (languages.corpora) and transforms
-    ("corpora unknown language", f"{T} {{many}} --languages.corpora [web,klingon]", "unknown Bible translation 'klingon'"),
-    ("corpora twice", f"{T} {{many}} --languages.corpora [web,en]", "names the translation web twice"),
-    ("corpora one language", f"{T} {{many}} --languages.corpora [web]", "needs at least two languages"),
+    ("corpora unknown language", f"{T} {MANY_BUT_CORPORA} --languages.corpora [web,klingon]", "unknown Bible translation 'klingon'"),
+    ("corpora twice", f"{T} {MANY_BUT_CORPORA} --languages.corpora [web,en]", "names the translation web twice"),
+    ("corpora one language", f"{T} {MANY_BUT_CORPORA} --languages.corpora [web]", "needs at least two languages"),
     ("corpora of clones", f"{T} --corpus.name bible --corpus.paths [] --languages.corpora [web,lsg]", "set languages.kind real"),
     ("corpora with corpus paths", f"{T} --languages.kind real --languages.corpora [web,lsg]",
      "with languages.corpora each entry is one language's text (a file or folder): leave corpus.paths"),
@@ -346,7 +347,7 @@ def _snapshot(path) -> dict:
 
 
 def test_the_table_is_large_and_covers_every_command_and_config_section():
-    from xling.cli.main import COMMANDS
+    from xling.cli.app import COMMANDS
     from xling.config import RunConfig
 
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)

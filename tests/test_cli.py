@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -73,11 +75,21 @@ def test_train_eval_sample_end_to_end(capsys, config_file, tmp_path):
         (["--corpus.name", "wiki"], "corpus.name must be bible, text, jsonl, parquet or hf"),
         (["--eval.window", "64"], "eval.window"),
         (["oops"], "unexpected argument 'oops'"),
+        (["--train.steps", "3", "--train.steps=4"], "--train.steps given twice (3 and 4)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, config_file, tmp_path, overrides, match):
     out = tmp_path / "run"
     assert_user_error(capsys, out, "train", config_file(), "--out", out, *overrides, match=match)
+
+
+def test_ctrl_c_while_the_commands_import_ends_quietly(capsys, monkeypatch):
+    class Interrupted(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+    monkeypatch.setitem(sys.modules, "xling.cli.app", Interrupted("xling.cli.app"))
+    assert main(["config"]) == 130
+    assert capsys.readouterr().err == "\nxling: interrupted\n"
 
 
 def test_malformed_yaml(capsys, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import make_documents, syllable_sentences
-from xling.cli.main import main
+from xling.cli.app import main
 from xling.config import CorpusConfig
 from xling.data import parallel, sources
 from xling.data import tokenizer as tk
