@@ -127,6 +127,10 @@ def test_a_ladder_that_wants_a_negative_irreducible_loss_puts_e_at_its_bound(fit
     assert f.params[0] == 0.0 and f.asymptote_at_bound
     assert not fit.law.asymptote_at_bound  # E = 1.5 is well inside
     assert not fit_scaling_law(x, true_ppl(x), form="paper", bootstrap=0).law.asymptote_at_bound
+    three = fit_scaling_law(x[[0, 3, -1]], np.exp(-0.5 + 3.0 * x[[0, 3, -1]] ** -0.2), bootstrap=0)
+    assert three.law.asymptote_at_bound  # a three-point ladder too: every number read off it says so
+    assert any("E is at its bound 0" in w for w in efficiency(three, 0.5, float(three.law.ppl(0.5))).warnings)
+    assert not any("E is at its bound" in w for w in efficiency(fit, 0.5, float(fit.law.ppl(0.5))).warnings)
 
 
 def test_bootstrap_refits_held_at_a_bound_are_flagged(fit):

@@ -82,6 +82,9 @@ def law_warnings(law: ScalingLaw) -> list[str]:
         out.append(f"the law's exponent is at the {law.exponent_at_bound} bound of its range (a degenerate fit{shape}): "
                    "its parameters mean little one by one" + (", and a comparison with a published TEff is loose"
                                                                  if law.form == "paper" else ""))
+    if law.asymptote_at_bound:
+        out.append("the law's E is at its bound 0 (the ladder alone would put the irreducible loss below zero): its "
+                   "asymptote is not pinned down, so what is read off it beyond the ladder's points is rough")
     return out
 
 
