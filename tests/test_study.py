@@ -424,6 +424,8 @@ def test_study_runs_evaluate_only_the_languages_they_trained_on(tiny_corpus_dir,
     run_study(study, tmp_path, log=lambda *_: None)
     evaluated = {r.group: set(read_json_file(r.run_dir(tmp_path) / "eval.json")["languages"]) for r in study.runs}
     assert evaluated == {"ladder": {"L1"}, "mix": {"L1", "L2"}}  # the tiny corpus names its languages L1, L2
+    validated = {r.group: set(read_json_file(r.run_dir(tmp_path) / "run.json")["valid"]) for r in study.runs}
+    assert validated == evaluated  # the validation during training too
 
 
 def test_linked_keys_follow_another_keys_value(tiny_corpus_dir):

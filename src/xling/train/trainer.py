@@ -139,8 +139,12 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def validate(self, step: int, split: str = "valid") -> dict:
         ev = self.cfg.eval
+        # A study's run scores only the languages it trains on, as its test evaluation does (the other language
+        # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
+        trained = {name for name, n in self.tokens_seen(self.steps).items() if n}
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                     ev.max_tokens, self.device, self.autocast)
+                                     ev.max_tokens, self.device, self.autocast,
+                                     trained if self.run.study_record_path.is_file() else None)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
