@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law, fraction_int
 from xling.cli import main
 from xling.cli.tables import efficiency_table as format_table
 from xling.errors import XlingError
+from xling.report.stats import law_params
 
 TRUE = (1.5, 1.2, 0.35)  # E, A, alpha of the synthetic loss-space law
 FRACTIONS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
@@ -118,6 +120,9 @@ def test_a_ladder_straight_in_log_x_puts_the_paper_exponent_at_its_bound():
     f = fit_scaling_law(x, ppl, form="paper", bootstrap=0).law
     assert f.exponent_at_bound == "lower"
     assert f.ppl(x) == pytest.approx(ppl, rel=1e-4)  # its predictions within the ladder still hold
+    # a and c are huge and cancel: the printed parameters also give the line in ln x, which reproduces the ladder
+    intercept, slope = map(float, re.search(r"1/PPL = (\S+) \+ (\S+) ln x", law_params(f)).groups())
+    assert 1 / (intercept + slope * np.log(x)) == pytest.approx(ppl, rel=1e-4)
     assert fit_scaling_law(x, true_ppl(x), form="loss", bootstrap=0).law.exponent_at_bound == ""
 
 
@@ -385,6 +390,31 @@ def test_read_csv_errors(tmp_path):
     p = write_csv(tmp_path / "h.csv", ["language", "fraction", "ppl"], [])
     with pytest.raises(XlingError, match="no data rows"):
         read_csv_rows(p, ["language", "fraction", "ppl"])
+    p = write_csv(tmp_path / "p.csv", ["language", "fraction", "ppl"], [["EN", 0.1, 40], ["EN", 0.5, 0.9]])
+    with pytest.raises(XlingError, match=r"p\.csv:3: ppl '0.9' is below 1"):
+        read_csv_rows(p, ["language", "fraction", "ppl"])
+    for ragged, fields in (("EN,0.1,40,7", 4), ("EN,0.1", 2)):  # a field too many or too few: not read silently
+        (tmp_path / "r.csv").write_text(f"language,fraction,ppl\nEN,0.2,30\n{ragged}\n")
+        with pytest.raises(XlingError, match=rf"r\.csv:3: {fields} fields where the header has 3"):
+            read_csv_rows(tmp_path / "r.csv", ["language", "fraction", "ppl"])
+    with pytest.raises(XlingError, match="below 1"):
+        fit_scaling_law([0.1, 0.5, 1.0], [1.5, 1.2, 0.8], bootstrap=0)
+
+
+def test_teff_refuses_an_output_that_is_one_of_its_inputs(tmp_path, capsys):
+    mono = write_csv(tmp_path / "mono.csv", ["language", "fraction", "ppl"], [["EN", f, 30 / f] for f in (0.2, 0.5, 1)])
+    runs = write_csv(tmp_path / "runs.csv", ["run", "language", "fraction", "ppl"], [["r", "EN", 0.5, 50]])
+    before = mono.read_text(), runs.read_text()
+    for given in (mono, runs):
+        assert main(["teff", "--mono", str(mono), "--runs", str(runs), "--out", str(given)]) == 2
+        assert "is the --" in capsys.readouterr().err
+    assert (mono.read_text(), runs.read_text()) == before
+
+
+def test_a_law_rising_without_bound_reads_inf_without_a_numpy_warning():
+    with np.errstate(over="raise"):  # (a RuntimeWarning leaked to the terminal)
+        law = fit_scaling_law([0.1, 0.5, 1.0], [400.0, 80.0, 40.0], bootstrap=0).law
+        assert law.ppl(1e-300) == math.inf
 
 
 def test_teff_command_end_to_end(tmp_path, capsys):
@@ -522,3 +552,10 @@ def test_a_three_point_ladder_says_why_it_has_no_interval():
     mono = [{"language": "EN", "fraction": f, "ppl": p} for f, p in [(0.25, 60.0), (0.5, 40.0), (1.0, 30.0)]]
     (row,) = teff_table(mono, [{"run": "r", "language": "EN", "fraction": 0.5, "ppl": 35.0}])
     assert math.isnan(row["teff_lo"]) and "3 parameters and 3 ladder points" in row["warning"]
+
+
+def test_a_four_point_ladder_says_its_intervals_rest_on_one_degree_of_freedom(fit):
+    x = np.array([0.1, 0.25, 0.5, 1.0])
+    four = fit_scaling_law(x, true_ppl(x) * np.exp([0.01, -0.01, 0.005, 0.0]), bootstrap=50)
+    assert any("one residual degree of freedom" in w for w in efficiency(four, 0.5, 40.0).warnings)
+    assert not any("degree of freedom" in w for w in efficiency(fit, 0.5, 40.0).warnings)  # more points: not said

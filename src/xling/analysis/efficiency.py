@@ -77,6 +77,10 @@ def law_warnings(law: ScalingLaw) -> list[str]:
     if law.n_points <= NUM_PARAMS:
         out.append(f"the law has {NUM_PARAMS} parameters and {law.n_points} ladder points: nothing is left to "
                    "estimate its noise from, so there is no interval; add monolingual fractions")
+    elif law.n_points == NUM_PARAMS + 1:
+        out.append(f"the law has {NUM_PARAMS} parameters and {law.n_points} ladder points: one residual degree of "
+                   "freedom, so its intervals are wide and move with the last digits of the inputs; 5 or more points "
+                   "make them stable")
     if law.exponent_at_bound:
         shape = ", 1/PPL linear in ln x" if law.form == "paper" and law.exponent_at_bound == "lower" else ""
         out.append(f"the law's exponent is at the {law.exponent_at_bound} bound of its range (a degenerate fit{shape}): "
@@ -134,6 +138,8 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float, profile: bool = Fal
         raise XlingError(
             f"fraction ({fraction}) and PPL ({ppl}) must be finite and positive; fix the run data"
         )
+    if ppl < 1:
+        raise XlingError(f"PPL {ppl:g} is below 1, which no perplexity can be; give perplexities, not probabilities")
     law = fit.law
     mlpe = law.ppl(fraction)
     mlte = law.fraction_for(ppl)
@@ -326,7 +332,11 @@ def _read_csv_rows(p: Path, required_columns: Sequence[str]) -> list[dict]:
 
 
 def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
-    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
+    if None in raw or None in raw.values():  # (DictReader's keys for extra fields, values for missing ones)
+        fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
+        raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
+                         "one value per column (quote values with commas)")
+    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
     for col in required_columns:
         value = row.get(col)
         if value is None or value == "":
@@ -338,6 +348,9 @@ def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
                 raise XlingError(f"{where}: {col} {value!r} is not a number; write e.g. 0.5") from None
             if not (math.isfinite(num) and num > 0):
                 raise XlingError(f"{where}: {col} must be a positive finite number, got {value!r}")
+            if col == "ppl" and num < 1:
+                raise XlingError(f"{where}: ppl {value!r} is below 1, which no perplexity can be (exp of a mean "
+                                 "negative log-probability); give perplexities, not probabilities or losses")
             row[col] = num
     return row
 

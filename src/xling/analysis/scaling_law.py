@@ -129,7 +129,8 @@ def _ppl_to_z(form: str, ppl: np.ndarray) -> np.ndarray:
 
 def _z_to_ppl(form: str, z: np.ndarray) -> np.ndarray:
     if form == "loss":
-        return np.exp(z)
+        with np.errstate(over="ignore"):  # a law that rises without bound: inf, as the paper form's 1/PPL <= 0
+            return np.exp(z)
     with np.errstate(divide="ignore"):
         return np.where(z < 0, -1.0 / np.where(z < 0, z, -1.0), np.inf)
 
@@ -266,6 +267,9 @@ def _check_points(fractions, ppls, form: str) -> tuple[np.ndarray, np.ndarray]:
         raise XlingError(f"got {x.size} fractions but {ppl.size} perplexities; give one PPL per run")
     if not (np.all(np.isfinite(x)) and np.all(x > 0) and np.all(np.isfinite(ppl)) and np.all(ppl > 0)):
         raise XlingError("fractions and perplexities must be finite and positive; fix the monolingual data")
+    if np.any(ppl < 1):
+        raise XlingError(f"a perplexity of {ppl.min():g} is below 1, which no perplexity can be; give the monolingual "
+                         "runs' perplexities, not probabilities or losses")
     distinct = np.unique(x).size
     if distinct < MIN_FRACTIONS:
         raise XlingError(

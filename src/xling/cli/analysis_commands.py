@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ..api import Run
 from ..api import teff as teff_table
+from ..errors import XlingError
 from ..fsio import check_output_file
+from ..report.stats import law_params
 from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
@@ -27,16 +29,20 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def teff(args, overrides) -> int:
+    runs = Path(args.runs)
+    out = Path(args.out or runs.with_name(f"{runs.stem}_teff.csv"))
+    for option, given in (("--mono", args.mono), ("--runs", args.runs)):
+        if out.resolve() == Path(given).resolve():
+            raise XlingError(f"the output {out} is the {option} file: give --out another name (it would be replaced)")
     if args.out:
         check_output_file(args.out)
     rows = teff_table(args.mono, args.runs, args.form, args.bootstrap, args.seed, not args.no_profile)
     print(efficiency_table(rows))
-    runs = Path(args.runs)
-    path = rows.write_csv(args.out or runs.with_name(f"{runs.stem}_teff.csv"))
+    path = rows.write_csv(out)
     said = set()  # the ladder's own notes are the same under both forms: once
     for (_, lang), fit in sorted(rows.laws.items()):
         law = fit.law
-        params = ", ".join(f"{k}={v:.4g}" for k, v in law.param_dict.items())
+        params = law_params(law, "=")
         print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)
         for note in fit.notes:
             if (lang, note) not in said:
