@@ -1,5 +1,6 @@
 """Alignment metrics on cases with known answers, and `xling align` end to end on the tiny run."""
 
+import dataclasses
 import itertools
 import json
 
@@ -306,6 +307,12 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
                    "shuffled pairs (not translations)", "translations above shuffled pairs",
                    "centred cosine above its shuffled pairs, 90/10 > 50/50"):
         assert needle in text, needle
+    # the study names no paper: no published values beside ours (the section headings still say what is measured)
+    assert "No published values are set beside" in text
+    assert not any(needle in text for needle in ("paper (GPT-small)", "| paper |", "paper input", "paper EN2", "0.534"))
+    compared = write_alignment_report(dataclasses.replace(study, paper="Table 2"), tmp_path / "runs",
+                                      tmp_path / "report-paper", task=str(task), compute=False, figures=False)
+    assert all(needle in compared.read_text() for needle in ("paper (GPT-small)", "paper input", "paper EN2", "0.534"))
     assert (tmp_path / "report" / "alignment.html").is_file()
     for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png",
                  "alignment-over-training.png"):

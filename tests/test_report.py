@@ -339,6 +339,7 @@ def test_the_learning_rate_is_chosen_by_validation_perplexity_over_seeds(tiny_co
 
     data = tiny_study_dict(tiny_corpus_dir, seeds=(0, 1))
     data["groups"] = {"mono": {"set": {"languages.p": 0.0}, "grid": {"train.lr": [0.001, 0.003, 0.008]}}}
+    data["figures"] = []  # (their x, languages.p, is no longer a grid key)
     study = build_study(data)
     valid = {0.001: (80.0, 81.0), 0.003: (60.0, 61.0), 0.008: (50.0, 90.0)}  # 0.008: one lucky seed
     for spec in study.runs:

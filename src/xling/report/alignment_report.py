@@ -76,17 +76,19 @@ def _hidden_table(doc: Doc, settings: list[Setting]) -> None:
     doc.table(["layer"] + [s.label for s in settings], rows)
 
 
-def _hidden_clones(doc: Doc, clones: list[Setting]) -> list[Evidence]:
+def _hidden_clones(doc: Doc, clones: list[Setting], paper: bool) -> list[Evidence]:
     doc.h(3, "Hidden-state cosine per layer, clones (paper Table 2)")
     _hidden_table(doc, clones)
-    doc.table(["paper (GPT-small)"] + [f"layer {i + 1}" for i in range(12)] + ["mean"],
-              [[f"{round(100 * (1 - p))}/{round(100 * p)}"] + [f"{v:.2f}" for v in vals] + [f"{np.mean(vals):.2f}"]
-               for p, vals in PAPER_HIDDEN.items()])
+    if paper:
+        doc.table(["paper (GPT-small)"] + [f"layer {i + 1}" for i in range(12)] + ["mean"],
+                  [[f"{round(100 * (1 - p))}/{round(100 * p)}"] + [f"{v:.2f}" for v in vals] + [f"{np.mean(vals):.2f}"]
+                   for p, vals in PAPER_HIDDEN.items()])
     imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
     raw, excess = higher(imb, bal, mean_hidden), higher(imb, bal, hidden_excess)
     doc.p(f"**Is 90/10 more aligned than 50/50?** Mean hidden cosine over layers (the paper's measure): "
           f"{raw.answer()}; the same above the shuffled baseline (a shift of every state that unrelated text "
-          f"shares does not count): {excess.answer()}. Paper: yes, 0.85 vs 0.60 (no baseline reported).")
+          f"shares does not count): {excess.answer()}." + (" Paper: yes, 0.85 vs 0.60 (no baseline reported)."
+                                                           if paper else ""))
     evidence = [Evidence("3", f"hidden states 90/10 > 50/50, the paper's raw cosine: {raw.answer()}", raw),
                 Evidence("3", f"the same above the shuffled baseline: {excess.answer()}")]
     return evidence + _beyond_paper(doc, clones, "3", imb, bal)
@@ -146,15 +148,16 @@ def _hidden_reals(doc: Doc, reals: list[Setting]) -> list[Evidence]:
     return evidence
 
 
-def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path) -> list[Evidence]:
+def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Gradient cosine (paper Figure 6; EN/FR Figure 13)")
     rows = []
     for s in graded:
-        paper = PAPER_GRADIENT.get((s.vocab, s.p)) if not s.schedule else None
+        published = PAPER_GRADIENT.get((s.vocab, s.p)) if not s.schedule else None
         rows.append([s.label, _cell(get(a, "gradient", "block_mean") for a in s.alignments),
-                     _cell(get(a, "gradient", "block_mean_without_key_bias") for a in s.alignments),
-                     f"{paper:.3f}" if paper is not None else ""])
-    doc.table(["setting", "mean over block tensors (ours, the paper's set)", "without the key bias", "paper"], rows)
+                     _cell(get(a, "gradient", "block_mean_without_key_bias") for a in s.alignments)]
+                    + ([f"{published:.3f}" if published is not None else ""] if paper else []))
+    doc.table(["setting", "mean over block tensors (ours, the paper's set)", "without the key bias"]
+              + (["paper"] if paper else []), rows)
     doc.p("The paper averages every block tensor, the key bias included; that bias gets a gradient of zero in exact "
           "arithmetic (a constant added to all of a row's attention scores leaves the softmax unchanged), so its "
           "cosine is one of rounding noise, and the mean without it is shown beside.")
@@ -168,12 +171,12 @@ def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path
     test = higher(imb, bal, lambda s: [get(a, "gradient", "block_mean") for a in s.alignments])
     without = higher(imb, bal, lambda s: [get(a, "gradient", "block_mean_without_key_bias") for a in s.alignments])
     doc.p(f"**Gradients more aligned at 90/10 than at 50/50?** {test.answer()} (without the key bias: "
-          f"{without.answer()}). Paper: yes (0.534 vs 0.072).")
+          f"{without.answer()})." + (" Paper: yes (0.534 vs 0.072)." if paper else ""))
     return [Evidence("3", f"gradients 90/10 > 50/50, the paper's block mean: {test.answer()}", test),
             Evidence("3", f"the same without the key bias: {without.answer()}")]
 
 
-def _embeddings(doc: Doc, embedded: list[Setting], out: Path) -> list[Evidence]:
+def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Clone-pair embedding cosine (paper Figure 7; by frequency and word2vec, Figures 11–12)")
     rows = []
     for s in embedded:
@@ -183,13 +186,15 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path) -> list[Evidence]:
             pair = _cell(get(a, group, kind, "clone_pairs") for a in s.alignments)
             base = _cell(get(a, group, kind, "all_pairs") for a in s.alignments)
             cells.append(f"{pair} (all {base})")
-        cells += [_paper_value(PAPER_EMBEDDING["input"], s.p), _paper_value(PAPER_EMBEDDING["output"], s.p)]
+        if paper:
+            cells += [_paper_value(PAPER_EMBEDDING["input"], s.p), _paper_value(PAPER_EMBEDDING["output"], s.p)]
         rows.append(cells)
-    doc.table(["setting", "input", "output", "word2vec input", "word2vec output", "paper input ≈",
-               "paper output ≈"], rows)
-    doc.p(f"Paper all-pairs baselines ≈ {PAPER_ALL_PAIRS['input']} (input), ≈ {PAPER_ALL_PAIRS['output']} "
-          "(output); word2vec shows no dependence on p; frequent tokens carry the alignment (≈0.75 at p = 0.05).")
-    doc.img(figure_embeddings_by_p(embedded, out / "embeddings-by-p.png"),
+    doc.table(["setting", "input", "output", "word2vec input", "word2vec output"]
+              + (["paper input ≈", "paper output ≈"] if paper else []), rows)
+    if paper:
+        doc.p(f"Paper all-pairs baselines ≈ {PAPER_ALL_PAIRS['input']} (input), ≈ {PAPER_ALL_PAIRS['output']} "
+              "(output); word2vec shows no dependence on p; frequent tokens carry the alignment (≈0.75 at p = 0.05).")
+    doc.img(figure_embeddings_by_p(embedded, out / "embeddings-by-p.png", paper),
             "Clone-pair cosine against p: model and word2vec, input and output (dotted: all-pairs baselines).")
     doc.img(figure_by_frequency(embedded, out / "embeddings-by-frequency.png"),
             "Clone-pair cosine by training frequency of the token, one line per setting (first seed); dotted: "
@@ -207,7 +212,7 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path) -> list[Evidence]:
     return evidence
 
 
-def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Path) -> list[Evidence]:
+def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Zero-shot transfer (paper Figure 1 right)")
     t0 = transfers[0].transfers[0]
     doc.p(f"Task `{t0['task']}` ({len(t0['labels'])} classes; majority class {t0['majority_baseline']:.2f}): "
@@ -218,11 +223,12 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
         names = list(s.transfers[0]["accuracy"])
         accs = [_cell((t["accuracy"].get(n) for t in s.transfers), ".3f") for n in names]
         paper_l2 = PAPER_TRANSFER["L2"].get(round(s.p, 2)) if s.kind == "clone" and not s.schedule else None
-        rows.append([s.label, accs[0], ", ".join(accs[1:]),
-                     PAPER_TRANSFER["L1"] if s.kind == "clone" else "",
-                     f"{paper_l2:.2f}" if paper_l2 is not None else ""])
-    doc.table(["setting", "fine-tuned language", "other language(s), zero-shot", "paper EN1", "paper EN2"], rows)
-    doc.img(figure_transfer(transfers, out / "transfer-by-p.png"),
+        rows.append([s.label, accs[0], ", ".join(accs[1:])]
+                    + ([PAPER_TRANSFER["L1"] if s.kind == "clone" else "",
+                        f"{paper_l2:.2f}" if paper_l2 is not None else ""] if paper else []))
+    doc.table(["setting", "fine-tuned language", "other language(s), zero-shot"]
+              + (["paper EN1", "paper EN2"] if paper else []), rows)
+    doc.img(figure_transfer(transfers, out / "transfer-by-p.png", paper),
             "Accuracy of the fine-tuned language and zero-shot accuracy of the clone against p.")
     if not clones:
         return []
@@ -234,10 +240,17 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
 def _over_training(doc: Doc, clones: list[Setting], out: Path) -> list[Evidence]:
     """When, if ever, does 90/10 separate from 50/50 during training (at the checkpoints the runs kept)?"""
     doc.h(3, "Alignment over training")
+    tracked = [s for s in clones if len(s.history) > 1]
+    seeds = ", ".join(f"{s.label} {min(len(v) for v in s.history.values())}" for s in tracked)
     doc.img(figure_over_training(clones, out / "alignment-over-training.png"),
-            "Hidden-state cosine against training tokens at every kept checkpoint (mean, 95 % interval over seeds).")
+            f"Hidden-state cosine against training tokens at every kept checkpoint (mean, 95 % interval over the seeds "
+            f"aligned at each: {seeds}).")
     imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
     if not (imb and bal):
+        return []
+    if not (len(imb.history) > 1 and len(bal.history) > 1):  # nothing to compare: no evidence either way
+        doc.p("Only " + " and ".join(s.label for s in tracked) + " has alignments at its checkpoints: run `xling align "
+              "--checkpoints all` on the runs of both 90/10 and 50/50 to compare them over training.")
         return []
     lines = []
     for measure, title in (("mean", "raw cosine (the paper's)"), ("centred", "centred cosine")):
@@ -262,7 +275,7 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
                        task: str = DEFAULT_TASK) -> list[Evidence] | None:
     """Append the alignment and transfer sections to a report `Doc`; figures go to `out`. Returns the
     evidence for claims 3, 8 and 9, or None (and adds nothing) when no run has alignment results yet."""
-    out = Path(out)
+    out, paper = Path(out), study.compares_with_paper
     settings = collect(study, root, task)
     if not settings:
         return None
@@ -275,19 +288,20 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
           "matching of the layer-averaged cosine). The shuffled baseline pairs each sequence with the "
           "translation of the sequence half the probes away (unrelated text, not the next verse): how similar "
           "unrelated text looks in that layer. ± is the 95 % t-interval "
-          "over seeds. Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not magnitudes.")
-    evidence = (_hidden_clones(doc, clones) if clones else []) + (_hidden_reals(doc, reals) if reals else [])
+          "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not "
+                           "magnitudes." if paper else " No published values are set beside (the study names no paper)."))
+    evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals) if reals else [])
     graded = [s for s in settings if any("gradient" in a for a in s.alignments)]
     if graded:
-        evidence += _gradients(doc, graded, clones, out)
+        evidence += _gradients(doc, graded, clones, out, paper)
     embedded = [s for s in clones if any("embeddings" in a for a in s.alignments)]
     if embedded:
-        evidence += _embeddings(doc, embedded, out)
+        evidence += _embeddings(doc, embedded, out, paper)
     if any(len(s.history) > 1 for s in clones):
         evidence += _over_training(doc, clones, out)
     transfers = [s for s in settings if s.transfers]
     if transfers:
-        evidence += _transfer(doc, transfers, clones, out)
+        evidence += _transfer(doc, transfers, clones, out, paper)
     if evidence:
         doc.h(3, "Alignment verdict (claims 3, 8 and 9 of the paper's §6)")
         doc.ul([e.line for e in evidence])

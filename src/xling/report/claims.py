@@ -93,7 +93,7 @@ def _beats_both(S: list[Summary], length: float, model: str) -> tuple[bool, str]
 
 def _alignment_lines(alignment: list[Evidence], claim: str) -> list[str]:
     """align-report's evidence lines for one claim, as detail lines of the claims table."""
-    return [f"{e.line} (alignment section below)." for e in alignment if e.claim == claim]
+    return [f"{e.line.rstrip('.')} (alignment section below)." for e in alignment if e.claim == claim]
 
 
 def _from_alignment(claim: str, missing: str) -> Callable[[Analysis, list[Evidence]], Judged]:

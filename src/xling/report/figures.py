@@ -42,7 +42,8 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
         name = a.law_name((group, lang))
         line = ax.plot(xs, [p[1] for p in pts], "o", label=f"{name} runs")[0]
         grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.2, 100)
-        ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7, label=f"{name} law")
+        ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7,
+                label=f"{name} law ({fit.law.form} form, the verdicts')")
     ax.set_xscale("log")
     ax.set_yscale("log")
     # the ladder's own fractions as plain labels (a log axis's minor labels run into each other)
@@ -71,6 +72,7 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     categorical = any(isinstance(v, str) for v in x_values)
     pos = (lambda v: x_values.index(v)) if categorical else (lambda v: v)
     series = _series(sel, x_key)
+    shown = []  # what the y axis must hold besides the measurements: MLPE at the p values that were run
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for name, members in series.items():
@@ -90,16 +92,19 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
                 ax.plot(xs, ours, linestyle="--", marker="s", mfc="none", color=color, alpha=0.7,
                         label=_once(ax, "ours, paper's law form"))
         if spec.get("mlpe") and x_key == "languages.p":
-            _mlpe_curve(a, ax, members, color)
+            shown += _mlpe_curve(a, ax, members, color)
     if y == "teff":
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_ylim(bottom=0)  # TEff is never negative; a wide seed interval is cut at 0, not drawn below it
     else:  # perplexities span a wide range; keep MLPE curves from dwarfing the measurements
         ax.set_yscale("log")
         _plain_numbers(ax.yaxis)
-        means = [getattr(s, y).mean for s in sel if math.isfinite(getattr(s, y).mean)]
-        if means:
-            ax.set_ylim(min(means) / 1.3, max(means) * 2.0)
+        stats = [getattr(s, y) for s in sel]
+        lows = [st.lo if st.n > 1 else st.mean for st in stats] + shown
+        highs = [st.hi if st.n > 1 else st.mean for st in stats] + shown
+        lows, highs = [v for v in lows if 0 < v < math.inf], [v for v in highs if 0 < v < math.inf]
+        if lows and highs:  # every error bar and the MLPE at each p run, not the MLPE's tails at tiny shares
+            ax.set_ylim(min(lows) / 1.15, max(highs) * 1.3)
     if categorical:
         ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
     ax.set_xlabel(AXIS_NAMES.get(x_key, x_key))
@@ -132,11 +137,12 @@ def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:
     return series
 
 
-def _mlpe_curve(a: Analysis, ax, members: list[Summary], color) -> None:
-    """What a monolingual model would reach with this language's share of the data, across p."""
+def _mlpe_curve(a: Analysis, ax, members: list[Summary], color) -> list[float]:
+    """What a monolingual model would reach with this language's share of the data, across p; returns its
+    values at the p values that were run."""
     s = members[0]
     if s.law is None:
-        return
+        return []
     fit = a.laws[s.law]
     k = s.key.num_clones
     # the budget fraction the whole run trained on: each member's fraction over its expected share
@@ -144,8 +150,10 @@ def _mlpe_curve(a: Analysis, ax, members: list[Summary], color) -> None:
                            for m in members if 0 < m.key.p < 1]))
     ps = np.linspace(min(m.key.p for m in members), max(m.key.p for m in members), 50)
     share = ps / k if s.role == "L2" else 1 - ps
-    with np.errstate(over="ignore"):  # tiny shares: the law's PPL overflows to inf, which is not drawn
+    run = np.array(sorted({m.key.p for m in members}))
+    with np.errstate(over="ignore", divide="ignore"):  # tiny shares: the law's PPL is inf, which is not drawn
         ax.plot(ps, fit.law.ppl(share * total), ls="--", color=color, alpha=0.7)
+        return [float(v) for v in np.atleast_1d(fit.law.ppl((run / k if s.role == "L2" else 1 - run) * total))]
 
 
 # --------------------------------------------------------------------------- alignment figures
@@ -161,7 +169,8 @@ def _p_axis(ax, ps) -> None:
     ax.set_xlabel("p (share of the clone language)")
 
 
-def figure_embeddings_by_p(settings: list[Setting], path: Path) -> str | None:
+def figure_embeddings_by_p(settings: list[Setting], path: Path, paper: bool = True) -> str | None:
+    """Clone-pair cosine against p, model and word2vec; `paper`: the paper's approximate values beside."""
     clones = [s for s in settings if s.kind == "clone" and not s.schedule and any("embeddings" in a for a in s.alignments)]
     if len(clones) < 2:
         return None
@@ -176,10 +185,10 @@ def figure_embeddings_by_p(settings: list[Setting], path: Path) -> str | None:
             line, = ax.plot(ps, ys, style, marker="o", label=f"{'model' if group == 'embeddings' else 'word2vec'} {kind}")
             base = [stat(get(a, group, kind, "all_pairs") for a in s.alignments).mean for s in clones]
             ax.plot(ps, base, ":", color=line.get_color(), lw=0.8)
-    for kind, marker in (("input", "D"), ("output", "s")):
+    for kind, marker in (("input", "D"), ("output", "s")) if paper else ():
         pts = sorted(PAPER_EMBEDDING[kind].items())
         ax.plot([p for p, _ in pts], [v for _, v in pts], marker, color="grey", ls="none", label=f"paper {kind} (≈)")
-    _p_axis(ax, ps + list(PAPER_EMBEDDING["input"]))
+    _p_axis(ax, ps + (list(PAPER_EMBEDDING["input"]) if paper else []))
     ax.set(ylabel="clone-pair cosine", title="Embedding similarity of clone pairs (dotted: all pairs)")
     ax.legend(fontsize=7)
     return save_png(fig, path)
@@ -212,7 +221,8 @@ def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
     return save_png(fig, path)
 
 
-def figure_transfer(settings: list[Setting], path: Path) -> str | None:
+def figure_transfer(settings: list[Setting], path: Path, paper: bool = True) -> str | None:
+    """Fine-tuned and zero-shot accuracy against p; `paper`: the paper's EN2 (GLUE) beside."""
     clones = [s for s in settings if s.kind == "clone" and not s.schedule and s.transfers]
     if len(clones) < 2:
         return None
@@ -225,9 +235,10 @@ def figure_transfer(settings: list[Setting], path: Path) -> str | None:
         ax.plot(ps, ys, marker="o", label=role)
     chance = [stat(t["majority_baseline"] for t in s.transfers).mean for s in clones]
     ax.plot(ps, chance, ":", color="grey", label="majority class")
-    pts = sorted(PAPER_TRANSFER["L2"].items())
-    ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
-    _p_axis(ax, ps + list(PAPER_TRANSFER["L2"]))
+    if paper:
+        pts = sorted(PAPER_TRANSFER["L2"].items())
+        ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
+    _p_axis(ax, ps + (list(PAPER_TRANSFER["L2"]) if paper else []))
     ax.set(ylabel="accuracy", title="Zero-shot transfer")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the axes: it covers no point
     return save_png(fig, path)
@@ -248,7 +259,8 @@ def figure_over_training(settings: list[Setting], path: Path) -> str | None:
             line, = ax.plot(tokens, [v.mean for v in values], marker=".", label=s.label)
             ax.fill_between(tokens, [v.lo if v.n > 1 else v.mean for v in values],
                             [v.hi if v.n > 1 else v.mean for v in values], color=line.get_color(), alpha=0.15)
-        ax.set_xscale("log")
+        if max(max(s.history) for s in tracked) >= 10 * min(min(s.history) for s in tracked):
+            ax.set_xscale("log")  # (over less than a decade, log ticks print on top of each other)
         ax.set(xlabel="training tokens", title=title)
     axes[0].set_ylabel("hidden-state cosine, mean over layers")
     axes[1].legend(fontsize=7)

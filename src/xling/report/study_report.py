@@ -25,7 +25,7 @@ from .beyond import answers, figure_shares, share_rows
 from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
-from .stats import fmt, fmt_stat
+from .stats import fmt, fmt_stat, law_params
 from .summary import LADDER, Analysis, analyse, dotted, under_form
 from .tuning import learning_rates
 from .verdict import MEANINGS, Evidence, Status
@@ -195,7 +195,7 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
     for key in a.laws:
         for form in FORMS:
             law = a.laws_by_form[form][key].law
-            params = ", ".join(f"{k} = {v:.4g}" for k, v in law.param_dict.items())
+            params = law_params(law)
             chosen = " — **used by the verdicts**" if form == a.verdict_form[key] else ""
             if law.exponent_at_bound:
                 limit = ("; at b → 0 this form becomes 1/PPL linear in ln x" if form == "paper"
@@ -243,8 +243,9 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
           "compare TEff (paper form) and directions, not perplexity magnitudes.")
     warnings = sorted({w for s in a.summaries for w in s.warnings})
     if warnings:
-        doc.p("† warnings of the verdict form's TEff (extrapolation beyond the monolingual ladder, a degenerate fit "
-              "or a ladder too short for an interval; treat with care):")
+        doc.p("† warnings of the row's TEff, the verdict form's unless they say \"under the paper's law form\" "
+              "(extrapolation beyond the monolingual ladder, a degenerate fit or a ladder too short for a stable "
+              "interval; treat with care):")
         doc.ul(warnings[:12] + ([f"... and {len(warnings) - 12} more"] if len(warnings) > 12 else []))
 
 
@@ -295,8 +296,9 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
             if name:
                 caption = spec.get("title") or f"{'Perplexity' if y == 'ppl' else 'Token efficiency'} against {spec['x']}"
                 extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
-                extra += " Diamonds: the paper's values." if y == "teff" else ""
-                figures.append((name, caption + " (mean ± 95 % CI over seeds)." + extra))
+                extra += " Diamonds: the paper's values (where it has one)." if y == "teff" and study.compares_with_paper else ""
+                mean = "geometric mean" if y == "ppl" else "mean"  # (perplexities are averaged as their logs)
+                figures.append((name, caption + f" ({mean} ± 95 % CI over seeds)." + extra))
         # Alignment and transfer results, where `xling align-report` has computed them for this study:
         # their sections go at the end, their verdicts into the claims table at the top.
         aligned = Doc()

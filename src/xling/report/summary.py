@@ -264,7 +264,9 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         length = float(np.mean([r.length for r in members]))
         if not mono and length >= 0.025:  # steps are whole batches: snap to the 1/20 grid of the paper's lengths
             length = round(length * 20) / 20
-        warnings = sorted({w for r in members for w in r.warnings})
+        # what every run of the setting says is said once; the others name their run (one seed's PPL, say)
+        warnings = sorted({w if all(w in m.warnings for m in members) else f"run {r.spec.id}: {w}"
+                           for r in members for w in r.warnings})
         paper_key = paper_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono, first.mix)
         key = our_setting(study, first.spec, first.fraction / study.one_x if mono else length, mono, first.mix)
         form_mean = lambda rs, form: float(np.mean([r.teff_forms.get(form, math.nan) for r in rs]))

@@ -236,7 +236,7 @@ def build_study(data: dict, path: Path | None = None) -> Study:
     if ignored:
         logging.getLogger(__name__).warning(ignored)
     figures = data.get("figures") or []
-    _check_figures(figures, where)
+    _check_figures(figures, where, runs)
     one_x = data.get("one_x", 1.0)
     if not isinstance(one_x, (int, float)) or one_x <= 0:
         raise XlingError(f"{where}: one_x must be a positive number (the data fraction of the paper's 1x)")
@@ -274,11 +274,17 @@ def _linked(value, where: str) -> dict[str, dict[str, dict]]:
     return {key: {str(option): settings for option, settings in by_value.items()} for key, by_value in linked.items()}
 
 
-def _check_figures(figures, where: str) -> None:
+def _check_figures(figures, where: str, runs: list[RunSpec]) -> None:
+    grid_keys = list(dict.fromkeys(key for r in runs for key in r.dims))
     for i, fig in enumerate(figures):
         _check_keys(_require_mapping(fig, f"{where}: figures[{i}]"), FIGURE_KEYS, f"{where}: figures[{i}]")
         if not isinstance(fig.get("x"), str) or not fig["x"]:
             raise XlingError(f"{where}: figures[{i}] needs x, the grid key on the horizontal axis (e.g. x: languages.p)")
+        if fig["x"] not in grid_keys:  # (the figure would be left out of the report without a word)
+            close = difflib.get_close_matches(fig["x"], grid_keys, n=1)
+            raise XlingError(f"{where}: figures[{i}].x {fig['x']!r} is not a key of the study's grids"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; its grid keys: {', '.join(grid_keys) or 'none'}")
         if fig.get("y", "ppl") not in ("ppl", "teff"):
             raise XlingError(f"{where}: figures[{i}].y must be ppl or teff, got {fig.get('y')!r}")
         _require_mapping(fig.get("where"), f"{where}: figures[{i}].where")
