@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,9 +84,10 @@ def test_task_file_columns_splits_and_labels(tiny_corpus_dir, tmp_path):
     ("nolabel.csv", "text,class\na,b\n", "no 'label' column"),
     ("empty.csv", "", "has no rows"),
     ("one.csv", "text,label\na,x\nb,x\nc,x\n", "only one label"),
-    ("blank.csv", "text,label\na,x\n,y\n", "row 3 has an empty text or label"),
+    ("blank.csv", "text,label\na,x\n,y\n", "blank.csv:3: an empty text or label"),
+    ("blank.jsonl", '{"text": "a", "label": 1}\n\n{"text": "", "label": 2}\n', "blank.jsonl:3: an empty text"),
     ("nosplit.csv", "text,label,split\na,x,train\nb,y,train\n", "no eval examples"),
-    ("badsplit.csv", "text,label,split\na,x,train\nb,y,holdout\n", "split 'holdout'"),
+    ("badsplit.csv", "text,label,split\na,x,train\nb,y,holdout\n", "badsplit.csv:3: split 'holdout'"),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', "bad.jsonl:2: invalid JSON"),
 ])
 def test_task_file_errors(tiny_corpus_dir, tmp_path, name, content, match):
@@ -145,3 +147,11 @@ def test_the_bible_task_refuses_a_pair_of_your_own_text(tiny_corpus_dir, tmp_pat
                         train={"steps": 2}), run).fit(progress=False)
     assert main(["transfer", str(run), "--steps", "1"]) == 2
     assert "the bible-parts task has no text in L2 (your own text): give --task FILE" in capsys.readouterr().err
+
+
+def test_a_task_too_small_or_of_one_label_says_its_accuracy_says_little():
+    from xling.analysis.transfer import _task_notes
+
+    few, one_label = _task_notes(["no", "yes"], 2, {"EN1": 1, "EN2": 1}, np.array([0, 1]))
+    assert few.startswith("few examples (2 to fine-tune on, 1 to evaluate)") and "'yes'" in one_label
+    assert _task_notes(["no", "yes"], 200, {"EN1": 50, "EN2": 50}, np.array([20, 30])) == []

@@ -92,17 +92,19 @@ def bible_parts_task(setup, per_class: int = 200, seed: int = 0) -> Task:
 # --------------------------------------------------------------------------- user task files
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of every row of a task file."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Excel) is not part of the header
     except UnicodeDecodeError:
         raise XlingError(f"task file {path} is not UTF-8 text: convert it to UTF-8") from None
     if path.suffix.lower() == ".csv":
         try:
-            return list(csv.DictReader(io.StringIO(text, newline="")))
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            return [(reader.line_num, row) for row in reader]  # (line_num: the row's last line)
         except csv.Error as exc:
             raise XlingError(f"task file {path} is not a readable CSV file ({exc}): fix or replace it") from None
-    return [row for _, row in jsonl_objects(path, text, "text and label fields")]
+    return jsonl_objects(path, text, "text and label fields")
 
 
 def _hash_split(text: str) -> str:
@@ -123,15 +125,15 @@ def load_task_file(path: str | Path, setup) -> Task:
     if not rows:
         raise XlingError(f"task file {path} has no rows: add examples with columns text and label")
     for column in ("text", "label"):
-        if column not in rows[0]:
+        if column not in rows[0][1]:
             raise XlingError(f"task file {path} has no '{column}' column: a task needs columns text, label "
                              "(optional text2, split)")
     same_source = [setup.source_of_language[lang] == setup.source_of_language[0] for lang in range(setup.num_languages)]
     parsed = []
-    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+    for number, row in rows:
         label = "" if row.get("label") is None else str(row["label"]).strip()
         if not isinstance(row.get("text"), str) or not row["text"].strip() or not label:
-            raise XlingError(f"{path}: row {number} has an empty text or label: fill it in or remove the row")
+            raise XlingError(f"{path}:{number}: an empty text or label: fill it in or remove the row")
         texts = {}
         for lang, name in enumerate(setup.names):
             text = row.get(f"text_{name}") or (row["text"] if same_source[lang] else None)
@@ -140,7 +142,7 @@ def load_task_file(path: str | Path, setup) -> Task:
                 texts[lang] = (str(text), str(second) if second else None)
         split = str(row.get("split") or "").strip().lower() or _hash_split(row["text"])
         if split not in ("train",) + EVAL_SPLIT_NAMES:
-            raise XlingError(f"{path}: row {number} has split '{split}': use train or test")
+            raise XlingError(f"{path}:{number}: split '{split}': use train or test")
         parsed.append((texts, label, "train" if split == "train" else "eval"))
     labels = sorted({label for _, label, _ in parsed})
     if len(labels) < 2:
@@ -237,6 +239,22 @@ def finetune(classifier: Classifier, seqs: list[torch.Tensor], labels: torch.Ten
 # --------------------------------------------------------------------------- the command
 
 
+# Below this many examples in a split an accuracy is too coarse to compare settings by (each example moves it by > 3 %).
+FEW_EXAMPLES = 30
+
+
+def _task_notes(labels: list[str], n_train: int, counts: dict[str, int], eval_labels: np.ndarray) -> list[str]:
+    """What makes a task's accuracies say little: few examples, or evaluation examples of one label only."""
+    notes = []
+    if n_train < FEW_EXAMPLES or min(counts.values(), default=0) < FEW_EXAMPLES:
+        notes.append(f"few examples ({n_train} to fine-tune on, {min(counts.values(), default=0)} to evaluate): the "
+                     f"accuracies are coarse; give {FEW_EXAMPLES} or more per split (a few hundred for a comparison)")
+    if np.count_nonzero(eval_labels) == 1:
+        notes.append(f"every evaluation example has the label {labels[int(np.argmax(eval_labels))]!r}: always "
+                     "predicting it scores 1.0, so the accuracy says nothing of transfer; evaluate on every label")
+    return notes
+
+
 def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = None, steps: int = 300,
                  batch_size: int = 32, lr: float = 3e-4, seed: int = 0, device: str = "auto") -> dict:
     """Fine-tune a run on a task in one language, evaluate in all; writes RUN_DIR/transfer/<task>-<lang>.json."""
@@ -272,6 +290,7 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
         preds = predict(classifier, encode_examples(setup, other, examples, max_len), session.device, autocast)
         accuracy[name], counts[name] = float((preds == gold).float().mean()), len(examples)
     eval_labels = np.bincount([ex.label for ex in data.eval], minlength=len(data.labels))
+    notes += _task_notes(data.labels, len(train_examples), counts, eval_labels)
     result = {"run": str(session.run.path), "task": data.name, "labels": data.labels, "train_language": names[lang],
               "train_examples": len(train_examples), "eval_examples": counts, "steps": steps,
               "batch_size": batch_size, "lr": lr, "seed": seed, "final_loss": float(np.mean(losses[-20:])),
