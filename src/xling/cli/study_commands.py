@@ -15,7 +15,8 @@ from .tables import status_table
 def _existing(root: str | None) -> str | None:
     """A --root given to read from must exist (a typo would otherwise read as 'nothing has run')."""
     if root is not None and not Path(root).is_dir():
-        raise XlingError(f"--root {root} is not a directory: pass the directory `xling study run` wrote runs into")
+        raise XlingError(f"--root {root} is not a directory: pass the directory `xling study run` wrote runs into "
+                         "(a study not run yet has nothing there: `xling study run` creates it)")
     return _above_studies(root)
 
 
@@ -236,8 +237,8 @@ def export_logs(args, overrides) -> int:
 
     loggers = tuple(dict.fromkeys(args.log))
     missing = [note for name in loggers if (note := unavailable(name))]
-    if missing:
-        raise XlingError(missing[0])
+    if missing:  # (training goes on without such a logger; exporting to it is all this command would do)
+        raise XlingError(missing[0].replace(" skipped: its package is missing", ": its package is missing here"))
     target = Path(args.target)
     if target.is_dir():  # a run directory
         RunDir(target).require()
