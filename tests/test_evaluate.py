@@ -32,10 +32,12 @@ def test_stream_nll_scores_exactly_the_protocol_targets():
         seen.append(x.shape)
         return y.double()
 
-    total, count = stream_nll(nll, tokens, window=4, last_n=2, batch_size=3)
+    told = []  # (a progress bar is told of every batch of windows)
+    total, count = stream_nll(nll, tokens, window=4, last_n=2, batch_size=3, on_batch=told.append)
     assert count == 8
     assert total == sum(range(3, 11))
     assert seen == [(3, 4), (1, 4)]  # batches of windows
+    assert told == [3, 1] and sum(told) == len(window_starts(len(tokens), 4, 2))
 
 
 def test_perplexity_is_exp_of_mean_loss():

@@ -132,18 +132,18 @@ class Run:
 
     # ------------------------------------------------------------------ what loads the model
     def evaluate(self, split: str = "test", max_tokens: int | None = None, device: str = "auto",
-                 window: int | None = None, last_n: int | None = None) -> dict[str, dict]:
+                 window: int | None = None, last_n: int | None = None, progress: bool = False) -> dict[str, dict]:
         """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
         score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
         `max_tokens`, `window` (0: the model's length; `last_n` then defaults to a quarter of it) or `last_n` than
         the run's is written to a file of its own (eval_<split>_<protocol>.json), which `evaluation` and studies do
         not read. A study's run scores the languages it trained on, as the study did (a monolingual run of a pair
-        is not scored in the other)."""
+        is not scored in the other). `progress`: a bar over the windows scored, on a terminal."""
         from ..train.evaluate import evaluate_run
 
         report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n,
-                                 trained_only=(self.path / "study.json").is_file())
+                                 trained_only=(self.path / "study.json").is_file(), progress=progress)
         return dict(report["languages"])
 
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,
@@ -267,6 +267,6 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
             print(f"note: {note}", file=sys.stderr)
         info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)
         if info["status"] == "completed" and not info.get("rank") and evaluate:
-            run.evaluate()
+            run.evaluate(progress=progress)
             live.log_evaluation(read_json(run.eval_path()))
     return run

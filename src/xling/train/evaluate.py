@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..config import EvalConfig, resolve_model
 from ..data.corpora import check_split_name
@@ -45,11 +46,13 @@ def stream_nll(
     last_n: int,
     batch_size: int = 32,
     max_tokens: int = 0,
+    on_batch: Callable[[int], object] | None = None,
 ) -> tuple[float, int]:
     """Total negative log-likelihood and number of scored tokens of one stream.
 
     `per_token_nll(x, y)` returns the loss of every target, shape [B, window] (or of the last
-    targets only, [B, k] with k >= last_n: only the last last_n columns are used).
+    targets only, [B, k] with k >= last_n: only the last last_n columns are used). `on_batch(n)`
+    is told of every n windows scored (a progress bar).
     """
     if max_tokens:
         tokens = tokens[:max_tokens]
@@ -61,6 +64,8 @@ def stream_nll(
         nll = per_token_nll(windows[:, :-1], windows[:, 1:])[:, -last_n:]
         total += float(nll.double().sum())
         count += nll.numel()
+        if on_batch:
+            on_batch(len(chunk))
     return total, count
 
 
@@ -71,21 +76,28 @@ def perplexity_result(total_nll: float, count: int) -> dict:
 
 @torch.no_grad()
 def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch_size: int,
-                       max_tokens: int, device, autocast, only: set[str] | None = None) -> dict[str, dict]:
-    """{language name: {loss, ppl, tokens_scored}} for every language of the run (or those in `only`)."""
+                       max_tokens: int, device, autocast, only: set[str] | None = None,
+                       progress: bool = False) -> dict[str, dict]:
+    """{language name: {loss, ppl, tokens_scored}} for every language of the run (or those in `only`);
+    `progress`: a bar over the windows scored, on a terminal (a large test split takes a minute on a CPU)."""
     was_training = model.training
     model.eval()
+    scored = [(lang, name) for lang, name in enumerate(setup.names) if only is None or name in only]
+    windows = sum(len(window_starts(min(len(setup.language_tokens(lang, split)), max_tokens or math.inf), window,
+                                    last_n)) for lang, _ in scored)
+    bar = tqdm(total=windows, desc=f"scoring {split}", unit="window", disable=None if progress else True, leave=False,
+               dynamic_ncols=True)
 
     def per_token_nll(x, y):  # only the last last_n targets are scored: the head runs on those alone
         with autocast():
             return model.loss(x.to(device), y.to(device), per_token=True, last_n=last_n).cpu()
 
     results = {}
-    for lang, name in enumerate(setup.names):
-        if only is not None and name not in only:
-            continue
-        tokens = setup.language_tokens(lang, split)
-        results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size, max_tokens))
+    with bar:
+        for lang, name in scored:
+            tokens = setup.language_tokens(lang, split)
+            results[name] = perplexity_result(*stream_nll(per_token_nll, tokens, window, last_n, batch_size,
+                                                          max_tokens, bar.update))
     model.train(was_training)
     return results
 
@@ -123,13 +135,14 @@ def evaluation_path(run: RunDir, own: EvalConfig, split: str, ev: EvalConfig) ->
 
 
 def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, device: str = "auto",
-                 trained_only: bool = False, window: int | None = None, last_n: int | None = None):
+                 trained_only: bool = False, window: int | None = None, last_n: int | None = None,
+                 progress: bool = False):
     """Evaluate a run's latest checkpoint on every language; write eval.json (or eval_<split>.json).
 
     Returns (report, path). `max_tokens`, `window`, `last_n`: None uses the run's eval section; a protocol
     other than the run's is written to its own file (RunDir.eval_path), so a study never compares runs
     scored differently. `trained_only` skips languages the run never trained on (the other language of a
-    monolingual ladder run: studies have no use for it).
+    monolingual ladder run: studies have no use for it). `progress`: a bar over the windows, on a terminal.
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
@@ -147,7 +160,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     tokens = _tokens_at(session, session.run.read_info())  # before scoring: its failure loses no work
     only = {name for name, n in (tokens or {}).items() if n} if trained_only else None
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                 ev.max_tokens, session.device, session.autocast, only or None)
+                                 ev.max_tokens, session.device, session.autocast, only or None, progress)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": tokens}
     path = evaluation_path(session.run, own, split, ev)

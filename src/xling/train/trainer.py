@@ -93,8 +93,12 @@ class Trainer:
                        for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
         repeated = {name: e for name, e in self.passes.items() if e > 1}
         if repeated and self.world.is_main and not resume:  # (the paper never repeats data; a study report says so)
+            readers = {name: [n for n, s in zip(self.setup.names, self.setup.source_of_language)
+                              if s == self.setup.source_of_language[self.setup.index(name)]] for name in repeated}
             log.warning(f"{self.steps} steps read the training text more than once: " + ", ".join(
-                f"{name} {e:.2f} passes" for name, e in repeated.items()) + "; sequences repeat")
+                (f"{name} {e:.2f} passes" if len(readers[name]) == 1 else
+                 f"the text of {', '.join(readers[name])} (clones read one text) {e:.2f} passes")
+                for name, e in repeated.items()) + "; sequences repeat")
         if cfg.train.warmup >= self.steps and self.world.is_main:
             log.warning(f"train.warmup ({cfg.train.warmup}) is not below the run's {self.steps} steps: the learning "
                         f"rate never reaches train.lr nor decays; lower train.warmup")
@@ -137,14 +141,14 @@ class Trainer:
         return step
 
     # ------------------------------------------------------------------ loop
-    def validate(self, step: int, split: str = "valid") -> dict:
+    def validate(self, step: int, split: str = "valid", progress: bool = False) -> dict:
         ev = self.cfg.eval
         # A study's run scores only the languages it trains on, as its test evaluation does (the other language
         # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
         trained = {name for name, n in self.tokens_seen(self.steps).items() if n}
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
                                      ev.max_tokens, self.device, self.autocast,
-                                     trained if self.run.study_record_path.is_file() else None)
+                                     trained if self.run.study_record_path.is_file() else None, progress)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
@@ -291,7 +295,8 @@ class Trainer:
             return {"status": "interrupted" if end < self.steps else "completed", "step": end, "rank": self.world.rank}
         if end < self.steps:
             return run.update_info(status="interrupted", step=end)
-        valid = self.validate(self.steps) if start < self.steps or "valid" not in info else info["valid"]
+        valid = (self.validate(self.steps, progress=progress) if start < self.steps or "valid" not in info
+                 else info["valid"])
         return run.update_info(status="completed", step=self.steps, tokens=self.tokens_seen(self.steps),
                                data_epochs={name: round(e, 4) for name, e in self.passes.items()}, valid=valid)
 
