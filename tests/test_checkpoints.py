@@ -310,3 +310,19 @@ def test_a_start_that_failed_before_training_is_no_run_to_refuse(tiny_corpus_dir
     assert Trainer(cfg, run_dir).fit(progress=False)["status"] == "completed"  # no --resume needed
     with pytest.raises(XlingError, match="already exists: pass --resume"):
         Trainer(cfg, run_dir).fit(progress=False)  # a trained run still is
+
+
+def test_a_resume_from_another_directory_says_where_the_run_reads_its_corpus(tiny_corpus_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(tiny_corpus_dir, project / "data")
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)  # the corpus path is relative: data
+    cfg = tiny_config(tiny_corpus_dir, corpus={"name": "text", "paths": ["data"], "doc_per_line": True},
+                      train={"steps": 8})
+    Trainer(cfg, project / "run").fit(progress=False, stop_at=4)
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(project / "run"), "--resume", "--quiet", "--no-eval"]) == 2
+    assert f"reads paths relative to {project}, where it trained" in capsys.readouterr().err
+    monkeypatch.chdir(project)
+    assert main(["train", str(project / "run"), "--resume", "--quiet", "--no-eval"]) == 0  # from there it does

@@ -1,5 +1,6 @@
 """The command line: bad input gives one line on stderr, exit status 2, and writes nothing."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -90,6 +91,21 @@ def test_ctrl_c_while_the_commands_import_ends_quietly(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "xling.cli.app", Interrupted("xling.cli.app"))
     assert main(["config"]) == 130
     assert capsys.readouterr().err == "\nxling: interrupted\n"
+
+
+@pytest.mark.parametrize("command, hint", [(["config"], "run the same command again (it starts afresh)"),
+                                           (["study", "list"], "it goes on from where it stopped")])
+def test_ctrl_c_says_whether_running_the_command_again_continues(capsys, monkeypatch, command, hint):
+    from xling.cli import app
+
+    def interrupted(args, overrides):
+        raise KeyboardInterrupt
+
+    spec = app.COMMANDS[[c.name for c in app.COMMANDS].index(command[0])]
+    monkeypatch.setattr(app, "COMMANDS", tuple(dataclasses.replace(c, run=interrupted) if c is spec else c
+                                               for c in app.COMMANDS))
+    assert main(command) == 130
+    assert hint in capsys.readouterr().err
 
 
 def test_malformed_yaml(capsys, tmp_path):

@@ -30,7 +30,7 @@ COMMANDS: tuple[Command, ...] = (
             data.prepare_arguments, data.prepare,
             "Read the corpora as a stream in parallel worker processes: tokenizers on a bounded sample of the train "
             "split, then every split's token arrays. Training does this by itself when needed.", overrides=True,
-            epilog=run.config_sections),
+            epilog=run.config_sections, continues=True),
     Command("train", "train a model; --section.key VALUE overrides the config", run.train_arguments, run.train,
             "Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5",
             overrides=True, epilog=run.config_sections),
@@ -52,18 +52,18 @@ COMMANDS: tuple[Command, ...] = (
             "(writes RUN_DIR/transfer/<task>-<language>.json)."),
     Command("study", "run a paper experiment (a grid of runs) or show its progress", study.study_arguments, study.study,
             "Studies are YAML files (`xling study list` shows them). `run` does only what is missing and can be "
-            "interrupted at any point; running it again continues."),
+            "interrupted at any point; running it again continues.", continues=True),
     Command("report", "Markdown + HTML report of a study: tables, figures, verdict (reports/NAME/)",
             study.report_arguments, study.report),
     Command("demo", "the headline experiment on the built-in corpus, then its report (minutes on a CPU)",
-            study.demo_arguments, study.demo),
+            study.demo_arguments, study.demo, continues=True),
     Command("store", "maintain the SQLite results store", study.store_arguments, study.store),
     Command("export-logs", "TensorBoard / W&B / CSV logs of runs that trained without --log",
             study.export_logs_arguments, study.export_logs),
     Command("align-report", "alignment and transfer report of a study (runs `align` and `transfer` where missing)",
             study.align_report_arguments, study.align_report,
             "For every finished multilingual run of a study: `xling align` (+ word2vec for clones) and `xling "
-            "transfer` unless already done, then reports/NAME/alignment.md and .html."),
+            "transfer` unless already done, then reports/NAME/alignment.md and .html.", continues=True),
     Command("bench", "training-step tokens/s, MFU and the ratio to Hugging Face GPT-2 (--section.key VALUE overrides)",
             run.bench_arguments, run.bench,
             "Time xling's training step on a config's shapes (default: the config clone-90-10), the data path, a GEMM peak, "
@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
         started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
-        print("\nxling: interrupted; " + (f"continue with: {command}" if started else "a study, a run or prepare "
-              "goes on from where it stopped when you run the same command again"), file=sys.stderr)
+        spec = getattr(args, "command_spec", None)
+        print("\nxling: interrupted; " + (f"continue with: {command}" if started else "it goes on from where it stopped "
+              "when you run the same command again" if spec is None or spec.continues or spec.name == "train" else
+              "run the same command again (it starts afresh)"), file=sys.stderr)
         return 130

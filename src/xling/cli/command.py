@@ -16,6 +16,7 @@ class Command:
     description: str = ""  # the longer text of `xling NAME --help` (default: `help`)
     overrides: bool = False  # accepts config overrides (--section.key VALUE)
     epilog: Callable[[], str] | None = None  # text after the arguments in `--help`
+    continues: bool = False  # run again after a Ctrl-C, it goes on from where it stopped (else it starts afresh)
 
 
 ROOT_HELP = "directory of run directories (default: $XLING_RUNS or ./runs)"

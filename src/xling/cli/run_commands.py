@@ -69,6 +69,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 def train(args, overrides) -> int:
     from ..api import train as train_run
     from ..api.configs import unwrap
+    from ..identity import resolve_relative
     from ..recipes import packaged
     from ..train.distributed import world_from_env
     from ..train.rundir import RunDir
@@ -99,6 +100,10 @@ def train(args, overrides) -> int:
     args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags))
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
+        workdir = run_dir.read_info(tolerant=True).get("workdir")
+        if workdir and resolve_relative(unwrap(cfg), workdir) != unwrap(cfg):  # (eval and export find them anyway)
+            raise XlingError(f"{out} reads paths relative to {workdir}, where it trained, that do not exist from here: "
+                             f"resume from there (cd {shlex.quote(workdir)})")
         step = run_dir.newest_checkpoint_step()
         if step or run_dir.info_path.is_file():  # checked before saying it resumes (training checks again)
             for change in run_dir.check_resumes_with(unwrap(cfg)):
@@ -145,7 +150,7 @@ def _evaluation_table(run: Run, path: Path) -> str:
 
 def evaluate(args, overrides) -> int:
     run = Run(args.run_dir)
-    run.evaluate(args.split, args.max_tokens, args.device, window=args.window, last_n=args.last_n)
+    run.evaluate(args.split, args.max_tokens, args.device, window=args.window, last_n=args.last_n, progress=True)
     print(_evaluation_table(run, run.eval_path(args.split, window=args.window, last_n=args.last_n,
                                                max_tokens=args.max_tokens)))
     return 0
