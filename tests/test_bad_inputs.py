@@ -63,6 +63,7 @@ CASES = [
     ("tokenizer path not one", f"{T} {OWN} --tokenizer.path {{afile}}",
      "is neither a SentencePiece model nor a Hugging Face tokenizer.json"),
     ("tokenizer without eod", f"{T} {OWN} --tokenizer.path {{no_eod_model}}", "has no end-of-document symbol"),
+    ("tokenizer empty", f"{T} {OWN} --tokenizer.path {{empty_model}}", "empty.model is empty: give a SentencePiece"),
     ("tokenizer second_path", f"{T} --tokenizer.second_path {{afile}}", "tokenizer.second_path is the second"),
     ("languages kind", f"{T} --languages.kind alien", "languages.kind must be clone or real"),
     ("languages p", f"{T} --languages.p 1.5", "languages.p must be in [0, 1]"),
@@ -333,6 +334,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "untrained": str(untrained),
         "narrow": str(narrow),
         "no_eod_model": write("no-eod.model", no_eod.getvalue(), mode="wb"),
+        "empty_model": write("empty.model", b"", mode="wb"),
     }
 
 

@@ -132,6 +132,14 @@ def test_undecodable_file_is_named(tmp_path):
                  CorpusConfig(name="text", paths=[str(bad)]), "train")
 
 
+def test_a_parquet_file_read_as_text_says_so(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(b"PAR1\x15\x04\x15\xa0\xfe\xff" + bytes(range(128, 256)))  # Parquet's magic
+    for name in ("jsonl", "text"):
+        expect_error(r"x\.jsonl is a Parquet file, not text: set name: parquet \(in corpus", load_documents,
+                     CorpusConfig(name=name, paths=[str(tmp_path / "x.jsonl")], **({"doc_per_line": True} if name ==
+                                                                                  "text" else {})), "train")
+
+
 def test_bad_jsonl_line_and_missing_field(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
@@ -142,6 +150,19 @@ def test_bad_jsonl_line_and_missing_field(tmp_path):
     path.write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
     expect_error(r"x\.jsonl:2: field 'text' is 5, not text", load_documents,
                  CorpusConfig(name="jsonl", paths=[str(path)]), "train")
+    path.write_text('{"text": "fine"}\n{"text": 5}\n[1, 2]\n', encoding="utf-8")  # the first bad line is named
+    expect_error(r"x\.jsonl:2: field 'text' is 5", load_documents, CorpusConfig(name="jsonl", paths=[str(path)]),
+                 "train")
+
+
+def test_a_byte_order_mark_before_jsonl_is_no_mistake(tmp_path):
+    docs = [f"document number {i} with some words" for i in range(60)]
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    for name, content in (("plain", lines), ("bom", "\ufeff" + lines)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.jsonl").write_text(content, encoding="utf-8")
+    read = [load_documents(CorpusConfig(name="jsonl", paths=[str(tmp_path / n)]), "train") for n in ("plain", "bom")]
+    assert read[0] == read[1] and read[0]
 
 
 def test_a_null_text_is_no_document_in_jsonl_as_in_parquet(tmp_path):
@@ -165,6 +186,10 @@ def test_empty_and_too_small_corpora(tmp_path):
                            CorpusConfig(name="text", paths=[str(path)]), "train")
     assert "doc_per_line" in message
     expect_error(r"only 5 documents", load_documents, text_corpus(tmp_path, lines(5)), "valid")
+    copies = tmp_path / "copies.txt"  # many documents, one text: not "too few"
+    copies.write_text("the same line again\n" * 500, encoding="utf-8")
+    expect_error(r"has 500 documents but its (train|valid|test) split is empty: they are copies", load_documents,
+                 CorpusConfig(name="text", paths=[str(copies)], doc_per_line=True), "train")
 
 
 def test_unknown_translation_suggests_closest():

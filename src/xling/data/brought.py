@@ -109,6 +109,8 @@ def load_brought(path: str, key: str = "tokenizer.path") -> Tokenizer | HFTokeni
         data = file.read_bytes()
     except OSError as exc:
         raise XlingError(f"cannot read {key} {path} ({exc.strerror})") from None
+    if not data.strip():  # (SentencePiece would print a C++ log line about it first)
+        raise XlingError(f"{key} {path} is empty: give a SentencePiece .model file or a Hugging Face tokenizer.json")
     try:
         tokenizer = tokenizer_from_bytes(data, file)
     except XlingError:

@@ -18,7 +18,7 @@ import importlib
 import json
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -325,12 +325,16 @@ def _decode(data: bytes, where: str, offset: int = 0) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if offset == 0 and data.startswith(b"PAR1"):  # (Parquet's magic number)
+            raise XlingError(f"{where} is a Parquet file, not text: set name: parquet {SECTION}") from None
         raise XlingError(f"{where} is not UTF-8 (bad byte at offset {offset + exc.start}): convert it to UTF-8") from None
 
 
-def jsonl_objects(path, text: str, what: str, first_line: int = 1) -> list[tuple[int, dict]]:
+def jsonl_objects(path, text: str, what: str, first_line: int = 1,
+                  check: Callable[[int, dict], object] | None = None) -> list[tuple[int, dict]]:
     """(line number, object) of every non-empty line of a JSONL text; `what` names the fields
-    expected, for the error message."""
+    expected, for the error message; `check(line, object)` is called on each in turn (so the first bad
+    line is the one named, whatever is wrong with it)."""
     objects = []
     for number, line in enumerate(text.splitlines(), start=first_line):
         if not line.strip():
@@ -341,6 +345,8 @@ def jsonl_objects(path, text: str, what: str, first_line: int = 1) -> list[tuple
             raise XlingError(f"{path}:{number}: invalid JSON ({exc.msg}): fix or remove that line") from None
         if not isinstance(record, dict):
             raise XlingError(f"{path}:{number}: each line must be a JSON object with {what}")
+        if check:
+            check(number, record)
         objects.append((number, record))
     return objects
 
@@ -387,15 +393,20 @@ def chunk_texts(chunk: Chunk) -> list[str]:
     if chunk.kind == "paths":
         return [_decode(data, path) for path, data in chunk.data]
     if chunk.kind == "jsonl":
-        field, texts, text = chunk.field, [], _decode(chunk.data, chunk.where, chunk.offset)
+        field, text = chunk.field, _decode(chunk.data, chunk.where, chunk.offset)
+        if chunk.offset == 0:
+            text = text.removeprefix("\ufeff")  # a byte-order mark (some editors write one) is not JSON
+
+        def check(number: int, record: dict) -> None:
+            if not isinstance(record.get(field), str) and record.get(field, "") is not None:  # null: no document
+                raise XlingError(f"{chunk.where}:{number}: field '{field}' is {json.dumps(record[field])[:40]}, "
+                                 "not text: fix or remove that line" if field in record else
+                                 f"{chunk.where}:{number} has no field '{field}' (fields: {', '.join(record) or 'none'}): "
+                                 f"set text_field {SECTION} to the one with the text")
+
         try:
-            for number, record in jsonl_objects(chunk.where, text, f"a '{field}' field", max(chunk.line, 0) + 1):
-                if not isinstance(record.get(field), str) and record.get(field, "") is not None:  # null: no document
-                    raise XlingError(f"{chunk.where}:{number}: field '{field}' is {json.dumps(record[field])[:40]}, "
-                                     "not text: fix or remove that line" if field in record else
-                                     f"{chunk.where}:{number} has no field '{field}' (fields: {', '.join(record) or 'none'}): "
-                                     f"set text_field {SECTION} to the one with the text")
-                texts.append(record[field])
+            texts = [record[field] for _, record in jsonl_objects(chunk.where, text, f"a '{field}' field",
+                                                                  max(chunk.line, 0) + 1, check)]
         except XlingError:
             if chunk.line >= 0:
                 raise  # else a byte range: count the file's lines before it, then say where again
