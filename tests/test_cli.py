@@ -94,7 +94,8 @@ def test_ctrl_c_while_the_commands_import_ends_quietly(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("command, hint", [(["config"], "run the same command again (it starts afresh)"),
-                                           (["study", "list"], "it goes on from where it stopped")])
+                                           (["study", "list"], "run the same command again (it starts afresh)"),
+                                           (["study", "run", "headline-cpu"], "it goes on from where it stopped")])
 def test_ctrl_c_says_whether_running_the_command_again_continues(capsys, monkeypatch, command, hint):
     from xling.cli import app
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from xling.analysis.efficiency import efficiency, read_csv_rows, teff_table, write_table
-from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law, fraction_interval
+from xling.analysis.scaling_law import ScalingLaw, fit_scaling_law, fraction_interval, law_params
 from xling.cli import main
 from xling.cli.tables import efficiency_table as format_table
 from xling.errors import XlingError
-from xling.report.stats import law_params
 
 TRUE = (1.5, 1.2, 0.35)  # E, A, alpha of the synthetic loss-space law
 FRACTIONS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
@@ -397,6 +396,9 @@ def test_read_csv_errors(tmp_path):
         (tmp_path / "r.csv").write_text(f"language,fraction,ppl\nEN,0.2,30\n{ragged}\n")
         with pytest.raises(XlingError, match=rf"r\.csv:3: {fields} fields where the header has 3"):
             read_csv_rows(tmp_path / "r.csv", ["language", "fraction", "ppl"])
+    (tmp_path / "t.csv").write_text("language,fraction,ppl\nEN,0.2,30,\n")  # a trailing comma adds nothing
+    assert read_csv_rows(tmp_path / "t.csv", ["language", "fraction", "ppl"]) == [
+        {"language": "EN", "fraction": 0.2, "ppl": 30.0}]
     with pytest.raises(XlingError, match="below 1"):
         fit_scaling_law([0.1, 0.5, 1.0], [1.5, 1.2, 0.8], bootstrap=0)
 

@@ -101,6 +101,9 @@ def test_a_missing_package_is_one_note_and_training_goes_on(tiny_corpus_dir, tmp
     assert err == ["note: --log wandb skipped: its package is missing (pip install 'xling[wandb]')"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "completed"
     assert not (tmp_path / "run" / "wandb").exists()
+    # exporting to it is all export-logs would do: an error there
+    assert main(["export-logs", str(tmp_path / "run"), "--log", "wandb"]) == 2
+    assert capsys.readouterr().err == "xling: error: --log wandb: its package is missing (pip install 'xling[wandb]')\n"
 
 
 @pytest.fixture

@@ -88,6 +88,8 @@ def test_task_file_columns_splits_and_labels(tiny_corpus_dir, tmp_path):
     ("blank.jsonl", '{"text": "a", "label": 1}\n\n{"text": "", "label": 2}\n', "blank.jsonl:3: an empty text"),
     ("nosplit.csv", "text,label,split\na,x,train\nb,y,train\n", "no eval examples"),
     ("badsplit.csv", "text,label,split\na,x,train\nb,y,holdout\n", "badsplit.csv:3: split 'holdout'"),
+    ("multiline.csv", 'text,label,split\n"a\nb",x,train\nc,y,holdout\n', "multiline.csv:4: split 'holdout'"),
+    ("multiline2.csv", 'text,label,split\na,x,train\n"b\nc",y,holdout\n', "multiline2.csv:3: split 'holdout'"),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', "bad.jsonl:2: invalid JSON"),
 ])
 def test_task_file_errors(tiny_corpus_dir, tmp_path, name, content, match):

@@ -27,7 +27,16 @@ import numpy as np
 
 from ..errors import XlingError
 from ..fsio import atomic_write_text, make_dirs
-from .scaling_law import FORMS, NUM_PARAMS, ScalingFit, ScalingLaw, fit_scaling_law, fraction_interval
+from .scaling_law import (
+    BELOW_ONE,
+    E_AT_BOUND,
+    FORMS,
+    NUM_PARAMS,
+    ScalingFit,
+    ScalingLaw,
+    fit_scaling_law,
+    fraction_interval,
+)
 
 TABLE_COLUMNS = (
     "run", "language", "fraction", "ppl",
@@ -87,8 +96,7 @@ def law_warnings(law: ScalingLaw) -> list[str]:
                    "its parameters mean little one by one" + (", and a comparison with a published TEff is loose"
                                                                  if law.form == "paper" else ""))
     if law.asymptote_at_bound:
-        out.append("the law's E is at its bound 0 (the ladder alone would put the irreducible loss below zero): its "
-                   "asymptote is not pinned down, so what is read off it beyond the ladder's points is rough")
+        out.append(f"the law's {E_AT_BOUND}, so what is read off it beyond the ladder's points is rough")
     return out
 
 
@@ -139,7 +147,7 @@ def efficiency(fit: ScalingFit, fraction: float, ppl: float, profile: bool = Fal
             f"fraction ({fraction}) and PPL ({ppl}) must be finite and positive; fix the run data"
         )
     if ppl < 1:
-        raise XlingError(f"PPL {ppl:g} is below 1, which no perplexity can be; give perplexities, not probabilities")
+        raise XlingError(f"PPL {ppl:g} is below 1, {BELOW_ONE}")
     law = fit.law
     mlpe = law.ppl(fraction)
     mlte = law.fraction_for(ppl)
@@ -332,11 +340,13 @@ def _read_csv_rows(p: Path, required_columns: Sequence[str]) -> list[dict]:
 
 
 def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
-    if None in raw or None in raw.values():  # (DictReader's keys for extra fields, values for missing ones)
+    # DictReader puts extra fields under the key None (empty ones, a trailing comma, are harmless), None for missing ones
+    extra = [v for v in raw.get(None) or [] if v.strip()]
+    if extra or None in raw.values():
         fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
         raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
                          "one value per column (quote values with commas)")
-    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
     for col in required_columns:
         value = row.get(col)
         if value is None or value == "":
@@ -349,8 +359,7 @@ def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
             if not (math.isfinite(num) and num > 0):
                 raise XlingError(f"{where}: {col} must be a positive finite number, got {value!r}")
             if col == "ppl" and num < 1:
-                raise XlingError(f"{where}: ppl {value!r} is below 1, which no perplexity can be (exp of a mean "
-                                 "negative log-probability); give perplexities, not probabilities or losses")
+                raise XlingError(f"{where}: ppl {value!r} is below 1, {BELOW_ONE}")
             row[col] = num
     return row
 

@@ -123,6 +123,23 @@ class ScalingFit:
     points: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # the ladder fitted: fractions, PPLs
 
 
+def law_params(law: ScalingLaw, equals: str = " = ") -> str:
+    """A law's parameters to six digits; at the paper form's limit b -> 0, where a and c are huge and cancel (six
+    digits of each would not reproduce one perplexity), also the line in ln x that the law then is."""
+    text = ", ".join(f"{k}{equals}{v:.6g}" for k, v in law.param_dict.items())
+    if law.form == "paper" and law.exponent_at_bound == "lower":
+        a, b, c = law.params
+        text += f" (at b → 0: 1/PPL = {c - a:.6g} + {a * b:.6g} ln x)"
+    return text
+
+
+# What a perplexity below 1 is, and what a law with E at its bound does not tell (said wherever they are met).
+BELOW_ONE = ("which no perplexity can be (the exp of a mean negative log-probability); give perplexities, not "
+             "probabilities or losses")
+E_AT_BOUND = ("E is at its bound 0 (the ladder alone would put the irreducible loss below zero): the ladder does not "
+              "pin down the asymptote")
+
+
 def _ppl_to_z(form: str, ppl: np.ndarray) -> np.ndarray:
     return np.log(ppl) if form == "loss" else -1.0 / ppl
 
@@ -268,8 +285,7 @@ def _check_points(fractions, ppls, form: str) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(x)) and np.all(x > 0) and np.all(np.isfinite(ppl)) and np.all(ppl > 0)):
         raise XlingError("fractions and perplexities must be finite and positive; fix the monolingual data")
     if np.any(ppl < 1):
-        raise XlingError(f"a perplexity of {ppl.min():g} is below 1, which no perplexity can be; give the monolingual "
-                         "runs' perplexities, not probabilities or losses")
+        raise XlingError(f"a monolingual perplexity of {ppl.min():g} is below 1, {BELOW_ONE}")
     distinct = np.unique(x).size
     if distinct < MIN_FRACTIONS:
         raise XlingError(

@@ -100,8 +100,14 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         raise XlingError(f"task file {path} is not UTF-8 text: convert it to UTF-8") from None
     if path.suffix.lower() == ".csv":
         try:
-            reader = csv.DictReader(io.StringIO(text, newline=""))
-            return [(reader.line_num, row) for row in reader]  # (line_num: the row's last line)
+            reader, rows = csv.DictReader(io.StringIO(text, newline="")), []
+            while reader.fieldnames is not None:  # (reads the header)
+                first = reader.line_num + 1  # a row's first line (line_num is its last: a quoted field spans lines)
+                row = next(reader, None)
+                if row is None:
+                    break
+                rows.append((first, row))
+            return rows
         except csv.Error as exc:
             raise XlingError(f"task file {path} is not a readable CSV file ({exc}): fix or replace it") from None
     return jsonl_objects(path, text, "text and label fields")

@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..analysis.scaling_law import law_params
 from ..api import Run
 from ..api import teff as teff_table
 from ..errors import XlingError
 from ..fsio import check_output_file
-from ..report.stats import law_params
 from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 

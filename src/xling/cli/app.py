@@ -21,7 +21,7 @@ from . import analysis_commands as analysis
 from . import data_commands as data
 from . import run_commands as run
 from . import study_commands as study
-from .command import Command
+from .command import Command, always
 
 COMMANDS: tuple[Command, ...] = (
     Command("config", "print the resolved config (defaults + file + overrides)", run.config_arguments, run.config,
@@ -30,7 +30,7 @@ COMMANDS: tuple[Command, ...] = (
             data.prepare_arguments, data.prepare,
             "Read the corpora as a stream in parallel worker processes: tokenizers on a bounded sample of the train "
             "split, then every split's token arrays. Training does this by itself when needed.", overrides=True,
-            epilog=run.config_sections, continues=True),
+            epilog=run.config_sections, continues=always),
     Command("train", "train a model; --section.key VALUE overrides the config", run.train_arguments, run.train,
             "Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5",
             overrides=True, epilog=run.config_sections),
@@ -52,18 +52,18 @@ COMMANDS: tuple[Command, ...] = (
             "(writes RUN_DIR/transfer/<task>-<language>.json)."),
     Command("study", "run a paper experiment (a grid of runs) or show its progress", study.study_arguments, study.study,
             "Studies are YAML files (`xling study list` shows them). `run` does only what is missing and can be "
-            "interrupted at any point; running it again continues.", continues=True),
+            "interrupted at any point; running it again continues.", continues=lambda args: args.action == "run"),
     Command("report", "Markdown + HTML report of a study: tables, figures, verdict (reports/NAME/)",
             study.report_arguments, study.report),
     Command("demo", "the headline experiment on the built-in corpus, then its report (minutes on a CPU)",
-            study.demo_arguments, study.demo, continues=True),
+            study.demo_arguments, study.demo, continues=always),
     Command("store", "maintain the SQLite results store", study.store_arguments, study.store),
     Command("export-logs", "TensorBoard / W&B / CSV logs of runs that trained without --log",
             study.export_logs_arguments, study.export_logs),
     Command("align-report", "alignment and transfer report of a study (runs `align` and `transfer` where missing)",
             study.align_report_arguments, study.align_report,
             "For every finished multilingual run of a study: `xling align` (+ word2vec for clones) and `xling "
-            "transfer` unless already done, then reports/NAME/alignment.md and .html.", continues=True),
+            "transfer` unless already done, then reports/NAME/alignment.md and .html.", continues=always),
     Command("bench", "training-step tokens/s, MFU and the ratio to Hugging Face GPT-2 (--section.key VALUE overrides)",
             run.bench_arguments, run.bench,
             "Time xling's training step on a config's shapes (default: the config clone-90-10), the data path, a GEMM peak, "
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
         started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
         spec = getattr(args, "command_spec", None)
-        print("\nxling: interrupted; " + (f"continue with: {command}" if started else "it goes on from where it stopped "
-              "when you run the same command again" if spec is None or spec.continues or spec.name == "train" else
-              "run the same command again (it starts afresh)"), file=sys.stderr)
+        print("\nxling: interrupted" + (f"; continue with: {command}" if started else "" if spec is None else
+              "; it goes on from where it stopped when you run the same command again" if spec.continues(args)
+              or spec.name == "train" else "; run the same command again (it starts afresh)"), file=sys.stderr)
         return 130

@@ -16,13 +16,21 @@ class Command:
     description: str = ""  # the longer text of `xling NAME --help` (default: `help`)
     overrides: bool = False  # accepts config overrides (--section.key VALUE)
     epilog: Callable[[], str] | None = None  # text after the arguments in `--help`
-    continues: bool = False  # run again after a Ctrl-C, it goes on from where it stopped (else it starts afresh)
+    # (parsed arguments) -> whether, run again after a Ctrl-C, it goes on from where it stopped (else it starts afresh)
+    continues: Callable[[argparse.Namespace], bool] = lambda args: False
 
 
 ROOT_HELP = "directory of run directories (default: $XLING_RUNS or ./runs)"
 DEVICE_HELP = "auto (default: a GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
 SEED_HELP = "random seed (default 0)"
 DB_HELP = "SQLite results store (default: ROOT/xling.db)"
+
+
+def always(args: argparse.Namespace) -> bool:
+    """A Command's `continues` where running the command again always goes on from where it stopped."""
+    return True
+
+
 LOGGERS = ("tensorboard", "wandb", "csv")  # --log choices (train.live_log.LOGGERS, which imports torch)
 LOG_HELP = ("log training as it goes (repeatable): tensorboard (RUN_DIR/tensorboard/), wandb (an offline run in "
             "RUN_DIR/wandb/; WANDB_MODE=online to sync) or csv (RUN_DIR/metrics.csv)")

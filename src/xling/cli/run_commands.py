@@ -101,7 +101,8 @@ def train(args, overrides) -> int:
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
         workdir = run_dir.read_info(tolerant=True).get("workdir")
-        if workdir and resolve_relative(unwrap(cfg), workdir) != unwrap(cfg):  # (eval and export find them anyway)
+        elsewhere = workdir and Path.cwd().resolve() != Path(workdir).resolve()
+        if elsewhere and resolve_relative(unwrap(cfg), workdir) != unwrap(cfg):  # (eval and export find them anyway)
             raise XlingError(f"{out} reads paths relative to {workdir}, where it trained, that do not exist from here: "
                              f"resume from there (cd {shlex.quote(workdir)})")
         step = run_dir.newest_checkpoint_step()

@@ -232,13 +232,13 @@ def export_logs(args, overrides) -> int:
     from ..study.exports import export_run
     from ..study.spec import load_study, runs_root
     from ..study.state import is_complete, is_locked, lock_holder
-    from ..train.live_log import unavailable
+    from ..train.live_log import missing_package
     from ..train.rundir import RunDir
 
     loggers = tuple(dict.fromkeys(args.log))
-    missing = [note for name in loggers if (note := unavailable(name))]
-    if missing:  # (training goes on without such a logger; exporting to it is all this command would do)
-        raise XlingError(missing[0].replace(" skipped: its package is missing", ": its package is missing here"))
+    for name in loggers:  # (training goes on without such a logger; exporting to it is all this command does)
+        if reason := missing_package(name):
+            raise XlingError(f"--log {name}: {reason}")
     target = Path(args.target)
     if target.is_dir():  # a run directory
         RunDir(target).require()

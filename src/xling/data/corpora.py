@@ -428,7 +428,8 @@ def check_split_counts(corpus: CorpusConfig, counts: dict[str, int], splits: tup
     if not total:
         raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has no text: add non-empty documents")
     if empty and total >= 200:  # 200 distinct documents leave a 5 % split empty with a chance of 0.95^200 = 4e-5
-        raise XlingError(f"corpus has {total} documents but its {empty[0]} split is empty: they are copies of a few "
+        raise XlingError(f"corpus '{corpus.name}' at {', '.join(corpus.paths)} has {total} documents but its {empty[0]} "
+                         "split is empty: they are copies of a few "
                          "documents (a document's split follows a hash of its text, so copies share a split): give "
                          "distinct documents")
     if empty:

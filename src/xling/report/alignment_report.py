@@ -128,7 +128,7 @@ def _beyond_paper(doc: Doc, settings: list[Setting], claim: str, imb: Setting | 
     return evidence
 
 
-def _hidden_reals(doc: Doc, reals: list[Setting]) -> list[Evidence]:
+def _hidden_reals(doc: Doc, reals: list[Setting], paper: bool) -> list[Evidence]:
     doc.h(3, "Hidden-state cosine per layer, real languages (paper Table 4)")
     _hidden_table(doc, reals)
     evidence = []
@@ -139,8 +139,9 @@ def _hidden_reals(doc: Doc, reals: list[Setting]) -> list[Evidence]:
             inside = all(abs(d) <= PAPER_REAL_HIDDEN_DELTA for d in deltas)
             excess = higher(imb, bal, hidden_excess).answer()
             doc.p(f"{vocab}: Δ(90/10 − 50/50) per layer " + ", ".join(f"{d:+.3f}" for d in deltas)
-                  + f" — {'within' if inside else 'outside'} the paper's ±{PAPER_REAL_HIDDEN_DELTA} "
-                  f"(the paper finds no consistent change for EN/FR); above the shuffled baseline, "
+                  + f" — {'within' if inside else 'outside'} ±{PAPER_REAL_HIDDEN_DELTA}"
+                  + (" (the paper's: it finds no consistent change for EN/FR)" if paper else "")
+                  + "; above the shuffled baseline, "
                   f"90/10 > 50/50: {excess}.")
             evidence.append(Evidence("9", f"{vocab} EN/FR hidden-state change within ±{PAPER_REAL_HIDDEN_DELTA}: "
                                           f"{'yes' if inside else 'no'}; above the baseline, 90/10 > 50/50: {excess}"))
@@ -205,7 +206,7 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> li
         test = higher(find(embedded, "clone", 0.1), find(embedded, "clone", 0.5),
                       lambda s, g=group, k=kind: embedding_excess(s, g, k))
         what = (f"{kind} embeddings" if group == "embeddings" else
-                f"control, not counted in the verdict: word2vec {kind} (paper: no trend)")
+                f"control, not counted in the verdict: word2vec {kind}" + (" (paper: no trend)" if paper else ""))
         # word2vec is the control (the paper finds no trend), not evidence for claim 3
         evidence.append(Evidence("3", f"{what} 90/10 > 50/50, clone pairs above all pairs: {test.answer()}",
                                  test if group == "embeddings" else None))
@@ -216,8 +217,8 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
     doc.h(3, "Zero-shot transfer (paper Figure 1 right)")
     t0 = transfers[0].transfers[0]
     doc.p(f"Task `{t0['task']}` ({len(t0['labels'])} classes; majority class {t0['majority_baseline']:.2f}): "
-          f"fine-tuned {t0['steps']} steps in the first language, evaluated in every language. The paper "
-          "fine-tunes on GLUE in EN1 and tests EN2 zero-shot (mean over tasks).")
+          f"fine-tuned {t0['steps']} steps in the first language, evaluated in every language."
+          + (" The paper fine-tunes on GLUE in EN1 and tests EN2 zero-shot (mean over tasks)." if paper else ""))
     rows = []
     for s in transfers:
         names = list(s.transfers[0]["accuracy"])
@@ -243,14 +244,15 @@ def _over_training(doc: Doc, clones: list[Setting], out: Path) -> list[Evidence]
     tracked = [s for s in clones if len(s.history) > 1]
     seeds = ", ".join(f"{s.label} {min(len(v) for v in s.history.values())}" for s in tracked)
     doc.img(figure_over_training(clones, out / "alignment-over-training.png"),
-            f"Hidden-state cosine against training tokens at every kept checkpoint (mean, 95 % interval over the seeds "
-            f"aligned at each: {seeds}).")
+            f"Hidden-state cosine against training tokens at every kept checkpoint (mean and 95 % interval over the "
+            f"seeds aligned at each checkpoint; seeds, at least: {seeds}).")
     imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
     if not (imb and bal):
         return []
     if not (len(imb.history) > 1 and len(bal.history) > 1):  # nothing to compare: no evidence either way
-        doc.p("Only " + " and ".join(s.label for s in tracked) + " has alignments at its checkpoints: run `xling align "
-              "--checkpoints all` on the runs of both 90/10 and 50/50 to compare them over training.")
+        doc.p("Only " + " and ".join(s.label for s in tracked) + (" has" if len(tracked) == 1 else " have")
+              + " alignments at the checkpoints: run `xling align --checkpoints all` on the runs of both 90/10 and "
+              "50/50 to compare them over training.")
         return []
     lines = []
     for measure, title in (("mean", "raw cosine (the paper's)"), ("centred", "centred cosine")):
@@ -290,7 +292,8 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
           "unrelated text looks in that layer. ± is the 95 % t-interval "
           "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not "
                            "magnitudes." if paper else " No published values are set beside (the study names no paper)."))
-    evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals) if reals else [])
+    evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals, paper) if reals
+                                                                          else [])
     graded = [s for s in settings if any("gradient" in a for a in s.alignments)]
     if graded:
         evidence += _gradients(doc, graded, clones, out, paper)

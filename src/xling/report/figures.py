@@ -259,7 +259,8 @@ def figure_over_training(settings: list[Setting], path: Path) -> str | None:
             line, = ax.plot(tokens, [v.mean for v in values], marker=".", label=s.label)
             ax.fill_between(tokens, [v.lo if v.n > 1 else v.mean for v in values],
                             [v.hi if v.n > 1 else v.mean for v in values], color=line.get_color(), alpha=0.15)
-        if max(max(s.history) for s in tracked) >= 10 * min(min(s.history) for s in tracked):
+        plotted = [a[0]["tokens"] for s in tracked for a in s.history.values()]
+        if max(plotted) >= 10 * min(plotted):
             ax.set_xscale("log")  # (over less than a decade, log ticks print on top of each other)
         ax.set(xlabel="training tokens", title=title)
     axes[0].set_ylabel("hidden-state cosine, mean over layers")

@@ -97,13 +97,3 @@ def fmt_interval(s: Stat, spec: str = ".2f") -> str:
     if s.n < 2 or math.isnan(s.lo):
         return fmt(s.mean, spec) + (" (one seed)" if s.n == 1 else "")
     return f"{fmt(s.mean, spec)} [{fmt(s.lo, spec)}, {fmt(s.hi, spec)}]"
-
-
-def law_params(law, equals: str = " = ") -> str:
-    """A law's parameters to six digits; at the paper form's limit b -> 0, where a and c are huge and cancel (six
-    digits of each would not reproduce one perplexity), also the line in ln x that the law then is."""
-    text = ", ".join(f"{k}{equals}{v:.6g}" for k, v in law.param_dict.items())
-    if law.form == "paper" and law.exponent_at_bound == "lower":
-        a, b, c = law.params
-        text += f" (at b -> 0: 1/PPL = {c - a:.6g} + {a * b:.6g} ln x)"
-    return text

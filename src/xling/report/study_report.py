@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.scaling_law import FORMS
+from ..analysis.scaling_law import E_AT_BOUND, FORMS, law_params
 from ..config import ModelConfig, resolve_model
 from ..errors import XlingError
 from ..fsio import atomic_write_text
@@ -25,7 +25,7 @@ from .beyond import answers, figure_shares, share_rows
 from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
-from .stats import fmt, fmt_stat, law_params
+from .stats import fmt, fmt_stat
 from .summary import LADDER, Analysis, analyse, dotted, under_form
 from .tuning import learning_rates
 from .verdict import MEANINGS, Evidence, Status
@@ -197,14 +197,11 @@ def _ladder_section(doc: Doc, a: Analysis) -> None:
             law = a.laws_by_form[form][key].law
             params = law_params(law)
             chosen = " — **used by the verdicts**" if form == a.verdict_form[key] else ""
-            if law.exponent_at_bound:
-                limit = ("; at b → 0 this form becomes 1/PPL linear in ln x" if form == "paper"
-                         and law.exponent_at_bound == "lower" else "")
+            if law.exponent_at_bound:  # (at the paper form's b -> 0, law_params gives the line in ln x it becomes)
                 chosen = (f"; the exponent is at the {law.exponent_at_bound} bound of its range, so the best fit lies "
-                          f"beyond it and the parameters mean little one by one{limit}{chosen}")
+                          f"beyond it and the parameters mean little one by one{chosen}")
             if law.asymptote_at_bound:
-                chosen = (f"; E is at its bound 0 (the ladder alone would put the irreducible loss below zero), so "
-                          f"it does not pin down the asymptote{chosen}")
+                chosen = f"; {E_AT_BOUND}{chosen}"
             loo = a.loo[key][form]
             unbounded = (": refitted without one of its points, the law predicts no finite PPL there"
                          if math.isinf(loo) else "")

@@ -15,7 +15,7 @@ LR_KEY = "train.lr"
 
 def learning_rates(study: Study, root: str | Path | None = None) -> list[dict]:
     """For each setting of the study apart from its learning rate (e.g. each model size), every rate's
-    validation perplexity of the base language (geometric mean over seeds) and whether it is the best:
+    validation perplexity of its first trained language (geometric mean over seeds) and whether it is the best:
     the one whose 95 % interval over seeds ends lowest. Empty when the study does not vary train.lr."""
     root = runs_root(root)
     by_setting: dict[tuple, dict[float, list[float]]] = {}
@@ -24,7 +24,7 @@ def learning_rates(study: Study, root: str | Path | None = None) -> list[dict]:
             continue
         others = tuple((k, v) for k, v in spec.dims.items() if k not in (LR_KEY, SEED_KEY))
         valid = RunDir(spec.run_dir(root)).read_info(tolerant=True).get("valid", {})
-        ppl = valid.get(spec.mixture.names[0], {}).get("ppl")
+        ppl = valid.get(spec.mixture.trained[0], {}).get("ppl")  # (a study's run validates only what it trains)
         if ppl is not None and math.isfinite(ppl):
             by_setting.setdefault(others, {}).setdefault(spec.dims[LR_KEY], []).append(ppl)
     rows = []

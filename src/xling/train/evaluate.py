@@ -83,10 +83,11 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
     was_training = model.training
     model.eval()
     scored = [(lang, name) for lang, name in enumerate(setup.names) if only is None or name in only]
-    windows = sum(len(window_starts(min(len(setup.language_tokens(lang, split)), max_tokens or math.inf), window,
-                                    last_n)) for lang, _ in scored)
-    bar = tqdm(total=windows, desc=f"scoring {split}", unit="window", disable=None if progress else True, leave=False,
-               dynamic_ncols=True)
+    # the bar's total (only for a bar: a word order moves a source's tokens and keeps their number)
+    lengths = [len(setup.tokens(setup.source_of_language[lang], split)) for lang, _ in scored] if progress else []
+    windows = sum(len(window_starts(min(n, max_tokens or n), window, last_n)) for n in lengths)
+    bar = tqdm(total=windows, desc=f"scoring {split}", unit="window", disable=None if progress else True,
+               leave=False, dynamic_ncols=True)
 
     def per_token_nll(x, y):  # only the last last_n targets are scored: the head runs on those alone
         with autocast():

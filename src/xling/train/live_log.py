@@ -37,14 +37,20 @@ def logger_names(loggers) -> tuple[str, ...]:
     return (loggers,) if isinstance(loggers, str) else tuple(loggers)
 
 
-def unavailable(name: str) -> str | None:
-    """The note to show when logger `name` cannot run here (its package is missing), else None."""
+def missing_package(name: str) -> str | None:
+    """Why logger `name` cannot run here (its package is missing, and how to install it), else None."""
     if name not in LOGGERS:
         raise XlingError(f"unknown logger {name!r}: one of {', '.join(LOGGERS)}")
     package = _PACKAGES.get(name)
     if package and importlib.util.find_spec(package) is None:
-        return f"--log {name} skipped: its package is missing (pip install 'xling[{name}]')"
+        return f"its package is missing (pip install 'xling[{name}]')"
     return None
+
+
+def unavailable(name: str) -> str | None:
+    """The note to show when logger `name` cannot run here (training goes on without it), else None."""
+    reason = missing_package(name)
+    return f"--log {name} skipped: {reason}" if reason else None
 
 
 def scalars(record: dict) -> dict[str, float]:

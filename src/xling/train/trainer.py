@@ -93,8 +93,10 @@ class Trainer:
                        for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
         repeated = {name: e for name, e in self.passes.items() if e > 1}
         if repeated and self.world.is_main and not resume:  # (the paper never repeats data; a study report says so)
-            readers = {name: [n for n, s in zip(self.setup.names, self.setup.source_of_language)
-                              if s == self.setup.source_of_language[self.setup.index(name)]] for name in repeated}
+            trained = {n for n, tokens in self.tokens_seen(self.steps).items() if tokens}
+            readers = {name: [n for n, s in zip(self.setup.names, self.setup.source_of_language) if n in trained
+                              and s == self.setup.source_of_language[self.setup.index(name)]] or [name]
+                       for name in repeated}
             log.warning(f"{self.steps} steps read the training text more than once: " + ", ".join(
                 (f"{name} {e:.2f} passes" if len(readers[name]) == 1 else
                  f"the text of {', '.join(readers[name])} (clones read one text) {e:.2f} passes")
