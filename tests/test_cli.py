@@ -109,6 +109,27 @@ def test_ctrl_c_says_whether_running_the_command_again_continues(capsys, monkeyp
     assert hint in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, monkeypatch):
+    import os
+    import signal
+    import time
+
+    from xling.cli import app
+
+    def terminated(args, overrides):  # as `kill`, `timeout` or a SLURM time limit does
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the handler interrupts this)
+        return 0
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(app, "COMMANDS", tuple(dataclasses.replace(c, run=terminated) if c.name == "config" else c
+                                               for c in app.COMMANDS))
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["config"]) == 130
+    assert "xling: interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for whoever called main
+
+
 def test_malformed_yaml(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train: {steps: 3\n")

@@ -39,6 +39,12 @@ def test_types_are_checked_and_ints_widen_to_floats():
         from_dict({"train": {"steps": "many"}})
     with pytest.raises(XlingError, match=r"train.steps must be of type int"):
         from_dict({"train": {"steps": True}})
+    import numpy as np  # a notebook's numbers: NumPy's integers and floats are plain ones in the config
+
+    cfg = from_dict({"train": {"steps": np.int64(20)}, "languages": {"p": np.float32(0.25)}})
+    assert (cfg.train.steps, cfg.languages.p) == (20, 0.25) and type(cfg.train.steps) is int
+    with pytest.raises(XlingError, match=r"train.steps must be of type int"):
+        from_dict({"train": {"steps": np.float64(2.5)}})
 
 
 def test_the_evaluation_follows_the_context_unless_given():

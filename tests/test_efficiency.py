@@ -561,3 +561,10 @@ def test_a_four_point_ladder_says_its_intervals_rest_on_one_degree_of_freedom(fi
     four = fit_scaling_law(x, true_ppl(x) * np.exp([0.01, -0.01, 0.005, 0.0]), bootstrap=50)
     assert any("one residual degree of freedom" in w for w in efficiency(four, 0.5, 40.0).warnings)
     assert not any("degree of freedom" in w for w in efficiency(fit, 0.5, 40.0).warnings)  # more points: not said
+
+
+def test_a_ladder_point_read_back_through_its_law_is_inside_the_ladder():
+    x = np.array([0.02027, 0.04955, 0.0991])  # three points: the law passes through them
+    law = fit_scaling_law(x, true_ppl(x), bootstrap=0)
+    e = efficiency(law, 0.0991, float(law.law.ppl(0.0991)))
+    assert e.mlte == pytest.approx(0.0991) and not any("misses the ladder's end" in w for w in e.warnings)

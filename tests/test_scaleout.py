@@ -456,6 +456,15 @@ def test_no_wait_leaves_a_held_run_to_its_holder(tiny_corpus_dir, tmp_path):
     assert not is_complete(held) and is_complete(study.runs[1].run_dir(tmp_path))
 
 
+def test_sbatch_says_what_it_assumed(tmp_path, capsys):
+    assert main(["study", "sbatch", "headline-cpu", "--root", str(tmp_path), "--workers", "auto"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-1" in script and "--workers auto" in script  # two tasks unless told
+    assert "--partition=gpu" not in script  # a CPU study's example submission asks for no GPUs
+    assert main(["study", "sbatch", "headline-cpu", "--root", str(tmp_path), "--array", "12"]) == 2
+    assert "more tasks than study headline-cpu has runs (11)" in capsys.readouterr().err
+
+
 def test_sbatch_for_gpus_passes_the_placement_on(tmp_path, capsys):
     assert main(["study", "sbatch", "headline-cpu", "--array", "4", "--root", str(tmp_path), "--gpus", "auto",
                  "--runs-per-gpu", "2", "--log", "csv"]) == 0

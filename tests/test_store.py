@@ -52,6 +52,18 @@ def test_a_run_trained_without_its_test_evaluation_is_trained_not_interrupted(ti
     assert run_state(run) == "interrupted" and xling.Run(run).status == "interrupted"
 
 
+def test_runs_of_one_name_in_two_folders_are_two_runs(tiny_study, tmp_path):
+    import shutil
+
+    study, root = tiny_study
+    for folder in ("a", "b"):  # runs of `xling train`, not of a study: known by their path under the root
+        shutil.copytree(study.runs[0].run_dir(root), tmp_path / folder / "mix-0.1")
+        (tmp_path / folder / "mix-0.1" / "study.json").unlink()
+    store = Store(tmp_path / "x.db")
+    assert store.rebuild(tmp_path) == 2
+    assert sorted(r["id"] for r in store.dump()["runs"]) == ["a/mix-0.1", "b/mix-0.1"]
+
+
 def test_an_evaluation_under_another_protocol_is_kept_out_of_the_store(tiny_study, tmp_path, caplog):
     """An eval.json scored with another max_tokens (as `xling eval --max-tokens` wrote it before such files were
     kept apart) would compare runs scored differently."""

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import numbers
 import reprlib
 import types
 import typing
@@ -198,7 +199,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             value = list(value) if isinstance(value, tuple) else [value]
         (item,) = typing.get_args(typ)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+    if typ in (int, float) and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return typ(value)  # (also NumPy's and pandas' integers, as a notebook hands them over)
+    if typ is float and isinstance(value, numbers.Real):
         return float(value)
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. a schedule written without quotes

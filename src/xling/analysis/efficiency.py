@@ -100,11 +100,16 @@ def law_warnings(law: ScalingLaw) -> list[str]:
     return out
 
 
+def _within(value: float, lo: float, hi: float) -> bool:
+    """lo <= value <= hi, up to rounding (a ladder point read back through its law lands 1e-16 beside it)."""
+    return lo * (1 - 1e-9) <= value <= hi * (1 + 1e-9)
+
+
 def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list[str]:
     out = law_warnings(law)
     lo_x, hi_x = law.x_range
     lo_p, hi_p = law.ppl_range
-    if not lo_x <= fraction <= hi_x:
+    if not _within(fraction, lo_x, hi_x):
         out.append(
             f"fraction {fraction:.4g} is outside the fitted range [{lo_x:.4g}, {hi_x:.4g}]: "
             "MLPE is extrapolated"
@@ -114,13 +119,13 @@ def _warnings(law: ScalingLaw, fraction: float, ppl: float, mlte: float) -> list
             f"PPL {ppl:.4g} is at or below the law's asymptote {law.asymptote:.4g}: unreachable "
             "with any amount of monolingual data, so MLTE and TEff are inf"
         )
-    elif not lo_p <= ppl <= hi_p:
+    elif not _within(ppl, lo_p, hi_p):
         out.append(
             f"PPL {ppl:.4g} needs {mlte:.4g}x the budget, outside the monolingual points "
             f"(fractions [{lo_x:.4g}, {hi_x:.4g}], PPL [{lo_p:.4g}, {hi_p:.4g}]): MLTE is "
             "extrapolated; add monolingual runs that cover it"
         )
-    elif not lo_x <= mlte <= hi_x:  # more runs would not help: the law itself misses the ladder's end
+    elif not _within(mlte, lo_x, hi_x):  # more runs would not help: the law itself misses the ladder's end
         out.append(
             f"PPL {ppl:.4g} lies within the monolingual points' (PPL [{lo_p:.4g}, {hi_p:.4g}]) but the law reads "
             f"it at {mlte:.4g}x the budget, outside their fractions [{lo_x:.4g}, {hi_x:.4g}]: the law misses "

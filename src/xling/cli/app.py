@@ -8,8 +8,10 @@ import errno
 import os
 import re
 import select
+import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 from .. import __version__, yamlio
@@ -145,11 +147,27 @@ def _stdout_closed() -> bool:
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm():
+    """Let SIGTERM (kill, timeout, a SLURM time limit) stop a command as Ctrl-C does: a run is checkpointed and
+    marked interrupted, not left 'running'. Returns the handler to restore (None: left as it was: under torchrun,
+    which stops its ranks itself, outside the main thread, or where the caller set a handler of its own)."""
+    if "WORLD_SIZE" in os.environ or threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings_to_stderr()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = None
+    previous_sigterm = _stop_on_sigterm()
     try:
         argv, overrides = split_overrides(argv)
         args, extra = parser.parse_known_args(argv)
@@ -200,3 +218,6 @@ def main(argv: list[str] | None = None) -> int:
               "; it goes on from where it stopped when you run the same command again" if spec.continues(args)
               or spec.name == "train" else "; run the same command again (it starts afresh)"), file=sys.stderr)
         return 130
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)

@@ -51,6 +51,11 @@ def count(lo: int, hi: int = 10**9):
     return parse
 
 
+def WORKERS(text: str) -> int | str:
+    """An argparse type: how many runs at a time, 1 to 1024, or auto (the default: by cores and memory)."""
+    return "auto" if text.strip().lower() == "auto" else count(1, 1024)(text)
+
+
 def number(lo: float, hi: float, *, above: bool = False):
     """An argparse type: a finite number in [lo, hi] ((lo, hi] with above=True)."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..api import Study
 from ..errors import XlingError
 from ..fsio import check_output_file, make_dirs
-from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, count
+from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, WORKERS, count
 from .tables import status_table
 
 
@@ -32,7 +32,7 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["run", "status", "list", "sbatch"],
                    help="sbatch: print a SLURM job-array script that runs the study on the nodes of the array")
     p.add_argument("name", nargs="?", help="study name (see `xling study list`) or a study YAML file")
-    p.add_argument("--workers", type=count(1, 1024), default=None,
+    p.add_argument("--workers", type=WORKERS, default=None,
                    help="runs trained at the same time (local processes or Ray tasks; default: one per GPU place "
                         "with --gpus; else, on the CPU, one per usable core, at most one per run and what memory "
                         "holds; runs on a GPU and Ray tasks: 1)")
@@ -46,7 +46,8 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
                    help="train every missing run, even one whose twin (same config) is complete in another study")
     p.add_argument("--no-wait", action="store_true",
                    help="leave runs another process is training to it instead of waiting (SLURM arrays)")
-    p.add_argument("--array", type=count(1, 100_000), default=2, help="sbatch: tasks (nodes) in the job array")
+    p.add_argument("--array", type=count(1, 100_000), default=None,
+                   help="sbatch: tasks (nodes) in the job array (default 2, or 1 for a study of one run; at most its runs)")
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--db", help=DB_HELP)
 
@@ -54,7 +55,7 @@ def study_arguments(p: argparse.ArgumentParser) -> None:
 # The options of `xling study`, their defaults, and the actions each applies to (another action refuses it given).
 _STUDY_OPTIONS = {"workers": (None, "run sbatch"), "engine": ("local", "run"), "gpus": (None, "run sbatch"),
                   "runs_per_gpu": (1, "run sbatch"), "log": (None, "run sbatch"), "no_reuse": (False, "run"),
-                  "no_wait": (False, "run"), "array": (2, "sbatch"), "root": (None, "run status sbatch"),
+                  "no_wait": (False, "run"), "array": (None, "sbatch"), "root": (None, "run status sbatch"),
                   "db": (None, "run")}
 
 
@@ -107,7 +108,8 @@ def study(args, overrides) -> int:
 
         chosen = load_study(args.name)
         gpus = None if args.gpus is None else args.gpus if args.gpus == "auto" else ",".join(map(str, args.gpus))
-        script = sbatch_script(chosen, args.array, _above_studies(args.root), args.workers, gpus, args.runs_per_gpu,
+        tasks = args.array or min(2, len(chosen.runs))
+        script = sbatch_script(chosen, tasks, _above_studies(args.root), args.workers, gpus, args.runs_per_gpu,
                                tuple(args.log or ()))
         make_dirs(runs_root(args.root))  # where the tasks' output files go
         print(script, end="")
@@ -140,7 +142,7 @@ def report(args, overrides) -> int:
 
 def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default="headline-cpu", help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=count(1, 1024), help="runs trained at the same time (default: one per usable core, "
+    p.add_argument("--workers", type=WORKERS, help="runs trained at the same time (default: one per usable core, "
                    "at most one per run and what memory holds)")
     p.add_argument("--out", help="report directory (default: reports/headline-cpu)")
     p.add_argument("--root", help=ROOT_HELP)
@@ -204,7 +206,7 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--task", default="bible-parts", help="transfer task: bible-parts or a CSV / JSONL file")
     p.add_argument("--no-compute", action="store_true", help="only report what the run directories already hold")
-    p.add_argument("--workers", type=count(1, 1024), help="runs analysed at the same time (default: as `xling study "
+    p.add_argument("--workers", type=WORKERS, help="runs analysed at the same time (default: as `xling study "
                    "run`, one per usable core, at most one per run needing analyses and what memory holds)")
 
 

@@ -25,6 +25,9 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
     per node) go on sbatch's command line."""
     if tasks < 1:
         raise XlingError(f"--array must be >= 1, got {tasks}")
+    if tasks > len(study.runs):
+        raise XlingError(f"--array {tasks} is more tasks than study {study.name} has runs ({len(study.runs)}): the others "
+                         f"would find nothing to do; give --array {len(study.runs)} or fewer")
     if study.path is None:
         raise XlingError(f"study {study.name} has no file to run from")
     root = runs_root(root).resolve()
@@ -45,7 +48,8 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
         f"# Every task runs the study on the shared directory {root}: a lock per run keeps two tasks",
         "# off one run, and a task stops when every run is complete or held by another task.",
         "# Submit with your cluster's settings on the command line, e.g.",
-        "#   sbatch --partition=gpu --gpus-per-node=4 --cpus-per-task=32 --time=24:00:00 THIS_FILE",
+        "#   sbatch --partition=gpu --gpus-per-node=4 --cpus-per-task=32 --time=24:00:00 THIS_FILE" if gpus else
+        "#   sbatch --partition=cpu --cpus-per-task=32 --time=24:00:00 THIS_FILE",
         f"# then, when the array has finished: xling report {shlex.quote(study_arg)} --root {shlex.quote(str(root))}",
         "# (a task that ran out of time left checkpoints: submit the array again to finish).",
         f"#SBATCH --job-name=xling-{study.name}",

@@ -52,13 +52,17 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
-def run_rows(run_dir: Path) -> tuple[dict, dict | None, list[dict]]:
-    """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files."""
+def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None, list[dict]]:
+    """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files. A study's
+    run is known as STUDY/ID; another run by its path under `root` (or its absolute path): two runs of one name in
+    different folders are two runs."""
     run_dir = Path(run_dir)
     rundir = RunDir(run_dir)
     rec = rundir.read_study_record()
     info = rundir.read_info(tolerant=True)
-    study, name = rec.get("study", ""), rec.get("id", run_dir.name)
+    inside = root is not None and run_dir.resolve().is_relative_to(Path(root).resolve())
+    path = run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if inside else str(run_dir.resolve())
+    study, name = rec.get("study", ""), rec.get("id", path)
     config = rec.get("config")
     if config is None and rundir.config_path.is_file():
         config = to_dict(rundir.read_config())
@@ -167,9 +171,9 @@ class Store:
     def _transaction(self):
         return _Transaction(self.db)
 
-    def index_run(self, run_dir: str | Path) -> str:
-        """Replace the rows of one run directory with what its files say now; returns its id."""
-        run, metrics, evals = run_rows(Path(run_dir))
+    def index_run(self, run_dir: str | Path, root: str | Path | None = None) -> str:
+        """Replace the rows of one run directory with what its files say now; returns its id (see run_rows)."""
+        run, metrics, evals = run_rows(Path(run_dir), root)
         with self._transaction():
             self.db.execute("DELETE FROM runs WHERE id = ?", (run["id"],))
             _insert(self.db, "runs", run)
@@ -179,11 +183,11 @@ class Store:
                 _insert(self.db, "evaluations", row)
         return run["id"]
 
-    def try_index(self, run_dir: str | Path) -> bool:
+    def try_index(self, run_dir: str | Path, root: str | Path | None = None) -> bool:
         """index_run, but a run directory whose files cannot be read is reported and skipped: one
         damaged run never stops the indexing of the others."""
         try:
-            self.index_run(run_dir)
+            self.index_run(run_dir, root)
             return True
         except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
             log.warning(f"skipped {run_dir} in the results store: {exc}")
@@ -202,7 +206,7 @@ class Store:
         with self._transaction():
             for table in ("evaluations", "metrics", "runs"):
                 self.db.execute(f"DELETE FROM {table}")
-        return sum(self.try_index(d) for d in dirs)
+        return sum(self.try_index(d, root) for d in dirs)
 
     def query(self, sql: str, params=()) -> list[dict]:
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
