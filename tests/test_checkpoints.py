@@ -326,3 +326,89 @@ def test_a_resume_from_another_directory_says_where_the_run_reads_its_corpus(tin
     assert f"reads paths relative to {project}, where it trained" in capsys.readouterr().err
     monkeypatch.chdir(project)
     assert main(["train", str(project / "run"), "--resume", "--quiet", "--no-eval"]) == 0  # from there it does
+
+
+def test_a_config_edited_before_the_first_checkpoint_is_the_one_trained(tiny_corpus_dir, tmp_path):
+    """No checkpoint yet: the resume starts at step 0 with the edited config's tokenizers and id table, not the
+    copies the first start saved (they described the old config)."""
+    edited = {"languages": {"kind": "clone", "num_clones": 1, "p": 0.5, "frac_clone": 0.5}, "train": {"steps": 6}}
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 6}), run).fit(progress=False, stop_at=2)  # before step 4
+    assert not RunDir(run).checkpoint_dirs()
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    data["languages"]["frac_clone"] = 0.5  # edited by hand before the first checkpoint
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    Trainer(RunDir(run).read_config(), run).fit(resume=True, progress=False)
+    fresh = tmp_path / "fresh"
+    Trainer(tiny_config(tiny_corpus_dir, **edited), fresh).fit(progress=False)
+    losses = [[r["loss"] for r in RunDir(d).read_metrics() if "loss" in r] for d in (run, fresh)]
+    assert losses[0] == losses[1]
+    assert json.loads((run / "run.json").read_text())["saved_languages"] == \
+        json.loads((fresh / "run.json").read_text())["saved_languages"]
+
+
+def test_a_run_another_process_trains_is_refused(tiny_corpus_dir, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"  # as another `xling train` does
+                               "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "os.write(fd, f'{os.getpid()}\\n'.encode())\nprint('held', flush=True)\ntime.sleep(60)",
+                               str(RunDir(run).lock_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is being trained by process {holder.pid}" in capsys.readouterr().err
+    assert [r["step"] for r in RunDir(run).read_metrics() if "loss" in r] == [1, 2, 3, 4]  # nothing trained twice
+    assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 0  # once it is free
+
+
+def test_a_received_run_whose_checkpoints_link_elsewhere_is_refused(tiny_corpus_dir, tmp_path, capsys):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
+    (run / "checkpoints").rename(elsewhere)
+    (run / "checkpoints").symlink_to(elsewhere)  # training would write and prune there
+    before = sorted(p.name for p in elsewhere.iterdir())
+    assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_a_checkpoint_copied_under_another_steps_name_is_not_that_step(tiny_corpus_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
+    shutil.copytree(run / "checkpoints" / "step_0000004", run / "checkpoints" / "step_9999999")
+    assert RunDir(run).latest_checkpoint().name == "step_0000004"
+    assert "its manifest is of step 4, not 9999999" in caplog.text
+
+
+def test_a_run_that_fails_while_training_is_not_left_running(tiny_corpus_dir, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    trainer = Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), tmp_path / "run")
+    monkeypatch.setattr(trainer.run, "save_checkpoint", full)  # the disk fills at the first checkpoint
+    with pytest.raises(OSError):
+        trainer.fit(progress=False)
+    info = RunDir(tmp_path / "run").read_info()
+    assert info["status"] == "failed" and "No space left" in info["error"]
+
+
+def test_a_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_corpus_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
+    threads = torch.get_num_threads()
+    assert RunDir(run).read_info()["threads"] == threads
+    torch.set_num_threads(threads + 1)
+    try:
+        Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert f"trained with {threads} threads and goes on with {threads + 1}" in caplog.text

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from xling import yamlio
-from xling.config import ModelConfig, apply_overrides, from_dict, load_config, to_dict
+from xling.config import ModelConfig, apply_overrides, from_dict, load_config, to_dict, validate
 from xling.errors import XlingError
 
 
@@ -45,6 +45,10 @@ def test_types_are_checked_and_ints_widen_to_floats():
     assert (cfg.train.steps, cfg.languages.p) == (20, 0.25) and type(cfg.train.steps) is int
     with pytest.raises(XlingError, match=r"train.steps must be of type int"):
         from_dict({"train": {"steps": np.float64(2.5)}})
+    with pytest.raises(XlingError, match=r"train.lr is too large, got 1000.*000$"):  # not OverflowError
+        from_dict({"train": {"lr": 10**400}})
+    with pytest.raises(XlingError, match=r"train.seed must be between 0 and 4294967295, got 1000.{1,40}$"):
+        validate(from_dict({"train": {"seed": 10**400}}))  # (the value shortened, not 401 digits)
 
 
 def test_the_evaluation_follows_the_context_unless_given():

@@ -25,6 +25,7 @@ from xling.study.launch import Launch
 from xling.study.runner import run_study
 from xling.study.spec import build_study
 from xling.study.state import check_locking, is_complete
+from xling.train.lock import run_lock
 
 
 @pytest.fixture
@@ -448,7 +449,7 @@ def test_no_wait_leaves_a_held_run_to_its_holder(tiny_corpus_dir, tmp_path):
     study = small_study(tiny_corpus_dir, "nowait", ps=(0.5,), fractions=(0.1,))
     held = study.runs[0].run_dir(tmp_path)
     lines = []
-    with state.run_lock(held) as got:
+    with run_lock(held) as got:
         assert got
         counts = run_study(study, tmp_path, wait=False, log=lines.append)
     assert counts == {"total": 2, "completed": 1, "failed": 0, "elsewhere": 1}

@@ -157,7 +157,7 @@ def test_a_damaged_store_is_set_aside_and_rebuilt(tiny_study, tmp_path, capsys):
 
 
 def test_is_locked_only_looks(tmp_path):
-    from xling.study.state import is_locked, lock_holder, run_lock
+    from xling.train.lock import is_locked, lock_holder, run_lock
 
     run = tmp_path / "run"
     assert not is_locked(run)  # no lock file yet
@@ -166,3 +166,19 @@ def test_is_locked_only_looks(tmp_path):
     (run / ".lock").write_text("4242\n")  # the last holder's pid stays as it was: looking does not lock
     os.chmod(run / ".lock", 0o444)
     assert not is_locked(run) and lock_holder(run) == 4242
+
+
+@pytest.mark.parametrize("ppl, language", [("abc", "L1"), (-5, "L1"), (0.5, "L1"), (30.0, "../../x")])
+def test_a_damaged_or_crafted_evaluation_is_reported_and_its_run_skipped(tiny_study, tmp_path, caplog, ppl, language):
+    import shutil
+
+    study, root = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    damaged = study.runs[0].run_dir(copy) / "eval.json"
+    report = json.loads(damaged.read_text())
+    report["languages"] = {language: {**next(iter(report["languages"].values())), "ppl": ppl}}
+    damaged.write_text(json.dumps(report))
+    store = Store(tmp_path / "x.db")
+    assert store.rebuild(copy) == len(study.runs) - 1
+    assert f"skipped {damaged.parent}" in caplog.text

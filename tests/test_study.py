@@ -22,7 +22,8 @@ from xling.fsio import read_json
 from xling.recipes import packaged
 from xling.study.runner import execute_run, run_study
 from xling.study.spec import available_studies, build_study, find_study, load_study, runs_root
-from xling.study.state import is_complete, run_lock, study_status
+from xling.study.state import is_complete, study_status
+from xling.train.lock import run_lock
 
 
 def read_json_file(path):

@@ -200,7 +200,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         (item,) = typing.get_args(typ)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if typ in (int, float) and isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return typ(value)  # (also NumPy's and pandas' integers, as a notebook hands them over)
+        try:
+            return typ(value)  # (also NumPy's and pandas' integers, as a notebook hands them over)
+        except OverflowError:
+            raise XlingError(f"{where} is too large, got {reprlib.repr(value)}") from None
     if typ is float and isinstance(value, numbers.Real):
         return float(value)
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -366,7 +369,7 @@ def _check_value(rules: dict, value, path: str) -> None:
         if isinstance(value, float):
             _check(ok, f"{path} must be in {'(' if above else '['}{lo:g}, {hi:g}], got {value:g}")
         else:
-            _check(ok, f"{path} must be between {lo} and {hi}, got {value}")
+            _check(ok, f"{path} must be between {lo} and {hi}, got {reprlib.repr(value)}")
     for item in (value if isinstance(value, list) else [value]) if "one_of" in rules else []:
         options = rules["one_of"]
         _check(item in options, f"{path} must be {', '.join(options[:-1])} or {options[-1]}, got '{item}'")

@@ -233,8 +233,9 @@ def export_logs_arguments(p: argparse.ArgumentParser) -> None:
 def export_logs(args, overrides) -> int:
     from ..study.exports import export_run
     from ..study.spec import load_study, runs_root
-    from ..study.state import is_complete, is_locked, lock_holder
+    from ..study.state import is_complete
     from ..train.live_log import missing_package
+    from ..train.lock import is_locked, lock_holder
     from ..train.rundir import RunDir
 
     loggers = tuple(dict.fromkeys(args.log))

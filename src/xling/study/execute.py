@@ -9,11 +9,12 @@ import traceback
 from ..errors import XlingError
 from ..train.evaluate import evaluate_run
 from ..train.live_log import LiveLog
+from ..train.lock import run_lock
 from ..train.rundir import RunDir
 from ..train.trainer import Trainer
 from .placement import GPU_VARIABLE
 from .spec import RunSpec
-from .state import is_complete, now, record, run_lock
+from .state import is_complete, now, record
 
 
 def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tuple[str, ...] = ()) -> dict:

@@ -2,7 +2,7 @@
 (`launch`), on the CPU or one GPU per worker (`placement`).
 
 The runner executes every missing run of a study into ``ROOT/STUDY/RUN_ID/`` under the run's
-lock (`state.run_lock`). Because training checkpoints and every file write are atomic, a runner
+lock (`train.lock.run_lock`). Because training checkpoints and every file write are atomic, a runner
 killed at any point (kill -9 included) and started again resumes interrupted runs from their
 last checkpoint and skips completed ones. A run another study already completed with exactly
 the same config is copied instead of trained again.
@@ -26,12 +26,13 @@ from ..errors import XlingError
 from ..fsio import make_dirs
 from ..identity import run_identity
 from ..train.live_log import logger_names, unavailable
+from ..train.lock import is_locked, lock_holder, run_lock
 from ..train.rundir import RunDir
 from .execute import execute_run  # noqa: F401  (the runner's one-run step, imported from here by callers)
 from .exports import export_run
 from .launch import Launch, auto_workers, run_dims
 from .spec import RunSpec, Study, runs_root
-from .state import check_locking, is_complete, is_locked, lock_holder, now, record, run_lock
+from .state import check_locking, is_complete, now, record
 from .store import Store
 
 # --------------------------------------------------------------------------- reusing a twin run

@@ -15,11 +15,11 @@ import fcntl
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import XlingError
 from ..fsio import atomic_write_json, make_dirs, read_json
+from ..train.lock import is_locked
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
 
@@ -37,30 +37,6 @@ def is_complete(run_dir: Path) -> bool:
         return run.scored_as_configured(read_json(run.eval_path(), default={}))
     except (XlingError, OSError, ValueError):  # an unreadable config: the store reports the run
         return True
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[bool]:
-    """Hold the run's lock (yields True) or learn that another process holds it (yields False).
-
-    The kernel drops an flock when its process dies, so a killed runner never leaves a stale lock.
-    """
-    make_dirs(run_dir)
-    fd = os.open(RunDir(run_dir).lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for other runners' messages
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # Run by a second process while the runner holds the lock file: exit 0 when it is refused the lock.
@@ -112,32 +88,6 @@ def _lock_problem(path: Path) -> str | None:
     if probe.returncode == 3:
         return "a second process got the lock this one held"
     return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["the check failed"])[-1]
-
-
-def lock_holder(run_dir: Path) -> int | None:
-    """The process id the run's lock file names (its holder, or its last holder)."""
-    try:
-        return int(RunDir(run_dir).lock_path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def is_locked(run_dir: Path) -> bool:
-    """Whether a process holds the run's lock (trains it). Only looks: a shared lock, tried and dropped,
-    on the file opened read-only (a status read must not take the lock, nor need write access)."""
-    try:
-        fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
-    except OSError:  # no lock file (never run by a runner), or unreadable: run.json tells
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def run_state(run_dir: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -93,12 +94,28 @@ def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None
             continue
         # the tokens of the checkpoint evaluated (an earlier one's when the newest did not verify); older files: run.json's
         trained_at = report.get("tokens_trained", tokens) or {}
-        for lang, r in (report.get("languages") or {}).items():
+        languages = report.get("languages") or {}
+        _check_evaluation(path, languages, info.get("languages"))
+        for lang, r in languages.items():
             trained = trained_at.get(lang)
             evals.append({"run_id": run["id"], "language": lang, "split": report.get("split", "test"),
                           "ppl": r.get("ppl"), "loss": r.get("loss"), "tokens_scored": r.get("tokens_scored"),
                           "tokens_trained": trained, "fraction": trained / budget if budget and trained is not None else None})
     return run, metrics, evals
+
+
+def _check_evaluation(path: Path, languages, names: list[str] | None) -> None:
+    """An evaluation file holds a finite perplexity >= 1 per language of its run (a damaged or crafted one is
+    reported and its run skipped, not carried into a report)."""
+    if not isinstance(languages, dict):
+        raise XlingError(f"{path}: 'languages' is not a mapping of language to results")
+    for lang, r in languages.items():
+        if names is not None and lang not in names:
+            raise XlingError(f"{path}: language {lang!r} is not one of the run's ({', '.join(names)})")
+        ppl = r.get("ppl") if isinstance(r, dict) else None
+        if isinstance(ppl, bool) or not isinstance(ppl, (int, float)) or not (1 <= ppl < math.inf or math.isnan(ppl)):
+            raise XlingError(f"{path}: the perplexity of {lang} is {ppl!r}, not a finite number >= 1 (nan: no token "
+                             "scored)")
 
 
 def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:

@@ -14,7 +14,8 @@ every write into it (all atomic).
                          eval_<split>_<protocol>.json under another window, last_n or max_tokens
       alignment/         alignment.json and its figures (`xling align`); checkpoints/ per kept checkpoint
       transfer/          <task>-<language>.json (`xling transfer`)
-      study.json, .lock  the study runner's record of the run, and its lock
+      study.json         the study runner's record of the run
+      .lock              locked by whoever trains the run (train.lock)
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class RunDir:
     alignment_path = property(lambda self: self.path / "alignment" / "alignment.json")
     study_record_path = property(lambda self: self.path / "study.json")
     lock_path = property(lambda self: self.path / ".lock")
+
+    def check_own_checkpoints(self) -> None:
+        """Training writes and prunes checkpoints/: a link out of the run (in a run received from someone else,
+        say) would make it write and delete elsewhere. Refused, with how to keep checkpoints on another disk."""
+        linked = [p for p in [self.checkpoints, *self.checkpoints.glob("step_*")] if p.is_symlink()]
+        if linked:
+            raise XlingError(f"{linked[0]} is a symbolic link (to {os.path.realpath(linked[0])}): training writes and "
+                             "deletes checkpoints there, so a run's checkpoints must be its own; to keep them on another "
+                             "disk, put the whole run directory there")
 
     def alignment_at(self, checkpoint: Path) -> Path:
         """The alignment measures of one checkpoint (alignment over training)."""
@@ -268,6 +278,8 @@ class RunDir:
         manifest = read_json(manifest_path, default=None)
         if not isinstance(manifest, dict):
             return "corrupt manifest"
+        if "step" in manifest and manifest["step"] != checkpoint_step(ckpt):  # (a copy renamed: not that step)
+            return f"its manifest is of step {manifest['step']}, not {checkpoint_step(ckpt)}"
         for name, digest in manifest.get("sha256", {}).items():
             if not (ckpt / name).is_file():
                 return f"{name} missing"

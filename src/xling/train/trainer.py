@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import RunConfig, resolved
-from ..data.stream import TrainStream, budget_steps, plan_tokens, run_steps
+from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_languages, run_steps
 from ..errors import XlingError
 from ..fsio import make_dirs
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
+from .lock import training_lock
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
@@ -68,6 +69,7 @@ class Trainer:
                 f"run directory {self.run.path} already exists: pass --resume (from Python: resume=True) to continue it, "
                 "or choose another output directory"
             )
+        self.run.check_own_checkpoints()
         self.run.check_resumes_with(self.cfg)
         self.resume_from = self.run.checkpoint_to_resume(self.cfg)
         if self.resume_from is None and self.run.checkpoint_dirs():
@@ -84,7 +86,10 @@ class Trainer:
         self.device = pick_device(cfg.train.device, self.world.local_rank)
         distributed.init(self.world, self.device)
         with distributed.main_first(self.world):  # one process builds the tokenizer / token caches
-            self.setup = run_languages(self.run, cfg, self.cache_dir, session=False)  # a resumed run: its own copies
+            # A run resumed from a checkpoint: its own copies of its tokenizers and id table. One that starts at step 0
+            # again (no checkpoint yet) builds them from its config, which may have been edited since its first start.
+            self.setup = (run_languages(self.run, cfg, self.cache_dir, session=False) if self.resume_from is not None
+                          else prepare_languages(cfg, self.cache_dir))
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
@@ -204,20 +209,32 @@ class Trainer:
         Under torchrun every process trains; only rank 0 writes the run directory and validates,
         and the other ranks return {"status": ..., "step": ..., "rank": r}.
         """
-        self.prepare(resume)
+        self.prepare(resume)  # (validates everything, writes nothing)
+        # one process trains a run at a time (under torchrun rank 0 holds the lock for all)
+        held = training_lock(self.run.path) if self.world.is_main else contextlib.nullcontext()
         try:
-            info = self._fit(resume, progress, stop_at)
+            with held:  # (a refusal leaves the run, and the run.json of whoever holds it, as they are)
+                try:
+                    info = self._fit(resume, progress, stop_at)
+                except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
+                    self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
+                    raise
+                except Exception as exc:  # a full disk, say: not left "running" (a resume goes on from a checkpoint)
+                    self._record_end("failed", {"error": str(exc).strip().splitlines()[0] if str(exc).strip()
+                                                else type(exc).__name__})
+                    raise
             # Tear the group down together: a rank leaving while rank 0 still validates and
             # writes makes gloo abort the process at exit.
             distributed.barrier(self.world)
             return info
-        except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
-            if self.world.is_main and self.run.read_info(tolerant=True).get("status") == "running":
-                step = {} if self.steps_done is None else {"step": self.steps_done}  # as stop_at records
-                self.run.update_info(status="interrupted", **step)
-            raise
         finally:
             distributed.shutdown(self.world)
+
+    def _record_end(self, status: str, fields: dict) -> None:
+        """run.json of a run stopped while it said "running" says how it stopped (the disk may take no more)."""
+        if self.world.is_main and self.run.read_info(tolerant=True).get("status") == "running":
+            with contextlib.suppress(OSError):
+                self.run.update_info(status=status, **fields)
 
     def _check_finite(self, losses: list[float], first_step: int) -> None:
         """Stop a diverged run with what is needed to diagnose it, and mark it failed."""
@@ -251,8 +268,13 @@ class Trainer:
             mix = self.stream.mixture
             if mix.many:  # many languages: each one's share (temperature and UniMax: from the corpora's sizes)
                 saved["shares"] = dict(zip(self.setup.names, mix.shares))
+            threads = run.read_info(tolerant=True).get("threads")  # those it trained with before this resume
+            if start and threads and threads != torch.get_num_threads():
+                log.warning(f"the run trained with {threads} threads and goes on with {torch.get_num_threads()}: its "
+                            "results now differ in the last bits from an uninterrupted run's (bit-identical resumes "
+                            f"need the same thread count: OMP_NUM_THREADS={threads})")
             info = run.update_info(
-                status="running", xling_version=__version__, languages=self.setup.names,
+                status="running", xling_version=__version__, languages=self.setup.names, threads=torch.get_num_threads(),
                 workdir=os.getcwd(),  # where its relative paths point (identity.resolve_relative)
                 model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
                 steps=self.steps, budget_steps=self.budget_steps,

@@ -1,0 +1,83 @@
+"""A run directory's lock: held while a process trains the run, so no two processes (`xling train` twice,
+a study runner and a hand resume, two study workers) train one run at once.
+
+An flock on RUN_DIR/.lock: the kernel drops it when its process dies, so a killed process never leaves a
+stale lock. The lock file names its holder's process id, for others' messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import XlingError
+from ..fsio import make_dirs
+from .rundir import RunDir
+
+_HELD: set[str] = set()  # the run directories whose lock this process holds (a study runner's, while it trains)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Hold the run's lock (yields True) or learn that another holder has it (yields False)."""
+    make_dirs(run_dir)
+    fd = os.open(RunDir(run_dir).lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for other runners' messages
+        _HELD.add(os.path.realpath(run_dir))
+        try:
+            yield True
+        finally:
+            _HELD.discard(os.path.realpath(run_dir))
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The process id the run's lock file names (its holder, or its last holder)."""
+    try:
+        return int(RunDir(run_dir).lock_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process holds the run's lock (trains it). Only looks: a shared lock, tried and dropped,
+    on the file opened read-only (a status read must not take the lock, nor need write access)."""
+    try:
+        fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
+    except OSError:  # no lock file (never run by a runner), or unreadable: run.json tells
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock while training it, or refuse at once: a second process on one run would interleave their
+    steps in its files. Under a lock this process holds already (a study runner's, around its Trainer): nothing more."""
+    if os.path.realpath(run_dir) in _HELD:
+        yield
+        return
+    with run_lock(run_dir) as got:
+        if not got:
+            raise XlingError(f"{run_dir} is being trained by process {lock_holder(run_dir) or '?'} (its .lock): wait "
+                             "for it to finish, or train into another directory")
+        yield
