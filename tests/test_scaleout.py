@@ -325,11 +325,14 @@ def test_gpus_on_a_machine_without_gpus_is_one_line(tiny_corpus_dir, tmp_path, c
 class _FakeRay:
     """Records what each task asks Ray for; runs nothing."""
 
-    def __init__(self):
-        self.requests, self.args = [], []
+    def __init__(self, node_cpus: float = 64.0):
+        self.requests, self.args, self.node_cpus = [], [], node_cpus
 
     def is_initialized(self):
         return True
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": self.node_cpus}}, {"Alive": False, "Resources": {"CPU": 512.0}}]
 
     def remote(self, fn):
         fake = self
@@ -370,6 +373,18 @@ def test_ray_tasks_ask_for_the_gpus_their_runs_train_on(tiny_corpus_dir, tmp_pat
         assert request["num_cpus"] == launch.threads
         assert request.get("num_gpus") == expected
         assert args[3] is (expected is not None)  # on_gpu: the task records the GPU Ray gave it
+
+
+def test_a_ray_task_never_asks_for_more_cpus_than_a_node_has(tiny_corpus_dir, tmp_path, monkeypatch):
+    study = build_study(tiny_study_dict(tiny_corpus_dir, name="raysmall", seeds=(0,), ps=(0.5,), fractions=(0.1,)))
+    fake = _FakeRay(node_cpus=1.0)  # the cluster's nodes are smaller than this machine (Ray would wait for ever)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    monkeypatch.setattr(launch, "usable_cores", lambda: 8)
+    planned = Launch.plan("ray", 1)
+    assert planned.threads == 8
+    list(planned.execute(study.runs, tmp_path))
+    assert {r["num_cpus"] for r in fake.requests} == {1} and {a[2] for a in fake.args} == {1}
 
 
 def test_ray_on_this_machine_checks_for_gpus_like_local_workers(monkeypatch, two_gpus):

@@ -112,6 +112,9 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     (lambda d: d.update(figures=[{"y": "ppl"}]), "needs x"),
     (lambda d: d.update(figures=[{"x": "languages.q"}]), "figures[0].x 'languages.q' is not a key of the study's grids "
                                                          "(did you mean 'languages.p'?)"),
+    (lambda d: d["base"]["train"].update(steps=30),  # the ladder's data_fraction is then ignored: one run four times
+     "train.data_fraction applies with train.steps 0 (the steps then follow from it): keep one: the grid sets "
+     "train.data_fraction, which its runs ignore"),
     (lambda d: d.update(figures=[{"x": "languages.p", "roles": ["L3"]}]), "roles must list L1 and/or L2"),
     (lambda d: d.update(name=".."), "'name' must be letters"),
     (lambda d: d.update(name="../up"), "'name' must be letters"),

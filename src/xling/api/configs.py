@@ -255,8 +255,8 @@ class Config:
         """Each language's documents of a split, as text: held-out text ("test", "valid") for evaluations
         outside xling, e.g. an lm-evaluation-harness task of an export (examples/lm_eval_task.py).
 
-        Documents are the Bible's chapters (its "probe" split: Luke and Acts, in no run's splits) or your
-        corpus's documents, split as training splits them. Clones share their base language's text (they
+        Documents are the Bible's chapters of the split's books (the split "probe" is Luke and Acts, in no run's
+        splits) or your corpus's documents, split as training splits them. Clones share their base language's text (they
         differ in ids only), and a language with word-order transforms is reordered after tokenising, so
         this is the text as written: an export of such a language reads what its tokenizer makes of it.
         """

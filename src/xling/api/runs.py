@@ -127,7 +127,9 @@ class Run:
         path = self._dir().require().eval_path(split)
         if not path.is_file():
             raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "
-                             f"(or xling eval {self.path}{'' if split == 'test' else f' --split {split}'})")
+                             f"(or xling eval {self.path}{'' if split == 'test' else f' --split {split}'})"
+                             + ("; the validation during training is in Run.info['valid'] and Run.metrics('valid')"
+                                if split == "valid" else ""))
         return dict(read_json(path).get("languages") or {})
 
     # ------------------------------------------------------------------ what loads the model

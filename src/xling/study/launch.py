@@ -228,7 +228,7 @@ class Launch:
         where = f", GPUs {','.join(dict.fromkeys(self.gpus))}" if self.gpus else ""
         if self.engine == "ray" and self.gpus_asked:
             where = f", {self.runs_per_gpu} run(s) per GPU"
-        return f"{self.workers} workers, {self.engine}{where}"
+        return f"{self.workers} worker{'s' * (self.workers != 1)}, {self.engine}{where}"
 
     def execute(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
         """Yield execute_run results as runs finish."""
@@ -302,11 +302,15 @@ class Launch:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      **({} if address else {"num_cpus": self.workers * self.threads}))
         task = ray.remote(ray_task)
+        # A task asks for this machine's share of threads; a cluster whose largest node has fewer CPUs could never
+        # place it (Ray waits for ever): then each run takes that node's CPUs.
+        largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+        threads = min(self.threads, int(largest)) if largest >= 1 else self.threads
         pending = []
         for spec in todo:
-            request = ray_resources(spec.config, self.threads, self.gpus_asked, self.runs_per_gpu)
+            request = ray_resources(spec.config, threads, self.gpus_asked, self.runs_per_gpu)
             on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
-            pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), self.threads, on_gpu,
+            pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
                                                           self.loggers))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -225,6 +225,10 @@ def build_study(data: dict, path: Path | None = None) -> Study:
             try:  # a key the run ignores: a warning, not a refusal (removing it changes the runs' ids)
                 check_keys_apply(cfg)
             except XlingError as exc:
+                key = str(exc).split(" ", 1)[0]
+                if key in dims:  # varied by the grid yet ignored: its runs would all be one run
+                    raise XlingError(f"{where}: run {label}: {exc}: the grid sets {key}, which its runs ignore: "
+                                     "runs that differ only in it would be one run") from None
                 ignored = ignored or (f"{where}: run {label}: {exc} (the runs ignore it; removing it from the "
                                       "study would change their ids, so runs trained already would train again)")
             config = to_dict(cfg)
