@@ -412,3 +412,37 @@ def test_a_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_co
     finally:
         torch.set_num_threads(threads)
     assert f"trained with {threads} threads and goes on with {threads + 1}" in caplog.text
+
+
+@pytest.mark.parametrize("crafted", ["a pickle as model.safetensors", "ids beyond the model's", "a huge model_vocab"])
+def test_a_received_run_with_crafted_files_and_matching_checksums_is_one_line(tiny_corpus_dir, tmp_path, capsys,
+                                                                             crafted):
+    """Checksums only say a file is the one run.json names; what a received run names is checked like any input."""
+    import hashlib
+    import pickle
+
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run).fit(progress=False)
+    info = json.loads((run / "run.json").read_text())
+    if crafted == "a pickle as model.safetensors":
+        ckpt = RunDir(run).checkpoint_dirs()[-1]
+        (ckpt / "model.safetensors").write_bytes(pickle.dumps({"not": "tensors"}))
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        manifest["sha256"]["model.safetensors"] = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    elif crafted == "ids beyond the model's":
+        table = run / info["saved_languages"]["table"]["file"]
+        save_file({"table": torch.full((2, 320), 10**12, dtype=torch.long)}, str(table))
+        info["saved_languages"]["table"]["sha256"] = hashlib.sha256(table.read_bytes()).hexdigest()
+    else:
+        info["saved_languages"]["model_vocab"] = 10**9
+    (run / "run.json").write_text(json.dumps(info))
+    if crafted == "a huge model_vocab":  # the copies are refused; the config's own tokenizers match the run's: used
+        assert main(["eval", str(run)]) == 0
+        assert "does not fit the run (2 languages, model_vocab 1000000000)" in capsys.readouterr().err
+        return
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("xling: error: ") and "Traceback" not in "\n".join(err)

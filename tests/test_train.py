@@ -236,3 +236,15 @@ def test_a_run_that_reads_its_text_more_than_once_is_warned_about(tiny_corpus_di
     caplog.clear()
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 3}), tmp_path / "short").fit(progress=False)
     assert "more than once" not in caplog.text
+
+
+def test_a_model_that_does_not_fit_in_memory_is_one_line(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.train import session
+
+    def too_big(dims):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(session, "GPT", too_big)
+    with pytest.raises(XlingError, match=r"does not fit in cpu memory: choose a smaller model.preset"):
+        Trainer(tiny_config(tiny_corpus_dir, train={"steps": 2}), tmp_path / "run").fit(progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written

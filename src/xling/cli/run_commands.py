@@ -73,6 +73,7 @@ def train(args, overrides) -> int:
     from ..recipes import packaged
     from ..train.distributed import world_from_env
     from ..train.rundir import RunDir
+    from ..train.session import pick_device
 
     if args.config is None and not args.resume:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
@@ -106,6 +107,7 @@ def train(args, overrides) -> int:
             raise XlingError(f"{out} reads paths relative to {workdir}, where it trained, that do not exist from here: "
                              f"resume from there (cd {shlex.quote(workdir)})")
         step = run_dir.newest_checkpoint_step()
+        pick_device(unwrap(cfg).train.device)  # (a device not here is refused before a change is noted)
         if step or run_dir.info_path.is_file():  # checked before saying it resumes (training checks again)
             for change in run_dir.check_resumes_with(unwrap(cfg)):
                 print(f"note: {change}, recorded in {run_dir.config_path}", file=sys.stderr)

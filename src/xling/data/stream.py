@@ -156,6 +156,16 @@ class LanguageSetup:
         return self.table[lang][torch.from_numpy(self.reorder(lang, base))]
 
 
+def _check_saved_table(saved: dict, languages: int) -> None:
+    """A run's own id table (received with the run, so checked like any input): a row of ids per language, every
+    id one of the model's, and no more model ids than the table could use (a huge one would allocate a huge model)."""
+    table, vocab = saved["table"], saved["model_vocab"]
+    if not (isinstance(table, torch.Tensor) and table.ndim == 2 and table.shape[0] == languages and table.numel()
+            and not table.is_floating_point() and int(table.min()) >= 0 and int(table.max()) < vocab <= table.numel()):
+        raise XlingError(f"the id table in {saved['run']} does not fit the run ({languages} languages, model_vocab "
+                         f"{vocab}): restore its tokenizers folder and run.json from a copy of the run")
+
+
 def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict | None = None) -> LanguageSetup:
     """The run's languages: tokenizers (trained and cached, or brought) and id table. `saved`: a
     trained run's own copies ({"tokenizers", "table", "model_vocab", "run"}), used instead."""
@@ -164,6 +174,7 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict
     names, orders = list(mix.names), [mix.word_order(i) for i in range(len(mix.names))]
     sources = [0] * len(names) if lang.kind == "clone" else list(range(len(names)))
     if saved is not None:
+        _check_saved_table(saved, len(names))
         return LanguageSetup(names, saved["table"], saved["model_vocab"], sources, saved["tokenizers"],
                              language_corpora(cfg), cache_dir, run=saved["run"], word_orders=orders,
                              from_run_copies=True)

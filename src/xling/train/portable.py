@@ -92,8 +92,13 @@ def read_saved(run: RunDir, record: dict) -> dict:
             raise
         except Exception:
             raise XlingError(f"{run.path / entry['file']} is not a tokenizer xling can read") from None
-    table = safetensors_load(_read(run, record.get("table")))["table"]
-    if not tokenizers or not isinstance(record.get("model_vocab"), int):
+    try:
+        table = safetensors_load(_read(run, record.get("table")))["table"]
+    except XlingError:
+        raise
+    except Exception:  # not safetensors, or no table in it
+        raise XlingError(f"{run.path / TABLE_FILE} is not an id table xling wrote") from None
+    if not tokenizers or not isinstance(record.get("model_vocab"), int) or isinstance(record["model_vocab"], bool):
         raise XlingError(f"{run.info_path}: a malformed {RECORD} entry")
     return {"tokenizers": tokenizers, "table": table, "model_vocab": record["model_vocab"], "run": str(run.path)}
 

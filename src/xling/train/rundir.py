@@ -51,6 +51,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def _safetensors(load_file, path: Path, **options) -> dict:
+    """A checkpoint's safetensors file; one that is not (a crafted file whose checksum was made to match) is one
+    line, not the library's error."""
+    try:
+        return load_file(path, **options)
+    except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise XlingError(f"{path} is not a safetensors file xling can read ({first}): restore the run from a "
+                         "copy") from None
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     """The training step of a checkpoint directory (step_0000200 -> 200)."""
     return int(checkpoint.name.removeprefix("step_"))
@@ -326,7 +337,7 @@ class RunDir:
         """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
         from safetensors.torch import load_file
 
-        weights = load_file(ckpt / "model.safetensors", device=str(map_location))
+        weights = _safetensors(load_file, ckpt / "model.safetensors", device=str(map_location))
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
@@ -340,7 +351,7 @@ class RunDir:
         from safetensors.torch import load_file
 
         meta = read_json(ckpt / "training.json")
-        tensors = load_file(ckpt / "training.safetensors")
+        tensors = _safetensors(load_file, ckpt / "training.safetensors")
         state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
         for name, tensor in tensors.items():
             if name.startswith("optimizer."):

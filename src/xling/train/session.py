@@ -164,7 +164,16 @@ class Session:
 
 def build_model(cfg: RunConfig, setup: LanguageSetup, device: torch.device) -> GPT:
     torch.manual_seed(cfg.train.seed)
-    return GPT(resolve_model(cfg.model, setup.model_vocab)).to(device)
+    dims = resolve_model(cfg.model, setup.model_vocab)
+    try:
+        return GPT(dims).to(device)
+    except (RuntimeError, MemoryError) as exc:  # (PyTorch's out-of-memory is a RuntimeError on the CPU)
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        gib = dims.num_parameters() * 4 / 2**30
+        raise XlingError(f"the model ({dims.num_parameters():.3g} parameters, {gib:.1f} GiB of fp32 weights before "
+                         f"the optimizer's two copies) does not fit in {device.type} memory: choose a smaller "
+                         "model.preset or model.n_layers / d_model") from None
 
 
 def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | None = None,
