@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pydoc
+import re
 import shutil
 import subprocess
 import sys
@@ -456,3 +457,19 @@ def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_d
     run = xling.train(cfg, tmp_path / "run", progress=False)  # trained and scored in windows of its 32 tokens
     assert (run.config.eval.window, run.config.eval.last_n) == (32, 8)  # config.yaml records them resolved
     assert (json.loads(run.eval_path().read_text())["window"], json.loads(run.eval_path().read_text())["last_n"]) == (32, 8)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda r: r.sample("L2", temperature=float("nan")), "temperature must be between 0 and 100, got nan"),
+    (lambda r: r.sample("L2", tokens=2.5), "tokens must be a whole number, got 2.5"),
+    (lambda r: r.sample("L2", seed=2**70), "seed must be between 0 and 4294967295"),
+    (lambda r: r.sample("L2", prompt=5), "prompt must be text, got 5"),
+    (lambda r: r.sample("L2", device=None), "device must be a name"),
+    (lambda r: r.transfer(lr=float("nan")), "lr must be between"),
+    (lambda r: r.transfer(task=5), "task must be text or a path, got 5"),
+    (lambda r: r.export_hf(5), "out must be text or a path, got 5"),
+    (lambda r: r.model(device=5), "device must be a name"),
+])
+def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(tiny_run, call, message):
+    with pytest.raises(xling.XlingError, match=re.escape(message)):
+        call(xling.Run(tiny_run))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import reprlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,8 +164,9 @@ class Run:
         from ..model.gpt import generate
         from ..train.session import load_session
 
-        if tokens < 1 or temperature < 0 or top_k < 0:
-            raise XlingError("tokens must be >= 1, temperature and top_k >= 0")
+        _check(language=(language, str), prompt=(prompt, str), tokens=(tokens, int, 1, 100_000),
+               temperature=(temperature, float, 0, 100), top_k=(top_k, int, 0, 10**7), seed=(seed, int, 0, 2**32 - 1),
+               any_language=(any_language, bool))
         session = load_session(self.path, device=device)
         lang = session.setup.index(language)
         if prompt:
@@ -226,6 +230,8 @@ class Run:
         returns it. `task`: ``"bible-parts"`` (built in) or a CSV / JSONL file with text and label columns."""
         from ..analysis.transfer import transfer_run
 
+        _check(task=(task, (str, os.PathLike)), language=(language, (str, type(None))), steps=(steps, int, 1, 10**7),
+               batch_size=(batch_size, int, 1, 2**16), lr=(lr, float, 1e-12, 10), seed=(seed, int, 0, 2**32 - 1))
         return transfer_run(self.path, task, language, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                             device=device)
 
@@ -237,7 +243,24 @@ class Run:
         hf``."""
         from ..train.hf_export import export_hf
 
+        _check(out=(out, (str, os.PathLike)), language=(language, (str, type(None))))
         return export_hf(self.path, out, language)
+
+
+def _check(**arguments: tuple) -> None:
+    """Each argument's (value, type[, lo, hi]): a value of another type or outside [lo, hi] is one XlingError, as the
+    command line's are (not a TypeError, or PyTorch's error, from deep inside). Whole numbers pass as floats."""
+    for name, (value, kind, *bounds) in arguments.items():
+        number = kind in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if kind is int:
+            number = number and isinstance(value, numbers.Integral)
+        if not (number or (kind not in (int, float) and isinstance(value, kind))):
+            what = {int: "a whole number", float: "a number", str: "text", bool: "True or False"}
+            what |= {os.PathLike: "a path", type(None): "None"}
+            expected = " or ".join(what[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise XlingError(f"{name} must be {expected}, got {reprlib.repr(value)}")
+        if bounds and not (math.isfinite(value) and bounds[0] <= value <= bounds[1]):
+            raise XlingError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {reprlib.repr(value)}")
 
 
 def _default_out(config: Any, cfg) -> Path:

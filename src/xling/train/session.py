@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     """The device: auto, cpu, cuda or cuda:N; under DDP on GPUs, this process's GPU (local_rank)."""
+    if not isinstance(name, str):
+        raise XlingError(f"device must be a name (auto, cpu, cuda or cuda:N), got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     kind, _, index = name.partition(":")
