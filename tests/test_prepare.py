@@ -483,3 +483,23 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
 
     with pytest.raises(XlingError, match="worker process died"):
         list(parallel.ordered_map(die_at_five, range(12), 2))
+
+
+def test_temp_files_a_killed_process_left_are_removed_and_a_running_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xling.fsio import remove_stale_temporaries, temporary_beside
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    fd, mine = temporary_beside(tmp_path / "tokens" / "train.bin")  # this process's, still being written
+    os.close(fd)
+    host = Path(mine).name.split(".")[3].rsplit("-", 1)[0]  # (.train.bin.HOST-PID.RANDOM.tmp)
+    left = tmp_path / "tokens" / f".train.bin.{host}-{dead.stdout.strip()}.abc123.tmp"  # as a kill -9 leaves it
+    elsewhere = tmp_path / "tokens" / f".valid.bin.othermachine-{dead.stdout.strip()}.abc123.tmp"  # a shared disk
+    left.write_bytes(b"half")
+    elsewhere.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not left.exists() and Path(mine).exists() and elsewhere.exists()

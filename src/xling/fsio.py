@@ -7,6 +7,8 @@ import errno
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -40,15 +42,24 @@ def cache_hint(path) -> str:
         if path and Path(path).is_relative_to(cache) else ""
 
 
+def _owner() -> str:
+    """This process, as a temp file's name records it (host-pid; the host without dots, for the pattern below)."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+_TEMPORARY = re.compile(r"\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")  # .NAME.HOST-PID.RANDOM.tmp
+
+
 def temporary_beside(path: Path, directory: bool = False):
     """A new temp file (fd, name) or directory (its Path) in `path`'s directory, made if needed, for
-    writing `path` and renaming it into place; `cannot_create` where the place holds no new files."""
+    writing `path` and renaming it into place; `cannot_create` where the place holds no new files. A temp
+    file's name says which process writes it, so what a killed one left can be found (remove_stale_temporaries)."""
     path = Path(path)
     make_dirs(path.parent)
     try:
         if directory:
             return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=".tmp")
     except FileNotFoundError as exc:
         raise cannot_create(path, exc) from None
 
@@ -152,3 +163,24 @@ def read_json(path: Path, default=_REQUIRED) -> dict:
             return default
         raise XlingError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc)[:80]}): the file is missing or "
                          "corrupt") from None
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Remove the temp files under `directory` that a process of this machine left when it was killed (it is no
+    longer running; another machine's, on a shared disk, are left alone); returns how many."""
+    removed, host = 0, _owner().rsplit("-", 1)[0]
+    for path in Path(directory).rglob(".*.tmp") if Path(directory).is_dir() else ():
+        found = _TEMPORARY.fullmatch(path.name)
+        if not found or found["host"] != host or not path.is_file():
+            continue
+        try:
+            os.kill(int(found["pid"]), 0)
+            continue  # still running (or another user's process): its write goes on
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
 from ..errors import XlingError
-from ..fsio import read_json
+from ..fsio import default_cache_dir, read_json, remove_stale_temporaries
 from .brought import load_brought
 from .corpora import corpus_splits, held_out_parts, language_corpora
 from .parallel import Workers, workers_of
@@ -55,6 +55,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
     and whether it was built now ("sources": every source that reads this same entry).
     """
     start = time.perf_counter()
+    remove_stale_temporaries(Path(cache_dir or default_cache_dir()))  # what killed preparations left half-written
     rows, done, built = [], set(), {}
     with workers_of(workers) as pool:  # one set of worker processes for every pass
         digest_files([part for corpus in language_corpora(cfg) for _, part in held_out_parts(corpus)], pool)
