@@ -259,6 +259,7 @@ CASES = [
     ("align-report root", "align-report {study} --root {tmp}/missing --out {out}", "is not a directory"),
     ("demo workers", "demo --workers -1 --root {out}", "argument --workers"),
     ("export-logs target", "export-logs {tmp}/nothing-here --log csv", "nothing-here does not exist: give a run directory"),
+    ("export-logs bare name", "export-logs nothing-here --log csv", "no run directory nothing-here exists, and unknown study"),
     ("export-logs logger", "export-logs {run} --log excel", "invalid choice: 'excel'"),
     ("prepare workers", "prepare {config} --workers 0", "argument --workers"),
     ("prepare no files", "prepare {config} --corpus.paths [{empty}]", "no *.txt files found"),

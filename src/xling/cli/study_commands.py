@@ -252,7 +252,12 @@ def export_logs(args, overrides) -> int:
     elif "/" in args.target and target.suffix not in (".yaml", ".yml"):  # a path, not a study's name or file
         raise XlingError(f"{target} does not exist: give a run directory, or a study's name or YAML file")
     else:
-        chosen = load_study(args.target)
+        try:
+            chosen = load_study(args.target)
+        except XlingError as exc:  # (a run directory's name mistyped reads as a study's)
+            if target.suffix in (".yaml", ".yml"):
+                raise
+            raise XlingError(f"no run directory {target} exists, and {exc}") from None
         root = runs_root(_existing(args.root))
         dirs = [s.run_dir(root) for s in chosen.runs if is_complete(s.run_dir(root))]
         if not dirs:
