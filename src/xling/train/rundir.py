@@ -192,7 +192,11 @@ class RunDir:
         `tolerant` (the study runner then redoes the work the file would have recorded)."""
         if tolerant:
             return read_json(self.info_path, default={})
-        return read_json(self.info_path) if self.info_path.is_file() else {}
+        try:
+            return read_json(self.info_path) if self.info_path.is_file() else {}
+        except XlingError as exc:
+            raise XlingError(f"{exc}: restore it from a copy of the run, or remove it (`xling train {self.path} "
+                             "--resume` then goes on from the newest checkpoint and writes it again)") from None
 
     def read_study_record(self) -> dict:
         """study.json's content, or {} when missing or unreadable (the runner then redoes the work)."""
