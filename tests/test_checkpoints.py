@@ -446,3 +446,24 @@ def test_a_received_run_with_crafted_files_and_matching_checksums_is_one_line(ti
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("xling: error: ") and "Traceback" not in "\n".join(err)
+
+
+def test_training_goes_on_with_a_warning_where_file_locks_do_not_work(tiny_corpus_dir, tmp_path, monkeypatch, caplog):
+    import errno
+
+    from xling.train import lock
+
+    def unsupported(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(lock.fcntl, "flock", unsupported)  # Lustre without -o flock, some FUSE mounts
+    info = Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), tmp_path / "run").fit(progress=False)
+    assert info["status"] == "completed" and "file locks do not work under" in caplog.text
+
+
+def test_checkpoints_linked_out_of_a_new_run_are_refused_at_its_start(tiny_corpus_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "run" / "checkpoints").symlink_to(tmp_path / "scratch")
+    with pytest.raises(XlingError, match="is a symbolic link"):  # (not accepted now and refused at every resume)
+        Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), tmp_path / "run").fit(progress=False)

@@ -501,5 +501,8 @@ def test_temp_files_a_killed_process_left_are_removed_and_a_running_ones_kept(tm
     elsewhere = tmp_path / "tokens" / f".valid.bin.othermachine-{dead.stdout.strip()}.abc123.tmp"  # a shared disk
     left.write_bytes(b"half")
     elsewhere.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == 0  # written a moment ago: perhaps by a live process elsewhere
+    for path in (left, elsewhere, Path(mine)):
+        os.utime(path, (path.stat().st_atime - 7200, path.stat().st_mtime - 7200))  # two hours ago
     assert remove_stale_temporaries(tmp_path) == 1
     assert not left.exists() and Path(mine).exists() and elsewhere.exists()

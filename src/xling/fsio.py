@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import XlingError
@@ -167,12 +168,16 @@ def read_json(path: Path, default=_REQUIRED) -> dict:
 
 def remove_stale_temporaries(directory: Path) -> int:
     """Remove the temp files under `directory` that a process of this machine left when it was killed (it is no
-    longer running; another machine's, on a shared disk, are left alone); returns how many."""
+    longer running, and the file has not changed for an hour; another machine's, on a shared disk, are left alone);
+    returns how many."""
     removed, host = 0, _owner().rsplit("-", 1)[0]
     for path in Path(directory).rglob(".*.tmp") if Path(directory).is_dir() else ():
         found = _TEMPORARY.fullmatch(path.name)
         if not found or found["host"] != host or not path.is_file():
             continue
+        with contextlib.suppress(OSError):  # untouched for an hour too: containers sharing a host name and a cache
+            if time.time() - path.stat().st_mtime < 3600:  # have process ids of their own, so a live one may look dead
+                continue
         try:
             os.kill(int(found["pid"]), 0)
             continue  # still running (or another user's process): its write goes on

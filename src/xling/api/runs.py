@@ -164,6 +164,7 @@ class Run:
         from ..model.gpt import generate
         from ..train.session import load_session
 
+        prompt = "" if prompt is None else prompt
         _check(language=(language, str), prompt=(prompt, str), tokens=(tokens, int, 1, 100_000),
                temperature=(temperature, float, 0, 100), top_k=(top_k, int, 0, 10**7), seed=(seed, int, 0, 2**32 - 1),
                any_language=(any_language, bool))
@@ -230,7 +231,7 @@ class Run:
         returns it. `task`: ``"bible-parts"`` (built in) or a CSV / JSONL file with text and label columns."""
         from ..analysis.transfer import transfer_run
 
-        _check(task=(task, (str, os.PathLike)), language=(language, (str, type(None))), steps=(steps, int, 1, 10**7),
+        _check(task=(task, (str, os.PathLike)), language=(language, (str, type(None))), steps=(steps, int, 1, 10**9),
                batch_size=(batch_size, int, 1, 2**16), lr=(lr, float, 1e-12, 10), seed=(seed, int, 0, 2**32 - 1))
         return transfer_run(self.path, task, language, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                             device=device)
@@ -254,12 +255,13 @@ def _check(**arguments: tuple) -> None:
         number = kind in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool)
         if kind is int:
             number = number and isinstance(value, numbers.Integral)
-        if not (number or (kind not in (int, float) and isinstance(value, kind))):
+        truth = kind is bool and type(value).__name__ == "bool_"  # (NumPy's True and False)
+        if not (number or truth or (kind not in (int, float) and isinstance(value, kind))):
             what = {int: "a whole number", float: "a number", str: "text", bool: "True or False"}
             what |= {os.PathLike: "a path", type(None): "None"}
             expected = " or ".join(what[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise XlingError(f"{name} must be {expected}, got {reprlib.repr(value)}")
-        if bounds and not (math.isfinite(value) and bounds[0] <= value <= bounds[1]):
+        if bounds and not ((isinstance(value, numbers.Integral) or math.isfinite(value)) and bounds[0] <= value <= bounds[1]):
             raise XlingError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {reprlib.repr(value)}")
 
 

@@ -226,7 +226,7 @@ def build_study(data: dict, path: Path | None = None) -> Study:
                 check_keys_apply(cfg)
             except XlingError as exc:
                 key = str(exc).split(" ", 1)[0]
-                if key in dims:  # varied by the grid yet ignored: its runs would all be one run
+                if any(d == key or d.startswith(f"{key}.") for d in dims):  # set by the grid yet ignored: one run
                     raise XlingError(f"{where}: run {label}: {exc}: the grid sets {key}, which its runs ignore: "
                                      "runs that differ only in it would be one run") from None
                 ignored = ignored or (f"{where}: run {label}: {exc} (the runs ignore it; removing it from the "

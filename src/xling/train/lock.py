@@ -8,7 +8,9 @@ stale lock. The lock file names its holder's process id, for others' messages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 from ..errors import XlingError
 from ..fsio import make_dirs
 from .rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 _HELD: set[str] = set()  # the run directories whose lock this process holds (a study runner's, while it trains)
 
@@ -33,11 +37,12 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             return
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for other runners' messages
-        _HELD.add(os.path.realpath(run_dir))
+        key = os.path.realpath(run_dir)
+        _HELD.add(key)
         try:
             yield True
         finally:
-            _HELD.discard(os.path.realpath(run_dir))
+            _HELD.discard(key)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
@@ -76,7 +81,15 @@ def training_lock(run_dir: Path) -> Iterator[None]:
     if os.path.realpath(run_dir) in _HELD:
         yield
         return
-    with run_lock(run_dir) as got:
+    with contextlib.ExitStack() as stack:
+        try:
+            got = stack.enter_context(run_lock(run_dir))
+        except OSError as exc:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
+            if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
+                raise
+            log.warning(f"file locks do not work under {run_dir} ({exc.strerror}): nothing keeps a second process "
+                        "from training this run at the same time")
+            got = True
         if not got:
             raise XlingError(f"{run_dir} is being trained by process {lock_holder(run_dir) or '?'} (its .lock): wait "
                              "for it to finish, or train into another directory")

@@ -61,6 +61,8 @@ class Trainer:
         """Refuse to overwrite a run, or to resume it with another config; choose the checkpoint
         to resume from (self.resume_from)."""
         self.resume_from = None
+        if self.run.checkpoints.exists() or self.run.checkpoints.is_symlink():
+            self.run.check_own_checkpoints()
         # a start that failed before training (a full disk, say) left config.yaml, perhaps tokenizers: no run yet
         if not self.run.exists() or not (self.run.info_path.is_file() or self.run.checkpoint_dirs()):
             return
@@ -69,7 +71,6 @@ class Trainer:
                 f"run directory {self.run.path} already exists: pass --resume (from Python: resume=True) to continue it, "
                 "or choose another output directory"
             )
-        self.run.check_own_checkpoints()
         self.run.check_resumes_with(self.cfg)
         self.resume_from = self.run.checkpoint_to_resume(self.cfg)
         if self.resume_from is None and self.run.checkpoint_dirs():
@@ -214,6 +215,8 @@ class Trainer:
         held = training_lock(self.run.path) if self.world.is_main else contextlib.nullcontext()
         try:
             with held:  # (a refusal leaves the run, and the run.json of whoever holds it, as they are)
+                if self.world.is_main:  # decided again under the lock: another process may have trained meanwhile
+                    self._check_run_dir(resume)
                 try:
                     info = self._fit(resume, progress, stop_at)
                 except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
