@@ -13,6 +13,12 @@ class XlingError(Exception):
     """
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (its first), or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class _Stderr(logging.Handler):
     """Writes to whatever sys.stderr is when a record comes (it is replaced by tests and tools)."""
 

@@ -33,8 +33,8 @@ class Study:
     $XLING_STUDIES), a path to a YAML file, or the study itself as a mapping (name, base, grid, groups,
     ...: the file's content; its base may be a `Config`, a packaged config's name or a YAML file, or a mapping
     whose corpus is documents in memory, as in `Config`; such a study is found again by the same mapping, or,
-    for `xling study` and others, once you write the mapping as YAML to ./studies/NAME.yaml). `root`: the directory of run directories (default $XLING_RUNS or ./runs);
-    `db`: the results store (default ROOT/xling.db). Every run config is checked when the study is read.
+    for `xling study` and others, once you write the mapping as YAML to ./studies/NAME.yaml). `root`: the
+    directory of run directories (default $XLING_RUNS or ./runs); `db`: the results store (default ROOT/xling.db). Every run config is checked when the study is read.
 
         study = xling.Study("headline-cpu")
         study.run(workers=2)               # trains what is missing; safe to interrupt and call again

@@ -6,7 +6,7 @@ import os
 import time
 import traceback
 
-from ..errors import XlingError
+from ..errors import XlingError, first_line
 from ..train.evaluate import evaluate_run
 from ..train.live_log import LiveLog
 from ..train.lock import run_lock
@@ -49,7 +49,7 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
             status, error, trace = "completed", "", ""
         except Exception as exc:  # a failed run is recorded; the study goes on with the others
             status = "failed"
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error = first_line(exc)
             if not isinstance(exc, XlingError):
                 error = f"{type(exc).__name__}: {error}"
             trace = traceback.format_exc()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
-from ..errors import XlingError
+from ..errors import XlingError, first_line
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import RESUMABLE_KEYS, config_differences
 
@@ -51,15 +51,16 @@ if TYPE_CHECKING:
     import torch
 
 
-def _safetensors(load_file, path: Path, **options) -> dict:
+def _safetensors(path: Path, device: str = "cpu") -> dict:
     """A checkpoint's safetensors file; one that is not (a crafted file whose checksum was made to match) is one
     line, not the library's error."""
+    from safetensors.torch import load_file
+
     try:
-        return load_file(path, **options)
+        return load_file(path, device=device)
     except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise XlingError(f"{path} is not a safetensors file xling can read ({first}): restore the run from a "
-                         "copy") from None
+        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
+                         "from a copy") from None
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -339,23 +340,18 @@ class RunDir:
     @staticmethod
     def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
         """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
-        from safetensors.torch import load_file
-
-        weights = _safetensors(load_file, ckpt / "model.safetensors", device=str(map_location))
+        weights = _safetensors(ckpt / "model.safetensors", device=str(map_location))
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first})") from None
+            raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first_line(exc)})") from None
 
     @staticmethod
     def load_training(ckpt: Path) -> dict:
         """A checkpoint's training state, as `save_checkpoint` was given it (tensors on the CPU:
         optimizer.load_state_dict moves them to the parameters' device)."""
-        from safetensors.torch import load_file
-
         meta = read_json(ckpt / "training.json")
-        tensors = _safetensors(load_file, ckpt / "training.safetensors")
+        tensors = _safetensors(ckpt / "training.safetensors")
         state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
         for name, tensor in tensors.items():
             if name.startswith("optimizer."):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import RunConfig, resolved
 from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_languages, run_steps
-from ..errors import XlingError
+from ..errors import XlingError, first_line
 from ..fsio import make_dirs
 from . import distributed
 from .evaluate import evaluate_languages
@@ -94,13 +94,13 @@ class Trainer:
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
+        self.trained = {name for name, n in self.tokens_seen(self.steps).items() if n}  # (a ladder run: one language)
         # passes over each language's training text by the run's end (run.json's data_epochs; > 1: repeats)
         self.passes = {self.setup.names[self.setup.source_of_language.index(s)]: e
                        for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
         repeated = {name: e for name, e in self.passes.items() if e > 1}
         if repeated and self.world.is_main and not resume:  # (the paper never repeats data; a study report says so)
-            trained = {n for n, tokens in self.tokens_seen(self.steps).items() if tokens}
-            readers = {name: [n for n, s in zip(self.setup.names, self.setup.source_of_language) if n in trained
+            readers = {name: [n for n, s in zip(self.setup.names, self.setup.source_of_language) if n in self.trained
                               and s == self.setup.source_of_language[self.setup.index(name)]] or [name]
                        for name in repeated}
             log.warning(f"{self.steps} steps read the training text more than once: " + ", ".join(
@@ -153,10 +153,9 @@ class Trainer:
         ev = self.cfg.eval
         # A study's run scores only the languages it trains on, as its test evaluation does (the other language
         # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
-        trained = {name for name, n in self.tokens_seen(self.steps).items() if n}
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
                                      ev.max_tokens, self.device, self.autocast,
-                                     trained if self.run.study_record_path.is_file() else None, progress)
+                                     self.trained if self.run.study_record_path.is_file() else None, progress)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
@@ -223,8 +222,7 @@ class Trainer:
                     self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
                     raise
                 except Exception as exc:  # a full disk, say: not left "running" (a resume goes on from a checkpoint)
-                    self._record_end("failed", {"error": str(exc).strip().splitlines()[0] if str(exc).strip()
-                                                else type(exc).__name__})
+                    self._record_end("failed", {"error": first_line(exc)})
                     raise
             # Tear the group down together: a rank leaving while rank 0 still validates and
             # writes makes gloo abort the process at exit.
