@@ -36,6 +36,24 @@ def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corp
     assert [p.name for p in RunDir(tmp_path / "ddp").checkpoint_dirs()] == ["step_0000008", "step_0000012"]
 
 
+@pytest.mark.slow
+def test_every_process_stops_when_rank_0_is_refused_the_run(tiny_corpus_dir, tmp_path):
+    from xling.train.lock import run_lock
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, train={"device": "cpu"})), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
+    with run_lock(tmp_path / "ddp") as got:  # another process trains this run
+        assert got
+        # rank 1 used to wait for rank 0 at its first collective (until gloo's 30-minute timeout)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert "is being trained by process" in done.stderr and "rank 0 refused to train" in done.stderr
+    assert not RunDir(tmp_path / "ddp").info_path.exists()
+
+
 def test_batch_must_split_evenly_over_processes(tiny_corpus_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")

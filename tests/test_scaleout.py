@@ -7,8 +7,10 @@ import dataclasses
 import errno
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -227,6 +229,41 @@ def test_ctrl_c_twice_more_while_the_pool_stops_kills_its_workers(tmp_path):
     start = time.time()
     _ctrl_c_while_first_runs(_slow_to_stop, 2, 1, tmp_path, presses=3, gap=0.5)
     assert not mp.active_children() and time.time() - start < 25  # killed, not waited for (30 s)
+
+
+def _note_its_stop(n, folder) -> int:
+    Path(folder, f"pid-{n}.tmp").write_text(str(os.getpid()))
+    os.replace(Path(folder, f"pid-{n}.tmp"), Path(folder, f"pid-{n}"))  # (whole, when seen)
+    try:
+        time.sleep(30)
+    except KeyboardInterrupt:  # as a run marks its run.json interrupted
+        Path(folder, f"stopped-{n}").touch()
+        raise
+    return n
+
+
+def test_sigterm_stops_the_workers_runs_as_ctrl_c_does_and_they_end(tmp_path):
+    import multiprocessing as mp
+
+    # SIGTERM to the workers (`timeout` and SLURM's time limit signal every process of the job): each run stops as
+    # after Ctrl-C (a real run's run.json then says interrupted), then its worker ends. Workers used to die at
+    # once, their runs left saying "running".
+    results = Launch("local", 2, 1).run_each(_note_its_stop, [_Task(0), _Task(1)], str(tmp_path))
+    start = time.time()
+
+    def terminate_the_workers():
+        for n in (0, 1):
+            _wait_for(tmp_path / f"pid-{n}")
+        for n in (0, 1):
+            os.kill(int((tmp_path / f"pid-{n}").read_text()), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_the_workers)
+    killer.start()
+    with pytest.raises(XlingError, match="a worker process died"):
+        list(results)
+    killer.join()
+    assert (tmp_path / "stopped-0").exists() and (tmp_path / "stopped-1").exists()
+    assert not mp.active_children() and time.time() - start < 25  # ended, not waited for (30 s)
 
 
 def _wait_for(path: Path, timeout: float = 120) -> None:

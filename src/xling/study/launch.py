@@ -157,11 +157,14 @@ def _ctrl_c_while_stopping(pool: cf.ProcessPoolExecutor):
                 with contextlib.suppress(OSError):
                     process.kill()
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    # and SIGTERM where this process turns it into Ctrl-C (the CLI does: `timeout` and SLURM signal the runner too)
+    stops = [signal.SIGINT] + [signal.SIGTERM] * callable(signal.getsignal(signal.SIGTERM))
+    previous = {s: signal.signal(s, on_ctrl_c) for s in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if presses and sys.exc_info()[0] is None:  # (in an `except` block, its exception goes on instead)
         raise KeyboardInterrupt
 

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 
 from ..errors import warnings_to_stderr
 from .placement import GPU_VARIABLE
@@ -18,6 +19,8 @@ from .placement import GPU_VARIABLE
 _interrupted = False  # this worker has had a Ctrl-C: start nothing more
 _busy = False  # a run (or an analysis) is executing in this worker
 _stop = None  # the pool's multiprocessing Event: set by the runner when it stops early
+_terminated = False  # this worker has had a SIGTERM: it ends once its run has stopped
+_RUNNER_STOPS_WITHIN = 2.0  # seconds: a runner signalled with its workers sets `_stop` at once
 
 
 def _on_interrupt(signum, frame) -> None:
@@ -30,13 +33,36 @@ def _on_interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+def _on_terminate(signum, frame) -> None:
+    """SIGTERM in a pool worker (`timeout` and a SLURM time limit signal every process of the job; the pool
+    terminates its workers when one has died): the executing run stops as after Ctrl-C, so its run.json says
+    interrupted, not running, and the worker then ends (`guarded`: by its pool's shutdown, when the runner stops
+    too); an idle worker ends at once."""
+    global _terminated
+    _terminated = True
+    if not _busy:
+        _end_by_sigterm()
+    _on_interrupt(signum, frame)
+
+
+def _end_by_sigterm() -> None:
+    """End this process as SIGTERM would have (a pool that terminates its workers waits for them to end: one that
+    went back to waiting for tasks would keep it waiting for ever)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_pool_worker(threads: int, gpu_places, stop) -> None:
-    """A local pool's worker: `init_worker`, plus Ctrl-C handled as `_on_interrupt` says and `stop`
-    (a multiprocessing Event) checked before each task (`guarded`)."""
+    """A local pool's worker: `init_worker`, plus Ctrl-C and SIGTERM handled as `_on_interrupt` and
+    `_on_terminate` say and `stop` (a multiprocessing Event) checked before each task (`guarded`)."""
     global _stop
     _stop = stop
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a runner that ignores Ctrl-C: so do its workers
         signal.signal(signal.SIGINT, _on_interrupt)
+    signal.signal(signal.SIGTERM, _on_terminate)
     if hasattr(signal, "pthread_sigmask"):  # the runner started this process with Ctrl-C held back (Launch.run_each)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     init_worker(threads, gpu_places)
@@ -54,6 +80,9 @@ def guarded(fn, *args):
         return fn(*args)
     finally:
         _busy = False
+        # A runner that stops too (signalled with its workers) shuts its pool down in order; otherwise end here
+        if _terminated and not (_stop is not None and _stop.wait(_RUNNER_STOPS_WITHIN)):
+            _end_by_sigterm()
 
 
 def init_worker(threads: int, gpu_places=None) -> None:

@@ -66,6 +66,15 @@ def main_first(world: World):
         barrier(world)
 
 
+def from_main(world: World, value, device: torch.device):
+    """Rank 0's `value` (something small: a decision) on every process; every process must call it."""
+    if not world.active:
+        return value
+    box = [value]  # (pickled between this launch's own processes: nothing received from elsewhere)
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
 def mean_across(world: World, tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise mean of `tensor` over all processes (a copy; the input is unchanged)."""
     if not world.active:

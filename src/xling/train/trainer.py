@@ -210,12 +210,9 @@ class Trainer:
         and the other ranks return {"status": ..., "step": ..., "rank": r}.
         """
         self.prepare(resume)  # (validates everything, writes nothing)
-        # one process trains a run at a time (under torchrun rank 0 holds the lock for all)
-        held = training_lock(self.run.path) if self.world.is_main else contextlib.nullcontext()
         try:
-            with held:  # (a refusal leaves the run, and the run.json of whoever holds it, as they are)
-                if self.world.is_main:  # decided again under the lock: another process may have trained meanwhile
-                    self._check_run_dir(resume)
+            with contextlib.ExitStack() as held:  # (a refusal leaves the run, and the run.json of its holder, as they are)
+                self._take_run(held, resume)
                 try:
                     info = self._fit(resume, progress, stop_at)
                 except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
@@ -230,6 +227,24 @@ class Trainer:
             return info
         finally:
             distributed.shutdown(self.world)
+
+    def _take_run(self, held: contextlib.ExitStack, resume: bool) -> None:
+        """Hold the run's lock in `held` (one process trains a run at a time; under torchrun rank 0 holds it for all)
+        and decide again under it whether, and from which checkpoint, the run resumes: another process may have
+        trained it meanwhile. Under torchrun every rank follows rank 0's decision, a refusal included (a rank left
+        alone would wait for rank 0 at its first collective)."""
+        refusal = None
+        if self.world.is_main:
+            try:
+                held.enter_context(training_lock(self.run.path))
+                self._check_run_dir(resume)
+            except XlingError as exc:
+                refusal = str(exc)
+        checkpoint = None if self.resume_from is None else str(self.resume_from)
+        refusal, checkpoint = distributed.from_main(self.world, (refusal, checkpoint), self.device)
+        if refusal is not None:
+            raise XlingError(refusal if self.world.is_main else f"rank 0 refused to train {self.run.path}: {refusal}")
+        self.resume_from = None if checkpoint is None else Path(checkpoint)
 
     def _record_end(self, status: str, fields: dict) -> None:
         """run.json of a run stopped while it said "running" says how it stopped (the disk may take no more)."""
