@@ -6,12 +6,13 @@ import errno
 import json
 import os
 import shutil
+import signal
 
 import pytest
 import torch
 import yaml
 
-from conftest import tiny_config, tiny_config_dict
+from conftest import run_losses, tiny_config, tiny_config_dict
 from xling.api.runs import Run
 from xling.cli import main
 from xling.config import RunConfig
@@ -215,6 +216,69 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir
     monkeypatch.setattr(Trainer, "train_step", real_step)
     info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
     assert info["status"] == "completed"
+
+
+def _signal_during_step(monkeypatch, at: int, signals: tuple[int, ...]):
+    """Training sends itself `signals` while step `at` runs (as Ctrl-C, or SLURM's SIGTERM, land mid-step)."""
+    real_step = Trainer.train_step
+
+    def step(self, n):
+        loss = real_step(self, n)
+        if n == at:
+            for signum in signals:
+                os.kill(os.getpid(), signum)
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    return real_step
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_step_ends_the_step_checkpoints_it_and_resume_is_exact(tiny_corpus_dir, tiny_run, tmp_path,
+                                                                         monkeypatch, signum):
+    from xling.cli.app import _interrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # what `xling` commands and study workers install
+    try:
+        real_step = _signal_during_step(monkeypatch, at=9, signals=(signum,))
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    run = RunDir(tmp_path / "run")
+    info = run.read_info()
+    # the tenth step ended and was logged and checkpointed: a resume loses nothing
+    assert info["status"] == "interrupted" and info["step"] == 10
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_0000008", "step_0000010"]
+    assert [r["step"] for r in run.read_metrics() if "loss" in r] == list(range(1, 11))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert Trainer(tiny_config(tiny_corpus_dir), run.path).fit(resume=True, progress=False)["status"] == "completed"
+    assert run_losses(run.path) == run_losses(tiny_run)  # every step once, bit-identical
+    # the stop's checkpoint goes once a later one is there: the checkpoints are those of an unstopped run
+    assert [p.name for p in run.checkpoint_dirs()] == [p.name for p in RunDir(tiny_run).checkpoint_dirs()]
+
+
+def test_ctrl_c_twice_at_once_is_one_stop(tiny_corpus_dir, tmp_path, monkeypatch):
+    # `timeout -s INT` signals the process and its group; a study's worker gets the terminal's and its runner's
+    _signal_during_step(monkeypatch, at=5, signals=(signal.SIGINT, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    run = RunDir(tmp_path / "run")
+    assert run.read_info()["step"] == 6 and run.checkpoint_dirs()[-1].name == "step_0000006"
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.train import stopping
+
+    monkeypatch.setattr(stopping, "SAME_STOP_WITHIN", 0.0)  # (a second press, a while after the first)
+    _signal_during_step(monkeypatch, at=5, signals=(signal.SIGINT, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    run = RunDir(tmp_path / "run")
+    # the second press stopped the sixth step (steps_done 5): no checkpoint for it
+    assert run.read_info()["status"] == "interrupted" and run.read_info()["step"] == 5
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_0000004"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
 def test_results_of_an_interrupted_run_carry_the_step_of_the_weights_they_used(interrupted_run, tmp_path):

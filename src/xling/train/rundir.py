@@ -264,6 +264,10 @@ class RunDir:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        older = [d for d in self.checkpoint_dirs() if checkpoint_step(d) < step]
+        for old in older:  # one written where a stop came (trainer: stop_at_step_end) has served once a later is here
+            if checkpoint_step(old) % cfg.train.checkpoint_every:
+                shutil.rmtree(old, ignore_errors=True)
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
             if not _kept(checkpoint_step(old), cfg):
                 shutil.rmtree(old, ignore_errors=True)

@@ -30,6 +30,7 @@ from .lock import training_lock
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
+from .stopping import stop_at_step_end
 
 log = logging.getLogger(__name__)
 
@@ -305,30 +306,36 @@ class Trainer:
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         window_start, window_steps = time.perf_counter(), 0
         pending = []
+        # Ctrl-C / SIGTERM: the step ends, is logged and checkpointed, then the run stops (under torchrun the ranks
+        # could stop at different steps: there a signal stops at once)
         try:  # closed before an interrupt's message, not redrawn after it at exit
-            for step in range(start, end):
-                pending.append(self.train_step(step))
-                done = self.steps_done = step + 1
-                window_steps += 1
-                checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps
-                # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
-                if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
-                    # One host sync (and one all-reduce) per log interval: the global mean loss.
-                    losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
-                    pending.clear()
-                    self._check_finite(losses, first_step=done - len(losses) + 1)
-                    elapsed = time.perf_counter() - window_start
-                    rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                    if main:
-                        self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
-                                      "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
-                    window_start, window_steps = time.perf_counter(), 0
-                bar.update(1)
-                if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
-                    self.validate(done)
-                if main and checkpoint_due:
-                    run.save_checkpoint(done, self.model, self._state(done), cfg)
+            with stop_at_step_end(enabled=not self.world.active) as stop:
+                for step in range(start, end):
+                    pending.append(self.train_step(step))
+                    done = self.steps_done = step + 1
+                    window_steps += 1
+                    checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps or stop.requested
+                    # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
+                    if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
+                        # One host sync (and one all-reduce) per log interval: the global mean loss.
+                        losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
+                        pending.clear()
+                        self._check_finite(losses, first_step=done - len(losses) + 1)
+                        elapsed = time.perf_counter() - window_start
+                        rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                        if main:
+                            self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                                          "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+                        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+                        window_start, window_steps = time.perf_counter(), 0
+                    bar.update(1)
+                    if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
+                        self.validate(done)
+                    if main and checkpoint_due:
+                        run.save_checkpoint(done, self.model, self._state(done), cfg)
+                    if stop.requested and checkpoint_due:  # (one that came while validating: after the next step)
+                        stop.deliver()  # (its handler raises KeyboardInterrupt: run.json then says interrupted)
+                stop.deliver()  # one that came after the last step's checkpoint
         finally:
             bar.close()
         if not main:
