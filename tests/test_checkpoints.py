@@ -259,7 +259,10 @@ def test_a_signal_mid_step_ends_the_step_checkpoints_it_and_resume_is_exact(tiny
 
 
 def test_ctrl_c_twice_at_once_is_one_stop(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.train import stopping
+
     # `timeout -s INT` signals the process and its group; a study's worker gets the terminal's and its runner's
+    monkeypatch.setattr(stopping, "SAME_STOP_WITHIN", 60.0)  # (however slow this machine is today)
     _signal_during_step(monkeypatch, at=5, signals=(signal.SIGINT, signal.SIGINT))
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
@@ -279,6 +282,85 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_corpus_dir, tmp
     assert run.read_info()["status"] == "interrupted" and run.read_info()["step"] == 5
     assert [p.name for p in run.checkpoint_dirs()] == ["step_0000004"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_a_signal_while_validating_stops_at_that_step_with_its_checkpoint(tiny_corpus_dir, tiny_run, tmp_path,
+                                                                         monkeypatch):
+    real_validate = Trainer.validate
+
+    def validate_then_ctrl_c(self, step, *args, **kwargs):
+        results = real_validate(self, step, *args, **kwargs)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return results
+
+    monkeypatch.setattr(Trainer, "validate", validate_then_ctrl_c)
+    cfg = tiny_config(tiny_corpus_dir, train={"eval_every": 3})
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "run").fit(progress=False)
+    run = RunDir(tmp_path / "run")
+    assert run.read_info()["step"] == 3 and [p.name for p in run.checkpoint_dirs()] == ["step_0000003"]  # not step 4
+    monkeypatch.setattr(Trainer, "validate", real_validate)
+    Trainer(cfg, run.path).fit(resume=True, progress=False)
+    assert run_losses(run.path) == run_losses(tiny_run)
+
+
+def test_a_stop_whose_checkpoint_fails_still_reaches_its_handler_and_the_error_goes_on(tiny_corpus_dir, tmp_path,
+                                                                                      monkeypatch):
+    calls = []
+
+    def handler(signum, frame):  # a study worker's: it notes the SIGTERM (then ends the worker) and raises
+        calls.append(signum)
+        raise KeyboardInterrupt
+
+    real_save = RunDir.save_checkpoint
+
+    def full_disk_at_the_stop(self, *args, stop=False):
+        if stop:
+            raise OSError(28, "No space left on device")
+        return real_save(self, *args, stop=stop)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        _signal_during_step(monkeypatch, at=5, signals=(signal.SIGTERM,))
+        monkeypatch.setattr(RunDir, "save_checkpoint", full_disk_at_the_stop)
+        with pytest.raises(OSError, match="No space left"):
+            Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls == [signal.SIGTERM]
+    assert RunDir(tmp_path / "run").read_info()["status"] == "failed"
+
+
+def test_a_stops_checkpoint_goes_when_a_later_is_written_even_after_checkpoint_every_changes(tiny_corpus_dir,
+                                                                                            tmp_path, monkeypatch):
+    keep_all = {"keep_checkpoints": "all"}
+    real_step = _signal_during_step(monkeypatch, at=5, signals=(signal.SIGINT,))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tiny_corpus_dir, train=keep_all), tmp_path / "run").fit(progress=False)
+    run = RunDir(tmp_path / "run")
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_0000004", "step_0000006"]
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    Trainer(tiny_config(tiny_corpus_dir, train={**keep_all, "checkpoint_every": 3}), run.path).fit(resume=True,
+                                                                                                  progress=False)
+    # 6 was the stop's (though on the new grid); 4 was a regular one, which `all` keeps
+    assert [p.name for p in run.checkpoint_dirs()] == ["step_0000004", "step_0000009", "step_0000012"]
+
+
+def test_a_forwarded_stop_is_never_a_second_press(monkeypatch):
+    from xling.train import stopping
+
+    calls = []
+    stop = stopping.StepEndStop()
+    stop.handlers = {signal.SIGINT: lambda s, f: calls.append(s), stopping.FORWARDED: lambda s, f: calls.append(s)}
+    stop._note(signal.SIGINT, None)
+    stop.since -= 10  # long ago
+    stop._note(stopping.FORWARDED, None)  # the runner passing the same Ctrl-C on, late: held with the first
+    assert calls == [] and stop.requested
+    stop._note(signal.SIGINT, None)  # a second press, later: now
+    assert calls == [signal.SIGINT]
+    stop.deliver()
+    assert calls == [signal.SIGINT, signal.SIGINT] and not stop.requested
 
 
 def test_results_of_an_interrupted_run_carry_the_step_of_the_weights_they_used(interrupted_run, tmp_path):

@@ -47,7 +47,8 @@ def test_every_process_stops_when_rank_0_is_refused_the_run(tiny_corpus_dir, tmp
            "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
     with run_lock(tmp_path / "ddp") as got:  # another process trains this run
         assert got
-        # rank 1 used to wait for rank 0 at its first collective (until gloo's 30-minute timeout)
+        # every rank says why (rank 1 used to wait for rank 0 at its first collective until torchrun's agent tore it
+        # down: at once on one node; across nodes, not before the collective's timeout)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
     assert "is being trained by process" in done.stderr and "rank 0 refused to train" in done.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import ModelDims, resolve_model
 from ..errors import XlingError
+from ..train.stopping import FORWARDED
 from .execute import execute_run
 from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
 from .spec import RunSpec
@@ -129,11 +130,12 @@ def auto_workers(todo: list[RunSpec]) -> int:
 
 
 def _interrupt(pool: cf.ProcessPoolExecutor) -> None:
-    """Ctrl-C to the pool's workers (one that had it already ignores a second: workers._on_interrupt)."""
+    """Ctrl-C passed on to the pool's workers, as the signal that is never a second press (`stopping.FORWARDED`): a
+    worker that had the Ctrl-C itself (from the terminal, or SLURM's SIGTERM) still ends its step with a checkpoint."""
     processes = getattr(pool, "_processes", None) or {}  # the executor's own table: no public way to them
     for process in list(processes.values()):
         with contextlib.suppress(OSError):
-            os.kill(process.pid, signal.SIGINT)
+            os.kill(process.pid, FORWARDED)
 
 
 @contextlib.contextmanager
@@ -171,13 +173,13 @@ def _ctrl_c_while_stopping(pool: cf.ProcessPoolExecutor):
 
 @contextlib.contextmanager
 def _ctrl_c_held_back():
-    """Block SIGINT in this thread meanwhile: a process started now inherits the block, so a Ctrl-C
+    """Block SIGINT (and FORWARDED) in this thread meanwhile: a process started now inherits the block, so a Ctrl-C
     waits until it has installed its handler (`workers.init_pool_worker`) instead of killing it
     with a traceback from its imports; here it is delivered when the block ends. (POSIX only.)"""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, FORWARDED})
     try:
         yield
     finally:
@@ -287,9 +289,9 @@ class Launch:
                     _interrupt(pool)
                 pool.shutdown(wait=True)
             if isinstance(exc, cf.process.BrokenProcessPool):
-                raise XlingError("a worker process died (out of memory? or, from Python, a script whose top "
-                                 "level is not under `if __name__ == \"__main__\":`); run the study again to "
-                                 "continue, perhaps with fewer workers") from None
+                raise XlingError("a worker process died (out of memory? killed, or sent SIGTERM without its runner? "
+                                 "or, from Python, a script whose top level is not under `if __name__ == "
+                                 "\"__main__\":`); run the study again to continue, perhaps with fewer workers") from None
             raise
         with _ctrl_c_while_stopping(pool):
             pool.shutdown(wait=True)

@@ -13,6 +13,7 @@ import signal
 import sys
 
 from ..errors import warnings_to_stderr
+from ..train.stopping import FORWARDED
 from .placement import GPU_VARIABLE
 
 # Ctrl-C in a terminal reaches every process of its group: the runner and each worker at once.
@@ -62,9 +63,10 @@ def init_pool_worker(threads: int, gpu_places, stop) -> None:
     _stop = stop
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a runner that ignores Ctrl-C: so do its workers
         signal.signal(signal.SIGINT, _on_interrupt)
+    signal.signal(FORWARDED, _on_interrupt)  # Ctrl-C passed on by the runner (launch._interrupt)
     signal.signal(signal.SIGTERM, _on_terminate)
-    if hasattr(signal, "pthread_sigmask"):  # the runner started this process with Ctrl-C held back (Launch.run_each)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):  # the runner started this process with these held back (Launch.run_each)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, FORWARDED})
     init_worker(threads, gpu_places)
 
 

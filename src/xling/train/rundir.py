@@ -9,7 +9,8 @@ every write into it (all atomic).
         model.safetensors    the weights (all that eval, sample and the analyses read)
         training.safetensors optimiser state tensors and the torch RNG state (resume only)
         training.json        step, optimiser param groups, loss-scaler state (resume only)
-        manifest.json        format, step, the run's config, a SHA-256 per file
+        manifest.json        format, step, the run's config, a SHA-256 per file; "stop": true where training was
+                             stopped (Ctrl-C, SIGTERM) off the checkpoint_every grid
       eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits,
                          eval_<split>_<protocol>.json under another window, last_n or max_tokens
       alignment/         alignment.json and its figures (`xling align`); checkpoints/ per kept checkpoint
@@ -236,16 +237,19 @@ class RunDir:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # checkpoints
-    def save_checkpoint(self, step: int, model: torch.nn.Module, training: dict, cfg: RunConfig) -> Path:
+    def save_checkpoint(self, step: int, model: torch.nn.Module, training: dict, cfg: RunConfig,
+                        stop: bool = False) -> Path:
         """Write a checkpoint; the directory appears complete or not at all.
 
         `training` is {"step", "optimizer": its state_dict, "scaler": its state_dict, "torch_rng"}.
         Files are built in memory and written with atomic_write, so a full disk is an OSError.
+        `stop`: written where training was stopped, off the checkpoint_every grid; removed once a later one is
+        written (a finished run keeps the checkpoints of one never stopped).
         """
         from safetensors.torch import save as safetensors_bytes
 
         files = {"model.safetensors": safetensors_bytes(_cpu(model.state_dict())), **_encode_training(training)}
-        manifest = {"format": CHECKPOINT_FORMAT, "step": step,
+        manifest = {"format": CHECKPOINT_FORMAT, "step": step, **({"stop": True} if stop else {}),
                     "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                     "config": to_dict(cfg)}
         files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
@@ -264,9 +268,9 @@ class RunDir:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        older = [d for d in self.checkpoint_dirs() if checkpoint_step(d) < step]
-        for old in older:  # one written where a stop came (trainer: stop_at_step_end) has served once a later is here
-            if checkpoint_step(old) % cfg.train.checkpoint_every:
+        for old in self.checkpoint_dirs():  # a stop's checkpoint has served once a later one is here
+            manifest = read_json(old / "manifest.json", default=None) if checkpoint_step(old) < step else None
+            if isinstance(manifest, dict) and manifest.get("stop") is True:
                 shutil.rmtree(old, ignore_errors=True)
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:
             if not _kept(checkpoint_step(old), cfg):

@@ -3,23 +3,29 @@
 A resume then goes on from the step where it stopped. (Before, a stop lost everything since the last periodic
 checkpoint: up to `train.checkpoint_every` steps, which at the paper's presets is a thousand steps; SLURM's time
 limit sends SIGTERM and kills 30 s later.) A second signal stops at once, as the first used to, unless it comes
-within a second of the first: one stop often arrives twice (`timeout -s INT` signals the process and its group; a
-terminal's Ctrl-C reaches a study's workers, and their runner passes it on).
+within a second of the first or is a study runner passing a stop on (FORWARDED): one stop often arrives twice
+(`timeout -s INT` signals the process and its group; a terminal's Ctrl-C, or SLURM, reaches a study's workers and
+their runner, which passes it on).
 
-Only signals that Python turns into an exception are held back: Ctrl-C, and SIGTERM where a handler of its own
-raises one (`xling`'s commands, a study's workers). The signal's own handler is called at the step's end, so
-whatever it does (a study worker's bookkeeping, say) still happens.
+Signals whose handler is Python code are held back: Ctrl-C, SIGTERM where `xling`'s commands and a study's workers
+turn it into Ctrl-C, and a handler of your own. SIG_DFL and SIG_IGN are left as they are (a SIGTERM to a Python
+script that set nothing still kills it at once). The held signal's own handler is called at the step's end, so
+whatever it does (raise KeyboardInterrupt, a study worker's bookkeeping) still happens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
 from collections.abc import Iterator
 
+log = logging.getLogger(__name__)
+
 SAME_STOP_WITHIN = 1.0  # seconds: a repeat this soon is the first stop arriving by another way
+FORWARDED = signal.SIGUSR1  # a study runner passes a stop on to its workers with this one: never a second press
 
 
 class StepEndStop:
@@ -37,8 +43,10 @@ class StepEndStop:
     def _note(self, signum, frame) -> None:
         if self.pending is None:
             self.pending, self.since = signum, time.monotonic()
-        elif time.monotonic() - self.since >= SAME_STOP_WITHIN:  # a second stop: now (from inside the step, as before)
-            self.handlers[signum](signum, frame)
+            log.warning("stopping at the end of this step, after its checkpoint (Ctrl-C again, a second from now, "
+                        "stops at once, without one)")
+        elif signum != FORWARDED and time.monotonic() - self.since >= SAME_STOP_WITHIN:
+            self.handlers[signum](signum, frame)  # a second stop: now, from inside the step, as before
 
     def deliver(self) -> None:
         """Call the held-back signal's handler (it raises KeyboardInterrupt, or lets training go on)."""
@@ -49,18 +57,25 @@ class StepEndStop:
 
 @contextlib.contextmanager
 def stop_at_step_end(enabled: bool = True) -> Iterator[StepEndStop]:
-    """Hold back Ctrl-C and SIGTERM meanwhile (see the module's docstring); `enabled` False, or outside the main
-    thread (where Python runs no signal handler), a stop that never asks."""
+    """Hold back Ctrl-C and SIGTERM meanwhile (see the module's docstring) until the caller's `deliver`; a stop still
+    held when the block ends is delivered then. `enabled` False, or outside the main thread (where Python runs no
+    signal handler): a stop that never asks."""
     stop = StepEndStop()
     if enabled and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, FORWARDED):
             handler = signal.getsignal(signum)
-            if callable(handler):  # (SIG_DFL and SIG_IGN are not: the process dies, or ignores it, as before)
+            if callable(handler):
                 stop.handlers[signum] = handler
     for signum in stop.handlers:
         signal.signal(signum, stop._note)
     try:
         yield stop
+    except BaseException:
+        if stop.requested:  # the block failed meanwhile: its error goes on, the stop still reaches its handler
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                stop.deliver()
+        raise
     finally:
         for signum, handler in stop.handlers.items():
             signal.signal(signum, handler)
+    stop.deliver()

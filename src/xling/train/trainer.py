@@ -216,7 +216,7 @@ class Trainer:
                 self._take_run(held, resume)
                 try:
                     info = self._fit(resume, progress, stop_at)
-                except KeyboardInterrupt:  # Ctrl-C: run.json says so (after a kill -9 it still says running)
+                except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: run.json says so (after a kill -9 it still says running)
                     self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
                     raise
                 except Exception as exc:  # a full disk, say: not left "running" (a resume goes on from a checkpoint)
@@ -234,17 +234,19 @@ class Trainer:
         and decide again under it whether, and from which checkpoint, the run resumes: another process may have
         trained it meanwhile. Under torchrun every rank follows rank 0's decision, a refusal included (a rank left
         alone would wait for rank 0 at its first collective)."""
-        refusal = None
+        error = refusal = None
         if self.world.is_main:
             try:
                 held.enter_context(training_lock(self.run.path))
                 self._check_run_dir(resume)
-            except XlingError as exc:
-                refusal = str(exc)
+            except Exception as exc:  # (a refusal, or a lock file that cannot be written)
+                error, refusal = exc, first_line(exc)
         checkpoint = None if self.resume_from is None else str(self.resume_from)
         refusal, checkpoint = distributed.from_main(self.world, (refusal, checkpoint), self.device)
+        if error is not None:
+            raise error
         if refusal is not None:
-            raise XlingError(refusal if self.world.is_main else f"rank 0 refused to train {self.run.path}: {refusal}")
+            raise XlingError(f"rank 0 refused to train {self.run.path}: {refusal}")
         self.resume_from = None if checkpoint is None else Path(checkpoint)
 
     def _record_end(self, status: str, fields: dict) -> None:
@@ -270,7 +272,7 @@ class Trainer:
         raise XlingError(message)
 
     def _fit(self, resume: bool, progress: bool, stop_at: int | None) -> dict:
-        # One function, a little over 60 lines, on purpose: the training loop read top to bottom (restore,
+        # One function, about 80 lines, on purpose: the training loop read top to bottom (restore,
         # run.json, steps with their logging, validation and checkpoints, the final record) in one place.
         cfg, run, main = self.cfg, self.run, self.world.is_main
         if main:
@@ -304,8 +306,22 @@ class Trainer:
         end = self.steps if stop_at is None else min(stop_at, self.steps)
         bar = _progress(start, self.steps, progress and main, cfg.name or run.path.name)
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-        window_start, window_steps = time.perf_counter(), 0
+        window = [time.perf_counter(), 0]  # since when, and how many steps, the tokens/s of the next record count
         pending = []
+
+        def log_pending(done: int) -> None:
+            # One host sync (and one all-reduce) per log interval: the global mean loss of each step since the last.
+            # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
+            losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
+            pending.clear()
+            self._check_finite(losses, first_step=done - len(losses) + 1)
+            rate = window[1] * tokens_per_step / max(time.perf_counter() - window[0], 1e-9)
+            if main:
+                self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
+                              "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
+            window[:] = [time.perf_counter(), 0]
+
         # Ctrl-C / SIGTERM: the step ends, is logged and checkpointed, then the run stops (under torchrun the ranks
         # could stop at different steps: there a signal stops at once)
         try:  # closed before an interrupt's message, not redrawn after it at exit
@@ -313,29 +329,19 @@ class Trainer:
                 for step in range(start, end):
                     pending.append(self.train_step(step))
                     done = self.steps_done = step + 1
-                    window_steps += 1
-                    checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == self.steps or stop.requested
-                    # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
-                    if done % cfg.train.log_every == 0 or done == end or checkpoint_due:
-                        # One host sync (and one all-reduce) per log interval: the global mean loss.
-                        losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
-                        pending.clear()
-                        self._check_finite(losses, first_step=done - len(losses) + 1)
-                        elapsed = time.perf_counter() - window_start
-                        rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                        if main:
-                            self._record({"step": done, "loss": losses[-1], "losses": losses, "lr": self.optimizer.param_groups[0]["lr"],
-                                          "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
-                        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
-                        window_start, window_steps = time.perf_counter(), 0
+                    window[1] += 1
+                    regular = done % cfg.train.checkpoint_every == 0 or done == self.steps  # (a checkpoint's due)
+                    if done % cfg.train.log_every == 0 or done == end or regular or stop.requested:
+                        log_pending(done)
                     bar.update(1)
                     if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                         self.validate(done)
-                    if main and checkpoint_due:
-                        run.save_checkpoint(done, self.model, self._state(done), cfg)
-                    if stop.requested and checkpoint_due:  # (one that came while validating: after the next step)
+                    if stop.requested and pending:  # it came after the step (while logging or validating)
+                        log_pending(done)
+                    if main and (regular or stop.requested):
+                        run.save_checkpoint(done, self.model, self._state(done), cfg, stop=not regular)
+                    if stop.requested:
                         stop.deliver()  # (its handler raises KeyboardInterrupt: run.json then says interrupted)
-                stop.deliver()  # one that came after the last step's checkpoint
         finally:
             bar.close()
         if not main:
