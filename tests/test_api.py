@@ -469,7 +469,31 @@ def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_d
     (lambda r: r.transfer(task=5), "task must be text or a path, got 5"),
     (lambda r: r.export_hf(5), "out must be text or a path, got 5"),
     (lambda r: r.model(device=5), "device must be a name"),
+    (lambda r: r.evaluate(window=64.0), "window must be a whole number or None, got 64.0"),
+    (lambda r: r.evaluate(max_tokens="100"), "max_tokens must be a whole number or None, got '100'"),
+    (lambda r: r.align(sequences="10"), "sequences must be a whole number, got '10'"),
+    (lambda r: r.align_over_training(batch_size=0), "batch_size must be between 1 and 65536, got 0"),
 ])
 def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(tiny_run, call, message):
     with pytest.raises(xling.XlingError, match=re.escape(message)):
         call(xling.Run(tiny_run))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: xling.teff([], [], bootstrap="10"), "bootstrap must be a whole number, got '10'"),
+    (lambda: xling.teff([], [], bootstrap=10.5), "bootstrap must be a whole number, got 10.5"),
+    (lambda: xling.teff([], [], seed="x"), "seed must be a whole number, got 'x'"),
+    (lambda: xling.Study(5), "study must be text or a path or a mapping, got 5"),
+    (lambda: xling.Study("headline-cpu", root=5), "root must be text or a path or None, got 5"),
+    (lambda: xling.corpus({"a": 1}), "corpus() takes documents as a list or an iterator of strings, not dict"),
+    (lambda: xling.Run("no/such/run").status, "no/such/run is not a run directory"),  # (not 'pending')
+])
+def test_api_functions_refuse_values_of_another_type_in_one_xling_error(call, message):
+    with pytest.raises(xling.XlingError, match=re.escape(message)):
+        call()
+
+
+def test_numpy_booleans_are_booleans_in_a_config():
+    import numpy as np
+
+    assert xling.Config("clone-90-10", {"train.compile": np.True_})._cfg.train.compile is True

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import yamlio
 from .errors import XlingError
-from .notation import NAME_RULE, apply_overrides, books_part, flatten, is_name, parse_schedule
+from .notation import NAME_RULE, apply_overrides, books_part, flatten, is_name, is_numpy_bool, parse_schedule
 from .recipes import config_path
 from .yamlio import load_file as load_yaml
 
@@ -208,6 +208,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return float(value)
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. a schedule written without quotes
+    if typ is bool and is_numpy_bool(value):
+        return bool(value)
     if typ in (int, float, str, bool) and not (isinstance(value, typ) and not (typ is int and isinstance(value, bool))):
         raise XlingError(f"{where} must be of type {typ.__name__}, got {reprlib.repr(value)}")
     return value

@@ -1,5 +1,6 @@
 """Short notations inside configs: dotted keys (train.steps), a usable name, a schedule of p ('0.1_0.9'), a part
-of the Bible's books ('2/7') and one split of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test')."""
+of the Bible's books ('2/7'), one split of a Hugging Face dataset ('wikitext:wikitext-103-raw-v1@test'), and NumPy's
+True and False where a bool is meant (a notebook hands them over)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import re
 from typing import Any
 
 from .errors import XlingError
+
+
+def is_numpy_bool(value: Any) -> bool:
+    """numpy.True_ and numpy.False_ (their type is numpy.bool_, named numpy.bool since NumPy 2)."""
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
 
 
 def parse_schedule(text: str) -> list[float]:

@@ -76,7 +76,7 @@ def corpus(documents: Iterable[str], *, valid: Iterable[str] | None = None, test
 
 def _written(documents: Iterable[str], folder: Path, what: str) -> str:
     """The path of a JSONL file under `folder` named by its content, holding `documents` (written once)."""
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+    if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):  # (a dict: its keys)
         raise XlingError(f"corpus() takes {what} as a list or an iterator of strings, not "
                          f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
     digest, count = hashlib.sha256(), 0

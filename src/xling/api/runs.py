@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
-import reprlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +10,7 @@ from typing import Any
 
 from ..errors import XlingError
 from ..fsio import read_json
+from .checks import check_arguments
 from .configs import Config, ConfigSource, unwrap
 from .scores import rows_or_frame
 
@@ -66,14 +64,21 @@ class Run:
         run = self._dir()
         return Config(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
 
+    _planned = False  # a study's run (Study.runs): before it starts, it has no directory yet
+
     @property
     def info(self) -> dict:
-        """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity."""
+        """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity ({} before
+        training starts). A path that holds nothing is an error (a mistyped path is not a run waiting to start),
+        unless the run is a study's (`Study.runs`) not started yet."""
+        if not (self._planned or self.path.is_dir()):
+            self._dir().require()
         return self._dir().read_info()
 
     @property
     def status(self) -> str:
-        """running, interrupted, failed or completed (from run.json); pending before training starts.
+        """running, interrupted, failed or completed (from run.json); pending before training starts (a path that
+        holds nothing is an error, as for `info`).
         A study's run is read as `xling study status` reads it (its lock tells a live run from one
         killed with kill -9: interrupted; trained: no test evaluation yet); a run of `xling train`
         holds no lock, so after a kill -9 its run.json still says running."""
@@ -129,8 +134,11 @@ class Run:
         check_split_name(split)
         path = self._dir().require().eval_path(split)
         if not path.is_file():
+            others = sorted(p.name for p in path.parent.glob(f"{path.stem}_*.json"))
             raise XlingError(f"{self.path} has no {split} evaluation yet: call Run.evaluate(split={split!r}) "
                              f"(or xling eval {self.path}{'' if split == 'test' else f' --split {split}'})"
+                             + (f"; {', '.join(others)} scored it under another protocol (max_tokens, window or "
+                                "last_n other than the run's), which this does not read" if others else "")
                              + ("; the validation during training is in Run.info['valid'] and Run.metrics('valid')"
                                 if split == "valid" else ""))
         return dict(read_json(path).get("languages") or {})
@@ -147,6 +155,9 @@ class Run:
         is not scored in the other). `progress`: a bar over the windows scored, on a terminal."""
         from ..train.evaluate import evaluate_run
 
+        whole = (int, type(None))  # (their ranges: evaluate_run, which knows the window)
+        check_arguments(split=(split, str), max_tokens=(max_tokens, whole), window=(window, whole),
+                        last_n=(last_n, whole), progress=(progress, bool))
         report, _ = evaluate_run(self.path, split, max_tokens, device, window=window, last_n=last_n,
                                  trained_only=(self.path / "study.json").is_file(), progress=progress)
         return dict(report["languages"])
@@ -165,7 +176,7 @@ class Run:
         from ..train.session import load_session
 
         prompt = "" if prompt is None else prompt
-        _check(language=(language, str), prompt=(prompt, str), tokens=(tokens, int, 1, 100_000),
+        check_arguments(language=(language, str), prompt=(prompt, str), tokens=(tokens, int, 1, 100_000),
                temperature=(temperature, float, 0, 100), top_k=(top_k, int, 0, 10**7), seed=(seed, int, 0, 2**32 - 1),
                any_language=(any_language, bool))
         session = load_session(self.path, device=device)
@@ -204,6 +215,7 @@ class Run:
         """
         from ..analysis.alignment import align_run, checked_pair
 
+        _check_alignment(sequences, grad_sequences, batch_size, figures=(figures, bool), reuse=(reuse, bool))
         path, pair = self._dir().require().alignment_path, checked_pair(pair)
         if reuse and path.is_file():
             stored = read_json(path)
@@ -221,6 +233,7 @@ class Run:
         in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
         from ..analysis.alignment import align_over_training, checked_pair
 
+        _check_alignment(sequences, grad_sequences, batch_size, reuse=(reuse, bool))
         return align_over_training(self.path, reuse=reuse, pair=checked_pair(pair), sequences=sequences,
                                    grad_sequences=grad_sequences, batch_size=batch_size, device=device)
 
@@ -231,7 +244,7 @@ class Run:
         returns it. `task`: ``"bible-parts"`` (built in) or a CSV / JSONL file with text and label columns."""
         from ..analysis.transfer import transfer_run
 
-        _check(task=(task, (str, os.PathLike)), language=(language, (str, type(None))), steps=(steps, int, 1, 10**9),
+        check_arguments(task=(task, (str, os.PathLike)), language=(language, (str, type(None))), steps=(steps, int, 1, 10**9),
                batch_size=(batch_size, int, 1, 2**16), lr=(lr, float, 1e-12, 10), seed=(seed, int, 0, 2**32 - 1))
         return transfer_run(self.path, task, language, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                             device=device)
@@ -244,25 +257,13 @@ class Run:
         hf``."""
         from ..train.hf_export import export_hf
 
-        _check(out=(out, (str, os.PathLike)), language=(language, (str, type(None))))
+        check_arguments(out=(out, (str, os.PathLike)), language=(language, (str, type(None))))
         return export_hf(self.path, out, language)
 
 
-def _check(**arguments: tuple) -> None:
-    """Each argument's (value, type[, lo, hi]): a value of another type or outside [lo, hi] is one XlingError, as the
-    command line's are (not a TypeError, or PyTorch's error, from deep inside). Whole numbers pass as floats."""
-    for name, (value, kind, *bounds) in arguments.items():
-        number = kind in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if kind is int:
-            number = number and isinstance(value, numbers.Integral)
-        truth = kind is bool and type(value).__name__ == "bool_"  # (NumPy's True and False)
-        if not (number or truth or (kind not in (int, float) and isinstance(value, kind))):
-            what = {int: "a whole number", float: "a number", str: "text", bool: "True or False"}
-            what |= {os.PathLike: "a path", type(None): "None"}
-            expected = " or ".join(what[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise XlingError(f"{name} must be {expected}, got {reprlib.repr(value)}")
-        if bounds and not ((isinstance(value, numbers.Integral) or math.isfinite(value)) and bounds[0] <= value <= bounds[1]):
-            raise XlingError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {reprlib.repr(value)}")
+def _check_alignment(sequences, grad_sequences, batch_size, **more) -> None:
+    check_arguments(sequences=(sequences, int, 1, 10**7), grad_sequences=(grad_sequences, int, 0, 10**7),
+                    batch_size=(batch_size, int, 1, 2**16), **more)
 
 
 def _default_out(config: Any, cfg) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import XlingError
+from .checks import check_arguments
 
 Rows = Iterable[Mapping[str, Any]]
 
@@ -100,6 +101,8 @@ def teff(mono_rows: Rows | str | os.PathLike, run_rows: Rows | str | os.PathLike
     """
     from ..analysis.efficiency import MONO_COLUMNS, RUN_COLUMNS, check_options, teff_rows
 
+    check_arguments(form=(form, str), bootstrap=(bootstrap, int, 0, 10**7), seed=(seed, int, 0, 2**32 - 1),
+                    profile=(profile, bool))
     check_options(form, bootstrap)
     rows, laws = teff_rows(_rows(mono_rows, MONO_COLUMNS, "mono"), _rows(run_rows, RUN_COLUMNS, "runs"),
                            form, bootstrap, seed, profile)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import XlingError
+from .checks import check_arguments
 from .configs import Config, _with_corpora
 from .runs import Run
 from .scores import rows_or_frame
@@ -46,6 +47,8 @@ class Study:
                  db: str | os.PathLike | None = None) -> None:
         from ..study.spec import build_study, load_study, runs_root
 
+        check_arguments(study=(study, (str, os.PathLike, Mapping)), root=(root, (str, os.PathLike, type(None))),
+                        db=(db, (str, os.PathLike, type(None))))
         if isinstance(study, Mapping):  # its base config's corpus may be documents in memory, as in Config
             data = dict(study)
             if isinstance(data.get("base"), (Config, str, os.PathLike)):  # a Config, a recipe's name, a YAML file
@@ -80,7 +83,10 @@ class Study:
 
     def runs(self) -> list[Run]:
         """Every run of the study, trained or not (`Run.status`, `status`), in the file's order."""
-        return [Run(spec.run_dir(self.root)) for spec in self._study.runs]
+        runs = [Run(spec.run_dir(self.root)) for spec in self._study.runs]
+        for run in runs:
+            run._planned = True  # (status 'pending' before it starts)
+        return runs
 
     def status(self) -> list[dict]:
         """One row per run: id, group, state (pending, running, interrupted, failed, trained: training done

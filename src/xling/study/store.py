@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     language TEXT, split TEXT,
     ppl REAL, loss REAL, tokens_scored INTEGER,
     tokens_trained INTEGER,       -- training tokens this language received
-    fraction REAL,                -- tokens_trained / the run's reference budget T
+    fraction REAL,                -- tokens_trained / the run's reference budget T (the sampled share, not p)
     PRIMARY KEY (run_id, language, split)
 );
 """
