@@ -24,6 +24,7 @@ from xling.config import ModelDims
 from xling.data.languages import clone_table
 from xling.errors import XlingError
 from xling.model.gpt import GPT
+from xling.train.rundir import RunDir
 
 
 def tiny_model(vocab=40, layers=2, seq_len=16):
@@ -344,3 +345,15 @@ def test_aligning_a_monolingual_run_says_the_other_language_never_trained(tiny_c
     Trainer(tiny_config(tiny_corpus_dir, languages={"p": 0.0}, train={"steps": 4}), run).fit(progress=False)
     assert main(["align", str(run), "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
     assert "L2 had no training tokens (a monolingual run)" in capsys.readouterr().err
+
+
+def test_alignment_over_training_of_a_run_that_kept_only_its_last_checkpoints_says_so(tiny_run, tmp_path, caplog):
+    import shutil
+
+    from xling.analysis.alignment import align_over_training
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # (keep_checkpoints: last, the default)
+    with caplog.at_level("WARNING"):
+        results = align_over_training(run, sequences=4, grad_sequences=0)
+    assert len(results) == len(RunDir(run).checkpoint_dirs()) == 2
+    assert "kept only its last checkpoints (train.keep_checkpoints: last)" in caplog.text

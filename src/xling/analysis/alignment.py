@@ -8,6 +8,7 @@ per parameter tensor, and clone-pair embeddings against all pairs and by trainin
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
 from .representations import AlignedStates
 from .word2vec import word2vec_control
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- probes
 
@@ -344,6 +347,9 @@ def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
     checkpoints = run.checkpoint_dirs()
     if not checkpoints:
         raise XlingError(f"{run.path} has no checkpoints: train it first")
+    if run.read_config().train.keep_checkpoints == "last":
+        log.warning(f"{run.path} kept only its last checkpoints (train.keep_checkpoints: last): alignment over "
+                    "training needs a run trained with keep_checkpoints log or all")
     options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream
     return [read_json(run.alignment_at(c)) if reuse and run.alignment_at(c).is_file()
             else align_run(run_dir, checkpoint=c, **options) for c in checkpoints]
