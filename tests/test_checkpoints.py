@@ -547,17 +547,28 @@ def test_a_run_that_fails_while_training_is_not_left_running(tiny_corpus_dir, tm
     assert info["status"] == "failed" and "No space left" in info["error"]
 
 
-def test_a_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_corpus_dir, tmp_path, caplog):
+def test_a_resume_computes_with_the_thread_count_the_run_trained_with(tiny_corpus_dir, tmp_path, caplog,
+                                                                      monkeypatch):
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
     threads = torch.get_num_threads()
     assert RunDir(run).read_info()["threads"] == threads
-    torch.set_num_threads(threads + 1)
+    seen, real_step = set(), Trainer.train_step
+
+    def step(self, n):
+        seen.add(torch.get_num_threads())
+        return real_step(self, n)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    torch.set_num_threads(threads + 1)  # (a study's rerun with fewer runs left gives each more threads)
     try:
         Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(resume=True, progress=False)
+        assert torch.get_num_threads() == threads + 1  # this process's setting is back
     finally:
         torch.set_num_threads(threads)
-    assert f"trained with {threads} threads and goes on with {threads + 1}" in caplog.text
+    assert seen == {threads}  # the resumed steps summed in the run's own order
+    assert f"resuming with the {threads} thread(s) it trained with, not {threads + 1}" in caplog.text
+    assert RunDir(run).read_info()["threads"] == threads
 
 
 @pytest.mark.parametrize("crafted", ["a pickle as model.safetensors", "ids beyond the model's", "a huge model_vocab"])

@@ -214,6 +214,7 @@ class Trainer:
         try:
             with contextlib.ExitStack() as held:  # (a refusal leaves the run, and the run.json of its holder, as they are)
                 self._take_run(held, resume)
+                held.enter_context(self._threads_it_trained_with())
                 try:
                     info = self._fit(resume, progress, stop_at)
                 except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: run.json says so (after a kill -9 it still says running)
@@ -248,6 +249,25 @@ class Trainer:
         if refusal is not None:
             raise XlingError(f"rank 0 refused to train {self.run.path}: {refusal}")
         self.resume_from = None if checkpoint is None else Path(checkpoint)
+
+    @contextlib.contextmanager
+    def _threads_it_trained_with(self):
+        """A resume computes with the thread count the run trained with (run.json's threads), and so goes on exactly
+        as if never stopped: another count sums in another order, and over hundreds of steps that moves the results
+        by whole percents, not only the last bits (a study's rerun may have fewer runs left, so more threads each)."""
+        before = torch.get_num_threads()
+        threads = self.run.read_info(tolerant=True).get("threads") if self.resume_from is not None else None
+        if not (isinstance(threads, int) and 1 <= threads <= 4096) or threads == before:
+            yield
+            return
+        if self.world.is_main:
+            log.warning(f"{self.run.path}: resuming with the {threads} thread(s) it trained with, not {before}: a "
+                        "resume goes on exactly only at the same thread count (run.json's threads)")
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _record_end(self, status: str, fields: dict) -> None:
         """run.json of a run stopped while it said "running" says how it stopped (the disk may take no more)."""
@@ -287,11 +307,6 @@ class Trainer:
             mix = self.stream.mixture
             if mix.many:  # many languages: each one's share (temperature and UniMax: from the corpora's sizes)
                 saved["shares"] = dict(zip(self.setup.names, mix.shares))
-            threads = run.read_info(tolerant=True).get("threads")  # those it trained with before this resume
-            if start and threads and threads != torch.get_num_threads():
-                log.warning(f"the run trained with {threads} threads and goes on with {torch.get_num_threads()}: its "
-                            "results now differ in the last bits from an uninterrupted run's (bit-identical resumes "
-                            f"need the same thread count: OMP_NUM_THREADS={threads})")
             info = run.update_info(
                 status="running", xling_version=__version__, languages=self.setup.names, threads=torch.get_num_threads(),
                 workdir=os.getcwd(),  # where its relative paths point (identity.resolve_relative)
