@@ -506,10 +506,15 @@ def test_a_run_another_process_trains_is_refused(tiny_corpus_dir, tmp_path, caps
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
+        out, err = capsys.readouterr()
+        assert "resuming" not in out and err.count("\n") == 1  # one line, nothing announced first
+        assert f"is being trained by process {holder.pid}" in err
+        # a new start into it is told the same (not "pass --resume", which would be refused)
+        with pytest.raises(XlingError, match=f"is being trained by process {holder.pid}"):
+            Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False)
     finally:
         holder.kill()
         holder.wait()
-    assert f"is being trained by process {holder.pid}" in capsys.readouterr().err
     assert [r["step"] for r in RunDir(run).read_metrics() if "loss" in r] == [1, 2, 3, 4]  # nothing trained twice
     assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 0  # once it is free
 

@@ -147,8 +147,13 @@ def _stdout_closed() -> bool:
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, stopping a command as Ctrl-C does; its exit status is a SIGTERM's (143), so a scheduler tells them
+    apart."""
+
+
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def _stop_on_sigterm():
@@ -210,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
         started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
         spec = getattr(args, "command_spec", None)
         print("\nxling: interrupted" + (f"; continue with: {command}" if started else "" if spec is None else
               "; it goes on from where it stopped when you run the same command again" if spec.continues(args)
               or spec.name == "train" else "; run the same command again (it starts afresh)"), file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -72,6 +72,7 @@ def train(args, overrides) -> int:
     from ..identity import resolve_relative
     from ..recipes import packaged
     from ..train.distributed import world_from_env
+    from ..train.lock import refuse_if_trained_elsewhere
     from ..train.rundir import RunDir
     from ..train.session import pick_device
 
@@ -101,6 +102,7 @@ def train(args, overrides) -> int:
     args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags))
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
+        refuse_if_trained_elsewhere(out)  # before saying it resumes
         workdir = run_dir.read_info(tolerant=True).get("workdir")
         elsewhere = workdir and Path.cwd().resolve() != Path(workdir).resolve()
         if elsewhere and resolve_relative(unwrap(cfg), workdir) != unwrap(cfg):  # (eval and export find them anyway)

@@ -51,14 +51,17 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
         "#   sbatch --partition=gpu --gpus-per-node=4 --cpus-per-task=32 --time=24:00:00 THIS_FILE" if gpus else
         "#   sbatch --partition=cpu --cpus-per-task=32 --time=24:00:00 THIS_FILE",
         f"# then, when the array has finished: xling report {shlex.quote(study_arg)} --root {shlex.quote(str(root))}",
-        "# (a task that ran out of time left checkpoints: submit the array again to finish).",
+        "# Two minutes before the time limit each task gets SIGTERM (--signal): its runs end their step, checkpoint",
+        "# it and stop (exit status 143); submit the array again to finish.",
         f"#SBATCH --job-name=xling-{study.name}",
         f"#SBATCH --array=0-{tasks - 1}",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
+        "#SBATCH --signal=TERM@120",
         f"#SBATCH --output={root}/slurm-%A_%a.out",
         "set -euo pipefail",
         "# each task's results store is scratch on its node; ROOT's run directories are the results",
-        f"srun {command} --db {db}",
+        "# srun is given the task's cores (Slurm 22.05-23.02 does not pass --cpus-per-task on to it)",
+        f"srun --cpus-per-task=\"${{SLURM_CPUS_PER_TASK:-1}}\" {command} --db {db}",
     ]
     return "\n".join(lines) + "\n"

@@ -91,6 +91,16 @@ def training_lock(run_dir: Path) -> Iterator[None]:
                         "from training this run at the same time")
             got = True
         if not got:
-            raise XlingError(f"{run_dir} is being trained by process {lock_holder(run_dir) or '?'} (its .lock): wait "
-                             "for it to finish, or train into another directory")
+            raise XlingError(_being_trained(run_dir))
         yield
+
+
+def refuse_if_trained_elsewhere(run_dir: Path) -> None:
+    """One line, before anything is announced or advised, when another process trains the run."""
+    if os.path.realpath(run_dir) not in _HELD and is_locked(run_dir):
+        raise XlingError(_being_trained(run_dir))
+
+
+def _being_trained(run_dir: Path) -> str:
+    return (f"{run_dir} is being trained by process {lock_holder(run_dir) or '?'} (its .lock): wait for it to finish, "
+            "or train into another directory")

@@ -26,7 +26,7 @@ from ..fsio import make_dirs
 from . import distributed
 from .evaluate import evaluate_languages
 from .live_log import LiveLog
-from .lock import training_lock
+from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
@@ -67,6 +67,7 @@ class Trainer:
         # a start that failed before training (a full disk, say) left config.yaml, perhaps tokenizers: no run yet
         if not self.run.exists() or not (self.run.info_path.is_file() or self.run.checkpoint_dirs()):
             return
+        refuse_if_trained_elsewhere(self.run.path)  # (not "pass --resume": that would be refused too)
         if not resume:
             raise XlingError(
                 f"run directory {self.run.path} already exists: pass --resume (from Python: resume=True) to continue it, "
