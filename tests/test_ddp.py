@@ -14,8 +14,8 @@ from xling.train.rundir import RunDir
 from xling.train.trainer import Trainer
 
 
-@pytest.mark.slow
-def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corpus_dir, tmp_path):
+def _torchrun_two_processes(tiny_corpus_dir, tmp_path) -> subprocess.CompletedProcess:
+    """`xling train` of the tiny config into tmp_path/ddp by two CPU processes under torchrun."""
     config = tmp_path / "tiny.yaml"
     # two CPU processes even on a GPU machine (two processes on one GPU is refused)
     config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, train={"device": "cpu"})), encoding="utf-8")
@@ -23,7 +23,12 @@ def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corpus_dir, tmp_path):
+    done = _torchrun_two_processes(tiny_corpus_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     Trainer(tiny_config(tiny_corpus_dir, train={"grad_accum": 2, "device": "cpu"}), tmp_path / "accum").fit(progress=False)
@@ -40,16 +45,11 @@ def test_two_processes_give_the_losses_of_one_process_accumulating_two(tiny_corp
 def test_every_process_stops_when_rank_0_is_refused_the_run(tiny_corpus_dir, tmp_path):
     from xling.train.lock import run_lock
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir, train={"device": "cpu"})), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "xling.cli", "train", str(config), "--out", str(tmp_path / "ddp"), "--no-eval", "--quiet"]
     with run_lock(tmp_path / "ddp") as got:  # another process trains this run
         assert got
         # every rank says why (rank 1 used to wait for rank 0 at its first collective until torchrun's agent tore it
         # down: at once on one node; across nodes, not before the collective's timeout)
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+        done = _torchrun_two_processes(tiny_corpus_dir, tmp_path)
     assert done.returncode != 0
     assert "is being trained by process" in done.stderr and "rank 0 refused to train" in done.stderr
     assert not RunDir(tmp_path / "ddp").info_path.exists()
