@@ -474,7 +474,8 @@ def test_a_slurm_array_runs_one_study_across_its_tasks(tiny_corpus_dir, tmp_path
     script = capsys.readouterr().out
     assert "#SBATCH --array=0-1" in script and f"--root {root}" in script and "--no-wait" in script
     assert f"{sys.executable} -m xling study run {path}" in script
-    assert "#SBATCH --signal=TERM@120" in script and 'srun --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"' in script
+    assert "#SBATCH --signal=TERM@120" in script
+    assert 'srun ${SLURM_CPUS_PER_TASK:+--cpus-per-task="$SLURM_CPUS_PER_TASK"}' in script
     (tmp_path / "job.sh").write_text(script)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

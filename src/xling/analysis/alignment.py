@@ -22,7 +22,7 @@ from ..data.corpora import PROBE_BOOKS, parallel_verses
 from ..data.stream import pad_batch
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
-from ..train.rundir import RunDir
+from ..train.rundir import RunDir, checkpoint_step
 from ..train.session import load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
@@ -347,7 +347,9 @@ def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
     checkpoints = run.checkpoint_dirs()
     if not checkpoints:
         raise XlingError(f"{run.path} has no checkpoints: train it first")
-    if run.read_config().train.keep_checkpoints == "last":
+    train, newest = run.read_config().train, checkpoint_step(checkpoints[-1])
+    written = newest // train.checkpoint_every + bool(newest % train.checkpoint_every)  # (the grid's, and a last one)
+    if train.keep_checkpoints == "last" and len(checkpoints) < written:  # some were removed as training went on
         log.warning(f"{run.path} kept only its last checkpoints (train.keep_checkpoints: last): alignment over "
                     "training needs a run trained with keep_checkpoints log or all")
     options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream

@@ -64,21 +64,16 @@ class Run:
         run = self._dir()
         return Config(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
 
-    _planned = False  # a study's run (Study.runs): before it starts, it has no directory yet
-
     @property
     def info(self) -> dict:
         """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity ({} before
-        training starts). A path that holds nothing is an error (a mistyped path is not a run waiting to start),
-        unless the run is a study's (`Study.runs`) not started yet."""
-        if not (self._planned or self.path.is_dir()):
-            self._dir().require()
+        training starts)."""
         return self._dir().read_info()
 
     @property
     def status(self) -> str:
-        """running, interrupted, failed or completed (from run.json); pending before training starts (a path that
-        holds nothing is an error, as for `info`).
+        """running, interrupted, failed or completed (from run.json); pending before training starts, and so also
+        for a path that holds nothing yet (`exists` tells whether a run is there: a mistyped path is pending too).
         A study's run is read as `xling study status` reads it (its lock tells a live run from one
         killed with kill -9: interrupted; trained: no test evaluation yet); a run of `xling train`
         holds no lock, so after a kill -9 its run.json still says running."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -47,8 +48,9 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
                     live.begin(RunDir(run_dir).read_metrics(), info.get("languages", []))
                 live.log_evaluation(evaluate_run(run_dir, split="test", trained_only=True)[0])
             status, error, trace = "completed", "", ""
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: study.json says so too (run.json has the step)
-            record(run_dir, spec, status="interrupted", finished=now())
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: study.json says so too (run.json has the step)
+            with contextlib.suppress(OSError):  # (a full disk must not turn the stop into a failure)
+                record(run_dir, spec, status="interrupted", finished=now())
             raise
         except Exception as exc:  # a failed run is recorded; the study goes on with the others
             status = "failed"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import ModelDims, resolve_model
 from ..errors import XlingError
-from ..train.stopping import FORWARDED
+from ..train.stopping import FORWARDED, HELD_WHILE_STARTING
 from .execute import execute_run
 from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu
 from .spec import RunSpec
@@ -132,10 +132,13 @@ def auto_workers(todo: list[RunSpec]) -> int:
 def _interrupt(pool: cf.ProcessPoolExecutor) -> None:
     """Ctrl-C passed on to the pool's workers, as the signal that is never a second press (`stopping.FORWARDED`): a
     worker that had the Ctrl-C itself (from the terminal, or SLURM's SIGTERM) still ends its step with a checkpoint."""
-    processes = getattr(pool, "_processes", None) or {}  # the executor's own table: no public way to them
-    for process in list(processes.values()):
+    for process in _processes(pool):
         with contextlib.suppress(OSError):
             os.kill(process.pid, FORWARDED)
+
+
+def _processes(pool: cf.ProcessPoolExecutor) -> list:
+    return list((getattr(pool, "_processes", None) or {}).values())  # the executor's own table: no public way to them
 
 
 @contextlib.contextmanager
@@ -149,13 +152,12 @@ def _ctrl_c_while_stopping(pool: cf.ProcessPoolExecutor):
     if threading.current_thread() is not threading.main_thread():  # only the main thread has Ctrl-C
         yield
         return
-    presses = 0
+    presses = []  # the signals that came
 
     def on_ctrl_c(signum, frame) -> None:
-        nonlocal presses
-        presses += 1
-        if presses >= 2:
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+        presses.append(signum)
+        if len(presses) >= 2:
+            for process in _processes(pool):
                 with contextlib.suppress(OSError):
                     process.kill()
 
@@ -168,6 +170,9 @@ def _ctrl_c_while_stopping(pool: cf.ProcessPoolExecutor):
         for s, handler in previous.items():
             signal.signal(s, handler)
     if presses and sys.exc_info()[0] is None:  # (in an `except` block, its exception goes on instead)
+        first = previous[presses[0]]  # its own handler: SIGTERM's under `xling` raises Terminated (exit status 143)
+        if callable(first):
+            first(presses[0], None)
         raise KeyboardInterrupt
 
 
@@ -179,7 +184,7 @@ def _ctrl_c_held_back():
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, FORWARDED})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_WHILE_STARTING)
     try:
         yield
     finally:

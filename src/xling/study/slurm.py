@@ -61,7 +61,7 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
         f"#SBATCH --output={root}/slurm-%A_%a.out",
         "set -euo pipefail",
         "# each task's results store is scratch on its node; ROOT's run directories are the results",
-        "# srun is given the task's cores (Slurm 22.05-23.02 does not pass --cpus-per-task on to it)",
-        f"srun --cpus-per-task=\"${{SLURM_CPUS_PER_TASK:-1}}\" {command} --db {db}",
+        "# srun is given the task's cores where sbatch had -c (Slurm 22.05-23.02 does not pass it on)",
+        f"srun ${{SLURM_CPUS_PER_TASK:+--cpus-per-task=\"$SLURM_CPUS_PER_TASK\"}} {command} --db {db}",
     ]
     return "\n".join(lines) + "\n"

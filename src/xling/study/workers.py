@@ -13,7 +13,7 @@ import signal
 import sys
 
 from ..errors import warnings_to_stderr
-from ..train.stopping import FORWARDED
+from ..train.stopping import FORWARDED, HELD_WHILE_STARTING, stops_training
 from .placement import GPU_VARIABLE
 
 # Ctrl-C in a terminal reaches every process of its group: the runner and each worker at once.
@@ -24,6 +24,7 @@ _terminated = False  # this worker has had a SIGTERM: it ends once its run has s
 _RUNNER_STOPS_WITHIN = 2.0  # seconds: a runner signalled with its workers sets `_stop` at once
 
 
+@stops_training
 def _on_interrupt(signum, frame) -> None:
     """Ctrl-C in a pool worker: the run executing here stops (on the first one only: a second must not
     break the checkpoint the first is saving) and no queued run starts here; an idle worker just waits
@@ -66,7 +67,7 @@ def init_pool_worker(threads: int, gpu_places, stop) -> None:
     signal.signal(FORWARDED, _on_interrupt)  # Ctrl-C passed on by the runner (launch._interrupt)
     signal.signal(signal.SIGTERM, _on_terminate)
     if hasattr(signal, "pthread_sigmask"):  # the runner started this process with these held back (Launch.run_each)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, FORWARDED})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_WHILE_STARTING)
     init_worker(threads, gpu_places)
 
 

@@ -21,6 +21,8 @@ from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+# flock's errors on a file system without locks (Lustre without -o flock, some FUSE mounts)
+NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
 _HELD: set[str] = set()  # the run directories whose lock this process holds (a study runner's, while it trains)
 
 
@@ -67,6 +69,10 @@ def is_locked(run_dir: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError as exc:
+        if exc.errno not in NO_LOCKS:
+            raise
+        return False  # (where locks do not work, nothing can hold one)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
@@ -85,7 +91,7 @@ def training_lock(run_dir: Path) -> Iterator[None]:
         try:
             got = stack.enter_context(run_lock(run_dir))
         except OSError as exc:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
-            if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
+            if exc.errno not in NO_LOCKS:
                 raise
             log.warning(f"file locks do not work under {run_dir} ({exc.strerror}): nothing keeps a second process "
                         "from training this run at the same time")

@@ -8,7 +8,7 @@ within a second of the first or is a study runner passing a stop on (FORWARDED):
 their runner, which passes it on).
 
 Signals whose handler is Python code are held back: Ctrl-C, SIGTERM where `xling`'s commands and a study's workers
-turn it into Ctrl-C, and a handler of your own. SIG_DFL and SIG_IGN are left as they are (a SIGTERM to a Python
+turn it into Ctrl-C (or a handler of your own), and FORWARDED where a study's worker set it (`stops_training`). SIG_DFL and SIG_IGN are left as they are (a SIGTERM to a Python
 script that set nothing still kills it at once). The held signal's own handler is called at the step's end, so
 whatever it does (raise KeyboardInterrupt, a study worker's bookkeeping) still happens.
 """
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 
 SAME_STOP_WITHIN = 1.0  # seconds: a repeat this soon is the first stop arriving by another way
 FORWARDED = signal.SIGUSR1  # a study runner passes a stop on to its workers with this one: never a second press
+# blocked while a study's worker process starts, until it has its handlers (study.launch, study.workers)
+HELD_WHILE_STARTING = frozenset({signal.SIGINT, FORWARDED})
+
+
+def stops_training(handler):
+    """Mark `handler` (a study worker's, for FORWARDED) as one that stops a run: held back to the step's end. A
+    FORWARDED handler of your own (progress, a requeue) is left alone."""
+    handler.stops_training = True
+    return handler
 
 
 class StepEndStop:
@@ -43,7 +52,8 @@ class StepEndStop:
     def _note(self, signum, frame) -> None:
         if self.pending is None:
             self.pending, self.since = signum, time.monotonic()
-            log.warning("stopping at the end of this step, after its checkpoint (Ctrl-C again, a second from now, "
+            what = "Ctrl-C" if signum in (signal.SIGINT, FORWARDED) else signal.Signals(signum).name
+            log.warning(f"{what}: stopping at the end of this step, after its checkpoint (a Ctrl-C a second from now "
                         "stops at once, without one)")
         elif signum != FORWARDED and time.monotonic() - self.since >= SAME_STOP_WITHIN:
             self.handlers[signum](signum, frame)  # a second stop: now, from inside the step, as before
@@ -64,7 +74,7 @@ def stop_at_step_end(enabled: bool = True) -> Iterator[StepEndStop]:
     if enabled and threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, FORWARDED):
             handler = signal.getsignal(signum)
-            if callable(handler):
+            if callable(handler) and (signum != FORWARDED or getattr(handler, "stops_training", False)):
                 stop.handlers[signum] = handler
     for signum in stop.handlers:
         signal.signal(signum, stop._note)

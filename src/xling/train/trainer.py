@@ -258,7 +258,13 @@ class Trainer:
         by whole percents, not only the last bits (a study's rerun may have fewer runs left, so more threads each)."""
         before = torch.get_num_threads()
         threads = self.run.read_info(tolerant=True).get("threads") if self.resume_from is not None else None
-        if not (isinstance(threads, int) and 1 <= threads <= 4096) or threads == before:
+        if type(threads) is not int or threads == before or self.device.type != "cpu":  # (GPU: its kernels decide)
+            yield
+            return
+        if not 1 <= threads <= (os.cpu_count() or 1):  # (not more threads than this machine has cores)
+            if self.world.is_main:
+                log.warning(f"{self.run.path} trained with {threads} threads and goes on with {before}: its results "
+                            "now differ from an uninterrupted run's (over a run, by up to whole percents)")
             yield
             return
         if self.world.is_main:
@@ -352,11 +358,12 @@ class Trainer:
                     bar.update(1)
                     if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                         self.validate(done)
-                    if stop.requested and pending:  # it came after the step (while logging or validating)
+                    stopping = stop.requested  # (read once: one that comes from here on waits for the next step)
+                    if stopping and pending:  # it came after the step (while logging or validating)
                         log_pending(done)
-                    if main and (regular or stop.requested):
+                    if main and (regular or stopping):
                         run.save_checkpoint(done, self.model, self._state(done), cfg, stop=not regular)
-                    if stop.requested:
+                    if stopping:
                         stop.deliver()  # (its handler raises KeyboardInterrupt: run.json then says interrupted)
         finally:
             bar.close()
