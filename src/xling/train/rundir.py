@@ -268,8 +268,8 @@ class RunDir:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for old in self.checkpoint_dirs():  # a stop's checkpoint has served once a later one is here
-            manifest = read_json(old / "manifest.json", default=None) if checkpoint_step(old) < step else None
+        for old in (d for d in self.checkpoint_dirs() if checkpoint_step(d) < step):  # a stop's has served now
+            manifest = read_json(old / "manifest.json", default=None)
             if isinstance(manifest, dict) and manifest.get("stop") is True:
                 shutil.rmtree(old, ignore_errors=True)
         for old in self.checkpoint_dirs()[:-KEEP_CHECKPOINTS]:

@@ -8,9 +8,10 @@ within a second of the first or is a study runner passing a stop on (FORWARDED):
 their runner, which passes it on).
 
 Signals whose handler is Python code are held back: Ctrl-C, SIGTERM where `xling`'s commands and a study's workers
-turn it into Ctrl-C (or a handler of your own), and FORWARDED where a study's worker set it (`stops_training`). SIG_DFL and SIG_IGN are left as they are (a SIGTERM to a Python
-script that set nothing still kills it at once). The held signal's own handler is called at the step's end, so
-whatever it does (raise KeyboardInterrupt, a study worker's bookkeeping) still happens.
+turn it into Ctrl-C (or a handler of your own), and FORWARDED where a study's worker set it (`stops_training`).
+SIG_DFL and SIG_IGN are left as they are (a SIGTERM to a Python script that set nothing still kills it at once). The
+held signal's own handler is called at the step's end, so whatever it does (raise KeyboardInterrupt, a study worker's
+bookkeeping) still happens.
 """
 
 from __future__ import annotations
