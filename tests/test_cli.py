@@ -276,3 +276,29 @@ def test_output_cut_short_by_a_closed_pipe_is_quiet(tmp_path, unbuffered):
     proc.stdout.close()  # the reader is gone before anything was written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_path):
+    import shutil
+
+    from xling.api import Run
+    from xling.train.lock import run_lock
+
+    runs = tmp_path / "runs"
+    done, killed = runs / "done", runs / "killed"
+    shutil.copytree(tiny_run, done)
+    shutil.copytree(tiny_run, killed)
+    info = json.loads((killed / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps(dict(info, status="running")))  # as a kill -9 leaves it
+    code, out, _ = run_cli(capsys, "status", runs)  # a directory of runs: each of them
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:3]}
+    assert code == 0 and rows == {str(done): "completed", str(killed): "interrupted"}, out
+    assert "(no test evaluation)" in out and "xling train --resume RUN_DIR" in out
+    assert (Run(done).status, Run(killed).status) == ("completed", "interrupted")
+    with run_lock(killed) as got:  # a process trains it
+        assert got and Run(killed).status == "running"
+        code, out, _ = run_cli(capsys, "status", killed)
+        assert code == 0 and out.splitlines()[1].split()[:2] == [str(killed), "running"]
+    (killed / "run.json").write_text("{")
+    assert_user_error(capsys, None, "status", killed, match="run.json")
+    assert_user_error(capsys, None, "status", done, tmp_path / "typo", match="typo is not a run directory")

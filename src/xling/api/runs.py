@@ -72,16 +72,14 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, interrupted, failed or completed (from run.json); pending before training starts, and so also
+        """running, interrupted, failed or completed (run.json's word); pending before training starts, and so also
         for a path that holds nothing yet (`exists` tells whether a run is there: a mistyped path is pending too).
-        A study's run is read as `xling study status` reads it (its lock tells a live run from one
-        killed with kill -9: interrupted; trained: no test evaluation yet); a run of `xling train`
-        holds no lock, so after a kill -9 its run.json still says running."""
-        if (self.path / "study.json").is_file():
-            from ..study.state import run_state
+        A run.json that still says running while no process holds the run's lock was killed (kill -9, a lost
+        machine): interrupted. A study's run is read as `xling study status` reads it (trained: no test evaluation
+        yet). As `xling status RUN_DIR`."""
+        from ..study.state import any_run_state
 
-            return run_state(self.path)
-        return str(self.info.get("status", "pending"))
+        return any_run_state(self.path)
 
     @property
     def languages(self) -> list[str]:

@@ -36,6 +36,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train a model; --section.key VALUE overrides the config", run.train_arguments, run.train,
             "Train a run. Any config key can be overridden: --train.steps 200 --languages.p 0.5",
             overrides=True, epilog=run.config_sections),
+    Command("status", "whether runs are pending, running, interrupted, failed or completed, and their step",
+            run.status_arguments, run.status,
+            "One line per run directory, read from its files and lock (a run killed with kill -9 is interrupted, not "
+            "running); a directory of runs lists each. A study's runs: `xling study status NAME`."),
     Command("eval", "per-language test perplexity of a run (writes eval.json)", run.eval_arguments, run.evaluate),
     Command("sample", "generate text in one language of a run", run.sample_arguments, run.sample),
     Command("export", "a run as a Hugging Face GPT2LMHeadModel checkpoint plus one language's tokenizer",

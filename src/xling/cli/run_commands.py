@@ -18,7 +18,7 @@ from ..config import RunConfig, load_config
 from ..errors import XlingError
 from ..fsio import check_output_file, read_json
 from .command import DEVICE_HELP, LOG_HELP, LOGGERS, SEED, SEED_HELP, count, number
-from .tables import bench_table, ppl_table
+from .tables import bench_table, ppl_table, runs_status_table
 
 
 def config_sections() -> str:
@@ -125,6 +125,33 @@ def train(args, overrides) -> int:
     print(ppl_table(run.info["valid"], f"validation perplexity ({out})"))
     if not args.no_eval:
         print(_evaluation_table(run, run.eval_path("test")))
+    return 0
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories, or directories holding run directories (e.g. runs)")
+
+
+def status(args, overrides) -> int:
+    from ..study.state import run_progress
+    from ..train.rundir import RunDir
+
+    found = []
+    for path in map(Path, args.run_dirs):
+        if RunDir(path).exists() or not path.is_dir():
+            found.append(RunDir(path).require().path)
+            continue
+        inside = sorted(d for d in path.iterdir() if RunDir(d).exists())
+        if not inside:
+            raise XlingError(f"{path} is not a run directory (no config.yaml) and holds none: pass the directory "
+                             "`xling train` wrote (a study's runs: `xling study status NAME`)")
+        found += inside
+    rows = [{"path": str(d), **run_progress(d)} for d in dict.fromkeys(found)]  # (each once)
+    print(runs_status_table(rows))
     return 0
 
 

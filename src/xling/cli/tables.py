@@ -116,23 +116,40 @@ def transfer_table(result: dict) -> str:
 
 def status_table(study, rows: list[dict]) -> str:
     """`xling study status`: one line per run, then the counts per state."""
-    width = max([len(r["id"]) for r in rows] + [3])
-    lines = [f"study {study.name}: {study.description.splitlines()[0] if study.description else ''}".rstrip(),
-             f"  {'run':<{width}}  {'state':<11}  progress"]
-    for r in rows:
-        prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
-        if r["state"] == "interrupted" and r["steps"] and r.get("checkpoint") == r["steps"]:
-            prog += " (training done, stopped in its evaluation: a rerun only evaluates)"
-        elif r["state"] == "interrupted" and r.get("checkpoint", r["step"]) != r["step"]:
-            prog += (f" (resumes from step {r['checkpoint']}, its last checkpoint)" if r["checkpoint"] else
-                     " (starts again: no checkpoint yet)")
-        extra = f"  {r['error']}" if r["state"] == "failed" else ""
-        lines.append(f"  {r['id']:<{width}}  {r['state']:<11}  {prog}{extra}")
+    title = f"study {study.name}: {study.description.splitlines()[0] if study.description else ''}".rstrip()
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    lines.append("  " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" (of {len(rows)})")
+    return "\n".join([title, *_progress_lines(rows, "id", "a rerun only evaluates"),
+                      "  " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f" (of {len(rows)})"])
+
+
+def runs_status_table(rows: list[dict]) -> str:
+    """`xling status RUN_DIR ...`: one line per run directory (its rows name it under "path")."""
+    lines = _progress_lines(rows, "path", "a resume finishes it")
+    if any(r["state"] == "interrupted" for r in rows):
+        lines.append("  an interrupted run goes on with `xling train --resume RUN_DIR`")
+    if any(r["state"] == "completed" and not r["evaluated"] for r in rows):
+        lines.append("  a completed run without a test evaluation (trained with --no-eval) gets one with `xling eval RUN_DIR`")
     return "\n".join(lines)
+
+
+def _progress_lines(rows: list[dict], name: str, after_training: str) -> list[str]:
+    """A header and one line per run: its name, state and progress (what a resume would do)."""
+    width = max([len(r[name]) for r in rows] + [3])
+    lines = [f"  {'run':<{width}}  {'state':<11}  progress"]
+    for r in rows:
+        prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
+        if r["state"] == "interrupted" and r["steps"] and r.get("checkpoint") == r["steps"]:
+            prog += f" (training done, stopped in its evaluation: {after_training})"
+        elif r["state"] == "interrupted" and r.get("checkpoint", r["step"]) != r["step"]:
+            prog += (f" (resumes from step {r['checkpoint']}, its last checkpoint)" if r["checkpoint"] else
+                     " (starts again: no checkpoint yet)")
+        elif r["state"] == "completed" and not r.get("evaluated", True):
+            prog += " (no test evaluation)"
+        extra = f"  {r['error']}" if r["state"] == "failed" else ""
+        lines.append(f"  {r[name]:<{width}}  {r['state']:<11}  {prog}{extra}")
+    return lines
 
 
 def bench_table(result: dict) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import XlingError
 from ..fsio import atomic_write_json, make_dirs, read_json
-from ..train.lock import is_locked
+from ..train.lock import is_locked, lock_state
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
 
@@ -117,19 +117,36 @@ def record(run_dir: Path, spec: RunSpec, **fields) -> None:
     atomic_write_json(run.study_record_path, content)
 
 
+def any_run_state(run_dir: Path) -> str:
+    """The state of any run directory: a study's run as `run_state` reads it; any other as its run.json says
+    (pending before it starts; completed once trained, test-evaluated or not), except that a run.json still saying
+    running while no process holds the run's lock was stopped without a word (kill -9, a lost machine): interrupted."""
+    run = RunDir(run_dir)
+    if run.study_record_path.is_file():
+        return run_state(run_dir)
+    held = lock_state(run_dir)
+    if held:  # (also while it prepares its data, before run.json says running)
+        return "running"
+    status = str(run.read_info().get("status", "pending"))  # (a damaged run.json: one line that says so)
+    return "interrupted" if status == "running" and held is False else status
+
+
+def run_progress(run_dir: Path, in_study: bool = False) -> dict:
+    """state (`run_state` of a study's run, else `any_run_state`), step (the last one logged), checkpoint (the step a resume starts from), steps, error
+    (study.json's; else run.json's, of a failed run), evaluated (whether its test evaluation is there)."""
+    run = RunDir(run_dir)
+    info = run.read_info(tolerant=True)
+    step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)
+    state = run_state(run.path) if in_study else any_run_state(run.path)
+    error = run.read_study_record().get("error") or (info.get("error") if state == "failed" else "")
+    return {"state": state, "step": step or 0, "checkpoint": run.newest_checkpoint_step(), "steps": info.get("steps"),
+            "error": error or "", "evaluated": run.eval_path().is_file()}
+
+
 def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
-    """One row per run: id, group, state, step (the last one logged), checkpoint (the step a resume starts
-    from), steps, error (from the run directory)."""
+    """One row per run: id, group and its `run_progress`."""
     root = runs_root(root)
-    rows = []
-    for spec in study.runs:
-        run = RunDir(spec.run_dir(root))
-        info = run.read_info(tolerant=True)
-        step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)
-        rows.append({"id": spec.id, "group": spec.group, "state": run_state(run.path), "step": step or 0,
-                     "checkpoint": run.newest_checkpoint_step(),
-                     "steps": info.get("steps"), "error": run.read_study_record().get("error", "")})
-    return rows
+    return [{"id": spec.id, "group": spec.group, **run_progress(spec.run_dir(root), in_study=True)} for spec in study.runs]
 
 
 def _last_step(run_dir: Path) -> int:

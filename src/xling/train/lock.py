@@ -59,12 +59,18 @@ def lock_holder(run_dir: Path) -> int | None:
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether a process holds the run's lock (trains it). Only looks: a shared lock, tried and dropped,
-    on the file opened read-only (a status read must not take the lock, nor need write access)."""
+    """Whether a process holds the run's lock (trains it)."""
+    return lock_state(run_dir) is True
+
+
+def lock_state(run_dir: Path) -> bool | None:
+    """True while a process holds the run's lock, False when none does, None when it cannot tell (no lock file: not
+    trained since xling took locks, or unreadable; a file system without flock). Only looks: a shared lock, tried and
+    dropped, on the file opened read-only (a status read must not take the lock, nor need write access)."""
     try:
         fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
-    except OSError:  # no lock file (never run by a runner), or unreadable: run.json tells
-        return False
+    except OSError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -72,7 +78,7 @@ def is_locked(run_dir: Path) -> bool:
     except OSError as exc:
         if exc.errno not in NO_LOCKS:
             raise
-        return False  # (where locks do not work, nothing can hold one)
+        return None
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
