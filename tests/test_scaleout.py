@@ -110,6 +110,32 @@ def test_auto_workers_are_counted_after_twins_are_copied(tiny_corpus_dir, tmp_pa
     assert not re.search(r"\d+ workers", ready) and not any(re.search(r"\d+ workers", line) for line in lines[:1])
 
 
+def test_a_rerun_trains_its_runs_with_the_threads_of_a_fresh_study(tiny_corpus_dir, tmp_path, monkeypatch):
+    """Two runs on two cores train with one thread each; rerun with one of them gone, that one again has one thread
+    (in a worker process, not two threads here) and so the same losses: another count sums in another order."""
+    import shutil
+
+    from xling.train.rundir import RunDir
+
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    monkeypatch.setattr(launch, "usable_cores", lambda: 2)
+    study = small_study(tiny_corpus_dir, "threads", ps=(0.5,), fractions=(0.1,))
+    assert run_study(study, tmp_path, workers="auto", log=lambda *_: None)["completed"] == 2
+    gone = study.runs[0].run_dir(tmp_path)
+    fresh = [(r["step"], r["loss"]) for r in RunDir(gone).read_metrics() if "loss" in r]
+    assert read_json(gone / "run.json")["threads"] == 1
+    shutil.rmtree(gone)
+    lines, before = [], torch.get_num_threads()
+    torch.set_num_threads(2)  # as `xling` has on two cores (the tests set one)
+    try:
+        assert run_study(study, tmp_path, workers="auto", log=lines.append)["completed"] == 2
+    finally:
+        torch.set_num_threads(before)
+    assert any(line.startswith("1 run left: 1 thread each, as when the whole study trains") for line in lines), lines
+    assert read_json(gone / "run.json")["threads"] == 1
+    assert [(r["step"], r["loss"]) for r in RunDir(gone).read_metrics() if "loss" in r] == fresh
+
+
 def test_auto_workers_leave_gpu_runs_one_at_a_time(tiny_corpus_dir, monkeypatch):
     runs = small_study(tiny_corpus_dir, "gpu-auto", ps=(0.5,), fractions=(0.1, 0.2)).runs
     monkeypatch.setattr(launch, "usable_cores", lambda: 8)

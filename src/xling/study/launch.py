@@ -207,6 +207,7 @@ class Launch:
     runs_per_gpu: int = 1
     loggers: tuple[str, ...] = ()
     progress: bool = False
+    own_process: bool = False  # even one worker trains in a worker process, with exactly `threads` threads
 
     @classmethod
     def plan(cls, engine: str = "local", workers: int | None = None, gpus: str | tuple[int, ...] | None = None,
@@ -244,7 +245,7 @@ class Launch:
         """Yield execute_run results as runs finish."""
         if self.engine == "ray":
             yield from self._ray(todo, root)
-        elif self.workers == 1 and self.gpus is None:  # here: CUDA may already be set up in this process
+        elif self.workers == 1 and self.gpus is None and not self.own_process:  # here: CUDA may be set up here
             for spec in todo:
                 yield execute_run(spec.to_json(), str(root), self.progress, self.loggers)
         else:

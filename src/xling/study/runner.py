@@ -164,6 +164,20 @@ def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
     return f"; {len(found)} resume{'s' * (len(found) == 1)} from a checkpoint: {', '.join(found[:shown])}{more}"
 
 
+def _auto_launch(study: Study, todo: list[RunSpec], engine: str, runs_per_gpu: int, log) -> Launch:
+    """Workers for the runs left to train (after any were copied from their twins), each with the threads a run gets
+    when the whole study trains from scratch: the thread count changes a run's numbers (sums in another order), so a
+    rerun with fewer runs left trains them as a fresh study would, rather than faster with more threads each."""
+    whole = auto_workers(study.runs)
+    threads = Launch.plan(engine, whole, None, runs_per_gpu).threads
+    workers = min(auto_workers(todo), whole)
+    if workers < whole:
+        log(f"{len(todo)} run{'s' * (len(todo) != 1)} left: {threads} thread{'s' * (threads != 1)} each, as when the "
+            f"whole study trains (another count changes a run's numbers; `--workers {workers}` shares out the cores)")
+    return dataclasses.replace(Launch.plan(engine, workers, None, runs_per_gpu, progress=False), threads=threads,
+                               own_process=workers < whole)
+
+
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
@@ -202,8 +216,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
         todo = [s for s in todo if not is_complete(s.run_dir(root))]
     if not todo:
         return counts
-    if auto:  # sized for the runs left to train, after any were copied from their twins
-        launch = Launch.plan(engine, auto_workers(todo), None, runs_per_gpu, progress=False)
+    if auto:
+        launch = _auto_launch(study, todo, engine, runs_per_gpu, log)
     try:
         preflight(study)
     except XlingError:  # bad data: a root made just now is taken away again (nothing written)
