@@ -21,7 +21,7 @@ from conftest import make_documents, tiny_config_dict
 from xling.cli import main
 from xling.errors import XlingError
 
-PUBLIC = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
+PUBLIC = ["Config", "Run", "Store", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
 
 
 # --------------------------------------------------------------------------- the surface
@@ -35,7 +35,7 @@ def test_the_public_surface_is_pinned_and_documented():
         obj = getattr(xling, name)
         assert obj.__doc__ and obj.__doc__.strip(), name
         assert f"class {name}(" in text or f"    {name}(" in text, name
-    for cls in (xling.Config, xling.Run, xling.Study, xling.TEffTable):
+    for cls in (xling.Config, xling.Run, xling.Store, xling.Study, xling.TEffTable):
         for member, value in vars(cls).items():
             if not member.startswith("_") and (callable(value) or isinstance(value, property)):
                 assert value.__doc__ and value.__doc__.strip(), f"{cls.__name__}.{member}"
@@ -363,6 +363,23 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     assert study.report(tmp_path / "report").name == "report.md" and (tmp_path / "report" / "report.html").is_file()
     with pytest.raises(XlingError, match="level must be"):
         study.results(level="seed")
+    # the results store, read across studies: the same evaluations, grid values and sampled shares
+    store = xling.Store(tmp_path / "runs")
+    evaluations = store.evaluations("api-tiny")
+    assert len(evaluations) == len(rows) and len({tuple(e) for e in evaluations}) == 1
+    stored = {(e["run"], e["language"]): e for e in evaluations}
+    for r in rows:
+        e = stored[(r["run"], r["language"])]
+        assert e["ppl"] == pytest.approx(r["ppl"]) and e["fraction_sampled"] == pytest.approx(r["fraction_sampled"])
+        assert (e["languages.p"], e["train.seed"], e["group"]) == (r["languages.p"], r["train.seed"], r["group"])
+    runs = store.runs()
+    assert len(runs) == 8 and {r["status"] for r in runs} == {"completed"} and store.runs("another") == []
+    assert all(r["config"]["train"]["seed"] == r["train.seed"] and r["final_loss"] > 0 for r in runs)
+    assert store.query("SELECT COUNT(*) AS n FROM runs WHERE study = ?", ("api-tiny",)) == [{"n": 8}]
+    with pytest.raises(XlingError, match="readonly database"):  # only read
+        store.query("DELETE FROM runs")
+    with pytest.raises(XlingError, match=r"no results store at .*xling store rebuild"):
+        xling.Store(tmp_path / "nowhere")
 
 
 # --------------------------------------------------------------------------- the CLI calls the API

@@ -20,6 +20,7 @@ over exactly these calls. A notebook needs nothing else:
     study.report()                                              # reports/headline-cpu/report.md + .html
 
     xling.teff(mono_rows, run_rows, form="both")                # TEff from perplexities you measured
+    xling.Store().evaluations(frame=True)                       # every study's evaluations (the results store)
 
 - `Config`: a run configuration, from a packaged recipe, a YAML file or a mapping, with overrides; its
   corpus may be documents held in memory (`corpus`), its languages a table you build
@@ -27,6 +28,7 @@ over exactly these calls. A notebook needs nothing else:
 - `train`: train a run into a directory; returns a `Run`.
 - `Run`: a run directory: config, status, metrics, evaluation, sampling, alignment, transfer, the model.
 - `Study`: a grid of runs: run what is missing, status, results as rows, the report.
+- `Store`: the results store of a root's runs, across studies, read as rows (and any SQL).
 - `teff`: MLPE, MLTE and token efficiency from perplexities (a `TEffTable`).
 - `XlingError`: every problem with your input (a config value, a file, a run directory) is one of these,
   with a message that says what to change.
@@ -45,10 +47,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
-__all__ = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
+__all__ = ["Config", "Run", "Store", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load on first use
-    from .api import Config, Run, Study, TEffTable, XlingError, corpus, teff, train
+    from .api import Config, Run, Store, Study, TEffTable, XlingError, corpus, teff, train
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@ from ..errors import XlingError
 from .configs import Config, corpus
 from .runs import Run, train
 from .scores import TEffTable, teff
+from .store import Store
 from .studies import Study
 
-__all__ = ["Config", "Run", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]
+__all__ = ["Config", "Run", "Store", "Study", "TEffTable", "XlingError", "corpus", "teff", "train"]

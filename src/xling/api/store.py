@@ -1,0 +1,99 @@
+"""`xling.Store`: the results store of a root's runs (SQLite), read as rows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ..errors import XlingError
+from .checks import check_arguments
+from .scores import rows_or_frame
+
+# The columns of the store that hold JSON, read back as Python values
+_JSON = ("dims", "config", "data_epochs", "valid")
+
+
+class Store:
+    """The results store: one SQLite file that indexes the runs under a root, across studies (`xling study run`
+    writes it as runs finish; `xling store rebuild` rebuilds it from the run directories, and is how runs of
+    `xling train` get in). Only read here: nothing is written, and a store another process writes is read as it is.
+
+    `root`: the directory of run directories (default $XLING_RUNS or ./runs); `db`: the store file (default
+    ROOT/xling.db).
+
+        store = xling.Store()
+        store.evaluations(study="table1-cpu", frame=True)   # one row per run and language: ppl, tokens, ...
+        store.query("SELECT study, COUNT(*) AS n FROM runs GROUP BY study")
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> None:
+        from ..study.spec import runs_root
+
+        check_arguments(root=(root, (str, os.PathLike, type(None))), db=(db, (str, os.PathLike, type(None))))
+        self.path = Path(db) if db is not None else runs_root(root) / "xling.db"
+        """The store's file."""
+        if not self.path.is_file():
+            raise XlingError(f"no results store at {self.path}: `xling study run` writes one as runs finish, "
+                             "`xling store rebuild --root ROOT` builds one from the run directories")
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def query(self, sql: str, params: tuple | dict = (), frame: bool = False) -> Any:
+        """The rows of one SQL statement, read-only (tables runs, metrics and evaluations: README, "The results
+        store"), as dicts or a pandas DataFrame with `frame`."""
+        check_arguments(sql=(sql, str), params=(params, (tuple, list, dict)))
+        try:
+            with contextlib.closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                db.row_factory = sqlite3.Row
+                rows = [dict(r) for r in db.execute(sql, params).fetchall()]
+        except sqlite3.Error as exc:
+            raise XlingError(f"results store {self.path}: {exc}") from None
+        return rows_or_frame(rows, frame)
+
+    def runs(self, study: str | None = None, frame: bool = False) -> Any:
+        """One row per run: id (STUDY/RUN, or the directory's name for a run outside a study), study, run, group,
+        its grid values (``languages.p``, ``train.seed``, ...), status, started (its latest attempt), finished,
+        error, run_dir, steps, budget_tokens, parameters, data_epochs (passes over each language's text), the
+        last logged step, final_loss and tokens_per_s, the final validation (valid: {language: {ppl, loss,
+        tokens_scored}}) and config (the resolved run config, a dict)."""
+        rows = self._rows("SELECT r.*, m.step, m.final_loss, m.tokens_per_s, m.valid FROM runs r "
+                          "LEFT JOIN metrics m ON m.run_id = r.id", study, "r.id")
+        return rows_or_frame(rows, frame)
+
+    def evaluations(self, study: str | None = None, split: str = "test", frame: bool = False) -> Any:
+        """One row per run and language evaluated on `split`: study, run, group, the run's grid values, language,
+        ppl, loss, tokens_scored, tokens_trained (the language's training tokens) and fraction_sampled
+        (tokens_trained / the run's budget: the share its sampled sequences had, the store's `fraction`; the
+        paper credits the expected share, `Study.results`' fraction), status and run_dir."""
+        check_arguments(split=(split, str))
+        rows = self._rows("SELECT r.study, r.name, r.grp, r.dims, r.config, e.language, e.ppl, e.loss, e.tokens_scored, "
+                          "e.tokens_trained, e.fraction AS fraction_sampled, r.status, r.run_dir FROM evaluations e "
+                          "JOIN runs r ON r.id = e.run_id WHERE e.split = :split", study, "r.id, e.language",
+                          split=split)
+        for row in rows:
+            del row["config"]
+        return rows_or_frame(rows, frame)
+
+    def _rows(self, select: str, study: str | None, order: str, **params) -> list[dict]:
+        """`select` (of one study, if given) with JSON read back and the grid values as columns: every row has every
+        grid key of the rows (its own value where its group sets none, from its config), as `Study.results`."""
+        from ..notation import dotted_get
+
+        check_arguments(study=(study, (str, type(None))))
+        if study is not None:
+            select += (" AND " if " WHERE " in select else " WHERE ") + "r.study = :study"
+        rows = [{k: json.loads(v) if k in _JSON and isinstance(v, str) else v for k, v in row.items()}
+                for row in self.query(f"{select} ORDER BY {order}", {**params, "study": study})]
+        grid = list(dict.fromkeys(k for row in rows for k in row["dims"] or {}))
+        out = []
+        for row in rows:
+            dims, config = row.pop("dims") or {}, row.get("config") or {}
+            first = {"study": row.pop("study"), "run": row.pop("name"), "group": row.pop("grp")}
+            values = {k: dims[k] if k in dims else dotted_get(config, k) for k in grid}
+            out.append({**({"id": row.pop("id")} if "id" in row else {}), **first, **values, **row})
+        return out
