@@ -376,8 +376,11 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     assert len(runs) == 8 and {r["status"] for r in runs} == {"completed"} and store.runs("another") == []
     assert all(r["config"]["train"]["seed"] == r["train.seed"] and r["final_loss"] > 0 for r in runs)
     assert store.query("SELECT COUNT(*) AS n FROM runs WHERE study = ?", ("api-tiny",)) == [{"n": 8}]
-    with pytest.raises(XlingError, match="readonly database"):  # only read
-        store.query("DELETE FROM runs")
+    for writes in ("DELETE FROM runs", f"VACUUM INTO '{tmp_path / 'copy.db'}'", f"ATTACH '{tmp_path / 'x.db'}' AS x",
+                   "CREATE TEMP TABLE t (a)"):
+        with pytest.raises(XlingError, match=r"only reads"):  # neither the store nor any other file
+            store.query(writes)
+    assert not (tmp_path / "copy.db").exists() and not (tmp_path / "x.db").exists()
     with pytest.raises(XlingError, match=r"no results store at .*xling store rebuild"):
         xling.Store(tmp_path / "nowhere")
 

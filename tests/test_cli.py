@@ -282,6 +282,7 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
     import shutil
 
     from xling.api import Run
+    from xling.errors import XlingError
     from xling.train.lock import run_lock
 
     runs = tmp_path / "runs"
@@ -293,12 +294,24 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
     code, out, _ = run_cli(capsys, "status", runs)  # a directory of runs: each of them
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:3]}
     assert code == 0 and rows == {str(done): "completed", str(killed): "interrupted"}, out
-    assert "(no test evaluation)" in out and "xling train --resume RUN_DIR" in out
+    assert "(no test evaluation)" in out and "xling train RUN_DIR --resume" in out
     assert (Run(done).status, Run(killed).status) == ("completed", "interrupted")
     with run_lock(killed) as got:  # a process trains it
         assert got and Run(killed).status == "running"
         code, out, _ = run_cli(capsys, "status", killed)
         assert code == 0 and out.splitlines()[1].split()[:2] == [str(killed), "running"]
-    (killed / "run.json").write_text("{")
-    assert_user_error(capsys, None, "status", killed, match="run.json")
+    with run_lock(runs / "preparing") as got:  # taken, its data still being prepared: no config.yaml yet
+        code, out, _ = run_cli(capsys, "status", runs)
+        assert got and [str(runs / "preparing"), "running"] in [line.split()[:2] for line in out.splitlines()], out
+    (runs / "preparing" / ".lock").unlink()
+    shutil.copytree(tiny_run, tmp_path / "root" / "a-study" / "r1")  # a root's studies: their runs too
+    (killed / "run.json").write_text("{")  # one damaged run is a row that says so, not the end of the listing
+    code, out, _ = run_cli(capsys, "status", runs, tmp_path / "root", f"{done}/")
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()[0].startswith("/")}
+    assert code == 0 and rows == {str(done): "completed", str(killed): "damaged",
+                                  str(tmp_path / "root" / "a-study" / "r1"): "completed"}, out  # done once
+    with pytest.raises(XlingError, match=r"run\.json"):
+        _ = Run(killed).status
     assert_user_error(capsys, None, "status", done, tmp_path / "typo", match="typo is not a run directory")
+    assert_user_error(capsys, None, "status", tmp_path / "root" / "a-study" / "r1" / "checkpoints",
+                      match="holds none")

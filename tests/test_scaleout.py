@@ -98,8 +98,8 @@ def test_study_run_without_workers_trains_one_run_per_core(tiny_corpus_dir, tmp_
 
 
 def test_auto_workers_are_counted_after_twins_are_copied(tiny_corpus_dir, tmp_path, monkeypatch):
-    """Of the second study's two runs one is the first study's twin: one run is left to train, so one
-    worker, in this process (a count made before copying would have started two)."""
+    """Of the second study's two runs one is the first study's twin: one run is left to train, so one worker (a
+    count made before copying would have started two), with the threads the copied run trained with."""
     first = small_study(tiny_corpus_dir, "first-auto", ps=(0.5,), fractions=(0.1,))
     assert run_study(first, tmp_path, log=lambda *_: None)["completed"] == 2
     monkeypatch.setattr(launch, "usable_cores", lambda: 8)
@@ -108,6 +108,7 @@ def test_auto_workers_are_counted_after_twins_are_copied(tiny_corpus_dir, tmp_pa
     assert run_study(second, tmp_path, workers="auto", log=lines.append)["completed"] == 2
     ready = next(line for line in lines if line.startswith("data ready"))
     assert not re.search(r"\d+ workers", ready) and not any(re.search(r"\d+ workers", line) for line in lines[:1])
+    assert any(line.startswith("1 run left: 1 thread each") for line in lines), lines  # as its twin had
 
 
 def test_a_rerun_trains_its_runs_with_the_threads_of_a_fresh_study(tiny_corpus_dir, tmp_path, monkeypatch):
@@ -131,7 +132,7 @@ def test_a_rerun_trains_its_runs_with_the_threads_of_a_fresh_study(tiny_corpus_d
         assert run_study(study, tmp_path, workers="auto", log=lines.append)["completed"] == 2
     finally:
         torch.set_num_threads(before)
-    assert any(line.startswith("1 run left: 1 thread each, as when the whole study trains") for line in lines), lines
+    assert any(line.startswith("1 run left: 1 thread each, as the study's runs have") for line in lines), lines
     assert read_json(gone / "run.json")["threads"] == 1
     assert [(r["step"], r["loss"]) for r in RunDir(gone).read_metrics() if "loss" in r] == fresh
 

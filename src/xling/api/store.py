@@ -17,6 +17,17 @@ from .scores import rows_or_frame
 _JSON = ("dims", "config", "data_epochs", "valid")
 
 
+# What `Store` lets a statement do: select, read, call functions, recurse, and read the schema by pragma
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_READ_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"}
+
+
+def _only_reads(action: int, arg1, *_) -> int:
+    """The SQLite authorizer of `Store`'s connections."""
+    reading = action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg1 in _READ_PRAGMAS)
+    return sqlite3.SQLITE_OK if reading else sqlite3.SQLITE_DENY
+
+
 class Store:
     """The results store: one SQLite file that indexes the runs under a root, across studies (`xling study run`
     writes it as runs finish; `xling store rebuild` rebuilds it from the run directories, and is how runs of
@@ -31,10 +42,12 @@ class Store:
     """
 
     def __init__(self, root: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> None:
-        from ..study.spec import runs_root
-
         check_arguments(root=(root, (str, os.PathLike, type(None))), db=(db, (str, os.PathLike, type(None))))
-        self.path = Path(db) if db is not None else runs_root(root) / "xling.db"
+        if db is None:
+            from ..study.spec import runs_root
+
+            db = runs_root(root) / "xling.db"
+        self.path = Path(db).absolute()
         """The store's file."""
         if not self.path.is_file():
             raise XlingError(f"no results store at {self.path}: `xling study run` writes one as runs finish, "
@@ -44,23 +57,42 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     def query(self, sql: str, params: tuple | dict = (), frame: bool = False) -> Any:
-        """The rows of one SQL statement, read-only (tables runs, metrics and evaluations: README, "The results
-        store"), as dicts or a pandas DataFrame with `frame`."""
+        """The rows of one read-only SQL statement (tables runs, metrics and evaluations: README, "The results
+        store"), as dicts or a pandas DataFrame with `frame`. A statement that would write anywhere is refused."""
         check_arguments(sql=(sql, str), params=(params, (tuple, list, dict)))
         try:
-            with contextlib.closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-                db.row_factory = sqlite3.Row
+            with contextlib.closing(self._connect()) as db:
                 rows = [dict(r) for r in db.execute(sql, params).fetchall()]
         except sqlite3.Error as exc:
-            raise XlingError(f"results store {self.path}: {exc}") from None
+            refused = any(word in str(exc) for word in ("authoriz", "readonly"))
+            raise XlingError(f"results store {self.path}: {exc}" + (" (xling.Store only reads)" if refused else "")) from None
         return rows_or_frame(rows, frame)
 
+    def _connect(self) -> sqlite3.Connection:
+        """A read-only connection that only reads: mode=ro keeps the store's file as it is, and the authorizer refuses
+        what would write elsewhere (VACUUM INTO, ATTACH, temporary tables). A store in a directory this user cannot
+        write (a colleague's root) is opened immutable where no writer has a log (-wal) open: reading a WAL store
+        otherwise needs its -shm file created beside it."""
+        uri = self.path.as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        except sqlite3.OperationalError:
+            db.close()
+            if Path(f"{self.path}-wal").exists() or os.access(self.path.parent, os.W_OK):
+                raise
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        db.row_factory = sqlite3.Row
+        db.set_authorizer(_only_reads)
+        return db
+
     def runs(self, study: str | None = None, frame: bool = False) -> Any:
-        """One row per run: id (STUDY/RUN, or the directory's name for a run outside a study), study, run, group,
-        its grid values (``languages.p``, ``train.seed``, ...), status, started (its latest attempt), finished,
-        error, run_dir, steps, budget_tokens, parameters, data_epochs (passes over each language's text), the
-        last logged step, final_loss and tokens_per_s, the final validation (valid: {language: {ppl, loss,
-        tokens_scored}}) and config (the resolved run config, a dict)."""
+        """One row per run: id (STUDY/RUN; a run outside a study: its path under the root, or its absolute path),
+        study, run, group, its grid values (``languages.p``, ``train.seed``, ...), status (as when it was last
+        indexed: `Run.status` reads it now), started (its latest attempt), finished, error, run_dir, steps,
+        budget_tokens, parameters, data_epochs (passes over each language's text), the last logged step, final_loss
+        and tokens_per_s, the final validation (valid: {language: {ppl, loss, tokens_scored}}) and config (the
+        resolved run config, a dict)."""
         rows = self._rows("SELECT r.*, m.step, m.final_loss, m.tokens_per_s, m.valid FROM runs r "
                           "LEFT JOIN metrics m ON m.run_id = r.id", study, "r.id")
         return rows_or_frame(rows, frame)

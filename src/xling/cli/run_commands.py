@@ -133,25 +133,13 @@ def train(args, overrides) -> int:
 
 def status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories, or directories holding run directories (e.g. runs)")
+                   help="run directories, or directories of runs (a root: its runs and its studies' runs)")
 
 
 def status(args, overrides) -> int:
-    from ..study.state import run_progress
-    from ..train.rundir import RunDir
+    from ..study.state import status_rows
 
-    found = []
-    for path in map(Path, args.run_dirs):
-        if RunDir(path).exists() or not path.is_dir():
-            found.append(RunDir(path).require().path)
-            continue
-        inside = sorted(d for d in path.iterdir() if RunDir(d).exists())
-        if not inside:
-            raise XlingError(f"{path} is not a run directory (no config.yaml) and holds none: pass the directory "
-                             "`xling train` wrote (a study's runs: `xling study status NAME`)")
-        found += inside
-    rows = [{"path": str(d), **run_progress(d)} for d in dict.fromkeys(found)]  # (each once)
-    print(runs_status_table(rows))
+    print(runs_status_table(status_rows(args.run_dirs)))
     return 0
 
 

@@ -125,18 +125,22 @@ def status_table(study, rows: list[dict]) -> str:
 
 
 def runs_status_table(rows: list[dict]) -> str:
-    """`xling status RUN_DIR ...`: one line per run directory (its rows name it under "path")."""
+    """`xling status RUN_DIR ...`: one line per run directory (its rows name it under "path"), then what goes on."""
     lines = _progress_lines(rows, "path", "a resume finishes it")
-    if any(r["state"] == "interrupted" for r in rows):
-        lines.append("  an interrupted run goes on with `xling train --resume RUN_DIR`")
+    interrupted = [r for r in rows if r["state"] == "interrupted"]
+    if any(not r["study"] for r in interrupted):
+        lines.append("  an interrupted run goes on with `xling train RUN_DIR --resume`")
+    for study in sorted({r["study"] for r in interrupted if r["study"]}):
+        lines.append(f"  the runs of study {study} go on with `xling study run {study}` (with its --root)")
     if any(r["state"] == "completed" and not r["evaluated"] for r in rows):
         lines.append("  a completed run without a test evaluation (trained with --no-eval) gets one with `xling eval RUN_DIR`")
     return "\n".join(lines)
 
 
-def _progress_lines(rows: list[dict], name: str, after_training: str) -> list[str]:
-    """A header and one line per run: its name, state and progress (what a resume would do)."""
-    width = max([len(r[name]) for r in rows] + [3])
+def _progress_lines(rows: list[dict], key: str, after_training: str) -> list[str]:
+    """A header and one line per run: its `key` (id or path), state and progress (what a resume would do);
+    `after_training`: what a run stopped in its final evaluation needs."""
+    width = max([len(r[key]) for r in rows] + [3])
     lines = [f"  {'run':<{width}}  {'state':<11}  progress"]
     for r in rows:
         prog = f"{r['step']}/{r['steps']}" if r["steps"] else "-"
@@ -147,8 +151,8 @@ def _progress_lines(rows: list[dict], name: str, after_training: str) -> list[st
                      " (starts again: no checkpoint yet)")
         elif r["state"] == "completed" and not r.get("evaluated", True):
             prog += " (no test evaluation)"
-        extra = f"  {r['error']}" if r["state"] == "failed" else ""
-        lines.append(f"  {r[name]:<{width}}  {r['state']:<11}  {prog}{extra}")
+        extra = f"  {r['error']}" if r["state"] in ("failed", "damaged") else ""
+        lines.append(f"  {r[key]:<{width}}  {r['state']:<11}  {prog}{extra}")
     return lines
 
 

@@ -207,7 +207,7 @@ class Launch:
     runs_per_gpu: int = 1
     loggers: tuple[str, ...] = ()
     progress: bool = False
-    own_process: bool = False  # even one worker trains in a worker process, with exactly `threads` threads
+    in_worker_process: bool = False  # even one worker trains in a worker process, with exactly `threads` threads
 
     @classmethod
     def plan(cls, engine: str = "local", workers: int | None = None, gpus: str | tuple[int, ...] | None = None,
@@ -245,7 +245,7 @@ class Launch:
         """Yield execute_run results as runs finish."""
         if self.engine == "ray":
             yield from self._ray(todo, root)
-        elif self.workers == 1 and self.gpus is None and not self.own_process:  # here: CUDA may be set up here
+        elif self.workers == 1 and self.gpus is None and not self.in_worker_process:  # here: CUDA may be set up here
             for spec in todo:
                 yield execute_run(spec.to_json(), str(root), self.progress, self.loggers)
         else:
@@ -266,7 +266,8 @@ class Launch:
                                       initargs=(self.threads, places, stop)), stop
 
     def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
-        yield from self.run_each(execute_run, todo, str(root), False, self.loggers)
+        progress = self.progress and self.workers == 1  # (one bar on the terminal; several would garble it)
+        yield from self.run_each(execute_run, todo, str(root), progress, self.loggers)
 
     def run_each(self, fn, todo: list[RunSpec], *args) -> Iterator:
         """fn(spec.to_json(), *args) for every run in the local worker processes; the results as they

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,18 +165,22 @@ def _resuming(todo: list[RunSpec], root: Path, shown: int = 3) -> str:
     return f"; {len(found)} resume{'s' * (len(found) == 1)} from a checkpoint: {', '.join(found[:shown])}{more}"
 
 
-def _auto_launch(study: Study, todo: list[RunSpec], engine: str, runs_per_gpu: int, log) -> Launch:
-    """Workers for the runs left to train (after any were copied from their twins), each with the threads a run gets
-    when the whole study trains from scratch: the thread count changes a run's numbers (sums in another order), so a
-    rerun with fewer runs left trains them as a fresh study would, rather than faster with more threads each."""
+def _auto_launch(study: Study, todo: list[RunSpec], root: Path, engine: str, runs_per_gpu: int, log) -> Launch:
+    """Workers for the runs left to train (after any were copied from their twins), each with the threads the study's
+    runs trained with (run.json's threads, the most common; before any trained, those of the whole study's layout on
+    this machine): the thread count changes a run's numbers (sums in another order), so a rerun with fewer runs left
+    trains them as a fresh study would, rather than faster with more threads each."""
+    cores = Launch.plan(engine, 1, None, runs_per_gpu).threads  # this process's usable cores
     whole = auto_workers(study.runs)
-    threads = Launch.plan(engine, whole, None, runs_per_gpu).threads
-    workers = min(auto_workers(todo), whole)
-    if workers < whole:
-        log(f"{len(todo)} run{'s' * (len(todo) != 1)} left: {threads} thread{'s' * (threads != 1)} each, as when the "
-            f"whole study trains (another count changes a run's numbers; `--workers {workers}` shares out the cores)")
+    trained = Counter(t for s in study.runs if type(t := RunDir(s.run_dir(root)).read_info(tolerant=True).get("threads"))
+                      is int and 1 <= t <= cores)
+    threads = trained.most_common(1)[0][0] if trained else max(1, cores // whole)
+    workers = max(1, min(auto_workers(todo), cores // threads))
+    if workers == len(todo) and workers * threads < cores:
+        log(f"{len(todo)} run{'s' * (len(todo) != 1)} left: {threads} thread{'s' * (threads != 1)} each, as the "
+            f"study's runs have (another count changes a run's numbers; `--workers {workers}` shares out the cores)")
     return dataclasses.replace(Launch.plan(engine, workers, None, runs_per_gpu, progress=False), threads=threads,
-                               own_process=workers < whole)
+                               in_worker_process=whole > 1)
 
 
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
@@ -217,7 +222,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     if not todo:
         return counts
     if auto:
-        launch = _auto_launch(study, todo, engine, runs_per_gpu, log)
+        launch = _auto_launch(study, todo, root, engine, runs_per_gpu, log)
     try:
         preflight(study)
     except XlingError:  # bad data: a root made just now is taken away again (nothing written)

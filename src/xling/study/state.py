@@ -125,7 +125,7 @@ def any_run_state(run_dir: Path) -> str:
     if run.study_record_path.is_file():
         return run_state(run_dir)
     held = lock_state(run_dir)
-    if held:  # (also while it prepares its data, before run.json says running)
+    if held:
         return "running"
     status = str(run.read_info().get("status", "pending"))  # (a damaged run.json: one line that says so)
     return "interrupted" if status == "running" and held is False else status
@@ -141,6 +141,38 @@ def run_progress(run_dir: Path, in_study: bool = False) -> dict:
     error = run.read_study_record().get("error") or (info.get("error") if state == "failed" else "")
     return {"state": state, "step": step or 0, "checkpoint": run.newest_checkpoint_step(), "steps": info.get("steps"),
             "error": error or "", "evaluated": run.eval_path().is_file()}
+
+
+def status_rows(paths: list[Path]) -> list[dict]:
+    """`xling status`: one row per run directory named, or found in a directory named (ROOT/RUN or ROOT/STUDY/RUN),
+    each once: path (as named), study (a study's run) and its `run_progress`; where its files cannot be read, state
+    damaged and the reason as its error."""
+    found = {}
+    for path in map(Path, paths):
+        if not path.is_dir():
+            RunDir(path).require()  # one line: a file, or nothing there
+        runs = [path] if RunDir(path).started() else _runs_inside(path)
+        if not runs:
+            raise XlingError(f"{path} is not a run directory and holds none: pass the directory `xling train` wrote "
+                             "(or a directory of runs, such as a study's root)")
+        for run in runs:
+            found.setdefault(run.resolve(), run)
+    rows = []
+    for run in found.values():
+        try:
+            rows.append({"path": str(run), "study": RunDir(run).read_study_record().get("study", ""), **run_progress(run)})
+        except (XlingError, OSError, ValueError) as exc:
+            rows.append({"path": str(run), "study": "", "state": "damaged", "step": 0, "checkpoint": 0, "steps": None,
+                         "error": str(exc), "evaluated": False})
+    return rows
+
+
+def _runs_inside(path: Path) -> list[Path]:
+    """The run directories in `path`, and in its directories that are not runs (a root's studies), sorted."""
+    runs = []
+    for child in sorted(d for d in path.iterdir() if d.is_dir()):
+        runs += [child] if RunDir(child).started() else sorted(d for d in child.iterdir() if RunDir(d).started())
+    return runs
 
 
 def study_status(study: Study, root: str | Path | None = None) -> list[dict]:

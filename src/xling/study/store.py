@@ -21,7 +21,7 @@ from ..errors import XlingError
 from ..fsio import make_dirs, read_json
 from ..train.rundir import PROTOCOL, RunDir
 from .spec import Study
-from .state import run_state
+from .state import any_run_state
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,12 @@ def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None
     config = rec.get("config")
     if config is None and rundir.config_path.is_file():
         config = to_dict(rundir.read_config())
+    status = any_run_state(run_dir)  # (`xling status`'s: a run outside a study trained with --no-eval is completed)
     run = {
         "id": f"{study}/{name}" if study else name, "study": study, "name": name, "grp": rec.get("group", ""),
-        "dims": json.dumps(rec.get("dims", {})), "config": json.dumps(config or {}), "status": run_state(run_dir),
-        "started": rec.get("started"), "finished": rec.get("finished"), "error": rec.get("error", ""),
+        "dims": json.dumps(rec.get("dims", {})), "config": json.dumps(config or {}), "status": status,
+        "started": rec.get("started"), "finished": rec.get("finished"),
+        "error": rec.get("error") or (info.get("error", "") if status == "failed" else ""),
         "run_dir": str(run_dir), "steps": info.get("steps"), "budget_tokens": info.get("budget_tokens"),
         "parameters": info.get("parameters"), "data_epochs": json.dumps(info.get("data_epochs", {})),
     }

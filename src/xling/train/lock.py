@@ -67,6 +67,8 @@ def lock_state(run_dir: Path) -> bool | None:
     """True while a process holds the run's lock, False when none does, None when it cannot tell (no lock file: not
     trained since xling took locks, or unreadable; a file system without flock). Only looks: a shared lock, tried and
     dropped, on the file opened read-only (a status read must not take the lock, nor need write access)."""
+    if os.path.realpath(run_dir) in _HELD:  # this process's own: not probed (where flock is emulated by POSIX locks,
+        return True  # as on NFS, a probe's unlock would release the holder's lock)
     try:
         fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
     except OSError:

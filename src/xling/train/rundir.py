@@ -140,6 +140,11 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def started(self) -> bool:
+        """Whether a run was ever started here: its config, run.json, study.json or lock (a study's run holds its lock
+        and study.json while its data is prepared, before config.yaml is written)."""
+        return any(f.is_file() for f in (self.config_path, self.info_path, self.study_record_path, self.lock_path))
+
     def require(self) -> RunDir:
         if not self.exists():
             what = "a file" if self.path.is_file() else "not a run directory (no config.yaml)"
