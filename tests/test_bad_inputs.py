@@ -166,6 +166,8 @@ CASES = [
     ("train extra argument", f"{T} surplus", "unexpected argument 'surplus'"),
     ("train out is a file", "train {config} --out {afile} --quiet", "cannot use"),
     ("eval not a run", "eval {tmp}", "not a run directory"),
+    ("status of nothing", "status {out}/typo", "typo is not a run directory"),
+    ("status of a folder without runs", "status {tmp}", "is not a run directory and holds none"),
     ("eval --max-tokens", "eval {run} --max-tokens -1", "argument --max-tokens"),
     ("eval too few tokens", "eval {run} --max-tokens 5", "max_tokens 5: give 0 (the whole split) or more than one evaluation window"),
     ("eval split", "eval {run} --split holdout", "invalid choice: 'holdout'"),
