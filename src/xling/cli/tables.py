@@ -130,8 +130,9 @@ def runs_status_table(rows: list[dict]) -> str:
     interrupted = [r for r in rows if r["state"] == "interrupted"]
     if any(not r["study"] for r in interrupted):
         lines.append("  an interrupted run goes on with `xling train RUN_DIR --resume`")
-    for study in sorted({r["study"] for r in interrupted if r["study"]}):
-        lines.append(f"  the runs of study {study} go on with `xling study run {study}` (with its --root)")
+    for study in sorted({r["study"] for r in rows if r["study"]}):  # (its runs not started have no directory yet)
+        lines.append(f"  study {study}: `xling study status {study}` lists all its runs, `xling study run {study}` "
+                     "trains what is missing (both with its --root)")
     if any(r["state"] == "completed" and not r["evaluated"] for r in rows):
         lines.append("  a completed run without a test evaluation (trained with --no-eval) gets one with `xling eval RUN_DIR`")
     return "\n".join(lines)
