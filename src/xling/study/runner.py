@@ -172,8 +172,8 @@ def _auto_launch(study: Study, todo: list[RunSpec], root: Path, engine: str, run
     trains them as a fresh study would, rather than faster with more threads each."""
     cores = Launch.plan(engine, 1, None, runs_per_gpu).threads  # this process's usable cores
     whole = auto_workers(study.runs)
-    trained = Counter(t for s in study.runs if type(t := RunDir(s.run_dir(root)).read_info(tolerant=True).get("threads"))
-                      is int and 1 <= t <= cores)
+    recorded = (RunDir(s.run_dir(root)).trained_threads() for s in study.runs)
+    trained = Counter(t for t in recorded if t is not None and 1 <= t <= cores)
     threads = trained.most_common(1)[0][0] if trained else max(1, cores // whole)
     workers = max(1, min(auto_workers(todo), cores // threads))
     if workers == len(todo) and workers * threads < cores:

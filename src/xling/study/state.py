@@ -132,8 +132,9 @@ def any_run_state(run_dir: Path) -> str:
 
 
 def run_progress(run_dir: Path, in_study: bool = False) -> dict:
-    """state (`run_state` of a study's run, else `any_run_state`), step (the last one logged), checkpoint (the step a resume starts from), steps, error
-    (study.json's; else run.json's, of a failed run), evaluated (whether its test evaluation is there)."""
+    """state (`run_state` of a study's run, else `any_run_state`), step (the last one logged), checkpoint (the step
+    a resume starts from), steps, error (study.json's; else run.json's, of a failed run), evaluated (whether its test
+    evaluation is there)."""
     run = RunDir(run_dir)
     info = run.read_info(tolerant=True)
     step = info.get("step") if info.get("status") == "completed" else _last_step(run.path)

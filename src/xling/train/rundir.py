@@ -205,6 +205,12 @@ class RunDir:
             raise XlingError(f"{exc}: restore it from a copy of the run, or remove it (`xling train {self.path} "
                              "--resume` then goes on from the newest checkpoint and writes it again)") from None
 
+    def trained_threads(self) -> int | None:
+        """The CPU thread count the run trained with (run.json's threads), None where it has none (or not a number):
+        another count sums in another order, so a resume or a rerun that keeps it computes the same numbers."""
+        threads = self.read_info(tolerant=True).get("threads")
+        return threads if type(threads) is int else None  # (not True, which is an int too)
+
     def read_study_record(self) -> dict:
         """study.json's content, or {} when missing or unreadable (the runner then redoes the work)."""
         return read_json(self.study_record_path, default={})

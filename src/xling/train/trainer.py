@@ -257,8 +257,8 @@ class Trainer:
         as if never stopped: another count sums in another order, and over hundreds of steps that moves the results
         by whole percents, not only the last bits (a study's rerun may have fewer runs left, so more threads each)."""
         before = torch.get_num_threads()
-        threads = self.run.read_info(tolerant=True).get("threads") if self.resume_from is not None else None
-        if type(threads) is not int or threads == before or self.device.type != "cpu":  # (GPU: its kernels decide)
+        threads = self.run.trained_threads() if self.resume_from is not None else None
+        if threads is None or threads == before or self.device.type != "cpu":  # (GPU: its kernels decide)
             yield
             return
         if not 1 <= threads <= (os.cpu_count() or 1):  # (not more threads than this machine has cores)
