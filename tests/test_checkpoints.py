@@ -199,17 +199,18 @@ def test_keep_checkpoints_policies(tiny_corpus_dir, tmp_path, policy, kept):
     assert [int(p.name[5:]) for p in RunDir(run).checkpoint_dirs()] == kept
 
 
-def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, BrokenPipeError])  # Ctrl-C; `| head` gone at a progress bar
+def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir, tmp_path, monkeypatch, stop):
     trainer = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run")
     real_step = Trainer.train_step
 
     def step_then_ctrl_c(self, step):
         if step == 5:
-            raise KeyboardInterrupt
+            raise stop
         return real_step(self, step)
 
     monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         trainer.fit(progress=False)
     info = RunDir(tmp_path / "run").read_info()
     assert info["status"] == "interrupted" and info["step"] == 5  # not "running"; steps 0-4 were trained

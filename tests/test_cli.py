@@ -278,6 +278,45 @@ def test_output_cut_short_by_a_closed_pipe_is_quiet(tmp_path, unbuffered):
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err
 
 
+def test_training_whose_output_reader_went_away_stops_as_interrupted(config_file, tmp_path):
+    """`xling train ... 2>&1 | head -1`: the run stops at the next line it writes, resumable (before: failed, with
+    "[Errno 32] Broken pipe"); the shell's status for SIGPIPE, no traceback anywhere."""
+    import os
+    import subprocess
+    import sys
+
+    from xling.train.rundir import RunDir
+
+    config = config_file(train={"steps": 400})
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = subprocess.run([sys.executable, "-m", "xling", "train", str(config), "--out", str(tmp_path / "run")],
+                          stdout=write, stderr=write, env=env, timeout=120).returncode
+    os.close(write)
+    info = RunDir(tmp_path / "run").read_info()
+    assert code == 141 and info["status"] == "interrupted" and "error" not in info
+
+
+def test_a_warning_nobody_reads_is_dropped_not_raised(monkeypatch):
+    """A study's worker told to stop warns that it stops; with stderr a closed pipe that warning must not fail its run."""
+    import logging
+    import sys
+
+    from xling.errors import warnings_to_stderr
+
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    warnings_to_stderr()
+    monkeypatch.setattr(sys, "stderr", Gone())
+    logging.getLogger("xling.train.stopping").warning("stopping at the end of this step")  # no exception
+
+
 def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_path):
     import shutil
 

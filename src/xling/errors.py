@@ -23,7 +23,10 @@ class _Stderr(logging.Handler):
     """Writes to whatever sys.stderr is when a record comes (it is replaced by tests and tools)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
+        try:
+            print(self.format(record), file=sys.stderr)
+        except BrokenPipeError:  # nobody reads stderr any more (`xling ... 2>&1 | head`): unseen, not a failure of
+            pass  # the work that warns (a study's worker told to stop warns that it stops)
 
 
 def warnings_to_stderr() -> None:

@@ -141,14 +141,33 @@ _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.E
 _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def _stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reader has gone (poll says so whatever Python's buffer holds)."""
+def _closed(stream) -> bool:
+    """Whether `stream` is a pipe whose reader has gone (poll says so whatever Python's buffer holds)."""
     try:
         poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        poller.register(stream.fileno(), select.POLLOUT)
     except (AttributeError, OSError, ValueError):  # not a real file (a test's captured output)
         return False
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _what_next(args) -> str:
+    """What a stopped command's user does next: the resume command of a run that started, or whether running the same
+    command again goes on where it stopped."""
+    run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        return f"; continue with: {command}"
+    if getattr(args, "command_spec", None) is None:
+        return ""
+    if _goes_on(args):
+        return "; it goes on from where it stopped when you run the same command again"
+    return "; run the same command again (it starts afresh)"
+
+
+def _goes_on(args) -> bool:
+    """Whether running the command again goes on from where it stopped (a run, a study, a report's analyses)."""
+    spec = getattr(args, "command_spec", None)
+    return spec is not None and (spec.continues(args) or spec.name == "train")
 
 
 class Terminated(KeyboardInterrupt):
@@ -201,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xling: error: results store: {exc}: use --db on a writable disk with free space", file=sys.stderr)
         return 2
     except BrokenPipeError:  # whoever read the output stopped (`xling ... | head`), or another pipe broke
-        if not _stdout_closed():
+        closed = [stream for stream in (sys.stdout, sys.stderr) if _closed(stream)]
+        if not closed:
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
+        for stream in closed:  # Python's flush at exit must not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        if sys.stderr not in closed and _goes_on(args):  # long work cut short: say how it goes on
+            print(f"\nxling: stopped: the output's reader has gone{_what_next(args)}", file=sys.stderr)
         return 141  # as a shell reports a command stopped by SIGPIPE: its output was cut short
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
@@ -220,12 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt as exc:
-        run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
-        started = run_dir is not None and (Path(run_dir) / "config.yaml").is_file()
-        spec = getattr(args, "command_spec", None)
-        print("\nxling: interrupted" + (f"; continue with: {command}" if started else "" if spec is None else
-              "; it goes on from where it stopped when you run the same command again" if spec.continues(args)
-              or spec.name == "train" else "; run the same command again (it starts afresh)"), file=sys.stderr)
+        print(f"\nxling: interrupted{_what_next(args)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous_sigterm is not None:

@@ -29,6 +29,10 @@ SAME_STOP_WITHIN = 1.0  # seconds: a repeat this soon is the first stop arriving
 FORWARDED = signal.SIGUSR1  # a study runner passes a stop on to its workers with this one: never a second press
 # blocked while a study's worker process starts, until it has its handlers (study.launch, study.workers)
 HELD_WHILE_STARTING = frozenset({signal.SIGINT, FORWARDED})
+# What stops a run rather than fails it (run.json and study.json say interrupted; a resume goes on): Ctrl-C, SIGTERM
+# where it is raised as Ctrl-C, and the reader of the output gone (`xling ... | head`: where a command of the shell
+# would die of SIGPIPE, Python raises BrokenPipeError at the next progress bar or warning)
+STOPS = (KeyboardInterrupt, SystemExit, BrokenPipeError)
 
 
 def stops_training(handler):
@@ -53,7 +57,7 @@ class StepEndStop:
     def _note(self, signum, frame) -> None:
         if self.pending is None:
             self.pending, self.since = signum, time.monotonic()
-            what = "Ctrl-C" if signum in (signal.SIGINT, FORWARDED) else signal.Signals(signum).name
+            what = {signal.SIGINT: "Ctrl-C", FORWARDED: "the study stops"}.get(signum, signal.Signals(signum).name)
             log.warning(f"{what}: stopping at the end of this step, after its checkpoint (a Ctrl-C a second from now "
                         "stops at once, without one)")
         elif signum != FORWARDED and time.monotonic() - self.since >= SAME_STOP_WITHIN:
