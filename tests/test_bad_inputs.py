@@ -24,6 +24,7 @@ T = "train {config} --out {out} --quiet"  # a valid tiny config, then the overri
 # many languages ({many} in a case); languages.p back to its default (it mixes a pair or clones only)
 MANY_BUT_CORPORA = "--corpus.name bible --corpus.paths [] --languages.kind real --languages.p 0.1"
 MANY = f"{MANY_BUT_CORPORA} --languages.corpora [web,lsg]"
+PAIR = "--languages.kind real --languages.second.translation fr"  # the tiny text beside the French Bible ({pair})
 OWN = "--tokenizer.vocab_size 4096"  # back to the default: a brought tokenizer has its own vocabulary
 
 CASES = [
@@ -117,9 +118,11 @@ CASES = [
      "languages.mix: 'de' is no language of this run"),
     ("prepare: transform unknown language", "prepare {config} --quiet --languages.transforms.EN3 [inverted]",
      "languages.transforms: 'EN3' is no language of this run"),
+    # own text beside the default second language, the French Bible: before, silently trained on it
+    ("pair, second not set", f"{T} --languages.kind real", "languages.second is not set, so the pair's second language"),
     ("transform clone base", f"{T} --languages.transforms.L1 [clone]", "L1 is the base language"),
-    ("transform clone real", f"{T} --languages.kind real --languages.transforms.FR [clone]", "a real language has them"),
-    ("transform clone, unknown language", f"{T} --languages.kind real --languages.transforms.EN9 [clone]",
+    ("transform clone real", f"{T} {{pair}} --languages.transforms.FR [clone]", "a real language has them"),
+    ("transform clone, unknown language", f"{T} {{pair}} --languages.transforms.EN9 [clone]",
      "languages.transforms: 'EN9' is no language of this run"),
     ("model preset", f"{T} --model.preset giant", "unknown model.preset 'giant'"),
     ("model layers", f"{T} --model.n_layers 1000000", "model.n_layers must be between 0 and 1024"),
@@ -369,7 +372,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monke
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # `runs/`, `reports/` and the like would land here
     values = {**files, "tmp": str(tmp_path), "out": str(out)}
-    argv = [part.format(**values) for part in command.replace("{many}", MANY).split()]
+    argv = [part.format(**values) for part in command.replace("{many}", MANY).replace("{pair}", PAIR).split()]
     watched = [files["run"], files["empty"], files["afile"], files["foreign_db"]]
     before = {p: _snapshot(p) for p in watched}
     code = main(argv)

@@ -420,6 +420,11 @@ def check_keys_apply(cfg: RunConfig) -> None:
     uses_second = lang.kind == "real" and not lang.corpora
     _check(uses_second or lang.second == LanguagesConfig().second, "languages.second is the second language of a "
            "real pair (kind real, no languages.corpora)")
+    # its default, the French Bible, is the paper's pair with the English one: never a silent partner for your own text
+    _check(not uses_second or cfg.corpus.name == "bible" or lang.second != LanguagesConfig().second, "languages.second "
+           "is not set, so the pair's second language would be the French Bible (lsg), beside your own text: set "
+           "languages.second to your second language's text ({name: ..., paths: [...]}), or to {name: bible, "
+           "translation: fr} to pair your text with the French Bible")
     _check(not lang.corpora or lang.p == LanguagesConfig().p, "languages.p mixes a pair or clones; languages.corpora "
            "mixes by languages.mix, temperature or unimax_epochs")
     _check(not lang.schedule or lang.p == LanguagesConfig().p, "languages.p does not apply with a languages.schedule: keep one")
