@@ -119,7 +119,7 @@ CASES = [
     ("prepare: transform unknown language", "prepare {config} --quiet --languages.transforms.EN3 [inverted]",
      "languages.transforms: 'EN3' is no language of this run"),
     # own text beside the default second language, the French Bible: before, silently trained on it
-    ("pair, second not set", f"{T} --languages.kind real", "languages.second is not set, so the pair's second language"),
+    ("pair, second not set", f"{T} --languages.kind real", "languages.second is not set, so your text's partner"),
     ("transform clone base", f"{T} --languages.transforms.L1 [clone]", "L1 is the base language"),
     ("transform clone real", f"{T} {{pair}} --languages.transforms.FR [clone]", "a real language has them"),
     ("transform clone, unknown language", f"{T} {{pair}} --languages.transforms.EN9 [clone]",

@@ -1,6 +1,5 @@
-"""Typed run configuration: dataclasses that double as the YAML schema and the CLI flags. YAML files
-and `--section.key value` overrides are checked against them (unknown keys get a "did you mean"
-hint, values are type-checked) and by `validate()`."""
+"""Typed run configuration: dataclasses that double as the YAML schema and the CLI flags. YAML files and `--section.key
+value` overrides are checked against them (unknown keys: a "did you mean" hint; values type-checked) and by `validate()`."""
 
 from __future__ import annotations
 
@@ -420,11 +419,8 @@ def check_keys_apply(cfg: RunConfig) -> None:
     uses_second = lang.kind == "real" and not lang.corpora
     _check(uses_second or lang.second == LanguagesConfig().second, "languages.second is the second language of a "
            "real pair (kind real, no languages.corpora)")
-    # its default, the French Bible, is the paper's pair with the English one: never a silent partner for your own text
     _check(not uses_second or cfg.corpus.name == "bible" or lang.second != LanguagesConfig().second, "languages.second "
-           "is not set, so the pair's second language would be the French Bible (lsg), beside your own text: set "
-           "languages.second to your second language's text ({name: ..., paths: [...]}), or to {name: bible, "
-           "translation: fr} to pair your text with the French Bible")
+           "is not set, so your text's partner would be the French Bible: set it ({name: bible, translation: fr}: that one)")
     _check(not lang.corpora or lang.p == LanguagesConfig().p, "languages.p mixes a pair or clones; languages.corpora "
            "mixes by languages.mix, temperature or unimax_epochs")
     _check(not lang.schedule or lang.p == LanguagesConfig().p, "languages.p does not apply with a languages.schedule: keep one")
