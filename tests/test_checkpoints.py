@@ -201,6 +201,9 @@ def test_keep_checkpoints_policies(tiny_corpus_dir, tmp_path, policy, kept):
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, BrokenPipeError])  # Ctrl-C; `| head` gone at a progress bar
 def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir, tmp_path, monkeypatch, stop):
+    from xling.train import stopping
+
+    monkeypatch.setattr(stopping, "output_gone", lambda: True)  # (a broken pipe is a stop only when the output's is)
     trainer = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run")
     real_step = Trainer.train_step
 
@@ -217,6 +220,18 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tiny_corpus_dir
     monkeypatch.setattr(Trainer, "train_step", real_step)
     info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
     assert info["status"] == "completed"
+
+
+def test_a_broken_pipe_that_is_not_the_output_fails_the_run(tiny_corpus_dir, tmp_path, monkeypatch):
+    """A logger's connection, say: not the reader of the output gone, so not a stop."""
+    def step_then_broken_pipe(self, step):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_broken_pipe)
+    with pytest.raises(BrokenPipeError):
+        Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    info = RunDir(tmp_path / "run").read_info()
+    assert info["status"] == "failed" and "Broken pipe" in info["error"]
 
 
 def _signal_during_step(monkeypatch, at: int, signals: tuple[int, ...]):

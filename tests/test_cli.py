@@ -298,6 +298,25 @@ def test_training_whose_output_reader_went_away_stops_as_interrupted(config_file
     assert code == 141 and info["status"] == "interrupted" and "error" not in info
 
 
+def test_a_closed_stdout_after_the_training_gives_no_hint_to_go_on(config_file, tmp_path):
+    """`xling train ... | head`: a run that completed and only met the closed pipe with its tables is not stopped work."""
+    import os
+    import subprocess
+    import sys
+
+    from xling.train.rundir import RunDir
+
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "xling", "train", str(config_file()), "--out", str(tmp_path / "run"),
+                           "--quiet"], stdout=write, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(write)
+    err = proc.stderr.decode()
+    assert proc.returncode == 141 and RunDir(tmp_path / "run").read_info()["status"] == "completed"
+    assert "stopped" not in err and "Traceback" not in err
+
+
 def test_a_warning_nobody_reads_is_dropped_not_raised(monkeypatch):
     """A study's worker told to stop warns that it stops; with stderr a closed pipe that warning must not fail its run."""
     import logging

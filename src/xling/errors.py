@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import sys
 
 
@@ -17,6 +18,21 @@ def first_line(exc: BaseException) -> str:
     """An exception's message in one line (its first), or its type's name when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_closed(stream) -> bool:
+    """Whether `stream` is a pipe whose reader has gone (poll says so whatever Python's buffer holds)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's captured output)
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def output_gone() -> bool:
+    """Whether the reader of this process's stdout or stderr has gone (`xling ... | head`)."""
+    return is_closed(sys.stdout) or is_closed(sys.stderr)
 
 
 class _Stderr(logging.Handler):

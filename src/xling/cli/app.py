@@ -7,7 +7,6 @@ import difflib
 import errno
 import os
 import re
-import select
 import signal
 import sqlite3
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from .. import __version__, yamlio
 from ..config import RunConfig, flatten, to_dict
-from ..errors import XlingError, warnings_to_stderr
+from ..errors import XlingError, is_closed, warnings_to_stderr
 from ..fsio import cache_hint
+from ..train.rundir import RunDir
 from ..train.threads import openmp_wait_setup
 from . import analysis_commands as analysis
 from . import data_commands as data
@@ -141,16 +141,6 @@ _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.E
 _PATH_ERRORS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def _closed(stream) -> bool:
-    """Whether `stream` is a pipe whose reader has gone (poll says so whatever Python's buffer holds)."""
-    try:
-        poller = select.poll()
-        poller.register(stream.fileno(), select.POLLOUT)
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's captured output)
-        return False
-    return any(events & select.POLLERR for _, events in poller.poll(0))
-
-
 def _what_next(args) -> str:
     """What a stopped command's user does next: the resume command of a run that started, or whether running the same
     command again goes on where it stopped."""
@@ -168,6 +158,12 @@ def _goes_on(args) -> bool:
     """Whether running the command again goes on from where it stopped (a run, a study, a report's analyses)."""
     spec = getattr(args, "command_spec", None)
     return spec is not None and (spec.continues(args) or spec.name == "train")
+
+
+def _run_completed(args) -> bool:
+    """Whether `xling train`'s run has completed (its tables met the closed pipe: nothing to go on with)."""
+    run_dir = getattr(args, "resume_hint", (None,))[0]
+    return run_dir is not None and RunDir(run_dir).read_info(tolerant=True).get("status") == "completed"
 
 
 class Terminated(KeyboardInterrupt):
@@ -195,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = None
+    finished = False  # the command's work is done (a pipe met afterwards cut only its output short)
     previous_sigterm = _stop_on_sigterm()
+    if hasattr(sys.stdout, "reconfigure"):  # each line out at once: a reader gone (`| head`) is met at the next line
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         argv, overrides = split_overrides(argv)
         args, extra = parser.parse_known_args(argv)
@@ -209,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             raise XlingError(f"xling {command.name} takes no config overrides (got --{next(iter(overrides))})")
         openmp_wait_setup()  # after parsing (--help and mistakes answer at once), before any command imports torch
         code = command.run(args, overrides)
+        finished = True
         sys.stdout.flush()  # a closed pipe is met here, not at interpreter exit
         return code
     except XlingError as exc:
@@ -220,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xling: error: results store: {exc}: use --db on a writable disk with free space", file=sys.stderr)
         return 2
     except BrokenPipeError:  # whoever read the output stopped (`xling ... | head`), or another pipe broke
-        closed = [stream for stream in (sys.stdout, sys.stderr) if _closed(stream)]
+        closed = [stream for stream in (sys.stdout, sys.stderr) if is_closed(stream)]
         if not closed:
             raise
         for stream in closed:  # Python's flush at exit must not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        if sys.stderr not in closed and _goes_on(args):  # long work cut short: say how it goes on
+        if sys.stderr not in closed and not finished and _goes_on(args) and not _run_completed(args):  # work cut short
             print(f"\nxling: stopped: the output's reader has gone{_what_next(args)}", file=sys.stderr)
         return 141  # as a shell reports a command stopped by SIGPIPE: its output was cut short
     except OSError as exc:

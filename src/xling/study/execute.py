@@ -12,7 +12,7 @@ from ..train.evaluate import evaluate_run
 from ..train.live_log import LiveLog
 from ..train.lock import run_lock
 from ..train.rundir import RunDir
-from ..train.stopping import STOPS
+from ..train.stopping import is_stop
 from ..train.trainer import Trainer
 from .placement import GPU_VARIABLE
 from .spec import RunSpec
@@ -49,11 +49,12 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
                     live.begin(RunDir(run_dir).read_metrics(), info.get("languages", []))
                 live.log_evaluation(evaluate_run(run_dir, split="test", trained_only=True)[0])
             status, error, trace = "completed", "", ""
-        except STOPS:  # Ctrl-C, SIGTERM, `| head`: study.json says so too (run.json has the step)
-            with contextlib.suppress(OSError):  # (a full disk must not turn the stop into a failure)
-                record(run_dir, spec, status="interrupted", finished=now())
-            raise
-        except Exception as exc:  # a failed run is recorded; the study goes on with the others
+        except BaseException as exc:
+            if is_stop(exc) or not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, `| head`: study.json says so too
+                with contextlib.suppress(OSError):  # (a full disk must not turn the stop into a failure)
+                    record(run_dir, spec, status="interrupted", finished=now())
+                raise
+            # a failed run is recorded; the study goes on with the others
             status = "failed"
             error = first_line(exc)
             if not isinstance(exc, XlingError):

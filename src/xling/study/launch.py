@@ -292,7 +292,7 @@ class Launch:
                 # Stopped by a Ctrl-C, here or in the caller (GeneratorExit from `closing`, which an error
                 # there sends too), perhaps to this process only (kill -INT, a notebook's interrupt): the
                 # running runs stop as well
-                if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+                if isinstance(exc, (KeyboardInterrupt, GeneratorExit, BrokenPipeError)):
                     _interrupt(pool)
                 pool.shutdown(wait=True)
             if isinstance(exc, cf.process.BrokenProcessPool):

@@ -23,16 +23,22 @@ import threading
 import time
 from collections.abc import Iterator
 
+from ..errors import output_gone
+
 log = logging.getLogger(__name__)
 
 SAME_STOP_WITHIN = 1.0  # seconds: a repeat this soon is the first stop arriving by another way
 FORWARDED = signal.SIGUSR1  # a study runner passes a stop on to its workers with this one: never a second press
 # blocked while a study's worker process starts, until it has its handlers (study.launch, study.workers)
 HELD_WHILE_STARTING = frozenset({signal.SIGINT, FORWARDED})
-# What stops a run rather than fails it (run.json and study.json say interrupted; a resume goes on): Ctrl-C, SIGTERM
-# where it is raised as Ctrl-C, and the reader of the output gone (`xling ... | head`: where a command of the shell
-# would die of SIGPIPE, Python raises BrokenPipeError at the next progress bar or warning)
-STOPS = (KeyboardInterrupt, SystemExit, BrokenPipeError)
+
+
+def is_stop(exc: BaseException) -> bool:
+    """Whether `exc` stops a run rather than fails it (run.json and study.json say interrupted; a resume goes on): Ctrl-C,
+    SIGTERM where it is raised as Ctrl-C, and the reader of the output gone (`xling ... | head`: where a command of the
+    shell would die of SIGPIPE, Python raises BrokenPipeError at the next line written). A broken pipe of anything else
+    (a logger's connection) is a failure."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit)) or (isinstance(exc, BrokenPipeError) and output_gone())
 
 
 def stops_training(handler):

@@ -30,7 +30,7 @@ from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
 from .rundir import RunDir
 from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
-from .stopping import STOPS, stop_at_step_end
+from .stopping import is_stop, stop_at_step_end
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +218,11 @@ class Trainer:
                 held.enter_context(self._threads_it_trained_with())
                 try:
                     info = self._fit(resume, progress, stop_at)
-                except STOPS:  # Ctrl-C, SIGTERM, `| head`: run.json says so (after a kill -9 it still says running)
-                    self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
-                    raise
-                except Exception as exc:  # a full disk, say: not left "running" (a resume goes on from a checkpoint)
-                    self._record_end("failed", {"error": first_line(exc)})
+                except BaseException as exc:  # not left "running" (after a kill -9 it still says so)
+                    if is_stop(exc):  # Ctrl-C, SIGTERM, `| head`
+                        self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
+                    elif isinstance(exc, Exception):  # a full disk, say (a resume goes on from a checkpoint)
+                        self._record_end("failed", {"error": first_line(exc)})
                     raise
             # Tear the group down together: a rank leaving while rank 0 still validates and
             # writes makes gloo abort the process at exit.
