@@ -274,6 +274,18 @@ def test_metrics_as_a_data_frame(run_copy):
     assert isinstance(frame, pandas.DataFrame) and len(frame) == 12 and "tokens/L2" in frame.columns
 
 
+def test_train_holds_the_run_lock_while_it_evaluates(tiny_corpus_dir, tmp_path, monkeypatch):
+    """Its test evaluation is still the run at work: `xling status` says running, and no second process starts on it
+    (before, the lock was let go for the evaluation: ~6 s of "completed (no test evaluation)" at cpu-xs)."""
+    from xling.api.runs import Run
+    from xling.train.lock import is_locked
+
+    seen, real = [], Run.evaluate
+    monkeypatch.setattr(Run, "evaluate", lambda self, *a, **k: seen.append(is_locked(self.path)) or real(self, *a, **k))
+    xling.train(tiny_config_dict(tiny_corpus_dir), tmp_path / "run", progress=False)
+    assert seen == [True] and not is_locked(tmp_path / "run")
+
+
 def test_train_refuses_an_existing_run_and_resumes_a_finished_one(run_copy, tiny_corpus_dir):
     cfg = xling.Config(tiny_config_dict(tiny_corpus_dir))
     with pytest.raises(XlingError, match="already exists"):

@@ -279,6 +279,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     is one note on stderr).
     """
     from ..train.live_log import LiveLog, logger_names
+    from ..train.lock import training_lock
     from ..train.trainer import Trainer
 
     cfg = unwrap(config)
@@ -288,6 +289,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
             print(f"note: {note}", file=sys.stderr)
         info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)
         if info["status"] == "completed" and not info.get("rank") and evaluate:
-            run.evaluate(progress=progress)
+            with training_lock(run.path):  # taken again at once: the run is still at work (xling status: running)
+                run.evaluate(progress=progress)
             live.log_evaluation(read_json(run.eval_path()))
     return run
