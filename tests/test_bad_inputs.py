@@ -189,6 +189,8 @@ CASES = [
     ("export narrow attention", "export {narrow} {out}", "GPT2LMHeadModel needs attention as wide as the model"),
     ("export out exists", "export {run} {afile}", "already exists"),
     ("export out under /proc", "export {run} /proc/xling-out", "cannot create /proc/xling-out"),
+    ("export out empty", "export {run} {blank}", "the directory to export to is an empty name"),
+    ("export into the run", "export {run} {run}/hf", "is inside the run directory"),
     ("train out under /proc", "train {config} --out /proc/xling-out --quiet", "cannot create /proc/xling-out"),
     ("teff out an existing /proc file", "teff --mono {mono_csv} --runs {runs_csv} --out /proc/version",
      "cannot replace /proc/version"),
@@ -371,7 +373,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, monke
     cwd, out = tmp_path / "cwd", tmp_path / "out"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # `runs/`, `reports/` and the like would land here
-    values = {**files, "tmp": str(tmp_path), "out": str(out)}
+    values = {**files, "tmp": str(tmp_path), "out": str(out), "blank": ""}
     argv = [part.format(**values) for part in command.replace("{many}", MANY).replace("{pair}", PAIR).split()]
     watched = [files["run"], files["empty"], files["afile"], files["foreign_db"]]
     before = {p: _snapshot(p) for p in watched}

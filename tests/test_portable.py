@@ -22,6 +22,7 @@ from xling.data.corpora import hash_split
 from xling.data.languages import merge_table
 from xling.data.stream import encode_text, prepare_languages
 from xling.errors import XlingError
+from xling.fsio import temporary_beside
 from xling.train.evaluate import evaluate_run
 from xling.train.session import load_session
 from xling.train.trainer import Trainer
@@ -222,6 +223,26 @@ def test_hf_export_equals_xling_logits_perplexity_and_token_ids(trained, tmp_pat
     assert base(sentence, add_special_tokens=False).input_ids == encode_text(setup, 0, sentence).tolist()
 
 
+def test_hf_export_removes_what_a_killed_export_left_beside_its_directory(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tokenizers")
+    run, _, _ = trained
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = temporary_beside(tmp_path / "probe", directory=True).name.split(".")[2].rsplit("-", 1)[0]
+    left = tmp_path / f".hf.{host}-{dead.stdout.strip()}.abc123.tmp"  # as a kill -9 during an export leaves it
+    other = tmp_path / f".other.{host}-{dead.stdout.strip()}.abc123.tmp"  # not this export's: left alone
+    for path in (left, other):
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"half")
+        os.utime(path, (path.stat().st_atime - 7200, path.stat().st_mtime - 7200))  # two hours ago
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 0
+    assert not left.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".hf.")) == []  # its own temp renamed
+
+
 def test_hf_export_of_a_brought_tokenizer_json_renumbers_it_per_language(corpora, tmp_path):
     transformers = pytest.importorskip("transformers")
     one, _, _ = corpora
@@ -235,6 +256,29 @@ def test_hf_export_of_a_brought_tokenizer_json_renumbers_it_per_language(corpora
     assert tokenizer(sentence, add_special_tokens=False).input_ids == encode_text(setup, 1, sentence).tolist()
     assert tokenizer.eos_token_id == setup.eod(1) == 2 + setup.tokenizers[0].vocab_size  # cloned; the pad is not
     assert tokenizer.pad_token_id == 0
+
+
+def test_hf_export_of_a_brought_unigram_model_gives_each_language_its_ids(corpora, tmp_path):
+    """A SentencePiece unigram model (byte fallback) in a partly cloned run: each language's exported
+    tokenizer segments as SentencePiece does and gives that language's ids (anchors shared, the rest shifted)."""
+    transformers = pytest.importorskip("transformers")
+    one, _, _ = corpora
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(make_documents(200)), model_writer=model,
+                                   model_type="unigram", vocab_size=300, byte_fallback=True, minloglevel=2)
+    (tmp_path / "uni.model").write_bytes(model.getvalue())
+    cfg = tiny_config(one, tokenizer={"path": str(tmp_path / "uni.model")}, languages={"frac_clone": 0.5},
+                      train={"steps": 2, "checkpoint_every": 2})
+    Trainer(cfg, tmp_path / "run").fit(progress=False)
+    setup = load_session(tmp_path / "run", device="cpu").setup
+    texts = [*make_documents(40, seed=3), "Zürich ☃ 1234 times!!  two  spaces"]  # ☃: not a piece, its bytes
+    for lang, name in enumerate(["L1", "L2"]):
+        assert main(["export", str(tmp_path / "run"), str(tmp_path / name), "--language", name]) == 0
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / name)
+        for text in texts:
+            assert tokenizer(text, add_special_tokens=False).input_ids == encode_text(setup, lang, text).tolist()
+        assert tokenizer.eos_token_id == setup.eod(lang)
+    assert 0 < sum(a == b for a, b in zip(*setup.table.tolist())) < 300  # partly cloned: some ids shared, not all
 
 
 def test_a_byte_level_tokenizer_with_a_word_order_transform_is_refused_before_training(corpora, tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -59,7 +61,7 @@ def temporary_beside(path: Path, directory: bool = False):
     make_dirs(path.parent)
     try:
         if directory:
-            return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+            return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=".tmp"))
         return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=".tmp")
     except FileNotFoundError as exc:
         raise cannot_create(path, exc) from None
@@ -166,14 +168,15 @@ def read_json(path: Path, default=_REQUIRED) -> dict:
                          "corrupt") from None
 
 
-def remove_stale_temporaries(directory: Path) -> int:
-    """Remove the temp files under `directory` that a process of this machine left when it was killed (it is no
-    longer running, and the file has not changed for an hour; another machine's, on a shared disk, are left alone);
-    returns how many."""
-    removed, host = 0, _owner().rsplit("-", 1)[0]
-    for path in Path(directory).rglob(".*.tmp") if Path(directory).is_dir() else ():
+def remove_stale_temporaries(directory: Path, beside: str | None = None) -> int:
+    """Remove the temp files under `directory` (or only the temp files and directories for writing its entry
+    `beside`) that a process of this machine left when it was killed (it is no longer running, and the file has
+    not changed for an hour; another machine's, on a shared disk, are left alone); returns how many."""
+    removed, host, directory = 0, _owner().rsplit("-", 1)[0], Path(directory)
+    found_paths = directory.glob(f".{glob.escape(beside)}.*.tmp") if beside else directory.rglob(".*.tmp")
+    for path in found_paths if directory.is_dir() else ():
         found = _TEMPORARY.fullmatch(path.name)
-        if not found or found["host"] != host or not path.is_file():
+        if not found or found["host"] != host or not (path.is_file() or (beside and path.is_dir())):
             continue
         with contextlib.suppress(OSError):  # untouched for an hour too: containers sharing a host name and a cache
             if time.time() - path.stat().st_mtime < 3600:  # have process ids of their own, so a live one may look dead
@@ -186,6 +189,6 @@ def remove_stale_temporaries(directory: Path) -> int:
         except (PermissionError, OverflowError):
             continue
         with contextlib.suppress(OSError):
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed += 1
     return removed

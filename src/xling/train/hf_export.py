@@ -33,11 +33,15 @@ from ..data.brought import HFTokenizer
 from ..data.sources import optional_module
 from ..data.tokenizer import Tokenizer, sentencepiece_spec
 from ..errors import XlingError
-from ..fsio import UMASK, temporary_beside
+from ..fsio import UMASK, remove_stale_temporaries, temporary_beside
 from .rundir import RunDir
 from .session import load_session
 
-SP_BPE = 2  # TrainerSpec.model_type of a BPE model
+SP_UNIGRAM, SP_BPE = 1, 2  # TrainerSpec.model_type of a unigram and of a BPE model
+# The score of the placeholder pieces that fill a renumbered unigram vocabulary's other languages' ids: so low
+# that no segmentation takes one (unknown characters cost every segmentation alike, so their penalty moving with
+# the lowest score changes none)
+UNUSED_SCORE = -1e9
 
 
 # --------------------------------------------------------------------------- the model
@@ -92,30 +96,26 @@ def _tokenizers():
 
 
 def sentencepiece_to_json(tokenizer: Tokenizer) -> dict:
-    """A SentencePiece BPE model as a tokenizers-library tokenizer (tokenizer.json, parsed) with the
-    same ids: the model's normaliser (its precompiled character map, extra whitespace removed, a
-    space before the text), pieces split at spaces, BPE merges in the order SentencePiece applies
-    them (the merged piece with the highest score first), byte fallback, and its control symbols
-    as special tokens."""
+    """A SentencePiece BPE or unigram model as a tokenizers-library tokenizer (tokenizer.json, parsed)
+    with the same ids: the model's normaliser (its precompiled character map, extra whitespace
+    removed, a space before the text), pieces split at spaces, the model (BPE: merges in the order
+    SentencePiece applies them, the merged piece with the highest score first; unigram: the pieces'
+    scores, for the same best segmentation), byte fallback, and its control symbols as special tokens."""
     tk = _tokenizers()
     spec = sentencepiece_spec(tokenizer.model_bytes)
-    if spec["model_type"] != SP_BPE:
-        raise XlingError("only SentencePiece BPE models can be exported as a tokenizer.json (this one is not BPE)")
+    if spec["model_type"] not in (SP_UNIGRAM, SP_BPE):
+        kind = {3: "character", 4: "word"}.get(spec["model_type"], f"type {spec['model_type']}")
+        raise XlingError(f"only SentencePiece BPE and unigram models can be exported as a tokenizer.json, and this "
+                         f"run's is a {kind} model: train the run with xling's own tokenizer (no tokenizer.path) or "
+                         "bring a BPE or unigram model")
     sp = tokenizer._sp
     size = sp.get_piece_size()
-    vocab = {sp.id_to_piece(i): i for i in range(size)}
-    normal = {sp.id_to_piece(i): i for i in range(size)
-              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))}
-    merges = []
-    for piece, i in normal.items():
-        for cut in range(1, len(piece)):
-            left, right = piece[:cut], piece[cut:]
-            if left in normal and right in normal:
-                merges.append((-sp.get_score(i), i, normal[left], normal[right], left, right))
-    merges.sort()
-    unk = sp.id_to_piece(sp.unk_id())
-    model = tk.models.BPE(vocab=vocab, merges=[(m[4], m[5]) for m in merges], unk_token=unk, byte_fallback=True,
-                          fuse_unk=True)
+    if spec["model_type"] == SP_UNIGRAM:
+        byte_fallback = any(sp.is_byte(i) for i in range(size))
+        model = tk.models.Unigram([(sp.id_to_piece(i), sp.get_score(i)) for i in range(size)], unk_id=sp.unk_id(),
+                                  byte_fallback=byte_fallback)
+    else:
+        model = _bpe(tk, sp, size)
     hf = tk.Tokenizer(model)
     steps = [tk.normalizers.Precompiled(spec["charsmap"])] if spec["charsmap"] else []
     if spec["remove_extra_whitespaces"]:
@@ -131,6 +131,23 @@ def sentencepiece_to_json(tokenizer: Tokenizer) -> dict:
     specials = [sp.id_to_piece(i) for i in range(size) if sp.is_control(i) or sp.is_unknown(i)]
     hf.add_special_tokens([tk.AddedToken(piece, special=True, normalized=False) for piece in specials])
     return json.loads(hf.to_str())
+
+
+def _bpe(tk, sp, size: int):
+    """SentencePiece's BPE model as the tokenizers library's: its merges, highest score first."""
+    vocab = {sp.id_to_piece(i): i for i in range(size)}
+    normal = {sp.id_to_piece(i): i for i in range(size)
+              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))}
+    merges = []
+    for piece, i in normal.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in normal and right in normal:
+                merges.append((-sp.get_score(i), i, normal[left], normal[right], left, right))
+    merges.sort()
+    unk = sp.id_to_piece(sp.unk_id())
+    return tk.models.BPE(vocab=vocab, merges=[(m[4], m[5]) for m in merges], unk_token=unk, byte_fallback=True,
+                         fuse_unk=True)
 
 
 def _remap_processor(node, row: list[int]):
@@ -150,10 +167,18 @@ def remap_tokenizer_json(data: dict, row: list[int], size: int, language: str) -
     if row[:size] == list(range(size)):
         return data
     model = data.get("model") or {}
-    if not isinstance(model.get("vocab"), dict):
+    if model.get("type") == "Unigram" and isinstance(model.get("vocab"), list):  # an id is a place in the list
+        vocab = [[f"<xling-unused-{i}>", UNUSED_SCORE] for i in range(max(row[:size]) + 1)]
+        for i, entry in enumerate(model["vocab"]):
+            vocab[row[i]] = entry
+        model["vocab"] = vocab
+        if model.get("unk_id") is not None:
+            model["unk_id"] = row[model["unk_id"]]
+    elif isinstance(model.get("vocab"), dict):
+        model["vocab"] = {piece: row[i] for piece, i in model["vocab"].items()}
+    else:
         raise XlingError(f"cannot renumber a {model.get('type', 'this')} tokenizer.json for {language} (only "
-                         "BPE, WordPiece and WordLevel ones): export the base language instead")
-    model["vocab"] = {piece: row[i] for piece, i in model["vocab"].items()}
+                         "BPE, unigram, WordPiece and WordLevel ones): export the base language instead")
     for token in data.get("added_tokens") or []:
         token["id"] = row[token["id"]]
     _remap_processor(data.get("post_processor"), row)
@@ -188,10 +213,16 @@ def tokenizer_files(tokenizer, row: list[int], language: str, eod: int, pad: int
 def export_hf(run_dir, out, language: str | None = None) -> dict:
     """Write the run's latest checkpoint and `language`'s tokenizer to the new directory `out`
     (complete or not at all). Returns what was written."""
+    if not str(out).strip():
+        raise XlingError("the directory to export to is an empty name: give a new directory, e.g. hf-export")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise XlingError(f"{out} already exists: give a new (or empty) directory to export to")
     run = RunDir(run_dir).require()
+    if out.resolve().is_relative_to(run.path.resolve()):
+        raise XlingError(f"{out} is inside the run directory {run.path}, which xling manages: export to a directory "
+                         "outside it")
+    remove_stale_temporaries(out.parent, beside=out.name)  # what a killed export left
     cfg = run.read_config()
     check_exportable(resolve_model(cfg.model, 1))
     session = load_session(run_dir, device="cpu", computes=False)
