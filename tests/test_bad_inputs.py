@@ -163,6 +163,7 @@ CASES = [
     ("config translation", "config --corpus.translation wbe", "did you mean 'web'"),
     ("resume not a run", "train {tmp}/nope --resume", "nope does not exist: resume with xling train RUN_DIR"),
     ("resume a file", "train {config} --resume", "is a file, not a run directory"),
+    ("resume a run elsewhere", "train {run} --out {out} --resume", "drop --out"),
     # --- train, eval, sample
     ("train nothing", "train --out {out}", "give a config file"),
     ("train existing run", "train {config} --out {run} --quiet", "pass --resume"),

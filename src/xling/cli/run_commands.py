@@ -79,6 +79,9 @@ def train(args, overrides) -> int:
     if args.config is None and not args.resume:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
     if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
+        if args.out and Path(args.out).resolve() != Path(args.config).resolve():
+            raise XlingError(f"{args.config} is a run directory, which continues where it is: drop --out {args.out} "
+                             "(--out names the run directory of a config)")
         args.out, args.config = args.config, None
     elif args.config and args.resume and not args.out:
         what = ("a file" if Path(args.config).exists() else "a packaged config" if args.config in packaged("configs")
