@@ -161,6 +161,8 @@ def status_rows(paths: list[Path]) -> list[dict]:
     rows = []
     for run in found.values():
         try:
+            if RunDir(run).config_path.is_file():  # unreadable, nothing can be done with the run: say so here
+                RunDir(run).read_config()
             rows.append({"path": str(run), "study": RunDir(run).read_study_record().get("study", ""), **run_progress(run)})
         except (XlingError, OSError, ValueError) as exc:
             rows.append({"path": str(run), "study": "", "state": "damaged", "step": 0, "checkpoint": 0, "steps": None,
