@@ -448,7 +448,7 @@ def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_p
                         (lambda: xling.Run(None), "a run is a directory's path"),
                         (lambda: xling.teff(5, []), "mono rows must be mappings"),
                         (lambda: setattr(xling.Config(), "name", "a/b"), "'a/b' is not a usable name"),
-                        (wrong_type.validate, "train.lr must be of type float, got 'fast'")):
+                        (wrong_type.validate, "train.lr must be a finite number, got 'fast'")):
         with pytest.raises(XlingError, match=match):
             call()
     from xling.study.store import Store

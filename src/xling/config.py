@@ -210,13 +210,13 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if typ is bool and is_numpy_bool(value):
         return bool(value)
     if typ in (int, float, str, bool) and not (isinstance(value, typ) and not (typ is int and isinstance(value, bool))):
-        raise XlingError(f"{where} must be of type {typ.__name__}, got {reprlib.repr(value)}")
+        kind = "a finite number" if typ is float else f"of type {typ.__name__}"
+        raise XlingError(f"{where} must be {kind}, got {reprlib.repr(value)}")
     return value
 
 
 def _build(cls, data: dict, where: str = "config"):
-    types_ = _field_types(cls)
-    kwargs = {}
+    types_, kwargs = _field_types(cls), {}
     for key, value in data.items():
         if key not in types_:
             section = f"{where}.".replace("config.", "", 1)
@@ -461,14 +461,14 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
     config.yaml, which may predate the refusal of keys a run ignores (it stays readable)."""
     _check_rules(cfg)
     lang, tr, ev = cfg.languages, cfg.train, resolved(cfg).eval
-    _check(lang.kind == "clone" or lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only; a "
-                                                         "real pair has 2 languages")
+    _check(lang.kind == "clone" or lang.num_clones == 1, "languages.num_clones applies to kind 'clone' only")
     if cfg.tokenizer.second_path:
         _check(lang.kind == "real" and lang.vocab != "joint", "tokenizer.second_path is the second language's "
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")
     _check_many(cfg)
-    if lang.schedule:
-        parse_schedule(lang.schedule)
+    stages = len(parse_schedule(lang.schedule)) if lang.schedule else 1
+    _check(stages <= (tr.steps or MAX), f"languages.schedule has {stages} stages, more than the {tr.steps} training "
+                                        "steps: give each stage a step at least (fewer stages, or more train.steps)")
     if lang.table:  # its shape and values are checked when the tokenizer is known (data.languages.load_table)
         _check(lang.kind == "clone", "languages.table applies to kind 'clone' only (languages of one corpus)")
         _check(lang.frac_clone == 1.0, "languages.frac_clone does not apply with languages.table: "

@@ -22,12 +22,11 @@ def parse_schedule(text: str) -> list[float]:
     try:
         values = [float(part) for part in parts]
     except ValueError:
-        raise XlingError(
-            f"malformed schedule '{text}': write stage probabilities joined by '_', e.g. 0.1_0.9"
-        ) from None
+        raise XlingError(f"languages.schedule: malformed schedule '{text}': write stage probabilities joined by "
+                         "'_', e.g. 0.1_0.9") from None
     bad = [v for v in values if not 0.0 <= v <= 1.0]
     if bad:
-        raise XlingError(f"schedule '{text}' has probabilities outside [0, 1]: {bad}")
+        raise XlingError(f"languages.schedule '{text}' has probabilities outside [0, 1]: {bad}")
     return values
 
 
