@@ -421,6 +421,8 @@ def test_xling_eval_under_another_protocol_writes_a_file_of_its_own(tiny_corpus_
     assert (report["window"], report["last_n"]) == (16, 4) and (run_dir / "eval.json").read_bytes() == own
     assert main(["eval", str(run_dir), "--window", "0"]) == 0  # 0: the model's length (and a quarter of it), as here
     assert f"(window 32, last 8 scored) -> {run_dir / 'eval.json'}" in capsys.readouterr().out
+    assert main(["eval", str(run_dir), "--window", "16", "--last-n", "0"]) == 0  # 0: a quarter, as in a config
+    assert "(window 16, last 4 scored) -> " in capsys.readouterr().out
     assert main(["eval", str(run_dir), "--window", "64"]) == 2  # longer than the model's 32 positions
     assert "the window (64) must be between 2 and the model's length (32)" in capsys.readouterr().err
 

@@ -142,7 +142,8 @@ class Run:
         """Per-language perplexity of the latest checkpoint with the paper's protocol (the run's ``eval``
         section); writes `eval_path` and returns {language: {loss, ppl, tokens_scored}}. `max_tokens`:
         score only a prefix of each language's stream (None: the run's eval.max_tokens, 0: all). Another
-        `max_tokens`, `window` (0: the model's length; `last_n` then defaults to a quarter of it) or `last_n` than
+        `max_tokens`, `window` (0: the model's length; `last_n` then defaults to a quarter of it) or `last_n` (0: a
+        quarter of the window) than
         the run's is written to a file of its own (eval_<split>_<protocol>.json), which `evaluation` and studies do
         not read. A study's run scores the languages it trained on, as the study did (a monolingual run of a pair
         is not scored in the other). `progress`: a bar over the windows scored, on a terminal."""

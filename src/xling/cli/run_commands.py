@@ -156,9 +156,9 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="score only a prefix of each language's stream (0: all; default: the run's eval.max_tokens)")
     p.add_argument("--window", type=count(0, 65536), default=None,
                    help="evaluation window (default: the run's; 0: the model's length)")
-    p.add_argument("--last-n", type=count(1, 65535), default=None,
-                   help="targets scored at the end of each window (default: a quarter of --window if given, "
-                        "else the run's)")
+    p.add_argument("--last-n", type=count(0, 65535), default=None,
+                   help="targets scored at the end of each window (0: a quarter of the window; default: a quarter "
+                        "of --window if given, else the run's)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 

@@ -122,10 +122,11 @@ def protocol_name(ev: EvalConfig) -> str:
 def protocol(own: EvalConfig, window: int | None = None, last_n: int | None = None,
              max_tokens: int | None = None, seq_len: int = 0) -> EvalConfig:
     """A run's eval section with what is given instead (None: the run's own; with another window, last_n is a
-    quarter of it, as a config's default; window 0: the model's length `seq_len`, as in a config)."""
+    quarter of it, as a config's default; window 0: the model's length `seq_len`, last_n 0: a quarter of the
+    window, as in a config)."""
     window = seq_len if window == 0 and seq_len else window
-    if window is not None and last_n is None:
-        last_n = max(1, window // 4)
+    if last_n == 0 or (window is not None and last_n is None):
+        last_n = max(1, (window or own.window) // 4)
     given = {"window": window, "last_n": last_n, "max_tokens": max_tokens}
     return dataclasses.replace(own, **{k: v for k, v in given.items() if v is not None})
 
