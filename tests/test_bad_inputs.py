@@ -193,6 +193,7 @@ CASES = [
     ("export out under /proc", "export {run} /proc/xling-out", "cannot create /proc/xling-out"),
     ("export out empty", "export {run} {blank}", "the directory to export to is an empty name"),
     ("export into the run", "export {run} {run}/hf", "is inside the run directory"),
+    ("export language twice", "export {run} {out} --language L1 --language L2", "--language given twice (L1 and L2)"),
     ("train out under /proc", "train {config} --out /proc/xling-out --quiet", "cannot create /proc/xling-out"),
     ("teff out an existing /proc file", "teff --mono {mono_csv} --runs {runs_csv} --out /proc/version",
      "cannot replace /proc/version"),

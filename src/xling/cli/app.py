@@ -78,8 +78,26 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option's value given twice is a mistake to point out (argparse would take the last without a word)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.given_in is namespace:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): give it once")
+        self.given_in = namespace
+        super().__call__(parser, namespace, values, option_string)
+
+    given_in = None  # the namespace of the parse that gave it
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: a usage mistake is an XlingError like any other bad input."""
+    """argparse with one-line errors: a usage mistake is an XlingError like any other bad input; an option given
+    twice is one too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str):
         wrong = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)$", message)  # (quoted before 3.12.8)
