@@ -82,7 +82,7 @@ class _StoreOnce(argparse._StoreAction):
     """An option's value given twice is a mistake to point out (argparse would take the last without a word)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if self.given_in is namespace:
+        if self.given_in is namespace and self.option_strings:  # (argparse may fill a positional in two passes)
             parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): give it once")
         self.given_in = namespace
         super().__call__(parser, namespace, values, option_string)
