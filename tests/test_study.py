@@ -344,6 +344,37 @@ def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
     assert counts["completed"] == 2
 
 
+def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_dir, tmp_path):
+    """Ctrl-C in the runner: the run in a Ray task ends its step with a checkpoint and says interrupted (before, it
+    died with the runner's Ray, as by kill -9, and said running, losing its steps since the last checkpoint); the
+    queued run never starts."""
+    import threading
+
+    from xling.study.launch import Launch
+    from xling.train.rundir import RunDir
+
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'xling[ray]'")
+    base = tiny_config_dict(tiny_corpus_dir, train={"steps": 100_000, "checkpoint_every": 100_000})
+    study = build_study({"name": "raystop", "base": base, "grid": {"train.seed": [0, 1]}})
+    dirs = [spec.run_dir(tmp_path) for spec in study.runs]
+
+    def ctrl_c_once_training():
+        while not any(RunDir(d).read_metrics() for d in dirs if (d / "metrics.jsonl").is_file()):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_training, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(Launch.plan("ray", 1).execute(study.runs, tmp_path))  # one task at a time: the other waits
+    finally:
+        ray.shutdown()
+    started = [d for d in dirs if (d / "run.json").is_file()]
+    assert len(started) == 1
+    info, run = read_json(started[0] / "run.json"), RunDir(started[0])
+    assert info["status"] == "interrupted" and 0 < info["step"] == run.newest_checkpoint_step() < 100_000
+
+
 @pytest.mark.parametrize("inherited,expected", [({"GOMP_SPINCOUNT": "3000"}, {"GOMP_SPINCOUNT": "3000"}),
                                                 ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),
                                                 ({}, {"OMP_WAIT_POLICY": "PASSIVE"})])

@@ -26,6 +26,7 @@ from .spec import RunSpec
 from .workers import guarded, init_pool_worker, ray_task
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+RAY_STOP_WAIT = 120  # seconds a stopped study waits for its Ray tasks to end their step and write its checkpoint
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -324,6 +325,12 @@ class Launch:
             on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
             pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
                                                           self.loggers))
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        except BaseException:  # Ctrl-C, SIGTERM, a closed output, an error: the running runs stop as they would
+            for ref in pending:  # here, at the end of their step with a checkpoint (Ray raises Ctrl-C in the
+                ray.cancel(ref)  # task); the queued ones never start. Else they died with this driver, as by kill -9
+            ray.wait(pending, num_returns=len(pending), timeout=RAY_STOP_WAIT)  # (a second Ctrl-C: at once)
+            raise
