@@ -195,9 +195,10 @@ def _interrupt(signum, frame):
 
 def _stop_on_sigterm():
     """Let SIGTERM (kill, timeout, a SLURM time limit) stop a command as Ctrl-C does: a run is checkpointed and
-    marked interrupted, not left 'running'. Returns the handler to restore (None: left as it was: under torchrun,
-    which stops its ranks itself, outside the main thread, or where the caller set a handler of its own)."""
-    if "WORLD_SIZE" in os.environ or threading.current_thread() is not threading.main_thread():
+    marked interrupted, not left 'running' (under torchrun, whose agent passes a SIGTERM on to every process and
+    kills them 30 s later, all of them after the same step). Returns the handler to restore (None: left as it was:
+    outside the main thread, or where the caller set a handler of its own)."""
+    if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except KeyboardInterrupt as exc:
-        print(f"\nxling: interrupted{_what_next(args)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # (under torchrun, one line for all its processes)
+            print(f"\nxling: interrupted{_what_next(args)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous_sigterm is not None:

@@ -102,7 +102,9 @@ def train(args, overrides) -> int:
     cfg = Config(source, overrides)
     out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
     flags = [*["--no-eval"] * args.no_eval, *["--quiet"] * args.quiet, *[f"--log {name}" for name in args.log or ()]]
-    args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags))
+    torchrun = " (under torchrun, as it started)" if world_from_env().active else ""
+    args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags)
+                        + torchrun)
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
         refuse_if_trained_elsewhere(out)  # before saying it resumes

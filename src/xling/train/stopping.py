@@ -51,7 +51,8 @@ def stops_training(handler):
 class StepEndStop:
     """A stop asked for while a step ran: `requested` once a signal came, `deliver` hands it to its handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, at: str = "at the end of this step") -> None:
+        self.at = at  # when the stop comes, as its warning says
         self.handlers: dict[int, object] = {}  # the handlers held back, by signal number
         self.pending: int | None = None  # the signal that came, held back until the step's end
         self.since = 0.0  # when it came (time.monotonic)
@@ -64,8 +65,8 @@ class StepEndStop:
         if self.pending is None:
             self.pending, self.since = signum, time.monotonic()
             what = {signal.SIGINT: "Ctrl-C", FORWARDED: "the study stops"}.get(signum, signal.Signals(signum).name)
-            log.warning(f"{what}: stopping at the end of this step, after its checkpoint (a Ctrl-C a second from now "
-                        "stops at once, without one)")
+            log.warning(f"{what}: stopping {self.at}, after its checkpoint (a Ctrl-C a second from now stops at "
+                        "once, without one)")
         elif signum != FORWARDED and time.monotonic() - self.since >= SAME_STOP_WITHIN:
             self.handlers[signum](signum, frame)  # a second stop: now, from inside the step, as before
 
@@ -77,11 +78,11 @@ class StepEndStop:
 
 
 @contextlib.contextmanager
-def stop_at_step_end(enabled: bool = True) -> Iterator[StepEndStop]:
+def stop_at_step_end(enabled: bool = True, at: str = "at the end of this step") -> Iterator[StepEndStop]:
     """Hold back Ctrl-C and SIGTERM meanwhile (see the module's docstring) until the caller's `deliver`; a stop still
     held when the block ends is delivered then. `enabled` False, or outside the main thread (where Python runs no
     signal handler): a stop that never asks."""
-    stop = StepEndStop()
+    stop = StepEndStop(at)
     if enabled and threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, FORWARDED):
             handler = signal.getsignal(signum)

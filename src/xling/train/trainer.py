@@ -331,10 +331,12 @@ class Trainer:
         window = [time.perf_counter(), 0]  # since when, and how many steps, the tokens/s of the next record count
         pending = []
 
-        def log_pending(done: int) -> None:
-            # One host sync (and one all-reduce) per log interval: the global mean loss of each step since the last.
-            # Losses are also checked before every checkpoint, so no checkpoint holds diverged weights.
-            losses = distributed.mean_across(self.world, torch.stack(pending).float()).cpu().tolist()
+        def log_pending(done: int, stop_here: bool = False) -> bool:
+            # One host sync (and one all-reduce) per log interval: the global mean loss of each step since the last,
+            # and whether any process was asked to stop (so under torchrun all stop after the same step). Losses are
+            # also checked before every checkpoint, so no checkpoint holds diverged weights.
+            *losses, stops = distributed.mean_across(self.world, torch.stack(
+                [*pending, torch.full_like(pending[-1], float(stop_here))]).float()).cpu().tolist()
             pending.clear()
             self._check_finite(losses, first_step=done - len(losses) + 1)
             rate = window[1] * tokens_per_step / max(time.perf_counter() - window[0], 1e-9)
@@ -343,28 +345,35 @@ class Trainer:
                               "tokens_per_s": rate, "tokens": self.tokens_seen(done)})
             bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}")
             window[:] = [time.perf_counter(), 0]
+            return stops > 0
 
-        # Ctrl-C / SIGTERM: the step ends, is logged and checkpointed, then the run stops (under torchrun the ranks
-        # could stop at different steps: there a signal stops at once)
+        # Ctrl-C / SIGTERM: the step ends, is logged and checkpointed, then the run stops. Under torchrun the
+        # processes agree on it at their next log step (a signal may reach some of them only, or at other steps)
+        alone = not self.world.active
         try:  # closed before an interrupt's message, not redrawn after it at exit
-            with stop_at_step_end(enabled=not self.world.active) as stop:
+            with stop_at_step_end(at="at the end of this step" if alone else
+                                  f"with the others at the next logged step (every {cfg.train.log_every})") as stop:
                 for step in range(start, end):
                     pending.append(self.train_step(step))
                     done = self.steps_done = step + 1
                     window[1] += 1
                     regular = done % cfg.train.checkpoint_every == 0 or done == self.steps  # (a checkpoint's due)
-                    if done % cfg.train.log_every == 0 or done == end or regular or stop.requested:
-                        log_pending(done)
+                    stopping = False
+                    if done % cfg.train.log_every == 0 or done == end or regular or (alone and stop.requested):
+                        stopping = log_pending(done, stop.requested) and not alone
                     bar.update(1)
                     if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                         self.validate(done)
-                    stopping = stop.requested  # (read once: one that comes from here on waits for the next step)
-                    if stopping and pending:  # it came after the step (while logging or validating)
-                        log_pending(done)
+                    if alone:
+                        stopping = stop.requested  # (read once: one that comes from here on waits for the next step)
+                        if stopping and pending:  # it came after the step (while logging or validating)
+                            log_pending(done)
                     if main and (regular or stopping):
                         run.save_checkpoint(done, self.model, self._state(done), cfg, stop=not regular)
                     if stopping:
                         stop.deliver()  # (its handler raises KeyboardInterrupt: run.json then says interrupted)
+                        if not alone:  # (a process of torchrun that no signal reached itself)
+                            raise KeyboardInterrupt
         finally:
             bar.close()
         if not main:
