@@ -354,25 +354,33 @@ def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_di
     from xling.train.rundir import RunDir
 
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'xling[ray]'")
-    base = tiny_config_dict(tiny_corpus_dir, train={"steps": 100_000, "checkpoint_every": 100_000})
+    steps = 5000  # (a minute at most, should the stop not come)
+    base = tiny_config_dict(tiny_corpus_dir, train={"steps": steps, "checkpoint_every": steps})
     study = build_study({"name": "raystop", "base": base, "grid": {"train.seed": [0, 1]}})
     dirs = [spec.run_dir(tmp_path) for spec in study.runs]
 
     def ctrl_c_once_training():
-        while not any(RunDir(d).read_metrics() for d in dirs if (d / "metrics.jsonl").is_file()):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any((d / "metrics.jsonl").is_file() and RunDir(d).read_metrics()
+                                                      for d in dirs):
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Ctrl-C as a terminal sends it, whatever an earlier test left behind
+    handler, blocked = signal.signal(signal.SIGINT, signal.default_int_handler), signal.pthread_sigmask(
+        signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=ctrl_c_once_training, daemon=True).start()
     try:
         with pytest.raises(KeyboardInterrupt):
             list(Launch.plan("ray", 1).execute(study.runs, tmp_path))  # one task at a time: the other waits
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     started = [d for d in dirs if (d / "run.json").is_file()]
     assert len(started) == 1
     info, run = read_json(started[0] / "run.json"), RunDir(started[0])
-    assert info["status"] == "interrupted" and 0 < info["step"] == run.newest_checkpoint_step() < 100_000
+    assert info["status"] == "interrupted" and 0 < info["step"] == run.newest_checkpoint_step() < steps
 
 
 @pytest.mark.parametrize("inherited,expected", [({"GOMP_SPINCOUNT": "3000"}, {"GOMP_SPINCOUNT": "3000"}),
