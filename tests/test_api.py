@@ -286,6 +286,28 @@ def test_train_holds_the_run_lock_while_it_evaluates(tiny_corpus_dir, tmp_path, 
     assert seen == [True] and not is_locked(tmp_path / "run")
 
 
+def test_train_holds_the_run_lock_while_it_prepares_data_and_leaves_nothing_when_that_fails(tiny_corpus_dir, tmp_path,
+                                                                                           monkeypatch):
+    """Data preparation (minutes at paper scale) is the run at work too: `xling status` says running and a second
+    process is refused at once (before, the lock was taken after it). A preparation that fails (bad data, Ctrl-C)
+    leaves no run directory behind."""
+    from xling.train import trainer
+    from xling.train.lock import is_locked
+
+    seen, real = [], trainer.prepare_languages
+    monkeypatch.setattr(trainer, "prepare_languages", lambda *a: seen.append(is_locked(tmp_path / "run")) or real(*a))
+    xling.train(tiny_config_dict(tiny_corpus_dir), tmp_path / "run", progress=False, evaluate=False)
+    assert seen == [True]
+
+    def broken(*a):
+        raise XlingError("a document is not UTF-8")
+
+    monkeypatch.setattr(trainer, "prepare_languages", broken)
+    with pytest.raises(XlingError, match="not UTF-8"):
+        xling.train(tiny_config_dict(tiny_corpus_dir), tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
 def test_train_refuses_an_existing_run_and_resumes_a_finished_one(run_copy, tiny_corpus_dir):
     cfg = xling.Config(tiny_config_dict(tiny_corpus_dir))
     with pytest.raises(XlingError, match="already exists"):

@@ -347,6 +347,7 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
     done, killed = runs / "done", runs / "killed"
     shutil.copytree(tiny_run, done)
     shutil.copytree(tiny_run, killed)
+    (done / "eval.json").unlink(missing_ok=True)  # (a test before may have evaluated the shared run)
     info = json.loads((killed / "run.json").read_text())
     (killed / "run.json").write_text(json.dumps(dict(info, status="running")))  # as a kill -9 leaves it
     code, out, _ = run_cli(capsys, "status", runs)  # a directory of runs: each of them

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,13 @@ class Trainer:
             log.warning("no checkpoint verifies: training starts again at step 0")
 
     def prepare(self, resume: bool) -> None:
-        """Validate everything and build data before writing anything into the run directory."""
+        """Validate everything and build data and model, writing nothing into the run directory (`fit` takes the
+        run's lock between the two)."""
+        self.check(resume)
+        self.build(resume)
+
+    def check(self, resume: bool) -> None:
+        """The run's settings, directory and device; writes nothing."""
         cfg = self.cfg
         self.world = distributed.world_from_env()
         if cfg.train.batch_size % (self.world.size * cfg.train.grad_accum):
@@ -88,6 +95,10 @@ class Trainer:
         self._check_run_dir(resume)
         self.device = pick_device(cfg.train.device, self.world.local_rank)
         distributed.init(self.world, self.device)
+
+    def build(self, resume: bool) -> None:
+        """The run's languages and data (prepared where not cached yet: minutes at paper scale), model and optimiser."""
+        cfg = self.cfg
         with distributed.main_first(self.world):  # one process builds the tokenizer / token caches
             # A run resumed from a checkpoint: its own copies of its tokenizers and id table. One that starts at step 0
             # again (no checkpoint yet) builds them from its config, which may have been edited since its first start.
@@ -211,10 +222,17 @@ class Trainer:
         Under torchrun every process trains; only rank 0 writes the run directory and validates,
         and the other ranks return {"status": ..., "step": ..., "rank": r}.
         """
-        self.prepare(resume)  # (validates everything, writes nothing)
+        self.check(resume)  # (writes nothing)
+        new = not self.run.path.exists()
         try:
             with contextlib.ExitStack() as held:  # (a refusal leaves the run, and the run.json of its holder, as they are)
-                self._take_run(held, resume)
+                self._take_run(held, resume)  # before its data is prepared, which may take minutes
+                try:
+                    self.build(resume)
+                except BaseException:  # bad data, Ctrl-C: nothing left behind but what was there
+                    if new and self.world.is_main and {p.name for p in self.run.path.iterdir()} <= {self.run.lock_path.name}:
+                        shutil.rmtree(self.run.path, ignore_errors=True)
+                    raise
                 held.enter_context(self._threads_it_trained_with())
                 try:
                     info = self._fit(resume, progress, stop_at)
