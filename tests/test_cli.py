@@ -317,6 +317,24 @@ def test_a_closed_stdout_after_the_training_gives_no_hint_to_go_on(config_file, 
     assert "stopped" not in err and "Traceback" not in err
 
 
+def test_ctrl_c_while_a_finished_run_prints_its_tables_gives_no_hint_to_go_on(config_file, tmp_path, monkeypatch,
+                                                                              capsys):
+    from xling.cli import run_commands
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_commands, "_evaluation_table", ctrl_c)  # the run trained and evaluated
+    assert main(["train", str(config_file()), "--out", str(tmp_path / "run"), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().endswith("xling: interrupted")
+    from xling.api.runs import Run
+
+    (tmp_path / "run" / "eval.json").unlink()
+    monkeypatch.setattr(Run, "evaluate", ctrl_c)  # stopped in its evaluation: a resume does it
+    assert main(["train", str(tmp_path / "run"), "--resume", "--quiet"]) == 130
+    assert "continue with: xling train" in capsys.readouterr().err
+
+
 def test_a_warning_nobody_reads_is_dropped_not_raised(monkeypatch):
     """A study's worker told to stop warns that it stops; with stderr a closed pipe that warning must not fail its run."""
     import logging

@@ -164,7 +164,8 @@ def _what_next(args) -> str:
     command again goes on where it stopped."""
     run_dir, command = getattr(args, "resume_hint", (None, ""))  # `xling train` sets it once it knows the run
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
-        return f"; continue with: {command}"
+        finished = _run_completed(args) and (args.no_eval or RunDir(run_dir).eval_path().is_file())
+        return "" if finished else f"; continue with: {command}"  # (stopped while printing its tables)
     if getattr(args, "command_spec", None) is None:
         return ""
     if _goes_on(args):
