@@ -61,10 +61,26 @@ def test_every_process_stops_when_rank_0_is_refused_the_run(tiny_corpus_dir, tmp
     assert not RunDir(tmp_path / "ddp").info_path.exists()
 
 
+def _rank_0(torchrun_pid: int) -> int | None:
+    """The process id of torchrun's rank 0 (its child whose environment says RANK=0)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(torchrun_pid) and \
+                    b"RANK=0" in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
 @pytest.mark.slow
-def test_a_sigterm_under_torchrun_stops_every_process_after_one_step_with_a_checkpoint(tiny_corpus_dir, tmp_path):
-    """SIGTERM to the job (as a SLURM time limit sends it): the processes agree at their next logged step, rank 0
-    checkpoints it and records interrupted (before, they died at once and run.json said running); a resume under
+@pytest.mark.parametrize("to", ["the job", "rank 0"])
+def test_a_sigterm_under_torchrun_stops_every_process_after_one_step_with_a_checkpoint(tiny_corpus_dir, tmp_path, to):
+    """SIGTERM to the job (as a SLURM time limit sends it), or to one process only: the processes agree at their next
+    logged step, rank 0 checkpoints it and records interrupted, and none leaves before (one that left first would have
+    torchrun's agent kill rank 0 while it writes); before, they died at once and run.json said running. A resume under
     torchrun then trains the losses of an uninterrupted run (one process accumulating two micro-batches)."""
     import signal
     import time
@@ -76,7 +92,10 @@ def test_a_sigterm_under_torchrun_stops_every_process_after_one_step_with_a_chec
     metrics = tmp_path / "ddp" / "metrics.jsonl"
     while job.poll() is None and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 3):
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGTERM)
+    if to == "the job":
+        os.killpg(job.pid, signal.SIGTERM)
+    else:
+        os.kill(_rank_0(job.pid), signal.SIGTERM)
     _, err = job.communicate(timeout=120)
     info, run = RunDir(tmp_path / "ddp").read_info(), RunDir(tmp_path / "ddp")
     assert info["status"] == "interrupted" and 0 < info["step"] < 300, err[-3000:]

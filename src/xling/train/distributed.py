@@ -84,6 +84,13 @@ def mean_across(world: World, tensor: torch.Tensor) -> torch.Tensor:
     return out / world.size
 
 
+def any_across(world: World, flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true in any process; every process must call it."""
+    if not world.active:
+        return flag
+    return bool(mean_across(world, torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """The DDP wrapper that averages gradients during backward (the model itself when alone)."""
     if not world.active:

@@ -57,6 +57,7 @@ class Trainer:
         self.cfg, self.run, self.cache_dir = resolved(cfg), RunDir(run_dir), cache_dir  # (eval.window 0: seq_len)
         self.live = live or LiveLog(run_dir)
         self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
+        self.stopped_together = False  # torchrun's processes agreed to stop
 
     # ------------------------------------------------------------------ set-up
     def _check_run_dir(self, resume: bool) -> None:
@@ -241,6 +242,8 @@ class Trainer:
                         self._record_end("interrupted", {} if self.steps_done is None else {"step": self.steps_done})
                     elif isinstance(exc, Exception):  # a full disk, say (a resume goes on from a checkpoint)
                         self._record_end("failed", {"error": first_line(exc)})
+                    if self.stopped_together:  # torchrun: none leaves before rank 0 has written that (its agent
+                        distributed.barrier(self.world)  # would send it SIGTERM, a second stop, while it writes)
                     raise
             # Tear the group down together: a rank leaving while rank 0 still validates and
             # writes makes gloo abort the process at exit.
@@ -293,6 +296,17 @@ class Trainer:
             yield
         finally:
             torch.set_num_threads(before)
+
+    def _stop_here(self, stop) -> None:
+        """Stop training after this step, its checkpoint written: the held signal's handler raises KeyboardInterrupt
+        (run.json then says interrupted). Under torchrun every process stops so, after rank 0's checkpoint (one that
+        left first would have torchrun's agent kill rank 0 while it writes)."""
+        if self.world.active:
+            self.stopped_together = True
+            distributed.barrier(self.world)
+        stop.deliver()
+        if self.world.active:  # (a process that no signal reached itself)
+            raise KeyboardInterrupt
 
     def _record_end(self, status: str, fields: dict) -> None:
         """run.json of a run stopped while it said "running" says how it stopped (the disk may take no more)."""
@@ -366,7 +380,7 @@ class Trainer:
             return stops > 0
 
         # Ctrl-C / SIGTERM: the step ends, is logged and checkpointed, then the run stops. Under torchrun the
-        # processes agree on it at their next log step (a signal may reach some of them only, or at other steps)
+        # processes agree on it at their next logged step (a signal may reach some of them only, or at other steps)
         alone = not self.world.active
         try:  # closed before an interrupt's message, not redrawn after it at exit
             with stop_at_step_end(at="at the end of this step" if alone else
@@ -376,22 +390,23 @@ class Trainer:
                     done = self.steps_done = step + 1
                     window[1] += 1
                     regular = done % cfg.train.checkpoint_every == 0 or done == self.steps  # (a checkpoint's due)
-                    stopping = False
-                    if done % cfg.train.log_every == 0 or done == end or regular or (alone and stop.requested):
-                        stopping = log_pending(done, stop.requested) and not alone
+                    due = done % cfg.train.log_every == 0 or done == end or regular
+                    agreed = log_pending(done, stop.requested) if due or (alone and stop.requested) else False
                     bar.update(1)
                     if main and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < self.steps:
                         self.validate(done)
-                    if alone:
-                        stopping = stop.requested  # (read once: one that comes from here on waits for the next step)
+                    if alone:  # its own stop (read once: one that comes from here on waits for the next step)
+                        stopping = stop.requested
                         if stopping and pending:  # it came after the step (while logging or validating)
                             log_pending(done)
+                    else:  # torchrun's processes: when one of them was asked, by the all-reduce of the logged losses
+                        stopping = agreed
                     if main and (regular or stopping):
                         run.save_checkpoint(done, self.model, self._state(done), cfg, stop=not regular)
                     if stopping:
-                        stop.deliver()  # (its handler raises KeyboardInterrupt: run.json then says interrupted)
-                        if not alone:  # (a process of torchrun that no signal reached itself)
-                            raise KeyboardInterrupt
+                        self._stop_here(stop)
+                if not alone and distributed.any_across(self.world, stop.requested, self.device):  # asked after the last step
+                    self._stop_here(stop)
         finally:
             bar.close()
         if not main:
