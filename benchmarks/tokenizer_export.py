@@ -34,6 +34,7 @@ def differing(translation: str, model_type: str, vocab_size: int, byte_fallback:
                                    vocab_size=vocab_size, byte_fallback=byte_fallback, num_threads=2, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     exported = tokenizers.Tokenizer.from_str(json.dumps(sentencepiece_to_json(Tokenizer(model.getvalue()))))
+    exported.encode_special_tokens = True  # special tokens written in the text are text (transformers' split_special_tokens)
     held_out = verses[1::2]
     return sum(exported.encode(v, add_special_tokens=False).ids != sp.encode(v) for v in held_out), len(held_out)
 

@@ -38,10 +38,6 @@ from .rundir import RunDir
 from .session import load_session
 
 SP_UNIGRAM, SP_BPE = 1, 2  # TrainerSpec.model_type of a unigram and of a BPE model
-# The score of the placeholder pieces that fill a renumbered unigram vocabulary's other languages' ids: so low
-# that no segmentation takes one (unknown characters cost every segmentation alike, so their penalty moving with
-# the lowest score changes none)
-UNUSED_SCORE = -1e9
 
 
 # --------------------------------------------------------------------------- the model
@@ -111,6 +107,9 @@ def sentencepiece_to_json(tokenizer: Tokenizer) -> dict:
     sp = tokenizer._sp
     size = sp.get_piece_size()
     if spec["model_type"] == SP_UNIGRAM:
+        # (SentencePiece never reads a control or byte piece from the text; the tokenizers library reads every piece,
+        # so "<s>" or "<0x41>" written in a document becomes that piece: the README says so. A lower score does not
+        # help: the penalty of an unknown character follows the lowest score.)
         byte_fallback = any(sp.is_byte(i) for i in range(size))
         model = tk.models.Unigram([(sp.id_to_piece(i), sp.get_score(i)) for i in range(size)], unk_id=sp.unk_id(),
                                   byte_fallback=byte_fallback)
@@ -168,7 +167,13 @@ def remap_tokenizer_json(data: dict, row: list[int], size: int, language: str) -
         return data
     model = data.get("model") or {}
     if model.get("type") == "Unigram" and isinstance(model.get("vocab"), list):  # an id is a place in the list
-        vocab = [[f"<xling-unused-{i}>", UNUSED_SCORE] for i in range(max(row[:size]) + 1)]
+        if len(set(row[:size])) < size:
+            raise XlingError(f"{language} gives two of its pieces one id (its row of languages.table), which a unigram "
+                             "tokenizer.json cannot say: export another language of the run")
+        # The other languages' ids hold placeholders: a name with a space, which pre-tokenized text never holds, so
+        # no text reads one; the lowest score there is, which leaves the penalty of an unknown character as it was
+        lowest = min(score for _, score in model["vocab"])
+        vocab = [[f"<xling unused {i}>", lowest] for i in range(max(row[:size]) + 1)]
         for i, entry in enumerate(model["vocab"]):
             vocab[row[i]] = entry
         model["vocab"] = vocab
