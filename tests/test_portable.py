@@ -233,7 +233,7 @@ def test_hf_export_removes_what_a_killed_export_left_beside_its_directory(traine
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = temporary_beside(tmp_path / "probe", directory=True).name.split(".")[2].rsplit("-", 1)[0]
     left = tmp_path / f".hf.{host}-{dead.stdout.strip()}.abc123.tmp"  # as a kill -9 during an export leaves it
-    other = tmp_path / f".other.{host}-{dead.stdout.strip()}.abc123.tmp"  # not this export's: left alone
+    other = tmp_path / f".hf.v2.{host}-{dead.stdout.strip()}.abc123.tmp"  # an export to hf.v2's: left alone
     for path in (left, other):
         path.mkdir()
         (path / "model.safetensors").write_bytes(b"half")

@@ -203,7 +203,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return typ(value)  # (also NumPy's and pandas' integers, as a notebook hands them over)
         except OverflowError:
             raise XlingError(f"{where} is too large, got {reprlib.repr(value)}") from None
-    if typ is float and isinstance(value, numbers.Real):
+    if typ is float and isinstance(value, numbers.Real) and not isinstance(value, bool):  # (true is no learning rate)
         return float(value)
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. a schedule written without quotes
@@ -467,8 +467,8 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
                "tokenizer of a real pair with vocab disjoint or anchored (a joint vocabulary: tokenizer.path)")
     _check_many(cfg)
     stages = len(parse_schedule(lang.schedule)) if lang.schedule else 1
-    _check(stages <= (tr.steps or MAX), f"languages.schedule has {stages} stages, more than the {tr.steps} training "
-                                        "steps: give each stage a step at least (fewer stages, or more train.steps)")
+    _check(recorded or stages <= (tr.steps or MAX), f"languages.schedule has {stages} stages, more than the {tr.steps} "
+                                                    "training steps: give each stage a step (fewer stages, more steps)")
     if lang.table:  # its shape and values are checked when the tokenizer is known (data.languages.load_table)
         _check(lang.kind == "clone", "languages.table applies to kind 'clone' only (languages of one corpus)")
         _check(lang.frac_clone == 1.0, "languages.frac_clone does not apply with languages.table: "

@@ -50,7 +50,7 @@ def _owner() -> str:
     return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
 
 
-_TEMPORARY = re.compile(r"\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")  # .NAME.HOST-PID.RANDOM.tmp
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")  # .NAME.HOST-PID.RANDOM.tmp
 
 
 def temporary_beside(path: Path, directory: bool = False):
@@ -177,6 +177,8 @@ def remove_stale_temporaries(directory: Path, beside: str | None = None) -> int:
     for path in found_paths if directory.is_dir() else ():
         found = _TEMPORARY.fullmatch(path.name)
         if not found or found["host"] != host or not (path.is_file() or (beside and path.is_dir())):
+            continue
+        if beside and found["name"] != beside:  # (another entry's, whose name starts alike: hf.v2 beside hf)
             continue
         with contextlib.suppress(OSError):  # untouched for an hour too: containers sharing a host name and a cache
             if time.time() - path.stat().st_mtime < 3600:  # have process ids of their own, so a live one may look dead

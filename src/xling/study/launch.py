@@ -320,17 +320,20 @@ class Launch:
         largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
         threads = min(self.threads, int(largest)) if largest >= 1 else self.threads
         pending = []
-        for spec in todo:
-            request = ray_resources(spec.config, threads, self.gpus_asked, self.runs_per_gpu)
-            on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
-            pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
-                                                          self.loggers))
         try:
+            for spec in todo:
+                request = ray_resources(spec.config, threads, self.gpus_asked, self.runs_per_gpu)
+                on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
+                pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
+                                                              self.loggers))
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
         except BaseException:  # Ctrl-C, SIGTERM, a closed output, an error: the running runs stop as they would
-            for ref in pending:  # here, at the end of their step with a checkpoint (Ray raises Ctrl-C in the
-                ray.cancel(ref)  # task); the queued ones never start. Else they died with this driver, as by kill -9
-            ray.wait(pending, num_returns=len(pending), timeout=RAY_STOP_WAIT)  # (a second Ctrl-C: at once)
+            # here, at the end of their step with a checkpoint (Ray raises Ctrl-C in the task); the queued ones never
+            # start. Else they died with this driver, as by kill -9. (Ray gone too: the first error is the one told.)
+            with contextlib.suppress(Exception):
+                for ref in pending:
+                    ray.cancel(ref)
+                ray.wait(pending, num_returns=len(pending), timeout=RAY_STOP_WAIT)  # (a second Ctrl-C: at once)
             raise

@@ -218,8 +218,8 @@ def tokenizer_files(tokenizer, row: list[int], language: str, eod: int, pad: int
 def export_hf(run_dir, out, language: str | None = None) -> dict:
     """Write the run's latest checkpoint and `language`'s tokenizer to the new directory `out`
     (complete or not at all). Returns what was written."""
-    if not str(out).strip():
-        raise XlingError("the directory to export to is an empty name: give a new directory, e.g. hf-export")
+    if not str(out).strip() or Path(out).name in ("", ".."):  # ("." is the working directory, its name "")
+        raise XlingError(f"'{out}' names no new directory to export to: give one, e.g. hf-export")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise XlingError(f"{out} already exists: give a new (or empty) directory to export to")
