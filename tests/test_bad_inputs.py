@@ -167,6 +167,9 @@ CASES = [
     ("resume a run elsewhere", "train {run} --out {out} --resume", "drop --out"),
     # --- train, eval, sample
     ("train nothing", "train --out {out}", "give a config file"),
+    ("train empty config", "train {blank}", "CONFIG is empty: give a value"),
+    ("train empty out", "train {config} --out {blank}", "--out is empty: give a value"),
+    ("report empty", "report {blank}", "NAME is empty: give a value"),
     ("train existing run", "train {config} --out {run} --quiet", "pass --resume"),
     ("train extra argument", f"{T} surplus", "unexpected argument 'surplus'"),
     ("train out is a file", "train {config} --out {afile} --quiet", "cannot use"),
@@ -191,7 +194,7 @@ CASES = [
     ("export narrow attention", "export {narrow} {out}", "GPT2LMHeadModel needs attention as wide as the model"),
     ("export out exists", "export {run} {afile}", "already exists"),
     ("export out under /proc", "export {run} /proc/xling-out", "cannot create /proc/xling-out"),
-    ("export out empty", "export {run} {blank}", "'' names no new directory to export to"),
+    ("export out empty", "export {run} {blank}", "OUT is empty: give a value"),
     ("export out here", "export {run} .", "'.' names no new directory to export to"),
     ("export into the run", "export {run} {run}/hf", "is inside the run directory"),
     ("export language twice", "export {run} {out} --language L1 --language L2", "--language given twice (L1 and L2)"),

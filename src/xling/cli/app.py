@@ -78,26 +78,31 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-class _StoreOnce(argparse._StoreAction):
-    """An option's value given twice is a mistake to point out (argparse would take the last without a word)."""
+class _Store(argparse._StoreAction):
+    """An argument's value, refused where it is a mistake argparse would take without a word: an option given twice
+    (it would take the last), or an empty value (`xling train ""` would train the defaults into runs/ itself)."""
+
+    MAY_BE_EMPTY = frozenset({"prompt"})  # (xling sample --prompt "": from the start of a document)
 
     def __call__(self, parser, namespace, values, option_string=None):
         if self.given_in is namespace and self.option_strings:  # (argparse may fill a positional in two passes)
             parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): give it once")
         self.given_in = namespace
+        given = values if isinstance(values, list) else [values]
+        if self.dest not in self.MAY_BE_EMPTY and any(isinstance(v, str) and not v.strip() for v in given):
+            parser.error(f"{option_string or self.metavar or self.dest.upper()} is empty: give a value")
         super().__call__(parser, namespace, values, option_string)
 
     given_in = None  # the namespace of the parse that gave it
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: a usage mistake is an XlingError like any other bad input; an option given
-    twice is one too."""
+    """argparse with one-line errors: a usage mistake is an XlingError like any other bad input (`_Store`'s too)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register("action", None, _StoreOnce)
-        self.register("action", "store", _StoreOnce)
+        self.register("action", None, _Store)
+        self.register("action", "store", _Store)
 
     def error(self, message: str):
         wrong = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)$", message)  # (quoted before 3.12.8)
