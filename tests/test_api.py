@@ -84,6 +84,11 @@ def test_config_from_a_recipe_a_file_a_mapping_with_overrides(tmp_path, tiny_cor
         xling.Config(languages={"p": 2})
     with pytest.raises(XlingError, match="unknown config section 'trian'"):
         xling.Config(trian={"steps": 1})
+    with pytest.raises(XlingError, match=r"train\.steps given twice \(a section's 4 and the overrides' 3\)"):
+        xling.Config("clone-90-10", {"train.steps": 3}, train={"steps": 4})  # which was meant? (the CLI asks too)
+    with pytest.raises(XlingError, match=r"train\.seed given twice \(the source's 4 and the overrides' 5\)"):
+        xling.Config({"train.seed": 4}, {"train.seed": 5})
+    assert xling.Config("clone-90-10", {"train.steps": 3}, train={"steps": 3}).train.steps == 3  # once, twice said
     with pytest.raises(XlingError, match="did you mean 'clone-90-10'"):
         xling.Config("clone-90-1")
     # the per-language keys are checked as training checks them, by Config and by validate() after a change
