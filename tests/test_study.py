@@ -146,6 +146,16 @@ def test_unknown_study_name_suggests_the_closest(tmp_path, monkeypatch):
         find_study("tabel1-cpu")
 
 
+def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_corpus_dir):
+    """Its runs, its report and every hint go by the name inside the file: one that differs from the file's would send
+    `xling study status` to a study no command finds."""
+    data = tiny_study_dict(tiny_corpus_dir, name="othername")
+    write_study(tmp_path / "mismatch.yaml", data)
+    monkeypatch.setenv("XLING_STUDIES", str(tmp_path))
+    with pytest.raises(XlingError, match=r"names its study 'othername'.*set name: mismatch"):
+        load_study("mismatch")
+    assert load_study(str(tmp_path / "mismatch.yaml")).name == "othername"  # a file named as such: as it says
+
 def test_every_shipped_study_is_valid():
     shipped = packaged("studies")
     assert available_studies().items() >= shipped.items()  # found by name, like the user's own

@@ -343,7 +343,13 @@ def find_study(name: str) -> Path:
 
 def load_study(name: str) -> Study:
     path = find_study(name)
-    return build_study(load_yaml(path), path)
+    data = load_yaml(path)
+    declared = data.get("name") if isinstance(data, dict) else None
+    if declared and declared != path.stem and path.stem == name:  # found by its name: it must answer to it
+        raise XlingError(f"{path} names its study '{declared}', so its runs and report would go under that name, "
+                         f"which no command finds: set name: {path.stem} (or leave name out), or name the file "
+                         f"{declared}.yaml")
+    return build_study(data, path)
 
 
 def runs_root(root: str | Path | None = None) -> Path:
