@@ -317,6 +317,12 @@ def test_a_closed_stdout_after_the_training_gives_no_hint_to_go_on(config_file, 
     assert "stopped" not in err and "Traceback" not in err
 
 
+def test_train_puts_its_run_under_xling_runs_like_the_studies(config_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XLING_RUNS", str(tmp_path / "elsewhere"))
+    assert main(["train", str(config_file(train={"steps": 2})), "--quiet", "--no-eval"]) == 0
+    assert (tmp_path / "elsewhere" / "tiny" / "run.json").is_file() and not (tmp_path / "runs").exists()
+
 def test_ctrl_c_while_a_finished_run_prints_its_tables_gives_no_hint_to_go_on(config_file, tmp_path, monkeypatch,
                                                                               capsys):
     from xling.cli import run_commands

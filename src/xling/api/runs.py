@@ -260,11 +260,14 @@ def _check_alignment(sequences, grad_sequences, batch_size, **more) -> None:
                     batch_size=(batch_size, int, 1, 2**16), **more)
 
 
-def _default_out(config: Any, cfg) -> Path:
+def default_run_dir(config: Any, cfg) -> Path:
+    """Where a run of `config` goes when no directory is given: the runs root ($XLING_RUNS or ./runs) / its name."""
+    from ..study.spec import runs_root
+
     name = cfg.name or (Path(config).stem if isinstance(config, (str, os.PathLike)) else "")
     if not name:
         raise XlingError("give the run directory (out=...) or a config with a name")
-    return Path("runs") / name
+    return runs_root() / name
 
 
 def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *, resume: bool = False,
@@ -272,7 +275,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     """Train a run into the directory `out` and return it (see `Run`), as `xling train` does.
 
     `config`: a `Config`, or anything `Config` takes (a recipe name, a YAML file, a mapping). `out`:
-    the run directory (default runs/NAME). A directory that holds a run is refused unless `resume`:
+    the run directory (default $XLING_RUNS/NAME, or runs/NAME). A directory that holds a run is refused unless `resume`:
     then training continues from its last good checkpoint, exactly as if never interrupted (a
     finished run only has its config checked, and is evaluated again). With `evaluate`, the test
     split is scored at the end (eval.json; `Run.evaluation` reads it). `progress`: a progress bar on
@@ -284,7 +287,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     from ..train.trainer import Trainer
 
     cfg = unwrap(config)
-    run = Run(out if out is not None else _default_out(config, cfg))
+    run = Run(out if out is not None else default_run_dir(config, cfg))
     with LiveLog(run.path, logger_names(loggers)) as live:
         for note in live.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -59,7 +59,7 @@ def config(args, overrides) -> int:
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config file or packaged config name (or a run directory with --resume)")
-    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--out", help="run directory (default: $XLING_RUNS or ./runs, then the config's name)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -69,6 +69,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 def train(args, overrides) -> int:
     from ..api import train as train_run
     from ..api.configs import unwrap
+    from ..api.runs import default_run_dir
     from ..identity import resolve_relative
     from ..recipes import packaged
     from ..train.distributed import world_from_env
@@ -100,7 +101,7 @@ def train(args, overrides) -> int:
         if window != source.eval.window and "eval.last_n" not in overrides:
             overrides = {"eval.last_n": 0, **overrides}
     cfg = Config(source, overrides)
-    out = Path(args.out or Path("runs") / (cfg.name or Path(source).stem))
+    out = Path(args.out or default_run_dir(source, cfg))
     flags = [*["--no-eval"] * args.no_eval, *["--quiet"] * args.quiet, *[f"--log {name}" for name in args.log or ()]]
     torchrun = " (under torchrun, as it started)" if world_from_env().active else ""
     args.resume_hint = (out, shlex.join(["xling", "train", str(out), "--resume"]) + "".join(" " + f for f in flags)
