@@ -174,7 +174,7 @@ def test_existing_run_needs_resume(capsys, config_file, tmp_path):
     assert_user_error(capsys, None, "train", config_file(), "--out", out, match="pass --resume")
     assert sorted(p.name for p in out.iterdir()) == before
     code, printed, _ = run_cli(capsys, "train", out, "--resume", "--quiet", "--no-eval")  # a run dir resumes itself
-    assert code == 0 and f"resuming {out} from its last checkpoint, step 4" in printed
+    assert code == 0 and f"{out} has finished training (step 4): nothing to do" in printed
     code, printed, err = run_cli(capsys, "train", out, "--resume", "--train.steps", "8")  # refused before announced
     assert code == 2 and "config differs" in err and "train.steps" in err and not printed
     recorded = (out / "config.yaml").read_text()

@@ -15,7 +15,7 @@ over exactly these calls. A notebook needs nothing else:
     run.model()                                                 # the torch module
 
     study = xling.Study("headline-cpu")                         # the paper's experiments, or your own YAML
-    study.run(workers=2)
+    study.run(workers=2)                                        # (in a script: under if __name__ == "__main__":)
     study.results(frame=True)                                   # ppl and TEff per run and language
     study.report()                                              # reports/headline-cpu/report.md + .html
 

@@ -360,7 +360,8 @@ def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
             try:
                 num = float(value)
             except ValueError:
-                raise XlingError(f"{where}: {col} {value!r} is not a number; write e.g. 0.5") from None
+                example = "24.7 (a perplexity, at least 1)" if col == "ppl" else "0.5"
+                raise XlingError(f"{where}: {col} {value!r} is not a number; write e.g. {example}") from None
             if not (math.isfinite(num) and num > 0):
                 raise XlingError(f"{where}: {col} must be a positive finite number, got {value!r}")
             if col == "ppl" and num < 1:

@@ -194,9 +194,10 @@ class Config:
                              f"{type(overrides).__name__} {overrides!r:.60}")
         given = flatten({key: dict(value) for key, value in sections.items() if isinstance(value, Mapping)})
         for key, value in dict(overrides or {}).items():  # one key two ways: which was meant? (as the CLI asks)
-            for where, other in (("the source's", dotted.get(key, value)), ("a section's", given.get(key, value))):
-                if other != value:
-                    raise XlingError(f"{key} given twice ({where} {other!r} and the overrides' {value!r}): give it once")
+            for where, there in (("the source's", dotted), ("a section's", given)):
+                if key in there and there[key] != value:
+                    raise XlingError(f"{key} given twice ({where} {there[key]!r} and the overrides' {value!r}): give it "
+                                     "once")
         data = apply_overrides(data, {**dotted, **dict(overrides or {})})
         cfg = from_dict(data)
         # a run's own config (Run.config, a resume) may predate the refusal of keys a run ignores

@@ -80,6 +80,9 @@ def train(args, overrides) -> int:
     if args.config is None and not args.resume:
         raise XlingError("give a config file (xling train CONFIG.yaml) or --resume RUN_DIR")
     if args.config and Path(args.config).is_dir():  # `xling train RUN_DIR --resume`
+        if not args.resume and not RunDir(args.config).exists():
+            raise XlingError(f"{args.config} is a directory without a run in it (no config.yaml): give a config file "
+                             "(xling train CONFIG.yaml), or a run directory to resume (xling train RUN_DIR --resume)")
         if args.out and Path(args.out).resolve() != Path(args.config).resolve():
             raise XlingError(f"{args.config} is a run directory, which continues where it is: drop --out {args.out} "
                              "(--out names the run directory of a config)")
@@ -119,9 +122,11 @@ def train(args, overrides) -> int:
         if step or run_dir.info_path.is_file():  # checked before saying it resumes (training checks again)
             for change in run_dir.check_resumes_with(unwrap(cfg)):
                 print(f"note: {change}, recorded in {run_dir.config_path}", file=sys.stderr)
-        print(f"resuming {out} from its last checkpoint, step {step}" if step else f"{out} has no checkpoint yet: "
-              "training starts at step 0" if out.is_dir() else f"{out} does not exist yet: a new run starts there",
-              flush=True)
+        done = run_dir.read_info(tolerant=True).get("status") == "completed"
+        print(f"{out} has finished training (step {step}): " + ("nothing to do" if args.no_eval else "its test "
+              "evaluation runs again") if done else f"resuming {out} from its last checkpoint, step {step}" if step
+              else f"{out} has no checkpoint yet: training starts at step 0" if out.is_dir() else
+              f"{out} does not exist yet: a new run starts there", flush=True)
     run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
                     loggers=args.log or ())
     if world_from_env().rank:  # torchrun: rank 0 reports and evaluates

@@ -335,7 +335,7 @@ def find_study(name: str) -> Path:
                          "(xling study list) or its YAML file")
     if name in packaged("configs"):  # a run config's name where a study is asked for
         raise XlingError(f"{name} is a run config, not a study: xling train {name} (studies: xling study list)")
-    close = difflib.get_close_matches(name, list(found), n=1, cutoff=0.4)
+    close = difflib.get_close_matches(name, list(found), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     listing = ", ".join(found)
     raise XlingError(f"unknown study '{name}': {hint}available: {listing}")

@@ -121,7 +121,7 @@ class Trainer:
                 (f"{name} {e:.2f} passes" if len(readers[name]) == 1 else
                  f"the text of {', '.join(readers[name])} (clones read one text) {e:.2f} passes")
                 for name, e in repeated.items()) + "; sequences repeat")
-        if cfg.train.warmup >= self.steps and self.world.is_main:
+        if cfg.train.warmup >= self.steps and self.world.is_main and not resume:  # (said when it started)
             log.warning(f"train.warmup ({cfg.train.warmup}) is not below the run's {self.steps} steps: the learning "
                         f"rate never reaches train.lr nor decays; lower train.warmup")
         if self.device.type == "cpu":
