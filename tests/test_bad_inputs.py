@@ -74,6 +74,7 @@ CASES = [
     ("schedule trailing _", f"{T} --languages.schedule 0.1_", "malformed schedule '0.1_'"),
     ("schedule 0_1 stays", f"{T} --languages.schedule 0_1.5", "outside [0, 1]"),
     ("schedule words", f"{T} --languages.schedule half_half", "malformed schedule"),
+    ("transforms empty", f"{T} --languages.transforms.L2 []", "languages.transforms.L2 is empty, so L2 would be L1"),
     ("schedule stages > steps", f"{T} --train.steps 2 --languages.schedule 0.1_0.5_0.9", "3 stages, more than the 2"),
     ("languages vocab", f"{T} --languages.vocab shared", "languages.vocab must be disjoint, anchored or joint"),
     ("names twice", f"{T} --languages.names [A,A]", "a name twice"),

@@ -177,6 +177,9 @@ class Mixture:
             if i == 0 and "clone" in steps:
                 raise XlingError(f"languages.transforms.{key}: {names[0]} is the base language, whose ids are the "
                                  "tokenizer's: clone applies to the other languages")
+            if i and lang.kind == "clone" and not steps:
+                raise XlingError(f"languages.transforms.{key} is empty, so {key} would be {names[0]} itself (its ids "
+                                 f"and its text): list clone for its own ids, or leave {key} out (a clone)")
             transforms[i] = tuple(steps)
         return cls(names, lang.kind, "clone" if lang.kind == "clone" else lang.vocab, lang.p,
                    lang.schedule, tuple(parse_schedule(lang.schedule)) if lang.schedule else (),
