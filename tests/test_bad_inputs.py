@@ -241,7 +241,7 @@ CASES = [
     ("study bad file", "study run {bad_study} --root {out}", "unknown key"),
     ("study workers", "study run {study} --workers 0 --root {out}", "argument --workers"),
     ("study without its text", "study run {no_text_study} --root {out}", "/gone does not exist"),
-    ("study root is a file", "study run {study} --root {afile}", "cannot use"),
+    ("study root is a file", "study run {study} --root {afile}", "is a file, not a directory of runs"),
     ("study status root", "study status {study} --root {tmp}/missing", "is not a directory"),
     ("study status root too deep", "study status {study} --root {study_folder}", "holds a study's runs itself"),
     ("study run root too deep", "study run {study} --root {study_folder}", "holds a study's runs itself"),

@@ -156,6 +156,12 @@ def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_cor
         load_study("mismatch")
     assert load_study(str(tmp_path / "mismatch.yaml")).name == "othername"  # a file named as such: as it says
 
+def test_xling_runs_naming_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("not a directory")
+    monkeypatch.setenv("XLING_RUNS", str(tmp_path / "afile"))  # (every study read as not started)
+    assert main(["study", "status", "headline-cpu"]) == 2
+    assert "$XLING_RUNS" in capsys.readouterr().err
+
 def test_every_shipped_study_is_valid():
     shipped = packaged("studies")
     assert available_studies().items() >= shipped.items()  # found by name, like the user's own

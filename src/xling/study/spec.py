@@ -354,4 +354,8 @@ def load_study(name: str) -> Study:
 
 def runs_root(root: str | Path | None = None) -> Path:
     """Where run directories live: --root, else $XLING_RUNS, else ./runs."""
-    return Path(root or os.environ.get("XLING_RUNS") or "runs")
+    path = Path(root or os.environ.get("XLING_RUNS") or "runs")
+    if path.exists() and not path.is_dir():  # (else every study read as not started, a train failed late)
+        where = "--root" if root else "$XLING_RUNS" if os.environ.get("XLING_RUNS") else "./runs"
+        raise XlingError(f"{where} ({path}) is a file, not a directory of runs: give a directory")
+    return path
