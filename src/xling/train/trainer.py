@@ -231,7 +231,8 @@ class Trainer:
                 try:
                     self.build(resume)
                 except BaseException:  # bad data, Ctrl-C: nothing left behind but what was there
-                    if new and self.world.is_main and {p.name for p in self.run.path.iterdir()} <= {self.run.lock_path.name}:
+                    left = {p.name for p in self.run.path.iterdir()} if new and self.world.is_main else None
+                    if left is not None and left <= {self.run.lock_path.name}:
                         shutil.rmtree(self.run.path, ignore_errors=True)
                     raise
                 held.enter_context(self._threads_it_trained_with())
@@ -358,7 +359,7 @@ class Trainer:
             if self.live:  # the loggers start from the records kept from before a resume
                 self.live.begin(run.read_metrics(), self.setup.names)
         end = self.steps if stop_at is None else min(stop_at, self.steps)
-        bar = _progress(start, self.steps, progress and main, cfg.name or run.path.name)
+        bar = _progress(start, self.steps, progress and main and start < end, cfg.name or run.path.name)  # (none: done)
         tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         window = [time.perf_counter(), 0]  # since when, and how many steps, the tokens/s of the next record count
         pending = []
@@ -405,7 +406,8 @@ class Trainer:
                         run.save_checkpoint(done, self.model, self._state(done), cfg, stop=not regular)
                     if stopping:
                         self._stop_here(stop)
-                if not alone and distributed.any_across(self.world, stop.requested, self.device):  # asked after the last step
+                # (under torchrun, a stop asked after the last logged step is agreed on too)
+                if not alone and distributed.any_across(self.world, stop.requested, self.device):
                     self._stop_here(stop)
         finally:
             bar.close()
