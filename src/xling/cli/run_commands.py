@@ -112,7 +112,8 @@ def train(args, overrides) -> int:
     if args.resume and not world_from_env().rank:
         run_dir = RunDir(out)
         refuse_if_trained_elsewhere(out)  # before saying it resumes
-        workdir = run_dir.read_info(tolerant=True).get("workdir")
+        recorded = run_dir.read_info(tolerant=True)
+        workdir = recorded.get("workdir")
         elsewhere = workdir and Path.cwd().resolve() != Path(workdir).resolve()
         if elsewhere and resolve_relative(unwrap(cfg), workdir) != unwrap(cfg):  # (eval and export find them anyway)
             raise XlingError(f"{out} reads paths relative to {workdir}, where it trained, that do not exist from here: "
@@ -122,11 +123,14 @@ def train(args, overrides) -> int:
         if step or run_dir.info_path.is_file():  # checked before saying it resumes (training checks again)
             for change in run_dir.check_resumes_with(unwrap(cfg)):
                 print(f"note: {change}, recorded in {run_dir.config_path}", file=sys.stderr)
-        done = run_dir.read_info(tolerant=True).get("status") == "completed"
-        print(f"{out} has finished training (step {step}): " + ("nothing to do" if args.no_eval else "its test "
-              "evaluation runs again") if done else f"resuming {out} from its last checkpoint, step {step}" if step
-              else f"{out} has no checkpoint yet: training starts at step 0" if out.is_dir() else
-              f"{out} does not exist yet: a new run starts there", flush=True)
+        if recorded.get("status") == "completed":
+            what = "nothing to do" if args.no_eval else "its test evaluation runs again"
+            print(f"{out} has finished training (step {step}): {what}", flush=True)
+        elif step:
+            print(f"resuming {out} from its last checkpoint, step {step}", flush=True)
+        else:
+            print(f"{out} has no checkpoint yet: training starts at step 0" if out.is_dir() else
+                  f"{out} does not exist yet: a new run starts there", flush=True)
     run = train_run(cfg, out, resume=args.resume, evaluate=not args.no_eval, progress=not args.quiet,
                     loggers=args.log or ())
     if world_from_env().rank:  # torchrun: rank 0 reports and evaluates

@@ -84,7 +84,8 @@ def unimax_shares(sizes, budget: float, epochs: float) -> list[float]:
         shares[lang] = min(left / (len(sizes) - rank), epochs * sizes[lang])
         left -= shares[lang]
     if left > 1e-9 * budget:
-        raise XlingError(f"languages.unimax_epochs {epochs:g}: {epochs:g} pass{'' if epochs == 1 else 'es'} over every language's text give "
+        passes = "pass" if epochs == 1 else "passes"
+        raise XlingError(f"languages.unimax_epochs {epochs:g}: {epochs:g} {passes} over every language's text give "
                          f"{epochs * sizes.sum():,.0f} tokens, fewer than the run's {budget:,.0f}: raise "
                          "languages.unimax_epochs or train for fewer steps")
     return (shares / budget).tolist()

@@ -160,10 +160,11 @@ def status_rows(paths: list[Path]) -> list[dict]:
             found.setdefault(run.resolve(), run)
     rows = []
     for run in found.values():
+        run_dir = RunDir(run)
         try:
-            if RunDir(run).config_path.is_file():  # unreadable, nothing can be done with the run: say so here
-                RunDir(run).read_config()
-            rows.append({"path": str(run), "study": RunDir(run).read_study_record().get("study", ""), **run_progress(run)})
+            if run_dir.config_path.is_file():  # unreadable, nothing can be done with the run: say so here
+                run_dir.read_config()
+            rows.append({"path": str(run), "study": run_dir.read_study_record().get("study", ""), **run_progress(run)})
         except (XlingError, OSError, ValueError) as exc:
             rows.append({"path": str(run), "study": "", "state": "damaged", "step": 0, "checkpoint": 0, "steps": None,
                          "error": str(exc), "evaluated": False})
