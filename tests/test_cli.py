@@ -391,11 +391,16 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
     (killed / "run.json").write_text("{")  # one damaged run is a row that says so, not the end of the listing
     shutil.copytree(tiny_run, runs / "unreadable")
     (runs / "unreadable" / "config.yaml").write_text("model: [oops")  # trained, but nothing can use it now
+    shutil.copytree(tiny_run, runs / "crafted")  # an evaluation no model gives: as the store and reports read it
+    (runs / "crafted" / "eval.json").write_text(json.dumps({"languages": {"L1": {"ppl": 0.5}}}))
     code, out, _ = run_cli(capsys, "status", runs, tmp_path / "root", f"{done}/")
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()[0].startswith("/")}
     assert code == 0 and rows == {str(done): "completed", str(killed): "damaged", str(runs / "unreadable"): "damaged",
+                                  str(runs / "crafted"): "damaged",
                                   str(tmp_path / "root" / "a-study" / "r1"): "completed"}, out  # done once
-    assert "malformed YAML in" in out
+    assert "malformed YAML in" in out and "the perplexity of L1 is 0.5, not a number >= 1" in out, out
+    with pytest.raises(XlingError, match=r"the perplexity of L1 is 0\.5"):
+        Run(runs / "crafted").evaluation()
     with pytest.raises(XlingError, match=r"run\.json"):
         _ = Run(killed).status
     assert_user_error(capsys, None, "status", done, tmp_path / "typo", match="typo is not a run directory")

@@ -134,7 +134,7 @@ class Run:
                                 "last_n other than the run's), which this does not read" if others else "")
                              + ("; the validation during training is in Run.info['valid'] and Run.metrics('valid')"
                                 if split == "valid" else ""))
-        return dict(read_json(path).get("languages") or {})
+        return dict(self._dir().read_evaluation(path, tolerant=False).get("languages") or {})
 
     # ------------------------------------------------------------------ what loads the model
     def evaluate(self, split: str = "test", max_tokens: int | None = None, device: str = "auto",

@@ -87,8 +87,9 @@ class Study:
 
     def status(self) -> list[dict]:
         """One row per run: id, group, state (pending, running, interrupted, failed, trained: training done
-        but no test evaluation yet, which a rerun adds; completed), step, checkpoint (the step a resume starts
-        from), steps, error, evaluated (its test evaluation is there)."""
+        but no test evaluation yet, which a rerun adds; completed; damaged: a file that cannot be read, the reason
+        as its error), step, checkpoint (the step a resume starts from), steps, error, evaluated (its test
+        evaluation is there)."""
         from ..study.state import study_status
 
         return study_status(self._study, self.root)

@@ -158,17 +158,27 @@ def status_rows(paths: list[Path]) -> list[dict]:
                              "(or a directory of runs, such as a study's root)")
         for run in runs:
             found.setdefault(run.resolve(), run)
-    rows = []
-    for run in found.values():
-        run_dir = RunDir(run)
-        try:
-            if run_dir.config_path.is_file():  # unreadable, nothing can be done with the run: say so here
-                run_dir.read_config()
-            rows.append({"path": str(run), "study": run_dir.read_study_record().get("study", ""), **run_progress(run)})
-        except (XlingError, OSError, ValueError) as exc:
-            rows.append({"path": str(run), "study": "", "state": "damaged", "step": 0, "checkpoint": 0, "steps": None,
-                         "error": str(exc), "evaluated": False})
-    return rows
+    return [{"path": str(run), "study": _study_name(run), **_progress_or_damage(run)} for run in found.values()]
+
+
+def _study_name(run: Path) -> str:
+    with contextlib.suppress(XlingError, OSError, ValueError):
+        return RunDir(run).read_study_record().get("study", "")
+    return ""
+
+
+def _progress_or_damage(run: Path, in_study: bool = False) -> dict:
+    """`run_progress`, or where the run's files cannot be read (config.yaml, run.json, an evaluation as the store and
+    reports read it) state damaged and the reason as its error."""
+    run_dir = RunDir(run)
+    try:
+        if run_dir.config_path.is_file():  # unreadable, nothing can be done with the run: say so here
+            run_dir.read_config()
+        for path in run_dir.eval_paths():
+            run_dir.read_evaluation(path)
+        return run_progress(run, in_study)
+    except (XlingError, OSError, ValueError) as exc:
+        return {"state": "damaged", "step": 0, "checkpoint": 0, "steps": None, "error": str(exc), "evaluated": False}
 
 
 def _runs_inside(path: Path) -> list[Path]:
@@ -182,7 +192,8 @@ def _runs_inside(path: Path) -> list[Path]:
 def study_status(study: Study, root: str | Path | None = None) -> list[dict]:
     """One row per run: id, group and its `run_progress`."""
     root = runs_root(root)
-    return [{"id": spec.id, "group": spec.group, **run_progress(spec.run_dir(root), in_study=True)} for spec in study.runs]
+    return [{"id": spec.id, "group": spec.group, **_progress_or_damage(spec.run_dir(root), in_study=True)}
+            for spec in study.runs]
 
 
 def _last_step(run_dir: Path) -> int:

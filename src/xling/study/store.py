@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sqlite3
 from pathlib import Path
 
 from ..config import to_dict
 from ..errors import XlingError
-from ..fsio import make_dirs, read_json
+from ..fsio import make_dirs
 from ..train.rundir import PROTOCOL, RunDir
 from .spec import Study
 from .state import any_run_state
@@ -88,7 +87,7 @@ def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None
     budget = info.get("budget_tokens") or 0
     tokens = info.get("tokens") or {}
     for path in rundir.eval_paths():
-        report = read_json(path, default={})
+        report = rundir.read_evaluation(path)
         if report and rundir.config_path.is_file() and not rundir.scored_as_configured(report):
             protocol = {k: report.get(k) for k in PROTOCOL}  # as `xling eval --max-tokens` wrote it before 2026-11-28
             log.warning(f"{path} was scored with {protocol}, not the run's eval section: left out of the results "
@@ -96,28 +95,12 @@ def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None
             continue
         # the tokens of the checkpoint evaluated (an earlier one's when the newest did not verify); older files: run.json's
         trained_at = report.get("tokens_trained", tokens) or {}
-        languages = report.get("languages") or {}
-        _check_evaluation(path, languages, info.get("languages"))
-        for lang, r in languages.items():
+        for lang, r in (report.get("languages") or {}).items():
             trained = trained_at.get(lang)
             evals.append({"run_id": run["id"], "language": lang, "split": report.get("split", "test"),
                           "ppl": r.get("ppl"), "loss": r.get("loss"), "tokens_scored": r.get("tokens_scored"),
                           "tokens_trained": trained, "fraction": trained / budget if budget and trained is not None else None})
     return run, metrics, evals
-
-
-def _check_evaluation(path: Path, languages, names: list[str] | None) -> None:
-    """An evaluation file holds a finite perplexity >= 1 per language of its run (a damaged or crafted one is
-    reported and its run skipped, not carried into a report)."""
-    if not isinstance(languages, dict):
-        raise XlingError(f"{path}: 'languages' is not a mapping of language to results")
-    for lang, r in languages.items():
-        if names is not None and lang not in names:
-            raise XlingError(f"{path}: language {lang!r} is not one of the run's ({', '.join(names)})")
-        ppl = r.get("ppl") if isinstance(r, dict) else None
-        if isinstance(ppl, bool) or not isinstance(ppl, (int, float)) or not (1 <= ppl < math.inf or math.isnan(ppl)):
-            raise XlingError(f"{path}: the perplexity of {lang} is {ppl!r}, not a finite number >= 1 (nan: no token "
-                             "scored)")
 
 
 def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -124,6 +125,24 @@ class RunDir:
                 validate(cfg, recorded=True)
                 return cfg.eval
         return self.read_config().eval
+
+    def read_evaluation(self, path: Path, tolerant: bool = True) -> dict:
+        """An evaluation file's content (eval*.json), checked: a finite perplexity >= 1 (nan: no token scored) for
+        each language, each one of the run's (a damaged or crafted file is one line, never carried into a store or
+        report). `tolerant`: {} where the file is missing or no JSON object (no evaluation, which a study redoes)."""
+        report = read_json(path, **({"default": {}} if tolerant else {}))
+        languages = report.get("languages") or {}
+        if not isinstance(languages, dict):
+            raise XlingError(f"{path}: 'languages' is not a mapping of language to results")
+        names = self.read_info(tolerant=True).get("languages")
+        for lang, r in languages.items():
+            if names is not None and lang not in names:
+                raise XlingError(f"{path}: language {lang!r} is not one of the run's ({', '.join(names)})")
+            ppl = r.get("ppl") if isinstance(r, dict) else None
+            if isinstance(ppl, bool) or not isinstance(ppl, (int, float)) or not (1 <= ppl < math.inf or math.isnan(ppl)):
+                raise XlingError(f"{path}: the perplexity of {lang} is {ppl!r}, not a number >= 1 (or nan, where no "
+                                 "token was scored)")
+        return report
 
     def eval_paths(self) -> list[Path]:
         """The run's evaluations under its own protocol, sorted: what studies compare."""
