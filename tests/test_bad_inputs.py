@@ -150,6 +150,8 @@ CASES = [
     ("eval last_n", f"{T} --eval.last_n 40", "eval.last_n must be between 1"),
     ("eval max_tokens", f"{T} --eval.max_tokens 5", "eval.max_tokens (5) must be 0"),
     ("eval batch", f"{T} --eval.batch_size 0", "eval.batch_size must be between 1"),
+    ("held-out split shorter than a window", f"{T} --model.seq_len 4096 --eval.window 4096 --train.steps 1",
+     "the valid split of L1 has 2,660 tokens, fewer than one evaluation window of 4,096"),
     ("name escapes", "train {escape_yaml} --quiet", "'../escape' is not a usable name"),
     ("name absolute", "train {absolute_yaml} --quiet", "'/abs/olute' is not a usable name"),
     ("unknown section", f"{T} --foo.bar 1", "unknown key 'foo'"),

@@ -74,6 +74,17 @@ def perplexity_result(total_nll: float, count: int) -> dict:
     return {"loss": loss, "ppl": math.exp(loss) if count else float("nan"), "tokens_scored": count}
 
 
+def check_scorable(setup, split: str, window: int, max_tokens: int, only: set[str] | None = None) -> None:
+    """Refuse, before any work, a split of a language (of those in `only`) too short for one evaluation window:
+    its perplexity would be no number, written as if scored."""
+    for lang, name in enumerate(setup.names):
+        n = len(setup.tokens(setup.source_of_language[lang], split))
+        if (only is None or name in only) and not len(window_starts(min(n, max_tokens or n), window, 1)):
+            raise XlingError(f"the {split} split of {name} has {n:,} tokens, fewer than one evaluation window of "
+                             f"{window:,} (+1 target): give more held-out text, or a smaller eval.window or "
+                             "model.seq_len")
+
+
 @torch.no_grad()
 def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch_size: int,
                        max_tokens: int, device, autocast, only: set[str] | None = None,
@@ -161,6 +172,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
                          f"({ev.window} tokens)")
     tokens = _tokens_at(session, session.run.read_info())  # before scoring: its failure loses no work
     only = {name for name, n in (tokens or {}).items() if n} if trained_only else None
+    check_scorable(session.setup, split, ev.window, ev.max_tokens, only or None)
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  ev.max_tokens, session.device, session.autocast, only or None, progress)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,

@@ -25,7 +25,7 @@ from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_langua
 from ..errors import XlingError, first_line
 from ..fsio import make_dirs
 from . import distributed
-from .evaluate import evaluate_languages
+from .evaluate import check_scorable, evaluate_languages
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
@@ -109,6 +109,8 @@ class Trainer:
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
         self.trained = {name for name, n in self.tokens_seen(self.steps).items() if n}  # (a ladder run: one language)
+        for split in ("valid", "test"):  # what the run scores: every language, a study's run those it trains on
+            check_scorable(self.setup, split, cfg.eval.window, cfg.eval.max_tokens, self._scored())
         # passes over each language's training text by the run's end (run.json's data_epochs; > 1: repeats)
         self.passes = {self.setup.names[self.setup.source_of_language.index(s)]: e
                        for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
@@ -168,10 +170,12 @@ class Trainer:
         # A study's run scores only the languages it trains on, as its test evaluation does (the other language
         # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                     ev.max_tokens, self.device, self.autocast,
-                                     self.trained if self.run.study_record_path.is_file() else None, progress)
+                                     ev.max_tokens, self.device, self.autocast, self._scored(), progress)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
+
+    def _scored(self) -> set[str] | None:
+        return self.trained if self.run.study_record_path.is_file() else None
 
     def _record(self, record: dict) -> None:
         """Append a metrics record, and show it to the live loggers."""
