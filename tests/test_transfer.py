@@ -90,6 +90,8 @@ def test_task_file_columns_splits_and_labels(tiny_corpus_dir, tmp_path):
     ("badsplit.csv", "text,label,split\na,x,train\nb,y,holdout\n", "badsplit.csv:3: split 'holdout'"),
     ("multiline.csv", 'text,label,split\n"a\nb",x,train\nc,y,holdout\n', "multiline.csv:4: split 'holdout'"),
     ("multiline2.csv", 'text,label,split\na,x,train\n"b\nc",y,holdout\n', "multiline2.csv:3: split 'holdout'"),
+    ("comma.csv", "text,label\na,x\nhello, world,y\n", "comma.csv:3: 3 fields where the header has 2"),  # not y's text
+    ("short.csv", "text,label,split\na,x,train\nb,y\n", "short.csv:3: 2 fields where the header has 3"),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', "bad.jsonl:2: invalid JSON"),
 ])
 def test_task_file_errors(tiny_corpus_dir, tmp_path, name, content, match):

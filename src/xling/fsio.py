@@ -151,6 +151,18 @@ def json_key(identity, length: int = 16) -> str:
 _REQUIRED = object()
 
 
+def csv_row(raw: dict, where: str) -> dict:
+    """A `csv.DictReader` row that has one value per column of the header, or one XlingError naming `where`.
+    (DictReader puts extra fields under the key None, and None for missing ones; empty extra fields, a trailing
+    comma, are harmless.)"""
+    extra = [v for v in raw.get(None) or [] if v.strip()]
+    if extra or None in raw.values():
+        fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
+        raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
+                         "one value per column (quote values with commas)")
+    return {k: v for k, v in raw.items() if k is not None}
+
+
 def read_json(path: Path, default=_REQUIRED) -> dict:
     """A JSON object from a file. A file that is missing, not JSON or not an object returns `default`
     when one is given (callers that can redo the work pass {}), else raises one XlingError."""

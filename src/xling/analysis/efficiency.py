@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlingError
-from ..fsio import atomic_write_text, make_dirs
+from ..fsio import atomic_write_text, csv_row, make_dirs
 from .scaling_law import (
     BELOW_ONE,
     E_AT_BOUND,
@@ -345,13 +345,7 @@ def _read_csv_rows(p: Path, required_columns: Sequence[str]) -> list[dict]:
 
 
 def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
-    # DictReader puts extra fields under the key None (empty ones, a trailing comma, are harmless), None for missing ones
-    extra = [v for v in raw.get(None) or [] if v.strip()]
-    if extra or None in raw.values():
-        fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
-        raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
-                         "one value per column (quote values with commas)")
-    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k is not None}
+    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in csv_row(raw, where).items()}
     for col in required_columns:
         value = row.get(col)
         if value is None or value == "":

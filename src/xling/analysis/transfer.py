@@ -30,7 +30,7 @@ from ..data.corpora import (
 )
 from ..data.stream import pad_batch
 from ..errors import XlingError
-from ..fsio import atomic_write_json
+from ..fsio import atomic_write_json, csv_row
 from ..train.session import autocast_factory, load_session
 from ..train.trainer import lr_at
 
@@ -106,7 +106,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                 row = next(reader, None)
                 if row is None:
                     break
-                rows.append((first, row))
+                rows.append((first, csv_row(row, f"{path}:{first}")))
             return rows
         except csv.Error as exc:
             raise XlingError(f"task file {path} is not a readable CSV file ({exc}): fix or replace it") from None
