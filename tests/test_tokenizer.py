@@ -66,6 +66,12 @@ def test_vocab_too_large_is_a_one_line_hint(tmp_path):
     assert not (tmp_path / "sp.model").exists()
 
 
+def test_a_corpus_too_small_for_any_allowed_vocabulary_asks_for_more_text(tmp_path):
+    with pytest.raises(XlingError, match=r"too small for a tokenizer: it has at most \d+ pieces, and "
+                                         r"tokenizer.vocab_size is at least 300: give more text"):
+        train_tokenizer(["ab cd"] * 30, 300, tmp_path / "sp.model")  # (lowering vocab_size could not help)
+
+
 def test_vocab_too_small_for_the_characters(tmp_path):
     with pytest.raises(XlingError, match=r"vocab_size 262 is too small .*\(at least \d+\): raise tokenizer.vocab_size"):
         train_tokenizer(syllable_sentences(50), 262, tmp_path / "sp.model")

@@ -18,7 +18,7 @@ from .corpora import corpus_splits, held_out_parts, language_corpora
 from .parallel import Workers, workers_of
 from .sources import digest_files
 from .token_arrays import build_token_arrays, missing_splits, token_array_paths
-from .tokenizer import Tokenizer, VocabularyTooLarge, get_tokenizer
+from .tokenizer import Tokenizer, VocabularyTooLarge, get_tokenizer, smallest_vocab_size
 
 
 def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: int | Workers | None = None,
@@ -39,6 +39,10 @@ def source_tokenizers(cfg: RunConfig, cache_dir: Path | None = None, workers: in
         try:
             joint = own(corpora, n * tok.vocab_size, tok.path, "tokenizer.path")
         except VocabularyTooLarge as exc:
+            if exc.limit // n < smallest_vocab_size():
+                raise XlingError(f"these corpora are too small for a joint tokenizer: it has {n} x tokenizer.vocab_size "
+                                 f"pieces, at least {n} x {smallest_vocab_size()}, and they have at most {exc.limit}: "
+                                 "give more text") from None
             raise XlingError(f"tokenizer.vocab_size {tok.vocab_size} is too large for these corpora: the joint "
                              f"tokenizer has {n} x {tok.vocab_size} pieces, at most {exc.limit}; lower "
                              f"tokenizer.vocab_size to at most {exc.limit // n}") from None

@@ -17,6 +17,7 @@ stays bounded.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import io
 import logging
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from ..config import CorpusConfig
+from ..config import CorpusConfig, TokenizerConfig
 from ..errors import XlingError
 from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json
 from .corpora import (
@@ -128,12 +129,19 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]}, path={self.path})"
 
 
+def smallest_vocab_size() -> int:
+    """The least tokenizer.vocab_size a config may ask for."""
+    return next(f.metadata["between"][0] for f in dataclasses.fields(TokenizerConfig) if f.name == "vocab_size")
+
+
 class VocabularyTooLarge(XlingError):
     """More pieces asked for than the corpus has; `limit`: the most it has (a joint tokenizer's caller rephrases)."""
 
     def __init__(self, vocab_size: int, limit: int):
+        least = smallest_vocab_size()
         super().__init__(f"tokenizer.vocab_size {vocab_size} is too large for this corpus (at most {limit}): lower "
-                         "tokenizer.vocab_size")
+                         "tokenizer.vocab_size" if limit >= least else f"this corpus is too small for a tokenizer: it "
+                         f"has at most {limit} pieces, and tokenizer.vocab_size is at least {least}: give more text")
         self.vocab_size, self.limit = vocab_size, limit
 
     def __reduce__(self):  # (an error that crosses a process pool is rebuilt from its arguments)
