@@ -231,6 +231,11 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
 
     run = run_copy
     assert run.exists and run.status == "completed" and run.languages == ["L1", "L2"]
+    typo = xling.Run(run.path.parent / "rnu")
+    with pytest.raises(XlingError, match="rnu is not a run directory"):  # as `xling status` says (a study's: pending)
+        _ = typo.status
+    typo.path.mkdir()  # a directory made for a run, nothing trained yet
+    assert not typo.exists and typo.status == "pending"
     assert run.config.train.steps == 12 and run.info["steps"] == 12
     train = run.metrics()
     assert [r["step"] for r in train] == list(range(1, 13)) and {"loss", "lr", "tokens/L1"} <= set(train[0])

@@ -31,6 +31,13 @@ class Run:
         if not isinstance(path, (str, os.PathLike)):
             raise XlingError(f"a run is a directory's path (str or Path), not a {type(path).__name__}")
         self.path = Path(path)
+        self._planned = False  # a study's run: pending until its directory is made
+
+    @classmethod
+    def _of_study(cls, path: str | os.PathLike) -> Run:
+        run = cls(path)
+        run._planned = True
+        return run
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -72,13 +79,15 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, interrupted, failed or completed (run.json's word); pending before training starts, and so also
-        for a path that holds nothing yet (`exists` tells whether a run is there: a mistyped path is pending too).
-        A run.json that still says running while no process holds the run's lock was killed (kill -9, a lost
-        machine): interrupted. A study's run is read as `xling study status` reads it (trained: no test evaluation
-        yet). As `xling status RUN_DIR`."""
+        """running, interrupted, failed or completed (run.json's word); pending before training starts (a directory
+        that holds no run yet, or a run of `Study.runs` not started). A run.json that still says running while no
+        process holds the run's lock was killed (kill -9, a lost machine): interrupted. A study's run is read as
+        `xling study status` reads it (trained: no test evaluation yet). As `xling status RUN_DIR`: a path where
+        nothing is (a typo) is an XlingError (`exists` asks without one)."""
         from ..study.state import any_run_state
 
+        if not self._planned and not self.path.is_dir():
+            self._dir().require()  # one line: nothing there, or a file
         return any_run_state(self.path)
 
     @property

@@ -83,7 +83,7 @@ class Study:
 
     def runs(self) -> list[Run]:
         """Every run of the study, trained or not (`Run.status`, `status`), in the file's order."""
-        return [Run(spec.run_dir(self.root)) for spec in self._study.runs]
+        return [Run._of_study(spec.run_dir(self.root)) for spec in self._study.runs]
 
     def status(self) -> list[dict]:
         """One row per run: id, group, state (pending, running, interrupted, failed, trained: training done
