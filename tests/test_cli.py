@@ -399,8 +399,11 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
                                   str(runs / "crafted"): "damaged",
                                   str(tmp_path / "root" / "a-study" / "r1"): "completed"}, out  # done once
     assert "malformed YAML in" in out and "the perplexity of L1 is 0.5, not a number >= 1" in out, out
-    with pytest.raises(XlingError, match=r"the perplexity of L1 is 0\.5"):
-        Run(runs / "crafted").evaluation()
+    for read in (lambda run: run.evaluation(), lambda run: run.status):  # the API says why it is damaged
+        with pytest.raises(XlingError, match=r"the perplexity of L1 is 0\.5"):
+            read(Run(runs / "crafted"))
+    with pytest.raises(XlingError, match="malformed YAML"):
+        _ = Run(runs / "unreadable").status
     with pytest.raises(XlingError, match=r"run\.json"):
         _ = Run(killed).status
     assert_user_error(capsys, None, "status", done, tmp_path / "typo", match="typo is not a run directory")

@@ -82,12 +82,14 @@ class Run:
         """running, interrupted, failed or completed (run.json's word); pending before training starts (a directory
         that holds no run yet, or a run of `Study.runs` not started). A run.json that still says running while no
         process holds the run's lock was killed (kill -9, a lost machine): interrupted. A study's run is read as
-        `xling study status` reads it (trained: no test evaluation yet). As `xling status RUN_DIR`: a path where
-        nothing is (a typo) is an XlingError (`exists` asks without one)."""
-        from ..study.state import any_run_state
+        `xling study status` reads it (trained: no test evaluation yet). As `xling status RUN_DIR`; where that says
+        damaged (an unreadable run.json or config.yaml, an evaluation no model gives), and for a path where nothing
+        is (a typo; `exists` asks without one), an XlingError says why."""
+        from ..study.state import any_run_state, check_run_files
 
         if not self._planned and not self.path.is_dir():
             self._dir().require()  # one line: nothing there, or a file
+        check_run_files(self.path)
         return any_run_state(self.path)
 
     @property

@@ -167,15 +167,21 @@ def _study_name(run: Path) -> str:
     return ""
 
 
-def _progress_or_damage(run: Path, in_study: bool = False) -> dict:
-    """`run_progress`, or where the run's files cannot be read (config.yaml, run.json, an evaluation as the store and
-    reports read it) state damaged and the reason as its error."""
+def check_run_files(run: Path) -> None:
+    """One XlingError where a run's config.yaml or an evaluation cannot be read as the store and reports read them
+    (nothing can be done with the run then)."""
     run_dir = RunDir(run)
+    if run_dir.config_path.is_file():
+        run_dir.read_config()
+    for path in run_dir.eval_paths():
+        run_dir.read_evaluation(path)
+
+
+def _progress_or_damage(run: Path, in_study: bool = False) -> dict:
+    """`run_progress`, or where the run's files cannot be read (`check_run_files`, run.json) state damaged and the
+    reason as its error."""
     try:
-        if run_dir.config_path.is_file():  # unreadable, nothing can be done with the run: say so here
-            run_dir.read_config()
-        for path in run_dir.eval_paths():
-            run_dir.read_evaluation(path)
+        check_run_files(run)
         return run_progress(run, in_study)
     except (XlingError, OSError, ValueError) as exc:
         return {"state": "damaged", "step": 0, "checkpoint": 0, "steps": None, "error": str(exc), "evaluated": False}
