@@ -255,7 +255,7 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     import xling.model.gpt as gpt
 
     seen, real_generate = [], gpt.generate
-    monkeypatch.setattr(gpt, "generate", lambda *a: seen.append(a[-1]) or real_generate(*a))
+    monkeypatch.setattr(gpt, "generate", lambda *a, **k: seen.append(a[-1]) or real_generate(*a, **k))
     run.sample("L2", tokens=2)
     run.sample("L2", tokens=2, any_language=True)
     half = seen[0].numel() // 2  # a clone run: L2's ids are the upper half of the model's vocabulary (its pad

@@ -210,3 +210,7 @@ def test_generation_chooses_only_the_allowed_ids():
         assert set(out.tolist()) <= {3, 5, 8}
     free = generate(model, torch.tensor([1, 2]), 40, 1.5, 0, torch.Generator().manual_seed(0))
     assert not set(free.tolist()) <= {3, 5, 8}  # without the mask the model ranges over its vocabulary
+    # an end of document ends it, and is not returned: the ids before it are those sampled without the stop
+    stopped = generate(model, torch.tensor([1, 2]), 40, 1.5, 0, torch.Generator().manual_seed(0), stop={free[5].item()})
+    first = free.tolist().index(free[5].item())
+    assert stopped.tolist() == free[:first].tolist()

@@ -169,8 +169,9 @@ class Run:
 
     def sample(self, language: str, prompt: str = "", tokens: int = 60, temperature: float = 0.8, top_k: int = 40,
                seed: int = 0, device: str = "auto", any_language: bool = False) -> str:
-        """Text generated in one language: `prompt` and its continuation of `tokens` tokens (without a
-        prompt, a new document), choosing among that language's ids only (with a joint vocabulary: all of
+        """Text generated in one language: `prompt` and its continuation of at most `tokens` tokens, ending where
+        the model ends the document (as Hugging Face's generate stops at the exported model's end of text; without
+        a prompt, a new document), choosing among that language's ids only (with a joint vocabulary: all of
         them). `temperature` 0 is greedy; `top_k`
         0 keeps every token. `any_language`: every id of the model may follow, so the text may switch language;
         pieces of another language are shown as [NAME: text]."""
@@ -195,7 +196,8 @@ class Run:
         if not any_language:
             allowed = session.setup.text_ids(lang).to(session.device)
         with session.autocast():
-            out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen, allowed)
+            out = generate(session.model, ids.to(session.device), tokens, temperature, top_k, gen, allowed,
+                           stop={session.setup.eod(other) for other in range(session.setup.num_languages)})
         # decoded with the prompt: a continuation's first piece may start a new word ("▁has")
         return decode_ids(session.setup, lang, torch.cat([ids.cpu(), out.cpu()]), mark=any_language)
 

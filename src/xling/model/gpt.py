@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 import torch.nn as nn
@@ -127,9 +128,10 @@ class GPT(nn.Module):
 @torch.no_grad()
 def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, generator: torch.Generator | None = None,
-             allowed: torch.Tensor | None = None) -> torch.Tensor:
+             allowed: torch.Tensor | None = None, stop: Collection[int] = ()) -> torch.Tensor:
     """Sample a continuation of a 1-D prompt of model ids (greedy when temperature == 0); `allowed`: a boolean
-    mask over the vocabulary, the only ids it may choose (one language's)."""
+    mask over the vocabulary, the only ids it may choose (one language's); `stop`: ids that end it (an end of
+    document, as Hugging Face's generate stops at the end-of-text id), not returned."""
     ids = prompt.view(1, -1)
     for _ in range(max_new_tokens):
         logits = model(ids[:, -model.dims.seq_len:])[0, -1].float()
@@ -143,5 +145,7 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature:
                 kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
                 logits[logits < kth] = -float("inf")
             nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).to(ids.device)
+        if int(nxt) in stop:
+            break
         ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
     return ids[0, prompt.numel():]
