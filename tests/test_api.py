@@ -328,7 +328,7 @@ def test_train_refuses_an_existing_run_and_resumes_a_finished_one(run_copy, tiny
         xling.train(cfg.replace({"train.lr": 0.01}), run_copy.path, resume=True, progress=False)
     a_file = run_copy.path.parent / "a-file"
     a_file.write_text("not a directory")
-    with pytest.raises(XlingError, match="an output path must be a directory"):
+    with pytest.raises(XlingError, match="a-file is a file, not a directory"):
         xling.train(cfg, a_file, progress=False)
 
 

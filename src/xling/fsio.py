@@ -74,9 +74,9 @@ def make_dirs(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileNotFoundError as exc:
         raise cannot_create(path, exc) from None
-    except (FileExistsError, NotADirectoryError) as exc:  # a file where a directory is needed
-        raise XlingError(f"cannot use {exc.filename or path} ({exc.strerror}): an output path must be a directory, "
-                         "or not exist yet") from None
+    except (FileExistsError, NotADirectoryError):  # a file where a directory is needed
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise XlingError(f"cannot write under {path}: {file} is a file, not a directory") from None
     return path
 
 
