@@ -229,6 +229,8 @@ def run_copy(tiny_run, tmp_path):
 def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     import torch
 
+    from xling.train.session import load_session
+
     run = run_copy
     assert run.exists and run.status == "completed" and run.languages == ["L1", "L2"]
     typo = xling.Run(run.path.parent / "rnu")
@@ -255,11 +257,15 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     import xling.model.gpt as gpt
 
     seen, real_generate = [], gpt.generate
-    monkeypatch.setattr(gpt, "generate", lambda *a, **k: seen.append(a[-1]) or real_generate(*a, **k))
+    monkeypatch.setattr(gpt, "generate", lambda *a, **k: seen.append(a[-1]) or stops.append(k["stop"])
+                        or real_generate(*a, **k))
+    stops = []
     run.sample("L2", tokens=2)
     run.sample("L2", tokens=2, any_language=True)
     half = seen[0].numel() // 2  # a clone run: L2's ids are the upper half of the model's vocabulary (its pad
     assert seen[0].sum() == half - 1 and not seen[0][:half].any() and seen[1] is None  # is shared: never sampled)
+    setup = load_session(run.path, device="cpu").setup  # the end of a document, in either language, ends the text
+    assert stops == [{setup.eod(0), setup.eod(1)}] * 2 and setup.eod(0) != setup.eod(1)
     # a language's name in any case, as in config keys (languages.mix.l2)
     assert run.sample("l2", prompt="The king", tokens=4, seed=1) == run.sample("L2", prompt="The king", tokens=4, seed=1)
     with pytest.raises(XlingError, match="unknown language 'FR'"):

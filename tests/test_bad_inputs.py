@@ -151,7 +151,7 @@ CASES = [
     ("eval max_tokens", f"{T} --eval.max_tokens 5", "eval.max_tokens (5) must be 0"),
     ("eval batch", f"{T} --eval.batch_size 0", "eval.batch_size must be between 1"),
     ("held-out split shorter than a window", f"{T} --model.seq_len 4096 --eval.window 4096 --train.steps 1",
-     "the valid split of L1 has 2,660 tokens, fewer than one evaluation window of 4,096"),
+     "the test split of L1 has 3,353 tokens, fewer than one evaluation window of 4,096"),
     ("name escapes", "train {escape_yaml} --quiet", "'../escape' is not a usable name"),
     ("name absolute", "train {absolute_yaml} --quiet", "'/abs/olute' is not a usable name"),
     ("unknown section", f"{T} --foo.bar 1", "unknown key 'foo'"),
@@ -177,6 +177,8 @@ CASES = [
     ("train extra argument", f"{T} surplus", "unexpected argument 'surplus'"),
     ("train out is a file", "train {config} --out {afile} --quiet", "{afile} is a file, not a directory"),
     ("train out under a file", "train {config} --out {afile}/run --quiet", "{afile} is a file, not a directory"),
+    ("train out under a link to nothing", "train {config} --out {dangling}/run --quiet",
+     "{dangling} is a link to unmounted, which does not exist"),
     ("eval not a run", "eval {tmp}", "not a run directory"),
     ("status of nothing", "status {out}/typo", "typo is not a run directory"),
     ("status of a folder without runs", "status {tmp}", "is not a run directory and holds none"),
@@ -322,6 +324,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
                                    vocab_size=10, bos_id=-1, eos_id=-1, minloglevel=2)
     bad_study = {**study, "colour": "blue"}
     no_text = {**study, "base": {**study["base"], "corpus": {**study["base"]["corpus"], "paths": [str(d / "gone")]}}}
+    (d / "dangling").symlink_to("unmounted")  # a link to a scratch disk that is not there
     study_folder = d / "root" / "bad-inputs"  # what `--root root/STUDY` would point at: the runs themselves
     (study_folder / "a-run").mkdir(parents=True)
     (study_folder / "a-run" / "study.json").write_text("{}")
@@ -336,6 +339,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "binary": write("binary.csv", b"\xff\xfe\x00garbage\x9c", mode="wb"),
         "nul_csv": write("nul.csv", b"language,fraction,ppl\nEN,0.1,\x0040\n", mode="wb"),
         "afile": write("a-file.txt", "not a directory\n"),
+        "dangling": str(d / "dangling"),
         "mono_csv": write("mono.csv", "language,fraction,ppl\nEN,0.1,48\nEN,0.5,25\nEN,1.0,22\n"),
         "bad_mono": write("bad-mono.csv", "language,fraction,ppl\nEN,0.1,-48\n"),
         "no_ppl_csv": write("no-ppl.csv", "language,fraction\nEN,0.1\n"),

@@ -393,12 +393,17 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
     (runs / "unreadable" / "config.yaml").write_text("model: [oops")  # trained, but nothing can use it now
     shutil.copytree(tiny_run, runs / "crafted")  # an evaluation no model gives: as the store and reports read it
     (runs / "crafted" / "eval.json").write_text(json.dumps({"languages": {"L1": {"ppl": 0.5}}}))
+    shutil.copytree(tiny_run, runs / "cut")  # one cut short
+    (runs / "cut" / "eval.json").write_text("{")
     code, out, _ = run_cli(capsys, "status", runs, tmp_path / "root", f"{done}/")
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()[0].startswith("/")}
     assert code == 0 and rows == {str(done): "completed", str(killed): "damaged", str(runs / "unreadable"): "damaged",
-                                  str(runs / "crafted"): "damaged",
+                                  str(runs / "crafted"): "damaged", str(runs / "cut"): "damaged",
                                   str(tmp_path / "root" / "a-study" / "r1"): "completed"}, out  # done once
     assert "malformed YAML in" in out and "the perplexity of L1 is 0.5, not a number >= 1" in out, out
+    crafted = next(line for line in out.splitlines() if "crafted " in line)
+    assert " 12/12 " in crafted and crafted.endswith(f"score it again (xling eval {runs / 'crafted'}; a study's run: "
+                                                      "xling study run)")  # its progress kept, and what to do
     for read in (lambda run: run.evaluation(), lambda run: run.status):  # the API says why it is damaged
         with pytest.raises(XlingError, match=r"the perplexity of L1 is 0\.5"):
             read(Run(runs / "crafted"))

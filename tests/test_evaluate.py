@@ -1,6 +1,7 @@
 """The paper's evaluation protocol on cases that can be checked by hand."""
 
 import math
+import re
 
 import torch
 
@@ -56,3 +57,48 @@ def test_uniform_model_has_perplexity_equal_to_vocab_size():
     result = perplexity_result(*stream_nll(nll, tokens, window=32, last_n=8, max_tokens=300))
     assert math.isclose(result["ppl"], vocab)
     assert result["tokens_scored"] == len(scored_positions(300, 32, 8))
+
+
+def test_too_short_reads_only_the_languages_scored():
+    from types import SimpleNamespace
+
+    from xling.train.evaluate import too_short
+
+    def tokens(source, split):  # the untrained language's text is not on this machine: never read
+        assert source == 0, "read a language left out"
+        return torch.zeros(40 if split == "test" else 30)
+
+    setup = SimpleNamespace(names=["L1", "FR"], source_of_language=[0, 1], tokens=tokens)
+    assert too_short(setup, "test", 32, 0, only={"L1"}) == {}
+    assert too_short(setup, "valid", 32, 0, only={"L1"}) == {"L1": 30}  # 30 < 32 + 1
+    assert too_short(setup, "test", 32, 35, only={"L1"}) == {}  # max_tokens cuts to 35 >= 33
+
+
+def test_a_held_out_split_too_short_for_one_window(tiny_corpus_dir, tmp_path, caplog):
+    """A test split too short for one window is refused before training (its perplexity would be no number); a valid
+    split so short leaves its languages out of the validations, with a warning."""
+    import pytest
+
+    import xling
+    from conftest import tiny_config_dict
+    from xling.errors import XlingError
+
+    short = tmp_path / "short.txt"
+    short.write_text("In the beginning\n")
+    held_out = str(tiny_corpus_dir / "part0.txt")  # (inside the folder of paths: left out of the training text)
+
+    def config(valid, test):
+        corpus = {"name": "text", "paths": [str(tiny_corpus_dir)], "doc_per_line": True, "valid": [valid],
+                  "test": [test]}
+        return xling.Config(tiny_config_dict(tiny_corpus_dir, corpus=corpus))
+
+    run = xling.train(config(str(short), held_out), tmp_path / "short-valid", progress=False)
+    assert re.search(r"the valid split of L1 has \d+ tokens, fewer than one evaluation window of 32 \(\+1 target\): "
+                     "L1, L2 not validated during training", caplog.text), caplog.text
+    assert run.info["valid"] == {} and all(math.isfinite(r["ppl"]) for r in run.evaluation().values())
+    with pytest.raises(XlingError, match=r"the test split of L1 has \d+ tokens, fewer than one evaluation window of 32"):
+        xling.train(config(held_out, str(short)), tmp_path / "short-test", progress=False)
+    assert not (tmp_path / "short-test").exists()
+    untested = xling.train(config(held_out, str(short)), tmp_path / "short-test", evaluate=False, progress=False)
+    with pytest.raises(XlingError, match=r"the test split of L1 has \d+ tokens.*xling eval --window"):
+        untested.evaluate()

@@ -506,3 +506,18 @@ def test_temp_files_a_killed_process_left_are_removed_and_a_running_ones_kept(tm
         os.utime(path, (path.stat().st_atime - 7200, path.stat().st_mtime - 7200))  # two hours ago
     assert remove_stale_temporaries(tmp_path) == 1
     assert not left.exists() and Path(mine).exists() and elsewhere.exists()
+
+
+def test_corpora_too_small_for_a_joint_tokenizer_ask_for_more_text(tmp_path, capsys, monkeypatch):
+    """Lowering vocab_size below 300 a language is refused by the config: the message must not ask for it."""
+    monkeypatch.chdir(tmp_path)
+    for name, words in (("a", "ab{} cd ef"), ("b", "gh{} ij kl")):
+        (tmp_path / name).mkdir()
+        for i in range(40):
+            (tmp_path / name / f"{i}.txt").write_text(words.format(i) + "\n")
+    code = main(["prepare", "clone-90-10", "--corpus.name", "text", "--corpus.paths", "[a]", "--languages.kind", "real",
+                 "--languages.second", "{name: text, paths: [b]}", "--languages.vocab", "joint",
+                 "--tokenizer.vocab_size", "300"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too small for a joint tokenizer: it has 2 x tokenizer.vocab_size pieces, at least 2 x 300" \
+                         in err and err.strip().endswith("give more text"), err

@@ -14,7 +14,7 @@ from test_study import completed_study
 from xling.cli import main
 from xling.errors import warnings_to_stderr
 from xling.study.exports import export_run
-from xling.study.state import study_status
+from xling.study.state import is_complete, study_status
 from xling.study.store import Store
 
 
@@ -185,3 +185,4 @@ def test_a_damaged_or_crafted_evaluation_is_reported_and_its_run_skipped(tiny_st
     assert f"skipped {damaged.parent}" in caplog.text
     states = [row["state"] for row in study_status(study, copy)]  # `xling study status` says so too
     assert states == ["damaged"] + ["completed"] * (len(study.runs) - 1)
+    assert not is_complete(damaged.parent)  # `xling study run` scores it again

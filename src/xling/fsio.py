@@ -74,9 +74,15 @@ def make_dirs(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileNotFoundError as exc:
         raise cannot_create(path, exc) from None
-    except (FileExistsError, NotADirectoryError):  # a file where a directory is needed
-        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
-        raise XlingError(f"cannot write under {path}: {file} is a file, not a directory") from None
+    except (FileExistsError, NotADirectoryError) as exc:  # a file, or a link to nothing, where a directory is needed
+        in_the_way = next((p for p in (path, *path.parents) if os.path.lexists(p) and not p.is_dir()), None)
+        if in_the_way is None:
+            why = exc.strerror
+        elif in_the_way.exists():
+            why = f"{in_the_way} is a file, not a directory"
+        else:  # (a scratch disk not mounted, say)
+            why = f"{in_the_way} is a link to {os.readlink(in_the_way)}, which does not exist"
+        raise XlingError(f"cannot write under {path}: {why}") from None
     return path
 
 
@@ -149,18 +155,6 @@ def json_key(identity, length: int = 16) -> str:
 
 
 _REQUIRED = object()
-
-
-def csv_row(raw: dict, where: str) -> dict:
-    """A `csv.DictReader` row that has one value per column of the header, or one XlingError naming `where`.
-    (DictReader puts extra fields under the key None, and None for missing ones; empty extra fields, a trailing
-    comma, are harmless.)"""
-    extra = [v for v in raw.get(None) or [] if v.strip()]
-    if extra or None in raw.values():
-        fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
-        raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
-                         "one value per column (quote values with commas)")
-    return {k: v for k, v in raw.items() if k is not None}
 
 
 def read_json(path: Path, default=_REQUIRED) -> dict:

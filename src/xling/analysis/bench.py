@@ -289,7 +289,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     cfg.train.warmup = min(cfg.train.warmup, cfg.train.steps - 1)  # the schedule times nothing; no warning about it
     _refuse_emulated(cfg)
     with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
-        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir)
+        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir, tested=False)
         trainer.prepare(resume=False)
     dims, device = trainer.model.dims, trainer.device
     tokens = cfg.train.batch_size * dims.seq_len

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.sources import csv_row
 from ..errors import XlingError
-from ..fsio import atomic_write_text, csv_row, make_dirs
+from ..fsio import atomic_write_text, make_dirs
 from .scaling_law import (
     BELOW_ONE,
     E_AT_BOUND,

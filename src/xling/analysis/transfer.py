@@ -28,9 +28,10 @@ from ..data.corpora import (
     get_translation,
     jsonl_objects,
 )
+from ..data.sources import csv_row
 from ..data.stream import pad_batch
 from ..errors import XlingError
-from ..fsio import atomic_write_json, csv_row
+from ..fsio import atomic_write_json
 from ..train.session import autocast_factory, load_session
 from ..train.trainer import lr_at
 

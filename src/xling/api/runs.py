@@ -304,7 +304,7 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     with LiveLog(run.path, logger_names(loggers)) as live:
         for note in live.notes:
             print(f"note: {note}", file=sys.stderr)
-        info = Trainer(cfg, run.path, live=live).fit(resume=resume, progress=progress)
+        info = Trainer(cfg, run.path, live=live, tested=evaluate).fit(resume=resume, progress=progress)
         if info["status"] == "completed" and not info.get("rank") and evaluate:
             with training_lock(run.path):  # taken again at once: the run is still at work (xling status: running)
                 run.evaluate(progress=progress)

@@ -330,6 +330,18 @@ def _decode(data: bytes, where: str, offset: int = 0) -> str:
         raise XlingError(f"{where} is not UTF-8 (bad byte at offset {offset + exc.start}): convert it to UTF-8") from None
 
 
+def csv_row(raw: dict, where: str) -> dict:
+    """A `csv.DictReader` row that has one value per column of the header, or one XlingError naming `where`.
+    (DictReader puts extra fields under the key None, and None for missing ones; empty extra fields, a trailing
+    comma, are harmless.)"""
+    extra = [v for v in raw.get(None) or [] if v.strip()]
+    if extra or None in raw.values():
+        fields = len(raw) - 1 + len(raw[None]) if None in raw else sum(v is not None for v in raw.values())
+        raise XlingError(f"{where}: {fields} fields where the header has {len(raw) - (None in raw)}; give every row "
+                         "one value per column (quote values with commas)")
+    return {k: v for k, v in raw.items() if k is not None}
+
+
 def jsonl_objects(path, text: str, what: str, first_line: int = 1,
                   check: Callable[[int, dict], object] | None = None) -> list[tuple[int, dict]]:
     """(line number, object) of every non-empty line of a JSONL text; `what` names the fields

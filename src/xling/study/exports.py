@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsio import read_json
 from ..train.live_log import LiveLog
 from ..train.rundir import RunDir
 
@@ -18,6 +17,7 @@ def export_run(run_dir: str | Path, logger: str) -> str:
     Returns a note when the logger's package is missing (nothing is written then), else "".
     """
     run = RunDir(run_dir)
+    reports = [run.read_evaluation(path) for path in run.eval_paths()]  # (a damaged one: before anything is written)
     with LiveLog(run.path, (logger,)) as live:
         if live.notes:
             return live.notes[0]
@@ -27,8 +27,7 @@ def export_run(run_dir: str | Path, logger: str) -> str:
                                                      if k.startswith("ppl/")} | set(info.get("tokens") or {}))
         live.begin(records, languages)
         logged = {(r.get("split"), r.get("step")) for r in records if "split" in r}  # training's own validations
-        for path in run.eval_paths():
-            report = read_json(path, default={})
-            if (report.get("split", "test"), report.get("step") or 0) not in logged:  # once per split and step
+        for report in reports:
+            if report and (report.get("split", "test"), report.get("step") or 0) not in logged:  # once per split, step
                 live.log_evaluation(report)
     return ""

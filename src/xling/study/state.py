@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..errors import XlingError
-from ..fsio import atomic_write_json, make_dirs, read_json
+from ..fsio import atomic_write_json, make_dirs
 from ..train.lock import is_locked, lock_state
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
@@ -34,7 +34,11 @@ def is_complete(run_dir: Path) -> bool:
     if run.read_info(tolerant=True).get("status") != "completed" or not run.eval_path().is_file():
         return False
     try:
-        return run.scored_as_configured(read_json(run.eval_path(), default={}))
+        report = run.read_evaluation(run.eval_path())
+    except XlingError:  # a perplexity no model gives: scored again (evaluation is deterministic)
+        return False
+    try:
+        return run.scored_as_configured(report)
     except (XlingError, OSError, ValueError):  # an unreadable config: the store reports the run
         return True
 
@@ -174,17 +178,25 @@ def check_run_files(run: Path) -> None:
     if run_dir.config_path.is_file():
         run_dir.read_config()
     for path in run_dir.eval_paths():
-        run_dir.read_evaluation(path)
+        try:
+            run_dir.read_evaluation(path, tolerant=False)
+        except XlingError as exc:
+            raise XlingError(f"{exc}: score it again (xling eval {run}; a study's run: xling study run)") from None
 
 
 def _progress_or_damage(run: Path, in_study: bool = False) -> dict:
-    """`run_progress`, or where the run's files cannot be read (`check_run_files`, run.json) state damaged and the
+    """`run_progress`, and where the run's files cannot be read (`check_run_files`, run.json) state damaged and the
     reason as its error."""
+    damage = ""
     try:
         check_run_files(run)
-        return run_progress(run, in_study)
     except (XlingError, OSError, ValueError) as exc:
-        return {"state": "damaged", "step": 0, "checkpoint": 0, "steps": None, "error": str(exc), "evaluated": False}
+        damage = str(exc)
+    try:
+        progress = run_progress(run, in_study)
+    except (XlingError, OSError, ValueError) as exc:
+        progress, damage = {"step": 0, "checkpoint": 0, "steps": None, "evaluated": False}, damage or str(exc)
+    return {**progress, "state": "damaged", "error": damage} if damage else progress
 
 
 def _runs_inside(path: Path) -> list[Path]:

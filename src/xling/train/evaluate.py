@@ -74,15 +74,27 @@ def perplexity_result(total_nll: float, count: int) -> dict:
     return {"loss": loss, "ppl": math.exp(loss) if count else float("nan"), "tokens_scored": count}
 
 
-def check_scorable(setup, split: str, window: int, max_tokens: int, only: set[str] | None = None) -> None:
-    """Refuse, before any work, a split of a language (of those in `only`) too short for one evaluation window:
-    its perplexity would be no number, written as if scored."""
+def windows_scored(n_tokens: int, window: int, last_n: int, max_tokens: int) -> int:
+    """How many windows a stream of n_tokens gives under a protocol (0: no number, too short)."""
+    return len(window_starts(min(n_tokens, max_tokens or n_tokens), window, last_n))
+
+
+def too_short(setup, split: str, window: int, max_tokens: int, only: set[str] | None = None) -> dict[str, int]:
+    """{language: its tokens} of the languages (of those in `only`) whose `split` is too short for one evaluation
+    window: their perplexity would be no number."""
+    short = {}
     for lang, name in enumerate(setup.names):
-        n = len(setup.tokens(setup.source_of_language[lang], split))
-        if (only is None or name in only) and not len(window_starts(min(n, max_tokens or n), window, 1)):
-            raise XlingError(f"the {split} split of {name} has {n:,} tokens, fewer than one evaluation window of "
-                             f"{window:,} (+1 target): give more held-out text, or a smaller eval.window or "
-                             "model.seq_len")
+        if only is None or name in only:
+            n = len(setup.tokens(setup.source_of_language[lang], split))
+            if not windows_scored(n, window, 1, max_tokens):
+                short[name] = n
+    return short
+
+
+def short_split_message(split: str, short: dict[str, int], window: int,
+                        then: str = "give more text, or a smaller window (eval.window, xling eval --window)") -> str:
+    name, n = next(iter(short.items()))
+    return f"the {split} split of {name} has {n:,} tokens, fewer than one evaluation window of {window:,} (+1 target): {then}"
 
 
 @torch.no_grad()
@@ -96,7 +108,7 @@ def evaluate_languages(model, setup, split: str, window: int, last_n: int, batch
     scored = [(lang, name) for lang, name in enumerate(setup.names) if only is None or name in only]
     # the bar's total (only for a bar: a word order moves a source's tokens and keeps their number)
     lengths = [len(setup.tokens(setup.source_of_language[lang], split)) for lang, _ in scored] if progress else []
-    windows = sum(len(window_starts(min(n, max_tokens or n), window, last_n)) for n in lengths)
+    windows = sum(windows_scored(n, window, last_n, max_tokens) for n in lengths)
     bar = tqdm(total=windows, desc=f"scoring {split}", unit="window", disable=None if progress else True,
                leave=False, dynamic_ncols=True)
 
@@ -172,7 +184,9 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
                          f"({ev.window} tokens)")
     tokens = _tokens_at(session, session.run.read_info())  # before scoring: its failure loses no work
     only = {name for name, n in (tokens or {}).items() if n} if trained_only else None
-    check_scorable(session.setup, split, ev.window, ev.max_tokens, only or None)
+    short = too_short(session.setup, split, ev.window, ev.max_tokens, only or None)
+    if short:
+        raise XlingError(short_split_message(split, short, ev.window))
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  ev.max_tokens, session.device, session.autocast, only or None, progress)
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,

@@ -25,7 +25,7 @@ from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_langua
 from ..errors import XlingError, first_line
 from ..fsio import make_dirs
 from . import distributed
-from .evaluate import check_scorable, evaluate_languages
+from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
@@ -51,10 +51,13 @@ def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> t
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, cache_dir: Path | None = None, live: LiveLog | None = None,
+                 tested: bool = True):
         """`live`: loggers (TensorBoard, W&B, CSV) that get every metrics record as it is written; the
-        caller closes them (after logging its test results, if it likes)."""
+        caller closes them (after logging its test results, if it likes). `tested`: the caller scores the test
+        split afterwards (a split too short for that is refused before training)."""
         self.cfg, self.run, self.cache_dir = resolved(cfg), RunDir(run_dir), cache_dir  # (eval.window 0: seq_len)
+        self.tested = tested
         self.live = live or LiveLog(run_dir)
         self.steps_done = None  # the step this process has taken the run to (run.json's step after Ctrl-C)
         self.stopped_together = False  # torchrun's processes agreed to stop
@@ -109,8 +112,7 @@ class Trainer:
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
         self.trained = {name for name, n in self.tokens_seen(self.steps).items() if n}  # (a ladder run: one language)
-        for split in ("valid", "test"):  # what the run scores: every language, a study's run those it trains on
-            check_scorable(self.setup, split, cfg.eval.window, cfg.eval.max_tokens, self._scored())
+        self._check_held_out_splits(resume)
         # passes over each language's training text by the run's end (run.json's data_epochs; > 1: repeats)
         self.passes = {self.setup.names[self.setup.source_of_language.index(s)]: e
                        for s, e in self.stream.epochs(self.steps * cfg.train.batch_size).items()}
@@ -142,6 +144,19 @@ class Trainer:
         self.autocast, self.precision = autocast_factory(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
+    def _check_held_out_splits(self, resume: bool) -> None:
+        """A test split too short for one evaluation window is refused (its result would be no number); a valid split
+        so short leaves its language out of the validations, said once."""
+        ev, scored = self.cfg.eval, self._scored()  # every language; a study's run, those it trains on
+        short = too_short(self.setup, "test", ev.window, ev.max_tokens, scored) if self.tested else {}
+        if short:
+            raise XlingError(short_split_message("test", short, ev.window))
+        short = too_short(self.setup, "valid", ev.window, ev.max_tokens, scored)
+        self.validated = {name for name in scored or self.setup.names if name not in short}
+        if short and self.world.is_main and not resume:
+            log.warning(short_split_message("valid", short, ev.window, f"{', '.join(short)} not validated during "
+                                            "training (more text or a smaller eval.window would be)"))
+
     def tokens_seen(self, step: int) -> dict[str, int]:
         return plan_tokens(self.stream.plan, step, self.cfg, self.setup.names)
 
@@ -170,7 +185,7 @@ class Trainer:
         # A study's run scores only the languages it trains on, as its test evaluation does (the other language
         # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
-                                     ev.max_tokens, self.device, self.autocast, self._scored(), progress)
+                                     ev.max_tokens, self.device, self.autocast, self.validated, progress)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
