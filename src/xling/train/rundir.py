@@ -135,6 +135,7 @@ class RunDir:
         if not isinstance(languages, dict):
             raise XlingError(f"{path}: 'languages' is not a mapping of language to results")
         names = self.read_info(tolerant=True).get("languages")
+        names = [str(n) for n in names] if isinstance(names, list) else None  # (a crafted run.json: not checked)
         for lang, r in languages.items():
             if names is not None and lang not in names:
                 raise XlingError(f"{path}: language {lang!r} is not one of the run's ({', '.join(names)})")
