@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -327,6 +328,15 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     md = md_path.read_text()
     claim3 = next(line for line in md.splitlines() if line.startswith("| 3."))
     assert "not tested" not in claim3 and "Alignment of the languages" in md
+    assert "Partial coverage" not in text and "partial coverage" not in md
+    # one run's alignment missing (as after a study reused runs aligned in another): the report says what it lacks
+    unaligned = next(s for s in study.runs if s.group == "mix" and s.mixture.p == 0.1).run_dir(tmp_path / "runs")
+    shutil.rmtree(unaligned / "alignment")
+    partial = write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False, task=str(task),
+                                     figures=False).read_text()
+    assert ("**Partial coverage**: of the study's 2 finished multilingual runs, 1 has alignment results (the "
+            "settings 90/10 are left out of the alignment tables, figures and verdicts below).") in partial
+    assert "verdict (claims 3, 8 and 9 of the paper's §6) from the runs with results only" in partial
 
 
 def test_word2vec_asked_of_a_pair_without_clone_pairs_says_it_was_not_trained(tiny_corpus_dir, tmp_path, capsys):

@@ -171,7 +171,7 @@ def demo(args, overrides) -> int:
     for s in analysis.summaries:
         print(f"  {s.setting:<16} {s.label:<9} {fmt_stat(s.ppl):>26} {fmt_stat(s.teff_forms['paper']):>18} "
               f"{fmt_stat(s.teff_forms['loss']):>17}")
-    print("Token efficiency of the minority language (paper: GPT-small, 1.2B tokens):")
+    print("Token efficiency of the second language, the minority at 90/10 (paper: GPT-small, 1.2B tokens):")
     print("\n".join(f"  {line}" for line in headline(analysis)))
     print("Alignment of the two languages (beyond the paper's measure, and the paper's):")
     print("\n".join(f"  {line}" for line in alignment_headline(chosen, args.root)))

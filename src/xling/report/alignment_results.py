@@ -137,6 +137,20 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
                   key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p))
 
 
+def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
+    """How many of the study's finished multilingual runs have an alignment (`aligned`) and a transfer result on
+    `task` (`transferred`), of `finished`; `unaligned`: the settings of those without an alignment (a report
+    judges from the others only; runs reused from another study bring that study's analyses along)."""
+    root = runs_root(root)
+    finished = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
+    unaligned = [s for s in finished if not RunDir(s.run_dir(root)).alignment_path.is_file()]
+    transferred = sum(RunDir(s.run_dir(root)).transfer_path(task, s.mixture.names[0]).is_file() for s in finished)
+    labels = {Setting(s.setting, s.mixture.kind, s.mixture.vocab, s.mixture.effective_p, s.mixture.schedule).label
+              for s in unaligned}
+    return {"finished": len(finished), "aligned": len(finished) - len(unaligned), "transferred": transferred,
+            "unaligned": sorted(labels)}
+
+
 # --------------------------------------------------------------------------- reading the results
 
 

@@ -93,7 +93,7 @@ def _beats_both(S: list[Summary], length: float, model: str) -> tuple[bool, str]
 
 def _alignment_lines(alignment: list[Evidence], claim: str) -> list[str]:
     """align-report's evidence lines for one claim, as detail lines of the claims table."""
-    return [f"{e.line.rstrip('.')} (alignment section below)." for e in alignment if e.claim == claim]
+    return [f"{e.told.rstrip('.')} (alignment section below)." for e in alignment if e.claim == claim]
 
 
 def _from_alignment(claim: str, missing: str) -> Callable[[Analysis, list[Evidence]], Judged]:
@@ -117,7 +117,8 @@ def claim_1(a: Analysis, alignment: list[Evidence]) -> Judged:
     for s in _clone(a.summaries, "L2", p=0.1):
         tests.append(vs_one(s.teff))
         maj = next(iter(_clone(a.summaries, "L1", p=0.1, length=s.key.length, model=s.key.model)), None)
-        maj_text = f"; majority {maj.label} TEff {fmt_interval(maj.teff)}{_paper_teff(maj)}" if maj else ""
+        maj_text = (f"; majority {maj.label} TEff {fmt_interval(maj.teff)}{_paper_teff(maj)} (shown, not judged: "
+                    "the paper sets no margin for near 1)" if maj else "")
         lines.append(f"{_scale_name(s.key.length, s.key.model)}: minority {s.label} TEff {fmt_interval(s.teff)}"
                      f"{_paper_teff(s)}: {tests[-1].status}{maj_text}.")
     return tests, lines
@@ -337,10 +338,15 @@ def headline(a: Analysis) -> list[str]:
     return lines
 
 
+def _setting_and_role(s: Summary) -> str:
+    """'90/10: minority' or '50/50: second language' (no minority at equal shares)."""
+    return f"{'90/10' if s.key.p == 0.1 else '50/50'}: {'minority' if s.key.p < 0.5 else 'second language'}"
+
+
 def _headline_line(a: Analysis, s: Summary) -> str:
     """The paper-form TEff beside the paper's value, the loss form's, and which one the verdicts use."""
     if s.law not in a.laws:  # no monolingual ladder of >= 3 fractions: no law, so no TEff to report
-        return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label}: no TEff (the study has no monolingual "
+        return (f"{_setting_and_role(s)} {s.label}: no TEff (the study has no monolingual "
                 "ladder of at least 3 data fractions with this run's config outside the mixture to fit a law to)")
     verdict = a.verdict_form.get(s.law, "loss")
     loo = a.loo.get(s.law, {})
@@ -355,7 +361,7 @@ def _headline_line(a: Analysis, s: Summary) -> str:
               if paper_law.exponent_at_bound == "lower" else
               f" (this ladder's best fit in the paper's form has its exponent at the {paper_law.exponent_at_bound} "
               f"bound{loose})" if paper_law.exponent_at_bound else "")
-    return (f"{'90/10' if s.key.p == 0.1 else '50/50'}: minority {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
+    return (f"{_setting_and_role(s)} {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
             f"under the paper's law form{_paper(s.paper, 'teff')}{caveat}, {fmt_stat(s.teff_forms['loss'])} under "
             f"the loss form; the verdicts use the {verdict} form ({why}): {seeds}{_law_interval(a, s)}")
 

@@ -22,13 +22,18 @@ AXIS_NAMES = {
 }
 
 
+# A published TEff (large and hollow: not hidden under ours at the same p), and ours under the paper's law form.
+PAPER_MARKER = {"linestyle": "none", "marker": "D", "mfc": "none", "markersize": 10, "markeredgewidth": 1.5}
+PAPER_FORM_LINE = {"linestyle": "--", "marker": "s", "mfc": "none"}
+
+
 def _plain_numbers(axis) -> None:
     """A log axis labelled 50, 200 instead of 5×10^1, 2×10^2."""
     from matplotlib.ticker import FuncFormatter
 
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    # minor ticks at 2, 3 and 5 times a power of ten only: all nine run into each other
-    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
+    # minor ticks at 2, 3, 5 and 7 times a power of ten only: all nine run into each other
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "2357" else ""))
 
 
 def figure_ladder(a: Analysis, path: Path) -> str | None:
@@ -36,6 +41,7 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    lows, highs = [], []  # the runs' perplexities: a law that runs off (the paper's form near 1/PPL = 0) is cut
     for (group, lang), fit in a.laws.items():
         pts = [(r.fraction, r.ppl) for r in a.rows if r.mono and r.law == (group, lang)]
         xs = np.array([p[0] for p in pts])
@@ -44,12 +50,22 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
         grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.2, 100)
         ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7,
                 label=f"{name} law ({fit.law.form} form, the verdicts')")
+        for form, laws in sorted(a.laws_by_form.items()):  # the other form(s) beside, dashed: how well each fits
+            if form != fit.law.form and (group, lang) in laws:
+                with np.errstate(divide="ignore", invalid="ignore"):  # (the paper's form can reach 1/PPL <= 0)
+                    other = np.asarray(laws[group, lang].law.ppl(grid), dtype=float)
+                ax.plot(grid, np.where(np.isfinite(other) & (other > 0), other, np.nan), "--",
+                        color=line.get_color(), alpha=0.6, label=f"{name} law ({form} form)")
+        measured = [p[1] for p in pts]
+        lows.append(min(measured))
+        highs.append(max(measured))
     ax.set_xscale("log")
     ax.set_yscale("log")
     # the ladder's own fractions as plain labels (a log axis's minor labels run into each other)
     fractions = sorted({r.fraction for r in a.rows if r.mono and r.law in a.laws})
     ax.set_xticks(fractions, [f"{x:.2g}" for x in fractions])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_ylim(min(lows) / 1.5, max(highs) * 2)
     ax.set_xlabel("data fraction x (tokens / budget T)")
     ax.set_ylabel("test perplexity")
     _plain_numbers(ax.yaxis)
@@ -73,27 +89,35 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     pos = (lambda v: x_values.index(v)) if categorical else (lambda v: v)
     series = _series(sel, x_key)
     shown = []  # what the y axis must hold besides the measurements: MLPE at the p values that were run
+    styles = set()  # the TEff plot's line styles besides the solid one, each explained once in the legend
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for name, members in series.items():
         members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
         xs = [pos(dotted(s.spec.config, x_key)) for s in members]
         stats = [getattr(s, y) for s in members]
-        err = [[max(0, st.mean - st.lo) if st.n > 1 else 0 for st in stats],
-               [max(0, st.hi - st.mean) if st.n > 1 else 0 for st in stats]]
-        line = ax.errorbar(xs, [st.mean for st in stats], yerr=err, marker="o", capsize=3, label=name)
+        line = ax.errorbar(xs, [st.mean for st in stats], yerr=_error_bars(stats), marker="o", capsize=3, label=name)
         color = line[0].get_color()
         paper = [(x, getattr(s.paper, y)) for x, s in zip(xs, members) if s.paper and getattr(s.paper, y)]
         if paper and y == "teff":
-            ax.plot(*zip(*paper), linestyle="none", marker="D", mfc="none", color=color, label=_once(ax, "paper"))
+            ax.plot(*zip(*paper), zorder=5, color=color, **PAPER_MARKER)
+            styles.add("paper")
             # the published TEff is compared with ours under the paper's own law form: drawn beside, dashed
-            ours = [s.teff_forms["paper"].mean if "paper" in s.teff_forms else math.nan for s in members]
+            forms = [s.teff_forms.get("paper") for s in members]
+            ours = [f.mean if f else math.nan for f in forms]
             if not np.allclose(ours, [st.mean for st in stats], equal_nan=True):
-                ax.plot(xs, ours, linestyle="--", marker="s", mfc="none", color=color, alpha=0.7,
-                        label=_once(ax, "ours, paper's law form"))
+                ax.errorbar(xs, ours, yerr=_error_bars(forms) if all(forms) else None, color=color, alpha=0.7,
+                            capsize=2, **PAPER_FORM_LINE)
+                styles.add("paper form")
         if spec.get("mlpe") and x_key == "languages.p":
             shown += _mlpe_curve(a, ax, members, color)
-    if y == "teff":
+    if y == "teff":  # what each style means, in grey (the colours are the lines' languages)
+        forms = " / ".join(sorted(set(a.verdict_form.values()))) or "the verdicts'"
+        ax.plot([], [], "o-", color="grey", label=f"solid: ours, {forms} law form (the verdicts')")
+        if "paper form" in styles:
+            ax.plot([], [], color="grey", label="dashed: ours, the paper's law form", **PAPER_FORM_LINE)
+        if "paper" in styles:
+            ax.plot([], [], color="grey", label="published (paper)", **PAPER_MARKER)
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_ylim(bottom=0)  # TEff is never negative; a wide seed interval is cut at 0, not drawn below it
     else:  # perplexities span a wide range; keep MLPE curves from dwarfing the measurements
@@ -109,7 +133,7 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
     ax.set_xlabel(AXIS_NAMES.get(x_key, x_key))
     ax.set_ylabel({"ppl": "test perplexity", "teff": "token efficiency (TEff)"}[y])
-    ax.set_title(spec.get("title") or f"{y.upper() if y == 'ppl' else 'TEff'} vs {x_key.split('.')[-1]}"
+    ax.set_title((spec.get("title") or f"{y.upper() if y == 'ppl' else 'TEff'} vs {x_key.split('.')[-1]}")
                  + (" (dashed: MLPE)" if spec.get("mlpe") else ""))
     if len(series) > 5:  # many lines: the legend goes beside the plot
         fig.set_size_inches(9.5, 4.2)
@@ -119,9 +143,10 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     return save_png(fig, path, dpi=110, crop=False)
 
 
-def _once(ax, label: str) -> str:
-    """A legend label for the first line that has it (the same marker on every series needs one entry)."""
-    return "_nolegend_" if any(h.get_label() == label for h in ax.lines) else label
+def _error_bars(stats) -> list[list[float]]:
+    """matplotlib's yerr of seed intervals (none for one seed)."""
+    return [[max(0, st.mean - st.lo) if st.n > 1 else 0 for st in stats],
+            [max(0, st.hi - st.mean) if st.n > 1 else 0 for st in stats]]
 
 
 def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:

@@ -61,7 +61,7 @@ def _verdict_section(doc: Doc, a: Analysis, alignment: list[Evidence] | None) ->
     vs = verdicts(a, alignment)
     hl = headline(a)
     if hl:
-        doc.p("**Headline** (minority-language token efficiency" + (", ours against the paper's):"
+        doc.p("**Headline** (the second language's token efficiency, the minority at 90/10" + (", ours against the paper's):"
                                                                      if a.study.compares_with_paper else "):"))
         doc.ul(hl)
     shown = [i for i, v in enumerate(vs) if v.status is not Status.NOT_TESTED or v.evidence]

@@ -154,3 +154,10 @@ class Evidence:
     claim: str
     line: str
     test: Check | None = None
+
+    @property
+    def told(self) -> str:
+        """The line as a verdict lists it: one without a check says that it does not count."""
+        if self.test or "shown beside" in self.line or "not counted" in self.line:
+            return self.line
+        return f"{self.line.rstrip('.')} (shown beside, not counted in the verdict)"
