@@ -334,8 +334,16 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     shutil.rmtree(unaligned / "alignment")
     partial = write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False, task=str(task),
                                      figures=False).read_text()
-    assert ("**Partial coverage**: of the study's 2 finished multilingual runs, 1 has alignment results (the "
-            "settings 90/10 are left out of the alignment tables, figures and verdicts below).") in partial
+    assert ("**Partial coverage** (of the study's 2 finished multilingual runs, 1 aligned): mix: p=0.1 has no "
+            "alignment (left out of the alignment tables, figures and verdicts below). `xling align-report "
+            f"{study.name} --root {tmp_path / 'runs'} --task {task}` computes what is missing.") in partial
+    next((unaligned / "transfer").iterdir()).unlink()  # and one run's transfer: said too
+    partial = write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False, task=str(task),
+                                     figures=False).read_text()
+    note = next(line for line in partial.splitlines() if line.startswith("**Partial coverage**"))
+    assert "; no transfer result on task for runs of mix: p=0.1." in note and "p=0.5" not in note
+    unjudged = [line for line in text.splitlines() if line.startswith("- the same above the shuffled baseline")]
+    assert unjudged and all(line.endswith("(shown beside, not counted in the verdict)") for line in unjudged)
     assert "verdict (claims 3, 8 and 9 of the paper's §6) from the runs with results only" in partial
 
 

@@ -122,7 +122,7 @@ def _beyond_paper(doc: Doc, settings: list[Setting], claim: str, imb: Setting | 
             rows.append(["translations above shuffled pairs"] + [_cell(centred_excess(s)) for s in measured])
         doc.table([title] + [s.label for s in measured], rows)
         test = higher(imb, bal, lambda s, n=name: measure_mean(s, n))
-        evidence.append(Evidence(claim, f"{title} 90/10 > 50/50 (beyond the paper, shown beside): {test.answer()}"))
+        evidence.append(Evidence(claim, f"{title} 90/10 > 50/50 (beyond the paper): {test.answer()}"))
         if name == "centred" and imb and bal and centred_excess(imb) and centred_excess(bal):
             excess = higher(imb, bal, centred_excess)
             evidence.append(Evidence(claim, f"{title} above its shuffled pairs, 90/10 > 50/50: {excess.answer()}"))
@@ -207,7 +207,7 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> li
         test = higher(find(embedded, "clone", 0.1), find(embedded, "clone", 0.5),
                       lambda s, g=group, k=kind: embedding_excess(s, g, k))
         what = (f"{kind} embeddings" if group == "embeddings" else
-                f"control, not counted in the verdict: word2vec {kind}" + (" (paper: no trend)" if paper else ""))
+                f"control: word2vec {kind}" + (" (paper: no trend)" if paper else ""))
         # word2vec is the control (the paper finds no trend), not evidence for claim 3
         evidence.append(Evidence("3", f"{what} 90/10 > 50/50, clone pairs above all pairs: {test.answer()}",
                                  test if group == "embeddings" else None))
@@ -274,6 +274,26 @@ def _at(s: Setting, step: int, measure: str) -> list[float]:
             for a in s.history[step]]
 
 
+def _coverage_note(doc: Doc, study: Study, root, task: str) -> bool:
+    """Say which runs the alignment and transfer sections lack (e.g. runs reused from a study that was not
+    analysed, or analysed only in part); True if any."""
+    covered, lacking = coverage(study, root, task), []
+    left_out = [name for name, aligned, _ in covered["unaligned"] if not aligned]
+    if left_out:
+        lacking.append(f"{'; '.join(left_out)} {'has' if len(left_out) == 1 else 'have'} no alignment (left out of "
+                       "the alignment tables, figures and verdicts below)")
+    lacking += [f"{name}: {aligned} of {n} seeds aligned (its rows pool those)"
+                for name, aligned, n in covered["unaligned"] if aligned]
+    if 0 < covered["transferred"] < covered["finished"]:  # (none at all, as after `xling demo`: no section, no note)
+        lacking.append(f"no transfer result on {Path(task).stem} for runs of {'; '.join(covered['untransferred'])}")
+    if lacking:
+        command = study.command("align-report", root, top_level=True) + (f" --task {task}" if task != DEFAULT_TASK
+                                                                          else "")
+        doc.p(f"**Partial coverage** (of the study's {covered['finished']} finished multilingual runs, "
+              f"{covered['aligned']} aligned): " + "; ".join(lacking) + f". `{command}` computes what is missing.")
+    return bool(lacking)
+
+
 def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
                        task: str = DEFAULT_TASK) -> list[Evidence] | None:
     """Append the alignment and transfer sections to a report `Doc`; figures go to `out`. Returns the
@@ -293,16 +313,7 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
           "unrelated text looks in that layer. ± is the 95 % t-interval "
           "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not "
                            "magnitudes." if paper else " No published values are set beside (the study names no paper)."))
-    covered, lacking = coverage(study, root, task), []  # (no transfer at all, as after `xling demo`: no section)
-    if covered["aligned"] < covered["finished"]:
-        lacking.append(f"{covered['aligned']} {'has' if covered['aligned'] == 1 else 'have'} alignment results (the settings {', '.join(covered['unaligned'])} "
-                       "are left out of the alignment tables, figures and verdicts below)")
-    if 0 < covered["transferred"] < covered["finished"]:
-        lacking.append(f"{covered['transferred']} a transfer result ({Path(task).stem})")
-    partial = bool(lacking)
-    if partial:
-        doc.p(f"**Partial coverage**: of the study's {covered['finished']} finished multilingual runs, "
-              + " and ".join(lacking) + f". `xling align-report {study.name}` computes what is missing.")
+    partial = _coverage_note(doc, study, root, task)
     evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals, paper) if reals
                                                                           else [])
     graded = [s for s in settings if any("gradient" in a for a in s.alignments)]

@@ -138,17 +138,28 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
 
 
 def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
-    """How many of the study's finished multilingual runs have an alignment (`aligned`) and a transfer result on
-    `task` (`transferred`), of `finished`; `unaligned`: the settings of those without an alignment (a report
-    judges from the others only; runs reused from another study bring that study's analyses along)."""
+    """What the report's analyses stand on, read as `collect` reads it: of the study's `finished` multilingual runs,
+    how many have an alignment (`aligned`) and a transfer result on `task` (`transferred`); per setting whose seeds
+    are not all aligned, (setting, seeds aligned, seeds finished) in `unaligned` (0 aligned: left out of every
+    alignment table); the settings with a run lacking its transfer in `untransferred`. (A run reused from another
+    study brings the analyses its twin had when it was copied.)"""
     root = runs_root(root)
-    finished = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
-    unaligned = [s for s in finished if not RunDir(s.run_dir(root)).alignment_path.is_file()]
-    transferred = sum(RunDir(s.run_dir(root)).transfer_path(task, s.mixture.names[0]).is_file() for s in finished)
-    labels = {Setting(s.setting, s.mixture.kind, s.mixture.vocab, s.mixture.effective_p, s.mixture.schedule).label
-              for s in unaligned}
-    return {"finished": len(finished), "aligned": len(finished) - len(unaligned), "transferred": transferred,
-            "unaligned": sorted(labels)}
+    seeds: dict[str, list[int]] = {}  # setting -> [aligned, finished]
+    untransferred, transferred = set(), 0
+    for spec in study.runs:
+        if not (spec.mixture.multilingual and is_complete(spec.run_dir(root))):
+            continue
+        run = RunDir(spec.run_dir(root))
+        counts = seeds.setdefault(spec.setting, [0, 0])
+        counts[0] += bool(read_json(run.alignment_path, default={}))
+        counts[1] += 1
+        if read_json(run.transfer_path(task, spec.mixture.names[0]), default={}):
+            transferred += 1
+        else:
+            untransferred.add(spec.setting)
+    return {"finished": sum(n for _, n in seeds.values()), "aligned": sum(k for k, _ in seeds.values()),
+            "transferred": transferred, "unaligned": [(name, k, n) for name, (k, n) in seeds.items() if k < n],
+            "untransferred": sorted(untransferred)}
 
 
 # --------------------------------------------------------------------------- reading the results

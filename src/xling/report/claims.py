@@ -16,7 +16,7 @@ from ..analysis.efficiency import efficiency
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
-from .verdict import NOT_TESTED, Check, Evidence, Status, combine, combine_checks, compare, vs_one
+from .verdict import NOT_COUNTED, NOT_TESTED, Check, Evidence, Status, combine, combine_checks, compare, vs_one
 
 
 @dataclass
@@ -93,7 +93,8 @@ def _beats_both(S: list[Summary], length: float, model: str) -> tuple[bool, str]
 
 def _alignment_lines(alignment: list[Evidence], claim: str) -> list[str]:
     """align-report's evidence lines for one claim, as detail lines of the claims table."""
-    return [f"{e.told.rstrip('.')} (alignment section below)." for e in alignment if e.claim == claim]
+    return [f"{e.line.rstrip('.')} ({'' if e.test else NOT_COUNTED + '; '}alignment section below)."
+            for e in alignment if e.claim == claim]
 
 
 def _from_alignment(claim: str, missing: str) -> Callable[[Analysis, list[Evidence]], Judged]:
@@ -296,7 +297,8 @@ def verdicts(a: Analysis, alignment: list[Evidence] | None = None) -> list[Claim
 
 
 def headline(a: Analysis) -> list[str]:
-    """The demo's key lines: minority TEff at 90/10 and 50/50 next to the paper's, and whether the direction holds."""
+    """The demo's key lines: the second language's TEff at 90/10 (the minority) and 50/50 next to the paper's, and
+    whether the direction holds."""
     order = _model_order(a)
     pairs = []
     for p in (0.1, 0.5):
@@ -340,7 +342,7 @@ def headline(a: Analysis) -> list[str]:
 
 def _setting_and_role(s: Summary) -> str:
     """'90/10: minority' or '50/50: second language' (no minority at equal shares)."""
-    return f"{'90/10' if s.key.p == 0.1 else '50/50'}: {'minority' if s.key.p < 0.5 else 'second language'}"
+    return "90/10: minority" if s.key.p == 0.1 else "50/50: second language"  # (`headline` passes these two)
 
 
 def _headline_line(a: Analysis, s: Summary) -> str:

@@ -106,14 +106,15 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
             forms = [s.teff_forms.get("paper") for s in members]
             ours = [f.mean if f else math.nan for f in forms]
             if not np.allclose(ours, [st.mean for st in stats], equal_nan=True):
-                ax.errorbar(xs, ours, yerr=_error_bars(forms) if all(forms) else None, color=color, alpha=0.7,
+                ax.errorbar(xs, ours, yerr=_error_bars(forms), color=color, alpha=0.7,
                             capsize=2, **PAPER_FORM_LINE)
                 styles.add("paper form")
         if spec.get("mlpe") and x_key == "languages.p":
             shown += _mlpe_curve(a, ax, members, color)
     if y == "teff":  # what each style means, in grey (the colours are the lines' languages)
-        forms = " / ".join(sorted(set(a.verdict_form.values()))) or "the verdicts'"
-        ax.plot([], [], "o-", color="grey", label=f"solid: ours, {forms} law form (the verdicts')")
+        forms = sorted({a.verdict_form[s.law] for s in sel if s.law in a.verdict_form})  # (none: no ladder, no TEff)
+        if forms:
+            ax.plot([], [], "o-", color="grey", label=f"solid: ours, {' / '.join(forms)} law form (the verdicts')")
         if "paper form" in styles:
             ax.plot([], [], color="grey", label="dashed: ours, the paper's law form", **PAPER_FORM_LINE)
         if "paper" in styles:
@@ -144,9 +145,9 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
 
 
 def _error_bars(stats) -> list[list[float]]:
-    """matplotlib's yerr of seed intervals (none for one seed)."""
-    return [[max(0, st.mean - st.lo) if st.n > 1 else 0 for st in stats],
-            [max(0, st.hi - st.mean) if st.n > 1 else 0 for st in stats]]
+    """matplotlib's yerr of seed intervals (none for one seed, or no Stat)."""
+    return [[max(0, st.mean - st.lo) if st and st.n > 1 else 0 for st in stats],
+            [max(0, st.hi - st.mean) if st and st.n > 1 else 0 for st in stats]]
 
 
 def _series(sel: list[Summary], x_key: str) -> dict[str, list[Summary]]:

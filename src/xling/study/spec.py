@@ -104,13 +104,13 @@ class Study:
     def spec(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.id == run_id)
 
-    def command(self, action: str, root: str | Path | None = None) -> str:
-        """`xling study ACTION` of this study in `root`, as a hint in messages: its name if xling finds it by name,
-        else its file; --root unless it is the default."""
+    def command(self, action: str, root: str | Path | None = None, top_level: bool = False) -> str:
+        """`xling study ACTION` (`top_level`: `xling ACTION`, e.g. report) of this study in `root`, as a hint in
+        messages: its name if xling finds it by name, else its file; --root unless it is the default."""
         found = available_studies().get(self.name)
         target = self.name if self.path is None or (found and found.resolve() == self.path.resolve()) else self.path
         where = [] if root is None or Path(root) == runs_root() else ["--root", str(root)]
-        return shlex.join(["xling", "study", action, str(target), *where])
+        return shlex.join(["xling", *([] if top_level else ["study"]), action, str(target), *where])
 
     @property
     def compares_with_paper(self) -> bool:
