@@ -44,9 +44,9 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
     lows, highs = [], []  # the runs' perplexities: a law that runs off (the paper's form near 1/PPL = 0) is cut
     for (group, lang), fit in a.laws.items():
         pts = [(r.fraction, r.ppl) for r in a.rows if r.mono and r.law == (group, lang)]
-        xs = np.array([p[0] for p in pts])
+        xs, measured = np.array([p[0] for p in pts]), [p[1] for p in pts]
         name = a.law_name((group, lang))
-        line = ax.plot(xs, [p[1] for p in pts], "o", label=f"{name} runs")[0]
+        line = ax.plot(xs, measured, "o", label=f"{name} runs")[0]
         grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.2, 100)
         ax.plot(grid, fit.law.ppl(grid), "-", color=line.get_color(), alpha=0.7,
                 label=f"{name} law ({fit.law.form} form, the verdicts')")
@@ -56,7 +56,6 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
                     other = np.asarray(laws[group, lang].law.ppl(grid), dtype=float)
                 ax.plot(grid, np.where(np.isfinite(other) & (other > 0), other, np.nan), "--",
                         color=line.get_color(), alpha=0.6, label=f"{name} law ({form} form)")
-        measured = [p[1] for p in pts]
         lows.append(min(measured))
         highs.append(max(measured))
     ax.set_xscale("log")

@@ -182,14 +182,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def validate(self, step: int, split: str = "valid", progress: bool = False) -> dict:
         ev = self.cfg.eval
-        # A study's run scores only the languages it trains on, as its test evaluation does (the other language
-        # of a monolingual ladder run: studies have no use for it, and it would double the validation's time).
         results = evaluate_languages(self.model, self.setup, split, ev.window, ev.last_n, ev.batch_size,
                                      ev.max_tokens, self.device, self.autocast, self.validated, progress)
         self._record({"step": step, "split": split, **{f"ppl/{k}": v["ppl"] for k, v in results.items()}})
         return results
 
     def _scored(self) -> set[str] | None:
+        """The languages the run scores: all (None), but a study's run only those it trains on, as its test evaluation
+        does (the other language of a monolingual ladder run: studies have no use for it, and it would double the
+        validation's time)."""
         return self.trained if self.run.study_record_path.is_file() else None
 
     def _record(self, record: dict) -> None:
