@@ -426,6 +426,10 @@ def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, 
     shared = next(r for r in second.runs if r.group == "ladder")
     twin = next(r for r in first.runs if r.group == "ladder")
     assert shared.id == twin.id and shared.study != twin.study
+    mine, theirs = shared.run_dir(tmp_path), twin.run_dir(tmp_path)
+    for analysis in ("alignment/alignment.json", "transfer/task-EN.json"):  # analyses name the run they are of
+        (theirs / analysis).parent.mkdir(parents=True, exist_ok=True)
+        (theirs / analysis).write_text(json.dumps({"run": str(theirs), "value": 1.5}))
     trained = []
     original = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", lambda self, *a, **kw: trained.append(self.cfg.languages.p) or original(self, *a, **kw))
@@ -434,9 +438,10 @@ def test_a_run_shared_by_two_studies_is_trained_once(tiny_corpus_dir, tmp_path, 
     assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert trained == [0.1]  # only the 90/10 run trained
     assert any(f"reused from first/{twin.id}" in line for line in lines)
-    mine, theirs = shared.run_dir(tmp_path), twin.run_dir(tmp_path)
     for name in ("eval.json", "metrics.jsonl", "config.yaml"):
         assert (mine / name).read_bytes() == (theirs / name).read_bytes()
+    for analysis in ("alignment/alignment.json", "transfer/task-EN.json"):
+        assert read_json_file(mine / analysis) == {"run": str(mine), "value": 1.5, "copied_from": str(theirs)}
     weights = sorted(theirs.rglob("model.safetensors"))
     assert weights and all((mine / w.relative_to(theirs)).stat().st_ino == w.stat().st_ino for w in weights)
     assert read_json_file(mine / "study.json")["reused_from"] == f"first/{twin.id}"

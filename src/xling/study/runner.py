@@ -24,7 +24,7 @@ from pathlib import Path
 from ..config import load_yaml
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
-from ..fsio import make_dirs
+from ..fsio import atomic_write_json, make_dirs, read_json
 from ..identity import run_identity
 from ..train.live_log import logger_names, unavailable
 from ..train.lock import is_locked, lock_holder, run_lock
@@ -80,16 +80,28 @@ def adopt_twin(spec: RunSpec, twin: Path, root: str | Path) -> bool:
             make_dirs(dst.parent)
             tmp = dst.with_name(f".adopt-{dst.name}")
             tmp.unlink(missing_ok=True)
+            analysis = _analysis_of(src, twin)
             try:
-                if RunDir(twin).checkpoints not in src.parents:
+                if analysis is not None:  # an alignment or transfer names its run: this one, and where it came from
+                    atomic_write_json(tmp, {**analysis, "run": str(run_dir), "copied_from": analysis["run"]})
+                elif RunDir(twin).checkpoints not in src.parents:
                     raise OSError("copied, not linked")
-                os.link(src, tmp)
+                else:
+                    os.link(src, tmp)
             except OSError:
                 shutil.copy2(src, tmp)
             os.replace(tmp, dst)
         record(run_dir, spec, status="completed", started=now(), finished=now(), error="", attempts=0,
                reused_from=str(twin.relative_to(root)))
     return True
+
+
+def _analysis_of(path: Path, run_dir: Path) -> dict | None:
+    """The JSON of an analysis of the run (alignment/, transfer/), which names its run at the top; else None."""
+    if path.suffix != ".json" or path.relative_to(run_dir).parts[0] not in ("alignment", "transfer"):
+        return None
+    content = read_json(path, default={})
+    return content if isinstance(content.get("run"), str) else None
 
 
 # --------------------------------------------------------------------------- the runner
