@@ -82,6 +82,8 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     if not sel:
         return None
     plt = pyplot()
+    from matplotlib.transforms import offset_copy
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     x_values = list(dict.fromkeys(dotted(r.config, x_key) for r in a.study.runs if x_key in r.dims))
     categorical = any(isinstance(v, str) for v in x_values)
@@ -105,8 +107,9 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
             forms = [s.teff_forms.get("paper") for s in members]
             ours = [f.mean if f else math.nan for f in forms]
             if not np.allclose(ours, [st.mean for st in stats], equal_nan=True):
+                beside = offset_copy(ax.transData, fig=fig, x=4, units="points")  # its bars apart from the solid's
                 ax.errorbar(xs, ours, yerr=_error_bars(forms), color=color, alpha=0.7,
-                            capsize=2, **PAPER_FORM_LINE)
+                            capsize=2, transform=beside, **PAPER_FORM_LINE)
                 styles.add("paper form")
         if spec.get("mlpe") and x_key == "languages.p":
             shown += _mlpe_curve(a, ax, members, color)
