@@ -515,6 +515,23 @@ def test_leave_one_out_error_prefers_the_form_that_generated_the_ladder():
     assert math.isnan(leave_one_out_error(x[:3], loss_made[:3], "loss"))  # 3 points: none can be left out
 
 
+def test_leave_one_out_laws_refit_without_each_point_and_only_a_perturbed_point_moves_the_law():
+    from xling.analysis.scaling_law import leave_one_out_laws
+
+    x = np.array([0.05, 0.1, 0.25, 0.5, 1.0])
+    exact = 1 / (0.0847 - 0.0394 * x ** -0.2047)
+    refits = leave_one_out_laws(x, exact, "paper")
+    assert [i for i, _ in refits] == [0, 1, 2, 3, 4]
+    for _, law in refits:  # an exact ladder: every refit is the same law
+        assert law.params == pytest.approx((0.0394, 0.2047, 0.0847), rel=1e-3)
+    noisy = exact * np.array([1, 1, 1.1, 1, 1])  # one point off the law: only the refit without it recovers the law
+    moved = {i: law.fraction_for(30.0) for i, law in leave_one_out_laws(x, noisy, "paper")}
+    truth = (0.0394 / (0.0847 - 1 / 30.0)) ** (1 / 0.2047)
+    assert moved[2] == pytest.approx(truth, rel=1e-3)
+    assert all(abs(moved[i] / truth - 1) > 0.01 for i in (0, 1, 3, 4))
+    assert leave_one_out_laws(x[:3], exact[:3], "paper") == []  # 3 points: none can be left out
+
+
 def test_better_form_is_the_lower_error_with_nan_losing_and_ties_to_the_loss_form():
     from xling.analysis.scaling_law import better_form
 

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from test_study import completed_study
+from xling.analysis.scaling_law import leave_one_out_laws
 from xling.cli import main
 from xling.errors import XlingError
 from xling.report import published
@@ -182,6 +183,13 @@ def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     assert all((tmp_path / "rep" / p).read_text().lstrip().startswith("<?xml") for p in svgs)
     lines = headline(a)
     assert "90/10" in lines[0] and "(paper: 2.08)" in lines[0] and "(paper: 0.89)" in lines[1]
+    # how far one ladder point moves the paper-form TEff that is set beside the published one
+    fractions, ppls = a.ladder_points[minority.law]
+    moved = [law.fraction_for(minority.ppl.mean) / minority.fraction
+             for _, law in leave_one_out_laws(fractions, ppls, "paper")]
+    assert len(moved) == len(fractions) >= 4
+    assert f"with one of the ladder's {len(fractions)} points left out" in lines[0]
+    assert f"moves to {min(moved):.2f}-{max(moved):.2f}" in lines[0]
     assert "direction" in lines[2] and ("HOLDS" in lines[2] or "NOT" in lines[2])
     # the law's own uncertainty at the mean PPL: the profile-likelihood interval, then the bootstrap's, each
     # containing the TEff the law gives there

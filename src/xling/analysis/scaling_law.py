@@ -457,14 +457,22 @@ def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form:
     """
     x, ppl = _check_points(fractions, ppls, form)
     errors = []
-    for i in range(x.size):
-        rest = np.arange(x.size) != i
-        if np.unique(x[rest]).size < MIN_FRACTIONS:
-            continue
-        law = fit_scaling_law(x[rest], ppl[rest], form=form, bootstrap=0).law
+    for i, law in leave_one_out_laws(x, ppl, form):
         with np.errstate(over="ignore", divide="ignore"):
             errors.append(math.log(law.ppl(x[i]) / ppl[i]) if math.isfinite(law.ppl(x[i])) else math.inf)
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else math.nan
+
+
+def leave_one_out_laws(fractions: Sequence[float], ppls: Sequence[float], form: str) -> list[tuple[int, ScalingLaw]]:
+    """The law refitted without each ladder point in turn, as (index left out, law): how much one point
+    moves it. Only where the rest still has MIN_FRACTIONS distinct fractions (none for a 3-point ladder)."""
+    x, ppl = _check_points(fractions, ppls, form)
+    refits = []
+    for i in range(x.size):
+        rest = np.arange(x.size) != i
+        if np.unique(x[rest]).size >= MIN_FRACTIONS:
+            refits.append((i, fit_scaling_law(x[rest], ppl[rest], form=form, bootstrap=0).law))
+    return refits
 
 
 def better_form(errors: dict[str, float]) -> str:

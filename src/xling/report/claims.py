@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..analysis.efficiency import efficiency
+from ..analysis.scaling_law import leave_one_out_laws
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
@@ -358,14 +359,29 @@ def _headline_line(a: Analysis, s: Summary) -> str:
              "one seed, no interval")
     paper_law = a.laws_by_form["paper"][s.law].law
     loose = ", so the comparison with the paper's number is loose" if s.paper else ""
-    caveat = (" (this ladder's best fit in the paper's form has its exponent at the lower bound, b → 0, i.e. "
-              f"1/PPL linear in ln x: a degenerate fit{loose})"
-              if paper_law.exponent_at_bound == "lower" else
-              f" (this ladder's best fit in the paper's form has its exponent at the {paper_law.exponent_at_bound} "
-              f"bound{loose})" if paper_law.exponent_at_bound else "")
+    caveats = [("this ladder's best fit in the paper's form has its exponent at the lower bound, b → 0, i.e. "
+                f"1/PPL linear in ln x: a degenerate fit{loose}")
+               if paper_law.exponent_at_bound == "lower" else
+               f"this ladder's best fit in the paper's form has its exponent at the {paper_law.exponent_at_bound} "
+               f"bound{loose}" if paper_law.exponent_at_bound else "", _one_point_out(a, s)]
+    caveat = f" ({'; '.join(c for c in caveats if c)})" if any(caveats) else ""
     return (f"{_setting_and_role(s)} {s.label} TEff {fmt_stat(s.teff_forms['paper'])} "
-            f"under the paper's law form{_paper(s.paper, 'teff')}{caveat}, {fmt_stat(s.teff_forms['loss'])} under "
+            f"under the paper's law form{_paper(s.paper, 'teff')}{caveat}, "
+            f"{fmt_stat(s.teff_forms['loss'])} under "
             f"the loss form; the verdicts use the {verdict} form ({why}): {seeds}{_law_interval(a, s)}")
+
+
+def _one_point_out(a: Analysis, s: Summary) -> str:
+    """How far one ladder point moves the paper-form TEff, which is what is set beside the published one: the
+    law refitted without each point in turn, at the setting's mean PPL (none for a 3-point ladder)."""
+    fractions, ppls = a.ladder_points[s.law]
+    refits = leave_one_out_laws(fractions, ppls, "paper")
+    if not refits or not math.isfinite(s.ppl.mean):
+        return ""
+    moved = [law.fraction_for(s.ppl.mean) / s.fraction for _, law in refits]
+    whole = a.laws_by_form["paper"][s.law].law.fraction_for(s.ppl.mean) / s.fraction
+    return (f"with one of the ladder's {len(fractions)} points left out, its TEff at the mean PPL, {fmt(whole)}, "
+            f"moves to {fmt(min(moved))}-{fmt(max(moved))}")
 
 
 def _law_interval(a: Analysis, s: Summary) -> str:
