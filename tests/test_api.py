@@ -495,6 +495,18 @@ def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_p
         Store("/proc/x.db")  # not a damaged store to set aside: one that cannot be opened
 
 
+def test_a_script_that_runs_a_study_at_its_top_level_gets_one_line_from_each_worker(tiny_corpus_dir, tmp_path):
+    """Spawned workers import the script again: without `if __name__ == "__main__":` they used to run the study
+    themselves (its first lines again) and fail in multiprocessing's traceback; now each says what to change."""
+    script = tmp_path / "unguarded.py"
+    study = tiny_study(tiny_corpus_dir, name="unguarded")
+    script.write_text(f"import xling\nxling.Study({study!r}, root={str(tmp_path / 'runs')!r}).run(workers=2)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "worker process died" in done.stderr  # (a data preparation's, or a run's)
+    assert 'put its xling calls under `if __name__ == "__main__":`' in done.stderr
+    assert "RuntimeError" not in done.stderr and done.stdout.count("study unguarded:") == 1
+
+
 def test_pooled_clones_and_transformed_languages_in_results(tiny_corpus_dir, tmp_path):
     base = tiny_config_dict(tiny_corpus_dir, train={"steps": 0, "checkpoint_every": 50, "log_every": 5},
                             eval={"max_tokens": 1500})
@@ -543,6 +555,11 @@ def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_d
     (lambda r: r.evaluate(max_tokens="100"), "max_tokens must be a whole number or None, got '100'"),
     (lambda r: r.align(sequences="10"), "sequences must be a whole number, got '10'"),
     (lambda r: r.align_over_training(batch_size=0), "batch_size must be between 1 and 65536, got 0"),
+    (lambda r: r.align(word2vec="yes"), "word2vec must be True or False or a mapping, got 'yes'"),
+    (lambda r: r.metrics(frame="yes"), "frame must be True or False, got 'yes'"),
+    (lambda r: xling.train(r.config, r.path, resume="no"), "resume must be True or False, got 'no'"),
+    (lambda r: xling.train(r.config, r.path, evaluate="no"), "evaluate must be True or False, got 'no'"),
+    (lambda r: xling.Run(r.path / "typo").info, "typo is not a run directory"),
 ])
 def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(tiny_run, call, message):
     with pytest.raises(xling.XlingError, match=re.escape(message)):
@@ -556,6 +573,18 @@ def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(t
     (lambda: xling.Study(5), "study must be text or a path or a mapping, got 5"),
     (lambda: xling.Study("headline-cpu", root=5), "root must be text or a path or None, got 5"),
     (lambda: xling.corpus({"a": 1}), "corpus() takes documents as a list or an iterator of strings, not dict"),
+    (lambda: xling.corpus(["a"], cache_dir=5), "cache_dir must be text or a path or None, got 5"),
+    (lambda: xling.Study("headline-cpu").run(gpus=["a"]), "gpus[0] must be a whole number, got 'a'"),
+    (lambda: xling.Study("headline-cpu").run(log="x"), "log must be a function told each progress line"),
+    (lambda: xling.Study("headline-cpu").run(reuse="no"), "reuse must be True or False, got 'no'"),
+    (lambda: xling.Store().evaluations(split="dev"), "split must be one of train, valid, test, got 'dev'"),
+    (lambda: xling.teff([{"language": "EN1", "fraction": 1.0, "ppl": 50}],
+                        [{"run": "r", "language": "EN1", "fraction": 0.1, "ppl": None}]),
+     "runs row 1: empty 'ppl'; fill in every required column"),
+    (lambda: xling.Config("clone-90-10", tokenizer={"vocab_size": 300}).with_id_table([range(300)] * 2, names="AB"),
+     "names must be a list of names, one per row of the table"),
+    (lambda: xling.Config("clone-90-10", {"languages.kind": "real"}).with_id_table([range(300)] * 2),
+     "with_id_table makes every language from the base corpus"),
 ])
 def test_api_functions_refuse_values_of_another_type_in_one_xling_error(call, message):
     with pytest.raises(xling.XlingError, match=re.escape(message)):

@@ -339,14 +339,15 @@ def _read_csv_rows(p: Path, required_columns: Sequence[str]) -> list[dict]:
         for raw in reader:
             if all(v is None or not str(v).strip() for v in raw.values()):
                 continue  # blank line
-            rows.append(_parse_row(raw, required_columns, f"{p}:{reader.line_num}"))
+            where = f"{p}:{reader.line_num}"
+            rows.append(_parse_row(csv_row(raw, where), required_columns, where))
     if not rows:
         raise XlingError(f"{p}: no data rows; add one row per measurement below the header")
     return rows
 
 
 def _parse_row(raw: dict, required_columns: Sequence[str], where: str) -> dict:
-    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in csv_row(raw, where).items()}
+    row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
     for col in required_columns:
         value = row.get(col)
         if value is None or value == "":

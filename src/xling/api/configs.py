@@ -34,6 +34,7 @@ from ..config import (
 from ..errors import XlingError
 from ..fsio import UMASK, atomic_write_text, default_cache_dir, make_dirs
 from ..notation import NAME_RULE, is_name
+from .checks import check_arguments
 
 ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any], "Config", RunConfig]
 SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))  # name, corpus, tokenizer, ...
@@ -59,6 +60,7 @@ def corpus(documents: Iterable[str], *, valid: Iterable[str] | None = None, test
     `Config` does this by itself when ``corpus=`` (or ``languages={"second": ...}``) is a list or an
     iterator of strings.
     """
+    check_arguments(cache_dir=(cache_dir, (str, os.PathLike, type(None))))
     if (valid is None) != (test is None):
         raise XlingError("corpus() takes valid and test together (your held-out documents) or neither (a 90/5/5 "
                          "split of the documents)")
@@ -302,6 +304,14 @@ class Config:
 
         from ..data.languages import check_table, save_table
 
+        if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+            raise XlingError(f"names must be a list of names, one per row of the table (e.g. ['EN', 'EN-b']), "
+                             f"got {names!r}")
+        lang = self._cfg.languages
+        if lang.kind == "real" or lang.corpora:
+            raise XlingError("with_id_table makes every language from the base corpus (clones of it, as the table "
+                             "says); this config has real languages (languages.kind real / languages.corpora): "
+                             "start from a clone config, e.g. Config('clone-90-10')")
         tok = self._cfg.tokenizer
         if tok.path:  # a tokenizer you bring: its own size
             from ..data.brought import load_brought

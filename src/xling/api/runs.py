@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,9 @@ class Run:
     @property
     def info(self) -> dict:
         """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity ({} before
-        training starts)."""
+        training starts; for a path where nothing is, an XlingError, as `status` says)."""
+        if not self._planned and not self.path.is_dir():
+            self._dir().require()  # one line: nothing there, or a file
         return self._dir().read_info()
 
     @property
@@ -105,6 +107,7 @@ class Run:
         ``"train"``: step, loss, lr, tokens_per_s and ``tokens/LANG`` (tokens each language has had) per
         logged step; ``"valid"``: step and ``ppl/LANG`` per validation. Test perplexities: `evaluation`.
         """
+        check_arguments(frame=(frame, bool))
         if split not in _SPLITS:
             raise XlingError(f"metrics split must be {' or '.join(_SPLITS)}, got {split!r} (test: Run.evaluation())")
         rows = []
@@ -222,7 +225,8 @@ class Run:
         """
         from ..analysis.alignment import align_run, checked_pair
 
-        _check_alignment(sequences, grad_sequences, batch_size, figures=(figures, bool), reuse=(reuse, bool))
+        _check_alignment(sequences, grad_sequences, batch_size, figures=(figures, bool), reuse=(reuse, bool),
+                         word2vec=(word2vec, (bool, Mapping)))
         path, pair = self._dir().require().alignment_path, checked_pair(pair)
         if reuse and path.is_file():
             stored = read_json(path)
@@ -295,10 +299,13 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     stderr. `loggers`: live logs, any of ``"tensorboard"``, ``"wandb"``, ``"csv"`` (a missing package
     is one note on stderr).
     """
+    from ..data.parallel import check_not_importing_the_script
     from ..train.live_log import LiveLog, logger_names
     from ..train.lock import training_lock
     from ..train.trainer import Trainer
 
+    check_not_importing_the_script()  # (data preparation may start worker processes, which import the script)
+    check_arguments(resume=(resume, bool), evaluate=(evaluate, bool), progress=(progress, bool))
     cfg = unwrap(config)
     run = Run(out if out is not None else default_run_dir(config, cfg))
     with LiveLog(run.path, logger_names(loggers)) as live:

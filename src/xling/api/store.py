@@ -102,7 +102,9 @@ class Store:
         ppl, loss, tokens_scored, tokens_trained (the language's training tokens) and fraction_sampled
         (tokens_trained / the run's budget: the share its sampled sequences had, the store's `fraction`; the
         paper credits the expected share, `Study.results`' fraction), status and run_dir."""
-        check_arguments(split=(split, str))
+        from ..data.corpora import check_split_name
+
+        check_split_name(split)
         rows = self._rows("SELECT r.study, r.name, r.grp, r.dims, r.config, e.language, e.ppl, e.loss, e.tokens_scored, "
                           "e.tokens_trained, e.fraction AS fraction_sampled, r.status, r.run_dir FROM evaluations e "
                           "JOIN runs r ON r.id = e.run_id WHERE e.split = :split", study, "r.id, e.language",

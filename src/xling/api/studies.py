@@ -112,9 +112,16 @@ class Study:
         from ..study.placement import parse_gpus
         from ..study.runner import run_study
 
+        check_arguments(runs_per_gpu=(runs_per_gpu, int, 1, 1024), reuse=(reuse, bool), wait=(wait, bool),
+                        progress=(progress, (bool, type(None))))
+        if log is not None and not callable(log):
+            raise XlingError(f"log must be a function told each progress line (print), or None, got {log!r}")
         if isinstance(gpus, str) and gpus != "auto":
             gpus = parse_gpus(gpus)
         elif gpus is not None and not isinstance(gpus, str):
+            if not isinstance(gpus, Sequence):
+                raise XlingError(f"gpus must be 'auto', GPU numbers as text ('0,1') or a list of them, got {gpus!r}")
+            check_arguments(**{f"gpus[{i}]": (g, int, 0, 4096) for i, g in enumerate(gpus)})
             gpus = tuple(int(g) for g in gpus)
         return run_study(self._study, self.root, workers=workers, engine=engine, db=self.db, progress=progress,
                          log=log, loggers=loggers, reuse=reuse, gpus=gpus, runs_per_gpu=runs_per_gpu,

@@ -35,6 +35,22 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def spawn_context():
+    """multiprocessing's "spawn" context, for worker processes that hold only what their tasks need."""
+    check_not_importing_the_script()
+    return multiprocessing.get_context("spawn")
+
+
+def check_not_importing_the_script() -> None:
+    """A spawned worker first imports the script that started it. Where that script trains or runs a study at its top
+    level (not under `if __name__ == "__main__":`), the worker would do so too, and multiprocessing stops it with a
+    traceback in every worker; here it ends with one line that says what to change. (Exiting is all a worker can
+    do while it imports: nothing else would see an error raised there.)"""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # (multiprocessing's own test of this)
+        raise SystemExit("xling: error: this script starts worker processes at its top level, where each worker "
+                         "imports it again: put its xling calls under `if __name__ == \"__main__\":`")
+
+
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
 
@@ -74,7 +90,7 @@ class Workers:
                 yield item, task(state, item)
             return
         if self._pool is None:  # (a worker that dies, e.g. out of memory, breaks the pool: an error, not a hang)
-            self._pool = ProcessPoolExecutor(self.count, multiprocessing.get_context("spawn"), _init_worker)
+            self._pool = ProcessPoolExecutor(self.count, spawn_context(), _init_worker)
         in_flight = in_flight or 2 * self.count
         pending: deque = deque()
         try:
@@ -88,8 +104,9 @@ class Workers:
                 yield done, result.result()
         except BrokenProcessPool:
             self._pool = None
-            raise XlingError("a data preparation worker process died (out of memory?): run again with fewer "
-                             "--workers") from None
+            raise XlingError("a data preparation worker process died (out of memory? or, from Python, a script whose "
+                             "top level is not under `if __name__ == \"__main__\":`): run again with fewer --workers"
+                             ) from None
         except BaseException:
             self.close()
             raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import math
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ModelDims, resolve_model
+from ..data.parallel import spawn_context
 from ..errors import XlingError
 from ..train.stopping import FORWARDED, HELD_WHILE_STARTING
 from .execute import execute_run
@@ -256,7 +256,7 @@ class Launch:
         """The local worker processes: spawned, each set up by `workers.init_pool_worker` with its
         threads and, with GPUs, the next CUDA_VISIBLE_DEVICES value from a queue (one per worker);
         and the Event that, once set, keeps the pool's queued tasks from starting."""
-        ctx = mp.get_context("spawn")
+        ctx = spawn_context()
         places = None
         if self.gpus:
             places = ctx.Queue()

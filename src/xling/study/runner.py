@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import load_yaml
+from ..data.parallel import check_not_importing_the_script
 from ..data.stream import budget_steps, prepare_languages, run_mixture, run_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, make_dirs, read_json
@@ -212,6 +213,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     it did not; with `wait` False it is left to that runner and counted as "elsewhere" (a SLURM
     array's nodes then stop when nothing is left for them). `log(line)` is told of progress, one
     line per finished run (the CLI passes print)."""
+    check_not_importing_the_script()  # (before its first line: a worker importing the script would print it too)
     log = log or (lambda _: None)
     auto = workers == "auto" and engine == "local" and gpus is None  # else "auto" means the default
     launch = Launch.plan(engine, None if workers == "auto" else workers, gpus, runs_per_gpu, progress=False)
