@@ -31,6 +31,8 @@ def test_unknown_key_suggests_the_closest():
         from_dict({"model": {"steps": 3}})  # a key in another section
     with pytest.raises(XlingError, match=r"unknown key 'steps' \(did you mean 'train.steps'\?\)"):
         from_dict({"steps": 3})  # a key without its section
+    with pytest.raises(XlingError, match=r"unknown key 'model.preset' \(in a file, write it nested: model: "):
+        from_dict({"model.preset": "cpu-xs"})  # a dotted key at the top of a file (it used to suggest itself)
 
 
 def test_types_are_checked_and_ints_widen_to_floats():

@@ -100,6 +100,9 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     assert [i.rsplit("-", 1)[0] for i in ids] == [i.rsplit("-", 1)[0] for i in changed]  # same readable names
     data = tiny_study_dict(tiny_corpus_dir, fractions=(0.1, 0.2, 0.3, 0.5))  # only one ladder run changes
     assert len(set(ids) - {r.id for r in build_study(data).runs}) == 1
+    data = tiny_study_dict(tiny_corpus_dir)  # the base's keys written dotted, as a group's set writes them
+    data["base"]["train.lr"] = data["base"]["train"].pop("lr")
+    assert [r.id for r in build_study(data).runs] == ids
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -118,6 +121,7 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     (lambda d: d.update(figures=[{"x": "languages.p", "roles": ["L3"]}]), "roles must list L1 and/or L2"),
     (lambda d: d.update(name=".."), "'name' must be letters"),
     (lambda d: d.update(name="../up"), "'name' must be letters"),
+    (lambda d: d.pop("name"), "study: give the study a name (name: ..."),
 ])
 def test_bad_studies_are_one_line_errors(tiny_corpus_dir, mutate, message):
     data = tiny_study_dict(tiny_corpus_dir)

@@ -173,6 +173,8 @@ def _field_types(cls) -> dict[str, Any]:
 def _suggest(key: str, options, section: str) -> str:
     """A hint for an unknown key: the same key in another section, the closest valid one, or the valid ones."""
     keys = flatten(to_dict(RunConfig()))
+    if "." in key and key in keys:  # a file's `model.preset: x`: a file holds sections (mappings), not dotted keys
+        return f" (in a file, write it nested: {key.split('.')[0]}: {{{key.split('.', 1)[1]}: ...}})"
     elsewhere = [k for k in keys if (k.endswith(f".{key}") and not (section and k.startswith(section))) or k == key]
     close = elsewhere[:1] or [section + c for c in difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)]
     return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
@@ -318,9 +320,7 @@ def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
     if cfg.preset not in PRESETS:
         raise XlingError(f"unknown model.preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
     n_layers, d_model, n_heads, d_head, d_mlp = PRESETS[cfg.preset]
-    n_layers = cfg.n_layers or n_layers
-    d_model = cfg.d_model or d_model
-    n_heads = cfg.n_heads or n_heads
+    n_layers, d_model, n_heads = cfg.n_layers or n_layers, cfg.d_model or d_model, cfg.n_heads or n_heads
     if cfg.d_head:
         d_head = cfg.d_head
     elif cfg.d_model or cfg.n_heads:  # a new width or head count: the heads split the width, as in GPT-2

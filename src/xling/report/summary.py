@@ -262,8 +262,9 @@ def _summaries(study: Study, rows: list[Row], mono: bool) -> list[Summary]:
         geomean = lambda rs, a: float(np.exp(np.mean(np.log([getattr(r, a) for r in rs]))))  # perplexities
         first = members[0]
         length = float(np.mean([r.length for r in members]))
-        if not mono and length >= 0.025:  # steps are whole batches: snap to the 1/20 grid of the paper's lengths
-            length = round(length * 20) / 20
+        snapped = round(length * 20) / 20  # steps are whole batches: near the 1/20 grid of the paper's lengths, on it
+        if not mono:
+            length = snapped if abs(length - snapped) <= 0.05 * snapped else float(f"{length:.3g}")
         # what every run of the setting says is said once; the others name their run (one seed's PPL, say)
         warnings = sorted({w if all(w in m.warnings for m in members) else f"run {r.spec.id}: {w}"
                            for r in members for w in r.warnings})
