@@ -180,6 +180,23 @@ def test_a_resume_without_a_usable_checkpoint_logs_every_step_once(damage, tiny_
     assert ("no checkpoint verifies" in caplog.text) == (damage == "every checkpoint damaged")
 
 
+def test_a_resume_on_edited_training_text_is_refused(tiny_corpus_dir, tmp_path, capsys):
+    """The run would go on over other sequences than it began with (it used to, without a word)."""
+    corpus = shutil.copytree(tiny_corpus_dir, tmp_path / "corpus")
+    cfg, run_dir = tiny_config(corpus), tmp_path / "run"
+    Trainer(cfg, run_dir).fit(progress=False, stop_at=6)  # a checkpoint at step 4
+    recorded = RunDir(run_dir).read_info()["training_text"]
+    assert list(recorded) == ["L1"] and len(recorded["L1"]) == 64  # one text for the clones, as the tokens' SHA-256
+    original = (corpus / "part0.txt").read_text()
+    (corpus / "part0.txt").write_text(original.replace(" the ", " a "))  # edits documents of every split
+    code, err = _cli(capsys, "train", run_dir, "--resume", "--quiet", "--no-eval")
+    assert code == 2 and len(err) == 1 and "the training text of L1 has changed since" in err[0], err
+    assert _steps(run_dir) == list(range(1, 7))  # nothing trained
+    (corpus / "part0.txt").write_text(original)  # the text it trained on: it resumes
+    Trainer(cfg, run_dir).fit(resume=True, progress=False, stop_at=8)
+    assert _steps(run_dir) == list(range(1, 9)) and RunDir(run_dir).read_info()["training_text"] == recorded
+
+
 def test_resume_removes_what_a_kill_during_a_checkpoint_write_left(tiny_corpus_dir, interrupted_run, tmp_path):
     run_dir = _copy(interrupted_run, tmp_path)
     leftover = RunDir(run_dir).checkpoints / ".tmp-step_0000008-a1b2"

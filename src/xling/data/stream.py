@@ -18,13 +18,13 @@ import torch
 
 from ..config import RunConfig
 from ..errors import XlingError
-from ..fsio import atomic_write
+from ..fsio import atomic_write, read_json
 from . import languages as L
 from . import transforms as T
 from .corpora import language_corpora
 from .mixture import Mixture, language_plan, share_plan, tokens_per_language
 from .prepare import source_tokenizers
-from .token_arrays import token_array
+from .token_arrays import token_array, token_array_paths
 from .tokenizer import Tokenizer
 
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
@@ -95,6 +95,17 @@ class LanguageSetup:
                 raise XlingError(f"{self.run} has its tokenizers, but the {split} text of its corpus is needed and "
                                  f"cannot be read: {exc}") from None
         return self._arrays[key]
+
+    def training_text(self) -> dict[str, str]:
+        """The SHA-256 of each text source's training tokens (as its token array's manifest has it), under the name
+        of the first language that reads it: what a run trains on, which a resume checks has not changed."""
+        digests = {}
+        for source in dict.fromkeys(self.source_of_language):
+            self.tokens(source, "train")  # (built, or checked against its manifest)
+            manifest = read_json(token_array_paths(self.corpora[source], "train", self.tokenizers[source],
+                                                   self.cache_dir)[1], default={})
+            digests[self.names[self.source_of_language.index(source)]] = str(manifest.get("sha256"))
+        return digests
 
     def language_tokens(self, lang: int, split: str) -> torch.Tensor:
         """A language's whole split in model ids (e.g. EN2 test = EN1 test shifted), in its word order."""

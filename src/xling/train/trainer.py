@@ -83,6 +83,17 @@ class Trainer:
         if self.resume_from is None and self.run.checkpoint_dirs():
             log.warning("no checkpoint verifies: training starts again at step 0")
 
+    def _check_same_text(self, recorded) -> None:
+        """Refuse to resume on training text other than the run's (a corpus file edited since it started): the run
+        would go on over other sequences than it began with, not as if never interrupted. (Runs that began before
+        run.json recorded it are not checked.)"""
+        for name, digest in (recorded or {}).items():
+            now = self.training_text.get(name)
+            if now is not None and now != digest:
+                raise XlingError(f"--resume: the training text of {name} has changed since {self.run.path} started (its "
+                                 f"tokens' SHA-256 was {str(digest)[:12]}…, is {now[:12]}…): restore the text it "
+                                 "trained on, or train a new run in another directory")
+
     def prepare(self, resume: bool) -> None:
         """Validate everything and build data and model, writing nothing into the run directory (`fit` takes the
         run's lock between the two)."""
@@ -111,6 +122,9 @@ class Trainer:
             self.steps = run_steps(cfg, self.setup)
             self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
+        self.training_text = self.setup.training_text()
+        if self.resume_from is not None:
+            self._check_same_text(self.run.read_info(tolerant=True).get("training_text"))
         self.trained = {name for name, n in self.tokens_seen(self.steps).items() if n}  # (a ladder run: one language)
         self._check_held_out_splits(resume)
         # passes over each language's training text by the run's end (run.json's data_epochs; > 1: repeats)
@@ -374,6 +388,7 @@ class Trainer:
                 steps=self.steps, budget_steps=self.budget_steps,
                 budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
                 tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
+                training_text=self.training_text,  # (what a resume checks)
                 device=str(self.device), **({"processes": self.world.size} if self.world.active else {}), **saved,
             )
             if self.live:  # the loggers start from the records kept from before a resume
