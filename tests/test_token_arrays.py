@@ -106,3 +106,24 @@ def test_token_counts(corpus, tok):
     tokens = token_array(corpus, "train", tok)
     counts = token_counts(tokens, tok.vocab_size)
     assert counts.shape == (320,) and counts.sum() == len(tokens) and counts[tok.eod_id] > 0
+
+
+def test_building_an_entry_removes_what_a_killed_build_of_it_left(corpus, tok):
+    """`xling train` builds arrays too (not only `xling prepare`): a kill -9's half-written file goes then."""
+    import os
+    import subprocess
+    import sys
+
+    from xling.fsio import temporary_beside
+
+    bin_path, _ = ta.token_array_paths(corpus, "train", tok)
+    fd, mine = temporary_beside(bin_path)  # (names the temp file as a build would, with this machine's name)
+    os.close(fd)
+    os.unlink(mine)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = mine.rsplit("/", 1)[1].split(".")[3].rsplit("-", 1)[0]  # (.train.bin.HOST-PID.RANDOM.tmp)
+    left = bin_path.parent / f".train.bin.{host}-{dead.stdout.strip()}.abc123.tmp"
+    left.write_bytes(b"half")
+    os.utime(left, (left.stat().st_atime - 7200, left.stat().st_mtime - 7200))  # two hours ago, its process gone
+    token_array(corpus, "train", tok)
+    assert not left.exists() and bin_path.is_file()

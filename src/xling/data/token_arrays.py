@@ -25,7 +25,15 @@ import numpy as np
 
 from .. import __version__
 from ..config import CorpusConfig
-from ..fsio import atomic_write, atomic_write_json, default_cache_dir, json_key, read_json, sha256_file
+from ..fsio import (
+    atomic_write,
+    atomic_write_json,
+    default_cache_dir,
+    json_key,
+    read_json,
+    remove_stale_temporaries,
+    sha256_file,
+)
 from .brought import tokenizer_from_bytes
 from .corpora import (
     SPLITS,
@@ -135,6 +143,7 @@ def build_token_arrays(corpus: CorpusConfig, splits: tuple[str, ...], tokenizer:
     paths = {split: token_array_paths(corpus, split, tokenizer, cache_dir) for split in splits}
     for _, manifest_path in paths.values():
         manifest_path.unlink(missing_ok=True)  # an entry is incomplete until its new manifest lands
+        remove_stale_temporaries(manifest_path.parent)  # what a killed build of this entry left (xling train too)
     dtype = token_dtype(tokenizer.vocab_size)
     n_tokens, n_docs = Counter(), Counter()
     digests = {split: hashlib.sha256() for split in splits}
