@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -491,11 +492,13 @@ def test_locks_that_do_not_keep_a_second_process_out_are_refused(tmp_path, monke
         check_locking(tmp_path)
 
 
-def test_a_slurm_array_runs_one_study_across_its_tasks(tiny_corpus_dir, tmp_path, capsys):
+def test_a_slurm_array_runs_one_study_across_its_tasks(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
     """The generated sbatch script, run as two array tasks at once (srun faked, each task with its own
-    TMPDIR as on its own node): together they finish the study, every run trained exactly once, and
-    the report afterwards sees every run."""
-    data = tiny_study_dict(tiny_corpus_dir, name="array", seeds=(0,), ps=(0.5,), fractions=(0.1, 0.2, 0.3))
+    TMPDIR as on its own node, started elsewhere): together they finish the study, every run trained exactly once,
+    its relative corpus path read from where the script was written, and the report afterwards sees every run."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_corpus_dir, tmp_path / "corpus")
+    data = tiny_study_dict(Path("corpus"), name="array", seeds=(0,), ps=(0.5,), fractions=(0.1, 0.2, 0.3))
     path, root = write_study(tmp_path / "array.yaml", data), tmp_path / "shared" / "runs"
     assert main(["study", "sbatch", str(path), "--array", "2", "--root", str(root)]) == 0
     script = capsys.readouterr().out
@@ -515,7 +518,7 @@ def test_a_slurm_array_runs_one_study_across_its_tasks(tiny_corpus_dir, tmp_path
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "77",
                "SLURM_ARRAY_TASK_ID": str(task), "TMPDIR": str(node), "OMP_NUM_THREADS": "1"}
         tasks.append(subprocess.Popen(["bash", str(tmp_path / "job.sh")], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+                                      stderr=subprocess.STDOUT, text=True, cwd=node))
     outputs = [t.communicate(timeout=300)[0] for t in tasks]
     assert [t.returncode for t in tasks] == [0, 0], outputs
     study = build_study(data)

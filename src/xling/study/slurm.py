@@ -21,7 +21,7 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
                   gpus: str | None = None, runs_per_gpu: int = 1, loggers: tuple[str, ...] = (),
                   python: str | None = None) -> str:
     """The sbatch script of a `tasks`-task array that runs `study` (loaded from a file) on the shared
-    `root`, with this Python (`python`) and absolute paths. Cluster settings (partition, time, GPUs
+    `root`, with this Python (`python`) and absolute paths, in this directory. Cluster settings (partition, time, GPUs
     per node) go on sbatch's command line."""
     if tasks < 1:
         raise XlingError(f"--array must be >= 1, got {tasks}")
@@ -60,6 +60,8 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
         "#SBATCH --signal=TERM@120",
         f"#SBATCH --output={root}/slurm-%A_%a.out",
         "set -euo pipefail",
+        "# where the script was written: a study's relative paths (corpus.paths, ...) are read from there",
+        f"cd {shlex.quote(str(Path.cwd()))}",
         "# each task's results store is scratch on its node; ROOT's run directories are the results",
         "# srun is given the task's cores where sbatch had -c (Slurm 22.05-23.02 does not pass it on)",
         f"srun ${{SLURM_CPUS_PER_TASK:+--cpus-per-task=\"$SLURM_CPUS_PER_TASK\"}} {command} --db {db}",
