@@ -127,7 +127,7 @@ class TrainConfig:
     warmup: int = field(default=50, metadata=between(0, MAX))  # steps of linear warm-up
     clip: float = field(default=0.0, metadata=between(0, 1e6))  # 0 disables gradient clipping (as in the paper)
     precision: str = field(default="auto", metadata=one_of("auto", "fp32", "bf16", "fp16"))  # autocast dtype
-    log_every: int = field(default=10, metadata=between(1, MAX))  # steps between metric records (a host sync each)
+    log_every: int = field(default=10, metadata=between(1, MAX))  # steps between metric records (and at checkpoints)
     eval_every: int = field(default=0, metadata=between(0, MAX))  # 0: validation only at the end
     checkpoint_every: int = field(default=100, metadata=between(1, MAX))  # steps between checkpoints: what a kill loses
     # older checkpoints kept besides the last two: none, those at checkpoint_every x 1, 2, 4, 8, ...
