@@ -404,8 +404,8 @@ def _check_many(cfg: RunConfig) -> None:
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
-    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} each set the shares: keep one "
-                            "(on the command line --languages.mix '{}' drops a file's mix)")
+    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} each set the shares: keep one (on the "
+                            "command line --languages.mix '{}', --languages.temperature null or unimax_epochs null drops a file's)")
     # languages.mix's sum is checked with its names, once they resolve (data.mixture.Mixture.of)
 
 
