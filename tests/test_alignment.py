@@ -74,6 +74,25 @@ def test_each_frequency_bin_has_its_own_all_pairs_baseline():
     assert next(b for b in few if b["n"] == 1)["output_all_pairs"] is None  # one pair: no baseline
 
 
+def test_tokens_never_seen_in_training_are_left_out_of_the_seen_only_means():
+    """Beside the paper's mean over every clone pair: unseen rows move alike in both languages (here identical),
+    which the paper's mean counts as alignment."""
+    v = 30
+    table = clone_table(v, num_clones=1)
+    emb = torch.randn(2 * v, 8)
+    unseen = np.arange(1, 11)
+    emb[unseen + v] = emb[unseen]  # never trained: identical in both languages
+    counts = np.where(np.isin(np.arange(v), unseen), 0, 5)
+    res = embedding_similarity({"output": emb}, table, 0, 1, counts)
+    assert res["pairs"] == v - 1 and res["pairs_seen"] == v - 11
+    seen = np.arange(11, v)
+    cos = torch.nn.functional.cosine_similarity(emb[seen], emb[seen + v], dim=-1)
+    assert res["output"]["seen"]["clone_pairs"] == pytest.approx(float(cos.mean()), abs=1e-6)
+    assert res["output"]["seen"]["all_pairs"] == pytest.approx(
+        mean_pairwise_cosine(emb[np.concatenate([seen, seen + v])]), abs=1e-9)
+    assert res["output"]["clone_pairs"] > res["output"]["seen"]["clone_pairs"] + 0.2  # the unseen pairs' cosine 1
+
+
 def test_clone_pairs_skip_anchors_and_pad():
     table = clone_table(50, num_clones=1, frac_clone=0.5, seed=3)
     base, ids_a, ids_b = clone_pairs(table, 0, 1)
@@ -285,6 +304,7 @@ def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp
 
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     from conftest import make_documents, tiny_config_dict
+    from xling.fsio import read_json
     from xling.report.alignment_report import write_alignment_report
     from xling.study.runner import run_study
     from xling.study.spec import build_study
@@ -307,8 +327,11 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
                    "paper Figure 1 right", "word2vec input", "50/50", "90/10", "centred cosine", "linear CKA",
                    "translation retrieval", "without the key bias", "Alignment over training",
                    "shuffled pairs (not translations)", "translations above shuffled pairs",
-                   "centred cosine above its shuffled pairs, 90/10 > 50/50"):
+                   "centred cosine above its shuffled pairs, 90/10 > 50/50",
+                   "Beyond the paper: the clone-pair cosines of the tokens seen in training only",
+                   "output embeddings, tokens seen in training only (beyond the paper) 90/10 > 50/50"):
         assert needle in text, needle
+    assert "gradients 90/10 > 50/50: not tested" not in text
     # the study names no paper: no published values beside ours (the section headings still say what is measured)
     assert "No published values are set beside" in text
     assert not any(needle in text for needle in ("paper (GPT-small)", "| paper |", "paper input", "paper EN2", "0.534"))
@@ -344,7 +367,15 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     assert "; no transfer result on task for runs of mix: p=0.1." in note and "p=0.5" not in note
     unjudged = [line for line in text.splitlines() if line.startswith("- the same above the shuffled baseline")]
     assert unjudged and all(line.endswith("(shown beside, not counted in the verdict)") for line in unjudged)
-    assert "verdict (claims 3, 8 and 9 of the paper's §6) from the runs with results only" in partial
+    assert "verdict (claims 3 and 8 of the paper's §6) from the runs with results only" in partial  # (9: real pairs)
+    for spec in study.runs:  # aligned as `xling demo` aligns, without gradients: claim 3 says it lacks them
+        path = spec.run_dir(tmp_path / "runs") / "alignment" / "alignment.json"
+        if path.is_file():
+            path.write_text(json.dumps({k: v for k, v in read_json(path).items() if k != "gradient"}))
+    partial = write_alignment_report(study, tmp_path / "runs", tmp_path / "report", compute=False, task=str(task),
+                                     figures=False).read_text()
+    assert ("- gradients 90/10 > 50/50: not tested (the runs were aligned without gradients; `xling align-report` "
+            "computes them)") in partial
 
 
 def test_word2vec_asked_of_a_pair_without_clone_pairs_says_it_was_not_trained(tiny_corpus_dir, tmp_path, capsys):

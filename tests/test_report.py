@@ -420,3 +420,26 @@ def test_runs_that_differ_in_how_they_were_executed_share_a_law():
     scored_otherwise = config()
     scored_otherwise["eval"]["window"] = 64  # perplexities under another protocol are not comparable
     assert law_group(scored_otherwise) != ladder
+
+
+def test_transfer_at_chance_in_both_settings_does_not_judge_claim_8(tmp_path):
+    """Zero-shot accuracy at the majority class in 90/10 and in 50/50: nothing transfers at all, so the claim cannot
+    be tested (it was called 'not supported'); above chance, the difference is judged as before."""
+    from xling.report.alignment_report import _transfer
+    from xling.report.alignment_results import Setting
+    from xling.report.doc import Doc
+
+    def setting(p, zero_shot):
+        return Setting(f"p{p}", "clone", "clone", p, "", transfers=[
+            {"task": "t", "labels": list("abcdefg"), "steps": 5, "majority_baseline": 1 / 7,
+             "accuracy": {"EN1": 0.6, "EN2": acc}} for acc in zero_shot])
+
+    at_chance = [setting(0.1, [0.13, 0.15, 0.14]), setting(0.5, [0.15, 0.14, 0.13])]
+    (evidence,) = _transfer(Doc(), at_chance, at_chance, tmp_path, paper=False)
+    assert evidence.test.status is Status.NOT_TESTED
+    assert evidence.line.startswith("zero-shot transfer 90/10 > 50/50: not tested: in neither setting is the "
+                                    "zero-shot accuracy above the majority class (0.143)")
+    above = [setting(0.1, [0.45, 0.5, 0.55]), setting(0.5, [0.13, 0.15, 0.14])]
+    (evidence,) = _transfer(Doc(), above, above, tmp_path, paper=False)
+    assert evidence.test.status is Status.SUPPORTED and evidence.line.startswith("zero-shot transfer 90/10 > 50/50: yes")
+    assert (tmp_path / "transfer-by-p.png").stat().st_size > 1000

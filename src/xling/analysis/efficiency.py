@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -228,11 +229,23 @@ def fit_languages(
     wanted = by_lang if languages is None else [lang for lang in by_lang if lang in set(languages)]
     fits = {}
     for lang in wanted:
+        _check_falls(lang, *by_lang[lang])
         try:
             fits[lang] = fit_scaling_law(*by_lang[lang], form=form, bootstrap=bootstrap, seed=seed)
         except XlingError as e:
             raise XlingError(f"language {lang!r}: {e}") from None
     return fits
+
+
+def _check_falls(lang: str, fractions: list[float], ppls: list[float]) -> None:
+    """Refuse a ladder whose perplexity falls nowhere with more data (columns swapped, or the wrong runs): every law
+    decreases, so its fit would be flat and every TEff 0 or inf. (A rise between some fractions is a note.)"""
+    means = {f: math.exp(np.mean([math.log(p) for x, p in zip(fractions, ppls) if x == f])) for f in sorted(set(fractions))}
+    steps = list(means.values())
+    if len(steps) >= 2 and all(b >= a for a, b in itertools.pairwise(steps)):
+        raise XlingError(f"language {lang!r}: the ladder's perplexity never falls with more data ("
+                         + ", ".join(f"{p:g} at {f:g}" for f, p in means.items()) + "): a scaling law needs one that "
+                         "does; check the fraction and ppl columns and the runs they come from")
 
 
 def check_languages(mono_rows: Sequence[dict], run_rows: Sequence[dict]) -> None:

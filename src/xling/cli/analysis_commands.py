@@ -39,14 +39,15 @@ def teff(args, overrides) -> int:
     rows = teff_table(args.mono, args.runs, args.form, args.bootstrap, args.seed, not args.no_profile)
     print(efficiency_table(rows))
     path = rows.write_csv(out)
-    said = set()  # the ladder's own notes are the same under both forms: once
+    said = set()  # a note of every form's law (the ladder's own, say) once, without a form
     for (_, lang), fit in sorted(rows.laws.items()):
         law = fit.law
         params = law_params(law, "=")
         print(f"note: {lang} law ({law.form} form, {law.n_points} points): {params}", file=sys.stderr)
         for note in fit.notes:
+            every = all(note in other.notes for (_, other_lang), other in rows.laws.items() if other_lang == lang)
             if (lang, note) not in said:
-                print(f"note: {lang} ({law.form} form): {note}", file=sys.stderr)
+                print(f"note: {lang}{'' if every else f' ({law.form} form)'}: {note}", file=sys.stderr)
             said.add((lang, note))
     for r in rows:
         if r["warning"]:

@@ -220,10 +220,11 @@ def hidden_excess(s: Setting) -> list[float]:
     return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]
 
 
-def embedding_excess(s: Setting, group: str, kind: str) -> list[float]:
-    """Clone-pair cosine minus the all-pairs baseline, per seed."""
-    return [get(a, group, kind, "clone_pairs") - get(a, group, kind, "all_pairs") for a in s.alignments
-            if get(a, group, kind, "clone_pairs") is not None]
+def embedding_excess(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
+    """Clone-pair cosine minus the all-pairs baseline, per seed (`"seen"`: of the tokens seen in training only;
+    alignments computed before 2026-11-29 lack it)."""
+    return [get(a, group, kind, *seen, "clone_pairs") - get(a, group, kind, *seen, "all_pairs") for a in s.alignments
+            if get(a, group, kind, *seen, "clone_pairs") is not None]
 
 
 def higher(more: Setting | None, less: Setting | None, values) -> Check:

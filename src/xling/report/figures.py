@@ -93,15 +93,15 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     styles = set()  # the TEff plot's line styles besides the solid one, each explained once in the legend
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
-    for name, members in series.items():
+    for i, (name, members) in enumerate(series.items()):
         members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
         xs = [pos(dotted(s.spec.config, x_key)) for s in members]
         stats = [getattr(s, y) for s in members]
         line = ax.errorbar(xs, [st.mean for st in stats], yerr=_error_bars(stats), marker="o", capsize=3, label=name)
         color = line[0].get_color()
         paper = [(x, getattr(s.paper, y)) for x, s in zip(xs, members) if s.paper and getattr(s.paper, y)]
-        if paper and y == "teff":
-            ax.plot(*zip(*paper), zorder=5, color=color, **PAPER_MARKER)
+        if paper and y == "teff":  # each line's a size smaller: equal published values (EN1, EN2 at 50/50) nest
+            ax.plot(*zip(*paper), zorder=5, color=color, **{**PAPER_MARKER, "markersize": max(4, 10 - 3 * i)})
             styles.add("paper")
             # the published TEff is compared with ours under the paper's own law form: drawn beside, dashed
             forms = [s.teff_forms.get("paper") for s in members]
@@ -114,7 +114,7 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         if spec.get("mlpe") and x_key == "languages.p":
             shown += _mlpe_curve(a, ax, members, color)
     if y == "teff":  # what each style means, in grey (the colours are the lines' languages)
-        forms = sorted({a.verdict_form[s.law] for s in sel if s.law in a.verdict_form})  # (none: no ladder, no TEff)
+        forms = _law_forms(a, sel)
         if forms:
             ax.plot([], [], "o-", color="grey", label=f"solid: ours, {' / '.join(forms)} law form (the verdicts')")
         if "paper form" in styles:
@@ -137,13 +137,18 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     ax.set_xlabel(AXIS_NAMES.get(x_key, x_key))
     ax.set_ylabel({"ppl": "test perplexity", "teff": "token efficiency (TEff)"}[y])
     ax.set_title((spec.get("title") or f"{y.upper() if y == 'ppl' else 'TEff'} vs {x_key.split('.')[-1]}")
-                 + (" (dashed: MLPE)" if spec.get("mlpe") else ""))
+                 + (f" (dashed: MLPE, {' / '.join(_law_forms(a, sel)) or 'no'} law form)" if spec.get("mlpe") else ""))
     if len(series) > 5:  # many lines: the legend goes beside the plot
         fig.set_size_inches(9.5, 4.2)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=7)
     return save_png(fig, path, dpi=110, crop=False)
+
+
+def _law_forms(a: Analysis, sel: list[Summary]) -> list[str]:
+    """The law forms of the plotted settings' laws, the verdicts' (none: no ladder, so no law)."""
+    return sorted({a.verdict_form[s.law] for s in sel if s.law in a.verdict_form})
 
 
 def _error_bars(stats) -> list[list[float]]:
@@ -259,10 +264,11 @@ def figure_transfer(settings: list[Setting], path: Path, paper: bool = True) -> 
     ps = [s.p for s in clones]
     names = list(clones[0].transfers[0]["accuracy"])  # the languages as the runs name them, fine-tuned first
     for role, index in ((f"{names[0]} (fine-tuned)", 0), (f"{names[1]} (zero-shot)", 1)):
-        ys = [stat(list(t["accuracy"].values())[index] for t in s.transfers).mean for s in clones]
-        ax.plot(ps, ys, marker="o", label=role)
+        stats = [stat(list(t["accuracy"].values())[index] for t in s.transfers) for s in clones]
+        ax.errorbar(ps, [st.mean for st in stats], yerr=_error_bars(stats), marker="o", capsize=3, label=role)
     chance = [stat(t["majority_baseline"] for t in s.transfers).mean for s in clones]
-    ax.plot(ps, chance, ":", color="grey", label="majority class")
+    # a wide pale band under the lines: a zero-shot line at chance lies on it and both stay visible
+    ax.plot(ps, chance, color="grey", lw=6, alpha=0.3, zorder=0, label="majority class")
     if paper:
         pts = sorted(PAPER_TRANSFER["L2"].items())
         ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
