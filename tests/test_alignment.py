@@ -328,8 +328,8 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
                    "translation retrieval", "without the key bias", "Alignment over training",
                    "shuffled pairs (not translations)", "translations above shuffled pairs",
                    "centred cosine above its shuffled pairs, 90/10 > 50/50",
-                   "Beyond the paper: the clone-pair cosines of the tokens seen in training only",
-                   "output embeddings, tokens seen in training only (beyond the paper) 90/10 > 50/50"):
+                   "Beyond the paper: the clone-pair cosines of the tokens of the training text only",
+                   "output embeddings, tokens of the training text only (beyond the paper) 90/10 > 50/50"):
         assert needle in text, needle
     assert "gradients 90/10 > 50/50: not tested" not in text
     # the study names no paper: no published values beside ours (the section headings still say what is measured)

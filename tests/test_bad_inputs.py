@@ -110,7 +110,7 @@ CASES = [
     ("unimax zero", f"{T} {{many}} --languages.unimax_epochs 0", "languages.unimax_epochs must be in (0,"),
     ("two share rules", f"{T} {{many}} --languages.temperature 2 --languages.unimax_epochs 1",
      "languages.temperature and languages.unimax_epochs each set the shares: keep one (on the command line "
-     "--languages.mix '{{}}', --languages.temperature null or unimax_epochs null drops a file's)"),
+     "--languages.mix '{{}}', --languages.temperature null or --languages.unimax_epochs null drops a file's)"),
     ("books disjoint pair", f"{T} --corpus.name bible --corpus.paths [] --corpus.books disjoint", "deals the training books"),
     ("books part", f"{T} --corpus.books 3/2", "corpus.books must be all, odd or even"),
     ("transform unknown language", f"{T} --languages.transforms.EN3 [inverted]",

@@ -33,6 +33,8 @@ def test_unknown_key_suggests_the_closest():
         from_dict({"steps": 3})  # a key without its section
     with pytest.raises(XlingError, match=r"unknown key 'model.preset' \(in a file, write it nested: model: "):
         from_dict({"model.preset": "cpu-xs"})  # a dotted key at the top of a file (it used to suggest itself)
+    with pytest.raises(XlingError, match=r"write it nested: languages: \{second: \{translation: \.\.\.\}\}\)"):
+        from_dict({"languages.second.translation": "lsg"})
 
 
 def test_types_are_checked_and_ints_widen_to_floats():

@@ -122,6 +122,8 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     (lambda d: d.update(name=".."), "'name' must be letters"),
     (lambda d: d.update(name="../up"), "'name' must be letters"),
     (lambda d: d.pop("name"), "study: give the study a name (name: ..."),
+    (lambda d: d["base"].update({"train.lr": 0.1}), "study: base gives train.lr twice, nested and as a dotted key"),
+    (lambda d: d["base"].update({1.5: 2}), "unknown key '1.5'"),
 ])
 def test_bad_studies_are_one_line_errors(tiny_corpus_dir, mutate, message):
     data = tiny_study_dict(tiny_corpus_dir)

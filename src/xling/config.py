@@ -173,8 +173,8 @@ def _field_types(cls) -> dict[str, Any]:
 def _suggest(key: str, options, section: str) -> str:
     """A hint for an unknown key: the same key in another section, the closest valid one, or the valid ones."""
     keys = flatten(to_dict(RunConfig()))
-    if "." in key and key in keys:  # a file's `model.preset: x`: a file holds sections (mappings), not dotted keys
-        return f" (in a file, write it nested: {key.split('.')[0]}: {{{key.split('.', 1)[1]}: ...}})"
+    if "." in key and not section and any(k.startswith(f"{key.split('.')[0]}.") for k in keys):  # `model.preset: x`
+        return f" (in a file, write it nested: {': {'.join(key.split('.'))}: ...{'}' * key.count('.')})"
     elsewhere = [k for k in keys if (k.endswith(f".{key}") and not (section and k.startswith(section))) or k == key]
     close = elsewhere[:1] or [section + c for c in difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)]
     return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
@@ -222,7 +222,7 @@ def _build(cls, data: dict, where: str = "config"):
     for key, value in data.items():
         if key not in types_:
             section = f"{where}.".replace("config.", "", 1)
-            raise XlingError(f"unknown key '{section}{key}'{_suggest(key, types_, section)}")
+            raise XlingError(f"unknown key '{section}{key}'{_suggest(str(key), types_, section)}")
         kwargs[key] = _coerce(value, types_[key], f"{where}.{key}".replace("config.", "", 1))
     return cls(**kwargs)
 
@@ -404,8 +404,8 @@ def _check_many(cfg: RunConfig) -> None:
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
-    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} each set the shares: keep one (on the "
-                            "command line --languages.mix '{}', --languages.temperature null or unimax_epochs null drops a file's)")
+    _check(len(rules) <= 1, f"{' and '.join('languages.' + r for r in rules)} each set the shares: keep one (on the command "
+                            "line --languages.mix '{}', --languages.temperature null or --languages.unimax_epochs null drops a file's)")
     # languages.mix's sum is checked with its names, once they resolve (data.mixture.Mixture.of)
 
 

@@ -229,15 +229,15 @@ def fit_languages(
     wanted = by_lang if languages is None else [lang for lang in by_lang if lang in set(languages)]
     fits = {}
     for lang in wanted:
-        _check_falls(lang, *by_lang[lang])
         try:
             fits[lang] = fit_scaling_law(*by_lang[lang], form=form, bootstrap=bootstrap, seed=seed)
         except XlingError as e:
             raise XlingError(f"language {lang!r}: {e}") from None
+        _check_falls(lang, *fits[lang].points)  # (the points the fit checked)
     return fits
 
 
-def _check_falls(lang: str, fractions: list[float], ppls: list[float]) -> None:
+def _check_falls(lang: str, fractions: Sequence[float], ppls: Sequence[float]) -> None:
     """Refuse a ladder whose perplexity falls nowhere with more data (columns swapped, or the wrong runs): every law
     decreases, so its fit would be flat and every TEff 0 or inf. (A rise between some fractions is a note.)"""
     means = {f: math.exp(np.mean([math.log(p) for x, p in zip(fractions, ppls) if x == f])) for f in sorted(set(fractions))}

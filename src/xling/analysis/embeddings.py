@@ -92,11 +92,12 @@ def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor,
         per_token[name] = cos
         both = matrix[torch.as_tensor(np.concatenate([ids_a, ids_b]))]
         seen_rows = matrix[torch.as_tensor(np.concatenate([ids_a[seen], ids_b[seen]]))]
-        # (the paper's mean is over every clone pair; beside it, only tokens the training text has: a row never
-        # seen is moved by the loss alike in both languages, so its clone pair looks aligned without being learned)
+        # (the paper's mean is over every clone pair; beside it, only the tokens of the training text: a token it
+        # never has keeps an output row pushed down alike in both languages, a pair near 1, and an input row at its
+        # random start, a pair near 0; neither is learned alignment)
         out[name] = {"clone_pairs": float(cos.mean()), "all_pairs": mean_pairwise_cosine(both),
-                     "seen": {"clone_pairs": float(cos[seen].mean()) if seen.any() else None,
-                              "all_pairs": mean_pairwise_cosine(seen_rows) if seen.sum() >= 1 else None}}
+                     "seen": {"clone_pairs": float(cos[seen].mean()), "all_pairs": mean_pairwise_cosine(seen_rows)}
+                     if seen.any() else {"clone_pairs": None, "all_pairs": None}}
         # per bin too: rows trained alike (rare ones, pushed along one direction) are similar to any
         # row of their bin, so a bin's clone-pair cosine means alignment only above its own baseline
         baselines[name] = lambda sel, m=matrix, c=cos: other_pairs_cosine(

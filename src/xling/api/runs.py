@@ -56,6 +56,11 @@ class Run:
 
         return RunDir(self.path)
 
+    def _require_unless_planned(self) -> None:
+        """One XlingError for a path where nothing is (a typo), or a file; a study's run not started yet is pending."""
+        if not self._planned and not self.path.is_dir():
+            self._dir().require()
+
     # ------------------------------------------------------------------ what the files say
     @property
     def exists(self) -> bool:
@@ -75,8 +80,7 @@ class Run:
     def info(self) -> dict:
         """run.json: status, steps, token budget, tokens per language, data epochs, validation perplexity ({} before
         training starts; for a path where nothing is, an XlingError, as `status` says)."""
-        if not self._planned and not self.path.is_dir():
-            self._dir().require()  # one line: nothing there, or a file
+        self._require_unless_planned()
         return self._dir().read_info()
 
     @property
@@ -89,8 +93,7 @@ class Run:
         is (a typo; `exists` asks without one), an XlingError says why."""
         from ..study.state import any_run_state, check_run_files
 
-        if not self._planned and not self.path.is_dir():
-            self._dir().require()  # one line: nothing there, or a file
+        self._require_unless_planned()
         check_run_files(self.path)
         return any_run_state(self.path)
 

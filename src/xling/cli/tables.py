@@ -88,8 +88,8 @@ def alignment_table(results: dict[str, dict]) -> str:
     if any("embeddings" in r for r in results.values()):
         lines.append(f"  {'emb, w2v' if trained else 'emb'}: alignment is the clone-pairs value above all-pairs (an "
                      "all-pairs value near 1: the vectors share one direction, as after little training); the paper's "
-                     "means are over every clone pair; 'seen only': the tokens seen in training (a row never seen "
-                     "moves alike in both languages)")
+                     "means are over every clone pair; 'seen only': the tokens of the training text (a token it never "
+                     "has keeps alike output rows and random input rows)")
     if trained:
         lines.append("  w2v: CBOW on each run's whole training stream, " + "; ".join(
             f"{label} {t.get('sentences', 0):,} sequences × {t.get('epochs', 1)} pass{'es' * (t.get('epochs', 1) != 1)}"

@@ -102,9 +102,9 @@ class LanguageSetup:
         digests = {}
         for source in dict.fromkeys(self.source_of_language):
             self.tokens(source, "train")  # (built, or checked against its manifest)
-            manifest = read_json(token_array_paths(self.corpora[source], "train", self.tokenizers[source],
-                                                   self.cache_dir)[1], default={})
-            digests[self.names[self.source_of_language.index(source)]] = str(manifest.get("sha256"))
+            path = token_array_paths(self.corpora[source], "train", self.tokenizers[source], self.cache_dir)[1]
+            # (the manifest read directly: read_manifest would check the whole array's checksum once more)
+            digests[self.names[self.source_of_language.index(source)]] = read_json(path)["sha256"]
         return digests
 
     def language_tokens(self, lang: int, split: str) -> torch.Tensor:

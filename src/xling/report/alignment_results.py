@@ -221,7 +221,7 @@ def hidden_excess(s: Setting) -> list[float]:
 
 
 def embedding_excess(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
-    """Clone-pair cosine minus the all-pairs baseline, per seed (`"seen"`: of the tokens seen in training only;
+    """Clone-pair cosine minus the all-pairs baseline, per seed (`"seen"`: of the tokens of the training text only;
     alignments computed before 2026-11-29 lack it)."""
     return [get(a, group, kind, *seen, "clone_pairs") - get(a, group, kind, *seen, "all_pairs") for a in s.alignments
             if get(a, group, kind, *seen, "clone_pairs") is not None]

@@ -93,7 +93,8 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     styles = set()  # the TEff plot's line styles besides the solid one, each explained once in the legend
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
-    for i, (name, members) in enumerate(series.items()):
+    published = 0  # the lines with published values drawn so far
+    for name, members in series.items():
         members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
         xs = [pos(dotted(s.spec.config, x_key)) for s in members]
         stats = [getattr(s, y) for s in members]
@@ -101,7 +102,8 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         color = line[0].get_color()
         paper = [(x, getattr(s.paper, y)) for x, s in zip(xs, members) if s.paper and getattr(s.paper, y)]
         if paper and y == "teff":  # each line's a size smaller: equal published values (EN1, EN2 at 50/50) nest
-            ax.plot(*zip(*paper), zorder=5, color=color, **{**PAPER_MARKER, "markersize": max(4, 10 - 3 * i)})
+            ax.plot(*zip(*paper), zorder=5, color=color, **{**PAPER_MARKER, "markersize": max(5, 10 - 2.5 * published)})
+            published += 1
             styles.add("paper")
             # the published TEff is compared with ours under the paper's own law form: drawn beside, dashed
             forms = [s.teff_forms.get("paper") for s in members]

@@ -207,14 +207,18 @@ def build_study(data: dict, path: Path | None = None) -> Study:
     where = f"study {path}" if path else "study"
     _check_keys(data, STUDY_KEYS, where)
     name = data.get("name") or (path.stem if path else "")
-    if name in ("", None):
+    if not name:
         raise XlingError(f"{where}: give the study a name (name: ..., letters, digits, '.', '_' or '-'): its runs "
                          "go to ROOT/NAME/")
     if not is_name(str(name)):
         raise XlingError(f"{where}: 'name' must be letters, digits, '.', '_' or '-' (not first), got {name!r}")
     base = _require_mapping(data.get("base"), f"{where}: base")
-    dotted = {k: v for k, v in base.items() if "." in str(k)}  # base: {model.preset: x}, as a group's set writes keys
-    base = apply_overrides(copy.deepcopy({k: v for k, v in base.items() if k not in dotted}), dotted)
+    dotted = {k: v for k, v in base.items() if isinstance(k, str) and "." in k}  # {model.preset: x}, as `set` has it
+    nested = {k: v for k, v in base.items() if k not in dotted}
+    twice = sorted(set(dotted) & set(flatten(nested)))
+    if twice:
+        raise XlingError(f"{where}: base gives {twice[0]} twice, nested and as a dotted key: keep one")
+    base = apply_overrides(copy.deepcopy(nested), dotted)
     top_grid = _grid(data.get("grid"), f"{where}: grid")
     linked = _linked(data.get("linked"), f"{where}: linked")
     groups = _require_mapping(data.get("groups"), f"{where}: groups") or {"runs": {}}
