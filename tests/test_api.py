@@ -198,6 +198,9 @@ def test_bad_id_tables_are_one_error(tmp_path):
             cfg.with_id_table(table)
     with pytest.raises(XlingError, match="frac_clone does not apply"):
         cfg.with_id_table([ids, ids + 300]).replace({"languages.frac_clone": 0.5})
+    for clones in (1, 3):  # the config's languages against the table's rows: refused by Config, not only by training
+        with pytest.raises(XlingError, match=f"languages.table has 3 rows but the run has {clones + 1} languages"):
+            cfg.with_id_table([ids, ids + 300, ids + 600]).replace({"languages.num_clones": clones})
     from xling.data.languages import load_table
 
     path = tmp_path / "t.npy"

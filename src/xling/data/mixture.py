@@ -127,6 +127,19 @@ def tokens_per_language(plan: np.ndarray, rows_done: int, num_languages: int, se
 # --------------------------------------------------------------------------- the typed view
 
 
+def _table_rows(path: str) -> int | None:
+    """How many languages a saved id table (.npy) has, from its header alone; None where it cannot be read (a run
+    that loads it then says what to do)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = header(f)[0]
+    except (OSError, ValueError):
+        return None
+    return shape[0] if len(shape) == 2 else None
+
+
 @dataclass(frozen=True)
 class Mixture:
     """A run's languages and how its training mixes them, read from the config alone.
@@ -156,6 +169,10 @@ class Mixture:
     def of(cls, cfg: RunConfig) -> Mixture:
         lang = cfg.languages
         names = tuple(language_names(cfg))
+        rows = _table_rows(lang.table) if lang.table else None
+        if rows is not None and rows != len(names):  # (its ids are checked in full when a run loads it)
+            raise XlingError(f"languages.table has {rows} rows but the run has {len(names)} languages "
+                             f"(languages.num_clones + 1): give one row per language, or languages.num_clones {rows - 1}")
         rule, shares = "", ()
         if lang.corpora:
             rule = "mix" if lang.mix else "temperature" if lang.temperature else \
