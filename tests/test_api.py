@@ -237,7 +237,7 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     run = run_copy
     assert run.exists and run.status == "completed" and run.languages == ["L1", "L2"]
     typo = xling.Run(run.path.parent / "rnu")
-    with pytest.raises(XlingError, match="rnu is not a run directory"):  # as `xling status` says (a study's: pending)
+    with pytest.raises(XlingError, match="rnu does not exist"):  # as `xling status` says (a study's: pending)
         _ = typo.status
     typo.path.mkdir()  # a directory made for a run, nothing trained yet
     assert not typo.exists and typo.status == "pending"
@@ -278,8 +278,10 @@ def test_run_reads_evaluates_and_loads_its_model(run_copy, monkeypatch):
     with pytest.raises(XlingError, match="split must be one of"):
         run.evaluate(split="bogus")
     for read in (lambda r: r.metrics(), lambda r: r.evaluation()):  # not a run: said so, not [] or "not yet"
-        with pytest.raises(XlingError, match="is not a run directory"):
+        with pytest.raises(XlingError, match="nope does not exist"):
             read(xling.Run(run.path.parent / "nope"))
+        with pytest.raises(XlingError, match="is not a run directory"):
+            read(xling.Run(run.path / "tokenizers"))  # a folder, but no run
     aligned = run.align(sequences=8, grad_sequences=0, figures=False)
     assert len(aligned["hidden"]["layers"]) == 1 and run.align(reuse=True) == aligned
     assert run.align(["l1", "l2"], reuse=True) == aligned  # the same pair, in any case
@@ -564,7 +566,7 @@ def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_d
     (lambda r: r.metrics(frame="yes"), "frame must be True or False, got 'yes'"),
     (lambda r: xling.train(r.config, r.path, resume="no"), "resume must be True or False, got 'no'"),
     (lambda r: xling.train(r.config, r.path, evaluate="no"), "evaluate must be True or False, got 'no'"),
-    (lambda r: xling.Run(r.path / "typo").info, "typo is not a run directory"),
+    (lambda r: xling.Run(r.path / "typo").info, "typo does not exist: pass the directory `xling train` wrote"),
 ])
 def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(tiny_run, call, message):
     with pytest.raises(xling.XlingError, match=re.escape(message)):

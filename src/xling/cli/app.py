@@ -41,7 +41,9 @@ COMMANDS: tuple[Command, ...] = (
             "One line per run directory, read from its files and lock (a run killed with kill -9 is interrupted, not "
             "running); a directory of runs lists each. A study's runs: `xling study status NAME`."),
     Command("eval", "per-language test perplexity of a run (writes eval.json)", run.eval_arguments, run.evaluate),
-    Command("sample", "generate text in one language of a run", run.sample_arguments, run.sample),
+    Command("sample", "generate text in one language of a run", run.sample_arguments, run.sample,
+            "Print the prompt and what the model writes after it, on one line that starts with the language's name "
+            "in brackets ([EN2] In the beginning ...); from Python, Run.sample returns the text alone."),
     Command("export", "a run as a Hugging Face GPT2LMHeadModel checkpoint plus one language's tokenizer",
             run.export_arguments, run.export,
             "Write the run's latest checkpoint as a transformers GPT2LMHeadModel and a tokenizer that "

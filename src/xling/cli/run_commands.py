@@ -212,7 +212,15 @@ def sample(args, overrides) -> int:
     spelled = run.info.get("languages") or []  # the label as the run spells it (--language matches in any case)
     name = next((n for n in spelled if n.lower() == args.language.lower()), args.language)
     print(f"[{name}] {text}")
+    _note_untrained(run, name)
     return 0
+
+
+def _note_untrained(run: Run, language: str) -> None:
+    """A language the run gave no training tokens (EN2 in a ladder run) still has ids: say what they hold."""
+    if (run.info.get("tokens") or {}).get(language) == 0:
+        print(f"note: {language} got no training tokens in this run: its ids hold what training left of their "
+              "random start", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- export
@@ -227,11 +235,14 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export(args, overrides) -> int:
-    result = Run(args.run_dir).export_hf(args.out, args.language)
-    step, steps = result.get("step"), result.get("steps")
-    unfinished = f"; the weights of step {step} of {steps}: training did not finish" if step and steps and step < steps else ""
+    run = Run(args.run_dir)
+    result = run.export_hf(args.out, args.language)
     print(f"wrote {result['out']}: GPT2LMHeadModel (vocabulary {result['vocab_size']:,}) and the tokenizer of "
-          f"{result['language']} ({', '.join(result['files'])}){unfinished}")
+          f"{result['language']} ({', '.join(result['files'])})")
+    step, steps = result.get("step"), result.get("steps")
+    if step and steps and step < steps:
+        print(f"note: the weights of step {step} of {steps}: training did not finish", file=sys.stderr)
+    _note_untrained(run, result["language"])
     return 0
 
 

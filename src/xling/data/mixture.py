@@ -198,6 +198,8 @@ class Mixture:
             if i and lang.kind == "clone" and not steps:
                 raise XlingError(f"languages.transforms.{key} is empty, so {key} would be {names[0]} itself (its ids "
                                  f"and its text): list clone for its own ids, or leave {key} out (a clone)")
+            if not steps:  # (as a clone's empty list is refused, not read as a no-op)
+                raise XlingError(f"languages.transforms.{key} is empty: it changes nothing; leave {key} out")
             transforms[i] = tuple(steps)
         return cls(names, lang.kind, "clone" if lang.kind == "clone" else lang.vocab, lang.p,
                    lang.schedule, tuple(parse_schedule(lang.schedule)) if lang.schedule else (),

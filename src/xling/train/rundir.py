@@ -167,8 +167,12 @@ class RunDir:
 
     def require(self) -> RunDir:
         if not self.exists():
-            what = "a file" if self.path.is_file() else "not a run directory (no config.yaml)"
-            raise XlingError(f"{self.path} is {what}: pass the directory `xling train` wrote")
+            if not self.path.exists():
+                raise XlingError(f"{self.path} does not exist: pass the directory `xling train` wrote")
+            runs = self.path.is_dir() and any(RunDir(d).started() for d in self.path.iterdir() if d.is_dir())
+            what = ("a folder of runs (a study's?), not one run: pass one of them (a study's: its name and --root)"
+                    if runs else "a file" if self.path.is_file() else "not a run directory (no config.yaml)")
+            raise XlingError(f"{self.path} is {what}" + ("" if runs else ": pass the directory `xling train` wrote"))
         return self
 
     def check_resumes_with(self, cfg: RunConfig) -> list[str]:
