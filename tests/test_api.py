@@ -531,6 +531,7 @@ def test_pooled_clones_and_transformed_languages_in_results(tiny_corpus_dir, tmp
     assert pooled["ppl"] == pytest.approx(math.sqrt(clones["L2"] * clones["L3"]))  # the geometric mean
     inverted = next(r for r in rows if r["group"] == "inv" and r["language"] == "L2")
     assert inverted["teff"] is None and "ladder" in inverted["warnings"]  # says why it has no TEff
+    assert "no monolingual ladder of L1's text in L2's word order (inverted), trained alone" in inverted["warnings"]
 
 
 def test_the_evaluation_window_follows_the_context_through_the_api(tiny_corpus_dir, tmp_path):

@@ -233,8 +233,10 @@ def _fit_and_score(a: Analysis) -> None:
     for r in a.rows:
         key = (law_group(r.spec.config), r.law_language)
         if key not in a.laws and a.laws:  # (a study without any ladder measures no TEff at all: nothing to say)
-            r.warnings = [f"no TEff: the study has no monolingual ladder of {r.law_language} (3 or more fractions, "
-                          "the same config outside the mixture) to fit its law to"]
+            text, _, order = r.law_language.partition(" ")  # ("EN1 inverted": EN1's text in that word order)
+            whose = f"{text}'s text in {r.language}'s word order ({order}), trained alone" if order else text
+            r.warnings = [f"no TEff: the study has no monolingual ladder of {whose} (3 or more fractions, the same "
+                          "config outside the mixture) to fit its law to"]
         if key not in a.laws or not (r.fraction and r.ppl):
             continue
         r.teff_forms = {form: efficiency(a.laws_by_form[form][key], r.fraction, r.ppl).teff for form in FORMS}
