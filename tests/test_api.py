@@ -602,3 +602,20 @@ def test_numpy_booleans_are_booleans_in_a_config():
     import numpy as np
 
     assert xling.Config("clone-90-10", {"train.compile": np.True_})._cfg.train.compile is True
+
+
+def test_study_status_names_the_twin_a_study_run_would_copy(tiny_corpus_dir, tmp_path):
+    """A run another study under the same root completed with this config is copied, not trained: status says so
+    (it showed 'pending' like any other)."""
+    from xling.cli.tables import status_table
+
+    base = tiny_config_dict(tiny_corpus_dir, train={"steps": 4, "checkpoint_every": 50, "log_every": 2},
+                            eval={"max_tokens": 1500})
+    first = xling.Study({"name": "first", "base": base}, root=tmp_path)
+    assert first.status()[0]["twin"] is None  # (nothing complete under the root yet)
+    first.run(log=None)
+    second = xling.Study({"name": "second", "base": base}, root=tmp_path)
+    (row,) = second.status()
+    assert row["state"] == "pending" and row["twin"] == f"first/{row['id']}"
+    assert f"(complete as first/{row['id']}: a study run copies it)" in status_table(second, [row])
+    assert first.status()[0]["twin"] is None  # a completed run has none

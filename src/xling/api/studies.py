@@ -89,10 +89,16 @@ class Study:
         """One row per run: id, group, state (pending, running, interrupted, failed, trained: training done
         but no test evaluation yet, which a rerun adds; completed; damaged: a file that cannot be read, the reason
         as its error), step, checkpoint (the step a resume starts from), steps, error, evaluated (its test
-        evaluation is there)."""
+        evaluation is there), and twin: for a pending run, a completed run of another study under the same root
+        with its config, which `run` copies instead of training (else None)."""
+        from ..study.runner import find_twin
         from ..study.state import study_status
 
-        return study_status(self._study, self.root)
+        rows = study_status(self._study, self.root)
+        for row, spec in zip(rows, self._study.runs):
+            twin = find_twin(spec, self.root) if row["state"] == "pending" else None
+            row["twin"] = str(twin.relative_to(self.root)) if twin else None
+        return rows
 
     def run(self, workers: int | str = 1, *, engine: str = "local", gpus: str | Sequence[int] | None = None,
             runs_per_gpu: int = 1, loggers: Sequence[str] = (), reuse: bool = True, wait: bool = True,

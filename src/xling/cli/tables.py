@@ -157,6 +157,8 @@ def _progress_lines(rows: list[dict], key: str, after_training: str) -> list[str
                      " (starts again: no checkpoint yet)")
         elif r["state"] == "completed" and not r.get("evaluated", True):
             prog += " (no test evaluation)"
+        elif r.get("twin"):
+            prog += f" (complete as {r['twin']}: a study run copies it)"
         extra = f"  {r['error']}" if r["state"] in ("failed", "damaged") else ""
         lines.append(f"  {r[key]:<{width}}  {r['state']:<11}  {prog}{extra}")
     return lines
