@@ -418,12 +418,10 @@ def test_status_reads_each_run_from_its_files_and_lock(capsys, tiny_run, tmp_pat
 
 def test_sampling_or_exporting_a_language_the_run_never_trained_says_so(capsys):
     """A ladder run (p = 0) still has EN2's ids: what they hold is no trained language (a tester sampled gibberish)."""
-    from types import SimpleNamespace
-
     from xling.cli.run_commands import _note_untrained
 
-    _note_untrained(SimpleNamespace(info={"tokens": {"EN1": 5000, "EN2": 0}}), "EN2")
+    _note_untrained({"tokens": {"EN1": 5000, "EN2": 0}}, "EN2")
     assert capsys.readouterr().err.startswith("note: EN2 got no training tokens in this run")
-    _note_untrained(SimpleNamespace(info={"tokens": {"EN1": 5000, "EN2": 10}}), "EN2")
-    _note_untrained(SimpleNamespace(info={}), "EN2")  # (a run.json of before tokens were recorded: nothing said)
+    _note_untrained({"tokens": {"EN1": 5000, "EN2": 10}}, "EN2")
+    _note_untrained({}, "EN2")  # (a run.json of before tokens were recorded: nothing said)
     assert capsys.readouterr().err == ""

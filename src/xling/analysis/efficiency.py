@@ -38,6 +38,7 @@ from .scaling_law import (
     ScalingLaw,
     fit_scaling_law,
     fraction_interval,
+    ladder_means,
 )
 
 TABLE_COLUMNS = (
@@ -240,9 +241,8 @@ def fit_languages(
 def _check_falls(lang: str, fractions: Sequence[float], ppls: Sequence[float]) -> None:
     """Refuse a ladder whose perplexity falls nowhere with more data (columns swapped, or the wrong runs): every law
     decreases, so its fit would be flat and every TEff 0 or inf. (A rise between some fractions is a note.)"""
-    means = {f: math.exp(np.mean([math.log(p) for x, p in zip(fractions, ppls) if x == f])) for f in sorted(set(fractions))}
-    steps = list(means.values())
-    if len(steps) >= 2 and all(b >= a for a, b in itertools.pairwise(steps)):
+    means = ladder_means(fractions, ppls)
+    if len(means) >= 2 and all(b >= a for a, b in itertools.pairwise(means.values())):
         raise XlingError(f"language {lang!r}: the ladder's perplexity never falls with more data ("
                          + ", ".join(f"{p:g} at {f:g}" for f, p in means.items()) + "): a scaling law needs one that "
                          "does; check the fraction and ppl columns and the runs they come from")

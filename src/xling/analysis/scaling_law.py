@@ -17,6 +17,7 @@ optimum, for a whole bootstrap at once. Both laws have an asymptote (exp(E), res
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -348,6 +349,12 @@ def fit_scaling_law(
     return ScalingFit(law, tuple(boot), ladder_notes + notes + _bound_notes(boot), points)
 
 
+def ladder_means(fractions: Sequence[float], ppls: Sequence[float]) -> dict[float, float]:
+    """Each distinct fraction's geometric-mean perplexity (its seeds pooled), by increasing fraction."""
+    x, ppl = np.asarray(fractions, dtype=float), np.asarray(ppls, dtype=float)
+    return {float(f): float(np.exp(np.log(ppl[x == f]).mean())) for f in np.unique(x)}
+
+
 def _ladder_notes(x: np.ndarray, ppl: np.ndarray) -> tuple[str, ...]:
     """What to check in the ladder itself: a point given twice (counted once: a copy would narrow every
     interval), and a larger fraction with a higher mean perplexity than a smaller one (the law, decreasing,
@@ -358,9 +365,7 @@ def _ladder_notes(x: np.ndarray, ppl: np.ndarray) -> tuple[str, ...]:
     if twice:
         notes.append("the same point (fraction, PPL) given more than once: " + ", ".join(f"({f:g}, {v:g})" for f, v in twice)
                      + "; counted once (a run listed twice?)")
-    fractions = np.unique(x)
-    means = [float(np.exp(np.log(ppl[x == f]).mean())) for f in fractions]
-    rising = [(a, b) for a, b, pa, pb in zip(fractions, fractions[1:], means, means[1:]) if pb > pa]
+    rising = [(a, b) for (a, pa), (b, pb) in itertools.pairwise(ladder_means(x, ppl).items()) if pb > pa]
     if rising:
         notes.append("the ladder's perplexity rises with more data between fractions " + ", ".join(
             f"{a:g} and {b:g}" for a, b in rising) + ": the law (decreasing) cannot follow it; check those runs")
@@ -447,17 +452,18 @@ def fraction_interval(fit: ScalingFit, ppl: float, level: float = 0.95) -> tuple
     return (0.0 if run_lo == 0 else float(ends[0]), math.inf if run_hi == len(grid) - 1 else float(ends[1]))
 
 
-def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str) -> float:
+def leave_one_out_error(fractions: Sequence[float], ppls: Sequence[float], form: str,
+                        refits: list[tuple[int, ScalingLaw]] | None = None) -> float:
     """How well the form predicts a ladder point it was not fitted to: the RMS, over points, of
     ln(predicted PPL / measured PPL) with the law refitted without that point.
 
     In ln PPL for both forms, so the two are comparable; inf when a refit predicts no finite PPL
     (the paper form does for small fractions); nan when no point can be left out (each refit
-    needs MIN_FRACTIONS distinct fractions).
+    needs MIN_FRACTIONS distinct fractions). `refits`: `leave_one_out_laws` of these points, where already made.
     """
     x, ppl = _check_points(fractions, ppls, form)
     errors = []
-    for i, law in leave_one_out_laws(x, ppl, form):
+    for i, law in leave_one_out_laws(x, ppl, form) if refits is None else refits:
         with np.errstate(over="ignore", divide="ignore"):
             errors.append(math.log(law.ppl(x[i]) / ppl[i]) if math.isfinite(law.ppl(x[i])) else math.inf)
     return float(np.sqrt(np.mean(np.square(errors)))) if errors else math.nan

@@ -209,16 +209,18 @@ def sample(args, overrides) -> int:
     run = Run(args.run_dir)
     text = run.sample(args.language, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.device,
                       any_language=args.any_language)
-    spelled = run.info.get("languages") or []  # the label as the run spells it (--language matches in any case)
+    info = run.info
+    spelled = info.get("languages") or []  # the label as the run spells it (--language matches in any case)
     name = next((n for n in spelled if n.lower() == args.language.lower()), args.language)
     print(f"[{name}] {text}")
-    _note_untrained(run, name)
+    _note_untrained(info, name)
     return 0
 
 
-def _note_untrained(run: Run, language: str) -> None:
-    """A language the run gave no training tokens (EN2 in a ladder run) still has ids: say what they hold."""
-    if (run.info.get("tokens") or {}).get(language) == 0:
+def _note_untrained(info: dict, language: str) -> None:
+    """A language the run (its run.json: `info`) gave no training tokens (EN2 in a ladder run) still has ids: say
+    what they hold."""
+    if (info.get("tokens") or {}).get(language) == 0:
         print(f"note: {language} got no training tokens in this run: its ids hold what training left of their "
               "random start", file=sys.stderr)
 
@@ -242,7 +244,7 @@ def export(args, overrides) -> int:
     step, steps = result.get("step"), result.get("steps")
     if step and steps and step < steps:
         print(f"note: the weights of step {step} of {steps}: training did not finish", file=sys.stderr)
-    _note_untrained(run, result["language"])
+    _note_untrained(run.info, result["language"])
     return 0
 
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..analysis.efficiency import efficiency
-from ..analysis.scaling_law import leave_one_out_laws
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
 from .summary import Analysis, Summary, find
@@ -374,13 +373,12 @@ def _headline_line(a: Analysis, s: Summary) -> str:
 def _one_point_out(a: Analysis, s: Summary) -> str:
     """How far one ladder point moves the paper-form TEff, which is what is set beside the published one: the
     law refitted without each point in turn, at the setting's mean PPL (none for a 3-point ladder)."""
-    fractions, ppls = a.ladder_points[s.law]
-    refits = leave_one_out_laws(fractions, ppls, "paper")
+    refits = a.loo_laws[s.law]["paper"]
     if not refits or not math.isfinite(s.ppl.mean):
         return ""
     moved = [law.fraction_for(s.ppl.mean) / s.fraction for _, law in refits]
     whole = a.laws_by_form["paper"][s.law].law.fraction_for(s.ppl.mean) / s.fraction
-    return (f"with one of the ladder's {len(fractions)} points left out, its TEff at the mean PPL, {fmt(whole)}, "
+    return (f"with one of the ladder's {len(a.ladder_points[s.law][0])} points left out, its TEff at the mean PPL, {fmt(whole)}, "
             f"moves to {fmt(min(moved))}-{fmt(max(moved))}")
 
 

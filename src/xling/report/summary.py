@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..analysis.efficiency import efficiency, ladder_mlte, law_warnings
-from ..analysis.scaling_law import FORMS, ScalingFit, better_form, fit_scaling_law, leave_one_out_error
+from ..analysis.scaling_law import (
+    FORMS,
+    ScalingFit,
+    better_form,
+    fit_scaling_law,
+    leave_one_out_error,
+    leave_one_out_laws,
+)
 from ..config import flatten
 from ..data.mixture import Mixture
 from ..fsio import read_json
@@ -105,6 +112,7 @@ class Analysis:
     notes: list[str]
     laws_by_form: dict[str, dict[tuple[str, str], ScalingFit]] = field(default_factory=dict)
     loo: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # leave-one-out error by form
+    loo_laws: dict[tuple[str, str], dict[str, list]] = field(default_factory=dict)  # by form, leave_one_out_laws
     verdict_form: dict[tuple[str, str], str] = field(default_factory=dict)
     ladder_points: dict[tuple[str, str], tuple[list, list]] = field(default_factory=dict)  # (fractions, PPLs)
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
@@ -227,7 +235,8 @@ def _fit_and_score(a: Analysis) -> None:
         a.ladder_points[key] = (x, ppl)
         for form in FORMS:
             a.laws_by_form.setdefault(form, {})[key] = fit_scaling_law(x, ppl, form=form, bootstrap=BOOTSTRAP)
-        a.loo[key] = {form: leave_one_out_error(x, ppl, form) for form in FORMS}
+        a.loo_laws[key] = {form: leave_one_out_laws(x, ppl, form) for form in FORMS}  # (the headline reads them too)
+        a.loo[key] = {form: leave_one_out_error(x, ppl, form, a.loo_laws[key][form]) for form in FORMS}
         a.verdict_form[key] = better_form(a.loo[key])
         a.laws[key] = a.laws_by_form[a.verdict_form[key]][key]
     for r in a.rows:
