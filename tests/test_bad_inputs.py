@@ -91,7 +91,7 @@ CASES = [
      "with languages.corpora each entry is one language's text (a file or folder): leave corpus.paths"),
     ("corpora own text twice", f"{T} --corpus.paths [] --languages.kind real --languages.p 0.1 "
      "--languages.corpora [{tmp}/a,{tmp}/a]",
-     "a twice: list each language once"),
+     "a twice: list each language's text once"),
     ("corpora own text missing", f"{T} --corpus.paths [] --languages.kind real --languages.p 0.1 "
      "--languages.corpora [{tmp}/a,{tmp}/b]",
      "/a does not exist"),

@@ -243,3 +243,41 @@ def test_many_languages_of_your_own_text_a_folder_each(tmp_path, monkeypatch):
     report, _ = evaluate_run(tmp_path / "run", split="valid", max_tokens=0)
     logged = {r["step"]: r["tokens"] for r in RunDir(tmp_path / "run").read_metrics() if "tokens" in r}
     assert report["step"] == 3 and report["tokens_trained"] == logged[3]
+
+
+def test_many_languages_of_your_own_parallel_text_hold_out_the_same_documents(tmp_path, monkeypatch):
+    """languages.corpora with corpus.valid and .test (one file per language, in order): every language holds out
+    exactly its given files, so a parallel test set is held out in all languages at once (a hash split of each
+    language's own text would put a document's translations in different splits); a wrong count or a file given
+    as one language's text and another's held-out file is refused."""
+    from conftest import make_documents
+    from xling.train.evaluate import evaluate_run
+    from xling.train.trainer import Trainer
+
+    english = make_documents(140, seed=4)
+    languages = {"aa": english, "bb": [d.upper() for d in english]}  # a parallel corpus: document i translates i
+    for name, docs in languages.items():
+        (tmp_path / name).mkdir()
+        for split, part in (("train", docs[:100]), ("valid", docs[100:120]), ("test", docs[120:])):
+            (tmp_path / name / f"{split}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    data = tiny_config_dict("unused", train={"steps": 4, "checkpoint_every": 4})
+    data["corpus"] = {"name": "text", "doc_per_line": True, "valid": ["aa/valid.txt", "bb/valid.txt"],
+                      "test": ["aa/test.txt", "bb/test.txt"]}
+    data["languages"] = {"kind": "real", "corpora": ["aa/train.txt", "bb/train.txt"], "names": ["AA", "BB"]}
+    cfg = from_dict(data)
+    validate(cfg)
+    for corpus, docs in zip(C.language_corpora(cfg), languages.values()):
+        assert [C.load_documents(corpus, split) for split in ("train", "valid", "test")] == [docs[:100], docs[100:120],
+                                                                                             docs[120:]]
+    Trainer(cfg, tmp_path / "run").fit(progress=False)
+    report, _ = evaluate_run(tmp_path / "run", split="test", max_tokens=0)
+    assert set(report["languages"]) == {"AA", "BB"} and all(r["ppl"] > 1 for r in report["languages"].values())
+
+    short = from_dict({**data, "corpus": {**data["corpus"], "test": ["aa/test.txt"]}})
+    with pytest.raises(XlingError, match=r"one held-out file or folder per language \(2\)"):
+        validate(short)
+    crossed = from_dict({**data, "corpus": {**data["corpus"], "test": ["bb/train.txt", "aa/test.txt"]}})
+    validate(crossed)
+    with pytest.raises(XlingError, match=r"names .*bb/train\.txt twice: list each language's text once"):
+        C.language_corpora(crossed)

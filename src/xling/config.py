@@ -51,8 +51,8 @@ class CorpusConfig:
     paths: list[str] = field(default_factory=list)  # files or directories; hf: save_to_disk folders or NAME[:CONFIG]
     doc_per_line: bool = False  # text only: one document per line instead of per file
     text_field: str = "text"  # jsonl, parquet, hf: the field / column that holds the document text
-    # your own held-out files, like paths (both or neither; then paths are train only): a benchmark's own split.
-    # Neither: each document of paths goes to train, valid or test (90/5/5) by a hash of its text
+    # your own held-out files, like paths (both or neither; then paths are train only): a benchmark's own split; with
+    # languages.corpora one per language, in its order. Neither: paths split 90/5/5 by a hash of each document's text
     valid: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
 
@@ -398,9 +398,10 @@ def _check_many(cfg: RunConfig) -> None:
         return
     _check(lang.kind == "real", "languages.corpora lists real languages: set languages.kind real")
     _check(len(lang.corpora) >= 2, "languages.corpora needs at least two languages (the first is the base language)")
-    _check(cfg.corpus.name == "bible" or not (cfg.corpus.paths or cfg.corpus.test), "with languages.corpora each "
-           "entry is one language's text (a file or folder): leave corpus.paths, .valid and .test empty (for Bible "
-           "translations set corpus.name bible)")
+    _check(cfg.corpus.name == "bible" or not cfg.corpus.paths, "with languages.corpora each entry is one language's "
+           "text (a file or folder): leave corpus.paths empty (for Bible translations set corpus.name bible)")
+    _check(not cfg.corpus.test or len(cfg.corpus.valid) == len(cfg.corpus.test) == len(lang.corpora), "with languages"
+           f".corpora, corpus.valid and .test list one held-out file or folder per language ({len(lang.corpora)}), in its order")
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
@@ -496,5 +497,4 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
 
 
 def num_languages(cfg: RunConfig) -> int:
-    lang = cfg.languages
-    return 1 + lang.num_clones if lang.kind == "clone" else len(lang.corpora) or 2
+    return 1 + cfg.languages.num_clones if cfg.languages.kind == "clone" else len(cfg.languages.corpora) or 2

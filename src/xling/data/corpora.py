@@ -114,16 +114,18 @@ def language_corpora(cfg: RunConfig) -> list[CorpusConfig]:
     n, local = len(lang.corpora), cfg.corpus.name != "bible"  # your own text: a file or folder per language
     translations = list(lang.corpora) if local else [get_translation(name).name for name in lang.corpora]
     same = (lambda p: str(Path(p).expanduser().resolve())) if local and cfg.corpus.name != "hf" else str
-    twice = [name for name, count in Counter(map(same, translations)).items() if count > 1]
+    held_out = cfg.corpus.valid + cfg.corpus.test  # your own text's: one file or folder per language each
+    twice = [name for name, count in Counter(map(same, translations + held_out)).items() if count > 1]
     if twice:
-        raise XlingError(f"languages.corpora names {'' if local else 'the translation '}{twice[0]} twice: list each "
-                         "language once")
+        raise XlingError(f"languages.corpora{' with corpus.valid and .test' if held_out else ''} names "
+                         f"{'' if local else 'the translation '}{twice[0]} twice: list each language's text once")
     if local:
         missing = [p for p in translations if cfg.corpus.name != "hf" and not Path(p).expanduser().exists()]
         if missing and missing[0].strip().lower() in {*TRANSLATIONS, *LANGUAGE_DEFAULTS}:
             raise XlingError(f"languages.corpora's {missing[0]} is no file or folder: for the built-in Bibles set "
                              "corpus.name bible")
-        return [dataclasses.replace(cfg.corpus, paths=[path]) for path in translations]
+        return [dataclasses.replace(cfg.corpus, paths=[path], valid=cfg.corpus.valid[i:i + 1],
+                                    test=cfg.corpus.test[i:i + 1]) for i, path in enumerate(translations)]
     return [dataclasses.replace(cfg.corpus, translation=name,
                                 books=f"{i + 1}/{n}" if cfg.corpus.books == "disjoint" else cfg.corpus.books)
             for i, name in enumerate(translations)]
@@ -379,8 +381,7 @@ def corpus_size(corpus: CorpusConfig, splits: tuple[str, ...] | None = None) -> 
 
 
 def _normalise(text: str) -> str:
-    # SentencePiece maps newlines to spaces anyway; collapsing here keeps documents, tokenizer
-    # training and token arrays consistent.
+    # SentencePiece maps newlines to spaces anyway; collapsing here keeps documents, tokenizers and arrays consistent
     return " ".join(text.split())
 
 
