@@ -248,13 +248,15 @@ def test_many_languages_of_your_own_text_a_folder_each(tmp_path, monkeypatch):
 def test_many_languages_of_your_own_parallel_text_hold_out_the_same_documents(tmp_path, monkeypatch):
     """languages.corpora with corpus.valid and .test (one file per language, in order): every language holds out
     exactly its given files, so a parallel test set is held out in all languages at once (a hash split of each
-    language's own text would put a document's translations in different splits); a wrong count or a file given
-    as one language's text and another's held-out file is refused."""
+    language's own text would put a document's translations in different splits), and alignment pairs the test
+    files' documents by position; a wrong count or a file given as one language's text and another's held-out file
+    is refused."""
     from conftest import make_documents
+    from xling.analysis.alignment import align_run
     from xling.train.evaluate import evaluate_run
     from xling.train.trainer import Trainer
 
-    english = make_documents(140, seed=4)
+    english = make_documents(100, seed=4) + make_documents(40, seed=5, sentences=1)  # held out: one sentence each
     languages = {"aa": english, "bb": [d.upper() for d in english]}  # a parallel corpus: document i translates i
     for name, docs in languages.items():
         (tmp_path / name).mkdir()
@@ -273,6 +275,11 @@ def test_many_languages_of_your_own_parallel_text_hold_out_the_same_documents(tm
     Trainer(cfg, tmp_path / "run").fit(progress=False)
     report, _ = evaluate_run(tmp_path / "run", split="test", max_tokens=0)
     assert set(report["languages"]) == {"AA", "BB"} and all(r["ppl"] > 1 for r in report["languages"].values())
+    result = align_run(tmp_path / "run", sequences=50, grad_sequences=1, figures=False)
+    assert result["hidden"]["method"] == "matching" and "test files, " in result["probes"]
+    (tmp_path / "bb" / "test.txt").write_text("\n".join(english[121:]).upper() + "\n", encoding="utf-8")
+    with pytest.raises(XlingError, match="test files hold 20 and 19 documents"):
+        align_run(tmp_path / "run", figures=False)
 
     short = from_dict({**data, "corpus": {**data["corpus"], "test": ["aa/test.txt"]}})
     with pytest.raises(XlingError, match=r"one held-out file or folder per language \(2\)"):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ..data.corpora import PROBE_BOOKS, parallel_verses
+from ..data.corpora import PROBE_BOOKS, load_documents, parallel_verses
 from ..data.stream import pad_batch
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
@@ -91,24 +91,37 @@ def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int)
     return packed
 
 
+def parallel_texts(corpus_a, corpus_b) -> tuple[list[str], list[str], str, str]:
+    """Held-out text in two languages, segment i of one translating segment i of the other, and where it is from:
+    and by what unit: the Bibles' probe books verse by verse, or your held-out test files (corpus.test) by document."""
+    if corpus_a.name == corpus_b.name == "bible":
+        verses = parallel_verses(corpus_a, corpus_b, PROBE_BOOKS)
+        return [v[1] for v in verses], [v[2] for v in verses], "probe books (Luke, Acts)", "verse"
+    if corpus_a.name != "bible" and corpus_b.name != "bible" and corpus_a.test and corpus_b.test:
+        docs_a, docs_b = load_documents(corpus_a, "test"), load_documents(corpus_b, "test")
+        if len(docs_a) != len(docs_b):
+            raise XlingError(f"the two languages' test files hold {len(docs_a)} and {len(docs_b)} documents: "
+                             "alignment pairs them by position, so give the same documents, translated, in both")
+        return docs_a, docs_b, "test files", "document"
+    raise XlingError("alignment of a real language pair needs parallel text: two Bible translations (corpus.name: "
+                     "bible), or your own text with held-out test files that translate each other document by "
+                     "document (corpus.test, and languages.second.test or one per language of languages.corpora)")
+
+
 def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: int = 500) -> Probes:
-    """The held-out Bible books in both languages, verse-aligned and packed into sequences."""
-    corpus_a = setup.corpora[setup.source_of_language[lang_a]]
-    corpus_b = setup.corpora[setup.source_of_language[lang_b]]
-    if corpus_a.name != "bible" or corpus_b.name != "bible":
-        raise XlingError("alignment of a real language pair needs parallel text: both corpora must be "
-                         "Bible translations (corpus.name: bible)")
-    verses = parallel_verses(corpus_a, corpus_b, PROBE_BOOKS)
+    """Held-out parallel text in both languages (parallel_texts), segment-aligned and packed into sequences."""
+    corpora = [setup.corpora[setup.source_of_language[lang]] for lang in (lang_a, lang_b)]
+    *texts, where, unit = parallel_texts(*corpora)
     sides = []
-    for lang, col in ((lang_a, 1), (lang_b, 2)):
+    for lang, segments in zip((lang_a, lang_b), texts):
         tokenizer = setup.tokenizers[setup.source_of_language[lang]]
-        sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode([v[col] for v in verses])])
+        sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode(segments)])
     packed = pack_pairs(sides[0], sides[1], seq_len + 1)[:max_sequences]
     if not packed:
         raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len")
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
     return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
-                  source=f"probe books (Luke, Acts), {len(packed)} verse-packed sequences of <= {seq_len + 1} tokens")
+                  source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens")
 
 
 def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = 500) -> Probes:
