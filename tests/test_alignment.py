@@ -21,10 +21,10 @@ from xling.analysis.alignment import (
 from xling.analysis.embeddings import clone_pairs, embedding_similarity, frequency_bins, mean_pairwise_cosine
 from xling.cli import main
 from xling.cli.tables import alignment_table
-from xling.config import ModelDims
 from xling.data.languages import clone_table
 from xling.errors import XlingError
 from xling.model.gpt import GPT
+from xling.model_dims import ModelDims
 from xling.train.rundir import RunDir
 
 

@@ -13,7 +13,7 @@ from conftest import tiny_config, tiny_config_dict
 from xling.analysis.bench import matmul_flops_per_token, run_bench
 from xling.cli import main
 from xling.cli.tables import bench_table
-from xling.config import ModelDims
+from xling.model_dims import ModelDims
 
 
 def test_matmul_flops_by_hand():

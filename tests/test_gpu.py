@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_losses, tiny_config
-from xling.config import ModelDims
 from xling.model.gpt import GPT
 from xling.model.loss import linear_cross_entropy
+from xling.model_dims import ModelDims
 from xling.train.rundir import RunDir
 from xling.train.trainer import Trainer
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xling.config import ModelDims
 from xling.model import gpt as M
 from xling.model import loss as CE
 from xling.model.gpt import GPT, causal_attention
 from xling.model.loss import linear_cross_entropy
+from xling.model_dims import ModelDims
 
 DIMS = ModelDims(n_layers=3, d_model=32, n_heads=4, d_mlp=64, seq_len=24, vocab_size=300)
 
@@ -186,7 +186,8 @@ def _paper_parameter_count(layers, width, heads, head, mlp, vocab=16384, positio
 
 @pytest.mark.parametrize("preset", list(PAPER_MODELS))
 def test_paper_presets_are_the_papers_models(preset):
-    from xling.config import ModelConfig, resolve_model
+    from xling.config import ModelConfig
+    from xling.model_dims import resolve_model
 
     dims = resolve_model(ModelConfig(preset=preset, seq_len=512), 16384)
     assert (dims.n_layers, dims.d_model, dims.n_heads, dims.d_head, dims.d_mlp) == PAPER_MODELS[preset]

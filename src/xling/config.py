@@ -17,6 +17,7 @@ from typing import Any
 
 from . import yamlio
 from .errors import XlingError
+from .model_dims import resolve_model
 from .notation import NAME_RULE, apply_overrides, books_part, flatten, is_name, is_numpy_bool, parse_schedule
 from .recipes import config_path
 from .yamlio import load_file as load_yaml
@@ -100,7 +101,7 @@ class LanguagesConfig:
 class ModelConfig:
     """The GPT's shape: a named preset (the paper's sizes or CPU sizes), any field overridden."""
 
-    preset: str = "cpu-s"  # see PRESETS below; explicit fields override it
+    preset: str = "cpu-s"  # see model_dims.PRESETS; explicit fields override it
     n_layers: int = field(default=0, metadata=between(0, 1024))  # transformer blocks (0: the preset's)
     d_model: int = field(default=0, metadata=between(0, 65536))  # residual width (0: the preset's)
     n_heads: int = field(default=0, metadata=between(0, 1024))  # attention heads (0: the preset's)
@@ -272,63 +273,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def dump_yaml(cfg: RunConfig) -> str:
     return yamlio.dump(to_dict(cfg))
-
-
-# --------------------------------------------------------------------------- model dimensions
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """A model's shape, resolved from a ModelConfig and the run's vocabulary."""
-
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_mlp: int
-    seq_len: int
-    vocab_size: int
-    d_head: int = 0  # 0: d_model // n_heads
-
-    def __post_init__(self):
-        if not self.d_head:
-            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
-
-    @property
-    def d_attn(self) -> int:
-        """The width Q, K and V project to (and O projects back from)."""
-        return self.n_heads * self.d_head
-
-    def num_parameters(self) -> int:
-        """The model's parameter count: embeddings, blocks (2 LayerNorms, Q/K/V/O, MLP, biases), final
-        LayerNorm and the untied output head."""
-        d, a, f = self.d_model, self.d_attn, self.d_mlp
-        block = 2 * 2 * d + 3 * (d * a + a) + (a * d + d) + (d * f + f) + (f * d + d)
-        return (self.vocab_size + self.seq_len) * d + self.n_layers * block + 2 * d + d * self.vocab_size
-
-
-# name: (layers, width, heads, head width, mlp width), as the paper's §3 describes its models; then CPU sizes.
-PRESETS: dict[str, tuple[int, int, int, int, int]] = {
-    "mini": (4, 512, 8, 32, 2048), "tiny": (4, 768, 12, 64, 3072), "small": (12, 768, 12, 64, 3072),
-    "medium": (24, 1024, 16, 64, 4096),
-    "cpu-xs": (2, 64, 2, 32, 256), "cpu-s": (4, 128, 4, 32, 512), "cpu-m": (4, 256, 4, 64, 1024),
-    "cpu-l": (6, 384, 6, 64, 1536),
-}  # fmt: skip
-
-
-def resolve_model(cfg: ModelConfig, vocab_size: int) -> ModelDims:
-    """Preset dimensions, with any explicitly set (non-zero) field of `cfg` overriding them."""
-    if cfg.preset not in PRESETS:
-        raise XlingError(f"unknown model.preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
-    n_layers, d_model, n_heads, d_head, d_mlp = PRESETS[cfg.preset]
-    n_layers, d_model, n_heads = cfg.n_layers or n_layers, cfg.d_model or d_model, cfg.n_heads or n_heads
-    if cfg.d_head:
-        d_head = cfg.d_head
-    elif cfg.d_model or cfg.n_heads:  # a new width or head count: the heads split the width, as in GPT-2
-        if d_model % n_heads:
-            raise XlingError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads}), "
-                             "or set model.d_head")
-        d_head = d_model // n_heads
-    return ModelDims(n_layers, d_model, n_heads, cfg.d_mlp or d_mlp, cfg.seq_len, vocab_size, d_head)
 
 
 # --------------------------------------------------------------------------- validation

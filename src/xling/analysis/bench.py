@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelDims, RunConfig
+from ..config import RunConfig
 from ..errors import XlingError
+from ..model_dims import ModelDims
 from ..train.session import autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here, pick_device
 from ..train.trainer import Trainer, make_optimizer
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import resolve_model
 from ..data.stream import TrainStream, run_steps
 from ..errors import XlingError
+from ..model_dims import resolve_model
 from .embeddings import embedding_similarity
 
 GENSIM_HINT = "the word2vec control needs gensim: pip install 'gensim>=4.4'"

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelDims
 from ..errors import XlingError
+from ..model_dims import ModelDims
 from .loss import linear_cross_entropy
 
 # Up to this length, CPU attention is plain batched matmuls + softmax, which is faster than the CPU

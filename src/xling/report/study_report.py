@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.scaling_law import E_AT_BOUND, FORMS, law_params
-from ..config import ModelConfig, resolve_model
+from ..config import ModelConfig
 from ..errors import XlingError
 from ..fsio import atomic_write_text
+from ..model_dims import resolve_model
 from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
 from ..study.store import Store

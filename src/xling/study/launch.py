@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModelDims, resolve_model
 from ..data.parallel import spawn_context
 from ..errors import XlingError
+from ..model_dims import ModelDims, resolve_model
 from ..train.stopping import FORWARDED, HELD_WHILE_STARTING
 from .execute import execute_run
 from .placement import gpu_count, plan_gpus, ray_resources, trains_on_gpu

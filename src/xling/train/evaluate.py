@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import EvalConfig, resolve_model
+from ..config import EvalConfig
 from ..data.corpora import check_split_name
 from ..data.stream import tokens_trained
 from ..errors import XlingError
 from ..fsio import atomic_write_json
+from ..model_dims import resolve_model
 from .rundir import PROTOCOL, RunDir
 from .session import load_session
 

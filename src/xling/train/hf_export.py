@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..config import resolve_model
 from ..data.brought import HFTokenizer
 from ..data.sources import optional_module
 from ..data.tokenizer import Tokenizer, sentencepiece_spec
 from ..errors import XlingError
 from ..fsio import UMASK, remove_stale_temporaries, temporary_beside
+from ..model_dims import resolve_model
 from .rundir import RunDir
 from .session import load_session
 

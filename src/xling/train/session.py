@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, resolve_model
+from ..config import RunConfig
 from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..identity import resolve_relative
 from ..model.gpt import GPT
+from ..model_dims import resolve_model
 from .portable import run_languages
 from .rundir import RunDir, checkpoint_step
 
