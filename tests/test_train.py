@@ -35,7 +35,7 @@ def test_stream_is_a_pure_function_of_rows(tiny_corpus_dir):
 def test_one_pass_uses_every_window_once(tiny_corpus_dir):
     cfg = tiny_config(tiny_corpus_dir)
     setup = prepare_languages(cfg)
-    steps = budget_steps(setup, seq_len=32, batch_size=8)
+    steps = budget_steps(setup, cfg)
     plan = language_plan(0, steps, 8, 0.5, "", 1)
     stream = TrainStream(setup, plan, 32, 0)
     windows = stream.windows_of(0, steps * 8)
@@ -43,6 +43,24 @@ def test_one_pass_uses_every_window_once(tiny_corpus_dir):
     assert stream.epochs(steps * 8)[0] <= 1.0
     more = TrainStream(setup, language_plan(0, 2 * steps, 8, 0.5, "", 1), 32, 0)
     assert stream.epochs(steps * 8)[0] < more.epochs(2 * steps * 8)[0] <= 2.0  # a second pass is counted
+
+
+def test_a_pinned_budget_sets_1x_whatever_the_corpus_size(tiny_corpus_dir, tmp_path):
+    """train.budget_tokens pins T (the paper's 1x is 18,265 steps of 128 x 512, not one pass over whatever corpus
+    is given): data_fraction counts against it, run.json records it for the report's training length, and a budget
+    below one step is refused."""
+    from xling.config import validate
+    from xling.train.trainer import Trainer
+
+    cfg = tiny_config(tiny_corpus_dir)
+    setup = prepare_languages(cfg)
+    one_pass = budget_steps(setup, cfg)
+    pinned = tiny_config(tiny_corpus_dir, train={"budget_tokens": 3 * one_pass * 8 * 32 + 100, "data_fraction": 0.02, "steps": 0})
+    assert budget_steps(setup, pinned) == 3 * one_pass  # whole steps
+    info = Trainer(pinned, tmp_path / "run").fit(progress=False)
+    assert info["budget_tokens"] == 3 * one_pass * 8 * 32 and info["steps"] == round(0.02 * 3 * one_pass)
+    with pytest.raises(XlingError, match=r"train.budget_tokens \(255\) is less than one step \(8 x 32 tokens\)"):
+        validate(tiny_config(tiny_corpus_dir, train={"budget_tokens": 255}))
 
 
 def test_lr_schedule_warmup_and_cosine():

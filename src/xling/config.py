@@ -119,8 +119,11 @@ class TrainConfig:
     # decides the initial weights, the language of every sequence and the data order
     seed: int = field(default=0, metadata=between(0, 2**32 - 1))
     steps: int = field(default=0, metadata=between(0, MAX))  # 0: derived from data_fraction
-    # fraction of the reference token budget (one pass over the training text; monolingual ladders)
+    # fraction of the reference token budget T (budget_tokens; monolingual ladders)
     data_fraction: float = field(default=1.0, metadata=between(0, 100, above=True))
+    # T, the "1x" of data_fraction and of a report's training length, in tokens (whole steps); 0: one pass over the
+    # base language's training text. The paper's 1x: 1,197,015,040 (18,265 steps of 128 x 512; medium 9,132 of 256)
+    budget_tokens: int = field(default=0, metadata=between(0, 10**15))
     batch_size: int = field(default=32, metadata=between(1, 2**20))  # sequences per optimiser step
     grad_accum: int = field(default=1, metadata=between(1, 2**20))  # micro-batches per step (dividing batch_size)
     lr: float = field(default=2e-3, metadata=between(0, 10, above=True))  # peak learning rate, after the warm-up
@@ -429,6 +432,9 @@ def validate(cfg: RunConfig, recorded: bool = False) -> None:
                                          f"{MAX_PARAMETERS:.0e}): check model.n_layers, d_model and d_mlp")
     _check(tr.batch_size % tr.grad_accum == 0,
            f"train.batch_size ({tr.batch_size}) must be divisible by train.grad_accum ({tr.grad_accum})")
+    step_tokens = tr.batch_size * dims.seq_len
+    _check(tr.budget_tokens == 0 or tr.budget_tokens >= step_tokens, f"train.budget_tokens ({tr.budget_tokens}) is "
+           f"less than one step ({tr.batch_size} x {dims.seq_len} tokens): give at least {step_tokens}, or 0 for one pass")
     _check(tr.min_lr <= tr.lr, f"train.min_lr ({tr.min_lr:g}) must not exceed train.lr ({tr.lr:g})")
     _check(2 <= ev.window <= dims.seq_len, f"eval.window ({ev.window}) must be between 2 and model.seq_len "
                                            f"({dims.seq_len}), or 0 to follow model.seq_len")

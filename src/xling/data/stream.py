@@ -213,15 +213,17 @@ def num_windows(n_tokens: int, seq_len: int) -> int:
     return max(0, (n_tokens - 1) // seq_len)
 
 
-def budget_steps(setup: LanguageSetup, seq_len: int, batch_size: int) -> int:
-    """Steps in the reference budget: one pass over the base language's training windows."""
+def budget_steps(setup: LanguageSetup, cfg: RunConfig) -> int:
+    """Steps in the reference budget T: train.budget_tokens in whole steps, or one pass over the base language's
+    training windows."""
+    seq_len, batch_size = cfg.model.seq_len, cfg.train.batch_size
     steps = num_windows(len(setup.tokens(0, "train")), seq_len) // batch_size
     if steps < 1:
         raise XlingError(
             f"the training split has fewer than {batch_size} windows of {seq_len} tokens: "
             "use more text, a smaller train.batch_size or a smaller model.seq_len"
         )
-    return steps
+    return cfg.train.budget_tokens // (seq_len * batch_size) if cfg.train.budget_tokens else steps
 
 
 def run_mixture(cfg: RunConfig, setup: LanguageSetup, steps: int) -> Mixture:
@@ -239,7 +241,7 @@ def run_steps(cfg: RunConfig, setup: LanguageSetup) -> int:
     """train.steps if set, else data_fraction of the reference budget."""
     if cfg.train.steps:
         return cfg.train.steps
-    full = budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+    full = budget_steps(setup, cfg)
     return max(1, round(cfg.train.data_fraction * full))
 
 

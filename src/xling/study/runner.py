@@ -126,7 +126,7 @@ def preflight(study: Study) -> None:
             for source in sorted(set(setup.source_of_language)):
                 for split in ("train", "valid", "test"):
                     setup.tokens(source, split)
-            budget_steps(setup, cfg.model.seq_len, cfg.train.batch_size)
+            budget_steps(setup, cfg)
         if cfg.languages.unimax_epochs:  # UniMax's caps must fill the run's tokens
             run_mixture(cfg, seen[key], run_steps(cfg, seen[key]))
         orders = [spec.mixture.word_order(lang) for lang in range(seen[key].num_languages)]

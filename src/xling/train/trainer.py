@@ -120,7 +120,7 @@ class Trainer:
             self.setup = (run_languages(self.run, cfg, self.cache_dir, session=False) if self.resume_from is not None
                           else prepare_languages(cfg, self.cache_dir))
             self.steps = run_steps(cfg, self.setup)
-            self.budget_steps = budget_steps(self.setup, cfg.model.seq_len, cfg.train.batch_size)
+            self.budget_steps = budget_steps(self.setup, cfg)
         self.stream = TrainStream.of_run(cfg, self.setup, self.steps)
         self.training_text = self.setup.training_text()
         if self.resume_from is not None:
