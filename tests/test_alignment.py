@@ -158,6 +158,9 @@ def test_pack_pairs_respects_length_on_both_sides():
     packed = pack_pairs(a, b, max_len=4)
     assert packed == [([1, 2, 3], [1, 2, 3, 4]), ([4, 5, 6, 8], [5, 7, 8])]  # [7]*9 cannot fit: dropped
     assert all(len(x) <= 4 and len(y) <= 4 for x, y in packed)
+    # a short last pair ([9], [9]) is kept without a minimum and dropped under one (the authors keep >= 128 of 512)
+    assert pack_pairs(a + [[9]], b + [[9]], max_len=4) == packed + [([9], [9])]
+    assert pack_pairs(a + [[9]], b + [[9]], max_len=4, min_len=2) == packed
 
 
 # --------------------------------------------------------------------------- hidden states and gradients

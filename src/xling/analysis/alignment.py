@@ -72,11 +72,13 @@ def clone_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: i
     return Probes(list(a), list(b), positional=positional, source=f"{split} split, {n} windows of {seq_len} tokens")
 
 
-def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Pack consecutive aligned segments into sequence pairs, each side at most `max_len` ids.
+def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int,
+               min_len: int = 0) -> list[tuple[list[int], list[int]]]:
+    """Pack consecutive aligned segments into sequence pairs, each side at most `max_len` ids and at least `min_len`.
 
     A pair is closed when adding the next segment would overflow either side; a segment that
-    alone is longer than `max_len` on either side is dropped (it cannot fit any sequence).
+    alone is longer than `max_len` on either side is dropped (it cannot fit any sequence), and so
+    is a closed pair with a side shorter than `min_len` (the authors keep 128-512 tokens of 512).
     """
     packed, cur_a, cur_b = [], [], []
     for seg_a, seg_b in zip(pairs_a, pairs_b):
@@ -86,9 +88,8 @@ def pack_pairs(pairs_a: list[list[int]], pairs_b: list[list[int]], max_len: int)
             packed.append((cur_a, cur_b))
             cur_a, cur_b = [], []
         cur_a, cur_b = cur_a + seg_a, cur_b + seg_b
-    if cur_a:
-        packed.append((cur_a, cur_b))
-    return packed
+    packed.append((cur_a, cur_b))
+    return [(a, b) for a, b in packed if len(a) >= max(min_len, 1) and len(b) >= max(min_len, 1)]
 
 
 def parallel_texts(corpus_a, corpus_b) -> tuple[list[str], list[str], str, str]:
@@ -116,7 +117,7 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences
     for lang, segments in zip((lang_a, lang_b), texts):
         tokenizer = setup.tokenizers[setup.source_of_language[lang]]
         sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode(segments)])
-    packed = pack_pairs(sides[0], sides[1], seq_len + 1)[:max_sequences]
+    packed = pack_pairs(sides[0], sides[1], seq_len + 1, min_len=seq_len // 4)[:max_sequences]  # paper: 128 of 512
     if not packed:
         raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len")
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
