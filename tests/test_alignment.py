@@ -340,7 +340,9 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     assert not any(needle in text for needle in ("paper (GPT-small)", "| paper |", "paper input", "paper EN2", "0.534"))
     compared = write_alignment_report(dataclasses.replace(study, paper="Table 2"), tmp_path / "runs",
                                       tmp_path / "report-paper", task=str(task), compute=False, figures=False)
-    assert all(needle in compared.read_text() for needle in ("paper (GPT-small)", "paper input", "paper EN2", "0.534"))
+    assert all(needle in compared.read_text() for needle in ("paper (GPT-small)", "paper input", "paper EN2", "0.534",
+                                                             "Ours are taken in fp32 over 2 probe sequences per run",
+                                                             "on other probe text (Europarl", "direction only"))
     assert (tmp_path / "report" / "alignment.html").is_file()
     for name in ("gradient-50-50.png", "embeddings-by-p.png", "embeddings-by-frequency.png", "transfer-by-p.png",
                  "alignment-over-training.png"):

@@ -150,6 +150,12 @@ def _hidden_reals(doc: Doc, reals: list[Setting], paper: bool) -> list[Evidence]
     return evidence
 
 
+def _sequences(graded: list[Setting]) -> str:
+    """How many probe sequences the runs' gradient cosines averaged ("100", or "50-100" where runs differ)."""
+    counts = sorted({a["gradient"]["sequences"] for s in graded for a in s.alignments if a.get("gradient")})
+    return "-".join(map(str, counts[::max(1, len(counts) - 1)]))
+
+
 def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Gradient cosine (paper Figure 6; EN/FR Figure 13)")
     rows = []
@@ -162,7 +168,9 @@ def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path
               + (["paper"] if paper else []), rows)
     doc.p("The paper averages every block tensor, the key bias included; that bias gets a gradient of zero in exact "
           "arithmetic (a constant added to all of a row's attention scores leaves the softmax unchanged), so its "
-          "cosine is one of rounding noise, and the mean without it is shown beside.")
+          "cosine is one of rounding noise, and the mean without it is shown beside."
+          + (f" Ours are taken in fp32 over {_sequences(graded)} probe sequences per run, the authors' under fp16 "
+             "autocast over 500, so that noise differs too." if paper else ""))
     for s in graded:
         name = f"gradient-{_slug(s.label)}.png"
         plot_gradients(s.alignments[0]["gradient"], out / name, f"{s.label}: gradient cosine (first seed)")
@@ -244,7 +252,8 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
     t0 = transfers[0].transfers[0]
     doc.p(f"Task `{t0['task']}` ({len(t0['labels'])} classes; majority class {t0['majority_baseline']:.2f}): "
           f"fine-tuned {t0['steps']} steps in the first language, evaluated in every language."
-          + (" The paper fine-tunes on GLUE in EN1 and tests EN2 zero-shot (mean over tasks)." if paper else ""))
+          + (" The paper fine-tunes on GLUE in EN1 and tests EN2 zero-shot (mean over tasks); its accuracies are "
+             "set beside for their direction only: other tasks, with other chance levels." if paper else ""))
     rows = []
     for s in transfers:
         names = list(s.transfers[0]["accuracy"])
@@ -343,8 +352,9 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
           "matching of the layer-averaged cosine). The shuffled baseline pairs each sequence with the "
           "translation of the sequence half the probes away (unrelated text, not the next verse): how similar "
           "unrelated text looks in that layer. ± is the 95 % t-interval "
-          "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens; compare directions, not "
-                           "magnitudes." if paper else " No published values are set beside (the study names no paper)."))
+          "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens, on other probe text (Europarl, "
+                           "500 sequences of 128-512 tokens); compare directions, not magnitudes." if paper else
+                           " No published values are set beside (the study names no paper)."))
     partial = _coverage_note(doc, study, root, task)
     evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals, paper) if reals
                                                                           else [])

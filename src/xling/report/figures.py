@@ -273,7 +273,7 @@ def figure_transfer(settings: list[Setting], path: Path, paper: bool = True) -> 
     ax.plot(ps, chance, color="grey", lw=6, alpha=0.3, zorder=0, label="majority class")
     if paper:
         pts = sorted(PAPER_TRANSFER["L2"].items())
-        ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE)")
+        ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="grey", ls="none", label="paper EN2 (GLUE mean: other tasks, direction only)")
     _p_axis(ax, ps + (list(PAPER_TRANSFER["L2"]) if paper else []))
     ax.set(ylabel="accuracy", title="Zero-shot transfer")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the axes: it covers no point
