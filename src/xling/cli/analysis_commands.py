@@ -22,7 +22,7 @@ def teff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output CSV (default: <runs>_teff.csv)")
     p.add_argument("--form", default="loss", choices=["loss", "paper", "both"],
                    help="law form: loss (ln PPL = E + A x^-alpha), paper (1/PPL = c - a x^-b, the paper's) or both")
-    p.add_argument("--bootstrap", type=count(0, 100_000), default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--bootstrap", type=count(0, 100_000), default=1000, help="bootstrap resamples for the intervals (default 1000)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--no-profile", action="store_true",
                    help="skip the profile-likelihood intervals (~30-50 ms a row; for tables of thousands of rows)")

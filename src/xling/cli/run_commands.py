@@ -196,8 +196,8 @@ def sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", required=True, help="a language name of the run, e.g. EN2")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     p.add_argument("--tokens", type=count(1, 100_000), default=60, help="tokens to generate at most: it stops where the model ends the document (default 60)")
-    p.add_argument("--temperature", type=number(0, 100), default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=count(0, 10**7), default=40, help="0: no top-k cut")
+    p.add_argument("--temperature", type=number(0, 100), default=0.8, help="default 0.8; 0: greedy")
+    p.add_argument("--top-k", type=count(0, 10**7), default=40, help="default 40; 0: no top-k cut")
     p.add_argument("--any-language", action="store_true",
                    help="let any of the model's ids follow, not only the language's; another language's pieces "
                         "are shown as [NAME: text]")
