@@ -3,6 +3,7 @@ leftovers of a kill, and metrics when a resume finds no checkpoint."""
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -666,3 +667,70 @@ def test_checkpoints_linked_out_of_a_new_run_are_refused_at_its_start(tiny_corpu
     (tmp_path / "run" / "checkpoints").symlink_to(tmp_path / "scratch")
     with pytest.raises(XlingError, match="is a symbolic link"):  # (not accepted now and refused at every resume)
         Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), tmp_path / "run").fit(progress=False)
+
+
+def test_a_received_run_cannot_make_xling_write_outside_it(tiny_corpus_dir, tmp_path, capsys):
+    """Links in a received run: its .lock (was emptied and given a process id through the link), alignment/ and
+    tensorboard/ (were written through) are refused in one line, and nothing outside the run changes."""
+    from xling.analysis.alignment import align_run
+
+    run, victim, elsewhere = tmp_path / "run", tmp_path / "victim", tmp_path / "elsewhere"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
+    victim.write_text("keep")
+    elsewhere.mkdir()
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(victim)
+    assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
+    assert ".lock is a symbolic link" in capsys.readouterr().err and victim.read_text() == "keep"
+    (run / ".lock").unlink()
+    for name in ("alignment", "tensorboard"):
+        (run / name).symlink_to(elsewhere)
+        with pytest.raises(XlingError, match=f"{name} is a symbolic link"):
+            if name == "alignment":
+                align_run(run, sequences=2, grad_sequences=0, figures=False)
+            else:
+                from xling.study.exports import export_run
+                export_run(run, "tensorboard")
+        (run / name).unlink()
+    assert not any(elsewhere.iterdir())
+    # run.json of the wrong types (were tracebacks), and text that would drive the terminal (was printed raw)
+    info = json.loads((run / "run.json").read_text())
+    for crafted in ({"steps": "30"}, {"step": 1e30}, {"status": "\x1b[2J\x1b[31mPWNED"}):
+        (run / "run.json").write_text(json.dumps({**info, **crafted}))
+        capsys.readouterr()
+        assert main(["eval", str(run), "--max-tokens", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "run.json: its " in err and "\x1b" not in err, err
+        assert main(["status", str(run)]) == 0 and "damaged" in capsys.readouterr().out
+    (run / "run.json").write_text(json.dumps(info))
+
+
+def test_weights_that_are_not_numbers_are_said_not_scored(tiny_corpus_dir, tmp_path):
+    """A checkpoint of NaN weights (its checksums made to match): eval refuses rather than write perplexities of nan
+    (which read as a result and broke a study's report), sampling says so, and an eval.json of nan perplexities over
+    scored tokens is damaged; an empty config.yaml is said to be empty (it read as every default)."""
+    from safetensors.torch import load_file, save_file
+
+    from xling.train.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run).fit(progress=False)
+    good, _ = evaluate_run(run, max_tokens=0)
+    ckpt = RunDir(run).checkpoint_dirs()[-1]
+    weights = load_file(ckpt / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, ckpt / "model.safetensors")
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["sha256"]["model.safetensors"] = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(XlingError, match="the checkpoint's weights are not finite numbers"):
+        evaluate_run(run, max_tokens=0)
+    assert json.loads((run / "eval.json").read_text()) == good  # nothing written
+    with pytest.raises(XlingError, match="its weights are not finite"):
+        Run(run).sample("L1", prompt="the")
+    nan = {**good, "languages": {k: {**v, "ppl": float("nan")} for k, v in good["languages"].items()}}
+    (run / "eval.json").write_text(json.dumps(nan))
+    with pytest.raises(XlingError, match="not a number >= 1"):
+        RunDir(run).read_evaluation(run / "eval.json", tolerant=False)
+    (run / "config.yaml").write_text("")
+    with pytest.raises(XlingError, match=r"config\.yaml is empty"):
+        RunDir(run).read_config()

@@ -425,3 +425,14 @@ def test_sampling_or_exporting_a_language_the_run_never_trained_says_so(capsys):
     _note_untrained({"tokens": {"EN1": 5000, "EN2": 10}}, "EN2")
     _note_untrained({}, "EN2")  # (a run.json of before tokens were recorded: nothing said)
     assert capsys.readouterr().err == ""
+
+
+def test_text_from_received_files_cannot_drive_the_terminal(tmp_path, capsys):
+    """A config's name with a newline and escape codes: the error stays one line, its control characters escaped."""
+    from xling.errors import for_terminal
+
+    assert for_terminal("a\nb\x1b[31mc\r") == "a\\nb\\x1b[31mc\\r" and for_terminal("a\nb", lines=True) == "a\nb"
+    (tmp_path / "c.yaml").write_text('name: "a\\nb\\rc\\e[31m"\n')
+    assert main(["config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\r" not in err, err

@@ -98,6 +98,18 @@ def test_malformed_yaml_names_the_line(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("text, says", [
+    ("zz: " + "[" * 5000 + "1" + "]" * 5000 + "\n", "nested too deeply"),  # was a RecursionError
+    ("? [a, b]\n: 1\n", "a key must be a name or a number"),  # was a TypeError (unhashable)
+    ("train: {steps: " + "9" * 5000 + "}\n", "a number with too many digits"),  # was a ValueError
+])
+def test_crafted_yaml_is_one_line_not_a_traceback(tmp_path, text, says):
+    path = tmp_path / "crafted.yaml"
+    path.write_text(text)
+    with pytest.raises(XlingError, match=f"malformed YAML in .*crafted.yaml.*: {says}"):
+        load_config(path)
+
+
 def test_override_of_a_value_as_a_section_is_an_error():
     with pytest.raises(XlingError, match="not a section"):
         apply_overrides({"train": 3}, {"train.steps": 1})

@@ -169,6 +169,30 @@ def test_is_locked_only_looks(tmp_path):
     assert not is_locked(run) and lock_holder(run) == 4242
 
 
+@pytest.mark.parametrize("damage", ["config", "nan"])
+def test_a_run_damaged_after_it_was_indexed_leaves_the_store(tiny_study, tmp_path, caplog, damage):
+    """A study's run indexed, then its config.yaml damaged (its results came from study.json's config, so it stayed
+    a result) or its perplexities made nan over scored tokens (broke the report): skipped, and its old rows go."""
+    import shutil
+
+    study, root = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    store = Store(tmp_path / "x.db")
+    assert store.rebuild(copy) == len(study.runs)
+    run = study.runs[0].run_dir(copy)
+    if damage == "config":
+        (run / "config.yaml").write_bytes(b"\x00\xff" * 100)
+    else:
+        report = json.loads((run / "eval.json").read_text())
+        report["languages"] = {k: {**v, "ppl": float("nan")} for k, v in report["languages"].items()}
+        (run / "eval.json").write_text(json.dumps(report))
+    store.sync(study, copy)
+    assert f"skipped {run}" in caplog.text
+    assert {r["name"] for r in store.runs()} == {spec.id for spec in study.runs[1:]}
+    assert not {e["run_id"] for e in store.evaluations()} & {f"{study.name}/{study.runs[0].id}"}
+
+
 @pytest.mark.parametrize("ppl, language", [("abc", "L1"), (-5, "L1"), (0.5, "L1"), (30.0, "../../x")])
 def test_a_damaged_or_crafted_evaluation_is_reported_and_its_run_skipped(tiny_study, tmp_path, caplog, ppl, language):
     import shutil

@@ -20,6 +20,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def for_terminal(text: str, lines: bool = False) -> str:
+    """Text that may come from files a user received (a run's status, a folder's or a config's name), safe to print:
+    control characters (escape sequences that clear or recolour a terminal, carriage returns, and newlines unless
+    `lines`) shown as escapes, so a message stays the one line it says it is."""
+    return "".join(c if c.isprintable() or (lines and c == "\n") else repr(c)[1:-1] for c in text)
+
+
 def is_closed(stream) -> bool:
     """Whether `stream` is a pipe whose reader has gone (poll says so whatever Python's buffer holds)."""
     try:

@@ -41,6 +41,9 @@ class _Loader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))):  # `? [a, b]`: no config has such a key
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a name or a number, not a list or mapping", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key '{key}': keep one of them", key_node.start_mark)
@@ -49,7 +52,10 @@ class _Loader(yaml.SafeLoader):
 
 
 def _int(loader, node):
-    return int(loader.construct_scalar(node), 10)  # decimal: "010" is ten, not YAML 1.1's octal eight
+    try:
+        return int(loader.construct_scalar(node), 10)  # decimal: "010" is ten, not YAML 1.1's octal eight
+    except ValueError:  # over Python's 4,300 digits
+        raise yaml.constructor.ConstructorError(None, None, "a number with too many digits", node.start_mark) from None
 
 
 def _float(loader, node):
@@ -68,7 +74,10 @@ class _Dumper(yaml.SafeDumper):
 
 def load(text: str):
     """Parse YAML text (raises yaml.YAMLError, with a mark, on malformed input or a duplicate key)."""
-    return yaml.load(text, Loader=_Loader)
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:  # thousands of nested [ or {: no config is that deep
+        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
 
 
 def dump(data) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__, yamlio
 from ..config import RunConfig, flatten, to_dict
-from ..errors import XlingError, is_closed, warnings_to_stderr
+from ..errors import XlingError, for_terminal, is_closed, warnings_to_stderr
 from ..fsio import cache_hint
 from ..train.rundir import RunDir
 from ..train.threads import openmp_wait_setup
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe is met here, not at interpreter exit
         return code
     except XlingError as exc:
-        print(f"xling: error: {exc}", file=sys.stderr)
+        print(f"xling: error: {for_terminal(str(exc))}", file=sys.stderr)
         return 2
     except sqlite3.OperationalError as exc:  # the results store's disk is full or read-only
         if not any(s in str(exc) for s in ("disk is full", "readonly", "unable to open")):

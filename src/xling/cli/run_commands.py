@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..api import Config, Run
 from ..config import RunConfig, load_config
-from ..errors import XlingError
+from ..errors import XlingError, for_terminal
 from ..fsio import check_output_file, read_json
 from .command import DEVICE_HELP, LOG_HELP, LOGGERS, SEED, SEED_HELP, count, number
 from .tables import bench_table, ppl_table, runs_status_table
@@ -154,7 +154,7 @@ def status_arguments(p: argparse.ArgumentParser) -> None:
 def status(args, overrides) -> int:
     from ..study.state import status_rows
 
-    print(runs_status_table(status_rows(args.run_dirs)))
+    print(for_terminal(runs_status_table(status_rows(args.run_dirs)), lines=True))
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..api import Study
-from ..errors import XlingError
+from ..errors import XlingError, for_terminal
 from ..fsio import check_output_file, make_dirs
 from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, WORKERS, count
 from .tables import status_table
@@ -100,7 +100,7 @@ def study(args, overrides) -> int:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")
     if args.action == "status":
         found = Study(args.name, _existing(args.root))
-        print(status_table(found, found.status()))
+        print(for_terminal(status_table(found, found.status()), lines=True))
         return 0
     if args.action == "sbatch":
         from ..study.slurm import sbatch_script

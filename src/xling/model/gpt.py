@@ -135,6 +135,9 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature:
     ids = prompt.view(1, -1)
     for _ in range(max_new_tokens):
         logits = model(ids[:, -model.dims.seq_len:])[0, -1].float()
+        if logits.isnan().any():
+            raise XlingError("the model's outputs are not numbers: its weights are not finite (a diverged or damaged "
+                             "checkpoint)")
         if allowed is not None:
             logits[~allowed] = -float("inf")
         if temperature <= 0:

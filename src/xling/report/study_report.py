@@ -130,7 +130,8 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     n_done = len({r.spec.id for r in a.rows})
     items = [f"{n_done} of {len(st.runs)} runs have results."]
     if a.missing:
-        items.append(f"Missing (not yet run or interrupted): {', '.join(a.missing)} — `xling study run {st.name}`.")
+        items.append(f"Missing (not yet run, interrupted, or damaged: `xling study status {st.name}` says which): "
+                     f"{', '.join(a.missing)} — `xling study run {st.name}`.")
     if a.earlier:
         items.append(f"Evaluated at an earlier checkpoint than their last step, so left out: {', '.join(a.earlier)} "
                      "— their newest checkpoint did not verify when they were evaluated (`xling eval RUN_DIR` names "

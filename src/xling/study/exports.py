@@ -17,6 +17,7 @@ def export_run(run_dir: str | Path, logger: str) -> str:
     Returns a note when the logger's package is missing (nothing is written then), else "".
     """
     run = RunDir(run_dir)
+    run.check_own()  # (a received run's tensorboard/ linked elsewhere would be written there)
     reports = [run.read_evaluation(path) for path in run.eval_paths()]  # (a damaged one: before anything is written)
     with LiveLog(run.path, (logger,)) as live:
         if live.notes:

@@ -20,7 +20,7 @@ from ..errors import XlingError
 from ..fsio import make_dirs
 from ..train.rundir import PROTOCOL, RunDir
 from .spec import Study
-from .state import any_run_state
+from .state import any_run_state, check_run_files
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +52,32 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
+def _run_id(run_dir: Path, root: Path | None) -> tuple[str, str, str]:
+    """(id, study, name) of a run directory in the store: STUDY/ID for a study's run; another by its path under
+    `root` (or its absolute path)."""
+    rec = RunDir(run_dir).read_study_record()
+    inside = root is not None and run_dir.resolve().is_relative_to(Path(root).resolve())
+    path = run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if inside else str(run_dir.resolve())
+    study, name = rec.get("study", ""), rec.get("id", path)
+    return (f"{study}/{name}" if study else name), study, name
+
+
 def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None, list[dict]]:
     """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files. A study's
     run is known as STUDY/ID; another run by its path under `root` (or its absolute path): two runs of one name in
     different folders are two runs."""
     run_dir = Path(run_dir)
     rundir = RunDir(run_dir)
+    check_run_files(run_dir)  # a damaged config.yaml or eval file: skipped (try_index), as `xling status` says damaged
     rec = rundir.read_study_record()
     info = rundir.read_info(tolerant=True)
-    inside = root is not None and run_dir.resolve().is_relative_to(Path(root).resolve())
-    path = run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if inside else str(run_dir.resolve())
-    study, name = rec.get("study", ""), rec.get("id", path)
+    run_id, study, name = _run_id(run_dir, root)
     config = rec.get("config")
     if config is None and rundir.config_path.is_file():
         config = to_dict(rundir.read_config())
     status = any_run_state(run_dir)  # (`xling status`'s: a run outside a study trained with --no-eval is completed)
     run = {
-        "id": f"{study}/{name}" if study else name, "study": study, "name": name, "grp": rec.get("group", ""),
+        "id": run_id, "study": study, "name": name, "grp": rec.get("group", ""),
         "dims": json.dumps(rec.get("dims", {})), "config": json.dumps(config or {}), "status": status,
         "started": rec.get("started"), "finished": rec.get("finished"),
         "error": rec.get("error") or (info.get("error", "") if status == "failed" else ""),
@@ -193,6 +202,8 @@ class Store:
             return True
         except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
             log.warning(f"skipped {run_dir} in the results store: {exc}")
+            with self._transaction():  # what it said before it was damaged is no result now
+                self.db.execute("DELETE FROM runs WHERE id = ?", (_run_id(Path(run_dir), root)[0],))
             return False
 
     def sync(self, study: Study, root: str | Path) -> None:

@@ -190,6 +190,10 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
         raise XlingError(short_split_message(split, short, ev.window))
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  ev.max_tokens, session.device, session.autocast, only or None, progress)
+    broken = [name for name, r in results.items() if r["tokens_scored"] and not math.isfinite(r["loss"])]
+    if broken:  # nothing written: an eval.json of nan would read as a result (and break a study's report)
+        raise XlingError(f"{run_dir}: the loss on {broken[0]}'s {split} text is {results[broken[0]]['loss']} at step "
+                         f"{session.step}: the checkpoint's weights are not finite numbers (a diverged or damaged run)")
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": tokens}
     path = evaluation_path(session.run, own, split, ev)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 
 import torch
 from safetensors.torch import load as safetensors_load
@@ -69,9 +70,11 @@ def save_languages(run: RunDir, setup: LanguageSetup) -> dict:
 
 def _read(run: RunDir, entry: dict) -> bytes:
     """A recorded file's bytes, or an XlingError saying what is wrong with it."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or ".." in entry["file"]:
+    # the run's own copies only: FOLDER/NAME, as written above (an absolute path or .. would read any file)
+    file = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(file, str) or not re.fullmatch(rf"{FOLDER}/[\w.-]+", file) or ".." in file:
         raise XlingError(f"{run.info_path}: a malformed {RECORD} entry")
-    path = run.path / entry["file"]
+    path = run.path / file
     if not path.is_file():
         raise XlingError(f"{path} is missing")
     data = path.read_bytes()

@@ -76,6 +76,19 @@ def checkpoint_step(checkpoint: Path) -> int:
 PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's numbers depend on (batch_size does not)
 
 
+def _malformed_info(info) -> str:
+    """What is wrong with run.json's content, or "": a received file's counts must be whole numbers, and its status
+    a word (it is printed)."""
+    if not isinstance(info, dict):
+        return f"not a mapping of keys but a {type(info).__name__}"
+    bad = next((k for k in ("step", "steps", "budget_steps", "budget_tokens") if info.get(k) is not None
+                and not (type(info[k]) is int and 0 <= info[k] <= 10**15)), None)
+    if bad:
+        return f"its {bad} is {info[bad]!r}, not a whole number"
+    status = info.get("status", "")
+    return "" if isinstance(status, str) and (status.isidentifier() or not status) else f"its status is {status!r}, not a word"
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -89,14 +102,16 @@ class RunDir:
     study_record_path = property(lambda self: self.path / "study.json")
     lock_path = property(lambda self: self.path / ".lock")
 
-    def check_own_checkpoints(self) -> None:
-        """Training writes and prunes checkpoints/: a link out of the run (in a run received from someone else,
-        say) would make it write and delete elsewhere. Refused, with how to keep checkpoints on another disk."""
-        linked = [p for p in [self.checkpoints, *self.checkpoints.glob("step_*")] if p.is_symlink()]
-        if linked:
-            raise XlingError(f"{linked[0]} is a symbolic link (to {os.path.realpath(linked[0])}): training writes and "
-                             "deletes checkpoints there, so a run's checkpoints must be its own; to keep them on another "
-                             "disk, put the whole run directory there")
+    def check_own(self) -> None:
+        """xling writes into a run (checkpoints, metrics, alignment/, transfer/, logs, its lock) and prunes its
+        checkpoints: a symbolic link anywhere in it (in a run received from someone else, say) would make it write or
+        delete elsewhere. Refused, with how to keep a run on another disk. (os.walk does not enter linked folders.)"""
+        for folder, dirs, files in os.walk(self.path):
+            linked = next((Path(folder) / name for name in dirs + files if (Path(folder) / name).is_symlink()), None)
+            if linked:
+                raise XlingError(f"{linked} is a symbolic link (to {os.path.realpath(linked)}): xling writes and "
+                                 "deletes only a run's own files, so a run holds no links; to keep a run on another "
+                                 "disk, put the whole run directory there")
 
     def alignment_at(self, checkpoint: Path) -> Path:
         """The alignment measures of one checkpoint (alignment over training)."""
@@ -140,7 +155,8 @@ class RunDir:
             if names is not None and lang not in names:
                 raise XlingError(f"{path}: language {lang!r} is not one of the run's ({', '.join(names)})")
             ppl = r.get("ppl") if isinstance(r, dict) else None
-            if isinstance(ppl, bool) or not isinstance(ppl, (int, float)) or not (1 <= ppl < math.inf or math.isnan(ppl)):
+            unscored = isinstance(ppl, float) and math.isnan(ppl) and not r.get("tokens_scored")
+            if isinstance(ppl, bool) or not isinstance(ppl, (int, float)) or not (1 <= ppl < math.inf or unscored):
                 raise XlingError(f"{path}: the perplexity of {lang} is {ppl!r}, not a number >= 1 (or nan, where no "
                                  "token was scored)")
         return report
@@ -207,7 +223,10 @@ class RunDir:
     def read_config(self) -> RunConfig:
         """config.yaml, validated like any config: a run directory may come from someone else."""
         try:
-            cfg = from_dict(load_yaml(self.require().config_path))
+            data = load_yaml(self.require().config_path)
+            if not data:  # (an empty file would read as every default, and then not fit the run's checkpoint)
+                raise XlingError(f"{self.config_path} is empty: the run's config is lost (damaged)")
+            cfg = from_dict(data)
             validate(cfg, recorded=True)
             return resolved(cfg)  # (written resolved; a hand-edited eval.window 0 follows model.seq_len)
         except XlingError as exc:
@@ -222,9 +241,13 @@ class RunDir:
         """run.json's content; {} before the run has started. A damaged file is an error, or {} when
         `tolerant` (the study runner then redoes the work the file would have recorded)."""
         if tolerant:
-            return read_json(self.info_path, default={})
+            info = read_json(self.info_path, default={})
+            return info if not _malformed_info(info) else {}
         try:
-            return read_json(self.info_path) if self.info_path.is_file() else {}
+            info = read_json(self.info_path) if self.info_path.is_file() else {}
+            if _malformed_info(info):
+                raise XlingError(f"{self.info_path}: {_malformed_info(info)}")
+            return info
         except XlingError as exc:
             raise XlingError(f"{exc}: restore it from a copy of the run, or remove it (`xling train {self.path} "
                              "--resume` then goes on from the newest checkpoint and writes it again)") from None

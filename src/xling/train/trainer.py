@@ -67,8 +67,7 @@ class Trainer:
         """Refuse to overwrite a run, or to resume it with another config; choose the checkpoint
         to resume from (self.resume_from)."""
         self.resume_from = None
-        if self.run.checkpoints.exists() or self.run.checkpoints.is_symlink():
-            self.run.check_own_checkpoints()
+        self.run.check_own()
         # a start that failed before training (a full disk, say) left config.yaml, perhaps tokenizers: no run yet
         if not self.run.exists() or not (self.run.info_path.is_file() or self.run.checkpoint_dirs()):
             return
