@@ -411,3 +411,16 @@ def test_alignment_over_training_of_a_run_that_kept_only_its_last_checkpoints_sa
         results = align_over_training(run, sequences=4, grad_sequences=0)
     assert len(results) == len(RunDir(run).checkpoint_dirs()) == 2
     assert "kept only its last checkpoints (train.keep_checkpoints: last)" in caplog.text
+
+
+def test_frequency_counts_of_a_pinned_budget_are_of_its_first_tokens(tiny_corpus_dir):
+    """Embedding frequency bins count the training text; under a pinned budget (train.budget_tokens, the paper's 1x
+    of a larger corpus) only its first budget_tokens tokens, as the authors count the first 1x of the stream."""
+    from xling.analysis.embeddings import training_counts
+    from xling.data.stream import prepare_languages
+
+    setup = prepare_languages(tiny_config(tiny_corpus_dir))
+    train = np.asarray(setup.tokens(0, "train"))
+    whole, first = training_counts(setup), training_counts(setup, budget_tokens=1000)
+    assert whole.sum() == len(train) and first.sum() == 1000
+    assert (first == np.bincount(train[:1000], minlength=len(first))[:len(first)]).all()

@@ -306,7 +306,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         timings["gradient"], t0 = time.perf_counter() - t0, time.perf_counter()
     clones = setup.source_of_language[a] == setup.source_of_language[b] and len(clone_pairs(setup.table, a, b)[0])
     if clones:
-        counts = training_counts(setup, setup.source_of_language[a])
+        counts = training_counts(setup, setup.source_of_language[a], cfg.train.budget_tokens)
         matrices = {"input": model.tok_emb.weight.detach().cpu(), "output": model.head.weight.detach().cpu()}
         result["embeddings"] = embedding_similarity(matrices, setup.table, a, b, counts)
         timings["embeddings"], t0 = time.perf_counter() - t0, time.perf_counter()

@@ -106,10 +106,11 @@ def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor,
     return out
 
 
-def training_counts(setup, source: int = 0) -> np.ndarray:
-    """How often each base id occurs in a text source's training split."""
+def training_counts(setup, source: int = 0, budget_tokens: int = 0) -> np.ndarray:
+    """How often each base id occurs in a text source's training split, or in its first `budget_tokens` tokens (a
+    pinned budget, train.budget_tokens: the authors count the first 1x of the monolingual stream, not a larger corpus)."""
     width = setup.table.shape[1]
-    return np.bincount(np.asarray(setup.tokens(source, "train")), minlength=width)[:width]
+    return np.bincount(np.asarray(setup.tokens(source, "train"))[:budget_tokens or None], minlength=width)[:width]
 
 
 # --------------------------------------------------------------------------- the command
