@@ -230,7 +230,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
                *(f"TEff ({f} form)" for f in FORMS), "TEff (ladder, no law)", "TEff (sampled share)", "TEff (paper)",
                "seeds", ""], rows)
     doc.p("Share of T: the language's expected share of the run's tokens (p/k of them, 0.5 per language for a "
-          "schedule averaging 50/50) over the reference budget T (one pass over the base language at 1x): the paper's "
+          "schedule averaging 50/50) over the reference budget T (one pass over the base language, or the study's "
+          "pinned train.budget_tokens: the paper's 1x): the paper's "
           "accounting, used for every TEff unless said otherwise. Sampled share: what the language's sampled "
           "sequences actually got; TEff (sampled share) uses it with the verdict's law form. MLPE: the perplexity "
           "a monolingual model reaches with that share (verdict form). TEff: monolingual tokens needed for our PPL "
@@ -239,7 +240,10 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
           "(made monotone), blank (–) where our PPL lies outside the ladder's: no law shape assumed, no "
           "extrapolation; where it differs much from the law forms, the laws misfit the ladder. Paper "
           "values are GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): "
-          "compare TEff (paper form) and directions, not perplexity magnitudes.")
+          "compare TEff (paper form) and directions, not perplexity magnitudes."
+          + (" A row of several clones (EN2–EN10): each run's mean over them, then over seeds; the paper scores its "
+             "first clone (EN2) alone, which has the same expectation and a larger spread."
+             if any("–" in s.label for s in a.summaries) else ""))
     warnings = sorted({w for s in a.summaries for w in s.warnings})
     if warnings:
         doc.p("† warnings of the row's TEff, the verdict form's unless they say \"under the paper's law form\" "
