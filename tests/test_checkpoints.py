@@ -734,3 +734,13 @@ def test_weights_that_are_not_numbers_are_said_not_scored(tiny_corpus_dir, tmp_p
     (run / "config.yaml").write_text("")
     with pytest.raises(XlingError, match=r"config\.yaml is empty"):
         RunDir(run).read_config()
+
+
+def test_links_within_a_run_are_its_own(tiny_corpus_dir, tmp_path):
+    """A link that stays inside the run (W&B's wandb/latest-run) is no reason to refuse it."""
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run).fit(progress=False, stop_at=2)
+    (run / "wandb" / "run-1").mkdir(parents=True)
+    (run / "wandb" / "latest-run").symlink_to("run-1")
+    info = Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run).fit(resume=True, progress=False)
+    assert info["status"] == "completed"

@@ -30,13 +30,14 @@ _HELD: set[str] = set()  # the run directories whose lock this process holds (a 
 def run_lock(run_dir: Path) -> Iterator[bool]:
     """Hold the run's lock (yields True) or learn that another holder has it (yields False)."""
     make_dirs(run_dir)
+    path = RunDir(run_dir).lock_path
     try:  # not through a link (a received run's .lock -> ~/.bashrc would be emptied and given a process id)
-        fd = os.open(RunDir(run_dir).lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
-        RunDir(run_dir).check_own()  # says which link, and what to do
-        raise
+        raise XlingError(f"{path} is a symbolic link (to {os.path.realpath(path)}): a run's lock is its own file, "
+                         "written by whoever trains it; remove the link") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -104,13 +104,16 @@ class RunDir:
 
     def check_own(self) -> None:
         """xling writes into a run (checkpoints, metrics, alignment/, transfer/, logs, its lock) and prunes its
-        checkpoints: a symbolic link anywhere in it (in a run received from someone else, say) would make it write or
-        delete elsewhere. Refused, with how to keep a run on another disk. (os.walk does not enter linked folders.)"""
+        checkpoints: a symbolic link out of it (in a run received from someone else, say) would make it write or
+        delete elsewhere. Refused, with how to keep a run on another disk; links within the run (W&B's latest-run)
+        are its own. (os.walk does not enter linked folders.)"""
+        inside = os.path.realpath(self.path)
         for folder, dirs, files in os.walk(self.path):
-            linked = next((Path(folder) / name for name in dirs + files if (Path(folder) / name).is_symlink()), None)
+            linked = next((path for path in (Path(folder) / name for name in dirs + files) if path.is_symlink()
+                           and not Path(os.path.realpath(path)).is_relative_to(inside)), None)
             if linked:
                 raise XlingError(f"{linked} is a symbolic link (to {os.path.realpath(linked)}): xling writes and "
-                                 "deletes only a run's own files, so a run holds no links; to keep a run on another "
+                                 "deletes only a run's own files, so a run holds no links out of it; to keep a run on another "
                                  "disk, put the whole run directory there")
 
     def alignment_at(self, checkpoint: Path) -> Path:
