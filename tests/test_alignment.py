@@ -413,14 +413,16 @@ def test_alignment_over_training_of_a_run_that_kept_only_its_last_checkpoints_sa
     assert "kept only its last checkpoints (train.keep_checkpoints: last)" in caplog.text
 
 
-def test_frequency_counts_of_a_pinned_budget_are_of_its_first_tokens(tiny_corpus_dir):
+def test_frequency_counts_of_a_pinned_budget_are_of_the_windows_it_reads(tiny_corpus_dir):
     """Embedding frequency bins count the training text; under a pinned budget (train.budget_tokens, the paper's 1x
-    of a larger corpus) only its first budget_tokens tokens, as the authors count the first 1x of the stream."""
+    of a larger corpus) the windows a monolingual run of that budget reads, as the authors count the first 1x."""
     from xling.analysis.embeddings import training_counts
-    from xling.data.stream import prepare_languages
+    from xling.data.stream import TrainStream, prepare_languages
 
     setup = prepare_languages(tiny_config(tiny_corpus_dir))
     train = np.asarray(setup.tokens(0, "train"))
-    whole, first = training_counts(setup), training_counts(setup, budget_tokens=1000)
-    assert whole.sum() == len(train) and first.sum() == 1000
-    assert (first == np.bincount(train[:1000], minlength=len(first))[:len(first)]).all()
+    whole, budget = training_counts(setup), training_counts(setup, budget_rows=40, seq_len=32, seed=3)
+    assert whole.sum() == len(train) and budget.sum() == 40 * 32
+    windows = TrainStream(setup, np.zeros(40, dtype=np.int64), 32, 3).windows_of(0, 40)  # a mono run's first 40 rows
+    read = np.concatenate([train[w * 32:(w + 1) * 32] for w in windows])
+    assert (budget == np.bincount(read, minlength=len(budget))[:len(budget)]).all()

@@ -445,3 +445,33 @@ def test_transfer_at_chance_in_both_settings_does_not_judge_claim_8(tmp_path):
     (evidence,) = _transfer(Doc(), above, above, tmp_path, paper=False)
     assert evidence.test.status is Status.SUPPORTED and evidence.line.startswith("zero-shot transfer 90/10 > 50/50: yes")
     assert (tmp_path / "transfer-by-p.png").stat().st_size > 1000
+
+
+def test_a_study_with_a_pinned_budget_trains_and_reports_its_1x(tiny_corpus_dir, tmp_path):
+    """train.budget_tokens in a study's base: each run trains data_fraction of it (not of one pass over the corpus),
+    the report's lengths count against it and its training row says what 1x is; a run whose .lock links out of it
+    fails alone (the study goes on)."""
+    from test_study import tiny_study_dict
+    from xling.study.runner import run_study
+    from xling.study.spec import build_study
+    from xling.train.rundir import RunDir
+
+    data = tiny_study_dict(tiny_corpus_dir, name="pinned", seeds=(0,), ps=(0.5,), fractions=(0.25, 0.5, 0.75, 1.0),
+                           mix_fraction=1.0)
+    data["base"]["train"]["budget_tokens"] = 20 * 8 * 32  # 20 steps of 8 x 32 tokens
+    data["one_x"] = 1.0
+    study = build_study(data)
+    (tmp_path / "victim").write_text("keep")
+    linked = study.runs[0].run_dir(tmp_path / "runs")
+    linked.mkdir(parents=True)
+    (linked / ".lock").symlink_to(tmp_path / "victim")
+    counts = run_study(study, tmp_path / "runs", log=lambda *_: None, progress=False)
+    assert counts["failed"] == 1 and counts["completed"] == len(study.runs) - 1
+    assert (tmp_path / "victim").read_text() == "keep"
+    (linked / ".lock").unlink()
+    run_study(study, tmp_path / "runs", log=lambda *_: None, progress=False)
+    steps = {spec.config["train"]["data_fraction"]: RunDir(spec.run_dir(tmp_path / "runs")).read_info()["steps"]
+             for spec in study.runs if spec.group == "ladder"}
+    assert steps == {0.25: 5, 0.5: 10, 0.75: 15, 1.0: 20}
+    md = write_report(study, tmp_path / "runs", tmp_path / "report")[0].read_text()
+    assert "1x = 5120 tokens (train.budget_tokens)" in md and "one pass" not in md.split("| training |")[1][:200]

@@ -167,6 +167,24 @@ def test_is_locked_only_looks(tmp_path):
     (run / ".lock").write_text("4242\n")  # the last holder's pid stays as it was: looking does not lock
     os.chmod(run / ".lock", 0o444)
     assert not is_locked(run) and lock_holder(run) == 4242
+    # a received run's .lock as a FIFO, or linked to one: looking neither hangs (it waited for a writer) nor follows
+    from xling.train.lock import lock_state
+
+    os.mkfifo(tmp_path / "fifo")
+    for make in (lambda lock: os.mkfifo(lock), lambda lock: lock.symlink_to(tmp_path / "fifo")):
+        (run / ".lock").unlink()
+        make(run / ".lock")
+        assert lock_state(run) is None
+
+
+def test_json_nested_too_deep_is_a_damaged_file_not_a_traceback(tmp_path):
+    from xling.errors import XlingError
+    from xling.fsio import read_json
+
+    (tmp_path / "run.json").write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert read_json(tmp_path / "run.json", default={}) == {}
+    with pytest.raises(XlingError, match="cannot read .*run.json"):
+        read_json(tmp_path / "run.json")
 
 
 @pytest.mark.parametrize("damage", ["config", "nan"])

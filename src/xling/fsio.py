@@ -165,8 +165,8 @@ def read_json(path: Path, default=_REQUIRED) -> dict:
         if not isinstance(content, dict):
             raise ValueError(f"holds a JSON {type(content).__name__}, not an object")
         return content
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError) as exc:
-        # missing, or not a JSON object (UnicodeDecodeError and JSONDecodeError are ValueErrors);
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RecursionError) as exc:
+        # missing, or not a JSON object (UnicodeDecodeError and JSONDecodeError are ValueErrors; nested too deep);
         # other OSErrors (permissions, I/O) propagate: redoing work would not fix them
         if default is not _REQUIRED:
             return default

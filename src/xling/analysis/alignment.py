@@ -119,7 +119,8 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences
         sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode(segments)])
     packed = pack_pairs(sides[0], sides[1], seq_len + 1, min_len=seq_len // 4)[:max_sequences]  # paper: 128 of 512
     if not packed:
-        raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len")
+        raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len"
+                         + ("" if where.startswith("probe books") else ", or sentence-aligned lines (doc_per_line)"))
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
     return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
                   source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens")
@@ -286,6 +287,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
+    session.run.check_own()  # it writes into the run
     setup, model, cfg = session.setup, session.model, session.cfg
     a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)
     if a == b:
@@ -306,7 +308,9 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         timings["gradient"], t0 = time.perf_counter() - t0, time.perf_counter()
     clones = setup.source_of_language[a] == setup.source_of_language[b] and len(clone_pairs(setup.table, a, b)[0])
     if clones:
-        counts = training_counts(setup, setup.source_of_language[a], cfg.train.budget_tokens)
+        tr, seq_len = cfg.train, cfg.model.seq_len
+        budget_rows = tr.budget_tokens // (seq_len * tr.batch_size) * tr.batch_size  # (stream.budget_steps)
+        counts = training_counts(setup, setup.source_of_language[a], budget_rows, seq_len, tr.seed)
         matrices = {"input": model.tok_emb.weight.detach().cpu(), "output": model.head.weight.detach().cpu()}
         result["embeddings"] = embedding_similarity(matrices, setup.table, a, b, counts)
         timings["embeddings"], t0 = time.perf_counter() - t0, time.perf_counter()

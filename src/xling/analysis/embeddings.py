@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.stream import TrainStream
 from ..errors import XlingError
 
 BINS_PER_DECADE = 4
@@ -106,11 +107,18 @@ def embedding_similarity(matrices: dict[str, torch.Tensor], table: torch.Tensor,
     return out
 
 
-def training_counts(setup, source: int = 0, budget_tokens: int = 0) -> np.ndarray:
-    """How often each base id occurs in a text source's training split, or in its first `budget_tokens` tokens (a
-    pinned budget, train.budget_tokens: the authors count the first 1x of the monolingual stream, not a larger corpus)."""
-    width = setup.table.shape[1]
-    return np.bincount(np.asarray(setup.tokens(source, "train"))[:budget_tokens or None], minlength=width)[:width]
+def training_counts(setup, source: int = 0, budget_rows: int = 0, seq_len: int = 1, seed: int = 0) -> np.ndarray:
+    """How often each base id occurs in a text source's training split; under a pinned budget (train.budget_tokens,
+    its `budget_rows` windows of `seq_len`), in the windows a monolingual run of that budget reads with `seed`, each
+    as often as it is read: the authors count the first 1x of the monolingual stream, not all of a larger corpus."""
+    width, tokens = setup.table.shape[1], np.asarray(setup.tokens(source, "train"))
+    if not budget_rows:
+        return np.bincount(tokens, minlength=width)[:width]
+    language = list(setup.source_of_language).index(source)
+    stream = TrainStream(setup, np.full(budget_rows, language), seq_len, seed)
+    reads = np.bincount(stream.windows_of(0, budget_rows), minlength=stream.windows[source])
+    weights = np.repeat(reads, seq_len)  # a window's inputs: its first seq_len tokens
+    return np.bincount(tokens[:len(weights)], weights=weights, minlength=width)[:width].astype(np.int64)
 
 
 # --------------------------------------------------------------------------- the command

@@ -268,6 +268,7 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise XlingError("steps and batch_size must be >= 1 and lr > 0 (--steps, --batch-size, --lr)")
     session = load_session(run_dir, device=device)
+    session.run.check_own()  # it writes into the run
     setup, cfg = session.setup, session.cfg
     names = setup.names
     lang = setup.index(train_language) if train_language is not None else 0

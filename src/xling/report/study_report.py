@@ -163,8 +163,10 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
         return f"{c['model']['preset']}: {d.n_layers} layers × {d.d_model} ({d.n_heads} heads, MLP {d.d_mlp})"
 
     c = configs[0]
-    training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = data "
-                f"fraction {st.one_x:g} of one pass over the base language's training text")
+    budget = one('train.budget_tokens')
+    training = (f"batch {one('train.batch_size')}, lr {one('train.lr')}, warm-up {one('train.warmup')}; 1x = "
+                + (f"{budget} tokens (train.budget_tokens)" if budget != "0" else
+                   f"data fraction {st.one_x:g} of one pass over the base language's training text"))
     mix = a.rows[0].spec.mixture
     if mix.many:
         languages = f"{c['corpus']['name']} {', '.join(c['languages']['corpora'])}" + (

@@ -32,7 +32,11 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
     gpu = os.environ.get(GPU_VARIABLE)
     result = {"id": spec.id, "status": "busy", "seconds": 0.0, "error": "", "gpu": gpu}
     start = time.perf_counter()
-    with run_lock(run_dir) as got:
+    with contextlib.ExitStack() as held:
+        try:
+            got = held.enter_context(run_lock(run_dir))
+        except XlingError as exc:  # a received run's .lock linked elsewhere: this run fails, the study goes on
+            return {**result, "status": "failed", "error": first_line(exc)}
         if not got:
             return result
         if is_complete(run_dir):

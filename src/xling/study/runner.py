@@ -142,7 +142,9 @@ def _cost(spec: RunSpec) -> float:
     training tokens x the model's matmul work per token."""
     cfg = spec.run_config
     per_token = run_dims(spec).num_parameters()  # ~ matmul work per token
-    return (cfg.train.steps or cfg.train.data_fraction * 1000) * cfg.train.batch_size * cfg.model.seq_len * per_token
+    tokens = cfg.train.steps * cfg.train.batch_size * cfg.model.seq_len or cfg.train.data_fraction * (
+        cfg.train.budget_tokens or 1000 * cfg.train.batch_size * cfg.model.seq_len)  # (unpinned: the pass is unknown)
+    return tokens * per_token
 
 
 def _usable_loggers(loggers: tuple[str, ...], log) -> tuple[str, ...]:

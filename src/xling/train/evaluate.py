@@ -172,6 +172,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
+    session.run.check_own()  # it writes into the run
     study = session.run.own_protocol()  # a study's run: its study's window, last_n, max_tokens (what it compares)
     own = dataclasses.replace(session.cfg.eval, **{key: getattr(study, key) for key in PROTOCOL})
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,11 +77,13 @@ def lock_state(run_dir: Path) -> bool | None:
     dropped, on the file opened read-only (a status read must not take the lock, nor need write access)."""
     if os.path.realpath(run_dir) in _HELD:  # this process's own: not probed (where flock is emulated by POSIX locks,
         return True  # as on NFS, a probe's unlock would release the holder's lock)
-    try:
-        fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY)
+    try:  # not through a link, and not waiting on a FIFO (a received run's .lock may be either)
+        fd = os.open(RunDir(run_dir).lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True

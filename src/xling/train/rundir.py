@@ -248,8 +248,9 @@ class RunDir:
             return info if not _malformed_info(info) else {}
         try:
             info = read_json(self.info_path) if self.info_path.is_file() else {}
-            if _malformed_info(info):
-                raise XlingError(f"{self.info_path}: {_malformed_info(info)}")
+            malformed = _malformed_info(info)
+            if malformed:
+                raise XlingError(f"{self.info_path}: {malformed}")
             return info
         except XlingError as exc:
             raise XlingError(f"{exc}: restore it from a copy of the run, or remove it (`xling train {self.path} "

@@ -186,8 +186,6 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
     worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
-    if computes:  # what it computes (eval, alignment, transfer) is written into the run
-        run.check_own()
     cfg = resolve_relative(run.read_config(), run.read_info().get("workdir"))  # read from anywhere
     setup = run_languages(run, cfg, cache_dir)
     dev = pick_device(device)
