@@ -346,10 +346,14 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
     clones = [s for s in settings if s.kind == "clone" and s.alignments]
     reals = [s for s in settings if s.kind == "real" and s.alignments]
     doc.h(2, "Alignment of the languages")
+    bibles = all(a.get("probes", "").startswith("probe") for s in settings for a in s.alignments)  # (else own text)
     doc.p("Measured on held-out probes no language saw in training (`xling align`): for clones, windows of the "
-          "probe books (Luke, Acts) written in both languages, compared position by position; for a real pair, "
-          "the same books verse-aligned, packed into sequences and matched token by token (maximum-weight "
-          "matching of the layer-averaged cosine). The shuffled baseline pairs each sequence with the "
+          + ("probe books (Luke, Acts)" if bibles else "held-out text (the Bibles' probe books, your text's test "
+             "split)") + " written in both languages, compared position by position; for a real pair, "
+          + ("the same books verse-aligned" if bibles else "held-out parallel text (the Bibles' probe books verse by "
+             "verse, your test files document by document)") + ", packed into sequences and matched token by "
+          "token (maximum-weight matching of the layer-averaged cosine); each run's probes are named in its "
+          "alignment.json (`probes`). The shuffled baseline pairs each sequence with the "
           "translation of the sequence half the probes away (unrelated text, not the next verse): how similar "
           "unrelated text looks in that layer. ± is the 95 % t-interval "
           "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens, on other probe text (Europarl, "
