@@ -282,6 +282,10 @@ def test_extrapolation_warns(fit):
     assert math.isfinite(e.teff) and any("extrapolated" in w for w in e.warnings)
     e = efficiency(fit, 0.01, 200.0)
     assert any("fraction 0.01 is outside" in w for w in e.warnings)
+    # a share 1 % below the ladder's lowest point (whole steps made that point 0.1009 for 0.1): not extrapolation
+    lo = fit.law.x_range[0]
+    assert not any("is outside" in w for w in efficiency(fit, lo * 0.99, 200.0).warnings)
+    assert any("is outside" in w for w in efficiency(fit, lo * 0.97, 200.0).warnings)
 
 
 def test_the_ladders_own_end_point_missed_by_the_law_is_not_called_extrapolated():

@@ -347,8 +347,10 @@ def _check_many(cfg: RunConfig) -> None:
     _check(len(lang.corpora) >= 2, "languages.corpora needs at least two languages (the first is the base language)")
     _check(cfg.corpus.name == "bible" or not cfg.corpus.paths, "with languages.corpora each entry is one language's "
            "text (a file or folder): leave corpus.paths empty (for Bible translations set corpus.name bible)")
-    _check(not cfg.corpus.test or len(cfg.corpus.valid) == len(cfg.corpus.test) == len(lang.corpora), "with languages"
-           f".corpora, corpus.valid and .test list one held-out file or folder per language ({len(lang.corpora)}), in its order")
+    held = cfg.corpus.valid, cfg.corpus.test
+    _check(not any(held) or len(held[0]) == len(held[1]) == len(lang.corpora), "with languages.corpora, corpus.valid and "
+           f".test list one held-out file or folder per language ({len(lang.corpora)}), in its order: got "
+           f"{len(held[0])} in corpus.valid and {len(held[1])} in corpus.test")
     _check(not lang.schedule, "languages.schedule applies to languages.p; the shares of languages.corpora are static")
     _check(not cfg.tokenizer.second_path, "tokenizer.second_path is for languages.second; with languages.corpora "
                                           "every language trains its own tokenizer (or one joint: tokenizer.path)")
@@ -397,6 +399,11 @@ def check_keys_apply(cfg: RunConfig) -> None:
                                                                              f"text only, not {corpus.name}")
         _check(corpus.name != "text" or corpus.text_field == "text", f"{where}.text_field applies to jsonl, parquet "
                                                                      "and hf corpora, not text")
+    # one language's held-out file that is the other's training text would score it on what the model trained on
+    (train_a, held_a), (train_b, held_b) = (({*c.paths}, {*c.valid, *c.test}) for c in (cfg.corpus, lang.second))
+    shared = sorted(held_a & train_b | held_b & train_a) if uses_second else []
+    _check(not shared, f"{shared[0] if shared else ''} is held out for one language of corpus and languages.second and "
+                       "is training text of the other: each file belongs to one split")
     tok, one = cfg.tokenizer, lang.kind == "clone" or lang.vocab == "joint"  # one tokenizer for every language
     all_brought = tok.path and (one or (uses_second and tok.second_path))
     _check(not all_brought or tok.vocab_size == TokenizerConfig().vocab_size, "tokenizer.vocab_size does not apply: "

@@ -101,8 +101,9 @@ def parallel_texts(corpus_a, corpus_b) -> tuple[list[str], list[str], str, str]:
     if corpus_a.name != "bible" and corpus_b.name != "bible" and corpus_a.test and corpus_b.test:
         docs_a, docs_b = load_documents(corpus_a, "test"), load_documents(corpus_b, "test")
         if len(docs_a) != len(docs_b):
-            raise XlingError(f"the two languages' test files hold {len(docs_a)} and {len(docs_b)} documents: "
-                             "alignment pairs them by position, so give the same documents, translated, in both")
+            raise XlingError(f"the two languages' test files ({', '.join(corpus_a.test)}; {', '.join(corpus_b.test)}) "
+                             f"hold {len(docs_a)} and {len(docs_b)} documents (empty ones dropped): alignment pairs "
+                             "them by position, so give the same documents, translated, in both")
         return docs_a, docs_b, "test files", "document"
     raise XlingError("alignment of a real language pair needs parallel text: two Bible translations (corpus.name: "
                      "bible), or your own text with held-out test files that translate each other document by "
@@ -118,12 +119,14 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences
         tokenizer = setup.tokenizers[setup.source_of_language[lang]]
         sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode(segments)])
     packed = pack_pairs(sides[0], sides[1], seq_len + 1, min_len=seq_len // 4)[:max_sequences]  # paper: 128 of 512
+    too_long = sum(max(len(x), len(y)) > seq_len + 1 for x, y in zip(*sides))  # (the longest: a biased sample)
     if not packed:
         raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len"
                          + ("" if where.startswith("probe books") else ", or sentence-aligned lines (doc_per_line)"))
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
     return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
-                  source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens")
+                  source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens"
+                  + (f" ({too_long} of {len(sides[0])} {unit}s longer than that on a side left out)" if too_long else ""))
 
 
 def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = 500) -> Probes:
@@ -295,7 +298,10 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     timings, t0 = {}, time.perf_counter()
     probes = make_probes(cfg, setup, a, b, sequences)
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
-              "kind": cfg.languages.kind, "p": cfg.languages.p, "schedule": cfg.languages.schedule,
+              "kind": cfg.languages.kind, "schedule": cfg.languages.schedule,
+              # many languages mix by shares (run.json's), not by p
+              **({"shares": session.run.read_info(tolerant=True).get("shares")} if cfg.languages.corpora else
+                 {"p": cfg.languages.p}),
               "step": session.step,
               "probes": probes.source}
     result["tokens"] = result["step"] * cfg.train.batch_size * cfg.model.seq_len if result["step"] else None

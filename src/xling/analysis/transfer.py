@@ -70,7 +70,7 @@ def bible_parts_task(setup, per_class: int = 200, seed: int = 0) -> Task:
     missing = [setup.names[lang] for lang in range(setup.num_languages) if lang not in translations]
     if missing:  # nothing to test them in: zero-shot transfer is measured there
         raise XlingError(f"the bible-parts task has no text in {', '.join(missing)} (your own text): give --task "
-                         f"FILE with a text_{missing[0]} column")
+                         f"FILE with {' and '.join(f'a text_{name}' for name in missing)} column")
     texts = {name: {(b, c, v): t for b, c, v, t in bible_verses(name) if b in books}
              for name in set(translations.values())}
     keys = sorted(set.intersection(*(set(t) for t in texts.values())))

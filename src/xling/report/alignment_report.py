@@ -144,7 +144,8 @@ def _hidden_reals(doc: Doc, reals: list[Setting], paper: bool) -> list[Evidence]
                   + (" (the paper's: it finds no consistent change for EN/FR)" if paper else "")
                   + "; above the shuffled baseline, "
                   f"90/10 > 50/50: {excess}.")
-            evidence.append(Evidence("9", f"{vocab} EN/FR hidden-state change within ±{PAPER_REAL_HIDDEN_DELTA}: "
+            pair = "/".join(imb.alignments[0]["languages"])
+            evidence.append(Evidence("9", f"{vocab} {pair} hidden-state change within ±{PAPER_REAL_HIDDEN_DELTA}: "
                                           f"{'yes' if inside else 'no'}; above the baseline, 90/10 > 50/50: {excess}"))
             evidence += _beyond_paper(doc, [s for s in reals if s.vocab == vocab], "9", imb, bal)
     return evidence

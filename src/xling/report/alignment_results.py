@@ -9,12 +9,14 @@ report costs nothing and a run directory stays the single source of truth.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run
 from ..analysis.transfer import transfer_run
+from ..data.corpora import language_corpora
 from ..fsio import read_json
 from ..study.launch import Launch, auto_workers, usable_cores
 from ..study.spec import RunSpec, Study, runs_root
@@ -33,7 +35,7 @@ class Setting:
     name: str
     kind: str  # clone | real
     vocab: str  # "clone" for clones, else disjoint | anchored | joint
-    p: float  # the effective p (a schedule's mean)
+    p: float  # the effective p (a schedule's mean); nan for many languages (shares, not p: never a 50/50 or 90/10)
     schedule: str
     alignments: list[dict] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
@@ -41,6 +43,9 @@ class Setting:
 
     @property
     def label(self) -> str:
+        if math.isnan(self.p):  # many languages: the setting's name, and the pair aligned
+            pair = "–".join(self.alignments[0]["languages"]) if self.alignments else ""
+            return f"{self.vocab} {self.name}" + (f" ({pair})" if pair else "")
         mix = f"schedule {self.schedule}" if self.schedule else f"{round(100 * (1 - self.p))}/{round(100 * self.p)}"
         return mix if self.kind == "clone" else f"{self.vocab} {mix}"
 
@@ -96,6 +101,12 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     root = runs_root(root)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
+    own = [s.id for s in ready if s.run_config.languages.kind == "real"
+           and any(c.name != "bible" for c in language_corpora(s.run_config))]
+    if task == DEFAULT_TASK and own:  # its verses exist in the Bibles' languages only (xling transfer would stop)
+        log(f"transfer skipped: the {task} task has no text in the real languages of your own text ({own[0]}, ...): "
+            "give --task FILE with a text_<LANG> column per language")
+        task = None
     todo = [s for s in ready if any(_missing(s, root, task, word2vec, align_options))]
     args = (str(root), task, word2vec, transfer_steps, align_options)
     workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
@@ -121,8 +132,8 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         if not mix.multilingual:
             continue
         run = RunDir(spec.run_dir(root))
-        setting = settings.setdefault(spec.setting, Setting(spec.setting, mix.kind, mix.vocab, mix.effective_p,
-                                                            mix.schedule))
+        p = math.nan if mix.many else mix.effective_p
+        setting = settings.setdefault(spec.setting, Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule))
         alignment = read_json(run.alignment_path, default={})
         if alignment:
             setting.alignments.append(alignment)
