@@ -62,7 +62,7 @@ CASES = [
      "[{corpus}] --languages.second.doc_per_line true --languages.vocab joint --tokenizer.vocab_size 5000", "the joint tokenizer has 2 x 5000 pieces"),
     ("second's test is the first's text", f"{T} --languages.kind real --languages.second.name text "
      "--languages.second.paths [{tmp}/b] --languages.second.valid [{tmp}/c] --languages.second.test [{corpus}]",
-     "is held out for one language of corpus and languages.second and is text of the other"),
+     "is held out for one language of corpus and languages.second and is training text of the other"),
     ("tokenizer path missing", f"{T} {OWN} --tokenizer.path {{tmp}}/missing.model", "missing.model not found"),
     ("tokenizer path not one", f"{T} {OWN} --tokenizer.path {{afile}}",
      "is neither a SentencePiece model nor a Hugging Face tokenizer.json"),
