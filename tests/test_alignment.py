@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import json
+import math
 import shutil
 
 import numpy as np
@@ -426,3 +427,13 @@ def test_frequency_counts_of_a_pinned_budget_are_of_the_windows_it_reads(tiny_co
     windows = TrainStream(setup, np.zeros(40, dtype=np.int64), 32, 3).windows_of(0, 40)  # a mono run's first 40 rows
     read = np.concatenate([train[w * 32:(w + 1) * 32] for w in windows])
     assert (budget == np.bincount(read, minlength=len(budget))[:len(budget)]).all()
+
+
+def test_a_setting_of_many_languages_is_labelled_by_name_and_pair_not_by_p():
+    """Runs of languages.corpora mix by shares: their setting is never read as 50/50 or 90/10 (their p is unused)."""
+    from xling.report.alignment_results import Setting, find
+
+    many = Setting("mix-fr", "real", "disjoint", math.nan, "", alignments=[{"languages": ["EN", "FR"]}])
+    pair = Setting("mix-p0.1", "real", "disjoint", 0.1, "")
+    assert many.label == "disjoint mix-fr (EN–FR)" and pair.label == "disjoint 90/10"
+    assert find([many, pair], "real", 0.1) is pair and find([many], "real", 0.1) is None
