@@ -321,6 +321,12 @@ def test_verdicts_on_synthetic_settings_follow_the_paper_claims():
     assert judged["3"].status is Status.PARTLY and len(judged["3"].evidence) == 3
     assert judged["3"].effect == 0.05 and judged["3"].interval == (0.01, 0.09)  # the first check's
     assert judged["8"].status is Status.CONTRADICTED
+    assert any("run `xling align-report`" in line for line in {v.claim: v for v in verdicts(a)}["3"].evidence)
+    # a study without cloned 50/50 and 90/10 runs never gets these from align-report: it says so, not "run it"
+    real = Analysis(study, [], {}, [_summary("L2", [40, 41, 40.5], [2.0, 2.1, 2.2], p=0.1, kind="real")],
+                    [], [], [], [], 1.0, [])
+    unclonable = {v.claim: v for v in verdicts(real)}
+    assert unclonable["3"].evidence == ["The study has no cloned 50/50 and 90/10 runs to compare."]
 
 
 def test_alignment_answers_are_worded_from_the_check_never_read_back():

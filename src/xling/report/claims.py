@@ -102,8 +102,9 @@ def _from_alignment(claim: str, missing: str) -> Callable[[Analysis, list[Eviden
 
     def judge(a: Analysis, alignment: list[Evidence]) -> Judged:
         mine = [e for e in alignment if e.claim == claim]
-        if not mine:
-            return [], [missing]
+        if not mine:  # (align-report compares cloned 50/50 and 90/10 runs: a study without them never has these)
+            clones = all(find(a.summaries, None, kind="clone", num_clones=1, p=p, schedule="") for p in (0.5, 0.1))
+            return [], [missing if clones else "The study has no cloned 50/50 and 90/10 runs to compare."]
         return [e.test for e in mine if e.test], _alignment_lines(alignment, claim)
 
     return judge
