@@ -357,6 +357,10 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
     md = md_path.read_text()
     claim3 = next(line for line in md.splitlines() if line.startswith("| 3."))
     assert "not tested" not in claim3 and "Alignment of the languages" in md
+    # the transfer ran on a task of its own: the report shows it with that task (xling report --task)
+    assert "Zero-shot transfer" not in md
+    with_task, _ = write_report(study, tmp_path / "runs", tmp_path / "with-task", task=str(task))
+    assert "Zero-shot transfer" in with_task.read_text()
     assert "Partial coverage" not in text and "partial coverage" not in md
     # one run's alignment missing (as after a study reused runs aligned in another): the report says what it lacks
     unaligned = next(s for s in study.runs if s.group == "mix" and s.mixture.p == 0.1).run_dir(tmp_path / "runs")

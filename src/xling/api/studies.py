@@ -179,16 +179,20 @@ class Study:
                     for s, mono in [(s, True) for s in a.ladder] + [(s, False) for s in a.summaries]]
         return rows_or_frame(rows, frame)
 
-    def report(self, out: str | os.PathLike | None = None, screenshot: bool = False) -> Path:
+    def report(self, out: str | os.PathLike | None = None, screenshot: bool = False,
+               task: str | os.PathLike = "bible-parts") -> Path:
         """Write the study's report: report.md, a self-contained report.html and the figures (PNG and SVG)
         in `out` (default reports/NAME); returns the path of report.md. `screenshot`: also report.png, the
-        page as headless Chromium shows it (needs one: apt-get install chromium-headless-shell)."""
+        page as headless Chromium shows it (needs one: apt-get install chromium-headless-shell). `task`: the
+        transfer task whose results (`xling align-report --task`) it shows."""
         from ..report.browser import require_browser
         from ..report.browser import screenshot as take_screenshot
         from ..report.study_report import write_report
 
+        check_arguments(task=(task, (str, os.PathLike)))
+
         browser = require_browser() if screenshot else None  # before anything is written
-        path, _ = write_report(self._study, self.root, out, self.db)
+        path, _ = write_report(self._study, self.root, out, self.db, str(task))
         if browser:
             take_screenshot(path.with_suffix(".html"), path.with_suffix(".png"), browser=browser)
         else:  # a screenshot of an earlier report would no longer show this one

@@ -128,12 +128,14 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--screenshot", action="store_true",
                    help="also write report.png, the page as a headless Chromium shows it (needs one: "
                         "apt-get install chromium-headless-shell)")
+    p.add_argument("--task", default="bible-parts", help="the transfer task whose results (xling align-report "
+                   "--task) the report shows: bible-parts or a CSV / JSONL file")
 
 
 def report(args, overrides) -> int:
     if args.out:
         check_output_file(args.out, directory=True)
-    path = Study(args.name, _existing(args.root), args.db).report(args.out, screenshot=args.screenshot)
+    path = Study(args.name, _existing(args.root), args.db).report(args.out, screenshot=args.screenshot, task=args.task)
     print(f"wrote {path} and {path.with_suffix('.html')} (figures as PNG and SVG beside them)")
     if args.screenshot:
         print(f"wrote {path.with_suffix('.png')}")

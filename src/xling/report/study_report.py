@@ -22,6 +22,7 @@ from ..study.spec import Study, runs_root
 from ..study.store import Store
 from . import published
 from .alignment_report import alignment_sections
+from .alignment_results import DEFAULT_TASK
 from .beyond import answers, figure_shares, share_rows
 from .claims import headline, verdicts
 from .doc import Doc
@@ -280,9 +281,10 @@ def analyse_study(study: Study, root: str | Path | None = None, db: str | Path |
 
 
 def write_report(study: Study, root: str | Path | None = None, out: str | Path | None = None,
-                 db: str | Path | None = None) -> tuple[Path, Analysis]:
+                 db: str | Path | None = None, task: str = DEFAULT_TASK) -> tuple[Path, Analysis]:
     """Sync the store with the study's run directories, analyse, write report.md, a self-contained
-    report.html (figures embedded) and the figures as PNG and SVG."""
+    report.html (figures embedded) and the figures as PNG and SVG. `task`: the transfer task whose results
+    (`xling align-report --task`) the alignment section shows."""
     root = runs_root(root)
     a = analyse_study(study, root, db)
     out = Path(out or Path("reports") / study.name)
@@ -307,7 +309,7 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
         # Alignment and transfer results, where `xling align-report` has computed them for this study:
         # their sections go at the end, their verdicts into the claims table at the top.
         aligned = Doc()
-        alignment = alignment_sections(aligned, study, root, out)
+        alignment = alignment_sections(aligned, study, root, out, task)
     a.alignment = alignment or []
     doc = build_doc(a, figures, alignment, learning_rates(study, root))
     doc.blocks += aligned.blocks
