@@ -454,7 +454,7 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
                         {"out": out, "vocab_size": 8, "language": language, "files": ["config.json"]})
     monkeypatch.setattr(studies.Study, "run", lambda self, *a, **k: calls.append(("study run", a)) or
                         {"total": 1, "completed": 1, "failed": 0})
-    monkeypatch.setattr(studies.Study, "report", lambda self, out, screenshot: calls.append(("report", out)) or
+    monkeypatch.setattr(studies.Study, "report", lambda self, out, screenshot, task: calls.append(("report", out)) or
                         tmp_path / "report.md")
     assert main(["sample", str(tmp_path), "--language", "L1", "--tokens", "3"]) == 0
     assert capsys.readouterr().out == "[L1] hello\n"
