@@ -441,3 +441,15 @@ def test_a_setting_of_many_languages_is_labelled_by_name_and_pair_not_by_p():
     pair = Setting("mix-p0.1", "real", "disjoint", 0.1, "")
     assert many.label == "disjoint mix-fr (EN–FR)" and pair.label == "disjoint 90/10"
     assert find([many, pair], "real", 0.1) is pair and find([many], "real", 0.1) is None
+
+
+def test_align_report_skips_the_bible_task_only_for_real_languages_of_your_own_text():
+    """(align-report without --task stopped midway on them: the bible-parts task has no verses in those languages)"""
+    from xling.config import from_dict
+    from xling.report.alignment_results import _own_real_text
+
+    own = {"corpus": {"name": "text", "paths": ["en"]}, "languages": {"kind": "real", "second": {"name": "text",
+                                                                                                 "paths": ["sw"]}}}
+    assert _own_real_text(from_dict(own))
+    assert not _own_real_text(from_dict({"languages": {"kind": "real"}}))  # English and French Bibles
+    assert not _own_real_text(from_dict({"corpus": {"name": "text", "paths": ["en"]}}))  # clones: the task's English

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run
 from ..analysis.transfer import transfer_run
-from ..data.corpora import language_corpora
 from ..fsio import read_json
 from ..study.launch import Launch, auto_workers, usable_cores
 from ..study.spec import RunSpec, Study, runs_root
@@ -90,6 +89,12 @@ def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, tr
     return counts, lines
 
 
+def _own_real_text(cfg) -> bool:
+    """Whether a run has a real language of your own text (the bible-parts task has no verses of it)."""
+    lang = cfg.languages
+    return lang.kind == "real" and (cfg.corpus.name != "bible" or (not lang.corpora and lang.second.name != "bible"))
+
+
 def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, word2vec: bool = True,
                     transfer_steps: int = 300, log=None, workers: int | str = 1, **align_options) -> dict:
     """Run the alignment (and transfer) analyses on finished runs that lack them. Returns counts.
@@ -101,8 +106,7 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     root = runs_root(root)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
-    own = [s.id for s in ready if s.run_config.languages.kind == "real"
-           and any(c.name != "bible" for c in language_corpora(s.run_config))]
+    own = [s.id for s in ready if _own_real_text(s.run_config)]
     if task == DEFAULT_TASK and own:  # its verses exist in the Bibles' languages only (xling transfer would stop)
         log(f"transfer skipped: the {task} task has no text in the real languages of your own text ({own[0]}, ...): "
             "give --task FILE with a text_<LANG> column per language")
