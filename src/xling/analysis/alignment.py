@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..data.corpora import PROBE_BOOKS, load_documents, parallel_verses
-from ..data.stream import pad_batch
+from ..data.stream import pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
 from ..train.rundir import RunDir, checkpoint_step
@@ -314,9 +314,8 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         timings["gradient"], t0 = time.perf_counter() - t0, time.perf_counter()
     clones = setup.source_of_language[a] == setup.source_of_language[b] and len(clone_pairs(setup.table, a, b)[0])
     if clones:
-        tr, seq_len = cfg.train, cfg.model.seq_len
-        budget_rows = tr.budget_tokens // (seq_len * tr.batch_size) * tr.batch_size  # (stream.budget_steps)
-        counts = training_counts(setup, setup.source_of_language[a], budget_rows, seq_len, tr.seed)
+        budget_rows = pinned_budget_steps(cfg) * cfg.train.batch_size
+        counts = training_counts(setup, setup.source_of_language[a], budget_rows, cfg.model.seq_len, cfg.train.seed)
         matrices = {"input": model.tok_emb.weight.detach().cpu(), "output": model.head.weight.detach().cpu()}
         result["embeddings"] = embedding_similarity(matrices, setup.table, a, b, counts)
         timings["embeddings"], t0 = time.perf_counter() - t0, time.perf_counter()

@@ -213,6 +213,11 @@ def num_windows(n_tokens: int, seq_len: int) -> int:
     return max(0, (n_tokens - 1) // seq_len)
 
 
+def pinned_budget_steps(cfg: RunConfig) -> int:
+    """The whole steps of a pinned reference budget (train.budget_tokens), 0 where none is pinned."""
+    return cfg.train.budget_tokens // (cfg.model.seq_len * cfg.train.batch_size)
+
+
 def budget_steps(setup: LanguageSetup, cfg: RunConfig) -> int:
     """Steps in the reference budget T: train.budget_tokens in whole steps, or one pass over the base language's
     training windows."""
@@ -223,7 +228,7 @@ def budget_steps(setup: LanguageSetup, cfg: RunConfig) -> int:
             f"the training split has fewer than {batch_size} windows of {seq_len} tokens: "
             "use more text, a smaller train.batch_size or a smaller model.seq_len"
         )
-    return cfg.train.budget_tokens // (seq_len * batch_size) if cfg.train.budget_tokens else steps
+    return pinned_budget_steps(cfg) or steps
 
 
 def run_mixture(cfg: RunConfig, setup: LanguageSetup, steps: int) -> Mixture:
