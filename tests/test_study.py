@@ -183,6 +183,21 @@ def test_every_shipped_study_is_valid():
             assert all(len(s) >= 3 for s in settings.values()), name
 
 
+def test_the_paper_studies_fit_gpt_small_laws_on_the_papers_ladder_and_share_its_runs():
+    """The paper fits its GPT-small law on 0.05 ... 1, 1.5, 2, 3 (PAPER.md section 4): a ladder that stops at 1x
+    fits another law. Studies of one base share those runs (same ids), so a root trains them once."""
+    paper_ladder = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0]
+    table1 = {r.id.rsplit("-", 1)[-1] for r in load_study("table1-paper").runs if r.group == "ladder"}
+    for name in ("table1-paper", "headline-paper", "figure1-paper", "figure8-paper", "table3-paper"):
+        ladder = [r for r in load_study(name).runs if r.group == "ladder"]
+        for lang in {(r.config["languages"]["p"], r.config["languages"].get("vocab")) for r in ladder}:
+            fractions = sorted(r.config["train"]["data_fraction"] for r in ladder
+                               if (r.config["languages"]["p"], r.config["languages"].get("vocab")) == lang)
+            assert fractions == paper_ladder, (name, lang)
+        if name != "table3-paper":  # English clones: the very runs of Table 1's ladder
+            assert {r.id.rsplit("-", 1)[-1] for r in ladder} == table1, name
+
+
 # --------------------------------------------------------------------------- the runner
 
 
