@@ -181,6 +181,28 @@ def test_gradient_cosine_of_identical_inputs_is_one():
     assert all(p.grad is None for p in model.parameters())  # leaves the model clean
 
 
+def test_gradients_under_fp16_autocast_as_the_authors_took_them_on_a_gpu():
+    from xling.analysis.alignment import gradient_precision
+
+    # "auto" is the authors' choice: their compare_representations.py autocasts to fp16 on CUDA only
+    assert gradient_precision("auto", torch.device("cpu")) == "fp32"
+    assert gradient_precision("auto", torch.device("cuda")) == "fp16"
+    assert gradient_precision("fp16", torch.device("cpu")) == "fp16"
+    model = tiny_model()
+    torch.manual_seed(1)
+    a = [torch.randint(1, 40, (17,)) for _ in range(4)]
+    b = [torch.randint(1, 40, (17,)) for _ in range(4)]
+    probes = Probes(a, b, True, "test")
+    full, half = (gradient_similarity(model, probes, "cpu", precision=p) for p in ("fp32", "fp16"))
+    assert (full["precision"], half["precision"]) == ("fp32", "fp16")
+    # the same cosines up to fp16 rounding, except the key bias's, which is nothing but rounding
+    for name, row in full["tensors"].items():
+        if name != "k.bias":
+            assert np.allclose(row, half["tensors"][name], atol=0.02), name
+    assert full["tensors"] != half["tensors"]  # (autocast did change the arithmetic)
+    assert all(p.dtype == torch.float32 and p.grad is None for p in model.parameters())
+
+
 @pytest.mark.parametrize("n, batch_size", [(1, 16), (2, 16), (7, 4), (40, 16), (41, 3)])
 def test_shuffled_partners_are_half_the_probes_away_and_every_probe_is_computed_once(n, batch_size):
     from xling.analysis.alignment import _batches_with_partners
@@ -215,7 +237,8 @@ def test_align_run_writes_json_and_figures(tiny_run, capsys):
     res = json.loads((folder / "alignment.json").read_text())
     assert res["languages"] == ["L1", "L2"]  # local text: language code L
     assert len(res["hidden"]["layers"]) == 1 and res["hidden"]["sequences"] == 8
-    assert res["gradient"]["sequences"] == 3
+    assert res["gradient"]["sequences"] == 3 and res["gradient"]["precision"] == "fp32"  # auto on a CPU
+    assert f"  gradients: {tiny_run.name} fp32 over 3 sequences (the authors': fp16 autocast over 500)" in out
     assert -1 <= res["embeddings"]["input"]["clone_pairs"] <= 1
     for name in ("hidden.png", "gradient.png", "embeddings.png"):
         assert (folder / name).stat().st_size > 1000
@@ -304,6 +327,42 @@ def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp
     assert compute_missing(study, tmp_path / "c", workers=1, **options)["aligned"] == 2
     assert all("gradient" in read_json(s.run_dir(tmp_path / "c") / "alignment" / "alignment.json")
                for s in study.runs[1:])
+    # a precision asked by name replaces gradients taken in another; auto keeps whatever is there
+    assert compute_missing(study, tmp_path / "c", workers=1, grad_precision="auto", **options)["aligned"] == 0
+    assert compute_missing(study, tmp_path / "c", workers=1, grad_precision="fp16", **options)["aligned"] == 2
+    assert all(read_json(s.run_dir(tmp_path / "c") / "alignment" / "alignment.json")["gradient"]["precision"] == "fp16"
+               for s in study.runs[1:])
+    assert compute_missing(study, tmp_path / "c", workers=1, grad_precision="fp16", **options)["aligned"] == 0
+
+
+def test_a_paper_scale_study_takes_gradients_over_the_authors_500_sequences(tiny_corpus_dir, tmp_path, monkeypatch):
+    from test_study import small_study
+    from xling.report import alignment_results
+    from xling.study.runner import run_study
+
+    study = small_study(tiny_corpus_dir, "grads", ps=(0.5,), fractions=(0.1,))
+    run_study(study, tmp_path, log=lambda *a: None, progress=False)
+    asked = []
+    monkeypatch.setattr(alignment_results, "align_run", lambda run_dir, **options: asked.append(options))
+    for scale, expected in (("cpu", 100), ("paper", 500)):
+        alignment_results.compute_missing(dataclasses.replace(study, scale=scale), tmp_path, task=None, word2vec=False)
+        assert asked.pop()["grad_sequences"] == expected
+    alignment_results.compute_missing(dataclasses.replace(study, scale="paper"), tmp_path, task=None, word2vec=False,
+                                      grad_sequences=7)
+    assert asked.pop()["grad_sequences"] == 7
+
+
+def test_the_report_says_whether_gradients_were_taken_the_authors_way():
+    from xling.report.alignment_report import _gradient_protocol
+    from xling.report.alignment_results import Setting
+
+    setting = lambda *grads: Setting("s", "clone", "clone", 0.5, "", alignments=[{"gradient": g} for g in grads])
+    assert _gradient_protocol([setting({"precision": "fp16", "sequences": 500})]).startswith(
+        "Ours are taken the authors' way: under fp16 autocast without loss scaling, over 500 probe sequences per run.")
+    fewer = _gradient_protocol([setting({"precision": "fp16", "sequences": 100})])
+    assert fewer.startswith("Ours are taken in fp16 over 100 probe sequences per run, the authors' under fp16")
+    mixed = _gradient_protocol([setting({"sequences": 500}, {"precision": "fp16", "sequences": 500})])
+    assert mixed.startswith("Ours are taken in fp16 or fp32 (runs differ) over 500 probe sequences")  # (older: fp32)
 
 
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):

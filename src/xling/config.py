@@ -38,6 +38,7 @@ def one_of(*options: str) -> dict:
 NAME = {"name": True}  # letters, digits, '.', '_', '-'; not starting with '.' or '-' (it names files)
 BOOKS = {"books": True}  # all, odd, even, disjoint, or I/N (data.corpora.split_books says what each reads)
 MAX = 10**9  # the upper bound of counts that have no natural one (steps, intervals)
+GRAD_PRECISIONS = ("auto", "fp32", "fp16")  # alignment's gradients (`xling align --grad-precision`); auto: the authors'
 
 
 @dataclass

@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ..config import GRAD_PRECISIONS
 from ..data.corpora import PROBE_BOOKS, load_documents, parallel_verses
 from ..data.stream import pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
 from ..train.rundir import RunDir, checkpoint_step
-from ..train.session import load_session
+from ..train.session import emulated_here, load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
 from .representations import AlignedStates
@@ -231,27 +232,37 @@ KEY_BIAS = "k.bias"
 GRAD_SEQUENCES = 100  # probe sequences for the gradient alignment by default (two backward passes each)
 
 
-def _gradients(model, seq: torch.Tensor, device) -> dict[str, torch.Tensor]:
+def gradient_precision(precision: str, device: torch.device) -> str:
+    """The precision gradients are taken in: "auto" is the authors' (fp16 autocast on a GPU, as in their
+    compare_representations.py; fp32 on a CPU, where their code turns autocast off)."""
+    return ("fp16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
+
+
+def _gradients(model, seq: torch.Tensor, device, precision: str) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     seq = seq.to(device)
-    model.loss(seq[None, :-1], seq[None, 1:]).backward()
+    # fp16 as the authors: autocast without loss scaling (the weights and their gradients stay fp32)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=precision == "fp16"):
+        loss = model.loss(seq[None, :-1], seq[None, 1:])
+    loss.backward()
     return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100) -> dict:
+def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100, precision: str = "fp32") -> dict:
     """Per-tensor cosine between the loss gradients of the two versions of each probe sequence.
 
-    Gradients are taken in fp32 (no autocast): fp16 gradients would need loss scaling and
-    their rounding would blur small cosines. Block tensors (attention, MLP, LayerNorm of each
-    layer) are what the paper reports; embedding and output rows of clones differ by
-    construction, so those tensors are listed apart under "other".
+    `precision`: "fp32", or "fp16" autocast as the authors took them on a GPU (its rounding is
+    part of what the paper's mean averages: the key bias's cosine below is nothing else). Block
+    tensors (attention, MLP, LayerNorm of each layer) are what the paper reports; embedding and
+    output rows of clones differ by construction, so those tensors are listed apart under "other".
     """
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
     n = min(max_sequences, len(probes))
     for i in range(n):
-        ga, gb = _gradients(model, probes.a[i], device), _gradients(model, probes.b[i], device)
+        ga, gb = (_gradients(model, probes.a[i], device, precision), _gradients(model, probes.b[i], device, precision))
         for name in ga.keys() & gb.keys():
             sums.setdefault(name, []).append(float(F.cosine_similarity(ga[name], gb[name], dim=0)))
     model.zero_grad(set_to_none=True)
@@ -261,7 +272,7 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100)
     table = {t: [mean.get(f"blocks.{layer}.{t}", float("nan")) for layer in range(n_layers)] for t in BLOCK_TENSORS}
     block_mean = lambda names: float(np.nanmean([v for t in names for v in table[t]]))
     other = {name: v for name, v in sorted(mean.items()) if not name.startswith("blocks.")}
-    return {"sequences": n, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
+    return {"sequences": n, "precision": precision, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
@@ -276,21 +287,29 @@ def checked_pair(pair) -> tuple[str, str] | None:
 
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
-              cache_dir: Path | None = None, checkpoint: Path | None = None) -> dict:
+              cache_dir: Path | None = None, checkpoint: Path | None = None, grad_precision: str = "auto") -> dict:
     """All alignment metrics of one run; writes RUN_DIR/alignment/alignment.json (+ PNGs).
 
     `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it. `checkpoint`: one
     of the run's checkpoints instead of the latest (written to alignment/checkpoints/, no figures).
+    `grad_precision`: see `gradient_precision`.
     """
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
         raise XlingError("sequences and batch_size must be >= 1 and grad_sequences >= 0 (--sequences, --batch-size, "
                           "--grad-sequences)")
+    if grad_precision not in GRAD_PRECISIONS:
+        raise XlingError(f"the gradient precision (--grad-precision) is one of {', '.join(GRAD_PRECISIONS)}; "
+                         f"got {grad_precision!r}")
     pair = checked_pair(pair)
     unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
     session.run.check_own()  # it writes into the run
+    grad_precision = gradient_precision(grad_precision, session.device)
+    if grad_sequences and (why := emulated_here(grad_precision, session.device)):
+        log.warning(f"gradients in {grad_precision} (--grad-precision) are emulated on this CPU ({why}): many times "
+                    "slower than fp32")
     setup, model, cfg = session.setup, session.model, session.cfg
     a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)
     if a == b:
@@ -310,7 +329,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size, means)
     timings["hidden"], t0 = time.perf_counter() - t0, time.perf_counter()
     if grad_sequences:
-        result["gradient"] = gradient_similarity(model, probes, session.device, grad_sequences)
+        result["gradient"] = gradient_similarity(model, probes, session.device, grad_sequences, grad_precision)
         timings["gradient"], t0 = time.perf_counter() - t0, time.perf_counter()
     clones = setup.source_of_language[a] == setup.source_of_language[b] and len(clone_pairs(setup.table, a, b)[0])
     if clones:

@@ -216,7 +216,7 @@ class Run:
 
     def align(self, pair: Sequence[str] | None = None, sequences: int = 500, grad_sequences: int = 100,
               batch_size: int = 16, word2vec: bool | dict = False, figures: bool = True, reuse: bool = False,
-              device: str = "auto") -> dict:
+              device: str = "auto", grad_precision: str = "auto") -> dict:
         """How aligned two languages are inside the model (hidden states per layer, gradients, embeddings),
         on held-out parallel probes; writes alignment/alignment.json (and figures) and returns its content.
 
@@ -224,12 +224,13 @@ class Run:
         cloned languages (True, or a dict of vector_size, window, epochs). `reuse`: read an existing
         alignment.json of the same pair instead of computing it again. A recomputation without the word2vec
         control or gradients keeps those of an earlier alignment.json of the same pair (gradients only from
-        the same checkpoint; their names in the result's "kept"). See `xling align --help` for the measures.
+        the same checkpoint; their names in the result's "kept"). `grad_precision`: "auto" (the authors':
+        fp16 autocast on a GPU, fp32 on a CPU), "fp32" or "fp16". See `xling align --help` for the measures.
         """
         from ..analysis.alignment import align_run, checked_pair
 
-        _check_alignment(sequences, grad_sequences, batch_size, figures=(figures, bool), reuse=(reuse, bool),
-                         word2vec=(word2vec, (bool, Mapping)))
+        _check_alignment(sequences, grad_sequences, batch_size, grad_precision, figures=(figures, bool),
+                         reuse=(reuse, bool), word2vec=(word2vec, (bool, Mapping)))
         path, pair = self._dir().require().alignment_path, checked_pair(pair)
         if reuse and path.is_file():
             stored = read_json(path)
@@ -238,18 +239,19 @@ class Run:
         w2v = None if word2vec is False else ({} if word2vec is True else dict(word2vec))
         return align_run(self.path, pair=pair, sequences=sequences,
                          grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,
-                         figures=figures)
+                         figures=figures, grad_precision=grad_precision)
 
     def align_over_training(self, pair: Sequence[str] | None = None, sequences: int = 500,
                             grad_sequences: int = 100, batch_size: int = 16, reuse: bool = True,
-                            device: str = "auto") -> list[dict]:
+                            device: str = "auto", grad_precision: str = "auto") -> list[dict]:
         """`align`'s measures at every checkpoint the run kept (``train.keep_checkpoints: log`` or ``all``),
         in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""
         from ..analysis.alignment import align_over_training, checked_pair
 
-        _check_alignment(sequences, grad_sequences, batch_size, reuse=(reuse, bool))
+        _check_alignment(sequences, grad_sequences, batch_size, grad_precision, reuse=(reuse, bool))
         return align_over_training(self.path, reuse=reuse, pair=checked_pair(pair), sequences=sequences,
-                                   grad_sequences=grad_sequences, batch_size=batch_size, device=device)
+                                   grad_sequences=grad_sequences, batch_size=batch_size, device=device,
+                                   grad_precision=grad_precision)
 
     def transfer(self, task: str = "bible-parts", language: str | None = None, steps: int = 300,
                  batch_size: int = 32, lr: float = 3e-4, seed: int = 0, device: str = "auto") -> dict:
@@ -275,9 +277,9 @@ class Run:
         return export_hf(self.path, out, language)
 
 
-def _check_alignment(sequences, grad_sequences, batch_size, **more) -> None:
+def _check_alignment(sequences, grad_sequences, batch_size, grad_precision, **more) -> None:
     check_arguments(sequences=(sequences, int, 1, 10**7), grad_sequences=(grad_sequences, int, 0, 10**7),
-                    batch_size=(batch_size, int, 1, 2**16), **more)
+                    batch_size=(batch_size, int, 1, 2**16), grad_precision=(grad_precision, str), **more)
 
 
 def default_run_dir(config: Any, cfg) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..analysis.scaling_law import law_params
 from ..api import Run
 from ..api import teff as teff_table
+from ..config import GRAD_PRECISIONS
 from ..errors import XlingError
 from ..fsio import check_output_file
 from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
@@ -61,6 +62,9 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair", nargs=2, metavar=("LANG_A", "LANG_B"), help="the two languages (default: the first two)")
     p.add_argument("--sequences", type=count(1), default=500, help="probe sequences for hidden states")
     p.add_argument("--grad-sequences", type=count(0), default=100, help="probe sequences for gradients (2 backward passes each)")
+    p.add_argument("--grad-precision", choices=GRAD_PRECISIONS, default="auto",
+                   help="gradients in fp32 or under fp16 autocast; auto (default): the authors', fp16 on a GPU, fp32 on "
+                        "a CPU (their code turns autocast off there)")
     p.add_argument("--batch-size", type=count(1, 2**16), default=16, help="probe sequences per forward pass (default 16)")
     p.add_argument("--word2vec", action="store_true", help="clones: also train the word2vec (CBOW) control on the run's training stream")
     p.add_argument("--w2v-size", type=count(0, 65536), default=0, help="word2vec vector size (0: the model width)")
@@ -88,7 +92,8 @@ def align(args, overrides) -> int:
         start, read = time.perf_counter(), args.reuse and path.is_file()
         computed.append(Run(run_dir).align(
             args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
-            word2vec=w2v, figures=not args.no_figures, reuse=args.reuse, device=args.device))
+            word2vec=w2v, figures=not args.no_figures, reuse=args.reuse, device=args.device,
+            grad_precision=args.grad_precision))
         kept = computed[-1].get("kept") if not read else None
         note = f"; kept the earlier {' and '.join(kept)} results" if kept else ""
         print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s{note})")
@@ -98,7 +103,7 @@ def align(args, overrides) -> int:
         for run_dir in args.run_dirs:
             print(training_table(run_dir, Run(run_dir).align_over_training(
                 args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
-                reuse=args.reuse, device=args.device)))
+                reuse=args.reuse, device=args.device, grad_precision=args.grad_precision)))
     labels = [Path(d).name for d in args.run_dirs]
     if len(set(labels)) < len(labels):  # same folder name in different places: use the paths
         labels = [str(d) for d in args.run_dirs]

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..api import Study
+from ..config import GRAD_PRECISIONS
 from ..errors import XlingError, for_terminal
 from ..fsio import check_output_file, make_dirs
 from .command import DB_HELP, LOG_HELP, LOGGERS, ROOT_HELP, WORKERS, count
@@ -208,6 +209,11 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help=ROOT_HELP)
     p.add_argument("--task", default="bible-parts", help="transfer task: bible-parts or a CSV / JSONL file")
     p.add_argument("--no-compute", action="store_true", help="only report what the run directories already hold")
+    p.add_argument("--grad-sequences", type=count(0), help="probe sequences for gradients (default: 500, the authors', "
+                   "for a paper-scale study, else 100)")
+    p.add_argument("--grad-precision", choices=GRAD_PRECISIONS, default="auto",
+                   help="gradients in fp32 or under fp16 autocast; auto (default): the authors', fp16 on a GPU, fp32 on "
+                        "a CPU. Named, it recomputes gradients taken in the other")
     p.add_argument("--workers", type=WORKERS, help="runs analysed at the same time (default: as `xling study "
                    "run`, one per usable core, at most one per run needing analyses and what memory holds)")
 
@@ -218,8 +224,10 @@ def align_report(args, overrides) -> int:
 
     if args.out:
         check_output_file(args.out, directory=True)  # before minutes of alignment and transfer
+    grads = {} if args.grad_sequences is None else {"grad_sequences": args.grad_sequences}
     path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
-                                  task=args.task, log=print, workers=args.workers or "auto")
+                                  task=args.task, log=print, workers=args.workers or "auto",
+                                  grad_precision=args.grad_precision, **grads)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 

@@ -84,6 +84,11 @@ def alignment_table(results: dict[str, dict]) -> str:
         vals = [get(r) for r in results.values()]
         if any(v is not None for v in vals):
             lines.append(title_cell(title) + "".join(fmt(v) for v in vals))
+    graded = {label: r["gradient"] for label, r in results.items() if "gradient" in r}
+    if graded:
+        lines.append("  gradients: " + "; ".join(f"{label} {g.get('precision', 'fp32')} over {g['sequences']} "
+                                                 "sequences" for label, g in graded.items())
+                     + " (the authors': fp16 autocast over 500)")
     trained = {label: r["word2vec"].get("settings", {}) for label, r in results.items() if "word2vec" in r}
     if any("embeddings" in r for r in results.values()):
         lines.append(f"  {'emb, w2v' if trained else 'emb'}: alignment is the clone-pairs value above all-pairs (an "

@@ -157,6 +157,20 @@ def _sequences(graded: list[Setting]) -> str:
     return "-".join(map(str, counts[::max(1, len(counts) - 1)]))
 
 
+def _gradient_protocol(graded: list[Setting]) -> str:
+    """How the runs' gradients were taken, against the authors' way (fp16 autocast, 500 sequences)."""
+    taken = [a["gradient"] for s in graded for a in s.alignments if a.get("gradient")]
+    precisions = sorted({g.get("precision", "fp32") for g in taken})  # (xling before 2026-11-29: always fp32)
+    if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= 500:
+        return (f"Ours are taken the authors' way: under fp16 autocast without loss scaling, over {_sequences(graded)} "
+                "probe sequences per run.")
+    differ = " (runs differ)" if len(precisions) > 1 else ""
+    return (f"Ours are taken in {' or '.join(precisions)}{differ} over {_sequences(graded)} probe sequences per run, "
+            "the authors' under fp16 autocast over 500, so that noise differs too (on a GPU `xling align-report` "
+            "takes them the authors' way: `--grad-precision auto` is fp16 autocast there, and a paper-scale study's "
+            "runs get 500 sequences).")
+
+
 def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Gradient cosine (paper Figure 6; EN/FR Figure 13)")
     rows = []
@@ -170,8 +184,7 @@ def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path
     doc.p("The paper averages every block tensor, the key bias included; that bias gets a gradient of zero in exact "
           "arithmetic (a constant added to all of a row's attention scores leaves the softmax unchanged), so its "
           "cosine is one of rounding noise, and the mean without it is shown beside."
-          + (f" Ours are taken in fp32 over {_sequences(graded)} probe sequences per run, the authors' under fp16 "
-             "autocast over 500, so that noise differs too." if paper else ""))
+          + (" " + _gradient_protocol(graded) if paper else ""))
     for s in graded:
         name = f"gradient-{_slug(s.label)}.png"
         plot_gradients(s.alignments[0]["gradient"], out / name, f"{s.label}: gradient cosine (first seed)")

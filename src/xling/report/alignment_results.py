@@ -25,6 +25,7 @@ from .stats import Stat, t_stat
 from .verdict import NOT_TESTED, Check, compare
 
 DEFAULT_TASK = "bible-parts"
+PAPER_GRAD_SEQUENCES = 500  # the authors' n_steps in compare_representations.py
 
 
 @dataclass
@@ -60,8 +61,10 @@ def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_option
         wanted.add("gradient")
     if word2vec and "embeddings" in done:  # clone pairs found (frac_clone 0, say, has none): the control too
         wanted.add("word2vec")
+    asked = align_options.get("grad_precision", "auto")  # a precision asked by name replaces gradients of another
+    other_precision = asked != "auto" and "gradient" in wanted and done.get("gradient", {}).get("precision", "fp32") != asked
     over_training = spec.run_config.train.keep_checkpoints != "last"
-    return (not wanted <= done.keys(),
+    return (not wanted <= done.keys() or other_precision,
             over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
             bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
 
@@ -104,6 +107,8 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     gives the runs that need analyses."""
     log = log or (lambda _: None)
     root = runs_root(root)
+    # the authors took gradients over 500 probe sequences; CPU studies take GRAD_SEQUENCES (two backward passes each)
+    align_options.setdefault("grad_sequences", PAPER_GRAD_SEQUENCES if study.scale == "paper" else GRAD_SEQUENCES)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
     own = [s.id for s in ready if _own_real_text(s.run_config)]
