@@ -416,6 +416,8 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
         runs = [m["teff_paper"] for m in mix if m["role"] == "L2" and m["setting"] == r["setting"]]
         assert r["teff_paper"] == pytest.approx(sum(runs) / len(runs))
     assert study.report(tmp_path / "report").name == "report.md" and (tmp_path / "report" / "report.html").is_file()
+    with pytest.raises(XlingError, match="its runs are not aligned yet: run this command without --no-compute"):
+        study.align_report(tmp_path / "alignment", compute=False)
     with pytest.raises(XlingError, match="level must be"):
         study.results(level="seed")
     # the results store, read across studies: the same evaluations, grid values and sampled shares
@@ -456,12 +458,17 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
                         {"total": 1, "completed": 1, "failed": 0})
     monkeypatch.setattr(studies.Study, "report", lambda self, out, screenshot, task: calls.append(("report", out)) or
                         tmp_path / "report.md")
+    monkeypatch.setattr(studies.Study, "align_report", lambda self, out, **k: calls.append(("align-report", k)) or
+                        tmp_path / "alignment.md")
     assert main(["sample", str(tmp_path), "--language", "L1", "--tokens", "3"]) == 0
     assert capsys.readouterr().out == "[L1] hello\n"
     assert main(["export", str(tmp_path), str(tmp_path / "hf"), "--language", "L2"]) == 0
     assert main(["study", "run", "headline-cpu", "--workers", "3"]) == 0
     assert main(["report", "headline-cpu", "--out", str(tmp_path)]) == 0
-    assert [c[0] for c in calls] == ["sample", "export", "study run", "report"] and calls[2][1] == (3,)
+    assert main(["align-report", "headline-cpu", "--grad-precision", "fp16", "--no-compute"]) == 0
+    assert [c[0] for c in calls] == ["sample", "export", "study run", "report", "align-report"]
+    assert calls[2][1] == (3,) and calls[4][1] == {"compute": False, "task": "bible-parts", "workers": "auto",
+                                                   "grad_sequences": None, "grad_precision": "fp16"}
 
 
 def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_path):
@@ -585,6 +592,11 @@ def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(t
     (lambda: xling.Study("headline-cpu").run(gpus=["a"]), "gpus[0] must be a whole number, got 'a'"),
     (lambda: xling.Study("headline-cpu").run(log="x"), "log must be a function told each progress line"),
     (lambda: xling.Study("headline-cpu").run(reuse="no"), "reuse must be True or False, got 'no'"),
+    (lambda: xling.Study("headline-cpu").align_report(grad_precision="bf16"),
+     "grad_precision must be one of auto, fp32, fp16, got 'bf16'"),
+    (lambda: xling.Study("headline-cpu").align_report(grad_sequences=-1),
+     "grad_sequences must be between 0 and 10000000, got -1"),
+    (lambda: xling.Study("headline-cpu").align_report(workers=0), "workers must be between 1 and 4096, got 0"),
     (lambda: xling.teff([{"language": "EN1", "fraction": 1.0, "ppl": 50}],
                         [{"run": "r", "language": "EN1", "fraction": 0.1, "ppl": None}]),
      "runs row 1: empty 'ppl'; fill in every required column"),

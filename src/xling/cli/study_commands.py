@@ -219,15 +219,11 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def align_report(args, overrides) -> int:
-    from ..report.alignment_report import write_alignment_report
-    from ..study.spec import load_study
-
     if args.out:
         check_output_file(args.out, directory=True)  # before minutes of alignment and transfer
-    grads = {} if args.grad_sequences is None else {"grad_sequences": args.grad_sequences}
-    path = write_alignment_report(load_study(args.name), _existing(args.root), args.out, compute=not args.no_compute,
-                                  task=args.task, log=print, workers=args.workers or "auto",
-                                  grad_precision=args.grad_precision, **grads)
+    path = Study(args.name, _existing(args.root)).align_report(
+        args.out, compute=not args.no_compute, task=args.task, workers=args.workers or "auto",
+        grad_sequences=args.grad_sequences, grad_precision=args.grad_precision)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 
