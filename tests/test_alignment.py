@@ -273,6 +273,29 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     assert "kept" not in align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
 
 
+def test_each_pair_of_a_runs_languages_keeps_its_own_alignment(tiny_corpus_dir, tmp_path, capsys):
+    from xling.train.trainer import Trainer
+
+    run = tmp_path / "three"  # EN1 + two clones: three pairs
+    Trainer(tiny_config(tiny_corpus_dir, languages={"num_clones": 2, "p": 0.4}), run).fit(progress=False)
+    first = align_run(run, sequences=4, grad_sequences=1, figures=False)
+    assert first["languages"] == ["L1", "L2"] and (run / "alignment" / "alignment.json").is_file()
+    other = align_run(run, pair=("L3", "l1"), sequences=4, grad_sequences=1)  # either order, any case: one pair
+    assert other["languages"] == ["L1", "L3"]
+    folder = run / "alignment" / "pairs" / "L1-L3"
+    assert json.loads((folder / "alignment.json").read_text()) == other and (folder / "hidden.png").is_file()
+    assert json.loads((run / "alignment" / "alignment.json").read_text()) == first  # the first pair's is kept
+    assert [p.parent.name for p in RunDir(run).alignment_files()] == ["alignment", "L1-L3"]
+    # the command line reads the pair's own file back with --reuse, and says which file
+    assert main(["align", str(run), "--pair", "L1", "L3", "--reuse", "--sequences", "4"]) == 0
+    assert f"read {folder / 'alignment.json'}" in capsys.readouterr().out
+    assert main(["align", str(run), "--pair", "L2", "L3", "--sequences", "4", "--grad-sequences", "0",
+                 "--no-figures"]) == 0
+    assert (run / "alignment" / "pairs" / "L2-L3" / "alignment.json").is_file()
+    with pytest.raises(XlingError, match="unknown language 'L4': this run has L1, L2, L3"):
+        align_run(run, pair=("L1", "L4"))
+
+
 def test_align_user_errors(tiny_run, capsys, tmp_path):
     assert main(["align", str(tiny_run), "--pair", "L1", "XX"]) == 2
     assert "unknown language 'XX'" in capsys.readouterr().err
@@ -333,6 +356,31 @@ def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp
     assert all(read_json(s.run_dir(tmp_path / "c") / "alignment" / "alignment.json")["gradient"]["precision"] == "fp16"
                for s in study.runs[1:])
     assert compute_missing(study, tmp_path / "c", workers=1, grad_precision="fp16", **options)["aligned"] == 0
+
+
+def test_align_report_aligns_every_pair_of_three_languages_when_asked(tiny_corpus_dir, tmp_path):
+    from conftest import tiny_config_dict
+    from xling.report.alignment_report import write_alignment_report
+    from xling.report.alignment_results import collect, compute_missing
+    from xling.study.runner import run_study
+    from xling.study.spec import build_study
+
+    study = build_study({"name": "three", "base": tiny_config_dict(tiny_corpus_dir, languages={"num_clones": 2}),
+                         "groups": {"mix": {"grid": {"languages.p": [0.4]}}}})
+    run_study(study, tmp_path, log=lambda *a: None, progress=False)
+    lines = []
+    options = dict(task=None, word2vec=False, sequences=4, grad_sequences=1, figures=False)
+    assert compute_missing(study, tmp_path, log=lines.append, **options)["aligned"] == 1  # the first two only
+    assert compute_missing(study, tmp_path, pairs="all", log=lines.append, **options)["aligned"] == 1
+    run_id = study.runs[0].id
+    assert lines == [f"aligned {run_id}", f"aligned {run_id} (L1–L3)", f"aligned {run_id} (L2–L3)"]
+    assert compute_missing(study, tmp_path, pairs="all", **options)["aligned"] == 0  # nothing left
+    labels = [s.label for s in collect(study, tmp_path)]
+    assert labels == ["60/40", "60/40 (L1–L3)", "60/40 (L2–L3)"]
+    text = write_alignment_report(study, tmp_path, tmp_path / "report", compute=False).read_text()
+    assert "| 60/40 (L1–L3) |" in text and "| 60/40 (L2–L3) |" in text
+    with pytest.raises(XlingError, match="pairs is 'first'"):
+        compute_missing(study, tmp_path, pairs="every", **options)
 
 
 def test_a_paper_scale_study_takes_gradients_over_the_authors_500_sequences(tiny_corpus_dir, tmp_path, monkeypatch):

@@ -468,7 +468,8 @@ def test_the_command_line_is_a_layer_over_the_api(monkeypatch, capsys, tmp_path)
     assert main(["align-report", "headline-cpu", "--grad-precision", "fp16", "--no-compute"]) == 0
     assert [c[0] for c in calls] == ["sample", "export", "study run", "report", "align-report"]
     assert calls[2][1] == (3,) and calls[4][1] == {"compute": False, "task": "bible-parts", "workers": "auto",
-                                                   "grad_sequences": None, "grad_precision": "fp16"}
+                                                   "grad_sequences": None, "grad_precision": "fp16",
+                                                   "pairs": "first"}
 
 
 def test_mistaken_arguments_are_one_xling_error(run_copy, tiny_corpus_dir, tmp_path):

@@ -3,7 +3,8 @@
 Three views on held-out parallel probes (text no language saw in training): hidden states per
 layer (clones position by position, a real pair by a maximum-weight token matching), gradients
 per parameter tensor, and clone-pair embeddings against all pairs and by training frequency.
-`align_run` writes RUN_DIR/alignment/alignment.json and its figures (`alignment_plots`).
+`align_run` writes RUN_DIR/alignment/alignment.json and its figures (`alignment_plots`) for the run's first two
+languages, and alignment/pairs/A-B/ for any other pair of a run of more languages.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ..config import GRAD_PRECISIONS
-from ..data.corpora import PROBE_BOOKS, load_documents, parallel_verses
-from ..data.stream import pad_batch, pinned_budget_steps
+from ..data.corpora import PROBE_BOOKS, language_names, load_documents, parallel_verses
+from ..data.stream import find_language, pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
 from ..train.rundir import RunDir, checkpoint_step
@@ -285,10 +286,32 @@ def checked_pair(pair) -> tuple[str, str] | None:
     return tuple(pair)
 
 
+def pair_indices(names: list[str], pair: tuple[str, str] | None) -> tuple[int, int]:
+    """The pair's two languages in the run's order (its first two for None): every measure here is symmetric
+    but translation retrieval, so a pair is one pair in either order."""
+    a, b = sorted((find_language(names, pair[0]), find_language(names, pair[1]))) if pair else (0, 1)
+    if a == b:
+        raise XlingError("the pair (--pair) needs two different languages")
+    return a, b
+
+
+def pair_key(names: list[str], pair: tuple[str, str] | None) -> tuple[str, str] | None:
+    """Which of the run's alignment folders a pair has (`RunDir.alignment_folder`): None for its first two."""
+    a, b = pair_indices(names, pair)
+    return None if (a, b) == (0, 1) else (names[a], names[b])
+
+
+def pair_file(run_dir, pair: tuple[str, str] | None) -> Path:
+    """The alignment.json of a pair of the run's languages (given by name, in either order)."""
+    run = RunDir(run_dir).require()
+    return run.alignment_file(pair_key(language_names(run.read_config()), checked_pair(pair)))
+
+
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
               cache_dir: Path | None = None, checkpoint: Path | None = None, grad_precision: str = "auto") -> dict:
-    """All alignment metrics of one run; writes RUN_DIR/alignment/alignment.json (+ PNGs).
+    """All alignment metrics of one pair of a run's languages (its first two by default); writes
+    RUN_DIR/alignment/alignment.json (+ PNGs), for another pair alignment/pairs/A-B/alignment.json.
 
     `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it. `checkpoint`: one
     of the run's checkpoints instead of the latest (written to alignment/checkpoints/, no figures).
@@ -311,9 +334,8 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         log.warning(f"gradients in {grad_precision} (--grad-precision) are emulated on this CPU ({why}): many times "
                     "slower than fp32")
     setup, model, cfg = session.setup, session.model, session.cfg
-    a, b = (setup.index(pair[0]), setup.index(pair[1])) if pair else (0, 1)
-    if a == b:
-        raise XlingError("the pair (--pair) needs two different languages")
+    a, b = pair_indices(setup.names, pair)
+    key = pair_key(setup.names, pair)
     timings, t0 = {}, time.perf_counter()
     probes = make_probes(cfg, setup, a, b, sequences)
     result = {"run": str(session.run.path), "languages": [setup.names[a], setup.names[b]],
@@ -349,12 +371,12 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         result.setdefault("notes", []).append(f"{name} had no training tokens (a monolingual run): its states are "
                                               "those of an embedding never trained, so its alignment measures nothing")
     result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    out = session.run.alignment_dir
+    out = session.run.alignment_folder(key)
     if checkpoint is not None:
-        atomic_write_json(session.run.alignment_at(checkpoint), result)
+        atomic_write_json(session.run.alignment_at(checkpoint, key), result)
         return result
-    _keep_earlier(result, read_json(session.run.alignment_path, {}))
-    atomic_write_json(session.run.alignment_path, result)
+    _keep_earlier(result, read_json(out / "alignment.json", {}))
+    atomic_write_json(out / "alignment.json", result)
     if figures:
         label = session.run.path.name
         plot_hidden({label: result}, out / "hidden.png")
@@ -395,5 +417,6 @@ def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
         log.warning(f"{run.path} kept only its last checkpoints (train.keep_checkpoints: last): alignment over "
                     "training needs a run trained with keep_checkpoints log or all")
     options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream
-    return [read_json(run.alignment_at(c)) if reuse and run.alignment_at(c).is_file()
+    key = pair_key(language_names(run.read_config()), checked_pair(options.get("pair")))
+    return [read_json(run.alignment_at(c, key)) if reuse and run.alignment_at(c, key).is_file()
             else align_run(run_dir, checkpoint=c, **options) for c in checkpoints]

@@ -201,14 +201,15 @@ class Study:
 
     def align_report(self, out: str | os.PathLike | None = None, compute: bool = True,
                      task: str | os.PathLike = "bible-parts", workers: int | str = "auto",
-                     grad_sequences: int | None = None, grad_precision: str = "auto",
+                     grad_sequences: int | None = None, grad_precision: str = "auto", pairs: str = "first",
                      log: Callable[[str], None] | None = print) -> Path:
         """As `xling align-report`: align (and transfer on `task`) every finished multilingual run that lacks it,
         then write alignment.md and .html in `out` (default reports/NAME); returns the path of alignment.md.
         `compute` False: report only what the run directories hold. `grad_sequences`: default 500 (the authors')
         for a paper-scale study, else 100; `grad_precision`: "auto" (the authors': fp16 autocast on a GPU, fp32 on
-        a CPU), "fp32" or "fp16" (a named one computes again gradients taken in the other). `log` is told of
-        each analysis done (None: silent)."""
+        a CPU), "fp32" or "fp16" (a named one computes again gradients taken in the other). `pairs`: "first" aligns
+        each run's first two languages, "all" every pair of a run of more languages too (a row each in the report).
+        `log` is told of each analysis done (None: silent)."""
         from ..config import GRAD_PRECISIONS
         from ..report.alignment_report import write_alignment_report
 
@@ -216,10 +217,12 @@ class Study:
                         grad_sequences=(grad_sequences, (int, type(None)), 0, 10**7))
         if grad_precision not in GRAD_PRECISIONS:
             raise XlingError(f"grad_precision must be one of {', '.join(GRAD_PRECISIONS)}, got {grad_precision!r}")
+        if pairs not in ("first", "all"):
+            raise XlingError(f"pairs must be 'first' or 'all', got {pairs!r}")
         if workers != "auto":
             check_arguments(workers=(workers, int, 1, 4096))
         if log is not None and not callable(log):
             raise XlingError(f"log must be a function told each analysis done (print), or None, got {log!r}")
         grads = {} if grad_sequences is None else {"grad_sequences": grad_sequences}
         return write_alignment_report(self._study, self.root, out, compute=compute, task=str(task), log=log,
-                                      workers=workers, grad_precision=grad_precision, **grads)
+                                      workers=workers, grad_precision=grad_precision, pairs=pairs, **grads)

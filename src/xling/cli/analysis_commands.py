@@ -80,15 +80,15 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
 
 def align(args, overrides) -> int:
     """Compute (or, with --reuse, read) each run's alignment and print the runs side by side."""
+    from ..analysis.alignment import pair_file
     from ..analysis.alignment_plots import plot_hidden
-    from ..train.rundir import RunDir
 
     if args.figure:
         check_output_file(args.figure)
     w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else False
     computed = []
     for run_dir in args.run_dirs:
-        path = RunDir(run_dir).require().alignment_path
+        path = pair_file(run_dir, args.pair)
         start, read = time.perf_counter(), args.reuse and path.is_file()
         computed.append(Run(run_dir).align(
             args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,

@@ -214,6 +214,9 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-precision", choices=GRAD_PRECISIONS, default="auto",
                    help="gradients in fp32 or under fp16 autocast; auto (default): the authors', fp16 on a GPU, fp32 on "
                         "a CPU. Named, it recomputes gradients taken in the other")
+    p.add_argument("--pairs", choices=("first", "all"), default="first",
+                   help="first (default): each run's first two languages; all: every pair of a run of more languages "
+                        "too (alignment/pairs/A-B/ in the run, a row each in the report)")
     p.add_argument("--workers", type=WORKERS, help="runs analysed at the same time (default: as `xling study "
                    "run`, one per usable core, at most one per run needing analyses and what memory holds)")
 
@@ -223,7 +226,7 @@ def align_report(args, overrides) -> int:
         check_output_file(args.out, directory=True)  # before minutes of alignment and transfer
     path = Study(args.name, _existing(args.root)).align_report(
         args.out, compute=not args.no_compute, task=args.task, workers=args.workers or "auto",
-        grad_sequences=args.grad_sequences, grad_precision=args.grad_precision)
+        grad_sequences=args.grad_sequences, grad_precision=args.grad_precision, pairs=args.pairs)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 

@@ -30,6 +30,18 @@ from .tokenizer import Tokenizer
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
 
 
+def find_language(names: list[str], name: str) -> int:
+    """Which of a run's languages `name` is (EN2 or en2: case does not matter, as in config keys); one error line
+    if none."""
+    if name in names:
+        return names.index(name)
+    found = [i for i, n in enumerate(names) if n.lower() == str(name).lower()]
+    if len(found) != 1:
+        what = f"'{name}' names more than one language (give its exact case)" if found else f"unknown language '{name}'"
+        raise XlingError(f"{what}: this run has {', '.join(names)}")
+    return found[0]
+
+
 @dataclass
 class LanguageSetup:
     """Everything a run needs to know about its languages."""
@@ -57,13 +69,7 @@ class LanguageSetup:
 
     def index(self, name: str) -> int:
         """Which language `name` is (EN2 or en2: case does not matter, as in config keys); one error line if none."""
-        if name in self.names:
-            return self.names.index(name)
-        found = [i for i, n in enumerate(self.names) if n.lower() == str(name).lower()]
-        if len(found) != 1:
-            what = f"'{name}' names more than one language (give its exact case)" if found else f"unknown language '{name}'"
-            raise XlingError(f"{what}: this run has {', '.join(self.names)}")
-        return found[0]
+        return find_language(self.names, name)
 
     def text_ids(self, lang: int) -> torch.Tensor:
         """A boolean mask over the model's ids: those that write text in `lang` (its tokenizer's ids through its

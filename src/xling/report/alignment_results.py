@@ -16,6 +16,7 @@ import numpy as np
 
 from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run
 from ..analysis.transfer import transfer_run
+from ..errors import XlingError
 from ..fsio import read_json
 from ..study.launch import Launch, auto_workers, usable_cores
 from ..study.spec import RunSpec, Study, runs_root
@@ -37,6 +38,7 @@ class Setting:
     vocab: str  # "clone" for clones, else disjoint | anchored | joint
     p: float  # the effective p (a schedule's mean); nan for many languages (shares, not p: never a 50/50 or 90/10)
     schedule: str
+    pair: str = ""  # another pair than the runs' first two languages ("EN1–FR"); "" for those
     alignments: list[dict] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
     history: dict[int, list[dict]] = field(default_factory=dict)  # step -> the seeds' alignment at that checkpoint
@@ -47,41 +49,57 @@ class Setting:
             pair = "–".join(self.alignments[0]["languages"]) if self.alignments else ""
             return f"{self.vocab} {self.name}" + (f" ({pair})" if pair else "")
         mix = f"schedule {self.schedule}" if self.schedule else f"{round(100 * (1 - self.p))}/{round(100 * self.p)}"
-        return mix if self.kind == "clone" else f"{self.vocab} {mix}"
+        mix = mix if self.kind == "clone" else f"{self.vocab} {mix}"
+        return f"{mix} ({self.pair})" if self.pair else mix
 
 
-def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_options: dict) -> tuple[bool, bool, bool]:
-    """Which analyses a finished multilingual run lacks: (its alignment, with the gradients and, for a clone
-    run with `word2vec`, the word2vec control, e.g. after `xling demo`, which aligns without them; its
-    alignment at every kept checkpoint; its transfer on `task`)."""
+def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
+    """The pairs of a run's languages to align: its first two (None) for `pairs` "first"; for "all", every pair
+    of a run of more languages too (named as `RunDir.alignment_folder` names them)."""
+    names = spec.mixture.names
+    others = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if j > 1]
+    return [None] + (others if pairs == "all" else [])
+
+
+def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_options: dict,
+             pairs: str = "first") -> tuple[list, bool, bool]:
+    """Which analyses a finished multilingual run lacks: (the pairs whose alignment is missing or lacks the
+    gradients or, for the first two languages of a clone run with `word2vec`, the word2vec control, e.g. after
+    `xling demo`, which aligns without them; its alignment at every kept checkpoint; its transfer on `task`)."""
     run = RunDir(spec.run_dir(root))
-    done = read_json(run.alignment_path, {})  # none yet, or damaged: computed again
-    wanted = {"hidden"}
-    if align_options.get("grad_sequences", GRAD_SEQUENCES) > 0:
-        wanted.add("gradient")
-    if word2vec and "embeddings" in done:  # clone pairs found (frac_clone 0, say, has none): the control too
-        wanted.add("word2vec")
     asked = align_options.get("grad_precision", "auto")  # a precision asked by name replaces gradients of another
-    other_precision = asked != "auto" and "gradient" in wanted and done.get("gradient", {}).get("precision", "fp32") != asked
+    todo = []
+    for pair in aligned_pairs(spec, pairs):
+        done = read_json(run.alignment_file(pair), {})  # none yet, or damaged: computed again
+        wanted = {"hidden"}
+        if align_options.get("grad_sequences", GRAD_SEQUENCES) > 0:
+            wanted.add("gradient")
+        if word2vec and pair is None and "embeddings" in done:  # clone pairs found (frac_clone 0 has none): it too
+            wanted.add("word2vec")
+        other_precision = (asked != "auto" and "gradient" in wanted
+                           and done.get("gradient", {}).get("precision", "fp32") != asked)
+        if not wanted <= done.keys() or other_precision:
+            todo.append(pair)
     over_training = spec.run_config.train.keep_checkpoints != "last"
-    return (not wanted <= done.keys() or other_precision,
-            over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
+    return (todo, over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
             bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
 
 
 def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
-                align_options: dict) -> tuple[dict, list[str]]:
+                align_options: dict, pairs: str = "first") -> tuple[dict, list[str]]:
     """The analyses one finished run lacks (`_missing`): its alignment (the word2vec control for
-    clones), its alignment at each kept checkpoint, its transfer. Returns counts and a line per
-    analysis done. At module level, so that `compute_missing`'s worker processes can run it."""
+    clones; with `pairs` "all" every pair of its languages), its alignment at each kept checkpoint, its
+    transfer. Returns counts and a line per analysis done. At module level, so that `compute_missing`'s
+    worker processes can run it."""
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
-    alignment, over_training, transfer = _missing(spec, root, task, word2vec, align_options)
+    alignments, over_training, transfer = _missing(spec, root, task, word2vec, align_options, pairs)
     counts, lines = {"aligned": 0, "transferred": 0}, []
-    if alignment:
-        align_run(run_dir, word2vec={} if word2vec and spec.mixture.kind == "clone" else None, **align_options)
-        counts["aligned"] += 1
-        lines.append(f"aligned {spec.id}")
+    for pair in alignments:  # (word2vec, trained on the run's stream, for its first two languages only)
+        control = {} if word2vec and pair is None and spec.mixture.kind == "clone" else None
+        align_run(run_dir, pair=pair, word2vec=control, **align_options)
+        counts["aligned"] = 1  # (runs, not pairs)
+        lines.append(f"aligned {spec.id}" + (f" ({pair[0]}–{pair[1]})" if pair else ""))
     if over_training:
         align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
         lines.append(f"aligned {spec.id} at {len(RunDir(run_dir).checkpoint_dirs())} checkpoints")
@@ -99,12 +117,16 @@ def _own_real_text(cfg) -> bool:
 
 
 def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, word2vec: bool = True,
-                    transfer_steps: int = 300, log=None, workers: int | str = 1, **align_options) -> dict:
+                    transfer_steps: int = 300, log=None, workers: int | str = 1, pairs: str = "first",
+                    **align_options) -> dict:
     """Run the alignment (and transfer) analyses on finished runs that lack them. Returns counts.
     `log(line)` is told of each analysis done (the CLI passes print). `workers` > 1: that many runs
     at a time in worker processes, the cores shared out among them (each run's analyses are
     independent and write only into its own directory); "auto": as many as `launch.auto_workers`
-    gives the runs that need analyses."""
+    gives the runs that need analyses. `pairs`: "first" aligns each run's first two languages, "all" every pair
+    of a run of more languages too."""
+    if pairs not in ("first", "all"):
+        raise XlingError(f"pairs is 'first' (each run's first two languages) or 'all' (every pair), got {pairs!r}")
     log = log or (lambda _: None)
     root = runs_root(root)
     # the authors took gradients over 500 probe sequences; CPU studies take GRAD_SEQUENCES (two backward passes each)
@@ -116,8 +138,8 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
         log(f"transfer skipped: the {task} task has no text in the real languages of your own text ({own[0]}, ...): "
             "give --task FILE with a text_<LANG> column per language")
         task = None
-    todo = [s for s in ready if any(_missing(s, root, task, word2vec, align_options))]
-    args = (str(root), task, word2vec, transfer_steps, align_options)
+    todo = [s for s in ready if any(_missing(s, root, task, word2vec, align_options, pairs))]
+    args = (str(root), task, word2vec, transfer_steps, align_options, pairs)
     workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
     if workers > 1:
         results = Launch("local", workers, max(1, usable_cores() // workers)).run_each(analyse_run, todo, *args)
@@ -142,10 +164,13 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
             continue
         run = RunDir(spec.run_dir(root))
         p = math.nan if mix.many else mix.effective_p
-        setting = settings.setdefault(spec.setting, Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule))
-        alignment = read_json(run.alignment_path, default={})
-        if alignment:
-            setting.alignments.append(alignment)
+        setting = settings.setdefault((spec.setting, ""), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule))
+        for path in run.alignment_files():  # another pair of the run's languages (`--pairs all`): a setting of its own
+            alignment = read_json(path, default={})
+            pair = "–".join(alignment.get("languages", [])) if path != run.alignment_path else ""
+            if alignment:
+                settings.setdefault((spec.setting, pair), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule,
+                                                                  pair)).alignments.append(alignment)
         for ckpt in run.checkpoint_dirs():
             at = read_json(run.alignment_at(ckpt), default={})
             if at:
@@ -154,7 +179,7 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         if transfer:
             setting.transfers.append(transfer)
     return sorted((s for s in settings.values() if s.alignments or s.transfers),
-                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p))
+                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p, s.pair))
 
 
 def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
@@ -255,5 +280,5 @@ def higher(more: Setting | None, less: Setting | None, values) -> Check:
 
 
 def find(settings: list[Setting], kind: str, p: float, vocab: str | None = None) -> Setting | None:
-    return next((s for s in settings if s.kind == kind and not s.schedule and abs(s.p - p) < 1e-9
+    return next((s for s in settings if s.kind == kind and not s.schedule and not s.pair and abs(s.p - p) < 1e-9
                  and (vocab is None or s.vocab == vocab)), None)

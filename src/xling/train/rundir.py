@@ -116,9 +116,22 @@ class RunDir:
                                  "deletes only a run's own files, so a run holds no links out of it; to keep a run on another "
                                  "disk, put the whole run directory there")
 
-    def alignment_at(self, checkpoint: Path) -> Path:
+    def alignment_folder(self, pair: tuple[str, str] | None = None) -> Path:
+        """Where a pair's alignment goes: alignment/ for the run's first two languages (None), alignment/pairs/A-B/
+        for two others, named in the run's order."""
+        return self.alignment_dir if pair is None else self.alignment_dir / "pairs" / f"{pair[0]}-{pair[1]}"
+
+    def alignment_file(self, pair: tuple[str, str] | None = None) -> Path:
+        return self.alignment_folder(pair) / "alignment.json"
+
+    def alignment_files(self) -> list[Path]:
+        """Every pair's alignment.json there is: the first two languages' first, then the other pairs'."""
+        return [path for path in [self.alignment_path, *sorted(self.alignment_dir.glob("pairs/*/alignment.json"))]
+                if path.is_file()]
+
+    def alignment_at(self, checkpoint: Path, pair: tuple[str, str] | None = None) -> Path:
         """The alignment measures of one checkpoint (alignment over training)."""
-        return self.alignment_dir / "checkpoints" / f"{Path(checkpoint).name}.json"
+        return self.alignment_folder(pair) / "checkpoints" / f"{Path(checkpoint).name}.json"
 
     def eval_path(self, split: str = "test", protocol: str = "") -> Path:
         """Where `xling eval` writes a split's perplexities: under the run's own protocol (its eval section)
