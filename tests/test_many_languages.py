@@ -288,3 +288,42 @@ def test_many_languages_of_your_own_parallel_text_hold_out_the_same_documents(tm
     validate(crossed)
     with pytest.raises(XlingError, match=r"names .*bb/train\.txt twice: list each language's text once"):
         C.language_corpora(crossed)
+
+
+def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, monkeypatch, caplog):
+    """Held-out files are matched to languages by their order only: a swapped list would score each language on
+    another's text. Character frequencies tell the two apart (lower against upper case here); two texts alike in
+    their characters are never called swapped."""
+    from conftest import make_documents
+    from xling.data.heldout import out_of_order
+    from xling.data.stream import prepare_languages
+
+    english = make_documents(100, seed=4)
+    for name, docs in {"aa": english, "bb": [d.upper() for d in english], "cc": make_documents(100, seed=6)}.items():
+        (tmp_path / name).mkdir()
+        for split, part in (("train", docs[:80]), ("valid", docs[80:90]), ("test", docs[90:])):
+            (tmp_path / name / f"{split}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def config(langs, valid, test):
+        data = tiny_config_dict("unused")
+        data["corpus"] = {"name": "text", "doc_per_line": True, "valid": [f"{v * 2}/valid.txt" for v in valid],
+                          "test": [f"{t * 2}/test.txt" for t in test]}
+        data["languages"] = {"kind": "real", "corpora": [f"{n * 2}/train.txt" for n in langs], "names": list(langs.upper())}
+        cfg = from_dict(data)
+        validate(cfg)
+        return C.language_corpora(cfg), list(langs.upper())
+
+    assert out_of_order(*config("ab", "ab", "ab")) is None
+    assert out_of_order(*config("ab", "ab", "ba")) == (
+        "the held-out test text given for B (aa/test.txt) reads like A's training text, not B's (character "
+        "frequencies): give one held-out file per language in the order of the languages (A, B)")
+    assert "held-out valid text given for B (aa/valid.txt)" in out_of_order(*config("ab", "ba", "ab"))
+    assert out_of_order(*config("ac", "ac", "ca")) is None  # two English texts: no order is clearly better
+    data = tiny_config_dict("unused")
+    data["corpus"] = {"name": "text", "doc_per_line": True, "valid": ["aa/valid.txt", "bb/valid.txt"],
+                      "test": ["bb/test.txt", "aa/test.txt"]}
+    data["languages"] = {"kind": "real", "corpora": ["aa/train.txt", "bb/train.txt"], "names": ["A", "B"]}
+    with caplog.at_level("WARNING"):
+        prepare_languages(from_dict(data), tmp_path / "cache")
+    assert "the held-out test text given for B (aa/test.txt) reads like A's training text" in caplog.text
