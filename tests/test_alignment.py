@@ -20,6 +20,7 @@ from xling.analysis.alignment import (
     pack_pairs,
 )
 from xling.analysis.embeddings import clone_pairs, embedding_similarity, frequency_bins, mean_pairwise_cosine
+from xling.api import Run as xling_run
 from xling.cli import main
 from xling.cli.tables import alignment_table
 from xling.data.languages import clone_table
@@ -238,7 +239,8 @@ def test_align_run_writes_json_and_figures(tiny_run, capsys):
     assert res["languages"] == ["L1", "L2"]  # local text: language code L
     assert len(res["hidden"]["layers"]) == 1 and res["hidden"]["sequences"] == 8
     assert res["gradient"]["sequences"] == 3 and res["gradient"]["precision"] == "fp32"  # auto on a CPU
-    assert f"  gradients: {tiny_run.name} fp32 over 3 sequences (the authors': fp16 autocast over 500)" in out
+    assert (f"  gradients: {tiny_run.name} fp32 over 3 sequences (the authors': fp16 autocast over 500 on a GPU; on "
+            "a CPU their code takes fp32)") in out
     assert -1 <= res["embeddings"]["input"]["clone_pairs"] <= 1
     for name in ("hidden.png", "gradient.png", "embeddings.png"):
         assert (folder / name).stat().st_size > 1000
@@ -273,27 +275,56 @@ def test_align_with_word2vec_and_comparison(tiny_run, tmp_path):
     assert "kept" not in align_run(tiny_run, sequences=4, grad_sequences=0, figures=False)
 
 
-def test_each_pair_of_a_runs_languages_keeps_its_own_alignment(tiny_corpus_dir, tmp_path, capsys):
+def test_each_pair_of_a_runs_languages_keeps_its_own_alignment(tiny_corpus_dir, tiny_run, tmp_path, capsys):
+    from xling.analysis.alignment import align_over_training
     from xling.train.trainer import Trainer
 
     run = tmp_path / "three"  # EN1 + two clones: three pairs
-    Trainer(tiny_config(tiny_corpus_dir, languages={"num_clones": 2, "p": 0.4}), run).fit(progress=False)
+    Trainer(tiny_config(tiny_corpus_dir, languages={"num_clones": 2, "p": 0.4}, train={"keep_checkpoints": "log"}),
+            run).fit(progress=False)
     first = align_run(run, sequences=4, grad_sequences=1, figures=False)
     assert first["languages"] == ["L1", "L2"] and (run / "alignment" / "alignment.json").is_file()
     other = align_run(run, pair=("L3", "l1"), sequences=4, grad_sequences=1)  # either order, any case: one pair
     assert other["languages"] == ["L1", "L3"]
-    folder = run / "alignment" / "pairs" / "L1-L3"
+    folder = run / "alignment" / "pairs" / "L1+L3"
     assert json.loads((folder / "alignment.json").read_text()) == other and (folder / "hidden.png").is_file()
     assert json.loads((run / "alignment" / "alignment.json").read_text()) == first  # the first pair's is kept
-    assert [p.parent.name for p in RunDir(run).alignment_files()] == ["alignment", "L1-L3"]
+    assert [p.parent.name for p in RunDir(run).alignment_files()] == ["alignment", "L1+L3"]
     # the command line reads the pair's own file back with --reuse, and says which file
     assert main(["align", str(run), "--pair", "L1", "L3", "--reuse", "--sequences", "4"]) == 0
     assert f"read {folder / 'alignment.json'}" in capsys.readouterr().out
     assert main(["align", str(run), "--pair", "L2", "L3", "--sequences", "4", "--grad-sequences", "0",
                  "--no-figures"]) == 0
-    assert (run / "alignment" / "pairs" / "L2-L3" / "alignment.json").is_file()
+    assert (run / "alignment" / "pairs" / "L2+L3" / "alignment.json").is_file()
+    over = align_over_training(run, pair=("L3", "L2"), sequences=4, grad_sequences=0)
+    assert [r["languages"] for r in over] == [["L2", "L3"]] * len(RunDir(run).checkpoint_dirs())
+    assert len(list((run / "alignment" / "pairs" / "L2+L3" / "checkpoints").glob("*.json"))) == len(over)
+    assert not (run / "alignment" / "checkpoints").exists()  # (the first two languages' over training: none asked)
     with pytest.raises(XlingError, match="unknown language 'L4': this run has L1, L2, L3"):
         align_run(run, pair=("L1", "L4"))
+    # several runs: each must have the pair before any is computed, and the one without is named
+    shutil.rmtree(run / "alignment")
+    assert main(["align", str(run), str(tiny_run), "--pair", "L1", "L3", "--sequences", "4"]) == 2
+    assert f"{tiny_run}: unknown language 'L3': this run has L1, L2" in capsys.readouterr().err
+    assert not (run / "alignment").exists()
+
+
+def test_an_older_alignment_of_another_pair_is_neither_taken_for_the_first_pair_nor_lost(tiny_corpus_dir, tmp_path,
+                                                                                         capsys):
+    """Before 2026-11-29 `--pair L1 L3` wrote alignment/alignment.json, where the first two languages' results go."""
+    from xling.train.trainer import Trainer
+
+    run = tmp_path / "three"
+    Trainer(tiny_config(tiny_corpus_dir, languages={"num_clones": 2, "p": 0.4}), run).fit(progress=False)
+    older = align_run(run, pair=("L1", "L3"), sequences=4, grad_sequences=0, figures=False)
+    shutil.rmtree(run / "alignment" / "pairs")
+    (run / "alignment" / "alignment.json").write_text(json.dumps(older))  # as the older xling left it
+    assert main(["align", str(run), "--reuse", "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
+    assert f"wrote {run / 'alignment' / 'alignment.json'}" in capsys.readouterr().out  # not read: another pair's
+    assert json.loads((run / "alignment" / "alignment.json").read_text())["languages"] == ["L1", "L2"]
+    moved = run / "alignment" / "pairs" / "L1+L3" / "alignment.json"
+    assert json.loads(moved.read_text()) == older  # kept, in its pair's folder
+    assert xling_run(run).align(("L3", "L1"), reuse=True) == older
 
 
 def test_align_user_errors(tiny_run, capsys, tmp_path):
@@ -365,8 +396,9 @@ def test_align_report_aligns_every_pair_of_three_languages_when_asked(tiny_corpu
     from xling.study.runner import run_study
     from xling.study.spec import build_study
 
-    study = build_study({"name": "three", "base": tiny_config_dict(tiny_corpus_dir, languages={"num_clones": 2}),
-                         "groups": {"mix": {"grid": {"languages.p": [0.4]}}}})
+    study = build_study({"name": "three", "paper": "Table 2",
+                         "base": tiny_config_dict(tiny_corpus_dir, languages={"num_clones": 2}),
+                         "groups": {"mix": {"grid": {"languages.p": [0.5]}}}})
     run_study(study, tmp_path, log=lambda *a: None, progress=False)
     lines = []
     options = dict(task=None, word2vec=False, sequences=4, grad_sequences=1, figures=False)
@@ -375,10 +407,16 @@ def test_align_report_aligns_every_pair_of_three_languages_when_asked(tiny_corpu
     run_id = study.runs[0].id
     assert lines == [f"aligned {run_id}", f"aligned {run_id} (L1–L3)", f"aligned {run_id} (L2–L3)"]
     assert compute_missing(study, tmp_path, pairs="all", **options)["aligned"] == 0  # nothing left
+    # gradients over fewer sequences than asked (and than the probes) are taken again
+    assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2))["aligned"] == 1
     labels = [s.label for s in collect(study, tmp_path)]
-    assert labels == ["60/40", "60/40 (L1–L3)", "60/40 (L2–L3)"]
+    assert labels == ["L1 50 % – L2 25 %", "L1 50 % – L3 25 %", "L2 25 % – L3 25 %"]  # (p 0.5 of two clones: no 50/50)
     text = write_alignment_report(study, tmp_path, tmp_path / "report", compute=False).read_text()
-    assert "| 60/40 (L1–L3) |" in text and "| 60/40 (L2–L3) |" in text
+    table = text.split("| setting | mean over block tensors")[1].split("\n\n")[0].splitlines()
+    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in table[2:]]
+    paper = {row[0]: row[-1] for row in cells}
+    assert paper == {"L1 50 % – L2 25 %": "", "L1 50 % – L3 25 %": "", "L2 25 % – L3 25 %": ""}  # (the paper's 50/50
+    # is a run of two languages)
     with pytest.raises(XlingError, match="pairs is 'first'"):
         compute_missing(study, tmp_path, pairs="every", **options)
 
@@ -410,7 +448,9 @@ def test_the_report_says_whether_gradients_were_taken_the_authors_way():
     fewer = _gradient_protocol([setting({"precision": "fp16", "sequences": 100})])
     assert fewer.startswith("Ours are taken in fp16 over 100 probe sequences per run, the authors' under fp16")
     mixed = _gradient_protocol([setting({"sequences": 500}, {"precision": "fp16", "sequences": 500})])
-    assert mixed.startswith("Ours are taken in fp16 or fp32 (runs differ) over 500 probe sequences")  # (older: fp32)
+    assert mixed.startswith("Ours are taken in fp16 or fp32 (runs or pairs differ) over 500 probe sequences")  # (older: fp32)
+    assert _gradient_protocol([setting({"precision": "fp16", "sequences": 500})], paper=False) == (
+        "Ours are taken in fp16 over 500 probe sequences per run.")  # (without the paper: no comparison)
 
 
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):

@@ -4,7 +4,7 @@ Three views on held-out parallel probes (text no language saw in training): hidd
 layer (clones position by position, a real pair by a maximum-weight token matching), gradients
 per parameter tensor, and clone-pair embeddings against all pairs and by training frequency.
 `align_run` writes RUN_DIR/alignment/alignment.json and its figures (`alignment_plots`) for the run's first two
-languages, and alignment/pairs/A-B/ for any other pair of a run of more languages.
+languages, and alignment/pairs/A+B/ for any other pair of a run of more languages.
 """
 
 from __future__ import annotations
@@ -231,6 +231,13 @@ BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "
                  "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
 KEY_BIAS = "k.bias"
 GRAD_SEQUENCES = 100  # probe sequences for the gradient alignment by default (two backward passes each)
+_WARNED: set[str] = set()  # emulated gradient precisions warned of in this process
+
+
+def check_grad_precision(precision) -> None:
+    if precision not in GRAD_PRECISIONS:
+        raise XlingError(f"the gradient precision (--grad-precision, grad_precision) is one of "
+                         f"{', '.join(GRAD_PRECISIONS)}; got {precision!r}")
 
 
 def gradient_precision(precision: str, device: torch.device) -> str:
@@ -261,19 +268,25 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100,
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
-    n = min(max_sequences, len(probes))
+    n, nonfinite = min(max_sequences, len(probes)), 0
     for i in range(n):
         ga, gb = (_gradients(model, probes.a[i], device, precision), _gradients(model, probes.b[i], device, precision))
+        if not all(bool(g.isfinite().all()) for g in (*ga.values(), *gb.values())):
+            nonfinite += 1  # fp16 without loss scaling can overflow: such a sequence would make its tensors' means nan
+            continue
         for name in ga.keys() & gb.keys():
             sums.setdefault(name, []).append(float(F.cosine_similarity(ga[name], gb[name], dim=0)))
     model.zero_grad(set_to_none=True)
     model.train(was_training)
+    if nonfinite:
+        log.warning(f"{nonfinite} of {n} probe sequences gave gradients that are not finite in {precision} and were "
+                    "left out of the gradient cosines (`nonfinite` in alignment.json)")
     mean = {name: float(np.mean(v)) for name, v in sums.items()}
     n_layers = len(model.blocks)
     table = {t: [mean.get(f"blocks.{layer}.{t}", float("nan")) for layer in range(n_layers)] for t in BLOCK_TENSORS}
     block_mean = lambda names: float(np.nanmean([v for t in names for v in table[t]]))
     other = {name: v for name, v in sorted(mean.items()) if not name.startswith("blocks.")}
-    return {"sequences": n, "precision": precision, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
+    return {"sequences": n, "nonfinite": nonfinite, "precision": precision, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
@@ -281,7 +294,7 @@ def checked_pair(pair) -> tuple[str, str] | None:
     """Two language names, as given (a string is one name, not a pair); None for the run's first two."""
     if pair is None:
         return None
-    if isinstance(pair, str) or len(pair) != 2:
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(n, str) and n for n in pair)):
         raise XlingError(f"pair names two languages, e.g. ('EN1', 'EN2'); got {pair!r}")
     return tuple(pair)
 
@@ -301,17 +314,28 @@ def pair_key(names: list[str], pair: tuple[str, str] | None) -> tuple[str, str] 
     return None if (a, b) == (0, 1) else (names[a], names[b])
 
 
-def pair_file(run_dir, pair: tuple[str, str] | None) -> Path:
-    """The alignment.json of a pair of the run's languages (given by name, in either order)."""
+def of_pair(path: Path, languages: list[str]) -> dict:
+    """The alignment results in `path` if they are of these two languages (either order), else {}: an xling before
+    2026-11-29 wrote any pair's into alignment/, where the run's first two languages' now go."""
+    result = read_json(path, {})
+    return result if sorted(result.get("languages") or []) == sorted(languages) else {}
+
+
+def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
+    """Where a pair of the run's languages (given by name, in either order; None: its first two) has its
+    alignment.json, and what that file holds of this pair ({} if nothing)."""
     run = RunDir(run_dir).require()
-    return run.alignment_file(pair_key(language_names(run.read_config()), checked_pair(pair)))
+    names = language_names(run.read_config())
+    key = pair_key(names, checked_pair(pair))
+    path = run.alignment_file(key)
+    return path, of_pair(path, list(key or names[:2]))
 
 
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
               batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
               cache_dir: Path | None = None, checkpoint: Path | None = None, grad_precision: str = "auto") -> dict:
     """All alignment metrics of one pair of a run's languages (its first two by default); writes
-    RUN_DIR/alignment/alignment.json (+ PNGs), for another pair alignment/pairs/A-B/alignment.json.
+    RUN_DIR/alignment/alignment.json (+ PNGs), for another pair alignment/pairs/A+B/alignment.json.
 
     `word2vec`: None skips the control; a dict of knobs (possibly empty) runs it. `checkpoint`: one
     of the run's checkpoints instead of the latest (written to alignment/checkpoints/, no figures).
@@ -320,17 +344,17 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     if sequences < 1 or grad_sequences < 0 or batch_size < 1:
         raise XlingError("sequences and batch_size must be >= 1 and grad_sequences >= 0 (--sequences, --batch-size, "
                           "--grad-sequences)")
-    if grad_precision not in GRAD_PRECISIONS:
-        raise XlingError(f"the gradient precision (--grad-precision) is one of {', '.join(GRAD_PRECISIONS)}; "
-                         f"got {grad_precision!r}")
+    check_grad_precision(grad_precision)
     pair = checked_pair(pair)
+    pair_key(language_names(RunDir(run_dir).require().read_config()), pair)  # an unknown language: before loading
     unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
     session.run.check_own()  # it writes into the run
     grad_precision = gradient_precision(grad_precision, session.device)
-    if grad_sequences and (why := emulated_here(grad_precision, session.device)):
+    if grad_sequences and (why := emulated_here(grad_precision, session.device)) and why not in _WARNED:
+        _WARNED.add(why)  # once, not for every run and checkpoint
         log.warning(f"gradients in {grad_precision} (--grad-precision) are emulated on this CPU ({why}): many times "
                     "slower than fp32")
     setup, model, cfg = session.setup, session.model, session.cfg
@@ -375,7 +399,10 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     if checkpoint is not None:
         atomic_write_json(session.run.alignment_at(checkpoint, key), result)
         return result
-    _keep_earlier(result, read_json(out / "alignment.json", {}))
+    earlier = read_json(out / "alignment.json", {})
+    if key is None and earlier and not of_pair(out / "alignment.json", result["languages"]):
+        _move_other_pair(session.run, setup.names, earlier)
+    _keep_earlier(result, earlier)
     atomic_write_json(out / "alignment.json", result)
     if figures:
         label = session.run.path.name
@@ -386,6 +413,18 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
         if clones:
             plot_embeddings(result, out / "embeddings.png")
     return result
+
+
+def _move_other_pair(run: RunDir, names: list[str], earlier: dict) -> None:
+    """An xling before 2026-11-29 wrote another pair's results (`--pair`) into alignment/: they go to that pair's
+    folder (unless it has its own), where the first two languages' results would otherwise replace them."""
+    try:
+        key = pair_key(names, tuple(earlier["languages"]))
+    except (XlingError, KeyError, TypeError, ValueError):  # (no pair of this run's languages: nothing to keep)
+        return
+    if key is not None and not run.alignment_file(key).is_file():
+        run.alignment_folder(key).mkdir(parents=True, exist_ok=True)
+        run.alignment_path.replace(run.alignment_file(key))
 
 
 def _keep_earlier(result: dict, earlier: dict) -> None:
@@ -417,6 +456,7 @@ def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
         log.warning(f"{run.path} kept only its last checkpoints (train.keep_checkpoints: last): alignment over "
                     "training needs a run trained with keep_checkpoints log or all")
     options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream
-    key = pair_key(language_names(run.read_config()), checked_pair(options.get("pair")))
-    return [read_json(run.alignment_at(c, key)) if reuse and run.alignment_at(c, key).is_file()
-            else align_run(run_dir, checkpoint=c, **options) for c in checkpoints]
+    names = language_names(run.read_config())
+    key = pair_key(names, checked_pair(options.get("pair")))
+    kept = lambda c: of_pair(run.alignment_at(c, key), list(key or names[:2])) if reuse else {}
+    return [kept(c) or align_run(run_dir, checkpoint=c, **options) for c in checkpoints]

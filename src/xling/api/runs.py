@@ -221,23 +221,20 @@ class Run:
         on held-out parallel probes; writes alignment/alignment.json (and figures) and returns its content.
 
         `pair`: the two languages (default: the first two; another pair of a run of more languages goes to
-        alignment/pairs/A-B/, so each pair keeps its own; either order is the same pair). `word2vec`: also the word2vec control of
+        alignment/pairs/A+B/, so each pair keeps its own; either order is the same pair). `word2vec`: also the word2vec control of
         cloned languages (True, or a dict of vector_size, window, epochs). `reuse`: read an existing
         alignment.json of the same pair instead of computing it again. A recomputation without the word2vec
         control or gradients keeps those of an earlier alignment.json of the same pair (gradients only from
         the same checkpoint; their names in the result's "kept"). `grad_precision`: "auto" (the authors':
         fp16 autocast on a GPU, fp32 on a CPU), "fp32" or "fp16". See `xling align --help` for the measures.
         """
-        from ..analysis.alignment import align_run, checked_pair, pair_file
+        from ..analysis.alignment import align_run, checked_pair, stored_pair
 
         _check_alignment(sequences, grad_sequences, batch_size, grad_precision, figures=(figures, bool),
                          reuse=(reuse, bool), word2vec=(word2vec, (bool, Mapping)))
         pair = checked_pair(pair)
-        path = pair_file(self._dir().path, pair)
-        if reuse and path.is_file():
-            stored = read_json(path)
-            if not pair or sorted(n.lower() for n in stored.get("languages", [])) == sorted(n.lower() for n in pair):
-                return stored  # (alignment.json of an xling before 2026-11-29 may hold another pair: computed below)
+        if reuse and (stored := stored_pair(self._dir().path, pair)[1]):
+            return stored
         w2v = None if word2vec is False else ({} if word2vec is True else dict(word2vec))
         return align_run(self.path, pair=pair, sequences=sequences,
                          grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,

@@ -210,15 +210,17 @@ class Study:
         a CPU), "fp32" or "fp16" (a named one computes again gradients taken in the other). `pairs`: "first" aligns
         each run's first two languages, "all" every pair of a run of more languages too (a row each in the report).
         `log` is told of each analysis done (None: silent)."""
-        from ..config import GRAD_PRECISIONS
+        from ..analysis.alignment import check_grad_precision
+        from ..fsio import check_output_file
         from ..report.alignment_report import write_alignment_report
+        from ..report.alignment_results import check_pairs
 
-        check_arguments(compute=(compute, bool), task=(task, (str, os.PathLike)),
-                        grad_sequences=(grad_sequences, (int, type(None)), 0, 10**7))
-        if grad_precision not in GRAD_PRECISIONS:
-            raise XlingError(f"grad_precision must be one of {', '.join(GRAD_PRECISIONS)}, got {grad_precision!r}")
-        if pairs not in ("first", "all"):
-            raise XlingError(f"pairs must be 'first' or 'all', got {pairs!r}")
+        check_arguments(out=(out, (str, os.PathLike, type(None))), compute=(compute, bool),
+                        task=(task, (str, os.PathLike)), grad_sequences=(grad_sequences, (int, type(None)), 0, 10**7))
+        check_grad_precision(grad_precision)
+        check_pairs(pairs)
+        if out is not None:
+            check_output_file(out, directory=True)  # before minutes of alignment and transfer
         if workers != "auto":
             check_arguments(workers=(workers, int, 1, 4096))
         if log is not None and not callable(log):

@@ -80,16 +80,21 @@ def align_arguments(p: argparse.ArgumentParser) -> None:
 
 def align(args, overrides) -> int:
     """Compute (or, with --reuse, read) each run's alignment and print the runs side by side."""
-    from ..analysis.alignment import pair_file
+    from ..analysis.alignment import stored_pair
     from ..analysis.alignment_plots import plot_hidden
 
     if args.figure:
         check_output_file(args.figure)
     w2v = {"vector_size": args.w2v_size, "window": args.w2v_window, "epochs": args.w2v_epochs} if args.word2vec else False
-    computed = []
+    computed, found = [], {}
+    for run_dir in args.run_dirs:  # every run has the pair, before minutes of computing
+        try:
+            found[run_dir] = stored_pair(run_dir, args.pair)
+        except XlingError as exc:
+            raise XlingError(f"{run_dir}: {exc}") from None
     for run_dir in args.run_dirs:
-        path = pair_file(run_dir, args.pair)
-        start, read = time.perf_counter(), args.reuse and path.is_file()
+        path, stored = found[run_dir]
+        start, read = time.perf_counter(), args.reuse and bool(stored)
         computed.append(Run(run_dir).align(
             args.pair, sequences=args.sequences, grad_sequences=args.grad_sequences, batch_size=args.batch_size,
             word2vec=w2v, figures=not args.no_figures, reuse=args.reuse, device=args.device,

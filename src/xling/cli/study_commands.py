@@ -216,14 +216,12 @@ def align_report_arguments(p: argparse.ArgumentParser) -> None:
                         "a CPU. Named, it recomputes gradients taken in the other")
     p.add_argument("--pairs", choices=("first", "all"), default="first",
                    help="first (default): each run's first two languages; all: every pair of a run of more languages "
-                        "too (alignment/pairs/A-B/ in the run, a row each in the report)")
+                        "too (alignment/pairs/A+B/ in the run, a row each in the report)")
     p.add_argument("--workers", type=WORKERS, help="runs analysed at the same time (default: as `xling study "
                    "run`, one per usable core, at most one per run needing analyses and what memory holds)")
 
 
 def align_report(args, overrides) -> int:
-    if args.out:
-        check_output_file(args.out, directory=True)  # before minutes of alignment and transfer
     path = Study(args.name, _existing(args.root)).align_report(
         args.out, compute=not args.no_compute, task=args.task, workers=args.workers or "auto",
         grad_sequences=args.grad_sequences, grad_precision=args.grad_precision, pairs=args.pairs)

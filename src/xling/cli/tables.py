@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..report.published import PAPER_GRAD_SEQUENCES
 from ..report.stats import fmt
 
 
@@ -56,8 +57,10 @@ def alignment_table(results: dict[str, dict]) -> str:
     title_cell = lambda title: f"  {title:<28}"
     head = lambda title: title_cell(title) + "".join(f"{s:>{width}}" for s in labels)
     fmt = lambda v: f"{v:>{width}.3f}" if v is not None and np.isfinite(v) else f"{'-':>{width}}"
-    first = next(iter(results.values()))
-    lines = [f"alignment {first['languages'][0]} vs {first['languages'][1]}", head("hidden cosine (paper's)")]
+    pairs = {label: " vs ".join(r["languages"]) for label, r in results.items()}
+    title = (f"alignment {next(iter(pairs.values()))}" if len(set(pairs.values())) == 1
+             else "alignment " + "; ".join(f"{label}: {pair}" for label, pair in pairs.items()))
+    lines = [title, head("hidden cosine (paper's)")]
     n_layers = max(len(r["hidden"]["layers"]) for r in results.values())
     for layer in range(n_layers):
         vals = [r["hidden"]["layers"][layer] if layer < len(r["hidden"]["layers"]) else None for r in results.values()]
@@ -88,7 +91,8 @@ def alignment_table(results: dict[str, dict]) -> str:
     if graded:
         lines.append("  gradients: " + "; ".join(f"{label} {g.get('precision', 'fp32')} over {g['sequences']} "
                                                  "sequences" for label, g in graded.items())
-                     + " (the authors': fp16 autocast over 500)")
+                     + f" (the authors': fp16 autocast over {PAPER_GRAD_SEQUENCES} on a GPU; on a CPU their code "
+                       "takes fp32)")
     trained = {label: r["word2vec"].get("settings", {}) for label, r in results.items() if "word2vec" in r}
     if any("embeddings" in r for r in results.values()):
         lines.append(f"  {'emb, w2v' if trained else 'emb'}: alignment is the clone-pairs value above all-pairs (an "
@@ -104,7 +108,8 @@ def alignment_table(results: dict[str, dict]) -> str:
 
 def training_table(run_dir, results: list[dict]) -> str:
     """`xling align --checkpoints all`: the alignment measures of one run at each kept checkpoint."""
-    lines = [f"alignment over training, {run_dir}",
+    pair = " vs ".join(results[0]["languages"]) if results else ""
+    lines = [f"alignment over training, {run_dir}" + (f", {pair}" if pair else ""),
              f"  {'step':>8} {'tokens':>12} {'raw cosine':>11} {'centred':>9} {'cka':>7} {'retrieval':>10}"]
     for r in results:
         h = r["hidden"]

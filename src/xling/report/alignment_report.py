@@ -43,6 +43,7 @@ from .figures import figure_by_frequency, figure_embeddings_by_p, figure_over_tr
 from .published import (
     PAPER_ALL_PAIRS,
     PAPER_EMBEDDING,
+    PAPER_GRAD_SEQUENCES,
     PAPER_GRADIENT,
     PAPER_HIDDEN,
     PAPER_REAL_HIDDEN_DELTA,
@@ -157,25 +158,27 @@ def _sequences(graded: list[Setting]) -> str:
     return "-".join(map(str, counts[::max(1, len(counts) - 1)]))
 
 
-def _gradient_protocol(graded: list[Setting]) -> str:
-    """How the runs' gradients were taken, against the authors' way (fp16 autocast, 500 sequences)."""
+def _gradient_protocol(graded: list[Setting], paper: bool = True) -> str:
+    """How the runs' gradients were taken; `paper`: against the authors' way (fp16 autocast, PAPER_GRAD_SEQUENCES)."""
     taken = [a["gradient"] for s in graded for a in s.alignments if a.get("gradient")]
     precisions = sorted({g.get("precision", "fp32") for g in taken})  # (xling before 2026-11-29: always fp32)
-    if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= 500:
+    ours = (f"Ours are taken in {' or '.join(precisions)}{' (runs or pairs differ)' if len(precisions) > 1 else ''} "
+            f"over {_sequences(graded)} probe sequences per run")
+    if not paper:
+        return ours + "."
+    if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= PAPER_GRAD_SEQUENCES:
         return (f"Ours are taken the authors' way: under fp16 autocast without loss scaling, over {_sequences(graded)} "
                 "probe sequences per run.")
-    differ = " (runs differ)" if len(precisions) > 1 else ""
-    return (f"Ours are taken in {' or '.join(precisions)}{differ} over {_sequences(graded)} probe sequences per run, "
-            "the authors' under fp16 autocast over 500, so that noise differs too (on a GPU `xling align-report` "
-            "takes them the authors' way: `--grad-precision auto` is fp16 autocast there, and a paper-scale study's "
-            "runs get 500 sequences).")
+    return (f"{ours}, the authors' under fp16 autocast over {PAPER_GRAD_SEQUENCES}, so that noise differs too (on a GPU "
+            f"`xling align-report NAME --grad-precision fp16 --grad-sequences {PAPER_GRAD_SEQUENCES}` takes them "
+            "again the authors' way).")
 
 
 def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:
     doc.h(3, "Gradient cosine (paper Figure 6; EN/FR Figure 13)")
     rows = []
     for s in graded:
-        published = PAPER_GRADIENT.get((s.vocab, s.p)) if not s.schedule else None
+        published = PAPER_GRADIENT.get((s.vocab, s.p)) if not (s.schedule or s.pair) else None
         rows.append([s.label, _cell(get(a, "gradient", "block_mean") for a in s.alignments),
                      _cell(get(a, "gradient", "block_mean_without_key_bias") for a in s.alignments)]
                     + ([f"{published:.3f}" if published is not None else ""] if paper else []))
@@ -184,7 +187,7 @@ def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path
     doc.p("The paper averages every block tensor, the key bias included; that bias gets a gradient of zero in exact "
           "arithmetic (a constant added to all of a row's attention scores leaves the softmax unchanged), so its "
           "cosine is one of rounding noise, and the mean without it is shown beside."
-          + (" " + _gradient_protocol(graded) if paper else ""))
+          + " " + _gradient_protocol(graded, paper))
     for s in graded:
         name = f"gradient-{_slug(s.label)}.png"
         plot_gradients(s.alignments[0]["gradient"], out / name, f"{s.label}: gradient cosine (first seed)")
@@ -212,7 +215,7 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> li
             base = _cell(get(a, group, kind, "all_pairs") for a in s.alignments)
             cells.append(f"{pair} (all {base})")
         if paper:
-            cells += [_paper_value(PAPER_EMBEDDING["input"], s.p), _paper_value(PAPER_EMBEDDING["output"], s.p)]
+            cells += ["", ""] if s.pair else [_paper_value(PAPER_EMBEDDING[kind], s.p) for kind in ("input", "output")]
         rows.append(cells)
     doc.table(["setting", "input", "output"] + (["word2vec input", "word2vec output"] if w2v else [])
               + (["paper input ≈", "paper output ≈"] if paper else []), rows)
@@ -272,9 +275,10 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
     for s in transfers:
         names = list(s.transfers[0]["accuracy"])
         accs = [_cell((t["accuracy"].get(n) for t in s.transfers), ".3f") for n in names]
-        paper_l2 = PAPER_TRANSFER["L2"].get(round(s.p, 2)) if s.kind == "clone" and not s.schedule else None
-        rows.append([s.label, accs[0], ", ".join(accs[1:])]
-                    + ([PAPER_TRANSFER["L1"] if s.kind == "clone" else "",
+        paper_l2 = PAPER_TRANSFER["L2"].get(round(s.p, 2)) if s.kind == "clone" and not (s.schedule or s.pair) else None
+        others = ", ".join(accs[1:]) if len(names) < 3 else ", ".join(f"{n} {a}" for n, a in zip(names[1:], accs[1:]))
+        rows.append([s.label, accs[0], others]
+                    + ([PAPER_TRANSFER["L1"] if s.kind == "clone" and not s.pair else "",
                         f"{paper_l2:.2f}" if paper_l2 is not None else ""] if paper else []))
     doc.table(["setting", "fine-tuned language", "other language(s), zero-shot"]
               + (["paper EN1", "paper EN2"] if paper else []), rows)

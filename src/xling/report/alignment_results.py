@@ -9,12 +9,13 @@ report costs nothing and a run directory stays the single source of truth.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run
+from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run, of_pair
 from ..analysis.transfer import transfer_run
 from ..errors import XlingError
 from ..fsio import read_json
@@ -22,11 +23,11 @@ from ..study.launch import Launch, auto_workers, usable_cores
 from ..study.spec import RunSpec, Study, runs_root
 from ..study.state import is_complete
 from ..train.rundir import RunDir
+from .published import PAPER_GRAD_SEQUENCES
 from .stats import Stat, t_stat
 from .verdict import NOT_TESTED, Check, compare
 
 DEFAULT_TASK = "bible-parts"
-PAPER_GRAD_SEQUENCES = 500  # the authors' n_steps in compare_representations.py
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Setting:
     vocab: str  # "clone" for clones, else disjoint | anchored | joint
     p: float  # the effective p (a schedule's mean); nan for many languages (shares, not p: never a 50/50 or 90/10)
     schedule: str
-    pair: str = ""  # another pair than the runs' first two languages ("EN1–FR"); "" for those
+    pair: str = ""  # two languages of runs of more, with their shares ("EN1 60 % – EN3 20 %"); "" for runs of two
+    rank: tuple[int, int] = (0, 1)  # the pair's languages, in the runs' order
     alignments: list[dict] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
     history: dict[int, list[dict]] = field(default_factory=dict)  # step -> the seeds' alignment at that checkpoint
@@ -48,9 +50,16 @@ class Setting:
         if math.isnan(self.p):  # many languages: the setting's name, and the pair aligned
             pair = "–".join(self.alignments[0]["languages"]) if self.alignments else ""
             return f"{self.vocab} {self.name}" + (f" ({pair})" if pair else "")
+        if self.pair:  # (its shares say more than p: EN1 50 %, EN2 25 %, EN3 25 % is no 50/50)
+            return self.pair if self.kind == "clone" else f"{self.vocab} {self.pair}"
         mix = f"schedule {self.schedule}" if self.schedule else f"{round(100 * (1 - self.p))}/{round(100 * self.p)}"
-        mix = mix if self.kind == "clone" else f"{self.vocab} {mix}"
-        return f"{mix} ({self.pair})" if self.pair else mix
+        return mix if self.kind == "clone" else f"{self.vocab} {mix}"
+
+
+def check_pairs(pairs) -> None:
+    if pairs not in ("first", "all"):
+        raise XlingError(f"pairs is 'first' (each run's first two languages) or 'all' (every pair; --pairs), got "
+                         f"{pairs!r}")
 
 
 def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
@@ -61,28 +70,33 @@ def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
     return [None] + (others if pairs == "all" else [])
 
 
+def _gradients_wanted(done: dict, align_options: dict) -> bool:
+    """Whether an alignment lacks the gradients asked for: none, over fewer probe sequences than asked (and than
+    its probes), or, with a precision asked by name, in another precision."""
+    asked = align_options.get("grad_sequences", GRAD_SEQUENCES)
+    if not asked:
+        return False
+    taken, precision = done.get("gradient") or {}, align_options.get("grad_precision", "auto")
+    return (taken.get("sequences", 0) < min(asked, get(done, "hidden", "sequences") or asked)
+            or (precision != "auto" and taken.get("precision", "fp32") != precision))
+
+
 def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_options: dict,
-             pairs: str = "first") -> tuple[list, bool, bool]:
-    """Which analyses a finished multilingual run lacks: (the pairs whose alignment is missing or lacks the
-    gradients or, for the first two languages of a clone run with `word2vec`, the word2vec control, e.g. after
-    `xling demo`, which aligns without them; its alignment at every kept checkpoint; its transfer on `task`)."""
-    run = RunDir(spec.run_dir(root))
-    asked = align_options.get("grad_precision", "auto")  # a precision asked by name replaces gradients of another
-    todo = []
+             pairs: str = "first") -> tuple[dict, bool, bool]:
+    """Which analyses a finished multilingual run lacks: ({pair: whether its word2vec control is wanted} of the
+    pairs whose alignment is missing, lacks the gradients asked for (`_gradients_wanted`) or, for the first two
+    languages of a clone run with `word2vec`, the word2vec control, e.g. after `xling demo`, which aligns without
+    them; whether its alignment at some kept checkpoint is missing; whether its transfer on `task` is)."""
+    run, names = RunDir(spec.run_dir(root)), list(spec.mixture.names)
+    todo = {}
     for pair in aligned_pairs(spec, pairs):
-        done = read_json(run.alignment_file(pair), {})  # none yet, or damaged: computed again
-        wanted = {"hidden"}
-        if align_options.get("grad_sequences", GRAD_SEQUENCES) > 0:
-            wanted.add("gradient")
-        if word2vec and pair is None and "embeddings" in done:  # clone pairs found (frac_clone 0 has none): it too
-            wanted.add("word2vec")
-        other_precision = (asked != "auto" and "gradient" in wanted
-                           and done.get("gradient", {}).get("precision", "fp32") != asked)
-        if not wanted <= done.keys() or other_precision:
-            todo.append(pair)
+        done = of_pair(run.alignment_file(pair), list(pair or names[:2]))  # none yet, damaged, another pair's: again
+        control = word2vec and pair is None and "word2vec" not in done  # (for clone pairs: frac_clone 0 has none)
+        if not done or (control and "embeddings" in done) or _gradients_wanted(done, align_options):
+            todo[pair] = control
     over_training = spec.run_config.train.keep_checkpoints != "last"
-    return (todo, over_training and not all(run.alignment_at(c).is_file() for c in run.checkpoint_dirs()),
-            bool(task and not run.transfer_path(task, spec.mixture.names[0]).is_file()))
+    return (todo, over_training and not all(of_pair(run.alignment_at(c), names[:2]) for c in run.checkpoint_dirs()),
+            bool(task and not run.transfer_path(task, names[0]).is_file()))
 
 
 def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
@@ -94,11 +108,10 @@ def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, tr
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
     alignments, over_training, transfer = _missing(spec, root, task, word2vec, align_options, pairs)
-    counts, lines = {"aligned": 0, "transferred": 0}, []
-    for pair in alignments:  # (word2vec, trained on the run's stream, for its first two languages only)
-        control = {} if word2vec and pair is None and spec.mixture.kind == "clone" else None
-        align_run(run_dir, pair=pair, word2vec=control, **align_options)
-        counts["aligned"] = 1  # (runs, not pairs)
+    counts, lines = {"aligned": int(bool(alignments)), "transferred": 0}, []  # (runs, not pairs)
+    for pair, control in alignments.items():  # (a control it has is kept: `align_run` keeps earlier results)
+        align_run(run_dir, pair=pair, word2vec={} if control and spec.mixture.kind == "clone" else None,
+                  **align_options)
         lines.append(f"aligned {spec.id}" + (f" ({pair[0]}–{pair[1]})" if pair else ""))
     if over_training:
         align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
@@ -125,8 +138,7 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     independent and write only into its own directory); "auto": as many as `launch.auto_workers`
     gives the runs that need analyses. `pairs`: "first" aligns each run's first two languages, "all" every pair
     of a run of more languages too."""
-    if pairs not in ("first", "all"):
-        raise XlingError(f"pairs is 'first' (each run's first two languages) or 'all' (every pair), got {pairs!r}")
+    check_pairs(pairs)
     log = log or (lambda _: None)
     root = runs_root(root)
     # the authors took gradients over 500 probe sequences; CPU studies take GRAD_SEQUENCES (two backward passes each)
@@ -155,31 +167,49 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
 
 
 def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
-    """Per setting, the alignment and transfer results of its finished runs (seeds pooled)."""
+    """Per setting, the alignment and transfer results of its finished runs (seeds pooled); each further pair of a
+    run's languages that was aligned (`--pairs all`) a setting of its own, labelled with the two languages' shares."""
     root = runs_root(root)
-    settings: dict[str, Setting] = {}
+    settings: dict[tuple, Setting] = {}
     for spec in study.runs:
         mix = spec.mixture
         if not mix.multilingual:
             continue
-        run = RunDir(spec.run_dir(root))
+        run, names = RunDir(spec.run_dir(root)), list(mix.names)
         p = math.nan if mix.many else mix.effective_p
-        setting = settings.setdefault((spec.setting, ""), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule))
-        for path in run.alignment_files():  # another pair of the run's languages (`--pairs all`): a setting of its own
+        # a pair of more than two languages is labelled with their shares (two clones at p 0.5 are no 50/50 pair), and
+        # is set beside the paper's pairs by nothing
+        label = functools.partial(_pair_label, mix) if len(names) > 2 else (lambda i, j: "")
+        setting = settings.setdefault((spec.setting, (0, 1)), Setting(spec.setting, mix.kind, mix.vocab, p,
+                                                                      mix.schedule, label(0, 1)))
+        by_pair = {}  # (i, j) -> result; a pair's own folder over an older alignment/ holding it (before 2026-11-29)
+        for path in run.alignment_files():
             alignment = read_json(path, default={})
-            pair = "–".join(alignment.get("languages", [])) if path != run.alignment_path else ""
-            if alignment:
-                settings.setdefault((spec.setting, pair), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule,
-                                                                  pair)).alignments.append(alignment)
+            langs = alignment.get("languages") or []
+            if alignment and len(langs) == 2 and set(langs) <= set(names) and langs[0] != langs[1]:
+                by_pair[tuple(sorted(names.index(n) for n in langs))] = alignment
+        for (i, j), alignment in sorted(by_pair.items()):
+            settings.setdefault((spec.setting, (i, j)), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule,
+                                                                label(i, j), rank=(i, j))).alignments.append(alignment)
         for ckpt in run.checkpoint_dirs():
-            at = read_json(run.alignment_at(ckpt), default={})
+            at = of_pair(run.alignment_at(ckpt), names[:2])
             if at:
                 setting.history.setdefault(at["step"], []).append(at)
         transfer = read_json(run.transfer_path(task, mix.names[0]), default={})
         if transfer:
             setting.transfers.append(transfer)
+    first = {name: i for i, (name, _) in enumerate(settings)}  # a further pair right after its setting's first two
     return sorted((s for s in settings.values() if s.alignments or s.transfers),
-                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p, s.pair))
+                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p, first[s.name], s.rank))
+
+
+def _pair_label(mix, i: int, j: int) -> str:
+    """Two languages of a run with their shares of its training data ("EN1 60 % – EN3 20 %"; many languages,
+    labelled by their setting's name: the two names)."""
+    if mix.many:
+        return f"{mix.names[i]}–{mix.names[j]}"
+    shares = mix.expected_shares()
+    return f"{mix.names[i]} {100 * shares[i]:.0f} % – {mix.names[j]} {100 * shares[j]:.0f} %"
 
 
 def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
@@ -196,7 +226,7 @@ def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
             continue
         run = RunDir(spec.run_dir(root))
         counts = seeds.setdefault(spec.setting, [0, 0])
-        counts[0] += bool(read_json(run.alignment_path, default={}))
+        counts[0] += bool(of_pair(run.alignment_path, list(spec.mixture.names[:2])))
         counts[1] += 1
         if read_json(run.transfer_path(task, spec.mixture.names[0]), default={}):
             transferred += 1

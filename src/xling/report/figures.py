@@ -206,7 +206,8 @@ def _p_axis(ax, ps) -> None:
 
 def figure_embeddings_by_p(settings: list[Setting], path: Path, paper: bool = True) -> str | None:
     """Clone-pair cosine against p, model and word2vec; `paper`: the paper's approximate values beside."""
-    clones = [s for s in settings if s.kind == "clone" and not s.schedule and any("embeddings" in a for a in s.alignments)]
+    clones = [s for s in settings if s.kind == "clone" and not (s.schedule or s.pair)  # (one point per p)
+              and any("embeddings" in a for a in s.alignments)]
     if len(clones) < 2:
         return None
     plt = pyplot()
@@ -258,7 +259,7 @@ def figure_by_frequency(settings: list[Setting], path: Path) -> str | None:
 
 def figure_transfer(settings: list[Setting], path: Path, paper: bool = True) -> str | None:
     """Fine-tuned and zero-shot accuracy against p; `paper`: the paper's EN2 (GLUE) beside."""
-    clones = [s for s in settings if s.kind == "clone" and not s.schedule and s.transfers]
+    clones = [s for s in settings if s.kind == "clone" and not (s.schedule or s.pair) and s.transfers]  # (two languages)
     if len(clones) < 2:
         return None
     plt = pyplot()

@@ -132,4 +132,5 @@ PAPER_GRADIENT = {("clone", 0.5): 0.072, ("clone", 0.1): 0.534,  # mean over blo
 PAPER_EMBEDDING = {"input": {0.5: 0.03, 0.05: 0.28}, "output": {0.5: 0.27, 0.05: 0.39}}  # ≈, read off a figure
 PAPER_ALL_PAIRS = {"input": 0.005, "output": 0.21}  # ≈
 PAPER_TRANSFER = {"L1": "0.70–0.71", "L2": {0.05: 0.64, 0.1: 0.65, 0.2: 0.58, 0.3: 0.52, 0.4: 0.53, 0.5: 0.54}}  # GLUE mean
+PAPER_GRAD_SEQUENCES = 500  # the authors' gradients: n_steps of compare_representations.py, under fp16 autocast
 PAPER_REAL_HIDDEN_DELTA = 0.08  # EN/FR: |hidden cosine at 90/10 - at 50/50| <= 0.08 in every layer

@@ -117,9 +117,9 @@ class RunDir:
                                  "disk, put the whole run directory there")
 
     def alignment_folder(self, pair: tuple[str, str] | None = None) -> Path:
-        """Where a pair's alignment goes: alignment/ for the run's first two languages (None), alignment/pairs/A-B/
-        for two others, named in the run's order."""
-        return self.alignment_dir if pair is None else self.alignment_dir / "pairs" / f"{pair[0]}-{pair[1]}"
+        """Where a pair's alignment goes: alignment/ for the run's first two languages (None), alignment/pairs/A+B/
+        for two others, named in the run's order (no language name has a +: a-b with c and a with b-c differ)."""
+        return self.alignment_dir if pair is None else self.alignment_dir / "pairs" / f"{pair[0]}+{pair[1]}"
 
     def alignment_file(self, pair: tuple[str, str] | None = None) -> Path:
         return self.alignment_folder(pair) / "alignment.json"
