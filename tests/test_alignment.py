@@ -318,12 +318,17 @@ def test_an_older_alignment_of_another_pair_is_neither_taken_for_the_first_pair_
     Trainer(tiny_config(tiny_corpus_dir, languages={"num_clones": 2, "p": 0.4}), run).fit(progress=False)
     older = align_run(run, pair=("L1", "L3"), sequences=4, grad_sequences=0, figures=False)
     shutil.rmtree(run / "alignment" / "pairs")
-    (run / "alignment" / "alignment.json").write_text(json.dumps(older))  # as the older xling left it
+    (run / "alignment" / "alignment.json").write_text(json.dumps(older))  # as the older xling left it, with its
+    (run / "alignment" / "hidden.png").write_bytes(b"L1-L3")  # figures and its alignment over training
+    (run / "alignment" / "checkpoints").mkdir()
+    (run / "alignment" / "checkpoints" / "step_0000004.json").write_text(json.dumps(older))
     assert main(["align", str(run), "--reuse", "--sequences", "4", "--grad-sequences", "0", "--no-figures"]) == 0
     assert f"wrote {run / 'alignment' / 'alignment.json'}" in capsys.readouterr().out  # not read: another pair's
     assert json.loads((run / "alignment" / "alignment.json").read_text())["languages"] == ["L1", "L2"]
     moved = run / "alignment" / "pairs" / "L1+L3" / "alignment.json"
-    assert json.loads(moved.read_text()) == older  # kept, in its pair's folder
+    assert json.loads(moved.read_text()) == older  # kept, in its pair's folder, with its figures and checkpoints
+    assert (moved.parent / "hidden.png").read_bytes() == b"L1-L3" and not (run / "alignment" / "hidden.png").exists()
+    assert json.loads((moved.parent / "checkpoints" / "step_0000004.json").read_text()) == older
     assert xling_run(run).align(("L3", "L1"), reuse=True) == older
 
 
@@ -451,6 +456,19 @@ def test_the_report_says_whether_gradients_were_taken_the_authors_way():
     assert mixed.startswith("Ours are taken in fp16 or fp32 (runs or pairs differ) over 500 probe sequences")  # (older: fp32)
     assert _gradient_protocol([setting({"precision": "fp16", "sequences": 500})], paper=False) == (
         "Ours are taken in fp16 over 500 probe sequences per run.")  # (without the paper: no comparison)
+    assert _gradient_protocol([setting({"precision": "fp16", "sequences": 500, "nonfinite": 3})]) == (
+        "Ours are taken the authors' way: under fp16 autocast without loss scaling, over 500 probe sequences per run "
+        "(3 of 500 sequences gave gradients that are not finite and are left out).")
+
+
+def test_pairs_of_runs_of_more_languages_are_labelled_by_shares_and_schedule():
+    from xling.report.alignment_results import Setting
+
+    assert Setting("s", "clone", "clone", 0.5, "", pair="L1 50 % – L3 25 %").label == "L1 50 % – L3 25 %"
+    assert Setting("s", "clone", "clone", 0.5, "0.1_0.9", pair="L1 50 % – L3 25 %").label == (
+        "schedule 0.1_0.9: L1 50 % – L3 25 %")  # (not the static 50 % run's label)
+    assert Setting("s", "real", "anchored", 0.5, "", pair="EN 50 % – FR 25 %").label == "anchored EN 50 % – FR 25 %"
+    assert Setting("s", "clone", "clone", 0.1, "").label == "90/10"  # two languages: as ever
 
 
 def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):

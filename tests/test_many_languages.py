@@ -299,7 +299,10 @@ def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, mo
     from xling.data.stream import prepare_languages
 
     english = make_documents(100, seed=4)
-    for name, docs in {"aa": english, "bb": [d.upper() for d in english], "cc": make_documents(100, seed=6)}.items():
+    languages = {"aa": english, "bb": [d.upper() for d in english], "cc": make_documents(100, seed=6)}
+    for name, (old, new) in {"dd": ("e", "3"), "ee": ("a", "@"), "ff": ("d", "D"), "gg": ("l", "L")}.items():
+        languages[name] = [d.replace(old, new) for d in english]  # seven languages, each its own characters
+    for name, docs in languages.items():
         (tmp_path / name).mkdir()
         for split, part in (("train", docs[:80]), ("valid", docs[80:90]), ("test", docs[90:])):
             (tmp_path / name / f"{split}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")
@@ -320,6 +323,11 @@ def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, mo
         "frequencies): give one held-out file per language in the order of the languages (A, B)")
     assert "held-out valid text given for B (aa/valid.txt)" in out_of_order(*config("ab", "ba", "ab"))
     assert out_of_order(*config("ac", "ac", "ca")) is None  # two English texts: no order is clearly better
+    # among seven languages, five in place must not hide the two swapped (judged cycle by cycle)
+    assert out_of_order(*config("abdefgc", "abdefgc", "abdegfc")) == (
+        "the held-out test text given for G (ff/test.txt) reads like F's training text, not G's (character "
+        "frequencies): give one held-out file per language in the order of the languages (A, B, D, E, F, G, C)")
+    assert out_of_order(*config("abdefgc", "abdefgc", "abdefgc")) is None
     data = tiny_config_dict("unused")
     data["corpus"] = {"name": "text", "doc_per_line": True, "valid": ["aa/valid.txt", "bb/valid.txt"],
                       "test": ["bb/test.txt", "aa/test.txt"]}

@@ -422,9 +422,16 @@ def _move_other_pair(run: RunDir, names: list[str], earlier: dict) -> None:
         key = pair_key(names, tuple(earlier["languages"]))
     except (XlingError, KeyError, TypeError, ValueError):  # (no pair of this run's languages: nothing to keep)
         return
-    if key is not None and not run.alignment_file(key).is_file():
-        run.alignment_folder(key).mkdir(parents=True, exist_ok=True)
-        run.alignment_path.replace(run.alignment_file(key))
+    if key is None or run.alignment_file(key).is_file():
+        return
+    folder = run.alignment_folder(key)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for figure in run.alignment_dir.glob("*.png"):  # (its figures; the first pair's are written after)
+        figure.replace(folder / figure.name)
+    for path in run.alignment_dir.glob("checkpoints/*.json"):  # its alignment over training
+        if of_pair(path, list(key)):
+            path.replace(folder / "checkpoints" / path.name)
+    run.alignment_path.replace(run.alignment_file(key))
 
 
 def _keep_earlier(result: dict, earlier: dict) -> None:

@@ -89,8 +89,9 @@ def alignment_table(results: dict[str, dict]) -> str:
             lines.append(title_cell(title) + "".join(fmt(v) for v in vals))
     graded = {label: r["gradient"] for label, r in results.items() if "gradient" in r}
     if graded:
-        lines.append("  gradients: " + "; ".join(f"{label} {g.get('precision', 'fp32')} over {g['sequences']} "
-                                                 "sequences" for label, g in graded.items())
+        lines.append("  gradients: " + "; ".join(f"{label} {g.get('precision', 'fp32')} over {g['sequences']} sequences"
+                                                 + (f" ({g['nonfinite']} not finite, left out)" if g.get("nonfinite")
+                                                    else "") for label, g in graded.items())
                      + f" (the authors': fp16 autocast over {PAPER_GRAD_SEQUENCES} on a GPU; on a CPU their code "
                        "takes fp32)")
     trained = {label: r["word2vec"].get("settings", {}) for label, r in results.items() if "word2vec" in r}

@@ -164,12 +164,15 @@ def _gradient_protocol(graded: list[Setting], paper: bool = True) -> str:
     precisions = sorted({g.get("precision", "fp32") for g in taken})  # (xling before 2026-11-29: always fp32)
     ours = (f"Ours are taken in {' or '.join(precisions)}{' (runs or pairs differ)' if len(precisions) > 1 else ''} "
             f"over {_sequences(graded)} probe sequences per run")
+    nonfinite = sum(g.get("nonfinite", 0) for g in taken)
+    dropped = (f" ({nonfinite} of {sum(g['sequences'] for g in taken)} sequences gave gradients that are not finite "
+               "and are left out)") if nonfinite else ""
     if not paper:
-        return ours + "."
+        return ours + dropped + "."
     if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= PAPER_GRAD_SEQUENCES:
         return (f"Ours are taken the authors' way: under fp16 autocast without loss scaling, over {_sequences(graded)} "
-                "probe sequences per run.")
-    return (f"{ours}, the authors' under fp16 autocast over {PAPER_GRAD_SEQUENCES}, so that noise differs too (on a GPU "
+                f"probe sequences per run{dropped}.")
+    return (f"{ours}{dropped}, the authors' under fp16 autocast over {PAPER_GRAD_SEQUENCES}, so that noise differs too (on a GPU "
             f"`xling align-report NAME --grad-precision fp16 --grad-sequences {PAPER_GRAD_SEQUENCES}` takes them "
             "again the authors' way).")
 
@@ -277,7 +280,7 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
         accs = [_cell((t["accuracy"].get(n) for t in s.transfers), ".3f") for n in names]
         paper_l2 = PAPER_TRANSFER["L2"].get(round(s.p, 2)) if s.kind == "clone" and not (s.schedule or s.pair) else None
         others = ", ".join(accs[1:]) if len(names) < 3 else ", ".join(f"{n} {a}" for n, a in zip(names[1:], accs[1:]))
-        rows.append([s.label, accs[0], others]
+        rows.append([s.whole or s.label, accs[0], others]
                     + ([PAPER_TRANSFER["L1"] if s.kind == "clone" and not s.pair else "",
                         f"{paper_l2:.2f}" if paper_l2 is not None else ""] if paper else []))
     doc.table(["setting", "fine-tuned language", "other language(s), zero-shot"]

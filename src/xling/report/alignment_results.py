@@ -44,6 +44,7 @@ class Setting:
     alignments: list[dict] = field(default_factory=list)
     transfers: list[dict] = field(default_factory=list)
     history: dict[int, list[dict]] = field(default_factory=dict)  # step -> the seeds' alignment at that checkpoint
+    whole: str = ""  # runs of more than two languages: every language's share ("L1 10 % + 9 × 10 %"), for transfer
 
     @property
     def label(self) -> str:
@@ -51,7 +52,8 @@ class Setting:
             pair = "–".join(self.alignments[0]["languages"]) if self.alignments else ""
             return f"{self.vocab} {self.name}" + (f" ({pair})" if pair else "")
         if self.pair:  # (its shares say more than p: EN1 50 %, EN2 25 %, EN3 25 % is no 50/50)
-            return self.pair if self.kind == "clone" else f"{self.vocab} {self.pair}"
+            pair = f"schedule {self.schedule}: {self.pair}" if self.schedule else self.pair
+            return pair if self.kind == "clone" else f"{self.vocab} {pair}"
         mix = f"schedule {self.schedule}" if self.schedule else f"{round(100 * (1 - self.p))}/{round(100 * self.p)}"
         return mix if self.kind == "clone" else f"{self.vocab} {mix}"
 
@@ -181,7 +183,8 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         # is set beside the paper's pairs by nothing
         label = functools.partial(_pair_label, mix) if len(names) > 2 else (lambda i, j: "")
         setting = settings.setdefault((spec.setting, (0, 1)), Setting(spec.setting, mix.kind, mix.vocab, p,
-                                                                      mix.schedule, label(0, 1)))
+                                                                      mix.schedule, label(0, 1),
+                                                                      whole=_mix_label(mix) if len(names) > 2 else ""))
         by_pair = {}  # (i, j) -> result; a pair's own folder over an older alignment/ holding it (before 2026-11-29)
         for path in run.alignment_files():
             alignment = read_json(path, default={})
@@ -198,9 +201,12 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         transfer = read_json(run.transfer_path(task, mix.names[0]), default={})
         if transfer:
             setting.transfers.append(transfer)
-    first = {name: i for i, (name, _) in enumerate(settings)}  # a further pair right after its setting's first two
-    return sorted((s for s in settings.values() if s.alignments or s.transfers),
-                  key=lambda s: (s.kind, s.vocab, s.schedule != "", -s.p, first[s.name], s.rank))
+    first: dict[str, int] = {}  # a further pair right after its setting's first two
+    for i, (name, _) in enumerate(settings):
+        first.setdefault(name, i)
+    return sorted((s for s in settings.values() if s.alignments or s.transfers),  # (many languages, p nan: last)
+                  key=lambda s: (s.kind, s.vocab, s.schedule != "", math.inf if math.isnan(s.p) else -s.p,
+                                 first[s.name], s.rank))
 
 
 def _pair_label(mix, i: int, j: int) -> str:
@@ -210,6 +216,14 @@ def _pair_label(mix, i: int, j: int) -> str:
         return f"{mix.names[i]}–{mix.names[j]}"
     shares = mix.expected_shares()
     return f"{mix.names[i]} {100 * shares[i]:.0f} % – {mix.names[j]} {100 * shares[j]:.0f} %"
+
+
+def _mix_label(mix) -> str:
+    """Every language of a run with its share ("EN1 10 % + 9 × 10 %"; many languages: their names)."""
+    if mix.many:
+        return " + ".join(mix.names)
+    shares = mix.expected_shares()
+    return f"{mix.names[0]} {100 * shares[0]:.0f} % + {len(shares) - 1} × {100 * shares[1]:.0f} %"
 
 
 def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
