@@ -296,6 +296,7 @@ def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, mo
     their characters are never called swapped."""
     from conftest import make_documents
     from xling.data.heldout import out_of_order
+    from xling.data.prepare import prepare
     from xling.data.stream import prepare_languages
 
     english = make_documents(100, seed=4)
@@ -332,6 +333,8 @@ def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, mo
     data["corpus"] = {"name": "text", "doc_per_line": True, "valid": ["aa/valid.txt", "bb/valid.txt"],
                       "test": ["bb/test.txt", "aa/test.txt"]}
     data["languages"] = {"kind": "real", "corpora": ["aa/train.txt", "bb/train.txt"], "names": ["A", "B"]}
-    with caplog.at_level("WARNING"):
-        prepare_languages(from_dict(data), tmp_path / "cache")
-    assert "the held-out test text given for B (aa/test.txt) reads like A's training text" in caplog.text
+    for prepares in (prepare_languages, prepare):  # a run's data, and `xling prepare`
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            prepares(from_dict(data), tmp_path / "cache")
+        assert "the held-out test text given for B (aa/test.txt) reads like A's training text" in caplog.text

@@ -207,7 +207,7 @@ def small_study(corpus_dir, name, **kw):
     return build_study(tiny_study_dict(corpus_dir, name=name, **kw))
 
 
-def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_path, monkeypatch):
+def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_path, monkeypatch, capsys):
     from xling.config import from_dict
     from xling.train.trainer import Trainer
 
@@ -232,6 +232,10 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     info = read_json_file(first.run_dir(tmp_path) / "run.json")
     assert info["status"] == "completed" and info["step"] == info["steps"]
     assert [r["state"] for r in study_status(study, tmp_path)] == ["completed"] * 2
+    # `xling status` of its run: the study is no name xling finds (a dict here, or a YAML file elsewhere)
+    capsys.readouterr()
+    assert main(["status", str(first.run_dir(tmp_path))]) == 0
+    assert "study resume: `xling study status FILE` lists all its runs" in capsys.readouterr().out
 
 
 def test_status_says_what_a_rerun_of_an_interrupted_run_does():

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..report.published import PAPER_GRAD_SEQUENCES
 from ..report.stats import fmt
+from ..study.spec import available_studies
 
 
 def ppl_table(results: dict[str, dict], title: str) -> str:
@@ -147,8 +148,9 @@ def runs_status_table(rows: list[dict]) -> str:
     if any(not r["study"] for r in interrupted):
         lines.append("  an interrupted run goes on with `xling train RUN_DIR --resume`")
     for study in sorted({r["study"] for r in rows if r["study"]}):  # (its runs not started have no directory yet)
-        lines.append(f"  study {study}: `xling study status {study}` lists all its runs, `xling study run {study}` "
-                     "trains what is missing (both with its --root)")
+        target = study if study in available_studies() else "FILE"  # (a study of a YAML file elsewhere, or a dict)
+        lines.append(f"  study {study}: `xling study status {target}` lists all its runs, `xling study run {target}` "
+                     "trains what is missing (both with its --root" + (", FILE its YAML file)" if target == "FILE" else ")"))
     if any(r["state"] == "completed" and not r["evaluated"] for r in rows):
         lines.append("  a completed run without a test evaluation (trained with --no-eval) gets one with `xling eval RUN_DIR`")
     return "\n".join(lines)

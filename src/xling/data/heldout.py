@@ -9,13 +9,16 @@ than twice as well, so two varieties of one language, which cannot be told apart
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..config import CorpusConfig
-from .corpora import chunk_documents, iter_chunks
+from ..config import CorpusConfig, RunConfig
+from .corpora import chunk_documents, iter_chunks, language_names
+
+log = logging.getLogger(__name__)
 
 SAMPLE_CHARS = 200_000  # of each text: enough for stable character frequencies, read in well under a second
 
@@ -73,3 +76,10 @@ def _cycles(permutation: np.ndarray) -> list[list[int]]:
         if len(cycle) > 1:
             cycles.append(cycle)
     return cycles
+
+
+def warn_if_out_of_order(cfg: RunConfig, corpora: list[CorpusConfig]) -> None:
+    """One warning line where a real pair's or many languages' held-out files seem listed in another order: they would
+    score every language on another's text, silently (`xling prepare` and a run's data both check)."""
+    if cfg.languages.kind == "real" and (why := out_of_order(corpora, language_names(cfg))):
+        log.warning(why)

@@ -15,6 +15,7 @@ from ..errors import XlingError
 from ..fsio import default_cache_dir, read_json, remove_stale_temporaries
 from .brought import load_brought
 from .corpora import corpus_splits, held_out_parts, language_corpora
+from .heldout import warn_if_out_of_order
 from .parallel import Workers, workers_of
 from .sources import digest_files
 from .token_arrays import build_token_arrays, missing_splits, token_array_paths
@@ -64,6 +65,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, workers: int | None =
     with workers_of(workers) as pool:  # one set of worker processes for every pass
         digest_files([part for corpus in language_corpora(cfg) for _, part in held_out_parts(corpus)], pool)
         corpora, tokenizers = source_tokenizers(cfg, cache_dir, pool, progress)
+        warn_if_out_of_order(cfg, corpora)
         for corpus, tokenizer in zip(corpora, tokenizers):
             if (repr(corpus), tokenizer.sha256) not in built:
                 missing = missing_splits(corpus, tokenizer, cache_dir, verify=True)

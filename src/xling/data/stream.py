@@ -10,7 +10,6 @@ can build any batch: resume and gradient accumulation see exactly the same data.
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +22,11 @@ from ..fsio import atomic_write, read_json
 from . import languages as L
 from . import transforms as T
 from .corpora import language_corpora
-from .heldout import out_of_order
+from .heldout import warn_if_out_of_order
 from .mixture import Mixture, language_plan, share_plan, tokens_per_language
 from .prepare import source_tokenizers
 from .token_arrays import token_array, token_array_paths
 from .tokenizer import Tokenizer
-
-log = logging.getLogger(__name__)
 
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
 
@@ -200,8 +197,7 @@ def prepare_languages(cfg: RunConfig, cache_dir: Path | None = None, saved: dict
                              language_corpora(cfg), cache_dir, run=saved["run"], word_orders=orders,
                              from_run_copies=True)
     corpora, tokenizers = source_tokenizers(cfg, cache_dir)
-    if lang.kind == "real" and (why := out_of_order(corpora, names)):  # a swapped list would score every language
-        log.warning(why)                                                # on another's text, silently
+    warn_if_out_of_order(cfg, corpora)
     if lang.kind == "clone":
         tok = tokenizers[0]
         table = L.clone_table(tok.vocab_size, lang.num_clones, lang.frac_clone, seed=cfg.train.seed, pad_id=tok.pad_id)

@@ -63,7 +63,8 @@ def _paper_value(values: dict, p: float) -> str:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+    """A file name's part of a label: "EN1 50 % – EN2 25 %" is EN1-50-EN2-25."""
+    return "-".join("".join(c if c.isalnum() else " " for c in text).split())
 
 
 def _hidden_table(doc: Doc, settings: list[Setting]) -> None:

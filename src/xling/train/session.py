@@ -21,6 +21,7 @@ from ..errors import XlingError
 from ..identity import resolve_relative
 from ..model.gpt import GPT
 from ..model_dims import resolve_model
+from .lock import is_locked
 from .portable import run_languages
 from .rundir import RunDir, checkpoint_step
 
@@ -197,6 +198,9 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
         if run.checkpoint_dirs():
             raise XlingError(f"no checkpoint of {run.path} verifies (see the warnings): restore its files, or train "
                              "the run again in a new directory")
+        if is_locked(run.path):
+            raise XlingError(f"{run.path} is training now and has no checkpoint yet: wait for its first one "
+                             "(train.checkpoint_every steps)")
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
     problem = run.checkpoint_problem(ckpt)
     if problem:
