@@ -408,6 +408,9 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
     settings = study.results(level="setting")
     minority = [r for r in settings if r["role"] == "L2" and not r["monolingual"]]
     assert len(minority) == 2 and all(r["seeds"] == 2 and r["teff_lo"] <= r["teff"] <= r["teff_hi"] for r in minority)
+    # a setting's grid values are columns (to filter and plot by), the seed is not; mlpe is its law's perplexity
+    assert {r["languages.p"] for r in minority} == {0.5, 0.1} and all("train.seed" not in r for r in settings)
+    assert all(r["mlpe"] > 1 for r in minority) and len({tuple(r) for r in settings}) == 1
     ladder = [r for r in settings if r["monolingual"]]  # one seed each: no interval, not a zero-width one
     assert ladder and all(r["seeds"] == 1 and r["ppl_lo"] is None is r["ppl_hi"] for r in ladder)
     # each law form (and the ladder) at both levels under one name; the paper's own numbers apart

@@ -144,11 +144,11 @@ class Study:
         the monolingual law fitted to the study's ladder: mlpe, mlte, teff (the verdict's law form) and
         teff_paper, teff_loss (each form), teff_ladder (read off the ladder, no law), teff_sampled, warnings.
 
-        ``level="setting"``: one row per setting (grid values without the seed) and language, over seeds
+        ``level="setting"``: one row per setting (its grid values without the seed, as columns) and language, over seeds
         (the clones of a run that has several are pooled into one row, language labelled e.g. ``"L2–L3"``, their
         perplexities' geometric mean within each run; a transformed language is labelled e.g. ``"L2 inverted"``):
         ppl (geometric mean) and teff (mean), each with its 95 % interval over seeds (``_lo``, ``_hi``; None
-        with one seed), teff_paper,
+        with one seed), mlpe (of the setting's share, under the verdict's law form), teff_paper,
         teff_loss and teff_ladder likewise (as at run level: each law form, and no law), seeds, and the
         paper's published ppl_published and teff_published where it has one (compare teff_published with
         teff_paper, ours under the paper's law form). Syncs the results store first.
@@ -160,18 +160,20 @@ class Study:
         if level not in _LEVELS:
             raise XlingError(f"level must be {' or '.join(_LEVELS)}, got {level!r}")
         a = analyse_study(self._study, self.root, self.db)
+        grid = list(dict.fromkeys(k for r in a.rows for k in r.spec.dims))  # every group's keys, in every row
+        values = lambda spec, keys: {k: spec.dims[k] if k in spec.dims else dotted_get(spec.config, k) for k in keys}
         if level == "run":
-            grid = list(dict.fromkeys(k for r in a.rows for k in r.spec.dims))  # every group's keys, in every row
             rows = [{"study": self.name, "run": r.spec.id, "group": r.spec.group, "setting": r.spec.setting,
-                     **{k: r.spec.dims[k] if k in r.spec.dims else dotted_get(r.spec.config, k) for k in grid},
+                     **values(r.spec, grid),
                      "language": r.language, "role": r.role, "monolingual": r.mono,
                      "fraction": r.fraction, "fraction_sampled": r.fraction_sampled, "length": r.length,
                      "ppl": r.ppl, "mlpe": _number(r.mlpe), "mlte": _number(r.mlte), "teff": _number(r.teff),
                      **{f"teff_{form}": _number(r.teff_forms.get(form)) for form in TEFF_FORMS},
                      "teff_sampled": _number(r.teff_sampled), "warnings": "; ".join(r.warnings)} for r in a.rows]
         else:
-            rows = [{"study": self.name, "setting": s.setting, "group": s.group, "language": s.label, "role": s.role,
-                     "monolingual": mono, "fraction": s.fraction, **_stat("ppl", s.ppl),
+            rows = [{"study": self.name, "setting": s.setting, "group": s.group,
+                     **values(s.spec, [k for k in grid if k != "train.seed"]), "language": s.label, "role": s.role,
+                     "monolingual": mono, "fraction": s.fraction, **_stat("ppl", s.ppl), "mlpe": _number(s.mlpe),
                      **_stat("teff", s.teff), **{k: v for form, stat in sorted(s.teff_forms.items())
                                                   for k, v in _stat(f"teff_{form}", stat).items()},
                      "seeds": s.ppl.n, "ppl_published": s.paper.ppl if s.paper else None,
