@@ -24,6 +24,7 @@ from ..data.corpora import PROBE_BOOKS, language_names, load_documents, parallel
 from ..data.stream import find_language, pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
+from ..identity import resolve_relative
 from ..train.rundir import RunDir, checkpoint_step
 from ..train.session import emulated_here, load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
@@ -286,7 +287,8 @@ def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100,
     table = {t: [mean.get(f"blocks.{layer}.{t}", float("nan")) for layer in range(n_layers)] for t in BLOCK_TENSORS}
     block_mean = lambda names: float(np.nanmean([v for t in names for v in table[t]]))
     other = {name: v for name, v in sorted(mean.items()) if not name.startswith("blocks.")}
-    return {"sequences": n, "nonfinite": nonfinite, "precision": precision, "tensors": table, "block_mean": block_mean(BLOCK_TENSORS),
+    return {"sequences": n, "nonfinite": nonfinite, "precision": precision, "tensors": table,
+            "block_mean": block_mean(BLOCK_TENSORS),
             "block_mean_without_key_bias": block_mean([t for t in BLOCK_TENSORS if t != KEY_BIAS]), "other": other}
 
 
@@ -314,6 +316,11 @@ def pair_key(names: list[str], pair: tuple[str, str] | None) -> tuple[str, str] 
     return None if (a, b) == (0, 1) else (names[a], names[b])
 
 
+def run_language_names(run: RunDir) -> list[str]:
+    """The run's languages, from its config read from anywhere (as `load_session` reads it), without its data."""
+    return language_names(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
+
+
 def of_pair(path: Path, languages: list[str]) -> dict:
     """The alignment results in `path` if they are of these two languages (either order), else {}: an xling before
     2026-11-29 wrote any pair's into alignment/, where the run's first two languages' now go."""
@@ -325,7 +332,7 @@ def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
     """Where a pair of the run's languages (given by name, in either order; None: its first two) has its
     alignment.json, and what that file holds of this pair ({} if nothing)."""
     run = RunDir(run_dir).require()
-    names = language_names(run.read_config())
+    names = run_language_names(run)
     key = pair_key(names, checked_pair(pair))
     path = run.alignment_file(key)
     return path, of_pair(path, list(key or names[:2]))
@@ -346,7 +353,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
                           "--grad-sequences)")
     check_grad_precision(grad_precision)
     pair = checked_pair(pair)
-    pair_key(language_names(RunDir(run_dir).require().read_config()), pair)  # an unknown language: before loading
+    pair_key(run_language_names(RunDir(run_dir).require()), pair)  # an unknown language: said before loading
     unknown = set(word2vec or {}) - {"vector_size", "window", "epochs", "negative", "workers"}
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
@@ -463,7 +470,7 @@ def align_over_training(run_dir, reuse: bool = True, **options) -> list[dict]:
         log.warning(f"{run.path} kept only its last checkpoints (train.keep_checkpoints: last): alignment over "
                     "training needs a run trained with keep_checkpoints log or all")
     options = {**options, "word2vec": None, "figures": False}  # word2vec is trained on the whole stream
-    names = language_names(run.read_config())
+    names = run_language_names(run)
     key = pair_key(names, checked_pair(options.get("pair")))
     kept = lambda c: of_pair(run.alignment_at(c, key), list(key or names[:2])) if reuse else {}
     return [kept(c) or align_run(run_dir, checkpoint=c, **options) for c in checkpoints]
