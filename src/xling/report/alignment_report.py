@@ -173,9 +173,9 @@ def _gradient_protocol(graded: list[Setting], paper: bool = True) -> str:
     if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= PAPER_GRAD_SEQUENCES:
         return (f"Ours are taken the authors' way: under fp16 autocast without loss scaling, over {_sequences(graded)} "
                 f"probe sequences per run{dropped}.")
-    return (f"{ours}{dropped}, the authors' under fp16 autocast over {PAPER_GRAD_SEQUENCES}, so that noise differs too (on a GPU "
-            f"`xling align-report NAME --grad-precision fp16 --grad-sequences {PAPER_GRAD_SEQUENCES}` takes them "
-            "again the authors' way).")
+    return (f"{ours}{dropped}, the authors' under fp16 autocast over {PAPER_GRAD_SEQUENCES}, so that noise differs "
+            f"too (on a GPU `xling align-report NAME --grad-precision fp16 --grad-sequences {PAPER_GRAD_SEQUENCES}` "
+            "takes them again the authors' way).")
 
 
 def _gradients(doc: Doc, graded: list[Setting], clones: list[Setting], out: Path, paper: bool) -> list[Evidence]:

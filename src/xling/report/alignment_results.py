@@ -223,7 +223,8 @@ def _mix_label(mix) -> str:
     if mix.many:
         return " + ".join(mix.names)
     shares = mix.expected_shares()
-    return f"{mix.names[0]} {100 * shares[0]:.0f} % + {len(shares) - 1} × {100 * shares[1]:.0f} %"
+    whole = f"{mix.names[0]} {100 * shares[0]:.0f} % + {len(shares) - 1} × {100 * shares[1]:.0f} %"
+    return f"schedule {mix.schedule}: {whole}" if mix.schedule else whole
 
 
 def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
