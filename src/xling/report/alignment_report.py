@@ -379,7 +379,8 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
           "translation of the sequence half the probes away (unrelated text, not the next verse): how similar "
           "unrelated text looks in that layer. ± is the 95 % t-interval "
           "over seeds." + (" Paper values: GPT-small (12 layers) after 1.2B tokens, on other probe text (Europarl, "
-                           "500 sequences of 128-512 tokens); compare directions, not magnitudes." if paper else
+                           "500 sequences of 128-512 tokens), its hidden states under fp16 autocast (ours under the "
+                           "precision each run trained in); compare directions, not magnitudes." if paper else
                            " No published values are set beside (the study names no paper)."))
     partial = _coverage_note(doc, study, root, task)
     evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals, paper) if reals
