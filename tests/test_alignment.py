@@ -412,8 +412,11 @@ def test_align_report_aligns_every_pair_of_three_languages_when_asked(tiny_corpu
     run_id = study.runs[0].id
     assert lines == [f"aligned {run_id}", f"aligned {run_id} (L1–L3)", f"aligned {run_id} (L2–L3)"]
     assert compute_missing(study, tmp_path, pairs="all", **options)["aligned"] == 0  # nothing left
-    # gradients over fewer sequences than asked (and than the probes) are taken again
+    # gradients over fewer sequences than asked (and than the probes) are taken again, and hidden states over fewer
+    # probes than asked where the text has more; once (a text with fewer probes than asked is no reason to redo them)
     assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2))["aligned"] == 1
+    assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2, sequences=10**4))["aligned"] == 1
+    assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2, sequences=10**4))["aligned"] == 0
     labels = [s.label for s in collect(study, tmp_path)]
     assert labels == ["L1 50 % – L2 25 %", "L1 50 % – L3 25 %", "L2 25 % – L3 25 %"]  # (p 0.5 of two clones: no 50/50)
     text = write_alignment_report(study, tmp_path, tmp_path / "report", compute=False).read_text()

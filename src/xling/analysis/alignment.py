@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- probes
 
 
+PROBE_SEQUENCES = 500  # probe sequences by default, as the authors' n_steps
+
+
 @dataclass
 class Probes:
     """Parallel probe sequences in two languages (1-D model-id tensors: inputs plus one target).
@@ -59,7 +62,8 @@ def probe_split(corpus) -> str:
     return "probe" if corpus.name == "bible" else "test"
 
 
-def clone_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: int = 500) -> Probes:
+def clone_probes(setup, lang_a: int, lang_b: int, seq_len: int,
+                 max_sequences: int = PROBE_SEQUENCES) -> Probes:
     """Held-out windows of the shared text source, written in both languages."""
     source = setup.source_of_language[lang_a]
     split = probe_split(setup.corpora[source])
@@ -113,7 +117,8 @@ def parallel_texts(corpus_a, corpus_b) -> tuple[list[str], list[str], str, str]:
                      "document (corpus.test, and languages.second.test or one per language of languages.corpora)")
 
 
-def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences: int = 500) -> Probes:
+def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int,
+                    max_sequences: int = PROBE_SEQUENCES) -> Probes:
     """Held-out parallel text in both languages (parallel_texts), segment-aligned and packed into sequences."""
     corpora = [setup.corpora[setup.source_of_language[lang]] for lang in (lang_a, lang_b)]
     *texts, where, unit = parallel_texts(*corpora)
@@ -132,7 +137,7 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int, max_sequences
                   + (f" ({too_long} of {len(sides[0])} {unit}s longer than that on a side left out)" if too_long else ""))
 
 
-def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = 500) -> Probes:
+def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = PROBE_SEQUENCES) -> Probes:
     seq_len = cfg.model.seq_len
     if setup.source_of_language[lang_a] == setup.source_of_language[lang_b]:
         return clone_probes(setup, lang_a, lang_b, seq_len, max_sequences)
@@ -338,9 +343,10 @@ def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
     return path, of_pair(path, list(key or names[:2]))
 
 
-def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500, grad_sequences: int = GRAD_SEQUENCES,
-              batch_size: int = 16, word2vec: dict | None = None, device: str = "auto", figures: bool = True,
-              cache_dir: Path | None = None, checkpoint: Path | None = None, grad_precision: str = "auto") -> dict:
+def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PROBE_SEQUENCES,
+              grad_sequences: int = GRAD_SEQUENCES, batch_size: int = 16, word2vec: dict | None = None,
+              device: str = "auto", figures: bool = True, cache_dir: Path | None = None, checkpoint: Path | None = None,
+              grad_precision: str = "auto") -> dict:
     """All alignment metrics of one pair of a run's languages (its first two by default); writes
     RUN_DIR/alignment/alignment.json (+ PNGs), for another pair alignment/pairs/A+B/alignment.json.
 
@@ -380,6 +386,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = 500
     means = tuple(language_means(model, setup, lang, cfg.model.seq_len, session.device, session.autocast,
                                  batch_size=batch_size) for lang in (a, b))
     result["hidden"] = hidden_similarity(model, probes, session.device, session.autocast, batch_size, means)
+    result["hidden"]["sequences_asked"] = sequences  # (fewer probes than asked: the text has no more)
     timings["hidden"], t0 = time.perf_counter() - t0, time.perf_counter()
     if grad_sequences:
         result["gradient"] = gradient_similarity(model, probes, session.device, grad_sequences, grad_precision)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import GRAD_SEQUENCES, align_over_training, align_run, of_pair
+from ..analysis.alignment import GRAD_SEQUENCES, PROBE_SEQUENCES, align_over_training, align_run, of_pair
 from ..analysis.transfer import transfer_run
 from ..errors import XlingError
 from ..fsio import read_json
@@ -72,6 +72,14 @@ def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
     return [None] + (others if pairs == "all" else [])
 
 
+def _hidden_wanted(done: dict, align_options: dict) -> bool:
+    """Whether an alignment's hidden states are over fewer probes than asked, where its text has more (it was asked
+    for fewer: `xling align --sequences`)."""
+    asked, hidden = align_options.get("sequences", PROBE_SEQUENCES), done.get("hidden") or {}
+    taken = hidden.get("sequences", 0)
+    return taken < asked and hidden.get("sequences_asked", taken) <= taken
+
+
 def _gradients_wanted(done: dict, align_options: dict) -> bool:
     """Whether an alignment lacks the gradients asked for: none, over fewer probe sequences than asked (and than
     its probes), or, with a precision asked by name, in another precision."""
@@ -94,7 +102,8 @@ def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_option
     for pair in aligned_pairs(spec, pairs):
         done = of_pair(run.alignment_file(pair), list(pair or names[:2]))  # none yet, damaged, another pair's: again
         control = word2vec and pair is None and "word2vec" not in done  # (for clone pairs: frac_clone 0 has none)
-        if not done or (control and "embeddings" in done) or _gradients_wanted(done, align_options):
+        if (not done or (control and "embeddings" in done) or _hidden_wanted(done, align_options)
+                or _gradients_wanted(done, align_options)):
             todo[pair] = control
     over_training = spec.run_config.train.keep_checkpoints != "last"
     return (todo, over_training and not all(of_pair(run.alignment_at(c), names[:2]) for c in run.checkpoint_dirs()),
