@@ -236,6 +236,10 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     capsys.readouterr()
     assert main(["status", str(first.run_dir(tmp_path))]) == 0
     assert "study resume: `xling study status FILE` lists all its runs" in capsys.readouterr().out
+    monkeypatch.setenv("XLING_RUNS", str(tmp_path))  # no directory given: every run under the runs root
+    assert main(["status"]) == 0 and first.id in capsys.readouterr().out
+    monkeypatch.setenv("XLING_RUNS", str(tmp_path / "none"))
+    assert main(["status"]) == 2 and "no runs at" in capsys.readouterr().err
 
 
 def test_status_says_what_a_rerun_of_an_interrupted_run_does():

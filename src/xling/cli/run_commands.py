@@ -147,14 +147,19 @@ def train(args, overrides) -> int:
 
 
 def status_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories, or directories of runs (a root: its runs and its studies' runs)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                   help="run directories, or directories of runs (a root: its runs and its studies' runs; default: "
+                        "the runs root, $XLING_RUNS or ./runs)")
 
 
 def status(args, overrides) -> int:
+    from ..study.spec import runs_root
     from ..study.state import status_rows
 
-    print(for_terminal(runs_status_table(status_rows(args.run_dirs)), lines=True))
+    root = runs_root()
+    if not args.run_dirs and not root.is_dir():
+        raise XlingError(f"no runs at {root} (the runs root: $XLING_RUNS, else ./runs): give run directories")
+    print(for_terminal(runs_status_table(status_rows(args.run_dirs or [str(root)])), lines=True))
     return 0
 
 
