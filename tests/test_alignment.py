@@ -416,6 +416,8 @@ def test_align_report_aligns_every_pair_of_three_languages_when_asked(tiny_corpu
     # probes than asked where the text has more; once (a text with fewer probes than asked is no reason to redo them)
     assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2))["aligned"] == 1
     assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2, sequences=10**4))["aligned"] == 1
+    again = json.loads((study.runs[0].run_dir(tmp_path) / "alignment" / "alignment.json").read_text())
+    assert again["kept"] == ["gradient"] and again["hidden"]["sequences_asked"] == 10**4  # (gradients: as they were)
     assert compute_missing(study, tmp_path, **dict(options, grad_sequences=2, sequences=10**4))["aligned"] == 0
     labels = [s.label for s in collect(study, tmp_path)]
     assert labels == ["L1 50 % – L2 25 %", "L1 50 % – L3 25 %", "L2 25 % – L3 25 %"]  # (p 0.5 of two clones: no 50/50)
@@ -461,7 +463,7 @@ def test_the_report_says_whether_gradients_were_taken_the_authors_way():
         "Ours are taken in fp16 over 500 probe sequences per run.")  # (without the paper: no comparison)
     assert _gradient_protocol([setting({"precision": "fp16", "sequences": 500, "nonfinite": 3})]) == (
         "Ours are taken the authors' way: under fp16 autocast without loss scaling, over 500 probe sequences per run "
-        "(3 of 500 sequences gave gradients that are not finite and are left out).")
+        "(3 of all runs' 500 sequences gave gradients that are not finite and are left out).")
 
 
 def test_pairs_of_runs_of_more_languages_are_labelled_by_shares_and_schedule():

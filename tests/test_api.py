@@ -640,3 +640,36 @@ def test_study_status_names_the_twin_a_study_run_would_copy(tiny_corpus_dir, tmp
     assert row["state"] == "pending" and row["twin"] == f"first/{row['id']}"
     assert f"(complete as first/{row['id']}: a study run copies it)" in status_table(second, [row])
     assert first.status()[0]["twin"] is None  # a completed run has none
+
+
+def test_a_run_in_training_without_a_checkpoint_says_so(run_copy):
+    """eval, sample and align of a run another process trains, before its first checkpoint: not "train it first"
+    (a --resume would be refused while it trains)."""
+    from xling.train.lock import training_lock
+
+    shutil.rmtree(run_copy.path / "checkpoints")
+    with pytest.raises(xling.XlingError, match=r"has no usable checkpoint yet: train it first"):
+        run_copy.evaluate()
+    with training_lock(run_copy.path), pytest.raises(xling.XlingError, match=r"is training now and has no checkpoint "
+                                                                             r"yet: wait for its first one"):
+        run_copy.evaluate()
+
+
+def test_a_run_of_own_text_in_folders_named_like_languages_is_aligned_from_anywhere(tmp_path, monkeypatch):
+    """Language names are read from the run's config as evaluation reads it: relative paths from where it trained
+    (folders `en` and `fr` read from elsewhere would be taken for Bible codes)."""
+    from conftest import make_documents, tiny_config_dict
+    from xling.analysis.alignment import stored_pair
+
+    project = tmp_path / "project"
+    for name, docs in (("en", make_documents(60, seed=1)), ("fr", [d.upper() for d in make_documents(60, seed=1)])):
+        (project / name).mkdir(parents=True)
+        (project / name / "text.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    data = tiny_config_dict("unused", train={"steps": 2, "checkpoint_every": 2})
+    data["corpus"] = {"name": "text", "doc_per_line": True}
+    data["languages"] = {"kind": "real", "corpora": ["en", "fr"]}
+    monkeypatch.chdir(project)
+    run = xling.train(xling.Config(data), tmp_path / "run", evaluate=False)
+    monkeypatch.chdir(tmp_path)  # elsewhere: `en` and `fr` do not exist here
+    path, stored = stored_pair(run.path, None)
+    assert path == run.path / "alignment" / "alignment.json" and stored == {}

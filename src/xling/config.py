@@ -38,7 +38,10 @@ def one_of(*options: str) -> dict:
 NAME = {"name": True}  # letters, digits, '.', '_', '-'; not starting with '.' or '-' (it names files)
 BOOKS = {"books": True}  # all, odd, even, disjoint, or I/N (data.corpora.split_books says what each reads)
 MAX = 10**9  # the upper bound of counts that have no natural one (steps, intervals)
-GRAD_PRECISIONS = ("auto", "fp32", "fp16")  # alignment's gradients (`xling align --grad-precision`); auto: the authors'
+# alignment (`xling align`): probe sequences for hidden states (the authors' 500) and for gradients (two backward
+# passes each: 100 on a CPU; a paper-scale study's align-report takes 500), and the gradients' precision (auto: the
+# authors', fp16 autocast on a GPU and fp32 on a CPU)
+PROBE_SEQUENCES, GRAD_SEQUENCES, GRAD_PRECISIONS = 500, 100, ("auto", "fp32", "fp16")
 
 
 @dataclass

@@ -19,12 +19,11 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ..config import GRAD_PRECISIONS
+from ..config import GRAD_PRECISIONS, GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..data.corpora import PROBE_BOOKS, language_names, load_documents, parallel_verses
 from ..data.stream import find_language, pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
-from ..identity import resolve_relative
 from ..train.rundir import RunDir, checkpoint_step
 from ..train.session import emulated_here, load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
@@ -35,9 +34,6 @@ from .word2vec import word2vec_control
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- probes
-
-
-PROBE_SEQUENCES = 500  # probe sequences by default, as the authors' n_steps
 
 
 @dataclass
@@ -236,7 +232,6 @@ def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int =
 BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
                  "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
 KEY_BIAS = "k.bias"
-GRAD_SEQUENCES = 100  # probe sequences for the gradient alignment by default (two backward passes each)
 _WARNED: set[str] = set()  # emulated gradient precisions warned of in this process
 
 
@@ -323,7 +318,7 @@ def pair_key(names: list[str], pair: tuple[str, str] | None) -> tuple[str, str] 
 
 def run_language_names(run: RunDir) -> list[str]:
     """The run's languages, from its config read from anywhere (as `load_session` reads it), without its data."""
-    return language_names(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
+    return language_names(run.config_from_here(tolerant=True))
 
 
 def of_pair(path: Path, languages: list[str]) -> dict:
@@ -439,11 +434,14 @@ def _move_other_pair(run: RunDir, names: list[str], earlier: dict) -> None:
     if key is None or run.alignment_file(key).is_file():
         return
     folder = run.alignment_folder(key)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for figure in run.alignment_dir.glob("*.png"):  # (its figures; the first pair's are written after)
-        figure.replace(folder / figure.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = run.alignment_path.stat().st_mtime
+    for figure in run.alignment_dir.glob("*.png"):  # its figures, written after it (older ones: another alignment's)
+        if figure.stat().st_mtime >= written:
+            figure.replace(folder / figure.name)
     for path in run.alignment_dir.glob("checkpoints/*.json"):  # its alignment over training
         if of_pair(path, list(key)):
+            (folder / "checkpoints").mkdir(exist_ok=True)
             path.replace(folder / "checkpoints" / path.name)
     run.alignment_path.replace(run.alignment_file(key))
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..errors import XlingError
 from ..fsio import read_json
 from .checks import check_arguments
@@ -71,10 +72,7 @@ class Run:
     def config(self) -> Config:
         """The run's config (config.yaml), checked like any config; relative paths that are not found from here are
         read from where the run trained (run.json's workdir), as evaluation reads them."""
-        from ..identity import resolve_relative
-
-        run = self._dir()
-        return Config(resolve_relative(run.read_config(), run.read_info(tolerant=True).get("workdir")))
+        return Config(self._dir().config_from_here(tolerant=True))
 
     @property
     def info(self) -> dict:
@@ -214,9 +212,9 @@ class Run:
 
         return load_session(self.path, device=device).model
 
-    def align(self, pair: Sequence[str] | None = None, sequences: int = 500, grad_sequences: int = 100,
-              batch_size: int = 16, word2vec: bool | dict = False, figures: bool = True, reuse: bool = False,
-              device: str = "auto", grad_precision: str = "auto") -> dict:
+    def align(self, pair: Sequence[str] | None = None, sequences: int = PROBE_SEQUENCES,
+              grad_sequences: int = GRAD_SEQUENCES, batch_size: int = 16, word2vec: bool | dict = False,
+              figures: bool = True, reuse: bool = False, device: str = "auto", grad_precision: str = "auto") -> dict:
         """How aligned two languages are inside the model (hidden states per layer, gradients, embeddings),
         on held-out parallel probes; writes alignment/alignment.json (and figures) and returns its content.
 
@@ -240,8 +238,8 @@ class Run:
                          grad_sequences=grad_sequences, batch_size=batch_size, word2vec=w2v, device=device,
                          figures=figures, grad_precision=grad_precision)
 
-    def align_over_training(self, pair: Sequence[str] | None = None, sequences: int = 500,
-                            grad_sequences: int = 100, batch_size: int = 16, reuse: bool = True,
+    def align_over_training(self, pair: Sequence[str] | None = None, sequences: int = PROBE_SEQUENCES,
+                            grad_sequences: int = GRAD_SEQUENCES, batch_size: int = 16, reuse: bool = True,
                             device: str = "auto", grad_precision: str = "auto") -> list[dict]:
         """`align`'s measures at every checkpoint the run kept (``train.keep_checkpoints: log`` or ``all``),
         in training order; each is computed once (alignment/checkpoints/) unless `reuse` is False."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..analysis.scaling_law import law_params
 from ..api import Run
 from ..api import teff as teff_table
-from ..config import GRAD_PRECISIONS
+from ..config import GRAD_PRECISIONS, GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..errors import XlingError
 from ..fsio import check_output_file
 from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
@@ -60,9 +60,10 @@ def teff(args, overrides) -> int:
 def align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--pair", nargs=2, metavar=("LANG_A", "LANG_B"), help="the two languages (default: the first two)")
-    p.add_argument("--sequences", type=count(1), default=500, help="probe sequences for hidden states (default 500)")
-    p.add_argument("--grad-sequences", type=count(0), default=100,
-                   help="probe sequences for gradients, 2 backward passes each (default 100; 0 skips gradients)")
+    p.add_argument("--sequences", type=count(1), default=PROBE_SEQUENCES,
+                   help=f"probe sequences for hidden states (default {PROBE_SEQUENCES})")
+    p.add_argument("--grad-sequences", type=count(0), default=GRAD_SEQUENCES,
+                   help=f"probe sequences for gradients, 2 backward passes each (default {GRAD_SEQUENCES}; 0 skips them)")
     p.add_argument("--grad-precision", choices=GRAD_PRECISIONS, default="auto",
                    help="gradients in fp32 or under fp16 autocast; auto (default): the authors', fp16 on a GPU, fp32 on "
                         "a CPU (their code turns autocast off there)")

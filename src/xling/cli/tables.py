@@ -9,7 +9,6 @@ import numpy as np
 
 from ..report.published import PAPER_GRAD_SEQUENCES
 from ..report.stats import fmt
-from ..study.spec import available_studies
 
 
 def ppl_table(results: dict[str, dict], title: str) -> str:
@@ -147,6 +146,8 @@ def runs_status_table(rows: list[dict]) -> str:
     interrupted = [r for r in rows if r["state"] == "interrupted"]
     if any(not r["study"] for r in interrupted):
         lines.append("  an interrupted run goes on with `xling train RUN_DIR --resume`")
+    from ..study.spec import available_studies  # (here: it reads the study folders, which few tables need)
+
     for study in sorted({r["study"] for r in rows if r["study"]}):  # (its runs not started have no directory yet)
         target = study if study in available_studies() else "FILE"  # (a study of a YAML file elsewhere, or a dict)
         lines.append(f"  study {study}: `xling study status {target}` lists all its runs, `xling study run {target}` "

@@ -166,8 +166,8 @@ def _gradient_protocol(graded: list[Setting], paper: bool = True) -> str:
     ours = (f"Ours are taken in {' or '.join(precisions)}{' (runs or pairs differ)' if len(precisions) > 1 else ''} "
             f"over {_sequences(graded)} probe sequences per run")
     nonfinite = sum(g.get("nonfinite", 0) for g in taken)
-    dropped = (f" ({nonfinite} of {sum(g['sequences'] for g in taken)} sequences gave gradients that are not finite "
-               "and are left out)") if nonfinite else ""
+    dropped = (f" ({nonfinite} of all runs' {sum(g['sequences'] for g in taken)} sequences gave gradients that are "
+               "not finite and are left out)") if nonfinite else ""
     if not paper:
         return ours + dropped + "."
     if precisions == ["fp16"] and min(g["sequences"] for g in taken) >= PAPER_GRAD_SEQUENCES:

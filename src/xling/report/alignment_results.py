@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import GRAD_SEQUENCES, PROBE_SEQUENCES, align_over_training, align_run, of_pair
+from ..analysis.alignment import align_over_training, align_run, of_pair
 from ..analysis.transfer import transfer_run
+from ..config import GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..errors import XlingError
 from ..fsio import read_json
 from ..study.launch import Launch, auto_workers, usable_cores
@@ -74,10 +75,10 @@ def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
 
 def _hidden_wanted(done: dict, align_options: dict) -> bool:
     """Whether an alignment's hidden states are over fewer probes than asked, where its text has more (it was asked
-    for fewer: `xling align --sequences`)."""
+    for fewer: `xling align --sequences`). An alignment from before 2026-11-29 does not say what it asked for: kept."""
     asked, hidden = align_options.get("sequences", PROBE_SEQUENCES), done.get("hidden") or {}
     taken = hidden.get("sequences", 0)
-    return taken < asked and hidden.get("sequences_asked", taken) <= taken
+    return taken < asked and hidden.get("sequences_asked", math.inf) <= taken
 
 
 def _gradients_wanted(done: dict, align_options: dict) -> bool:
@@ -93,18 +94,19 @@ def _gradients_wanted(done: dict, align_options: dict) -> bool:
 
 def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_options: dict,
              pairs: str = "first") -> tuple[dict, bool, bool]:
-    """Which analyses a finished multilingual run lacks: ({pair: whether its word2vec control is wanted} of the
-    pairs whose alignment is missing, lacks the gradients asked for (`_gradients_wanted`) or, for the first two
-    languages of a clone run with `word2vec`, the word2vec control, e.g. after `xling demo`, which aligns without
-    them; whether its alignment at some kept checkpoint is missing; whether its transfer on `task` is)."""
+    """Which analyses a finished multilingual run lacks: ({pair: whether its word2vec control and its gradients are
+    wanted} of the pairs whose alignment is missing, lacks the gradients asked for (`_gradients_wanted`), has hidden
+    states over fewer probes than asked (`_hidden_wanted`) or, for the first two languages of a clone run with
+    `word2vec`, lacks the word2vec control, e.g. after `xling demo`, which aligns without them; whether its alignment
+    at some kept checkpoint is missing; whether its transfer on `task` is)."""
     run, names = RunDir(spec.run_dir(root)), list(spec.mixture.names)
     todo = {}
     for pair in aligned_pairs(spec, pairs):
         done = of_pair(run.alignment_file(pair), list(pair or names[:2]))  # none yet, damaged, another pair's: again
         control = word2vec and pair is None and "word2vec" not in done  # (for clone pairs: frac_clone 0 has none)
-        if (not done or (control and "embeddings" in done) or _hidden_wanted(done, align_options)
-                or _gradients_wanted(done, align_options)):
-            todo[pair] = control
+        gradients = not done or _gradients_wanted(done, align_options)
+        if gradients or (control and "embeddings" in done) or _hidden_wanted(done, align_options):
+            todo[pair] = {"word2vec": control, "gradients": gradients}
     over_training = spec.run_config.train.keep_checkpoints != "last"
     return (todo, over_training and not all(of_pair(run.alignment_at(c), names[:2]) for c in run.checkpoint_dirs()),
             bool(task and not run.transfer_path(task, names[0]).is_file()))
@@ -120,9 +122,9 @@ def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, tr
     run_dir = spec.run_dir(root)
     alignments, over_training, transfer = _missing(spec, root, task, word2vec, align_options, pairs)
     counts, lines = {"aligned": int(bool(alignments)), "transferred": 0}, []  # (runs, not pairs)
-    for pair, control in alignments.items():  # (a control it has is kept: `align_run` keeps earlier results)
-        align_run(run_dir, pair=pair, word2vec={} if control and spec.mixture.kind == "clone" else None,
-                  **align_options)
+    for pair, wanted in alignments.items():  # (what it has and is not computed again, `align_run` keeps)
+        align_run(run_dir, pair=pair, word2vec={} if wanted["word2vec"] and spec.mixture.kind == "clone" else None,
+                  **{**align_options, **({} if wanted["gradients"] else {"grad_sequences": 0})})
         lines.append(f"aligned {spec.id}" + (f" ({pair[0]}–{pair[1]})" if pair else ""))
     if over_training:
         align_over_training(run_dir, **{k: v for k, v in align_options.items() if k != "figures"})
@@ -193,7 +195,8 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
         label = functools.partial(_pair_label, mix) if len(names) > 2 else (lambda i, j: "")
         setting = settings.setdefault((spec.setting, (0, 1)), Setting(spec.setting, mix.kind, mix.vocab, p,
                                                                       mix.schedule, label(0, 1),
-                                                                      whole=_mix_label(mix) if len(names) > 2 else ""))
+                                                                      whole=_mix_label(mix, spec.setting)
+                                                                      if len(names) > 2 else ""))
         by_pair = {}  # (i, j) -> result; a pair's own folder over an older alignment/ holding it (before 2026-11-29)
         for path in run.alignment_files():
             alignment = read_json(path, default={})
@@ -227,10 +230,11 @@ def _pair_label(mix, i: int, j: int) -> str:
     return f"{mix.names[i]} {100 * shares[i]:.0f} % – {mix.names[j]} {100 * shares[j]:.0f} %"
 
 
-def _mix_label(mix) -> str:
-    """Every language of a run with its share ("EN1 10 % + 9 × 10 %"; many languages: their names)."""
+def _mix_label(mix, setting: str) -> str:
+    """Every language of a run with its share ("EN1 10 % + 9 × 10 %"; many languages: the vocabulary and the
+    setting's name, as their alignment rows have them)."""
     if mix.many:
-        return " + ".join(mix.names)
+        return f"{mix.vocab} {setting}"
     shares = mix.expected_shares()
     whole = f"{mix.names[0]} {100 * shares[0]:.0f} % + {len(shares) - 1} × {100 * shares[1]:.0f} %"
     return f"schedule {mix.schedule}: {whole}" if mix.schedule else whole

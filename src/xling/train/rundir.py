@@ -36,7 +36,7 @@ from .. import __version__
 from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
 from ..errors import XlingError, first_line
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
-from ..identity import RESUMABLE_KEYS, config_differences
+from ..identity import RESUMABLE_KEYS, config_differences, resolve_relative
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
@@ -252,6 +252,11 @@ class RunDir:
                 raise XlingError(f"{self.config_path}: {exc}; the run was written by xling {written_by} and this "
                                  f"is xling {__version__}: read it with that version or newer") from None
             raise
+
+    def config_from_here(self, tolerant: bool = False) -> RunConfig:
+        """config.yaml with its relative paths pointing where the run trained (run.json's workdir), so that a run is
+        read from any directory (`identity.resolve_relative`); `tolerant`: as `read_info`'s."""
+        return resolve_relative(self.read_config(), self.read_info(tolerant).get("workdir"))
 
     def read_info(self, tolerant: bool = False) -> dict:
         """run.json's content; {} before the run has started. A damaged file is an error, or {} when

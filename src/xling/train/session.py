@@ -18,7 +18,6 @@ import torch
 from ..config import RunConfig
 from ..data.stream import LanguageSetup
 from ..errors import XlingError
-from ..identity import resolve_relative
 from ..model.gpt import GPT
 from ..model_dims import resolve_model
 from .lock import is_locked
@@ -187,14 +186,9 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
     worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
-    cfg = resolve_relative(run.read_config(), run.read_info().get("workdir"))  # read from anywhere
-    setup = run_languages(run, cfg, cache_dir)
-    dev = pick_device(device)
-    if dev.type == "cpu":
-        cpu_allocator_setup()
-    model = build_model(cfg, setup, dev)
+    cfg = run.config_from_here()
     ckpt = run.latest_checkpoint() if checkpoint is None else checkpoint
-    if ckpt is None:
+    if ckpt is None:  # (before its languages are set up: that may train tokenizers beside a run in training)
         if run.checkpoint_dirs():
             raise XlingError(f"no checkpoint of {run.path} verifies (see the warnings): restore its files, or train "
                              "the run again in a new directory")
@@ -202,6 +196,11 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
             raise XlingError(f"{run.path} is training now and has no checkpoint yet: wait for its first one "
                              "(train.checkpoint_every steps)")
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
+    setup = run_languages(run, cfg, cache_dir)
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        cpu_allocator_setup()
+    model = build_model(cfg, setup, dev)
     problem = run.checkpoint_problem(ckpt)
     if problem:
         raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
