@@ -363,7 +363,7 @@ def test_teff_from_rows_csv_files_and_frames(tmp_path):
     mono_csv = tmp_path / "mono.csv"
     mono_csv.write_text("language,fraction,ppl\n" + "".join(f"EN,{r['fraction']},{r['ppl']}\n" for r in _ladder()))
     assert xling.teff(mono_csv, runs, bootstrap=0)[0]["teff"] == pytest.approx(table[0]["teff"])
-    assert path.read_text().startswith("run,language,fraction,ppl,mlpe")
+    assert path.read_text().startswith("run,language,fraction,ppl,mlpe") and b"\r" not in path.read_bytes()
     for mono, match in (([{"language": "EN", "fraction": 0.1}], "mono row 1: empty 'ppl'"),
                         ([{"language": "EN", "fraction": -1, "ppl": 3}], "fraction must be a positive"),
                         ([], "mono: no rows"), ([3], "mono row 1 is a int")):

@@ -26,6 +26,7 @@ def _losses(run_dir) -> list[float]:
 
 
 def _csv_rows(run_dir) -> list[dict]:
+    assert b"\r" not in (run_dir / "metrics.csv").read_bytes()  # one kind of line end (its header's)
     with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 

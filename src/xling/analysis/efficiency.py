@@ -398,7 +398,7 @@ def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     columns = list(TABLE_COLUMNS) + [c for r in rows for c in r if c not in TABLE_COLUMNS]
     columns = list(dict.fromkeys(columns))
     buffer = io.StringIO(newline="")
-    w = csv.writer(buffer)
+    w = csv.writer(buffer, lineterminator="\n")  # (Unix line ends, as every other file xling writes)
     w.writerow(columns)
     for r in rows:
         w.writerow([_csv_value(r.get(c, "")) for c in columns])

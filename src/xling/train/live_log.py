@@ -169,7 +169,7 @@ class _CSV:
         self.path = run.path / "metrics.csv"
         atomic_write_text(self.path, ",".join(self.columns) + "\n")
         self.file = open(self.path, "a", encoding="utf-8", newline="")
-        self.rows = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
+        self.rows = csv.DictWriter(self.file, self.columns, extrasaction="ignore", lineterminator="\n")  # (as the header)
 
     def write(self, record: dict) -> None:
         row = {k: v for k, v in record.items() if k in self.columns}
