@@ -183,6 +183,17 @@ def test_every_shipped_study_is_valid():
             assert all(len(s) >= 3 for s in settings.values()), name
 
 
+def test_a_study_says_how_much_it_trains(capsys):
+    """For planning: data fractions summed in the study's 1x, and tokens where the budget is pinned (the paper's)."""
+    ladder = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0]
+    length, tokens, fixed = load_study("headline-paper").training_length()  # the ladder, and 6 runs at 1x
+    assert (length, tokens, fixed) == (pytest.approx(sum(ladder) + 6), sum(round(f * 1197015040) for f in ladder)
+                                       + 6 * 1197015040, 0)
+    assert load_study("headline-cpu").training_length()[1] is None  # 1x is one pass over a corpus: tokens unknown
+    assert main(["study", "list"]) == 0
+    assert "  15.3 x 1x,  18.4B tokens  Table 1" in capsys.readouterr().out
+
+
 def test_the_paper_studies_fit_gpt_small_laws_on_the_papers_ladder_and_share_its_runs():
     """The paper fits its GPT-small law on 0.05 ... 1, 1.5, 2, 3 (PAPER.md section 4): a ladder that stops at 1x
     fits another law. Studies of one base share those runs (same ids), so a root trains them once."""

@@ -94,8 +94,11 @@ def study(args, overrides) -> int:
             except XlingError as exc:  # one broken file should not hide the others
                 print(f"{name:<{width}} invalid: {exc}")
                 continue
+            length, tokens, fixed = found.training_length()
+            trains = (f"{length:6.1f} x 1x" + (f", {tokens / 1e9:5.1f}B tokens" if tokens else " " * 15)
+                      + (f" + {fixed} runs of fixed steps" if fixed else ""))
             print(f"{name:<{width}} {len(found.runs):>4} {'run ' if len(found.runs) == 1 else 'runs'}  {found.scale:<5}  "
-                  f"{found.paper}")
+                  f"{trains}  {found.paper}")
         return 0
     if not args.name:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")

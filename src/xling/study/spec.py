@@ -112,6 +112,15 @@ class Study:
         where = [] if root is None or Path(root) == runs_root() else ["--root", str(root)]
         return shlex.join(["xling", *([] if top_level else ["study"]), action, str(target), *where])
 
+    def training_length(self) -> tuple[float, int | None, int]:
+        """What its runs train, for planning: (their data fractions summed, in the study's 1x; their tokens where
+        the budget is pinned, train.budget_tokens, else None; how many runs train a fixed number of steps instead)."""
+        by_fraction = [r.run_config.train for r in self.runs if not r.run_config.train.steps]
+        pinned = all(train.budget_tokens for train in by_fraction) and by_fraction
+        tokens = sum(round(train.data_fraction * train.budget_tokens) for train in by_fraction) if pinned else None
+        return (sum(train.data_fraction for train in by_fraction) / self.one_x, tokens,
+                len(self.runs) - len(by_fraction))
+
     @property
     def compares_with_paper(self) -> bool:
         """Whether its report sets the paper's published numbers beside its own (your own experiment may not)."""
