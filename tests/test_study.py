@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,20 @@ def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_cor
     with pytest.raises(XlingError, match=r"names its study 'othername'.*set name: mismatch"):
         load_study("mismatch")
     assert load_study(str(tmp_path / "mismatch.yaml")).name == "othername"  # a file named as such: as it says
+
+def test_a_study_of_yours_that_replaces_a_shipped_one_is_marked(tmp_path, monkeypatch, capsys):
+    from xling.study.spec import replaces_shipped
+
+    shutil.copy(packaged("studies")["headline-cpu"], tmp_path / "headline-cpu.yaml")  # found first by this name
+    (tmp_path / "mine.yaml").write_text(packaged("studies")["lr-cpu"].read_text().replace("name: lr-cpu", "name: mine"))
+    monkeypatch.setenv("XLING_STUDIES", str(tmp_path))
+    assert replaces_shipped(tmp_path / "headline-cpu.yaml") and not replaces_shipped(tmp_path / "mine.yaml")
+    assert not replaces_shipped(packaged("studies")["headline-cpu"])
+    assert main(["study", "list"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert listed["headline-cpu"].endswith(f"[yours: {tmp_path / 'headline-cpu.yaml'}, replacing xling's]")
+    assert listed["mine"].endswith(f"[yours: {tmp_path / 'mine.yaml'}]") and "[yours" not in listed["table1-cpu"]
+
 
 def test_xling_runs_naming_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "afile").write_text("not a directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..api import Study
@@ -79,7 +80,8 @@ def gpu_list(text: str):
 
 
 def study(args, overrides) -> int:
-    from ..study.spec import available_studies, load_study
+    from ..recipes import packaged
+    from ..study.spec import available_studies, load_study, replaces_shipped
 
     _refuse_options_that_do_not_apply(args)
     if args.action == "list":
@@ -97,8 +99,10 @@ def study(args, overrides) -> int:
             length, tokens, fixed = found.training_length()
             trains = (f"{length:6.1f} x 1x" + (f", {tokens / 1e9:5.1f}B tokens" if tokens else " " * 15)
                       + (f" + {fixed} runs of fixed steps" if fixed else ""))
+            replacing = ", replacing xling's" if replaces_shipped(path) else ""
+            yours = "" if path == packaged("studies").get(name) else f"  [yours: {path}{replacing}]"
             print(f"{name:<{width}} {len(found.runs):>4} {'run ' if len(found.runs) == 1 else 'runs'}  {found.scale:<5}  "
-                  f"{trains}  {found.paper}")
+                  f"{trains}  {found.paper}{yours}")
         return 0
     if not args.name:
         raise XlingError(f"xling study {args.action} needs a study name: see `xling study list`")
@@ -163,9 +167,11 @@ def demo(args, overrides) -> int:
     from ..report.study_report import write_report
     from ..report.summary import under_form
     from ..report.verdict import Status
-    from ..study.spec import load_study
+    from ..study.spec import load_study, replaces_shipped
 
     chosen = load_study(args.study)
+    if chosen.path is not None and replaces_shipped(chosen.path):  # (its numbers are not the README's)
+        print(f"note: {args.study} is your {chosen.path}, which replaces xling's study of that name", file=sys.stderr)
     counts = Study(args.study, args.root, args.db).run(args.workers or "auto", log=print)
     # hidden-state alignment only (seconds per run): the report's alignment section and the line below
     compute_missing(chosen, args.root, task=None, word2vec=False, log=print, grad_sequences=0, figures=False)

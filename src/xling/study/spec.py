@@ -338,6 +338,12 @@ def available_studies() -> dict[str, Path]:
     return found
 
 
+def replaces_shipped(path: Path) -> bool:
+    """Whether a study file of yours has the name of one xling ships, which it replaces where found by name."""
+    shipped = packaged("studies").get(path.stem)
+    return shipped is not None and shipped.resolve() != path.resolve()
+
+
 def find_study(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or (os.sep in name and not path.is_dir()):
