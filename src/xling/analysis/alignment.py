@@ -257,7 +257,8 @@ def _gradients(model, seq: torch.Tensor, device, precision: str) -> dict[str, to
     return {name: p.grad.detach().flatten().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def gradient_similarity(model, probes: Probes, device, max_sequences: int = 100, precision: str = "fp32") -> dict:
+def gradient_similarity(model, probes: Probes, device, max_sequences: int = GRAD_SEQUENCES,
+                        precision: str = "fp32") -> dict:
     """Per-tensor cosine between the loss gradients of the two versions of each probe sequence.
 
     `precision`: "fp32", or "fp16" autocast as the authors took them on a GPU (its rounding is
@@ -321,11 +322,15 @@ def run_language_names(run: RunDir) -> list[str]:
     return language_names(run.config_from_here(tolerant=True))
 
 
+def _of(result: dict, languages: list[str]) -> bool:
+    return sorted(result.get("languages") or []) == sorted(languages)
+
+
 def of_pair(path: Path, languages: list[str]) -> dict:
     """The alignment results in `path` if they are of these two languages (either order), else {}: an xling before
     2026-11-29 wrote any pair's into alignment/, where the run's first two languages' now go."""
     result = read_json(path, {})
-    return result if sorted(result.get("languages") or []) == sorted(languages) else {}
+    return result if _of(result, languages) else {}
 
 
 def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
@@ -409,7 +414,7 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PRO
         atomic_write_json(session.run.alignment_at(checkpoint, key), result)
         return result
     earlier = read_json(out / "alignment.json", {})
-    if key is None and earlier and not of_pair(out / "alignment.json", result["languages"]):
+    if key is None and earlier and not _of(earlier, result["languages"]):
         _move_other_pair(session.run, setup.names, earlier)
     _keep_earlier(result, earlier)
     atomic_write_json(out / "alignment.json", result)

@@ -88,7 +88,7 @@ def study(args, overrides) -> int:
         if args.name:
             raise XlingError(f"xling study list takes no study name (got '{args.name}'): "
                              f"`xling study status {args.name}` shows a study's runs")
-        studies = available_studies()
+        studies, shipped = available_studies(), packaged("studies")
         width = max(map(len, studies), default=0) + 1
         for name, path in studies.items():
             try:
@@ -100,7 +100,7 @@ def study(args, overrides) -> int:
             trains = (f"{length:6.1f} x 1x" + (f", {tokens / 1e9:5.1f}B tokens" if tokens else " " * 15)
                       + (f" + {fixed} runs of fixed steps" if fixed else ""))
             replacing = ", replacing xling's" if replaces_shipped(path) else ""
-            yours = "" if path == packaged("studies").get(name) else f"  [yours: {path}{replacing}]"
+            yours = "" if path == shipped.get(name) else f"  [yours: {path}{replacing}]"
             print(f"{name:<{width}} {len(found.runs):>4} {'run ' if len(found.runs) == 1 else 'runs'}  {found.scale:<5}  "
                   f"{trains}  {found.paper}{yours}")
         return 0

@@ -148,8 +148,9 @@ def runs_status_table(rows: list[dict]) -> str:
         lines.append("  an interrupted run goes on with `xling train RUN_DIR --resume`")
     from ..study.spec import available_studies  # (here: it reads the study folders, which few tables need)
 
+    found = available_studies()
     for study in sorted({r["study"] for r in rows if r["study"]}):  # (its runs not started have no directory yet)
-        target = study if study in available_studies() else "FILE"  # (a study of a YAML file elsewhere, or a dict)
+        target = study if study in found else "FILE"  # (a study of a YAML file elsewhere, or a dict)
         lines.append(f"  study {study}: `xling study status {target}` lists all its runs, `xling study run {target}` "
                      "trains what is missing (both with its --root" + (", FILE its YAML file)" if target == "FILE" else ")"))
     if any(r["state"] == "completed" and not r["evaluated"] for r in rows):

@@ -69,7 +69,7 @@ def aligned_pairs(spec: RunSpec, pairs: str) -> list[tuple[str, str] | None]:
     """The pairs of a run's languages to align: its first two (None) for `pairs` "first"; for "all", every pair
     of a run of more languages too (named as `RunDir.alignment_folder` names them)."""
     names = spec.mixture.names
-    others = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if j > 1]
+    others = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if (i, j) != (0, 1)]
     return [None] + (others if pairs == "all" else [])
 
 
