@@ -358,6 +358,30 @@ def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
     assert len(res["layers"]) == 2 and all(np.isfinite(res["layers"]))
 
 
+def test_parallel_documents_longer_than_a_probe_are_left_out_and_said(tiny_corpus_dir, monkeypatch, caplog):
+    """Own parallel test files: documents longer than a probe on a side are left out (the longest: a biased sample),
+    said once in a warning and recorded; none fitting names the sizes (the hint suggested doc_per_line, already on)."""
+    from xling.analysis import alignment
+    from xling.data.stream import prepare_languages
+
+    cfg = tiny_config(tiny_corpus_dir, corpus={"name": "bible", "translation": "web", "paths": []},
+                      languages={"kind": "real", "p": 0.5, "second": {"name": "bible", "translation": "lsg"}},
+                      tokenizer={"vocab_size": 400})
+    setup = prepare_languages(cfg)
+    short, long = ["In the beginning was the word."] * 30, [" ".join(["and the word was with God"] * 20)] * 3
+    monkeypatch.setattr(alignment, "_WARNED", set())
+    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (short + long, short + long, "test files", "document"))
+    with caplog.at_level("WARNING"):
+        probes = [alignment.parallel_probes(setup, 0, 1, seq_len=32) for _ in range(2)]
+    assert probes[0].left_out == {"count": 3, "of": 33, "unit": "document"}
+    assert probes[0].source.endswith("(3 of 33 documents longer than that on a side left out)")
+    assert caplog.text.count("3 of the 33 held-out documents are longer than the model's sequence (33 tokens)") == 1
+    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (long, long, "test files", "document"))
+    with pytest.raises(XlingError, match=r"the shortest of the 3 held-out documents takes \d+ tokens on its longer "
+                                         r"side, a probe at most 33: use a longer model.seq_len, or shorter held-out"):
+        alignment.parallel_probes(setup, 0, 1, seq_len=32)
+
+
 @pytest.mark.slow
 def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp_path):
     import shutil

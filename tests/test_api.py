@@ -113,7 +113,7 @@ def test_documents_in_memory_are_a_content_addressed_jsonl_corpus(tmp_path):
     assert cfg.corpus.name == "jsonl" and cfg.corpus.paths[0].endswith(path.name)
     real = xling.Config("clone-90-10", languages={"kind": "real", "second": (d.upper() for d in docs)})
     assert real.languages.second.name == "jsonl"
-    for bad, match in (("one string", "not one string"), ([1, 2], r"documents\[0\] is a int"), ([], "no documents")):
+    for bad, match in (("one string", "not one string"), ([1, 2], r"documents\[0\] is an int"), ([], "no documents")):
         with pytest.raises(XlingError, match=match):
             xling.corpus(bad, cache_dir=tmp_path)
     with pytest.raises(XlingError, match="valid and test together"):
@@ -366,7 +366,7 @@ def test_teff_from_rows_csv_files_and_frames(tmp_path):
     assert path.read_text().startswith("run,language,fraction,ppl,mlpe") and b"\r" not in path.read_bytes()
     for mono, match in (([{"language": "EN", "fraction": 0.1}], "mono row 1: empty 'ppl'"),
                         ([{"language": "EN", "fraction": -1, "ppl": 3}], "fraction must be a positive"),
-                        ([], "mono: no rows"), ([3], "mono row 1 is a int")):
+                        ([], "mono: no rows"), ([3], "mono row 1 is an int")):
         with pytest.raises(XlingError, match=match):
             xling.teff(mono, runs)
     with pytest.raises(XlingError, match="unknown law form"):
@@ -595,7 +595,7 @@ def test_run_methods_refuse_values_of_another_type_or_range_in_one_xling_error(t
     (lambda: xling.teff([], [], seed="x"), "seed must be a whole number, got 'x'"),
     (lambda: xling.Study(5), "study must be text or a path or a mapping, got 5"),
     (lambda: xling.Study("headline-cpu", root=5), "root must be text or a path or None, got 5"),
-    (lambda: xling.corpus({"a": 1}), "corpus() takes documents as a list or an iterator of strings, not dict"),
+    (lambda: xling.corpus({"a": 1}), "corpus() takes documents as a list or an iterator of strings, not a dict"),
     (lambda: xling.corpus(["a"], cache_dir=5), "cache_dir must be text or a path or None, got 5"),
     (lambda: xling.Study("headline-cpu").run(gpus=["a"]), "gpus[0] must be a whole number, got 'a'"),
     (lambda: xling.Study("headline-cpu").run(log="x"), "log must be a function told each progress line"),

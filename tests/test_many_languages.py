@@ -320,14 +320,20 @@ def test_held_out_files_listed_in_another_languages_order_are_named(tmp_path, mo
 
     assert out_of_order(*config("ab", "ab", "ab")) is None
     assert out_of_order(*config("ab", "ab", "ba")) == (
-        "the held-out test text given for B (aa/test.txt) reads like A's training text, not B's (character "
-        "frequencies): give one held-out file per language in the order of the languages (A, B)")
+        "the held-out test text given for B (aa/test.txt) reads like A's training text, not B's; the one given for "
+        "A (bb/test.txt) like B's (character frequencies): give one held-out file per language in the order of the "
+        "languages (A, B)")
     assert "held-out valid text given for B (aa/valid.txt)" in out_of_order(*config("ab", "ba", "ab"))
     assert out_of_order(*config("ac", "ac", "ca")) is None  # two English texts: no order is clearly better
     # among seven languages, five in place must not hide the two swapped (judged cycle by cycle)
     assert out_of_order(*config("abdefgc", "abdefgc", "abdegfc")) == (
-        "the held-out test text given for G (ff/test.txt) reads like F's training text, not G's (character "
-        "frequencies): give one held-out file per language in the order of the languages (A, B, D, E, F, G, C)")
+        "the held-out test text given for G (ff/test.txt) reads like F's training text, not G's; the one given for "
+        "F (gg/test.txt) like G's (character frequencies): give one held-out file per language in the order of the "
+        "languages (A, B, D, E, F, G, C)")
+    assert out_of_order(*config("abd", "abd", "bda")) == (  # a cycle of three: each language named
+        "the held-out test text given for D (aa/test.txt) reads like A's training text, not D's; the one given for "
+        "B (dd/test.txt) like D's; the one given for A (bb/test.txt) like B's (character frequencies): give one "
+        "held-out file per language in the order of the languages (A, B, D)")
     assert out_of_order(*config("abdefgc", "abdefgc", "abdefgc")) is None
     data = tiny_config_dict("unused")
     data["corpus"] = {"name": "text", "doc_per_line": True, "valid": ["aa/valid.txt", "bb/valid.txt"],

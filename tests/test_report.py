@@ -448,8 +448,14 @@ def test_transfer_at_chance_in_both_settings_does_not_judge_claim_8(tmp_path):
     assert evidence.line.startswith("zero-shot transfer 90/10 > 50/50: not tested: in neither setting is the "
                                     "zero-shot accuracy significantly above the majority class (0.143; 90/10 0.140 ± ")
     above = [setting(0.1, [0.45, 0.5, 0.55]), setting(0.5, [0.13, 0.15, 0.14])]
-    (evidence,) = _transfer(Doc(), above, above, tmp_path, paper=False)
+    (evidence,) = _transfer(doc := Doc(), above, above, tmp_path, paper=False)
     assert evidence.test.status is Status.SUPPORTED and evidence.line.startswith("zero-shot transfer 90/10 > 50/50: yes")
+    assert "Notes of the runs' transfer results" not in doc.markdown()
+    # what a run's result says of its task (a clone run of your own text takes English verses) reaches the report
+    above[0].transfers[1]["notes"] = ["the run's text is not the Bibles: the task takes its first language to be English"]
+    _transfer(doc := Doc(), above, above, tmp_path, paper=False)
+    assert ("Notes of the runs' transfer results: the run's text is not the Bibles: the task takes its first "
+            "language to be English.") in doc.markdown()
     assert (tmp_path / "transfer-by-p.png").stat().st_size > 1000
 
 
@@ -481,3 +487,20 @@ def test_a_study_with_a_pinned_budget_trains_and_reports_its_1x(tiny_corpus_dir,
     assert steps == {0.25: 5, 0.5: 10, 0.75: 15, 1.0: 20}
     md = write_report(study, tmp_path / "runs", tmp_path / "report")[0].read_text()
     assert "1x = 5120 tokens (train.budget_tokens)" in md and "one pass" not in md.split("| training |")[1][:200]
+
+
+def test_probes_that_leave_out_long_held_out_documents_are_said_in_the_report():
+    """Own parallel test files with documents longer than a probe: those are left out, so the probes are a biased
+    sample (it was said in alignment.json's `probes` only)."""
+    from xling.report.alignment_report import _left_out_note
+    from xling.report.alignment_results import Setting
+    from xling.report.doc import Doc
+
+    whole = {"probes": "test files, 14 document-packed sequences of <= 129 tokens"}
+    cut = lambda k: dict(whole, probes_left_out={"count": k, "of": 40, "unit": "document"})
+    _left_out_note(doc := Doc(), [Setting("p0.5", "real", "disjoint", 0.5, "", alignments=[whole, whole])])
+    assert doc.markdown().strip() == ""
+    _left_out_note(doc, [Setting("p0.5", "real", "disjoint", 0.5, "", alignments=[cut(26), whole]),
+                         Setting("p0.1", "real", "disjoint", 0.1, "", alignments=[cut(30)])])
+    assert ("In 2 alignment(s), 26-30 of the held-out 40 documents are longer than the model's sequence on a side "
+            "and are left out of the probes: the longest, so the probes are a biased sample") in doc.markdown()

@@ -20,6 +20,14 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def a_kind(value) -> str:
+    """What a value is, for a message: 'an int', 'a list', 'None'."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
 def for_terminal(text: str, lines: bool = False) -> str:
     """Text that may come from files a user received (a run's status, a folder's or a config's name), safe to print:
     control characters (escape sequences that clear or recolour a terminal, carriage returns, and newlines unless

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import XlingError
+from .errors import XlingError, a_kind
 
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
@@ -111,5 +111,5 @@ def load_file(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise XlingError(f"{path} must hold a mapping of keys (YAML 'key: value' lines), not a {type(data).__name__}")
+        raise XlingError(f"{path} must hold a mapping of keys (YAML 'key: value' lines), not {a_kind(data)}")
     return data

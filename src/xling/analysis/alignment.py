@@ -32,6 +32,7 @@ from .representations import AlignedStates
 from .word2vec import word2vec_control
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # warnings given once in this process (emulated precisions, probes left out)
 
 # --------------------------------------------------------------------------- probes
 
@@ -48,6 +49,7 @@ class Probes:
     b: list[torch.Tensor]
     positional: bool
     source: str  # where the text came from, for the report
+    left_out: dict | None = None  # {count, of, unit}: held-out segments longer than a probe on a side, of all
 
     def __len__(self) -> int:
         return len(self.a)
@@ -123,14 +125,25 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int,
         tokenizer = setup.tokenizers[setup.source_of_language[lang]]
         sides.append([setup.to_model(lang, ids).tolist() for ids in tokenizer.encode(segments)])
     packed = pack_pairs(sides[0], sides[1], seq_len + 1, min_len=seq_len // 4)[:max_sequences]  # paper: 128 of 512
-    too_long = sum(max(len(x), len(y)) > seq_len + 1 for x, y in zip(*sides))  # (the longest: a biased sample)
+    longer = [max(len(x), len(y)) for x, y in zip(*sides)]
+    too_long = sum(n > seq_len + 1 for n in longer)  # (the longest: a biased sample)
     if not packed:
-        raise XlingError("no parallel probe sequence fits the model's seq_len: use a longer model.seq_len"
-                         + ("" if where.startswith("probe books") else ", or sentence-aligned lines (doc_per_line)"))
+        raise XlingError(f"no parallel probe sequence fits the model's seq_len: the shortest of the {len(longer)} "
+                         f"held-out {unit}s takes {min(longer, default=0)} tokens on its longer side, a probe at most "
+                         f"{seq_len + 1}: use a longer model.seq_len"
+                         + ("" if where.startswith("probe books") else ", or shorter held-out documents (a sentence "
+                            "per line, translated line by line)"))
+    left_out = {"count": too_long, "of": len(longer), "unit": unit} if too_long else None
+    if left_out and str(left_out) not in _WARNED:
+        _WARNED.add(str(left_out))  # once, not for every run and checkpoint
+        log.warning(f"alignment probes: {too_long} of the {len(longer)} held-out {unit}s are longer than the model's "
+                    f"sequence ({seq_len + 1} tokens) on a side and are left out (the longest, so the probes are a "
+                    "biased sample; alignment.json and the study's report say so)")
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
     return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
                   source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens"
-                  + (f" ({too_long} of {len(sides[0])} {unit}s longer than that on a side left out)" if too_long else ""))
+                  + (f" ({too_long} of {len(longer)} {unit}s longer than that on a side left out)" if too_long else ""),
+                  left_out=left_out)
 
 
 def make_probes(cfg, setup, lang_a: int, lang_b: int, max_sequences: int = PROBE_SEQUENCES) -> Probes:
@@ -232,7 +245,6 @@ def hidden_similarity(model, probes: Probes, device, autocast, batch_size: int =
 BLOCK_TENSORS = ("ln_1.weight", "ln_1.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
                  "o.weight", "o.bias", "ln_2.weight", "ln_2.bias", "fc.weight", "fc.bias", "proj.weight", "proj.bias")
 KEY_BIAS = "k.bias"
-_WARNED: set[str] = set()  # emulated gradient precisions warned of in this process
 
 
 def check_grad_precision(precision) -> None:
@@ -381,7 +393,8 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PRO
               **({"shares": session.run.read_info(tolerant=True).get("shares")} if cfg.languages.corpora else
                  {"p": cfg.languages.p}),
               "step": session.step,
-              "probes": probes.source}
+              "probes": probes.source,
+              **({"probes_left_out": probes.left_out} if probes.left_out else {})}
     result["tokens"] = result["step"] * cfg.train.batch_size * cfg.model.seq_len if result["step"] else None
     means = tuple(language_means(model, setup, lang, cfg.model.seq_len, session.device, session.autocast,
                                  batch_size=batch_size) for lang in (a, b))

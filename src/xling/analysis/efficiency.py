@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.sources import csv_row
-from ..errors import XlingError
+from ..errors import XlingError, a_kind
 from ..fsio import atomic_write_text, make_dirs
 from .scaling_law import (
     BELOW_ONE,
@@ -412,7 +412,7 @@ def check_rows(rows: Iterable[Mapping], required_columns: Sequence[str], what: s
     out = []
     for i, raw in enumerate(rows, 1):
         if not isinstance(raw, Mapping):
-            raise XlingError(f"{what} row {i} is a {type(raw).__name__}, not a mapping with "
+            raise XlingError(f"{what} row {i} is {a_kind(raw)}, not a mapping with "
                              f"{', '.join(required_columns)}")
         out.append(_parse_row(dict(raw), required_columns, f"{what} row {i}"))
     if not out:

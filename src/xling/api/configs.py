@@ -31,7 +31,7 @@ from ..config import (
     to_dict,
     validate,
 )
-from ..errors import XlingError
+from ..errors import XlingError, a_kind
 from ..fsio import UMASK, atomic_write_text, default_cache_dir, make_dirs
 from ..notation import NAME_RULE, is_name
 from .checks import check_arguments
@@ -80,14 +80,14 @@ def _written(documents: Iterable[str], folder: Path, what: str) -> str:
     """The path of a JSONL file under `folder` named by its content, holding `documents` (written once)."""
     if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Iterable):  # (a dict: its keys)
         raise XlingError(f"corpus() takes {what} as a list or an iterator of strings, not "
-                         f"{'one string' if isinstance(documents, (str, bytes)) else type(documents).__name__}")
+                         f"{'one string' if isinstance(documents, (str, bytes)) else a_kind(documents)}")
     digest, count = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             for count, doc in enumerate(documents, 1):
                 if not isinstance(doc, str):
-                    raise XlingError(f"{what}[{count - 1}] is a {type(doc).__name__}, not a string: give the "
+                    raise XlingError(f"{what}[{count - 1}] is {a_kind(doc)}, not a string: give the "
                                      "documents' text")
                 line = (json.dumps({"text": doc}, ensure_ascii=False) + "\n").encode("utf-8")
                 digest.update(line)
@@ -181,7 +181,7 @@ class Config:
             data, dotted = {}, {}
         else:
             raise XlingError(f"a config comes from a recipe name, a YAML file, a mapping or a Config, "
-                             f"not a {type(source).__name__}")
+                             f"not {a_kind(source)}")
         for key, value in sections.items():
             if key not in SECTIONS:
                 raise XlingError(f"unknown config section '{key}': the sections are {', '.join(SECTIONS)}")
@@ -193,7 +193,7 @@ class Config:
                 data[key] = copy.deepcopy(value)
         if not isinstance(overrides, Mapping | None):
             raise XlingError(f"overrides are a mapping of dotted keys, e.g. {{'train.steps': 100}}; got "
-                             f"{type(overrides).__name__} {overrides!r:.60}")
+                             f"{a_kind(overrides)} {overrides!r:.60}")
         given = flatten({key: dict(value) for key, value in sections.items() if isinstance(value, Mapping)})
         for key, value in dict(overrides or {}).items():  # one key two ways: which was meant? (as the CLI asks)
             for where, there in (("the source's", dotted), ("a section's", given)):

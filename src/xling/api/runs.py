@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import GRAD_SEQUENCES, PROBE_SEQUENCES
-from ..errors import XlingError
+from ..errors import XlingError, a_kind
 from ..fsio import read_json
 from .checks import check_arguments
 from .configs import Config, ConfigSource, unwrap
@@ -30,7 +30,7 @@ class Run:
 
     def __init__(self, path: str | os.PathLike) -> None:
         if not isinstance(path, (str, os.PathLike)):
-            raise XlingError(f"a run is a directory's path (str or Path), not a {type(path).__name__}")
+            raise XlingError(f"a run is a directory's path (str or Path), not {a_kind(path)}")
         self.path = Path(path)
         self._planned = False  # a study's run: pending until its directory is made
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import XlingError
+from ..errors import XlingError, a_kind
 from .checks import check_arguments
 
 Rows = Iterable[Mapping[str, Any]]
@@ -67,7 +67,7 @@ def _rows(source: Rows | str | os.PathLike, columns: tuple[str, ...], what: str)
         source = [source]
     if not isinstance(source, Iterable):
         raise XlingError(f"{what} rows must be mappings (a list of dicts), a DataFrame or a CSV file's path; "
-                         f"got a {type(source).__name__}")
+                         f"got {a_kind(source)}")
     return check_rows(source, columns, what)
 
 

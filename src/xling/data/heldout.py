@@ -44,8 +44,8 @@ def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
 
 
 def out_of_order(corpora: list[CorpusConfig], names: list[str]) -> str | None:
-    """One line saying which held-out file reads like another language's training text, or None. Only languages
-    with held-out files of their own (corpus.test) are compared."""
+    """One line naming each held-out file that reads like another language's training text (every language of a
+    swap), or None. Only languages with held-out files of their own (corpus.test) are compared."""
     if len(corpora) < 2 or not all(c.test and c.name != "bible" for c in corpora):
         return None
     training = [character_frequencies(c, "train") for c in corpora]
@@ -55,12 +55,16 @@ def out_of_order(corpora: list[CorpusConfig], names: list[str]) -> str | None:
         held = [character_frequencies(c, split) for c in corpora]
         distance = np.array([[total_variation(t, h) for h in held] for t in training])
         _, best = linear_sum_assignment(distance)  # training text i -> the held-out file that reads most like it
-        for cycle in _cycles(best):  # judged cycle by cycle: the languages in place would hide a swap in a long list
-            if distance[cycle, cycle].sum() > 2 * distance[cycle, best[cycle]].sum():
-                i, j = cycle[0], best[cycle[0]]
-                return (f"the held-out {split} text given for {names[j]} ({', '.join(getattr(corpora[j], split))}) "
-                        f"reads like {names[i]}'s training text, not {names[j]}'s (character frequencies): give one "
-                        f"held-out file per language in the order of the languages ({', '.join(names)})")
+        # judged cycle by cycle: the languages in place would hide a swap in a long list
+        wrong = [i for cycle in _cycles(best) if distance[cycle, cycle].sum() > 2 * distance[cycle, best[cycle]].sum()
+                 for i in cycle]
+        if wrong:
+            given = lambda j, split=split: f"given for {names[j]} ({', '.join(getattr(corpora[j], split))})"
+            first, *rest = wrong
+            return (f"the held-out {split} text {given(best[first])} reads like {names[first]}'s training text, not "
+                    f"{names[best[first]]}'s" + "".join(f"; the one {given(best[i])} like {names[i]}'s" for i in rest)
+                    + f" (character frequencies): give one held-out file per language in the order of the languages "
+                    f"({', '.join(names)})")
     return None
 
 

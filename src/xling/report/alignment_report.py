@@ -286,6 +286,9 @@ def _transfer(doc: Doc, transfers: list[Setting], clones: list[Setting], out: Pa
                         f"{paper_l2:.2f}" if paper_l2 is not None else ""] if paper else []))
     doc.table(["setting", "fine-tuned language", "other language(s), zero-shot"]
               + (["paper EN1", "paper EN2"] if paper else []), rows)
+    notes = sorted({note for s in transfers for t in s.transfers for note in t.get("notes", [])})
+    if notes:  # what makes the accuracies say less (the task's text, few examples), as the runs' results say it
+        doc.p("Notes of the runs' transfer results: " + "; ".join(notes) + ".")
     doc.img(figure_transfer(transfers, out / "transfer-by-p.png", paper),
             "Accuracy of the fine-tuned language and zero-shot accuracy of the clone against p.")
     if not clones:
@@ -337,6 +340,18 @@ def _at(s: Setting, step: int, measure: str) -> list[float]:
             for a in s.history[step]]
 
 
+def _left_out_note(doc: Doc, settings: list[Setting]) -> None:
+    """Say where held-out segments longer than a probe were left out (own parallel text): the rest is no random
+    sample of it."""
+    cut = [a["probes_left_out"] for s in settings for a in s.alignments if a.get("probes_left_out")]
+    if cut:
+        counts, of = sorted(c["count"] for c in cut), sorted({f"{c['of']} {c['unit']}s" for c in cut})
+        doc.p(f"In {len(cut)} alignment(s), {counts[0]}-{counts[-1]} of the held-out {' / '.join(of)} are longer than "
+              "the model's sequence on a side and are left out of the probes: the longest, so the probes are a biased "
+              "sample of the held-out text (a longer model.seq_len, or shorter segments translated line by line, keep "
+              "them).")
+
+
 def _coverage_note(doc: Doc, study: Study, root, task: str) -> bool:
     """Say which runs the alignment and transfer sections lack (e.g. runs reused from a study that was not
     analysed, or analysed only in part); True if any."""
@@ -382,6 +397,7 @@ def alignment_sections(doc: Doc, study: Study, root=None, out: str | Path = ".",
                            "500 sequences of 128-512 tokens), its hidden states under fp16 autocast (ours under the "
                            "precision each run trained in); compare directions, not magnitudes." if paper else
                            " No published values are set beside (the study names no paper)."))
+    _left_out_note(doc, settings)
     partial = _coverage_note(doc, study, root, task)
     evidence = (_hidden_clones(doc, clones, paper) if clones else []) + (_hidden_reals(doc, reals, paper) if reals
                                                                           else [])

@@ -158,11 +158,14 @@ def compute_missing(study: Study, root=None, task: str | None = DEFAULT_TASK, wo
     align_options.setdefault("grad_sequences", PAPER_GRAD_SEQUENCES if study.scale == "paper" else GRAD_SEQUENCES)
     ready = [s for s in study.runs if s.mixture.multilingual and is_complete(s.run_dir(root))]
     counts = {"aligned": 0, "transferred": 0, "skipped": len(study.runs) - len(ready)}
-    own = [s.id for s in ready if _own_real_text(s.run_config)]
+    own = [s for s in ready if _own_real_text(s.run_config)]
     if task == DEFAULT_TASK and own:  # its verses exist in the Bibles' languages only (xling transfer would stop)
-        log(f"transfer skipped: the {task} task has no text in the real languages of your own text ({own[0]}, ...): "
-            "give --task FILE with a text_<LANG> column per language")
+        log(f"transfer skipped: the {task} task has no text in {', '.join(own[0].mixture.names)} (real languages of "
+            f"your own text; runs such as {own[0].id}): give --task FILE with a text_<LANG> column per language")
         task = None
+    elif task == DEFAULT_TASK and any(s.run_config.corpus.name != "bible" for s in ready):
+        log(f"transfer: the {task} task is the WEB Bible's English verses, not your text (the clones are compared "
+            "on the same verses; give --task FILE for a task in your text)")
     todo = [s for s in ready if any(_missing(s, root, task, word2vec, align_options, pairs))]
     args = (str(root), task, word2vec, transfer_steps, align_options, pairs)
     workers = max(1, min(auto_workers(todo) if workers == "auto" else workers, len(todo)))
