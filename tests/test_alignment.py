@@ -375,7 +375,8 @@ def test_parallel_documents_longer_than_a_probe_are_left_out_and_said(tiny_corpu
         probes = [alignment.parallel_probes(setup, 0, 1, seq_len=32) for _ in range(2)]
     assert probes[0].left_out == {"count": 3, "of": 33, "unit": "document"}
     assert probes[0].source.endswith("(3 of 33 documents longer than that on a side left out)")
-    assert caplog.text.count("3 of the 33 held-out documents are longer than the model's sequence (33 tokens)") == 1
+    assert caplog.text.count("3 of the 33 held-out documents are longer than the model's sequence (33 tokens) on a "
+                             "side and left out") == 1
     monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (long, long, "test files", "document"))
     with pytest.raises(XlingError, match=r"the shortest of the 3 held-out documents takes \d+ tokens on its longer "
                                          r"side, a probe at most 33: use a longer model.seq_len, or shorter held-out"):

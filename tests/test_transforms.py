@@ -33,6 +33,38 @@ def test_piece_classes_know_words_and_sentence_ends():
     assert not CLASSES.fixed[ID[","]] and not CLASSES.starts_word[ID["▁."]]  # a sentence end never starts a word
 
 
+def test_sentence_ends_written_against_letters_are_counted_as_hidden():
+    """A brought tokenizer's "▁mat." ends a sentence that no boundary marks: its share of the text's sentence ends
+    (the special pieces are no sentence ends)."""
+    pieces = PIECES + ["▁mat.", "▁sat?"]
+    classes = T.piece_classes(pieces, [ID["<eod>"], ID["<pad>"]])
+    assert classes.hides_end[len(PIECES)] and classes.hides_end[len(PIECES) + 1] and not classes.hides_end[ID["."]]
+    assert classes.ends[ID["."]] and classes.ends[ID["▁."]] and not classes.ends[ID["<eod>"]]
+    assert not classes.fixed[len(PIECES)] and classes.starts_word[len(PIECES)]  # it moves, as a word
+    row = lambda text: np.array([pieces.index(p) for p in text.split()])
+    assert T.hidden_end_share(row("▁the ▁cat ▁sat ▁on ▁the ▁mat. <eod> ▁I ▁sat? <eod> ▁I ▁sat ."), classes) == 2 / 3
+    assert T.hidden_end_share(row("▁the ▁cat ▁sat . <eod> ▁I ▁sat ?"), classes) == 0.0
+    assert T.hidden_end_share(row("▁the ▁cat <eod>"), classes) == 0.0
+
+
+def test_a_reordered_language_whose_tokenizer_hides_its_sentence_ends_is_warned_of_once(
+        tmp_path, tiny_corpus_dir, monkeypatch, caplog):
+    from conftest import tiny_config
+    from xling.data import stream
+    from xling.data.stream import prepare_languages
+
+    cfg = tiny_config(tiny_corpus_dir, languages={"transforms": {"L2": ["clone", "inverted"]}})
+    setup = prepare_languages(cfg, tmp_path / "cache")
+    monkeypatch.setattr(stream, "_HIDDEN_ENDS_SAID", set())
+    with caplog.at_level("WARNING"):
+        setup.ordered_tokens(1, "train")  # xling's own tokenizer splits punctuation from letters: nothing to say
+    assert "sentence ends against letters" not in caplog.text
+    monkeypatch.setattr(T, "hidden_end_share", lambda ids, classes: 0.4)
+    with caplog.at_level("WARNING"):
+        setup.ordered_tokens(1, "valid"), setup.ordered_tokens(1, "test")
+    assert caplog.text.count("L2's tokenizer writes 40% of its sentence ends against letters") == 1
+
+
 def test_inverted_reverses_words_and_keeps_pieces_of_a_word_together():
     row = ids("▁the ▁cat s ▁sat ting , ▁on ▁the ▁mat . ▁I ▁sat ?")
     got = T.word_order(row, CLASSES, "inverted")

@@ -10,6 +10,7 @@ can build any batch: resume and gradient accumulation see exactly the same data.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from .prepare import source_tokenizers
 from .token_arrays import token_array, token_array_paths
 from .tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
+_HIDDEN_ENDS_SAID: set[str] = set()  # languages whose hidden sentence ends were warned of in this process
 
 
 def find_language(names: list[str], name: str) -> int:
@@ -127,7 +131,15 @@ class LanguageSetup:
             return self.tokens(source, split)
         key = (source, order, split)
         if key not in self._arrays:
-            self._arrays[key] = self._reordered(self.tokens(source, split), self.piece_classes(source), order)
+            base, classes = self.tokens(source, split), self.piece_classes(source)
+            hidden = T.hidden_end_share(base, classes)
+            if hidden > T.HIDDEN_ENDS_SAID and self.names[lang] not in _HIDDEN_ENDS_SAID:
+                _HIDDEN_ENDS_SAID.add(self.names[lang])  # once a process, not for every split and run
+                log.warning(f"{self.names[lang]}'s tokenizer writes {hidden:.0%} of its sentence ends against letters "
+                            f"(pieces such as '▁house.'): the words of those sentences move across them ("
+                            f"{', '.join(order)}); a tokenizer that splits punctuation from letters, as xling's own "
+                            "do, keeps each sentence's words within it")
+            self._arrays[key] = self._reordered(base, classes, order)
         return self._arrays[key]
 
     @staticmethod

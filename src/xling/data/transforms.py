@@ -27,7 +27,8 @@ Limits, by construction:
   (the tail of a word, or a closing quote after a sentence end) stay in place.
 - A sentence end inside a piece with letters (no such pieces in SentencePiece's default models, which split
   punctuation from letters), an abbreviation ("e.g.") or a sentence without final punctuation is not seen as
-  a boundary: the sentence runs on to the next boundary.
+  a boundary: the sentence runs on to the next boundary (`warn_if_ends_hidden` says so where a brought
+  tokenizer hides many sentence ends).
 - A tokenizer without "▁" pieces (e.g. GPT-2's byte-level "Ġ") has no words here and is refused.
 
 With these rules the segmentation of a window into fixed pieces, heads and words is the same before and
@@ -56,21 +57,36 @@ class PieceClasses:
 
     starts_word: np.ndarray  # bool [V]
     fixed: np.ndarray  # bool [V]
+    ends: np.ndarray  # bool [V]: a piece of punctuation with a sentence end (fixed, as the special pieces are)
+    hides_end: np.ndarray  # bool [V]: a sentence end written against letters ("▁house."): no boundary, not fixed
 
 
 def piece_classes(pieces: list[str], special: list[int | None]) -> PieceClasses:
     """Classes of a tokenizer's pieces (in id order); `special`: ids that never move (end of document, pad, unk)."""
-    fixed = np.zeros(len(pieces), dtype=bool)
-    starts = np.zeros(len(pieces), dtype=bool)
+    ends, hides_end, starts = (np.zeros(len(pieces), dtype=bool) for _ in range(3))
     for i, piece in enumerate(pieces):
         text = piece.lstrip(WORD_START)
-        fixed[i] = bool(text) and not any(c.isalnum() for c in text) and any(c in SENTENCE_ENDS for c in text)
+        letters, end = any(c.isalnum() for c in text), any(c in SENTENCE_ENDS for c in text)
+        ends[i], hides_end[i] = end and not letters, end and letters
         starts[i] = piece.startswith(WORD_START)
+    fixed = ends.copy()
     fixed[[i for i in special if i is not None and 0 <= i < len(pieces)]] = True
     if not starts.any():
         raise XlingError(f"word-order transforms need a tokenizer that marks word starts with '{WORD_START}' "
                          "(SentencePiece): this one has no such piece")
-    return PieceClasses(starts & ~fixed, fixed)
+    return PieceClasses(starts & ~fixed, fixed, ends, hides_end & ~fixed)
+
+
+HIDDEN_ENDS_SAID = 0.1  # the share of a text's sentence ends hidden in pieces with letters that is worth a warning
+SAMPLE_TOKENS = 1_000_000  # of a split: enough to count its sentence ends, read in milliseconds
+
+
+def hidden_end_share(ids: np.ndarray, classes: PieceClasses) -> float:
+    """The share of the sentence ends in the first SAMPLE_TOKENS of `ids` that are written against letters
+    ("▁house."), where no sentence ends and words move across (0 where it has none)."""
+    counts = np.bincount(np.asarray(ids[:SAMPLE_TOKENS], dtype=np.int64), minlength=len(classes.fixed))
+    hidden, seen = int(counts[classes.hides_end].sum()), int(counts[classes.ends].sum())
+    return hidden / (hidden + seen) if hidden else 0.0
 
 
 @functools.cache
