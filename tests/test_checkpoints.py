@@ -164,6 +164,27 @@ def test_an_edited_config_is_refused_on_resume(interrupted_run, tmp_path, capsys
     assert _steps(run_dir) == list(range(1, 7))  # nothing trained
 
 
+def test_a_run_whose_config_was_edited_since_its_checkpoint_is_not_read_as_edited(interrupted_run, tmp_path, capsys):
+    """Languages renamed in config.yaml after training: eval scored each language under the other's name (and other
+    books, another text) without a word; now every command that loads the run refuses, as a resume does. What only
+    changes how it is evaluated (eval.*) stays free."""
+    run_dir = _copy(interrupted_run, tmp_path)
+    trained = (run_dir / "config.yaml").read_text()
+    config = yaml.safe_load(trained)
+    config["languages"]["names"] = ["L2", "L1"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    for command in (["eval", run_dir], ["sample", run_dir, "--language", "L1", "--tokens", "3"], ["export", run_dir, tmp_path / "hf"]):
+        code, err = _cli(capsys, *command)
+        assert code == 2 and len(err) == 1, (command, err)
+        assert "languages.names changed in" in err[0] and "since checkpoint step_0000004" in err[0], err
+    assert not (run_dir / "eval.json").exists() and not (tmp_path / "hf").exists()
+    config = yaml.safe_load(trained)
+    config["eval"]["batch_size"] = 3
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    code, err = _cli(capsys, "sample", run_dir, "--language", "L1", "--tokens", "3")
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("damage", ["killed before the first checkpoint", "every checkpoint damaged"])
 def test_a_resume_without_a_usable_checkpoint_logs_every_step_once(damage, tiny_corpus_dir, interrupted_run,
                                                                    tmp_path, caplog):

@@ -231,6 +231,10 @@ def test_checkpoint_that_does_not_match_the_config(capsys, tiny_run, tmp_path):
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["model"]["d_model"] = 48  # the saved weights are 32 wide
     (run / "config.yaml").write_text(yaml.safe_dump(config))
+    # the config the checkpoint recorded says what changed; without it, the weights' shapes do
+    assert_user_error(capsys, None, "eval", run, match="model.d_model changed in")
+    for manifest in run.glob("checkpoints/*/manifest.json"):
+        manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "config"}))
     assert_user_error(capsys, None, "eval", run, match="does not match the run's model config")
 
 

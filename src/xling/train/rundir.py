@@ -217,9 +217,8 @@ class RunDir:
             raise XlingError(f"--resume: the config differs from the one saved in {self.path} in {', '.join(differ)}; "
                              "resume with the same config or start a new run")
         newest = self.checkpoint_dirs()[-1:]  # config.yaml edited since then (its checksums are for the resume)
-        manifest = read_json(newest[0] / "manifest.json", default=None) if newest else None
-        if isinstance(manifest, dict) and isinstance(manifest.get("config"), dict):
-            self._check_checkpoint_config(newest[0], manifest, cfg)
+        if newest:
+            self._refuse_edited(newest[0], cfg)
         study, given = self.own_protocol() if self.study_record_path.is_file() else None, resolved(cfg).eval
         scoring = [k for k in PROTOCOL if study and getattr(given, k) != getattr(study, k)]
         if scoring:  # its study compares runs scored alike
@@ -416,14 +415,23 @@ class RunDir:
             which = "a newer" if isinstance(written, int) and written > CHECKPOINT_FORMAT else "an older"
             raise XlingError(f"checkpoint {ckpt} was written by {which} xling in a format this version does not "
                              "read: finish the run with that version, or start it again in a new run directory")
-        self._check_checkpoint_config(ckpt, manifest, cfg)
+        self._refuse_edited(ckpt, cfg)
         return ckpt
 
-    def _check_checkpoint_config(self, ckpt: Path, manifest: dict, cfg: RunConfig) -> None:
-        differ = config_differences(from_dict(manifest.get("config")), cfg, ignore=RESUMABLE_KEYS)
+    def _refuse_edited(self, ckpt: Path, cfg: RunConfig) -> None:
+        differ = self.edited_since(ckpt, cfg)
         if differ:
             raise XlingError(f"--resume: {', '.join(differ)} changed since checkpoint {ckpt.name} was written "
                              f"(in {self.config_path}): restore config.yaml or start a new run")
+
+    def edited_since(self, ckpt: Path, cfg: RunConfig | None = None) -> list[str]:
+        """The keys of `cfg` (config.yaml's, by default) that differ from the config checkpoint `ckpt` was trained
+        with, those of how it runs and is evaluated aside (RESUMABLE_KEYS); [] for a checkpoint that records none."""
+        trained = read_json(ckpt / "manifest.json", default={}).get("config")
+        if not isinstance(trained, dict):
+            return []
+        return config_differences(from_dict(trained), self.read_config() if cfg is None else cfg,
+                                  ignore=RESUMABLE_KEYS)
 
     @staticmethod
     def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:

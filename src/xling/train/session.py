@@ -196,6 +196,11 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
             raise XlingError(f"{run.path} is training now and has no checkpoint yet: wait for its first one "
                              "(train.checkpoint_every steps)")
         raise XlingError(f"{run.path} has no usable checkpoint yet: train it first (xling train ... --resume)")
+    edited = run.edited_since(ckpt)
+    if edited:  # read as edited, it would be scored or labelled as another run (languages renamed, other books)
+        raise XlingError(f"{', '.join(edited)} changed in {run.config_path} since checkpoint {ckpt.name} was "
+                         "written: restore config.yaml (the run is read as it trained; to score another text or "
+                         "protocol, use the command's options)")
     setup = run_languages(run, cfg, cache_dir)
     dev = pick_device(device)
     if dev.type == "cpu":
