@@ -258,6 +258,17 @@ def test_runner_skips_completed_and_resumes_interrupted(tiny_corpus_dir, tmp_pat
     info = read_json_file(first.run_dir(tmp_path) / "run.json")
     assert info["status"] == "completed" and info["step"] == info["steps"]
     assert [r["state"] for r in study_status(study, tmp_path)] == ["completed"] * 2
+    # a finished run's study.json damaged: status says so, and a rerun writes it again (the run is not retrained)
+    record_path = second.run_dir(tmp_path) / "study.json"
+    record_path.write_text(record_path.read_text()[:50])
+    row = next(r for r in study_status(study, tmp_path) if r["id"] == second.id)
+    assert row["state"] == "damaged" and "study.json cannot be read: `xling study run` of its study" in row["error"]
+    lines = []
+    assert run_study(study, tmp_path, log=lines.append)["completed"] == 2
+    assert f"{second.id}: its study.json could not be read: written again (the run had finished)" in lines
+    assert read_json_file(record_path)["study"] == "resume" and restored == [10]
+    assert (second.run_dir(tmp_path) / "eval.json").stat().st_mtime_ns == done_mtime
+    assert [r["state"] for r in study_status(study, tmp_path)] == ["completed"] * 2
     # `xling status` of its run: the study is no name xling finds (a dict here, or a YAML file elsewhere)
     capsys.readouterr()
     assert main(["status", str(first.run_dir(tmp_path))]) == 0

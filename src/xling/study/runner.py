@@ -198,6 +198,17 @@ def _auto_launch(study: Study, todo: list[RunSpec], root: Path, engine: str, run
                                in_worker_process=whole > 1)
 
 
+def _restore_study_records(study: Study, root: Path, log) -> None:
+    """Write again the study.json of a finished run where it cannot be read (damaged): without it the run is neither
+    indexed under its study nor reported, and it needs no training."""
+    for spec in study.runs:
+        run = RunDir(spec.run_dir(root))
+        if run.study_record_path.is_file() and not run.read_study_record() and is_complete(run.path) \
+                and not is_locked(run.path):
+            record(run.path, spec, status="completed", restored=now())
+            log(f"{spec.id}: its study.json could not be read: written again (the run had finished)")
+
+
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
@@ -224,6 +235,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     fresh = not root.exists()
     check_locking(root)
     store = Store(db or root / "xling.db")
+    _restore_study_records(study, root, log)
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]
     counts = {"total": len(study.runs), "completed": len(study.runs) - len(todo), "failed": 0}

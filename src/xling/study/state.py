@@ -172,11 +172,14 @@ def _study_name(run: Path) -> str:
 
 
 def check_run_files(run: Path) -> None:
-    """One XlingError where a run's config.yaml or an evaluation cannot be read as the store and reports read them
-    (nothing can be done with the run then)."""
+    """One XlingError where a run's config.yaml, study.json or an evaluation cannot be read as the store and reports
+    read them (nothing can be done with the run then)."""
     run_dir = RunDir(run)
     if run_dir.config_path.is_file():
         run_dir.read_config()
+    if run_dir.study_record_path.is_file() and not run_dir.read_study_record():  # (it always holds the run's spec)
+        raise XlingError(f"{run_dir.study_record_path} cannot be read: `xling study run` of its study writes it "
+                         "again (a finished run is not trained again)")
     for path in run_dir.eval_paths():
         try:
             run_dir.read_evaluation(path, tolerant=False)
