@@ -12,7 +12,7 @@ import pytest
 import xling
 from test_study import completed_study
 from xling.cli import main
-from xling.errors import warnings_to_stderr
+from xling.errors import XlingError, warnings_to_stderr
 from xling.study.exports import export_run
 from xling.study.state import is_complete, study_status
 from xling.study.store import Store
@@ -155,6 +155,18 @@ def test_a_damaged_store_is_set_aside_and_rebuilt(tiny_study, tmp_path, capsys):
     assert (tmp_path / "xling.db.damaged").is_file()
     assert store.rebuild(root) == len(study.runs)
     assert store.dump() == live
+    # its very header damaged: a runs root's own store (xling.db) is set aside too, beside the earlier one (it was
+    # refused as another program's file, by every command, `xling store rebuild` included)
+    store.db.close()
+    damaged.write_bytes(b"\0" * 100)
+    store = Store(damaged)
+    assert (tmp_path / "xling.db.damaged-2").read_bytes() == b"\0" * 100
+    assert (tmp_path / "xling.db.damaged").read_bytes().startswith(b"SQLite format 3\0\xff")
+    assert store.rebuild(root) == len(study.runs) and store.dump() == live
+    other = tmp_path / "mine.db"
+    other.write_bytes(b"\0" * 100)
+    with pytest.raises(XlingError, match="is not an SQLite file, so not a results store"):  # a file of another name
+        Store(other)
 
 
 def test_is_locked_only_looks(tmp_path):

@@ -45,8 +45,9 @@ class Store:
         check_arguments(root=(root, (str, os.PathLike, type(None))), db=(db, (str, os.PathLike, type(None))))
         if db is None:
             from ..study.spec import runs_root
+            from ..study.store import STORE_NAME
 
-            db = runs_root(root) / "xling.db"
+            db = runs_root(root) / STORE_NAME
         self.path = Path(db).absolute()
         """The store's file."""
         if not self.path.is_file():

@@ -203,10 +203,10 @@ def store_arguments(p: argparse.ArgumentParser) -> None:
 
 def store(args, overrides) -> int:
     from ..study.spec import runs_root
-    from ..study.store import Store
+    from ..study.store import STORE_NAME, Store
 
     root = runs_root(_existing(args.root))
-    results = Store(args.db or root / "xling.db")
+    results = Store(args.db or root / STORE_NAME)
     n = results.rebuild(root)
     print(f"indexed {n} run directories under {root} into {results.path}")
     return 0

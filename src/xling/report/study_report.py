@@ -19,7 +19,7 @@ from ..fsio import atomic_write_text
 from ..model_dims import resolve_model
 from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
-from ..study.store import Store
+from ..study.store import STORE_NAME, Store
 from . import published
 from .alignment_report import alignment_sections
 from .alignment_results import DEFAULT_TASK
@@ -270,7 +270,7 @@ def analyse_study(study: Study, root: str | Path | None = None, db: str | Path |
     root = runs_root(root)
     if not any(spec.run_dir(root).is_dir() for spec in study.runs):  # nothing to read: write no store either
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.command('run', root)}` first")
-    store = Store(db or root / "xling.db")
+    store = Store(db or root / STORE_NAME)
     store.sync(study, root)
     with np.errstate(over="ignore"):  # a law evaluated far outside its data overflows to inf, which is handled
         a = analyse(study, store.runs(study.name), store.evaluations(study.name))

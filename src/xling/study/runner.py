@@ -35,7 +35,7 @@ from .exports import export_run
 from .launch import Launch, auto_workers, run_dims
 from .spec import RunSpec, Study, runs_root
 from .state import check_locking, is_complete, now, record
-from .store import Store
+from .store import STORE_NAME, Store
 
 # --------------------------------------------------------------------------- reusing a twin run
 
@@ -234,7 +234,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     root = runs_root(root)
     fresh = not root.exists()
     check_locking(root)
-    store = Store(db or root / "xling.db")
+    store = Store(db or root / STORE_NAME)
     _restore_study_records(study, root, log)
     store.sync(study, root)
     todo = [s for s in study.runs if not is_complete(s.run_dir(root))]

@@ -9,6 +9,7 @@ construction. WAL mode and a busy timeout let several processes write without co
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -118,6 +119,7 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
 
 
 SQLITE_HEADER = b"SQLite format 3\0"
+STORE_NAME = "xling.db"  # a runs root's own store: one of that name that is no SQLite file is ours, damaged
 
 
 class Store:
@@ -137,7 +139,8 @@ class Store:
             healthy = False
         if not healthy:  # the store is only an index: set the damaged file aside and start afresh
             self.db.close()
-            damaged = self.path.with_name(self.path.name + ".damaged")
+            damaged = next(path for n in itertools.count(1) if not (path := self.path.with_name(
+                self.path.name + ".damaged" + (f"-{n}" if n > 1 else ""))).exists())  # (an earlier one is kept)
             os.replace(self.path, damaged)
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
@@ -154,6 +157,8 @@ class Store:
             return
         with open(self.path, "rb") as f:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                if self.path.name == STORE_NAME:  # its header damaged: set aside and rebuilt below
+                    return
                 raise XlingError(f"{self.path} is not an SQLite file, so not a results store: give another --db")
         expected = sqlite3.connect(":memory:")
         expected.executescript(SCHEMA)
