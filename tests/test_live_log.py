@@ -15,6 +15,7 @@ import yaml
 from conftest import tiny_config, tiny_config_dict
 from test_study import completed_study
 from xling.cli import main
+from xling.errors import XlingError
 from xling.train import live_log
 from xling.train.live_log import LiveLog
 from xling.train.trainer import Trainer
@@ -161,6 +162,12 @@ def test_a_failing_logger_is_dropped_with_a_warning(tiny_corpus_dir, tmp_path, m
         info = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run", live=live).fit(progress=False)
     assert info["status"] == "completed"
     assert len(warnings) == 1 and "csv logging stopped" in warnings[0] and "disk full" in warnings[0]
+    # exporting a finished run's logs is no training to carry on: the failure is the command's (it said it wrote)
+    from xling.study.exports import export_run
+
+    with pytest.raises(XlingError, match=r"cannot write csv logs in .*run \(OSError: disk full\): make it writable"):
+        export_run(tmp_path / "run", "csv")
+    assert len(warnings) == 1
 
 
 def test_export_logs_for_runs_that_trained_without_them(tiny_corpus_dir, tmp_path_factory, tmp_path, capsys):

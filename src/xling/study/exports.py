@@ -19,7 +19,7 @@ def export_run(run_dir: str | Path, logger: str) -> str:
     run = RunDir(run_dir)
     run.check_own()  # (a received run's tensorboard/ linked elsewhere would be written there)
     reports = [run.read_evaluation(path) for path in run.eval_paths()]  # (a damaged one: before anything is written)
-    with LiveLog(run.path, (logger,)) as live:
+    with LiveLog(run.path, (logger,), training=False) as live:
         if live.notes:
             return live.notes[0]
         info = run.read_info(tolerant=True)

@@ -69,8 +69,9 @@ class LiveLog:
     """The loggers of one run. `begin` once the languages and the kept records are known, then
     `log` each new record, then `close` (or use it as a context manager)."""
 
-    def __init__(self, run_dir: str | Path, names: tuple[str, ...] | list[str] = ()):
+    def __init__(self, run_dir: str | Path, names: tuple[str, ...] | list[str] = (), training: bool = True):
         self.run = RunDir(run_dir)
+        self.training = training  # a logger's failure is a warning while training; an export (export-logs) fails
         self.notes = [note for name in names if (note := unavailable(name))]
         self.names = [name for name in dict.fromkeys(names) if not unavailable(name)]
         self.writers: dict[str, object] = {}
@@ -115,6 +116,9 @@ class LiveLog:
         try:
             action()
         except Exception as exc:  # a logger's own problem (disk, package) must not stop training
+            if not self.training:
+                raise XlingError(f"cannot write {name} logs in {self.run.path} ({type(exc).__name__}: {exc}): make it "
+                                 "writable, or free space") from None
             self.writers.pop(name, None)
             if name in self.names:
                 self.names.remove(name)
