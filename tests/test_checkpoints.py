@@ -704,6 +704,10 @@ def test_a_received_run_cannot_make_xling_write_outside_it(tiny_corpus_dir, tmp_
     assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
     assert ".lock is a symbolic link" in capsys.readouterr().err and victim.read_text() == "keep"
     (run / ".lock").unlink()
+    os.link(victim, run / ".lock")  # a hard link: the same, by another way
+    assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 2
+    assert ".lock is a hard link to another file" in capsys.readouterr().err and victim.read_text() == "keep"
+    (run / ".lock").unlink()
     for name in ("alignment", "tensorboard"):
         (run / name).symlink_to(elsewhere)
         with pytest.raises(XlingError, match=f"{name} is a symbolic link"):

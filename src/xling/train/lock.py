@@ -39,6 +39,10 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
             raise
         raise XlingError(f"{path} is a symbolic link (to {os.path.realpath(path)}): a run's lock is its own file, "
                          "written by whoever trains it; remove the link") from None
+    if os.fstat(fd).st_nlink > 1:  # a hard link: the pid below would be written into another file
+        os.close(fd)
+        raise XlingError(f"{path} is a hard link to another file: a run's lock is its own file, written by whoever "
+                         "trains it; remove it (a copy made with hard links, cp -al, shares it with the original)")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
