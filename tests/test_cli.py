@@ -343,6 +343,15 @@ def test_ctrl_c_while_a_finished_run_prints_its_tables_gives_no_hint_to_go_on(co
     monkeypatch.setattr(Run, "evaluate", ctrl_c)  # stopped in its evaluation: a resume does it
     assert main(["train", str(tmp_path / "run"), "--resume", "--quiet"]) == 130
     assert "continue with: xling train" in capsys.readouterr().err
+    # and the run says so (it said completed, and `xling status` told to evaluate a run "trained with --no-eval")
+    from xling.train.rundir import RunDir
+
+    assert RunDir(tmp_path / "run").read_info()["status"] == "interrupted"
+    assert main(["status", str(tmp_path / "run")]) == 0
+    assert "(training done, stopped in its evaluation: a resume finishes it)" in capsys.readouterr().out
+    monkeypatch.undo()  # (its evaluation, and its tables, as they are)
+    assert main(["train", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    assert RunDir(tmp_path / "run").read_info()["status"] == "completed" and (tmp_path / "run" / "eval.json").is_file()
 
 
 def test_a_warning_nobody_reads_is_dropped_not_raised(monkeypatch):

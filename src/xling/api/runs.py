@@ -304,6 +304,8 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
     from ..data.parallel import check_not_importing_the_script
     from ..train.live_log import LiveLog, logger_names
     from ..train.lock import training_lock
+    from ..train.rundir import RunDir
+    from ..train.stopping import is_stop
     from ..train.trainer import Trainer
 
     check_not_importing_the_script()  # (data preparation may start worker processes, which import the script)
@@ -316,6 +318,11 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
         info = Trainer(cfg, run.path, live=live, tested=evaluate).fit(resume=resume, progress=progress)
         if info["status"] == "completed" and not info.get("rank") and evaluate:
             with training_lock(run.path):  # taken again at once: the run is still at work (xling status: running)
-                run.evaluate(progress=progress)
+                try:
+                    run.evaluate(progress=progress)
+                except BaseException as exc:
+                    if is_stop(exc):  # (not "completed": `xling status` then says a resume finishes it)
+                        RunDir(run.path).update_info(status="interrupted")
+                    raise
             live.log_evaluation(read_json(run.eval_path()))
     return run
