@@ -173,7 +173,8 @@ def test_a_run_whose_config_was_edited_since_its_checkpoint_is_not_read_as_edite
     config = yaml.safe_load(trained)
     config["languages"]["names"] = ["L2", "L1"]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    for command in (["eval", run_dir], ["sample", run_dir, "--language", "L1", "--tokens", "3"], ["export", run_dir, tmp_path / "hf"]):
+    for command in (["eval", run_dir], ["sample", run_dir, "--language", "L1", "--tokens", "3"],
+                    ["export", run_dir, tmp_path / "hf"]):
         code, err = _cli(capsys, *command)
         assert code == 2 and len(err) == 1, (command, err)
         assert "languages.names changed in" in err[0] and "since checkpoint step_0000004" in err[0], err

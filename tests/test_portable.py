@@ -24,6 +24,7 @@ from xling.data.stream import encode_text, prepare_languages
 from xling.errors import XlingError
 from xling.fsio import temporary_beside
 from xling.train.evaluate import evaluate_run
+from xling.train.rundir import RunDir
 from xling.train.session import load_session
 from xling.train.trainer import Trainer
 
@@ -221,6 +222,21 @@ def test_hf_export_equals_xling_logits_perplexity_and_token_ids(trained, tmp_pat
     assert main(["export", str(run), str(tmp_path / "hf-L1")]) == 0
     base = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf-L1")
     assert base(sentence, add_special_tokens=False).input_ids == encode_text(setup, 0, sentence).tolist()
+
+
+def test_an_export_of_an_earlier_checkpoint_says_why(trained, tmp_path, capsys):
+    """A finished run whose newest checkpoint is damaged exports the one before: the note says so, not that training
+    did not finish."""
+    pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    newest = RunDir(run).checkpoint_dirs()[-1]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping damaged checkpoint {newest.name}" in err
+    assert "of 12: its newest checkpoint did not verify" in err and "training did not finish" not in err
 
 
 def test_hf_export_removes_what_a_killed_export_left_beside_its_directory(trained, tmp_path):
