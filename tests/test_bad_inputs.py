@@ -164,6 +164,8 @@ CASES = [
     ("unknown section", f"{T} --foo.bar 1", "unknown key 'foo'"),
     ("a value is no section", f"{T} --train.steps.x 1", "'steps' is not a section"),
     ("override without value", f"{T} --train.steps", "needs a value"),
+    ("override without value before an option", f"{T} --train.steps --out runs/x",  # (it blamed runs/x)
+     "override --train.steps needs a value, e.g. --train.steps VALUE (the option --out came next)"),
     # --- config files
     ("duplicate yaml key", "train {dup_yaml} --out {out}", "duplicate key 'p'"),
     ("malformed yaml", "train {bad_yaml} --out {out}", "malformed YAML"),

@@ -149,10 +149,11 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
             continue
         if "=" in arg:
             value = arg.partition("=")[2]
-        elif i + 1 < len(argv):
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):  # (a value that does: --key=VALUE)
             value, i = argv[i + 1], i + 1
         else:
-            raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE")
+            raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE"
+                             + (f" (the option {argv[i + 1]} came next)" if i + 1 < len(argv) else ""))
         value = value if key == "name" else yamlio.parse_value(value)  # a name is text as typed
         if key in overrides and overrides[key] != value:  # argparse would take the last; say which was meant
             raise XlingError(f"--{key} given twice ({overrides[key]!r} and {value!r}): give it once")
