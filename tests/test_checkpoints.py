@@ -721,7 +721,8 @@ def test_a_received_run_cannot_make_xling_write_outside_it(tiny_corpus_dir, tmp_
     assert not any(elsewhere.iterdir())
     # run.json of the wrong types (were tracebacks), and text that would drive the terminal (was printed raw)
     info = json.loads((run / "run.json").read_text())
-    for crafted in ({"steps": "30"}, {"step": 1e30}, {"status": "\x1b[2J\x1b[31mPWNED"}):
+    for crafted in ({"steps": "30"}, {"step": 1e30}, {"step": -5}, {"status": "\x1b[2J\x1b[31mPWNED"},
+                    {"status": "bogus"}):  # (a word, shown as the run's state)
         (run / "run.json").write_text(json.dumps({**info, **crafted}))
         capsys.readouterr()
         assert main(["eval", str(run), "--max-tokens", "0"]) == 2

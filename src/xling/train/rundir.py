@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
-from ..errors import XlingError, first_line
+from ..errors import XlingError, a_kind, first_line
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import RESUMABLE_KEYS, config_differences, resolve_relative
 
@@ -76,17 +76,21 @@ def checkpoint_step(checkpoint: Path) -> int:
 PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's numbers depend on (batch_size does not)
 
 
+RUN_STATUSES = ("running", "interrupted", "failed", "completed")  # what training writes in run.json
+
+
 def _malformed_info(info) -> str:
-    """What is wrong with run.json's content, or "": a received file's counts must be whole numbers, and its status
-    a word (it is printed)."""
+    """What is wrong with run.json's content, or "": a received file's counts must be counts, and its status one that
+    training writes (it is printed, and read as the run's state)."""
     if not isinstance(info, dict):
-        return f"not a mapping of keys but a {type(info).__name__}"
+        return f"not a mapping of keys but {a_kind(info)}"
     bad = next((k for k in ("step", "steps", "budget_steps", "budget_tokens") if info.get(k) is not None
                 and not (type(info[k]) is int and 0 <= info[k] <= 10**15)), None)
     if bad:
-        return f"its {bad} is {info[bad]!r}, not a whole number"
+        return f"its {bad} is {info[bad]!r}, not a count (a whole number from 0 to 10^15)"
     status = info.get("status", "")
-    return "" if isinstance(status, str) and (status.isidentifier() or not status) else f"its status is {status!r}, not a word"
+    return "" if status in RUN_STATUSES or status == "" else \
+        f"its status is {status!r}, not one of {', '.join(RUN_STATUSES)}"
 
 
 class RunDir:
