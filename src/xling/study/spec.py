@@ -274,6 +274,9 @@ def _expand(group: str, body, base: dict, top_grid: dict, linked: dict, where: s
     _check_keys(body, GROUP_KEYS, f"{where}: groups.{group}")
     fixed = _require_mapping(body.get("set"), f"{where}: groups.{group}.set")
     own = _grid(body.get("grid"), f"{where}: groups.{group}.grid")
+    both = [key for key in flatten(dict(fixed)) if key in own or key in top_grid]
+    if both:  # the grid's value would win without a word
+        raise XlingError(f"{where}: groups.{group} sets {both[0]} and a grid varies it: give it in one of them")
     grid = {**own, **{k: v for k, v in top_grid.items() if k not in own}}  # the group's own keys name runs first
     for combo in itertools.product(*grid.values()):
         dims = dict(zip(grid, combo))
