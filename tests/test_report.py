@@ -155,6 +155,28 @@ def test_claims_are_judged_again_under_the_papers_law_form(tiny_study, tmp_path)
     assert row.endswith(f"| {by_paper['1']} | {by_ladder['1']} |")
 
 
+def test_the_demos_claim_lines_name_the_checks_that_make_a_claim_mixed(tiny_study, tmp_path):
+    """'claim 3: mixed' was printed with only the hidden-state checks above it, both for the paper or not significant:
+    the check against the paper (an embedding's, say) is named under it."""
+    import dataclasses
+
+    from xling.report.claims import claim_lines, verdicts
+
+    study, root = tiny_study
+    _, a = write_report(study, root, tmp_path / "rep")
+    plain = claim_lines(a)
+    assert plain and all(line.startswith("claim ") for line in plain)
+    assert [line.split(":")[0] for line in plain] == [f"claim {v.claim}" for v in verdicts(a)
+                                                      if v.status is not Status.NOT_TESTED]
+    mixed = dataclasses.replace(a, alignment=[
+        Evidence("3", "hidden states 90/10 > 50/50: yes", Check(Status.SUPPORTED, 0.1, (0.05, 0.15))),
+        Evidence("3", "output embeddings 90/10 > 50/50: no", Check(Status.CONTRADICTED, -0.02, (-0.04, -0.01))),
+        Evidence("3", "the same above the shuffled baseline: not significant")])
+    lines = claim_lines(mixed)
+    at = lines.index("claim 3: mixed: checks significant both ways")
+    assert lines[at + 1] == "  against the paper: output embeddings 90/10 > 50/50: no"
+
+
 def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):
     study, root = tiny_study
     path, a = write_report(study, root, tmp_path / "rep")

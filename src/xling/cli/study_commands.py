@@ -162,11 +162,9 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
 def demo(args, overrides) -> int:
     from ..report.alignment_report import alignment_headline
     from ..report.alignment_results import compute_missing
-    from ..report.claims import headline, verdicts
+    from ..report.claims import claim_lines, headline
     from ..report.stats import fmt_stat
     from ..report.study_report import write_report
-    from ..report.summary import under_form
-    from ..report.verdict import Status
     from ..study.spec import load_study, replaces_shipped
 
     chosen = load_study(args.study)
@@ -187,11 +185,7 @@ def demo(args, overrides) -> int:
     print("\n".join(f"  {line}" for line in headline(analysis)))
     print("Alignment of the two languages (beyond the paper's measure, and the paper's):")
     print("\n".join(f"  {line}" for line in alignment_headline(chosen, args.root)))
-    paper_form = verdicts(under_form(analysis, "paper")) if analysis.laws else []
-    for i, v in enumerate(verdicts(analysis)):
-        if v.status is not Status.NOT_TESTED:
-            other = paper_form[i].status if paper_form else v.status
-            print(f"  claim {v.claim}: {v.status}" + (f" (with the paper's law form: {other})" if other != v.status else ""))
+    print("\n".join(f"  {line}" for line in claim_lines(analysis)))
     return 0 if counts["completed"] == counts["total"] else 1
 
 

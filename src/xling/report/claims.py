@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..analysis.efficiency import efficiency
 from . import published
 from .stats import diff_interval, fmt, fmt_interval, fmt_stat
-from .summary import Analysis, Summary, find
+from .summary import Analysis, Summary, find, under_form
 from .verdict import NOT_COUNTED, NOT_TESTED, Check, Evidence, Status, combine, combine_checks, compare, vs_one
 
 
@@ -294,6 +294,24 @@ def verdicts(a: Analysis, alignment: list[Evidence] | None = None) -> list[Claim
     return results
 
 
+def claim_lines(a: Analysis) -> list[str]:
+    """The demo's verdict lines: each claim tested, its status under the verdicts' law form and, where it differs, the
+    paper's; for a claim mixed by align-report's checks, the checks that go against the paper (the lines before these
+    show only the hidden states')."""
+    paper_form = verdicts(under_form(a, "paper")) if a.laws else []
+    lines = []
+    for i, v in enumerate(verdicts(a)):
+        if v.status is Status.NOT_TESTED:
+            continue
+        other = paper_form[i].status if paper_form else v.status
+        lines.append(f"claim {v.claim}: {v.status}" + (f" (with the paper's law form: {other})" if other != v.status
+                                                       else ""))
+        against = [e.line for e in a.alignment if e.claim == v.claim and e.test and e.test.status is Status.CONTRADICTED]
+        if v.status is Status.MIXED and against:
+            lines.append(f"  against the paper: {'; '.join(against)}")
+    return lines
+
+
 # --------------------------------------------------------------------------- the headline
 
 
@@ -335,7 +353,8 @@ def headline(a: Analysis) -> list[str]:
                          "the paper finds 50/50 TEff "
                          "above 1 early in training (1.09 at 0.4x) and falling below 1 with more training, and this "
                          "CPU model is far smaller and sees about a thousandth of the paper's tokens.")
-        lines.append("TEff credits each language with its expected share of the tokens (p/k), as the paper does; with "
+        lines.append("TEff credits each language with its expected share of the tokens (p/k for each of k clones, "
+                     "1 − p for the base language), as the paper does; with "
                      "the shares the sampled sequences actually had: " + ", ".join(
                          f"{'90/10' if s.key.p == 0.1 else '50/50'} {fmt_stat(s.teff_sampled)}" for s in pairs) + ".")
     return lines
@@ -359,8 +378,8 @@ def _headline_line(a: Analysis, s: Summary) -> str:
              "one seed, no interval")
     paper_law = a.laws_by_form["paper"][s.law].law
     loose = ", so the comparison with the paper's number is loose" if s.paper else ""
-    caveats = [("this ladder's best fit in the paper's form has its exponent at the lower bound, b → 0, i.e. "
-                f"1/PPL linear in ln x: a degenerate fit{loose}")
+    caveats = [("this ladder's best fit in the paper's form (a, b, c ≥ 0: 1/PPL rising towards c) has its "
+                f"exponent at the lower bound, b → 0, i.e. 1/PPL linear in ln x: a degenerate fit{loose}")
                if paper_law.exponent_at_bound == "lower" else
                f"this ladder's best fit in the paper's form has its exponent at the {paper_law.exponent_at_bound} "
                f"bound{loose}" if paper_law.exponent_at_bound else "", _one_point_out(a, s)]
