@@ -150,7 +150,19 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_no_partial_checkpoint(tiny
     out = tmp_path / "run"
     code, err = _cli(capsys, "train", config, "--out", out, "--quiet")
     assert code == 2 and len(err) == 1 and "free space" in err[0], err
+    assert "an interrupted run continues with --resume" in err[0]
     assert os.listdir(out / "checkpoints") == []  # neither the temp directory nor a temp file
+
+
+def test_a_full_disk_under_eval_says_nothing_of_a_resume(interrupted_run, tmp_path, capsys, monkeypatch):
+    from xling.train import evaluate
+
+    def disk_full(path, content):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(evaluate, "atomic_write_json", disk_full)
+    code, err = _cli(capsys, "eval", _copy(interrupted_run, tmp_path), "--max-tokens", "64")
+    assert code == 2 and len(err) == 1 and "free space" in err[0] and "--resume" not in err[0], err
 
 
 def test_an_edited_config_is_refused_on_resume(interrupted_run, tmp_path, capsys):

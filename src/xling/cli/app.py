@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"xling: error: cannot write{where} ({exc.strerror}): {in_cache} with free space", file=sys.stderr)
         elif exc.errno in _STORAGE_ERRORS:
             print(f"xling: error: cannot write{where} ({exc.strerror}): use a writable output directory with free "
-                  "space; an interrupted run continues with --resume", file=sys.stderr)
+                  "space" + ("; an interrupted run continues with --resume" if getattr(args, "resume_hint", None)
+                             else ""), file=sys.stderr)
         elif exc.errno in _PATH_ERRORS and exc.filename:
             print(f"xling: error: cannot use{where} ({exc.strerror}): an output path must be a directory, or not "
                   "exist yet", file=sys.stderr)
