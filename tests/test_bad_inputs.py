@@ -305,6 +305,8 @@ CASES = [
     ("command typo", "trian {config}", "did you mean 'train'?"),
     ("option typo", "study run {study} --wokers 2", "unexpected argument '--wokers' (did you mean --workers?)"),
     ("config key without its section", f"{T} --steps 3", "unexpected argument '--steps' (did you mean --train.steps?)"),
+    ("config file value", "config {nan_yaml}", "nan.yaml: train.lr must be a finite number, got nan"),  # (no file)
+    ("config file value overridden", "config {nan_yaml} --train.lr -1", "error: train.lr must be in (0, 10], got -1"),
     ("config file key", "config {misplaced_yaml}", "misplaced.yaml: unknown key 'train.seq_len' (did you mean "
                                                    "'model.seq_len'?)"),
     ("config key spelt as an option", f"{T} --seq-len 64", "(did you mean --model.seq_len?)"),
@@ -348,6 +350,7 @@ def files(tmp_path_factory, tiny_corpus_dir, tiny_run):
         "dup_yaml": write("dup.yaml", "languages:\n  p: 0.1\n  p: 0.5\n"),
         "bad_yaml": write("bad.yaml", "train: {steps: 3\n"),
         "misplaced_yaml": write("misplaced.yaml", "train:\n  seq_len: 64\n"),
+        "nan_yaml": write("nan.yaml", "train:\n  lr: .nan\n"),
         "list_yaml": write("list.yaml", "- 1\n- 2\n"),
         "binary": write("binary.csv", b"\xff\xfe\x00garbage\x9c", mode="wb"),
         "nul_csv": write("nul.csv", b"language,fraction,ppl\nEN,0.1,\x0040\n", mode="wb"),

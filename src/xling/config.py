@@ -3,6 +3,7 @@ value` overrides are checked against them (unknown keys: a "did you mean" hint; 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -273,9 +274,22 @@ def read_config_file(path: str | Path) -> dict:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file (a path or a packaged config's name), then the overrides; validated."""
     data = read_config_file(path) if path else {}
+    keys = set(flatten(data)) - set(overrides or {})  # (before the overrides join them)
     cfg = from_dict(apply_overrides(data, overrides or {}))
-    validate(cfg)
+    with naming_the_file(path, keys):
+        validate(cfg)
     return cfg
+
+
+@contextlib.contextmanager
+def naming_the_file(path, keys: set[str]):
+    """A validation error of a value a config file gave (one of `keys`) names the file, as its type errors do."""
+    try:
+        yield
+    except XlingError as exc:
+        if path and str(exc).split(" ", 1)[0] in keys:
+            raise XlingError(f"{path}: {exc}") from None
+        raise
 
 
 def dump_yaml(cfg: RunConfig) -> str:

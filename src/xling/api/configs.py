@@ -27,6 +27,7 @@ from ..config import (
     as_written,
     flatten,
     from_dict,
+    naming_the_file,
     read_config_file,
     to_dict,
     validate,
@@ -168,6 +169,7 @@ class Config:
 
     def __init__(self, source: ConfigSource = None, overrides: Mapping[str, Any] | None = None, /,
                  **sections: Any) -> None:
+        in_file: set[str] = set()  # the keys a YAML file gave (its values' errors name it)
         if isinstance(source, Config):
             data, dotted = as_written(source._cfg), {}  # (eval.window 0 still follows model.seq_len)
         elif isinstance(source, RunConfig):
@@ -177,6 +179,7 @@ class Config:
             data = copy.deepcopy(_with_corpora(data))
         elif isinstance(source, (str, os.PathLike)):
             data, dotted = (read_config_file(source) if str(source) else {}), {}
+            in_file = set(flatten(data))
         elif source is None:
             data, dotted = {}, {}
         else:
@@ -204,7 +207,8 @@ class Config:
         cfg = from_dict(data)
         # a run's own config (Run.config, a resume) may predate the refusal of keys a run ignores
         self._recorded = isinstance(source, RunConfig) or (isinstance(source, Config) and source._recorded)
-        validate(cfg, recorded=self._recorded)
+        with naming_the_file(source if in_file else None, in_file - set(overrides or {}) - set(given)):
+            validate(cfg, recorded=self._recorded)
         self._cfg = cfg
         _ = self.language_names  # the per-language keys (mix, transforms) name languages of the run, as training checks
 
