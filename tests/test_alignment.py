@@ -381,6 +381,11 @@ def test_parallel_documents_longer_than_a_probe_are_left_out_and_said(tiny_corpu
     with pytest.raises(XlingError, match=r"the shortest of the 3 held-out documents takes \d+ tokens on its longer "
                                          r"side, a probe at most 33: use a longer model.seq_len, or shorter held-out"):
         alignment.parallel_probes(setup, 0, 1, seq_len=32)
+    tiny = ["Yes."] * 2  # they fit, but are too little text for a probe of a quarter of the sequence a side
+    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (tiny, tiny, "test files", "document"))
+    with pytest.raises(XlingError, match="the 2 held-out documents pack into no parallel probe of at least 8 tokens on "
+                                         "each side: give more held-out text"):
+        alignment.parallel_probes(setup, 0, 1, seq_len=32)
 
 
 @pytest.mark.slow

@@ -165,7 +165,8 @@ CASES = [
     ("a value is no section", f"{T} --train.steps.x 1", "'steps' is not a section"),
     ("override without value", f"{T} --train.steps", "needs a value"),
     ("override without value before an option", f"{T} --train.steps --out runs/x",  # (it blamed runs/x)
-     "override --train.steps needs a value, e.g. --train.steps VALUE (the option --out came next)"),
+     "override --train.steps needs a value, e.g. --train.steps VALUE (the option --out came next; a value that "
+     "starts with '--': --train.steps=VALUE)"),
     # --- config files
     ("duplicate yaml key", "train {dup_yaml} --out {out}", "duplicate key 'p'"),
     ("malformed yaml", "train {bad_yaml} --out {out}", "malformed YAML"),

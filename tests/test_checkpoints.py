@@ -192,10 +192,19 @@ def test_a_run_whose_config_was_edited_since_its_checkpoint_is_not_read_as_edite
         assert "languages.names changed in" in err[0] and "since checkpoint step_0000004" in err[0], err
     assert not (run_dir / "eval.json").exists() and not (tmp_path / "hf").exists()
     config = yaml.safe_load(trained)
+    config["languages"]["transforms"] = {"L2": ["clone", "inverted"]}  # a key the trained config did not have
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    code, err = _cli(capsys, "eval", run_dir)
+    assert code == 2 and "languages.transforms.L2 changed in" in err[0], err
+    config = yaml.safe_load(trained)
     config["eval"]["batch_size"] = 3
+    moved = tmp_path / "moved-corpus"  # the run's text moved (another machine): config.yaml says where it is now
+    shutil.copytree(config["corpus"]["paths"][0], moved)
+    config["corpus"]["paths"] = [str(moved)]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     code, err = _cli(capsys, "sample", run_dir, "--language", "L1", "--tokens", "3")
     assert code == 0, err
+    assert _cli(capsys, "train", run_dir, "--resume", "--quiet", "--no-eval")[0] == 2  # (it trains on that text)
 
 
 @pytest.mark.parametrize("damage", ["killed before the first checkpoint", "every checkpoint damaged"])

@@ -166,8 +166,9 @@ def test_a_failing_logger_is_dropped_with_a_warning(tiny_corpus_dir, tmp_path, m
     from xling.study.exports import export_run
 
     with pytest.raises(XlingError, match=r"cannot write csv logs in .*run \(OSError: disk full\): make it writable"):
-        export_run(tmp_path / "run", "csv")
+        export_run(tmp_path / "run", "csv", strict=True)
     assert len(warnings) == 1
+    assert export_run(tmp_path / "run", "csv") == "" and len(warnings) == 2  # a study adopting a twin run goes on
 
 
 def test_export_logs_for_runs_that_trained_without_them(tiny_corpus_dir, tmp_path_factory, tmp_path, capsys):

@@ -524,5 +524,5 @@ def test_probes_that_leave_out_long_held_out_documents_are_said_in_the_report():
     assert doc.markdown().strip() == ""
     _left_out_note(doc, [Setting("p0.5", "real", "disjoint", 0.5, "", alignments=[cut(26), whole]),
                          Setting("p0.1", "real", "disjoint", 0.1, "", alignments=[cut(30)])])
-    assert ("In 2 alignment(s), 26-30 of the held-out 40 documents are longer than the model's sequence on a side "
+    assert ("In 2 alignments, 26-30 of the held-out 40 documents are longer than the model's sequence on a side "
             "and are left out of the probes: the longest, so the probes are a biased sample") in doc.markdown()

@@ -126,8 +126,10 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
     (lambda d: d["base"].update({"train.lr": 0.1}), "study: base gives train.lr twice, nested and as a dotted key"),
     (lambda d: d["base"].update({1.5: 2}), "unknown key '1.5'"),
     (lambda d: d["groups"]["mix"]["set"].update({"languages.p": 0.0}),  # the grid's value won without a word
-     "groups.mix sets languages.p and a grid varies it: give it in one of them"),
-    (lambda d: d["groups"]["mix"]["set"].update({"train": {"seed": 3}}), "groups.mix sets train.seed and a grid"),
+     "groups.mix sets languages.p and its grid varies it: give it in one of them"),
+    (lambda d: d["groups"]["mix"]["set"].update({"train": {"seed": 3}}),
+     "groups.mix sets train.seed and the study's grid varies it: to fix it for this group, give it in the group's "
+     "grid (train.seed: [VALUE])"),
 ])
 def test_bad_studies_are_one_line_errors(tiny_corpus_dir, mutate, message):
     data = tiny_study_dict(tiny_corpus_dir)

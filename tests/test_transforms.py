@@ -36,9 +36,10 @@ def test_piece_classes_know_words_and_sentence_ends():
 def test_sentence_ends_written_against_letters_are_counted_as_hidden():
     """A brought tokenizer's "▁mat." ends a sentence that no boundary marks: its share of the text's sentence ends
     (the special pieces are no sentence ends)."""
-    pieces = PIECES + ["▁mat.", "▁sat?"]
+    pieces = PIECES + ["▁mat.", "▁sat?", "▁3.", "▁e.g", "▁U.S", "▁e.g."]
     classes = T.piece_classes(pieces, [ID["<eod>"], ID["<pad>"]])
     assert classes.hides_end[len(PIECES)] and classes.hides_end[len(PIECES) + 1] and not classes.hides_end[ID["."]]
+    assert not classes.hides_end[len(PIECES) + 2:].any()  # a number's dot, an abbreviation's: no sentence end
     assert classes.ends[ID["."]] and classes.ends[ID["▁."]] and not classes.ends[ID["<eod>"]]
     assert not classes.fixed[len(PIECES)] and classes.starts_word[len(PIECES)]  # it moves, as a word
     row = lambda text: np.array([pieces.index(p) for p in text.split()])
@@ -55,7 +56,7 @@ def test_a_reordered_language_whose_tokenizer_hides_its_sentence_ends_is_warned_
 
     cfg = tiny_config(tiny_corpus_dir, languages={"transforms": {"L2": ["clone", "inverted"]}})
     setup = prepare_languages(cfg, tmp_path / "cache")
-    monkeypatch.setattr(stream, "_HIDDEN_ENDS_SAID", set())
+    monkeypatch.setattr(stream, "_HIDDEN_ENDS_WARNED", set())
     with caplog.at_level("WARNING"):
         setup.ordered_tokens(1, "train")  # xling's own tokenizer splits punctuation from letters: nothing to say
     assert "sentence ends against letters" not in caplog.text

@@ -43,12 +43,18 @@ EXECUTION_KEYS = ("name", "train.device", "train.compile", "train.log_every", "t
                   "train.checkpoint_every", "train.keep_checkpoints", "eval.batch_size")
 # What may change when a run is resumed: how it runs, logs and is evaluated, not what it learns from.
 RESUMABLE_KEYS = (*EXECUTION_KEYS, "eval.window", "eval.last_n", "eval.max_tokens")
+# Where a trained run's text and tokenizers are found: edited when the run, or its data, moves to another machine
+# (languages.corpora too, where it lists files rather than Bible translations). Reading the run (eval, export) allows
+# it; a resume does not (it trains on that text).
+LOCATION_KEYS = ("corpus.paths", "corpus.valid", "corpus.test", "languages.second.paths", "languages.second.valid",
+                 "languages.second.test", "tokenizer.path", "tokenizer.second_path", "languages.table")
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted keys whose values differ between two configs (those in `ignore` aside)."""
+    """Dotted keys whose values differ between two configs, either one's keys (those in `ignore` aside): a key only
+    one has (a language's transforms added) differs too."""
     fa, fb = flatten(to_dict(a)), flatten(to_dict(b))
-    return [k for k in fa if fa[k] != fb.get(k) and k not in ignore]
+    return [k for k in dict.fromkeys([*fa, *fb]) if fa.get(k) != fb.get(k) and k not in ignore]
 
 
 def run_identity(config: dict) -> dict:

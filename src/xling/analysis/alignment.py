@@ -127,12 +127,16 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int,
     packed = pack_pairs(sides[0], sides[1], seq_len + 1, min_len=seq_len // 4)[:max_sequences]  # paper: 128 of 512
     longer = [max(len(x), len(y)) for x, y in zip(*sides)]
     too_long = sum(n > seq_len + 1 for n in longer)  # (the longest: a biased sample)
-    if not packed:
+    if not packed and min(longer, default=0) > seq_len + 1:
         raise XlingError(f"no parallel probe sequence fits the model's seq_len: the shortest of the {len(longer)} "
-                         f"held-out {unit}s takes {min(longer, default=0)} tokens on its longer side, a probe at most "
+                         f"held-out {unit}s takes {min(longer)} tokens on its longer side, a probe at most "
                          f"{seq_len + 1}: use a longer model.seq_len"
                          + ("" if where.startswith("probe books") else ", or shorter held-out documents (a sentence "
                             "per line, translated line by line)"))
+    if not packed:  # they fit, but pack into no pair of at least a quarter of a probe on each side
+        raise XlingError(f"the {len(longer)} held-out {unit}s pack into no parallel probe of at least {seq_len // 4} "
+                         "tokens on each side: give more held-out text (translations of about the same length), or "
+                         "align a model of a shorter seq_len")
     left_out = {"count": too_long, "of": len(longer), "unit": unit} if too_long else None
     if left_out and str(left_out) not in _WARNED:
         _WARNED.add(str(left_out))  # once, not for every run and checkpoint

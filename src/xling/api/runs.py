@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -322,7 +323,8 @@ def train(config: Config | ConfigSource, out: str | os.PathLike | None = None, *
                     run.evaluate(progress=progress)
                 except BaseException as exc:
                     if is_stop(exc):  # (not "completed": `xling status` then says a resume finishes it)
-                        RunDir(run.path).update_info(status="interrupted")
+                        with contextlib.suppress(OSError, XlingError):  # (the stop goes on, whatever the disk says)
+                            RunDir(run.path).update_info(status="interrupted")
                     raise
             live.log_evaluation(read_json(run.eval_path()))
     return run

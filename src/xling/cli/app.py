@@ -153,7 +153,8 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
             value, i = argv[i + 1], i + 1
         else:
             raise XlingError(f"override --{key} needs a value, e.g. --{key} VALUE"
-                             + (f" (the option {argv[i + 1]} came next)" if i + 1 < len(argv) else ""))
+                             + (f" (the option {argv[i + 1]} came next; a value that starts with '--': --{key}=VALUE)"
+                                if i + 1 < len(argv) else ""))
         value = value if key == "name" else yamlio.parse_value(value)  # a name is text as typed
         if key in overrides and overrides[key] != value:  # argparse would take the last; say which was meant
             raise XlingError(f"--{key} given twice ({overrides[key]!r} and {value!r}): give it once")

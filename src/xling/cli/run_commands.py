@@ -248,7 +248,7 @@ def export(args, overrides) -> int:
           f"{result['language']} ({', '.join(result['files'])})")
     step, steps = result.get("step"), result.get("steps")
     if step and steps and step < steps:
-        why = ("its newest checkpoint did not verify" if run.info.get("status") == "completed"
+        why = ("its newest checkpoint is missing or did not verify" if run.info.get("status") == "completed"
                else "training did not finish")
         print(f"note: the weights of step {step} of {steps}: {why}", file=sys.stderr)
     _note_untrained(run.info, result["language"])

@@ -275,7 +275,7 @@ def export_logs(args, overrides) -> int:
                              f"{chosen.name}` first")
     for name in loggers:
         for run_dir in dirs:
-            export_run(run_dir, name)
+            export_run(run_dir, name, strict=True)
         where = {"tensorboard": "tensorboard/", "wandb": "wandb/", "csv": "metrics.csv"}[name]
         print(f"{name}: wrote {where} in {len(dirs)} run director{'y' if len(dirs) == 1 else 'ies'}"
               + (f" (tensorboard --logdir {dirs[0].parent if len(dirs) > 1 else dirs[0]})" if name == "tensorboard" else ""))

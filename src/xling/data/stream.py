@@ -32,7 +32,7 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DATA_ORDER_STREAM = 2  # seeds the per-epoch window order (languages use stream 1)
-_HIDDEN_ENDS_SAID: set[str] = set()  # languages whose hidden sentence ends were warned of in this process
+_HIDDEN_ENDS_WARNED: set[str] = set()  # texts (token arrays) whose hidden sentence ends were warned of
 
 
 def find_language(names: list[str], name: str) -> int:
@@ -133,8 +133,9 @@ class LanguageSetup:
         if key not in self._arrays:
             base, classes = self.tokens(source, split), self.piece_classes(source)
             hidden = T.hidden_end_share(base, classes)
-            if hidden > T.HIDDEN_ENDS_SAID and self.names[lang] not in _HIDDEN_ENDS_SAID:
-                _HIDDEN_ENDS_SAID.add(self.names[lang])  # once a process, not for every split and run
+            text = f"{self.names[lang]}:{getattr(self.tokens(source, 'train'), 'filename', source)}"
+            if hidden > T.HIDDEN_ENDS_WARN_SHARE and text not in _HIDDEN_ENDS_WARNED:
+                _HIDDEN_ENDS_WARNED.add(text)  # once a process, not for every split and run
                 log.warning(f"{self.names[lang]}'s tokenizer writes {hidden:.0%} of its sentence ends against letters "
                             f"(pieces such as '▁house.'): the words of those sentences move across them ("
                             f"{', '.join(order)}); a tokenizer that splits punctuation from letters, as xling's own "

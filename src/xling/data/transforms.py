@@ -27,8 +27,8 @@ Limits, by construction:
   (the tail of a word, or a closing quote after a sentence end) stay in place.
 - A sentence end inside a piece with letters (no such pieces in SentencePiece's default models, which split
   punctuation from letters), an abbreviation ("e.g.") or a sentence without final punctuation is not seen as
-  a boundary: the sentence runs on to the next boundary (`warn_if_ends_hidden` says so where a brought
-  tokenizer hides many sentence ends).
+  a boundary: the sentence runs on to the next boundary (a run warns where a brought tokenizer hides many
+  sentence ends so: `hidden_end_share`, checked by `LanguageSetup.ordered_tokens`).
 - A tokenizer without "▁" pieces (e.g. GPT-2's byte-level "Ġ") has no words here and is refused.
 
 With these rules the segmentation of a window into fixed pieces, heads and words is the same before and
@@ -66,8 +66,11 @@ def piece_classes(pieces: list[str], special: list[int | None]) -> PieceClasses:
     ends, hides_end, starts = (np.zeros(len(pieces), dtype=bool) for _ in range(3))
     for i, piece in enumerate(pieces):
         text = piece.lstrip(WORD_START)
-        letters, end = any(c.isalnum() for c in text), any(c in SENTENCE_ENDS for c in text)
-        ends[i], hides_end[i] = end and not letters, end and letters
+        end = any(c in SENTENCE_ENDS for c in text)
+        ends[i] = end and not any(c.isalnum() for c in text)
+        # a word with its full stop ("▁house."): not a number ("▁3.") nor an abbreviation's inner dot ("▁e.g" + ".")
+        stem = text.rstrip(SENTENCE_ENDS)
+        hides_end[i] = stem != text and stem.isalpha()
         starts[i] = piece.startswith(WORD_START)
     fixed = ends.copy()
     fixed[[i for i in special if i is not None and 0 <= i < len(pieces)]] = True
@@ -77,7 +80,7 @@ def piece_classes(pieces: list[str], special: list[int | None]) -> PieceClasses:
     return PieceClasses(starts & ~fixed, fixed, ends, hides_end & ~fixed)
 
 
-HIDDEN_ENDS_SAID = 0.1  # the share of a text's sentence ends hidden in pieces with letters that is worth a warning
+HIDDEN_ENDS_WARN_SHARE = 0.1  # the share of a text's sentence ends hidden in pieces with letters that is worth a warning
 SAMPLE_TOKENS = 1_000_000  # of a split: enough to count its sentence ends, read in milliseconds
 
 

@@ -346,7 +346,8 @@ def _left_out_note(doc: Doc, settings: list[Setting]) -> None:
     cut = [a["probes_left_out"] for s in settings for a in s.alignments if a.get("probes_left_out")]
     if cut:
         counts, of = sorted(c["count"] for c in cut), sorted({f"{c['of']} {c['unit']}s" for c in cut})
-        doc.p(f"In {len(cut)} alignment(s), {counts[0]}-{counts[-1]} of the held-out {' / '.join(of)} are longer than "
+        many = f"{counts[0]}-{counts[-1]}" if counts[0] != counts[-1] else f"{counts[0]}"
+        doc.p(f"In {len(cut)} alignment{'s' * (len(cut) > 1)}, {many} of the held-out {' / '.join(of)} are longer than "
               "the model's sequence on a side and are left out of the probes: the longest, so the probes are a biased "
               "sample of the held-out text (a longer model.seq_len, or shorter segments translated line by line, keep "
               "them).")

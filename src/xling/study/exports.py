@@ -11,15 +11,17 @@ from ..train.live_log import LiveLog
 from ..train.rundir import RunDir
 
 
-def export_run(run_dir: str | Path, logger: str) -> str:
+def export_run(run_dir: str | Path, logger: str, strict: bool = False) -> str:
     """Write a run's logs for `logger` (tensorboard, wandb, csv), replacing any earlier ones.
 
-    Returns a note when the logger's package is missing (nothing is written then), else "".
+    Returns a note when the logger's package is missing (nothing is written then), else "". A logger that fails is
+    dropped with a warning, as in training (a study adopting a twin goes on), or with `strict` (`xling export-logs`,
+    whose whole work it is) an XlingError.
     """
     run = RunDir(run_dir)
     run.check_own()  # (a received run's tensorboard/ linked elsewhere would be written there)
     reports = [run.read_evaluation(path) for path in run.eval_paths()]  # (a damaged one: before anything is written)
-    with LiveLog(run.path, (logger,), training=False) as live:
+    with LiveLog(run.path, (logger,), training=not strict) as live:
         if live.notes:
             return live.notes[0]
         info = run.read_info(tolerant=True)

@@ -31,7 +31,7 @@ from ..config import (
 )
 from ..data.mixture import Mixture
 from ..data.transforms import ORDER_VERSION, WORD_ORDER
-from ..errors import XlingError
+from ..errors import XlingError, a_kind
 from ..fsio import json_key
 from ..notation import is_name
 from ..recipes import packaged
@@ -173,7 +173,7 @@ def _require_mapping(value, where: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise XlingError(f"{where} must be a mapping, got {type(value).__name__}")
+        raise XlingError(f"{where} must be a mapping, not {a_kind(value)}")
     return value
 
 
@@ -276,7 +276,10 @@ def _expand(group: str, body, base: dict, top_grid: dict, linked: dict, where: s
     own = _grid(body.get("grid"), f"{where}: groups.{group}.grid")
     both = [key for key in flatten(dict(fixed)) if key in own or key in top_grid]
     if both:  # the grid's value would win without a word
-        raise XlingError(f"{where}: groups.{group} sets {both[0]} and a grid varies it: give it in one of them")
+        key = both[0]
+        raise XlingError(f"{where}: groups.{group} sets {key} and " + (
+            "its grid varies it: give it in one of them" if key in own else
+            f"the study's grid varies it: to fix it for this group, give it in the group's grid ({key}: [VALUE])"))
     grid = {**own, **{k: v for k, v in top_grid.items() if k not in own}}  # the group's own keys name runs first
     for combo in itertools.product(*grid.values()):
         dims = dict(zip(grid, combo))

@@ -9,7 +9,6 @@ construction. WAL mode and a busy timeout let several processes write without co
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -122,6 +121,14 @@ SQLITE_HEADER = b"SQLite format 3\0"
 STORE_NAME = "xling.db"  # a runs root's own store: one of that name that is no SQLite file is ours, damaged
 
 
+def _free_name(path: Path) -> Path:
+    """`path`, or the first of path-2, path-3, ... that does not exist."""
+    n = 1
+    while path.with_name(path.name + (f"-{n}" if n > 1 else "")).exists():
+        n += 1
+    return path.with_name(path.name + (f"-{n}" if n > 1 else ""))
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -139,8 +146,7 @@ class Store:
             healthy = False
         if not healthy:  # the store is only an index: set the damaged file aside and start afresh
             self.db.close()
-            damaged = next(path for n in itertools.count(1) if not (path := self.path.with_name(
-                self.path.name + ".damaged" + (f"-{n}" if n > 1 else ""))).exists())  # (an earlier one is kept)
+            damaged = _free_name(self.path.with_name(self.path.name + ".damaged"))  # (an earlier one is kept)
             os.replace(self.path, damaged)
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)

@@ -16,6 +16,7 @@ only read numbers the trainer has already computed (no RNG, no device work).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import logging
@@ -82,8 +83,12 @@ class LiveLog:
     def __enter__(self) -> LiveLog:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.close()
+        else:  # (a writer failing as it closes must not replace what is on its way out: Ctrl-C, an error)
+            with contextlib.suppress(Exception):
+                self.close()
 
     def begin(self, records: list[dict], languages: list[str]) -> None:
         """Start every logger afresh from the records metrics.jsonl keeps (none for a new run)."""
@@ -116,10 +121,11 @@ class LiveLog:
         try:
             action()
         except Exception as exc:  # a logger's own problem (disk, package) must not stop training
+            self.writers.pop(name, None)  # (not closed again on the way out)
             if not self.training:
-                raise XlingError(f"cannot write {name} logs in {self.run.path} ({type(exc).__name__}: {exc}): make it "
-                                 "writable, or free space") from None
-            self.writers.pop(name, None)
+                fix = ": make it writable, or free space" if isinstance(exc, OSError) else ""
+                raise XlingError(f"cannot write {name} logs in {self.run.path} ({type(exc).__name__}: {exc}){fix}") \
+                    from None
             if name in self.names:
                 self.names.remove(name)
                 log.warning(f"{name} logging stopped for {self.run.path} ({type(exc).__name__}: {exc}); training goes on")

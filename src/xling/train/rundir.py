@@ -36,7 +36,7 @@ from .. import __version__
 from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
 from ..errors import XlingError, a_kind, first_line
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
-from ..identity import RESUMABLE_KEYS, config_differences, resolve_relative
+from ..identity import LOCATION_KEYS, RESUMABLE_KEYS, config_differences, resolve_relative
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
@@ -429,13 +429,16 @@ class RunDir:
                              f"(in {self.config_path}): restore config.yaml or start a new run")
 
     def edited_since(self, ckpt: Path, cfg: RunConfig | None = None) -> list[str]:
-        """The keys of `cfg` (config.yaml's, by default) that differ from the config checkpoint `ckpt` was trained
-        with, those of how it runs and is evaluated aside (RESUMABLE_KEYS); [] for a checkpoint that records none."""
+        """The keys of `cfg` that differ from the config checkpoint `ckpt` was trained with, those of how it runs and
+        is evaluated aside (RESUMABLE_KEYS); [] for a checkpoint that records none. Without `cfg`: config.yaml's, as
+        the run is read (eval, export), so where its files are found may have changed too (LOCATION_KEYS)."""
         trained = read_json(ckpt / "manifest.json", default={}).get("config")
         if not isinstance(trained, dict):
             return []
-        return config_differences(from_dict(trained), self.read_config() if cfg is None else cfg,
-                                  ignore=RESUMABLE_KEYS)
+        trained = from_dict(trained)
+        ignore = RESUMABLE_KEYS if cfg is not None else (
+            *RESUMABLE_KEYS, *LOCATION_KEYS, *(("languages.corpora",) if trained.corpus.name != "bible" else ()))
+        return config_differences(trained, self.read_config() if cfg is None else cfg, ignore=ignore)
 
     @staticmethod
     def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:

@@ -199,8 +199,8 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     edited = run.edited_since(ckpt)
     if edited:  # read as edited, it would be scored or labelled as another run (languages renamed, other books)
         raise XlingError(f"{', '.join(edited)} changed in {run.config_path} since checkpoint {ckpt.name} was "
-                         "written: restore config.yaml (the run is read as it trained; to score another text or "
-                         "protocol, use the command's options)")
+                         "written: restore config.yaml (a run is read as it trained; only where its files are found, "
+                         "and how it is evaluated, may change)")
     setup = run_languages(run, cfg, cache_dir)
     dev = pick_device(device)
     if dev.type == "cpu":
