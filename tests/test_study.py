@@ -158,7 +158,7 @@ def test_unknown_study_name_suggests_the_closest(tmp_path, monkeypatch):
         find_study("tabel1-cpu")
 
 
-def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_corpus_dir):
+def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_corpus_dir, capsys):
     """Its runs, its report and every hint go by the name inside the file: one that differs from the file's would send
     `xling study status` to a study no command finds."""
     data = tiny_study_dict(tiny_corpus_dir, name="othername")
@@ -167,6 +167,9 @@ def test_a_study_found_by_name_must_answer_to_it(tmp_path, monkeypatch, tiny_cor
     with pytest.raises(XlingError, match=r"names its study 'othername'.*set name: mismatch"):
         load_study("mismatch")
     assert load_study(str(tmp_path / "mismatch.yaml")).name == "othername"  # a file named as such: as it says
+    capsys.readouterr()
+    assert main(["study", "list"]) == 0  # (it was listed as a valid study, which status and run then refused)
+    assert "mismatch " in (out := capsys.readouterr().out) and "invalid: " in out.split("mismatch ", 1)[1].splitlines()[0]
 
 def test_a_study_of_yours_that_replaces_a_shipped_one_is_marked(tmp_path, monkeypatch, capsys):
     from xling.study.spec import replaces_shipped

@@ -92,7 +92,7 @@ def study(args, overrides) -> int:
         width = max(map(len, studies), default=0) + 1
         for name, path in studies.items():
             try:
-                found = load_study(str(path))
+                found = load_study(name)  # (by name, as every other command finds it: its file must answer to it)
             except XlingError as exc:  # one broken file should not hide the others
                 print(f"{name:<{width}} invalid: {exc}")
                 continue
