@@ -11,15 +11,9 @@ import pytest
 import torch
 
 from conftest import requires_bible, tiny_config
-from xling.analysis.alignment import (
-    Probes,
-    align_run,
-    gradient_similarity,
-    hidden_similarity,
-    max_weight_matching,
-    pack_pairs,
-)
+from xling.analysis.alignment import align_run, gradient_similarity, hidden_similarity, max_weight_matching
 from xling.analysis.embeddings import clone_pairs, embedding_similarity, frequency_bins, mean_pairwise_cosine
+from xling.analysis.probes import Probes, pack_pairs
 from xling.api import Run as xling_run
 from xling.cli import main
 from xling.cli.tables import alignment_table
@@ -342,7 +336,7 @@ def test_align_user_errors(tiny_run, capsys, tmp_path):
 @pytest.mark.corpus
 @requires_bible
 def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
-    from xling.analysis.alignment import parallel_probes
+    from xling.analysis.probes import parallel_probes
     from xling.data.stream import prepare_languages
 
     cfg = tiny_config(tiny_corpus_dir, corpus={"name": "bible", "translation": "web", "paths": []},
@@ -361,7 +355,7 @@ def test_parallel_probes_for_a_real_pair(tiny_corpus_dir):
 def test_parallel_documents_longer_than_a_probe_are_left_out_and_said(tiny_corpus_dir, monkeypatch, caplog):
     """Own parallel test files: documents longer than a probe on a side are left out (the longest: a biased sample),
     said once in a warning and recorded; none fitting names the sizes (the hint suggested doc_per_line, already on)."""
-    from xling.analysis import alignment
+    from xling.analysis import probes as P
     from xling.data.stream import prepare_languages
 
     cfg = tiny_config(tiny_corpus_dir, corpus={"name": "bible", "translation": "web", "paths": []},
@@ -369,23 +363,23 @@ def test_parallel_documents_longer_than_a_probe_are_left_out_and_said(tiny_corpu
                       tokenizer={"vocab_size": 400})
     setup = prepare_languages(cfg)
     short, long = ["In the beginning was the word."] * 30, [" ".join(["and the word was with God"] * 20)] * 3
-    monkeypatch.setattr(alignment, "_WARNED", set())
-    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (short + long, short + long, "test files", "document"))
+    monkeypatch.setattr(P, "_WARNED", set())
+    monkeypatch.setattr(P, "parallel_texts", lambda a, b: (short + long, short + long, "test files", "document"))
     with caplog.at_level("WARNING"):
-        probes = [alignment.parallel_probes(setup, 0, 1, seq_len=32) for _ in range(2)]
+        probes = [P.parallel_probes(setup, 0, 1, seq_len=32) for _ in range(2)]
     assert probes[0].left_out == {"count": 3, "of": 33, "unit": "document"}
     assert probes[0].source.endswith("(3 of 33 documents longer than that on a side left out)")
     assert caplog.text.count("3 of the 33 held-out documents are longer than the model's sequence (33 tokens) on a "
                              "side and left out") == 1
-    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (long, long, "test files", "document"))
+    monkeypatch.setattr(P, "parallel_texts", lambda a, b: (long, long, "test files", "document"))
     with pytest.raises(XlingError, match=r"the shortest of the 3 held-out documents takes \d+ tokens on its longer "
                                          r"side, a probe at most 33: use a longer model.seq_len, or shorter held-out"):
-        alignment.parallel_probes(setup, 0, 1, seq_len=32)
+        P.parallel_probes(setup, 0, 1, seq_len=32)
     tiny = ["Yes."] * 2  # they fit, but are too little text for a probe of a quarter of the sequence a side
-    monkeypatch.setattr(alignment, "parallel_texts", lambda a, b: (tiny, tiny, "test files", "document"))
+    monkeypatch.setattr(P, "parallel_texts", lambda a, b: (tiny, tiny, "test files", "document"))
     with pytest.raises(XlingError, match="the 2 held-out documents pack into no parallel probe of at least 8 tokens on "
                                          "each side: give more held-out text"):
-        alignment.parallel_probes(setup, 0, 1, seq_len=32)
+        P.parallel_probes(setup, 0, 1, seq_len=32)
 
 
 @pytest.mark.slow
