@@ -18,7 +18,7 @@ from xling.cli import main
 from xling.errors import XlingError
 from xling.report import published
 from xling.report.claims import headline, verdicts
-from xling.report.stats import Stat, diff_interval, fmt_interval, fmt_stat, log_stat, t_stat
+from xling.report.stats import Stat, diff_interval, fmt, fmt_interval, fmt_stat, log_stat, t_stat
 from xling.report.study_report import write_report
 from xling.report.summary import analyse
 from xling.report.verdict import NOT_TESTED, Check, Evidence, Status, combine, compare, vs_one
@@ -526,3 +526,11 @@ def test_probes_that_leave_out_long_held_out_documents_are_said_in_the_report():
                          Setting("p0.1", "real", "disjoint", 0.1, "", alignments=[cut(30)])])
     assert ("In 2 alignments, 26-30 of the held-out 40 documents are longer than the model's sequence on a side "
             "and are left out of the probes: the longest, so the probes are a biased sample") in doc.markdown()
+
+
+def test_numbers_too_large_for_a_column_are_written_in_powers_of_ten():
+    """A perplexity of 1e308 (a diverged run, or a typo in a CSV for `xling teff`) filled a table cell with 309
+    digits."""
+    assert fmt(1e308) == "1e+308" and fmt(-2.5e12, ".3f") == "-2.5e+12"
+    assert fmt(123456.789) == "123456.79" and fmt(42.0, ".3g") == "42" and fmt(float("inf")) == "inf"
+    assert fmt(None) == fmt(float("nan")) == "–"

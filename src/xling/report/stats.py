@@ -79,7 +79,9 @@ def diff_interval(a: Stat, b: Stat) -> tuple[float, float, float]:
 def fmt(x: float | None, spec: str = ".2f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    return "inf" if math.isinf(x) else format(x, spec)
+    if math.isinf(x):
+        return "inf"
+    return format(x, ".3g" if spec.endswith("f") and abs(x) >= 1e9 else spec)  # (not 300 digits of a diverged run)
 
 
 def fmt_stat(s: Stat, spec: str = ".2f") -> str:
