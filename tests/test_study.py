@@ -434,6 +434,43 @@ def test_ray_engine_runs_each_run_as_a_task(tiny_corpus_dir, tmp_path):
     assert counts["completed"] == 2
 
 
+def test_ray_tasks_on_a_cluster_get_the_drivers_directory_and_variables(tiny_corpus_dir, tmp_path, monkeypatch):
+    """A cluster's Ray workers start where `ray start` ran, with its environment: a study's relative corpus paths did
+    not exist there, and its cache and the xling imported were the node's. The driver's directory goes with each task
+    and xling's variables with the job; a directory the node lacks is one line."""
+    import sys
+    import types
+
+    from xling.study.launch import Launch
+    from xling.study.workers import ray_task
+
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def remote(function):
+        seen["task"] = function
+        raise Started
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: seen.update(init=kw), remote=remote,
+                                 cancel=lambda ref: None, wait=lambda *a, **kw: ([], []))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/src")
+    monkeypatch.delenv("XLING_STUDIES", raising=False)
+    study = small_study(tiny_corpus_dir, "ray-cluster", ps=(0.5,), fractions=(0.1,))
+    with pytest.raises(Started):
+        next(Launch("ray", 2, 1)._ray(study.runs, tmp_path))
+    env = seen["init"]["runtime_env"]["env_vars"]
+    assert env["XLING_CACHE"] == str(tmp_path / "cache") and env["PYTHONPATH"] == "/somewhere/src"
+    assert "XLING_STUDIES" not in env and seen["init"]["address"] == "10.0.0.1:6379"
+    with pytest.raises(XlingError, match=r"the study's directory /no/such/dir is not on this Ray node .*: run `xling "
+                                         "study run` from a directory every node shares"):
+        ray_task(study.runs[0].to_json(), str(tmp_path), 1, workdir="/no/such/dir")
+
+
 def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_dir, tmp_path):
     """Ctrl-C in the runner: the run in a Ray task ends its step with a checkpoint and says interrupted (before, it
     died with the runner's Ray, as by kill -9, and said running, losing its steps since the last checkpoint); the

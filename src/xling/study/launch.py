@@ -27,6 +27,7 @@ from .workers import guarded, init_pool_worker, ray_task
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 RAY_STOP_WAIT = 120  # seconds a stopped study waits for its Ray tasks to end their step and write its checkpoint
+RAY_PASSED_VARIABLES = ("XLING_CACHE", "XLING_RUNS", "XLING_STUDIES", "PYTHONPATH")  # to a cluster's tasks
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -312,7 +313,11 @@ class Launch:
             raise XlingError("--engine ray needs Ray: pip install 'xling[ray]' (or use the default --engine local)") from None
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS")
+            # a cluster's workers have the environment of `ray start`: xling's own variables (cache, studies, the
+            # xling imported) are the driver's
+            passed = {k: os.environ[k] for k in RAY_PASSED_VARIABLES if k in os.environ}
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     **({"runtime_env": {"env_vars": passed}} if passed else {}),
                      **({} if address else {"num_cpus": self.workers * self.threads}))
         task = ray.remote(ray_task)
         # A task asks for this machine's share of threads; a cluster whose largest node has fewer CPUs could never
@@ -325,7 +330,7 @@ class Launch:
                 request = ray_resources(spec.config, threads, self.gpus_asked, self.runs_per_gpu)
                 on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
                 pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
-                                                              self.loggers))
+                                                              self.loggers, os.getcwd()))
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])

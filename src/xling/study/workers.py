@@ -118,8 +118,19 @@ def set_gpu(gpu: str | None) -> None:
     os.environ[GPU_VARIABLE] = gpu
 
 
-def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, loggers: tuple[str, ...] = ()) -> dict:
-    """One run as a Ray task, in a worker set up like a local one (Ray has set its CUDA_VISIBLE_DEVICES)."""
+def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, loggers: tuple[str, ...] = (),
+             workdir: str | None = None) -> dict:
+    """One run as a Ray task, in a worker set up like a local one (Ray has set its CUDA_VISIBLE_DEVICES), in the
+    driver's directory `workdir` (a cluster's worker starts where `ray start` ran: relative paths, and the run's
+    recorded workdir, are the driver's)."""
+    if workdir and os.getcwd() != workdir:
+        try:
+            os.chdir(workdir)
+        except OSError:
+            from ..errors import XlingError
+
+            raise XlingError(f"the study's directory {workdir} is not on this Ray node ({os.uname().nodename}): run "
+                             "`xling study run` from a directory every node shares (as ROOT must be)") from None
     set_gpu(os.environ.get("CUDA_VISIBLE_DEVICES", "") if on_gpu else None)  # Ray reuses CPU workers
     init_worker(threads)
     from .execute import execute_run  # imports torch: after init_worker
