@@ -471,10 +471,12 @@ def test_ray_tasks_on_a_cluster_get_the_drivers_directory_and_variables(tiny_cor
         ray_task(study.runs[0].to_json(), str(tmp_path), 1, workdir="/no/such/dir")
 
 
-def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_dir, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_dir, tmp_path, stop):
     """Ctrl-C in the runner: the run in a Ray task ends its step with a checkpoint and says interrupted (before, it
     died with the runner's Ray, as by kill -9, and said running, losing its steps since the last checkpoint); the
-    queued run never starts."""
+    queued run never starts. SIGTERM (a scheduler's stop) the same: Ray's own handler, which dumped a stack trace and
+    ended the runner, is replaced by the one the runner had."""
     import threading
 
     from xling.study.launch import Launch
@@ -491,11 +493,12 @@ def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_di
         while time.monotonic() < deadline and not any((d / "metrics.jsonl").is_file() and RunDir(d).read_metrics()
                                                       for d in dirs):
             time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), stop)
 
-    # Ctrl-C as a terminal sends it, whatever an earlier test left behind
+    # Ctrl-C as a terminal sends it, whatever an earlier test left behind; SIGTERM as `xling` turns it into Ctrl-C
     handler, blocked = signal.signal(signal.SIGINT, signal.default_int_handler), signal.pthread_sigmask(
-        signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     threading.Thread(target=ctrl_c_once_training, daemon=True).start()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -503,6 +506,7 @@ def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_di
     finally:
         ray.shutdown()
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, sigterm)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     started = [d for d in dirs if (d / "run.json").is_file()]
     assert len(started) == 1

@@ -199,7 +199,11 @@ class Terminated(KeyboardInterrupt):
     apart."""
 
 
+_TERMINATED: list[bool] = []  # a SIGTERM came in this command (Ray's wait raises its own Ctrl-C in place of ours)
+
+
 def _interrupt(signum, frame):
+    _TERMINATED.append(True)
     raise Terminated
 
 
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     finished = False  # the command's work is done (a pipe met afterwards cut only its output short)
     previous_sigterm = _stop_on_sigterm()
+    _TERMINATED.clear()
     if hasattr(sys.stdout, "reconfigure"):  # each line out at once: a reader gone (`| head`) is met at the next line
         sys.stdout.reconfigure(line_buffering=True)
     try:
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if os.environ.get("RANK", "0") == "0":  # (under torchrun, one line for all its processes)
             print(f"\nxling: interrupted{_what_next(args)}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return 143 if isinstance(exc, Terminated) or _TERMINATED else 130
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

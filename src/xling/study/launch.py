@@ -316,9 +316,12 @@ class Launch:
             # a cluster's workers have the environment of `ray start`: xling's own variables (cache, studies, the
             # xling imported) are the driver's
             passed = {k: os.environ[k] for k in RAY_PASSED_VARIABLES if k in os.environ}
+            sigterm = signal.getsignal(signal.SIGTERM)
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      **({"runtime_env": {"env_vars": passed}} if passed else {}),
                      **({} if address else {"num_cpus": self.workers * self.threads}))
+            if callable(sigterm) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)  # Ray's own handler only dumps a trace: a stop stays a stop
         task = ray.remote(ray_task)
         # A task asks for this machine's share of threads; a cluster whose largest node has fewer CPUs could never
         # place it (Ray waits for ever): then each run takes that node's CPUs.
