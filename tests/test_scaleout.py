@@ -537,7 +537,8 @@ def test_no_wait_leaves_a_held_run_to_its_holder(tiny_corpus_dir, tmp_path):
         assert got
         counts = run_study(study, tmp_path, wait=False, log=lines.append)
     assert counts == {"total": 2, "completed": 1, "failed": 0, "elsewhere": 1}
-    assert any(line.startswith("left 1 run(s) to process") for line in lines)
+    assert f"left 1 run to the process that holds it (pid {os.getpid()}, on this machine or another that shares ROOT; " \
+           "no waiting)" in lines
     assert not is_complete(held) and is_complete(study.runs[1].run_dir(tmp_path))
 
 
@@ -548,6 +549,10 @@ def test_sbatch_says_what_it_assumed(tmp_path, capsys):
     assert "--partition=gpu" not in script  # a CPU study's example submission asks for no GPUs
     assert main(["study", "sbatch", "headline-cpu", "--root", str(tmp_path), "--array", "12"]) == 2
     assert "more tasks than study headline-cpu has runs (11)" in capsys.readouterr().err
+    # sbatch splits an #SBATCH line at spaces: its --output would go astray
+    assert main(["study", "sbatch", "headline-cpu", "--root", str(tmp_path / "my root")]) == 2
+    assert "holds a space, which an #SBATCH --output line cannot" in capsys.readouterr().err
+    assert not (tmp_path / "my root").exists()
 
 
 def test_sbatch_for_gpus_passes_the_placement_on(tmp_path, capsys):

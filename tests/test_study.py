@@ -311,8 +311,12 @@ def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path,
         return original(self, *a, **kw)
 
     monkeypatch.setattr(Trainer, "fit", flaky)
-    counts = run_study(study, tmp_path, log=lambda *_: None)
+    lines = []
+    counts = run_study(study, tmp_path, log=lines.append)
     assert counts["failed"] == 1 and counts["completed"] == 1
+    # the retry command names the study's root (run as shown, it went to the default root, where nothing failed)
+    assert lines[-1] == (f"1 run failed; see study.json in its run directory. `xling study run fails --root "
+                         f"{tmp_path}` retries it.")
     failed = next(r for r in study.runs if r.group == "mix")
     rec = read_json_file(failed.run_dir(tmp_path) / "study.json")
     assert rec["status"] == "failed" and "RuntimeError: boom" in rec["error"]

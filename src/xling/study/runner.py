@@ -284,7 +284,9 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
         if busy and not wait:
             holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})
             counts["elsewhere"] = len(busy)
-            log(f"left {len(busy)} run(s) to process {', '.join(holders)}, which is training them (no waiting)")
+            log(f"left {len(busy)} run{'s' * (len(busy) > 1)} to the process{'es' * (len(holders) > 1)} that "
+                f"hold{'s' * (len(holders) == 1)} {'them' if len(busy) > 1 else 'it'} (pid {', '.join(holders)}, on "
+                "this machine or another that shares ROOT; no waiting)")
             busy = []
         for spec, holder in _wait_for_others(busy, root, poll, log):
             if not is_complete(spec.run_dir(root)):
@@ -296,8 +298,9 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
             log(f"[{done}/{total}] {spec.id} finished by process {holder or '?'} "
                 f"({time.perf_counter() - started:.0f} s elapsed)")
     if counts["failed"]:
-        log(f"{counts['failed']} run(s) failed; see study.json in their run directories. "
-            f"`xling study run {study.name}` retries them.")
+        log(f"{counts['failed']} run{'s' * (counts['failed'] > 1)} failed; see study.json in "
+            f"{'their run directories' if counts['failed'] > 1 else 'its run directory'}. "
+            f"`{study.command('run', root)}` retries {'them' if counts['failed'] > 1 else 'it'}.")
     return counts
 
 

@@ -31,6 +31,9 @@ def sbatch_script(study: Study, tasks: int, root: str | Path | None = None, work
     if study.path is None:
         raise XlingError(f"study {study.name} has no file to run from")
     root = runs_root(root).resolve()
+    if any(c.isspace() for c in str(root)):  # (sbatch splits an #SBATCH line at spaces: the job's log would go astray)
+        raise XlingError(f"--root {root} holds a space, which an #SBATCH --output line cannot: give a ROOT without "
+                         "spaces (the directory the study runs from may have them)")
     packaged = Path(__file__).resolve().parents[1] in study.path.resolve().parents
     study_arg = study.name if packaged else str(study.path.resolve())  # a packaged study's name works anywhere
     run = [python or sys.executable, "-m", "xling", "study", "run", study_arg, "--root", str(root), "--no-wait"]
