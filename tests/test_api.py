@@ -436,6 +436,12 @@ def test_study_runs_reports_and_gives_its_results_as_rows(tiny_corpus_dir, tmp_p
         assert (e["languages.p"], e["train.seed"], e["group"]) == (r["languages.p"], r["train.seed"], r["group"])
     runs = store.runs()
     assert len(runs) == 8 and {r["status"] for r in runs} == {"completed"} and store.runs("another") == []
+    pytest.importorskip("pandas")
+    # a frame of no rows has the columns a frame of rows has, but the grid's (it had none at all)
+    grid = ["train.data_fraction", "train.seed", "languages.p"]
+    for full, empty in ((store.evaluations(frame=True), store.evaluations(split="valid", frame=True)),
+                        (store.runs(frame=True), store.runs("another", frame=True))):
+        assert empty.shape[0] == 0 and list(empty.columns) == [c for c in full.columns if c not in grid]
     assert all(r["config"]["train"]["seed"] == r["train.seed"] and r["final_loss"] > 0 for r in runs)
     assert store.query("SELECT COUNT(*) AS n FROM runs WHERE study = ?", ("api-tiny",)) == [{"n": 8}]
     for writes in ("DELETE FROM runs", f"VACUUM INTO '{tmp_path / 'copy.db'}'", f"ATTACH '{tmp_path / 'x.db'}' AS x",

@@ -13,17 +13,17 @@ from .checks import check_arguments
 Rows = Iterable[Mapping[str, Any]]
 
 
-def as_frame(rows: list[dict]) -> Any:
-    """Rows as a pandas DataFrame (one column per key), for `frame=True`."""
+def as_frame(rows: list[dict], columns: list[str] | None = None) -> Any:
+    """Rows as a pandas DataFrame (one column per key), for `frame=True`; no rows: the `columns` given, empty."""
     try:
         import pandas
     except ImportError:
         raise XlingError("frame=True needs pandas (pip install pandas); without it the rows are a list of dicts") from None
-    return pandas.DataFrame(rows)
+    return pandas.DataFrame(rows, columns=None if rows else columns)
 
 
-def rows_or_frame(rows: list[dict], frame: bool) -> Any:
-    return as_frame(rows) if frame else rows
+def rows_or_frame(rows: list[dict], frame: bool, columns: list[str] | None = None) -> Any:
+    return as_frame(rows, columns) if frame else rows
 
 
 class TEffTable(list):

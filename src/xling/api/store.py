@@ -94,9 +94,9 @@ class Store:
         budget_tokens, parameters, data_epochs (passes over each language's text), the last logged step, final_loss
         and tokens_per_s, the final validation (valid: {language: {ppl, loss, tokens_scored}}) and config (the
         resolved run config, a dict)."""
-        rows = self._rows("SELECT r.*, m.step, m.final_loss, m.tokens_per_s, m.valid FROM runs r "
-                          "LEFT JOIN metrics m ON m.run_id = r.id", study, "r.id")
-        return rows_or_frame(rows, frame)
+        rows, columns = self._rows("SELECT r.*, m.step, m.final_loss, m.tokens_per_s, m.valid FROM runs r "
+                                   "LEFT JOIN metrics m ON m.run_id = r.id", study, "r.id")
+        return rows_or_frame(rows, frame, columns)
 
     def evaluations(self, study: str | None = None, split: str = "test", frame: bool = False) -> Any:
         """One row per run and language evaluated on `split`: study, run, group, the run's grid values, language,
@@ -106,17 +106,18 @@ class Store:
         from ..data.corpora import check_split_name
 
         check_split_name(split)
-        rows = self._rows("SELECT r.study, r.name, r.grp, r.dims, r.config, e.language, e.ppl, e.loss, e.tokens_scored, "
-                          "e.tokens_trained, e.fraction AS fraction_sampled, r.status, r.run_dir FROM evaluations e "
-                          "JOIN runs r ON r.id = e.run_id WHERE e.split = :split", study, "r.id, e.language",
-                          split=split)
+        rows, columns = self._rows("SELECT r.study, r.name, r.grp, r.dims, r.config, e.language, e.ppl, e.loss, "
+                                   "e.tokens_scored, e.tokens_trained, e.fraction AS fraction_sampled, r.status, "
+                                   "r.run_dir FROM evaluations e JOIN runs r ON r.id = e.run_id WHERE e.split = :split",
+                                   study, "r.id, e.language", split=split)
         for row in rows:
             del row["config"]
-        return rows_or_frame(rows, frame)
+        return rows_or_frame(rows, frame, [c for c in columns if c != "config"])
 
-    def _rows(self, select: str, study: str | None, order: str, **params) -> list[dict]:
+    def _rows(self, select: str, study: str | None, order: str, **params) -> tuple[list[dict], list[str]]:
         """`select` (of one study, if given) with JSON read back and the grid values as columns: every row has every
-        grid key of the rows (its own value where its group sets none, from its config), as `Study.results`."""
+        grid key of the rows (its own value where its group sets none, from its config), as `Study.results`; and the
+        columns without grid values (a frame of no rows has them)."""
         from ..notation import dotted_get
 
         check_arguments(study=(study, (str, type(None))))
@@ -131,4 +132,9 @@ class Store:
             first = {"study": row.pop("study"), "run": row.pop("name"), "group": row.pop("grp")}
             values = {k: dims[k] if k in dims else dotted_get(config, k) for k in grid}
             out.append({**({"id": row.pop("id")} if "id" in row else {}), **first, **values, **row})
-        return out
+        with contextlib.closing(self._connect()) as db:  # (the statement's own columns, read from no rows)
+            names = [d[0] for d in db.execute(f"{select} LIMIT 0", {**params, "study": study}).description]
+        renamed = {"name": "run", "grp": "group"}
+        columns = [*(["id"] if "id" in names else []), "study", "run", "group",
+                   *(renamed.get(n, n) for n in names if n not in ("id", "study", "name", "grp", "dims"))]
+        return out, columns
