@@ -145,6 +145,10 @@ def main() -> None:
         p.error(f"--baseline {args.baseline} holds no xling package: give a source tree's src/ directory")
     if min(args.sizes) < 1 or any(w < 1 for w in args.workers):
         p.error("--sizes (MB) and --workers must be at least 1")
+    if not args.workers and not args.baseline:
+        p.error("--workers without counts times only --baseline: give worker counts, or --baseline SRC")
+    if args.vocab < 300:  # (SentencePiece's own check, after the corpus is written, ends in a traceback)
+        p.error(f"--vocab {args.vocab}: give at least 300 pieces, as tokenizer.vocab_size takes")
     if args.keep and Path(args.keep).exists() and not Path(args.keep).is_dir():
         p.error(f"--keep {args.keep} is a file: give a directory")
 
