@@ -474,6 +474,14 @@ def test_ray_tasks_on_a_cluster_get_the_drivers_directory_and_variables(tiny_cor
                                          "study run` from a directory every node shares"):
         ray_task(study.runs[0].to_json(), str(tmp_path), 1, workdir="/no/such/dir")
 
+    def unreachable(**kw):
+        raise ConnectionError("Could not find any running Ray instance.\nmore lines")
+
+    monkeypatch.setattr(fake, "init", unreachable)  # (it was a traceback, after minutes of Ray's own lines)
+    with pytest.raises(XlingError, match=r"cannot reach the Ray cluster at RAY_ADDRESS=10.0.0.1:6379 \(Could not find "
+                                         r"any running Ray instance.\): start it"):
+        next(Launch("ray", 2, 1)._ray(study.runs, tmp_path))
+
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_ray_study_stops_its_running_task_at_a_step_end(tiny_corpus_dir, tmp_path, stop):

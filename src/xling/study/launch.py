@@ -317,9 +317,14 @@ class Launch:
             # xling imported) are the driver's
             passed = {k: os.environ[k] for k in RAY_PASSED_VARIABLES if k in os.environ}
             sigterm = signal.getsignal(signal.SIGTERM)
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     **({"runtime_env": {"env_vars": passed}} if passed else {}),
-                     **({} if address else {"num_cpus": self.workers * self.threads}))
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         **({"runtime_env": {"env_vars": passed}} if passed else {}),
+                         **({} if address else {"num_cpus": self.workers * self.threads}))
+            except ConnectionError as exc:  # (after Ray's own retries and log lines)
+                raise XlingError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({str(exc).splitlines()[0]}): "
+                                 "start it (ray start) or fix RAY_ADDRESS; unset, a Ray of this machine is started")\
+                    from None
             if callable(sigterm) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, sigterm)  # Ray's own handler only dumps a trace: a stop stays a stop
         task = ray.remote(ray_task)
