@@ -124,9 +124,10 @@ def parallel_probes(setup, lang_a: int, lang_b: int, seq_len: int,
     left_out = {"count": too_long, "of": len(longer), "unit": unit} if too_long else None
     if left_out and str(left_out) not in _WARNED:
         _WARNED.add(str(left_out))  # once, not for every run and checkpoint
-        log.warning(f"alignment probes: {too_long} of the {len(longer)} held-out {unit}s {'is' if too_long == 1 else 'are'} longer than "
-                    f"the model's sequence ({seq_len + 1} tokens) on a side and left out (the longest, so the probes are a "
-                    "biased sample; alignment.json and the study's report say so)")
+        log.warning(f"alignment probes: {too_long} of the {len(longer)} held-out {unit}s "
+                    f"{'is' if too_long == 1 else 'are'} longer than the model's sequence ({seq_len + 1} tokens) on a "
+                    "side and left out (the longest, so the probes are a biased sample; alignment.json and the study's "
+                    "report say so)")
     to_tensor = lambda ids: torch.tensor(ids, dtype=torch.long)
     return Probes([to_tensor(a) for a, _ in packed], [to_tensor(b) for _, b in packed], positional=False,
                   source=f"{where}, {len(packed)} {unit}-packed sequences of <= {seq_len + 1} tokens"
