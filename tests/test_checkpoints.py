@@ -165,6 +165,22 @@ def test_a_full_disk_under_eval_says_nothing_of_a_resume(interrupted_run, tmp_pa
     assert code == 2 and len(err) == 1 and "free space" in err[0] and "--resume" not in err[0], err
 
 
+def test_a_run_resumed_in_another_number_of_processes_says_so(interrupted_run, tmp_path, tiny_corpus_dir, caplog):
+    """A torchrun run resumed without torchrun went on without a word: the same rows, gradients averaged in another
+    order, so its losses differ from an uninterrupted run's in the last bits."""
+    run_dir = _copy(interrupted_run, tmp_path)
+    with caplog.at_level("WARNING"):
+        Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(resume=True, progress=False, stop_at=7)
+    assert "process" not in caplog.text  # as it trained: nothing to say
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "interrupted", "processes": 2}))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Trainer(tiny_config(tiny_corpus_dir), run_dir).fit(resume=True, progress=False)
+    assert "trained in 2 processes and goes on in 1: its losses now differ from an uninterrupted run's in the last " \
+           "bits (resume it as it trained: torchrun --nproc_per_node 2)" in caplog.text
+
+
 def test_an_edited_config_is_refused_on_resume(interrupted_run, tmp_path, capsys):
     run_dir = _copy(interrupted_run, tmp_path)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

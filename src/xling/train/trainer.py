@@ -372,6 +372,13 @@ class Trainer:
             make_dirs(run.path)
         start = self.steps_done = self._restore() if resume else 0
         info = {}
+        trained = run.read_info(tolerant=True).get("processes", 1) if resume and start and main else self.world.size
+        if trained != self.world.size:  # (the same rows, but gradients averaged in another order)
+            log.warning(f"{run.path} trained in {trained} process{'es' * (trained != 1)} and goes on in "
+                        f"{self.world.size}: its losses now differ from an uninterrupted run's in the last bits "
+                        f"(resume it as it trained: torchrun --nproc_per_node {trained})" if trained > 1 else
+                        f"{run.path} trained in one process and goes on in {self.world.size}: its losses now differ "
+                        "from an uninterrupted run's in the last bits")
         if main:
             if not resume or not run.info_path.is_file() or run.read_config() != cfg:  # (a resume's new settings)
                 run.write_config(cfg)
