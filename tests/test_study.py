@@ -462,21 +462,49 @@ def test_ray_tasks_on_a_cluster_get_the_drivers_directory_and_variables(tiny_cor
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     monkeypatch.setenv("XLING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PYTHONPATH", "/somewhere/src")
+    monkeypatch.setenv("PYTHONPATH", f"/somewhere/src{os.pathsep}relative/src")  # (absolute for the node)
     monkeypatch.delenv("XLING_STUDIES", raising=False)
     study = small_study(tiny_corpus_dir, "ray-cluster", ps=(0.5,), fractions=(0.1,))
     with pytest.raises(Started):
         next(Launch("ray", 2, 1)._ray(study.runs, tmp_path))
     env = seen["init"]["runtime_env"]["env_vars"]
-    assert env["XLING_CACHE"] == str(tmp_path / "cache") and env["PYTHONPATH"] == "/somewhere/src"
+    assert env["XLING_CACHE"] == str(tmp_path / "cache")
+    assert env["PYTHONPATH"] == f"/somewhere/src{os.pathsep}{os.getcwd()}/relative/src"
     assert "XLING_STUDIES" not in env and seen["init"]["address"] == "10.0.0.1:6379"
-    with pytest.raises(XlingError, match=r"the study's directory /no/such/dir is not on this Ray node .*: run `xling "
-                                         "study run` from a directory every node shares"):
-        ray_task(study.runs[0].to_json(), str(tmp_path), 1, workdir="/no/such/dir")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # `ray job submit`: its runtime env stays (Ray merges none)
+    with pytest.raises(Started):
+        next(Launch("ray", 2, 1)._ray(study.runs, tmp_path))
+    assert "runtime_env" not in seen["init"]
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    failed = ray_task(study.runs[0].to_json(), str(tmp_path), 1, workdir="/no/such/dir")  # this run fails, not the study
+    assert failed["status"] == "failed" and failed["id"] == study.runs[0].id
+    assert re.match(r"the study's directory /no/such/dir is not on Ray node .*: run `xling study run` from a directory "
+                    "every node shares", failed["error"])
 
     def unreachable(**kw):
         raise ConnectionError("Could not find any running Ray instance.\nmore lines")
 
+    class RemoteError(XlingError):  # how Ray raises a task's XlingError: the text holds the task's traceback
+        cause = XlingError("the task's one line")
+
+    class Task:
+        def options(self, **kw):
+            return self
+
+        def remote(self, *args):
+            return "ref"
+
+    def remote_error(ref):
+        raise RemoteError("ray::ray_task() (pid=1)\n  File ...\nxling.errors.XlingError: the task's one line")
+
+    running = types.SimpleNamespace(is_initialized=lambda: True, remote=lambda f: Task(), nodes=lambda: [],
+                                    wait=lambda pending, **kw: (pending[:1], pending[1:]), get=remote_error,
+                                    cancel=lambda ref: None)
+    monkeypatch.setitem(sys.modules, "ray", running)
+    with pytest.raises(XlingError) as raised:
+        next(Launch("ray", 2, 1)._ray(study.runs, tmp_path))
+    assert str(raised.value) == "the task's one line"
+    monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(fake, "init", unreachable)  # (it was a traceback, after minutes of Ray's own lines)
     with pytest.raises(XlingError, match=r"cannot reach the Ray cluster at RAY_ADDRESS=10.0.0.1:6379 \(Could not find "
                                          r"any running Ray instance.\): start it"):

@@ -193,6 +193,32 @@ def _ctrl_c_held_back():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _start_ray(ray, num_cpus: int) -> None:
+    """Connect to RAY_ADDRESS's cluster, or start a Ray on this machine with `num_cpus`, keeping this process's SIGTERM
+    handler (Ray's own dumps a stack trace: a scheduler's stop must stay a stop, with its checkpoints)."""
+    address = os.environ.get("RAY_ADDRESS")
+    # a cluster's workers have the environment of `ray start`: xling's own variables (cache, studies, the xling
+    # imported) are the driver's, as absolute paths; a job submitted with a runtime env keeps its own (Ray refuses to
+    # merge two)
+    passed = {k: os.pathsep.join(str(Path(p).absolute()) if p else p for p in os.environ[k].split(os.pathsep))
+              for k in RAY_PASSED_VARIABLES if k in os.environ}
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        passed = {}
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({"runtime_env": {"env_vars": passed}} if passed else {}),
+                 **({} if address else {"num_cpus": num_cpus}))
+    except ConnectionError as exc:  # (after Ray's own retries and log lines)
+        if not address:
+            raise
+        raise XlingError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({str(exc).splitlines()[0]}): start "
+                         "it (ray start) or fix RAY_ADDRESS; unset, a Ray of this machine is started") from None
+    finally:
+        if callable(sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
+
+
 @dataclass(frozen=True)
 class Launch:
     """How runs are executed: `workers` at a time, `threads` each, on `engine`.
@@ -312,21 +338,7 @@ class Launch:
         except ImportError:
             raise XlingError("--engine ray needs Ray: pip install 'xling[ray]' (or use the default --engine local)") from None
         if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS")
-            # a cluster's workers have the environment of `ray start`: xling's own variables (cache, studies, the
-            # xling imported) are the driver's
-            passed = {k: os.environ[k] for k in RAY_PASSED_VARIABLES if k in os.environ}
-            sigterm = signal.getsignal(signal.SIGTERM)
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         **({"runtime_env": {"env_vars": passed}} if passed else {}),
-                         **({} if address else {"num_cpus": self.workers * self.threads}))
-            except ConnectionError as exc:  # (after Ray's own retries and log lines)
-                raise XlingError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({str(exc).splitlines()[0]}): "
-                                 "start it (ray start) or fix RAY_ADDRESS; unset, a Ray of this machine is started")\
-                    from None
-            if callable(sigterm) and threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, sigterm)  # Ray's own handler only dumps a trace: a stop stays a stop
+            _start_ray(ray, self.workers * self.threads)
         task = ray.remote(ray_task)
         # A task asks for this machine's share of threads; a cluster whose largest node has fewer CPUs could never
         # place it (Ray waits for ever): then each run takes that node's CPUs.
@@ -341,7 +353,11 @@ class Launch:
                                                               self.loggers, os.getcwd()))
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
+                try:
+                    result = ray.get(done[0])
+                except XlingError as exc:  # as Ray raises a task's: its text holds the task's traceback
+                    raise XlingError(str(getattr(exc, "cause", exc))) from None
+                yield result
         except BaseException:  # Ctrl-C, SIGTERM, a closed output, an error: the running runs stop as they would
             # here, at the end of their step with a checkpoint (Ray raises Ctrl-C in the task); the queued ones never
             # start. Else they died with this driver, as by kill -9. (Ray gone too: the first error is the one told.)

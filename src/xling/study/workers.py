@@ -126,11 +126,12 @@ def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, log
     if workdir and os.getcwd() != workdir:
         try:
             os.chdir(workdir)
-        except OSError:
-            from ..errors import XlingError
+        except OSError:  # this run fails, as execute_run's do (other nodes may have it)
+            from .spec import RunSpec
 
-            raise XlingError(f"the study's directory {workdir} is not on this Ray node ({os.uname().nodename}): run "
-                             "`xling study run` from a directory every node shares (as ROOT must be)") from None
+            return {"id": RunSpec.from_json(spec_json).id, "status": "failed", "seconds": 0.0, "gpu": None,
+                    "error": f"the study's directory {workdir} is not on Ray node {os.uname().nodename}: run `xling "
+                             "study run` from a directory every node shares (as ROOT must be)"}
     set_gpu(os.environ.get("CUDA_VISIBLE_DEVICES", "") if on_gpu else None)  # Ray reuses CPU workers
     init_worker(threads)
     from .execute import execute_run  # imports torch: after init_worker
