@@ -147,8 +147,8 @@ def main() -> None:
         p.error("--sizes (MB) and --workers must be at least 1")
     if not args.workers and not args.baseline:
         p.error("--workers without counts times only --baseline: give worker counts, or --baseline SRC")
-    if args.vocab < 300:  # (SentencePiece's own check, after the corpus is written, ends in a traceback)
-        p.error(f"--vocab {args.vocab}: give at least 300 pieces, as tokenizer.vocab_size takes")
+    if not 300 <= args.vocab <= 65536:  # (SentencePiece's own check, after the corpus is written, is a traceback)
+        p.error(f"--vocab {args.vocab}: give 300 to 65536 pieces, as tokenizer.vocab_size takes")
     if args.keep and Path(args.keep).exists() and not Path(args.keep).is_dir():
         p.error(f"--keep {args.keep} is a file: give a directory")
 

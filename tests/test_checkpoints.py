@@ -767,7 +767,8 @@ def test_a_received_run_cannot_make_xling_write_outside_it(tiny_corpus_dir, tmp_
         assert err.count("\n") == 1 and "run.json: its " in err and "\x1b" not in err, err
         assert main(["status", str(run)]) == 0 and "damaged" in capsys.readouterr().out
     (run / "run.json").write_text("{}")  # emptied: it read as a run not started, beside its checkpoints
-    assert main(["status", str(run)]) == 0 and "run.json: it holds no status" in capsys.readouterr().out
+    assert main(["status", str(run)]) == 0 and "run.json holds no status (emptied): `xling train" in \
+        capsys.readouterr().out
     (run / "run.json").write_text(json.dumps(info))
 
 

@@ -61,13 +61,18 @@ class Store:
         """The rows of one read-only SQL statement (tables runs, metrics and evaluations: README, "The results
         store"), as dicts or a pandas DataFrame with `frame`. A statement that would write anywhere is refused."""
         check_arguments(sql=(sql, str), params=(params, (tuple, list, dict)))
+        rows, columns = self._execute(sql, params)
+        return rows_or_frame(rows, frame, columns)
+
+    def _execute(self, sql: str, params: tuple | list | dict = ()) -> tuple[list[dict], list[str]]:
+        """The rows of `sql` as dicts, and its columns (a frame of no rows has them)."""
         try:
             with contextlib.closing(self._connect()) as db:
-                rows = [dict(r) for r in db.execute(sql, params).fetchall()]
+                cursor = db.execute(sql, params)
+                return [dict(r) for r in cursor.fetchall()], [d[0] for d in cursor.description or ()]
         except sqlite3.Error as exc:
             refused = any(word in str(exc) for word in ("authoriz", "readonly"))
             raise XlingError(f"results store {self.path}: {exc}" + (" (xling.Store only reads)" if refused else "")) from None
-        return rows_or_frame(rows, frame)
 
     def _connect(self) -> sqlite3.Connection:
         """A read-only connection that only reads: mode=ro keeps the store's file as it is, and the authorizer refuses
@@ -123,8 +128,8 @@ class Store:
         check_arguments(study=(study, (str, type(None))))
         if study is not None:
             select += (" AND " if " WHERE " in select else " WHERE ") + "r.study = :study"
-        rows = [{k: json.loads(v) if k in _JSON and isinstance(v, str) else v for k, v in row.items()}
-                for row in self.query(f"{select} ORDER BY {order}", {**params, "study": study})]
+        found, names = self._execute(f"{select} ORDER BY {order}", {**params, "study": study})
+        rows = [{k: json.loads(v) if k in _JSON and isinstance(v, str) else v for k, v in row.items()} for row in found]
         grid = list(dict.fromkeys(k for row in rows for k in row["dims"] or {}))
         out = []
         for row in rows:
@@ -132,8 +137,6 @@ class Store:
             first = {"study": row.pop("study"), "run": row.pop("name"), "group": row.pop("grp")}
             values = {k: dims[k] if k in dims else dotted_get(config, k) for k in grid}
             out.append({**({"id": row.pop("id")} if "id" in row else {}), **first, **values, **row})
-        with contextlib.closing(self._connect()) as db:  # (the statement's own columns, read from no rows)
-            names = [d[0] for d in db.execute(f"{select} LIMIT 0", {**params, "study": study}).description]
         renamed = {"name": "run", "grp": "group"}
         columns = [*(["id"] if "id" in names else []), "study", "run", "group",
                    *(renamed.get(n, n) for n in names if n not in ("id", "study", "name", "grp", "dims"))]

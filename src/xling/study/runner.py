@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -285,7 +286,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
             holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})
             counts["elsewhere"] = len(busy)
             log(f"left {len(busy)} run{'s' * (len(busy) > 1)} to the process{'es' * (len(holders) > 1)} that "
-                f"hold{'s' * (len(holders) == 1)} {'them' if len(busy) > 1 else 'it'} (pid {', '.join(holders)}, on "
+                f"hold{'s' * (len(holders) == 1)} {'them' if len(busy) > 1 else 'it'} (pid{'s' * (len(holders) > 1)} "
+                f"{', '.join(holders)}, on "
                 "this machine or another that shares ROOT; no waiting)")
             busy = []
         for spec, holder in _wait_for_others(busy, root, poll, log):
@@ -300,7 +302,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     if counts["failed"]:
         log(f"{counts['failed']} run{'s' * (counts['failed'] > 1)} failed; see study.json in "
             f"{'their run directories' if counts['failed'] > 1 else 'its run directory'}. "
-            f"`{study.command('run', root)}` retries {'them' if counts['failed'] > 1 else 'it'}.")
+            f"`{study.command('run', root)}{' --db ' + shlex.quote(str(db)) if db else ''}` retries "
+            f"{'them' if counts['failed'] > 1 else 'it'}.")
     return counts
 
 

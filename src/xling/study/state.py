@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..errors import XlingError
-from ..fsio import atomic_write_json, make_dirs
+from ..fsio import atomic_write_json, make_dirs, read_json
 from ..train.lock import is_locked, lock_state
 from ..train.rundir import RunDir
 from .spec import RunSpec, Study, runs_root
@@ -177,6 +177,9 @@ def check_run_files(run: Path) -> None:
     run_dir = RunDir(run)
     if run_dir.config_path.is_file():
         run_dir.read_config()
+    if run_dir.info_path.is_file() and read_json(run_dir.info_path, default=None) == {}:  # (training writes a status)
+        raise XlingError(f"{run_dir.info_path} holds no status (emptied): `xling train {run} --resume` writes it "
+                         "again from the newest checkpoint")
     if run_dir.study_record_path.is_file() and not run_dir.read_study_record():  # (it always holds the run's spec)
         raise XlingError(f"{run_dir.study_record_path} cannot be read: `xling study run` of its study writes it "
                          "again (a finished run is not trained again)")

@@ -269,8 +269,7 @@ class RunDir:
             return info if not _malformed_info(info) else {}
         try:
             info = read_json(self.info_path) if self.info_path.is_file() else {}
-            malformed = _malformed_info(info) or ("it holds no status" if info == {} and self.info_path.is_file()
-                                                  else "")  # (training writes one first: {} is a file emptied)
+            malformed = _malformed_info(info)
             if malformed:
                 raise XlingError(f"{self.info_path}: {malformed}")
             return info

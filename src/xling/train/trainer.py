@@ -373,6 +373,7 @@ class Trainer:
         start = self.steps_done = self._restore() if resume else 0
         info = {}
         trained = run.read_info(tolerant=True).get("processes", 1) if resume and start and main else self.world.size
+        trained = trained if type(trained) is int else 1  # (a hand-edited file: no comparison to fail on)
         if trained != self.world.size:  # (the same rows, but gradients averaged in another order)
             log.warning(f"{run.path} trained in {trained} process{'es' * (trained != 1)} and goes on in "
                         f"{self.world.size}: its losses now differ from an uninterrupted run's in the last bits "
@@ -395,7 +396,7 @@ class Trainer:
                 budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
                 tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
                 training_text=self.training_text,  # (what a resume checks)
-                device=str(self.device), **({"processes": self.world.size} if self.world.active else {}), **saved,
+                device=str(self.device), processes=self.world.size, **saved,  # (the latest start's: a resume's)
             )
             if self.live:  # the loggers start from the records kept from before a resume
                 self.live.begin(run.read_metrics(), self.setup.names)
