@@ -132,16 +132,23 @@ class LanguageSetup:
         key = (source, order, split)
         if key not in self._arrays:
             base, classes = self.tokens(source, split), self.piece_classes(source)
-            hidden = T.hidden_end_share(base, classes)
-            text = f"{self.names[lang]}:{getattr(self.tokens(source, 'train'), 'filename', source)}"
-            if hidden > T.HIDDEN_ENDS_WARN_SHARE and text not in _HIDDEN_ENDS_WARNED:
-                _HIDDEN_ENDS_WARNED.add(text)  # once a process, not for every split and run
-                log.warning(f"{self.names[lang]}'s tokenizer writes {hidden:.0%} of its sentence ends against letters "
-                            f"(pieces such as '▁house.'): the words of those sentences move across them ("
-                            f"{', '.join(order)}); a tokenizer that splits punctuation from letters, as xling's own "
-                            "do, keeps each sentence's words within it")
+            self._warn_if_ends_hidden(lang, base, classes, order)
             self._arrays[key] = self._reordered(base, classes, order)
         return self._arrays[key]
+
+    def _warn_if_ends_hidden(self, lang: int, base: np.ndarray, classes: T.PieceClasses, order: tuple[str, ...]):
+        """One warning a process per language and text where its tokenizer writes many sentence ends against letters:
+        its words then move across them."""
+        text = f"{self.names[lang]}:{getattr(self.tokens(self.source_of_language[lang], 'train'), 'filename', '')}"
+        if text in _HIDDEN_ENDS_WARNED:  # (said once, not for every split and run)
+            return
+        hidden = T.hidden_end_share(base, classes)
+        if hidden > T.HIDDEN_ENDS_WARN_SHARE:
+            _HIDDEN_ENDS_WARNED.add(text)
+            log.warning(f"{self.names[lang]}'s tokenizer writes {hidden:.0%} of its sentence ends against letters "
+                        f"(pieces such as '▁house.'): the words of those sentences move across them ({', '.join(order)})"
+                        "; a tokenizer that splits punctuation from letters, as xling's own do, keeps each sentence's "
+                        "words within it")
 
     @staticmethod
     def _reordered(base: np.ndarray, classes: T.PieceClasses, order: tuple[str, ...]) -> np.ndarray:

@@ -9,6 +9,7 @@ construction. WAL mode and a busy timeout let several processes write without co
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -123,10 +124,8 @@ STORE_NAME = "xling.db"  # a runs root's own store: one of that name that is no 
 
 def _free_name(path: Path) -> Path:
     """`path`, or the first of path-2, path-3, ... that does not exist."""
-    n = 1
-    while path.with_name(path.name + (f"-{n}" if n > 1 else "")).exists():
-        n += 1
-    return path.with_name(path.name + (f"-{n}" if n > 1 else ""))
+    names = (path if n == 1 else path.with_name(f"{path.name}-{n}") for n in itertools.count(1))
+    return next(name for name in names if not name.exists())
 
 
 class Store:

@@ -127,9 +127,7 @@ def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, log
         try:
             os.chdir(workdir)
         except OSError:  # this run fails, as execute_run's do (other nodes may have it)
-            from .spec import RunSpec
-
-            return {"id": RunSpec.from_json(spec_json).id, "status": "failed", "seconds": 0.0, "gpu": None,
+            return {"id": spec_json["id"], "status": "failed", "seconds": 0.0, "gpu": None,
                     "error": f"the study's directory {workdir} is not on Ray node {os.uname().nodename}: run `xling "
                              "study run` from a directory every node shares (as ROOT must be)"}
     set_gpu(os.environ.get("CUDA_VISIBLE_DEVICES", "") if on_gpu else None)  # Ray reuses CPU workers

@@ -376,10 +376,8 @@ class Trainer:
         trained = trained if type(trained) is int else 1  # (a hand-edited file: no comparison to fail on)
         if trained != self.world.size:  # (the same rows, but gradients averaged in another order)
             log.warning(f"{run.path} trained in {trained} process{'es' * (trained != 1)} and goes on in "
-                        f"{self.world.size}: its losses now differ from an uninterrupted run's in the last bits "
-                        f"(resume it as it trained: torchrun --nproc_per_node {trained})" if trained > 1 else
-                        f"{run.path} trained in one process and goes on in {self.world.size}: its losses now differ "
-                        "from an uninterrupted run's in the last bits")
+                        f"{self.world.size}: its losses now differ from an uninterrupted run's in the last bits"
+                        + (f" (resume it as it trained: torchrun --nproc_per_node {trained})" if trained > 1 else ""))
         if main:
             if not resume or not run.info_path.is_file() or run.read_config() != cfg:  # (a resume's new settings)
                 run.write_config(cfg)
