@@ -6,11 +6,9 @@ every write into it (all atomic).
       run.json           status, sizes, per-language token counts, timings (rewritten atomically)
       metrics.jsonl      one JSON object per logged step / validation
       checkpoints/step_0000200/
-        model.safetensors    the weights (all that eval, sample and the analyses read)
-        training.safetensors optimiser state tensors and the torch RNG state (resume only)
-        training.json        step, optimiser param groups, loss-scaler state (resume only)
-        manifest.json        format, step, the run's config, a SHA-256 per file; "stop": true where training was
-                             stopped (Ctrl-C, SIGTERM) off the checkpoint_every grid
+        model.safetensors, training.safetensors, training.json, manifest.json (checkpoint_files.py);
+                             the manifest says "stop": true where training was stopped (Ctrl-C, SIGTERM) off the
+                             checkpoint_every grid
       eval.json          per-language test perplexity (`xling eval`); eval_<split>.json for other splits,
                          eval_<split>_<protocol>.json under another window, last_n or max_tokens
       alignment/         alignment.json and its figures (`xling align`); checkpoints/ per kept checkpoint
@@ -22,7 +20,6 @@ every write into it (all atomic).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -34,41 +31,18 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
-from ..errors import XlingError, a_kind, first_line
+from ..errors import XlingError, a_kind
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import LOCATION_KEYS, RESUMABLE_KEYS, config_differences, resolve_relative
+from .checkpoint_files import CHECKPOINT_FORMAT, checkpoint_files, checkpoint_step, load_training, load_weights
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
 
-# Checkpoint files hold data only (safetensors, JSON): a run directory received from someone
-# else cannot run code. Format 1 (no "format" in the manifest) kept training state in state.pt,
-# a pickle, which this version never reads.
-CHECKPOINT_FORMAT = 2
 log = logging.getLogger(__name__)
 
-# PyTorch and safetensors are imported where tensors are read or written: reading a run's JSON
-# (Run.info, xling study status) should not wait for PyTorch to load.
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (PyTorch is imported where tensors are written: checkpoint_files.py)
     import torch
-
-
-def _safetensors(path: Path, device: str = "cpu") -> dict:
-    """A checkpoint's safetensors file; one that is not (a crafted file whose checksum was made to match) is one
-    line, not the library's error."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path, device=device)
-    except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
-        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
-                         "from a copy") from None
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The training step of a checkpoint directory (step_0000200 -> 200)."""
-    return int(checkpoint.name.removeprefix("step_"))
-
 
 # --------------------------------------------------------------------------- run directory
 
@@ -94,6 +68,9 @@ def _malformed_info(info) -> str:
 
 
 class RunDir:
+    load_weights = staticmethod(load_weights)  # (the checkpoint's files: checkpoint_files.py)
+    load_training = staticmethod(load_training)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
@@ -329,13 +306,7 @@ class RunDir:
         `stop`: written where training was stopped, off the checkpoint_every grid; removed once a later one is
         written (a finished run keeps the checkpoints of one never stopped).
         """
-        from safetensors.torch import save as safetensors_bytes
-
-        files = {"model.safetensors": safetensors_bytes(_cpu(model.state_dict())), **_encode_training(training)}
-        manifest = {"format": CHECKPOINT_FORMAT, "step": step, **({"stop": True} if stop else {}),
-                    "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-                    "config": to_dict(cfg)}
-        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+        files = checkpoint_files(step, model, training, to_dict(cfg), stop)
         self.remove_partial_checkpoints()
         make_dirs(self.checkpoints)
         final = self.checkpoints / f"step_{step:07d}"
@@ -439,55 +410,6 @@ class RunDir:
         ignore = RESUMABLE_KEYS if cfg is not None else (
             *RESUMABLE_KEYS, *LOCATION_KEYS, *(("languages.corpora",) if trained.corpus.name != "bible" else ()))
         return config_differences(trained, self.read_config() if cfg is None else cfg, ignore=ignore)
-
-    @staticmethod
-    def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
-        """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
-        weights = _safetensors(ckpt / "model.safetensors", device=str(map_location))
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first_line(exc)})") from None
-
-    @staticmethod
-    def load_training(ckpt: Path) -> dict:
-        """A checkpoint's training state, as `save_checkpoint` was given it (tensors on the CPU:
-        optimizer.load_state_dict moves them to the parameters' device)."""
-        meta = read_json(ckpt / "training.json")
-        tensors = _safetensors(ckpt / "training.safetensors")
-        state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
-        for name, tensor in tensors.items():
-            if name.startswith("optimizer."):
-                _, pid, key = name.split(".", 2)
-                state.setdefault(int(pid), {})[key] = tensor
-        # JSON turned the groups' tuples (Adam's betas) into lists; "params" is the only real list.
-        groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
-                  for group in meta["param_groups"]]
-        return {"step": meta["step"], "optimizer": {"state": state, "param_groups": groups},
-                "scaler": meta["scaler"], "torch_rng": tensors["torch_rng"]}
-
-
-def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-
-
-def _encode_training(training: dict) -> dict[str, bytes]:
-    """training.safetensors (every tensor: optimiser state as optimizer.<param>.<key>, torch_rng)
-    and training.json (the rest); `RunDir.load_training` reverses it."""
-    import torch
-    from safetensors.torch import save as safetensors_bytes
-
-    tensors, values = {"torch_rng": training["torch_rng"]}, {}
-    for pid, entries in training["optimizer"]["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                values.setdefault(str(pid), {})[key] = value
-    meta = {"step": training["step"], "param_groups": training["optimizer"]["param_groups"],
-            "optimizer_values": values, "scaler": training["scaler"]}
-    return {"training.safetensors": safetensors_bytes(_cpu(tensors)),
-            "training.json": (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
 
 
 def _kept(step: int, cfg: RunConfig) -> bool:

@@ -20,9 +20,10 @@ from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..model.gpt import GPT
 from ..model_dims import resolve_model
+from .checkpoint_files import checkpoint_step
 from .lock import is_locked
 from .portable import run_languages
-from .rundir import RunDir, checkpoint_step
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 

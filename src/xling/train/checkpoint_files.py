@@ -1,0 +1,106 @@
+"""What a checkpoint directory's files hold, and how they are encoded and read (`RunDir` decides where they go).
+
+    model.safetensors    the weights (all that eval, sample and the analyses read)
+    training.safetensors optimiser state tensors and the torch RNG state (resume only)
+    training.json        step, optimiser param groups, loss-scaler state (resume only)
+    manifest.json        format, step, the run's config, a SHA-256 per file; "stop": true where training was stopped
+
+Checkpoint files hold data only (safetensors, JSON): a run directory received from someone else cannot run code.
+Format 1 (no "format" in the manifest) kept training state in state.pt, a pickle, which this version never reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import XlingError, first_line
+from ..fsio import read_json
+
+CHECKPOINT_FORMAT = 2
+
+# PyTorch and safetensors are imported where tensors are read or written: reading a run's JSON
+# (Run.info, xling study status) should not wait for PyTorch to load.
+if TYPE_CHECKING:
+    import torch
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The training step of a checkpoint directory (step_0000200 -> 200)."""
+    return int(checkpoint.name.removeprefix("step_"))
+
+
+def checkpoint_files(step: int, model: torch.nn.Module, training: dict, config: dict, stop: bool) -> dict[str, bytes]:
+    """Every file of a checkpoint, by name, as bytes: the weights, the training state, and the manifest that
+    checksums them (`training` as `RunDir.save_checkpoint` takes it; `config` the run's, as a dict)."""
+    from safetensors.torch import save as safetensors_bytes
+
+    files = {"model.safetensors": safetensors_bytes(_cpu(model.state_dict())), **_encode_training(training)}
+    manifest = {"format": CHECKPOINT_FORMAT, "step": step, **({"stop": True} if stop else {}),
+                "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                "config": config}
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    return files
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
+    """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
+    weights = _read_safetensors(ckpt / "model.safetensors", device=str(map_location))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise XlingError(f"checkpoint {ckpt} does not match the run's model config ({first_line(exc)})") from None
+
+
+def load_training(ckpt: Path) -> dict:
+    """A checkpoint's training state, as `RunDir.save_checkpoint` was given it (tensors on the CPU:
+    optimizer.load_state_dict moves them to the parameters' device)."""
+    meta = read_json(ckpt / "training.json")
+    tensors = _read_safetensors(ckpt / "training.safetensors")
+    state = {int(pid): dict(values) for pid, values in meta["optimizer_values"].items()}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = tensor
+    # JSON turned the groups' tuples (Adam's betas) into lists; "params" is the only real list.
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+              for group in meta["param_groups"]]
+    return {"step": meta["step"], "optimizer": {"state": state, "param_groups": groups},
+            "scaler": meta["scaler"], "torch_rng": tensors["torch_rng"]}
+
+
+def _read_safetensors(path: Path, device: str = "cpu") -> dict:
+    """A checkpoint's safetensors file; one that is not (a crafted file whose checksum was made to match) is one
+    line, not the library's error."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=device)
+    except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
+        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
+                         "from a copy") from None
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+
+def _encode_training(training: dict) -> dict[str, bytes]:
+    """training.safetensors (every tensor: optimiser state as optimizer.<param>.<key>, torch_rng)
+    and training.json (the rest); `load_training` reverses it."""
+    import torch
+    from safetensors.torch import save as safetensors_bytes
+
+    tensors, values = {"torch_rng": training["torch_rng"]}, {}
+    for pid, entries in training["optimizer"]["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                values.setdefault(str(pid), {})[key] = value
+    meta = {"step": training["step"], "param_groups": training["optimizer"]["param_groups"],
+            "optimizer_values": values, "scaler": training["scaler"]}
+    return {"training.safetensors": safetensors_bytes(_cpu(tensors)),
+            "training.json": (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
