@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from xling.data.corpora import TRANSLATIONS, bible_verses
+from xling.data.bible import TRANSLATIONS, bible_verses
 
 FILE_BYTES = 64 << 20
 

@@ -21,7 +21,7 @@ import platform
 import sentencepiece as spm
 import tokenizers
 
-from xling.data.corpora import bible_verses
+from xling.data.bible import bible_verses
 from xling.data.tokenizer import Tokenizer
 from xling.train.hf_export import sentencepiece_to_json
 

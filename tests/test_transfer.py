@@ -114,7 +114,7 @@ def test_transfer_user_errors(tiny_run, king_task, capsys):
 @requires_bible
 def test_bible_parts_task_is_balanced_and_held_out(tiny_corpus_dir):
     from xling.analysis.transfer import bible_parts_task
-    from xling.data.corpora import TRAIN_BOOKS
+    from xling.data.bible import TRAIN_BOOKS
 
     setup = prepare_languages(tiny_config(tiny_corpus_dir))
     task = bible_parts_task(setup, per_class=50)

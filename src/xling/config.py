@@ -37,7 +37,7 @@ def one_of(*options: str) -> dict:
 
 
 NAME = {"name": True}  # letters, digits, '.', '_', '-'; not starting with '.' or '-' (it names files)
-BOOKS = {"books": True}  # all, odd, even, disjoint, or I/N (data.corpora.split_books says what each reads)
+BOOKS = {"books": True}  # all, odd, even, disjoint, or I/N (data.bible.split_books says what each reads)
 MAX = 10**9  # the upper bound of counts that have no natural one (steps, intervals)
 # alignment (`xling align`): probe sequences for hidden states (the authors' 500) and for gradients (two backward
 # passes each: 100 on a CPU; a paper-scale study's align-report takes 500), and the gradients' precision (auto: the

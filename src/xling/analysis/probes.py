@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..config import PROBE_SEQUENCES
-from ..data.corpora import PROBE_BOOKS, load_documents, parallel_verses
+from ..data.bible import PROBE_BOOKS, parallel_verses
+from ..data.corpora import load_documents
 from ..errors import XlingError
 
 log = logging.getLogger(__name__)

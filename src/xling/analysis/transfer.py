@@ -19,15 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.corpora import (
-    PROBE_BOOKS,
-    TEST_BOOKS,
-    VALID_BOOKS,
-    bible_verses,
-    book_group,
-    get_translation,
-    jsonl_objects,
-)
+from ..data.bible import PROBE_BOOKS, TEST_BOOKS, VALID_BOOKS, bible_verses, book_group, get_translation
+from ..data.corpora import jsonl_objects
 from ..data.sources import csv_row
 from ..data.stream import pad_batch
 from ..errors import XlingError

@@ -39,7 +39,7 @@ LOCAL_NAMES = ("text", "jsonl", "parquet", "hf")
 class Chunk:
     """A piece of raw input. kind: "lines" (text, a document per line), "paths" (text files, a
     document each; loaded: [(path, bytes)]), "jsonl" (whole lines), "arrow" (a pyarrow string
-    array) or "bible" ([(split, chapter)], made by corpora.py). A chunk of lines of a plain file
+    array) or "bible" ([(split, chapter)], made by corpora.py from bible.py's chapters). A chunk of lines of a plain file
     carries no data but a byte range of the file, read where the chunk is processed (`load`): it
     owns the lines that start in [offset, offset + length)."""
 

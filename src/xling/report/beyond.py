@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..data.corpora import get_translation
+from ..data.bible import get_translation
 from ..plotting import pyplot, save_png
 from . import published
 from .claims import Claim, ClaimResult, Judged
