@@ -671,14 +671,15 @@ def test_a_resume_computes_with_the_thread_count_the_run_trained_with(tiny_corpu
     assert RunDir(run).read_info()["threads"] == threads
 
 
-@pytest.mark.parametrize("crafted", ["a pickle as model.safetensors", "ids beyond the model's", "a huge model_vocab"])
+@pytest.mark.parametrize("crafted", ["a pickle as model.safetensors", "integer weights", "ids beyond the model's",
+                                     "a huge model_vocab"])
 def test_a_received_run_with_crafted_files_and_matching_checksums_is_one_line(tiny_corpus_dir, tmp_path, capsys,
                                                                              crafted):
     """Checksums only say a file is the one run.json names; what a received run names is checked like any input."""
     import hashlib
     import pickle
 
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 4}), run).fit(progress=False)
@@ -686,6 +687,13 @@ def test_a_received_run_with_crafted_files_and_matching_checksums_is_one_line(ti
     if crafted == "a pickle as model.safetensors":
         ckpt = RunDir(run).checkpoint_dirs()[-1]
         (ckpt / "model.safetensors").write_bytes(pickle.dumps({"not": "tensors"}))
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        manifest["sha256"]["model.safetensors"] = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    elif crafted == "integer weights":  # (load_state_dict would cast them and score them as the run's)
+        ckpt = RunDir(run).checkpoint_dirs()[-1]
+        weights = {name: tensor.long() for name, tensor in load_file(str(ckpt / "model.safetensors")).items()}
+        save_file(weights, str(ckpt / "model.safetensors"))
         manifest = json.loads((ckpt / "manifest.json").read_text())
         manifest["sha256"]["model.safetensors"] = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
         (ckpt / "manifest.json").write_text(json.dumps(manifest))
@@ -703,6 +711,8 @@ def test_a_received_run_with_crafted_files_and_matching_checksums_is_one_line(ti
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("xling: error: ") and "Traceback" not in "\n".join(err)
+    if crafted == "integer weights":
+        assert "as torch.int64, not the model's torch.float32" in err[-1]
 
 
 def test_training_goes_on_with_a_warning_where_file_locks_do_not_work(tiny_corpus_dir, tmp_path, monkeypatch, caplog):

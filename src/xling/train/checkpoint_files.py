@@ -48,6 +48,13 @@ def checkpoint_files(step: int, model: torch.nn.Module, training: dict, config: 
 def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
     """Load a checkpoint's model.safetensors into `model` (nothing else is read)."""
     weights = _read_safetensors(ckpt / "model.safetensors", device=str(map_location))
+    expected = model.state_dict()
+    # load_state_dict casts silently: a crafted file of integers would be scored as the run's weights.
+    cast = next((name for name, tensor in weights.items()
+                 if name in expected and tensor.dtype != expected[name].dtype), None)
+    if cast:
+        raise XlingError(f"checkpoint {ckpt} holds {cast} as {weights[cast].dtype}, not the model's "
+                         f"{expected[cast].dtype}: it was not written by xling; restore the run from a copy")
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
