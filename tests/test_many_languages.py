@@ -12,6 +12,7 @@ import torch
 
 from conftest import requires_bible, tiny_config_dict
 from xling.config import from_dict, load_config, validate
+from xling.data import bible
 from xling.data import corpora as C
 from xling.data import languages as L
 from xling.data import mixture as MIX
@@ -163,11 +164,11 @@ def test_disjoint_books_deal_the_training_books_and_keep_the_tests_parallel():
     corpora = C.language_corpora(cfg)
     assert [c.books for c in corpora] == ["1/3", "2/3", "3/3"]
     assert [c.translation for c in corpora] == ["web", "lsg", "rv1909"]
-    train = [set(C.split_books("train", c.books)) for c in corpora]
-    assert set.union(*train) == set(C.TRAIN_BOOKS) and sum(map(len, train)) == len(C.TRAIN_BOOKS)
-    assert all(C.split_books("test", c.books) == C.TEST_BOOKS for c in corpora)
-    assert C.split_books("train", "all") == C.TRAIN_BOOKS  # the other values as before
-    assert C.split_books("valid", "odd") == tuple(b for b in C.VALID_BOOKS if b % 2)
+    train = [set(bible.split_books("train", c.books)) for c in corpora]
+    assert set.union(*train) == set(bible.TRAIN_BOOKS) and sum(map(len, train)) == len(bible.TRAIN_BOOKS)
+    assert all(bible.split_books("test", c.books) == bible.TEST_BOOKS for c in corpora)
+    assert bible.split_books("train", "all") == bible.TRAIN_BOOKS  # the other values as before
+    assert bible.split_books("valid", "odd") == tuple(b for b in bible.VALID_BOOKS if b % 2)
 
 
 # --------------------------------------------------------------------------- one run, end to end
