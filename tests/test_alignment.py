@@ -490,6 +490,31 @@ def test_the_report_says_whether_gradients_were_taken_the_authors_way():
         "(3 of all runs' 500 sequences gave gradients that are not finite and are left out).")
 
 
+def test_the_embedding_verdict_counts_the_papers_clone_pair_mean_and_shows_the_excess_beside(tmp_path):
+    """The paper's Figure 7 plots the clone-pair mean against p (its all-pairs baseline about flat); where the baseline
+    rises with it, the excess above it can fall while the paper's quantity rises: the paper's is counted."""
+    from xling.report.alignment_report import _embeddings
+    from xling.report.alignment_results import Setting
+    from xling.report.doc import Doc
+    from xling.report.verdict import Status
+
+    def setting(p, pairs, base):
+        return Setting("s", "clone", "clone", p, "", alignments=[
+            {"embeddings": {**{kind: {"clone_pairs": c, "all_pairs": b} for kind in ("input", "output")},
+                            "by_frequency": []},
+             "step": 10} for c, b in zip(pairs, base)])
+
+    imbalanced = setting(0.1, [0.49, 0.50, 0.48], [0.47, 0.485, 0.46])  # rises by 0.05, its excess falls by 0.03
+    balanced = setting(0.5, [0.44, 0.45, 0.43], [0.39, 0.40, 0.385])
+    evidence = _embeddings(Doc(), [imbalanced, balanced], tmp_path, paper=True)
+    counted = [e for e in evidence if e.test]
+    assert [e.line.split(":")[0] for e in counted] == [f"{kind} embeddings 90/10 > 50/50, the paper's clone-pair mean"
+                                                       for kind in ("input", "output")]
+    assert all(e.test.effect == pytest.approx(0.05) and e.test.status == Status.SUPPORTED for e in counted)
+    beside = [e for e in evidence if e.line.startswith("the same above the all-pairs baseline")]
+    assert len(beside) == 2 and all(e.test is None and "no (" in e.line for e in beside)
+
+
 def test_pairs_of_runs_of_more_languages_are_labelled_by_shares_and_schedule():
     from xling.report.alignment_results import Setting
 
@@ -527,7 +552,9 @@ def test_alignment_report_of_a_tiny_study(tiny_corpus_dir, tmp_path):
                    "shuffled pairs (not translations)", "translations above shuffled pairs",
                    "centred cosine above its shuffled pairs, 90/10 > 50/50",
                    "Beyond the paper: the clone-pair cosines of the tokens of the training text only",
-                   "output embeddings, tokens of the training text only (beyond the paper) 90/10 > 50/50"):
+                   "output embeddings 90/10 > 50/50, tokens of the training text only, clone pairs above all pairs "
+                   "(beyond the paper)", "input embeddings 90/10 > 50/50, the paper's clone-pair mean",
+                   "the same above the all-pairs baseline (beyond the paper)"):
         assert needle in text, needle
     assert "gradients 90/10 > 50/50: not tested" not in text
     # the study names no paper: no published values beside ours (the section headings still say what is measured)

@@ -175,6 +175,11 @@ def test_the_demos_claim_lines_name_the_checks_that_make_a_claim_mixed(tiny_stud
     lines = claim_lines(mixed)
     at = lines.index("claim 3: mixed: checks significant both ways")
     assert lines[at + 1] == "  against the paper: output embeddings 90/10 > 50/50: no"
+    partly = dataclasses.replace(a, alignment=[mixed.alignment[0], Evidence(
+        "3", "output embeddings 90/10 > 50/50: not significant", Check(Status.NOT_SUPPORTED, 0.01, (-0.02, 0.04)))])
+    lines = claim_lines(partly)
+    at = lines.index("claim 3: partly")
+    assert lines[at + 1] == "  its other checks: output embeddings 90/10 > 50/50: not significant"
 
 
 def test_report_renders_tables_figures_and_verdict(tiny_study, tmp_path):

@@ -120,6 +120,9 @@ def test_ids_are_stable_and_follow_the_config(tiny_corpus_dir):
      "train.data_fraction applies with train.steps 0 (the steps then follow from it): keep one: the grid sets "
      "train.data_fraction, which its runs ignore"),
     (lambda d: d.update(figures=[{"x": "languages.p", "roles": ["L3"]}]), "roles must list L1 and/or L2"),
+    (lambda d: d.update(figures=[{"x": "languages.p", "where": {"train.data_fraction": 0.25}}]),  # (left out of the
+     "figures[0] selects no run: no run with languages.p in its grid has train.data_fraction = 0.25"),  # report)
+    (lambda d: d.update(figures=[{"x": "languages.p", "where": {"train.nothing": 1}}]), "figures[0] selects no run"),
     (lambda d: d.update(name=".."), "'name' must be letters"),
     (lambda d: d.update(name="../up"), "'name' must be letters"),
     (lambda d: d.pop("name"), "study: give the study a name (name: ..."),

@@ -326,9 +326,16 @@ def hidden_excess(s: Setting) -> list[float]:
     return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]
 
 
+def clone_pair_cosines(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
+    """The mean clone-pair cosine, per seed: the paper's quantity (its Figure 7 plots it against p, with the all-pairs
+    baseline as a reference line). `"seen"`: of the tokens of the training text only (alignments computed before
+    2026-11-29 lack it)."""
+    return [v for v in (get(a, group, kind, *seen, "clone_pairs") for a in s.alignments) if v is not None]
+
+
 def embedding_excess(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
-    """Clone-pair cosine minus the all-pairs baseline, per seed (`"seen"`: of the tokens of the training text only;
-    alignments computed before 2026-11-29 lack it)."""
+    """Clone-pair cosine minus the all-pairs baseline, per seed: the alignment above what any two rows share, which
+    moves with p too (beyond the paper, whose baseline is about flat in p)."""
     return [get(a, group, kind, *seen, "clone_pairs") - get(a, group, kind, *seen, "all_pairs") for a in s.alignments
             if get(a, group, kind, *seen, "clone_pairs") is not None]
 

@@ -296,8 +296,8 @@ def verdicts(a: Analysis, alignment: list[Evidence] | None = None) -> list[Claim
 
 def claim_lines(a: Analysis) -> list[str]:
     """The demo's verdict lines: each claim tested, its status under the verdicts' law form and, where it differs, the
-    paper's; for a claim mixed by align-report's checks, the checks that go against the paper (the lines before these
-    show only the hidden states')."""
+    paper's; for a claim mixed by align-report's checks, the checks that go against the paper, and for one partly
+    supported, those that do not support it (the lines before these show only the hidden states')."""
     paper_form = verdicts(under_form(a, "paper")) if a.laws else []
     lines = []
     for i, v in enumerate(verdicts(a)):
@@ -306,9 +306,13 @@ def claim_lines(a: Analysis) -> list[str]:
         other = paper_form[i].status if paper_form else v.status
         lines.append(f"claim {v.claim}: {v.status}" + (f" (with the paper's law form: {other})" if other != v.status
                                                        else ""))
-        against = [e.line for e in a.alignment if e.claim == v.claim and e.test and e.test.status is Status.CONTRADICTED]
+        counted = [e for e in a.alignment if e.claim == v.claim and e.test]
+        against = [e.line for e in counted if e.test.status is Status.CONTRADICTED]
         if v.status is Status.MIXED and against:
             lines.append(f"  against the paper: {'; '.join(against)}")
+        unsupported = [e.line for e in counted if e.test.status is not Status.SUPPORTED]
+        if v.status is Status.PARTLY and unsupported:
+            lines.append(f"  its other checks: {'; '.join(unsupported)}")
     return lines
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notation import dotted_get
 from ..plotting import pyplot, save_png
-from ..study.spec import SEED_KEY
+from ..study.spec import SEED_KEY, figure_selects
 from .alignment_results import Setting, get, stat
 from .published import PAPER_EMBEDDING, PAPER_TRANSFER
-from .summary import Analysis, Summary, dotted
+from .summary import Analysis, Summary
 
 # Axis labels for the study grid keys a figure is drawn against (any other key is shown as it is written).
 AXIS_NAMES = {
@@ -76,16 +77,15 @@ def figure_ladder(a: Analysis, path: Path) -> str | None:
 def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
     """A paper-style line plot: y (PPL or TEff) against one grid key, one line per language and other values."""
     x_key, y = spec["x"], spec.get("y", "ppl")
-    where, roles = spec.get("where") or {}, spec.get("roles")
-    sel = [s for s in a.summaries if x_key in s.spec.dims and (not roles or s.role in roles)
-           and all(dotted(s.spec.config, k) == v for k, v in where.items())]
+    roles = spec.get("roles")
+    sel = [s for s in a.summaries if figure_selects(spec, s.spec) and (not roles or s.role in roles)]
     if not sel:
         return None
     plt = pyplot()
     from matplotlib.transforms import offset_copy
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    x_values = list(dict.fromkeys(dotted(r.config, x_key) for r in a.study.runs if x_key in r.dims))
+    x_values = list(dict.fromkeys(dotted_get(r.config, x_key) for r in a.study.runs if x_key in r.dims))
     categorical = any(isinstance(v, str) for v in x_values)
     pos = (lambda v: x_values.index(v)) if categorical else (lambda v: v)
     series = _series(sel, x_key)
@@ -95,8 +95,8 @@ def figure_lines(a: Analysis, spec: dict, path: Path) -> str | None:
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     published = 0  # the lines with published values drawn so far
     for name, members in series.items():
-        members.sort(key=lambda s: pos(dotted(s.spec.config, x_key)))
-        xs = [pos(dotted(s.spec.config, x_key)) for s in members]
+        members.sort(key=lambda s: pos(dotted_get(s.spec.config, x_key)))
+        xs = [pos(dotted_get(s.spec.config, x_key)) for s in members]
         stats = [getattr(s, y) for s in members]
         line = ax.errorbar(xs, [st.mean for st in stats], yerr=_error_bars(stats), marker="o", capsize=3, label=name)
         color = line[0].get_color()

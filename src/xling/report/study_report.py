@@ -17,6 +17,7 @@ from ..config import ModelConfig
 from ..errors import XlingError
 from ..fsio import atomic_write_text
 from ..model_dims import resolve_model
+from ..notation import dotted_get
 from ..plotting import svg_copies
 from ..study.spec import Study, runs_root
 from ..study.store import STORE_NAME, Store
@@ -28,7 +29,7 @@ from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
-from .summary import LADDER, Analysis, analyse, dotted, under_form
+from .summary import LADDER, Analysis, analyse, under_form
 from .tuning import learning_rates
 from .verdict import MEANINGS, Evidence, Status
 
@@ -152,7 +153,7 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
     configs = [r.spec.config for r in a.rows]
 
     def one(key):  # the distinct values of a config key over the runs
-        return ", ".join(dict.fromkeys(str(dotted(c, key)) for c in configs))
+        return ", ".join(dict.fromkeys(str(dotted_get(c, key)) for c in configs))
 
     def corpus(c):
         name = f"{c['name']} {c['translation']}" if c["name"] == "bible" else f"{c['name']} {', '.join(c['paths'])}"

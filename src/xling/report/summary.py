@@ -44,13 +44,6 @@ LADDER = "ladder"  # teff_forms key of the TEff read off the ladder with no law 
 TEFF_FORMS = tuple(sorted((*FORMS, LADDER)))  # every row's teff_forms keys (ladder, loss, paper), as columns
 
 
-def dotted(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 @dataclass
 class Row:
     """One language of one completed run."""

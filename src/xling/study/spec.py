@@ -33,7 +33,7 @@ from ..data.mixture import Mixture
 from ..data.transforms import ORDER_VERSION, WORD_ORDER
 from ..errors import XlingError, a_kind
 from ..fsio import json_key
-from ..notation import is_name
+from ..notation import dotted_get, is_name
 from ..recipes import packaged
 
 STUDY_KEYS = ("name", "description", "paper", "scale", "base", "grid", "groups", "linked", "figures", "one_x",
@@ -302,6 +302,12 @@ def _linked(value, where: str) -> dict[str, dict[str, dict]]:
     return {key: {str(option): settings for option, settings in by_value.items()} for key, by_value in linked.items()}
 
 
+def figure_selects(figure: dict, run: RunSpec) -> bool:
+    """Whether a figure of the study draws this run: its x is one of the run's grid keys and its config has every
+    value of the figure's `where`."""
+    return figure["x"] in run.dims and all(dotted_get(run.config, k) == v for k, v in (figure.get("where") or {}).items())
+
+
 def _check_figures(figures, where: str, runs: list[RunSpec]) -> None:
     grid_keys = list(dict.fromkeys(key for r in runs for key in r.dims))
     for i, fig in enumerate(figures):
@@ -316,6 +322,10 @@ def _check_figures(figures, where: str, runs: list[RunSpec]) -> None:
         if fig.get("y", "ppl") not in ("ppl", "teff"):
             raise XlingError(f"{where}: figures[{i}].y must be ppl or teff, got {fig.get('y')!r}")
         _require_mapping(fig.get("where"), f"{where}: figures[{i}].where")
+        if not any(figure_selects(fig, r) for r in runs):  # (the report would leave it out without a word)
+            raise XlingError(f"{where}: figures[{i}] selects no run: no run with {fig['x']} in its grid has "
+                             + ", ".join(f"{k} = {v!r}" for k, v in fig["where"].items())
+                             + "; give values the study's runs have")
         if not set(fig.get("roles") or []) <= {"L1", "L2"}:
             raise XlingError(f"{where}: figures[{i}].roles must list L1 and/or L2, got {fig.get('roles')!r}")
 
