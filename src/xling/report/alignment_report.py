@@ -84,14 +84,15 @@ def _hidden_clones(doc: Doc, clones: list[Setting], paper: bool) -> list[Evidenc
     doc.h(3, "Hidden-state cosine per layer, clones (paper Table 2)")
     _hidden_table(doc, clones)
     if paper:
-        doc.table(["paper (GPT-small)"] + [f"layer {i + 1}" for i in range(12)] + ["mean"],
+        doc.table(["paper (GPT-small)"] + [f"layer {i + 1}" for i in range(12)] + ["mean (ours, of its layers)"],
                   [[f"{round(100 * (1 - p))}/{round(100 * p)}"] + [f"{v:.2f}" for v in vals] + [f"{np.mean(vals):.2f}"]
                    for p, vals in PAPER_HIDDEN.items()])
     imb, bal = find(clones, "clone", 0.1), find(clones, "clone", 0.5)
     raw, excess = higher(imb, bal, mean_hidden), higher(imb, bal, hidden_excess)
     doc.p(f"**Is 90/10 more aligned than 50/50?** Mean hidden cosine over layers (the paper's measure): "
           f"{raw.answer()}; the same above the shuffled baseline (a shift of every state that unrelated text "
-          f"shares does not count): {excess.answer()}." + (" Paper: yes, 0.85 vs 0.60 (no baseline reported)."
+          f"shares does not count): {excess.answer()}." + (" Paper: yes, 0.85 vs 0.60 (the means of its published "
+                                                           "layers; no baseline reported)."
                                                            if paper else ""))
     evidence = [Evidence("3", f"hidden states 90/10 > 50/50, the paper's raw cosine: {raw.answer()}", raw),
                 Evidence("3", f"the same above the shuffled baseline: {excess.answer()}")]

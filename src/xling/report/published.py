@@ -5,8 +5,8 @@ the model trained. Values read off a figure are marked approximate. Roles: "L1" 
 language (EN1 / EN), "L2" every other language (the clones EN2..EN10, or FR).
 
 The paper trained GPT-small (unless noted) on 1.2B tokens of books ("1x"); at CPU scale
-our perplexities are not comparable in magnitude, but token efficiency and the directions
-of the effects are.
+our perplexities are not comparable in magnitude, and token efficiency only loosely (the paper's own
+TEffs move with training length and model size); the directions of the effects are.
 """
 
 from __future__ import annotations

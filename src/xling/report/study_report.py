@@ -244,7 +244,8 @@ def _efficiency_section(doc: Doc, a: Analysis) -> None:
           "(made monotone), blank (–) where our PPL lies outside the ladder's: no law shape assumed, no "
           "extrapolation; where it differs much from the law forms, the laws misfit the ladder. Paper "
           "values are GPT-small on 1.2B tokens unless the study maps its models otherwise (≈: read off a figure): "
-          "compare TEff (paper form) and directions, not perplexity magnitudes."
+          "compare directions, TEff (paper form) only loosely (the paper's own TEffs move with training length "
+          "and model size), and not perplexity magnitudes."
           + (" A row of several clones (EN2–EN10): each run's mean over them, then over seeds; the paper scores its "
              "first clone (EN2) alone, which has the same expectation and a larger spread."
              if any("–" in s.label for s in a.summaries) else ""))
@@ -303,7 +304,7 @@ def write_report(study: Study, root: str | Path | None = None, out: str | Path |
             name = figure_lines(a, spec, out / f"fig{i}-{y}-vs-{spec['x'].split('.')[-1]}.png")
             if name:
                 caption = spec.get("title") or f"{'Perplexity' if y == 'ppl' else 'Token efficiency'} against {spec['x']}"
-                extra = " Dashed: MLPE (a monolingual model with the same share of data)." if spec.get("mlpe") else ""
+                extra = " Dashed: MLPE (a monolingual model with the same share of data; the law form is in the title)." if spec.get("mlpe") else ""
                 extra += " Diamonds: the paper's values (where it has one)." if y == "teff" and study.compares_with_paper else ""
                 mean = "geometric mean" if y == "ppl" else "mean"  # (perplexities are averaged as their logs)
                 figures.append((name, caption + f" ({mean} ± 95 % CI over seeds)." + extra))
