@@ -13,6 +13,7 @@ from xling.cli import main
 from xling.data.stream import encode_text, prepare_languages
 from xling.data.tokenizer import EOD_ID
 from xling.errors import XlingError
+from xling.train.rundir import RunDir
 
 
 def write_csv(path, rows, header=("text", "label")):
@@ -38,6 +39,7 @@ def test_transfer_reports_every_language(tiny_run, king_task):
     assert res["labels"] == ["king", "other"]
     saved = json.loads((tiny_run / "transfer" / "king-L1.json").read_text())
     assert saved["accuracy"] == res["accuracy"]
+    assert saved["step"] == RunDir(tiny_run).newest_checkpoint_step()  # (a result of another checkpoint is redone)
 
 
 def test_all_shared_vocabulary_gives_identical_accuracies(tiny_corpus_dir, tmp_path, king_task):

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -141,9 +142,20 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def open_regular(path: Path):
+    """A file opened for reading in binary, if it is a regular file (after links); a FIFO or a device (a received
+    run's `run.json` made a FIFO, or a link to /dev/zero) is a ValueError, not a read that never ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # (a FIFO would block in open itself)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file (a FIFO, a device or a folder)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -161,7 +173,8 @@ def read_json(path: Path, default=_REQUIRED) -> dict:
     """A JSON object from a file. A file that is missing, not JSON or not an object returns `default`
     when one is given (callers that can redo the work pass {}), else raises one XlingError."""
     try:
-        content = json.loads(Path(path).read_bytes().decode("utf-8"))
+        with open_regular(path) as f:
+            content = json.loads(f.read().decode("utf-8"))
         if not isinstance(content, dict):
             raise ValueError(f"holds a JSON {type(content).__name__}, not an object")
         return content

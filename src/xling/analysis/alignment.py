@@ -217,14 +217,24 @@ def run_language_names(run: RunDir) -> list[str]:
 
 
 def _of(result: dict, languages: list[str]) -> bool:
-    return sorted(result.get("languages") or []) == sorted(languages)
+    found = result.get("languages")
+    return isinstance(found, list) and all(isinstance(name, str) for name in found) and sorted(found) == sorted(languages)
 
 
-def of_pair(path: Path, languages: list[str]) -> dict:
-    """The alignment results in `path` if they are of these two languages (either order), else {}: an xling before
-    2026-11-29 wrote any pair's into alignment/, where the run's first two languages' now go."""
+def well_formed(result: dict) -> bool:
+    """Whether alignment results have the shape `align_run` writes, as far as what reads them relies on it (a received
+    run's crafted file is computed again, not read into a traceback)."""
+    hidden = result.get("hidden")
+    return (isinstance(hidden, dict) and isinstance(hidden.get("layers"), list) and type(result.get("step")) is int
+            and all(isinstance(result.get(part, {}), dict) for part in ("gradient", "embeddings", "word2vec")))
+
+
+def of_pair(path: Path, languages: list[str], step: int | None = None) -> dict:
+    """The alignment results in `path` if they are of these two languages (either order) and, given `step`, of the
+    checkpoint of that step, else {}: an xling before 2026-11-29 wrote any pair's into alignment/, where the run's
+    first two languages' now go, and an alignment of a run still training is of an earlier checkpoint."""
     result = read_json(path, {})
-    return result if _of(result, languages) else {}
+    return result if _of(result, languages) and well_formed(result) and step in (None, result["step"]) else {}
 
 
 def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
@@ -234,7 +244,7 @@ def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
     names = run_language_names(run)
     key = pair_key(names, checked_pair(pair))
     path = run.alignment_file(key)
-    return path, of_pair(path, list(key or names[:2]))
+    return path, of_pair(path, list(key or names[:2]), run.newest_checkpoint_step())
 
 
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PROBE_SEQUENCES,
@@ -258,7 +268,6 @@ def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PRO
     if unknown:
         raise XlingError(f"word2vec knobs are vector_size, window, epochs, negative and workers; got {sorted(unknown)}")
     session = load_session(run_dir, device=device, cache_dir=cache_dir, checkpoint=checkpoint)
-    session.run.check_own()  # it writes into the run
     grad_precision = gradient_precision(grad_precision, session.device)
     if grad_sequences and (why := emulated_here(grad_precision, session.device)) and why not in _WARNED:
         _WARNED.add(why)  # once, not for every run and checkpoint
@@ -351,7 +360,7 @@ def _keep_earlier(result: dict, earlier: dict) -> None:
     without --word2vec, or with --grad-sequences 0, must not delete those results). The word2vec
     control depends on the training stream only; gradients only if from the same checkpoint step.
     Their names go to result["kept"]. Both measures are symmetric, so the pair counts in either order."""
-    if sorted(earlier.get("languages") or []) != sorted(result["languages"]):
+    if not (_of(earlier, result["languages"]) and well_formed(earlier)):  # (a crafted file keeps nothing)
         return
     kept = [key for key, same_source in (("word2vec", "embeddings" in result),
                                          ("gradient", earlier.get("step") == result["step"]))

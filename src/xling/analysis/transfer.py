@@ -261,7 +261,6 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise XlingError("steps and batch_size must be >= 1 and lr > 0 (--steps, --batch-size, --lr)")
     session = load_session(run_dir, device=device)
-    session.run.check_own()  # it writes into the run
     setup, cfg = session.setup, session.cfg
     names = setup.names
     lang = setup.index(train_language) if train_language is not None else 0
@@ -292,7 +291,8 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
         accuracy[name], counts[name] = float((preds == gold).float().mean()), len(examples)
     eval_labels = np.bincount([ex.label for ex in data.eval], minlength=len(data.labels))
     notes += _task_notes(data.labels, len(train_examples), counts, eval_labels)
-    result = {"run": str(session.run.path), "task": data.name, "labels": data.labels, "train_language": names[lang],
+    result = {"run": str(session.run.path), "step": session.step, "task": data.name, "labels": data.labels,
+              "train_language": names[lang],
               "train_examples": len(train_examples), "eval_examples": counts, "steps": steps,
               "batch_size": batch_size, "lr": lr, "seed": seed, "final_loss": float(np.mean(losses[-20:])),
               "train_accuracy": train_acc, "accuracy": accuracy,

@@ -13,7 +13,7 @@ from ..api import teff as teff_table
 from ..config import GRAD_PRECISIONS, GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..errors import XlingError
 from ..fsio import check_output_file
-from .command import DEVICE_HELP, SEED, SEED_HELP, count, number
+from .command import DEVICE_HELP, SEED, SEED_HELP, count, note_earlier_checkpoint, number
 from .tables import alignment_table, efficiency_table, training_table, transfer_table
 
 
@@ -104,6 +104,7 @@ def align(args, overrides) -> int:
         kept = computed[-1].get("kept") if not read else None
         note = f"; kept the earlier {' and '.join(kept)} results" if kept else ""
         print(f"{run_dir}: {'read' if read else 'wrote'} {path} ({time.perf_counter() - start:.1f} s{note})")
+        note_earlier_checkpoint(Run(run_dir).info, computed[-1].get("step"))
         for said in computed[-1].get("notes", []):
             print(f"note: {run_dir}: {said}", file=sys.stderr)
     if args.checkpoints == "all":
@@ -134,9 +135,11 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def transfer(args, overrides) -> int:
-    result = Run(args.run_dir).transfer(args.task, args.train_language, steps=args.steps, batch_size=args.batch_size,
-                                        lr=args.lr, seed=args.seed, device=args.device)
+    run = Run(args.run_dir)
+    result = run.transfer(args.task, args.train_language, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, device=args.device)
     print(transfer_table(result))
+    note_earlier_checkpoint(run.info, result["step"])
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,3 +73,12 @@ def number(lo: float, hi: float, *, above: bool = False):
 
 
 SEED = count(0, 2**32 - 1)
+
+
+def note_earlier_checkpoint(info: dict, step: int | None) -> None:
+    """Where a command used the weights of a checkpoint before the run's last step (`info`: its run.json), say so."""
+    steps = info.get("steps")
+    if step and steps and step < steps:
+        why = ("its newest checkpoint is missing or did not verify" if info.get("status") == "completed"
+               else "training has not finished")
+        print(f"note: the weights of step {step} of {steps}: {why}", file=sys.stderr)

@@ -17,7 +17,7 @@ from ..api import Config, Run
 from ..config import RunConfig, load_config
 from ..errors import XlingError, for_terminal
 from ..fsio import check_output_file, read_json
-from .command import DEVICE_HELP, LOG_HELP, LOGGERS, SEED, SEED_HELP, count, number
+from .command import DEVICE_HELP, LOG_HELP, LOGGERS, SEED, SEED_HELP, count, note_earlier_checkpoint, number
 from .tables import bench_table, ppl_table, runs_status_table
 
 
@@ -246,11 +246,7 @@ def export(args, overrides) -> int:
     result = run.export_hf(args.out, args.language)
     print(f"wrote {result['out']}: GPT2LMHeadModel (vocabulary {result['vocab_size']:,}) and the tokenizer of "
           f"{result['language']} ({', '.join(result['files'])})")
-    step, steps = result.get("step"), result.get("steps")
-    if step and steps and step < steps:
-        why = ("its newest checkpoint is missing or did not verify" if run.info.get("status") == "completed"
-               else "training did not finish")
-        print(f"note: the weights of step {step} of {steps}: {why}", file=sys.stderr)
+    note_earlier_checkpoint(run.info, result.get("step"))
     _note_untrained(run.info, result["language"])
     return 0
 

@@ -37,7 +37,11 @@ class HFTokenizer:
 
     def __init__(self, data: bytes, path: Path | None = None):
         tokenizers = optional_module("tokenizers", "tokenizers", "Hugging Face tokenizer.json files")
-        self._tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+        self._tok = _rust_call(lambda: tokenizers.Tokenizer.from_str(data.decode("utf-8")))
+        # xling packs documents into sequences itself: a file's padding or truncation (to 512 tokens, say) would
+        # cut documents or add ids the file chose
+        self._tok.no_padding()
+        self._tok.no_truncation()
         if hasattr(self._tok, "encode_special_tokens"):
             self._tok.encode_special_tokens = True  # "<|endoftext|>" written in a document is text
         self.model_bytes = data
@@ -64,9 +68,12 @@ class HFTokenizer:
         when `threads` is 1, else the library's thread pool."""
         if isinstance(texts, str):
             raise TypeError("Tokenizer.encode takes a list of strings")
-        if threads == 1:
-            return [self._tok.encode(text, add_special_tokens=False).ids for text in texts]
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        try:
+            if threads == 1:
+                return _rust_call(lambda: [self._tok.encode(text, add_special_tokens=False).ids for text in texts])
+            return _rust_call(lambda: [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)])
+        except ValueError as exc:  # (a WordLevel model whose unknown token is not in its vocabulary, say)
+            raise XlingError(f"the tokenizer {self.path or ''} cannot encode the text: {exc}") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -78,6 +85,17 @@ class HFTokenizer:
 
     def __repr__(self) -> str:
         return f"HFTokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]}, path={self.path})"
+
+
+def _rust_call(call):
+    """A call into the tokenizers library; its errors, and the panics of its Rust code (which Python raises as a
+    BaseException, past `except Exception`), as a ValueError of one line."""
+    try:
+        return call()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # (pyo3's PanicException is one)
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
 def _is_tokenizer_json(data: bytes) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.alignment import align_over_training, align_run, of_pair
+from ..analysis.alignment import align_over_training, align_run, of_pair, well_formed
 from ..analysis.transfer import transfer_run
 from ..config import GRAD_SEQUENCES, PROBE_SEQUENCES
 from ..errors import XlingError
@@ -100,16 +100,23 @@ def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_option
     `word2vec`, lacks the word2vec control, e.g. after `xling demo`, which aligns without them; whether its alignment
     at some kept checkpoint is missing; whether its transfer on `task` is)."""
     run, names = RunDir(spec.run_dir(root)), list(spec.mixture.names)
-    todo = {}
-    for pair in aligned_pairs(spec, pairs):
-        done = of_pair(run.alignment_file(pair), list(pair or names[:2]))  # none yet, damaged, another pair's: again
+    todo, step = {}, run.newest_checkpoint_step()
+    for pair in aligned_pairs(spec, pairs):  # none yet, damaged, another pair's, of an earlier checkpoint: again
+        done = of_pair(run.alignment_file(pair), list(pair or names[:2]), step)
         control = word2vec and pair is None and "word2vec" not in done  # (for clone pairs: frac_clone 0 has none)
         gradients = not done or _gradients_wanted(done, align_options)
         if gradients or (control and "embeddings" in done) or _hidden_wanted(done, align_options):
             todo[pair] = {"word2vec": control, "gradients": gradients}
     over_training = spec.run_config.train.keep_checkpoints != "last"
     return (todo, over_training and not all(of_pair(run.alignment_at(c), names[:2]) for c in run.checkpoint_dirs()),
-            bool(task and not run.transfer_path(task, names[0]).is_file()))
+            bool(task and not _transferred(run, task, names[0], step)))
+
+
+def _transferred(run: RunDir, task: str, language: str, step: int) -> bool:
+    """Whether the run has its transfer on `task` from the checkpoint of `step` (a result of before 2026-11-29 does
+    not say its step: kept)."""
+    done = read_json(run.transfer_path(task, language), {})
+    return isinstance(done.get("accuracy"), dict) and done.get("step", step) == step  # (not a crafted file's shape)
 
 
 def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
@@ -200,11 +207,12 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
                                                                       mix.schedule, label(0, 1),
                                                                       whole=_mix_label(mix, spec.setting)
                                                                       if len(names) > 2 else ""))
-        by_pair = {}  # (i, j) -> result; a pair's own folder over an older alignment/ holding it (before 2026-11-29)
-        for path in run.alignment_files():
+        by_pair, step = {}, run.newest_checkpoint_step()  # (i, j) -> result; a pair's own folder over an older
+        for path in run.alignment_files():  # alignment/ holding it (before 2026-11-29)
             alignment = read_json(path, default={})
-            langs = alignment.get("languages") or []
-            if alignment and len(langs) == 2 and set(langs) <= set(names) and langs[0] != langs[1]:
+            langs = alignment.get("languages")
+            if (alignment and well_formed(alignment) and alignment["step"] == step and isinstance(langs, list)
+                    and len(langs) == 2 and set(langs) <= set(names) and langs[0] != langs[1]):
                 by_pair[tuple(sorted(names.index(n) for n in langs))] = alignment
         for (i, j), alignment in sorted(by_pair.items()):
             settings.setdefault((spec.setting, (i, j)), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule,
@@ -213,9 +221,8 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
             at = of_pair(run.alignment_at(ckpt), names[:2])
             if at:
                 setting.history.setdefault(at["step"], []).append(at)
-        transfer = read_json(run.transfer_path(task, mix.names[0]), default={})
-        if transfer:
-            setting.transfers.append(transfer)
+        if _transferred(run, task, mix.names[0], step):
+            setting.transfers.append(read_json(run.transfer_path(task, mix.names[0])))
     first: dict[str, int] = {}  # a further pair right after its setting's first two
     for i, (name, _) in enumerate(settings):
         first.setdefault(name, i)
@@ -257,9 +264,10 @@ def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
             continue
         run = RunDir(spec.run_dir(root))
         counts = seeds.setdefault(spec.setting, [0, 0])
-        counts[0] += bool(of_pair(run.alignment_path, list(spec.mixture.names[:2])))
+        step = run.newest_checkpoint_step()  # (as `collect` reads them)
+        counts[0] += bool(of_pair(run.alignment_path, list(spec.mixture.names[:2]), step))
         counts[1] += 1
-        if read_json(run.transfer_path(task, spec.mixture.names[0]), default={}):
+        if _transferred(run, task, spec.mixture.names[0], step):
             transferred += 1
         else:
             untransferred.add(spec.setting)

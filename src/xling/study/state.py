@@ -175,6 +175,11 @@ def check_run_files(run: Path) -> None:
     """One XlingError where a run's config.yaml, study.json or an evaluation cannot be read as the store and reports
     read them (nothing can be done with the run then)."""
     run_dir = RunDir(run)
+    odd = next((path for path in (run_dir.config_path, run_dir.info_path, run_dir.study_record_path)
+                if os.path.lexists(path) and not path.is_file()), None)
+    if odd:  # (a FIFO would block a read, a link to a device never end it: such a run was made to be read)
+        raise XlingError(f"{odd} is not a regular file (a folder, a FIFO, a device or a dangling link): nothing of "
+                         "the run can be trusted; copy it again from its source")
     if run_dir.config_path.is_file():
         run_dir.read_config()
     if run_dir.info_path.is_file() and read_json(run_dir.info_path, default=None) == {}:  # (training writes a status)

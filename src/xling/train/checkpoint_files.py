@@ -20,6 +20,8 @@ from ..errors import XlingError, first_line
 from ..fsio import read_json
 
 CHECKPOINT_FORMAT = 2
+# What a manifest may checksum (format 1's state.pt is never read).
+CHECKPOINT_FILES = ("model.safetensors", "training.safetensors", "training.json", "state.pt")
 
 # PyTorch and safetensors are imported where tensors are read or written: reading a run's JSON
 # (Run.info, xling study status) should not wait for PyTorch to load.
@@ -43,6 +45,21 @@ def checkpoint_files(step: int, model: torch.nn.Module, training: dict, config: 
                 "config": config}
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
     return files
+
+
+def stored_parameters(ckpt: Path) -> int:
+    """How many numbers a checkpoint's model.safetensors holds, from its header alone (nothing is loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    path = ckpt / "model.safetensors"
+    try:
+        with safe_open(str(path), "pt") as weights:
+            return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
+        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
+                         "from a copy") from None
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
@@ -76,6 +93,25 @@ def load_training(ckpt: Path) -> dict:
               for group in meta["param_groups"]]
     return {"step": meta["step"], "optimizer": {"state": state, "param_groups": groups},
             "scaler": meta["scaler"], "torch_rng": tensors["torch_rng"]}
+
+
+def restore_training(ckpt: Path, optimizer, scaler) -> int:
+    """Load a checkpoint's training state into the optimiser, the loss scaler and torch's RNG; returns its step. A
+    state that is not what xling writes (a received run's crafted training.json, say) is one line."""
+    import torch
+
+    try:
+        state = load_training(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise XlingError(f"the training state in {ckpt} is not one xling wrote ({type(exc).__name__}: "
+                         f"{first_line(exc)[:120]}): resume from a copy of the run, or start it again") from None
+    if state["step"] != checkpoint_step(ckpt):
+        raise XlingError(f"the training state in {ckpt} is of step {state['step']!r}, not {checkpoint_step(ckpt)}: "
+                         "resume from a copy of the run, or start it again")
+    return state["step"]
 
 
 def _read_safetensors(path: Path, device: str = "cpu") -> dict:

@@ -72,7 +72,8 @@ def stream_nll(
 
 def perplexity_result(total_nll: float, count: int) -> dict:
     loss = total_nll / count if count else float("nan")
-    return {"loss": loss, "ppl": math.exp(loss) if count else float("nan"), "tokens_scored": count}
+    ppl = float("nan") if not count else math.exp(loss) if loss < 709 else math.inf  # (exp overflows past ~709.78)
+    return {"loss": loss, "ppl": ppl, "tokens_scored": count}
 
 
 def windows_scored(n_tokens: int, window: int, last_n: int, max_tokens: int) -> int:
@@ -172,7 +173,6 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     """
     check_split_name(split)
     session = load_session(run_dir, device=device)
-    session.run.check_own()  # it writes into the run
     study = session.run.own_protocol()  # a study's run: its study's window, last_n, max_tokens (what it compares)
     own = dataclasses.replace(session.cfg.eval, **{key: getattr(study, key) for key in PROTOCOL})
     seq_len = resolve_model(session.cfg.model, session.setup.model_vocab).seq_len
@@ -191,10 +191,11 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
         raise XlingError(short_split_message(split, short, ev.window))
     results = evaluate_languages(session.model, session.setup, split, ev.window, ev.last_n, ev.batch_size,
                                  ev.max_tokens, session.device, session.autocast, only or None, progress)
-    broken = [name for name, r in results.items() if r["tokens_scored"] and not math.isfinite(r["loss"])]
+    broken = [name for name, r in results.items() if r["tokens_scored"] and not math.isfinite(r["ppl"])]
     if broken:  # nothing written: an eval.json of nan would read as a result (and break a study's report)
         raise XlingError(f"{run_dir}: the loss on {broken[0]}'s {split} text is {results[broken[0]]['loss']} at step "
-                         f"{session.step}: the checkpoint's weights are not finite numbers (a diverged or damaged run)")
+                         f"{session.step}: no finite perplexity (the checkpoint's weights are not finite numbers, or far from any "
+                         "trained model: a diverged or damaged run)")
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
               "step": session.step, "languages": results, "tokens_trained": tokens}
     path = evaluation_path(session.run, own, split, ev)

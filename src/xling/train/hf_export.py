@@ -231,6 +231,9 @@ def export_hf(run_dir, out, language: str | None = None) -> dict:
     cfg = run.read_config()
     check_exportable(resolve_model(cfg.model, 1))
     session = load_session(run_dir, device="cpu", computes=False)
+    if not all(bool(tensor.isfinite().all()) for tensor in session.model.state_dict().values()):  # (as eval refuses it)
+        raise XlingError(f"{session.run.path}: the weights of step {session.step} are not finite numbers (a diverged or "
+                         "damaged run): nothing to export")
     setup, dims = session.setup, session.model.dims
     lang = setup.index(language) if language else 0
     language = setup.names[lang]

@@ -111,6 +111,10 @@ def run_languages(run: RunDir, cfg: RunConfig, cache_dir=None, session: bool = T
     existed, or a damaged copy) those the config gives, which must then be the ones it recorded.
     `session` (evaluation, sampling, analyses): a split is encoded alone when needed."""
     record = run.read_info(tolerant=True).get(RECORD)
+    if isinstance(record, dict) and not (isinstance(record.get("tokenizers"), list) and isinstance(record.get("table"), dict)
+                                         and all(isinstance(entry, dict) for entry in record["tokenizers"])):
+        raise XlingError(f"{run.info_path}: a malformed {RECORD} entry (its tokenizers a list of files, its table a "
+                         "file): restore run.json from a copy of the run")
     if isinstance(record, dict):
         try:
             setup = prepare_languages(cfg, cache_dir, read_saved(run, record))

@@ -34,7 +34,14 @@ from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_
 from ..errors import XlingError, a_kind
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import LOCATION_KEYS, RESUMABLE_KEYS, config_differences, resolve_relative
-from .checkpoint_files import CHECKPOINT_FORMAT, checkpoint_files, checkpoint_step, load_training, load_weights
+from .checkpoint_files import (
+    CHECKPOINT_FILES,
+    CHECKPOINT_FORMAT,
+    checkpoint_files,
+    checkpoint_step,
+    load_training,
+    load_weights,
+)
 
 KEEP_CHECKPOINTS = 2
 _CHECKPOINT_NAME = re.compile(r"step_[0-9]{7}")
@@ -261,8 +268,12 @@ class RunDir:
         return threads if type(threads) is int else None  # (not True, which is an int too)
 
     def read_study_record(self) -> dict:
-        """study.json's content, or {} when missing or unreadable (the runner then redoes the work)."""
-        return read_json(self.study_record_path, default={})
+        """study.json's content, or {} when missing, unreadable or not of the types the runner writes (the runner then
+        redoes the work; `xling status` calls it damaged)."""
+        record = read_json(self.study_record_path, default={})
+        kinds = {"study": str, "group": str, "id": str, "error": str, "status": str, "config": dict, "dims": dict}
+        wrong = any(not isinstance(record[key], kind) for key, kind in kinds.items() if key in record)
+        return {} if wrong or type(record.get("attempts", 0)) is not int else record
 
     def update_info(self, **fields) -> dict:
         info = self.read_info()
@@ -357,8 +368,14 @@ class RunDir:
         if not isinstance(manifest, dict):
             return "corrupt manifest"
         if "step" in manifest and manifest["step"] != checkpoint_step(ckpt):  # (a copy renamed: not that step)
-            return f"its manifest is of step {manifest['step']}, not {checkpoint_step(ckpt)}"
-        for name, digest in manifest.get("sha256", {}).items():
+            step = manifest["step"]
+            return (f"its manifest is of step {step}" if type(step) is int else
+                    f"its manifest's step is {a_kind(step)}, not a number") + f", not {checkpoint_step(ckpt)}"
+        digests = manifest.get("sha256", {})
+        if not (isinstance(digests, dict) and all(isinstance(d, str) and name in CHECKPOINT_FILES
+                                                  for name, d in digests.items())):  # (never a path out of it)
+            return "its manifest's sha256 is not a digest for each of the checkpoint's files"
+        for name, digest in digests.items():
             if not (ckpt / name).is_file():
                 return f"{name} missing"
             if sha256_file(ckpt / name) != digest:
@@ -406,7 +423,10 @@ class RunDir:
         trained = read_json(ckpt / "manifest.json", default={}).get("config")
         if not isinstance(trained, dict):
             return []
-        trained = from_dict(trained)
+        try:
+            trained = from_dict(trained)
+        except XlingError as exc:  # (a received run's manifest is checked like a config file)
+            raise XlingError(f"{ckpt / 'manifest.json'}: its config: {exc}") from None
         ignore = RESUMABLE_KEYS if cfg is not None else (
             *RESUMABLE_KEYS, *LOCATION_KEYS, *(("languages.corpora",) if trained.corpus.name != "bible" else ()))
         return config_differences(trained, self.read_config() if cfg is None else cfg, ignore=ignore)

@@ -20,7 +20,7 @@ from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..model.gpt import GPT
 from ..model_dims import resolve_model
-from .checkpoint_files import checkpoint_step
+from .checkpoint_files import checkpoint_step, stored_parameters
 from .lock import is_locked
 from .portable import run_languages
 from .rundir import RunDir
@@ -187,6 +187,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
     worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
+    run.check_own()  # a received run's link out of it (to a file of yours) is neither read nor written through
     cfg = run.config_from_here()
     ckpt = run.latest_checkpoint() if checkpoint is None else checkpoint
     if ckpt is None:  # (before its languages are set up: that may train tokenizers beside a run in training)
@@ -203,13 +204,17 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
                          "written: restore config.yaml (a run is read as it trained; only where its files are found, "
                          "and how it is evaluated, may change)")
     setup = run_languages(run, cfg, cache_dir)
+    problem = run.checkpoint_problem(ckpt)
+    if problem:
+        raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
+    stored, expected = stored_parameters(ckpt), resolve_model(cfg.model, setup.model_vocab).num_parameters()
+    if stored != expected:  # (before the model is built: a crafted config.yaml could ask for gigabytes)
+        raise XlingError(f"checkpoint {ckpt} holds {stored:,} weights where the run's config makes a model of "
+                         f"{expected:,}: it does not match the run's model config; restore the run from a copy")
     dev = pick_device(device)
     if dev.type == "cpu":
         cpu_allocator_setup()
     model = build_model(cfg, setup, dev)
-    problem = run.checkpoint_problem(ckpt)
-    if problem:
-        raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
     run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
     if computes:

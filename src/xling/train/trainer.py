@@ -25,6 +25,7 @@ from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_langua
 from ..errors import XlingError, first_line
 from ..fsio import make_dirs
 from . import distributed
+from .checkpoint_files import restore_training
 from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
@@ -182,11 +183,7 @@ class Trainer:
         step = 0
         if self.resume_from is not None:
             self.run.load_weights(self.resume_from, self.model, map_location=self.device)
-            state = self.run.load_training(self.resume_from)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-            step = state["step"]
+            step = restore_training(self.resume_from, self.optimizer, self.scaler)
         if self.world.is_main:
             self.run.remove_partial_checkpoints()
             self.run.truncate_metrics(step)  # steps after `step` are trained, and logged, again
