@@ -88,6 +88,9 @@ def test_config_from_a_recipe_a_file_a_mapping_with_overrides(tmp_path, tiny_cor
         xling.Config("clone-90-10", {"train.steps": 3}, train={"steps": 4})  # which was meant? (the CLI asks too)
     with pytest.raises(XlingError, match=r"train\.seed given twice \(the source's 4 and the overrides' 5\)"):
         xling.Config({"train.seed": 4}, {"train.seed": 5})
+    with pytest.raises(XlingError, match=r"overrides are dotted keys .* not 'languages': give a section's keys as "
+                                         r"languages\.KEY, or the section as a keyword"):  # (it replaced the section)
+        xling.Config("clone-90-10", {"languages": {"p": 0.3}, "languages.p": 0.5})
     assert xling.Config("clone-90-10", {"train.steps": 3}, train={"steps": 3}).train.steps == 3  # once, twice said
     with pytest.raises(XlingError, match="did you mean 'clone-90-10'"):
         xling.Config("clone-90-1")

@@ -197,6 +197,10 @@ class Config:
         if not isinstance(overrides, Mapping | None):
             raise XlingError(f"overrides are a mapping of dotted keys, e.g. {{'train.steps': 100}}; got "
                              f"{a_kind(overrides)} {overrides!r:.60}")
+        section = next((key for key in overrides or {} if "." not in str(key)), None)
+        if section is not None:  # (applied as an override it would replace the whole section, dropping its other keys)
+            raise XlingError(f"overrides are dotted keys (e.g. {{'train.steps': 100}}), not {section!r}: give a "
+                             f"section's keys as {section}.KEY, or the section as a keyword ({section}={{...}})")
         given = flatten({key: dict(value) for key, value in sections.items() if isinstance(value, Mapping)})
         for key, value in dict(overrides or {}).items():  # one key two ways: which was meant? (as the CLI asks)
             for where, there in (("the source's", dotted), ("a section's", given)):

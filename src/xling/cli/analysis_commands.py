@@ -92,8 +92,8 @@ def align(args, overrides) -> int:
     for run_dir in args.run_dirs:  # every run has the pair, before minutes of computing
         try:
             found[run_dir] = stored_pair(run_dir, args.pair)
-        except XlingError as exc:
-            raise XlingError(f"{run_dir}: {exc}") from None
+        except XlingError as exc:  # which run, where the message does not say
+            raise XlingError(str(exc) if str(run_dir) in str(exc) else f"{run_dir}: {exc}") from None
     for run_dir in args.run_dirs:
         path, stored = found[run_dir]
         start, read = time.perf_counter(), args.reuse and bool(stored)
