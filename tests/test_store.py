@@ -240,3 +240,28 @@ def test_a_damaged_or_crafted_evaluation_is_reported_and_its_run_skipped(tiny_st
     states = [row["state"] for row in study_status(study, copy)]  # `xling study status` says so too
     assert states == ["damaged"] + ["completed"] * (len(study.runs) - 1)
     assert not is_complete(damaged.parent)  # `xling study run` scores it again
+
+
+def test_a_store_that_is_a_symbolic_link_is_refused_and_nothing_written(tiny_study, tmp_path, capsys):
+    """A received root's xling.db linked out of it: SQLite followed the link, so a rebuild emptied and refilled the
+    store it pointed at (or made a new file there)."""
+    import shutil
+
+    _, root = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(root / "xling.db", elsewhere / "other.db")
+    before = (elsewhere / "other.db").read_bytes()
+    for target in (elsewhere / "other.db", elsewhere / "new.db"):  # an existing store, and a dangling link
+        (copy / "xling.db").unlink()
+        (copy / "xling.db").symlink_to(target)
+        with pytest.raises(XlingError, match=r"is a symbolic link .* remove the link"):
+            Store(copy / "xling.db")
+        assert main(["store", "rebuild", "--root", str(copy)]) == 2
+        assert "symbolic link" in capsys.readouterr().err
+        with pytest.raises(XlingError, match="is a symbolic link"):
+            xling.Store(copy)
+        assert sorted(p.name for p in elsewhere.iterdir()) == ["other.db"]
+        assert (elsewhere / "other.db").read_bytes() == before

@@ -50,6 +50,9 @@ class Store:
             db = runs_root(root) / STORE_NAME
         self.path = Path(db).absolute()
         """The store's file."""
+        from ..study.store import refuse_link
+
+        refuse_link(self.path)  # (as `xling report` would: the store read is the root's own, not one elsewhere)
         if not self.path.is_file():
             raise XlingError(f"no results store at {self.path}: `xling study run` writes one as runs finish, "
                              "`xling store rebuild --root ROOT` builds one from the run directories")

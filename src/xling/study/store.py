@@ -128,6 +128,15 @@ def _free_name(path: Path) -> Path:
     return next(name for name in names if not name.exists())
 
 
+def refuse_link(path: Path) -> None:
+    """Refuse a store that is a symbolic link: SQLite follows it, so a received root's xling.db linked elsewhere
+    would have the store written (emptied, refilled) wherever it points."""
+    if path.is_symlink():
+        raise XlingError(f"the results store {path} is a symbolic link (to {os.readlink(path)}), which xling does not "
+                         "follow: remove the link (a runs root's store is rebuilt from its run directories), or give "
+                         "--db (from Python: db=) the file itself")
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -156,6 +165,7 @@ class Store:
     def _check_is_ours(self) -> None:
         """Refuse a path that is not a results store before anything writes to it: a directory, a file
         that is not SQLite, or an SQLite database with tables of its own (someone else's data)."""
+        refuse_link(self.path)
         if self.path.is_dir():
             raise XlingError(f"--db {self.path} is a directory: give the path of a results store file (xling.db)")
         if not self.path.is_file() or not self.path.stat().st_size:
