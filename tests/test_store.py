@@ -265,3 +265,38 @@ def test_a_store_that_is_a_symbolic_link_is_refused_and_nothing_written(tiny_stu
             xling.Store(copy)
         assert sorted(p.name for p in elsewhere.iterdir()) == ["other.db"]
         assert (elsewhere / "other.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TRIGGER forge AFTER INSERT ON evaluations BEGIN UPDATE evaluations SET ppl = 1.0001; END",
+    "CREATE VIEW best AS SELECT * FROM evaluations",
+    "CREATE INDEX by_ppl ON evaluations (ppl)",
+])
+def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(tiny_study, tmp_path, capsys, sql):
+    """A received xling.db with a trigger: every number a rebuild wrote was forged (the tables were compared, not
+    the rest of the schema). Such a store is set aside like a damaged one, before any statement runs on it; a file
+    of another name holding one is refused."""
+    import shutil
+
+    _, root = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    (copy / "xling.db").unlink()
+    assert main(["store", "rebuild", "--root", str(copy), "--db", str(tmp_path / "truth.db")]) == 0
+    truth = Store(tmp_path / "truth.db").dump()
+    for path in (copy / "xling.db", tmp_path / "mine.db"):
+        db, copied = sqlite3.connect(tmp_path / "truth.db"), sqlite3.connect(path)
+        db.backup(copied)
+        copied.execute(sql)
+        db.close(), copied.close()
+    before = (tmp_path / "mine.db").read_bytes()
+    with pytest.raises(XlingError, match="that xling does not make, so it is not a results store xling wrote"):
+        Store(tmp_path / "mine.db")
+    assert (tmp_path / "mine.db").read_bytes() == before
+    capsys.readouterr()
+    assert main(["store", "rebuild", "--root", str(copy)]) == 0
+    assert "that xling does not make (kept as xling.db.damaged)" in capsys.readouterr().err
+    assert (copy / "xling.db.damaged").is_file()
+    with sqlite3.connect(copy / "xling.db") as db:
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name IN ('forge', 'best', 'by_ppl')").fetchall()
+    assert Store(copy / "xling.db").dump() == truth

@@ -9,10 +9,12 @@ construction. WAL mode and a busy timeout let several processes write without co
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -118,6 +120,31 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
     db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
 
+def _quoted(name: str) -> str:
+    """An SQL identifier, quoted (a received store's names are any text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({_quoted(table)})")]
+
+
+def _schema(db: sqlite3.Connection) -> dict[tuple[str, str], str | None]:
+    """{(type, name): its SQL} of every table, index, view and trigger of a database, the SQL without comments or
+    runs of white space (what differs between versions of SCHEMA that make the same store)."""
+    rows = db.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    return {(t, n): " ".join(re.sub(r"--[^\n]*", "", sql).split()) if sql else sql for t, n, sql in rows}
+
+
+@functools.cache
+def _ours() -> tuple[dict, dict[str, list[str]]]:
+    """The schema xling makes (`_schema`), and the columns of each of its tables."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(SCHEMA)
+        schema = _schema(db)
+        return schema, {name: _columns(db, name) for kind, name in schema if kind == "table"}
+
+
 SQLITE_HEADER = b"SQLite format 3\0"
 STORE_NAME = "xling.db"  # a runs root's own store: one of that name that is no SQLite file is ours, damaged
 
@@ -140,11 +167,15 @@ def refuse_link(path: Path) -> None:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._check_is_ours()
+        foreign = self._check_is_ours()
         make_dirs(self.path.parent)
+        if foreign:
+            self._set_aside(foreign)
         try:
             self._open()
             healthy = self.db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            # again as opened to write (its -wal read too), before any statement that a trigger could follow
+            foreign = self._foreign(self.db) if healthy else ""
         except sqlite3.OperationalError as exc:  # cannot open, read-only, locked: not damage, nothing to set aside
             if hasattr(self, "db"):
                 self.db.close()
@@ -152,41 +183,59 @@ class Store:
                              "writable file") from None
         except sqlite3.DatabaseError:
             healthy = False
-        if not healthy:  # the store is only an index: set the damaged file aside and start afresh
+        except XlingError:
             self.db.close()
-            damaged = _free_name(self.path.with_name(self.path.name + ".damaged"))  # (an earlier one is kept)
-            os.replace(self.path, damaged)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-            log.warning(f"results store {self.path} is damaged (kept as {damaged.name}); it is rebuilt from "
-                        "the run directories (all studies: xling store rebuild)")
+            raise
+        if not healthy or foreign:  # the store is only an index: set the file aside and start afresh
+            self.db.close()
+            self._set_aside(foreign or "is damaged")
             self._open()
 
-    def _check_is_ours(self) -> None:
-        """Refuse a path that is not a results store before anything writes to it: a directory, a file
-        that is not SQLite, or an SQLite database with tables of its own (someone else's data)."""
+    def _set_aside(self, why: str) -> None:
+        """Keep a runs root's own store that is damaged (or not xling's alone) under a free name."""
+        damaged = _free_name(self.path.with_name(self.path.name + ".damaged"))  # (an earlier one is kept)
+        os.replace(self.path, damaged)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        log.warning(f"results store {self.path} {why} (kept as {damaged.name}); it is rebuilt from "
+                    "the run directories (all studies: xling store rebuild)")
+
+    def _check_is_ours(self) -> str:
+        """Refuse a path that is not a results store before anything writes to it: a link, a directory, a file
+        that is not SQLite, or an SQLite database with tables of its own (someone else's data). Returns why a runs
+        root's own store is set aside before it is opened (`_foreign`), or ""."""
         refuse_link(self.path)
         if self.path.is_dir():
             raise XlingError(f"--db {self.path} is a directory: give the path of a results store file (xling.db)")
         if not self.path.is_file() or not self.path.stat().st_size:
-            return
+            return ""
         with open(self.path, "rb") as f:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 if self.path.name == STORE_NAME:  # its header damaged: set aside and rebuilt below
-                    return
+                    return ""
                 raise XlingError(f"{self.path} is not an SQLite file, so not a results store: give another --db")
-        expected = sqlite3.connect(":memory:")
-        expected.executescript(SCHEMA)
         try:
             with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                for table in tables:
-                    query = f"PRAGMA table_info({table})"
-                    if [r[1] for r in db.execute(query)] != [r[1] for r in expected.execute(query)]:
-                        raise XlingError(f"{self.path} is an SQLite database with a table '{table}' of its own, not "
-                                         "an xling results store: give another --db")
+                return self._foreign(db)
         except sqlite3.DatabaseError:
-            return  # a damaged store of ours: set aside and rebuilt below
+            return ""  # a damaged store of ours: set aside and rebuilt below
+
+    def _foreign(self, db: sqlite3.Connection) -> str:
+        """Why a store whose schema holds what xling does not make is set aside, or "": a trigger (it would follow
+        every write: forge numbers, or never end), view, index, or table of ours made otherwise. A table with
+        columns of its own is someone else's data, and any such object in a file not named xling.db someone else's
+        file: both refused."""
+        ours, columns = _ours()
+        found = _schema(db)
+        for kind, name in found:
+            if kind == "table" and _columns(db, name) != columns.get(name, []):
+                raise XlingError(f"{self.path} is an SQLite database with a table '{name}' of its own, not an xling "
+                                 "results store: give another --db")
+        kind, name = next((key for key, sql in found.items() if ours.get(key, "") != sql), ("", ""))
+        what = f"holds {'an' if kind[:1] == 'i' else 'a'} {kind} '{name}' that xling does not make"
+        if kind and self.path.name != STORE_NAME:
+            raise XlingError(f"{self.path} {what}, so it is not a results store xling wrote: give another --db")
+        return what if kind else ""
 
     def _open(self) -> None:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
