@@ -300,3 +300,34 @@ def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(
     with sqlite3.connect(copy / "xling.db") as db:
         assert not db.execute("SELECT name FROM sqlite_master WHERE name IN ('forge', 'best', 'by_ppl')").fetchall()
     assert Store(copy / "xling.db").dump() == truth
+
+
+@pytest.mark.parametrize("name, key, value", [
+    ("study.json", "started", {"x": 1}),  # was sqlite3.ProgrammingError binding a dict
+    ("study.json", "dims", [1, 2]),
+    ("eval.json", "tokens_trained", {"L1": "x", "L2": 0}),  # was a TypeError
+    ("run.json", "parameters", 2**70),  # was an OverflowError
+    ("metrics.jsonl", "loss", {"x": 1}),
+])
+def test_a_run_whose_files_hold_values_of_the_wrong_kind_is_skipped_as_damaged(tiny_study, tmp_path, caplog,
+                                                                              name, key, value):
+    """A received run's JSON binds into the store as it is: a mapping where text belongs stopped a rebuild with a
+    traceback, the store left with only the runs indexed before it."""
+    import shutil
+
+    study, root = tiny_study
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    crafted = study.runs[0].run_dir(copy) / name
+    if name == "metrics.jsonl":
+        lines = crafted.read_text().splitlines()
+        last = max(i for i, line in enumerate(lines) if '"loss"' in line)
+        lines[last] = json.dumps({**json.loads(lines[last]), key: value})
+        crafted.write_text("\n".join(lines) + "\n")
+    else:
+        crafted.write_text(json.dumps({**json.loads(crafted.read_text()), key: value}))
+    store = Store(tmp_path / "x.db")
+    assert store.rebuild(copy) == len(study.runs) - 1
+    assert f"skipped {crafted.parent} in the results store: {crafted}: its " in caplog.text
+    assert {r["name"] for r in store.runs()} == {spec.id for spec in study.runs[1:]}
+

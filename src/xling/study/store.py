@@ -55,49 +55,72 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
+_KINDS = {"text": (str,), "a mapping": (dict,), "a number": (int, float), "a count": (int,)}
+
+
+def _field(path: Path, data: dict, key: str, kind: str, default=None, label: str = ""):
+    """data[key] (`default` where it is missing or null), checked to be of `kind`: what a run's files hold is bound
+    into SQL as it is, so a received file's mapping where text belongs stopped a rebuild part-way with a traceback."""
+    value = data.get(key)
+    if value is None:
+        return default
+    of_kind = isinstance(value, _KINDS[kind]) and not isinstance(value, bool) and not (kind == "a count" and value < 0)
+    too_big = isinstance(value, int) and not -2**63 <= value < 2**63  # (SQLite's integers are 64-bit)
+    if not of_kind or too_big:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        why = "beyond the 64-bit integers SQLite stores" if of_kind else f"not {kind}"
+        raise XlingError(f"{path}: its {label or key} is {shown}, {why}")
+    return value
+
+
 def _run_id(run_dir: Path, root: Path | None) -> tuple[str, str, str]:
     """(id, study, name) of a run directory in the store: STUDY/ID for a study's run; another by its path under
     `root` (or its absolute path)."""
-    rec = RunDir(run_dir).read_study_record()
+    rundir = RunDir(run_dir)
+    rec, where = rundir.read_study_record(), rundir.study_record_path
     inside = root is not None and run_dir.resolve().is_relative_to(Path(root).resolve())
     path = run_dir.resolve().relative_to(Path(root).resolve()).as_posix() if inside else str(run_dir.resolve())
-    study, name = rec.get("study", ""), rec.get("id", path)
+    study, name = _field(where, rec, "study", "text", ""), _field(where, rec, "id", "text", path)
     return (f"{study}/{name}" if study else name), study, name
 
 
 def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None, list[dict]]:
-    """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files. A study's
-    run is known as STUDY/ID; another run by its path under `root` (or its absolute path): two runs of one name in
-    different folders are two runs."""
+    """(runs row, metrics row or None, evaluation rows) of one run directory: a pure read of its files, each value
+    checked to be of its column's kind (an XlingError naming the file where one is not). A study's run is known as
+    STUDY/ID; another run by its path under `root` (or its absolute path): two runs of one name in different folders
+    are two runs."""
     run_dir = Path(run_dir)
     rundir = RunDir(run_dir)
     check_run_files(run_dir)  # a damaged config.yaml or eval file: skipped (try_index), as `xling status` says damaged
-    rec = rundir.read_study_record()
-    info = rundir.read_info(tolerant=True)
+    rec, info = rundir.read_study_record(), rundir.read_info(tolerant=True)
+    in_rec = lambda key, kind, default=None: _field(rundir.study_record_path, rec, key, kind, default)
+    in_info = lambda key, kind, default=None: _field(rundir.info_path, info, key, kind, default)
     run_id, study, name = _run_id(run_dir, root)
-    config = rec.get("config")
+    config = in_rec("config", "a mapping")
     if config is None and rundir.config_path.is_file():
         config = to_dict(rundir.read_config())
     status = any_run_state(run_dir)  # (`xling status`'s: a run outside a study trained with --no-eval is completed)
     run = {
-        "id": run_id, "study": study, "name": name, "grp": rec.get("group", ""),
-        "dims": json.dumps(rec.get("dims", {})), "config": json.dumps(config or {}), "status": status,
-        "started": rec.get("started"), "finished": rec.get("finished"),
-        "error": rec.get("error") or (info.get("error", "") if status == "failed" else ""),
+        "id": run_id, "study": study, "name": name, "grp": in_rec("group", "text", ""),
+        "dims": json.dumps(in_rec("dims", "a mapping", {})), "config": json.dumps(config or {}), "status": status,
+        "started": in_rec("started", "text"), "finished": in_rec("finished", "text"),
+        "error": in_rec("error", "text") or (in_info("error", "text", "") if status == "failed" else ""),
         "run_dir": str(run_dir), "steps": info.get("steps"), "budget_tokens": info.get("budget_tokens"),
-        "parameters": info.get("parameters"), "data_epochs": json.dumps(info.get("data_epochs", {})),
+        "parameters": in_info("parameters", "a count"), "data_epochs": json.dumps(in_info("data_epochs", "a mapping", {})),
     }
     records = rundir.read_metrics()
     train = [r for r in records if "loss" in r]
     metrics = None
     if train:
-        rates = [r["tokens_per_s"] for r in train if "tokens_per_s" in r]
-        metrics = {"run_id": run["id"], "step": train[-1]["step"], "final_loss": train[-1]["loss"],
+        logged = lambda r, key, kind: _field(rundir.metrics_path, r, key, kind, label=f"{key} at step {r['step']}")
+        rates = [rate for r in train if (rate := logged(r, "tokens_per_s", "a number")) is not None]
+        metrics = {"run_id": run["id"], "step": _field(rundir.metrics_path, train[-1], "step", "a count"),
+                   "final_loss": logged(train[-1], "loss", "a number"),
                    "tokens_per_s": sum(rates) / len(rates) if rates else None,
-                   "valid": json.dumps(info.get("valid", {}))}
+                   "valid": json.dumps(in_info("valid", "a mapping", {}))}
     evals = []
     budget = info.get("budget_tokens") or 0
-    tokens = info.get("tokens") or {}
+    tokens = in_info("tokens", "a mapping", {})
     for path in rundir.eval_paths():
         report = rundir.read_evaluation(path)
         if report and rundir.config_path.is_file() and not rundir.scored_as_configured(report):
@@ -106,11 +129,15 @@ def run_rows(run_dir: Path, root: Path | None = None) -> tuple[dict, dict | None
                         f"store (`xling eval {run_dir}` or `xling study run` scores it the run's way)")
             continue
         # the tokens of the checkpoint evaluated (an earlier one's when the newest did not verify); older files: run.json's
-        trained_at = report.get("tokens_trained", tokens) or {}
+        trained_at = _field(path, report, "tokens_trained", "a mapping", tokens) if "tokens_trained" in report else tokens
+        where = path if "tokens_trained" in report else rundir.info_path
+        split = _field(path, report, "split", "text", "test")
         for lang, r in (report.get("languages") or {}).items():
-            trained = trained_at.get(lang)
-            evals.append({"run_id": run["id"], "language": lang, "split": report.get("split", "test"),
-                          "ppl": r.get("ppl"), "loss": r.get("loss"), "tokens_scored": r.get("tokens_scored"),
+            whose = f"{'tokens_trained' if where == path else 'tokens'} of {lang}"
+            trained = _field(where, trained_at, lang, "a count", label=whose)
+            evals.append({"run_id": run["id"], "language": lang, "split": split, "ppl": r.get("ppl"),
+                          "loss": _field(path, r, "loss", "a number", label=f"{lang} loss"),
+                          "tokens_scored": _field(path, r, "tokens_scored", "a count", label=f"{lang} tokens_scored"),
                           "tokens_trained": trained, "fraction": trained / budget if budget and trained is not None else None})
     return run, metrics, evals
 
@@ -271,8 +298,10 @@ class Store:
             return True
         except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
             log.warning(f"skipped {run_dir} in the results store: {exc}")
-            with self._transaction():  # what it said before it was damaged is no result now
-                self.db.execute("DELETE FROM runs WHERE id = ?", (_run_id(Path(run_dir), root)[0],))
+            with contextlib.suppress(XlingError):  # (a study.json whose id is no text names none)
+                run_id = _run_id(Path(run_dir), root)[0]
+                with self._transaction():  # what it said before it was damaged is no result now
+                    self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return False
 
     def sync(self, study: Study, root: str | Path) -> None:
