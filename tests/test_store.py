@@ -331,3 +331,31 @@ def test_a_run_whose_files_hold_values_of_the_wrong_kind_is_skipped_as_damaged(t
     assert f"skipped {crafted.parent} in the results store: {crafted}: its " in caplog.text
     assert {r["name"] for r in store.runs()} == {spec.id for spec in study.runs[1:]}
 
+
+def test_a_rebuild_stopped_part_way_leaves_the_store_as_it_was(tiny_study, tmp_path, monkeypatch):
+    """The old rows were deleted in one transaction and each run indexed in its own: an error part-way (a crafted
+    file's, before they were checked) left only the runs indexed so far."""
+    import xling.study.store as store_module
+
+    study, root = tiny_study
+    store = Store(tmp_path / "x.db")
+    assert store.rebuild(root) == len(study.runs)
+    before = store.dump()
+    for name in ("run_rows", "_insert"):  # something unforeseen while the runs are read, or written
+        with monkeypatch.context() as patch:
+            patch.setattr(store_module, name, _failing_after(getattr(store_module, name), 3))
+            with pytest.raises(RuntimeError, match="unforeseen"):
+                store.rebuild(root)
+        assert store.dump() == before
+
+
+def _failing_after(function, n: int):
+    """`function`, raising from its call n + 1 on."""
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) > n:
+            raise RuntimeError("unforeseen")
+        return function(*args)
+    return failing

@@ -280,29 +280,42 @@ class Store:
 
     def index_run(self, run_dir: str | Path, root: str | Path | None = None) -> str:
         """Replace the rows of one run directory with what its files say now; returns its id (see run_rows)."""
-        run, metrics, evals = run_rows(Path(run_dir), root)
+        rows = run_rows(Path(run_dir), root)
         with self._transaction():
-            self.db.execute("DELETE FROM runs WHERE id = ?", (run["id"],))
-            _insert(self.db, "runs", run)
-            if metrics:
-                _insert(self.db, "metrics", metrics)
-            for row in evals:
-                _insert(self.db, "evaluations", row)
-        return run["id"]
+            self._write(*rows)
+        return rows[0]["id"]
+
+    def _write(self, run: dict, metrics: dict | None, evals: list[dict]) -> None:
+        """One run's rows in place of its old ones (in a transaction)."""
+        self.db.execute("DELETE FROM runs WHERE id = ?", (run["id"],))
+        _insert(self.db, "runs", run)
+        if metrics:
+            _insert(self.db, "metrics", metrics)
+        for row in evals:
+            _insert(self.db, "evaluations", row)
+
+    def _rows_or_skip(self, run_dir: str | Path, root: str | Path | None) -> tuple | None:
+        """run_rows, or None where the run directory's files cannot be read: reported, and skipped (one damaged run
+        never stops the indexing of the others)."""
+        try:
+            return run_rows(Path(run_dir), root)
+        except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
+            log.warning(f"skipped {run_dir} in the results store: {exc}")
+            return None
 
     def try_index(self, run_dir: str | Path, root: str | Path | None = None) -> bool:
         """index_run, but a run directory whose files cannot be read is reported and skipped: one
         damaged run never stops the indexing of the others."""
-        try:
-            self.index_run(run_dir, root)
-            return True
-        except (XlingError, OSError, ValueError) as exc:  # e.g. a config this version cannot read
-            log.warning(f"skipped {run_dir} in the results store: {exc}")
+        rows = self._rows_or_skip(run_dir, root)
+        if rows is None:
             with contextlib.suppress(XlingError):  # (a study.json whose id is no text names none)
                 run_id = _run_id(Path(run_dir), root)[0]
                 with self._transaction():  # what it said before it was damaged is no result now
                     self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return False
+        with self._transaction():
+            self._write(*rows)
+        return True
 
     def sync(self, study: Study, root: str | Path) -> None:
         """Index every existing run directory of a study (cheap; keeps the store current)."""
@@ -311,13 +324,18 @@ class Store:
                 self.try_index(spec.run_dir(root))
 
     def rebuild(self, root: str | Path) -> int:
-        """Drop everything and index every run directory under `root`; returns how many were indexed."""
+        """Drop everything and index every run directory under `root`; returns how many were indexed. The files are
+        read first, then everything is replaced in one transaction: a rebuild stopped part-way (an error, a kill)
+        leaves the store as it was, never half rebuilt."""
         markers = (RunDir(root).study_record_path.name, RunDir(root).config_path.name)  # what makes a run directory
         dirs = sorted({p.parent for name in markers for p in Path(root).rglob(name)})
+        found = [rows for d in dirs if (rows := self._rows_or_skip(d, root)) is not None]
         with self._transaction():
             for table in ("evaluations", "metrics", "runs"):
                 self.db.execute(f"DELETE FROM {table}")
-        return sum(self.try_index(d, root) for d in dirs)
+            for rows in found:
+                self._write(*rows)
+        return len(found)
 
     def query(self, sql: str, params=()) -> list[dict]:
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
