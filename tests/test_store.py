@@ -359,3 +359,17 @@ def _failing_after(function, n: int):
             raise RuntimeError("unforeseen")
         return function(*args)
     return failing
+
+
+@pytest.mark.parametrize("column, cell", [("dims", "[1,2]"), ("config", "{not json"), ("dims", 5), ("config", "[" * 10**5)])
+def test_a_received_stores_cells_are_one_error_from_the_python_api(tiny_study, tmp_path, column, cell):
+    """xling.Store reads what a store holds: dims '[1,2]' failed with an IndexError, a cell that is no JSON with a
+    JSONDecodeError."""
+    study, root = tiny_study
+    Store(tmp_path / "x.db").rebuild(root)
+    with sqlite3.connect(tmp_path / "x.db") as db:
+        db.execute(f"UPDATE runs SET {column} = ? WHERE name = ?", (cell, study.runs[0].id))
+    store = xling.Store(root, db=tmp_path / "x.db")
+    for rows in (store.runs, store.evaluations):
+        with pytest.raises(XlingError, match=rf"the {column} of run '.*{study.runs[0].id}' is .*, not a JSON mapping"):
+            rows()

@@ -122,6 +122,21 @@ class Store:
             del row["config"]
         return rows_or_frame(rows, frame, [c for c in columns if c != "config"])
 
+    def _mapping(self, row: dict, column: str, cell: Any) -> dict | None:
+        """A JSON column's cell read back: a mapping, or None where empty. Any other cell (a received store's '[1,2]'
+        failed with an IndexError, text that is no JSON with a JSONDecodeError) is one XlingError."""
+        if cell is None:
+            return None
+        try:
+            value = json.loads(cell) if isinstance(cell, (str, bytes)) else cell
+        except (ValueError, RecursionError):  # (not JSON, or nested too deep)
+            value = cell
+        if isinstance(value, dict):
+            return value
+        shown, run = repr(cell) if len(repr(cell)) <= 40 else repr(cell)[:37] + "...", row.get("id") or row.get("name")
+        raise XlingError(f"results store {self.path}: the {column} of run {run!r} is {shown}, not a JSON mapping (the "
+                         "store is damaged, or not one xling wrote): rebuild it with `xling store rebuild --root ROOT`")
+
     def _rows(self, select: str, study: str | None, order: str, **params) -> tuple[list[dict], list[str]]:
         """`select` (of one study, if given) with JSON read back and the grid values as columns: every row has every
         grid key of the rows (its own value where its group sets none, from its config), as `Study.results`; and the
@@ -132,7 +147,7 @@ class Store:
         if study is not None:
             select += (" AND " if " WHERE " in select else " WHERE ") + "r.study = :study"
         found, names = self._execute(f"{select} ORDER BY {order}", {**params, "study": study})
-        rows = [{k: json.loads(v) if k in _JSON and isinstance(v, str) else v for k, v in row.items()} for row in found]
+        rows = [{k: self._mapping(row, k, v) if k in _JSON else v for k, v in row.items()} for row in found]
         grid = list(dict.fromkeys(k for row in rows for k in row["dims"] or {}))
         out = []
         for row in rows:
