@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+import sqlite3
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_published_numbers_are_looked_up_by_setting():
 
 def _analysis(study, root):
     store = Store(root / "xling.db")
-    return analyse(study, store.runs(study.name), store.evaluations(study.name))
+    return analyse(study, store.runs(study.name), store.evaluations(study.name), root)
 
 
 def test_teff_is_computed_for_every_language_of_every_bilingual_run(tiny_study):
@@ -276,6 +277,24 @@ def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_stu
     assert f"Evaluated at an earlier checkpoint than their last step, so left out: {said}" in md.read_text()
     evals = {e["language"]: e for e in Store(copy / "xling.db").evaluations(study.name) if e["run_id"].endswith(spec.id)}
     assert {k: e["tokens_trained"] for k, e in evals.items()} == report["tokens_trained"]  # the checkpoint's own
+
+
+@pytest.mark.parametrize("where", ["another root's", "its own, not there"])
+def test_a_store_row_whose_run_directory_is_not_under_the_root_is_no_result(tiny_study, tmp_path, where):
+    """The report used the store's completed rows even where the run directory did not exist under the root: a
+    received store's forged rows (or those of another root sharing --db) reached the report."""
+    study, root = tiny_study
+    copy = tmp_path / "runs"
+    shutil.copytree(root, copy)  # its store's rows name the run directories under `root`
+    spec = next(r for r in study.runs if r.group == "mix")
+    shutil.rmtree(spec.run_dir(copy))
+    if where == "its own, not there":
+        with sqlite3.connect(copy / "xling.db") as db:
+            db.execute("UPDATE runs SET run_dir = ? WHERE name = ?", (str(spec.run_dir(copy)), spec.id))
+    md, a = write_report(study, copy, tmp_path / "rep")
+    assert a.missing == [spec.id] and spec.id not in {r.spec.id for r in a.rows}
+    assert f"Missing (not yet run, interrupted, or damaged: `xling study status {study.name}` says which): " \
+           f"{spec.id}" in md.read_text()
 
 
 def test_a_study_that_names_no_paper_gets_no_published_values(tiny_study, tmp_path):

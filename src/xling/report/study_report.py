@@ -275,7 +275,7 @@ def analyse_study(study: Study, root: str | Path | None = None, db: str | Path |
     store = Store(db or root / STORE_NAME)
     store.sync(study, root)
     with np.errstate(over="ignore"):  # a law evaluated far outside its data overflows to inf, which is handled
-        a = analyse(study, store.runs(study.name), store.evaluations(study.name))
+        a = analyse(study, store.runs(study.name), store.evaluations(study.name), root)
     store.close()
     if not a.rows:
         raise XlingError(f"study {study.name} has no finished runs under {root}: run `{study.command('run', root)}` first")

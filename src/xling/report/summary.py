@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -169,8 +170,16 @@ def run_mixture(spec: RunSpec, run: dict) -> Mixture:
     return mix
 
 
-def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
-    """Everything the report shows, from the store's rows of this study."""
+def _here(run: dict, spec: RunSpec, root: Path) -> bool:
+    """Whether a store row is of the run directory under `root`: a row of none (a received store's, forged, or of
+    another root that shares --db) is no result here."""
+    where = run["run_dir"]
+    return isinstance(where, str) and spec.run_dir(root).is_dir() and Path(where).resolve() == spec.run_dir(root).resolve()
+
+
+def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path) -> Analysis:
+    """Everything the report shows, from the store's rows of this study whose run directories are under `root`
+    (the others are missing)."""
     by_id = {r["name"]: r for r in runs}
     eval_by_run: dict[str, list[dict]] = {}
     for e in evals:
@@ -178,6 +187,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict]) -> Analysis:
     rows, missing, failed, repeated, earlier, max_epochs = [], [], [], [], [], 0.0
     for spec in study.runs:
         run = by_id.get(spec.id)
+        run = run if run is not None and _here(run, spec, Path(root)) else None
         if run is None or run["status"] != "completed" or spec.id not in eval_by_run:
             (failed if run and run["status"] == "failed" else missing).append(spec.id)
             continue
