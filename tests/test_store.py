@@ -328,7 +328,8 @@ def test_a_run_whose_files_hold_values_of_the_wrong_kind_is_skipped_as_damaged(t
         crafted.write_text(json.dumps({**json.loads(crafted.read_text()), key: value}))
     store = Store(tmp_path / "x.db")
     assert store.rebuild(copy) == len(study.runs) - 1
-    assert f"skipped {crafted.parent} in the results store: {crafted}: its " in caplog.text
+    said = "cannot be read" if key == "dims" else "its "  # (a study.json of other types reads as none: rundir.py)
+    assert f"skipped {crafted.parent} in the results store: {crafted}{':' if said == 'its ' else ''} {said}" in caplog.text
     assert {r["name"] for r in store.runs()} == {spec.id for spec in study.runs[1:]}
 
 
