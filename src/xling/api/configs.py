@@ -197,7 +197,7 @@ class Config:
         if not isinstance(overrides, Mapping | None):
             raise XlingError(f"overrides are a mapping of dotted keys, e.g. {{'train.steps': 100}}; got "
                              f"{a_kind(overrides)} {overrides!r:.60}")
-        section = next((key for key in overrides or {} if key in SECTIONS), None)
+        section = next((key for key in overrides or {} if key in SECTIONS and key != "name"), None)  # (name: a value)
         if section is not None:  # (applied as an override it would replace the whole section, dropping its other keys)
             raise XlingError(f"overrides are dotted keys (e.g. {{'train.steps': 100}}), not {section!r}: give a "
                              f"section's keys as {section}.KEY, or the section as a keyword ({section}={{...}})")
