@@ -238,10 +238,23 @@ def test_a_transfer_of_another_checkpoint_is_done_again(received):
     path = run.transfer_path("bible-parts", "L1")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"accuracy": {"L1": 0.5}, "step": step}))
-    assert _transferred(run, "bible-parts", "L1", step)
+    assert _transferred(run, "bible-parts", "L1")
     path.write_text(json.dumps({"accuracy": {"L1": 0.5}, "step": step - 1}))
-    assert not _transferred(run, "bible-parts", "L1", step)
+    assert not _transferred(run, "bible-parts", "L1")
     path.write_text(json.dumps({"accuracy": 5, "step": step}))  # (crafted: read as missing)
-    assert not _transferred(run, "bible-parts", "L1", step)
+    assert not _transferred(run, "bible-parts", "L1")
     path.write_text(json.dumps({"accuracy": {"L1": 0.5}}))  # (before 2026-11-29: no step recorded, kept)
-    assert _transferred(run, "bible-parts", "L1", step)
+    assert _transferred(run, "bible-parts", "L1")
+
+
+def test_a_result_of_the_checkpoint_used_when_the_newest_is_damaged_is_current(received):
+    """Where the newest checkpoint does not verify, commands load the one before: results of that one are the run's
+    (compared with the newest's step they were computed again on every align-report and never reported)."""
+    from xling.analysis.alignment import stored_pair
+
+    run = RunDir(received)
+    older, newest = run.checkpoint_dirs()[-2:]
+    (newest / "training.json").write_text("{}")  # (damaged: its checksum no longer matches)
+    assert run.is_current_step(int(older.name[5:])) and not run.is_current_step(int(older.name[5:]) - 1)
+    main(["align", str(received), "--no-figures", "--sequences", "2", "--grad-sequences", "0"])
+    assert stored_pair(received, None)[1]["step"] == int(older.name[5:])

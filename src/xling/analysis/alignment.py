@@ -229,12 +229,14 @@ def well_formed(result: dict) -> bool:
             and all(isinstance(result.get(part, {}), dict) for part in ("gradient", "embeddings", "word2vec")))
 
 
-def of_pair(path: Path, languages: list[str], step: int | None = None) -> dict:
-    """The alignment results in `path` if they are of these two languages (either order) and, given `step`, of the
-    checkpoint of that step, else {}: an xling before 2026-11-29 wrote any pair's into alignment/, where the run's
-    first two languages' now go, and an alignment of a run still training is of an earlier checkpoint."""
+def of_pair(path: Path, languages: list[str], run: RunDir | None = None) -> dict:
+    """The alignment results in `path` if they are of these two languages (either order) and, given the `run`, of the
+    checkpoint it loads now (`RunDir.is_current_step`), else {}: an xling before 2026-11-29 wrote any pair's into
+    alignment/, where the run's first two languages' now go, and an alignment taken while a run trained is of an
+    earlier checkpoint."""
     result = read_json(path, {})
-    return result if _of(result, languages) and well_formed(result) and step in (None, result["step"]) else {}
+    current = _of(result, languages) and well_formed(result) and (run is None or run.is_current_step(result["step"]))
+    return result if current else {}
 
 
 def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
@@ -244,7 +246,7 @@ def stored_pair(run_dir, pair: tuple[str, str] | None) -> tuple[Path, dict]:
     names = run_language_names(run)
     key = pair_key(names, checked_pair(pair))
     path = run.alignment_file(key)
-    return path, of_pair(path, list(key or names[:2]), run.newest_checkpoint_step())
+    return path, of_pair(path, list(key or names[:2]), run)
 
 
 def align_run(run_dir, pair: tuple[str, str] | None = None, sequences: int = PROBE_SEQUENCES,

@@ -100,23 +100,24 @@ def _missing(spec: RunSpec, root, task: str | None, word2vec: bool, align_option
     `word2vec`, lacks the word2vec control, e.g. after `xling demo`, which aligns without them; whether its alignment
     at some kept checkpoint is missing; whether its transfer on `task` is)."""
     run, names = RunDir(spec.run_dir(root)), list(spec.mixture.names)
-    todo, step = {}, run.newest_checkpoint_step()
+    todo = {}
     for pair in aligned_pairs(spec, pairs):  # none yet, damaged, another pair's, of an earlier checkpoint: again
-        done = of_pair(run.alignment_file(pair), list(pair or names[:2]), step)
+        done = of_pair(run.alignment_file(pair), list(pair or names[:2]), run)
         control = word2vec and pair is None and "word2vec" not in done  # (for clone pairs: frac_clone 0 has none)
         gradients = not done or _gradients_wanted(done, align_options)
         if gradients or (control and "embeddings" in done) or _hidden_wanted(done, align_options):
             todo[pair] = {"word2vec": control, "gradients": gradients}
     over_training = spec.run_config.train.keep_checkpoints != "last"
     return (todo, over_training and not all(of_pair(run.alignment_at(c), names[:2]) for c in run.checkpoint_dirs()),
-            bool(task and not _transferred(run, task, names[0], step)))
+            bool(task and not _transferred(run, task, names[0])))
 
 
-def _transferred(run: RunDir, task: str, language: str, step: int) -> bool:
-    """Whether the run has its transfer on `task` from the checkpoint of `step` (a result of before 2026-11-29 does
-    not say its step: kept)."""
+def _transferred(run: RunDir, task: str, language: str) -> dict:
+    """The run's transfer on `task` if it is of the checkpoint the run loads now (one of before 2026-11-29 does not
+    say its step: kept), else {}."""
     done = read_json(run.transfer_path(task, language), {})
-    return isinstance(done.get("accuracy"), dict) and done.get("step", step) == step  # (not a crafted file's shape)
+    shaped = isinstance(done.get("accuracy"), dict)  # (not a crafted file's shape)
+    return done if shaped and ("step" not in done or run.is_current_step(done["step"])) else {}
 
 
 def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, transfer_steps: int,
@@ -207,12 +208,12 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
                                                                       mix.schedule, label(0, 1),
                                                                       whole=_mix_label(mix, spec.setting)
                                                                       if len(names) > 2 else ""))
-        by_pair, step = {}, run.newest_checkpoint_step()  # (i, j) -> result; a pair's own folder over an older
-        for path in run.alignment_files():  # alignment/ holding it (before 2026-11-29)
+        by_pair = {}  # (i, j) -> result; a pair's own folder over an older alignment/ holding it (before 2026-11-29)
+        for path in run.alignment_files():
             alignment = read_json(path, default={})
             langs = alignment.get("languages")
-            if (alignment and well_formed(alignment) and alignment["step"] == step and isinstance(langs, list)
-                    and len(langs) == 2 and set(langs) <= set(names) and langs[0] != langs[1]):
+            if (alignment and well_formed(alignment) and isinstance(langs, list) and len(langs) == 2
+                    and set(langs) <= set(names) and langs[0] != langs[1] and run.is_current_step(alignment["step"])):
                 by_pair[tuple(sorted(names.index(n) for n in langs))] = alignment
         for (i, j), alignment in sorted(by_pair.items()):
             settings.setdefault((spec.setting, (i, j)), Setting(spec.setting, mix.kind, mix.vocab, p, mix.schedule,
@@ -221,8 +222,9 @@ def collect(study: Study, root=None, task: str = DEFAULT_TASK) -> list[Setting]:
             at = of_pair(run.alignment_at(ckpt), names[:2])
             if at:
                 setting.history.setdefault(at["step"], []).append(at)
-        if _transferred(run, task, mix.names[0], step):
-            setting.transfers.append(read_json(run.transfer_path(task, mix.names[0])))
+        transfer = _transferred(run, task, mix.names[0])
+        if transfer:
+            setting.transfers.append(transfer)
     first: dict[str, int] = {}  # a further pair right after its setting's first two
     for i, (name, _) in enumerate(settings):
         first.setdefault(name, i)
@@ -264,10 +266,9 @@ def coverage(study: Study, root=None, task: str = DEFAULT_TASK) -> dict:
             continue
         run = RunDir(spec.run_dir(root))
         counts = seeds.setdefault(spec.setting, [0, 0])
-        step = run.newest_checkpoint_step()  # (as `collect` reads them)
-        counts[0] += bool(of_pair(run.alignment_path, list(spec.mixture.names[:2]), step))
+        counts[0] += bool(of_pair(run.alignment_path, list(spec.mixture.names[:2]), run))  # (as `collect` reads it)
         counts[1] += 1
-        if _transferred(run, task, spec.mixture.names[0], step):
+        if _transferred(run, task, spec.mixture.names[0]):
             transferred += 1
         else:
             untransferred.add(spec.setting)

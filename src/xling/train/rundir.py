@@ -359,6 +359,14 @@ class RunDir:
         checkpoints = self.checkpoint_dirs()
         return checkpoint_step(checkpoints[-1]) if checkpoints else 0
 
+    def is_current_step(self, step) -> bool:
+        """Whether `step` is that of the checkpoint a command loads now: the newest that verifies (checksums are
+        computed only where `step` is not the newest checkpoint's, as for a result taken while the run trained)."""
+        if step == self.newest_checkpoint_step():
+            return True
+        latest = self.latest_checkpoint()
+        return latest is not None and checkpoint_step(latest) == step
+
     def checkpoint_problem(self, ckpt: Path) -> str | None:
         """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
         manifest_path = ckpt / "manifest.json"
