@@ -498,11 +498,12 @@ def test_the_embedding_verdict_counts_the_papers_clone_pair_mean_and_shows_the_e
     from xling.report.doc import Doc
     from xling.report.verdict import Status
 
-    def setting(p, pairs, base):
+    def setting(p, pairs, base, control=(0.5, 0.51, 0.49)):
         return Setting("s", "clone", "clone", p, "", alignments=[
             {"embeddings": {**{kind: {"clone_pairs": c, "all_pairs": b} for kind in ("input", "output")},
                             "by_frequency": []},
-             "step": 10} for c, b in zip(pairs, base)])
+             "word2vec": {kind: {"clone_pairs": w, "all_pairs": 0.4} for kind in ("input", "output")},
+             "step": 10} for c, b, w in zip(pairs, base, control)])
 
     imbalanced = setting(0.1, [0.49, 0.50, 0.48], [0.47, 0.485, 0.46])  # rises by 0.05, its excess falls by 0.03
     balanced = setting(0.5, [0.44, 0.45, 0.43], [0.39, 0.40, 0.385])
@@ -513,6 +514,13 @@ def test_the_embedding_verdict_counts_the_papers_clone_pair_mean_and_shows_the_e
     assert all(e.test.effect == pytest.approx(0.05) and e.test.status == Status.SUPPORTED for e in counted)
     beside = [e for e in evidence if e.line.startswith("the same above the all-pairs baseline")]
     assert len(beside) == 2 and all(e.test is None and "no (" in e.line for e in beside)
+    assert not any(e.line.startswith("caveat") for e in evidence)  # the control has no trend
+    # where the control rises as well, the counted rise is said to be a change of the whole matrix, not alignment
+    shared = setting(0.1, [0.49, 0.50, 0.48], [0.47, 0.485, 0.46], control=(0.6, 0.61, 0.59))
+    caveats = [e for e in _embeddings(Doc(), [shared, balanced], tmp_path, paper=True) if e.line.startswith("caveat")]
+    assert [e.test for e in caveats] == [None, None] and all(
+        "so are word2vec's, which learns nothing across languages, and so is any pair of the matrix's rows" in e.line
+        for e in caveats)
 
 
 def test_pairs_of_runs_of_more_languages_are_labelled_by_shares_and_schedule():
