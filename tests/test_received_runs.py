@@ -258,3 +258,17 @@ def test_a_result_of_the_checkpoint_used_when_the_newest_is_damaged_is_current(r
     assert run.is_current_step(int(older.name[5:])) and not run.is_current_step(int(older.name[5:]) - 1)
     main(["align", str(received), "--no-figures", "--sequences", "2", "--grad-sequences", "0"])
     assert stored_pair(received, None)[1]["step"] == int(older.name[5:])
+
+
+def test_arrays_encoded_with_a_tokenizer_jsons_truncation_are_not_reused(monkeypatch):
+    """Token arrays an older xling encoded with the file's own truncation (documents cut) have another key."""
+    from types import SimpleNamespace
+
+    from xling.data import token_arrays
+
+    monkeypatch.setattr(token_arrays, "corpus_fingerprint", lambda corpus, split: "the corpus")
+    sp, hf = (SimpleNamespace(kind=kind, sha256="same") for kind in ("sp", "hf"))
+    old_key = token_arrays.json_key({"corpus": "the corpus", "tokenizer": "same", "split": "train",
+                                     "format": token_arrays.FORMAT_VERSION})
+    assert token_arrays.array_key(None, "train", sp) == old_key  # SentencePiece's arrays stay cached
+    assert token_arrays.array_key(None, "train", hf) != old_key

@@ -57,7 +57,10 @@ FORMAT_VERSION = 1
 
 def array_key(corpus: CorpusConfig, split: str, tokenizer: Tokenizer) -> str:
     identity = {"corpus": corpus_fingerprint(corpus, split), "tokenizer": tokenizer.sha256, "split": split,
-                "format": FORMAT_VERSION}
+                "format": FORMAT_VERSION,
+                # a tokenizer.json's own truncation and padding are not applied since 2026-11-29: arrays encoded
+                # with them (documents cut at the file's length) are not reused
+                **({"encoding": 2} if tokenizer.kind == "hf" else {})}
     return json_key(identity)
 
 
