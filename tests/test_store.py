@@ -270,7 +270,6 @@ def test_a_store_that_is_a_symbolic_link_is_refused_and_nothing_written(tiny_stu
 @pytest.mark.parametrize("sql", [
     "CREATE TRIGGER forge AFTER INSERT ON evaluations BEGIN UPDATE evaluations SET ppl = 1.0001; END",
     "CREATE VIEW best AS SELECT * FROM evaluations",
-    "CREATE INDEX by_ppl ON evaluations (ppl)",
 ])
 def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(tiny_study, tmp_path, capsys, sql):
     """A received xling.db with a trigger: every number a rebuild wrote was forged (the tables were compared, not
@@ -300,6 +299,18 @@ def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(
     with sqlite3.connect(copy / "xling.db") as db:
         assert not db.execute("SELECT name FROM sqlite_master WHERE name IN ('forge', 'best', 'by_ppl')").fetchall()
     assert Store(copy / "xling.db").dump() == truth
+
+
+@pytest.mark.parametrize("sql", ["CREATE INDEX by_ppl ON evaluations (ppl)", "ANALYZE"])
+def test_a_users_index_or_sqlites_statistics_keep_the_store(tiny_study, tmp_path, sql):
+    """An index made for one's own queries (the README shows sqlite3 on the store) and ANALYZE's sqlite_stat1 change
+    no row: the store stays as it is (it was set aside, or refused as someone else's file)."""
+    _, root = tiny_study
+    assert main(["store", "rebuild", "--root", str(root), "--db", str(tmp_path / "mine.db")]) == 0
+    truth = Store(tmp_path / "mine.db").dump()
+    with sqlite3.connect(tmp_path / "mine.db") as db:
+        db.execute(sql)
+    assert Store(tmp_path / "mine.db").dump() == truth and not list(tmp_path.glob("*.damaged*"))
 
 
 @pytest.mark.parametrize("name, key, value", [

@@ -249,11 +249,13 @@ class Store:
 
     def _foreign(self, db: sqlite3.Connection) -> str:
         """Why a store whose schema holds what xling does not make is set aside, or "": a trigger (it would follow
-        every write: forge numbers, or never end), view, index, or table of ours made otherwise. A table with
+        every write: forge numbers, or never end), view, or table of ours made otherwise. A table with
         columns of its own is someone else's data, and any such object in a file not named xling.db someone else's
         file: both refused."""
         ours, columns = _ours()
-        found = _schema(db)
+        # SQLite's own (ANALYZE's sqlite_stat1) and a user's indexes for their queries change no row: not foreign
+        found = {(kind, name): sql for (kind, name), sql in _schema(db).items()
+                 if not name.startswith("sqlite_") and (kind != "index" or (kind, name) in ours)}
         for kind, name in found:
             if kind == "table" and _columns(db, name) != columns.get(name, []):
                 raise XlingError(f"{self.path} is an SQLite database with a table '{name}' of its own, not an xling "
