@@ -74,6 +74,7 @@ def test_a_fifo_or_a_device_where_a_file_should_be_is_never_read(received, tmp_p
 @pytest.mark.parametrize("digests, says", [
     (["x"], "its manifest's sha256 is not a digest for each of the checkpoint's files"),
     ({"../../outside": "0" * 64}, "its manifest's sha256 is not a digest for each of the checkpoint's files"),
+    ({}, "its manifest's sha256 is not a digest for each of the checkpoint's files"),  # (the weights unchecked)
 ])
 def test_a_manifest_of_other_shapes_or_naming_files_outside_is_damaged(received, capsys, digests, says):
     for ckpt in RunDir(received).checkpoint_dirs():
@@ -87,7 +88,7 @@ def test_a_manifest_step_that_is_no_number_says_so(received):
     ckpt = _newest(received)
     manifest = json.loads((ckpt / "manifest.json").read_text())
     (ckpt / "manifest.json").write_text(json.dumps({**manifest, "step": str(manifest["step"])}))
-    assert RunDir(received).checkpoint_problem(ckpt).startswith("its manifest's step is a str, not a number, not ")
+    assert RunDir(received).checkpoint_problem(ckpt).startswith("its manifest's step is a str, not the number ")
 
 
 @pytest.mark.parametrize("record", [{"tokenizers": 5}, {"tokenizers": [5]}, {"table": 5}, {"table": [1]}])
@@ -138,11 +139,14 @@ def test_a_config_asking_for_a_huge_model_is_refused_before_it_is_built(received
 def test_a_link_out_of_the_run_is_not_read(received, tmp_path, capsys, monkeypatch):
     from xling.train import session
 
-    mine = tmp_path / "mine.txt"
-    mine.write_text("private")
-    (received / "linked.model").symlink_to(mine)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((received / "config.yaml").read_text())
+    (received / "config.yaml").unlink()
+    (received / "config.yaml").symlink_to(mine)  # (its config read through the link: export and align parsed it)
     monkeypatch.setattr(session, "run_languages", lambda *a, **k: pytest.fail("the run's files were read"))
-    for command in (["sample", received, "--language", "L1", "--tokens", "3"], ["export", received, tmp_path / "hf"]):
+    monkeypatch.setattr(RunDir, "read_config", lambda *a, **k: pytest.fail("the run's config was read"))
+    for command in (["sample", received, "--language", "L1", "--tokens", "3"], ["export", received, tmp_path / "hf"],
+                    ["align", received, "--no-figures"], ["eval", received], ["transfer", received]):
         _one_line(capsys, *command, says="is a symbolic link")
 
 

@@ -186,6 +186,7 @@ class RunDir:
         return any(f.is_file() for f in (self.config_path, self.info_path, self.study_record_path, self.lock_path))
 
     def require(self) -> RunDir:
+        """This run directory, if it holds a run of its own files; else one XlingError."""
         if not self.exists():
             if not self.path.exists():
                 raise XlingError(f"{self.path} does not exist: pass the directory `xling train` wrote")
@@ -193,6 +194,7 @@ class RunDir:
             what = ("a folder of runs (a study's?), not one run: pass one of them (a study's: its name and --root)"
                     if runs else "a file" if self.path.is_file() else "not a run directory (no config.yaml)")
             raise XlingError(f"{self.path} is {what}" + ("" if runs else ": pass the directory `xling train` wrote"))
+        self.check_own()  # a received run's link out of it (to a file of yours) is neither read nor written through
         return self
 
     def check_resumes_with(self, cfg: RunConfig) -> list[str]:
@@ -377,12 +379,12 @@ class RunDir:
             return "corrupt manifest"
         if "step" in manifest and manifest["step"] != checkpoint_step(ckpt):  # (a copy renamed: not that step)
             step = manifest["step"]
-            return (f"its manifest is of step {step}" if type(step) is int else
-                    f"its manifest's step is {a_kind(step)}, not a number") + f", not {checkpoint_step(ckpt)}"
+            return (f"its manifest is of step {step}, not {checkpoint_step(ckpt)}" if type(step) is int else
+                    f"its manifest's step is {a_kind(step)}, not the number {checkpoint_step(ckpt)}")
         digests = manifest.get("sha256", {})
-        if not (isinstance(digests, dict) and all(isinstance(d, str) and name in CHECKPOINT_FILES
-                                                  for name, d in digests.items())):  # (never a path out of it)
-            return "its manifest's sha256 is not a digest for each of the checkpoint's files"
+        if not (isinstance(digests, dict) and "model.safetensors" in digests  # (every format checksums the weights)
+                and all(isinstance(d, str) and name in CHECKPOINT_FILES for name, d in digests.items())):
+            return "its manifest's sha256 is not a digest for each of the checkpoint's files"  # (never a path out)
         for name, digest in digests.items():
             if not (ckpt / name).is_file():
                 return f"{name} missing"

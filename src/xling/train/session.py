@@ -187,7 +187,6 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     `computes`: the model will run (evaluation, sampling, analyses), so an emulated precision is
     worth a warning; an export only reads the weights."""
     run = RunDir(run_dir).require()
-    run.check_own()  # a received run's link out of it (to a file of yours) is neither read nor written through
     cfg = run.config_from_here()
     ckpt = run.latest_checkpoint() if checkpoint is None else checkpoint
     if ckpt is None:  # (before its languages are set up: that may train tokenizers beside a run in training)
@@ -204,7 +203,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
                          "written: restore config.yaml (a run is read as it trained; only where its files are found, "
                          "and how it is evaluated, may change)")
     setup = run_languages(run, cfg, cache_dir)
-    problem = run.checkpoint_problem(ckpt)
+    problem = run.checkpoint_problem(ckpt) if checkpoint is not None else None  # (latest_checkpoint verified it)
     if problem:
         raise XlingError(f"checkpoint {ckpt} cannot be used ({problem})")
     stored, expected = stored_parameters(ckpt), resolve_model(cfg.model, setup.model_vocab).num_parameters()
