@@ -20,6 +20,7 @@ from xling.config import RunConfig
 from xling.errors import XlingError
 from xling.fsio import sha256_file
 from xling.train import rundir as runs
+from xling.train.checkpoint_files import load_training
 from xling.train.rundir import RunDir
 from xling.train.session import load_session
 from xling.train.trainer import Trainer, make_optimizer
@@ -85,7 +86,7 @@ def test_the_training_state_round_trips_exactly(tmp_path):
     ckpt = RunDir(tmp_path).save_checkpoint(3, model, training, RunConfig())
     assert sorted(p.name for p in ckpt.iterdir()) == ["manifest.json", "model.safetensors", "training.json",
                                                       "training.safetensors"]
-    state = RunDir.load_training(ckpt)
+    state = load_training(ckpt)
     assert state["step"] == 3 and state["scaler"] == training["scaler"] and state["scaler"]["scale"] == 256.0
     assert torch.equal(state["torch_rng"], training["torch_rng"])
 

@@ -28,6 +28,12 @@ def a_kind(value) -> str:
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
+def briefly(value, width: int = 40) -> str:
+    """A value's repr for a message, cut to `width` characters (a received file's value may be of any length)."""
+    shown = repr(value)
+    return shown if len(shown) <= width else shown[:width - 3] + "..."
+
+
 def for_terminal(text: str, lines: bool = False) -> str:
     """Text that may come from files a user received (a run's status, a folder's or a config's name), safe to print:
     control characters (escape sequences that clear or recolour a terminal, carriage returns, and newlines unless

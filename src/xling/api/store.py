@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..errors import XlingError
+from ..errors import XlingError, briefly
 from .checks import check_arguments
 from .scores import rows_or_frame
 
@@ -133,8 +133,8 @@ class Store:
             value = cell
         if isinstance(value, dict):
             return value
-        shown, run = repr(cell) if len(repr(cell)) <= 40 else repr(cell)[:37] + "...", row.get("id") or row.get("name")
-        raise XlingError(f"results store {self.path}: the {column} of run {run!r} is {shown}, not a JSON mapping (the "
+        run = row.get("id") or row.get("name")
+        raise XlingError(f"results store {self.path}: the {column} of run {run!r} is {briefly(cell)}, not a JSON mapping (the "
                          "store is damaged, or not one xling wrote): rebuild it with `xling store rebuild --root ROOT`")
 
     def _rows(self, select: str, study: str | None, order: str, **params) -> tuple[list[dict], list[str]]:

@@ -344,7 +344,7 @@ def clone_pair_cosines(s: Setting, group: str, kind: str, *seen: str) -> list[fl
 
 def embedding_excess(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
     """Clone-pair cosine minus the all-pairs baseline, per seed: the alignment above what any two rows share, which
-    moves with p too (beyond the paper, whose baseline is about flat in p)."""
+    moves with p too (beyond the paper, which reports one baseline value per matrix)."""
     return [get(a, group, kind, *seen, "clone_pairs") - get(a, group, kind, *seen, "all_pairs") for a in s.alignments
             if get(a, group, kind, *seen, "clone_pairs") is not None]
 

@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 
 from ..config import to_dict
-from ..errors import XlingError
+from ..errors import XlingError, briefly
 from ..fsio import make_dirs
 from ..train.rundir import PROTOCOL, RunDir
 from .spec import Study
@@ -67,9 +67,8 @@ def _field(path: Path, data: dict, key: str, kind: str, default=None, label: str
     of_kind = isinstance(value, _KINDS[kind]) and not isinstance(value, bool) and not (kind == "a count" and value < 0)
     too_big = isinstance(value, int) and not -2**63 <= value < 2**63  # (SQLite's integers are 64-bit)
     if not of_kind or too_big:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
         why = "beyond the 64-bit integers SQLite stores" if of_kind else f"not {kind}"
-        raise XlingError(f"{path}: its {label or key} is {shown}, {why}")
+        raise XlingError(f"{path}: its {label or key} is {briefly(value)}, {why}")
     return value
 
 

@@ -39,8 +39,6 @@ from .checkpoint_files import (
     CHECKPOINT_FORMAT,
     checkpoint_files,
     checkpoint_step,
-    load_training,
-    load_weights,
 )
 
 KEEP_CHECKPOINTS = 2
@@ -75,9 +73,6 @@ def _malformed_info(info) -> str:
 
 
 class RunDir:
-    load_weights = staticmethod(load_weights)  # (the checkpoint's files: checkpoint_files.py)
-    load_training = staticmethod(load_training)
-
     def __init__(self, path: str | Path):
         self.path = Path(path)
 

@@ -20,7 +20,7 @@ from ..data.stream import LanguageSetup
 from ..errors import XlingError
 from ..model.gpt import GPT
 from ..model_dims import resolve_model
-from .checkpoint_files import checkpoint_step, stored_parameters
+from .checkpoint_files import checkpoint_step, load_weights, stored_parameters
 from .lock import is_locked
 from .portable import run_languages
 from .rundir import RunDir
@@ -214,7 +214,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     if dev.type == "cpu":
         cpu_allocator_setup()
     model = build_model(cfg, setup, dev)
-    run.load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
+    load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
     if computes:
         warn_if_emulated(cfg.train.precision, dev)

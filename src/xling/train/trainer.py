@@ -25,7 +25,7 @@ from ..data.stream import TrainStream, budget_steps, plan_tokens, prepare_langua
 from ..errors import XlingError, first_line
 from ..fsio import make_dirs
 from . import distributed
-from .checkpoint_files import restore_training
+from .checkpoint_files import load_weights, restore_training
 from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
@@ -182,7 +182,7 @@ class Trainer:
         """Continue from self.resume_from; returns the step training goes on from (0: none)."""
         step = 0
         if self.resume_from is not None:
-            self.run.load_weights(self.resume_from, self.model, map_location=self.device)
+            load_weights(self.resume_from, self.model, map_location=self.device)
             step = restore_training(self.resume_from, self.optimizer, self.scaler)
         if self.world.is_main:
             self.run.remove_partial_checkpoints()
