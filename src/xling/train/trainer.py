@@ -261,7 +261,8 @@ class Trainer:
                 try:
                     self.build(resume)
                 except BaseException:  # bad data, Ctrl-C: nothing left behind but what was there
-                    left = {p.name for p in self.run.path.iterdir()} if new and self.world.is_main else None
+                    left = ({p.name for p in self.run.path.iterdir()} if new and self.world.is_main
+                            and self.run.path.is_dir() else None)  # (never a second error over the first)
                     if left is not None and left <= {self.run.lock_path.name}:
                         shutil.rmtree(self.run.path, ignore_errors=True)
                     raise
