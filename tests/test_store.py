@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -270,6 +271,9 @@ def test_a_store_that_is_a_symbolic_link_is_refused_and_nothing_written(tiny_stu
 @pytest.mark.parametrize("sql", [
     "CREATE TRIGGER forge AFTER INSERT ON evaluations BEGIN UPDATE evaluations SET ppl = 1.0001; END",
     "CREATE VIEW best AS SELECT * FROM evaluations",
+    "CREATE UNIQUE INDEX by_ppl ON evaluations (language)",  # (REPLACE would delete every other language's rows)
+    "CREATE INDEX by_ppl ON runs (json_extract(config, '$['))",  # (an expression: every insert would fail)
+    "CREATE INDEX by_ppl ON evaluations (ppl) WHERE ppl > 1",
 ])
 def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(tiny_study, tmp_path, capsys, sql):
     """A received xling.db with a trigger: every number a rebuild wrote was forged (the tables were compared, not
@@ -286,6 +290,8 @@ def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(
     for path in (copy / "xling.db", tmp_path / "mine.db"):
         db, copied = sqlite3.connect(tmp_path / "truth.db"), sqlite3.connect(path)
         db.backup(copied)
+        if "INDEX" in sql:  # (made on the received store before its rows: they would not fit it)
+            copied.executescript("DELETE FROM metrics; DELETE FROM evaluations; DELETE FROM runs;")
         copied.execute(sql)
         db.close(), copied.close()
     before = (tmp_path / "mine.db").read_bytes()
@@ -299,6 +305,19 @@ def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(
     with sqlite3.connect(copy / "xling.db") as db:
         assert not db.execute("SELECT name FROM sqlite_master WHERE name IN ('forge', 'best', 'by_ppl')").fetchall()
     assert Store(copy / "xling.db").dump() == truth
+
+
+def test_a_trigger_named_as_sqlites_own_is_foreign_too(tmp_path):
+    """SQLite reserves sqlite_ names only when an object is made: a crafted file renames its trigger."""
+    Store(tmp_path / "mine.db").close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "mine.db")) as db:
+        db.execute("CREATE TRIGGER forge AFTER INSERT ON evaluations BEGIN UPDATE evaluations SET ppl = 1.0001; END")
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET name = 'sqlite_forge', sql = replace(sql, 'forge AFTER', 'sqlite_forge AFTER') "
+                   "WHERE name = 'forge'")
+        db.commit()
+    with pytest.raises(XlingError, match="holds a trigger 'sqlite_forge' that xling does not make"):
+        Store(tmp_path / "mine.db")
 
 
 @pytest.mark.parametrize("sql", ["CREATE INDEX by_ppl ON evaluations (ppl)", "ANALYZE"])

@@ -151,6 +151,20 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_SQLITE_TABLES = ("sqlite_stat1", "sqlite_stat4", "sqlite_sequence")  # what ANALYZE and AUTOINCREMENT make
+
+
+def _plain_index(db: sqlite3.Connection, name: str, tables: dict[str, list[str]]) -> bool:
+    """Whether an index is one a user may add for their queries: on a table of ours, of its columns only, neither
+    unique (REPLACE would delete rows) nor partial nor of expressions (which can fail every insert)."""
+    table = db.execute("SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+    if not table or table[0] not in tables:
+        return False
+    listed = next((r for r in db.execute(f"PRAGMA index_list({_quoted(table[0])})") if r[1] == name), None)
+    keys = [r for r in db.execute(f"PRAGMA index_xinfo({_quoted(name)})") if r[5]]  # (the key columns)
+    return bool(listed) and not listed[2] and not listed[4] and all(r[1] >= 0 for r in keys)
+
+
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in db.execute(f"PRAGMA table_info({_quoted(table)})")]
 
@@ -252,9 +266,10 @@ class Store:
         columns of its own is someone else's data, and any such object in a file not named xling.db someone else's
         file: both refused."""
         ours, columns = _ours()
-        # SQLite's own (ANALYZE's sqlite_stat1) and a user's indexes for their queries change no row: not foreign
-        found = {(kind, name): sql for (kind, name), sql in _schema(db).items()
-                 if not name.startswith("sqlite_") and (kind != "index" or (kind, name) in ours)}
+        # SQLite's own statistics and a user's plain indexes for their queries change no row: not foreign
+        sqlites = {("table", name) for name in _SQLITE_TABLES}
+        found = {key: sql for key, sql in _schema(db).items() if key not in sqlites
+                 and not (key[0] == "index" and key not in ours and _plain_index(db, key[1], columns))}
         for kind, name in found:
             if kind == "table" and _columns(db, name) != columns.get(name, []):
                 raise XlingError(f"{self.path} is an SQLite database with a table '{name}' of its own, not an xling "
