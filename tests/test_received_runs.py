@@ -72,9 +72,9 @@ def test_a_fifo_or_a_device_where_a_file_should_be_is_never_read(received, tmp_p
 
 
 @pytest.mark.parametrize("digests, says", [
-    (["x"], "its manifest's sha256 is not a digest for each of the checkpoint's files"),
-    ({"../../outside": "0" * 64}, "its manifest's sha256 is not a digest for each of the checkpoint's files"),
-    ({}, "its manifest's sha256 is not a digest for each of the checkpoint's files"),  # (the weights unchecked)
+    (["x"], "its manifest's sha256 lacks the weights' digest or names other files"),
+    ({"../../outside": "0" * 64}, "its manifest's sha256 lacks the weights' digest or names other files"),
+    ({}, "its manifest's sha256 lacks the weights' digest or names other files"),  # (the weights unchecked)
 ])
 def test_a_manifest_of_other_shapes_or_naming_files_outside_is_damaged(received, capsys, digests, says):
     for ckpt in RunDir(received).checkpoint_dirs():
@@ -251,7 +251,7 @@ def test_a_transfer_of_another_checkpoint_is_done_again(received):
     assert _transferred(run, "bible-parts", "L1")
 
 
-def test_a_result_of_the_checkpoint_used_when_the_newest_is_damaged_is_current(received):
+def test_a_result_of_the_checkpoint_used_when_the_newest_is_damaged_is_current(received, monkeypatch):
     """Where the newest checkpoint does not verify, commands load the one before: results of that one are the run's
     (compared with the newest's step they were computed again on every align-report and never reported)."""
     from xling.analysis.alignment import stored_pair
@@ -259,7 +259,11 @@ def test_a_result_of_the_checkpoint_used_when_the_newest_is_damaged_is_current(r
     run = RunDir(received)
     older, newest = run.checkpoint_dirs()[-2:]
     (newest / "training.json").write_text("{}")  # (damaged: its checksum no longer matches)
+    hashed = []
+    real = RunDir.checkpoint_problem
+    monkeypatch.setattr(RunDir, "checkpoint_problem", lambda self, ckpt: hashed.append(ckpt) or real(self, ckpt))
     assert run.is_current_step(int(older.name[5:])) and not run.is_current_step(int(older.name[5:]) - 1)
+    assert len(hashed) == 2 and RunDir(received).is_current_step(int(older.name[5:])) and len(hashed) == 2  # once
     main(["align", str(received), "--no-figures", "--sequences", "2", "--grad-sequences", "0"])
     assert stored_pair(received, None)[1]["step"] == int(older.name[5:])
 

@@ -20,6 +20,7 @@ every write into it (all atomic).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -358,11 +359,13 @@ class RunDir:
 
     def is_current_step(self, step) -> bool:
         """Whether `step` is that of the checkpoint a command loads now: the newest that verifies (checksums are
-        computed only where `step` is not the newest checkpoint's, as for a result taken while the run trained)."""
+        computed only where `step` is not the newest checkpoint's, as for a result taken while the run trained: a
+        result of the newest checkpoint's step is taken as current without them)."""
         if step == self.newest_checkpoint_step():
             return True
-        latest = self.latest_checkpoint()
-        return latest is not None and checkpoint_step(latest) == step
+        files = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for d in self.checkpoint_dirs()
+                      for f in sorted(d.iterdir()) if f.is_file())
+        return _verified_step(str(self.path), files) == step
 
     def checkpoint_problem(self, ckpt: Path) -> str | None:
         """Why a checkpoint cannot be trusted, or None if its files match the manifest."""
@@ -379,7 +382,7 @@ class RunDir:
         digests = manifest.get("sha256", {})
         if not (isinstance(digests, dict) and "model.safetensors" in digests  # (every format checksums the weights)
                 and all(isinstance(d, str) and name in CHECKPOINT_FILES for name, d in digests.items())):
-            return "its manifest's sha256 is not a digest for each of the checkpoint's files"  # (never a path out)
+            return "its manifest's sha256 lacks the weights' digest or names other files"  # (never a path out of it)
         for name, digest in digests.items():
             if not (ckpt / name).is_file():
                 return f"{name} missing"
@@ -435,6 +438,14 @@ class RunDir:
         ignore = RESUMABLE_KEYS if cfg is not None else (
             *RESUMABLE_KEYS, *LOCATION_KEYS, *(("languages.corpora",) if trained.corpus.name != "bible" else ()))
         return config_differences(trained, self.read_config() if cfg is None else cfg, ignore=ignore)
+
+
+@functools.lru_cache(maxsize=1024)
+def _verified_step(run: str, files: tuple) -> int | None:
+    """The step of the newest checkpoint of `run` that verifies, hashed once per process while its checkpoints' files
+    (`files`: names, times, sizes) stay as they are (a report asks for every run several times)."""
+    latest = RunDir(run).latest_checkpoint()
+    return None if latest is None else checkpoint_step(latest)
 
 
 def _kept(step: int, cfg: RunConfig) -> bool:
