@@ -58,8 +58,7 @@ def stored_parameters(ckpt: Path) -> int:
         with safe_open(str(path), "pt") as weights:
             return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
-        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
-                         "from a copy") from None
+        raise _unreadable(path, exc) from None
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module, map_location="cpu") -> None:
@@ -122,8 +121,12 @@ def _read_safetensors(path: Path, device: str = "cpu") -> dict:
     try:
         return load_file(path, device=device)
     except Exception as exc:  # safetensors' SafetensorError, an OSError of a bad header
-        raise XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run "
-                         "from a copy") from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> XlingError:
+    return XlingError(f"{path} is not a safetensors file xling can read ({first_line(exc)}): restore the run from a "
+                      "copy")
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
