@@ -307,6 +307,17 @@ def test_a_store_holding_what_xling_does_not_make_is_set_aside_before_any_write(
     assert Store(copy / "xling.db").dump() == truth
 
 
+def test_the_python_api_reads_no_store_holding_what_xling_does_not_make(tiny_study, tmp_path):
+    """xling.Store only reads, so it never set such a store aside: a view in place of a table fed it forged rows."""
+    _, root = tiny_study
+    assert main(["store", "rebuild", "--root", str(root), "--db", str(tmp_path / "x.db")]) == 0
+    assert xling.Store(db=tmp_path / "x.db").evaluations()
+    with contextlib.closing(sqlite3.connect(tmp_path / "x.db")) as db:
+        db.executescript("DROP TABLE evaluations; CREATE VIEW evaluations AS SELECT 1.0001 AS ppl;")
+    with pytest.raises(XlingError, match="holds a view 'evaluations' that xling does not make: `xling store rebuild"):
+        xling.Store(db=tmp_path / "x.db").evaluations()
+
+
 def test_a_trigger_named_as_sqlites_own_is_foreign_too(tmp_path):
     """SQLite reserves sqlite_ names only when an object is made: a crafted file renames its trigger."""
     Store(tmp_path / "mine.db").close()

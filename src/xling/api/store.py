@@ -91,6 +91,17 @@ class Store:
             if Path(f"{self.path}-wal").exists() or os.access(self.path.parent, os.W_OK):
                 raise
             db = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        from ..study.store import foreign_object
+
+        try:  # (a view named as a table would feed forged rows, and one of a recursive query never end)
+            what = foreign_object(db, self.path)
+        except BaseException:
+            db.close()
+            raise
+        if what:
+            db.close()
+            raise XlingError(f"results store {self.path} {what}: `xling store rebuild --root ROOT` sets it aside and "
+                             "builds the store again from the run directories")
         db.row_factory = sqlite3.Row
         db.set_authorizer(_only_reads)
         return db

@@ -185,6 +185,23 @@ def _ours() -> tuple[dict, dict[str, list[str]]]:
         return schema, {name: _columns(db, name) for kind, name in schema if kind == "table"}
 
 
+def foreign_object(db: sqlite3.Connection, path: Path) -> str:
+    """What a store holds that xling does not make, in words ("holds a trigger 'x' that xling does not make"), or "":
+    a trigger (it would follow every write: forge numbers, or never end), a view, an index that can delete or refuse
+    rows, or a table of ours made otherwise. A table with columns of its own is someone else's data: refused."""
+    ours, columns = _ours()
+    # SQLite's own statistics and a user's plain indexes for their queries change no row: not foreign
+    sqlites = {("table", name) for name in _SQLITE_TABLES}
+    found = {key: sql for key, sql in _schema(db).items() if key not in sqlites
+             and not (key[0] == "index" and key not in ours and _plain_index(db, key[1], columns))}
+    for kind, name in found:
+        if kind == "table" and _columns(db, name) != columns.get(name, []):
+            raise XlingError(f"{path} is an SQLite database with a table '{name}' of its own, not an xling results "
+                             "store: give another --db")
+    kind, name = next((key for key, sql in found.items() if ours.get(key, "") != sql), ("", ""))
+    return f"holds {'an' if kind[:1] == 'i' else 'a'} {kind} '{name}' that xling does not make" if kind else ""
+
+
 SQLITE_HEADER = b"SQLite format 3\0"
 STORE_NAME = "xling.db"  # a runs root's own store: one of that name that is no SQLite file is ours, damaged
 
@@ -261,24 +278,12 @@ class Store:
             return ""  # a damaged store of ours: set aside and rebuilt below
 
     def _foreign(self, db: sqlite3.Connection) -> str:
-        """Why a store whose schema holds what xling does not make is set aside, or "": a trigger (it would follow
-        every write: forge numbers, or never end), view, or table of ours made otherwise. A table with
-        columns of its own is someone else's data, and any such object in a file not named xling.db someone else's
-        file: both refused."""
-        ours, columns = _ours()
-        # SQLite's own statistics and a user's plain indexes for their queries change no row: not foreign
-        sqlites = {("table", name) for name in _SQLITE_TABLES}
-        found = {key: sql for key, sql in _schema(db).items() if key not in sqlites
-                 and not (key[0] == "index" and key not in ours and _plain_index(db, key[1], columns))}
-        for kind, name in found:
-            if kind == "table" and _columns(db, name) != columns.get(name, []):
-                raise XlingError(f"{self.path} is an SQLite database with a table '{name}' of its own, not an xling "
-                                 "results store: give another --db")
-        kind, name = next((key for key, sql in found.items() if ours.get(key, "") != sql), ("", ""))
-        what = f"holds {'an' if kind[:1] == 'i' else 'a'} {kind} '{name}' that xling does not make"
-        if kind and self.path.name != STORE_NAME:
+        """Why a store whose schema holds what xling does not make is set aside, or "" (`foreign_object`); any such
+        object in a file not named xling.db is someone else's file: refused."""
+        what = foreign_object(db, self.path)
+        if what and self.path.name != STORE_NAME:
             raise XlingError(f"{self.path} {what}, so it is not a results store xling wrote: give another --db")
-        return what if kind else ""
+        return what
 
     def _open(self) -> None:
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)  # explicit transactions below
