@@ -217,8 +217,10 @@ def run_language_names(run: RunDir) -> list[str]:
 
 
 def _of(result: dict, languages: list[str]) -> bool:
+    """Whether alignment results are of these two languages (either order), in the shape `align_run` writes."""
     found = result.get("languages")
-    return isinstance(found, list) and all(isinstance(name, str) for name in found) and sorted(found) == sorted(languages)
+    return (isinstance(found, list) and all(isinstance(name, str) for name in found)
+            and sorted(found) == sorted(languages) and well_formed(result))
 
 
 def well_formed(result: dict) -> bool:
@@ -235,7 +237,7 @@ def of_pair(path: Path, languages: list[str], run: RunDir | None = None) -> dict
     alignment/, where the run's first two languages' now go, and an alignment taken while a run trained is of an
     earlier checkpoint."""
     result = read_json(path, {})
-    current = _of(result, languages) and well_formed(result) and (run is None or run.is_current_step(result["step"]))
+    current = _of(result, languages) and (run is None or run.is_current_step(result["step"]))
     return result if current else {}
 
 
@@ -362,7 +364,7 @@ def _keep_earlier(result: dict, earlier: dict) -> None:
     without --word2vec, or with --grad-sequences 0, must not delete those results). The word2vec
     control depends on the training stream only; gradients only if from the same checkpoint step.
     Their names go to result["kept"]. Both measures are symmetric, so the pair counts in either order."""
-    if not (_of(earlier, result["languages"]) and well_formed(earlier)):  # (a crafted file keeps nothing)
+    if not _of(earlier, result["languages"]):  # (a crafted file keeps nothing)
         return
     kept = [key for key, same_source in (("word2vec", "embeddings" in result),
                                          ("gradient", earlier.get("step") == result["step"]))

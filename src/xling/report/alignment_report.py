@@ -24,7 +24,6 @@ from .alignment_results import (
     Setting,
     centred_baseline,
     centred_excess,
-    clone_pair_cosines,
     collect,
     compute_missing,
     coverage,
@@ -37,6 +36,7 @@ from .alignment_results import (
     mean_hidden,
     measure_layers,
     measure_mean,
+    pair_cosines,
     stat,
 )
 from .doc import Doc
@@ -235,21 +235,21 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> li
             "the mean cosine of the bin's other pairs (not clone pairs; bins of at least 5 pairs). Alignment is "
             "the height above it: rarely trained rows move alike, so they are similar to any row of their bin.")
     # the tokens of the training text only, where the alignments have them (computed since 2026-11-29)
-    text_only = [("embeddings", kind, "seen") for kind in ("input", "output")] if _seen_only(doc, embedded) else []
+    text_only = ("input", "output") if _seen_only(doc, embedded) else ()
     imb, bal = find(embedded, "clone", 0.1), find(embedded, "clone", 0.5)
     evidence = []
     for kind in ("input", "output"):  # the paper's quantity counts: the clone-pair mean (Figure 7's y axis)
-        raw = higher(imb, bal, lambda s, k=kind: clone_pair_cosines(s, "embeddings", k))
+        raw = higher(imb, bal, lambda s, k=kind: pair_cosines(s, "embeddings", k))
         above = higher(imb, bal, lambda s, k=kind: embedding_excess(s, "embeddings", k))
         # beside it, not counted: the excess over all pairs, and word2vec on the same stream, the control (the paper
         # finds no trend in its clone-pair mean; it learns nothing across languages)
-        control = higher(imb, bal, lambda s, k=kind: clone_pair_cosines(s, "word2vec", k))
+        control = higher(imb, bal, lambda s, k=kind: pair_cosines(s, "word2vec", k))
         evidence += [Evidence("3", f"{kind} embeddings 90/10 > 50/50, the paper's clone-pair mean: {raw.answer()}", raw),
                      Evidence("3", f"the same above the all-pairs baseline (beyond the paper): {above.answer()}"),
                      Evidence("3", f"control: word2vec {kind} 90/10 > 50/50, clone-pair mean"
                                    + (" (paper: no trend)" if paper else "") + f": {control.answer()}")]
         if raw.status is Status.SUPPORTED and control.status is Status.SUPPORTED:
-            baseline = higher(imb, bal, lambda s, k=kind: [get(a, "embeddings", k, "all_pairs") for a in s.alignments])
+            baseline = higher(imb, bal, lambda s, k=kind: pair_cosines(s, "embeddings", k, "all_pairs"))
             shared = (f"The {kind} embeddings' clone pairs are more similar at 90/10, but so are word2vec's, which "
                       "learns nothing across languages" + (", and so are any two rows of the matrix (its all-pairs "
                                                           "baseline is higher too)" if baseline.status is
@@ -259,8 +259,8 @@ def _embeddings(doc: Doc, embedded: list[Setting], out: Path, paper: bool) -> li
                           if above.status is Status.SUPPORTED else ""))
             doc.p(shared + ".")
             evidence.append(Evidence("3", f"caveat: {shared[0].lower()}{shared[1:]}"))
-    for group, kind, *seen in text_only:  # beyond the paper, beside its measure
-        test = higher(imb, bal, lambda s, g=group, k=kind, o=seen: embedding_excess(s, g, k, *o))
+    for kind in text_only:  # beyond the paper, beside its measure
+        test = higher(imb, bal, lambda s, k=kind: embedding_excess(s, "embeddings", k, "seen"))
         evidence.append(Evidence("3", f"{kind} embeddings 90/10 > 50/50, tokens of the training text only, clone pairs "
                                       f"above all pairs (beyond the paper): {test.answer()}"))
     return evidence

@@ -335,11 +335,10 @@ def hidden_excess(s: Setting) -> list[float]:
     return [a["hidden"]["mean"] - float(np.nanmean(a["hidden"]["shuffled_baseline"])) for a in s.alignments]
 
 
-def clone_pair_cosines(s: Setting, group: str, kind: str, *seen: str) -> list[float]:
-    """The mean clone-pair cosine, per seed: the paper's quantity (its Figure 7 plots it against p, with the all-pairs
-    baseline as a reference line). `"seen"`: of the tokens of the training text only (alignments computed before
-    2026-11-29 lack it)."""
-    return [v for v in (get(a, group, kind, *seen, "clone_pairs") for a in s.alignments) if v is not None]
+def pair_cosines(s: Setting, group: str, kind: str, pairs: str = "clone_pairs") -> list[float]:
+    """The mean cosine of a matrix's clone pairs (or, `pairs` "all_pairs", of all its pairs), per seed: the clone
+    pairs' is the paper's quantity (its Figure 7 plots it against p, with the all-pairs baseline as a reference)."""
+    return [v for v in (get(a, group, kind, pairs) for a in s.alignments) if v is not None]
 
 
 def embedding_excess(s: Setting, group: str, kind: str, *seen: str) -> list[float]:

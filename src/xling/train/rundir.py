@@ -57,6 +57,7 @@ PROTOCOL = ("window", "last_n", "max_tokens")  # the eval keys an evaluation's n
 
 
 RUN_STATUSES = ("running", "interrupted", "failed", "completed")  # what training writes in run.json
+_STUDY_RECORD_KINDS = {"study": str, "group": str, "id": str, "error": str, "status": str, "config": dict, "dims": dict}
 
 
 def _malformed_info(info) -> str:
@@ -269,8 +270,7 @@ class RunDir:
         """study.json's content, or {} when missing, unreadable or not of the types the runner writes (the runner then
         redoes the work; `xling status` calls it damaged)."""
         record = read_json(self.study_record_path, default={})
-        kinds = {"study": str, "group": str, "id": str, "error": str, "status": str, "config": dict, "dims": dict}
-        wrong = any(not isinstance(record[key], kind) for key, kind in kinds.items() if key in record)
+        wrong = any(not isinstance(record[key], kind) for key, kind in _STUDY_RECORD_KINDS.items() if key in record)
         return {} if wrong or type(record.get("attempts", 0)) is not int else record
 
     def update_info(self, **fields) -> dict:
