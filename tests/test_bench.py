@@ -158,7 +158,7 @@ def test_openmp_settings_from_the_environment_win(monkeypatch):
 def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
     import torch
 
-    from xling.train import session as train
+    from xling.train import precision as train
 
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
     assert train.autocast_factory("auto", torch.device("cpu"))[1] == "fp32"
@@ -172,7 +172,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     (emulated, they stalled it for minutes) and says why."""
     pytest.importorskip("transformers")
     from xling.analysis import bench
-    from xling.train import session
+    from xling.train import precision as session
 
     monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])  # the trainer's 'auto' precision and the bench's choice
     result = run_bench(tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu"}), steps=1, warmup=0,
@@ -192,7 +192,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
 @pytest.mark.parametrize("precision,why", [("bf16", "turns native bf16 off"), ("fp16", "turns native fp16 off")])
 def test_bench_refuses_a_precision_the_cpu_emulates(tiny_corpus_dir, tmp_path, monkeypatch, capsys, precision, why):
     """Asked for an emulated precision, the bench says so in one line (it used to stall for minutes)."""
-    from xling.train import session
+    from xling.train import precision as session
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])  # fp16 too, on any CPU running the test
@@ -206,7 +206,8 @@ def test_bench_refuses_a_precision_the_cpu_emulates(tiny_corpus_dir, tmp_path, m
 
 
 def test_training_and_evaluating_in_a_precision_the_cpu_emulates_warns(tiny_corpus_dir, tmp_path, monkeypatch, caplog):
-    from xling.train import session
+    from xling.train import precision as session
+    from xling.train.session import load_session
     from xling.train.trainer import Trainer
 
     monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx2"])
@@ -214,14 +215,14 @@ def test_training_and_evaluating_in_a_precision_the_cpu_emulates_warns(tiny_corp
         caplog.clear()
         cfg = tiny_config(tiny_corpus_dir, train={"precision": precision, "device": "cpu", "steps": 2})
         Trainer(cfg, tmp_path / precision).fit(progress=False)
-        session.load_session(tmp_path / precision, device="cpu")  # evaluation, sampling, alignment load it so
+        load_session(tmp_path / precision, device="cpu")  # evaluation, sampling, alignment load it so
         lines = [r.getMessage() for r in caplog.records if "emulated on this CPU" in r.getMessage()]
         assert len(lines) == (2 if warned else 0), precision
         assert all("many times slower than precision auto (fp32 here) or fp32" in line for line in lines)
 
 
 def test_a_onednn_isa_cap_turns_native_fp16_off_too(monkeypatch):
-    from xling.train import session
+    from xling.train import precision as session
 
     monkeypatch.setattr(session, "_cpu_flags", lambda: ["avx512_fp16", "avx512_bf16"])
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
@@ -236,7 +237,7 @@ def test_a_onednn_isa_cap_turns_native_fp16_off_too(monkeypatch):
 
 
 def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):
-    from xling.train import session
+    from xling.train import precision as session
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)

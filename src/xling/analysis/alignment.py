@@ -24,8 +24,9 @@ from ..data.stream import find_language, pad_batch, pinned_budget_steps
 from ..errors import XlingError
 from ..fsio import atomic_write_json, read_json
 from ..train.checkpoint_files import checkpoint_step
+from ..train.precision import emulated_here
 from ..train.rundir import RunDir
-from ..train.session import emulated_here, load_session
+from ..train.session import load_session
 from .alignment_plots import plot_embeddings, plot_gradients, plot_hidden
 from .embeddings import clone_pairs, embedding_similarity, training_counts
 from .probes import Probes, make_probes

@@ -18,7 +18,8 @@ import torch
 from ..config import RunConfig
 from ..errors import XlingError
 from ..model_dims import ModelDims
-from ..train.session import autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here, pick_device
+from ..train.precision import autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here
+from ..train.session import pick_device
 from ..train.trainer import Trainer, make_optimizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

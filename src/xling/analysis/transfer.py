@@ -25,7 +25,8 @@ from ..data.sources import csv_row
 from ..data.stream import pad_batch
 from ..errors import XlingError
 from ..fsio import atomic_write_json
-from ..train.session import autocast_factory, load_session
+from ..train.precision import autocast_factory
+from ..train.session import load_session
 from ..train.trainer import lr_at
 
 BIBLE_TASK = "bible-parts"

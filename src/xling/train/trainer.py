@@ -30,8 +30,9 @@ from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
+from .precision import autocast_factory, warn_if_emulated
 from .rundir import RunDir
-from .session import autocast_factory, build_model, cpu_allocator_setup, pick_device, warn_if_emulated
+from .session import build_model, cpu_allocator_setup, pick_device
 from .stopping import is_stop, stop_at_step_end
 
 log = logging.getLogger(__name__)
