@@ -155,18 +155,6 @@ def test_openmp_settings_from_the_environment_win(monkeypatch):
     assert cli.os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in cli.os.environ
 
 
-def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16(monkeypatch):
-    import torch
-
-    from xling.train import precision as train
-
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    assert train.autocast_factory("auto", torch.device("cpu"))[1] == "fp32"
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
-    assert train.autocast_factory("auto", torch.device("cpu"))[1] == "bf16"
-    assert train.autocast_factory("fp32", torch.device("cpu"))[1] == "fp32"
-
-
 def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, monkeypatch):
     """On a CPU without native bf16 the bench neither times bf16 GEMMs nor Hugging Face in bf16
     (emulated, they stalled it for minutes) and says why."""
@@ -179,6 +167,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
                        log=lambda _: None, peak_size=64)
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
     assert "emulated" in result["skipped_precisions"]["bf16"] and "bf16 not timed" in bench_table(result)
+    assert "precision auto here: fp32: bf16 is not native here" in bench_table(result)
     for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
         monkeypatch.delenv(variable, raising=False)
     assert "no AVX512-BF16 or AMX" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]

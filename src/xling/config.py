@@ -43,6 +43,7 @@ MAX = 10**9  # the upper bound of counts that have no natural one (steps, interv
 # passes each: 100 on a CPU; a paper-scale study's align-report takes 500), and the gradients' precision (auto: the
 # authors', fp16 autocast on a GPU and fp32 on a CPU)
 PROBE_SEQUENCES, GRAD_SEQUENCES, GRAD_PRECISIONS = 500, 100, ("auto", "fp32", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # what a model multiplies in (train.precision: auto or one of these)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class TrainConfig:
     min_lr: float = field(default=2e-5, metadata=between(0, 10))  # the cosine decay ends here at the last step
     warmup: int = field(default=50, metadata=between(0, MAX))  # steps of linear warm-up
     clip: float = field(default=0.0, metadata=between(0, 1e6))  # 0 disables gradient clipping (as in the paper)
-    precision: str = field(default="auto", metadata=one_of("auto", "fp32", "bf16", "fp16"))  # autocast dtype
+    precision: str = field(default="auto", metadata=one_of("auto", *PRECISIONS))  # autocast dtype
     log_every: int = field(default=10, metadata=between(1, MAX))  # steps between metric records (and at checkpoints)
     eval_every: int = field(default=0, metadata=between(0, MAX))  # 0: validation only at the end
     checkpoint_every: int = field(default=100, metadata=between(1, MAX))  # steps between checkpoints: what a kill loses

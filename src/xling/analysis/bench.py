@@ -18,7 +18,7 @@ import torch
 from ..config import RunConfig
 from ..errors import XlingError
 from ..model_dims import ModelDims
-from ..train.precision import autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here
+from ..train.precision import auto_precision_reason, autocast_factory, cpu_emulates, cpu_has_bf16, emulated_here
 from ..train.session import pick_device
 from ..train.trainer import Trainer, make_optimizer
 
@@ -335,6 +335,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
               "peaks": peaks, "nominal_peak": nominal_peak(device), "xling": xling,
               "hf": {"error": hf_error} if hf_error else None, "ratio": None,
               "skipped_precisions": native_precisions(device)[1]}
+    if cfg.train.precision == "auto":  # (on a CPU: measured, README)
+        result["precision_auto"] = auto_precision_reason(device)
     _add_hf_and_mfu(result, times, tokens, hf_precisions)
     result["machine"]["load_average_end"] = _loadavg()
     return result

@@ -25,7 +25,6 @@ from ..data.sources import csv_row
 from ..data.stream import pad_batch
 from ..errors import XlingError
 from ..fsio import atomic_write_json
-from ..train.precision import autocast_factory
 from ..train.session import load_session
 from ..train.trainer import lr_at
 
@@ -272,8 +271,8 @@ def transfer_run(run_dir, task: str = BIBLE_TASK, train_language: str | None = N
     max_len = cfg.model.seq_len
     torch.manual_seed(seed)
     classifier = Classifier(session.model, len(data.labels)).to(session.device)
-    autocast, precision = autocast_factory(cfg.train.precision, session.device)  # as the run trained
-    scaler = torch.amp.GradScaler(session.device.type) if precision == "fp16" else None
+    autocast = session.autocast  # as the run trained
+    scaler = torch.amp.GradScaler(session.device.type) if session.precision == "fp16" else None
     train_labels = torch.tensor([ex.label for ex in train_examples])
     train_seqs = encode_examples(setup, lang, train_examples, max_len)
     losses = finetune(classifier, train_seqs, train_labels, session.device, autocast, steps, batch_size, lr, seed, scaler)

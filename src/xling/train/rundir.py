@@ -31,7 +31,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..config import EvalConfig, RunConfig, dump_yaml, flatten, from_dict, load_yaml, resolved, to_dict, validate
+from ..config import (
+    PRECISIONS,
+    EvalConfig,
+    RunConfig,
+    dump_yaml,
+    flatten,
+    from_dict,
+    load_yaml,
+    resolved,
+    to_dict,
+    validate,
+)
 from ..errors import XlingError, a_kind
 from ..fsio import atomic_write, atomic_write_json, atomic_write_text, make_dirs, read_json, sha256_file
 from ..identity import LOCATION_KEYS, RESUMABLE_KEYS, config_differences, resolve_relative
@@ -265,6 +276,11 @@ class RunDir:
         another count sums in another order, so a resume or a rerun that keeps it computes the same numbers."""
         threads = self.read_info(tolerant=True).get("threads")
         return threads if type(threads) is int else None  # (not True, which is an int too)
+
+    def trained_precision(self) -> str | None:
+        """The precision the run trained in (run.json's precision, its latest start's), None where it has none."""
+        precision = self.read_info(tolerant=True).get("precision")
+        return precision if precision in PRECISIONS else None
 
     def read_study_record(self) -> dict:
         """study.json's content, or {} when missing, unreadable or not of the types the runner writes (the runner then

@@ -21,7 +21,7 @@ from ..model_dims import resolve_model
 from .checkpoint_files import checkpoint_step, load_weights, stored_parameters
 from .lock import is_locked
 from .portable import run_languages
-from .precision import autocast_factory, warn_if_emulated
+from .precision import autocast_factory, run_precision, warn_if_emulated
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Session:
     model: GPT
     device: torch.device
     autocast: object
+    precision: str  # what autocast multiplies in: the run's own (`run_precision`)
     run: RunDir
     step: int  # the training step of the checkpoint loaded (run.json's step may be later: an interrupted run)
 
@@ -136,5 +137,5 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     model.eval()
     if computes:
         warn_if_emulated(cfg.train.precision, dev)
-    autocast, _ = autocast_factory(cfg.train.precision, dev)
-    return Session(cfg, setup, model, dev, autocast, run, checkpoint_step(ckpt))
+    autocast, precision = autocast_factory(run_precision(cfg.train.precision, run.trained_precision(), dev), dev)
+    return Session(cfg, setup, model, dev, autocast, precision, run, checkpoint_step(ckpt))
