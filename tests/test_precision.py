@@ -71,7 +71,8 @@ def test_the_measurement_is_made_once_a_machine_and_kept_in_the_cache(probe, mon
 
 
 @pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"KEY": {"bf16_pays": "yes", "fp32_gflops": 1.0}}',
-                                    '{"KEY": {"bf16_pays": true, "fp32_gflops": 1, "bf16_gflops": 9.0}}'])
+                                    '{"KEY": {"bf16_pays": true, "fp32_gflops": 1, "bf16_gflops": 9.0}}',
+                                    '{"KEY": {"bf16_pays": false, "fp32_gflops": 1.0, "bf16_gflops": 9.0}}'])
 def test_a_damaged_cache_is_measured_again_and_rewritten(probe, monkeypatch, tmp_path, damage):
     key = precision.json_key(precision._machine())
     cache = tmp_path / "cache" / "cpu-precision.json"

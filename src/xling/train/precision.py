@@ -19,6 +19,7 @@ import time
 import torch
 
 from ..config import PRECISIONS
+from ..errors import XlingError
 from ..fsio import atomic_write_json, default_cache_dir, json_key, read_json
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _machine() -> dict:
 
 
 def _well_formed(entry) -> bool:
-    return (isinstance(entry, dict) and type(entry.get("bf16_pays")) is bool
+    return (isinstance(entry, dict) and type(entry.get("bf16_pays")) is bool and type(entry.get("measured")) is str
             and all(type(entry.get(f"{p}_gflops")) is float for p in ("fp32", "bf16")))
 
 
@@ -122,7 +123,7 @@ def cpu_bf16_measurement() -> dict:
     key = json_key(_machine())
     if key in _MEASURED:
         return _MEASURED[key]
-    path = default_cache_dir() / "cpu-precision.json"
+    path, entry = default_cache_dir() / "cpu-precision.json", None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
@@ -135,8 +136,9 @@ def cpu_bf16_measurement() -> dict:
             if not _well_formed(entry):
                 entry = _measure()
                 atomic_write_json(path, {**{k: v for k, v in known.items() if _well_formed(v)}, key: entry})
-    except OSError as exc:  # an unwritable cache: this process measures for itself
-        log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc.strerror})")
+    except (OSError, XlingError) as exc:  # an unwritable cache: this process measures for itself
+        log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+    if not _well_formed(entry):
         entry = _measure()
     _MEASURED[key] = {**entry, "cache": str(path)}
     return _MEASURED[key]
