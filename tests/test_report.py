@@ -258,6 +258,21 @@ def test_report_says_when_data_was_repeated(tiny_study, tmp_path):
     assert "Data was repeated" in path.read_text() and "1.50 passes" in path.read_text()
 
 
+def test_report_says_when_runs_trained_in_different_precisions(tiny_study, tmp_path):
+    """precision auto differs between CPUs (bf16 only where it pays): a study run on several machines can mix them."""
+    study, root = tiny_study
+    md = write_report(study, root, tmp_path / "rep")[0].read_text()
+    assert "Every run trained in fp32" in md and "different precisions" not in md
+    copy = tmp_path / "runs"
+    shutil.copytree(root, copy)
+    run_dir = study.runs[-1].run_dir(copy)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "precision": "bf16"}))
+    md = write_report(study, copy, tmp_path / "rep2")[0].read_text()
+    assert f"**The runs trained in different precisions**: fp32 ({len(study.runs) - 1}: " in md
+    assert f"; bf16 (1: {study.runs[-1].id})" in md and "Every run trained in" not in md
+
+
 def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_study, tmp_path):
     """Its perplexity is not its last step's: placed at the run's full length it would be a false point."""
     study, root = tiny_study

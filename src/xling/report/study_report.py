@@ -147,6 +147,14 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
                      f"over {worst[1]}'s training text ({worst[0]}).")
     elif a.rows:
         items.append(f"No run repeated data: at most {a.max_epochs:.2f} passes over any language's training text.")
+    if len(a.precisions) > 1:  # (precision auto differs between CPUs: a study run on several machines)
+        items.append("**The runs trained in different precisions**: " + "; ".join(
+            f"{p} ({len(ids)}: {', '.join(ids)})" for p, ids in a.precisions.items()) + ". Differences between them mix "
+            "the settings' effects with the precisions' rounding, which moves results by seed-level amounts (README, "
+            "\"What the demo does\"): for a clean comparison set `train.precision` in the study's `base` (its runs are "
+            "then new ones, all in that precision).")
+    elif a.precisions and "not recorded" not in a.precisions:
+        items.append(f"Every run trained in {next(iter(a.precisions))} (run.json's `precision`).")
     doc.ul(items)
     if not a.rows:
         return

@@ -111,6 +111,7 @@ class Analysis:
     ladder_points: dict[tuple[str, str], tuple[list, list]] = field(default_factory=dict)  # (fractions, PPLs)
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
     earlier: list[str] = field(default_factory=list)  # runs evaluated at an earlier checkpoint: "ID (step S of N)"
+    precisions: dict[str, list[str]] = field(default_factory=dict)  # what the runs trained in (run.json's) -> run ids
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
@@ -184,7 +185,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
     eval_by_run: dict[str, list[dict]] = {}
     for e in evals:
         eval_by_run.setdefault(e["run_id"].split("/", 1)[-1], []).append(e)
-    rows, missing, failed, repeated, earlier, max_epochs = [], [], [], [], [], 0.0
+    rows, missing, failed, repeated, earlier, max_epochs, precisions = [], [], [], [], [], 0.0, {}
     for spec in study.runs:
         run = by_id.get(spec.id)
         run = run if run is not None and _here(run, spec, Path(root)) else None
@@ -201,6 +202,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
         if evaluated is not None and run["steps"] and evaluated < run["steps"]:  # not this run's point
             earlier.append(f"{spec.id} (step {evaluated} of {run['steps']})")
             continue
+        precisions.setdefault(RunDir(run["run_dir"]).trained_precision() or "not recorded", []).append(spec.id)
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = run_mixture(spec, run)
         mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()
@@ -215,7 +217,8 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
             expected = shares[lang] * tokens_total / run["budget_tokens"]
             rows.append(Row(spec, e["language"], label, mix.law_language(lang), role, mono, expected, e["fraction"],
                             length, e["ppl"], mix=mix))
-    a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [], earlier=earlier)
+    a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [], earlier=earlier,
+                 precisions=precisions)
     _fit_and_score(a)
     a.summaries = _summaries(study, [r for r in rows if not r.mono], mono=False)
     a.ladder = _summaries(study, [r for r in rows if r.mono], mono=True)
