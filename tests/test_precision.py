@@ -3,11 +3,15 @@ or loaded in the precision it trained in."""
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import tiny_config
+from xling.analysis import transfer
 from xling.train import precision
 from xling.train.rundir import RunDir
 from xling.train.session import load_session
@@ -45,15 +49,15 @@ def test_auto_takes_bf16_on_a_cpu_only_where_its_gemms_are_measured_faster(probe
     probe["bf16"] = bf16
     assert precision.autocast_factory("auto", CPU)[1] == expected
     assert precision.autocast_factory("fp32", CPU)[1] == "fp32" and precision.autocast_factory("bf16", CPU)[1] == "bf16"
-    assert expected in precision.auto_precision_reason(CPU) and f"{bf16:,.0f} GFLOP/s in bf16" in \
-        precision.auto_precision_reason(CPU)
+    reason = precision.auto_precision_reason(CPU)
+    assert reason.startswith(f"{expected}: ") and f"{bf16:,.0f} GFLOP/s in bf16 against 200 in fp32" in reason
 
 
 def test_a_cpu_without_native_bf16_is_not_probed(probe, monkeypatch):
     """An emulated bf16 GEMM takes minutes: no probe, fp32."""
     monkeypatch.setattr(precision, "_cpu_flags", lambda: ["avx2"])
     assert precision.autocast_factory("auto", CPU)[1] == "fp32" and probe["probes"] == 0
-    assert "not native here" in precision.auto_precision_reason(CPU)
+    assert precision.auto_precision_reason(CPU).startswith("fp32: bf16 is not native here")
 
 
 def test_the_measurement_is_made_once_a_machine_and_kept_in_the_cache(probe, monkeypatch, tmp_path):
@@ -63,23 +67,35 @@ def test_the_measurement_is_made_once_a_machine_and_kept_in_the_cache(probe, mon
     assert precision.cpu_bf16_pays() and probe["probes"] == 1
     cache = tmp_path / "cache" / "cpu-precision.json"
     (entry,) = json.loads(cache.read_text()).values()
-    assert entry["bf16_pays"] is True and entry["fp32_gflops"] == 200.0 and entry["bf16_gflops"] == 400.0
+    assert entry["fp32_gflops"] == 200.0 and entry["bf16_gflops"] == 400.0 and entry["measured"]
     forget(monkeypatch)  # another machine (other flags) sharing the cache: its own measurement, the first one kept
     monkeypatch.setattr(precision, "_cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16", "amx_bf16"])
     assert not precision.cpu_bf16_pays() and probe["probes"] == 2
-    assert sorted(e["bf16_pays"] for e in json.loads(cache.read_text()).values()) == [False, True]
+    assert sorted(e["bf16_gflops"] for e in json.loads(cache.read_text()).values()) == [100.0, 400.0]
+    forget(monkeypatch)  # a cache of its own (Trainer's and load_session's cache_dir): measured there
+    assert not precision.cpu_bf16_pays(tmp_path / "own") and (tmp_path / "own" / "cpu-precision.json").is_file()
 
 
-@pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"KEY": {"bf16_pays": "yes", "fp32_gflops": 1.0}}',
-                                    '{"KEY": {"bf16_pays": true, "fp32_gflops": 1, "bf16_gflops": 9.0}}',
-                                    '{"KEY": {"bf16_pays": false, "fp32_gflops": 1.0, "bf16_gflops": 9.0}}'])
-def test_a_damaged_cache_is_measured_again_and_rewritten(probe, monkeypatch, tmp_path, damage):
-    key = precision.json_key(precision._machine())
+def test_the_threshold_is_applied_when_the_measurement_is_read(probe, monkeypatch):
+    """A later xling with another threshold judges the kept rates anew (the verdict is not stored)."""
+    probe["bf16"] = 300.0
+    assert precision.cpu_bf16_pays() and probe["probes"] == 1
+    forget(monkeypatch)
+    monkeypatch.setattr(precision, "BF16_MIN_SPEEDUP", 2.0)
+    assert not precision.cpu_bf16_pays() and probe["probes"] == 1
+
+
+@pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"KEY": {"measured": "x", "fp32_gflops": 1.0}}',
+                                    '{"KEY": {"measured": "x", "fp32_gflops": 1, "bf16_gflops": 9.0}}',
+                                    '{"KEY": {"fp32_gflops": 1.0, "bf16_gflops": 9.0}}',
+                                    '{"KEY": {"measured": "x", "fp32_gflops": 0.0, "bf16_gflops": 9.0}}'])
+def test_a_damaged_cache_is_measured_again_and_rewritten(probe, tmp_path, damage):
+    key = precision._machine_key()
     cache = tmp_path / "cache" / "cpu-precision.json"
     cache.parent.mkdir(parents=True)
     cache.write_text(damage.replace("KEY", key))
     assert precision.cpu_bf16_pays() and probe["probes"] == 1
-    assert json.loads(cache.read_text())[key]["bf16_pays"] is True
+    assert json.loads(cache.read_text())[key]["bf16_gflops"] == 400.0
 
 
 def test_an_unwritable_cache_still_answers(probe, monkeypatch, tmp_path):
@@ -87,6 +103,84 @@ def test_an_unwritable_cache_still_answers(probe, monkeypatch, tmp_path):
     blocker.write_text("")
     monkeypatch.setenv("XLING_CACHE", str(blocker / "cache"))  # under a file: nothing can be created there
     assert precision.cpu_bf16_pays() and probe["probes"] == 1
+
+
+def test_a_cache_that_takes_no_lock_file_is_still_read(probe, monkeypatch, tmp_path):
+    """A read-only cache (a shared one, say) answers from its measurement; without one, this process measures."""
+    assert precision.cpu_bf16_pays() and probe["probes"] == 1
+    forget(monkeypatch)
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", f"{path}.lock")
+
+    monkeypatch.setattr(precision, "_locked", refused)
+    probe["bf16"] = 100.0
+    assert precision.cpu_bf16_pays() and probe["probes"] == 1
+    forget(monkeypatch)
+    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "empty"))
+    assert not precision.cpu_bf16_pays() and probe["probes"] == 2
+
+
+def test_a_measurement_written_meanwhile_wins_over_ones_own(probe, monkeypatch, tmp_path):
+    """Where the file system has no locks, processes starting together each measure: the first written wins."""
+    cache = tmp_path / "cache" / "cpu-precision.json"
+    other = {"fp32_gflops": 200.0, "bf16_gflops": 100.0, "measured": "earlier"}
+
+    def another_process_writes_first():
+        cache.write_text(json.dumps({precision._machine_key(): other}))
+        return {"fp32": 200.0, "bf16": 400.0}
+
+    monkeypatch.setattr(precision, "_probe_rates", another_process_writes_first)
+    assert not precision.cpu_bf16_pays()
+    assert json.loads(cache.read_text()) == {precision._machine_key(): other}
+
+
+_WORKER = """
+import os, sys, time
+from xling.train import precision
+def probe():
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(0.5)
+    return {"fp32": 100.0, "bf16": float(os.getpid())}
+precision._probe_rates = probe
+print(precision.cpu_bf16_measurement()["bf16_gflops"])
+"""
+
+
+def test_processes_starting_together_measure_once_and_agree(tmp_path):
+    """A study's workers start at once: one measures under the lock, the others wait and read its answer."""
+    env = {**os.environ, "XLING_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "probes")], env=env,
+                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    answers = {w.communicate(timeout=120)[0].strip() for w in workers}
+    assert len((tmp_path / "probes").read_text().split()) == 1 and len(answers) == 1
+
+
+def test_run_precision_keeps_what_the_run_trained_in_where_it_is_native(probe, monkeypatch):
+    assert precision.run_precision("auto", "bf16", CPU) == "bf16"
+    assert precision.run_precision("auto", "fp32", CPU) == "fp32"
+    assert precision.run_precision("auto", None, CPU) == "auto"  # a run without run.json: auto decides
+    assert precision.run_precision("auto", "int8", CPU) == "auto"  # (a crafted run.json)
+    assert precision.run_precision("fp32", "bf16", CPU) == "fp32"  # asked for: as asked
+    assert precision.run_precision("auto", "fp16", CPU) == "auto"  # (these flags: no AVX512-FP16)
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: ["avx2"])
+    assert precision.run_precision("auto", "bf16", CPU) == "auto"  # emulated here: auto's choice instead
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: None)  # ARM, macOS: not known to be native
+    assert [precision.run_precision("auto", p, CPU) for p in ("fp32", "bf16", "fp16")] == ["fp32", "auto", "auto"]
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_on_a_gpu_bf16_counts_only_where_it_is_not_emulated(monkeypatch, native_bf16):
+    """torch's is_bf16_supported() says yes on a V100 or T4, which emulate bf16: auto takes fp16 there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or native_bf16)
+    gpu = torch.device("cuda")
+    assert precision.auto_precision(gpu) == ("bf16" if native_bf16 else "fp16")
+    assert precision.run_precision("auto", "bf16", gpu) == ("bf16" if native_bf16 else "auto")
+    assert precision.run_precision("auto", "fp16", gpu) == "fp16" and precision.runs_natively("fp32", gpu)
+    assert precision.auto_precision_reason(gpu) == ("bf16: this GPU multiplies bf16 natively" if native_bf16
+                                                    else "fp16: this GPU has no native bf16")
 
 
 def test_the_real_probe_leaves_the_global_random_state_alone():
@@ -97,19 +191,9 @@ def test_the_real_probe_leaves_the_global_random_state_alone():
     assert set(rates) == {"fp32", "bf16"} and all(r > 0 for r in rates.values())
 
 
-def test_run_precision_keeps_what_the_run_trained_in_where_it_is_native(probe, monkeypatch):
-    assert precision.run_precision("auto", "bf16", CPU) == "bf16"
-    assert precision.run_precision("auto", "fp32", CPU) == "fp32"
-    assert precision.run_precision("auto", None, CPU) == "auto"  # a run without run.json: auto decides
-    assert precision.run_precision("auto", "int8", CPU) == "auto"  # (a crafted run.json)
-    assert precision.run_precision("fp32", "bf16", CPU) == "fp32"  # asked for: as asked
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: ["avx2"])
-    assert precision.run_precision("auto", "bf16", CPU) == "auto"  # emulated here: auto's choice instead
-
-
 def test_a_run_resumes_and_loads_in_the_precision_it_trained_in(tiny_corpus_dir, tmp_path, probe, monkeypatch, caplog):
     """Trained in bf16 where bf16 paid; resumed where auto now says fp32 (another machine, a cache removed): it goes on
-    in bf16 and is evaluated in bf16; where bf16 is emulated it goes on in fp32 and says so."""
+    in bf16, is evaluated and fine-tuned in bf16; where bf16 is emulated it goes on in fp32 and says so."""
     cfg = tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu", "steps": 8, "checkpoint_every": 2})
     out = tmp_path / "run"
     Trainer(cfg, out).fit(progress=False, stop_at=4)
@@ -126,9 +210,29 @@ def test_a_run_resumes_and_loads_in_the_precision_it_trained_in(tiny_corpus_dir,
     assert trainer.precision == "bf16" and RunDir(out).trained_precision() == "bf16"
     assert load_session(out, device="cpu").precision == "bf16"
     assert not [r for r in caplog.records if "goes on in" in r.getMessage()]
+    used, real = [], transfer.finetune  # the transfer fine-tunes as the run trained
+    monkeypatch.setattr(transfer, "finetune", lambda *a, **k: used.append(a[4]().fast_dtype) or real(*a, **k))
+    transfer.transfer_run(out, "bible-parts", steps=1, batch_size=2)
+    assert used == [torch.bfloat16]
     monkeypatch.setattr(precision, "_cpu_flags", lambda: ["avx2"])
     trainer = Trainer(cfg, out)
     trainer.fit(resume=True, progress=False)
     assert trainer.precision == "fp32" and RunDir(out).trained_precision() == "fp32"
     (line,) = [r.getMessage() for r in caplog.records if "goes on in" in r.getMessage()]
-    assert "trained in bf16 and goes on in fp32 (not native here)" in line
+    assert "trained in bf16, which this device does not multiply natively, and goes on in fp32" in line
+
+
+def test_a_run_that_recorded_no_precision_resumes_in_what_auto_takes(tiny_corpus_dir, tmp_path, probe, monkeypatch,
+                                                                    caplog):
+    cfg = tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu", "steps": 6, "checkpoint_every": 2})
+    out = tmp_path / "run"
+    Trainer(cfg, out).fit(progress=False, stop_at=4)
+    info = json.loads((out / "run.json").read_text())
+    del info["precision"]  # (a run.json without it: an older or hand-made one)
+    (out / "run.json").write_text(json.dumps(info))
+    probe["bf16"] = 100.0
+    (tmp_path / "cache" / "cpu-precision.json").unlink()
+    forget(monkeypatch)
+    trainer = Trainer(cfg, out)
+    trainer.fit(resume=True, progress=False)
+    assert trainer.precision == "fp32" and not [r for r in caplog.records if "goes on in" in r.getMessage()]

@@ -15,12 +15,14 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from ..config import PRECISIONS
 from ..errors import XlingError
-from ..fsio import atomic_write_json, default_cache_dir, json_key, read_json
+from ..fsio import atomic_write_json, default_cache_dir, json_key, make_dirs, read_json
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,20 @@ def onednn_cap_without_bf16() -> str:
     return cap if cap in _ONEDNN_ISAS_WITHOUT_BF16 else ""
 
 
-def _cpu_flags() -> list[str] | None:
-    """The x86 CPU's feature flags (Linux); None where they cannot be read (another OS or architecture)."""
+def _cpuinfo(field: str) -> str | None:
+    """A field of /proc/cpuinfo's first processor (Linux); None where it cannot be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            line = next((line for line in f if line.startswith("flags")), None)
+            return next((value.strip() for name, _, value in (line.partition(":") for line in f)
+                         if name.strip() == field), None)
     except OSError:
         return None
-    return line.split(":", 1)[-1].split() if line else None
+
+
+def _cpu_flags() -> list[str] | None:
+    """The x86 CPU's feature flags (Linux); None where they cannot be read (another OS or architecture)."""
+    flags = _cpuinfo("flags")
+    return flags.split() if flags is not None else None
 
 
 # The x86 flags with which oneDNN multiplies a precision natively.
@@ -79,7 +87,7 @@ def cpu_emulates(precision: str) -> str:
 BF16_MIN_SPEEDUP = 1.25
 PROBE_SHAPE = (2048, 512, 512)  # rows x inner x outer: a projection of the CPU presets' size
 _PROBE_ROUNDS = 7
-_MEASURED: dict[str, dict] = {}  # this process's answers, by machine key
+_MEASURED: dict[tuple[str, str], dict] = {}  # this process's answers, by (cache file, machine key)
 
 
 def _probe_rates() -> dict[str, float]:
@@ -99,82 +107,111 @@ def _probe_rates() -> dict[str, float]:
     return {name: 2 * m * k * n / statistics.median(t) / 1e9 for name, t in seconds.items()}
 
 
-def _machine() -> dict:
-    """What a measurement holds for: this CPU, its flags and ISA caps, this torch (not the thread count: one answer
-    for the machine, whether a run trains with one thread or all)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        model = ""
-    return {"cpu": model, "flags": sorted(_cpu_flags() or []), "onednn_cap": _onednn_cap(),
-            "aten_capability": os.environ.get("ATEN_CPU_CAPABILITY", ""), "torch": torch.__version__}
+def _machine_key() -> str:
+    """What a measurement holds for: this CPU (model, flags, ISA caps), this torch and this probe; not the thread
+    count (one answer for the machine, whether a run trains with one thread or all)."""
+    return json_key({"cpu": _cpuinfo("model name") or "", "flags": sorted(_cpu_flags() or []),
+                     "onednn_cap": _onednn_cap(), "aten_capability": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                     "torch": torch.__version__, "probe": PROBE_SHAPE})
 
 
 def _well_formed(entry) -> bool:
-    return (isinstance(entry, dict) and type(entry.get("bf16_pays")) is bool and type(entry.get("measured")) is str
-            and all(type(entry.get(f"{p}_gflops")) is float for p in ("fp32", "bf16")))
+    return (isinstance(entry, dict) and type(entry.get("measured")) is str
+            and all(type(entry.get(f"{p}_gflops")) is float and entry[f"{p}_gflops"] > 0 for p in ("fp32", "bf16")))
 
 
-def cpu_bf16_measurement() -> dict:
-    """Whether bf16 pays on this CPU: {"fp32_gflops", "bf16_gflops", "bf16_pays", "measured", "cache"}, measured once
-    a machine and kept in the cache (CACHE/cpu-precision.json, under a lock: a study's workers starting together
-    measure once and agree). Every run on the machine then takes the same precision under auto."""
-    key = json_key(_machine())
-    if key in _MEASURED:
-        return _MEASURED[key]
-    path, entry = default_cache_dir() / "cpu-precision.json", None
+def _known(path: Path) -> dict:
+    """The cache file's well-formed measurements by machine key ({} where it is missing, unreadable or damaged)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            stack.callback(os.close, lock)
-            with contextlib.suppress(OSError):  # (a file system without locks: measure, maybe twice)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            known = read_json(path, default={})  # (damaged or someone else's: measured again, written anew)
-            entry = known.get(key)
-            if not _well_formed(entry):
-                entry = _measure()
-                atomic_write_json(path, {**{k: v for k, v in known.items() if _well_formed(v)}, key: entry})
-    except (OSError, XlingError) as exc:  # an unwritable cache: this process measures for itself
-        log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
-    if not _well_formed(entry):
-        entry = _measure()
-    _MEASURED[key] = {**entry, "cache": str(path)}
-    return _MEASURED[key]
+        return {key: entry for key, entry in read_json(path, default={}).items() if _well_formed(entry)}
+    except OSError:
+        return {}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an flock beside the cache file (on a file system without locks: nothing held)."""
+    make_dirs(path.parent)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def cpu_bf16_measurement(cache_dir: Path | None = None) -> dict:
+    """This CPU's probe GEMM rates, {"fp32_gflops", "bf16_gflops", "measured", "cache"}: measured once a machine and
+    kept in CACHE/cpu-precision.json, so every run on the machine gets the same answer under auto. Measured under a
+    lock, and a measurement found there after one's own wins over it: a study's workers, or torchrun's processes,
+    starting together measure once and agree (without locks, nearly always). A read-only cache is still read."""
+    path = Path(cache_dir or default_cache_dir()) / "cpu-precision.json"
+    key = _machine_key()
+    if (str(path), key) not in _MEASURED:
+        entry = _known(path).get(key)
+        try:
+            if entry is None:
+                with _locked(path):
+                    entry = _known(path).get(key)
+                    if entry is None:
+                        mine = _measure()
+                        known = _known(path)  # (others' measurements kept, damaged ones dropped)
+                        entry = known.get(key) or mine
+                        if entry is mine:
+                            atomic_write_json(path, {**known, key: mine})
+        except (OSError, XlingError) as exc:  # an unwritable cache: this process keeps its own measurement
+            log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+        _MEASURED[str(path), key] = {**(entry or _measure()), "cache": str(path)}
+    return _MEASURED[str(path), key]
 
 
 def _measure() -> dict:
     rates = _probe_rates()
-    return {"fp32_gflops": float(rates["fp32"]), "bf16_gflops": float(rates["bf16"]),
-            "bf16_pays": rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"], "probe": list(PROBE_SHAPE),
+    return {"fp32_gflops": float(rates["fp32"]), "bf16_gflops": float(rates["bf16"]), "probe": list(PROBE_SHAPE),
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def cpu_bf16_pays() -> bool:
+def cpu_bf16_pays(cache_dir: Path | None = None) -> bool:
     """Whether precision auto takes bf16 on this CPU: native (`cpu_has_bf16`; an emulated probe would take minutes)
     and measured at least BF16_MIN_SPEEDUP times faster than fp32 (`cpu_bf16_measurement`)."""
-    return cpu_has_bf16() and cpu_bf16_measurement()["bf16_pays"]
-
-
-def auto_precision_reason(device: torch.device) -> str:
-    """Why precision auto takes what it takes on this device, in words (for the bench and the README's claims)."""
-    if device.type != "cpu":
-        return "bf16 where the GPU supports it, else fp16"
     if not cpu_has_bf16():
-        return f"fp32: bf16 is not native here ({cpu_emulates('bf16') or 'flags unreadable'})"
-    m = cpu_bf16_measurement()
-    verdict = "bf16" if m["bf16_pays"] else "fp32"
-    return (f"{verdict}: a {'x'.join(map(str, PROBE_SHAPE))} GEMM runs at {m['bf16_gflops']:,.0f} GFLOP/s in bf16 "
+        return False
+    m = cpu_bf16_measurement(cache_dir)
+    return m["bf16_gflops"] >= BF16_MIN_SPEEDUP * m["fp32_gflops"]
+
+
+def _gpu_has_bf16() -> bool:
+    return torch.cuda.is_bf16_supported(including_emulation=False)  # (a V100 or T4 emulates it: fp16 there)
+
+
+def auto_precision(device: torch.device, cache_dir: Path | None = None) -> str:
+    """What precision auto multiplies in on this device: bf16 on a GPU that multiplies it natively, else fp16 (with
+    loss scaling); on a CPU bf16 where it is native and measured to pay (`cpu_bf16_pays`), else fp32."""
+    if device.type == "cuda":
+        return "bf16" if _gpu_has_bf16() else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_bf16_pays(cache_dir) else "fp32"
+
+
+def auto_precision_reason(device: torch.device, cache_dir: Path | None = None) -> str:
+    """What precision auto takes on this device and why, in words (the bench prints it)."""
+    chosen = auto_precision(device, cache_dir)
+    if device.type == "cuda":
+        return f"{chosen}: this GPU {'multiplies bf16 natively' if chosen == 'bf16' else 'has no native bf16'}"
+    if not cpu_has_bf16():
+        return f"{chosen}: bf16 is not native here ({cpu_emulates('bf16') or 'the CPU flags cannot be read'})"
+    m = cpu_bf16_measurement(cache_dir)
+    return (f"{chosen}: a {'x'.join(map(str, PROBE_SHAPE))} GEMM runs at {m['bf16_gflops']:,.0f} GFLOP/s in bf16 "
             f"against {m['fp32_gflops']:,.0f} in fp32 (bf16 from {BF16_MIN_SPEEDUP}x; measured {m['measured']}, "
             f"kept in {m['cache']})")
 
 
 def runs_natively(precision: str, device: torch.device) -> bool:
-    """Whether this device multiplies `precision` without emulation (a GPU: bf16 where it supports it)."""
+    """Whether this device is known to multiply `precision` without emulation: a GPU fp32, fp16 and bf16 where it
+    has it; a CPU fp32, and bf16 or fp16 where its flags say so (not where they cannot be read, as `cpu_has_bf16`)."""
     if device.type == "cuda":
-        return precision != "bf16" or torch.cuda.is_bf16_supported()
-    return not cpu_emulates(precision)
+        return precision != "bf16" or _gpu_has_bf16()
+    return precision == "fp32" or (_cpu_flags() is not None and not cpu_emulates(precision))
 
 
 def run_precision(configured: str, trained_in: str | None, device: torch.device) -> str:
@@ -201,17 +238,11 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
                     f"precision auto ({auto} here) or fp32")
 
 
-def autocast_factory(precision: str, device: torch.device):
-    """A zero-argument callable returning the autocast context for this precision.
-
-    "auto": bf16 on GPUs that support it (else fp16, with loss scaling) and on CPUs whose native bf16 is
-    measured faster than fp32 (`cpu_bf16_pays`); fp32 on other CPUs.
-    """
+def autocast_factory(precision: str, device: torch.device, cache_dir: Path | None = None):
+    """A zero-argument callable returning the autocast context for this precision, and the precision ("auto":
+    `auto_precision`, whose CPU measurement is kept in `cache_dir`)."""
     if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if device.type == "cpu" and cpu_bf16_pays() else "fp32"
+        precision = auto_precision(device, cache_dir)
     if precision == "fp32":
         return contextlib.nullcontext, "fp32"
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -30,7 +30,7 @@ from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
-from .precision import autocast_factory, run_precision, runs_natively, warn_if_emulated
+from .precision import autocast_factory, run_precision, warn_if_emulated
 from .rundir import RunDir
 from .session import build_model, cpu_allocator_setup, pick_device
 from .stopping import is_stop, stop_at_step_end
@@ -157,12 +157,14 @@ class Trainer:
         if self.world.is_main:
             warn_if_emulated(cfg.train.precision, self.device)
         trained_in = self.run.trained_precision() if self.resume_from is not None else None
-        self.autocast, self.precision = autocast_factory(run_precision(cfg.train.precision, trained_in, self.device),
+        precision = autocast_factory(run_precision(cfg.train.precision, trained_in, self.device), self.device,
+                                     self.cache_dir)[1]
+        # torchrun: every process as the first one decided (each measures on its own machine, perhaps otherwise)
+        self.autocast, self.precision = autocast_factory(distributed.from_main(self.world, precision, self.device),
                                                          self.device)
-        if trained_in not in (None, self.precision) and self.world.is_main:
-            log.warning(f"{self.run.path} trained in {trained_in} and goes on in {self.precision}"
-                        f"{' (not native here)' if not runs_natively(trained_in, self.device) else ''}: its losses now "
-                        "differ from an uninterrupted run's")
+        if trained_in not in (None, self.precision) and self.world.is_main:  # (auto, where it is not native here)
+            log.warning(f"{self.run.path} trained in {trained_in}, which this device does not multiply natively, and "
+                        f"goes on in {self.precision}: its losses now differ from an uninterrupted run's")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def _check_held_out_splits(self, resume: bool) -> None:
