@@ -168,6 +168,7 @@ def test_bench_times_only_the_precisions_the_cpu_runs_natively(tiny_corpus_dir, 
     assert set(result["peaks"]) == {"fp32"} and set(result["hf"]) == {"fp32"}
     assert "emulated" in result["skipped_precisions"]["bf16"] and "bf16 not timed" in bench_table(result)
     assert "precision auto here: fp32: bf16 is not native here" in bench_table(result)
+    assert result["precision_auto"]["precision"] == "fp32" == result["xling"]["precision"]
     for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
         monkeypatch.delenv(variable, raising=False)
     assert "no AVX512-BF16 or AMX" in bench.native_precisions(torch.device("cpu"))[1]["bf16"]

@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_config
 from xling.analysis import transfer
 from xling.train import precision
+from xling.train.evaluate import evaluate_run
 from xling.train.rundir import RunDir
 from xling.train.session import load_session
 from xling.train.trainer import Trainer
@@ -88,7 +89,8 @@ def test_the_threshold_is_applied_when_the_measurement_is_read(probe, monkeypatc
 @pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"KEY": {"measured": "x", "fp32_gflops": 1.0}}',
                                     '{"KEY": {"measured": "x", "fp32_gflops": 1, "bf16_gflops": 9.0}}',
                                     '{"KEY": {"fp32_gflops": 1.0, "bf16_gflops": 9.0}}',
-                                    '{"KEY": {"measured": "x", "fp32_gflops": 0.0, "bf16_gflops": 9.0}}'])
+                                    '{"KEY": {"measured": "x", "fp32_gflops": 0.0, "bf16_gflops": 9.0}}',
+                                    '{"KEY": {"measured": "x", "fp32_gflops": 1.0, "bf16_gflops": 1e999}}'])
 def test_a_damaged_cache_is_measured_again_and_rewritten(probe, tmp_path, damage):
     key = precision._machine_key()
     cache = tmp_path / "cache" / "cpu-precision.json"
@@ -98,11 +100,20 @@ def test_a_damaged_cache_is_measured_again_and_rewritten(probe, tmp_path, damage
     assert json.loads(cache.read_text())[key]["bf16_gflops"] == 400.0
 
 
-def test_an_unwritable_cache_still_answers(probe, monkeypatch, tmp_path):
+def test_an_unwritable_cache_still_answers_and_says_nothing_was_kept(probe, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("XLING_CACHE", str(blocker / "cache"))  # under a file: nothing can be created there
     assert precision.cpu_bf16_pays() and probe["probes"] == 1
+    assert precision.auto_precision_reason(CPU).endswith("not kept: the cache takes no files)")
+    forget(monkeypatch)  # the lock taken but the file not written (a full disk): measured once, not kept
+    monkeypatch.setenv("XLING_CACHE", str(tmp_path / "full"))
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(precision, "atomic_write_json", full)
+    assert precision.cpu_bf16_measurement()["cache"] == "" and probe["probes"] == 2
 
 
 def test_a_cache_that_takes_no_lock_file_is_still_read(probe, monkeypatch, tmp_path):
@@ -220,6 +231,22 @@ def test_a_run_resumes_and_loads_in_the_precision_it_trained_in(tiny_corpus_dir,
     assert trainer.precision == "fp32" and RunDir(out).trained_precision() == "fp32"
     (line,) = [r.getMessage() for r in caplog.records if "goes on in" in r.getMessage()]
     assert "trained in bf16, which this device does not multiply natively, and goes on in fp32" in line
+    assert RunDir(out).trained_precisions() == ["bf16", "fp32"]  # (a study's report names both)
+    assert evaluate_run(out, device="cpu")[0]["precision"] == "fp32"
+
+
+def test_bf16_asked_for_where_it_is_slower_than_fp32_trains_and_says_so(tiny_corpus_dir, tmp_path, probe, caplog):
+    probe["bf16"] = 100.0
+    caplog.set_level(logging.WARNING)
+    for asked in ("bf16", "auto"):
+        cfg = tiny_config(tiny_corpus_dir, train={"precision": asked, "device": "cpu", "steps": 2})
+        trainer = Trainer(cfg, tmp_path / asked)
+        trainer.fit(progress=False)
+        assert trainer.precision == {"bf16": "bf16", "auto": "fp32"}[asked]
+    (line,) = [r.getMessage() for r in caplog.records if "slower" in r.getMessage()]
+    assert "train.precision bf16 is slower than fp32 on this CPU (a 2048x512x512 GEMM: 100 GFLOP/s in bf16 against " \
+           "200 in fp32): precision auto takes fp32 here" in line
+    assert RunDir(tmp_path / "bf16").trained_precisions() == ["bf16"]
 
 
 def test_a_run_that_recorded_no_precision_resumes_in_what_auto_takes(tiny_corpus_dir, tmp_path, probe, monkeypatch,

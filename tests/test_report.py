@@ -268,8 +268,12 @@ def test_report_says_when_runs_trained_in_different_precisions(tiny_study, tmp_p
     run_dir = study.runs[-1].run_dir(copy)
     info = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**info, "precision": "bf16"}))
+    switched = study.runs[0].run_dir(copy)  # resumed on a machine where bf16 is emulated: it went on in fp32
+    info = json.loads((switched / "run.json").read_text())
+    (switched / "run.json").write_text(json.dumps({**info, "precision": "fp32", "precisions": ["bf16", "fp32"]}))
     md = write_report(study, copy, tmp_path / "rep2")[0].read_text()
-    assert f"**The runs trained in different precisions**: fp32 ({len(study.runs) - 1}: " in md
+    assert f"**The runs trained in different precisions**: bf16 then fp32 (1: {study.runs[0].id}); " \
+           f"fp32 ({len(study.runs) - 2}: " in md
     assert f"; bf16 (1: {study.runs[-1].id})" in md and "Every run trained in" not in md
 
 

@@ -336,7 +336,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
               "hf": {"error": hf_error} if hf_error else None, "ratio": None,
               "skipped_precisions": native_precisions(device)[1]}
     if cfg.train.precision == "auto":  # (on a CPU: measured, README)
-        result["precision_auto"] = auto_precision_reason(device)
+        result["precision_auto"] = {"precision": trainer.precision, "why": auto_precision_reason(device, cache_dir)}
     _add_hf_and_mfu(result, times, tokens, hf_precisions)
     result["machine"]["load_average_end"] = _loadavg()
     return result

@@ -137,7 +137,7 @@ def train(args, overrides) -> int:
         return 0
     if run.info.get("status") != "completed":  # training's own record (a study's run without eval is "trained")
         return 1
-    print(ppl_table(run.info["valid"], f"validation perplexity ({out})"))
+    print(ppl_table(run.info["valid"], f"validation perplexity ({out}, trained in {run.info.get('precision', '?')})"))
     if not args.no_eval:
         print(_evaluation_table(run, run.eval_path("test")))
     return 0

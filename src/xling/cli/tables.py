@@ -220,7 +220,7 @@ def bench_table(result: dict) -> str:
     if nominal:
         lines.append(f"  nominal peak: {nominal / 1e12:,.0f} TFLOP/s")
     if "precision_auto" in result:
-        lines.append(f"  precision auto here: {result['precision_auto']}")
+        lines.append(f"  precision auto here: {result['precision_auto']['why']}")
     for precision, why in result.get("skipped_precisions", {}).items():
         lines.append(f"  {precision} not timed: {why}")
     if x["precision"] in result.get("skipped_precisions", {}):

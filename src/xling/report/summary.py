@@ -202,7 +202,8 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
         if evaluated is not None and run["steps"] and evaluated < run["steps"]:  # not this run's point
             earlier.append(f"{spec.id} (step {evaluated} of {run['steps']})")
             continue
-        precisions.setdefault(RunDir(run["run_dir"]).trained_precision() or "not recorded", []).append(spec.id)
+        trained_in = " then ".join(RunDir(run["run_dir"]).trained_precisions()) or "not recorded"
+        precisions.setdefault(trained_in, []).append(spec.id)
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = run_mixture(spec, run)
         mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()

@@ -197,7 +197,7 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
                          f"{session.step}: no finite perplexity (the checkpoint's weights are not finite numbers, or far from any "
                          "trained model: a diverged or damaged run)")
     report = {"split": split, "window": ev.window, "last_n": ev.last_n, "max_tokens": ev.max_tokens,
-              "step": session.step, "languages": results, "tokens_trained": tokens}
+              "step": session.step, "precision": session.precision, "languages": results, "tokens_trained": tokens}
     path = evaluation_path(session.run, own, split, ev)
     atomic_write_json(path, report)
     return report, path

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import fcntl
 import logging
+import math
 import os
 import statistics
 import time
@@ -117,7 +118,7 @@ def _machine_key() -> str:
 
 def _well_formed(entry) -> bool:
     return (isinstance(entry, dict) and type(entry.get("measured")) is str
-            and all(type(entry.get(f"{p}_gflops")) is float and entry[f"{p}_gflops"] > 0 for p in ("fp32", "bf16")))
+            and all(type(r := entry.get(f"{p}_gflops")) is float and 0 < r < math.inf for p in ("fp32", "bf16")))
 
 
 def _known(path: Path) -> dict:
@@ -143,27 +144,40 @@ def _locked(path: Path) -> Iterator[None]:
 
 def cpu_bf16_measurement(cache_dir: Path | None = None) -> dict:
     """This CPU's probe GEMM rates, {"fp32_gflops", "bf16_gflops", "measured", "cache"}: measured once a machine and
-    kept in CACHE/cpu-precision.json, so every run on the machine gets the same answer under auto. Measured under a
-    lock, and a measurement found there after one's own wins over it: a study's workers, or torchrun's processes,
-    starting together measure once and agree (without locks, nearly always). A read-only cache is still read."""
+    kept in CACHE/cpu-precision.json ("cache": that file, or "" where it could not be kept), so every run on the
+    machine gets the same answer under auto. Measured under a lock, and a measurement found there after one's own wins
+    over it: a study's workers, or torchrun's processes, starting together measure once and agree (without locks,
+    nearly always). A read-only cache is still read."""
     path = Path(cache_dir or default_cache_dir()) / "cpu-precision.json"
     key = _machine_key()
     if (str(path), key) not in _MEASURED:
-        entry = _known(path).get(key)
-        try:
-            if entry is None:
-                with _locked(path):
-                    entry = _known(path).get(key)
-                    if entry is None:
-                        mine = _measure()
-                        known = _known(path)  # (others' measurements kept, damaged ones dropped)
-                        entry = known.get(key) or mine
-                        if entry is mine:
-                            atomic_write_json(path, {**known, key: mine})
-        except (OSError, XlingError) as exc:  # an unwritable cache: this process keeps its own measurement
-            log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
-        _MEASURED[str(path), key] = {**(entry or _measure()), "cache": str(path)}
+        entry, kept = _known(path).get(key), True
+        if entry is None:
+            try:
+                entry, kept = _measured_under_lock(path, key)
+            except (OSError, XlingError) as exc:  # no lock file (an unwritable cache): this process measures alone
+                log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+                entry, kept = _measure(), False
+        _MEASURED[str(path), key] = {**entry, "cache": str(path) if kept else ""}
     return _MEASURED[str(path), key]
+
+
+def _measured_under_lock(path: Path, key: str) -> tuple[dict, bool]:
+    """The machine's measurement in the cache file, else measured now and written there; and whether it is kept."""
+    with _locked(path):
+        entry = _known(path).get(key)
+        if entry is None:
+            mine = _measure()
+            known = _known(path)  # (others' measurements kept, damaged ones dropped)
+            entry = known.get(key)  # (written meanwhile, by a process that took no lock: it wins)
+            if entry is None:
+                try:
+                    atomic_write_json(path, {**known, key: mine})
+                except (OSError, XlingError) as exc:
+                    log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+                    return mine, False
+                entry = mine
+    return entry, True
 
 
 def _measure() -> dict:
@@ -203,7 +217,7 @@ def auto_precision_reason(device: torch.device, cache_dir: Path | None = None) -
     m = cpu_bf16_measurement(cache_dir)
     return (f"{chosen}: a {'x'.join(map(str, PROBE_SHAPE))} GEMM runs at {m['bf16_gflops']:,.0f} GFLOP/s in bf16 "
             f"against {m['fp32_gflops']:,.0f} in fp32 (bf16 from {BF16_MIN_SPEEDUP}x; measured {m['measured']}, "
-            f"kept in {m['cache']})")
+            + (f"kept in {m['cache']})" if m["cache"] else "not kept: the cache takes no files)"))
 
 
 def runs_natively(precision: str, device: torch.device) -> bool:
@@ -236,6 +250,16 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
         auto = autocast_factory("auto", device)[1]
         log.warning(f"train.precision {precision} is emulated on this CPU ({why}): many times slower than "
                     f"precision auto ({auto} here) or fp32")
+
+
+def warn_if_slower(precision: str, device: torch.device, cache_dir: Path | None = None) -> None:
+    """One warning line where a run asks for bf16 on a CPU that multiplies it natively but was measured slower than
+    fp32 (an Intel Xeon without AMX): it trains, slower than auto would."""
+    if device.type == "cpu" and precision == "bf16" and cpu_has_bf16() and not cpu_bf16_pays(cache_dir):
+        m = cpu_bf16_measurement(cache_dir)
+        log.warning(f"train.precision bf16 is slower than fp32 on this CPU (a {'x'.join(map(str, PROBE_SHAPE))} GEMM: "
+                    f"{m['bf16_gflops']:,.0f} GFLOP/s in bf16 against {m['fp32_gflops']:,.0f} in fp32): precision auto "
+                    "takes fp32 here")
 
 
 def autocast_factory(precision: str, device: torch.device, cache_dir: Path | None = None):

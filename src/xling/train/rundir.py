@@ -282,6 +282,16 @@ class RunDir:
         precision = self.read_info(tolerant=True).get("precision")
         return precision if precision in PRECISIONS else None
 
+    def trained_precisions(self) -> list[str]:
+        """Every precision the run trained in, in order (run.json's precisions: a resume on another machine may have
+        switched); [] where it records none."""
+        info = self.read_info(tolerant=True)
+        latest, switches = info.get("precision"), info.get("precisions")
+        if latest not in PRECISIONS:
+            return []
+        well_formed = isinstance(switches, list) and all(p in PRECISIONS for p in switches)
+        return switches if well_formed and switches[-1:] == [latest] else [latest]  # (a hand-edited file: the latest)
+
     def read_study_record(self) -> dict:
         """study.json's content, or {} when missing, unreadable or not of the types the runner writes (the runner then
         redoes the work; `xling status` calls it damaged)."""

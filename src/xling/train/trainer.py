@@ -30,7 +30,7 @@ from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
-from .precision import autocast_factory, run_precision, warn_if_emulated
+from .precision import autocast_factory, run_precision, warn_if_emulated, warn_if_slower
 from .rundir import RunDir
 from .session import build_model, cpu_allocator_setup, pick_device
 from .stopping import is_stop, stop_at_step_end
@@ -156,12 +156,16 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
         if self.world.is_main:
             warn_if_emulated(cfg.train.precision, self.device)
+            if self.resume_from is None:  # (a resume goes on as it started)
+                warn_if_slower(cfg.train.precision, self.device, self.cache_dir)
         trained_in = self.run.trained_precision() if self.resume_from is not None else None
         precision = autocast_factory(run_precision(cfg.train.precision, trained_in, self.device), self.device,
                                      self.cache_dir)[1]
         # torchrun: every process as the first one decided (each measures on its own machine, perhaps otherwise)
         self.autocast, self.precision = autocast_factory(distributed.from_main(self.world, precision, self.device),
                                                          self.device)
+        earlier = self.run.trained_precisions() if self.resume_from is not None else []
+        self.precisions = earlier + [self.precision] if earlier[-1:] != [self.precision] else earlier
         if trained_in not in (None, self.precision) and self.world.is_main:  # (auto, where it is not native here)
             log.warning(f"{self.run.path} trained in {trained_in}, which this device does not multiply natively, and "
                         f"goes on in {self.precision}: its losses now differ from an uninterrupted run's")
@@ -399,7 +403,7 @@ class Trainer:
                 model_vocab=self.setup.model_vocab, parameters=self.model.num_parameters(),
                 steps=self.steps, budget_steps=self.budget_steps,
                 budget_tokens=self.budget_steps * cfg.train.batch_size * cfg.model.seq_len,
-                tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision,
+                tokens_per_step=cfg.train.batch_size * cfg.model.seq_len, precision=self.precision, precisions=self.precisions,
                 training_text=self.training_text,  # (what a resume checks)
                 device=str(self.device), processes=self.world.size, **saved,  # (the latest start's: a resume's)
             )
