@@ -239,14 +239,53 @@ def test_bf16_asked_for_where_it_is_slower_than_fp32_trains_and_says_so(tiny_cor
     probe["bf16"] = 100.0
     caplog.set_level(logging.WARNING)
     for asked in ("bf16", "auto"):
-        cfg = tiny_config(tiny_corpus_dir, train={"precision": asked, "device": "cpu", "steps": 2})
+        cfg = tiny_config(tiny_corpus_dir, train={"precision": asked, "device": "cpu", "steps": 4, "checkpoint_every": 2})
         trainer = Trainer(cfg, tmp_path / asked)
-        trainer.fit(progress=False)
+        trainer.fit(progress=False, stop_at=2)
         assert trainer.precision == {"bf16": "bf16", "auto": "fp32"}[asked]
+        Trainer(cfg, tmp_path / asked).fit(resume=True, progress=False)  # (said when it started, not again)
     (line,) = [r.getMessage() for r in caplog.records if "slower" in r.getMessage()]
     assert "train.precision bf16 is slower than fp32 on this CPU (a 2048x512x512 GEMM: 100 GFLOP/s in bf16 against " \
            "200 in fp32): precision auto takes fp32 here" in line
     assert RunDir(tmp_path / "bf16").trained_precisions() == ["bf16"]
+
+
+def test_a_run_that_switches_into_fp16_on_resume_starts_a_fresh_loss_scaler(tiny_corpus_dir, tmp_path, probe,
+                                                                           monkeypatch):
+    """A bf16 run resumed on a GPU without native bf16 (a V100) goes on in fp16: its checkpoint has no scaler state."""
+    cfg = tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu", "steps": 6, "checkpoint_every": 2})
+    out = tmp_path / "run"
+    Trainer(cfg, out).fit(progress=False, stop_at=4)
+    monkeypatch.setattr(precision, "runs_natively", lambda p, device: p != "bf16")
+    monkeypatch.setattr(precision, "auto_precision", lambda device, cache_dir=None: "fp16")
+    trainer = Trainer(cfg, out)
+    trainer.fit(resume=True, progress=False)
+    assert trainer.precision == "fp16" and trainer.scaler.is_enabled()
+    assert RunDir(out).trained_precisions() == ["bf16", "fp16"]
+
+
+def test_under_torchrun_every_process_takes_the_first_ones_precision(tiny_corpus_dir, tmp_path, probe, monkeypatch):
+    from xling.train import distributed
+
+    decided = []
+    monkeypatch.setattr(distributed, "from_main", lambda world, value, device: decided.append(value) or "fp32")
+    trainer = Trainer(tiny_config(tiny_corpus_dir, train={"precision": "auto", "device": "cpu", "steps": 2}),
+                      tmp_path / "run")
+    trainer.prepare(resume=False)
+    assert decided == ["bf16"] and trainer.precision == "fp32"  # (this process measured bf16; the first said fp32)
+
+
+def test_the_precisions_a_run_trained_in_from_its_run_json(tmp_path):
+    run = RunDir(tmp_path)
+    for info, expected in [({}, []), ({"precision": "int8"}, []), ({"precision": "fp32"}, ["fp32"]),
+                           ({"precision": "fp32", "precisions": ["bf16", "fp32"]}, ["bf16", "fp32"]),
+                           ({"precision": "fp32", "precisions": ["bf16", "bf16", "fp32", "fp32"]}, ["bf16", "fp32"]),
+                           ({"precision": "bf16", "precisions": ["bf16", "fp32"]}, ["bf16"]),  # (hand-edited)
+                           ({"precision": "fp32", "precisions": "bf16"}, ["fp32"]),
+                           ({"precisions": ["bf16"]}, [])]:  # (no latest: nothing to resume in, auto decides)
+        (tmp_path / "run.json").write_text(json.dumps(info))
+        assert run.trained_precisions() == expected, info
+        assert run.trained_precision() == (expected[-1] if expected else None)
 
 
 def test_a_run_that_recorded_no_precision_resumes_in_what_auto_takes(tiny_corpus_dir, tmp_path, probe, monkeypatch,

@@ -275,6 +275,16 @@ def test_report_says_when_runs_trained_in_different_precisions(tiny_study, tmp_p
     assert f"**The runs trained in different precisions**: bf16 then fp32 (1: {study.runs[0].id}); " \
            f"fp32 ({len(study.runs) - 2}: " in md
     assert f"; bf16 (1: {study.runs[-1].id})" in md and "Every run trained in" not in md
+    for spec in study.runs[:-1]:  # the others record none (an older xling's runs): not a precision of their own
+        info = json.loads((spec.run_dir(copy) / "run.json").read_text())
+        (spec.run_dir(copy) / "run.json").write_text(json.dumps({k: v for k, v in info.items() if "precision" not in k}))
+    evaluation = json.loads((study.runs[-1].run_dir(copy) / "eval.json").read_text())
+    (study.runs[-1].run_dir(copy) / "eval.json").write_text(json.dumps({**evaluation, "precision": "fp32"}))
+    md = write_report(study, copy, tmp_path / "rep3")[0].read_text()
+    assert "different precisions" not in md and "Every run that records it trained in bf16" in md
+    assert f"run.json records no precision for: {study.runs[0].id}, " in md
+    assert f"**Evaluated in another precision than they trained in** (the device that evaluated them does not multiply " \
+           f"theirs natively): {study.runs[-1].id} (trained in bf16, evaluated in fp32)." in md
 
 
 def test_a_run_evaluated_at_an_earlier_checkpoint_is_left_out_and_named(tiny_study, tmp_path):

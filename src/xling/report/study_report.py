@@ -29,7 +29,7 @@ from .claims import headline, verdicts
 from .doc import Doc
 from .figures import figure_ladder, figure_lines
 from .stats import fmt, fmt_stat
-from .summary import LADDER, Analysis, analyse, under_form
+from .summary import LADDER, NOT_RECORDED, Analysis, analyse, under_form
 from .tuning import learning_rates
 from .verdict import MEANINGS, Evidence, Status
 
@@ -147,14 +147,21 @@ def _runs_section(doc: Doc, a: Analysis) -> None:
                      f"over {worst[1]}'s training text ({worst[0]}).")
     elif a.rows:
         items.append(f"No run repeated data: at most {a.max_epochs:.2f} passes over any language's training text.")
-    if len(a.precisions) > 1:  # (precision auto differs between CPUs: a study run on several machines)
+    recorded = {p: ids for p, ids in a.precisions.items() if p != NOT_RECORDED}
+    if len(recorded) > 1:  # (precision auto differs between CPUs: a study run on several machines)
         items.append("**The runs trained in different precisions**: " + "; ".join(
-            f"{p} ({len(ids)}: {', '.join(ids)})" for p, ids in a.precisions.items()) + ". Differences between them mix "
+            f"{p} ({len(ids)}: {', '.join(ids)})" for p, ids in recorded.items()) + ". Differences between them mix "
             "the settings' effects with the precisions' rounding, which moves results by seed-level amounts (README, "
             "\"What the demo does\"): for a clean comparison set `train.precision` in the study's `base` (its runs are "
             "then new ones, all in that precision).")
-    elif a.precisions and "not recorded" not in a.precisions:
-        items.append(f"Every run trained in {next(iter(a.precisions))} (run.json's `precision`).")
+    elif recorded:
+        items.append(f"Every run{' that records it' if NOT_RECORDED in a.precisions else ''} trained in "
+                     f"{next(iter(recorded))} (run.json's `precision`).")
+    if NOT_RECORDED in a.precisions:
+        items.append(f"run.json records no precision for: {', '.join(a.precisions[NOT_RECORDED])}.")
+    if a.evaluated_otherwise:
+        items.append("**Evaluated in another precision than they trained in** (the device that evaluated them does not "
+                     f"multiply theirs natively): {', '.join(a.evaluated_otherwise)}.")
     doc.ul(items)
     if not a.rows:
         return

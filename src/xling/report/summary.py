@@ -26,7 +26,7 @@ from ..analysis.scaling_law import (
     leave_one_out_error,
     leave_one_out_laws,
 )
-from ..config import flatten
+from ..config import PRECISIONS, flatten
 from ..data.mixture import Mixture
 from ..fsio import read_json
 from ..identity import EXECUTION_KEYS
@@ -112,6 +112,7 @@ class Analysis:
     alignment: list = field(default_factory=list)  # align-report's evidence (verdict.Evidence), where computed
     earlier: list[str] = field(default_factory=list)  # runs evaluated at an earlier checkpoint: "ID (step S of N)"
     precisions: dict[str, list[str]] = field(default_factory=dict)  # what the runs trained in (run.json's) -> run ids
+    evaluated_otherwise: list[str] = field(default_factory=list)  # "ID (trained in X, evaluated in Y)"
 
     def law_name(self, key: tuple[str, str]) -> str:
         """'EN1' or, when the study has several law groups, 'EN1 (preset=cpu-s)': what tells them apart."""
@@ -120,6 +121,9 @@ class Analysis:
         mine = json.loads(key[0])
         values = ", ".join(f"{k.split('.')[-1]}={mine.get(k)}" for k in differ)
         return f"{key[1]} ({values})" if values else key[1]
+
+
+NOT_RECORDED = "not recorded"  # a run whose run.json names no precision
 
 
 def law_group(config: dict) -> str:
@@ -185,7 +189,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
     eval_by_run: dict[str, list[dict]] = {}
     for e in evals:
         eval_by_run.setdefault(e["run_id"].split("/", 1)[-1], []).append(e)
-    rows, missing, failed, repeated, earlier, max_epochs, precisions = [], [], [], [], [], 0.0, {}
+    rows, missing, failed, repeated, earlier, max_epochs, precisions, evaluated_otherwise = [], [], [], [], [], 0.0, {}, []
     for spec in study.runs:
         run = by_id.get(spec.id)
         run = run if run is not None and _here(run, spec, Path(root)) else None
@@ -198,12 +202,15 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
                 repeated.append((spec.id, lang, passes))
         cfg = spec.config
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
-        evaluated = read_json(RunDir(run["run_dir"]).eval_path(), default={}).get("step")
+        evaluation = read_json(RunDir(run["run_dir"]).eval_path(), default={})
+        evaluated = evaluation.get("step")
         if evaluated is not None and run["steps"] and evaluated < run["steps"]:  # not this run's point
             earlier.append(f"{spec.id} (step {evaluated} of {run['steps']})")
             continue
-        trained_in = " then ".join(RunDir(run["run_dir"]).trained_precisions()) or "not recorded"
-        precisions.setdefault(trained_in, []).append(spec.id)
+        trained_in = RunDir(run["run_dir"]).trained_precisions()
+        precisions.setdefault(" then ".join(trained_in) or NOT_RECORDED, []).append(spec.id)
+        if trained_in and evaluation.get("precision") in PRECISIONS and evaluation["precision"] != trained_in[-1]:
+            evaluated_otherwise.append(f"{spec.id} (trained in {trained_in[-1]}, evaluated in {evaluation['precision']})")
         length = tokens_total / run["budget_tokens"] / study.one_x
         mix = run_mixture(spec, run)
         mono, names, shares = mix.monolingual, list(mix.names), mix.expected_shares()
@@ -219,7 +226,7 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
             rows.append(Row(spec, e["language"], label, mix.law_language(lang), role, mono, expected, e["fraction"],
                             length, e["ppl"], mix=mix))
     a = Analysis(study, rows, {}, [], [], missing, failed, repeated, max_epochs, [], earlier=earlier,
-                 precisions=precisions)
+                 precisions=precisions, evaluated_otherwise=evaluated_otherwise)
     _fit_and_score(a)
     a.summaries = _summaries(study, [r for r in rows if not r.mono], mono=False)
     a.ladder = _summaries(study, [r for r in rows if r.mono], mono=True)

@@ -102,7 +102,8 @@ def restore_training(ckpt: Path, optimizer, scaler) -> int:
     try:
         state = load_training(ckpt)
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not scaler.is_enabled():  # (a run that goes on in fp16 from another precision: a fresh one)
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise XlingError(f"the training state in {ckpt} is not one xling wrote ({type(exc).__name__}: "

@@ -196,7 +196,10 @@ def cpu_bf16_pays(cache_dir: Path | None = None) -> bool:
 
 
 def _gpu_has_bf16() -> bool:
-    return torch.cuda.is_bf16_supported(including_emulation=False)  # (a V100 or T4 emulates it: fp16 there)
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # (a V100 or T4 emulates it: fp16 there)
+    except TypeError:  # torch before 2.3 has no such argument (and counts no emulation)
+        return torch.cuda.is_bf16_supported()
 
 
 def auto_precision(device: torch.device, cache_dir: Path | None = None) -> str:
@@ -247,7 +250,7 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
     evaluation alike): it then runs many times slower, silently."""
     why = emulated_here(precision, device)
     if why:
-        auto = autocast_factory("auto", device)[1]
+        auto = auto_precision(device)
         log.warning(f"train.precision {precision} is emulated on this CPU ({why}): many times slower than "
                     f"precision auto ({auto} here) or fp32")
 
@@ -262,11 +265,14 @@ def warn_if_slower(precision: str, device: torch.device, cache_dir: Path | None 
                     "takes fp32 here")
 
 
+def resolve_precision(precision: str, device: torch.device, cache_dir: Path | None = None) -> str:
+    """The precision itself, with "auto" resolved (`auto_precision`; its CPU measurement kept in `cache_dir`)."""
+    return auto_precision(device, cache_dir) if precision == "auto" else precision
+
+
 def autocast_factory(precision: str, device: torch.device, cache_dir: Path | None = None):
-    """A zero-argument callable returning the autocast context for this precision, and the precision ("auto":
-    `auto_precision`, whose CPU measurement is kept in `cache_dir`)."""
-    if precision == "auto":
-        precision = auto_precision(device, cache_dir)
+    """A zero-argument callable returning the autocast context for this precision, and the precision (`resolve_precision`)."""
+    precision = resolve_precision(precision, device, cache_dir)
     if precision == "fp32":
         return contextlib.nullcontext, "fp32"
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -289,8 +289,9 @@ class RunDir:
         latest, switches = info.get("precision"), info.get("precisions")
         if latest not in PRECISIONS:
             return []
-        well_formed = isinstance(switches, list) and all(p in PRECISIONS for p in switches)
-        return switches if well_formed and switches[-1:] == [latest] else [latest]  # (a hand-edited file: the latest)
+        if not (isinstance(switches, list) and all(p in PRECISIONS for p in switches) and switches[-1:] == [latest]):
+            return [latest]  # (a hand-edited file: the latest)
+        return [p for i, p in enumerate(switches) if not i or p != switches[i - 1]]  # (each switch once)
 
     def read_study_record(self) -> dict:
         """study.json's content, or {} when missing, unreadable or not of the types the runner writes (the runner then

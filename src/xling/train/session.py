@@ -137,6 +137,8 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     model.eval()
     if computes:
         warn_if_emulated(cfg.train.precision, dev)
-    autocast, precision = autocast_factory(run_precision(cfg.train.precision, run.trained_precision(), dev), dev,
-                                           cache_dir)
+    precision = run_precision(cfg.train.precision, run.trained_precision(), dev)
+    if not computes and precision == "auto":  # (an export only reads the weights: nothing to measure)
+        precision = "fp32"
+    autocast, precision = autocast_factory(precision, dev, cache_dir)
     return Session(cfg, setup, model, dev, autocast, precision, run, checkpoint_step(ckpt))

@@ -30,7 +30,7 @@ from .evaluate import evaluate_languages, short_split_message, too_short
 from .live_log import LiveLog
 from .lock import refuse_if_trained_elsewhere, training_lock
 from .portable import RECORD, run_languages, save_languages
-from .precision import autocast_factory, run_precision, warn_if_emulated, warn_if_slower
+from .precision import autocast_factory, resolve_precision, run_precision, warn_if_emulated, warn_if_slower
 from .rundir import RunDir
 from .session import build_model, cpu_allocator_setup, pick_device
 from .stopping import is_stop, stop_at_step_end
@@ -159,9 +159,10 @@ class Trainer:
             if self.resume_from is None:  # (a resume goes on as it started)
                 warn_if_slower(cfg.train.precision, self.device, self.cache_dir)
         trained_in = self.run.trained_precision() if self.resume_from is not None else None
-        precision = autocast_factory(run_precision(cfg.train.precision, trained_in, self.device), self.device,
-                                     self.cache_dir)[1]
-        # torchrun: every process as the first one decided (each measures on its own machine, perhaps otherwise)
+        precision = None  # torchrun: every process as the first one decides (other machines might measure otherwise)
+        if self.world.is_main:
+            precision = resolve_precision(run_precision(cfg.train.precision, trained_in, self.device), self.device,
+                                          self.cache_dir)
         self.autocast, self.precision = autocast_factory(distributed.from_main(self.world, precision, self.device),
                                                          self.device)
         earlier = self.run.trained_precisions() if self.resume_from is not None else []
