@@ -302,3 +302,11 @@ def test_a_run_that_recorded_no_precision_resumes_in_what_auto_takes(tiny_corpus
     trainer = Trainer(cfg, out)
     trainer.fit(resume=True, progress=False)
     assert trainer.precision == "fp32" and not [r for r in caplog.records if "goes on in" in r.getMessage()]
+
+
+def test_the_emulation_warning_measures_into_the_callers_cache(tiny_corpus_dir, tmp_path, probe, caplog):
+    cfg = tiny_config(tiny_corpus_dir, train={"precision": "fp16", "device": "cpu", "steps": 1})
+    Trainer(cfg, tmp_path / "run", cache_dir=tmp_path / "own").prepare(resume=False)
+    assert any("fp16 is emulated on this CPU" in r.getMessage() and "precision auto (bf16 here)" in r.getMessage()
+               for r in caplog.records)
+    assert (tmp_path / "own" / "cpu-precision.json").is_file() and not (tmp_path / "cache" / "cpu-precision.json").exists()

@@ -245,12 +245,12 @@ def emulated_here(precision: str, device: torch.device) -> str:
     return cpu_emulates(precision) if device.type == "cpu" else ""
 
 
-def warn_if_emulated(precision: str, device: torch.device) -> None:
+def warn_if_emulated(precision: str, device: torch.device, cache_dir: Path | None = None) -> None:
     """One warning line where this CPU would emulate the precision a run asks for (training and
     evaluation alike): it then runs many times slower, silently."""
     why = emulated_here(precision, device)
     if why:
-        auto = auto_precision(device)
+        auto = auto_precision(device, cache_dir)
         log.warning(f"train.precision {precision} is emulated on this CPU ({why}): many times slower than "
                     f"precision auto ({auto} here) or fp32")
 

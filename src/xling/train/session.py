@@ -136,7 +136,7 @@ def load_session(run_dir: str | Path, device: str = "auto", cache_dir: Path | No
     load_weights(ckpt, model, map_location=dev)  # the weights only: never training state
     model.eval()
     if computes:
-        warn_if_emulated(cfg.train.precision, dev)
+        warn_if_emulated(cfg.train.precision, dev, cache_dir)
     precision = run_precision(cfg.train.precision, run.trained_precision(), dev)
     if not computes and precision == "auto":  # (an export only reads the weights: nothing to measure)
         precision = "fp32"

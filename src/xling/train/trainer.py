@@ -155,7 +155,7 @@ class Trainer:
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
         if self.world.is_main:
-            warn_if_emulated(cfg.train.precision, self.device)
+            warn_if_emulated(cfg.train.precision, self.device, self.cache_dir)
             if self.resume_from is None:  # (a resume goes on as it started)
                 warn_if_slower(cfg.train.precision, self.device, self.cache_dir)
         trained_in = self.run.trained_precision() if self.resume_from is not None else None
