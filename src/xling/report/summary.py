@@ -202,12 +202,13 @@ def analyse(study: Study, runs: list[dict], evals: list[dict], root: str | Path)
                 repeated.append((spec.id, lang, passes))
         cfg = spec.config
         tokens_total = run["steps"] * cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
-        evaluation = read_json(RunDir(run["run_dir"]).eval_path(), default={})
+        run_dir = RunDir(run["run_dir"])
+        evaluation = read_json(run_dir.eval_path(), default={})
         evaluated = evaluation.get("step")
         if evaluated is not None and run["steps"] and evaluated < run["steps"]:  # not this run's point
             earlier.append(f"{spec.id} (step {evaluated} of {run['steps']})")
             continue
-        trained_in = RunDir(run["run_dir"]).trained_precisions()
+        trained_in = run_dir.trained_precisions()
         precisions.setdefault(" then ".join(trained_in) or NOT_RECORDED, []).append(spec.id)
         if trained_in and evaluation.get("precision") in PRECISIONS and evaluation["precision"] != trained_in[-1]:
             evaluated_otherwise.append(f"{spec.id} (trained in {trained_in[-1]}, evaluated in {evaluation['precision']})")

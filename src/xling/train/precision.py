@@ -156,7 +156,7 @@ def cpu_bf16_measurement(cache_dir: Path | None = None) -> dict:
             try:
                 entry, kept = _measured_under_lock(path, key)
             except (OSError, XlingError) as exc:  # no lock file (an unwritable cache): this process measures alone
-                log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+                _not_kept(path, exc)
                 entry, kept = _measure(), False
         _MEASURED[str(path), key] = {**entry, "cache": str(path) if kept else ""}
     return _MEASURED[str(path), key]
@@ -174,10 +174,21 @@ def _measured_under_lock(path: Path, key: str) -> tuple[dict, bool]:
                 try:
                     atomic_write_json(path, {**known, key: mine})
                 except (OSError, XlingError) as exc:
-                    log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+                    _not_kept(path, exc)
                     return mine, False
                 entry = mine
     return entry, True
+
+
+def _not_kept(path: Path, exc: Exception) -> None:
+    log.debug(f"cannot keep the CPU's precision measurement in {path} ({exc})")
+
+
+_PROBE_NAME = "x".join(map(str, PROBE_SHAPE))  # "2048x512x512"
+
+
+def _rates_in_words(m: dict) -> str:
+    return f"{m['bf16_gflops']:,.0f} GFLOP/s in bf16 against {m['fp32_gflops']:,.0f} in fp32"
 
 
 def _measure() -> dict:
@@ -218,8 +229,7 @@ def auto_precision_reason(device: torch.device, cache_dir: Path | None = None) -
     if not cpu_has_bf16():
         return f"{chosen}: bf16 is not native here ({cpu_emulates('bf16') or 'the CPU flags cannot be read'})"
     m = cpu_bf16_measurement(cache_dir)
-    return (f"{chosen}: a {'x'.join(map(str, PROBE_SHAPE))} GEMM runs at {m['bf16_gflops']:,.0f} GFLOP/s in bf16 "
-            f"against {m['fp32_gflops']:,.0f} in fp32 (bf16 from {BF16_MIN_SPEEDUP}x; measured {m['measured']}, "
+    return (f"{chosen}: a {_PROBE_NAME} GEMM runs at {_rates_in_words(m)} (bf16 from {BF16_MIN_SPEEDUP}x; measured {m['measured']}, "
             + (f"kept in {m['cache']})" if m["cache"] else "not kept: the cache takes no files)"))
 
 
@@ -260,8 +270,7 @@ def warn_if_slower(precision: str, device: torch.device, cache_dir: Path | None 
     fp32 (an Intel Xeon without AMX): it trains, slower than auto would."""
     if device.type == "cpu" and precision == "bf16" and cpu_has_bf16() and not cpu_bf16_pays(cache_dir):
         m = cpu_bf16_measurement(cache_dir)
-        log.warning(f"train.precision bf16 is slower than fp32 on this CPU (a {'x'.join(map(str, PROBE_SHAPE))} GEMM: "
-                    f"{m['bf16_gflops']:,.0f} GFLOP/s in bf16 against {m['fp32_gflops']:,.0f} in fp32): precision auto "
+        log.warning(f"train.precision bf16 is slower than fp32 on this CPU (a {_PROBE_NAME} GEMM: {_rates_in_words(m)}): precision auto "
                     "takes fp32 here")
 
 

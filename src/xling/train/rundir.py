@@ -279,8 +279,7 @@ class RunDir:
 
     def trained_precision(self) -> str | None:
         """The precision the run trained in (run.json's precision, its latest start's), None where it has none."""
-        precision = self.read_info(tolerant=True).get("precision")
-        return precision if precision in PRECISIONS else None
+        return (self.trained_precisions() or [None])[-1]
 
     def trained_precisions(self) -> list[str]:
         """Every precision the run trained in, in order (run.json's precisions: a resume on another machine may have

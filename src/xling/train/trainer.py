@@ -154,18 +154,17 @@ class Trainer:
             self.model.fused_softmax = self.device.type == "cuda"
         self.net = distributed.wrap(self.model, self.world, self.device)  # what the training step calls
         self.optimizer = make_optimizer(self.model, cfg.train.lr, self.device)
+        earlier = self.run.trained_precisions() if self.resume_from is not None else []
+        trained_in = earlier[-1] if earlier else None
+        precision = None  # torchrun: every process as the first one decides (other machines might measure otherwise)
         if self.world.is_main:
             warn_if_emulated(cfg.train.precision, self.device, self.cache_dir)
             if self.resume_from is None:  # (a resume goes on as it started)
                 warn_if_slower(cfg.train.precision, self.device, self.cache_dir)
-        trained_in = self.run.trained_precision() if self.resume_from is not None else None
-        precision = None  # torchrun: every process as the first one decides (other machines might measure otherwise)
-        if self.world.is_main:
             precision = resolve_precision(run_precision(cfg.train.precision, trained_in, self.device), self.device,
                                           self.cache_dir)
         self.autocast, self.precision = autocast_factory(distributed.from_main(self.world, precision, self.device),
                                                          self.device)
-        earlier = self.run.trained_precisions() if self.resume_from is not None else []
         self.precisions = earlier + [self.precision] if earlier[-1:] != [self.precision] else earlier
         if trained_in not in (None, self.precision) and self.world.is_main:  # (auto, where it is not native here)
             log.warning(f"{self.run.path} trained in {trained_in}, which this device does not multiply natively, and "
