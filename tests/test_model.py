@@ -65,6 +65,21 @@ def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkey
         torch.testing.assert_close(got, want, rtol=0.0, atol=0.02 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loss_softmax_in_place_is_bit_identical_to_a_fresh_softmax(dtype):
+    """On a CPU the loss overwrites its logits with the softmax (no copy back); every bit must be as before."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(300, 2048, generator=g) * 8).to(dtype)  # rows long enough for the vector kernels
+    targets = torch.randint(0, 2048, (300, 1), generator=g)
+    part = logits.float()  # the reference: a fresh softmax, the gradient copied back
+    probs = torch.softmax(part, dim=1)
+    want_loss = (part.amax(dim=1, keepdim=True) - probs.amax(dim=1, keepdim=True).log() - part.gather(1, targets)).sum()
+    want_grad = probs.scatter_add_(1, targets, probs.new_full((300, 1), -1.0)).to(dtype)
+    got = logits.clone()
+    assert torch.equal(CE._softmax_grad(got, targets), want_loss)
+    assert torch.equal(got, want_grad)
+
+
 # Inductor's CPU code for it fails before torch 2.13 (KeyError 'buf1' with 2.11; its GPU code works there)
 OLD_INDUCTOR = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13)
 
