@@ -30,13 +30,23 @@ def _grads(loss, *tensors):
     return torch.autograd.grad(loss, tensors)
 
 
+def _chunk_rows(monkeypatch, rows: int, small_head: bool = True):
+    """Make the training loss take `rows` rows a chunk (of 50 logits), on the small or the large head's rule."""
+    monkeypatch.setattr(CE, "CE_SMALL_HEAD", (1 << 18) if small_head else 0)
+    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS_SMALL_HEAD", rows * 50)
+    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", rows * 50)
+    monkeypatch.setattr(CE, "CE_MIN_ROWS", 1)
+
+
 # (rows per matmul chunk, rows per softmax slice) x 50 logits a row: 1 row; ragged chunks of 16 in
-# slices of 5; everything at once
+# slices of 5; everything at once; each with the chunk rule of a small fp32 head and that of the others
+@pytest.mark.parametrize("small_head", [True, False])
 @pytest.mark.parametrize("chunk_rows,slice_rows", [(1, 1), (16, 5), (1 << 16, 1 << 16)])
-def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_rows, slice_rows):
-    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", chunk_rows * 50)
+def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_rows, slice_rows, small_head):
+    _chunk_rows(monkeypatch, chunk_rows, small_head)
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", slice_rows * 50)
     h, w, t = _case()
+    assert CE._training_chunks(len(h), w)[0] == (0, min(chunk_rows, len(h)))
     loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
     for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):
@@ -52,8 +62,18 @@ def test_chunked_cross_entropy_survives_extreme_logits():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_training_chunks_are_small_only_for_a_small_fp32_head_on_a_cpu():
+    def rows(vocab, width, dtype=torch.float32):
+        return CE._training_chunks(2048, torch.empty(vocab, width, dtype=dtype))[0][1]
+
+    assert rows(4096, 64) == 256  # cpu-xs, one clone: 4 MB of fp32 logits a chunk
+    assert rows(4096, 64, torch.bfloat16) == 2048  # bf16: 8M logits a chunk (16 MB), as for the others
+    assert rows(8192, 128) == 1024  # cpu-s: its head's fp32 gradient is 4 MB
+    assert rows(65536, 64) == 512  # a large cloned vocabulary: never under CE_MIN_ROWS rows
+
+
 def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkeypatch):
-    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", 16 * 50)
+    _chunk_rows(monkeypatch, 16)
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 5 * 50)
     h, w, t = _case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
