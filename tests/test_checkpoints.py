@@ -352,6 +352,22 @@ def test_a_signal_mid_step_ends_the_step_checkpoints_it_and_resume_is_exact(tiny
     assert [p.name for p in run.checkpoint_dirs()] == [p.name for p in RunDir(tiny_run).checkpoint_dirs()]
 
 
+def test_a_resume_is_exact_with_the_loss_in_several_chunks(tiny_corpus_dir, tmp_path, monkeypatch):
+    """A small fp32 head's loss sums its gradient chunk by chunk (model/loss.py): a resume still gives the same bits."""
+    from xling.model import loss
+
+    monkeypatch.setattr(loss, "CE_CHUNK_ELEMENTS_SMALL_HEAD", 100 * 640)  # 8 x 32 rows a step of 640 logits each
+    whole = Trainer(tiny_config(tiny_corpus_dir), tmp_path / "whole")
+    whole.fit(progress=False)
+    assert [e - s for s, e in loss._training_chunks(8 * 32, whole.model.head.weight)] == [100, 100, 56]
+    real_step = _signal_during_step(monkeypatch, at=5, signals=(signal.SIGINT,))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(progress=False)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    Trainer(tiny_config(tiny_corpus_dir), tmp_path / "run").fit(resume=True, progress=False)
+    assert run_losses(tmp_path / "run") == run_losses(tmp_path / "whole")
+
+
 def test_ctrl_c_twice_at_once_is_one_stop(tiny_corpus_dir, tmp_path, monkeypatch):
     from xling.train import stopping
 

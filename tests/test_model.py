@@ -30,11 +30,15 @@ def _grads(loss, *tensors):
     return torch.autograd.grad(loss, tensors)
 
 
-def _chunk_rows(monkeypatch, rows: int, small_head: bool = True):
-    """Make the training loss take `rows` rows a chunk (of 50 logits), on the small or the large head's rule."""
-    monkeypatch.setattr(CE, "CE_SMALL_HEAD", (1 << 18) if small_head else 0)
-    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS_SMALL_HEAD", rows * 50)
-    monkeypatch.setattr(CE, "CE_CHUNK_ELEMENTS", rows * 50)
+def _chunk_rows(monkeypatch, rows: int, vocab: int, small_head: bool = True):
+    """Make the training loss take `rows` rows a chunk on the small fp32 head's rule (else on the others' rule, the
+    other rule's size set apart, so that a test sees which one ran)."""
+    rule, other = "CE_CHUNK_ELEMENTS_SMALL_HEAD", "CE_CHUNK_ELEMENTS"
+    if not small_head:
+        monkeypatch.setattr(CE, "CE_SMALL_HEAD", 0)
+        rule, other = other, rule
+    monkeypatch.setattr(CE, rule, rows * vocab)
+    monkeypatch.setattr(CE, other, 3 * rows * vocab)
     monkeypatch.setattr(CE, "CE_MIN_ROWS", 1)
 
 
@@ -43,9 +47,9 @@ def _chunk_rows(monkeypatch, rows: int, small_head: bool = True):
 @pytest.mark.parametrize("small_head", [True, False])
 @pytest.mark.parametrize("chunk_rows,slice_rows", [(1, 1), (16, 5), (1 << 16, 1 << 16)])
 def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_rows, slice_rows, small_head):
-    _chunk_rows(monkeypatch, chunk_rows, small_head)
+    _chunk_rows(monkeypatch, chunk_rows, 50, small_head)
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", slice_rows * 50)
-    h, w, t = _case()
+    h, w, t = _case(v=50)
     assert CE._training_chunks(len(h), w)[0] == (0, min(chunk_rows, len(h)))
     loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
@@ -73,7 +77,7 @@ def test_training_chunks_are_small_only_for_a_small_fp32_head_on_a_cpu():
 
 
 def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkeypatch):
-    _chunk_rows(monkeypatch, 16)
+    _chunk_rows(monkeypatch, 16, 50, small_head=False)  # (bf16 logits: the others' rule)
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 5 * 50)
     h, w, t = _case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -85,19 +89,23 @@ def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkey
         torch.testing.assert_close(got, want, rtol=0.0, atol=0.02 * want.abs().max().item())
 
 
+# rows x vocabulary: one short row; the demo's slices; rows that end off the vector width; a large vocabulary
+@pytest.mark.parametrize("rows,vocab", [(1, 50), (300, 2048), (7, 2049), (4, 65536)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_loss_softmax_in_place_is_bit_identical_to_a_fresh_softmax(dtype):
-    """On a CPU the loss overwrites its logits with the softmax (no copy back); every bit must be as before."""
+def test_loss_softmax_in_place_is_bit_identical_to_a_fresh_softmax(dtype, rows, vocab):
+    """On a CPU the loss overwrites its logits with the softmax (no copy back); every bit must be as before, and a
+    slice of a chunk (as the loss passes them) must leave the chunk's other rows alone."""
     g = torch.Generator().manual_seed(0)
-    logits = (torch.randn(300, 2048, generator=g) * 8).to(dtype)  # rows long enough for the vector kernels
-    targets = torch.randint(0, 2048, (300, 1), generator=g)
+    chunk = (torch.randn(rows + 2, vocab, generator=g) * 8).to(dtype)
+    logits, targets = chunk[1:-1], torch.randint(0, vocab, (rows, 1), generator=g)
     part = logits.float()  # the reference: a fresh softmax, the gradient copied back
     probs = torch.softmax(part, dim=1)
     want_loss = (part.amax(dim=1, keepdim=True) - probs.amax(dim=1, keepdim=True).log() - part.gather(1, targets)).sum()
-    want_grad = probs.scatter_add_(1, targets, probs.new_full((300, 1), -1.0)).to(dtype)
-    got = logits.clone()
-    assert torch.equal(CE._softmax_grad(got, targets), want_loss)
-    assert torch.equal(got, want_grad)
+    want_grad = probs.scatter_add_(1, targets, probs.new_full((rows, 1), -1.0)).to(dtype)
+    got = chunk.clone()
+    assert torch.equal(CE._softmax_grad(got[1:-1], targets), want_loss)
+    assert torch.equal(got[1:-1], want_grad)
+    assert torch.equal(got[[0, -1]], chunk[[0, -1]])
 
 
 # Inductor's CPU code for it fails before torch 2.13 (KeyError 'buf1' with 2.11; its GPU code works there)

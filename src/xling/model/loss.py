@@ -18,9 +18,10 @@ CE_MIN_ROWS = 512
 CE_SLICE_ELEMENTS = 1 << 19
 CE_CHUNK_ELEMENTS_GPU = 1 << 26
 # Training in fp32 on a CPU with a small head (vocab x width <= CE_SMALL_HEAD: its fp32 gradient, added
-# once a chunk, is <= 1 MB), the logits go straight into the softmax and chunks of 4 MB of them, near the
-# core, are faster than 32 MB ones: a cpu-xs step 1.06-1.08x, one thread (Intel Xeon, 2026-11-29). Larger
-# heads (cpu-s: 0.94-0.97x) and bf16 logits (0.99-1.00x) keep the chunks above.
+# once a chunk, is <= 1 MB), the logits go straight into the softmax, and chunks of CE_CHUNK_ELEMENTS_SMALL_HEAD
+# (4 MB) of them, nearer the core, were measured faster than 32 MB ones; with so small a gradient to add, no
+# CE_MIN_ROWS either. Larger heads and bf16 logits were not faster so: they keep the chunks above (README,
+# "What made it fast", item 2).
 CE_SMALL_HEAD = 1 << 18
 CE_CHUNK_ELEMENTS_SMALL_HEAD = 1 << 20
 
@@ -103,8 +104,8 @@ def _softmax_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     part = logits.float()  # fp32 logits are this very tensor, others an fp32 copy
     top = part.amax(dim=1, keepdim=True)
     target_logit = part.gather(1, targets)
-    # On a CPU the softmax overwrites `part` (its kernel reads a row before writing it; a test checks
-    # the result is bit-identical): fp32 logits then need no copy back, 3-5 % of a small model's step.
+    # On a CPU the softmax overwrites `part` (its kernel reads each element before writing it; a test checks
+    # that the result is bit-identical): fp32 logits then need no copy back.
     probs = torch.softmax(part, dim=1, out=part) if part.device.type == "cpu" else torch.softmax(part, dim=1)
     # log-sum-exp = max logit - log(largest probability): that probability is >= 1/V,
     # so this never underflows, and the loss needs no second pass of exponentials.
