@@ -14,16 +14,12 @@ import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from xling.analysis.bench import timed_in_rounds
-from xling.cli.app import split_overrides
-from xling.config import load_config
-from xling.train.trainer import Trainer
+from xling.analysis.bench import timed_in_rounds, timing_trainer
+from xling.cli.app import config_and_options
 
 
 @contextlib.contextmanager
@@ -42,16 +38,10 @@ def free(op: str):
 
 
 def main(argv: list[str]) -> int:
-    rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", nargs="?")
     p.add_argument("--steps", type=int, default=30, help="timed rounds (one step of each variant per round)")
-    args = p.parse_args(rest)
-    cfg = load_config(args.config, overrides)
-    cfg.train.steps = max(args.steps + 3, cfg.train.warmup + 1)  # (the rounds and warm-up; a schedule that ends)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp) / "ablate")
-        trainer.prepare(resume=False)
+    args, cfg = config_and_options(p, argv)
+    trainer = timing_trainer(cfg, args.steps + 3)
 
     def step_with(op: str):
         def step(i: int) -> torch.Tensor:

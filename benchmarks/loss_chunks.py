@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
-from xling.analysis.bench import timed_in_rounds
-from xling.cli.app import split_overrides
-from xling.config import load_config
+from xling.analysis.bench import timed_in_rounds, timing_trainer
+from xling.cli.app import config_and_options
 from xling.model import loss
 from xling.train.trainer import Trainer
 
@@ -44,16 +41,10 @@ def _step_under(trainer: Trainer, rule: tuple[int, int, int]):
 
 
 def main(argv: list[str]) -> int:
-    rest, overrides = split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", nargs="?")
     p.add_argument("--steps", type=int, default=15, help="timed rounds (one step of each rule per round)")
-    args = p.parse_args(rest)
-    cfg = load_config(args.config, overrides)
-    cfg.train.steps = max(3 * (args.steps + 2), cfg.train.warmup + 1)  # (every timed step counts)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp) / "loss-chunks")
-        trainer.prepare(resume=False)
+    args, cfg = config_and_options(p, argv)
+    trainer = timing_trainer(cfg, len(RULES) * (args.steps + 2))
     head = trainer.model.head.weight
     rows = cfg.train.batch_size * cfg.model.seq_len // max(1, cfg.train.grad_accum)
     print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, head {tuple(head.shape)}, "

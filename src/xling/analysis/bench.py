@@ -256,6 +256,18 @@ def _rate(times: list[float], tokens: int) -> dict:
     return {"tokens_per_s": tokens / median, "step_ms": 1000 * median, "step_ms_mean": 1000 * statistics.fmean(times)}
 
 
+def timing_trainer(cfg: RunConfig, steps: int, cache_dir: Path | None = None) -> Trainer:
+    """A Trainer of `cfg` built and prepared as `xling train` would, for `steps` steps to time: its data plan covers
+    them, its schedule warns of nothing (it times nothing), and its run directory is one it never writes."""
+    cfg = copy.deepcopy(cfg)
+    cfg.train.steps = steps
+    cfg.train.warmup = min(cfg.train.warmup, steps - 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir, tested=False)
+        trainer.prepare(resume=False)
+    return trainer
+
+
 def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True, cache_dir: Path | None = None,
               log=None, peak_size: int = 0) -> dict:
     """Benchmark one config's training step; returns the JSON-able result.
@@ -286,13 +298,8 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
     what is being timed (the CLI passes a print to stderr).
     """
     log = log or (lambda _: None)
-    cfg = copy.deepcopy(cfg)
-    cfg.train.steps = warmup + steps  # the data plan must cover every step timed
-    cfg.train.warmup = min(cfg.train.warmup, cfg.train.steps - 1)  # the schedule times nothing; no warning about it
     _refuse_emulated(cfg)
-    with tempfile.TemporaryDirectory() as tmp:  # the trainer never writes its run dir here
-        trainer = Trainer(cfg, Path(tmp) / "bench", cache_dir, tested=False)
-        trainer.prepare(resume=False)
+    trainer = timing_trainer(cfg, warmup + steps, cache_dir)
     dims, device = trainer.model.dims, trainer.device
     tokens = cfg.train.batch_size * dims.seq_len
     hf_precisions, hf_error = _hf_precisions(hf and dims.d_attn == dims.d_model, device)

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from .. import __version__, yamlio
-from ..config import RunConfig, flatten, to_dict
+from ..config import RunConfig, flatten, load_config, to_dict
 from ..errors import XlingError, for_terminal, is_closed, warnings_to_stderr
 from ..fsio import cache_hint
 from ..train.rundir import RunDir
@@ -161,6 +161,15 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
         overrides[key] = value
         i += 1
     return rest, overrides
+
+
+def config_and_options(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
+    """`parser`'s options and the run config argv names as `xling train` takes it (CONFIG, default clone-90-10, and
+    `--section.key VALUE` overrides on top): for scripts that time a run's step (benchmarks/)."""
+    rest, overrides = split_overrides(argv)
+    parser.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10)")
+    args = parser.parse_args(rest)
+    return args, load_config(args.config, overrides)
 
 
 # Problems with the paths and disks the user chose, which they fix: one line, exit 2.
