@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from xling.analysis.bench import timed_in_rounds, timing_trainer
 from xling.cli.app import config_and_options
+from xling.cli.command import count
 
 
 @contextlib.contextmanager
@@ -39,7 +40,7 @@ def free(op: str):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30, help="timed rounds (one step of each variant per round)")
+    p.add_argument("--steps", type=count(1), default=30, help="timed rounds (one step of each variant per round; default %(default)s)")
     args, cfg = config_and_options(p, argv)
     trainer = timing_trainer(cfg, args.steps + 3)
 

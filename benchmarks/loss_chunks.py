@@ -8,6 +8,8 @@ Builds the run's Trainer as `xling train` would, then times `Trainer.train_step`
 - large chunks for every head (the rule before 2026-11-29);
 - small chunks for every head and dtype (2^20 logits, no minimum of rows).
 The rules round the head's gradient differently, so the runs drift apart by rounding; the times do not depend on it.
+Under ~15 rounds the medians are noise on a shared machine ("as is" and "small chunks" are the same rule for a small
+fp32 head: how far apart they come out shows the noise).
 E.g. the demo's shapes on one thread: OMP_NUM_THREADS=1 python benchmarks/loss_chunks.py
 --model.preset cpu-xs --tokenizer.vocab_size 2048 --train.batch_size 16
 """
@@ -22,6 +24,7 @@ import torch
 
 from xling.analysis.bench import timed_in_rounds, timing_trainer
 from xling.cli.app import config_and_options
+from xling.cli.command import count
 from xling.model import loss
 from xling.train.trainer import Trainer
 
@@ -42,11 +45,11 @@ def _step_under(trainer: Trainer, rule: tuple[int, int, int]):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=15, help="timed rounds (one step of each rule per round)")
+    p.add_argument("--steps", type=count(1), default=15, help="timed rounds (one step of each rule per round; default %(default)s)")
     args, cfg = config_and_options(p, argv)
     trainer = timing_trainer(cfg, len(RULES) * (args.steps + 2))
     head = trainer.model.head.weight
-    rows = cfg.train.batch_size * cfg.model.seq_len // max(1, cfg.train.grad_accum)
+    rows = cfg.train.batch_size * cfg.model.seq_len // cfg.train.grad_accum  # (a micro-batch)
     print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, head {tuple(head.shape)}, "
           f"{trainer.precision}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     times = timed_in_rounds({name: _step_under(trainer, rule) for name, rule in RULES.items()},

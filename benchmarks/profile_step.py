@@ -21,6 +21,7 @@ import torch
 
 from xling.analysis.bench import synchronize, timed_in_rounds, timing_trainer
 from xling.cli.app import config_and_options
+from xling.cli.command import count
 
 
 def _step_with(trainer, fused: bool):
@@ -33,8 +34,8 @@ def _step_with(trainer, fused: bool):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each variant per round)")
-    p.add_argument("--rows", type=int, default=25, help="profiler rows to print")
+    p.add_argument("--steps", type=count(1), default=10, help="timed rounds (one step of each variant per round; default %(default)s)")
+    p.add_argument("--rows", type=count(1), default=25, help="profiler rows to print (default %(default)s)")
     args, cfg = config_and_options(p, argv)
     if args.steps < 10:
         print(f"note: {args.steps} rounds; the A/B below is noise under about 10", file=sys.stderr)
@@ -52,7 +53,8 @@ def main(argv: list[str]) -> int:
         print(f"step: eager softmax {times['eager']:.1f} ms, compiled softmax {times['compiled']:.1f} ms (medians of "
               f"{args.steps}); eager / compiled = {times['eager'] / times['compiled']:.3f}")
     else:
-        print(f"step: {times['eager']:.1f} ms (median of {args.steps}; the compiled loss softmax is timed on a GPU only)")
+        print(f"step: {times['eager']:.1f} ms (median of {args.steps}; the compiled loss softmax is timed on a GPU only: "
+              f"Inductor's CPU code for it corrupts the heap on two or more threads with torch 2.13)")
     trainer.model.fused_softmax = False
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":

@@ -165,11 +165,16 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
 
 def config_and_options(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, RunConfig]:
     """`parser`'s options and the run config argv names as `xling train` takes it (CONFIG, default clone-90-10, and
-    `--section.key VALUE` overrides on top): for scripts that time a run's step (benchmarks/)."""
-    rest, overrides = split_overrides(argv)
-    parser.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10)")
-    args = parser.parse_args(rest)
-    return args, load_config(args.config, overrides)
+    `--section.key VALUE` overrides on top): for scripts that time a run's step (benchmarks/). A bad config or
+    override is argparse's usage line and one line of what to fix, exit status 2."""
+    parser.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10); "
+                        "--section.key VALUE overrides apply on top, as for `xling train`")
+    try:
+        rest, overrides = split_overrides(argv)
+        args = parser.parse_args(rest)
+        return args, load_config(args.config, overrides)
+    except XlingError as e:
+        parser.error(str(e))
 
 
 # Problems with the paths and disks the user chose, which they fix: one line, exit 2.
