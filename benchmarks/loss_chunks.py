@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from xling.analysis.bench import timed_in_rounds, timing_trainer
+from xling.analysis.bench import DTYPES, timed_in_rounds, timing_trainer
 from xling.cli.app import config_and_options
 from xling.cli.command import count
 from xling.model import loss
@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
     args, cfg = config_and_options(p, argv)
     trainer = timing_trainer(cfg, len(RULES) * (args.steps + 2))
     head = trainer.model.head.weight
+    head_in_matmul_dtype = head.detach().to(DTYPES[trainer.precision])  # (what the loss chunks)
     rows = cfg.train.batch_size * cfg.model.seq_len // cfg.train.grad_accum  # (a micro-batch)
     print(f"{cfg.model.preset}, batch {cfg.train.batch_size} x {cfg.model.seq_len}, head {tuple(head.shape)}, "
           f"{trainer.precision}, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -57,8 +58,7 @@ def main(argv: list[str]) -> int:
     base = statistics.median(times["as is"])
     for name, rule in RULES.items():
         loss.CE_SMALL_HEAD, loss.CE_CHUNK_ELEMENTS, loss.CE_MIN_ROWS = rule
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[trainer.precision]
-        chunk = loss._training_chunks(rows, head.detach().to(dtype))[0][1]
+        chunk = loss._training_chunks(rows, head_in_matmul_dtype)[0][1]
         ms = 1000 * statistics.median(times[name])
         print(f"  {name:13s} {chunk:>5} rows a chunk  {ms:7.1f} ms a step  time ÷ as is's {ms / (1000 * base):.3f}")
     return 0
