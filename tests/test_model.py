@@ -93,19 +93,33 @@ def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path(monkey
 @pytest.mark.parametrize("rows,vocab", [(1, 50), (300, 2048), (7, 2049), (4, 65536)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_loss_softmax_in_place_is_bit_identical_to_a_fresh_softmax(dtype, rows, vocab):
-    """On a CPU the loss overwrites its logits with the softmax (no copy back); every bit must be as before, and a
-    slice of a chunk (as the loss passes them) must leave the chunk's other rows alone."""
+    """On a CPU the loss overwrites its logits with the softmax (no copy back); every bit of the gradient must be as
+    before, and a slice of a chunk (as the loss passes them) must leave the chunk's other rows alone. The loss, read
+    off the target's probability, is the reference's within fp32 rounding."""
     g = torch.Generator().manual_seed(0)
-    chunk = (torch.randn(rows + 2, vocab, generator=g) * 8).to(dtype)
+    h, w = torch.randn(rows + 2, 16, generator=g), torch.randn(vocab, 16, generator=g)
+    chunk = (h @ w.t()).to(dtype)
     logits, targets = chunk[1:-1], torch.randint(0, vocab, (rows, 1), generator=g)
     part = logits.float()  # the reference: a fresh softmax, the gradient copied back
     probs = torch.softmax(part, dim=1)
-    want_loss = (part.amax(dim=1, keepdim=True) - probs.amax(dim=1, keepdim=True).log() - part.gather(1, targets)).sum()
+    want_loss = F.cross_entropy(part.double(), targets.squeeze(1), reduction="sum").float()
     want_grad = probs.scatter_add_(1, targets, probs.new_full((rows, 1), -1.0)).to(dtype)
     got = chunk.clone()
-    assert torch.equal(CE._softmax_grad(got[1:-1], targets), want_loss)
+    loss = CE._softmax_grad(got[1:-1], targets, h[1:-1].to(dtype), w.to(dtype))
+    torch.testing.assert_close(loss, want_loss, rtol=2e-6, atol=1e-5)
     assert torch.equal(got[1:-1], want_grad)
     assert torch.equal(got[[0, -1]], chunk[[0, -1]])
+
+
+def test_a_far_target_loss_is_computed_from_its_logits_again():
+    """A target probability too small for its log (here 0 in fp32) must not make the loss infinite or inexact: its
+    row is computed again from h and the weight; the other rows keep the loss read off the softmax."""
+    want_logits = torch.tensor([[0.0, 200, 0], [80, 0, 0], [0, 0, 0]])
+    h, w = torch.eye(3), want_logits.t().contiguous()  # h @ w.T: these logits
+    targets = torch.tensor([[0], [1], [2]])  # target probabilities e^-200 (0 in fp32), e^-80 (< 2^-100), 1/3
+    want = F.cross_entropy(want_logits.double(), targets.squeeze(1), reduction="sum").item()  # 280 + ln 3
+    loss = CE._softmax_grad(h @ w.t(), targets, h, w).item()
+    assert math.isfinite(loss) and abs(loss - want) < 1e-4
 
 
 # Inductor's CPU code for it fails before torch 2.13 (KeyError 'buf1' with 2.11; its GPU code works there)
