@@ -2,16 +2,18 @@
 
     python benchmarks/loss_variants.py [CONFIG] [--section.key VALUE ...] [--steps 15]
 
-Builds the run's Trainer as `xling train` would, then times `Trainer.train_step` under four variants of
+Builds the run's Trainer as `xling train` would, then times `Trainer.train_step` under five variants of
 `xling.model.loss`, one step of each per round (medians; other load hits all of them alike):
 - as is: 4 MB chunks of fp32 logits for a small head on a CPU, else 2^23 logits and at least 512 rows; on a CPU
   each row's loss read off its target's probability;
 - large chunks for every head (the chunk rule before 2026-11-29);
 - small chunks for every head and dtype (2^20 logits, no minimum of rows);
 - the loss from the max logit (before 2026-11-29's night): max logit - log(largest probability) - target logit,
-  two more passes over each slice of logits.
-The chunk rules round the head's gradient differently, so those runs drift apart by rounding; the times do not depend
-on it (the loss formula changes the logged loss only, not the gradient). Under ~15 rounds the medians are noise on a
+  two more passes over each slice of logits;
+- the head's gradient summed as [vocab, width] (logits.T @ h added a chunk) also for a small fp32 head on a CPU
+  (before 2026-11-29's night), not transposed.
+The chunk rules and the head gradient's layout round the head's gradient differently, so those runs drift apart by
+rounding; the times do not depend on it (the loss formula changes the logged loss only, not the gradient). Under ~15 rounds the medians are noise on a
 shared machine ("as is" and "small chunks" are the same chunk rule for a small fp32 head: how far apart they come out
 shows the noise).
 E.g. the demo's shapes on one thread: OMP_NUM_THREADS=1 python benchmarks/loss_variants.py
@@ -46,17 +48,20 @@ def _loss_from_the_max_logit(logits: torch.Tensor, targets: torch.Tensor, rows_h
     return summed
 
 
-AS_IS = (loss.CE_SMALL_HEAD, loss.CE_CHUNK_ELEMENTS, loss.CE_MIN_ROWS)
-VARIANTS = {  # (CE_SMALL_HEAD, CE_CHUNK_ELEMENTS, CE_MIN_ROWS), the slice's softmax and loss
-    "as is": (AS_IS, loss._softmax_grad),
-    "large chunks": ((0, loss.CE_CHUNK_ELEMENTS, loss.CE_MIN_ROWS), loss._softmax_grad),
-    "small chunks": ((0, loss.CE_CHUNK_ELEMENTS_SMALL_HEAD, 1), loss._softmax_grad),
-    "max-logit loss": (AS_IS, _loss_from_the_max_logit),
+AS_IS = {name: getattr(loss, name) for name in ("_training_chunks", "_softmax_grad", "_sums_head_grad_transposed")}
+VARIANTS = {  # the functions of `xling.model.loss` each replaces, the rest as is
+    "as is": {},
+    "large chunks": {"_training_chunks": lambda n_rows, weight: loss._chunks(n_rows, len(weight), weight.device)},
+    "small chunks": {"_training_chunks": lambda n_rows, weight: loss._spans(n_rows, loss.CE_CHUNK_ELEMENTS_SMALL_HEAD,
+                                                                            len(weight))},
+    "max-logit loss": {"_softmax_grad": _loss_from_the_max_logit},
+    "head grad [V,D]": {"_sums_head_grad_transposed": lambda weight: False},
 }
 
 
-def _set(variant) -> None:
-    (loss.CE_SMALL_HEAD, loss.CE_CHUNK_ELEMENTS, loss.CE_MIN_ROWS), loss._softmax_grad = variant
+def _set(variant: dict) -> None:
+    for name, value in {**AS_IS, **variant}.items():
+        setattr(loss, name, value)
 
 
 def _step_under(trainer: Trainer, variant):
@@ -84,7 +89,7 @@ def main(argv: list[str]) -> int:
         _set(variant)
         chunk = loss._training_chunks(rows, head_in_matmul_dtype)[0][1]
         ms = 1000 * statistics.median(times[name])
-        print(f"  {name:14s} {chunk:>5} rows a chunk  {ms:7.1f} ms a step  time ÷ as is's {ms / (1000 * base):.3f}")
+        print(f"  {name:15s} {chunk:>5} rows a chunk  {ms:7.1f} ms a step  time ÷ as is's {ms / (1000 * base):.3f}")
     _set(VARIANTS["as is"])
     return 0
 

@@ -51,9 +51,11 @@ def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_r
     monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", slice_rows * 50)
     h, w, t = _case(v=50)
     assert CE._training_chunks(len(h), w)[0] == (0, min(chunk_rows, len(h)))
+    assert CE._sums_head_grad_transposed(w) == small_head  # (the small head's gradient summed as [width, vocab])
     loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
     for got, want in zip(_grads(loss, h, w), _grads(ref, h, w)):
+        assert got.is_contiguous()  # (the optimizer's layout)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 

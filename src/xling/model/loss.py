@@ -45,12 +45,23 @@ def _chunks(n_rows: int, vocab: int, device: torch.device):
     return _spans(n_rows, max(elements, CE_MIN_ROWS * vocab), vocab)
 
 
+def _small_fp32_cpu_head(weight: torch.Tensor) -> bool:
+    """Whether the head (`weight` in the matmul dtype) takes the small fp32 head's rules on a CPU (CE_SMALL_HEAD)."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.numel() <= CE_SMALL_HEAD
+
+
 def _training_chunks(n_rows: int, weight: torch.Tensor):
     """`_chunks` of the training loss (`weight` in the matmul dtype): smaller for a small fp32 head on a CPU."""
-    vocab, width = weight.shape
-    if weight.device.type == "cpu" and weight.dtype == torch.float32 and vocab * width <= CE_SMALL_HEAD:
-        return _spans(n_rows, CE_CHUNK_ELEMENTS_SMALL_HEAD, vocab)
-    return _chunks(n_rows, vocab, weight.device)
+    if _small_fp32_cpu_head(weight):
+        return _spans(n_rows, CE_CHUNK_ELEMENTS_SMALL_HEAD, len(weight))
+    return _chunks(n_rows, len(weight), weight.device)
+
+
+def _sums_head_grad_transposed(weight: torch.Tensor) -> bool:
+    """Whether the head's gradient is summed as [width, vocab] (h.T @ logits into it, one GEMM a chunk): 1.2-1.3x
+    faster than logits.T @ h added to a [vocab, width] sum for a small fp32 head on a CPU, no faster for larger ones
+    (README, "What made it fast", item 2); bf16 logits need the fp32 sum apart."""
+    return _small_fp32_cpu_head(weight)
 
 
 def _slices(n_rows: int, vocab: int, device: torch.device):
@@ -76,7 +87,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             hc, wc = h.to(dtype), weight.to(dtype)
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_h = torch.empty_like(hc) if need_h else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+            transposed = need_w and _sums_head_grad_transposed(wc)
+            grad_w = torch.zeros(weight.shape[::-1] if transposed else weight.shape, dtype=torch.float32,
+                                 device=h.device) if need_w else None
             for s, e in _training_chunks(len(hc), wc):
                 logits = hc[s:e] @ wc.t()  # [rows, V] in the matmul dtype
                 for a, b in _slices(e - s, len(wc), h.device):
@@ -87,8 +100,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         total += _softmax_grad(logits[a:b], targets[rows, None], hc[rows], wc)
                 if need_h:
                     torch.mm(logits, wc, out=grad_h[s:e])
-                if need_w:
+                if transposed:
+                    torch.addmm(grad_w, hc[s:e].t(), logits, out=grad_w)
+                elif need_w:
                     grad_w += logits.t() @ hc[s:e]
+            if transposed:
+                grad_w = grad_w.t().contiguous()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.n, ctx.dtypes = len(hc), (h.dtype, weight.dtype)
         return total / ctx.n
