@@ -12,10 +12,10 @@ Builds the run's Trainer as `xling train` would, then times `Trainer.train_step`
   two more passes over each slice of logits;
 - the head's gradient summed as [vocab, width] (logits.T @ h added a chunk) also for a small fp32 head on a CPU
   (before 2026-11-29's night), not transposed.
-The chunk rules and the head gradient's layout round the head's gradient differently, so those runs drift apart by
-rounding; the times do not depend on it (the loss formula changes the logged loss only, not the gradient). Under ~15 rounds the medians are noise on a
-shared machine ("as is" and "small chunks" are the same chunk rule for a small fp32 head: how far apart they come out
-shows the noise).
+The chunk rules (and, with another BLAS, the head gradient's layout) round the head's gradient differently, so runs
+drift apart by rounding; the times do not depend on it (the loss formula changes the logged loss only, not the
+gradient). Under ~15 rounds the medians are noise on a shared machine ("as is" and "small chunks" are the same chunk
+rule for a small fp32 head: how far apart they come out shows the noise).
 E.g. the demo's shapes on one thread: OMP_NUM_THREADS=1 python benchmarks/loss_variants.py
 --model.preset cpu-xs --tokenizer.vocab_size 2048 --train.batch_size 16
 """

@@ -58,9 +58,9 @@ def _training_chunks(n_rows: int, weight: torch.Tensor):
 
 
 def _sums_head_grad_transposed(weight: torch.Tensor) -> bool:
-    """Whether the head's gradient is summed as [width, vocab] (h.T @ logits into it, one GEMM a chunk): 1.2-1.3x
-    faster than logits.T @ h added to a [vocab, width] sum for a small fp32 head on a CPU, no faster for larger ones
-    (README, "What made it fast", item 2); bf16 logits need the fp32 sum apart."""
+    """Whether the head's gradient is summed as [width, vocab] (h.T @ logits into it, one GEMM a chunk): for a small
+    fp32 head on a CPU 1.15-1.3x faster than logits.T @ h added to a [vocab, width] sum, for larger ones no faster
+    (README, "What made it fast", item 2). (bf16 logits: the GEMM's bf16 result is added to the fp32 sum apart.)"""
     return _small_fp32_cpu_head(weight)
 
 
