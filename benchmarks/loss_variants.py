@@ -6,7 +6,7 @@ Builds the run's Trainer as `xling train` would, then times `Trainer.train_step`
 `xling.model.loss`, one step of each per round (medians; other load hits all of them alike):
 - as is: 4 MB chunks of fp32 logits for a small head on a CPU, else 2^23 logits and at least 512 rows; on a CPU
   each row's loss read off its target's probability;
-- large chunks for every head (the chunk rule before 2026-11-29);
+- large chunks for every head (the chunk rule before 2026-11-29; the rest as is, so not that day's step);
 - small chunks for every head and dtype (2^20 logits, no minimum of rows);
 - the loss from the max logit (before 2026-11-29's night): max logit - log(largest probability) - target logit,
   two more passes over each slice of logits;

@@ -59,7 +59,10 @@ def test_chunked_cross_entropy_equals_the_reference_in_fp32(monkeypatch, chunk_r
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
-def test_chunked_cross_entropy_survives_extreme_logits():
+@pytest.mark.parametrize("small_head", [True, False])
+def test_chunked_cross_entropy_survives_extreme_logits(monkeypatch, small_head):
+    _chunk_rows(monkeypatch, 16, 50, small_head)  # (far rows in every chunk and slice, not only the first)
+    monkeypatch.setattr(CE, "CE_SLICE_ELEMENTS", 5 * 50)
     h, w, t = _case(scale=40.0)  # logit gaps in the hundreds: exp underflows, the loss must not
     loss, ref = linear_cross_entropy(h, w, t), _reference_loss(h, w, t)
     assert ref > 50 and math.isfinite(loss.item())
@@ -99,27 +102,29 @@ def test_loss_softmax_in_place_is_bit_identical_to_a_fresh_softmax(dtype, rows, 
     before, and a slice of a chunk (as the loss passes them) must leave the chunk's other rows alone. The loss, read
     off the target's probability, is the reference's within fp32 rounding."""
     g = torch.Generator().manual_seed(0)
-    h, w = torch.randn(rows + 2, 16, generator=g), torch.randn(vocab, 16, generator=g)
-    chunk = (h @ w.t()).to(dtype)
+    h, w = torch.randn(rows + 2, 16, generator=g).to(dtype), torch.randn(vocab, 16, generator=g).to(dtype)
+    chunk = h @ w.t()  # (as the loss computes them, should a row be far)
     logits, targets = chunk[1:-1], torch.randint(0, vocab, (rows, 1), generator=g)
     part = logits.float()  # the reference: a fresh softmax, the gradient copied back
     probs = torch.softmax(part, dim=1)
     want_loss = F.cross_entropy(part.double(), targets.squeeze(1), reduction="sum").float()
     want_grad = probs.scatter_add_(1, targets, probs.new_full((rows, 1), -1.0)).to(dtype)
     got = chunk.clone()
-    loss = CE._softmax_grad(got[1:-1], targets, h[1:-1].to(dtype), w.to(dtype))
+    loss = CE._softmax_grad(got[1:-1], targets, h[1:-1], w)
     torch.testing.assert_close(loss, want_loss, rtol=2e-6, atol=1e-5)
     assert torch.equal(got[1:-1], want_grad)
     assert torch.equal(got[[0, -1]], chunk[[0, -1]])
 
 
-def test_a_far_target_loss_is_computed_from_its_logits_again():
-    """A target probability too small for its log (here 0 in fp32) must not make the loss infinite or inexact: its
-    row is computed again from h and the weight; the other rows keep the loss read off the softmax."""
-    want_logits = torch.tensor([[0.0, 200, 0], [80, 0, 0], [0, 0, 0]])
-    h, w = torch.eye(3), want_logits.t().contiguous()  # h @ w.T: these logits
-    targets = torch.tensor([[0], [1], [2]])  # target probabilities e^-200 (0 in fp32), e^-80 (< 2^-100), 1/3
-    want = F.cross_entropy(want_logits.double(), targets.squeeze(1), reduction="sum").item()  # 280 + ln 3
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_far_target_loss_is_computed_from_its_logits_again(dtype):
+    """A target probability below FAR_TARGET must not make the loss infinite (fp32 rounds e^-200 to 0) or inexact
+    (e^-100 is subnormal: read off, its loss would be 99.98): its row is computed again from h and the weight; the
+    other rows keep the loss read off the softmax."""
+    want_logits = torch.tensor([[0.0, 0, 0], [0, 200, 0], [100, 0, 0]])
+    h, w = torch.eye(3, dtype=dtype), want_logits.t().contiguous().to(dtype)  # h @ w.T: these logits (exact in bf16)
+    targets = torch.tensor([[2], [0], [1]])  # target probabilities 1/3, e^-200, e^-100
+    want = F.cross_entropy(want_logits.double(), targets.squeeze(1), reduction="sum").item()  # ln 3 + 300
     loss = CE._softmax_grad(h @ w.t(), targets, h, w).item()
     assert math.isfinite(loss) and abs(loss - want) < 1e-4
 

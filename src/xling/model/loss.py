@@ -24,8 +24,8 @@ CE_CHUNK_ELEMENTS_GPU = 1 << 26
 # "What made it fast", item 2).
 CE_SMALL_HEAD = 1 << 18
 CE_CHUNK_ELEMENTS_SMALL_HEAD = 1 << 20
-# Below this target probability a loss is not read off the softmax (`_target_losses`): 2^-100 is far above
-# fp32's smallest normal number (2^-126), so above it the log keeps the probability's full precision.
+# Below this target probability (a loss above ~69 nats) a loss is not read off the softmax (`_target_losses`): a
+# margin above fp32's smallest normal number (2^-126), below which the probability loses bits and from ~2^-150 is 0.
 FAR_TARGET = 2.0 ** -100
 
 
@@ -94,7 +94,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 logits = hc[s:e] @ wc.t()  # [rows, V] in the matmul dtype
                 for a, b in _slices(e - s, len(wc), h.device):
                     rows = slice(s + a, s + b)
-                    if fused:
+                    if fused is not None:
                         total += fused(logits[a:b], targets[rows, None])
                     else:
                         total += _softmax_grad(logits[a:b], targets[rows, None], hc[rows], wc)
@@ -149,8 +149,8 @@ def _target_losses(probs: torch.Tensor, targets: torch.Tensor, rows_h: torch.Ten
                    ) -> torch.Tensor:
     """The summed loss of softmax rows: -log p(target) = log-sum-exp - target logit, with no pass over the logits
     for their max (two passes fewer than `top - log(max p) - target logit`, ~5 % of the demo's step on a CPU).
-    A target probability below FAR_TARGET keeps too few bits for its log, or is 0: those rows (losses above
-    ~69 nats, a diverging run) are computed again from their logits, in log-sum-exp form."""
+    Rows whose target probability is below FAR_TARGET (a diverging run) are computed again from their logits, in
+    log-sum-exp form."""
     target_probs = probs.gather(1, targets).squeeze(1)
     losses = target_probs.log().neg_()
     far = (target_probs < FAR_TARGET).nonzero().squeeze(1)
