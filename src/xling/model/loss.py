@@ -132,7 +132,7 @@ def _softmax_grad(logits: torch.Tensor, targets: torch.Tensor, rows_h: torch.Ten
         # result is bit-identical): fp32 logits then need no copy back. The loss is read off it (`_target_losses`).
         probs = torch.softmax(part, dim=1, out=part)
         loss = _target_losses(probs, targets, rows_h, weight)
-    else:  # (no host sync on a GPU: the loss from the max logit, an extra pass that costs little there)
+    else:  # (no host sync on a GPU: the loss from the max logit, two more passes that cost little there)
         top = part.amax(dim=1, keepdim=True)
         target_logit = part.gather(1, targets)
         probs = torch.softmax(part, dim=1)
@@ -148,7 +148,7 @@ def _softmax_grad(logits: torch.Tensor, targets: torch.Tensor, rows_h: torch.Ten
 def _target_losses(probs: torch.Tensor, targets: torch.Tensor, rows_h: torch.Tensor, weight: torch.Tensor
                    ) -> torch.Tensor:
     """The summed loss of softmax rows: -log p(target) = log-sum-exp - target logit, with no pass over the logits
-    for their max (two passes fewer than `top - log(max p) - target logit`, ~5 % of the demo's step on a CPU).
+    for their max (two passes fewer than `top - log(max p) - target logit`: 4-8 % of the demo's step on a CPU).
     Rows whose target probability is below FAR_TARGET (a diverging run) are computed again from their logits, in
     log-sum-exp form."""
     target_probs = probs.gather(1, targets).squeeze(1)
