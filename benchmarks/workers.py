@@ -103,11 +103,9 @@ def main(argv: list[str]) -> int:
     except ValueError:
         layouts = []
     if not layouts or not all(len(layout) == 2 and min(layout) >= 1 for layout in layouts):
-        print(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}", file=sys.stderr)
-        return 2
+        p.error(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}")
     if args.steps < 1 or args.warmup < 0:
-        print(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}", file=sys.stderr)
-        return 2
+        p.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
 
     from xling.config import load_config, to_dict
     from xling.errors import XlingError

@@ -112,6 +112,22 @@ def test_bench_cli_writes_json(tiny_corpus_dir, tmp_path, capsys):
     assert "tokens/s" in capsys.readouterr().out
 
 
+def test_bench_says_when_its_threads_outnumber_the_cores(tiny_corpus_dir, tmp_path, capsys, monkeypatch):
+    from xling.study import launch
+
+    monkeypatch.setattr(launch, "usable_cores", lambda: 1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus_dir)), encoding="utf-8")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--no-hf", "--threads", "2",
+                     "--train.batch_size", "4"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the other tests run on one)
+    out = capsys.readouterr()
+    assert "note: 2 threads on 1 usable core: they share the cores" in out.err and ", 2 threads;" in out.out
+
+
 # --------------------------------------------------------------------------- CPU defaults
 
 

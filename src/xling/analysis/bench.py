@@ -318,7 +318,7 @@ def run_bench(cfg: RunConfig, steps: int = 20, warmup: int = 3, hf: bool = True,
         contenders["exponentials"] = _repeated(exponentials(n_exps, device), cfg.train.grad_accum)
     contenders.update({f"hf {p}": hf_step(dims, trainer, p) for p in hf_precisions})
     contenders.update({f"gemm {p}": _gemm(device, DTYPES[p], *peaks[p]["shape"]) for p in precisions})
-    log(f"timing {steps} rounds of {', '.join(contenders)} ...")
+    log(f"timing {steps} round{'' if steps == 1 else 's'} of {', '.join(contenders)} ...")
     times = timed_in_rounds(contenders, steps, warmup, device)
     for p, peak in peaks.items():  # the peak is the best rate seen (a conservative MFU denominator)
         m, k, n = peak["shape"]

@@ -259,7 +259,8 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
                    "apply on top)")
     p.add_argument("--steps", type=count(1, 100_000), default=20, help="timed steps per model (default 20)")
     p.add_argument("--warmup", type=count(0, 100_000), default=3, help="untimed steps first (default 3)")
-    p.add_argument("--threads", type=count(0, 4096), default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=count(0, 4096), default=0, help="torch threads (default 0: torch's choice, one "
+                   "per core; more than the usable cores share them and are slower)")
     p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     p.add_argument("--out", help="also write the result as JSON here")
 
@@ -273,6 +274,12 @@ def bench(args, overrides) -> int:
     if args.out:
         check_output_file(args.out)
     if args.threads:
+        from ..study.launch import usable_cores
+
+        cores = usable_cores()
+        if args.threads > cores:
+            print(f"note: {args.threads} threads on {cores} usable core{'' if cores == 1 else 's'}: they share the cores, "
+                  "so every step is slower than it need be", file=sys.stderr)
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config or "clone-90-10", overrides)  # the README's default
     result = run_bench(cfg, steps=args.steps, warmup=args.warmup, hf=not args.no_hf,

@@ -182,7 +182,7 @@ def _progress_lines(rows: list[dict], key: str, after_training: str) -> list[str
 def bench_table(result: dict) -> str:
     """`xling bench`: the step's tokens/s, MFU, data path and matmul shares, and Hugging Face beside it."""
     s, m, x = result["shape"], result["machine"], result["xling"]
-    where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
+    where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} thread{'' if m['torch_threads'] == 1 else 's'}"
     lines = [(f"{s['preset']}: {s['n_layers']} layers, d {s['d_model']}, {s['n_heads']} heads, MLP {s['d_mlp']}, "
               f"seq {s['seq_len']}, batch {s['batch']}, vocab {s['vocab']:,} ({s['parameters'] / 1e6:.1f}M parameters)"),
              (f"device: {where}; torch {m['torch']}, load average {m['load_average']} -> {m['load_average_end']}, "

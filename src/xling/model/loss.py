@@ -148,7 +148,7 @@ def _softmax_grad(logits: torch.Tensor, targets: torch.Tensor, rows_h: torch.Ten
 def _target_losses(probs: torch.Tensor, targets: torch.Tensor, rows_h: torch.Tensor, weight: torch.Tensor
                    ) -> torch.Tensor:
     """The summed loss of softmax rows: -log p(target) = log-sum-exp - target logit, with no pass over the logits
-    for their max (two passes fewer than `top - log(max p) - target logit`: 4-8 % of the demo's step on a CPU).
+    for their max (two passes fewer than `top - log(max p) - target logit`: 2-8 % of the demo's step on a CPU).
     Rows whose target probability is below FAR_TARGET (a diverging run) are computed again from their logits, in
     log-sum-exp form."""
     target_probs = probs.gather(1, targets).squeeze(1)

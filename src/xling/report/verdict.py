@@ -106,7 +106,8 @@ _ONE_SEED = (Status.HOLDS_ONE_SEED, Status.NOT_SUPPORTED_ONE_SEED)
 MEANINGS = (
     "'supported': the 95 % interval of the effect excludes no effect, in the paper's direction; "
     "'direction holds, not significant': the means point the paper's way, the interval includes no effect; "
-    "'not supported': the means do not point the paper's way, the interval includes no effect; "
+    "'not supported': the means do not point the paper's way, the interval includes no effect (a claim of several "
+    "checks: none supported, none contradicted, and not every one pointing the paper's way); "
     "'contradicted': the interval excludes no effect, in the opposite direction; "
     "'(one seed)': one seed, so no interval, only the direction of the means; "
     "'partly': a claim of several checks of which at least one is supported and at least one is not, none "
