@@ -107,7 +107,7 @@ MEANINGS = (
     "'supported': the 95 % interval of the effect excludes no effect, in the paper's direction; "
     "'direction holds, not significant': the means point the paper's way, the interval includes no effect; "
     "'not supported': the means do not point the paper's way, the interval includes no effect (a claim of several "
-    "checks: none supported, none contradicted, and not every one pointing the paper's way); "
+    "checks: none supported and not every one pointing the paper's way, unless every one is contradicted); "
     "'contradicted': the interval excludes no effect, in the opposite direction; "
     "'(one seed)': one seed, so no interval, only the direction of the means; "
     "'partly': a claim of several checks of which at least one is supported and at least one is not, none "
