@@ -85,6 +85,7 @@ def default_layouts(cores: int) -> list[tuple[int, int]]:
 def main(argv: list[str]) -> int:
     from xling.analysis.bench import cpu_model
     from xling.cli.app import split_overrides
+    from xling.cli.command import count
     from xling.study.launch import usable_cores
     from xling.train.threads import openmp_wait_setup
 
@@ -93,8 +94,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", nargs="?", help="YAML config or packaged config name (default: clone-90-10)")
     p.add_argument("--layouts", help="comma-separated WxT, e.g. 1x16,4x4,16x1 (default: every even split of the cores)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--steps", type=count(1), default=20, help="timed steps per run (default 20)")
+    p.add_argument("--warmup", type=count(0), default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args(rest)
     try:
@@ -104,8 +105,6 @@ def main(argv: list[str]) -> int:
         layouts = []
     if not layouts or not all(len(layout) == 2 and min(layout) >= 1 for layout in layouts):
         p.error(f"--layouts: expected e.g. 1x16,16x1, got {args.layouts!r}")
-    if args.steps < 1 or args.warmup < 0:
-        p.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
 
     from xling.config import load_config, to_dict
     from xling.errors import XlingError
