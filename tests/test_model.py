@@ -174,6 +174,19 @@ def test_model_loss_paths_agree_with_the_logits():
         torch.testing.assert_close(model.loss(x, y, per_token=True, last_n=5), ref[:, -5:], rtol=1e-6, atol=1e-6)
 
 
+def test_the_last_positions_features_skip_the_last_blocks_other_positions():
+    model = _model()
+    x = torch.randint(0, 300, (3, 24))
+    mlp_rows = {i: [] for i in range(len(model.blocks))}
+    for i, block in enumerate(model.blocks):
+        block.fc.register_forward_hook(lambda mod, args, out, i=i: mlp_rows[i].append(args[0].shape[1]))
+    with torch.no_grad():
+        full, last = model.features(x), model.features(x, last_n=5)
+    torch.testing.assert_close(last, full[:, -5:], rtol=1e-6, atol=1e-6)
+    assert len(mlp_rows) > 1 and mlp_rows.pop(len(model.blocks) - 1) == [24, 5]  # the last block: 5 positions
+    assert all(rows == [24, 24] for rows in mlp_rows.values())  # the others: every position (keys and values)
+
+
 @pytest.mark.parametrize("t", [20, M.CPU_EXPLICIT_ATTENTION_MAX_LEN + 8])  # explicit path, SDPA path
 def test_cpu_attention_equals_sdpa(t):
     g = torch.Generator().manual_seed(1)

@@ -42,7 +42,9 @@ class Block(nn.Module):
         self.fc = nn.Linear(d, dims.d_mlp)
         self.proj = nn.Linear(dims.d_mlp, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_n: int = 0) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; `last_n` > 0: only the last last_n positions' outputs [B, last_n, D] (all
+        positions still serve as keys and values)."""
         b, t, _ = x.shape
         h = self.ln_1(x)
         # One matmul for Q, K and V (a bigger GEMM runs faster); the parameters stay separate,
@@ -52,6 +54,8 @@ class Block(nn.Module):
         qkv = F.linear(h, weight, bias).view(b, t, 3, self.n_heads, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous()  # one copy into [3, B, H, T, head_dim]
         attn = causal_attention(q, k, v)
+        if last_n:  # the projections and MLP of the other positions would go unused
+            attn, x, t = attn[:, :, -last_n:], x[:, -last_n:], last_n
         x = x + self.o(attn.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
         return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
 
@@ -93,11 +97,12 @@ class GPT(nn.Module):
         positions = torch.arange(t, device=idx.device)
         return self.tok_emb(idx) * math.sqrt(self.dims.d_model) + self.pos_emb(positions)
 
-    def features(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final hidden states [B, T, D] (after the last LayerNorm), the head's input."""
+    def features(self, idx: torch.Tensor, last_n: int = 0) -> torch.Tensor:
+        """The final hidden states [B, T, D] (after the last LayerNorm), the head's input; `last_n` > 0: of the
+        last last_n positions only, [B, last_n, D] (the last block computes no others)."""
         x = self._embed(idx)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_n if i == len(self.blocks) - 1 else 0)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,12 +116,12 @@ class GPT(nn.Module):
         """Next-token cross-entropy in fp32: the mean, or per token [B, T] when `per_token`.
 
         `last_n` > 0 scores only the last last_n positions of each row (per token [B, last_n]):
-        evaluation scores only those, so the output head runs on a quarter of the positions.
-        The [B, T, vocab] logits are never materialised (see `linear_cross_entropy`).
+        evaluation scores only those, so the output head and the last block's projections and MLP run on a
+        quarter of the positions. The [B, T, vocab] logits are never materialised (see `linear_cross_entropy`).
         """
-        h = self.features(idx)
+        h = self.features(idx, last_n)
         if last_n:
-            h, targets = h[:, -last_n:], targets[:, -last_n:]
+            targets = targets[:, -last_n:]
         losses = linear_cross_entropy(h.flatten(0, 1), self.head.weight, targets.flatten(), per_token=per_token,
                                       fused_softmax=self.fused_softmax)
         return losses.view_as(targets) if per_token else losses
