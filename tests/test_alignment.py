@@ -388,21 +388,32 @@ def test_analyses_in_worker_processes_give_the_same_results(tiny_corpus_dir, tmp
 
     from test_study import small_study
     from xling.fsio import read_json
-    from xling.report.alignment_results import compute_missing
+    from xling.report.alignment_results import analyse_trained_run, compute_missing
     from xling.study.runner import run_study
 
     study = small_study(tiny_corpus_dir, "two-workers", ps=(0.5, 0.1), fractions=(0.1,))
-    run_study(study, tmp_path / "a", log=lambda *a: None, progress=False)
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    options = dict(task=None, word2vec=False, sequences=4, grad_sequences=2, figures=False)
+    mixes = [s.id for s in study.runs if s.group == "mix"]
+    align = dict(sequences=4, grad_sequences=2, figures=False)
+    options = dict(task=None, word2vec=False, **align)
+    # as `xling demo` aligns: each bilingual run by the worker that trained it, right after
+    trained = []
+    run_study(study, tmp_path / "t", workers=2, log=trained.append, progress=False,
+              then=(analyse_trained_run, None, False, 0, align))
+    for run_id in mixes:
+        at = trained.index(f"aligned {run_id}")
+        assert trained[at - 1].startswith("[") and f"] {run_id} in " in trained[at - 1]
+    assert not any(line.startswith("aligned ") and line[8:] not in mixes for line in trained)
+    assert compute_missing(study, tmp_path / "t", workers=2, **options)["aligned"] == 0  # nothing left to do
+    for r in "ab":
+        shutil.copytree(tmp_path / "t", tmp_path / r, ignore=shutil.ignore_patterns("alignment"))
     lines = []
     here = compute_missing(study, tmp_path / "a", workers=1, **options)
     there = compute_missing(study, tmp_path / "b", workers=2, log=lines.append, **options)
     assert here == there == {"aligned": 2, "transferred": 0, "skipped": 1}
-    assert sorted(lines) == sorted(f"aligned {s.id}" for s in study.runs if s.group == "mix")
+    assert sorted(lines) == sorted(f"aligned {run_id}" for run_id in mixes)
     for spec in study.runs[1:]:
-        a, b = (read_json(spec.run_dir(tmp_path / r) / "alignment" / "alignment.json") for r in "ab")
-        assert a["hidden"] == b["hidden"] and a["gradient"] == b["gradient"]
+        t, a, b = (read_json(spec.run_dir(tmp_path / r) / "alignment" / "alignment.json") for r in "tab")
+        assert t["hidden"] == a["hidden"] == b["hidden"] and t["gradient"] == a["gradient"] == b["gradient"]
     assert compute_missing(study, tmp_path / "b", workers=2, **options)["aligned"] == 0  # nothing left to do
     # aligned the way `xling demo` aligns (no gradients): an analysis that wants them computes them again
     shutil.copytree(tmp_path / "a", tmp_path / "c", ignore=shutil.ignore_patterns("alignment"))

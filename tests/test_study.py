@@ -22,7 +22,7 @@ from xling.errors import XlingError
 from xling.fsio import read_json
 from xling.recipes import packaged
 from xling.study.runner import execute_run, run_study
-from xling.study.spec import available_studies, build_study, find_study, load_study, runs_root
+from xling.study.spec import RunSpec, available_studies, build_study, find_study, load_study, runs_root
 from xling.study.state import is_complete, study_status
 from xling.train.lock import run_lock
 
@@ -329,6 +329,29 @@ def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path,
     counts = run_study(study, tmp_path, log=lambda *_: None)  # a rerun retries only the failed run
     assert counts == {"total": 2, "completed": 2, "failed": 0}
     assert read_json_file(failed.run_dir(tmp_path) / "study.json")["attempts"] == 2
+
+
+def _probe(spec_json: dict, root: str, fail: bool) -> list[str]:
+    """A study runner's `then` for the test below."""
+    if fail:
+        raise ValueError("no probe today")
+    assert is_complete(RunSpec.from_json(spec_json).run_dir(root))
+    return [f"probed {spec_json['id']}"]
+
+
+def test_then_runs_after_each_run_the_runner_completes_and_cannot_fail_it(tiny_corpus_dir, tmp_path):
+    study = small_study(tiny_corpus_dir, "then", ps=(0.5,), fractions=(0.1,))
+    lines = []
+    assert run_study(study, tmp_path, log=lines.append, then=(_probe, False))["completed"] == 2
+    for spec in study.runs:  # each right after its run's line
+        assert f"] {spec.id} in " in lines[lines.index(f"probed {spec.id}") - 1]
+    again = study.runs[0]
+    shutil.rmtree(again.run_dir(tmp_path))
+    lines.clear()
+    assert run_study(study, tmp_path, log=lines.append, then=(_probe, True)) == {"total": 2, "completed": 2, "failed": 0}
+    assert lines[-1] == f"{again.id}: _probe failed after training (ValueError: no probe today)"
+    assert sum(again.id in line for line in lines) == 2  # (the run complete before: not trained, not probed)
+    assert read_json_file(again.run_dir(tmp_path) / "study.json")["status"] == "completed"
 
 
 @pytest.mark.parametrize("holder_finishes", [True, False])

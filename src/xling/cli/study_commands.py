@@ -161,18 +161,23 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def demo(args, overrides) -> int:
     from ..report.alignment_report import alignment_headline
-    from ..report.alignment_results import compute_missing
+    from ..report.alignment_results import analyse_trained_run, compute_missing
     from ..report.claims import claim_lines, headline
     from ..report.stats import fmt_stat
     from ..report.study_report import write_report
+    from ..study.runner import run_study
     from ..study.spec import load_study, replaces_shipped
 
     chosen = load_study(args.study)
     if chosen.path is not None and replaces_shipped(chosen.path):  # (its numbers are not the README's)
         print(f"note: {args.study} is your {chosen.path}, which replaces xling's study of that name", file=sys.stderr)
-    counts = Study(args.study, args.root, args.db).run(args.workers or "auto", log=print)
-    # hidden-state alignment only (seconds per run): the report's alignment section and the line below
-    compute_missing(chosen, args.root, task=None, word2vec=False, log=print, grad_sequences=0, figures=False)
+    # hidden-state alignment only (seconds per run), for the report's alignment section and the line below: each
+    # bilingual run's by the worker that trained it, right after, while the others train; here what is still missing
+    # (runs trained before, an alignment that failed in its worker)
+    align = {"grad_sequences": 0, "figures": False}
+    counts = run_study(chosen, args.root, args.workers or "auto", db=args.db, log=print,
+                       then=(analyse_trained_run, None, False, 0, align))
+    compute_missing(chosen, args.root, task=None, word2vec=False, log=print, **align)
     path, analysis = write_report(chosen, args.root, args.out, args.db)
     print(f"\nreport: {path} and {path.with_suffix('.html')}")
     print("Test perplexity per language (geometric mean [95 % CI] over seeds) and token efficiency (mean ± 95 % CI; "

@@ -144,6 +144,14 @@ def analyse_run(spec_json: dict, root: str, task: str | None, word2vec: bool, tr
     return counts, lines
 
 
+def analyse_trained_run(spec_json: dict, root: str, *args) -> list[str]:
+    """`analyse_run`'s lines for a run the study runner has just trained, in the worker that trained it (`run_study`'s
+    `then`); nothing for a run of one language (`compute_missing` skips those too)."""
+    if not RunSpec.from_json(spec_json).mixture.multilingual:
+        return []
+    return analyse_run(spec_json, root, *args)[1]
+
+
 def _own_real_text(cfg) -> bool:
     """Whether a run has a real language of your own text (the bible-parts task has no verses of it)."""
     lang = cfg.languages

@@ -19,13 +19,18 @@ from .spec import RunSpec
 from .state import is_complete, now, record
 
 
-def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tuple[str, ...] = ()) -> dict:
+def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tuple[str, ...] = (),
+                then: tuple = ()) -> dict:
     """Train (or resume) and evaluate one run under its lock. Never raises for a failed run.
 
-    Returns {"id", "status": completed | failed | busy | done, "seconds", "error", "gpu"}; "busy"
+    Returns {"id", "status": completed | failed | busy | done, "seconds", "error", "gpu", "lines"}; "busy"
     means another process holds the run, "done" that it was completed before we got to it; "gpu" is
     the CUDA_VISIBLE_DEVICES the study runner gave this worker (None: none given). `loggers`
-    (tensorboard, wandb, csv) see the training as it goes, then the test perplexities.
+    (tensorboard, wandb, csv) see the training as it goes, then the test perplexities. `then`: (fn, *args), a
+    module-level function run here once the run has completed, still under its lock: fn(spec_json, root, *args)
+    returns lines for the log ("lines"). An analysis that needs only the run (`xling demo`'s alignment) is thus done
+    by the worker that trained it while the others still train, not after them all. Its failure does not fail the
+    run: "lines" says it, and what computes the analysis again later meets it in full.
     """
     spec = RunSpec.from_json(spec_json)
     run_dir = spec.run_dir(root)
@@ -65,4 +70,14 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
                 error = f"{type(exc).__name__}: {error}"
             trace = traceback.format_exc()
         record(run_dir, spec, status=status, finished=now(), error=error, traceback=trace)
-    return {**result, "status": status, "seconds": time.perf_counter() - start, "error": error}
+        seconds = time.perf_counter() - start
+        lines = _then(then, spec_json, root) if then and status == "completed" else []
+    return {**result, "status": status, "seconds": seconds, "error": error, "lines": lines}
+
+
+def _then(then: tuple, spec_json: dict, root: str) -> list[str]:
+    fn, *args = then
+    try:
+        return list(fn(spec_json, root, *args))
+    except Exception as exc:  # (Ctrl-C and SIGTERM stop it as they stop training)
+        return [f"{spec_json['id']}: {fn.__name__} failed after training ({type(exc).__name__}: {first_line(exc)})"]

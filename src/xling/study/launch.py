@@ -235,6 +235,7 @@ class Launch:
     runs_per_gpu: int = 1
     loggers: tuple[str, ...] = ()
     progress: bool = False
+    then: tuple = ()  # (fn, *args): run by the worker after each run it completes (`execute_run`)
     in_worker_process: bool = False  # even one worker trains in a worker process, with exactly `threads` threads
 
     @classmethod
@@ -275,7 +276,7 @@ class Launch:
             yield from self._ray(todo, root)
         elif self.workers == 1 and self.gpus is None and not self.in_worker_process:  # here: CUDA may be set up here
             for spec in todo:
-                yield execute_run(spec.to_json(), str(root), self.progress, self.loggers)
+                yield execute_run(spec.to_json(), str(root), self.progress, self.loggers, self.then)
         else:
             yield from self._pool(todo, root)
 
@@ -295,7 +296,7 @@ class Launch:
 
     def _pool(self, todo: list[RunSpec], root: Path) -> Iterator[dict]:
         progress = self.progress and self.workers == 1  # (one bar on the terminal; several would garble it)
-        yield from self.run_each(execute_run, todo, str(root), progress, self.loggers)
+        yield from self.run_each(execute_run, todo, str(root), progress, self.loggers, self.then)
 
     def run_each(self, fn, todo: list[RunSpec], *args) -> Iterator:
         """fn(spec.to_json(), *args) for every run in the local worker processes; the results as they
@@ -350,7 +351,7 @@ class Launch:
                 request = ray_resources(spec.config, threads, self.gpus_asked, self.runs_per_gpu)
                 on_gpu = trains_on_gpu(spec.config, self.gpus_asked)
                 pending.append(task.options(**request).remote(spec.to_json(), str(root.resolve()), threads, on_gpu,
-                                                              self.loggers, os.getcwd()))
+                                                              self.loggers, os.getcwd(), self.then))
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 try:

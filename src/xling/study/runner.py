@@ -213,7 +213,8 @@ def _restore_study_records(study: Study, root: Path, log) -> None:
 def run_study(study: Study, root: str | Path | None = None, workers: int | str | None = None, engine: str = "local",
               db: str | Path | None = None, progress: bool | None = None, log=None,
               loggers: tuple[str, ...] = (), reuse: bool = True, poll: float = 2.0,
-              gpus: str | tuple[int, ...] | None = None, runs_per_gpu: int = 1, wait: bool = True) -> dict:
+              gpus: str | tuple[int, ...] | None = None, runs_per_gpu: int = 1, wait: bool = True,
+              then: tuple = ()) -> dict:
     """Run every missing run of `study`; returns counts per outcome. Safe to interrupt and rerun.
 
     `workers` runs train at a time (default 1, in this process, or one per GPU place with `gpus`): local
@@ -226,7 +227,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
     checked every `poll` seconds), then counted when that runner finished it or trained here when
     it did not; with `wait` False it is left to that runner and counted as "elsewhere" (a SLURM
     array's nodes then stop when nothing is left for them). `log(line)` is told of progress, one
-    line per finished run (the CLI passes print)."""
+    line per finished run (the CLI passes print). `then`: (fn, *args), run by the worker after each run it
+    completes, its lines logged after the run's (`execute_run`; `xling demo` aligns its runs so)."""
     check_not_importing_the_script()  # (before its first line: a worker importing the script would print it too)
     log = log or (lambda _: None)
     auto = workers == "auto" and engine == "local" and gpus is None  # else "auto" means the default
@@ -263,7 +265,7 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
         f"below (`{study.command('status', root)}` shows progress)")
     todo.sort(key=_cost, reverse=True)
     progress = sys.stderr.isatty() if progress is None else progress
-    launch = dataclasses.replace(launch, loggers=loggers, progress=progress)
+    launch = dataclasses.replace(launch, loggers=loggers, progress=progress, then=then)
     started, total, done = time.perf_counter(), len(todo), 0
     while todo:
         busy = []
@@ -281,6 +283,8 @@ def run_study(study: Study, root: str | Path | None = None, workers: int | str |
                           "failed": f"FAILED: {result['error']}"}[result["status"]]
                 where = f" on GPU {result['gpu']}" if result.get("gpu") and result["status"] != "done" else ""
                 log(f"[{done}/{total}] {spec.id} {detail}{where} ({time.perf_counter() - started:.0f} s elapsed)")
+                for line in result.get("lines", ()):
+                    log(line)
         todo = []
         if busy and not wait:
             holders = sorted({str(lock_holder(s.run_dir(root)) or "?") for s in busy})

@@ -119,7 +119,7 @@ def set_gpu(gpu: str | None) -> None:
 
 
 def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, loggers: tuple[str, ...] = (),
-             workdir: str | None = None) -> dict:
+             workdir: str | None = None, then: tuple = ()) -> dict:
     """One run as a Ray task, in a worker set up like a local one (Ray has set its CUDA_VISIBLE_DEVICES), in the
     driver's directory `workdir` (a cluster's worker starts where `ray start` ran: relative paths, and the run's
     recorded workdir, are the driver's)."""
@@ -134,4 +134,4 @@ def ray_task(spec_json: dict, root: str, threads: int, on_gpu: bool = False, log
     init_worker(threads)
     from .execute import execute_run  # imports torch: after init_worker
 
-    return execute_run(spec_json, root, loggers=loggers)
+    return execute_run(spec_json, root, loggers=loggers, then=then)
