@@ -251,3 +251,38 @@ def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):
     for cap, expected in [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", uncapped), ("ALL", uncapped)]:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
         assert session.cpu_has_bf16() == expected, cap
+
+
+def _benchmark_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_demo_against_reads_a_demos_runs_time_results_and_failure(tmp_path, status):
+    demo_against = _benchmark_script("demo_against")
+    package = tmp_path / "src" / "xling"
+    (package / "cli").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "cli" / "__init__.py").write_text(  # a stand-in for some commit's `xling demo`
+        "import os, sys\n"
+        "def main():\n"
+        "    assert sys.argv[1:] == ['demo'] and os.listdir('.') == []  # an empty directory of its own\n"
+        "    print('study headline-cpu: 2 runs')\n"
+        "    print('[1/2] a-1 in 3 s (4 s elapsed)')\n"
+        "    print('[2/2] b-2 in 5 s (9 s elapsed)')\n"
+        "    print('Test perplexity per language (geometric mean):')\n"
+        "    print('  claim 1: supported')\n"
+        "    print('the last line', file=sys.stderr)\n"
+        f"    return {status}\n")
+    assert demo_against.imported_from(tmp_path / "src") == (package / "__init__.py").resolve()
+    demo = demo_against.run_demo(tmp_path / "src", tmp_path / "root")
+    assert demo["status"] == status and demo["runs_seconds"] == 9.0 and demo["last_line"] == "the last line"
+    assert demo["results"] == "Test perplexity per language (geometric mean):\n  claim 1: supported\n"
+    assert demo["seconds"] > 0

@@ -1,0 +1,126 @@
+"""`xling demo` with this checkout's code against another commit's, alternated: how much faster is it end to end?
+
+    python benchmarks/demo_against.py [--commit af04a4b] [--pairs 3] [--out F]
+
+Each pair runs the other commit's demo, then this checkout's, each from an empty runs root in a temporary
+directory, with this Python and its packages (the other code from `git archive`: no worktree is left behind).
+The data cache ($XLING_CACHE) is shared: run `xling demo` once before, or the first demo of each code includes
+preparing its data. Alternating matters: a shared or virtual machine drifts by 10-25 % within minutes (README,
+Performance), so only the two demos of a pair are compared. Prints each demo's wall time, the part of it its runs
+took (its last "[k/n] RUN in ... (N s elapsed)" line) and the rest (start, alignment, report), each pair's ratio
+and their median, and whether this code's demos printed the same result lines (the demo is deterministic on one
+machine). af04a4b is the code of the day issue 17 was filed: the README's "before" for the demo's target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = "import sys; from xling.cli import main; sys.exit(main())"  # (the filing-day code has no xling.__main__)
+ELAPSED = re.compile(r"^\[\d+/\d+\] .*\((\d+) s elapsed\)$", re.MULTILINE)
+RESULTS = "Test perplexity per language"  # the demo's result lines start here
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def unpack(commit: str, into: Path) -> Path:
+    """The tree of `commit` (older code finds its studies and configs beside its package), unpacked under `into`;
+    returns its src directory."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def imported_from(src: Path) -> Path:
+    """Where `xling` is imported from with `src` first on the path (an installed copy must not win)."""
+    out = subprocess.run([sys.executable, "-c", "import xling; print(xling.__file__)"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(src)}, check=True).stdout
+    return Path(out.strip()).resolve()
+
+
+def run_demo(src: Path, root: Path) -> dict:
+    """One `xling demo` of the package at `src`, from the empty runs root root/runs."""
+    root.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(src), "XLING_RUNS": str(root / "runs")}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", DEMO, "demo"], cwd=root, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    output = done.stdout + done.stderr
+    elapsed = ELAPSED.findall(done.stdout)
+    runs = float(elapsed[-1]) if elapsed else None
+    results = done.stdout[done.stdout.find(RESULTS):] if RESULTS in done.stdout else ""
+    return {"seconds": seconds, "runs_seconds": runs, "status": done.returncode, "results": results,
+            "last_line": output.strip().splitlines()[-1] if output.strip() else ""}
+
+
+def main(argv: list[str]) -> int:
+    from xling.analysis.bench import cpu_model
+    from xling.cli.command import count
+    from xling.errors import XlingError
+    from xling.fsio import atomic_write_json, check_output_file
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--commit", default="af04a4b", help="the code to compare with (default af04a4b, issue 17's day)")
+    p.add_argument("--pairs", type=count(1), default=3, help="pairs of demos, alternated (default 3)")
+    p.add_argument("--out", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    try:
+        commit = _git("rev-parse", "--verify", "--quiet", f"{args.commit}^{{commit}}")
+        head = _git("rev-parse", "HEAD") + ("+changes" if _git("status", "--porcelain", "src") else "")
+    except (OSError, subprocess.CalledProcessError):
+        p.error(f"--commit: {args.commit!r} is not a commit of {REPO} (a git checkout of xling with its history)")
+    if args.out:
+        try:
+            check_output_file(args.out)  # before the demos, not after them
+        except XlingError as exc:
+            p.error(f"--out: {exc}")
+    this_src = REPO / "src"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="demo-against-") as tmp:
+        other_src = unpack(commit, Path(tmp))
+        for src in (other_src, this_src):
+            if not imported_from(src).is_relative_to(src.resolve()):
+                p.error(f"xling is imported from {imported_from(src)} even with {src} first on the path")
+        print(f"xling demo: {commit[:7]} against this checkout ({head[:7]}{head[40:]}), {args.pairs} pair(s), "
+              f"{cpu_model()}, {os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+        for pair in range(1, args.pairs + 1):
+            row = {}
+            for name, src in (("other", other_src), ("this", this_src)):
+                demo = row[name] = run_demo(src, Path(tmp) / f"{name}{pair}")
+                print(f"  pair {pair}, {commit[:7] if name == 'other' else 'this code'}: {demo['seconds']:.1f} s",
+                      file=sys.stderr, flush=True)
+                if demo["status"]:
+                    print(f"demo_against.py: the demo of {'this code' if name == 'this' else commit[:7]} failed "
+                          f"(exit status {demo['status']}): {demo['last_line']}", file=sys.stderr)
+                    return 1
+            rows.append(row)
+    print(f"{'pair':>4}  {commit[:7]:>9}  {'this code':>9}  {'ratio':>6}  runs ({commit[:7]} / this code)")
+    for i, row in enumerate(rows, 1):
+        other, this = row["other"], row["this"]
+        print(f"{i:>4}  {other['seconds']:>7.1f} s  {this['seconds']:>7.1f} s  {other['seconds'] / this['seconds']:>5.2f}x"
+              f"  {other['runs_seconds']} / {this['runs_seconds']} s")
+    ratios = [row["other"]["seconds"] / row["this"]["seconds"] for row in rows]
+    same = ("one demo" if len(rows) == 1 else f"the same in all {len(rows)} demos"
+            if len({row["this"]["results"] for row in rows}) == 1 else "DIFFERENT between its demos")
+    print(f"median ratio {statistics.median(ratios):.2f}x over {len(rows)} pair(s) (range {min(ratios):.2f}-"
+          f"{max(ratios):.2f}x); this code's result lines: {same}")
+    if args.out:
+        atomic_write_json(Path(args.out), {"commit": commit, "this": head, "cpu": cpu_model(), "pairs": rows,
+                                           "ratios": ratios, "date": time.strftime("%Y-%m-%d %H:%M %Z")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
