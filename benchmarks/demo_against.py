@@ -7,9 +7,9 @@ directory, with this Python and its packages (the other code from `git archive`:
 The data cache ($XLING_CACHE) is shared: run `xling demo` once before, or the first demo of each code includes
 preparing its data. Alternating matters: a shared or virtual machine drifts by 10-25 % within minutes (README,
 Performance), so only the two demos of a pair are compared. Prints each demo's wall time, the part of it its runs
-took (its last "[k/n] RUN in ... (N s elapsed)" line) and the rest (start, alignment, report), each pair's ratio
-and their median, and whether this code's demos printed the same result lines (the demo is deterministic on one
-machine). af04a4b is the code of the day issue 17 was filed: the README's "before" for the demo's target.
+took (its last "[k/n] RUN in ... (N s elapsed)" line; since 2026-11-29 that includes the bilingual runs' alignment,
+done by the workers) and the rest (start, the alignment before then, report), each pair's ratio and their median,
+and whether this code's demos printed the same result lines (the demo is deterministic on one machine). af04a4b is the code of the day issue 17 was filed: the README's "before" for the demo's target.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def run_demo(src: Path, root: Path) -> dict:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", DEMO, "demo"], cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    output = done.stdout + done.stderr
     elapsed = ELAPSED.findall(done.stdout)
     runs = float(elapsed[-1]) if elapsed else None
     results = done.stdout[done.stdout.find(RESULTS):] if RESULTS in done.stdout else ""
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()  # (an error's line is on stderr)
     return {"seconds": seconds, "runs_seconds": runs, "status": done.returncode, "results": results,
-            "last_line": output.strip().splitlines()[-1] if output.strip() else ""}
+            "last_line": said[-1] if said else ""}
 
 
 def main(argv: list[str]) -> int:
@@ -86,40 +86,52 @@ def main(argv: list[str]) -> int:
             check_output_file(args.out)  # before the demos, not after them
         except XlingError as exc:
             p.error(f"--out: {exc}")
-    this_src = REPO / "src"
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="demo-against-") as tmp:
-        other_src = unpack(commit, Path(tmp))
-        for src in (other_src, this_src):
-            if not imported_from(src).is_relative_to(src.resolve()):
-                p.error(f"xling is imported from {imported_from(src)} even with {src} first on the path")
-        print(f"xling demo: {commit[:7]} against this checkout ({head[:7]}{head[40:]}), {args.pairs} pair(s), "
-              f"{cpu_model()}, {os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
-        for pair in range(1, args.pairs + 1):
-            row = {}
-            for name, src in (("other", other_src), ("this", this_src)):
-                demo = row[name] = run_demo(src, Path(tmp) / f"{name}{pair}")
-                print(f"  pair {pair}, {commit[:7] if name == 'other' else 'this code'}: {demo['seconds']:.1f} s",
-                      file=sys.stderr, flush=True)
-                if demo["status"]:
-                    print(f"demo_against.py: the demo of {'this code' if name == 'this' else commit[:7]} failed "
-                          f"(exit status {demo['status']}): {demo['last_line']}", file=sys.stderr)
-                    return 1
-            rows.append(row)
-    print(f"{'pair':>4}  {commit[:7]:>9}  {'this code':>9}  {'ratio':>6}  runs ({commit[:7]} / this code)")
+    rows, failed = [], ""
+    try:
+        with tempfile.TemporaryDirectory(prefix="demo-against-") as tmp:
+            srcs = {"other": unpack(commit, Path(tmp)), "this": REPO / "src"}
+            for src in srcs.values():
+                if not imported_from(src).is_relative_to(src.resolve()):
+                    p.error(f"xling is imported from {imported_from(src)} even with {src} first on the path")
+            names = {"other": commit[:7], "this": "this code"}
+            print(f"xling demo: {commit[:7]} against this checkout ({head[:7]}{head[40:]}), {args.pairs} pair(s), "
+                  f"{cpu_model()}, {os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+            for pair in range(1, args.pairs + 1):
+                row = {}
+                for name, src in srcs.items():
+                    demo = row[name] = run_demo(src, Path(tmp) / f"{name}{pair}")
+                    print(f"  pair {pair}, {names[name]}: {demo['seconds']:.1f} s", file=sys.stderr, flush=True)
+                    if demo["status"]:
+                        failed = (f"the demo of {names[name]} failed (exit status {demo['status']}): "
+                                  f"{demo['last_line']}")
+                        break
+                if failed:
+                    break
+                rows.append(row)
+    except KeyboardInterrupt:
+        failed = "stopped (Ctrl-C)"
+    if rows:
+        _print_pairs(rows, commit[:7])
+    if failed:
+        print(f"demo_against.py: {failed}", file=sys.stderr)
+        return 130 if failed.startswith("stopped") else 1
+    if args.out:
+        atomic_write_json(Path(args.out), {"commit": commit, "this": head, "cpu": cpu_model(), "pairs": rows,
+                                           "date": time.strftime("%Y-%m-%d %H:%M %Z")})
+    return 0
+
+
+def _print_pairs(rows: list[dict], other: str) -> None:
+    print(f"{'pair':>4}  {other:>9}  {'this code':>9}  {'ratio':>6}  runs / the rest, {other}  runs / the rest, this code")
     for i, row in enumerate(rows, 1):
-        other, this = row["other"], row["this"]
-        print(f"{i:>4}  {other['seconds']:>7.1f} s  {this['seconds']:>7.1f} s  {other['seconds'] / this['seconds']:>5.2f}x"
-              f"  {other['runs_seconds']} / {this['runs_seconds']} s")
+        parts = [f"{d['runs_seconds']} / {d['seconds'] - (d['runs_seconds'] or 0):.1f} s" for d in row.values()]
+        print(f"{i:>4}  {row['other']['seconds']:>7.1f} s  {row['this']['seconds']:>7.1f} s  "
+              f"{row['other']['seconds'] / row['this']['seconds']:>5.2f}x  {parts[0]:>22}  {parts[1]:>22}")
     ratios = [row["other"]["seconds"] / row["this"]["seconds"] for row in rows]
     same = ("one demo" if len(rows) == 1 else f"the same in all {len(rows)} demos"
             if len({row["this"]["results"] for row in rows}) == 1 else "DIFFERENT between its demos")
     print(f"median ratio {statistics.median(ratios):.2f}x over {len(rows)} pair(s) (range {min(ratios):.2f}-"
           f"{max(ratios):.2f}x); this code's result lines: {same}")
-    if args.out:
-        atomic_write_json(Path(args.out), {"commit": commit, "this": head, "cpu": cpu_model(), "pairs": rows,
-                                           "ratios": ratios, "date": time.strftime("%Y-%m-%d %H:%M %Z")})
-    return 0
 
 
 if __name__ == "__main__":

@@ -274,11 +274,13 @@ def test_demo_against_reads_a_demos_runs_time_results_and_failure(tmp_path, stat
         "import os, sys\n"
         "def main():\n"
         "    assert sys.argv[1:] == ['demo'] and os.listdir('.') == []  # an empty directory of its own\n"
+        "    assert os.environ['XLING_RUNS'] == os.path.join(os.getcwd(), 'runs')  # and its own runs root\n"
         "    print('study headline-cpu: 2 runs')\n"
         "    print('[1/2] a-1 in 3 s (4 s elapsed)')\n"
         "    print('[2/2] b-2 in 5 s (9 s elapsed)')\n"
         "    print('Test perplexity per language (geometric mean):')\n"
         "    print('  claim 1: supported')\n"
+        "    print('a note', file=sys.stderr)\n"
         "    print('the last line', file=sys.stderr)\n"
         f"    return {status}\n")
     assert demo_against.imported_from(tmp_path / "src") == (package / "__init__.py").resolve()
@@ -286,3 +288,16 @@ def test_demo_against_reads_a_demos_runs_time_results_and_failure(tmp_path, stat
     assert demo["status"] == status and demo["runs_seconds"] == 9.0 and demo["last_line"] == "the last line"
     assert demo["results"] == "Test perplexity per language (geometric mean):\n  claim 1: supported\n"
     assert demo["seconds"] > 0
+
+
+def test_demo_against_prints_each_pairs_ratio_and_whether_the_results_repeat(capsys):
+    demo_against = _benchmark_script("demo_against")
+    demo = lambda seconds, runs, results="r": {"seconds": seconds, "runs_seconds": runs, "results": results}
+    demo_against._print_pairs([{"other": demo(250.0, 240.0), "this": demo(200.0, 190.0)},
+                               {"other": demo(230.0, 220.0), "this": demo(200.0, 192.0)}], "af04a4b")
+    out = capsys.readouterr().out.splitlines()
+    assert "1.25x" in out[1] and "240.0 / 10.0 s" in out[1] and "190.0 / 10.0 s" in out[1] and "1.15x" in out[2]
+    assert out[3] == "median ratio 1.20x over 2 pair(s) (range 1.15-1.25x); this code's result lines: the same in all 2 demos"
+    demo_against._print_pairs([{"other": demo(250.0, 240.0), "this": demo(200.0, 190.0)},
+                               {"other": demo(230.0, 220.0), "this": demo(200.0, 192.0, "other numbers")}], "af04a4b")
+    assert capsys.readouterr().out.splitlines()[-1].endswith("result lines: DIFFERENT between its demos")

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from xling.errors import XlingError
 from xling.model import gpt as M
 from xling.model import loss as CE
 from xling.model.gpt import GPT, causal_attention
@@ -178,13 +179,20 @@ def test_the_last_positions_features_skip_the_last_blocks_other_positions():
     model = _model()
     x = torch.randint(0, 300, (3, 24))
     mlp_rows = {i: [] for i in range(len(model.blocks))}
-    for i, block in enumerate(model.blocks):
-        block.fc.register_forward_hook(lambda mod, args, out, i=i: mlp_rows[i].append(args[0].shape[1]))
+    hooks = [block.fc.register_forward_hook(lambda mod, args, out, i=i: mlp_rows[i].append(args[0].shape[1]))
+             for i, block in enumerate(model.blocks)]
     with torch.no_grad():
         full, last = model.features(x), model.features(x, last_n=5)
+    for hook in hooks:
+        hook.remove()
     torch.testing.assert_close(last, full[:, -5:], rtol=1e-6, atol=1e-6)
     assert len(mlp_rows) > 1 and mlp_rows.pop(len(model.blocks) - 1) == [24, 5]  # the last block: 5 positions
     assert all(rows == [24, 24] for rows in mlp_rows.values())  # the others: every position (keys and values)
+    y = torch.randint(0, 300, (3, 24))
+    with torch.no_grad():  # more last positions than there are: all of them, as before
+        torch.testing.assert_close(model.loss(x, y, per_token=True, last_n=30), model.loss(x, y, per_token=True))
+    with pytest.raises(XlingError, match="last_n is the number of last positions scored"):
+        model.loss(x, y, last_n=-1)
 
 
 @pytest.mark.parametrize("t", [20, M.CPU_EXPLICIT_ATTENTION_MAX_LEN + 8])  # explicit path, SDPA path

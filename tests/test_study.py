@@ -24,7 +24,7 @@ from xling.recipes import packaged
 from xling.study.runner import execute_run, run_study
 from xling.study.spec import RunSpec, available_studies, build_study, find_study, load_study, runs_root
 from xling.study.state import is_complete, study_status
-from xling.train.lock import run_lock
+from xling.train.lock import is_locked, lock_holder, run_lock
 
 
 def read_json_file(path):
@@ -331,27 +331,40 @@ def test_failed_run_is_recorded_and_the_study_goes_on(tiny_corpus_dir, tmp_path,
     assert read_json_file(failed.run_dir(tmp_path) / "study.json")["attempts"] == 2
 
 
-def _probe(spec_json: dict, root: str, fail: bool) -> list[str]:
-    """A study runner's `then` for the test below."""
+def _probe(spec_json: dict, root: str, fail: type | None) -> list[str]:
+    """A study runner's `then` for the test below: a line, or `fail` raised."""
     if fail:
-        raise ValueError("no probe today")
-    assert is_complete(RunSpec.from_json(spec_json).run_dir(root))
+        raise fail("no probe today")
+    run_dir = RunSpec.from_json(spec_json).run_dir(root)
+    assert is_complete(run_dir) and is_locked(run_dir) and lock_holder(run_dir) == os.getpid()  # still held here
     return [f"probed {spec_json['id']}"]
 
 
-def test_then_runs_after_each_run_the_runner_completes_and_cannot_fail_it(tiny_corpus_dir, tmp_path):
+def test_then_runs_after_each_run_the_runner_completes_and_cannot_fail_it(tiny_corpus_dir, tmp_path, monkeypatch):
+    from xling.train.trainer import Trainer
+
     study = small_study(tiny_corpus_dir, "then", ps=(0.5,), fractions=(0.1,))
     lines = []
-    assert run_study(study, tmp_path, log=lines.append, then=(_probe, False))["completed"] == 2
+    assert run_study(study, tmp_path, log=lines.append, then=(_probe, None))["completed"] == 2
     for spec in study.runs:  # each right after its run's line
         assert f"] {spec.id} in " in lines[lines.index(f"probed {spec.id}") - 1]
     again = study.runs[0]
     shutil.rmtree(again.run_dir(tmp_path))
     lines.clear()
-    assert run_study(study, tmp_path, log=lines.append, then=(_probe, True)) == {"total": 2, "completed": 2, "failed": 0}
-    assert lines[-1] == f"{again.id}: _probe failed after training (ValueError: no probe today)"
+    counts = run_study(study, tmp_path, log=lines.append, then=(_probe, ValueError))
+    assert counts == {"total": 2, "completed": 2, "failed": 0}
+    assert lines[-1] == f"{again.id}: its analysis after training failed: ValueError: no probe today"
     assert sum(again.id in line for line in lines) == 2  # (the run complete before: not trained, not probed)
     assert read_json_file(again.run_dir(tmp_path) / "study.json")["status"] == "completed"
+    shutil.rmtree(again.run_dir(tmp_path))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in it stops the study, as in training
+        run_study(study, tmp_path, log=lambda _: None, then=(_probe, KeyboardInterrupt))
+    assert is_complete(again.run_dir(tmp_path))
+    shutil.rmtree(again.run_dir(tmp_path))
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: 1 / 0)
+    lines.clear()
+    assert run_study(study, tmp_path, log=lines.append, then=(_probe, None))["failed"] == 1
+    assert not any(line.startswith("probed") or "after training" in line for line in lines)  # a failed run: no hook
 
 
 @pytest.mark.parametrize("holder_finishes", [True, False])

@@ -54,7 +54,7 @@ class Block(nn.Module):
         qkv = F.linear(h, weight, bias).view(b, t, 3, self.n_heads, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous()  # one copy into [3, B, H, T, head_dim]
         attn = causal_attention(q, k, v)
-        if last_n:  # the projections and MLP of the other positions would go unused
+        if 0 < last_n < t:  # the projections and MLP of the other positions would go unused
             attn, x, t = attn[:, :, -last_n:], x[:, -last_n:], last_n
         x = x + self.o(attn.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
         return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
@@ -119,6 +119,8 @@ class GPT(nn.Module):
         evaluation scores only those, so the output head and the last block's projections and MLP run on a
         quarter of the positions. The [B, T, vocab] logits are never materialised (see `linear_cross_entropy`).
         """
+        if last_n < 0:
+            raise XlingError(f"last_n is the number of last positions scored (0: all of them), got {last_n}")
         h = self.features(idx, last_n)
         if last_n:
             targets = targets[:, -last_n:]

@@ -79,5 +79,6 @@ def _then(then: tuple, spec_json: dict, root: str) -> list[str]:
     fn, *args = then
     try:
         return list(fn(spec_json, root, *args))
-    except Exception as exc:  # (Ctrl-C and SIGTERM stop it as they stop training)
-        return [f"{spec_json['id']}: {fn.__name__} failed after training ({type(exc).__name__}: {first_line(exc)})"]
+    except Exception as exc:  # (Ctrl-C and SIGTERM stop it as they stop training; the run is recorded complete)
+        why = first_line(exc) if isinstance(exc, XlingError) else f"{type(exc).__name__}: {first_line(exc)}"
+        return [f"{spec_json['id']}: its analysis after training failed: {why}"]
