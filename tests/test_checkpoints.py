@@ -613,6 +613,7 @@ def test_a_run_another_process_trains_is_refused(tiny_corpus_dir, tmp_path, caps
     Trainer(tiny_config(tiny_corpus_dir, train={"steps": 8}), run).fit(progress=False, stop_at=4)
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"  # as another `xling train` does
                                "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "os.ftruncate(fd, 0)\n"  # (a shorter pid than the last holder's, after pids wrapped)
                                "os.write(fd, f'{os.getpid()}\\n'.encode())\nprint('held', flush=True)\ntime.sleep(60)",
                                str(RunDir(run).lock_path)], stdout=subprocess.PIPE, text=True)
     try:
