@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,17 +53,27 @@ def imported_from(src: Path) -> Path:
 
 def run_demo(src: Path, root: Path) -> dict:
     """One `xling demo` of the package at `src`, from the empty runs root root/runs."""
+    from xling.train.threads import cpu_ticks
+
     root.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(src), "XLING_RUNS": str(root / "runs")}
-    start = time.perf_counter()
+    start, ticks, own = time.perf_counter(), cpu_ticks(), _children_cpu_seconds()
     done = subprocess.run([sys.executable, "-c", DEMO, "demo"], cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    # what the machine's cores did besides this demo (its workers included): other jobs make a pair unfair
+    busy = (cpu_ticks()[0] - ticks[0]) / os.sysconf("SC_CLK_TCK")
+    others = max(0.0, busy - (_children_cpu_seconds() - own)) / seconds
     elapsed = ELAPSED.findall(done.stdout)
     runs = float(elapsed[-1]) if elapsed else None
     results = done.stdout[done.stdout.find(RESULTS):] if RESULTS in done.stdout else ""
     said = (done.stderr.strip() or done.stdout.strip()).splitlines()  # (an error's line is on stderr)
     return {"seconds": seconds, "runs_seconds": runs, "status": done.returncode, "results": results,
-            "last_line": said[-1] if said else ""}
+            "last_line": said[-1] if said else "", "other_cores": round(others, 2)}
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str]) -> int:
@@ -112,25 +123,31 @@ def main(argv: list[str]) -> int:
         failed = "stopped (Ctrl-C)"
     if rows:
         _print_pairs(rows, commit[:7])
+    if args.out and rows:  # (the finished pairs, also after a failure or Ctrl-C)
+        atomic_write_json(Path(args.out), {"commit": commit, "this": head, "cpu": cpu_model(), "pairs": rows,
+                                           "date": time.strftime("%Y-%m-%d %H:%M %Z")})
     if failed:
         print(f"demo_against.py: {failed}", file=sys.stderr)
         return 130 if failed.startswith("stopped") else 1
-    if args.out:
-        atomic_write_json(Path(args.out), {"commit": commit, "this": head, "cpu": cpu_model(), "pairs": rows,
-                                           "date": time.strftime("%Y-%m-%d %H:%M %Z")})
     return 0
 
 
 def _print_pairs(rows: list[dict], other: str) -> None:
-    print(f"{'pair':>4}  {other:>9}  {'this code':>9}  {'ratio':>6}  runs / the rest, {other}  runs / the rest, this code")
+    print(f"{'pair':>4}  {other:>9}  {'this code':>9}  {'speed-up':>8}  runs / the rest, {other}  "
+          "runs / the rest, this code")
     for i, row in enumerate(rows, 1):
         parts = [f"{d['runs_seconds']} / {d['seconds'] - (d['runs_seconds'] or 0):.1f} s" for d in row.values()]
         print(f"{i:>4}  {row['other']['seconds']:>7.1f} s  {row['this']['seconds']:>7.1f} s  "
-              f"{row['other']['seconds'] / row['this']['seconds']:>5.2f}x  {parts[0]:>22}  {parts[1]:>22}")
+              f"{row['other']['seconds'] / row['this']['seconds']:>7.2f}x  {parts[0]:>22}  {parts[1]:>22}")
+        for name, demo in row.items():
+            if demo.get("other_cores", 0) > 0.25:
+                print(f"      warning: other processes kept {demo['other_cores']:.2f} cores busy during the "
+                      f"{other if name == 'other' else 'this code'} demo of pair {i}: this pair compares the machine's "
+                      "load, not the code")
     ratios = [row["other"]["seconds"] / row["this"]["seconds"] for row in rows]
     same = ("one demo" if len(rows) == 1 else f"the same in all {len(rows)} demos"
             if len({row["this"]["results"] for row in rows}) == 1 else "DIFFERENT between its demos")
-    print(f"median ratio {statistics.median(ratios):.2f}x over {len(rows)} pair(s) (range {min(ratios):.2f}-"
+    print(f"median speed-up ({other}'s time / this code's) {statistics.median(ratios):.2f}x over {len(rows)} pair(s) (range {min(ratios):.2f}-"
           f"{max(ratios):.2f}x); this code's result lines: {same}")
 
 

@@ -287,7 +287,7 @@ def test_demo_against_reads_a_demos_runs_time_results_and_failure(tmp_path, stat
     demo = demo_against.run_demo(tmp_path / "src", tmp_path / "root")
     assert demo["status"] == status and demo["runs_seconds"] == 9.0 and demo["last_line"] == "the last line"
     assert demo["results"] == "Test perplexity per language (geometric mean):\n  claim 1: supported\n"
-    assert demo["seconds"] > 0
+    assert demo["seconds"] > 0 and demo["other_cores"] >= 0
 
 
 def test_demo_against_prints_each_pairs_ratio_and_whether_the_results_repeat(capsys):
@@ -297,7 +297,13 @@ def test_demo_against_prints_each_pairs_ratio_and_whether_the_results_repeat(cap
                                {"other": demo(230.0, 220.0), "this": demo(200.0, 192.0)}], "af04a4b")
     out = capsys.readouterr().out.splitlines()
     assert "1.25x" in out[1] and "240.0 / 10.0 s" in out[1] and "190.0 / 10.0 s" in out[1] and "1.15x" in out[2]
-    assert out[3] == "median ratio 1.20x over 2 pair(s) (range 1.15-1.25x); this code's result lines: the same in all 2 demos"
+    assert out[3] == ("median speed-up (af04a4b's time / this code's) 1.20x over 2 pair(s) (range 1.15-1.25x); this "
+                      "code's result lines: the same in all 2 demos")
+    busy = dict(demo(230.0, 220.0), other_cores=0.9)  # another job ran beside it
     demo_against._print_pairs([{"other": demo(250.0, 240.0), "this": demo(200.0, 190.0)},
-                               {"other": demo(230.0, 220.0), "this": demo(200.0, 192.0, "other numbers")}], "af04a4b")
-    assert capsys.readouterr().out.splitlines()[-1].endswith("result lines: DIFFERENT between its demos")
+                               {"other": busy, "this": demo(200.0, 192.0, "other numbers")}], "af04a4b")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith("result lines: DIFFERENT between its demos")
+    assert [line.strip() for line in out if "warning" in line] == [
+        "warning: other processes kept 0.90 cores busy during the af04a4b demo of pair 2: this pair compares the "
+        "machine's load, not the code"]

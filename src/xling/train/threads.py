@@ -9,7 +9,7 @@ import time
 BUSY_WINDOW_S = 0.1
 
 
-def _cpu_ticks() -> tuple[int, int]:
+def cpu_ticks() -> tuple[int, int]:
     """(busy, total) CPU time of all cores since boot, in ticks (Linux /proc/stat)."""
     with open("/proc/stat") as f:
         user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
@@ -23,9 +23,9 @@ def busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
 
     Unlike the 1-minute load average, this does not still count a job that ended seconds ago."""
     try:
-        busy0, total0 = _cpu_ticks()
+        busy0, total0 = cpu_ticks()
         time.sleep(window)
-        busy1, total1 = _cpu_ticks()
+        busy1, total1 = cpu_ticks()
     except (OSError, ValueError):
         return None
     return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
