@@ -180,7 +180,8 @@ def evaluate_run(run_dir, split: str = "test", max_tokens: int | None = None, de
     if not 2 <= ev.window <= seq_len:
         raise XlingError(f"the window ({ev.window}) must be between 2 and the model's length ({seq_len})")
     if not 1 <= ev.last_n < ev.window:
-        raise XlingError(f"last_n ({ev.last_n}) must be between 1 and the window - 1 ({ev.window - 1})")
+        raise XlingError(f"last_n ({ev.last_n}) must be between 1 and the window - 1 ({ev.window - 1}), or 0 for a "
+                         "quarter of the window")
     if ev.max_tokens < 0 or 0 < ev.max_tokens <= ev.window:
         raise XlingError(f"max_tokens {ev.max_tokens}: give 0 (the whole split) or more than one evaluation window "
                          f"({ev.window} tokens)")
