@@ -8,8 +8,10 @@ The data cache ($XLING_CACHE) is shared: run `xling demo` once before, or the fi
 preparing its data. Alternating matters: a shared or virtual machine drifts by 10-25 % within minutes (README,
 Performance), so only the two demos of a pair are compared. Prints each demo's wall time, the part of it its runs
 took (its last "[k/n] RUN in ... (N s elapsed)" line; since 2026-11-29 that includes the bilingual runs' alignment,
-done by the workers) and the rest (start, the alignment before then, report), each pair's ratio and their median,
-and whether this code's demos printed the same result lines (the demo is deterministic on one machine). af04a4b is the code of the day issue 17 was filed: the README's "before" for the demo's target.
+done by the workers) and the rest (start, the alignment before then, report), each pair's speed-up (the other's
+time / this code's) and their median, a warning where other processes kept the cores busy during a demo, and
+whether this code's demos printed the same result lines (the demo is deterministic on one machine). af04a4b is the
+code of the day issue 17 was filed: the README's "before" for the demo's target.
 """
 
 from __future__ import annotations
@@ -53,22 +55,30 @@ def imported_from(src: Path) -> Path:
 
 def run_demo(src: Path, root: Path) -> dict:
     """One `xling demo` of the package at `src`, from the empty runs root root/runs."""
-    from xling.train.threads import cpu_ticks
-
     root.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(src), "XLING_RUNS": str(root / "runs")}
-    start, ticks, own = time.perf_counter(), cpu_ticks(), _children_cpu_seconds()
+    start, busy, own = time.perf_counter(), _busy_cpu_seconds(), _children_cpu_seconds()
     done = subprocess.run([sys.executable, "-c", DEMO, "demo"], cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     # what the machine's cores did besides this demo (its workers included): other jobs make a pair unfair
-    busy = (cpu_ticks()[0] - ticks[0]) / os.sysconf("SC_CLK_TCK")
-    others = max(0.0, busy - (_children_cpu_seconds() - own)) / seconds
+    busy = None if busy is None else _busy_cpu_seconds() - busy
+    others = None if busy is None else round(max(0.0, busy - (_children_cpu_seconds() - own)) / seconds, 2)
     elapsed = ELAPSED.findall(done.stdout)
     runs = float(elapsed[-1]) if elapsed else None
     results = done.stdout[done.stdout.find(RESULTS):] if RESULTS in done.stdout else ""
     said = (done.stderr.strip() or done.stdout.strip()).splitlines()  # (an error's line is on stderr)
     return {"seconds": seconds, "runs_seconds": runs, "status": done.returncode, "results": results,
-            "last_line": said[-1] if said else "", "other_cores": round(others, 2)}
+            "last_line": said[-1] if said else "", "other_cores": others}
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all cores have been busy since boot (None without Linux's /proc/stat)."""
+    from xling.train.threads import cpu_ticks
+
+    try:
+        return cpu_ticks()[0] / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def _children_cpu_seconds() -> float:
@@ -102,8 +112,9 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="demo-against-") as tmp:
             srcs = {"other": unpack(commit, Path(tmp)), "this": REPO / "src"}
             for src in srcs.values():
-                if not imported_from(src).is_relative_to(src.resolve()):
-                    p.error(f"xling is imported from {imported_from(src)} even with {src} first on the path")
+                found = imported_from(src)
+                if not found.is_relative_to(src.resolve()):
+                    p.error(f"xling is imported from {found} even with {src} first on the path")
             names = {"other": commit[:7], "this": "this code"}
             print(f"xling demo: {commit[:7]} against this checkout ({head[:7]}{head[40:]}), {args.pairs} pair(s), "
                   f"{cpu_model()}, {os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
@@ -133,22 +144,22 @@ def main(argv: list[str]) -> int:
 
 
 def _print_pairs(rows: list[dict], other: str) -> None:
+    names = {"other": other, "this": "this code"}
+    speedups = [row["other"]["seconds"] / row["this"]["seconds"] for row in rows]
     print(f"{'pair':>4}  {other:>9}  {'this code':>9}  {'speed-up':>8}  runs / the rest, {other}  "
           "runs / the rest, this code")
-    for i, row in enumerate(rows, 1):
+    for i, (row, speedup) in enumerate(zip(rows, speedups), 1):
         parts = [f"{d['runs_seconds']} / {d['seconds'] - (d['runs_seconds'] or 0):.1f} s" for d in row.values()]
-        print(f"{i:>4}  {row['other']['seconds']:>7.1f} s  {row['this']['seconds']:>7.1f} s  "
-              f"{row['other']['seconds'] / row['this']['seconds']:>7.2f}x  {parts[0]:>22}  {parts[1]:>22}")
+        print(f"{i:>4}  {row['other']['seconds']:>7.1f} s  {row['this']['seconds']:>7.1f} s  {speedup:>7.2f}x  "
+              f"{parts[0]:>22}  {parts[1]:>22}")
         for name, demo in row.items():
-            if demo.get("other_cores", 0) > 0.25:
+            if (demo.get("other_cores") or 0) > 0.25:
                 print(f"      warning: other processes kept {demo['other_cores']:.2f} cores busy during the "
-                      f"{other if name == 'other' else 'this code'} demo of pair {i}: this pair compares the machine's "
-                      "load, not the code")
-    ratios = [row["other"]["seconds"] / row["this"]["seconds"] for row in rows]
+                      f"{names[name]} demo of pair {i}: this pair compares the machine's load, not the code")
     same = ("one demo" if len(rows) == 1 else f"the same in all {len(rows)} demos"
             if len({row["this"]["results"] for row in rows}) == 1 else "DIFFERENT between its demos")
-    print(f"median speed-up ({other}'s time / this code's) {statistics.median(ratios):.2f}x over {len(rows)} pair(s) (range {min(ratios):.2f}-"
-          f"{max(ratios):.2f}x); this code's result lines: {same}")
+    print(f"median speed-up ({other}'s time / this code's) {statistics.median(speedups):.2f}x over {len(rows)} "
+          f"pair(s) (range {min(speedups):.2f}-{max(speedups):.2f}x); this code's result lines: {same}")
 
 
 if __name__ == "__main__":

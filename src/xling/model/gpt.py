@@ -101,9 +101,9 @@ class GPT(nn.Module):
         """The final hidden states [B, T, D] (after the last LayerNorm), the head's input; `last_n` > 0: of the
         last last_n positions only, [B, last_n, D] (the last block computes no others)."""
         x = self._embed(idx)
-        for i, block in enumerate(self.blocks):
-            x = block(x, last_n if i == len(self.blocks) - 1 else 0)
-        return self.ln_f(x)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.ln_f(self.blocks[-1](x, last_n))
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, vocab]; with `targets`, the mean loss instead (the training step goes

@@ -64,11 +64,7 @@ def execute_run(spec_json: dict, root: str, progress: bool = False, loggers: tup
                     record(run_dir, spec, status="interrupted", finished=now())
                 raise
             # a failed run is recorded; the study goes on with the others
-            status = "failed"
-            error = first_line(exc)
-            if not isinstance(exc, XlingError):
-                error = f"{type(exc).__name__}: {error}"
-            trace = traceback.format_exc()
+            status, error, trace = "failed", _error_line(exc), traceback.format_exc()
         record(run_dir, spec, status=status, finished=now(), error=error, traceback=trace)
         seconds = time.perf_counter() - start
         lines = _then(then, spec_json, root) if then and status == "completed" else []
@@ -80,5 +76,9 @@ def _then(then: tuple, spec_json: dict, root: str) -> list[str]:
     try:
         return list(fn(spec_json, root, *args))
     except Exception as exc:  # (Ctrl-C and SIGTERM stop it as they stop training; the run is recorded complete)
-        why = first_line(exc) if isinstance(exc, XlingError) else f"{type(exc).__name__}: {first_line(exc)}"
-        return [f"{spec_json['id']}: its analysis after training failed: {why}"]
+        return [f"{spec_json['id']}: its analysis after training failed: {_error_line(exc)}"]
+
+
+def _error_line(exc: Exception) -> str:
+    """An error in one line: xling's own as it is, any other with its type (a bug's, not bad input)."""
+    return first_line(exc) if isinstance(exc, XlingError) else f"{type(exc).__name__}: {first_line(exc)}"
